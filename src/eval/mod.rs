@@ -1,0 +1,1 @@
+//! Verification metrics, embeddings and export.

@@ -1,0 +1,1 @@
+//! Packing identity folders of raw photos into aligned, checksummed shards.

@@ -1,0 +1,342 @@
+//! The dataset manifest (JSON), the label map (TSV) and the naming of a dataset's files.
+
+use super::format::Encoding;
+use crate::atomic::write_atomic;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Value of the manifest's `format` field.
+pub const MANIFEST_FORMAT: &str = "facekit-dataset";
+/// The manifest version this build writes and reads.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Where a dataset's files live: `dir/name.manifest.json`, `dir/name-00000.shard`, ...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetPaths {
+    dir: PathBuf,
+    name: String,
+}
+
+impl DatasetPaths {
+    /// The dataset called `base` (`training/celeb` means folder `training`, name `celeb`).
+    pub fn new(base: impl AsRef<Path>) -> Self {
+        let base = base.as_ref();
+        let dir = base.parent().map(Path::to_path_buf).unwrap_or_default();
+        let name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        DatasetPaths { dir, name }
+    }
+
+    /// Finds a dataset from what a user typed: a manifest path, a dataset base path, or a bare
+    /// name looked up in `data_dir`.
+    pub fn resolve(arg: &str, data_dir: Option<&Path>) -> Result<Self> {
+        let stripped = arg.strip_suffix(".manifest.json").unwrap_or(arg);
+        let direct = DatasetPaths::new(stripped);
+        if direct.manifest().is_file() {
+            return Ok(direct);
+        }
+        if let Some(dir) = data_dir {
+            let in_dir = DatasetPaths::new(dir.join(stripped));
+            if in_dir.manifest().is_file() {
+                return Ok(in_dir);
+            }
+            bail!(
+                "no dataset '{arg}': neither {} nor {} exists",
+                direct.manifest().display(),
+                in_dir.manifest().display()
+            );
+        }
+        bail!("no dataset '{arg}': {} does not exist", direct.manifest().display())
+    }
+
+    /// The dataset's name (file stem shared by all its files).
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// The folder holding the dataset.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `name.manifest.json`.
+    pub fn manifest(&self) -> PathBuf {
+        self.file(".manifest.json")
+    }
+
+    /// `name.labels.tsv`.
+    pub fn labels(&self) -> PathBuf {
+        self.file(".labels.tsv")
+    }
+
+    /// `name.report.json` (written by `facekit pack`).
+    pub fn report(&self) -> PathBuf {
+        self.file(".report.json")
+    }
+
+    /// `name.rejects.tsv` (written by `facekit pack`).
+    pub fn rejects(&self) -> PathBuf {
+        self.file(".rejects.tsv")
+    }
+
+    /// `name.progress.json` (kept by `facekit pack` for `--resume`).
+    pub fn progress(&self) -> PathBuf {
+        self.file(".progress.json")
+    }
+
+    /// Shard number `n`: `name-00000.shard`.
+    pub fn shard(&self, n: usize) -> PathBuf {
+        self.file(&format!("-{n:05}.shard"))
+    }
+
+    /// A sibling dataset whose name has `suffix` appended (`celeb` -> `celeb.valid`).
+    pub fn with_suffix(&self, suffix: &str) -> Self {
+        DatasetPaths { dir: self.dir.clone(), name: format!("{}{suffix}", self.name) }
+    }
+
+    /// Shard files of this dataset present on disk, by number.
+    pub fn shards_on_disk(&self) -> Result<Vec<(usize, PathBuf)>> {
+        let dir = if self.dir.as_os_str().is_empty() { Path::new(".") } else { &self.dir };
+        let mut found = Vec::new();
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+        };
+        let prefix = format!("{}-", self.name);
+        for entry in entries {
+            let entry = entry?;
+            let fname = entry.file_name().to_string_lossy().into_owned();
+            if let Some(num) = fname.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".shard")) {
+                if num.len() >= 5 && num.bytes().all(|c| c.is_ascii_digit()) {
+                    if let Ok(n) = num.parse() {
+                        found.push((n, entry.path()));
+                    }
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// Removes the manifest, label map and every shard of this dataset.
+    pub fn remove_existing(&self) -> Result<()> {
+        for p in [self.manifest(), self.labels()] {
+            remove_if_exists(&p)?;
+        }
+        self.remove_shards_from(0)
+    }
+
+    /// Removes shards numbered `first` and above.
+    pub fn remove_shards_from(&self, first: usize) -> Result<()> {
+        for (n, p) in self.shards_on_disk()? {
+            if n >= first {
+                remove_if_exists(&p)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&self, suffix: &str) -> PathBuf {
+        self.dir.join(format!("{}{suffix}", self.name))
+    }
+}
+
+fn remove_if_exists(p: &Path) -> Result<()> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", p.display())),
+    }
+}
+
+/// One shard as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// File name, relative to the manifest's folder.
+    pub file: String,
+    /// Number of records.
+    pub records: u64,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// CRC32 of the whole file.
+    pub crc32: u32,
+}
+
+/// One source (a top-level collection such as MS-Celeb-1M-v1c) and its class-id range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// Source number, as stored in records.
+    pub id: u16,
+    /// Source name (folder name).
+    pub name: String,
+    /// First class id of this source.
+    pub class_offset: u32,
+    /// Number of classes (identities) of this source.
+    pub classes: u32,
+    /// Number of records from this source.
+    pub records: u64,
+}
+
+/// How faces were aligned before packing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlignmentInfo {
+    /// Alignment method, e.g. `dlib-5pt-similarity`.
+    pub method: String,
+    /// Face detector used (`hog`, `cnn`), or `landmarks-file` when landmarks were given.
+    pub detector: String,
+    /// Output side in pixels.
+    pub size: u32,
+    /// Padding around the template, as a fraction of the face (dlib's meaning).
+    pub padding: f64,
+    /// Name of the landmark template.
+    pub template: String,
+    /// Template points in output pixels, in landmark order.
+    pub template_points: Vec<[f64; 2]>,
+    /// Interpolation used when sampling.
+    pub interpolation: String,
+}
+
+/// How the images in the records are encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodingInfo {
+    /// Encoding of every record.
+    pub format: Encoding,
+    /// JPEG quality, for JPEG.
+    pub quality: Option<u8>,
+    /// Image width of every record.
+    pub width: u32,
+    /// Image height of every record.
+    pub height: u32,
+}
+
+/// The manifest: what a dataset holds and how it was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always `facekit-dataset`.
+    pub format: String,
+    /// Manifest version (1).
+    pub format_version: u32,
+    /// Dataset name.
+    pub name: String,
+    /// The facekit version that wrote it.
+    pub tool_version: String,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// Total number of records.
+    pub records: u64,
+    /// Number of identity classes (class ids are `0..classes`).
+    pub classes: u32,
+    /// The sources and their class ranges.
+    pub sources: Vec<SourceInfo>,
+    /// How the faces were aligned, if they were.
+    pub alignment: Option<AlignmentInfo>,
+    /// How the images are encoded.
+    pub encoding: EncodingInfo,
+    /// File name of the label map.
+    pub label_map: String,
+    /// The shards, in order.
+    pub shards: Vec<ShardInfo>,
+}
+
+impl Manifest {
+    /// A manifest with the given content and no shards yet (the writer fills those in).
+    pub fn new(classes: u32, sources: Vec<SourceInfo>, alignment: Option<AlignmentInfo>, encoding: EncodingInfo) -> Self {
+        Manifest {
+            format: MANIFEST_FORMAT.into(),
+            format_version: MANIFEST_VERSION,
+            name: String::new(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            records: 0,
+            classes,
+            sources,
+            alignment,
+            encoding,
+            label_map: String::new(),
+            shards: Vec::new(),
+        }
+    }
+
+    /// Reads and checks a manifest.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = fs::read(path).with_context(|| format!("cannot read manifest {}", path.display()))?;
+        let m: Manifest =
+            serde_json::from_slice(&text).with_context(|| format!("manifest {} is not valid", path.display()))?;
+        if m.format != MANIFEST_FORMAT {
+            bail!("{} is not a facekit manifest (format is '{}')", path.display(), m.format);
+        }
+        if m.format_version != MANIFEST_VERSION {
+            bail!("{}: unsupported manifest version {}", path.display(), m.format_version);
+        }
+        Ok(m)
+    }
+
+    /// Writes the manifest atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let mut text = serde_json::to_vec_pretty(self)?;
+        text.push(b'\n');
+        write_atomic(path, &text)
+    }
+}
+
+/// One line of the label map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelEntry {
+    /// Class id.
+    pub class_id: u32,
+    /// Source name.
+    pub source: String,
+    /// Identity name (the folder name).
+    pub identity: String,
+}
+
+/// Identity name to class id, per source. Stored as TSV: `class_id<TAB>source<TAB>identity`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelMap {
+    /// Entries, sorted by class id.
+    pub entries: Vec<LabelEntry>,
+}
+
+impl LabelMap {
+    /// Writes the label map atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let mut out = String::from("class_id\tsource\tidentity\n");
+        for e in &self.entries {
+            out.push_str(&format!("{}\t{}\t{}\n", e.class_id, clean(&e.source), clean(&e.identity)));
+        }
+        write_atomic(path, out.as_bytes())
+    }
+
+    /// Reads a label map.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = fs::read_to_string(path).with_context(|| format!("cannot read label map {}", path.display()))?;
+        let mut entries = Vec::new();
+        for (i, line) in text.lines().enumerate().skip(1) {
+            let mut f = line.split('\t');
+            let (Some(id), Some(source), Some(identity)) = (f.next(), f.next(), f.next()) else {
+                bail!("{} line {}: expected 3 tab-separated fields", path.display(), i + 1);
+            };
+            let class_id = id.parse().with_context(|| format!("{} line {}: bad class id", path.display(), i + 1))?;
+            entries.push(LabelEntry { class_id, source: source.into(), identity: identity.into() });
+        }
+        Ok(LabelMap { entries })
+    }
+
+    /// The identity name of a class, if known.
+    pub fn identity(&self, class_id: u32) -> Option<&str> {
+        self.entries
+            .binary_search_by_key(&class_id, |e| e.class_id)
+            .ok()
+            .map(|i| self.entries[i].identity.as_str())
+    }
+}
+
+/// Tabs and newlines cannot appear inside a TSV field.
+fn clean(s: &str) -> String {
+    s.replace(['\t', '\n', '\r'], " ")
+}

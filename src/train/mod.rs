@@ -1,0 +1,1 @@
+//! The training loop, its learning-rate schedules, checkpoints and logs.
