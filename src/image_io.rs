@@ -1,1 +1,169 @@
 //! Decoding untrusted image files into RGB.
+//!
+//! Every input photo is treated as hostile: the format is recognised from the bytes (never
+//! the file extension), the dimensions are read from the header and checked BEFORE any pixel
+//! buffer is allocated (decompression bombs), and every failure maps to an [`ImageError`]
+//! whose [`ImageError::reason`] is a stable short code that pack reports can count.
+//!
+//! Conversions, so that every caller sees the same pixels:
+//! - greyscale and palette images are expanded to RGB; 16-bit samples are scaled to 8 bits;
+//! - alpha is composited on black (a transparent pixel becomes black, not whatever colour
+//!   the encoder left under it), then dropped;
+//! - the EXIF orientation (1-8) of JPEG, TIFF and WebP files is applied, so a phone photo
+//!   stored sideways comes out upright;
+//! - animated GIF/WebP: the first frame.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+
+/// Largest accepted width or height, in pixels.
+pub const MAX_SIDE: u32 = 20_000;
+/// Largest accepted pixel count (100 megapixels: about 300 MB as RGB8).
+pub const MAX_PIXELS: u64 = 100_000_000;
+
+/// Why an image could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The file has no bytes at all.
+    #[error("empty file")]
+    Empty,
+    /// The bytes are not any image format we know (text, HTML error page, ...).
+    #[error("not an image (unrecognised file signature)")]
+    NotAnImage,
+    /// A known format, but the data ends early or is damaged.
+    #[error("truncated or corrupt {format} data: {detail}")]
+    TruncatedOrCorrupt {
+        /// The recognised format, e.g. `Jpeg`.
+        format: String,
+        /// What the decoder complained about.
+        detail: String,
+    },
+    /// The header announces an image beyond [`MAX_SIDE`] or [`MAX_PIXELS`].
+    #[error("image too large: {width}x{height} (limits: {MAX_SIDE} px per side, {MAX_PIXELS} pixels)")]
+    TooLarge {
+        /// Width announced by the header.
+        width: u32,
+        /// Height announced by the header.
+        height: u32,
+    },
+    /// A recognised format or variant that we do not decode (e.g. AVIF, CMYK TIFF).
+    #[error("unsupported image format or variant: {0}")]
+    Unsupported(String),
+}
+
+impl ImageError {
+    /// Stable short code for reports: `empty`, `not_an_image`, `truncated_or_corrupt`,
+    /// `too_large` or `unsupported`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ImageError::Empty => "empty",
+            ImageError::NotAnImage => "not_an_image",
+            ImageError::TruncatedOrCorrupt { .. } => "truncated_or_corrupt",
+            ImageError::TooLarge { .. } => "too_large",
+            ImageError::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
+/// The format of `bytes`, recognised from its signature (`None` if unknown).
+pub fn sniff_format(bytes: &[u8]) -> Option<ImageFormat> {
+    image::guess_format(bytes).ok()
+}
+
+/// Decodes an untrusted image file into RGB8, applying EXIF orientation.
+pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    let format = sniff_format(bytes).ok_or(ImageError::NotAnImage)?;
+    let fmt_name = format!("{format:?}");
+    let corrupt = |e: image::ImageError| classify(e, &fmt_name);
+
+    let mut reader = ImageReader::new(Cursor::new(bytes));
+    reader.set_format(format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    // The RGBA16 worst case of a 100 Mpx image, plus headroom for decoder scratch.
+    limits.max_alloc = Some(MAX_PIXELS * 8 + (64 << 20));
+    reader.limits(limits);
+
+    // Only the header has been parsed when `into_decoder` returns: check the announced size
+    // before anything proportional to it is allocated.
+    let mut decoder = match reader.into_decoder() {
+        Ok(d) => d,
+        Err(image::ImageError::Limits(_)) => {
+            let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
+                .into_dimensions()
+                .unwrap_or((u32::MAX, u32::MAX));
+            return Err(ImageError::TooLarge { width, height });
+        }
+        Err(e) => return Err(corrupt(e)),
+    };
+    let (width, height) = decoder.dimensions();
+    if width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(ImageError::TooLarge { width, height });
+    }
+    if width == 0 || height == 0 {
+        return Err(ImageError::TruncatedOrCorrupt { format: fmt_name, detail: "zero width or height".into() });
+    }
+    // A broken EXIF block must not cost us an otherwise fine photo: fall back to upright.
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    if format == ImageFormat::Jpeg && !jpeg_has_end_marker(bytes) {
+        // The JPEG decoder fills a cut-off scan with grey instead of failing; a half-grey face
+        // must never reach a training set.
+        return Err(ImageError::TruncatedOrCorrupt {
+            format: fmt_name,
+            detail: "no end-of-image marker after the scan data (file cut short)".into(),
+        });
+    }
+    let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    img.apply_orientation(orientation);
+    Ok(to_rgb_on_black(img))
+}
+
+/// Converts any decoded image to RGB8, compositing alpha on black.
+fn to_rgb_on_black(img: DynamicImage) -> RgbImage {
+    if !img.color().has_alpha() {
+        return img.into_rgb8();
+    }
+    let rgba = img.into_rgba8();
+    let (w, h) = rgba.dimensions();
+    let mut out = RgbImage::new(w, h);
+    for (o, p) in out.pixels_mut().zip(rgba.pixels()) {
+        let a = u32::from(p[3]);
+        for c in 0..3 {
+            // Rounded integer premultiplication: exact for a = 0 and a = 255.
+            o[c] = ((u32::from(p[c]) * a + 127) / 255) as u8;
+        }
+    }
+    out
+}
+
+/// Whether a JPEG has an end-of-image marker (FF D9) somewhere after its first scan header.
+fn jpeg_has_end_marker(bytes: &[u8]) -> bool {
+    let sos = match bytes.windows(2).position(|w| w == [0xFF, 0xDA]) {
+        Some(p) => p,
+        None => return false,
+    };
+    // Search from the end: the marker is normally within the last bytes (some cameras append
+    // trailing data after it, which is why we do not insist on it being last).
+    bytes[sos..].windows(2).rev().any(|w| w == [0xFF, 0xD9])
+}
+
+/// Maps the `image` crate's error to our reason codes.
+fn classify(e: image::ImageError, format: &str) -> ImageError {
+    match e {
+        image::ImageError::Limits(l) => ImageError::Unsupported(format!("{format}: {l}")),
+        image::ImageError::Unsupported(u) => ImageError::Unsupported(u.to_string()),
+        other => ImageError::TruncatedOrCorrupt { format: format.to_string(), detail: other.to_string() },
+    }
+}
+
+/// Reads and decodes an image file; errors name the file.
+pub fn read_image(path: &std::path::Path) -> anyhow::Result<RgbImage> {
+    use anyhow::Context;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    decode_image(&bytes).with_context(|| format!("decoding {}", path.display()))
+}

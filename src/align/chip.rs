@@ -1,0 +1,358 @@
+//! dlib's face-chip geometry and extraction, reproduced in pure Rust.
+//!
+//! This follows dlib 19.24 `image_transforms/interpolation.h` step by step so that a chip cut
+//! here matches `dlib.get_face_chip` on the same landmarks:
+//! - [`ChipDetails::from_points`] is the `chip_details(chip_points, img_points, dims)`
+//!   constructor: fit a similarity from template to image points, keep its angle, and turn
+//!   its scale and translation into an extraction rectangle (`centered_drect`, whose width is
+//!   `cols * scale` in dlib's inclusive-pixel convention);
+//! - [`extract_chip`] is `extract_image_chips` with bilinear interpolation: when the chip is
+//!   much smaller than the rectangle, an image pyramid (`pyramid_down<2>`, a 5x5 binomial
+//!   filter) built over a grown bounding box is sampled instead of the full image, so the
+//!   downscale does not alias; pixels that fall outside (the grown box of) the image are 0;
+//!   interpolated values are truncated to u8, as dlib's `vector_to_pixel` does.
+
+use image::RgbImage;
+
+use super::transform::{rotate_point, Affine, Point2, Similarity};
+
+/// A floating rectangle with dlib's inclusive-pixel semantics (`width = right - left + 1`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DRect {
+    /// Left edge (x of the left-most pixel centre).
+    pub left: f64,
+    /// Top edge.
+    pub top: f64,
+    /// Right edge (inclusive).
+    pub right: f64,
+    /// Bottom edge (inclusive).
+    pub bottom: f64,
+}
+
+impl DRect {
+    fn is_empty(&self) -> bool {
+        self.top > self.bottom || self.left > self.right
+    }
+    fn width(&self) -> f64 {
+        if self.is_empty() { 0.0 } else { self.right - self.left + 1.0 }
+    }
+    fn height(&self) -> f64 {
+        if self.is_empty() { 0.0 } else { self.bottom - self.top + 1.0 }
+    }
+    fn area(&self) -> f64 {
+        self.width() * self.height()
+    }
+    fn center(&self) -> Point2 {
+        [(self.left + self.right) / 2.0, (self.top + self.bottom) / 2.0]
+    }
+    fn corners(&self) -> [Point2; 4] {
+        // tl, tr, bl, br
+        [[self.left, self.top], [self.right, self.top], [self.left, self.bottom], [self.right, self.bottom]]
+    }
+    fn translate(&self, dx: f64, dy: f64) -> DRect {
+        DRect { left: self.left + dx, top: self.top + dy, right: self.right + dx, bottom: self.bottom + dy }
+    }
+    /// `pyramid_down<2>::rect_down`: dlib maps points down by `p / 2 - (1.25, 0.75)`.
+    fn pyramid_down(&self) -> DRect {
+        let d = |p: Point2| [p[0] / 2.0 - 1.25, p[1] / 2.0 - 0.75];
+        let (a, b) = (d([self.left, self.top]), d([self.right, self.bottom]));
+        DRect { left: a[0].min(b[0]), top: a[1].min(b[1]), right: a[0].max(b[0]), bottom: a[1].max(b[1]) }
+    }
+}
+
+/// An integer rectangle (inclusive), dlib's `rectangle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IRect {
+    left: i64,
+    top: i64,
+    right: i64,
+    bottom: i64,
+}
+
+impl IRect {
+    fn is_empty(&self) -> bool {
+        self.top > self.bottom || self.left > self.right
+    }
+    fn width(&self) -> i64 {
+        if self.is_empty() { 0 } else { self.right - self.left + 1 }
+    }
+    fn height(&self) -> i64 {
+        if self.is_empty() { 0 } else { self.bottom - self.top + 1 }
+    }
+    /// dlib's `drectangle -> rectangle` conversion rounds each edge with `floor(x + 0.5)`.
+    fn from_drect(r: DRect) -> IRect {
+        let f = |x: f64| (x + 0.5).floor() as i64;
+        IRect { left: f(r.left), top: f(r.top), right: f(r.right), bottom: f(r.bottom) }
+    }
+}
+
+/// Where and how to cut a chip: dlib's `chip_details`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChipDetails {
+    /// The (unrotated) extraction rectangle in image pixels.
+    pub rect: DRect,
+    /// Rotation of the rectangle about its centre, radians.
+    pub angle: f64,
+    /// Output rows.
+    pub rows: u32,
+    /// Output columns.
+    pub cols: u32,
+}
+
+impl ChipDetails {
+    /// dlib's `chip_details(chip_points, img_points, chip_dims(rows, cols))`.
+    pub fn from_points(chip_points: &[Point2], img_points: &[Point2], rows: u32, cols: u32) -> ChipDetails {
+        let tform = Similarity::fit(chip_points, img_points);
+        let aff = tform.to_affine();
+        // dlib reads angle and scale off the image of the unit x vector.
+        let p = [aff.m[0][0], aff.m[1][0]];
+        let angle = p[1].atan2(p[0]);
+        let scale = p[0].hypot(p[1]);
+        let c = aff.apply([f64::from(cols) / 2.0, f64::from(rows) / 2.0]);
+        // centered_drect(p, w, h) shrinks w and h by one: dlib rectangles are inclusive.
+        let (w, h) = (f64::from(cols) * scale - 1.0, f64::from(rows) * scale - 1.0);
+        let rect = DRect { left: c[0] - w / 2.0, top: c[1] - h / 2.0, right: c[0] + w / 2.0, bottom: c[1] + h / 2.0 };
+        ChipDetails { rect, angle, rows, cols }
+    }
+
+    fn size(&self) -> f64 {
+        f64::from(self.rows) * f64::from(self.cols)
+    }
+}
+
+/// A read-only window into an RGB image (dlib's `sub_image`), possibly empty.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [u8],
+    stride: usize,
+    offset: usize,
+    nr: i64,
+    nc: i64,
+}
+
+impl<'a> View<'a> {
+    fn whole(img: &'a RgbImage) -> View<'a> {
+        View { data: img.as_raw(), stride: img.width() as usize * 3, offset: 0, nr: i64::from(img.height()), nc: i64::from(img.width()) }
+    }
+    fn sub(img: &'a RgbImage, r: IRect) -> View<'a> {
+        if r.is_empty() {
+            return View { data: img.as_raw(), stride: 0, offset: 0, nr: 0, nc: 0 };
+        }
+        let stride = img.width() as usize * 3;
+        View { data: img.as_raw(), stride, offset: r.top as usize * stride + r.left as usize * 3, nr: r.height(), nc: r.width() }
+    }
+    #[inline]
+    fn px(&self, r: i64, c: i64) -> &'a [u8] {
+        let i = self.offset + r as usize * self.stride + c as usize * 3;
+        &self.data[i..i + 3]
+    }
+}
+
+/// dlib's `pyramid_down<2>` on RGB: a separable [1 4 6 4 1] filter, keeping every other
+/// row and column, with dlib's exact integer arithmetic (u16 sums, truncating `/256`).
+fn pyramid_down_rgb(v: &View<'_>) -> RgbImage {
+    if v.nr <= 8 || v.nc <= 8 {
+        return RgbImage::new(0, 0);
+    }
+    let tnc = ((v.nc - 3) / 2) as usize;
+    let nr = v.nr as usize;
+    let mut temp = vec![[0u16; 3]; nr * tnc];
+    for r in 0..nr {
+        for c in 0..tnc {
+            let oc = 2 * c as i64;
+            let mut s = [0u16; 3];
+            for (k, w) in [1u16, 4, 6, 4, 1].iter().enumerate() {
+                let p = v.px(r as i64, oc + k as i64);
+                for ch in 0..3 {
+                    s[ch] += u16::from(p[ch]) * w;
+                }
+            }
+            temp[r * tnc + c] = s;
+        }
+    }
+    let out_rows = ((v.nr - 3) / 2) as u32;
+    let mut out = RgbImage::new(tnc as u32, out_rows);
+    let mut dr = 0u32;
+    let mut r = 2usize;
+    while r + 2 < nr {
+        for c in 0..tnc {
+            let px = out.get_pixel_mut(c as u32, dr);
+            for ch in 0..3 {
+                let t = temp[(r - 2) * tnc + c][ch]
+                    + temp[(r - 1) * tnc + c][ch] * 4
+                    + temp[r * tnc + c][ch] * 6
+                    + temp[(r + 1) * tnc + c][ch] * 4
+                    + temp[(r + 2) * tnc + c][ch];
+                px[ch] = (t / 256) as u8;
+            }
+        }
+        dr += 1;
+        r += 2;
+    }
+    out
+}
+
+/// Bilinear sample of `v` at `p` as dlib's `interpolate_bilinear` (None when any of the four
+/// neighbours is outside), truncated to u8.
+#[inline]
+fn bilinear_dlib(v: &View<'_>, p: Point2) -> Option<[u8; 3]> {
+    let left = p[0].floor();
+    let top = p[1].floor();
+    let (l, t) = (left as i64, top as i64);
+    if !(l >= 0 && t >= 0 && l + 1 < v.nc && t + 1 < v.nr) {
+        return None;
+    }
+    let lr = p[0] - left;
+    let tb = p[1] - top;
+    let (tl, tr, bl, br) = (v.px(t, l), v.px(t, l + 1), v.px(t + 1, l), v.px(t + 1, l + 1));
+    let mut out = [0u8; 3];
+    for ch in 0..3 {
+        let f = |x: &[u8]| f64::from(x[ch]);
+        let val = (1.0 - tb) * ((1.0 - lr) * f(tl) + lr * f(tr)) + tb * ((1.0 - lr) * f(bl) + lr * f(br));
+        out[ch] = val as u8;
+    }
+    Some(out)
+}
+
+/// Fills `out` by mapping each output pixel through `tform` into `v` (dlib's `transform_image`
+/// with a black background).
+fn transform_into(v: &View<'_>, out: &mut RgbImage, tform: &Affine) {
+    let (w, h) = out.dimensions();
+    for r in 0..h {
+        for c in 0..w {
+            let p = tform.apply([f64::from(c), f64::from(r)]);
+            let px = bilinear_dlib(v, p).unwrap_or([0, 0, 0]);
+            out.put_pixel(c, r, image::Rgb(px));
+        }
+    }
+}
+
+/// Cuts the chip described by `d` out of `img`: dlib's `extract_image_chip` with bilinear
+/// interpolation (including its image pyramid for large downscales).
+pub fn extract_chip(img: &RgbImage, d: &ChipDetails) -> RgbImage {
+    // dlib's fast path: an unrotated, unscaled chip is a plain copy with a zero border.
+    if d.angle == 0.0 && f64::from(d.rows) == d.rect.height() && f64::from(d.cols) == d.rect.width() {
+        let loc = IRect::from_drect(d.rect);
+        let mut chip = RgbImage::new(d.cols, d.rows);
+        for r in 0..loc.height() {
+            for c in 0..loc.width() {
+                let (y, x) = (loc.top + r, loc.left + c);
+                if x >= 0 && y >= 0 && x < i64::from(img.width()) && y < i64::from(img.height()) {
+                    chip.put_pixel(c as u32, r as u32, *img.get_pixel(x as u32, y as u32));
+                }
+            }
+        }
+        return chip;
+    }
+
+    // How deep a pyramid the chip needs, and the image area it can touch (grown by the
+    // filter's reach at that depth).
+    let mut depth = 0;
+    let mut grow = 2.0;
+    let mut rect = d.rect.pyramid_down();
+    while rect.area() > d.size() {
+        rect = rect.pyramid_down();
+        depth += 1;
+        grow = grow * 2.0 + 2.0;
+    }
+    let cent = d.rect.center();
+    let rot: Vec<Point2> = d.rect.corners().iter().map(|&p| rotate_point(cent, p, d.angle)).collect();
+    let rot_rect = DRect {
+        left: rot.iter().map(|p| p[0]).fold(f64::INFINITY, f64::min),
+        top: rot.iter().map(|p| p[1]).fold(f64::INFINITY, f64::min),
+        right: rot.iter().map(|p| p[0]).fold(f64::NEG_INFINITY, f64::max),
+        bottom: rot.iter().map(|p| p[1]).fold(f64::NEG_INFINITY, f64::max),
+    };
+    let img_rect = DRect { left: 0.0, top: 0.0, right: f64::from(img.width()) - 1.0, bottom: f64::from(img.height()) - 1.0 };
+    let grown = DRect {
+        left: (rot_rect.left - grow).max(img_rect.left),
+        top: (rot_rect.top - grow).max(img_rect.top),
+        right: (rot_rect.right + grow).min(img_rect.right),
+        bottom: (rot_rect.bottom + grow).min(img_rect.bottom),
+    };
+    let bbox = IRect::from_drect(grown);
+    let base = View::sub(img, bbox);
+    let mut levels: Vec<RgbImage> = Vec::with_capacity(depth);
+    for i in 0..depth {
+        let next = if i == 0 { pyramid_down_rgb(&base) } else { pyramid_down_rgb(&View::whole(&levels[i - 1])) };
+        levels.push(next);
+    }
+
+    let mut chip = RgbImage::new(d.cols, d.rows);
+    let (ox, oy) = if bbox.is_empty() { (0.0, 0.0) } else { (bbox.left as f64, bbox.top as f64) };
+    let mut rect = d.rect.translate(-ox, -oy);
+    let mut level: i64 = -1;
+    while rect.pyramid_down().area() > d.size() {
+        level += 1;
+        rect = rect.pyramid_down();
+    }
+    let c = rect.center();
+    let [tl, tr, bl, _] = rect.corners();
+    let from = [[0.0, 0.0], [f64::from(d.cols) - 1.0, 0.0], [0.0, f64::from(d.rows) - 1.0]];
+    let to = [rotate_point(c, tl, d.angle), rotate_point(c, tr, d.angle), rotate_point(c, bl, d.angle)];
+    let Some(tform) = Affine::from_three_points(from, to) else {
+        // A 1-pixel-wide chip has no well-defined mapping; dlib would divide by zero too.
+        return chip;
+    };
+    let src = if level < 0 { base } else { View::whole(&levels[level as usize]) };
+    transform_into(&src, &mut chip, &tform);
+    chip
+}
+
+/// Bilinear warp of `img` into a `w` x `h` image, `chip_to_img` mapping output pixel centres to
+/// input coordinates; outside pixels are 0, values rounded to nearest (no pyramid).
+pub fn warp_affine(img: &RgbImage, chip_to_img: &Affine, w: u32, h: u32) -> RgbImage {
+    let v = View::whole(img);
+    let mut out = RgbImage::new(w, h);
+    for r in 0..h {
+        for c in 0..w {
+            let p = chip_to_img.apply([f64::from(c), f64::from(r)]);
+            if let Some(px) = bilinear_round(&v, p) {
+                out.put_pixel(c, r, image::Rgb(px));
+            }
+        }
+    }
+    out
+}
+
+#[inline]
+fn bilinear_round(v: &View<'_>, p: Point2) -> Option<[u8; 3]> {
+    let (left, top) = (p[0].floor(), p[1].floor());
+    let (l, t) = (left as i64, top as i64);
+    if !(l >= 0 && t >= 0 && l + 1 < v.nc && t + 1 < v.nr) {
+        return None;
+    }
+    let (lr, tb) = (p[0] - left, p[1] - top);
+    let (tl, tr, bl, br) = (v.px(t, l), v.px(t, l + 1), v.px(t + 1, l), v.px(t + 1, l + 1));
+    let mut out = [0u8; 3];
+    for ch in 0..3 {
+        let f = |x: &[u8]| f64::from(x[ch]);
+        let val = (1.0 - tb) * ((1.0 - lr) * f(tl) + lr * f(tr)) + tb * ((1.0 - lr) * f(bl) + lr * f(br));
+        out[ch] = val.round().clamp(0.0, 255.0) as u8;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pyramid_down_of_a_flat_image_is_flat_with_dlib_size() {
+        let img = RgbImage::from_pixel(21, 13, image::Rgb([100, 50, 200]));
+        let down = pyramid_down_rgb(&View::whole(&img));
+        // dlib: (nc - 3) / 2 columns, (nr - 3) / 2 rows.
+        assert_eq!(down.dimensions(), (9, 5));
+        assert!(down.pixels().all(|p| p.0 == [100, 50, 200]));
+    }
+
+    #[test]
+    fn identity_chip_is_a_plain_copy_with_zero_border() {
+        let img = RgbImage::from_fn(10, 10, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let d = ChipDetails { rect: DRect { left: -2.0, top: 3.0, right: 5.0, bottom: 6.0 }, angle: 0.0, rows: 4, cols: 8 };
+        let chip = extract_chip(&img, &d);
+        assert_eq!(chip.get_pixel(0, 0).0, [0, 0, 0]);
+        assert_eq!(chip.get_pixel(2, 0).0, [0, 3, 7]);
+        assert_eq!(chip.get_pixel(7, 3).0, [5, 6, 7]);
+    }
+}
