@@ -1,1 +1,532 @@
-//! Packing identity folders of raw photos into aligned, checksummed shards.
+//! Packing identity folders of raw photos into aligned, checksummed shards (`facekit pack`).
+//!
+//! The pipeline: [`layout`] decides sources, identities and class ids; [`inputs`] streams every
+//! file in one sorted order; chunks of that stream are aligned in parallel by [`worker`] on a rayon
+//! pool; a writer thread puts the results, in input order, into the training dataset or the
+//! validation dataset ([`split`]), checkpoints after every training shard ([`checkpoint`]) and
+//! keeps the counts ([`report`]). Because the order never depends on thread timing, the shards are
+//! byte-identical for any `--threads`, and a resumed pack equals an uninterrupted one.
+
+pub mod attributes;
+pub mod checkpoint;
+pub mod inputs;
+pub mod landmarks;
+pub mod layout;
+pub mod report;
+pub mod size;
+pub mod split;
+pub mod worker;
+
+use crate::align::{ChipSpec, Template};
+use crate::shard::manifest::{AlignmentInfo, EncodingInfo};
+use crate::shard::{DatasetPaths, DatasetWriter, Encoding, Manifest};
+use anyhow::{bail, Context, Result};
+use checkpoint::{Checkpoint, Settings, PROGRESS_FORMAT};
+use inputs::InputFile;
+use layout::Plan;
+use rayon::prelude::*;
+use report::{Counters, PackReport, Reject};
+use split::{path_hash, SplitRule};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use worker::{Detector, Outcome, WorkerConfig};
+
+/// Suffix of the validation dataset's name (`celeb` -> `celeb.valid`).
+pub const VALID_SUFFIX: &str = ".valid";
+/// Environment variable that stops a pack after this many checkpoints, as a crash would: only for
+/// testing `--resume`.
+pub const STOP_AFTER_ENV: &str = "FACEKIT_PACK_STOP_AFTER_SHARDS";
+
+/// How faces are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaceFinder {
+    /// dlib detection and 5-point landmarks, aligned to dlib's template.
+    #[cfg(feature = "pack")]
+    Detect(crate::align::DetectorKind),
+    /// Every face from `--landmarks`, aligned to the ArcFace template.
+    Landmarks,
+}
+
+/// Everything `facekit pack` needs.
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    /// Input roots.
+    pub roots: Vec<PathBuf>,
+    /// Output dataset (`training/celeb`).
+    pub output: PathBuf,
+    /// Detection or landmarks.
+    pub finder: FaceFinder,
+    /// dlib models folder (`None`: `$FACEKIT_MODELS`, else `./models`).
+    pub models: Option<PathBuf>,
+    /// `--landmarks` file.
+    pub landmarks: Option<PathBuf>,
+    /// `--attributes` file.
+    pub attributes: Option<PathBuf>,
+    /// `--utkface-labels`.
+    pub utkface_labels: bool,
+    /// Chip geometry.
+    pub spec: ChipSpec,
+    /// Record encoding.
+    pub encoding: Encoding,
+    /// JPEG quality (1-100).
+    pub quality: u8,
+    /// Target shard size in bytes.
+    pub shard_size: u64,
+    /// Worker threads.
+    pub threads: usize,
+    /// `--valid-fraction`.
+    pub valid_fraction: f64,
+    /// `--valid-per-class`.
+    pub valid_per_class: usize,
+    /// Continue an interrupted pack.
+    pub resume: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Set (by Ctrl-C) to stop at the next chunk; the last checkpoint stays resumable.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// How a pack ended.
+#[derive(Debug)]
+pub enum PackEnd {
+    /// All input processed; the report was written.
+    Done(Box<PackReport>),
+    /// Stopped early; `checkpoints` shards are resumable with `--resume`.
+    Interrupted {
+        /// Training shards completed and recorded in the progress file.
+        shards: usize,
+    },
+}
+
+/// Packs the roots into the output dataset(s).
+pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
+    let started = Instant::now();
+    validate(opts)?;
+    let plan = Plan::scan(&opts.roots)?;
+    let landmarks = opts.landmarks.as_deref().map(landmarks::LandmarkTable::read).transpose()?;
+    let attributes = opts.attributes.as_deref().map(attributes::AttributeTable::read).transpose()?;
+
+    // First pass over names only: the total for the progress bar and the per-class split cut-offs.
+    let mut rule = SplitRule::new(opts.valid_fraction, opts.valid_per_class, plan.classes);
+    let mut files = 0u64;
+    for f in inputs::walk(&plan) {
+        files += 1;
+        if opts.valid_per_class > 0 {
+            rule.observe(f.class, path_hash(&f.record_path));
+        }
+    }
+    rule.seal();
+    let settings = settings(opts, &plan, files)?;
+
+    let paths = DatasetPaths::new(&opts.output);
+    let vpaths = paths.with_suffix(VALID_SUFFIX);
+    let want_valid = !rule.is_none();
+    let source_names = plan.sources.iter().map(|s| s.name.clone());
+    let mut sink = match resume_point(opts, &paths, &vpaths, &settings)? {
+        Some(cp) => Sink {
+            train: DatasetWriter::resume(paths.clone(), opts.shard_size, cp.train_shards)?,
+            valid: if want_valid { Some(DatasetWriter::resume(vpaths.clone(), opts.shard_size, cp.valid_shards)?) } else { None },
+            counters: cp.counters,
+            rejects: cp.rejects,
+            resumed_at: cp.consumed,
+            checkpoints: 0,
+        },
+        None => {
+            for p in [paths.progress(), paths.report(), paths.rejects()] {
+                remove_file(&p)?;
+            }
+            // A validation dataset left by an earlier pack of this name would no longer match.
+            vpaths.remove_existing()?;
+            Sink {
+                train: DatasetWriter::create(paths.clone(), opts.shard_size)?,
+                valid: if want_valid { Some(DatasetWriter::create(vpaths.clone(), opts.shard_size)?) } else { None },
+                counters: Counters::new(source_names),
+                rejects: Vec::new(),
+                resumed_at: 0,
+                checkpoints: 0,
+            }
+        }
+    };
+    let resumed_at = sink.resumed_at;
+
+    let cfg = WorkerConfig {
+        spec: opts.spec,
+        encoding: opts.encoding,
+        quality: opts.quality,
+        landmarks,
+        attributes,
+        utkface_labels: opts.utkface_labels,
+    };
+    let detectors = DetectorPool::new(opts)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads)
+        .thread_name(|i| format!("facekit-pack-{i}"))
+        .build()
+        .context("cannot start worker threads")?;
+    let bar = crate::progress::items(files, "images");
+    if !opts.progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_position(resumed_at);
+    bar.reset_eta();
+    let stop_after: Option<usize> = std::env::var(STOP_AFTER_ENV).ok().and_then(|v| v.parse().ok());
+    let writer_ctx = WriterCtx { rule: &rule, settings: &settings, progress: paths.progress(), stop_after };
+    // Enough work per chunk to keep every thread busy, small enough to bound memory.
+    let chunk_size = opts.threads.max(1) * 32;
+
+    let finished = std::thread::scope(|s| -> Result<Option<Sink>> {
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<(InputFile, Outcome)>>(2);
+        let writer = s.spawn(move || -> Result<Option<Sink>> {
+            for chunk in rx {
+                for (f, outcome) in chunk {
+                    if !sink.accept(&writer_ctx, &f, outcome)? {
+                        return Ok(None);
+                    }
+                }
+            }
+            Ok(Some(sink))
+        });
+        let mut stream = inputs::walk(&plan).skip(resumed_at as usize);
+        loop {
+            if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                break;
+            }
+            let chunk: Vec<InputFile> = stream.by_ref().take(chunk_size).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let outcomes: Vec<Outcome> = pool.install(|| {
+                chunk
+                    .par_iter()
+                    .map_init(|| detectors.take(), |d, f| worker::process(&cfg, f, d.detector.as_ref()))
+                    .collect()
+            });
+            bar.inc(chunk.len() as u64);
+            if tx.send(chunk.into_iter().zip(outcomes).collect()).is_err() {
+                break; // the writer stopped (error or test stop); its result says why
+            }
+        }
+        drop(tx);
+        let result = writer.join().map_err(|_| anyhow::anyhow!("the pack writer thread panicked"))?;
+        // A cancelled pack must not be finished: its last chunks were never read.
+        if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return result.map(|_| None);
+        }
+        result
+    });
+    bar.finish_and_clear();
+    let Some(sink) = finished? else {
+        let shards = Checkpoint::read(&paths.progress()).map(|c| c.train_shards.len()).unwrap_or(0);
+        return Ok(PackEnd::Interrupted { shards });
+    };
+    let report = sink.finish(opts, &plan, &paths, want_valid.then_some(&vpaths), started, files - resumed_at)?;
+    Ok(PackEnd::Done(Box::new(report)))
+}
+
+fn validate(opts: &PackOptions) -> Result<()> {
+    if opts.roots.is_empty() {
+        bail!("no input folder given");
+    }
+    for r in &opts.roots {
+        if !r.is_dir() {
+            bail!("input folder {} does not exist or is not a folder", r.display());
+        }
+    }
+    opts.spec.validate()?;
+    if opts.spec.size > u16::MAX as u32 {
+        bail!("chip size {} does not fit a record", opts.spec.size);
+    }
+    if !(1..=100).contains(&opts.quality) {
+        bail!("--quality {} is outside 1..=100", opts.quality);
+    }
+    if !(0.0..1.0).contains(&opts.valid_fraction) {
+        bail!("--valid-fraction {} is outside [0, 1)", opts.valid_fraction);
+    }
+    if opts.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    if opts.finder == FaceFinder::Landmarks && opts.landmarks.is_none() {
+        bail!("this facekit was built without face detection (feature `pack`): give --landmarks");
+    }
+    if opts.output.file_name().is_none() {
+        bail!("output {} has no dataset name", opts.output.display());
+    }
+    Ok(())
+}
+
+fn settings(opts: &PackOptions, plan: &Plan, files: u64) -> Result<Settings> {
+    let roots = plan
+        .roots
+        .iter()
+        .map(|r| r.dir.canonicalize().map(|p| p.display().to_string()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("cannot resolve an input folder")?;
+    Ok(Settings {
+        roots,
+        files,
+        classes: plan.classes,
+        detector: detector_name(opts).into(),
+        size: opts.spec.size,
+        padding: opts.spec.padding,
+        encoding: opts.encoding,
+        quality: opts.quality,
+        shard_size: opts.shard_size,
+        valid_fraction: opts.valid_fraction,
+        valid_per_class: opts.valid_per_class,
+        landmarks_sha256: opts.landmarks.as_deref().map(checkpoint::file_sha256).transpose()?,
+        attributes_sha256: opts.attributes.as_deref().map(checkpoint::file_sha256).transpose()?,
+        utkface_labels: opts.utkface_labels,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+fn detector_name(opts: &PackOptions) -> &'static str {
+    if opts.landmarks.is_some() {
+        return "landmarks-file";
+    }
+    match opts.finder {
+        #[cfg(feature = "pack")]
+        FaceFinder::Detect(k) => k.name(),
+        FaceFinder::Landmarks => "landmarks-file",
+    }
+}
+
+/// The checkpoint to continue from, when `--resume` is asked and one exists and still matches.
+fn resume_point(opts: &PackOptions, paths: &DatasetPaths, vpaths: &DatasetPaths, now: &Settings) -> Result<Option<Checkpoint>> {
+    let progress = paths.progress();
+    if !opts.resume {
+        return Ok(None);
+    }
+    if !progress.is_file() {
+        eprintln!("facekit pack: nothing to resume ({} does not exist); packing from the start", progress.display());
+        return Ok(None);
+    }
+    let cp = Checkpoint::read(&progress)?;
+    let diffs = cp.settings.differences(now);
+    if !diffs.is_empty() {
+        bail!(
+            "cannot resume {}: the settings or inputs changed since it was started: {}. Pack again without --resume",
+            paths.manifest().with_extension("").with_extension("").display(),
+            diffs.join("; ")
+        );
+    }
+    checkpoint::check_shards(paths, &cp.train_shards).context("cannot resume; pack again without --resume")?;
+    checkpoint::check_shards(vpaths, &cp.valid_shards).context("cannot resume; pack again without --resume")?;
+    eprintln!(
+        "facekit pack: resuming after {} of {} files ({} shard(s) done)",
+        cp.consumed,
+        now.files,
+        cp.train_shards.len()
+    );
+    Ok(Some(cp))
+}
+
+fn remove_file(p: &std::path::Path) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", p.display())),
+    }
+}
+
+/// Read-only context of the writer thread.
+struct WriterCtx<'a> {
+    rule: &'a SplitRule,
+    settings: &'a Settings,
+    progress: PathBuf,
+    stop_after: Option<usize>,
+}
+
+/// The writer thread's state: both datasets, counts and rejects, in input order.
+struct Sink {
+    train: DatasetWriter,
+    valid: Option<DatasetWriter>,
+    counters: Counters,
+    rejects: Vec<Reject>,
+    resumed_at: u64,
+    checkpoints: usize,
+}
+
+impl Sink {
+    /// Takes the outcome of input file `f`; false when the pack must stop here (test hook).
+    fn accept(&mut self, ctx: &WriterCtx, f: &InputFile, outcome: Outcome) -> Result<bool> {
+        match outcome {
+            Outcome::Rejected(reason, detail) => {
+                self.counters.reject(f.source, reason);
+                self.rejects.push(Reject { path: f.file.display().to_string(), reason: reason.into(), detail });
+            }
+            Outcome::Packed(p) => {
+                let held_out = self.valid.is_some() && ctx.rule.is_valid(f.class, path_hash(&f.record_path));
+                if held_out {
+                    let v = self.valid.as_mut().expect("checked above");
+                    v.push(&p.record).with_context(|| format!("writing the record of {}", f.file.display()))?;
+                } else if self
+                    .train
+                    .push(&p.record)
+                    .with_context(|| format!("writing the record of {}", f.file.display()))?
+                    .is_some()
+                {
+                    // A training shard is complete and holds everything before `f`: close the
+                    // validation shard too, so both datasets are complete up to the same file,
+                    // and record that point before counting `f`.
+                    if let Some(v) = self.valid.as_mut() {
+                        v.flush_shard()?;
+                    }
+                    self.checkpoint(ctx, f.index)?;
+                    if ctx.stop_after.is_some_and(|n| self.checkpoints >= n) {
+                        return Ok(false);
+                    }
+                }
+                self.counters.pack(f.source, held_out);
+                self.counters.multiple_faces += u64::from(p.faces > 1);
+                self.counters.upsampled += u64::from(p.upsampled);
+                self.counters.from_landmarks += u64::from(p.from_landmarks);
+                self.counters.with_attributes += u64::from(p.record.labels.gender.is_some() || p.record.labels.age.is_some());
+            }
+        }
+        Ok(true)
+    }
+
+    fn checkpoint(&mut self, ctx: &WriterCtx, consumed: u64) -> Result<()> {
+        let cp = Checkpoint {
+            format: PROGRESS_FORMAT.into(),
+            settings: ctx.settings.clone(),
+            consumed,
+            train_shards: self.train.shards().to_vec(),
+            valid_shards: self.valid.as_ref().map(|v| v.shards().to_vec()).unwrap_or_default(),
+            counters: self.counters.clone(),
+            rejects: self.rejects.clone(),
+        };
+        cp.write(&ctx.progress)?;
+        self.checkpoints += 1;
+        Ok(())
+    }
+
+    /// Writes the manifests (training last), the rejects list and the report, then drops the
+    /// progress file.
+    fn finish(
+        self,
+        opts: &PackOptions,
+        plan: &Plan,
+        paths: &DatasetPaths,
+        vpaths: Option<&DatasetPaths>,
+        started: Instant,
+        processed: u64,
+    ) -> Result<PackReport> {
+        let c = &self.counters;
+        let labels = plan.label_map();
+        let encoding = EncodingInfo {
+            format: opts.encoding,
+            quality: (opts.encoding == Encoding::Jpeg).then_some(opts.quality),
+            width: opts.spec.size,
+            height: opts.spec.size,
+        };
+        let alignment = Some(alignment_info(opts));
+        if c.packed > 0 {
+            if let (Some(v), Some(_)) = (self.valid, vpaths) {
+                let per_source: Vec<u64> = c.per_source.iter().map(|s| s.packed_valid).collect();
+                let m = Manifest::new(plan.classes, plan.source_infos(&per_source), alignment.clone(), encoding.clone());
+                v.finish(m, &labels)?;
+            }
+            let per_source: Vec<u64> = c.per_source.iter().map(|s| s.packed_train).collect();
+            let m = Manifest::new(plan.classes, plan.source_infos(&per_source), alignment, encoding);
+            self.train.finish(m, &labels)?;
+        }
+        report::write_rejects(&paths.rejects(), &self.rejects)?;
+        let elapsed_s = started.elapsed().as_secs_f64();
+        let report = PackReport {
+            dataset: base_name(paths),
+            valid_dataset: vpaths.map(base_name),
+            counters: self.counters,
+            processed_this_run: processed,
+            elapsed_s,
+            images_per_s: if elapsed_s > 0.0 { processed as f64 / elapsed_s } else { 0.0 },
+            threads: opts.threads,
+            resumed: self.resumed_at > 0,
+        };
+        report.write(&paths.report())?;
+        remove_file(&paths.progress())?;
+        Ok(report)
+    }
+}
+
+fn base_name(p: &DatasetPaths) -> String {
+    p.dir().join(p.name()).display().to_string()
+}
+
+/// The manifest's description of how faces were aligned.
+pub fn alignment_info(opts: &PackOptions) -> AlignmentInfo {
+    let (method, template) = if opts.landmarks.is_some() {
+        ("arcface5-similarity-warp", Template::ArcFace5)
+    } else {
+        ("dlib-get-face-chip", Template::Dlib5)
+    };
+    AlignmentInfo {
+        method: method.into(),
+        detector: detector_name(opts).into(),
+        size: opts.spec.size,
+        padding: opts.spec.padding,
+        template: template.name().into(),
+        template_points: template.points(&opts.spec).to_vec(),
+        interpolation: "bilinear".into(),
+    }
+}
+
+/// Face detectors for the worker threads: made on first need, then reused, one per concurrent task
+/// (each is `Send` but not `Sync`).
+struct DetectorPool {
+    free: Mutex<Vec<Detector>>,
+    #[allow(dead_code)]
+    opts: Option<PackOptions>,
+}
+
+/// A detector borrowed from the pool, returned when dropped.
+struct Borrowed<'a> {
+    pool: &'a DetectorPool,
+    detector: Option<Detector>,
+}
+
+impl Drop for Borrowed<'_> {
+    fn drop(&mut self) {
+        if let Some(d) = self.detector.take() {
+            self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(d);
+        }
+    }
+}
+
+impl DetectorPool {
+    /// A pool for `opts`; empty (no detection) when faces come from `--landmarks`. One detector is
+    /// made now, so that a missing model fails the pack at once instead of every image.
+    fn new(opts: &PackOptions) -> Result<Self> {
+        let pool = DetectorPool { free: Mutex::new(Vec::new()), opts: None };
+        #[cfg(feature = "pack")]
+        if let (FaceFinder::Detect(_), None) = (opts.finder, &opts.landmarks) {
+            let pool = DetectorPool { free: Mutex::new(Vec::new()), opts: Some(opts.clone()) };
+            let first = pool.make()?;
+            pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(first);
+            return Ok(pool);
+        }
+        let _ = opts;
+        Ok(pool)
+    }
+
+    #[cfg(feature = "pack")]
+    fn make(&self) -> Result<Detector> {
+        let opts = self.opts.as_ref().expect("only detection pools make detectors");
+        let FaceFinder::Detect(kind) = opts.finder else { unreachable!("checked in new") };
+        crate::align::FaceAligner::new(opts.models.as_deref(), kind, opts.spec)
+    }
+
+    /// Borrows a detector (`None` inside when the pack uses landmarks only).
+    fn take(&self) -> Borrowed<'_> {
+        let mut detector = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        #[cfg(feature = "pack")]
+        if detector.is_none() && self.opts.is_some() {
+            // The models loaded once already, so a failure here is not the user's data.
+            detector = Some(self.make().expect("face models loaded before cannot load now"));
+        }
+        Borrowed { pool: self, detector }
+    }
+}

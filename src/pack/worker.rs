@@ -1,0 +1,175 @@
+//! Turning one input file into a record, or into a reason why not: read, hash, decode, align
+//! (from `--landmarks` or by detection), encode, label. Pure per file, so any thread may run it and
+//! the result is the same.
+
+use super::attributes::{utkface_attributes, AttributeTable, Attributes};
+use super::inputs::InputFile;
+use super::landmarks::{KnownLandmarks, LandmarkTable};
+use crate::align::{align_arcface5, ChipSpec, LandmarkOrder, Landmarks5};
+use crate::image_io::decode_image;
+use crate::shard::format::MAX_PATH_LEN;
+use crate::shard::{codec, Encoding, Labels, Record};
+use image::RgbImage;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+
+/// Largest input file read, in bytes; bigger files are rejected as `too_large` without reading them.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+/// Smallest eye distance, in source pixels, accepted from a landmarks file.
+pub const MIN_LANDMARK_EYE_DISTANCE: f64 = 2.0;
+
+/// Per-pack settings every worker shares (read-only).
+pub struct WorkerConfig {
+    /// Chip geometry.
+    pub spec: ChipSpec,
+    /// Record encoding.
+    pub encoding: Encoding,
+    /// JPEG quality.
+    pub quality: u8,
+    /// `--landmarks`: when given, every image must have a line (one alignment per dataset).
+    pub landmarks: Option<LandmarkTable>,
+    /// `--attributes`.
+    pub attributes: Option<AttributeTable>,
+    /// `--utkface-labels`.
+    pub utkface_labels: bool,
+}
+
+/// A face that made it into a record.
+#[derive(Debug)]
+pub struct Packed {
+    /// The record to write.
+    pub record: Record,
+    /// Faces the detector found (1 with landmarks).
+    pub faces: usize,
+    /// Whether the face needed upsampling to be found.
+    pub upsampled: bool,
+    /// Whether the face was aligned from `--landmarks`.
+    pub from_landmarks: bool,
+}
+
+/// The result for one input file.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Packed into a record.
+    Packed(Box<Packed>),
+    /// Rejected: reason code and detail.
+    Rejected(&'static str, String),
+}
+
+/// The face detector a worker thread uses, created on first need.
+#[cfg(feature = "pack")]
+pub type Detector = crate::align::FaceAligner;
+/// Without dlib there is no detector: every face must come from `--landmarks`.
+#[cfg(not(feature = "pack"))]
+pub type Detector = std::convert::Infallible;
+
+/// Processes one file. `detector` is `None` when the pack uses `--landmarks` only.
+pub fn process(cfg: &WorkerConfig, f: &InputFile, detector: Option<&Detector>) -> Outcome {
+    if let Some((reason, detail)) = &f.misplaced {
+        return Outcome::Rejected(reason, detail.clone());
+    }
+    if f.record_path.len() > MAX_PATH_LEN as usize {
+        return Outcome::Rejected("path_too_long", format!("{} bytes; shards store at most {MAX_PATH_LEN}", f.record_path.len()));
+    }
+    let known = match &cfg.landmarks {
+        Some(table) => match table.get(&f.rel, &f.file) {
+            Some(l) => Some(l),
+            None => return Outcome::Rejected("no_landmarks", "no line for this path in the landmarks file".into()),
+        },
+        None => None,
+    };
+    let bytes = match read_limited(&f.file) {
+        Ok(b) => b,
+        Err(rejected) => return rejected,
+    };
+    let img = match decode_image(&bytes) {
+        Ok(img) => img,
+        Err(e) => return Outcome::Rejected(e.reason(), e.to_string()),
+    };
+    let (chip, faces, upsampled) = match known {
+        Some(l) => match align_known(&img, &l, &cfg.spec) {
+            Ok(chip) => (chip, 1, false),
+            Err(detail) => return Outcome::Rejected("bad_landmarks", detail),
+        },
+        None => match detect(detector, &img) {
+            Ok(found) => found,
+            Err(rejected) => return rejected,
+        },
+    };
+    let data = match codec::encode(&chip, cfg.encoding, cfg.quality) {
+        Ok(d) => d,
+        Err(e) => return Outcome::Rejected("encode_failed", format!("{e:#}")),
+    };
+    let attrs = attributes_of(cfg, f);
+    let mut origin_sha256 = [0u8; 16];
+    origin_sha256.copy_from_slice(&Sha256::digest(&bytes)[..16]);
+    let record = Record {
+        labels: Labels { class_id: f.class, source: f.source, gender: attrs.gender, age: attrs.age },
+        encoding: cfg.encoding,
+        width: chip.width() as u16,
+        height: chip.height() as u16,
+        origin_sha256,
+        path: f.record_path.clone(),
+        data,
+    };
+    Outcome::Packed(Box::new(Packed { record, faces, upsampled, from_landmarks: known.is_some() }))
+}
+
+/// Reads a file whole, refusing (without reading them) files over [`MAX_FILE_BYTES`].
+fn read_limited(path: &std::path::Path) -> Result<Vec<u8>, Outcome> {
+    let unreadable = |e: std::io::Error| Outcome::Rejected("unreadable", e.to_string());
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Outcome::Rejected("too_large", format!("file is over {} MiB", MAX_FILE_BYTES >> 20)));
+    }
+    Ok(bytes)
+}
+
+/// Aligns from given landmarks, refusing points that cannot belong to this image (a landmarks file
+/// made for resized photos, or swapped x/y) rather than packing a chip of background.
+fn align_known(img: &RgbImage, l: &KnownLandmarks, spec: &ChipSpec) -> Result<RgbImage, String> {
+    let (w, h) = (f64::from(img.width()), f64::from(img.height()));
+    for (i, p) in l.0.iter().enumerate() {
+        if p[0] < -0.5 || p[1] < -0.5 || p[0] > w - 0.5 || p[1] > h - 0.5 {
+            return Err(format!("point {} ({:.1}, {:.1}) is outside the {w}x{h} image", i + 1, p[0], p[1]));
+        }
+    }
+    let eyes = Landmarks5 { points: l.0, order: LandmarkOrder::InsightFace }.eye_distance();
+    if eyes < MIN_LANDMARK_EYE_DISTANCE {
+        return Err(format!("eye distance {eyes:.1} px is degenerate"));
+    }
+    Ok(align_arcface5(img, &l.0, spec))
+}
+
+#[cfg(feature = "pack")]
+fn detect(detector: Option<&Detector>, img: &RgbImage) -> Result<(RgbImage, usize, bool), Outcome> {
+    let d = detector.expect("a pack without --landmarks always has a detector");
+    match d.align(img) {
+        Ok(a) => Ok((a.chip, a.faces, a.upsampled)),
+        Err(e) => Err(Outcome::Rejected(e.reason(), e.to_string())),
+    }
+}
+
+#[cfg(not(feature = "pack"))]
+fn detect(_detector: Option<&Detector>, _img: &RgbImage) -> Result<(RgbImage, usize, bool), Outcome> {
+    Err(Outcome::Rejected("no_landmarks", "this build has no face detector (feature `pack`)".into()))
+}
+
+/// UTKFace name labels, overlaid by the CSV's identity line, then by its image line.
+fn attributes_of(cfg: &WorkerConfig, f: &InputFile) -> Attributes {
+    let mut a = Attributes::default();
+    if cfg.utkface_labels {
+        let name = f.rel.rsplit('/').next().unwrap_or(&f.rel);
+        if let Some(u) = utkface_attributes(name) {
+            a = u;
+        }
+    }
+    if let Some(table) = &cfg.attributes {
+        if let Some(csv) = table.get(&f.rel, f.identity_key.as_deref()) {
+            a = a.overlay(csv);
+        }
+    }
+    a
+}
