@@ -1,1 +1,31 @@
-//! Streaming shards into shuffled, augmented, normalised batches.
+//! Streaming shards into shuffled, augmented batches for training.
+//!
+//! [`Loader`] concatenates datasets into one global index, plans each epoch deterministically
+//! ([`plan`]: seeded permutation, rank split, seeded flips), decodes batches on `workers`
+//! threads ([`decode`]) and yields them in plan order through a bounded prefetch queue.
+//! Batches are plain RGB8 NHWC bytes ([`Batch`]); the trainer normalises on the device.
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use facekit::{data::{Loader, LoaderConfig}, shard::Dataset};
+//! # fn main() -> anyhow::Result<()> {
+//! let ds = Arc::new(Dataset::open_name("training/celeb", None)?);
+//! let loader = Loader::new(vec![ds], LoaderConfig { batch_size: 256, ..Default::default() })?;
+//! for batch in loader.epoch(0, 0) {
+//!     let batch = batch?;
+//!     assert_eq!(batch.images.len(), batch.n * 112 * 112 * 3);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod batch;
+pub mod config;
+pub mod decode;
+pub mod loader;
+pub mod plan;
+
+pub use batch::Batch;
+pub use config::LoaderConfig;
+pub use decode::{decode_record, RecordDecoder};
+pub use loader::{CorruptRecord, EpochIter, Loader, LoaderStats};
+pub use plan::EpochPlan;
