@@ -13,7 +13,7 @@ say() { echo "setup: $*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------------
 APT_PACKAGES=(libdlib-dev libatlas-base-dev liblapack-dev libblas-dev pkg-config libfontconfig1-dev
-              libfreetype-dev fonts-dejavu-core python3-venv)
+              libfreetype-dev fonts-dejavu-core python3-venv bc)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
