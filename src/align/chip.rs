@@ -118,6 +118,18 @@ impl ChipDetails {
     fn size(&self) -> f64 {
         f64::from(self.rows) * f64::from(self.cols)
     }
+
+    /// How many `pyramid_down<2>` levels extraction builds (0: sampled from the image itself);
+    /// dlib downsamples until one more halving would make the rectangle smaller than the chip.
+    pub fn pyramid_depth(&self) -> usize {
+        let mut depth = 0;
+        let mut rect = self.rect.pyramid_down();
+        while rect.area() > self.size() {
+            rect = rect.pyramid_down();
+            depth += 1;
+        }
+        depth
+    }
 }
 
 /// A read-only window into an RGB image (dlib's `sub_image`), possibly empty.
@@ -247,14 +259,9 @@ pub fn extract_chip(img: &RgbImage, d: &ChipDetails) -> RgbImage {
 
     // How deep a pyramid the chip needs, and the image area it can touch (grown by the
     // filter's reach at that depth).
-    let mut depth = 0;
-    let mut grow = 2.0;
-    let mut rect = d.rect.pyramid_down();
-    while rect.area() > d.size() {
-        rect = rect.pyramid_down();
-        depth += 1;
-        grow = grow * 2.0 + 2.0;
-    }
+    let depth = d.pyramid_depth();
+    // dlib grows the box by 2 px, then doubles and adds 2 per level.
+    let grow = (0..depth).fold(2.0, |g, _| g * 2.0 + 2.0);
     let cent = d.rect.center();
     let rot: Vec<Point2> = d.rect.corners().iter().map(|&p| rotate_point(cent, p, d.angle)).collect();
     let rot_rect = DRect {
