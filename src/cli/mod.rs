@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+#[cfg(feature = "train")]
+mod train;
 mod verify;
 
 /// Pack raw face photos into checksummed shards, verify them, and train face-recognition networks.
@@ -20,12 +22,17 @@ pub struct Cli {
 pub enum Command {
     /// Prove that shards are intact, record by record.
     VerifyShard(verify::VerifyArgs),
+    /// Train a face network (FR, Gender, Age or Multi) on packed shards.
+    #[cfg(feature = "train")]
+    Train(train::TrainArgs),
 }
 
 /// Runs the chosen subcommand and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::VerifyShard(args) => verify::run(args),
+        #[cfg(feature = "train")]
+        Command::Train(args) => train::run(args),
     }
 }
 

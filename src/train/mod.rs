@@ -1,1 +1,3 @@
 //! The training loop, its learning-rate schedules, checkpoints and logs.
+
+pub mod schedule;

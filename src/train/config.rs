@@ -1,0 +1,230 @@
+//! The full configuration of a training run: every `facekit train` flag, saved as `config.json`
+//! so that a run can be reproduced and resumed exactly.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What the network learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[value(rename_all = "PascalCase")]
+pub enum TaskKind {
+    /// Face recognition: identity classification with ArcFace, embeddings for verification.
+    #[value(name = "FR")]
+    Fr,
+    /// Gender classification.
+    Gender,
+    /// Age regression (years).
+    Age,
+    /// All three heads together, each loss masked where its label is unknown.
+    Multi,
+}
+
+impl TaskKind {
+    /// Lower-case name used in run names and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Fr => "fr",
+            TaskKind::Gender => "gender",
+            TaskKind::Age => "age",
+            TaskKind::Multi => "multi",
+        }
+    }
+}
+
+/// Network architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchKind {
+    /// ResNet-50 V1 (the production network).
+    Resnet50,
+    /// A small ResNet for tests and CPU experiments.
+    Tiny,
+}
+
+/// How the learning rate evolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// dlib's rule: shrink the rate when the loss has not fallen for `--plateau-steps` steps.
+    Plateau,
+    /// Multiply the rate by `--lr-shrink` every `--plateau-steps` steps.
+    Step,
+    /// Cosine decay from `--lr` to `--min-lr` over the run (`--max-steps` or `--epochs`).
+    Cosine,
+}
+
+/// Numeric precision of the forward and backward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionKind {
+    /// 32-bit floats everywhere.
+    Fp32,
+}
+
+/// Every setting of a training run (the `facekit train` flags).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct TrainConfig {
+    /// Task to train (case-insensitive): FR, Gender, Age or Multi.
+    #[arg(value_enum, ignore_case = true)]
+    pub task: TaskKind,
+    /// Training datasets (names in --data-dir, or paths); several are concatenated.
+    #[arg(long = "train-sets", visible_alias = "train_sets", num_args = 1.., required = true)]
+    pub train_sets: Vec<String>,
+    /// Validation datasets (names in --data-dir, or paths); several are concatenated.
+    #[arg(long = "valid-sets", visible_alias = "valid_sets", num_args = 1..)]
+    pub valid_sets: Vec<String>,
+    /// Folder where bare dataset names are looked up.
+    #[arg(long, default_value = "training")]
+    pub data_dir: PathBuf,
+    /// Network architecture.
+    #[arg(long, value_enum, default_value_t = ArchKind::Resnet50)]
+    pub arch: ArchKind,
+    /// Input image side in pixels (records of another size are resized).
+    #[arg(long, default_value_t = 224)]
+    pub image_size: u32,
+    /// Embedding dimension.
+    #[arg(long, default_value_t = 512)]
+    pub embedding_size: i64,
+    /// Dropout probability before the embedding layer.
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// Images per step.
+    #[arg(long, default_value_t = 50)]
+    pub batch_size: usize,
+    /// Initial learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// SGD weight decay (L2), applied to every weight.
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Plateau)]
+    pub schedule: ScheduleKind,
+    /// Plateau: steps without loss decrease before shrinking; step: steps between shrinks.
+    #[arg(long, default_value_t = 2000)]
+    pub plateau_steps: u64,
+    /// Factor applied to the learning rate when it shrinks.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr_shrink: f64,
+    /// Learning rate below which training stops (plateau) or where it ends (cosine).
+    #[arg(long, default_value_t = 1e-5)]
+    pub min_lr: f64,
+    /// Steps of linear warm-up from 0 to --lr.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: u64,
+    /// Stop after this many steps in total [default: none].
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Stop after this many passes over the training sets [default: none].
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// ArcFace scale s.
+    #[arg(long, default_value_t = 64.0)]
+    pub arcface_scale: f64,
+    /// ArcFace additive angular margin m (radians).
+    #[arg(long, default_value_t = 0.5)]
+    pub arcface_margin: f64,
+    /// Multi task: weights of the fr, gender and age losses.
+    #[arg(long, value_delimiter = ',', num_args = 3, default_value = "1,1,1")]
+    pub multi_weights: Vec<f64>,
+    /// Numeric precision (fp16/bf16 are not available yet).
+    #[arg(long, value_enum, default_value_t = PrecisionKind::Fp32)]
+    pub precision: PrecisionKind,
+    /// Device: auto (CUDA when present), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Threads decoding and augmenting images (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// Seed of the data order, augmentation, initial weights and dropout.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Validate every N steps (0: only at the end).
+    #[arg(long, default_value_t = 1000)]
+    pub valid_every: u64,
+    /// Write the `last` checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint_every: u64,
+    /// Folder holding one sub-folder per run.
+    #[arg(long, default_value = "Model")]
+    pub model_dir: PathBuf,
+    /// Name of this run's folder in --model-dir [default: TASK-UNIXTIME].
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// Continue the run RUN (a name in --model-dir, or its folder) from its `last` checkpoint.
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<String>,
+    /// Skip corrupt records (counted and reported) instead of stopping.
+    #[arg(long)]
+    pub skip_corrupt: bool,
+    /// Print a progress line every N steps.
+    #[arg(long, default_value_t = 50)]
+    pub log_every: u64,
+}
+
+impl TrainConfig {
+    /// Checks the settings that clap cannot.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size < 2 {
+            bail!("--batch-size must be at least 2 (batch norm needs two images), got {}", self.batch_size);
+        }
+        if self.image_size < 32 {
+            bail!("--image-size must be at least 32 pixels, got {}", self.image_size);
+        }
+        if !(self.lr > 0.0) {
+            bail!("--lr must be positive, got {}", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!("--dropout must be in [0, 1), got {}", self.dropout);
+        }
+        if self.multi_weights.len() != 3 || self.multi_weights.iter().any(|w| !(*w >= 0.0)) {
+            bail!("--multi-weights needs three non-negative numbers fr,gender,age, got {:?}", self.multi_weights);
+        }
+        if self.schedule == ScheduleKind::Cosine && self.max_steps.is_none() && self.epochs.is_none() {
+            bail!("--schedule cosine needs --max-steps or --epochs (the length of the decay)");
+        }
+        Ok(())
+    }
+
+    /// The run's folder name: `--run-name`, or the task and the start time.
+    pub fn run_name(&self) -> String {
+        self.run_name.clone().unwrap_or_else(|| {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            format!("{}-{secs}", self.task.name())
+        })
+    }
+}
+
+/// `config.json`: the configuration plus the command line that produced it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedConfig {
+    /// The command line, argument by argument.
+    pub command_line: Vec<String>,
+    /// facekit version that wrote it.
+    pub tool_version: String,
+    /// The settings.
+    pub config: TrainConfig,
+}
+
+impl SavedConfig {
+    /// Reads `config.json` of a run folder.
+    pub fn read(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join("config.json");
+        let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("{} is not a valid facekit run configuration", path.display()))
+    }
+
+    /// Writes `config.json` atomically.
+    pub fn write(&self, run_dir: &Path) -> Result<()> {
+        let mut text = serde_json::to_vec_pretty(self)?;
+        text.push(b'\n');
+        crate::atomic::write_atomic(run_dir.join("config.json"), &text)
+    }
+}

@@ -1,0 +1,91 @@
+//! SGD with momentum and weight decay, PyTorch's update rule, with its momentum buffers exposed.
+//!
+//! tch's `nn::Sgd` keeps its momentum buffers inside the C++ optimizer where they cannot be saved,
+//! so a resumed run would restart momentum from zero and diverge from the uninterrupted one. This
+//! optimizer owns the buffers as named tensors and saves them in `optimizer.safetensors`.
+
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use tch::{nn::VarStore, Tensor};
+
+/// One trainable parameter and its momentum buffer.
+struct Slot {
+    name: String,
+    param: Tensor,
+    momentum: Option<Tensor>,
+}
+
+/// SGD: `g += wd·p; buf = μ·buf + g (buf = g at first); p -= lr·buf` (PyTorch, no dampening).
+pub struct Sgd {
+    slots: Vec<Slot>,
+    momentum: f64,
+    weight_decay: f64,
+}
+
+impl Sgd {
+    /// An optimizer over every trainable variable of `vs`, in name order.
+    pub fn new(vs: &VarStore, momentum: f64, weight_decay: f64) -> Self {
+        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let slots = named.into_iter().map(|(name, param)| Slot { name, param, momentum: None }).collect();
+        Sgd { slots, momentum, weight_decay }
+    }
+
+    /// Clears every gradient before the next backward pass.
+    pub fn zero_grad(&mut self) {
+        for s in &mut self.slots {
+            let mut g = s.param.grad();
+            if g.defined() {
+                let _ = g.detach_().zero_();
+            }
+        }
+    }
+
+    /// Applies one update with learning rate `lr`.
+    pub fn step(&mut self, lr: f64) {
+        tch::no_grad(|| {
+            for s in &mut self.slots {
+                let g = s.param.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let d = if self.weight_decay != 0.0 { &g + &s.param * self.weight_decay } else { g.shallow_clone() };
+                let step = match s.momentum.as_mut() {
+                    Some(buf) => {
+                        let _ = buf.g_mul_scalar_(self.momentum).g_add_(&d);
+                        buf.shallow_clone()
+                    }
+                    None if self.momentum != 0.0 => {
+                        let buf = d.detach().copy();
+                        s.momentum = Some(buf.shallow_clone());
+                        buf
+                    }
+                    None => d,
+                };
+                let _ = s.param.g_sub_(&(step * lr));
+            }
+        });
+    }
+
+    /// Saves the momentum buffers (by parameter name) in safetensors format.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let named: Vec<(&str, &Tensor)> =
+            self.slots.iter().filter_map(|s| s.momentum.as_ref().map(|m| (s.name.as_str(), m))).collect();
+        Tensor::write_safetensors(&named, path).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Restores the momentum buffers written by [`Sgd::save`].
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let saved = Tensor::read_safetensors(path).with_context(|| format!("cannot read {}", path.display()))?;
+        for (name, t) in saved {
+            let Some(s) = self.slots.iter_mut().find(|s| s.name == name) else {
+                bail!("{}: momentum buffer '{name}' matches no parameter of this network", path.display());
+            };
+            if t.size() != s.param.size() {
+                bail!("{}: momentum buffer '{name}' has shape {:?}, the parameter {:?}", path.display(), t.size(), s.param.size());
+            }
+            s.momentum = Some(t.to_device(s.param.device()).to_kind(s.param.kind()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,460 @@
+//! The training loop: batches to the device, forward, losses, backward, SGD step with the
+//! schedule's learning rate, logs, validation, checkpoints, Ctrl-C and NaN handling, resume.
+
+use super::checkpoint;
+use super::config::{ArchKind, SavedConfig, TaskKind, TrainConfig};
+use super::logs::{RunLogs, StepLosses};
+use super::optim::Sgd;
+use super::config::ScheduleKind;
+use super::schedule::{Cosine, DlibPlateau, Schedule, StepSchedule};
+use super::state::{BestMetric, TrainState};
+use super::validate::{self, batch_to_device, Validation};
+use crate::data::{Batch, Loader, LoaderConfig};
+use crate::loss::{BatchLabels, FaceLoss};
+use crate::model::{Arch, FaceNet, NetConfig, Task, TaskWeights};
+use crate::shard::Dataset;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{nn::VarStore, Device, Tensor};
+
+/// Test-only: makes the loss of this step NaN, to exercise the divergence handling end to end.
+pub const INJECT_NAN_ENV: &str = "FACEKIT_TEST_INJECT_NAN_AT_STEP";
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The step/epoch limit or the schedule's stop rule was reached.
+    Finished(Summary),
+    /// Ctrl-C: the current step was finished and `last` written.
+    Interrupted(Summary),
+    /// The loss became NaN or infinite at `step`; `last` holds the last good checkpoint.
+    Diverged { step: u64, summary: Summary },
+    /// A corrupt record stopped the run (without `--skip-corrupt`); the message names it.
+    CorruptData { message: String, summary: Summary },
+}
+
+/// What the end-of-run summary reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The run's folder.
+    pub run_dir: PathBuf,
+    /// Steps completed (across resumes).
+    pub steps: u64,
+    /// Loss of the last completed step.
+    pub final_loss: Option<f64>,
+    /// Best validation metric.
+    pub best: Option<BestMetric>,
+    /// Mean training throughput of this process (images per second, data wait included).
+    pub images_per_second: f64,
+    /// Mean time a step waited for its batch, in milliseconds.
+    pub mean_data_wait_ms: f64,
+    /// Corrupt records skipped in training (across resumes) and in validation.
+    pub skipped_corrupt: u64,
+}
+
+/// Set by the Ctrl-C handler; the loop checks it after each step.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Runs (or resumes) training as `cfg` says; `command_line` is recorded in `config.json`.
+pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
+    let (cfg, run_dir, resume_dir) = prepare_run(cfg)?;
+    cfg.validate()?;
+    let device = parse_device(&cfg.device)?;
+    // Ignored when a handler exists already (a second run in the same process, e.g. in tests).
+    let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst));
+    STOP.store(false, Ordering::SeqCst);
+    tch::manual_seed(cfg.seed as i64);
+
+    let workers = if cfg.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.workers };
+    let train_sets = open_sets(&cfg.train_sets, &cfg.data_dir)?;
+    let loader = Loader::new(
+        train_sets,
+        LoaderConfig {
+            batch_size: cfg.batch_size,
+            image_size: cfg.image_size,
+            workers,
+            prefetch: 2 * workers,
+            shuffle: true,
+            seed: cfg.seed,
+            flip: true,
+            rank: 0,
+            world_size: 1,
+            drop_last: true,
+            skip_corrupt: cfg.skip_corrupt,
+        },
+    )
+    .context("cannot load the training sets")?;
+    let valid_loader = if cfg.valid_sets.is_empty() {
+        None
+    } else {
+        let sets = open_sets(&cfg.valid_sets, &cfg.data_dir)?;
+        let vcfg = LoaderConfig {
+            batch_size: cfg.batch_size,
+            image_size: cfg.image_size,
+            workers,
+            prefetch: 2 * workers,
+            shuffle: false,
+            seed: 0,
+            flip: false,
+            rank: 0,
+            world_size: 1,
+            drop_last: false,
+            skip_corrupt: cfg.skip_corrupt,
+        };
+        Some(Loader::new(sets, vcfg).context("cannot load the validation sets")?)
+    };
+
+    let net_cfg = net_config(&cfg, loader.num_classes());
+    let mut vs = VarStore::new(device);
+    let net = FaceNet::new(&vs.root(), &net_cfg)?;
+    let loss_fn = FaceLoss::new(&vs.root(), &net_cfg)?;
+    let mut opt = Sgd::new(&vs, cfg.momentum, cfg.weight_decay);
+    let mut state = TrainState {
+        step: 0,
+        epoch: 0,
+        batch_in_epoch: 0,
+        lr: cfg.lr,
+        schedule: serde_json::Value::Null,
+        seed: cfg.seed,
+        best: None,
+        images_seen: 0,
+        skipped_corrupt: 0,
+        train_seconds: 0.0,
+    };
+    if let Some(dir) = &resume_dir {
+        state = checkpoint::load(dir, &mut vs, &mut opt)?;
+        eprintln!("facekit train: resuming {} at step {} (epoch {}, batch {})", run_dir.display(), state.step, state.epoch, state.batch_in_epoch);
+    }
+    SavedConfig { command_line, tool_version: env!("CARGO_PKG_VERSION").into(), config: cfg.clone() }.write(&run_dir)?;
+    let mut net_json = serde_json::to_vec_pretty(&net_cfg)?;
+    net_json.push(b'\n');
+    crate::atomic::write_atomic(run_dir.join("net.json"), &net_json)?;
+    let mut logs = RunLogs::open(&run_dir, state.step)?;
+
+    let inject_nan: Option<u64> = std::env::var(INJECT_NAN_ENV).ok().and_then(|v| v.parse().ok());
+    let batches_per_epoch = loader.batches_per_epoch();
+    let max_steps = match (cfg.max_steps, cfg.epochs) {
+        (Some(s), Some(e)) => Some(s.min(e * batches_per_epoch)),
+        (s, e) => s.or(e.map(|e| e * batches_per_epoch)),
+    };
+    let mut schedule = match &resume_dir {
+        Some(dir) => serde_json::from_value::<Schedule>(state.schedule.clone())
+            .with_context(|| format!("{}: the schedule state in state.json is not valid", dir.display()))?,
+        None => build_schedule(&cfg, max_steps),
+    };
+    let bar = crate::progress::items(max_steps.unwrap_or(0), "steps");
+    bar.set_position(state.step);
+    if max_steps.is_none() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+
+    let started = Instant::now();
+    let seconds_before = state.train_seconds;
+    let (mut images_here, mut wait_total, mut steps_here) = (0u64, 0f64, 0u64);
+    let (mut window_images, mut window_wait, mut window_start) = (0u64, 0f64, Instant::now());
+    let mut final_loss = None;
+    let mut valid_skipped = 0u64;
+    let mut last_valid_step = None;
+    let mut stopped_by_schedule = false;
+
+    let summary = |state: &TrainState, final_loss, images_here: u64, wait_total: f64, steps_here: u64, valid_skipped| Summary {
+        run_dir: run_dir.clone(),
+        steps: state.step,
+        final_loss,
+        best: state.best.clone(),
+        images_per_second: images_here as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        mean_data_wait_ms: if steps_here == 0 { 0.0 } else { 1e3 * wait_total / steps_here as f64 },
+        skipped_corrupt: state.skipped_corrupt + valid_skipped,
+    };
+
+    'epochs: while max_steps.is_none_or(|m| state.step < m) && !stopped_by_schedule {
+        let mut it = loader.epoch(state.epoch, state.batch_in_epoch);
+        let mut skipped_seen = 0u64;
+        loop {
+            if max_steps.is_some_and(|m| state.step >= m) {
+                break 'epochs;
+            }
+            let t_wait = Instant::now();
+            let batch = match it.next() {
+                None => break,
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
+                    let message = format!("{e:#}");
+                    logs.flush()?;
+                    bar.finish_and_clear();
+                    return Ok(Outcome::CorruptData {
+                        message,
+                        summary: summary(&state, final_loss, images_here, wait_total, steps_here, valid_skipped),
+                    });
+                }
+            };
+            let wait = t_wait.elapsed().as_secs_f64();
+            let newly_skipped = it.stats().corrupt_skipped - skipped_seen;
+            skipped_seen = it.stats().corrupt_skipped;
+            if newly_skipped > 0 {
+                for c in it.stats().corrupt.iter().rev().take(newly_skipped as usize) {
+                    bar.suspend(|| eprintln!("facekit train: skipped corrupt record: {}", c.error));
+                }
+            }
+
+            // Reseeding from the step makes dropout's random stream a function of the step alone,
+            // so a resumed run draws exactly what the uninterrupted one drew.
+            tch::manual_seed((cfg.seed as i64).wrapping_mul(1_000_003).wrapping_add(state.step as i64));
+            let lr = schedule.lr();
+            let xs = batch_to_device(&batch, device);
+            let labels = labels_to_device(&batch, device);
+            let out = net.forward(&xs, true);
+            let losses = loss_fn.losses(&out, &labels);
+            let mut total = losses.total.double_value(&[]);
+            if inject_nan == Some(state.step + 1) {
+                total = f64::NAN;
+            }
+            if !total.is_finite() {
+                logs.flush()?;
+                bar.finish_and_clear();
+                return Ok(Outcome::Diverged {
+                    step: state.step + 1,
+                    summary: summary(&state, final_loss, images_here, wait_total, steps_here, valid_skipped),
+                });
+            }
+            opt.zero_grad();
+            losses.total.backward();
+            opt.step(lr);
+
+            state.step += 1;
+            state.batch_in_epoch += 1;
+            state.images_seen += batch.n as u64;
+            state.skipped_corrupt += newly_skipped;
+            state.lr = lr;
+            let decision = schedule.observe(total);
+            state.schedule = serde_json::to_value(&schedule)?;
+            final_loss = Some(total);
+            let step_losses = StepLosses {
+                total,
+                fr: losses.fr.as_ref().map(|t| t.double_value(&[])),
+                gender: losses.gender.as_ref().map(|t| t.double_value(&[])),
+                age: losses.age.as_ref().map(|t| t.double_value(&[])),
+            };
+            logs.step(state.step, state.epoch, lr, &step_losses)?;
+            images_here += batch.n as u64;
+            wait_total += wait;
+            steps_here += 1;
+            window_images += batch.n as u64;
+            window_wait += wait;
+            bar.inc(1);
+
+            if cfg.log_every > 0 && state.step % cfg.log_every == 0 {
+                let secs = window_start.elapsed().as_secs_f64().max(1e-9);
+                let ips = window_images as f64 / secs;
+                let wait_ms = 1e3 * window_wait / cfg.log_every as f64;
+                logs.event(&serde_json::json!({
+                    "step": state.step, "epoch": state.epoch, "lr": lr, "loss": total,
+                    "fr_loss": step_losses.fr, "gender_loss": step_losses.gender, "age_loss": step_losses.age,
+                    "images_per_second": ips, "data_wait_ms": wait_ms,
+                }))?;
+                let line = format!(
+                    "step {} epoch {} loss {total:.4} lr {lr:.3e} {ips:.1} images/s data wait {wait_ms:.1} ms/step",
+                    state.step, state.epoch
+                );
+                if bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    bar.set_message(format!("loss {total:.4}"));
+                    bar.suspend(|| eprintln!("{line}"));
+                }
+                (window_images, window_wait, window_start) = (0, 0.0, Instant::now());
+            }
+            if decision.shrunk {
+                bar.suspend(|| eprintln!("step {}: learning rate now {:.3e}", state.step, decision.lr));
+            }
+            stopped_by_schedule = decision.stop;
+
+            let at_end = stopped_by_schedule || max_steps.is_some_and(|m| state.step >= m);
+            if let Some(vl) = &valid_loader {
+                if at_end || (cfg.valid_every > 0 && state.step % cfg.valid_every == 0) {
+                    let v = validate::validate(&net, &loss_fn, vl, device, net_cfg.num_classes)?;
+                    valid_skipped = v.skipped_corrupt;
+                    last_valid_step = Some(state.step);
+                    bar.suspend(|| eprintln!("step {} validation: {}", state.step, describe(&v)));
+                    logs.event(&serde_json::json!({ "step": state.step, "validation": v.metrics, "valid_images": v.images }))?;
+                    logs.draw()?;
+                    let main = validate::main_metric(net_cfg.task);
+                    if let Some(&value) = v.metrics.get(main.name) {
+                        if state.best.as_ref().is_none_or(|b| b.is_beaten_by(value)) {
+                            state.best = Some(BestMetric {
+                                name: main.name.into(),
+                                value,
+                                higher_is_better: main.higher_is_better,
+                                step: state.step,
+                            });
+                            state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
+                            checkpoint::write(&run_dir, "best", &vs, &opt, &state)?;
+                        }
+                    }
+                }
+            }
+            let interrupted = STOP.load(Ordering::SeqCst);
+            if at_end || interrupted || (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0) {
+                state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
+                if state.batch_in_epoch >= batches_per_epoch {
+                    // The epoch is complete: the next step starts the next one.
+                    state.epoch += 1;
+                    state.batch_in_epoch = 0;
+                }
+                checkpoint::write(&run_dir, "last", &vs, &opt, &state)?;
+                if state.batch_in_epoch == 0 && !interrupted {
+                    logs.flush()?;
+                    continue 'epochs;
+                }
+            }
+            if interrupted {
+                logs.flush()?;
+                logs.draw()?;
+                bar.finish_and_clear();
+                return Ok(Outcome::Interrupted(summary(&state, final_loss, images_here, wait_total, steps_here, valid_skipped)));
+            }
+            if stopped_by_schedule {
+                break 'epochs;
+            }
+        }
+        state.epoch += 1;
+        state.batch_in_epoch = 0;
+    }
+    let _ = last_valid_step;
+    state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
+    checkpoint::write(&run_dir, "last", &vs, &opt, &state)?;
+    logs.flush()?;
+    logs.draw()?;
+    bar.finish_and_clear();
+    Ok(Outcome::Finished(summary(&state, final_loss, images_here, wait_total, steps_here, valid_skipped)))
+}
+
+/// The run folder and the configuration to use; for `--resume`, the saved configuration with
+/// this command line's step limits, device, workers and logging.
+fn prepare_run(cfg: TrainConfig) -> Result<(TrainConfig, PathBuf, Option<PathBuf>)> {
+    let Some(resume) = cfg.resume.clone() else {
+        let run_dir = cfg.model_dir.join(cfg.run_name());
+        if checkpoint::checkpoint_dir(&run_dir, "last").is_some() {
+            bail!("run folder {} already holds a run: continue it with --resume, or choose another --run-name", run_dir.display());
+        }
+        std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+        return Ok((cfg, run_dir, None));
+    };
+    let run_dir = [PathBuf::from(&resume), cfg.model_dir.join(&resume)]
+        .into_iter()
+        .find(|d| d.join("config.json").is_file())
+        .with_context(|| format!("no run '{resume}': neither {resume}/config.json nor {}/config.json exists", cfg.model_dir.join(&resume).display()))?;
+    let saved = SavedConfig::read(&run_dir)?;
+    let ckpt = checkpoint::checkpoint_dir(&run_dir, "last")
+        .with_context(|| format!("run {} has no checkpoint to resume from (checkpoints/last)", run_dir.display()))?;
+    let mut merged = saved.config;
+    if cfg.max_steps.is_some() || cfg.epochs.is_some() {
+        merged.max_steps = cfg.max_steps;
+        merged.epochs = cfg.epochs;
+    }
+    merged.device = cfg.device;
+    merged.workers = cfg.workers;
+    merged.log_every = cfg.log_every;
+    merged.skip_corrupt = cfg.skip_corrupt || merged.skip_corrupt;
+    merged.resume = Some(resume);
+    Ok((merged, run_dir, Some(ckpt)))
+}
+
+/// The learning-rate schedule `cfg` asks for; `total_steps` is the run's length when known.
+pub fn build_schedule(cfg: &TrainConfig, total_steps: Option<u64>) -> Schedule {
+    let inner = match cfg.schedule {
+        ScheduleKind::Plateau => Schedule::Plateau(DlibPlateau {
+            threshold: cfg.plateau_steps as usize,
+            shrink: cfg.lr_shrink,
+            min_lr: cfg.min_lr,
+            ..DlibPlateau::new(cfg.lr)
+        }),
+        ScheduleKind::Step => {
+            // One shrink every --plateau-steps until the rate would fall below --min-lr.
+            let mut milestones = Vec::new();
+            let mut lr = cfg.lr * cfg.lr_shrink;
+            let mut at = cfg.plateau_steps.max(1);
+            while lr >= cfg.min_lr && cfg.lr_shrink < 1.0 && total_steps.is_none_or(|t| at < t) {
+                milestones.push(at);
+                lr *= cfg.lr_shrink;
+                at += cfg.plateau_steps.max(1);
+            }
+            Schedule::Step(StepSchedule { base_lr: cfg.lr, gamma: cfg.lr_shrink, milestones, step: 0 })
+        }
+        ScheduleKind::Cosine => Schedule::Cosine(Cosine {
+            base_lr: cfg.lr,
+            floor: cfg.min_lr,
+            steps: total_steps.unwrap_or(0).saturating_sub(cfg.warmup_steps),
+            step: 0,
+        }),
+    };
+    inner.with_warmup(cfg.warmup_steps)
+}
+
+/// The network configuration for this run (written as `net.json`).
+pub fn net_config(cfg: &TrainConfig, num_classes: u32) -> NetConfig {
+    let task = match cfg.task {
+        TaskKind::Fr => Task::Fr,
+        TaskKind::Gender => Task::Gender,
+        TaskKind::Age => Task::Age,
+        TaskKind::Multi => Task::Multi,
+    };
+    NetConfig {
+        arch: match cfg.arch {
+            ArchKind::Resnet50 => Arch::Resnet50,
+            ArchKind::Tiny => Arch::Tiny,
+        },
+        image_size: cfg.image_size as i64,
+        embedding_size: cfg.embedding_size,
+        dropout: cfg.dropout,
+        task,
+        num_classes: num_classes as i64,
+        arcface_s: cfg.arcface_scale,
+        arcface_m: cfg.arcface_margin,
+        weights: TaskWeights { fr: cfg.multi_weights[0], gender: cfg.multi_weights[1], age: cfg.multi_weights[2] },
+        ..NetConfig::default()
+    }
+}
+
+/// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    Ok(match s {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => {
+            if !tch::Cuda::is_available() {
+                bail!("--device cuda: libtorch sees no CUDA device");
+            }
+            Device::Cuda(0)
+        }
+        _ => {
+            let n: usize = s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("--device '{s}': expected auto, cpu, cuda or cuda:N"))?;
+            if n >= tch::Cuda::device_count() as usize {
+                bail!("--device {s}: only {} CUDA device(s) visible", tch::Cuda::device_count());
+            }
+            Device::Cuda(n)
+        }
+    })
+}
+
+fn open_sets(names: &[String], data_dir: &Path) -> Result<Vec<Arc<Dataset>>> {
+    names
+        .iter()
+        .map(|n| Dataset::open_name(n, Some(data_dir)).map(Arc::new).with_context(|| format!("cannot open dataset '{n}'")))
+        .collect()
+}
+
+fn labels_to_device(batch: &Batch, device: Device) -> BatchLabels {
+    let t = |v: &[i64]| Tensor::from_slice(v).to_device(device);
+    BatchLabels { class: t(&batch.class), gender: t(&batch.gender), age: t(&batch.age) }
+}
+
+fn describe(v: &Validation) -> String {
+    v.metrics.iter().map(|(k, x)| format!("{k} {x:.4}")).collect::<Vec<_>>().join(", ")
+}
