@@ -1,3 +1,18 @@
 //! The training loop, its learning-rate schedules, checkpoints and logs.
+//!
+//! Pure-Rust parts ([`config`], [`state`], [`logs`], [`metrics`]) build without libtorch; the
+//! optimiser, checkpoints, validation and the loop itself need feature `train`.
 
+pub mod config;
+pub mod logs;
+pub mod metrics;
 pub mod schedule;
+pub mod state;
+#[cfg(feature = "train")]
+pub mod checkpoint;
+#[cfg(feature = "train")]
+pub mod optim;
+#[cfg(feature = "train")]
+pub mod validate;
+#[cfg(feature = "train")]
+pub mod run;
