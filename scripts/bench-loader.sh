@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Loader throughput (issue 6): facekit's loader vs PyTorch DataLoader + Pillow, same JPEG bytes,
+# same machine, same run. Packs lfw100 (2,513 photos) resized to 224x224 JPEG q95 (no dlib), then
+# times decode + flip (+ resize for the 112 row) with 1 and 2 workers for both.
+#
+# usage: scripts/bench-loader.sh [epochs]   (env: FACEKIT_SHARED_DATA, BENCH_DIR)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source .facekit.env
+EPOCHS="${1:-3}"
+BATCH=128
+DATA="${FACEKIT_SHARED_DATA:-$PWD/../shared/data}"
+DIR="${BENCH_DIR:-$(mktemp -d)}"
+PY="${PYTHON:-$PWD/.venv/bin/python}"
+
+cargo build --release --no-default-features --example loader_bench
+BIN=target/release/examples/loader_bench
+[ -f "$DIR/bench224.manifest.json" ] || "$BIN" pack "$DATA/lfw100" "$DIR"
+
+results=()
+for w in 1 2; do
+  results+=("$("$BIN" run "$DIR/bench224" "$w" "$EPOCHS" "$BATCH" 224)")
+  results+=("$("$PY" scripts/loader_reference.py "$DIR" "$w" "$EPOCHS" "$BATCH")")
+done
+results+=("$("$BIN" run "$DIR/bench224" 2 "$EPOCHS" "$BATCH" 112)")
+results+=("$("$PY" scripts/loader_reference.py "$DIR" 0 "$EPOCHS" "$BATCH")")
+
+printf '%s\n' "${results[@]}"
+"$PY" - "${results[@]}" <<'PY'
+import json, sys
+rows = [json.loads(a) for a in sys.argv[1:]]
+ref = {r["workers"]: r for r in rows if r["impl"] != "facekit"}
+print(f"\n| loader | workers | output | images/s | images/s per core | vs PyTorch+Pillow (same workers) |")
+print("|---|---|---|---|---|---|")
+for r in rows:
+    base = ref.get(r["workers"])
+    ratio = f'{r["images_per_s"] / base["images_per_s"]:.2f}x' if r["impl"] == "facekit" and base and r["size"] == 224 else ""
+    who = "facekit" if r["impl"] == "facekit" else "PyTorch DataLoader + Pillow"
+    w = "0 (main process)" if r["workers"] == 0 else r["workers"]
+    print(f'| {who} | {w} | {r["size"]}x{r["size"]} | {r["images_per_s"]:.0f} | {r["images_per_s_per_core"]:.0f} | {ratio} |')
+PY
