@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+mod pack;
 #[cfg(feature = "train")]
 mod train;
 mod verify;
@@ -22,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Prove that shards are intact, record by record.
     VerifyShard(verify::VerifyArgs),
+    /// Detect, align and pack face photos from identity folders into shards.
+    Pack(pack::PackArgs),
     /// Train a face network (FR, Gender, Age or Multi) on packed shards.
     #[cfg(feature = "train")]
     Train(train::TrainArgs),
@@ -31,6 +34,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::VerifyShard(args) => verify::run(args),
+        Command::Pack(args) => pack::run(args),
         #[cfg(feature = "train")]
         Command::Train(args) => train::run(args),
     }

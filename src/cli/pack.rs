@@ -1,0 +1,143 @@
+//! `facekit pack`: photos in identity folders -> aligned faces in checksummed shards.
+//! Flags are documented in `docs/PACK.md`; the work is in [`crate::pack`].
+
+use crate::align::ChipSpec;
+use crate::pack::size::ByteSize;
+use crate::pack::{self, FaceFinder, PackEnd, PackOptions};
+use crate::shard::Encoding;
+use anyhow::Result;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Record encodings selectable on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncodingArg {
+    /// JPEG at `--quality` (smallest).
+    Jpeg,
+    /// PNG, lossless.
+    Png,
+    /// Raw RGB8, fastest to read.
+    Raw,
+    /// Raw RGB8 compressed with zstd, lossless.
+    RawZstd,
+}
+
+impl From<EncodingArg> for Encoding {
+    fn from(e: EncodingArg) -> Encoding {
+        match e {
+            EncodingArg::Jpeg => Encoding::Jpeg,
+            EncodingArg::Png => Encoding::Png,
+            EncodingArg::Raw => Encoding::Raw,
+            EncodingArg::RawZstd => Encoding::RawZstd,
+        }
+    }
+}
+
+/// Arguments of `facekit pack`.
+#[derive(Debug, clap::Args)]
+pub struct PackArgs {
+    /// Input folders: `root/<identity>/*`, `root/<source>/<identity>/*`, or flat `root/*` (identity unknown).
+    #[arg(required = true)]
+    pub roots: Vec<PathBuf>,
+    /// Output dataset, e.g. `training/celeb` (writes celeb.manifest.json, celeb-00000.shard, ...).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Face detector.
+    #[cfg(feature = "pack")]
+    #[arg(long, value_enum, default_value = "hog")]
+    pub detector: crate::align::DetectorKind,
+    /// Folder of the dlib models (default: $FACEKIT_MODELS, else ./models).
+    #[cfg(feature = "pack")]
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// File of 5-point landmarks (`path [label] x1 y1 ... x5 y5`, paths relative to the root); listed images skip detection, others are rejected.
+    #[arg(long, value_name = "FILE")]
+    pub landmarks: Option<PathBuf>,
+    /// CSV of gender and age (`key,gender,age`; key = image path or identity folder relative to the root).
+    #[arg(long, value_name = "FILE.csv")]
+    pub attributes: Option<PathBuf>,
+    /// Read gender and age from UTKFace file names (`AGE_GENDER_RACE_DATETIME.jpg.chip.jpg`).
+    #[arg(long)]
+    pub utkface_labels: bool,
+    /// Side of the square face chip in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub size: u32,
+    /// Margin around the face template, as a fraction of the face (dlib's meaning).
+    #[arg(long, default_value_t = 0.25)]
+    pub padding: f64,
+    /// How face chips are stored in records.
+    #[arg(long, value_enum, default_value = "jpeg")]
+    pub encoding: EncodingArg,
+    /// JPEG quality, 1-100.
+    #[arg(long, default_value_t = 95)]
+    pub quality: u8,
+    /// Target shard size (`64M`, `1G`, bytes).
+    #[arg(long, default_value = "1G")]
+    pub shard_size: ByteSize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Fraction of files held out into `<output>.valid`, chosen by a hash of their path.
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    pub valid_fraction: f64,
+    /// Files per identity held out into `<output>.valid` (identities with more than N files only).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub valid_per_class: usize,
+    /// Continue an interrupted pack from its last complete shard (same settings required).
+    #[arg(long)]
+    pub resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Runs the pack: exit 0 when done (even with rejects), 1 when nothing was packed, 130 when
+/// interrupted (resumable with `--resume`).
+pub fn run(args: PackArgs) -> Result<ExitCode> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    // Finish the chunk in hand and keep the last checkpoint, instead of dying mid-write.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    #[cfg(feature = "pack")]
+    let finder = FaceFinder::Detect(args.detector);
+    #[cfg(not(feature = "pack"))]
+    let finder = FaceFinder::Landmarks;
+    let opts = PackOptions {
+        roots: args.roots,
+        output: args.output,
+        finder,
+        #[cfg(feature = "pack")]
+        models: args.models,
+        #[cfg(not(feature = "pack"))]
+        models: None,
+        landmarks: args.landmarks,
+        attributes: args.attributes,
+        utkface_labels: args.utkface_labels,
+        spec: ChipSpec { size: args.size, padding: args.padding },
+        encoding: args.encoding.into(),
+        quality: args.quality,
+        shard_size: args.shard_size.0,
+        threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        valid_fraction: args.valid_fraction,
+        valid_per_class: args.valid_per_class,
+        resume: args.resume,
+        progress: !args.quiet,
+        cancel: Some(cancel),
+    };
+    match pack::pack(&opts)? {
+        PackEnd::Done(report) => {
+            println!("{}", report.summary());
+            if report.counters.packed == 0 {
+                eprintln!("facekit pack: nothing was packed; see {}.rejects.tsv", report.dataset);
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PackEnd::Interrupted { shards } => {
+            eprintln!("facekit pack: interrupted after {shards} complete shard(s); run the same command with --resume to continue");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
