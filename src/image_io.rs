@@ -80,6 +80,11 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let fmt_name = format!("{format:?}");
     let corrupt = |e: image::ImageError| classify(e, &fmt_name);
 
+    // Formats whose size sits at a fixed header offset are checked before any decoder runs,
+    // so even a file that is nothing but a hostile header is reported as what it is.
+    if let Some((width, height)) = fixed_header_dimensions(bytes, format) {
+        check_dimensions(width, height)?;
+    }
     let mut reader = ImageReader::new(Cursor::new(bytes));
     reader.set_format(format);
     let mut limits = image::Limits::default();
@@ -102,9 +107,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, ImageError> {
         Err(e) => return Err(corrupt(e)),
     };
     let (width, height) = decoder.dimensions();
-    if width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS {
-        return Err(ImageError::TooLarge { width, height });
-    }
+    check_dimensions(width, height)?;
     if width == 0 || height == 0 {
         return Err(ImageError::TruncatedOrCorrupt { format: fmt_name, detail: "zero width or height".into() });
     }
@@ -121,6 +124,29 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     img.apply_orientation(orientation);
     Ok(to_rgb_on_black(img))
+}
+
+/// Rejects sizes beyond [`MAX_SIDE`] / [`MAX_PIXELS`].
+fn check_dimensions(width: u32, height: u32) -> Result<(), ImageError> {
+    if width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(ImageError::TooLarge { width, height });
+    }
+    Ok(())
+}
+
+/// Width and height read straight from the header for PNG (IHDR), GIF (logical screen) and
+/// BMP (info header); `None` for other formats or too-short files.
+fn fixed_header_dimensions(b: &[u8], format: ImageFormat) -> Option<(u32, u32)> {
+    let be = |o: usize| b.get(o..o + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]));
+    let le16 = |o: usize| b.get(o..o + 2).map(|s| u32::from(u16::from_le_bytes([s[0], s[1]])));
+    let le32 = |o: usize| b.get(o..o + 4).map(|s| i32::from_le_bytes([s[0], s[1], s[2], s[3]]));
+    match format {
+        ImageFormat::Png if b.get(12..16) == Some(b"IHDR") => Some((be(16)?, be(20)?)),
+        ImageFormat::Gif => Some((le16(6)?, le16(8)?)),
+        // BITMAPINFOHEADER and later; a negative height means top-down rows.
+        ImageFormat::Bmp if le32(14)? >= 40 => Some((le32(18)?.unsigned_abs(), le32(22)?.unsigned_abs())),
+        _ => None,
+    }
 }
 
 /// Converts any decoded image to RGB8, compositing alpha on black.

@@ -72,7 +72,8 @@ fn yale_gif_without_extension_decodes_to_grey_rgb() {
     let dir = common::shared_data().join("yale");
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
-    let f = files.iter().find(|p| p.extension().is_none() && p.is_file()).expect("a yale file");
+    // Names like `subject01.happy`: the part after the dot says nothing about the format.
+    let f = files.iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with("subject")).expect("a yale file");
     let img = read_image(f).unwrap();
     assert_eq!(img.dimensions(), (320, 243));
     assert!(img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]));
