@@ -5,6 +5,12 @@ use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+#[cfg(feature = "train")]
+mod embed;
+#[cfg(feature = "train")]
+mod eval;
+#[cfg(feature = "train")]
+mod export;
 mod pack;
 #[cfg(feature = "train")]
 mod train;
@@ -28,6 +34,15 @@ pub enum Command {
     /// Train a face network (FR, Gender, Age or Multi) on packed shards.
     #[cfg(feature = "train")]
     Train(train::TrainArgs),
+    /// Compute L2-normalised embeddings of a dataset or an image folder (embeddings.npy + labels.tsv).
+    #[cfg(feature = "train")]
+    Embed(embed::EmbedArgs),
+    /// Evaluate a trained network (verification: LFW pairs, insightface .bin, all pairs).
+    #[cfg(feature = "train")]
+    Eval(eval::EvalArgs),
+    /// Export a trained network as safetensors weights and a TorchScript module.
+    #[cfg(feature = "train")]
+    Export(export::ExportArgs),
 }
 
 /// Runs the chosen subcommand and returns the process exit code.
@@ -37,6 +52,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pack(args) => pack::run(args),
         #[cfg(feature = "train")]
         Command::Train(args) => train::run(args),
+        #[cfg(feature = "train")]
+        Command::Embed(args) => embed::run(args),
+        #[cfg(feature = "train")]
+        Command::Eval(args) => eval::run(args),
+        #[cfg(feature = "train")]
+        Command::Export(args) => export::run(args),
     }
 }
 

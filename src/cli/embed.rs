@@ -1,0 +1,210 @@
+//! `facekit embed`: embeddings of every record of a dataset, or of every image of a folder, as
+//! `embeddings.npy` (float32 `[N, dim]`, L2-normalised) plus `labels.tsv`.
+
+use crate::eval::embed::{self, EmbedModel};
+use crate::eval::{faces, npy};
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// How folder images become network inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrepArg {
+    /// Detect and align as `facekit pack` does (feature `pack`); centre crop where no face is found.
+    Align,
+    /// The images are aligned chips already: only resize.
+    Resize,
+    /// insightface's centre crop of every image.
+    CentreCrop,
+}
+
+/// Model selection and inference flags shared by `embed` and `eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// A run folder (`Model/<run>`), an export folder, or a `.safetensors` file with `net.json` nearby.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Which checkpoint of a run folder: `best` or `last`.
+    #[arg(long, default_value = "best")]
+    pub checkpoint: String,
+    /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Flip test: sum the embeddings of each image and its mirror, then normalise (as insightface).
+    #[arg(long)]
+    pub flip: bool,
+}
+
+impl ModelArgs {
+    /// Loads the model named by `--model`.
+    pub fn load(&self) -> Result<EmbedModel> {
+        let Some(model) = &self.model else { bail!("--model is required") };
+        let device = crate::train::run::parse_device(&self.device)?;
+        EmbedModel::load(model, &self.checkpoint, device)
+    }
+}
+
+/// Converts the command-line choice into the library's preparation.
+pub fn preparation(prep: PrepArg, models: Option<PathBuf>, padding: f64) -> Result<faces::Preparation> {
+    Ok(match prep {
+        #[cfg(feature = "pack")]
+        PrepArg::Align => faces::Preparation::Align { models, padding },
+        #[cfg(not(feature = "pack"))]
+        PrepArg::Align => {
+            let _ = (models, padding);
+            bail!("--prep align needs facekit built with feature `pack` (dlib); use --prep resize or centre-crop")
+        }
+        PrepArg::Resize => faces::Preparation::Resize,
+        PrepArg::CentreCrop => faces::Preparation::CentreCrop,
+    })
+}
+
+/// Arguments of `facekit embed`.
+#[derive(Debug, clap::Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Packed dataset to embed, record by record (`training/celeb` or a name under --data-dir).
+    #[arg(long, conflicts_with = "images")]
+    pub dataset: Option<String>,
+    /// Folder of images to embed (every image file below it, sorted by path).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// Folder where bare dataset names are looked up.
+    #[arg(long, default_value = "training")]
+    pub data_dir: PathBuf,
+    /// How folder images are prepared.
+    #[arg(long, value_enum, default_value = "align")]
+    pub prep: PrepArg,
+    /// Chip padding for `--prep align` (dlib's meaning; use the value the training set was packed with).
+    #[arg(long, default_value_t = 0.25)]
+    pub padding: f64,
+    /// Folder of the dlib models for `--prep align` (default: $FACEKIT_MODELS, else ./models).
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// Output folder: `embeddings.npy` and `labels.tsv` are written there.
+    #[arg(short, long)]
+    pub out: PathBuf,
+}
+
+/// Embeds the dataset or folder and writes the output files.
+pub fn run(args: EmbedArgs) -> Result<ExitCode> {
+    let model = args.model.load()?;
+    let (emb, rows) = match (&args.dataset, &args.images) {
+        (Some(name), None) => {
+            let ds = crate::shard::Dataset::open_name(name, Some(&args.data_dir))?;
+            let emb = embed::embed_dataset(&model, &ds, args.model.batch_size, args.model.flip)?;
+            let mut rows = Vec::with_capacity(ds.len());
+            for i in 0..ds.len() {
+                let rec = ds.record(i)?;
+                let class = rec.to_record().labels.class_id;
+                let identity = class.and_then(|c| ds.labels().identity(c)).unwrap_or("").to_string();
+                rows.push(Row { class, identity, path: String::from_utf8_lossy(rec.path).into_owned(), prepared: "record".into() });
+            }
+            (emb, rows)
+        }
+        (None, Some(root)) => {
+            let files = image_files(root)?;
+            if files.is_empty() {
+                bail!("no image files found under {}", root.display());
+            }
+            let prep = preparation(args.prep, args.models.clone(), args.padding)?;
+            let (chips, how, stats) = faces::prepare_files(&files, model.image_size(), &prep)?;
+            if stats.fallback > 0 {
+                eprintln!("facekit embed: {} image(s) had no usable face and were centre-cropped, e.g. {}", stats.fallback, stats.fallback_examples.join("; "));
+            }
+            let emb = embed::embed_images(&model, &chips, args.model.batch_size, args.model.flip)?;
+            let rows = files
+                .iter()
+                .zip(how)
+                .map(|(f, h)| {
+                    let rel = f.strip_prefix(root).unwrap_or(f);
+                    let identity = rel.parent().map(|p| p.display().to_string()).unwrap_or_default();
+                    let prepared = serde_json::to_value(h).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                    Row { class: None, identity, path: rel.display().to_string(), prepared }
+                })
+                .collect();
+            (emb, rows)
+        }
+        _ => bail!("give exactly one of --dataset or --images"),
+    };
+    write_output(&args.out, &emb, model.dim(), &rows)?;
+    println!("Embedded {} face(s) of {} dimensions{} into {}", rows.len(), model.dim(), if args.model.flip { " (flip test)" } else { "" }, args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of `labels.tsv`.
+struct Row {
+    class: Option<u32>,
+    identity: String,
+    path: String,
+    prepared: String,
+}
+
+fn write_output(out: &Path, emb: &[f32], dim: usize, rows: &[Row]) -> Result<()> {
+    npy::write_f32(&out.join("embeddings.npy"), rows.len(), dim, emb)?;
+    let mut f = crate::atomic::AtomicFile::create(out.join("labels.tsv"))?;
+    writeln!(f, "index\tclass_id\tidentity\tpath\tprepared")?;
+    for (i, r) in rows.iter().enumerate() {
+        let class = r.class.map(|c| c.to_string()).unwrap_or_default();
+        writeln!(f, "{i}\t{class}\t{}\t{}\t{}", clean(&r.identity), clean(&r.path), r.prepared)?;
+    }
+    f.commit()
+}
+
+/// Tabs and newlines would break the TSV: replace them.
+fn clean(s: &str) -> String {
+    s.replace(['\t', '\n', '\r'], " ")
+}
+
+/// Every file below `root` whose first bytes are a known image format, sorted by path.
+fn image_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("cannot list {}", root.display()))?;
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if !entry.file_type().is_file() || hidden {
+            continue;
+        }
+        let mut head = [0u8; 64];
+        let n = std::fs::File::open(entry.path())
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .with_context(|| format!("cannot read {}", entry.path().display()))?;
+        if crate::image_io::sniff_format(&head[..n]).is_some() {
+            out.push(entry.into_path());
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `labels.tsv` written by `facekit embed`: the class id of each row (None when unknown).
+pub fn read_labels(path: &Path) -> Result<Vec<Option<u32>>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() < 3 {
+            bail!("{} line {}: expected index, class_id, identity, ...", path.display(), n + 1);
+        }
+        // Folder embeddings have no class id: the identity folder name is the label then.
+        out.push(match cols[1] {
+            "" => None,
+            c => Some(c.parse().with_context(|| format!("{} line {}: bad class id {c:?}", path.display(), n + 1))?),
+        });
+        if cols[1].is_empty() && !cols[2].is_empty() {
+            out.pop();
+            out.push(Some(identity_code(cols[2])));
+        }
+    }
+    Ok(out)
+}
+
+/// A stable number for an identity name (labels only need equality).
+fn identity_code(name: &str) -> u32 {
+    let d = <sha2::Sha256 as sha2::Digest>::digest(name.as_bytes());
+    u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+}
