@@ -21,7 +21,11 @@ if [ "$(.venv/bin/python -c 'import torch; print(torch.cuda.is_available())')" =
   TRAIN_ARGS=(--arch resnet50 --image-size 224 --batch-size 50 --max-steps 1000 --valid-every 250)
 else
   # CPU only: the tiny variant of the same network, so the run takes minutes, not days.
-  TRAIN_ARGS=(--arch tiny --image-size 112 --batch-size 32 --lr 0.05 --max-steps 300 --valid-every 100)
+  TRAIN_ARGS=(--arch tiny --image-size 112 --batch-size 32 --lr 0.05 --max-steps 200 --valid-every 100)
 fi
-$FK train FR --train-sets demo --valid-sets demo.valid --run-name demo --overwrite "${TRAIN_ARGS[@]}"
-echo "== results: Model/demo/ (train_log.jsonl, curves.png, checkpoints/)"
+RUN=demo-$(date +%Y%m%d-%H%M%S)
+$FK train FR --train-sets demo --valid-sets demo.valid --run-name "$RUN" --log-every 25 "${TRAIN_ARGS[@]}"
+
+echo "== evaluate: all-pairs verification on the held-out faces"
+$FK eval verify --model "Model/$RUN" --dataset demo.valid --out "Model/$RUN/eval"
+echo "== results in Model/$RUN/: train_log.jsonl, curves.png, checkpoints/, eval/"
