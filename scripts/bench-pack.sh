@@ -11,9 +11,11 @@ ROOT="${1:-../shared/data/lfw100}"
 PY="${PYTHON:-.venv/bin/python}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-cargo build --release --quiet --bin facekit
-FK=target/release/facekit
+# FACEKIT_BIN=path skips the build (a release binary built from this tree).
+FK="${FACEKIT_BIN:-}"
+if [ -z "$FK" ]; then cargo build --release --quiet --bin facekit; FK=target/release/facekit; fi
 CORES="$(nproc)"
+LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
 N="$(find -L "$ROOT" -type f | wc -l)"
 
 now() { date +%s.%N; }
@@ -35,7 +37,7 @@ lmn=$(run lmn "$CORES" --landmarks "$WORK/landmarks.txt")
 per() { python3 -c "print(f'{$1 / $2:.1f}')"; }
 
 echo "photos: $N from $ROOT; $(date -u +%F) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
-echo "reference: $(cat "$WORK/ref.json")"
+echo "reference: $(cat "$WORK/ref.json"); load average before: $LOAD"
 echo
 echo "| pipeline | threads | images/s | images/s per core |"
 echo "|---|---|---|---|"
