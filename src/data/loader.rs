@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// How many corrupt-record messages [`LoaderStats`] keeps (the count keeps going).
+/// How many corrupt-record messages [`LoaderStats`] keeps, the latest ones (the count keeps going).
 const MAX_CORRUPT_MESSAGES: usize = 100;
 
 /// Several datasets seen as one global index: record `g` of the loader is record
@@ -195,7 +195,7 @@ pub struct LoaderStats {
     pub images: u64,
     /// Corrupt records skipped (only with `skip_corrupt`).
     pub corrupt_skipped: u64,
-    /// The first corrupt records met, with their errors.
+    /// The latest corrupt records met (at most 100, oldest first), with their errors.
     pub corrupt: Vec<CorruptRecord>,
 }
 
@@ -366,8 +366,9 @@ impl Iterator for EpochIter {
                 self.stats.batches += 1;
                 self.stats.images += batch.n as u64;
                 self.stats.corrupt_skipped += corrupt.len() as u64;
-                let room = MAX_CORRUPT_MESSAGES.saturating_sub(self.stats.corrupt.len());
-                self.stats.corrupt.extend(corrupt.into_iter().take(room));
+                self.stats.corrupt.extend(corrupt);
+                let excess = self.stats.corrupt.len().saturating_sub(MAX_CORRUPT_MESSAGES);
+                self.stats.corrupt.drain(..excess);
                 Some(Ok(batch))
             }
             Err(e) => {
