@@ -1,5 +1,7 @@
 //! `facekit pack` end to end on real photos (`../shared/data`): labels, rejects, reports,
 //! determinism, resume, layouts, landmarks, attributes and the validation split.
+//! They need face detection, so a build without dlib (feature `pack`) skips them.
+#![cfg(feature = "pack")]
 
 mod common;
 

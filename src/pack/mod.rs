@@ -521,6 +521,7 @@ impl DetectorPool {
 
     /// Borrows a detector (`None` inside when the pack uses landmarks only).
     fn take(&self) -> Borrowed<'_> {
+        #[cfg_attr(not(feature = "pack"), allow(unused_mut))]
         let mut detector = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
         #[cfg(feature = "pack")]
         if detector.is_none() && self.opts.is_some() {
