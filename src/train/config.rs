@@ -155,6 +155,10 @@ pub struct TrainConfig {
     /// Name of this run's folder in --model-dir [default: TASK-UNIXTIME].
     #[arg(long)]
     pub run_name: Option<String>,
+    /// Delete an existing run folder of the same name first (otherwise reusing a name is refused).
+    #[arg(long, conflicts_with = "resume")]
+    #[serde(default)]
+    pub overwrite: bool,
     /// Continue the run RUN (a name in --model-dir, or its folder) from its `last` checkpoint.
     #[arg(long, value_name = "RUN")]
     pub resume: Option<String>,
@@ -205,8 +209,11 @@ impl TrainConfig {
 /// `config.json`: the configuration plus the command line that produced it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedConfig {
-    /// The command line, argument by argument.
+    /// The command line that started the run, argument by argument.
     pub command_line: Vec<String>,
+    /// The command lines of each `--resume` since, in order.
+    #[serde(default)]
+    pub resumed_with: Vec<Vec<String>>,
     /// facekit version that wrote it.
     pub tool_version: String,
     /// The settings.

@@ -128,7 +128,16 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
         state = checkpoint::load(dir, &mut vs, &mut opt)?;
         eprintln!("facekit train: resuming {} at step {} (epoch {}, batch {})", run_dir.display(), state.step, state.epoch, state.batch_in_epoch);
     }
-    SavedConfig { command_line, tool_version: env!("CARGO_PKG_VERSION").into(), config: cfg.clone() }.write(&run_dir)?;
+    let saved = match &resume_dir {
+        Some(_) => {
+            let mut saved = SavedConfig::read(&run_dir)?;
+            saved.resumed_with.push(command_line);
+            saved.config = cfg.clone();
+            saved
+        }
+        None => SavedConfig { command_line, resumed_with: Vec::new(), tool_version: env!("CARGO_PKG_VERSION").into(), config: cfg.clone() },
+    };
+    saved.write(&run_dir)?;
     let mut net_json = serde_json::to_vec_pretty(&net_cfg)?;
     net_json.push(b'\n');
     crate::atomic::write_atomic(run_dir.join("net.json"), &net_json)?;
@@ -337,8 +346,11 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
 fn prepare_run(cfg: TrainConfig) -> Result<(TrainConfig, PathBuf, Option<PathBuf>)> {
     let Some(resume) = cfg.resume.clone() else {
         let run_dir = cfg.model_dir.join(cfg.run_name());
+        if cfg.overwrite && run_dir.exists() {
+            std::fs::remove_dir_all(&run_dir).with_context(|| format!("cannot remove {}", run_dir.display()))?;
+        }
         if checkpoint::checkpoint_dir(&run_dir, "last").is_some() {
-            bail!("run folder {} already holds a run: continue it with --resume, or choose another --run-name", run_dir.display());
+            bail!("run folder {} already holds a run: continue it with --resume, or choose another --run-name, or --overwrite", run_dir.display());
         }
         std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
         return Ok((cfg, run_dir, None));
