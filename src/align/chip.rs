@@ -216,11 +216,16 @@ fn bilinear_dlib(v: &View<'_>, p: Point2) -> Option<[u8; 3]> {
     }
     let lr = p[0] - left;
     let tb = p[1] - top;
-    let (tl, tr, bl, br) = (v.px(t, l), v.px(t, l + 1), v.px(t + 1, l), v.px(t + 1, l + 1));
+    let i = v.offset + t as usize * v.stride + l as usize * 3;
+    // The four neighbours: two adjacent pixels on two adjacent rows.
+    let top_row = &v.data[i..i + 6];
+    let bot_row = &v.data[i + v.stride..i + v.stride + 6];
     let mut out = [0u8; 3];
     for ch in 0..3 {
-        let f = |x: &[u8]| f64::from(x[ch]);
-        let val = (1.0 - tb) * ((1.0 - lr) * f(tl) + lr * f(tr)) + tb * ((1.0 - lr) * f(bl) + lr * f(br));
+        let (tl, tr) = (f64::from(top_row[ch]), f64::from(top_row[ch + 3]));
+        let (bl, br) = (f64::from(bot_row[ch]), f64::from(bot_row[ch + 3]));
+        // Same operation order as dlib, so results are bit-identical.
+        let val = (1.0 - tb) * ((1.0 - lr) * tl + lr * tr) + tb * ((1.0 - lr) * bl + lr * br);
         out[ch] = val as u8;
     }
     Some(out)
@@ -229,12 +234,15 @@ fn bilinear_dlib(v: &View<'_>, p: Point2) -> Option<[u8; 3]> {
 /// Fills `out` by mapping each output pixel through `tform` into `v` (dlib's `transform_image`
 /// with a black background).
 fn transform_into(v: &View<'_>, out: &mut RgbImage, tform: &Affine) {
-    let (w, h) = out.dimensions();
-    for r in 0..h {
-        for c in 0..w {
-            let p = tform.apply([f64::from(c), f64::from(r)]);
-            let px = bilinear_dlib(v, p).unwrap_or([0, 0, 0]);
-            out.put_pixel(c, r, image::Rgb(px));
+    let w = out.width() as usize;
+    let raw: &mut [u8] = out.as_mut();
+    for (r, row) in raw.chunks_exact_mut(w * 3).enumerate() {
+        for (c, px) in row.chunks_exact_mut(3).enumerate() {
+            // Per-pixel m * p + b (not an incremental sum) keeps dlib's rounding.
+            let p = tform.apply([c as f64, r as f64]);
+            if let Some(s) = bilinear_dlib(v, p) {
+                px.copy_from_slice(&s);
+            }
         }
     }
 }
