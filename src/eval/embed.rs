@@ -58,6 +58,8 @@ impl EmbedModel {
         let mut vs = VarStore::new(device);
         let net = FaceNet::new(&vs.root(), &config).with_context(|| format!("bad network configuration in {}", net_json.display()))?;
         vs.load(&weights).with_context(|| format!("cannot load weights {} for the network of {}", weights.display(), net_json.display()))?;
+        // Inference only: no gradients, which also lets tracing embed the weights as constants.
+        vs.freeze();
         Ok(EmbedModel { vs, net, config, device, weights })
     }
 
