@@ -27,15 +27,17 @@ pub struct BatchLabels {
     pub age: Tensor,
 }
 
-/// How many records of the batch carried a label for each task (0 for absent tasks).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How many records of the batch carried a label for each task: scalar i64 tensors on the
+/// model's device (0 for absent tasks), left on the device so computing them never stalls a GPU
+/// step; read them with `int64_value(&[])` when logging.
+#[derive(Debug)]
 pub struct TaskCounts {
     /// Records with an identity class.
-    pub fr: i64,
+    pub fr: Tensor,
     /// Records with a gender.
-    pub gender: i64,
+    pub gender: Tensor,
     /// Records with an age.
-    pub age: i64,
+    pub age: Tensor,
 }
 
 /// The weighted total to backpropagate and each task's unweighted mean loss.
@@ -82,23 +84,24 @@ impl FaceLoss {
     pub fn losses(&self, out: &Outputs, labels: &BatchLabels) -> TaskLosses {
         let device = out.embedding.device();
         let mut total = Tensor::zeros([], (Kind::Float, device));
-        let mut counts = TaskCounts::default();
+        let zero = || Tensor::zeros([], (Kind::Int64, device));
+        let mut counts = TaskCounts { fr: zero(), gender: zero(), age: zero() };
         let fr = self.arcface.as_ref().map(|a| {
             let (loss, n) = a.loss(&out.embedding, &labels.class);
-            counts.fr = n.int64_value(&[]);
+            counts.fr = n;
             total += &loss * self.weights.fr;
             loss
         });
         let gender = out.gender_logits.as_ref().map(|logits| {
             let (loss, n) = masked_cross_entropy(logits, &labels.gender);
-            counts.gender = n.int64_value(&[]);
+            counts.gender = n;
             total += &loss * self.weights.gender;
             loss
         });
         let age = out.age_logits.as_ref().map(|logits| {
             let target = age_bins_target(&labels.age, self.age_bins);
             let (loss, n) = masked_cross_entropy(logits, &target);
-            counts.age = n.int64_value(&[]);
+            counts.age = n;
             total += &loss * self.weights.age;
             loss
         });
