@@ -28,7 +28,7 @@ fi
 # --- Python venv with torch ------------------------------------------------------------------
 # With FACEKIT_CACHE set (CI does), the venv lives there and .venv links to it, so that fresh
 # clones on the same machine reuse it; without it, .venv is a plain folder.
-PY_REQS="torch==2.11.0 numpy pillow dlib-bin scikit-learn"
+PY_REQS="torch==2.11.0 torchvision==0.26.0 numpy pillow dlib-bin scikit-learn"
 VENV=.venv
 if [ -n "${FACEKIT_CACHE:-}" ]; then
   VENV="$FACEKIT_CACHE/venv"
