@@ -1,6 +1,8 @@
 //! ArcFace logits and loss against the angle math done by hand in f64, including rows where
 //! θ + m > π, where insightface's fallback cos θ − m·sin m applies.
 
+#![cfg(feature = "train")]
+
 use facekit::loss::ArcFace;
 use tch::nn;
 use tch::{Device, Kind, Tensor};

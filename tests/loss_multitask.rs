@@ -1,6 +1,8 @@
 //! Multi-task losses mask unlabelled records: a task with no label in the batch contributes 0
 //! and no gradient, and a mixed batch's loss equals the loss over its labelled rows alone.
 
+#![cfg(feature = "train")]
+
 use facekit::loss::{expected_age, BatchLabels, FaceLoss};
 use facekit::model::{Arch, FaceNet, NetConfig, Task, TaskWeights};
 use tch::nn;

@@ -1,6 +1,8 @@
 //! The ResNet-50 backbone matches torchvision's parameter names and shapes, handles 112 and 224
 //! inputs and channels-last memory, and the tiny variant learns.
 
+#![cfg(feature = "train")]
+
 mod common;
 
 use std::collections::BTreeMap;
