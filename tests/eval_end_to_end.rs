@@ -10,8 +10,8 @@ use std::process::Output;
 
 /// Identities with enough photos for genuine pairs, and how many photos of each are used.
 const PEOPLE: [&str; 8] = [
-    "Ariel_Sharon", "Colin_Powell", "Donald_Rumsfeld", "George_W_Bush",
-    "Gerhard_Schroeder", "Hugo_Chavez", "Tony_Blair", "Jacques_Chirac",
+    "Ariel_Sharon", "Colin_Powell", "Donald_Rumsfeld", "Jean_Chretien",
+    "John_Ashcroft", "Vladimir_Putin", "Tony_Blair", "Jacques_Chirac",
 ];
 const PER_PERSON: u32 = 12;
 

@@ -240,25 +240,27 @@ pub fn roc_curve(scores: &[f64], genuine: &[bool]) -> Result<Vec<RocPoint>> {
 }
 
 /// Drops the ROC points that lie on a straight segment between their neighbours, exactly as
-/// scikit-learn's `drop_intermediate=True` does (second differences of the counts are zero).
+/// scikit-learn's `drop_intermediate=True` does: second differences of the counts are tested on
+/// the score points only, before the (0, 0) point at an infinite threshold is put in front.
 pub fn drop_collinear(points: &[RocPoint], genuine: u64, impostor: u64) -> Vec<RocPoint> {
-    if points.len() <= 2 {
+    let Some((origin, curve)) = points.split_first() else { return Vec::new() };
+    if curve.len() <= 2 {
         return points.to_vec();
     }
     // Work on the integer counts so that collinearity is exact, as in scikit-learn.
-    let counts: Vec<(i64, i64)> = points
+    let counts: Vec<(i64, i64)> = curve
         .iter()
         .map(|p| ((p.far * impostor as f64).round() as i64, (p.tar * genuine as f64).round() as i64))
         .collect();
-    let mut out = vec![points[0]];
-    for i in 1..points.len() - 1 {
+    let mut out = vec![*origin, curve[0]];
+    for i in 1..curve.len() - 1 {
         let d2f = counts[i + 1].0 - 2 * counts[i].0 + counts[i - 1].0;
         let d2t = counts[i + 1].1 - 2 * counts[i].1 + counts[i - 1].1;
         if d2f != 0 || d2t != 0 {
-            out.push(points[i]);
+            out.push(curve[i]);
         }
     }
-    out.push(points[points.len() - 1]);
+    out.push(curve[curve.len() - 1]);
     out
 }
 
