@@ -16,7 +16,7 @@ DIR="${BENCH_DIR:-$(mktemp -d)}"
 PY="${PYTHON:-$PWD/.venv/bin/python}"
 
 cargo build --release --no-default-features --example loader_bench
-BIN=target/release/examples/loader_bench
+BIN=${CARGO_TARGET_DIR:-target}/release/examples/loader_bench
 [ -f "$DIR/bench224.manifest.json" ] || "$BIN" pack "$DATA/lfw100" "$DIR"
 
 results=()

@@ -13,7 +13,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 # FACEKIT_BIN=path skips the build (a release binary built from this tree).
 FK="${FACEKIT_BIN:-}"
-if [ -z "$FK" ]; then cargo build --release --quiet --bin facekit; FK=target/release/facekit; fi
+if [ -z "$FK" ]; then cargo build --release --quiet --bin facekit; FK=${CARGO_TARGET_DIR:-target}/release/facekit; fi
 CORES="$(nproc)"
 LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
 N="$(find -L "$ROOT" -type f | wc -l)"

@@ -11,7 +11,7 @@ STEPS="${1:-200000}"
 PY="${PYTHON:-$PWD/.venv/bin/python}"
 
 cargo build --release --no-default-features --example schedule_bench
-target/release/examples/schedule_bench "$STEPS"
+${CARGO_TARGET_DIR:-target}/release/examples/schedule_bench "$STEPS"
 "$PY" - <<'PY'
 import json, random, time
 import dlib

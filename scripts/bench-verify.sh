@@ -8,12 +8,12 @@ source .facekit.env
 SIZE_MB=${1:-2048}
 DIR=$(mktemp -d /tmp/facekit-bench-verify.XXXX); trap 'rm -rf "$DIR"' EXIT
 cargo build --release --quiet --no-default-features --bin facekit --example synthetic_dataset
-target/release/examples/synthetic_dataset "$DIR/synth" "$SIZE_MB" 512
+${CARGO_TARGET_DIR:-target}/release/examples/synthetic_dataset "$DIR/synth" "$SIZE_MB" 512
 BYTES=$(cat "$DIR"/synth-*.shard | wc -c)
 cat "$DIR"/synth-*.shard > /dev/null   # warm the page cache
 t() { local s e; s=$(date +%s.%N); "$@" > /dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
-T_FK1=$(RAYON_NUM_THREADS=1 t target/release/facekit verify-shard "$DIR/synth")
-T_FK2=$(RAYON_NUM_THREADS=2 t target/release/facekit verify-shard "$DIR/synth")
+T_FK1=$(RAYON_NUM_THREADS=1 t ${CARGO_TARGET_DIR:-target}/release/facekit verify-shard "$DIR/synth")
+T_FK2=$(RAYON_NUM_THREADS=2 t ${CARGO_TARGET_DIR:-target}/release/facekit verify-shard "$DIR/synth")
 T_PY=$(t .venv/bin/python -c '
 import sys, zlib, glob
 for p in sorted(glob.glob(sys.argv[1] + "-*.shard")):

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 source .facekit.env
 cargo build --release --quiet
-FK=target/release/facekit
+FK=${CARGO_TARGET_DIR:-target}/release/facekit
 
 echo "== pack raw_images/ -> training/demo"
 $FK pack raw_images -o training/demo --valid-fraction 0.15
