@@ -131,7 +131,7 @@ pub struct TrainConfig {
     /// Multi task: weights of the fr, gender and age losses.
     #[arg(long, value_delimiter = ',', num_args = 3, default_value = "1,1,1")]
     pub multi_weights: Vec<f64>,
-    /// Numeric precision (fp16/bf16 are not available yet).
+    /// Numeric precision of the weights and the arithmetic.
     #[arg(long, value_enum, default_value_t = PrecisionKind::Fp32)]
     pub precision: PrecisionKind,
     /// Device: auto (CUDA when present), cpu, cuda or cuda:N.
