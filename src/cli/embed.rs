@@ -48,19 +48,34 @@ impl ModelArgs {
     }
 }
 
-/// Converts the command-line choice into the library's preparation.
-pub fn preparation(prep: PrepArg, models: Option<PathBuf>, padding: f64) -> Result<faces::Preparation> {
-    Ok(match prep {
-        #[cfg(feature = "pack")]
-        PrepArg::Align => faces::Preparation::Align { models, padding },
-        #[cfg(not(feature = "pack"))]
-        PrepArg::Align => {
-            let _ = (models, padding);
-            bail!("--prep align needs facekit built with feature `pack` (dlib); use --prep resize or centre-crop")
-        }
-        PrepArg::Resize => faces::Preparation::Resize,
-        PrepArg::CentreCrop => faces::Preparation::CentreCrop,
-    })
+/// How photos from a folder are turned into network inputs (shared by `embed` and `eval verify`).
+#[derive(Debug, clap::Args)]
+pub struct PrepArgs {
+    /// How folder photos are prepared (align: the pack pipeline, centre crop where no face is found).
+    #[arg(long, value_enum, default_value = "align")]
+    pub prep: PrepArg,
+    /// Chip padding for `--prep align` (dlib's meaning; use the value the training set was packed with).
+    #[arg(long, default_value_t = 0.25)]
+    pub padding: f64,
+    /// Folder of the dlib models for `--prep align` (default: $FACEKIT_MODELS, else ./models).
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+}
+
+impl PrepArgs {
+    /// Converts the command-line choice into the library's preparation.
+    pub fn preparation(&self) -> Result<faces::Preparation> {
+        Ok(match self.prep {
+            #[cfg(feature = "pack")]
+            PrepArg::Align => faces::Preparation::Align { models: self.models.clone(), padding: self.padding },
+            #[cfg(not(feature = "pack"))]
+            PrepArg::Align => {
+                bail!("--prep align needs facekit built with feature `pack` (dlib); use --prep resize or centre-crop")
+            }
+            PrepArg::Resize => faces::Preparation::Resize,
+            PrepArg::CentreCrop => faces::Preparation::CentreCrop,
+        })
+    }
 }
 
 /// Arguments of `facekit embed`.
@@ -77,15 +92,8 @@ pub struct EmbedArgs {
     /// Folder where bare dataset names are looked up.
     #[arg(long, default_value = "training")]
     pub data_dir: PathBuf,
-    /// How folder images are prepared.
-    #[arg(long, value_enum, default_value = "align")]
-    pub prep: PrepArg,
-    /// Chip padding for `--prep align` (dlib's meaning; use the value the training set was packed with).
-    #[arg(long, default_value_t = 0.25)]
-    pub padding: f64,
-    /// Folder of the dlib models for `--prep align` (default: $FACEKIT_MODELS, else ./models).
-    #[arg(long)]
-    pub models: Option<PathBuf>,
+    #[command(flatten)]
+    pub prep: PrepArgs,
     /// Output folder: `embeddings.npy` and `labels.tsv` are written there.
     #[arg(short, long)]
     pub out: PathBuf,
@@ -112,7 +120,7 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
             if files.is_empty() {
                 bail!("no image files found under {}", root.display());
             }
-            let prep = preparation(args.prep, args.models.clone(), args.padding)?;
+            let prep = args.prep.preparation()?;
             let (chips, how, stats) = faces::prepare_files(&files, model.image_size(), &prep)?;
             if stats.fallback > 0 {
                 eprintln!("facekit embed: {} image(s) had no usable face and were centre-cropped, e.g. {}", stats.fallback, stats.fallback_examples.join("; "));

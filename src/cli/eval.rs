@@ -1,7 +1,7 @@
 //! `facekit eval verify`: LFW-style pairs (folder or packed dataset), insightface `.bin` files, and
 //! all-pairs 1:1 verification of a packed dataset or of saved embeddings.
 
-use super::embed::{preparation, read_labels, ModelArgs, PrepArg};
+use super::embed::{read_labels, ModelArgs, PrepArgs};
 use crate::eval::allpairs::{self, AllPairsOptions, AllPairsReport};
 use crate::eval::metrics::KFoldReport;
 use crate::eval::npy::{self, Matrix};
@@ -54,15 +54,8 @@ pub struct VerifyArgs {
     /// Pairs naming missing people or photos: `error` stops, `skip` leaves them out (counted).
     #[arg(long, value_enum, default_value = "error")]
     pub missing: MissingPolicy,
-    /// How --images photos are prepared (align: the pack pipeline, centre crop where no face is found).
-    #[arg(long, value_enum, default_value = "align")]
-    pub prep: PrepArg,
-    /// Chip padding for `--prep align` (use the value the training set was packed with).
-    #[arg(long, default_value_t = 0.25)]
-    pub padding: f64,
-    /// Folder of the dlib models for `--prep align` (default: $FACEKIT_MODELS, else ./models).
-    #[arg(long)]
-    pub models: Option<PathBuf>,
+    #[command(flatten)]
+    pub prep: PrepArgs,
     /// All-pairs: most pairs scored; beyond it impostor pairs are a deterministic sample.
     #[arg(long, default_value_t = 50_000_000)]
     pub max_pairs: u64,
@@ -94,7 +87,7 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
     let model = a.model.load()?;
     let report = match (&a.pairs, &a.images, &a.dataset, &a.bin) {
         (Some(p), Some(root), None, None) => {
-            let prep = preparation(a.prep, a.models.clone(), a.padding)?;
+            let prep = a.prep.preparation()?;
             verify::pairs_from_folder(&model, p, root, &prep, opts)?
         }
         (Some(p), None, Some(name), None) => {
