@@ -37,8 +37,7 @@ fi
 STAMP="$VENV/.facekit-reqs"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$PY_REQS" ]; then
   say "creating $VENV with $PY_REQS (about 5 GB, a few minutes the first time)"
-  PY=python3; command -v python3.12 >/dev/null && PY=python3.12
-  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check $PY_REQS
   echo "$PY_REQS" > "$STAMP"
 fi
