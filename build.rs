@@ -9,6 +9,7 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_TRAIN").is_none() {
         return;
     }
+    amp_shim();
     let Some(lib) = std::env::var_os("FACEKIT_TORCH_LIB") else { return };
     let lib = std::path::PathBuf::from(lib);
     println!("cargo:rustc-link-search=native={}", lib.display());
@@ -18,4 +19,29 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
+}
+
+/// Compiles `src/train/amp_shim.cpp` (autocast for any device and dtype, see src/train/amp.rs)
+/// against the headers of the libtorch that torch-sys links, found through torch-sys's
+/// `cargo:libtorch_lib` (DEP_TCH_LIBTORCH_LIB: torch-sys declares `links = "tch"`).
+fn amp_shim() {
+    println!("cargo:rerun-if-changed=src/train/amp_shim.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
+        .expect("torch-sys did not report its libtorch folder (DEP_TCH_LIBTORCH_LIB); is torch-sys a direct dependency?");
+    let include = std::path::Path::new(&lib).join("../include");
+    // PyTorch wheels since 2.7 (and libtorch's cxx11 zips) use the new C++ ABI, as torch-sys
+    // assumes; a mismatch fails at link time with std::__cxx11 symbols.
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        // libtorch's headers warn in their own code; ours has nothing to hide.
+        .flag_if_supported("-Wno-unused-parameter")
+        .file("src/train/amp_shim.cpp")
+        .compile("facekit_amp");
 }

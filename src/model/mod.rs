@@ -207,7 +207,12 @@ impl FaceNet {
 
     /// The embedding and whichever task heads this network has.
     pub fn forward(&self, xs: &Tensor, train: bool) -> Outputs {
-        let embedding = self.embed(xs, train);
+        self.heads(self.embed(xs, train))
+    }
+
+    /// The gender and age heads applied to an embedding from [`FaceNet::embed`]. Mixed precision
+    /// runs `embed` under autocast and this outside it, on the embedding cast to fp32.
+    pub fn heads(&self, embedding: Tensor) -> Outputs {
         let gender_logits = self.gender.as_ref().map(|l| embedding.apply(l));
         let age_logits = self.age.as_ref().map(|l| embedding.apply(l));
         Outputs { embedding, gender_logits, age_logits }

@@ -1,5 +1,6 @@
 //! Checkpoints `checkpoints/last/` and `checkpoints/best/`: weights (`model.safetensors`), momentum
-//! buffers (`optimizer.safetensors`) and [`TrainState`] (`state.json`).
+//! buffers (`optimizer.safetensors`) and [`TrainState`] (`state.json`, with the fp16 loss scaler's
+//! state). Tensors are stored NCHW-contiguous whatever their memory format during training.
 //!
 //! A checkpoint is written into a hidden temporary folder, every file fsynced, and then renamed
 //! into place, so a reader never sees a half-written checkpoint. Linux cannot atomically swap two
@@ -28,7 +29,7 @@ pub fn write(run_dir: &Path, name: &str, vs: &VarStore, opt: &Sgd, state: &Train
     }
     fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let model = tmp.join(MODEL_FILE);
-    vs.save(&model).with_context(|| format!("cannot write {}", model.display()))?;
+    save_weights(vs, &model)?;
     opt.save(&tmp.join(OPTIMIZER_FILE))?;
     fs::write(tmp.join("state.json"), state.to_json()?).with_context(|| format!("cannot write {}", tmp.display()))?;
     for f in [MODEL_FILE, OPTIMIZER_FILE, "state.json"] {
@@ -65,6 +66,14 @@ pub fn load(dir: &Path, vs: &mut VarStore, opt: &mut Sgd) -> Result<TrainState> 
     vs.load(&model).with_context(|| format!("cannot load weights {}", model.display()))?;
     opt.load(&dir.join(OPTIMIZER_FILE))?;
     Ok(state)
+}
+
+/// Writes every variable of `vs` to `path` as standard contiguous tensors, so that a
+/// channels-last run's checkpoint holds the same bytes as a contiguous run's and loads anywhere.
+pub fn save_weights(vs: &VarStore, path: &Path) -> Result<()> {
+    let mut named: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    super::layout::write_safetensors_contiguous(&named, path)
 }
 
 fn sync_dir(dir: &Path) {

@@ -54,12 +54,54 @@ pub enum ScheduleKind {
     Cosine,
 }
 
-/// Numeric precision of the forward and backward passes.
+/// Numeric precision of the forward and backward passes (weights always stay fp32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PrecisionKind {
+    /// fp16 on CUDA, fp32 on the CPU.
+    Auto,
     /// 32-bit floats everywhere.
     Fp32,
+    /// Autocast to IEEE half in the backbone, with dynamic loss scaling.
+    Fp16,
+    /// Autocast to bfloat16 in the backbone (no loss scaling needed).
+    Bf16,
+}
+
+impl PrecisionKind {
+    /// The precision `auto` stands for on this device: fp16 on CUDA, fp32 on the CPU (CPU
+    /// autocast works but is slower than fp32 on CPUs without bf16/fp16 matrix units).
+    pub fn resolve(self, on_cuda: bool) -> PrecisionKind {
+        match (self, on_cuda) {
+            (PrecisionKind::Auto, true) => PrecisionKind::Fp16,
+            (PrecisionKind::Auto, false) => PrecisionKind::Fp32,
+            (p, _) => p,
+        }
+    }
+}
+
+/// Memory layout of the input images and convolution weights.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemoryFormatKind {
+    /// Channels-last on CUDA, contiguous on the CPU.
+    #[default]
+    Auto,
+    /// NHWC strides (what cuDNN's fastest convolutions read).
+    ChannelsLast,
+    /// Standard NCHW strides.
+    Contiguous,
+}
+
+impl MemoryFormatKind {
+    /// The format `auto` stands for on this device: channels-last on CUDA, contiguous on the CPU.
+    pub fn resolve(self, on_cuda: bool) -> MemoryFormatKind {
+        match (self, on_cuda) {
+            (MemoryFormatKind::Auto, true) => MemoryFormatKind::ChannelsLast,
+            (MemoryFormatKind::Auto, false) => MemoryFormatKind::Contiguous,
+            (m, _) => m,
+        }
+    }
 }
 
 /// Every setting of a training run (the `facekit train` flags).
@@ -131,9 +173,15 @@ pub struct TrainConfig {
     /// Multi task: weights of the fr, gender and age losses.
     #[arg(long, value_delimiter = ',', num_args = 3, default_value = "1,1,1")]
     pub multi_weights: Vec<f64>,
-    /// Numeric precision of the weights and the arithmetic.
-    #[arg(long, value_enum, default_value_t = PrecisionKind::Fp32)]
+    /// Arithmetic precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 (with loss scaling) or
+    /// bf16; weights, heads and losses stay fp32.
+    #[arg(long, value_enum, default_value_t = PrecisionKind::Auto)]
     pub precision: PrecisionKind,
+    /// Memory format of images and conv weights: auto (channels-last on CUDA, contiguous on CPU),
+    /// channels-last or contiguous.
+    #[arg(long, value_enum, default_value_t = MemoryFormatKind::Auto)]
+    #[serde(default)]
+    pub memory_format: MemoryFormatKind,
     /// Device: auto (CUDA when present), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,

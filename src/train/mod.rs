@@ -1,7 +1,8 @@
 //! The training loop, its learning-rate schedules, checkpoints and logs.
 //!
 //! Pure-Rust parts ([`config`], [`state`], [`logs`], [`metrics`]) build without libtorch; the
-//! optimiser, checkpoints, validation and the loop itself need feature `train`.
+//! optimiser, mixed precision ([`amp`], [`scaler`]), memory format ([`layout`]), checkpoints,
+//! validation and the loop itself need feature `train`.
 
 pub mod config;
 pub mod logs;
@@ -9,9 +10,17 @@ pub mod metrics;
 pub mod schedule;
 pub mod state;
 #[cfg(feature = "train")]
+pub mod amp;
+#[cfg(feature = "train")]
 pub mod checkpoint;
 #[cfg(feature = "train")]
+pub mod layout;
+#[cfg(feature = "train")]
+pub mod numerics;
+#[cfg(feature = "train")]
 pub mod optim;
+#[cfg(feature = "train")]
+pub mod scaler;
 #[cfg(feature = "train")]
 pub mod validate;
 #[cfg(feature = "train")]

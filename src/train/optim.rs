@@ -67,11 +67,22 @@ impl Sgd {
         });
     }
 
-    /// Saves the momentum buffers (by parameter name) in safetensors format.
+    /// The gradients of the parameters that have one (handles to them: in-place changes stick).
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.slots.iter().map(|s| s.param.grad()).filter(Tensor::defined).collect()
+    }
+
+    /// (parameter name, momentum buffer) of every parameter stepped so far, in name order.
+    pub fn momentum_buffers(&self) -> Vec<(&str, &Tensor)> {
+        self.slots.iter().filter_map(|s| s.momentum.as_ref().map(|m| (s.name.as_str(), m))).collect()
+    }
+
+    /// Saves the momentum buffers (by parameter name) in safetensors format, as standard
+    /// contiguous tensors whatever their memory format.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let named: Vec<(&str, &Tensor)> =
-            self.slots.iter().filter_map(|s| s.momentum.as_ref().map(|m| (s.name.as_str(), m))).collect();
-        Tensor::write_safetensors(&named, path).with_context(|| format!("cannot write {}", path.display()))
+        let named: Vec<(String, Tensor)> =
+            self.momentum_buffers().into_iter().map(|(n, m)| (n.to_string(), m.shallow_clone())).collect();
+        super::layout::write_safetensors_contiguous(&named, path)
     }
 
     /// Restores the momentum buffers written by [`Sgd::save`].
@@ -84,7 +95,11 @@ impl Sgd {
             if t.size() != s.param.size() {
                 bail!("{}: momentum buffer '{name}' has shape {:?}, the parameter {:?}", path.display(), t.size(), s.param.size());
             }
-            s.momentum = Some(t.to_device(s.param.device()).to_kind(s.param.kind()));
+            // zeros_like keeps the parameter's memory format (channels-last weights get
+            // channels-last buffers, as the first step would have made them).
+            let mut buf = s.param.detach().zeros_like();
+            tch::no_grad(|| buf.copy_(&t));
+            s.momentum = Some(buf);
         }
         Ok(())
     }

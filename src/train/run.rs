@@ -4,11 +4,13 @@
 use super::checkpoint;
 use super::config::{ArchKind, SavedConfig, TaskKind, TrainConfig};
 use super::logs::{RunLogs, StepLosses};
+use super::numerics::Numerics;
 use super::optim::Sgd;
+use super::scaler::{GradScaler, ScalerConfig};
 use super::config::ScheduleKind;
 use super::schedule::{Cosine, DlibPlateau, Schedule, StepSchedule};
-use super::state::{BestMetric, TrainState};
-use super::validate::{self, batch_to_device, Validation};
+use super::state::{BestMetric, ScalerState, TrainState};
+use super::validate::{self, Validation};
 use crate::data::{Batch, Loader, LoaderConfig};
 use crate::loss::{BatchLabels, FaceLoss};
 use crate::model::{Arch, FaceNet, NetConfig, Task, TaskWeights};
@@ -53,6 +55,8 @@ pub struct Summary {
     pub mean_data_wait_ms: f64,
     /// Corrupt records skipped in training (across resumes) and in validation.
     pub skipped_corrupt: u64,
+    /// The fp16 loss scaler at the end (scale, skipped steps); `None` without loss scaling.
+    pub loss_scaling: Option<ScalerState>,
 }
 
 /// Set by the Ctrl-C handler; the loop checks it after each step.
@@ -63,6 +67,7 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
     let (cfg, run_dir, resume_dir) = prepare_run(cfg)?;
     cfg.validate()?;
     let device = parse_device(&cfg.device)?;
+    let numerics = Numerics::new(device, cfg.precision, cfg.memory_format);
     // Ignored when a handler exists already (a second run in the same process, e.g. in tests).
     let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst));
     STOP.store(false, Ordering::SeqCst);
@@ -111,6 +116,8 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
     let mut vs = VarStore::new(device);
     let net = FaceNet::new(&vs.root(), &net_cfg)?;
     let loss_fn = FaceLoss::new(&vs.root(), &net_cfg)?;
+    // Before the optimiser exists, so that its momentum buffers are born in the same layout.
+    numerics.memory_format.apply_to_vars(&vs);
     let mut opt = Sgd::new(&vs, cfg.momentum, cfg.weight_decay);
     let mut state = TrainState {
         step: 0,
@@ -123,11 +130,25 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
         images_seen: 0,
         skipped_corrupt: 0,
         train_seconds: 0.0,
+        scaler: None,
     };
     if let Some(dir) = &resume_dir {
         state = checkpoint::load(dir, &mut vs, &mut opt)?;
+        // Loading copies into the existing variables, which keeps their layout; this only
+        // guarantees it.
+        numerics.memory_format.apply_to_vars(&vs);
         eprintln!("facekit train: resuming {} at step {} (epoch {}, batch {})", run_dir.display(), state.step, state.epoch, state.batch_in_epoch);
     }
+    // A run resumed in fp16 continues with its saved scale; one that switched to fp16 starts afresh.
+    let mut scaler = numerics.needs_loss_scaling().then(|| match &state.scaler {
+        Some(saved) => GradScaler::from_state(ScalerConfig::default(), saved, device),
+        None => GradScaler::new(ScalerConfig::default(), device),
+    });
+    let device_name = match device {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        _ => "cpu".to_string(),
+    };
+    eprintln!("facekit train: device {device_name}, {}", numerics.describe());
     let saved = match &resume_dir {
         Some(_) => {
             let mut saved = SavedConfig::read(&run_dir)?;
@@ -177,6 +198,7 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
         images_per_second: images_here as f64 / started.elapsed().as_secs_f64().max(1e-9),
         mean_data_wait_ms: if steps_here == 0 { 0.0 } else { 1e3 * wait_total / steps_here as f64 },
         skipped_corrupt: state.skipped_corrupt + valid_skipped,
+        loss_scaling: state.scaler.clone(),
     };
 
     'epochs: while max_steps.is_none_or(|m| state.step < m) && !stopped_by_schedule {
@@ -192,6 +214,7 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
                 Some(Ok(b)) => b,
                 Some(Err(e)) => {
                     let message = format!("{e:#}");
+                    state.scaler = scaler.as_ref().map(GradScaler::state);
                     logs.flush()?;
                     bar.finish_and_clear();
                     return Ok(Outcome::CorruptData {
@@ -213,15 +236,16 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
             // so a resumed run draws exactly what the uninterrupted one drew.
             tch::manual_seed((cfg.seed as i64).wrapping_mul(1_000_003).wrapping_add(state.step as i64));
             let lr = schedule.lr();
-            let xs = batch_to_device(&batch, device);
+            let xs = numerics.input(&batch);
             let labels = labels_to_device(&batch, device);
-            let out = net.forward(&xs, true);
+            let out = numerics.forward(&net, &xs, true)?;
             let losses = loss_fn.losses(&out, &labels);
             let mut total = losses.total.double_value(&[]);
             if inject_nan == Some(state.step + 1) {
                 total = f64::NAN;
             }
             if !total.is_finite() {
+                state.scaler = scaler.as_ref().map(GradScaler::state);
                 logs.flush()?;
                 bar.finish_and_clear();
                 return Ok(Outcome::Diverged {
@@ -230,8 +254,19 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
                 });
             }
             opt.zero_grad();
-            losses.total.backward();
-            opt.step(lr);
+            match scaler.as_mut() {
+                Some(scaler) => {
+                    // A step whose gradients overflowed is skipped but still counts as a step:
+                    // its loss is logged and the schedule sees it, as with PyTorch's GradScaler.
+                    scaler.scale(&losses.total).backward();
+                    scaler.step(&mut opt, lr)?;
+                    scaler.update();
+                }
+                None => {
+                    losses.total.backward();
+                    opt.step(lr);
+                }
+            }
 
             state.step += 1;
             state.batch_in_epoch += 1;
@@ -259,15 +294,21 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
                 let secs = window_start.elapsed().as_secs_f64().max(1e-9);
                 let ips = window_images as f64 / secs;
                 let wait_ms = 1e3 * window_wait / cfg.log_every as f64;
-                logs.event(&serde_json::json!({
+                let mut event = serde_json::json!({
                     "step": state.step, "epoch": state.epoch, "lr": lr, "loss": total,
                     "fr_loss": step_losses.fr, "gender_loss": step_losses.gender, "age_loss": step_losses.age,
                     "images_per_second": ips, "data_wait_ms": wait_ms,
-                }))?;
-                let line = format!(
+                });
+                let mut line = format!(
                     "step {} epoch {} loss {total:.4} lr {lr:.3e} {ips:.1} images/s data wait {wait_ms:.1} ms/step",
                     state.step, state.epoch
                 );
+                if let Some(s) = scaler.as_ref().map(GradScaler::state) {
+                    event["loss_scale"] = s.scale.into();
+                    event["skipped_steps"] = s.skipped_steps.into();
+                    line += &format!(" loss scale {} ({} steps skipped)", s.scale, s.skipped_steps);
+                }
+                logs.event(&event)?;
                 if bar.is_hidden() {
                     eprintln!("{line}");
                 } else {
@@ -284,7 +325,7 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
             let at_end = stopped_by_schedule || max_steps.is_some_and(|m| state.step >= m);
             if let Some(vl) = &valid_loader {
                 if at_end || (cfg.valid_every > 0 && state.step % cfg.valid_every == 0) {
-                    let v = validate::validate(&net, &loss_fn, vl, device, net_cfg.num_classes)?;
+                    let v = validate::validate(&net, &loss_fn, vl, &numerics, net_cfg.num_classes)?;
                     valid_skipped = v.skipped_corrupt;
                     last_valid_step = Some(state.step);
                     bar.suspend(|| eprintln!("step {} validation: {}", state.step, describe(&v)));
@@ -300,6 +341,7 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
                                 step: state.step,
                             });
                             state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
+                            state.scaler = scaler.as_ref().map(GradScaler::state);
                             checkpoint::write(&run_dir, "best", &vs, &opt, &state)?;
                         }
                     }
@@ -313,6 +355,7 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
                     state.epoch += 1;
                     state.batch_in_epoch = 0;
                 }
+                state.scaler = scaler.as_ref().map(GradScaler::state);
                 checkpoint::write(&run_dir, "last", &vs, &opt, &state)?;
                 if state.batch_in_epoch == 0 && !interrupted {
                     logs.flush()?;
@@ -334,6 +377,7 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
     }
     let _ = last_valid_step;
     state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
+    state.scaler = scaler.as_ref().map(GradScaler::state);
     checkpoint::write(&run_dir, "last", &vs, &opt, &state)?;
     logs.flush()?;
     logs.draw()?;

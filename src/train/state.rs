@@ -29,6 +29,21 @@ pub struct TrainState {
     pub skipped_corrupt: u64,
     /// Seconds spent training so far, across resumes.
     pub train_seconds: f64,
+    /// fp16 loss scaler's state; absent for fp32 and bf16 runs (and in older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaler: Option<ScalerState>,
+}
+
+/// What a checkpoint keeps of the scaler (in `state.json`), so a resumed fp16 run continues with
+/// the same scale and growth count as the uninterrupted one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalerState {
+    /// Current loss scale (a power of two times `init_scale`, exact in JSON).
+    pub scale: f64,
+    /// Clean steps in a row since the last change of scale.
+    pub growth_tracker: i64,
+    /// Optimiser steps skipped so far because of inf/NaN gradients.
+    pub skipped_steps: u64,
 }
 
 /// The best validation result so far and where it was reached.

@@ -3,6 +3,7 @@
 //! baseline for gender, mean absolute error in years for age.
 
 use super::metrics::{self, Pair};
+use super::numerics::Numerics;
 use crate::data::Loader;
 use crate::loss::{expected_age, normalize, FaceLoss};
 use crate::model::FaceNet;
@@ -46,8 +47,9 @@ pub fn main_metric(task: crate::model::Task) -> MainMetric {
     }
 }
 
-/// Scores the network on every batch of `loader` (built without shuffle, flip or drop_last).
-pub fn validate(net: &FaceNet, loss: &FaceLoss, loader: &Loader, device: Device, train_classes: i64) -> Result<Validation> {
+/// Scores the network on every batch of `loader` (built without shuffle, flip or drop_last), in
+/// the run's precision and memory format.
+pub fn validate(net: &FaceNet, loss: &FaceLoss, loader: &Loader, numerics: &Numerics, train_classes: i64) -> Result<Validation> {
     let (mut embeddings, mut classes, mut id_pred) = (Vec::<Tensor>::new(), Vec::<i64>::new(), Vec::<i64>::new());
     // Every image's own class id, seen or not in training: verification pairs need only sameness.
     let mut pair_classes = Vec::<i64>::new();
@@ -59,8 +61,8 @@ pub fn validate(net: &FaceNet, loss: &FaceLoss, loader: &Loader, device: Device,
         for batch in it.by_ref() {
             let batch = batch?;
             images += batch.n as u64;
-            let xs = batch_to_device(&batch, device);
-            let out = net.forward(&xs, false);
+            let xs = numerics.input(&batch);
+            let out = numerics.forward(net, &xs, false)?;
             if let Some(arc) = loss.arcface.as_ref() {
                 embeddings.push(normalize(&out.embedding.to_kind(Kind::Float)).to_device(Device::Cpu));
                 id_pred.extend(to_i64(&arc.logits_no_margin(&out.embedding).argmax(1, false)));
