@@ -5,6 +5,7 @@
 //! The rpath lets the binary find libtorch without LD_LIBRARY_PATH on the machine that built it.
 
 fn main() {
+    dlib_avx_cfg();
     println!("cargo:rerun-if-env-changed=FACEKIT_TORCH_LIB");
     if std::env::var_os("CARGO_FEATURE_TRAIN").is_none() {
         return;
@@ -44,4 +45,20 @@ fn amp_shim() {
         .flag_if_supported("-Wno-unused-parameter")
         .file("src/train/amp_shim.cpp")
         .compile("facekit_amp");
+}
+
+/// Tells the code whether dlib's C++ is compiled with AVX (`.cargo/config.toml`), so that a binary
+/// can refuse a CPU without it instead of crashing on an illegal instruction.
+fn dlib_avx_cfg() {
+    println!("cargo::rustc-check-cfg=cfg(facekit_dlib_avx)");
+    let mut avx = false;
+    for var in ["CXXFLAGS", "CXXFLAGS_x86_64_unknown_linux_gnu", "CXXFLAGS_x86_64-unknown-linux-gnu", "TARGET_CXXFLAGS"] {
+        println!("cargo:rerun-if-env-changed={var}");
+        if let Ok(flags) = std::env::var(var) {
+            avx |= flags.split_whitespace().any(|f| f == "-mavx" || f == "-mavx2" || f.starts_with("-march="));
+        }
+    }
+    if avx {
+        println!("cargo:rustc-cfg=facekit_dlib_avx");
+    }
 }

@@ -1,11 +1,12 @@
-//! Alignment throughput on real photos, one thread: decode, chip cut from given landmarks,
-//! and the full HOG detect + 5 landmarks + chip. Used by `scripts/bench-align.sh`.
+//! Alignment throughput on real photos, one thread: decode, the full HOG detect + 5 landmarks +
+//! chip, the dlib chip cut alone, and the `--landmarks` path's stages (ArcFace-template warp,
+//! JPEG q95 encode, SHA-256 of the file). Used by `scripts/bench-align.sh`.
 //!
 //! Usage: align_bench <image>... (prints one `stage seconds images` line per stage)
 
 use std::time::Instant;
 
-use facekit::align::{align_dlib5, ChipSpec, DetectorKind, FaceAligner};
+use facekit::align::{align_arcface5, align_dlib5, ChipSpec, DetectorKind, FaceAligner};
 use facekit::image_io::decode_image;
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +40,35 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!("chip_only {:.3} {}", t.elapsed().as_secs_f64(), ok);
+
+    // The --landmarks path: insightface-order points made from dlib's (eye centres from the eye
+    // corners, nose, mouth corners below the nose); only the geometry's scale matters for timing.
+    let to_insightface = |l: &[[f64; 2]; 5]| {
+        let mid = |a: [f64; 2], b: [f64; 2]| [(a[0] + b[0]) / 2.0, (a[1] + b[1]) / 2.0];
+        let (le, re) = (mid(l[2], l[3]), mid(l[0], l[1]));
+        let eyes = re[0] - le[0];
+        [le, re, l[4], [le[0], l[4][1] + 0.4 * eyes], [re[0], l[4][1] + 0.4 * eyes]]
+    };
+    let t = Instant::now();
+    let mut chips = Vec::new();
+    for (img, lm) in images.iter().zip(&found) {
+        if !lm[0][0].is_nan() {
+            chips.push(align_arcface5(img, &to_insightface(lm), &spec));
+        }
+    }
+    println!("arcface_warp {:.3} {}", t.elapsed().as_secs_f64(), chips.len());
+
+    let t = Instant::now();
+    let bytes_out: usize = chips.iter().map(|c| facekit::shard::codec::encode(c, facekit::shard::Encoding::Jpeg, 95).unwrap().len()).sum();
+    println!("jpeg_q95 {:.3} {}", t.elapsed().as_secs_f64(), chips.len());
+    sum += bytes_out as u64;
+
+    let t = Instant::now();
+    for b in &bytes {
+        use sha2::Digest;
+        sum += u64::from(sha2::Sha256::digest(b)[0]);
+    }
+    println!("sha256 {:.3} {}", t.elapsed().as_secs_f64(), bytes.len());
     eprintln!("(checksum {sum}, {ok} faces)");
     Ok(())
 }

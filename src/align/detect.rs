@@ -179,6 +179,7 @@ impl FaceAligner {
     /// Loads the models from `models` (see [`models_dir`]) for the given detector and chip.
     pub fn new(models: Option<&Path>, kind: DetectorKind, spec: ChipSpec) -> anyhow::Result<FaceAligner> {
         spec.validate()?;
+        check_cpu()?;
         let dir = models_dir(models);
         let lm = model_file(&dir, LANDMARKS_MODEL)?;
         let predictor = LandmarkPredictor::open(&lm)
@@ -282,3 +283,16 @@ const _: fn() = || {
     fn assert_send<T: Send>() {}
     assert_send::<FaceAligner>();
 };
+
+/// Refuses to run dlib code built with AVX (see `.cargo/config.toml`) on a CPU without it: an
+/// illegal-instruction crash in the middle of a pack would say nothing useful.
+fn check_cpu() -> anyhow::Result<()> {
+    #[cfg(all(facekit_dlib_avx, target_arch = "x86_64"))]
+    anyhow::ensure!(
+        std::arch::is_x86_feature_detected!("avx"),
+        "this facekit was built with AVX for dlib (CXXFLAGS_x86_64_unknown_linux_gnu=-mavx, from .cargo/config.toml) \
+         but this CPU has no AVX: rebuild with CXXFLAGS_x86_64_unknown_linux_gnu=\"\" set in the environment"
+    );
+    Ok(())
+}
+
