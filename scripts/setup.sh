@@ -13,7 +13,7 @@ say() { echo "setup: $*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------------
 APT_PACKAGES=(libdlib-dev libatlas-base-dev liblapack-dev libblas-dev pkg-config libfontconfig1-dev
-              libfreetype-dev fonts-dejavu-core python3-venv bc)
+              libfreetype-dev fonts-dejavu-core python3-venv bc libturbojpeg0-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -57,6 +57,7 @@ if [ $need_models = 1 ]; then
 fi
 
 # --- the environment file ----------------------------------------------------------------------
+MULTIARCH=$(gcc -print-multiarch)
 TORCH_LIB=$(.venv/bin/python -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 cat > .facekit.env.tmp <<ENV
 # Written by scripts/setup.sh; source it before cargo or facekit.
@@ -65,5 +66,8 @@ export LIBTORCH_USE_PYTORCH=1
 export FACEKIT_TORCH_LIB="$TORCH_LIB"
 export LD_LIBRARY_PATH="$TORCH_LIB\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 export FACEKIT_MODELS="$ROOT/models"
+# libjpeg-turbo (pack's JPEG encoder) linked statically: binaries copied to a GPU box need no .so.
+export TURBOJPEG_SOURCE=explicit TURBOJPEG_STATIC=1 TURBOJPEG_INCLUDE_DIR=/usr/include
+export TURBOJPEG_LIB_DIR="/usr/lib/$MULTIARCH"
 ENV
 if ! cmp -s .facekit.env.tmp .facekit.env 2>/dev/null; then mv .facekit.env.tmp .facekit.env; else rm .facekit.env.tmp; fi

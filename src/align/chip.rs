@@ -327,46 +327,58 @@ pub fn extract_chip(img: &RgbImage, d: &ChipDetails) -> RgbImage {
     chip
 }
 
-/// Fractional bits of the fixed-point source coordinates in [`warp_affine`] (1/1024 pixel).
+/// Fractional bits of the blend weights in [`warp_affine`] (1/1024 pixel).
 const WARP_BITS: u32 = 10;
+/// Fractional bits of the running source coordinates in [`warp_affine`].
+const STEP_BITS: u32 = 32;
+/// Beyond this many pixels from the origin the 32.32 fixed-point coordinates could overflow;
+/// chips reaching that far (never a real face) take the exact f64 path.
+const FIXED_LIMIT: f64 = (1u64 << 30) as f64;
 
 /// Bilinear warp of `img` into a `w` x `h` image, `chip_to_img` mapping output pixel centres to
 /// input coordinates; pixels whose 2x2 neighbourhood leaves the image are 0 (no pyramid).
 ///
-/// Source coordinates are computed in f64 per pixel and then quantised to 1/1024 pixel, and the
-/// blend is done in integers, as OpenCV's `warpAffine` does (with 1/32 pixel): the quantisation
-/// moves a value by at most 255/1024 before rounding, so a pixel is within one grey level of
-/// the exact f64 bilinear value, at a fraction of the cost.
+/// This is the whole per-face cost of `pack --landmarks` besides JPEG, so it runs in integers
+/// as OpenCV's `warpAffine` does: source coordinates advance along each row in 32.32 fixed point
+/// and the blend uses weights quantised to 1/1024 pixel. The quantisation moves a value by at
+/// most 255/1024 before rounding, so every pixel is within one grey level of the exact f64
+/// bilinear value ([`warp_affine_exact`], which the tests hold it to).
 pub fn warp_affine(img: &RgbImage, chip_to_img: &Affine, w: u32, h: u32) -> RgbImage {
-    const ONE: i64 = 1 << WARP_BITS;
+    let corners = [[0.0, 0.0], [f64::from(w), 0.0], [0.0, f64::from(h)], [f64::from(w), f64::from(h)]];
+    let far = corners.iter().any(|&p| chip_to_img.apply(p).iter().any(|v| !(v.abs() < FIXED_LIMIT)));
+    if far {
+        return warp_affine_exact(img, chip_to_img, w, h);
+    }
+    const ONE: u32 = 1 << WARP_BITS;
     const HALF: u32 = 1 << (2 * WARP_BITS - 1);
-    let (iw, ih) = (i64::from(img.width()), i64::from(img.height()));
+    let (iw, ih) = (u64::from(img.width()), u64::from(img.height()));
     let stride = img.width() as usize * 3;
     let src = img.as_raw();
     let mut out = RgbImage::new(w, h);
     if iw < 2 || ih < 2 {
         return out;
     }
-    // floor(v * 1024 + 0.5) without a libm call; far-away points saturate and test as outside.
-    let fixed = |v: f64| -> i64 {
-        let f = v * ONE as f64 + 0.5;
-        let t = f as i64;
-        t - i64::from((t as f64) > f)
-    };
-    let m = &chip_to_img.m;
-    let b = &chip_to_img.b;
+    let scale = (1u64 << STEP_BITS) as f64;
+    // Half a weight step, so that the truncating shifts below round to the nearest 1/1024.
+    let half_bin = 1i64 << (STEP_BITS - WARP_BITS - 1);
+    let fixed = |v: f64| (v * scale).round() as i64;
+    let (m, b) = (&chip_to_img.m, &chip_to_img.b);
+    let (dx, dy) = (fixed(m[0][0]), fixed(m[1][0]));
     let raw: &mut [u8] = out.as_mut();
     for (r, row) in raw.chunks_exact_mut(w as usize * 3).enumerate() {
-        let (bx, by) = (m[0][1] * r as f64 + b[0], m[1][1] * r as f64 + b[1]);
-        for (c, px) in row.chunks_exact_mut(3).enumerate() {
-            let x = fixed(m[0][0] * c as f64 + bx);
-            let y = fixed(m[1][0] * c as f64 + by);
-            let (l, t) = (x >> WARP_BITS, y >> WARP_BITS);
-            if !(l >= 0 && t >= 0 && l + 1 < iw && t + 1 < ih) {
+        let mut x = fixed(m[0][1] * r as f64 + b[0]) + half_bin;
+        let mut y = fixed(m[1][1] * r as f64 + b[1]) + half_bin;
+        for px in row.chunks_exact_mut(3) {
+            let (qx, qy) = (x >> (STEP_BITS - WARP_BITS), y >> (STEP_BITS - WARP_BITS));
+            x += dx;
+            y += dy;
+            let (l, t) = (qx >> WARP_BITS, qy >> WARP_BITS);
+            // One unsigned compare per axis also rejects negative positions.
+            if (l as u64) >= iw - 1 || (t as u64) >= ih - 1 {
                 continue;
             }
-            let (fx, fy) = ((x & (ONE - 1)) as u32, (y & (ONE - 1)) as u32);
-            let (gx, gy) = (ONE as u32 - fx, ONE as u32 - fy);
+            let (fx, fy) = (qx as u32 & (ONE - 1), qy as u32 & (ONE - 1));
+            let (gx, gy) = (ONE - fx, ONE - fy);
             let i = t as usize * stride + l as usize * 3;
             let (top, bot) = (&src[i..i + 6], &src[i + stride..i + stride + 6]);
             for ch in 0..3 {
@@ -378,6 +390,27 @@ pub fn warp_affine(img: &RgbImage, chip_to_img: &Affine, w: u32, h: u32) -> RgbI
         }
     }
     out
+}
+
+/// [`warp_affine`] computed exactly in f64 per pixel, rounded to nearest: the reference the
+/// fast path is tested against, and the path for chips that reach absurdly far.
+pub fn warp_affine_exact(img: &RgbImage, t: &Affine, w: u32, h: u32) -> RgbImage {
+    let v = View::whole(img);
+    RgbImage::from_fn(w, h, |c, r| {
+        let p = t.apply([f64::from(c), f64::from(r)]);
+        let (left, top) = (p[0].floor(), p[1].floor());
+        let (l, tp) = (left as i64, top as i64);
+        if !(l >= 0 && tp >= 0 && l + 1 < v.nc && tp + 1 < v.nr) {
+            return image::Rgb([0, 0, 0]);
+        }
+        let (lr, tb) = (p[0] - left, p[1] - top);
+        let (a, b, cc, d) = (v.px(tp, l), v.px(tp, l + 1), v.px(tp + 1, l), v.px(tp + 1, l + 1));
+        image::Rgb(std::array::from_fn(|ch| {
+            let f = |x: &[u8]| f64::from(x[ch]);
+            let val = (1.0 - tb) * ((1.0 - lr) * f(a) + lr * f(b)) + tb * ((1.0 - lr) * f(cc) + lr * f(d));
+            val.round() as u8
+        }))
+    })
 }
 
 #[cfg(test)]
@@ -403,26 +436,6 @@ mod tests {
         assert_eq!(chip.get_pixel(7, 3).0, [5, 6, 7]);
     }
 
-    /// The exact f64 bilinear warp that [`warp_affine`] approximates in fixed point.
-    fn warp_affine_f64(img: &RgbImage, t: &Affine, w: u32, h: u32) -> RgbImage {
-        let v = View::whole(img);
-        RgbImage::from_fn(w, h, |c, r| {
-            let p = t.apply([f64::from(c), f64::from(r)]);
-            let (left, top) = (p[0].floor(), p[1].floor());
-            let (l, tp) = (left as i64, top as i64);
-            if !(l >= 0 && tp >= 0 && l + 1 < v.nc && tp + 1 < v.nr) {
-                return image::Rgb([0, 0, 0]);
-            }
-            let (lr, tb) = (p[0] - left, p[1] - top);
-            let (a, b, cc, d) = (v.px(tp, l), v.px(tp, l + 1), v.px(tp + 1, l), v.px(tp + 1, l + 1));
-            image::Rgb(std::array::from_fn(|ch| {
-                let f = |x: &[u8]| f64::from(x[ch]);
-                let val = (1.0 - tb) * ((1.0 - lr) * f(a) + lr * f(b)) + tb * ((1.0 - lr) * f(cc) + lr * f(d));
-                val.round() as u8
-            }))
-        })
-    }
-
     #[test]
     fn fixed_point_warp_is_within_one_level_of_the_exact_warp() {
         // A busy image (every pixel different) under rotation, scale and a shift that puts part
@@ -431,7 +444,7 @@ mod tests {
         let a = (0.4f64).sin_cos();
         let t = Affine { m: [[0.7 * a.1, -0.7 * a.0], [0.7 * a.0, 0.7 * a.1]], b: [-5.3, 12.7] };
         let fast = warp_affine(&img, &t, 120, 110);
-        let exact = warp_affine_f64(&img, &t, 120, 110);
+        let exact = warp_affine_exact(&img, &t, 120, 110);
         let (mut differ, mut inside) = (0, 0);
         for (p, q) in fast.pixels().zip(exact.pixels()) {
             for ch in 0..3 {
@@ -445,5 +458,15 @@ mod tests {
         }
         assert!(inside > 5000, "the test must sample mostly inside the image ({inside})");
         assert!(differ < inside, "rounding differences should be rare ({differ} of {inside})");
+    }
+
+    #[test]
+    fn a_chip_reaching_absurdly_far_takes_the_exact_path() {
+        let img = RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 5, y as u8 * 7, 99]));
+        // Scale 1e8: only the top-left chip pixel lands in the image.
+        let t = Affine { m: [[1e8, 0.0], [0.0, 1e8]], b: [3.25, 4.5] };
+        let chip = warp_affine(&img, &t, 4, 4);
+        assert_eq!(chip, warp_affine_exact(&img, &t, 4, 4));
+        assert_ne!(chip.get_pixel(0, 0).0, [0, 0, 0]);
     }
 }

@@ -4,6 +4,7 @@
 use crate::align::ChipSpec;
 use crate::pack::size::ByteSize;
 use crate::pack::{self, FaceFinder, PackEnd, PackOptions};
+use crate::shard::codec::Chroma;
 use crate::shard::Encoding;
 use anyhow::Result;
 use std::path::PathBuf;
@@ -31,6 +32,26 @@ impl From<EncodingArg> for Encoding {
             EncodingArg::Png => Encoding::Png,
             EncodingArg::Raw => Encoding::Raw,
             EncodingArg::RawZstd => Encoding::RawZstd,
+        }
+    }
+}
+
+/// JPEG chroma subsampling selectable on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChromaArg {
+    /// 4:2:0: colour at half resolution (smaller, faster).
+    #[value(name = "420")]
+    S420,
+    /// 4:4:4: colour at full resolution.
+    #[value(name = "444")]
+    S444,
+}
+
+impl From<ChromaArg> for Chroma {
+    fn from(c: ChromaArg) -> Chroma {
+        match c {
+            ChromaArg::S420 => Chroma::S420,
+            ChromaArg::S444 => Chroma::S444,
         }
     }
 }
@@ -73,6 +94,9 @@ pub struct PackArgs {
     /// JPEG quality, 1-100.
     #[arg(long, default_value_t = 95)]
     pub quality: u8,
+    /// JPEG chroma subsampling: 420 (as Pillow, OpenCV and insightface write) or 444.
+    #[arg(long, value_enum, default_value = "420")]
+    pub chroma: ChromaArg,
     /// Target shard size (`64M`, `1G`, bytes).
     #[arg(long, default_value = "1G")]
     pub shard_size: ByteSize,
@@ -118,6 +142,7 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
         spec: ChipSpec { size: args.size, padding: args.padding },
         encoding: args.encoding.into(),
         quality: args.quality,
+        chroma: args.chroma.into(),
         shard_size: args.shard_size.0,
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         valid_fraction: args.valid_fraction,

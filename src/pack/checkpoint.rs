@@ -37,6 +37,9 @@ pub struct Settings {
     pub encoding: Encoding,
     /// JPEG quality.
     pub quality: u8,
+    /// JPEG chroma subsampling (`420`, `444`); empty in checkpoints from before the option.
+    #[serde(default)]
+    pub chroma: String,
     /// Target shard size in bytes.
     pub shard_size: u64,
     /// `--valid-fraction`.

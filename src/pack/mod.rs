@@ -18,6 +18,7 @@ pub mod split;
 pub mod worker;
 
 use crate::align::{ChipSpec, Template};
+use crate::shard::codec::Chroma;
 use crate::shard::manifest::{AlignmentInfo, EncodingInfo};
 use crate::shard::{DatasetPaths, DatasetWriter, Encoding, Manifest};
 use anyhow::{bail, Context, Result};
@@ -72,6 +73,8 @@ pub struct PackOptions {
     pub encoding: Encoding,
     /// JPEG quality (1-100).
     pub quality: u8,
+    /// JPEG chroma subsampling.
+    pub chroma: Chroma,
     /// Target shard size in bytes.
     pub shard_size: u64,
     /// Worker threads.
@@ -155,6 +158,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
         spec: opts.spec,
         encoding: opts.encoding,
         quality: opts.quality,
+        chroma: opts.chroma,
         landmarks,
         attributes,
         utkface_labels: opts.utkface_labels,
@@ -272,6 +276,7 @@ fn settings(opts: &PackOptions, plan: &Plan, files: u64) -> Result<Settings> {
         padding: opts.spec.padding,
         encoding: opts.encoding,
         quality: opts.quality,
+        chroma: opts.chroma.name().into(),
         shard_size: opts.shard_size,
         valid_fraction: opts.valid_fraction,
         valid_per_class: opts.valid_per_class,

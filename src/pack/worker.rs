@@ -8,6 +8,7 @@ use super::landmarks::{KnownLandmarks, LandmarkTable};
 use crate::align::{align_arcface5, ChipSpec, LandmarkOrder, Landmarks5};
 use crate::image_io::decode_image;
 use crate::shard::format::MAX_PATH_LEN;
+use crate::shard::codec::Chroma;
 use crate::shard::{codec, Encoding, Labels, Record};
 use image::RgbImage;
 use sha2::{Digest, Sha256};
@@ -26,6 +27,8 @@ pub struct WorkerConfig {
     pub encoding: Encoding,
     /// JPEG quality.
     pub quality: u8,
+    /// JPEG chroma subsampling.
+    pub chroma: Chroma,
     /// `--landmarks`: when given, every image must have a line (one alignment per dataset).
     pub landmarks: Option<LandmarkTable>,
     /// `--attributes`.
@@ -96,7 +99,7 @@ pub fn process(cfg: &WorkerConfig, f: &InputFile, detector: Option<&Detector>) -
             Err(rejected) => return rejected,
         },
     };
-    let data = match codec::encode(&chip, cfg.encoding, cfg.quality) {
+    let data = match codec::encode_with(&chip, cfg.encoding, cfg.quality, cfg.chroma) {
         Ok(d) => d,
         Err(e) => return Outcome::Rejected("encode_failed", format!("{e:#}")),
     };
