@@ -173,12 +173,10 @@ pub struct TrainConfig {
     /// Multi task: weights of the fr, gender and age losses.
     #[arg(long, value_delimiter = ',', num_args = 3, default_value = "1,1,1")]
     pub multi_weights: Vec<f64>,
-    /// Arithmetic precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 (with loss scaling) or
-    /// bf16; weights, heads and losses stay fp32.
+    /// Backbone arithmetic (auto: fp16 on CUDA, fp32 on CPU); weights, heads, losses stay fp32.
     #[arg(long, value_enum, default_value_t = PrecisionKind::Auto)]
     pub precision: PrecisionKind,
-    /// Memory format of images and conv weights: auto (channels-last on CUDA, contiguous on CPU),
-    /// channels-last or contiguous.
+    /// Layout of images and conv weights (auto: channels-last on CUDA, contiguous on CPU).
     #[arg(long, value_enum, default_value_t = MemoryFormatKind::Auto)]
     #[serde(default)]
     pub memory_format: MemoryFormatKind,
