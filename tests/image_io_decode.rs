@@ -177,3 +177,43 @@ fn every_supported_format_of_a_real_photo_decodes_to_the_same_pixels() {
         assert_eq!(decode_image(&bytes).unwrap(), photo, "{fmt:?}");
     }
 }
+
+/// Pillow (libjpeg-turbo inside) decodes `jpeg`; its pixels come back as a PNG, and the same
+/// photo re-encoded by Pillow as greyscale and as CMYK JPEG come back as files.
+fn pillow(dir: &std::path::Path, jpeg: &std::path::Path) {
+    let script = r#"
+import sys
+from PIL import Image
+src, out = sys.argv[1], sys.argv[2]
+im = Image.open(src)
+im.convert("RGB").save(out + "/pillow.png")
+im.convert("L").save(out + "/grey.jpg", quality=90)
+im.convert("CMYK").save(out + "/cmyk.jpg", quality=90)
+"#;
+    let status = std::process::Command::new(common::venv_python()).args(["-c", script]).arg(jpeg).arg(dir).status().unwrap();
+    assert!(status.success(), "Pillow helper failed");
+}
+
+#[test]
+fn jpeg_pixels_are_pillows_and_grey_and_cmyk_jpegs_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = common::shared_data().join("lfw100/Abdullah_Gul/Abdullah_Gul_0001.jpg");
+    pillow(dir.path(), &photo);
+    // Same decoder family as Pillow (libjpeg-turbo, accurate integer DCT, smooth chroma
+    // upsampling): a pack sees the pixels the original Python tool saw, to within a level.
+    let ours = read_image(&photo).unwrap();
+    let theirs = read_image(&dir.path().join("pillow.png")).unwrap();
+    assert_eq!(ours.dimensions(), theirs.dimensions());
+    let max = ours.as_raw().iter().zip(theirs.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+    assert!(max <= 1, "our JPEG decode differs from Pillow's by up to {max} levels");
+
+    let grey = read_image(&dir.path().join("grey.jpg")).unwrap();
+    assert_eq!(grey.dimensions(), ours.dimensions());
+    assert!(grey.pixels().all(|p| p[0] == p[1] && p[1] == p[2]), "grey JPEG must become grey RGB");
+    // CMYK is not libjpeg-turbo's to convert: the general decoder takes it, and the colours
+    // must still resemble the photo (not inverted, not black).
+    let cmyk = read_image(&dir.path().join("cmyk.jpg")).unwrap();
+    assert_eq!(cmyk.dimensions(), ours.dimensions());
+    let mad: f64 = cmyk.as_raw().iter().zip(ours.as_raw()).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>() / ours.as_raw().len() as f64;
+    assert!(mad < 20.0, "CMYK JPEG decodes {mad:.1} levels away from the photo on average");
+}
