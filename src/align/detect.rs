@@ -284,14 +284,20 @@ const _: fn() = || {
     assert_send::<FaceAligner>();
 };
 
-/// Refuses to run dlib code built with AVX (see `.cargo/config.toml`) on a CPU without it: an
+/// Refuses to run dlib code built with AVX2 (see `.cargo/config.toml`) on a CPU without it: an
 /// illegal-instruction crash in the middle of a pack would say nothing useful.
 fn check_cpu() -> anyhow::Result<()> {
+    #[cfg(all(facekit_dlib_avx2, target_arch = "x86_64"))]
+    anyhow::ensure!(
+        std::arch::is_x86_feature_detected!("avx2"),
+        "this facekit was built with AVX2 for dlib (CXXFLAGS_x86_64_unknown_linux_gnu=-mavx2, from .cargo/config.toml) \
+         but this CPU has no AVX2: rebuild with CXXFLAGS_x86_64_unknown_linux_gnu=\"\" set in the environment"
+    );
     #[cfg(all(facekit_dlib_avx, target_arch = "x86_64"))]
     anyhow::ensure!(
         std::arch::is_x86_feature_detected!("avx"),
-        "this facekit was built with AVX for dlib (CXXFLAGS_x86_64_unknown_linux_gnu=-mavx, from .cargo/config.toml) \
-         but this CPU has no AVX: rebuild with CXXFLAGS_x86_64_unknown_linux_gnu=\"\" set in the environment"
+        "this facekit was built with AVX for dlib (CXXFLAGS_x86_64_unknown_linux_gnu=-mavx) but this CPU has no AVX: \
+         rebuild with CXXFLAGS_x86_64_unknown_linux_gnu=\"\" set in the environment"
     );
     Ok(())
 }
