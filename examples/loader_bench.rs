@@ -71,7 +71,7 @@ fn pack(lfw: &Path, out: &Path) -> Result<()> {
     }
     idx.extend_from_slice(&(blob.len() as u64).to_le_bytes());
     let source = SourceInfo { id: 0, name: "lfw100".into(), class_offset: 0, classes: people.len() as u32, records: records.len() as u64 };
-    let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(QUALITY), width: SIDE, height: SIDE };
+    let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(QUALITY), chroma: None, width: SIDE, height: SIDE };
     w.finish(Manifest::new(people.len() as u32, vec![source], None, enc), &labels)?;
     facekit::atomic::write_atomic(&out.join("payloads.bin"), &blob)?;
     facekit::atomic::write_atomic(&out.join("payloads.idx"), &idx)?;

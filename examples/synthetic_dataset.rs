@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         classes,
         vec![SourceInfo { id: 0, name: "synthetic".into(), class_offset: 0, classes, records: i }],
         None,
-        EncodingInfo { format: Encoding::Jpeg, quality: Some(95), width: 224, height: 224 },
+        EncodingInfo { format: Encoding::Jpeg, quality: Some(95), chroma: None, width: 224, height: 224 },
     );
     let m = w.finish(m, &labels)?;
     println!("{} records in {} shards", m.records, m.shards.len());

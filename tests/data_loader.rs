@@ -50,7 +50,7 @@ fn build(dir: &Path, name: &str, encoding: Encoding, first_identity: usize) -> A
         }
     }
     let source = SourceInfo { id: 0, name: "lfw".into(), class_offset: 0, classes: IDENTITIES as u32, records: count };
-    let enc = EncodingInfo { format: encoding, quality: Some(90), width: SIDE, height: SIDE };
+    let enc = EncodingInfo { format: encoding, quality: Some(90), chroma: None, width: SIDE, height: SIDE };
     w.finish(Manifest::new(IDENTITIES as u32, vec![source], None, enc), &labels).unwrap();
     Arc::new(Dataset::open(paths).unwrap())
 }
@@ -323,7 +323,7 @@ fn undecodable_payload_with_a_valid_crc_is_reported_with_its_shard() {
         };
         w.push(&rec).unwrap();
     }
-    let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(90), width: SIDE, height: SIDE };
+    let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(90), chroma: None, width: SIDE, height: SIDE };
     w.finish(Manifest::new(1, vec![], None, enc), &LabelMap::default()).unwrap();
     let ds = Arc::new(Dataset::open(paths).unwrap());
     let err = all_err(&Loader::new(vec![ds.clone()], LoaderConfig { shuffle: false, ..cfg(4, 1) }).unwrap());

@@ -387,6 +387,20 @@ fn landmarks_file_skips_detection_and_its_chips_hold_faces() {
     ok(&pack(&[s(&chips), "-o", s(&again), "--size", "150"]));
     let found = report(&again)["packed"].as_u64().unwrap() as usize;
     assert!(found + 1 >= ds.len(), "a face was detected in only {found} of {} landmark chips", ds.len());
+
+    // JPEG chroma: recorded in the manifest and really used in every record (SOF0's first
+    // component sampling byte: 0x22 for 4:2:0, 0x11 for 4:4:4).
+    for (chroma, sampling) in [("420", 0x22u8), ("444", 0x11)] {
+        let out = t.path().join(format!("jpeg{chroma}"));
+        ok(&pack(&[s(&root), "-o", s(&out), "--landmarks", s(&lm), "--size", "112", "--chroma", chroma]));
+        let ds = Dataset::open_name(s(&out), None).unwrap();
+        assert_eq!(ds.manifest().encoding.chroma.as_deref(), Some(chroma));
+        for i in 0..ds.len() {
+            let data = ds.get(i).unwrap().data;
+            let sof = data.windows(2).position(|w| w == [0xFF, 0xC0]).expect("baseline JPEG");
+            assert_eq!(data[sof + 11], sampling, "record {i} of the --chroma {chroma} pack");
+        }
+    }
 }
 
 fn utk_name_labels(name: &str) -> (u16, Gender) {

@@ -51,7 +51,7 @@ fn manifest(classes: u32) -> Manifest {
         classes,
         vec![SourceInfo { id: 0, name: "test".into(), class_offset: 0, classes, records: 0 }],
         None,
-        EncodingInfo { format: Encoding::Jpeg, quality: Some(95), width: 224, height: 224 },
+        EncodingInfo { format: Encoding::Jpeg, quality: Some(95), chroma: None, width: 224, height: 224 },
     )
 }
 

@@ -41,7 +41,7 @@ fn write_set(base: PathBuf, records: &[Record], classes: u32, labels: &LabelMap)
         w.push(r).unwrap();
     }
     let source = SourceInfo { id: 0, name: "src".into(), class_offset: 0, classes, records: records.len() as u64 };
-    let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(90), width: SIDE, height: SIDE };
+    let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(90), chroma: None, width: SIDE, height: SIDE };
     w.finish(Manifest::new(classes, vec![source], None, enc), labels).unwrap();
 }
 

@@ -425,6 +425,7 @@ impl Sink {
         let encoding = EncodingInfo {
             format: opts.encoding,
             quality: (opts.encoding == Encoding::Jpeg).then_some(opts.quality),
+            chroma: (opts.encoding == Encoding::Jpeg).then(|| opts.chroma.name().to_string()),
             width: opts.spec.size,
             height: opts.spec.size,
         };

@@ -205,6 +205,9 @@ pub struct EncodingInfo {
     pub format: Encoding,
     /// JPEG quality, for JPEG.
     pub quality: Option<u8>,
+    /// JPEG chroma subsampling (`420`, `444`), for JPEG written by `facekit pack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chroma: Option<String>,
     /// Image width of every record.
     pub width: u32,
     /// Image height of every record.
