@@ -262,3 +262,27 @@ fn verify_shard_cli_reports_corruption_with_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/dataset"));
 }
+
+#[test]
+fn stale_temporary_files_of_a_dataset_are_removed_and_others_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let touch = |name: &str| std::fs::write(dir.path().join(name), b"partial").unwrap();
+    // pid_max is at most 2^22 on Linux: 999999999 is never a running process.
+    let dead = ["celeb-00000.shard", "celeb.manifest.json", "celeb.progress.json"].map(|t| format!(".tmp-999999999-{t}"));
+    let alive = ".tmp-1-celeb-00001.shard".to_string(); // pid 1 always runs: a writer may own it
+    let other = [".tmp-999999999-celebs-00000.shard", ".tmp-999999999-celeb-notes.txt", "celeb-00000.shard.tmp"];
+    for n in dead.iter().chain(std::iter::once(&alive)) {
+        touch(n);
+    }
+    for n in other {
+        touch(n);
+    }
+    let paths = DatasetPaths::new(dir.path().join("celeb"));
+    assert_eq!(paths.remove_stale_temps().unwrap(), dead.len());
+    for n in &dead {
+        assert!(!dir.path().join(n).exists(), "{n} should be gone");
+    }
+    for n in other.iter().copied().chain(std::iter::once(alive.as_str())) {
+        assert!(dir.path().join(n).exists(), "{n} must be kept");
+    }
+}

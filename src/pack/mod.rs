@@ -127,6 +127,12 @@ pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
     let vpaths = paths.with_suffix(VALID_SUFFIX);
     let want_valid = !rule.is_none();
     let source_names = plan.sources.iter().map(|s| s.name.clone());
+    for p in [&paths, &vpaths] {
+        let n = p.remove_stale_temps()?;
+        if n > 0 {
+            eprintln!("facekit pack: removed {n} temporary file(s) left in {} by an interrupted run", p.dir().display());
+        }
+    }
     let mut sink = match resume_point(opts, &paths, &vpaths, &settings)? {
         Some(cp) => Sink {
             train: DatasetWriter::resume(paths.clone(), opts.shard_size, cp.train_shards)?,

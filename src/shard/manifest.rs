@@ -120,6 +120,37 @@ impl DatasetPaths {
         Ok(found)
     }
 
+    /// Removes temporary files (`.tmp-PID-<one of this dataset's files>`, see [`crate::atomic`])
+    /// that a killed writer left behind, unless their process is still running; returns how many.
+    /// They never look like a dataset file, but a hard-killed pack of 1 GiB shards should not
+    /// leave a gigabyte behind per crash.
+    pub fn remove_stale_temps(&self) -> Result<usize> {
+        let dir = if self.dir.as_os_str().is_empty() { Path::new(".") } else { &self.dir };
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+        };
+        let ours = |target: &str| {
+            let Some(rest) = target.strip_prefix(self.name.as_str()) else { return false };
+            [".manifest.json", ".labels.tsv", ".report.json", ".rejects.tsv", ".progress.json"].contains(&rest)
+                || rest.strip_prefix('-').and_then(|r| r.strip_suffix(".shard")).is_some_and(|n| n.len() >= 5 && n.bytes().all(|c| c.is_ascii_digit()))
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            let fname = entry.file_name().to_string_lossy().into_owned();
+            let Some((pid, target)) = fname.strip_prefix(".tmp-").and_then(|r| r.split_once('-')) else { continue };
+            let Ok(pid) = pid.parse::<u32>() else { continue };
+            let alive = pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
+            if ours(target) && !alive {
+                remove_if_exists(&entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes the manifest, label map and every shard of this dataset.
     pub fn remove_existing(&self) -> Result<()> {
         for p in [self.manifest(), self.labels()] {
