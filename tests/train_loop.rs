@@ -414,12 +414,12 @@ fn first_last(run: &Path, n: usize) -> (f64, f64) {
     (mean(&t[..n]), mean(&t[t.len() - n..]))
 }
 
-/// Spread (standard deviation) of the last-20-step mean loss of the 100-step FR run below in
-/// fp32 over seeds 1 to 5 (30.5, 27.4, 29.2, 29.8, 29.2), measured on this data. A mixed-precision
-/// run with the same seed departs from the fp32 trajectory within a few dozen steps (rounding
-/// differences grow as a change of seed would), so its end-of-run mean is compared with fp32's
-/// at this seed-to-seed scale.
-const FR_100_STEP_SEED_SPREAD: f64 = 1.2;
+/// Spread (sample standard deviation) of the last-20-step mean loss of the 100-step FR run below
+/// in fp32 over seeds 1 to 8, measured on this data: 30.8, 29.8, 29.8, 29.6, 30.6, 30.1, 27.8,
+/// 30.6. A mixed-precision run with the same seed departs from the fp32 trajectory within a few
+/// dozen steps (rounding differences grow as a change of seed would), so its end-of-run mean is
+/// compared with fp32's at this seed-to-seed scale.
+const FR_100_STEP_SEED_SPREAD: f64 = 0.95;
 
 #[test]
 fn fp16_and_bf16_with_channels_last_follow_the_fp32_loss_curve() {
@@ -441,7 +441,7 @@ fn fp16_and_bf16_with_channels_last_follow_the_fp32_loss_curve() {
         let run = models.path().join(precision);
         let (first, last) = first_last(&run, 20);
         eprintln!("{precision} {format}: mean loss of the first 20 steps {first:.3}, of the last 20 {last:.3}");
-        // fp32 goes from about 43 to 30 in 100 steps (ratio 0.70 to 0.75 across precisions).
+        // The first-20 to last-20 ratio is 0.67 to 0.76 across seeds and precisions.
         assert!(last < 0.85 * first, "{precision}: loss did not fall: first 20 steps {first:.3}, last 20 {last:.3}");
         let reference = *last_fp32.get_or_insert(last);
         assert!(
@@ -488,14 +488,15 @@ fn fp16_and_bf16_resumed_runs_reproduce_the_uninterrupted_losses() {
         let common_args = ["FR", "--train-sets", "lfw", "--lr", "0.05", "--dropout", "0.2", "--checkpoint-every", "0",
                            "--precision", precision, "--memory-format", "channels-last"];
         let (full, split) = (format!("{precision}-full"), format!("{precision}-split"));
-        ok(&train(models.path(), &[&common_args[..], &["--max-steps", "20", "--run-name", &full]].concat()));
-        // 15 batches per epoch: the break at 12 is in the first epoch, the end in the second.
-        ok(&train(models.path(), &[&common_args[..], &["--max-steps", "12", "--run-name", &split]].concat()));
+        // fp16 on the CPU is slow (docs/PERFORMANCE.md): few steps, still crossing an epoch.
+        ok(&train(models.path(), &[&common_args[..], &["--max-steps", "16", "--run-name", &full]].concat()));
+        // 15 batches per epoch: the break at 9 is in the first epoch, the end in the second.
+        ok(&train(models.path(), &[&common_args[..], &["--max-steps", "9", "--run-name", &split]].concat()));
         // Precision and memory format come from the saved configuration, not this command line.
-        ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--resume", &split, "--max-steps", "20"]));
+        ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--resume", &split, "--max-steps", "16"]));
         let a = losses(&models.path().join(&full));
         let b = losses(&models.path().join(&split));
-        assert_eq!((a.len(), b.len()), (20, 20));
+        assert_eq!((a.len(), b.len()), (16, 16));
         for (x, y) in a.iter().zip(&b) {
             assert!((x.1 - y.1).abs() <= 1e-6, "{precision} step {}: uninterrupted loss {} but resumed {}", x.0, x.1, y.1);
         }

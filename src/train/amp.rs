@@ -30,7 +30,7 @@ extern "C" {
 pub enum AmpDtype {
     /// IEEE half: 10-bit mantissa, range to 65504, so gradients need loss scaling.
     Fp16,
-    /// bfloat16: fp32's range with an 7-bit mantissa; no loss scaling needed.
+    /// bfloat16: fp32's range with a 7-bit mantissa; no loss scaling needed.
     Bf16,
 }
 
