@@ -466,6 +466,8 @@ fn fp16_and_bf16_with_channels_last_follow_the_fp32_loss_curve() {
             assert_eq!(scale_logs[3]["loss_scale"].as_f64(), Some(scale));
             assert_eq!(scale_logs[3]["skipped_steps"], scaler["skipped_steps"]);
             eprintln!("fp16: loss scale {scale}, {} steps skipped", scaler["skipped_steps"]);
+            let summary = format!("loss scale:       {scale} ({} steps skipped", scaler["skipped_steps"]);
+            assert!(String::from_utf8_lossy(&out.stdout).contains(&summary), "the summary gives the scale");
         } else {
             assert!(scaler.is_null() && scale_logs.is_empty(), "{precision} uses no loss scaler");
         }

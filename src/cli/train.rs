@@ -56,6 +56,9 @@ fn print_summary(how: &str, s: &Summary) {
     println!("  throughput:       {:.1} images/s", s.images_per_second);
     println!("  data wait:        {:.1} ms/step", s.mean_data_wait_ms);
     println!("  skipped corrupt:  {}", s.skipped_corrupt);
+    if let Some(l) = &s.loss_scaling {
+        println!("  loss scale:       {} ({} steps skipped for inf/NaN gradients)", l.scale, l.skipped_steps);
+    }
     println!("  run folder:       {}", s.run_dir.display());
     println!("    weights:        {}", s.run_dir.join("checkpoints/{last,best}/model.safetensors").display());
     println!("    logs:           {}, {}", s.run_dir.join("train_log.jsonl").display(), s.run_dir.join("loss_debug/losses.tsv").display());
