@@ -82,7 +82,8 @@ pub fn temp_path(target: &Path) -> PathBuf {
     target.with_file_name(format!(".tmp-{}-{name}", std::process::id()))
 }
 
-fn sync_parent(path: &Path) {
+/// Fsyncs the folder holding `path`, so that a rename into it survives a crash (best effort).
+pub fn sync_parent(path: &Path) {
     if let Some(dir) = path.parent() {
         let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
         if let Ok(d) = File::open(dir) {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use facekit::data::{decode_record, Batch, Loader, LoaderConfig};
+use facekit::data::{decode_record, Augment, Batch, Loader, LoaderConfig};
 use facekit::shard::codec;
 use facekit::shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
 use facekit::shard::{Dataset, DatasetPaths, DatasetWriter, Encoding, Gender, Labels, Manifest, Record};
@@ -188,8 +188,112 @@ fn flip_mirrors_the_decoded_face_left_right() {
         }
     }
     assert!(flipped > 10 && kept > 10, "{flipped} flipped, {kept} kept: the coin is not fair");
-    let none = all(&Loader::new(vec![ds], LoaderConfig { flip: false, ..cfg(16, 2) }).unwrap(), 0, 0);
+    let none = all(&Loader::new(vec![ds], LoaderConfig { augment: Augment::NONE, ..cfg(16, 2) }).unwrap(), 0, 0);
     assert!(none.iter().all(|b| b.flipped.iter().all(|f| !f)));
+}
+
+/// Batches of epoch 1 with only `aug` switched on, and for each image the reference decode and
+/// the augmentation the loader drew for it.
+fn augmented(aug: Augment, workers: usize) -> Vec<(Vec<u8>, image::RgbImage, facekit::data::View)> {
+    let ds = jpeg_set();
+    let c = LoaderConfig { augment: aug, ..cfg(16, workers) };
+    let mut out = Vec::new();
+    for b in all(&Loader::new(vec![ds.clone()], c.clone()).unwrap(), 1, 0) {
+        for i in 0..b.n {
+            let g = b.indices[i];
+            let view = aug.draw(c.seed, 1, g);
+            assert_eq!(b.flipped[i], view.flip);
+            out.push((b.image(i).to_vec(), decode_record(&ds.record(g as usize).unwrap(), SIDE).unwrap(), view));
+        }
+    }
+    out
+}
+
+/// `size` x `size` bilinear samples of the window (`x`, `y`, `w`, `h`) of `img`, edges clamped.
+fn bilinear_window(img: &image::RgbImage, x: f64, y: f64, w: f64, h: f64, size: u32) -> Vec<u8> {
+    let (iw, ih) = (img.width() as i64, img.height() as i64);
+    let px = |xx: i64, yy: i64, ch: usize| img.get_pixel(xx.clamp(0, iw - 1) as u32, yy.clamp(0, ih - 1) as u32)[ch] as f64;
+    let mut out = Vec::with_capacity((size * size * 3) as usize);
+    for oy in 0..size {
+        let sy = y + (oy as f64 + 0.5) * h / size as f64 - 0.5;
+        for ox in 0..size {
+            let sx = x + (ox as f64 + 0.5) * w / size as f64 - 0.5;
+            let (x0, y0) = (sx.floor() as i64, sy.floor() as i64);
+            let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
+            for ch in 0..3 {
+                let top = px(x0, y0, ch) * (1.0 - fx) + px(x0 + 1, y0, ch) * fx;
+                let bottom = px(x0, y0 + 1, ch) * (1.0 - fx) + px(x0 + 1, y0 + 1, ch) * fx;
+                out.push((top * (1.0 - fy) + bottom * fy).round().clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn random_crop_is_the_drawn_square_resized_back() {
+    let aug = Augment { flip: false, crop: 0.3, ..Augment::NONE };
+    let mut cropped = 0;
+    for (got, reference, view) in augmented(aug, 2) {
+        let c = view.crop.expect("every image gets a crop");
+        let (x, y, w, h) = c.pixels(SIDE, SIDE);
+        // The crop only ever enlarges, where a bilinear filter is plain bilinear interpolation
+        // between pixel centres: sample the reference at the crop's pixel centres.
+        let want = bilinear_window(&reference, x, y, w, h, SIDE);
+        let diff = mean_abs_diff(&got, &want);
+        assert!(diff < 1.0, "crop {c:?}: differs from bilinear sampling of the drawn square by {diff} on average");
+        cropped += usize::from(c.side < 0.95);
+        if c.side < 0.9 {
+            assert!(mean_abs_diff(&got, reference.as_raw()) > diff, "crop {c:?} looks like the uncropped image");
+        }
+    }
+    assert!(cropped > 20, "only {cropped} images noticeably cropped");
+}
+
+#[test]
+fn colour_jitter_and_greyscale_follow_the_drawn_factors() {
+    let aug = Augment { flip: false, color_jitter: 0.4, grey: 0.3, ..Augment::NONE };
+    let (mut grey, mut colour) = (0, 0);
+    for (got, reference, view) in augmented(aug, 3) {
+        // torchvision's formulas, in floating point on the reference pixels.
+        let bright: Vec<f64> = reference.as_raw().iter().map(|&v| (v as f64 * view.brightness as f64).round().clamp(0.0, 255.0)).collect();
+        let n = bright.len() / 3;
+        let luma = |p: &[f64]| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+        let mean = bright.chunks_exact(3).map(luma).sum::<f64>() / n as f64;
+        let contrasted: Vec<f64> =
+            bright.iter().map(|&v| ((v - mean) * view.contrast as f64 + mean).round().clamp(0.0, 255.0)).collect();
+        let want: Vec<u8> = if view.grey {
+            contrasted.chunks_exact(3).flat_map(|p| [luma(p).round() as u8; 3]).collect()
+        } else {
+            contrasted.iter().map(|&v| v as u8).collect()
+        };
+        let worst = got.iter().zip(&want).map(|(&a, &b)| (a as i32 - b as i32).abs()).max().unwrap();
+        assert!(worst <= 1, "{view:?}: a pixel differs by {worst} from the formula");
+        if view.grey {
+            grey += 1;
+            assert!(got.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+        } else {
+            colour += 1;
+        }
+    }
+    assert!(grey > 5 && colour > 20, "{grey} grey and {colour} colour images at p = 0.3");
+}
+
+#[test]
+fn augmented_batches_do_not_depend_on_threads_and_change_with_the_epoch() {
+    let ds = jpeg_set();
+    let aug = Augment { flip: true, crop: 0.2, color_jitter: 0.3, grey: 0.2 };
+    let load = |workers, epoch| all(&Loader::new(vec![ds.clone()], LoaderConfig { augment: aug, ..cfg(7, workers) }).unwrap(), epoch, 0);
+    let reference = load(0, 3);
+    assert_eq!(load(3, 3), reference);
+    let unshuffled = |workers, epoch| {
+        let c = LoaderConfig { augment: aug, shuffle: false, ..cfg(7, workers) };
+        all(&Loader::new(vec![ds.clone()], c).unwrap(), epoch, 0)
+    };
+    // Same records in the same order, other epoch: other augmentations.
+    let (a, b) = (unshuffled(2, 0), unshuffled(2, 1));
+    assert_eq!(indices(&a), indices(&b));
+    assert_ne!(a.iter().map(|x| x.images.clone()).collect::<Vec<_>>(), b.iter().map(|x| x.images.clone()).collect::<Vec<_>>());
 }
 
 #[test]
@@ -218,7 +322,7 @@ fn png_raw_and_zstd_records_decode_to_their_exact_pixels() {
     let dir = tempfile::tempdir().unwrap();
     for (name, enc) in [("png", Encoding::Png), ("raw", Encoding::Raw), ("zst", Encoding::RawZstd)] {
         let ds = build(dir.path(), name, enc, 20);
-        let batches = all(&Loader::new(vec![ds.clone()], LoaderConfig { flip: false, ..cfg(9, 1) }).unwrap(), 0, 0);
+        let batches = all(&Loader::new(vec![ds.clone()], LoaderConfig { augment: Augment::NONE, ..cfg(9, 1) }).unwrap(), 0, 0);
         for b in &batches {
             for i in 0..b.n {
                 let r = ds.get(b.indices[i] as usize).unwrap();

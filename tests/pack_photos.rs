@@ -272,7 +272,11 @@ fn interrupted_pack_resumes_to_identical_shards() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("few");
     link_subset(&root, FEW, 12);
-    fs::write(root.join("Hans_Blix/broken.jpg"), b"junk").unwrap();
+    // Rejects before and after the point where the pack is stopped: the resumed rejects list
+    // must hold each exactly once, in input order.
+    for name in FEW {
+        fs::write(root.join(name).join("0_broken.jpg"), b"junk").unwrap(); // first in its folder
+    }
     let whole = t.path().join("whole/few");
     let args = |o: &Path| -> Vec<String> {
         [s(&root), "-o", s(o), "--shard-size", "64K", "--valid-fraction", "0.2"].iter().map(|x| x.to_string()).collect()
@@ -284,6 +288,12 @@ fn interrupted_pack_resumes_to_identical_shards() {
     assert_eq!(stopped.status.code(), Some(130), "{}", String::from_utf8_lossy(&stopped.stderr));
     assert!(t.path().join("cut/few.progress.json").exists());
     assert!(!t.path().join("cut/few.manifest.json").exists(), "an interrupted pack must not look complete");
+    assert!(!t.path().join("cut/few.rejects.tsv").exists(), "an interrupted pack must not look complete");
+    let partial = fs::read_to_string(t.path().join("cut/few.rejects.tsv.partial")).unwrap();
+    let lines = partial.lines().count();
+    assert!((2..=FEW.len()).contains(&lines), "the header, and rejects before the stop but not all of them:\n{partial}");
+    // Lines a crash left after the last checkpoint are dropped on resume.
+    fs::write(t.path().join("cut/few.rejects.tsv.partial"), partial + "left/after.jpg\tno_face\tafter the checkpoint\n").unwrap();
 
     let mut changed = args(&cut);
     changed.extend(["--quality".into(), "80".into(), "--resume".into()]);
@@ -308,7 +318,9 @@ fn interrupted_pack_resumes_to_identical_shards() {
         assert_eq!(ra[k], rb[k], "{k}");
     }
     assert_eq!(rb["resumed"], Value::Bool(true));
-    assert_eq!(rejects(&whole), rejects(&cut));
+    assert_eq!(rejects(&whole).len(), FEW.len());
+    assert_eq!(fs::read(t.path().join("whole/few.rejects.tsv")).unwrap(), fs::read(t.path().join("cut/few.rejects.tsv")).unwrap());
+    assert!(!t.path().join("cut/few.rejects.tsv.partial").exists());
 }
 
 #[test]

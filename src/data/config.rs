@@ -1,9 +1,10 @@
 //! The loader's settings.
 
+use super::augment::Augment;
 use anyhow::{bail, Result};
 
 /// How a [`super::Loader`] turns records into batches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoaderConfig {
     /// Images per batch (per rank).
     pub batch_size: usize,
@@ -16,10 +17,10 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Shuffle the records with a seeded permutation every epoch (otherwise stored order).
     pub shuffle: bool,
-    /// Seed of the shuffle and of the flip decisions.
+    /// Seed of the shuffle and of the augmentation draws.
     pub seed: u64,
-    /// Mirror each image horizontally with probability 1/2 (a seeded, per-record decision).
-    pub flip: bool,
+    /// Flip (on by default) and optional crop, colour jitter and greyscale, drawn per record.
+    pub augment: Augment,
     /// This process's rank among `world_size` data-parallel processes.
     pub rank: usize,
     /// Number of data-parallel processes sharing each epoch.
@@ -39,7 +40,7 @@ impl Default for LoaderConfig {
             prefetch: 4,
             shuffle: true,
             seed: 0,
-            flip: true,
+            augment: Augment::default(),
             rank: 0,
             world_size: 1,
             drop_last: true,
@@ -63,6 +64,7 @@ impl LoaderConfig {
         if self.rank >= self.world_size {
             bail!("rank {} is not below world size {}", self.rank, self.world_size);
         }
+        self.augment.validate()?;
         Ok(())
     }
 

@@ -1,11 +1,13 @@
-//! Decoding one record into RGB8 pixels at the training size, mirrored when asked.
+//! Decoding one record into RGB8 pixels at the training size, augmented as asked.
 //!
 //! JPEG (the format nearly every dataset uses) goes through `zune-jpeg`, a SIMD decoder that
 //! writes straight into the caller's buffer; PNG, raw and raw-zstd go through
 //! [`crate::shard::codec::decode`]. A record whose size differs from the requested one is
 //! resized with a bilinear (triangle) filter by `fast_image_resize`; the aspect ratio is not kept,
-//! since face chips are square.
+//! since face chips are square. A random crop is part of that same resize (no extra copy); flip
+//! and colour changes then work in place on the output.
 
+use super::augment::{apply_colour, View};
 use crate::shard::codec;
 use crate::shard::reader::RecordView;
 use crate::shard::Encoding;
@@ -38,8 +40,8 @@ impl RecordDecoder {
     }
 
     /// Decodes `rec` as `size` x `size` RGB8 into `out` (exactly `size * size * 3` bytes),
-    /// mirrored left-right when `flip` is set.
-    pub fn decode_into(&mut self, rec: &RecordView<'_>, size: u32, flip: bool, out: &mut [u8]) -> Result<()> {
+    /// augmented as `view` says ([`View::IDENTITY`]: as stored).
+    pub fn decode_into(&mut self, rec: &RecordView<'_>, size: u32, view: &View, out: &mut [u8]) -> Result<()> {
         let (w, h) = (rec.header.width as u32, rec.header.height as u32);
         if w == 0 || h == 0 {
             bail!("record header claims an empty {w}x{h} image");
@@ -48,36 +50,41 @@ impl RecordDecoder {
         if out.len() != want {
             bail!("output buffer has {} bytes, {size}x{size} RGB needs {want}", out.len());
         }
-        if w == size && h == size {
+        if w == size && h == size && view.crop.is_none() {
             decode_native(rec, out)?;
         } else {
             let mut scratch = std::mem::take(&mut self.scratch);
             scratch.resize(w as usize * h as usize * 3, 0);
-            let result = decode_native(rec, &mut scratch).and_then(|()| self.resize(&scratch, w, h, out, size));
+            let result = decode_native(rec, &mut scratch).and_then(|()| self.resize(&scratch, w, h, view, out, size));
             self.scratch = scratch;
             result?;
         }
-        if flip {
+        if view.flip {
             mirror_rows(out, size as usize);
         }
+        apply_colour(out, view);
         Ok(())
     }
 
-    fn resize(&mut self, src: &[u8], w: u32, h: u32, out: &mut [u8], size: u32) -> Result<()> {
+    fn resize(&mut self, src: &[u8], w: u32, h: u32, view: &View, out: &mut [u8], size: u32) -> Result<()> {
         let src = ImageRef::new(w, h, src, PixelType::U8x3).context("resize source buffer")?;
         let mut dst = Image::from_slice_u8(size, size, out, PixelType::U8x3).context("resize target buffer")?;
-        let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        let mut opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        if let Some(c) = view.crop {
+            let (left, top, cw, ch) = c.pixels(w, h);
+            opts = opts.crop(left, top, cw, ch);
+        }
         self.resizer
             .resize(&src, &mut dst, &opts)
             .with_context(|| format!("cannot resize {w}x{h} to {size}x{size}"))
     }
 }
 
-/// Decodes one record to an `size` x `size` RGB image (not mirrored): the same pixels the
+/// Decodes one record to an `size` x `size` RGB image (not augmented): the same pixels the
 /// loader puts into a batch, for embedding or inspecting single records.
 pub fn decode_record(rec: &RecordView<'_>, size: u32) -> Result<RgbImage> {
     let mut out = vec![0u8; size as usize * size as usize * 3];
-    RecordDecoder::new().decode_into(rec, size, false, &mut out)?;
+    RecordDecoder::new().decode_into(rec, size, &View::IDENTITY, &mut out)?;
     Ok(RgbImage::from_raw(size, size, out).expect("buffer sized for size x size RGB"))
 }
 

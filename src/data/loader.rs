@@ -1,6 +1,7 @@
 //! The loader: concatenated datasets, a deterministic epoch plan, and a pool of decode threads
 //! feeding a bounded, reordering prefetch queue.
 
+use super::augment::View;
 use super::batch::Batch;
 use super::decode::RecordDecoder;
 use super::plan::EpochPlan;
@@ -68,11 +69,11 @@ impl Sources {
     }
 
     /// Decodes global record `g` into `out` and returns its labels (class, gender, age).
-    fn decode(&self, g: u64, dec: &mut RecordDecoder, size: u32, flip: bool, out: &mut [u8]) -> Result<[i64; 3]> {
+    fn decode(&self, g: u64, dec: &mut RecordDecoder, size: u32, view: &View, out: &mut [u8]) -> Result<[i64; 3]> {
         let (k, i) = self.locate(g);
         let ds = &self.datasets[k];
         let rec = ds.record(i)?;
-        dec.decode_into(&rec, size, flip, out).with_context(|| {
+        dec.decode_into(&rec, size, view, out).with_context(|| {
             let (s, j) = ds.locate(i).expect("record() succeeded, so i is in range");
             format!(
                 "cannot decode record {j} of shard {} (origin '{}')",
@@ -229,11 +230,11 @@ impl Shared {
             let mut q = p;
             let labels = loop {
                 let g = order[q];
-                let flip = self.plan.flipped(g);
-                match self.sources.decode(g, dec, size, flip, out) {
+                let view = self.plan.view(g);
+                match self.sources.decode(g, dec, size, &view, out) {
                     Ok(l) => {
                         batch.indices.push(g);
-                        batch.flipped.push(flip);
+                        batch.flipped.push(view.flip);
                         break l;
                     }
                     Err(e) if !self.cfg.skip_corrupt => return Err(e.context(format!("record {g} of the loader"))),

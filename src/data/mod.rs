@@ -1,7 +1,8 @@
 //! Streaming shards into shuffled, augmented batches for training.
 //!
 //! [`Loader`] concatenates datasets into one global index, plans each epoch deterministically
-//! ([`plan`]: seeded permutation, rank split, seeded flips), decodes batches on `workers`
+//! ([`plan`]: seeded permutation, rank split; [`augment`]: seeded flips and optional crops and
+//! colour changes), decodes batches on `workers`
 //! threads ([`decode`]) and yields them in plan order through a bounded prefetch queue.
 //! Batches are plain RGB8 NHWC bytes ([`Batch`]); the trainer normalises on the device.
 //!
@@ -18,12 +19,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod augment;
 pub mod batch;
 pub mod config;
 pub mod decode;
 pub mod loader;
 pub mod plan;
 
+pub use augment::{Augment, View};
 pub use batch::Batch;
 pub use config::LoaderConfig;
 pub use decode::{decode_record, RecordDecoder};

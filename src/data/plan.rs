@@ -1,4 +1,4 @@
-//! The order of one epoch: which records a rank sees, in which batches, and which are mirrored.
+//! The order of one epoch: which records a rank sees, in which batches, and how each is augmented.
 //!
 //! Everything here is a pure function of (record count, seed, epoch, rank, world size, batch
 //! size, drop_last), so a resumed run, or a run with another number of decode threads, sees
@@ -9,13 +9,14 @@
 //! perm[r + 2N], ...`. Ranks are therefore disjoint, equally long, and together cover the
 //! truncated permutation; the few records cut off differ from epoch to epoch when shuffling.
 
+use super::augment::{Augment, View};
 use super::LoaderConfig;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// One rank's view of one epoch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EpochPlan {
     /// Global record numbers in the order this rank consumes them.
     pub order: Vec<u64>,
@@ -23,12 +24,12 @@ pub struct EpochPlan {
     pub batch_size: usize,
     /// Number of batches this rank yields in the epoch.
     pub batches: usize,
-    /// Seed of the flip decisions.
+    /// Seed of the augmentation draws.
     seed: u64,
     /// The epoch number.
     epoch: u64,
-    /// Whether flipping is on at all.
-    flip: bool,
+    /// The augmentations in use.
+    augment: Augment,
 }
 
 impl EpochPlan {
@@ -52,7 +53,7 @@ impl EpochPlan {
             .step_by(cfg.world_size)
             .collect();
         let batches = if cfg.drop_last { order.len() / cfg.batch_size } else { order.len().div_ceil(cfg.batch_size) };
-        EpochPlan { order, batch_size: cfg.batch_size, batches, seed: cfg.seed, epoch, flip: cfg.flip }
+        EpochPlan { order, batch_size: cfg.batch_size, batches, seed: cfg.seed, epoch, augment: cfg.augment }
     }
 
     /// The positions in [`EpochPlan::order`] that make up batch `b`.
@@ -61,25 +62,11 @@ impl EpochPlan {
         start..(start + self.batch_size).min(self.order.len())
     }
 
-    /// Whether global record `index` is mirrored in this epoch. A keyed hash rather than an RNG
-    /// stream, so the decision needs no state and cannot depend on which thread decodes it.
-    pub fn flipped(&self, index: u64) -> bool {
-        self.flip && flip_decision(self.seed, self.epoch, index)
+    /// How global record `index` is augmented in this epoch (see [`super::augment`]: keyed
+    /// hashes, so the answer cannot depend on which thread decodes it).
+    pub fn view(&self, index: u64) -> View {
+        self.augment.draw(self.seed, self.epoch, index)
     }
-}
-
-/// The seeded coin toss behind [`EpochPlan::flipped`].
-pub fn flip_decision(seed: u64, epoch: u64, index: u64) -> bool {
-    let h = splitmix64(seed ^ splitmix64(epoch ^ splitmix64(index ^ 0x666c_6970)));
-    h >> 63 == 1
-}
-
-/// SplitMix64's finaliser: a cheap, well-mixed 64-bit hash.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -103,16 +90,6 @@ mod tests {
             assert_eq!(all.len(), n, "ranks overlap");
             assert_eq!(n, if drop_last { 96 } else { 99 });
         }
-    }
-
-    #[test]
-    fn flips_are_roughly_half_and_change_with_the_epoch() {
-        let a: Vec<bool> = (0..10_000).map(|i| flip_decision(1, 0, i)).collect();
-        let b: Vec<bool> = (0..10_000).map(|i| flip_decision(1, 1, i)).collect();
-        let ones = a.iter().filter(|&&x| x).count();
-        assert!((4_700..5_300).contains(&ones), "{ones} of 10000 flipped");
-        let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
-        assert!((4_700..5_300).contains(&same), "epochs agree on {same} of 10000");
     }
 
     #[test]

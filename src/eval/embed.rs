@@ -133,7 +133,7 @@ pub fn embed_dataset(model: &EmbedModel, ds: &crate::shard::Dataset, batch_size:
     embed_all(model, ds.len(), batch_size, flip, |i, buf| {
         let rec = ds.record(i)?;
         crate::data::RecordDecoder::new()
-            .decode_into(&rec, size, false, buf)
+            .decode_into(&rec, size, &crate::data::View::IDENTITY, buf)
             .with_context(|| format!("dataset {}: record {i} ({}) cannot be decoded", ds.paths().name(), String::from_utf8_lossy(rec.path)))
     })
 }

@@ -101,7 +101,7 @@ pub fn pairs_from_dataset(model: &EmbedModel, list_path: &Path, ds: &crate::shar
     let size = model.image_size();
     let emb = embed::embed_all(model, records.len(), opts.batch_size, opts.flip, |k, buf| {
         let rec = ds.record(records[k])?;
-        crate::data::RecordDecoder::new().decode_into(&rec, size, false, buf).with_context(|| format!("record {}", records[k]))
+        crate::data::RecordDecoder::new().decode_into(&rec, size, &crate::data::View::IDENTITY, buf).with_context(|| format!("record {}", records[k]))
     })?;
     let stats = PrepStats::default();
     finish(model, list_path.display().to_string(), &list, resolved, faces.len(), stats, &emb, &index, opts)

@@ -6,7 +6,7 @@
 //! (size and CRC32) and refuses when any setting differs, so a resumed pack is byte-identical to
 //! an uninterrupted one. The file is removed once the manifest is written.
 
-use super::report::{Counters, Reject};
+use super::report::Counters;
 use crate::atomic::write_atomic;
 use crate::shard::manifest::{DatasetPaths, ShardInfo};
 use crate::shard::Encoding;
@@ -16,7 +16,7 @@ use std::io::Read;
 use std::path::Path;
 
 /// Value of the progress file's `format` field.
-pub const PROGRESS_FORMAT: &str = "facekit-pack-progress";
+pub const PROGRESS_FORMAT: &str = "facekit-pack-progress-2";
 
 /// Everything that decides the bytes of the output. Threads are not here: they change nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,8 +84,9 @@ pub struct Checkpoint {
     pub valid_shards: Vec<ShardInfo>,
     /// Counters over the first `consumed` files.
     pub counters: Counters,
-    /// Rejects among the first `consumed` files.
-    pub rejects: Vec<Reject>,
+    /// Length in bytes of `<name>.rejects.tsv.partial` at this checkpoint: the header and the
+    /// rejects among the first `consumed` files (see [`super::rejects`]).
+    pub rejects_bytes: u64,
 }
 
 impl Checkpoint {
@@ -97,6 +98,16 @@ impl Checkpoint {
     /// Reads a progress file.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read(path).with_context(|| format!("cannot read progress file {}", path.display()))?;
+        // An older facekit kept the rejects inside this file; its checkpoints cannot be continued.
+        if let Ok(serde_json::Value::Object(o)) = serde_json::from_slice::<serde_json::Value>(&text) {
+            match o.get("format").and_then(|f| f.as_str()) {
+                Some(PROGRESS_FORMAT) => {}
+                Some(f) if f.starts_with("facekit-pack-progress") => {
+                    bail!("progress file {} was written by another facekit version ({f}); pack again without --resume", path.display())
+                }
+                _ => bail!("{} is not a facekit pack progress file", path.display()),
+            }
+        }
         let c: Checkpoint = serde_json::from_slice(&text)
             .with_context(|| format!("progress file {} is damaged; pack again without --resume", path.display()))?;
         if c.format != PROGRESS_FORMAT {
@@ -137,4 +148,24 @@ pub fn file_sha256(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_files_of_other_versions_and_other_json_are_refused_with_the_reason() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("celeb.progress.json");
+        std::fs::write(&p, br#"{"format": "facekit-pack-progress", "rejects": []}"#).unwrap();
+        let err = format!("{:#}", Checkpoint::read(&p).unwrap_err());
+        assert!(err.contains("another facekit version") && err.contains("without --resume"), "{err}");
+        std::fs::write(&p, br#"{"format": "something-else"}"#).unwrap();
+        let err = format!("{:#}", Checkpoint::read(&p).unwrap_err());
+        assert!(err.contains("is not a facekit pack progress file"), "{err}");
+        std::fs::write(&p, b"{\"format\": \"facekit-pack-progress-2\"").unwrap();
+        let err = format!("{:#}", Checkpoint::read(&p).unwrap_err());
+        assert!(err.contains("is damaged"), "{err}");
+    }
 }

@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod inputs;
 pub mod landmarks;
 pub mod layout;
+pub mod rejects;
 pub mod report;
 pub mod size;
 pub mod split;
@@ -26,6 +27,7 @@ use checkpoint::{Checkpoint, Settings, PROGRESS_FORMAT};
 use inputs::InputFile;
 use layout::Plan;
 use rayon::prelude::*;
+use rejects::RejectsLog;
 use report::{Counters, PackReport, Reject};
 use split::{path_hash, SplitRule};
 use std::path::PathBuf;
@@ -138,7 +140,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
             train: DatasetWriter::resume(paths.clone(), opts.shard_size, cp.train_shards)?,
             valid: if want_valid { Some(DatasetWriter::resume(vpaths.clone(), opts.shard_size, cp.valid_shards)?) } else { None },
             counters: cp.counters,
-            rejects: cp.rejects,
+            rejects: RejectsLog::resume(&paths.rejects(), cp.rejects_bytes)?,
             resumed_at: cp.consumed,
             checkpoints: 0,
         },
@@ -152,7 +154,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
                 train: DatasetWriter::create(paths.clone(), opts.shard_size)?,
                 valid: if want_valid { Some(DatasetWriter::create(vpaths.clone(), opts.shard_size)?) } else { None },
                 counters: Counters::new(source_names),
-                rejects: Vec::new(),
+                rejects: RejectsLog::create(&paths.rejects())?,
                 resumed_at: 0,
                 checkpoints: 0,
             }
@@ -355,7 +357,7 @@ struct Sink {
     train: DatasetWriter,
     valid: Option<DatasetWriter>,
     counters: Counters,
-    rejects: Vec<Reject>,
+    rejects: RejectsLog,
     resumed_at: u64,
     checkpoints: usize,
 }
@@ -366,7 +368,7 @@ impl Sink {
         match outcome {
             Outcome::Rejected(reason, detail) => {
                 self.counters.reject(f.source, reason);
-                self.rejects.push(Reject { path: f.file.display().to_string(), reason: reason.into(), detail });
+                self.rejects.push(&Reject { path: f.file.display().to_string(), reason: reason.into(), detail })?;
             }
             Outcome::Packed(p) => {
                 let held_out = self.valid.is_some() && ctx.rule.is_valid(f.class, path_hash(&f.record_path));
@@ -401,6 +403,8 @@ impl Sink {
     }
 
     fn checkpoint(&mut self, ctx: &WriterCtx, consumed: u64) -> Result<()> {
+        // The list must be durable before a checkpoint that counts on its length.
+        let rejects_bytes = self.rejects.sync()?;
         let cp = Checkpoint {
             format: PROGRESS_FORMAT.into(),
             settings: ctx.settings.clone(),
@@ -408,7 +412,7 @@ impl Sink {
             train_shards: self.train.shards().to_vec(),
             valid_shards: self.valid.as_ref().map(|v| v.shards().to_vec()).unwrap_or_default(),
             counters: self.counters.clone(),
-            rejects: self.rejects.clone(),
+            rejects_bytes,
         };
         cp.write(&ctx.progress)?;
         self.checkpoints += 1;
@@ -446,7 +450,7 @@ impl Sink {
             let m = Manifest::new(plan.classes, plan.source_infos(&per_source), alignment, encoding);
             self.train.finish(m, &labels)?;
         }
-        report::write_rejects(&paths.rejects(), &self.rejects)?;
+        self.rejects.finish()?;
         let elapsed_s = started.elapsed().as_secs_f64();
         let report = PackReport {
             dataset: base_name(paths),

@@ -1,5 +1,5 @@
-//! What a pack did: counters, the list of rejected files, `<name>.report.json`,
-//! `<name>.rejects.tsv` and the printed summary.
+//! What a pack did: counters, `<name>.report.json` and the printed summary (the rejected files
+//! themselves go to `<name>.rejects.tsv` as they happen, see [`super::rejects`]).
 //!
 //! Every input file is counted exactly once, as packed or rejected: `seen == packed + rejected`.
 
@@ -168,12 +168,3 @@ impl PackReport {
     }
 }
 
-/// Writes `<name>.rejects.tsv`: a header, then `path<TAB>reason<TAB>detail` per rejected file.
-pub fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<()> {
-    let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
-    let mut out = String::from("path\treason\tdetail\n");
-    for r in rejects {
-        out.push_str(&format!("{}\t{}\t{}\n", clean(&r.path), clean(&r.reason), clean(&r.detail)));
-    }
-    write_atomic(path, out.as_bytes())
-}

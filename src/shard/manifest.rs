@@ -133,7 +133,7 @@ impl DatasetPaths {
         };
         let ours = |target: &str| {
             let Some(rest) = target.strip_prefix(self.name.as_str()) else { return false };
-            [".manifest.json", ".labels.tsv", ".report.json", ".rejects.tsv", ".progress.json"].contains(&rest)
+            [".manifest.json", ".labels.tsv", ".report.json", ".rejects.tsv", ".progress.json", ".rejects.tsv.partial"].contains(&rest)
                 || rest.strip_prefix('-').and_then(|r| r.strip_suffix(".shard")).is_some_and(|n| n.len() >= 5 && n.bytes().all(|c| c.is_ascii_digit()))
         };
         let mut removed = 0;

@@ -183,6 +183,22 @@ pub struct TrainConfig {
     /// Device: auto (CUDA when present), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Do not mirror training images (by default half of them are, chosen per image and epoch).
+    #[arg(long)]
+    #[serde(default)]
+    pub no_flip: bool,
+    /// Random crop: keep a square of side uniform in [1-F, 1] of the chip, anywhere, resized back.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    #[serde(default)]
+    pub random_crop: f32,
+    /// Brightness and contrast jitter: each factor uniform in [1-F, 1+F].
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    #[serde(default)]
+    pub color_jitter: f32,
+    /// Probability of turning a training image grey.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    #[serde(default)]
+    pub grey_prob: f32,
     /// Threads decoding and augmenting images (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
@@ -234,10 +250,16 @@ impl TrainConfig {
         if self.multi_weights.len() != 3 || self.multi_weights.iter().any(|w| !(*w >= 0.0)) {
             bail!("--multi-weights needs three non-negative numbers fr,gender,age, got {:?}", self.multi_weights);
         }
+        self.augment().validate().map_err(|e| anyhow::anyhow!("--random-crop/--color-jitter/--grey-prob: {e}"))?;
         if self.schedule == ScheduleKind::Cosine && self.max_steps.is_none() && self.epochs.is_none() {
             bail!("--schedule cosine needs --max-steps or --epochs (the length of the decay)");
         }
         Ok(())
+    }
+
+    /// The training loader's augmentations.
+    pub fn augment(&self) -> crate::data::Augment {
+        crate::data::Augment { flip: !self.no_flip, crop: self.random_crop, color_jitter: self.color_jitter, grey: self.grey_prob }
     }
 
     /// The run's folder name: `--run-name`, or the task and the start time.

@@ -11,7 +11,7 @@ use super::config::ScheduleKind;
 use super::schedule::{Cosine, DlibPlateau, Schedule, StepSchedule};
 use super::state::{BestMetric, ScalerState, TrainState};
 use super::validate::{self, Validation};
-use crate::data::{Batch, Loader, LoaderConfig};
+use crate::data::{Augment, Batch, Loader, LoaderConfig};
 use crate::loss::{BatchLabels, FaceLoss};
 use crate::model::{Arch, FaceNet, NetConfig, Task, TaskWeights};
 use crate::shard::Dataset;
@@ -84,7 +84,7 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
             prefetch: 2 * workers,
             shuffle: true,
             seed: cfg.seed,
-            flip: true,
+            augment: cfg.augment(),
             rank: 0,
             world_size: 1,
             drop_last: true,
@@ -103,7 +103,7 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
             prefetch: 2 * workers,
             shuffle: false,
             seed: 0,
-            flip: false,
+            augment: Augment::NONE,
             rank: 0,
             world_size: 1,
             drop_last: false,
