@@ -6,9 +6,11 @@
 //! `<out-dir>/payloads.bin` / `payloads.idx` (the same JPEG bytes, concatenated, with
 //! little-endian u64 offsets) for `scripts/loader_reference.py`.
 //! `loader_bench run <out-dir>/bench224 <workers> <epochs> <batch> <size>` prints one JSON line.
+//! With `LOADER_BENCH_AUGMENT=CROP,JITTER,GREY` (for example `0.1,0.2,0.1`) the loader also
+//! applies `--random-crop`, `--color-jitter` and `--grey-prob` with those values.
 
 use anyhow::{bail, Context, Result};
-use facekit::data::{Loader, LoaderConfig};
+use facekit::data::{Augment, Loader, LoaderConfig};
 use facekit::shard::codec;
 use facekit::shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
 use facekit::shard::{Dataset, DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};
@@ -81,7 +83,23 @@ fn pack(lfw: &Path, out: &Path) -> Result<()> {
 
 fn run(name: &str, workers: usize, epochs: u64, batch: usize, size: u32) -> Result<()> {
     let ds = Arc::new(Dataset::open_name(name, None)?);
-    let cfg = LoaderConfig { batch_size: batch, image_size: size, workers, prefetch: 2 * workers.max(1), drop_last: false, ..LoaderConfig::default() };
+    let augment = match std::env::var("LOADER_BENCH_AUGMENT") {
+        Ok(spec) => {
+            let v: Vec<f32> = spec.split(',').map(str::parse).collect::<Result<_, _>>().context("LOADER_BENCH_AUGMENT: three numbers")?;
+            let [crop, color_jitter, grey] = v[..] else { bail!("LOADER_BENCH_AUGMENT needs CROP,JITTER,GREY") };
+            Augment { flip: true, crop, color_jitter, grey }
+        }
+        Err(_) => Augment::default(),
+    };
+    let cfg = LoaderConfig {
+        batch_size: batch,
+        image_size: size,
+        workers,
+        prefetch: 2 * workers.max(1),
+        drop_last: false,
+        augment,
+        ..LoaderConfig::default()
+    };
     let loader = Loader::new(vec![ds], cfg)?;
     // One untimed epoch warms the page cache and the allocator, as a training run's first epoch would.
     let mut checksum = 0u64;
@@ -102,7 +120,7 @@ fn run(name: &str, workers: usize, epochs: u64, batch: usize, size: u32) -> Resu
     let cpu = cpu_seconds()? - cpu0;
     let rate = images as f64 / secs;
     println!(
-        "{{\"impl\":\"facekit\",\"workers\":{workers},\"size\":{size},\"images\":{images},\"seconds\":{secs:.3},\"cpu_seconds\":{cpu:.3},\"images_per_s\":{rate:.1},\"images_per_cpu_s\":{:.1},\"checksum\":{checksum}}}",
+        "{{\"impl\":\"facekit\",\"augment\":\"{augment:?}\",\"workers\":{workers},\"size\":{size},\"images\":{images},\"seconds\":{secs:.3},\"cpu_seconds\":{cpu:.3},\"images_per_s\":{rate:.1},\"images_per_cpu_s\":{:.1},\"checksum\":{checksum}}}",
         images as f64 / cpu
     );
     Ok(())

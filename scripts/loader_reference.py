@@ -4,7 +4,11 @@ horizontal flip + to-tensor (uint8 HWC, the same output facekit's loader yields)
 JPEG bytes (payloads.bin / payloads.idx written by `loader_bench pack`), held in memory like
 facekit's memory-mapped shards. Prints one JSON line.
 
-usage: loader_reference.py <bench-dir> <num_workers> <epochs> <batch>
+usage: loader_reference.py <bench-dir> <num_workers> <epochs> <batch> [CROP,JITTER,GREY]
+
+With the last argument, torchvision's RandomResizedCrop (square, area scale [(1-CROP)^2, 1]),
+ColorJitter(brightness=JITTER, contrast=JITTER) and RandomGrayscale(GREY) follow the flip: what
+facekit's --random-crop, --color-jitter and --grey-prob do.
 """
 import io
 import json
@@ -21,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 class JpegBytes(Dataset):
     """The packed JPEG payloads, decoded with Pillow, flipped with probability 1/2."""
 
-    def __init__(self, bench_dir):
+    def __init__(self, bench_dir, augment=None):
+        self.augment = augment
         self.blob = open(f"{bench_dir}/payloads.bin", "rb").read()
         self.offsets = np.fromfile(f"{bench_dir}/payloads.idx", dtype="<u8")
 
@@ -33,6 +38,8 @@ class JpegBytes(Dataset):
         img = Image.open(io.BytesIO(self.blob[a:b])).convert("RGB")
         if torch.rand(1).item() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        if self.augment is not None:
+            img = self.augment(img)
         return torch.from_numpy(np.array(img)), i
 
 
@@ -40,7 +47,13 @@ def main():
     bench_dir, workers, epochs, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     # One thread per process, so that "per core" means what it says.
     torch.set_num_threads(1)
-    ds = JpegBytes(bench_dir)
+    augment, spec = None, sys.argv[5] if len(sys.argv) > 5 else None
+    if spec:
+        from torchvision import transforms as T
+        crop, jitter, grey = (float(x) for x in spec.split(","))
+        augment = T.Compose([T.RandomResizedCrop(224, scale=((1 - crop) ** 2, 1.0), ratio=(1.0, 1.0)),
+                             T.ColorJitter(brightness=jitter, contrast=jitter), T.RandomGrayscale(grey)])
+    ds = JpegBytes(bench_dir, augment)
     # Workers end with each epoch, so that their CPU time lands in RUSAGE_CHILDREN.
     dl = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
                     prefetch_factor=2 if workers > 0 else None)
@@ -56,7 +69,7 @@ def main():
             checksum += int(x[-1, 0, 0, 0])
     secs = time.perf_counter() - t
     cpu = cpu_seconds() - cpu0
-    print(json.dumps({"impl": "pytorch+pillow", "workers": workers, "size": 224, "images": images,
+    print(json.dumps({"impl": "pytorch+pillow", "augment": spec or "flip", "workers": workers, "size": 224, "images": images,
                       "seconds": round(secs, 3), "cpu_seconds": round(cpu, 3),
                       "images_per_s": round(images / secs, 1), "images_per_cpu_s": round(images / cpu, 1),
                       "checksum": checksum}))
