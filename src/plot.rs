@@ -1,4 +1,4 @@
-//! Line charts written as PNG (loss curves, ROC curves).
+//! Line charts written as PNG (loss and validation curves, ROC curves).
 
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
@@ -13,6 +13,7 @@ pub struct Series<'a> {
 }
 
 /// Options for [`line_chart`].
+#[derive(Clone, Copy)]
 pub struct ChartSpec<'a> {
     /// Title above the chart.
     pub title: &'a str,
@@ -24,15 +25,49 @@ pub struct ChartSpec<'a> {
     pub log_x: bool,
 }
 
+/// One chart of a figure: its axes, its lines, and whether each point also gets a marker (for
+/// series with few points, such as validation every thousand steps).
+pub struct Panel<'a> {
+    /// Title and axes.
+    pub spec: ChartSpec<'a>,
+    /// The lines.
+    pub series: &'a [Series<'a>],
+    /// Mark every point with a dot.
+    pub markers: bool,
+    /// X range to show instead of the data's own (so that stacked panels line up).
+    pub x_range: Option<(f64, f64)>,
+}
+
 /// Draws `series` as lines into a 1000x600 PNG at `path` (written atomically).
 pub fn line_chart(path: &Path, spec: &ChartSpec, series: &[Series]) -> Result<()> {
+    let panel = Panel { spec: *spec, series, markers: false, x_range: None };
+    figure(path, &[panel])
+}
+
+/// Draws `panels` stacked top to bottom, 1000 pixels wide and 600 (one panel) or 400 per panel
+/// high, into a PNG at `path` (written atomically).
+pub fn figure(path: &Path, panels: &[Panel]) -> Result<()> {
     let tmp = crate::atomic::temp_path(path).with_extension("png");
-    draw(&tmp, spec, series).map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))?;
+    let height = if panels.len() <= 1 { 600 } else { 400 * panels.len() as u32 };
+    let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+        let root = BitMapBackend::new(&tmp, (1000, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        for (area, panel) in root.split_evenly((panels.len().max(1), 1)).iter().zip(panels) {
+            draw(area, panel)?;
+        }
+        root.present()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow!("cannot draw {}: {e}", path.display()));
+    }
     std::fs::rename(&tmp, path).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(())
 }
 
-fn draw(path: &Path, spec: &ChartSpec, series: &[Series]) -> Result<(), Box<dyn std::error::Error>> {
+fn draw(root: &DrawingArea<BitMapBackend, plotters::coord::Shift>, panel: &Panel) -> Result<(), Box<dyn std::error::Error>> {
+    let (spec, series) = (&panel.spec, panel.series);
     let keep = |&&(x, y): &&(f64, f64)| x.is_finite() && y.is_finite() && (!spec.log_x || x > 0.0);
     let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().filter(keep).copied()).collect();
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -45,14 +80,15 @@ fn draw(path: &Path, spec: &ChartSpec, series: &[Series]) -> Result<(), Box<dyn 
     if all.is_empty() {
         (x0, x1, y0, y1) = (if spec.log_x { 1e-6 } else { 0.0 }, 1.0, 0.0, 1.0);
     }
+    if let Some((a, b)) = panel.x_range {
+        (x0, x1) = (a, b);
+    }
     if x1 <= x0 {
         x1 = x0 + if spec.log_x { x0.abs().max(1e-9) } else { 1.0 };
     }
     let pad = ((y1 - y0) * 0.05).max(1e-6);
     let (y0, y1) = (y0 - pad, y1 + pad);
 
-    let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
-    root.fill(&WHITE)?;
     let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
     macro_rules! body {
         ($chart:expr) => {{
@@ -64,17 +100,19 @@ fn draw(path: &Path, spec: &ChartSpec, series: &[Series]) -> Result<(), Box<dyn 
                     .draw_series(LineSeries::new(s.points.iter().filter(keep).copied(), color.stroke_width(2)))?
                     .label(s.name)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                if panel.markers {
+                    chart.draw_series(s.points.iter().filter(keep).map(|&p| Circle::new(p, 4, color.filled())))?;
+                }
             }
             chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
         }};
     }
-    let mut builder = ChartBuilder::on(&root);
+    let mut builder = ChartBuilder::on(root);
     builder.caption(spec.title, ("sans-serif", 24)).margin(15).x_label_area_size(45).y_label_area_size(70);
     if spec.log_x {
         body!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?);
     } else {
         body!(builder.build_cartesian_2d(x0..x1, y0..y1)?);
     }
-    root.present()?;
     Ok(())
 }

@@ -102,8 +102,11 @@ impl RunLogs {
         }
     }
 
-    /// Redraws `curves.png` (loss per step and its running mean) and `valid_curves.png`.
+    /// Redraws `curves.png`: the loss of every step and its running mean; below it, when the run
+    /// validates, the validation accuracies (fractions) and, for Age and Multi, the age error in
+    /// years, each on its own axis so that neither flattens the other.
     pub fn draw(&mut self) -> Result<()> {
+        use crate::plot::{ChartSpec, Panel, Series};
         self.losses.flush().context("cannot write loss_debug/losses.tsv")?;
         let window = (self.loss_points.len() / 50).max(1);
         let mean: Vec<(f64, f64)> = self
@@ -112,24 +115,29 @@ impl RunLogs {
             .map(|w| (w[w.len() - 1].0, w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64))
             .collect();
         let mean_name = format!("mean of {window} steps");
-        crate::plot::line_chart(
-            &self.dir.join("curves.png"),
-            &crate::plot::ChartSpec { title: "Training loss", x_label: "step", y_label: "loss", log_x: false },
-            &[
-                crate::plot::Series { name: "loss", points: &self.loss_points },
-                crate::plot::Series { name: &mean_name, points: &mean },
-            ],
-        )?;
-        if !self.valid_points.is_empty() {
-            let series: Vec<crate::plot::Series> =
-                self.valid_points.iter().map(|(n, p)| crate::plot::Series { name: n, points: p }).collect();
-            crate::plot::line_chart(
-                &self.dir.join("valid_curves.png"),
-                &crate::plot::ChartSpec { title: "Validation", x_label: "step", y_label: "metric", log_x: false },
-                &series,
-            )?;
+        let loss = [Series { name: "loss", points: &self.loss_points }, Series { name: &mean_name, points: &mean }];
+        // The verification threshold is a by-product, not a quality measure: left out.
+        let fractions: Vec<Series> = self
+            .valid_points
+            .iter()
+            .filter(|(n, _)| n.ends_with("_accuracy") || n.ends_with("_baseline"))
+            .map(|(n, p)| Series { name: n, points: p })
+            .collect();
+        let years: Vec<Series> =
+            self.valid_points.iter().filter(|(n, _)| n == "age_mae").map(|(n, p)| Series { name: n, points: p }).collect();
+        let last_step = self.loss_points.last().map_or(1.0, |p| p.0);
+        let x_range = Some((self.loss_points.first().map_or(0.0, |p| p.0).min(last_step), last_step));
+        let spec = ChartSpec { title: "Training loss", x_label: "step", y_label: "loss", log_x: false };
+        let mut panels = vec![Panel { spec, series: &loss, markers: false, x_range }];
+        if !fractions.is_empty() {
+            let spec = ChartSpec { title: "Validation accuracy", x_label: "step", y_label: "fraction correct", log_x: false };
+            panels.push(Panel { spec, series: &fractions, markers: true, x_range });
         }
-        Ok(())
+        if !years.is_empty() {
+            let spec = ChartSpec { title: "Validation age error", x_label: "step", y_label: "mean absolute error (years)", log_x: false };
+            panels.push(Panel { spec, series: &years, markers: true, x_range });
+        }
+        crate::plot::figure(&self.dir.join("curves.png"), &panels)
     }
 
     /// Flushes both logs.
