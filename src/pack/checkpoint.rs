@@ -98,8 +98,11 @@ impl Checkpoint {
     /// Reads a progress file.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read(path).with_context(|| format!("cannot read progress file {}", path.display()))?;
-        // An older facekit kept the rejects inside this file; its checkpoints cannot be continued.
-        if let Ok(serde_json::Value::Object(o)) = serde_json::from_slice::<serde_json::Value>(&text) {
+        let damaged = || format!("progress file {} is damaged; pack again without --resume", path.display());
+        // One parse: the format is checked first because an older facekit kept the rejects inside
+        // this file, and its checkpoints cannot be continued.
+        let value: serde_json::Value = serde_json::from_slice(&text).with_context(damaged)?;
+        if let serde_json::Value::Object(o) = &value {
             match o.get("format").and_then(|f| f.as_str()) {
                 Some(PROGRESS_FORMAT) => {}
                 Some(f) if f.starts_with("facekit-pack-progress") => {
@@ -108,11 +111,7 @@ impl Checkpoint {
                 _ => bail!("{} is not a facekit pack progress file", path.display()),
             }
         }
-        let c: Checkpoint = serde_json::from_slice(&text)
-            .with_context(|| format!("progress file {} is damaged; pack again without --resume", path.display()))?;
-        if c.format != PROGRESS_FORMAT {
-            bail!("{} is not a facekit pack progress file", path.display());
-        }
+        let c: Checkpoint = serde_json::from_value(value).with_context(damaged)?;
         Ok(c)
     }
 }
