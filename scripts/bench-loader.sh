@@ -5,7 +5,11 @@
 # images per CPU-second of the whole process (workers included): wall time on a shared 2-core box
 # mostly measures the neighbours.
 #
-# usage: scripts/bench-loader.sh [epochs]   (env: FACEKIT_SHARED_DATA, BENCH_DIR)
+# With CROP,JITTER,GREY (for example 0.1,0.2,0.1) it instead measures the optional augmentations
+# (--random-crop, --color-jitter, --grey-prob): flip only against flip + those, in facekit and in
+# PyTorch + Pillow + the same torchvision transforms, one worker each; one JSON line per run.
+#
+# usage: scripts/bench-loader.sh [epochs] [CROP,JITTER,GREY]   (env: FACEKIT_SHARED_DATA, BENCH_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source .facekit.env
@@ -18,6 +22,14 @@ PY="${PYTHON:-$PWD/.venv/bin/python}"
 cargo build --release --no-default-features --example loader_bench
 BIN=${CARGO_TARGET_DIR:-target}/release/examples/loader_bench
 [ -f "$DIR/bench224.manifest.json" ] || "$BIN" pack "$DATA/lfw100" "$DIR"
+
+if [ -n "${2:-}" ]; then
+  "$BIN" run "$DIR/bench224" 1 "$EPOCHS" "$BATCH" 224
+  LOADER_BENCH_AUGMENT="$2" "$BIN" run "$DIR/bench224" 1 "$EPOCHS" "$BATCH" 224
+  "$PY" scripts/loader_reference.py "$DIR" 0 "$EPOCHS" "$BATCH"
+  "$PY" scripts/loader_reference.py "$DIR" 0 "$EPOCHS" "$BATCH" "$2"
+  exit 0
+fi
 
 results=()
 for w in 1 2; do
