@@ -125,8 +125,8 @@ impl RunLogs {
             .collect();
         let years: Vec<Series> =
             self.valid_points.iter().filter(|(n, _)| n == "age_mae").map(|(n, p)| Series { name: n, points: p }).collect();
-        let last_step = self.loss_points.last().map_or(1.0, |p| p.0);
-        let x_range = Some((self.loss_points.first().map_or(0.0, |p| p.0).min(last_step), last_step));
+        // Every panel spans the steps of the loss, so that validation points sit under their step.
+        let x_range = self.loss_points.first().zip(self.loss_points.last()).map(|(a, b)| (a.0, b.0));
         let spec = ChartSpec { title: "Training loss", x_label: "step", y_label: "loss", log_x: false };
         let mut panels = vec![Panel { spec, series: &loss, markers: false, x_range }];
         if !fractions.is_empty() {
