@@ -133,50 +133,76 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, ImageError> {
 
 thread_local! {
     // One libjpeg-turbo decompressor per thread: creating one costs more than a small decode.
+    // It is dropped after any error: libjpeg-turbo's state after a failed call is not to be
+    // trusted (after a failed header read, the next header read "succeeded" with 0x0 and the
+    // decode that followed wrote a whole image through an empty buffer).
     static DECOMPRESSOR: std::cell::RefCell<Option<turbojpeg::Decompressor>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The common case, a colour or grey JPEG, through libjpeg-turbo: the decoder Pillow and OpenCV
 /// use, and about 1.5x faster here than the general path. `None` hands the file to the general
-/// path (CMYK, or anything libjpeg-turbo refuses), which then decides and names the reason.
+/// path only for colour spaces libjpeg-turbo cannot turn into RGB (CMYK, YCCK). A JPEG that
+/// libjpeg-turbo refuses, or decodes with a corrupt-data warning, is a reject: the general
+/// decoder would fill the damaged part with garbage and the face would be packed.
 fn decode_jpeg_turbo(bytes: &[u8]) -> Option<Result<RgbImage, ImageError>> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(turbojpeg::Decompressor::new().ok()?);
-        }
-        let d = slot.as_mut()?;
-        let header = d.read_header(bytes).ok()?;
-        if !matches!(header.colorspace, turbojpeg::Colorspace::YCbCr | turbojpeg::Colorspace::Gray | turbojpeg::Colorspace::RGB) {
-            return None;
-        }
-        let (Ok(width), Ok(height)) = (u32::try_from(header.width), u32::try_from(header.height)) else {
-            return Some(Err(ImageError::TooLarge { width: u32::MAX, height: u32::MAX }));
+        let d = match slot.as_mut() {
+            Some(d) => d,
+            None => match turbojpeg::Decompressor::new() {
+                Ok(d) => slot.insert(d),
+                Err(_) => return None, // no libjpeg-turbo state at all: the general path decides
+            },
         };
-        if let Err(e) = check_dimensions(width, height) {
-            return Some(Err(e));
+        let result = turbo_decode(d, bytes);
+        if matches!(result, Some(Err(_))) {
+            *slot = None;
         }
-        if !jpeg_has_end_marker(bytes) {
-            return Some(Err(ImageError::TruncatedOrCorrupt {
-                format: "Jpeg".into(),
-                detail: "no end-of-image marker after the scan data (file cut short)".into(),
-            }));
-        }
-        let (w, h) = (header.width, header.height);
-        let mut pixels = vec![0u8; w * h * 3];
-        let out = turbojpeg::Image { pixels: pixels.as_mut_slice(), width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
-        d.decompress(bytes, out).ok()?;
-        let img = RgbImage::from_raw(width, height, pixels)?;
-        let orientation = jpeg_exif(bytes)
-            .and_then(image::metadata::Orientation::from_exif_chunk)
-            .unwrap_or(image::metadata::Orientation::NoTransforms);
-        if orientation == image::metadata::Orientation::NoTransforms {
-            return Some(Ok(img));
-        }
-        let mut img = DynamicImage::ImageRgb8(img);
-        img.apply_orientation(orientation);
-        Some(Ok(img.into_rgb8()))
+        result
     })
+}
+
+fn turbo_decode(d: &mut turbojpeg::Decompressor, bytes: &[u8]) -> Option<Result<RgbImage, ImageError>> {
+    let corrupt = |detail: String| Some(Err(ImageError::TruncatedOrCorrupt { format: "Jpeg".into(), detail }));
+    let header = match d.read_header(bytes) {
+        Ok(h) => h,
+        Err(e) => return corrupt(format!("libjpeg-turbo cannot read the header: {e}")),
+    };
+    if matches!(header.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK) {
+        return None;
+    }
+    let (Ok(width), Ok(height)) = (u32::try_from(header.width), u32::try_from(header.height)) else {
+        return Some(Err(ImageError::TooLarge { width: u32::MAX, height: u32::MAX }));
+    };
+    if let Err(e) = check_dimensions(width, height) {
+        return Some(Err(e));
+    }
+    // tjDecompress2 reads a width or height of 0 as "the JPEG's own": the buffer below must never
+    // be sized from anything but validated, non-zero dimensions.
+    if width == 0 || height == 0 {
+        return corrupt(format!("the header announces a {width}x{height} image"));
+    }
+    if !jpeg_has_end_marker(bytes) {
+        return corrupt("no end-of-image marker after the scan data (file cut short)".into());
+    }
+    let (w, h) = (header.width, header.height);
+    let mut pixels = vec![0u8; w * h * 3];
+    let out = turbojpeg::Image { pixels: pixels.as_mut_slice(), width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
+    // libjpeg-turbo reports corrupt-data warnings ("premature end of data segment", "bad Huffman
+    // code") as a failed call too.
+    if let Err(e) = d.decompress(bytes, out) {
+        return corrupt(format!("libjpeg-turbo: {e}"));
+    }
+    let img = RgbImage::from_raw(width, height, pixels).expect("buffer sized from the same dimensions");
+    let orientation = jpeg_exif(bytes)
+        .and_then(image::metadata::Orientation::from_exif_chunk)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    if orientation == image::metadata::Orientation::NoTransforms {
+        return Some(Ok(img));
+    }
+    let mut img = DynamicImage::ImageRgb8(img);
+    img.apply_orientation(orientation);
+    Some(Ok(img.into_rgb8()))
 }
 
 /// The TIFF body of a JPEG's APP1 `Exif` segment, found by walking the marker segments that
@@ -263,9 +289,9 @@ fn classify(e: image::ImageError, format: &str) -> ImageError {
     }
 }
 
-/// Reads and decodes an image file; errors name the file.
+/// Reads (a regular file within [`crate::fsx::PHOTO`]) and decodes an image file; errors name the file.
 pub fn read_image(path: &std::path::Path) -> anyhow::Result<RgbImage> {
     use anyhow::Context;
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::fsx::read(path, crate::fsx::PHOTO)?;
     decode_image(&bytes).with_context(|| format!("decoding {}", path.display()))
 }

@@ -7,10 +7,15 @@
 //! - [`pack`]: walking identity folders and packing aligned faces into shards, in parallel;
 //! - [`data`]: streaming shards into shuffled, augmented, normalised batches;
 //! - [`model`], [`loss`], [`train`]: the network, its heads and losses, and the training loop;
-//! - [`eval`]: verification metrics, embeddings and export.
+//! - [`eval`]: verification metrics, embeddings and export;
+//! - [`fsx`], [`lock`], [`signals`], [`atomic`]: reading untrusted paths within budgets, one
+//!   writer per output, stop requests, atomic writes.
 
 pub mod atomic;
 pub mod cli;
+pub mod fsx;
+pub mod lock;
+pub mod signals;
 pub mod plot;
 pub mod progress;
 pub mod shard;

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = facekit::cli::Cli::parse_from(facekit::cli::normalize_legacy_args(std::env::args_os()));
+    if cli.command.uses_torch() {
+        passive_openmp();
+    }
     match facekit::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -17,6 +20,25 @@ fn main() -> ExitCode {
             eprintln!("facekit: error: {err:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// libtorch's OpenMP threads busy-wait for work by default: as soon as another process wants a
+/// core, each CPU step becomes 10-15 times slower. GNU OpenMP reads `OMP_WAIT_POLICY` once, when
+/// libtorch is loaded (before `main`), so when the user has not chosen, the program starts itself
+/// again with `PASSIVE` (idle threads sleep). Same PID, arguments and environment otherwise.
+fn passive_openmp() {
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let Ok(exe) = std::env::current_exe() else { return };
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_default();
+        let err = std::process::Command::new(exe).arg0(arg0).args(args).env("OMP_WAIT_POLICY", "PASSIVE").exec();
+        eprintln!("facekit: warning: cannot restart with OMP_WAIT_POLICY=PASSIVE ({err}); idle OpenMP threads will spin");
     }
 }
 

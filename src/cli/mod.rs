@@ -45,6 +45,17 @@ pub enum Command {
     Export(export::ExportArgs),
 }
 
+impl Command {
+    /// True for the subcommands that run libtorch (and so its OpenMP thread pool).
+    pub fn uses_torch(&self) -> bool {
+        match self {
+            Command::VerifyShard(_) | Command::Pack(_) => false,
+            #[cfg(feature = "train")]
+            Command::Train(_) | Command::Embed(_) | Command::Eval(_) | Command::Export(_) => true,
+        }
+    }
+}
+
 /// Runs the chosen subcommand and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {

@@ -9,8 +9,7 @@ use crate::shard::Encoding;
 use anyhow::Result;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use crate::signals::StopFlag;
 
 /// Record encodings selectable on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -117,13 +116,11 @@ pub struct PackArgs {
     pub quiet: bool,
 }
 
-/// Runs the pack: exit 0 when done (even with rejects), 1 when nothing was packed, 130 when
-/// interrupted (resumable with `--resume`).
+/// Runs the pack: exit 0 when done (even with rejects), 1 when nothing was packed, 2 on a usage or
+/// I/O error, 128 + N when signal N stopped it (130 Ctrl-C, 143 SIGTERM; resumable with `--resume`).
 pub fn run(args: PackArgs) -> Result<ExitCode> {
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
     // Finish the chunk in hand and keep the last checkpoint, instead of dying mid-write.
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    let stop = StopFlag::from_signals()?;
     #[cfg(feature = "pack")]
     let finder = FaceFinder::Detect(args.detector);
     #[cfg(not(feature = "pack"))]
@@ -149,7 +146,7 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
         valid_per_class: args.valid_per_class,
         resume: args.resume,
         progress: !args.quiet,
-        cancel: Some(cancel),
+        stop: stop.clone(),
     };
     match pack::pack(&opts)? {
         PackEnd::Done(report) => {
@@ -161,8 +158,11 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PackEnd::Interrupted { shards } => {
-            eprintln!("facekit pack: interrupted after {shards} complete shard(s); run the same command with --resume to continue");
-            Ok(ExitCode::from(130))
+            eprintln!(
+                "facekit pack: stopped by {} after {shards} complete shard(s); run the same command with --resume to continue",
+                stop.describe()
+            );
+            Ok(ExitCode::from(stop.exit_code()))
         }
     }
 }

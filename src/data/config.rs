@@ -3,6 +3,11 @@
 use super::augment::Augment;
 use anyhow::{bail, Result};
 
+/// Most decode threads one loader starts.
+pub const MAX_WORKERS: usize = 256;
+/// Most memory the batches decoded ahead may take, in bytes (16 GiB).
+pub const MAX_PREFETCH_BYTES: u64 = 16 << 30;
+
 /// How a [`super::Loader`] turns records into batches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoaderConfig {
@@ -63,6 +68,23 @@ impl LoaderConfig {
         }
         if self.rank >= self.world_size {
             bail!("rank {} is not below world size {}", self.rank, self.world_size);
+        }
+        if self.workers > MAX_WORKERS {
+            bail!("{} decode workers asked for; at most {MAX_WORKERS} are allowed (one or two per core is plenty)", self.workers);
+        }
+        let batch_bytes = (self.batch_size as u64).saturating_mul(u64::from(self.image_size).pow(2) * 3);
+        let queued = batch_bytes.saturating_mul(self.effective_prefetch() as u64);
+        if queued > MAX_PREFETCH_BYTES {
+            bail!(
+                "{} batches of {} images of {}x{} decoded ahead would take {} GiB, more than the loader's {} GiB: \
+                 use fewer workers or a smaller batch",
+                self.effective_prefetch(),
+                self.batch_size,
+                self.image_size,
+                self.image_size,
+                queued >> 30,
+                MAX_PREFETCH_BYTES >> 30
+            );
         }
         self.augment.validate()?;
         Ok(())

@@ -40,6 +40,26 @@ impl Sources {
         for d in &datasets {
             starts.push(starts.last().unwrap() + d.len() as u64);
         }
+        // Every class id in the indexes (read without touching the records) must name a row of
+        // the ArcFace head: a larger one would index out of it inside libtorch.
+        for d in &datasets {
+            let classes = d.manifest().classes;
+            for (k, shard) in d.shards().iter().enumerate() {
+                if let Some((i, e)) = shard
+                    .index()
+                    .iter()
+                    .enumerate()
+                    .find(|(_, e)| e.class_id != crate::shard::format::UNKNOWN_CLASS && e.class_id >= classes)
+                {
+                    bail!(
+                        "record {i} of shard {} ({}) has class id {}, not below the manifest's {classes} classes",
+                        k,
+                        shard.path().display(),
+                        e.class_id
+                    );
+                }
+            }
+        }
         let first = &datasets[0];
         let shared = datasets
             .iter()
@@ -73,14 +93,21 @@ impl Sources {
         let (k, i) = self.locate(g);
         let ds = &self.datasets[k];
         let rec = ds.record(i)?;
-        dec.decode_into(&rec, size, view, out).with_context(|| {
+        let name = || {
             let (s, j) = ds.locate(i).expect("record() succeeded, so i is in range");
-            format!(
-                "cannot decode record {j} of shard {} (origin '{}')",
-                ds.shards()[s].path().display(),
-                String::from_utf8_lossy(rec.path)
-            )
-        })?;
+            format!("record {j} of shard {} (origin '{}')", ds.shards()[s].path().display(), String::from_utf8_lossy(rec.path))
+        };
+        // What the manifest promises bounds what a record may ask for: its class id (the
+        // ArcFace head has `classes` rows) and its image size (the decode buffer).
+        let m = ds.manifest();
+        let h = &rec.header;
+        if h.class_id != crate::shard::format::UNKNOWN_CLASS && h.class_id >= m.classes {
+            bail!("{}: class id {} is not below the manifest's {} classes", name(), h.class_id, m.classes);
+        }
+        if (u32::from(h.width), u32::from(h.height)) != (m.encoding.width, m.encoding.height) {
+            bail!("{}: a {}x{} image, but the manifest says every record is {}x{}", name(), h.width, h.height, m.encoding.width, m.encoding.height);
+        }
+        dec.decode_into(&rec, size, view, out).with_context(|| format!("cannot decode {}", name()))?;
         let r = rec.to_labels();
         let class = r.class_id.map_or(-1, |c| (c + self.class_offsets[k]) as i64);
         let gender = r.gender.map_or(-1, |g| if g == Gender::Male { 0 } else { 1 });
@@ -133,6 +160,11 @@ impl Loader {
             );
         }
         Ok(Loader { sources: Arc::new(sources), cfg })
+    }
+
+    /// True when at least one record has a known identity class.
+    pub fn has_class_labels(&self) -> bool {
+        self.sources.datasets.iter().any(|d| d.class_ids().iter().any(Option::is_some))
     }
 
     /// The configuration.

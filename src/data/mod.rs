@@ -28,7 +28,7 @@ pub mod plan;
 
 pub use augment::{Augment, View};
 pub use batch::Batch;
-pub use config::LoaderConfig;
+pub use config::{LoaderConfig, MAX_PREFETCH_BYTES, MAX_WORKERS};
 pub use decode::{decode_record, RecordDecoder};
 pub use loader::{CorruptRecord, EpochIter, Loader, LoaderStats};
 pub use plan::EpochPlan;

@@ -20,7 +20,7 @@ pub mod worker;
 
 use crate::align::{ChipSpec, Template};
 use crate::shard::codec::Chroma;
-use crate::shard::manifest::{AlignmentInfo, EncodingInfo};
+use crate::shard::manifest::{AlignmentInfo, EncodingInfo, LabelMap, ShardInfo};
 use crate::shard::{DatasetPaths, DatasetWriter, Encoding, Manifest};
 use anyhow::{bail, Context, Result};
 use checkpoint::{Checkpoint, Settings, PROGRESS_FORMAT};
@@ -30,9 +30,9 @@ use rayon::prelude::*;
 use rejects::RejectsLog;
 use report::{Counters, PackReport, Reject};
 use split::{path_hash, SplitRule};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use crate::signals::StopFlag;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 use worker::{Detector, Outcome, WorkerConfig};
 
@@ -89,8 +89,8 @@ pub struct PackOptions {
     pub resume: bool,
     /// Show a progress bar.
     pub progress: bool,
-    /// Set (by Ctrl-C) to stop at the next chunk; the last checkpoint stays resumable.
-    pub cancel: Option<Arc<AtomicBool>>,
+    /// Set (by Ctrl-C or SIGTERM) to stop at the next chunk; the last checkpoint stays resumable.
+    pub stop: StopFlag,
 }
 
 /// How a pack ended.
@@ -109,33 +109,50 @@ pub enum PackEnd {
 pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
     let started = Instant::now();
     validate(opts)?;
+    let paths = DatasetPaths::new(&opts.output);
+    let vpaths = paths.with_suffix(VALID_SUFFIX);
+    // Before anything is read or removed: one writer per dataset name (the validation dataset's
+    // too, which a pack of this name rewrites).
+    let _locks = [
+        crate::lock::exclusive(&paths.lock(), &format!("dataset {}", base_name(&paths)))?,
+        crate::lock::exclusive(&vpaths.lock(), &format!("dataset {}", base_name(&vpaths)))?,
+    ];
     let plan = Plan::scan(&opts.roots)?;
     let landmarks = opts.landmarks.as_deref().map(landmarks::LandmarkTable::read).transpose()?;
     let attributes = opts.attributes.as_deref().map(attributes::AttributeTable::read).transpose()?;
 
     // First pass over names only: the total for the progress bar and the per-class split cut-offs.
     let mut rule = SplitRule::new(opts.valid_fraction, opts.valid_per_class, plan.classes);
+    // It also fingerprints the input (names, folders, sizes, modification times), so that a
+    // resume refuses an input that changed under it.
     let mut files = 0u64;
+    let mut fingerprint = checkpoint::InputFingerprint::new();
     for f in inputs::walk(&plan) {
         files += 1;
+        fingerprint.add(&f);
         if opts.valid_per_class > 0 {
             rule.observe(f.class, path_hash(&f.record_path));
         }
     }
     rule.seal();
-    let settings = settings(opts, &plan, files)?;
+    let settings = settings(opts, &plan, files, fingerprint.finish())?;
 
-    let paths = DatasetPaths::new(&opts.output);
-    let vpaths = paths.with_suffix(VALID_SUFFIX);
     let want_valid = !rule.is_none();
     let source_names = plan.sources.iter().map(|s| s.name.clone());
     for p in [&paths, &vpaths] {
+        // The lock proves that no other facekit writes here: every temporary file is stale.
         let n = p.remove_stale_temps()?;
         if n > 0 {
             eprintln!("facekit pack: removed {n} temporary file(s) left in {} by an interrupted run", p.dir().display());
         }
     }
-    let mut sink = match resume_point(opts, &paths, &vpaths, &settings)? {
+    let resume = resume_point(opts, &paths, &vpaths, &settings)?;
+    if let Some(cp) = resume.as_ref().filter(|cp| cp.report.is_some()) {
+        // The earlier run had written every shard and stopped in its bookkeeping: complete that,
+        // and leave the finished dataset as it is.
+        return complete(opts, &plan, &paths, want_valid.then_some(&vpaths), cp).map(|r| PackEnd::Done(Box::new(r)));
+    }
+    let mut sink = match resume {
         Some(cp) => Sink {
             train: DatasetWriter::resume(paths.clone(), opts.shard_size, cp.train_shards)?,
             valid: if want_valid { Some(DatasetWriter::resume(vpaths.clone(), opts.shard_size, cp.valid_shards)?) } else { None },
@@ -202,7 +219,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
         });
         let mut stream = inputs::walk(&plan).skip(resumed_at as usize);
         loop {
-            if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            if opts.stop.is_set() {
                 break;
             }
             let chunk: Vec<InputFile> = stream.by_ref().take(chunk_size).collect();
@@ -222,8 +239,8 @@ pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
         }
         drop(tx);
         let result = writer.join().map_err(|_| anyhow::anyhow!("the pack writer thread panicked"))?;
-        // A cancelled pack must not be finished: its last chunks were never read.
-        if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+        // A stopped pack must not be finished: its last chunks were never read.
+        if opts.stop.is_set() {
             return result.map(|_| None);
         }
         result
@@ -233,7 +250,8 @@ pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
         let shards = Checkpoint::read(&paths.progress()).map(|c| c.train_shards.len()).unwrap_or(0);
         return Ok(PackEnd::Interrupted { shards });
     };
-    let report = sink.finish(opts, &plan, &paths, want_valid.then_some(&vpaths), started, files - resumed_at)?;
+    let ctx = WriterCtx { rule: &rule, settings: &settings, progress: paths.progress(), stop_after: None };
+    let report = sink.finish(&ctx, opts, &plan, &paths, want_valid.then_some(&vpaths), started, files - resumed_at)?;
     Ok(PackEnd::Done(Box::new(report)))
 }
 
@@ -265,10 +283,41 @@ fn validate(opts: &PackOptions) -> Result<()> {
     if opts.output.file_name().is_none() {
         bail!("output {} has no dataset name", opts.output.display());
     }
+    let out_dir = existing_ancestor(opts.output.parent().unwrap_or(Path::new("")))?;
+    for r in &opts.roots {
+        let root = r.canonicalize().with_context(|| format!("cannot resolve input folder {}", r.display()))?;
+        if out_dir.starts_with(&root) {
+            bail!(
+                "output {} is inside input folder {}: the pack would read its own shards as photos; choose an output outside it",
+                opts.output.display(),
+                r.display()
+            );
+        }
+    }
     Ok(())
 }
 
-fn settings(opts: &PackOptions, plan: &Plan, files: u64) -> Result<Settings> {
+/// The canonical form of `dir`, or of its nearest ancestor that exists (the output folder is
+/// created later).
+fn existing_ancestor(dir: &Path) -> Result<PathBuf> {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let mut tail = Vec::new();
+    let mut at = dir.to_path_buf();
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            return Ok(tail.iter().rev().fold(real, |p: PathBuf, c: &std::ffi::OsString| p.join(c)));
+        }
+        match (at.file_name().map(|n| n.to_os_string()), at.parent()) {
+            (Some(name), Some(parent)) => {
+                tail.push(name);
+                at = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() };
+            }
+            _ => bail!("cannot resolve output folder {}", dir.display()),
+        }
+    }
+}
+
+fn settings(opts: &PackOptions, plan: &Plan, files: u64, input_sha256: String) -> Result<Settings> {
     let roots = plan
         .roots
         .iter()
@@ -278,6 +327,7 @@ fn settings(opts: &PackOptions, plan: &Plan, files: u64) -> Result<Settings> {
     Ok(Settings {
         roots,
         files,
+        input_sha256,
         classes: plan.classes,
         detector: detector_name(opts).into(),
         size: opts.spec.size,
@@ -317,6 +367,7 @@ fn resume_point(opts: &PackOptions, paths: &DatasetPaths, vpaths: &DatasetPaths,
         return Ok(None);
     }
     let cp = Checkpoint::read(&progress)?;
+    cp.check_consistent().with_context(|| format!("progress file {} cannot be trusted; pack again without --resume", progress.display()))?;
     let diffs = cp.settings.differences(now);
     if !diffs.is_empty() {
         bail!(
@@ -327,6 +378,30 @@ fn resume_point(opts: &PackOptions, paths: &DatasetPaths, vpaths: &DatasetPaths,
     }
     checkpoint::check_shards(paths, &cp.train_shards).context("cannot resume; pack again without --resume")?;
     checkpoint::check_shards(vpaths, &cp.valid_shards).context("cannot resume; pack again without --resume")?;
+    if cp.report.is_some() {
+        // Written only once both datasets were complete: their manifests must list exactly the
+        // checkpoint's shards, which were just checked.
+        for (p, shards) in [(paths, &cp.train_shards), (vpaths, &cp.valid_shards)] {
+            if !p.manifest().exists() {
+                continue; // stopped before writing it: written now
+            }
+            let m = Manifest::read(&p.manifest())
+                .with_context(|| format!("cannot resume: the finished pack's manifest {} is unreadable", p.manifest().display()))?;
+            if &m.shards != shards {
+                bail!("cannot resume: manifest {} lists other shards than the progress file {}", p.manifest().display(), progress.display());
+            }
+        }
+        eprintln!("facekit pack: {} is complete; finishing the report the earlier run did not write", base_name(paths));
+        return Ok(Some(cp));
+    }
+    if paths.manifest().exists() {
+        bail!(
+            "cannot resume: {} has a manifest, so a finished dataset is there, but the progress file {} belongs to an unfinished pack; \
+             nothing was changed. Remove the progress file to keep the dataset, or pack again without --resume",
+            base_name(paths),
+            progress.display()
+        );
+    }
     eprintln!(
         "facekit pack: resuming after {} of {} files ({} shard(s) done)",
         cp.consumed,
@@ -413,16 +488,19 @@ impl Sink {
             valid_shards: self.valid.as_ref().map(|v| v.shards().to_vec()).unwrap_or_default(),
             counters: self.counters.clone(),
             rejects_bytes,
+            report: None,
         };
         cp.write(&ctx.progress)?;
         self.checkpoints += 1;
         Ok(())
     }
 
-    /// Writes the manifests (training last), the rejects list and the report, then drops the
-    /// progress file.
+    /// Completes the last shards, records the finished state in the progress file, then writes
+    /// the manifests, the rejects list and the report ([`complete`]).
+    #[allow(clippy::too_many_arguments)]
     fn finish(
-        self,
+        mut self,
+        ctx: &WriterCtx,
         opts: &PackOptions,
         plan: &Plan,
         paths: &DatasetPaths,
@@ -430,7 +508,45 @@ impl Sink {
         started: Instant,
         processed: u64,
     ) -> Result<PackReport> {
-        let c = &self.counters;
+        self.train.flush_shard()?;
+        if let Some(v) = self.valid.as_mut() {
+            v.flush_shard()?;
+        }
+        let elapsed_s = started.elapsed().as_secs_f64();
+        let report = PackReport {
+            dataset: base_name(paths),
+            valid_dataset: vpaths.map(base_name),
+            counters: self.counters.clone(),
+            processed_this_run: processed,
+            elapsed_s,
+            images_per_s: if elapsed_s > 0.0 { processed as f64 / elapsed_s } else { 0.0 },
+            threads: opts.threads,
+            resumed: self.resumed_at > 0,
+        };
+        // From this checkpoint on, every shard is complete and a resume only redoes what follows.
+        let cp = Checkpoint {
+            format: PROGRESS_FORMAT.into(),
+            settings: ctx.settings.clone(),
+            consumed: ctx.settings.files,
+            train_shards: self.train.shards().to_vec(),
+            valid_shards: self.valid.as_ref().map(|v| v.shards().to_vec()).unwrap_or_default(),
+            counters: self.counters,
+            rejects_bytes: self.rejects.sync()?,
+            report: Some(report),
+        };
+        cp.write(&ctx.progress)?;
+        drop(self.rejects);
+        complete(opts, plan, paths, vpaths, &cp)
+    }
+}
+
+/// The steps after the final checkpoint, each one safe to redo after a crash: the manifests
+/// (validation first, training last; one already in place and listing these shards is kept), the
+/// rejects list under its final name, the report, and last the progress file's removal.
+fn complete(opts: &PackOptions, plan: &Plan, paths: &DatasetPaths, vpaths: Option<&DatasetPaths>, cp: &Checkpoint) -> Result<PackReport> {
+    let report = cp.report.clone().context("the progress file records no finished pack")?;
+    let c = &report.counters;
+    if c.packed > 0 {
         let labels = plan.label_map();
         let encoding = EncodingInfo {
             format: opts.encoding,
@@ -439,33 +555,28 @@ impl Sink {
             width: opts.spec.size,
             height: opts.spec.size,
         };
-        let alignment = Some(alignment_info(opts));
-        if c.packed > 0 {
-            if let (Some(v), Some(_)) = (self.valid, vpaths) {
-                let per_source: Vec<u64> = c.per_source.iter().map(|s| s.packed_valid).collect();
-                let m = Manifest::new(plan.classes, plan.source_infos(&per_source), alignment.clone(), encoding.clone());
-                v.finish(m, &labels)?;
-            }
-            let per_source: Vec<u64> = c.per_source.iter().map(|s| s.packed_train).collect();
-            let m = Manifest::new(plan.classes, plan.source_infos(&per_source), alignment, encoding);
-            self.train.finish(m, &labels)?;
-        }
-        self.rejects.finish()?;
-        let elapsed_s = started.elapsed().as_secs_f64();
-        let report = PackReport {
-            dataset: base_name(paths),
-            valid_dataset: vpaths.map(base_name),
-            counters: self.counters,
-            processed_this_run: processed,
-            elapsed_s,
-            images_per_s: if elapsed_s > 0.0 { processed as f64 / elapsed_s } else { 0.0 },
-            threads: opts.threads,
-            resumed: self.resumed_at > 0,
+        let manifest = |per_source: Vec<u64>| {
+            Manifest::new(plan.classes, plan.source_infos(&per_source), Some(alignment_info(opts)), encoding.clone())
         };
-        report.write(&paths.report())?;
-        remove_file(&paths.progress())?;
-        Ok(report)
+        if let Some(v) = vpaths {
+            let m = manifest(c.per_source.iter().map(|s| s.packed_valid).collect());
+            write_manifest_unless_done(v, &cp.valid_shards, m, &labels, opts.shard_size)?;
+        }
+        let m = manifest(c.per_source.iter().map(|s| s.packed_train).collect());
+        write_manifest_unless_done(paths, &cp.train_shards, m, &labels, opts.shard_size)?;
     }
+    RejectsLog::complete(&paths.rejects(), cp.rejects_bytes)?;
+    report.write(&paths.report())?;
+    remove_file(&paths.progress())?;
+    Ok(report)
+}
+
+fn write_manifest_unless_done(p: &DatasetPaths, shards: &[ShardInfo], m: Manifest, labels: &LabelMap, shard_size: u64) -> Result<()> {
+    if Manifest::read(&p.manifest()).is_ok_and(|done| done.shards == shards) && p.labels().is_file() {
+        return Ok(());
+    }
+    DatasetWriter::completed(p.clone(), shard_size, shards.to_vec()).finish(m, labels)?;
+    Ok(())
 }
 
 fn base_name(p: &DatasetPaths) -> String {

@@ -80,6 +80,20 @@ impl RejectsLog {
         Ok(())
     }
 
+    /// Gives the list of a finished pack its final name, cut to the `bytes` its final checkpoint
+    /// recorded; nothing to do when an earlier attempt already did it.
+    pub fn complete(target: &Path, bytes: u64) -> Result<()> {
+        let partial = partial_path(target);
+        if !partial.exists() {
+            if target.is_file() {
+                return Ok(());
+            }
+            bail!("the rejects list is missing: neither {} nor {} exists", partial.display(), target.display());
+        }
+        let log = RejectsLog::resume(target, bytes)?;
+        log.finish()
+    }
+
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.out.write_all(bytes).with_context(|| format!("cannot write {}", self.partial.display()))?;
         self.bytes += bytes.len() as u64;

@@ -12,12 +12,11 @@ use crate::shard::codec::Chroma;
 use crate::shard::{codec, Encoding, Labels, Record};
 use image::RgbImage;
 use sha2::{Digest, Sha256};
-use std::io::Read;
 
-/// Largest input file read, in bytes; bigger files are rejected as `too_large` without reading them.
-pub const MAX_FILE_BYTES: u64 = 256 << 20;
 /// Smallest eye distance, in source pixels, accepted from a landmarks file.
 pub const MIN_LANDMARK_EYE_DISTANCE: f64 = 2.0;
+/// How far outside the photo a landmark may lie, as a fraction of the landmarks' own extent.
+pub const LANDMARK_MARGIN: f64 = 0.5;
 
 /// Per-pack settings every worker shares (read-only).
 pub struct WorkerConfig {
@@ -118,30 +117,45 @@ pub fn process(cfg: &WorkerConfig, f: &InputFile, detector: Option<&Detector>) -
     Outcome::Packed(Box::new(Packed { record, faces, upsampled, from_landmarks: known.is_some() }))
 }
 
-/// Reads a file whole, refusing (without reading them) files over [`MAX_FILE_BYTES`].
+/// Reads a photo: a regular file (a FIFO or device is listed, not waited on) of at most
+/// [`crate::fsx::PHOTO`] bytes (larger files are rejected as `too_large` without reading them).
 fn read_limited(path: &std::path::Path) -> Result<Vec<u8>, Outcome> {
-    let unreadable = |e: std::io::Error| Outcome::Rejected("unreadable", e.to_string());
-    let file = std::fs::File::open(path).map_err(unreadable)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(unreadable)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(Outcome::Rejected("too_large", format!("file is over {} MiB", MAX_FILE_BYTES >> 20)));
-    }
-    Ok(bytes)
+    crate::fsx::read(path, crate::fsx::PHOTO).map_err(|e| Outcome::Rejected(e.reason(), e.to_string()))
 }
 
-/// Aligns from given landmarks, refusing points that cannot belong to this image (a landmarks file
-/// made for resized photos, or swapped x/y) rather than packing a chip of background.
+/// Aligns from given landmarks. Points of a face at the border of a photo may lie a little outside
+/// it (landmark detectors extrapolate; the chip is then black where the photo ends, as in
+/// insightface's alignment), so a point is accepted up to [`LANDMARK_MARGIN`] of the landmarks' own
+/// extent outside the photo, as long as the face's centre is inside. Refused are points that
+/// cannot describe a face of this photo: far outside (a landmarks file made for resized photos,
+/// swapped x/y) or collapsed.
 fn align_known(img: &RgbImage, l: &KnownLandmarks, spec: &ChipSpec) -> Result<RgbImage, String> {
     let (w, h) = (f64::from(img.width()), f64::from(img.height()));
-    for (i, p) in l.0.iter().enumerate() {
-        if p[0] < -0.5 || p[1] < -0.5 || p[0] > w - 0.5 || p[1] > h - 0.5 {
-            return Err(format!("point {} ({:.1}, {:.1}) is outside the {w}x{h} image", i + 1, p[0], p[1]));
+    let eyes = Landmarks5 { points: l.0, order: LandmarkOrder::InsightFace }.eye_distance();
+    if !(eyes >= MIN_LANDMARK_EYE_DISTANCE) {
+        return Err(format!("eye distance {eyes:.1} px is degenerate"));
+    }
+    let (mut lo, mut hi) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
+    for p in &l.0 {
+        for k in 0..2 {
+            lo[k] = lo[k].min(p[k]);
+            hi[k] = hi[k].max(p[k]);
         }
     }
-    let eyes = Landmarks5 { points: l.0, order: LandmarkOrder::InsightFace }.eye_distance();
-    if eyes < MIN_LANDMARK_EYE_DISTANCE {
-        return Err(format!("eye distance {eyes:.1} px is degenerate"));
+    let centre = [(lo[0] + hi[0]) / 2.0, (lo[1] + hi[1]) / 2.0];
+    if !(centre[0] >= -0.5 && centre[1] >= -0.5 && centre[0] <= w - 0.5 && centre[1] <= h - 0.5) {
+        return Err(format!("the face's centre ({:.1}, {:.1}) is outside the {w}x{h} image", centre[0], centre[1]));
+    }
+    let margin = LANDMARK_MARGIN * (hi[0] - lo[0]).max(hi[1] - lo[1]);
+    for (i, p) in l.0.iter().enumerate() {
+        if p[0] < -0.5 - margin || p[1] < -0.5 - margin || p[0] > w - 0.5 + margin || p[1] > h - 0.5 + margin {
+            return Err(format!(
+                "point {} ({:.1}, {:.1}) is more than {margin:.1} px (half the face's extent) outside the {w}x{h} image",
+                i + 1,
+                p[0],
+                p[1]
+            ));
+        }
     }
     Ok(align_arcface5(img, &l.0, spec))
 }

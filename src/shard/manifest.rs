@@ -80,6 +80,12 @@ impl DatasetPaths {
         self.file(".rejects.tsv")
     }
 
+    /// `name.lock`: held exclusively by a writer of this dataset, shared by its readers (see
+    /// [`crate::lock`]).
+    pub fn lock(&self) -> PathBuf {
+        self.file(".lock")
+    }
+
     /// `name.progress.json` (kept by `facekit pack` for `--resume`).
     pub fn progress(&self) -> PathBuf {
         self.file(".progress.json")
@@ -121,9 +127,11 @@ impl DatasetPaths {
     }
 
     /// Removes temporary files (`.tmp-PID-<one of this dataset's files>`, see [`crate::atomic`])
-    /// that a killed writer left behind, unless their process is still running; returns how many.
-    /// They never look like a dataset file, but a hard-killed pack of 1 GiB shards should not
-    /// leave a gigabyte behind per crash.
+    /// that a killed writer left behind; returns how many. Call it only while holding the
+    /// dataset's exclusive [`DatasetPaths::lock`]: that proves no other process writes them,
+    /// whatever PID their name carries (a reused or zombie PID included). They never look like a
+    /// dataset file, but a hard-killed pack of 1 GiB shards should not leave a gigabyte behind
+    /// per crash.
     pub fn remove_stale_temps(&self) -> Result<usize> {
         let dir = if self.dir.as_os_str().is_empty() { Path::new(".") } else { &self.dir };
         let entries = match fs::read_dir(dir) {
@@ -141,9 +149,10 @@ impl DatasetPaths {
             let entry = entry?;
             let fname = entry.file_name().to_string_lossy().into_owned();
             let Some((pid, target)) = fname.strip_prefix(".tmp-").and_then(|r| r.split_once('-')) else { continue };
-            let Ok(pid) = pid.parse::<u32>() else { continue };
-            let alive = pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
-            if ours(target) && !alive {
+            if pid.parse::<u32>().is_err() {
+                continue;
+            }
+            if ours(target) && pid != std::process::id().to_string() {
                 remove_if_exists(&entry.path())?;
                 removed += 1;
             }
@@ -296,9 +305,9 @@ impl Manifest {
         }
     }
 
-    /// Reads and checks a manifest.
+    /// Reads a manifest and checks its format and version ([`Manifest::problems`] checks the rest).
     pub fn read(path: &Path) -> Result<Self> {
-        let text = fs::read(path).with_context(|| format!("cannot read manifest {}", path.display()))?;
+        let text = crate::fsx::read(path, crate::fsx::MANIFEST).context("cannot read the manifest")?;
         let m: Manifest =
             serde_json::from_slice(&text).with_context(|| format!("manifest {} is not valid", path.display()))?;
         if m.format != MANIFEST_FORMAT {
@@ -308,6 +317,33 @@ impl Manifest {
             bail!("{}: unsupported manifest version {}", path.display(), m.format_version);
         }
         Ok(m)
+    }
+
+    /// What is wrong with the manifest on its own (before any shard is opened): shard or label-map
+    /// names that are not plain file names of the manifest's folder, a shard listed twice, counts
+    /// that do not add up, an impossible image size. Empty when it is sound.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !crate::fsx::is_plain_name(&self.label_map) {
+            out.push(format!("label_map '{}' is not a file name in the manifest's folder", self.label_map));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (k, sh) in self.shards.iter().enumerate() {
+            if !crate::fsx::is_plain_name(&sh.file) || !sh.file.ends_with(".shard") {
+                out.push(format!("shards[{k}].file '{}' is not a .shard file name in the manifest's folder", sh.file));
+            } else if !seen.insert(sh.file.as_str()) {
+                out.push(format!("shards[{k}].file '{}' is listed twice", sh.file));
+            }
+        }
+        let total = self.shards.iter().try_fold(0u64, |t, sh| t.checked_add(sh.records));
+        if total != Some(self.records) {
+            out.push(format!("its shards list {} records, its total says {}", total.map_or("too many".into(), |t| t.to_string()), self.records));
+        }
+        let e = &self.encoding;
+        if e.width == 0 || e.height == 0 || e.width > u32::from(u16::MAX) || e.height > u32::from(u16::MAX) {
+            out.push(format!("encoding size {}x{} is not a record size (1 to 65535 pixels a side)", e.width, e.height));
+        }
+        out
     }
 
     /// Writes the manifest atomically.
@@ -346,16 +382,34 @@ impl LabelMap {
         write_atomic(path, out.as_bytes())
     }
 
-    /// Reads a label map.
+    /// Reads a label map. Class ids must be 0, 1, 2, ... in order (as facekit writes them):
+    /// a duplicate, missing or unsorted id is an error naming its line.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = fs::read_to_string(path).with_context(|| format!("cannot read label map {}", path.display()))?;
+        let text = crate::fsx::read_string(path, crate::fsx::LABEL_MAP).context("cannot read the label map")?;
+        Self::parse(&text).with_context(|| format!("label map {}", path.display()))
+    }
+
+    /// Parses the text of a label map (see [`LabelMap::read`]).
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut lines = text.lines().enumerate();
+        match lines.next() {
+            Some((_, h)) if h.trim_end_matches('\r') == "class_id\tsource\tidentity" => {}
+            _ => bail!("line 1: expected the header `class_id<TAB>source<TAB>identity`"),
+        }
         let mut entries = Vec::new();
-        for (i, line) in text.lines().enumerate().skip(1) {
-            let mut f = line.split('\t');
-            let (Some(id), Some(source), Some(identity)) = (f.next(), f.next(), f.next()) else {
-                bail!("{} line {}: expected 3 tab-separated fields", path.display(), i + 1);
+        for (i, line) in lines {
+            let mut f = line.trim_end_matches('\r').split('\t');
+            let (Some(id), Some(source), Some(identity), None) = (f.next(), f.next(), f.next(), f.next()) else {
+                bail!("line {}: expected 3 tab-separated fields", i + 1);
             };
-            let class_id = id.parse().with_context(|| format!("{} line {}: bad class id", path.display(), i + 1))?;
+            let class_id: u32 = id.parse().with_context(|| format!("line {}: class id '{id}' is not a number", i + 1))?;
+            if class_id as usize != entries.len() {
+                bail!(
+                    "line {}: class id {class_id} where {} was expected (ids are 0, 1, 2, ... in order, each once)",
+                    i + 1,
+                    entries.len()
+                );
+            }
             entries.push(LabelEntry { class_id, source: source.into(), identity: identity.into() });
         }
         Ok(LabelMap { entries })

@@ -9,7 +9,6 @@ use super::record::Record;
 use super::ShardError;
 use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// A borrowed view of one record inside a mapped shard (no copy of the image bytes).
@@ -44,9 +43,11 @@ impl ShardReader {
     /// [`ShardReader::record`] and `verify`).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).with_context(|| format!("cannot open shard {}", path.display()))?;
-        // SAFETY: shards are immutable once renamed into place; a file truncated by another
-        // process while mapped is outside what any reader can defend against.
+        let file = crate::fsx::open_regular(&path).context("cannot open the shard")?;
+        // SAFETY: shards are immutable once renamed into place, and facekit's writers cannot
+        // replace a dataset while a reader holds its shared lock ([`Dataset::open`]). A file
+        // truncated by some other program while mapped is outside what any reader can defend
+        // against (the kernel then raises SIGBUS).
         let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map shard {}", path.display()))?;
         #[cfg(unix)]
         let _ = map.advise(memmap2::Advice::Sequential);
@@ -189,6 +190,8 @@ pub(crate) fn check_record<'a>(b: &'a [u8], entry: &IndexEntry) -> Result<Record
 
 /// A whole dataset: its manifest, label map and shards, addressed by one global record number.
 pub struct Dataset {
+    /// Shared lock on the dataset: no facekit writer replaces it while it is open.
+    _lock: Option<crate::lock::Lock>,
     paths: DatasetPaths,
     manifest: Manifest,
     labels: LabelMap,
@@ -198,15 +201,31 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Opens a dataset and checks that its shards agree with the manifest in count and size.
+    /// Opens a dataset and checks that its manifest is sound ([`Manifest::problems`]), that
+    /// every file it names lies in its folder, that its label map has one line per class and that
+    /// its shards agree with it in count and size.
     pub fn open(paths: DatasetPaths) -> Result<Self> {
+        let lock = crate::lock::shared(&paths.lock(), &format!("dataset {}", paths.dir().join(paths.name()).display()))?;
         let manifest = Manifest::read(&paths.manifest())?;
-        let labels_path = paths.dir().join(&manifest.label_map);
+        let problems = manifest.problems();
+        if !problems.is_empty() {
+            bail!("manifest {} is not valid: {}", paths.manifest().display(), problems.join("; "));
+        }
+        let labels_path = crate::fsx::confined_join(paths.dir(), &manifest.label_map)?;
         let labels = LabelMap::read(&labels_path)?;
+        if labels.entries.len() as u64 != u64::from(manifest.classes) {
+            bail!(
+                "label map {} lists {} classes, manifest {} says {}",
+                labels_path.display(),
+                labels.entries.len(),
+                paths.manifest().display(),
+                manifest.classes
+            );
+        }
         let mut shards = Vec::with_capacity(manifest.shards.len());
         let mut starts = vec![0u64];
         for info in &manifest.shards {
-            let path = paths.dir().join(&info.file);
+            let path = crate::fsx::confined_join(paths.dir(), &info.file)?;
             let shard = ShardReader::open(&path)?;
             if shard.len() as u64 != info.records || shard.file_len() != info.bytes {
                 bail!(
@@ -225,7 +244,7 @@ impl Dataset {
         if *starts.last().unwrap_or(&0) != manifest.records {
             bail!("manifest {} counts {} records but its shards hold {}", paths.manifest().display(), manifest.records, starts.last().unwrap_or(&0));
         }
-        Ok(Dataset { paths, manifest, labels, shards, starts })
+        Ok(Dataset { _lock: lock, paths, manifest, labels, shards, starts })
     }
 
     /// Resolves a dataset name (see [`DatasetPaths::resolve`]) and opens it.

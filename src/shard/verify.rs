@@ -2,13 +2,12 @@
 //! the shard, record number and byte offset, instead of stopping at the first one.
 
 use super::format::{Encoding, Header, RecordHeader, FOOTER_LEN, HEADER_LEN};
-use super::manifest::{DatasetPaths, Manifest};
+use super::manifest::{DatasetPaths, Manifest, ShardInfo};
 use super::reader::{check_record, parse_structure};
 use super::ShardError;
 use anyhow::{Context, Result};
 use serde::Serialize;
-use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One problem found by verification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,7 +48,7 @@ pub struct VerifyOptions {
 
 /// Verifies one shard file. Only I/O failures are errors; corruption is reported in the result.
 pub fn verify_shard(path: &Path, opts: VerifyOptions, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<ShardReport> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = crate::fsx::open_regular(path)?;
     let len = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?.len();
     let map;
     let bytes: &[u8] = if len == 0 {
@@ -161,43 +160,65 @@ pub struct DatasetReport {
 /// Verifies a dataset: its manifest, every shard it lists, and their agreement (counts, sizes,
 /// checksums, label ranges), and shards on disk that the manifest does not list.
 pub fn verify_dataset(paths: &DatasetPaths, opts: VerifyOptions, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<DatasetReport> {
+    let _lock = crate::lock::shared(&paths.lock(), &format!("dataset {}", paths.dir().join(paths.name()).display()))?;
     let manifest_path = paths.manifest();
     let manifest = Manifest::read(&manifest_path)?;
     let mname = manifest_path.display().to_string();
     let mut report = DatasetReport { manifest: mname.clone(), ..Default::default() };
     let bad = |reason: String| Problem { file: mname.clone(), record: None, offset: None, reason };
+    report.problems.extend(manifest.problems().into_iter().map(bad));
 
-    let label_path = paths.dir().join(&manifest.label_map);
-    match super::manifest::LabelMap::read(&label_path) {
-        Ok(labels) if labels.entries.len() as u64 != manifest.classes as u64 => report.problems.push(bad(format!(
-            "label map {} has {} classes, the manifest says {}",
-            label_path.display(),
-            labels.entries.len(),
-            manifest.classes
-        ))),
-        Ok(_) => {}
-        Err(e) => report.problems.push(bad(format!("{e:#}"))),
+    match crate::fsx::confined_join(paths.dir(), &manifest.label_map) {
+        Err(e) => report.problems.push(bad(format!("label map: {e}"))),
+        Ok(label_path) => match super::manifest::LabelMap::read(&label_path) {
+            Ok(labels) if labels.entries.len() as u64 != manifest.classes as u64 => report.problems.push(bad(format!(
+                "label map {} has {} classes, the manifest says {}",
+                label_path.display(),
+                labels.entries.len(),
+                manifest.classes
+            ))),
+            Ok(_) => {}
+            Err(e) => report.problems.push(bad(format!("{e:#}"))),
+        },
     }
+    // Each listed shard once, and only those inside the dataset's folder: the rest is reported
+    // above and never opened.
+    let mut listed = std::collections::HashSet::new();
+    let shards: Vec<(&ShardInfo, PathBuf)> = manifest
+        .shards
+        .iter()
+        .filter(|info| listed.insert(info.file.as_str()))
+        .filter_map(|info| Some((info, crate::fsx::confined_join(paths.dir(), &info.file).ok()?)))
+        .filter(|(info, _)| crate::fsx::is_plain_name(&info.file))
+        .collect();
 
     let reports: Vec<Result<ShardReport>> = {
         use rayon::prelude::*;
-        manifest
-            .shards
+        shards
             .par_iter()
-            .map(|info| {
-                let path = paths.dir().join(&info.file);
-                if !path.is_file() {
+            .map(|(_, path)| {
+                if !path.exists() {
                     return Ok(ShardReport { file: path.display().to_string(), ..Default::default() });
                 }
-                verify_shard(&path, opts, on_bytes)
+                verify_shard(path, opts, on_bytes)
             })
             .collect()
     };
-    let mut total = 0u64;
-    for (info, rep) in manifest.shards.iter().zip(reports) {
-        let mut rep = rep?;
-        let path = paths.dir().join(&info.file);
-        if !path.is_file() {
+    for ((info, path), rep) in shards.iter().zip(reports) {
+        let (info, path) = (*info, path.as_path());
+        let mut rep = match rep {
+            Ok(r) => r,
+            Err(e) => {
+                // Not a regular file, unreadable: a problem of this dataset, not a reason to stop.
+                report.shards.push(ShardReport {
+                    file: path.display().to_string(),
+                    problems: vec![Problem { file: path.display().to_string(), record: None, offset: None, reason: format!("{e:#}") }],
+                    ..Default::default()
+                });
+                continue;
+            }
+        };
+        if !path.exists() {
             rep.problems.push(Problem { file: rep.file.clone(), record: None, offset: None, reason: "shard listed in the manifest is missing".into() });
             report.shards.push(rep);
             continue;
@@ -219,12 +240,8 @@ pub fn verify_dataset(paths: &DatasetPaths, opts: VerifyOptions, on_bytes: &(dyn
         if rep.records != info.records {
             mismatch("record count", rep.records.to_string(), info.records.to_string());
         }
-        total += info.records;
-        check_label_ranges(&path, &manifest, &mut rep);
+        check_label_ranges(path, &manifest, &mut rep);
         report.shards.push(rep);
-    }
-    if total != manifest.records {
-        report.problems.push(bad(format!("shards list {total} records, the manifest's total says {}", manifest.records)));
     }
     for (n, path) in paths.shards_on_disk()? {
         let fname = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
@@ -235,8 +252,10 @@ pub fn verify_dataset(paths: &DatasetPaths, opts: VerifyOptions, on_bytes: &(dyn
     Ok(report)
 }
 
-/// Class ids must be below `classes` and sources must exist in the manifest.
+/// Class ids must be below `classes`, sources must exist in the manifest, and every record must
+/// have the manifest's encoding and image size.
 fn check_label_ranges(path: &Path, manifest: &Manifest, rep: &mut ShardReport) {
+    let (enc, w, h_) = (manifest.encoding.format, manifest.encoding.width, manifest.encoding.height);
     let Ok(reader) = super::reader::ShardReader::open(path) else { return };
     for (i, view) in reader.iter().enumerate() {
         let Ok(v) = view else { continue };
@@ -248,6 +267,19 @@ fn check_label_ranges(path: &Path, manifest: &Manifest, rep: &mut ShardReport) {
                 record: Some(i as u64),
                 offset: Some(offset + 8),
                 reason: format!("class id {} is not below the manifest's {} classes", h.class_id, manifest.classes),
+            });
+        }
+        if (u32::from(h.width), u32::from(h.height)) != (w, h_) || h.encoding != enc.code() {
+            rep.problems.push(Problem {
+                file: rep.file.clone(),
+                record: Some(i as u64),
+                offset: Some(offset),
+                reason: format!(
+                    "record is a {}x{} {:?} image, the manifest says every record is {w}x{h_} {enc:?}",
+                    h.width,
+                    h.height,
+                    Encoding::from_code(h.encoding).map_or_else(|| format!("encoding {}", h.encoding), |e| format!("{e:?}"))
+                ),
             });
         }
         if h.source as usize >= manifest.sources.len().max(1) {

@@ -126,6 +126,12 @@ impl DatasetWriter {
         Ok(DatasetWriter { paths, shard_size: shard_size.max(HEADER_LEN as u64 + 1), current: None, done })
     }
 
+    /// A dataset whose shards (`done`) are all complete, for writing its label map and manifest;
+    /// nothing on disk is removed.
+    pub fn completed(paths: DatasetPaths, shard_size: u64, done: Vec<ShardInfo>) -> Self {
+        DatasetWriter { paths, shard_size: shard_size.max(HEADER_LEN as u64 + 1), current: None, done }
+    }
+
     /// Appends a record. Returns the shard that this push completed, if any, so that a caller can
     /// record its progress for `--resume`.
     pub fn push(&mut self, record: &Record) -> Result<Option<ShardInfo>> {

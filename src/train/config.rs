@@ -111,7 +111,7 @@ pub struct TrainConfig {
     #[arg(value_enum, ignore_case = true)]
     pub task: TaskKind,
     /// Training datasets (names in --data-dir, or paths); several are concatenated.
-    #[arg(long = "train-sets", visible_alias = "train_sets", num_args = 1.., required = true)]
+    #[arg(long = "train-sets", visible_alias = "train_sets", num_args = 1.., required_unless_present = "resume")]
     pub train_sets: Vec<String>,
     /// Validation datasets (names in --data-dir, or paths); several are concatenated.
     #[arg(long = "valid-sets", visible_alias = "valid_sets", num_args = 1..)]
@@ -199,9 +199,13 @@ pub struct TrainConfig {
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     #[serde(default)]
     pub grey_prob: f32,
-    /// Threads decoding and augmenting images (0: all cores).
+    /// Threads decoding and augmenting images (0: all cores on CUDA, a quarter of them on the CPU).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
+    /// libtorch's compute threads (0: the cores the decode workers leave, at least 1).
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub threads: usize,
     /// Seed of the data order, augmentation, initial weights and dropout.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -227,28 +231,63 @@ pub struct TrainConfig {
     /// Skip corrupt records (counted and reported) instead of stopping.
     #[arg(long)]
     pub skip_corrupt: bool,
+    /// With --resume: continue even though a dataset's manifest changed since the run started (repacked data).
+    #[arg(long, requires = "resume")]
+    #[serde(default)]
+    pub allow_changed_data: bool,
     /// Print a progress line every N steps.
     #[arg(long, default_value_t = 50)]
     pub log_every: u64,
 }
 
 impl TrainConfig {
-    /// Checks the settings that clap cannot.
+    /// Checks the settings that clap cannot: every number is finite and in its range.
     pub fn validate(&self) -> Result<()> {
-        if self.batch_size < 2 {
-            bail!("--batch-size must be at least 2 (batch norm needs two images), got {}", self.batch_size);
+        if !(2..=65_536).contains(&self.batch_size) {
+            bail!("--batch-size must be between 2 (batch norm needs two images) and 65536, got {}", self.batch_size);
         }
-        if self.image_size < 32 {
-            bail!("--image-size must be at least 32 pixels, got {}", self.image_size);
+        if !(32..=4096).contains(&self.image_size) {
+            bail!("--image-size must be between 32 and 4096 pixels, got {}", self.image_size);
         }
-        if !(self.lr > 0.0) {
-            bail!("--lr must be positive, got {}", self.lr);
+        if !(1..=65_536).contains(&self.embedding_size) {
+            bail!("--embedding-size must be between 1 and 65536, got {}", self.embedding_size);
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            bail!("--dropout must be in [0, 1), got {}", self.dropout);
+        let finite = |name: &str, v: f64, ok: bool, range: &str| -> Result<()> {
+            if !v.is_finite() || !ok {
+                bail!("{name} must be {range}, got {v}");
+            }
+            Ok(())
+        };
+        finite("--lr", self.lr, self.lr > 0.0, "a positive number")?;
+        finite("--momentum", self.momentum, (0.0..1.0).contains(&self.momentum), "in [0, 1)")?;
+        finite("--weight-decay", self.weight_decay, self.weight_decay >= 0.0, "zero or positive")?;
+        finite("--dropout", self.dropout, (0.0..1.0).contains(&self.dropout), "in [0, 1)")?;
+        finite("--lr-shrink", self.lr_shrink, self.lr_shrink > 0.0 && self.lr_shrink <= 1.0, "in (0, 1]")?;
+        finite("--min-lr", self.min_lr, self.min_lr >= 0.0 && self.min_lr < self.lr, "zero or positive and below --lr")?;
+        finite("--arcface-scale", self.arcface_scale, self.arcface_scale > 0.0, "a positive number")?;
+        finite("--arcface-margin", self.arcface_margin, (0.0..std::f64::consts::PI).contains(&self.arcface_margin), "in [0, pi) radians")?;
+        if self.multi_weights.len() != 3 || self.multi_weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+            bail!("--multi-weights needs three finite non-negative numbers fr,gender,age, got {:?}", self.multi_weights);
         }
-        if self.multi_weights.len() != 3 || self.multi_weights.iter().any(|w| !(*w >= 0.0)) {
-            bail!("--multi-weights needs three non-negative numbers fr,gender,age, got {:?}", self.multi_weights);
+        if self.task == TaskKind::Multi && self.multi_weights.iter().all(|w| *w == 0.0) {
+            bail!("--multi-weights are all zero: nothing would be learned");
+        }
+        if self.plateau_steps == 0 {
+            bail!("--plateau-steps must be at least 1");
+        }
+        if self.max_steps == Some(0) || self.epochs == Some(0) {
+            bail!("--max-steps and --epochs must be at least 1 when given");
+        }
+        if self.workers > crate::data::MAX_WORKERS {
+            bail!("--workers {}: at most {} decode threads are allowed", self.workers, crate::data::MAX_WORKERS);
+        }
+        if self.threads > 1024 {
+            bail!("--threads {}: at most 1024 compute threads are allowed", self.threads);
+        }
+        if let Some(name) = &self.run_name {
+            if !crate::fsx::is_plain_name(name) || name.starts_with('.') {
+                bail!("--run-name '{name}' must be a plain folder name inside --model-dir (no '/', not '..', not hidden)");
+            }
         }
         self.augment().validate().map_err(|e| anyhow::anyhow!("--random-crop/--color-jitter/--grey-prob: {e}"))?;
         if self.schedule == ScheduleKind::Cosine && self.max_steps.is_none() && self.epochs.is_none() {
@@ -286,13 +325,62 @@ pub struct SavedConfig {
     pub tool_version: String,
     /// The settings.
     pub config: TrainConfig,
+    /// The datasets the run was started on (or last resumed on), to notice repacked data.
+    #[serde(default)]
+    pub datasets: Vec<DatasetIdentity>,
+}
+
+/// What identifies a dataset's content: its manifest lists every shard's size and CRC32, so the
+/// manifest's SHA-256 changes with any repack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetIdentity {
+    /// `train` or `valid`.
+    pub role: String,
+    /// The dataset (`training/celeb`).
+    pub dataset: String,
+    /// SHA-256 of its manifest file.
+    pub manifest_sha256: String,
+    /// Its record count.
+    pub records: u64,
+}
+
+impl DatasetIdentity {
+    /// The identity of an open dataset.
+    pub fn of(role: &str, ds: &crate::shard::Dataset) -> Result<Self> {
+        use sha2::{Digest, Sha256};
+        let m = ds.paths().manifest();
+        let bytes = crate::fsx::read(&m, crate::fsx::MANIFEST)?;
+        Ok(DatasetIdentity {
+            role: role.into(),
+            dataset: ds.paths().dir().join(ds.paths().name()).display().to_string(),
+            manifest_sha256: Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect(),
+            records: ds.len() as u64,
+        })
+    }
+
+    /// How `now` differs from `saved` (empty when they agree, or when `saved` is empty: a run
+    /// from before datasets were recorded).
+    pub fn changes(saved: &[DatasetIdentity], now: &[DatasetIdentity]) -> Vec<String> {
+        if saved.is_empty() {
+            return Vec::new();
+        }
+        if saved.len() != now.len() || saved.iter().zip(now).any(|(a, b)| a.role != b.role) {
+            return vec![format!("{} dataset(s) then, {} now", saved.len(), now.len())];
+        }
+        saved
+            .iter()
+            .zip(now)
+            .filter(|(a, b)| a.manifest_sha256 != b.manifest_sha256)
+            .map(|(a, b)| format!("{} set {} was repacked or changed ({} records then, {} now)", a.role, b.dataset, a.records, b.records))
+            .collect()
+    }
 }
 
 impl SavedConfig {
     /// Reads `config.json` of a run folder.
     pub fn read(run_dir: &Path) -> Result<Self> {
         let path = run_dir.join("config.json");
-        let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = crate::fsx::read(&path, crate::fsx::STATE)?;
         serde_json::from_slice(&text).with_context(|| format!("{} is not a valid facekit run configuration", path.display()))
     }
 

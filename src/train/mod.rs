@@ -8,6 +8,7 @@ pub mod config;
 pub mod logs;
 pub mod metrics;
 pub mod schedule;
+pub mod run_dir;
 pub mod state;
 #[cfg(feature = "train")]
 pub mod amp;

@@ -2,7 +2,7 @@
 //! schedule's learning rate, logs, validation, checkpoints, Ctrl-C and NaN handling, resume.
 
 use super::checkpoint;
-use super::config::{ArchKind, SavedConfig, TaskKind, TrainConfig};
+use super::config::{ArchKind, DatasetIdentity, SavedConfig, TaskKind, TrainConfig};
 use super::logs::{RunLogs, StepLosses};
 use super::numerics::Numerics;
 use super::optim::Sgd;
@@ -16,8 +16,9 @@ use crate::loss::{BatchLabels, FaceLoss};
 use crate::model::{Arch, FaceNet, NetConfig, Task, TaskWeights};
 use crate::shard::Dataset;
 use anyhow::{bail, Context, Result};
+use super::run_dir::RunDir;
+use crate::signals::StopFlag;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tch::{nn::VarStore, Device, Tensor};
@@ -30,7 +31,8 @@ pub const INJECT_NAN_ENV: &str = "FACEKIT_TEST_INJECT_NAN_AT_STEP";
 pub enum Outcome {
     /// The step/epoch limit or the schedule's stop rule was reached.
     Finished(Summary),
-    /// Ctrl-C: the current step was finished and `last` written.
+    /// Stopped by a signal (Ctrl-C, SIGTERM) or request: the current step was finished and
+    /// `last` written.
     Interrupted(Summary),
     /// The loss became NaN or infinite at `step`; `last` holds the last good checkpoint.
     Diverged { step: u64, summary: Summary },
@@ -57,60 +59,35 @@ pub struct Summary {
     pub skipped_corrupt: u64,
     /// The fp16 loss scaler at the end (scale, skipped steps); `None` without loss scaling.
     pub loss_scaling: Option<ScalerState>,
+    /// Step of the `last` checkpoint on disk, if one was written (or resumed from).
+    pub last_checkpoint: Option<u64>,
+    /// Whether a `best` checkpoint exists.
+    pub has_best: bool,
 }
 
-/// Set by the Ctrl-C handler; the loop checks it after each step.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-/// Runs (or resumes) training as `cfg` says; `command_line` is recorded in `config.json`.
-pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
-    let (cfg, run_dir, resume_dir) = prepare_run(cfg)?;
+/// Runs (or resumes) training as `cfg` says; `command_line` is recorded in `config.json`. The
+/// run stops after the step in which `stop` is set (the caller decides what sets it: signals in
+/// the CLI).
+pub fn train(cfg: TrainConfig, command_line: Vec<String>, stop: StopFlag) -> Result<Outcome> {
+    // Every flag is checked before any folder is touched.
     cfg.validate()?;
-    let device = parse_device(&cfg.device)?;
-    let numerics = Numerics::new(device, cfg.precision, cfg.memory_format);
-    // Ignored when a handler exists already (a second run in the same process, e.g. in tests).
-    let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst));
-    STOP.store(false, Ordering::SeqCst);
-    tch::manual_seed(cfg.seed as i64);
-
-    let workers = if cfg.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.workers };
-    let train_sets = open_sets(&cfg.train_sets, &cfg.data_dir)?;
-    let loader = Loader::new(
-        train_sets,
-        LoaderConfig {
-            batch_size: cfg.batch_size,
-            image_size: cfg.image_size,
-            workers,
-            prefetch: 2 * workers,
-            shuffle: true,
-            seed: cfg.seed,
-            augment: cfg.augment(),
-            rank: 0,
-            world_size: 1,
-            drop_last: true,
-            skip_corrupt: cfg.skip_corrupt,
-        },
-    )
-    .context("cannot load the training sets")?;
-    let valid_loader = if cfg.valid_sets.is_empty() {
-        None
-    } else {
-        let sets = open_sets(&cfg.valid_sets, &cfg.data_dir)?;
-        let vcfg = LoaderConfig {
-            batch_size: cfg.batch_size,
-            image_size: cfg.image_size,
-            workers,
-            prefetch: 2 * workers,
-            shuffle: false,
-            seed: 0,
-            augment: Augment::NONE,
-            rank: 0,
-            world_size: 1,
-            drop_last: false,
-            skip_corrupt: cfg.skip_corrupt,
-        };
-        Some(Loader::new(sets, vcfg).context("cannot load the validation sets")?)
+    let (cfg, run, resume_dir) = prepare_run(cfg)?;
+    // Nothing is deleted, and no folder is left behind, until the whole configuration holds and
+    // the data is open.
+    let opened = cfg.validate().and_then(|()| open_run(&cfg, resume_dir.as_deref(), run.path()));
+    let Opened { device, loader, valid_loader, datasets } = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            run.abandon();
+            return Err(e);
+        }
     };
+    if cfg.overwrite && !run.created() {
+        run.clear()?;
+    }
+    let run_dir = run.path().to_path_buf();
+    let numerics = Numerics::new(device, cfg.precision, cfg.memory_format);
+    tch::manual_seed(cfg.seed as i64);
 
     let net_cfg = net_config(&cfg, loader.num_classes());
     let mut vs = VarStore::new(device);
@@ -154,9 +131,16 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
             let mut saved = SavedConfig::read(&run_dir)?;
             saved.resumed_with.push(command_line);
             saved.config = cfg.clone();
+            saved.datasets = datasets;
             saved
         }
-        None => SavedConfig { command_line, resumed_with: Vec::new(), tool_version: env!("CARGO_PKG_VERSION").into(), config: cfg.clone() },
+        None => SavedConfig {
+            command_line,
+            resumed_with: Vec::new(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            config: cfg.clone(),
+            datasets,
+        },
     };
     saved.write(&run_dir)?;
     let mut net_json = serde_json::to_vec_pretty(&net_cfg)?;
@@ -187,6 +171,8 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
     let (mut window_images, mut window_wait, mut window_start) = (0u64, 0f64, Instant::now());
     let mut final_loss = None;
     let mut valid_skipped = 0u64;
+    let mut last_checkpoint = resume_dir.as_ref().map(|_| state.step);
+    let mut labelled = LabelGuard::new(net_cfg.task);
     let mut last_valid_step = None;
     let mut stopped_by_schedule = false;
 
@@ -199,6 +185,8 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
         mean_data_wait_ms: if steps_here == 0 { 0.0 } else { 1e3 * wait_total / steps_here as f64 },
         skipped_corrupt: state.skipped_corrupt + valid_skipped,
         loss_scaling: state.scaler.clone(),
+        last_checkpoint: None,
+        has_best: checkpoint::checkpoint_dir(&run_dir, "best").is_some(),
     };
 
     'epochs: while max_steps.is_none_or(|m| state.step < m) && !stopped_by_schedule {
@@ -219,7 +207,7 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
                     bar.finish_and_clear();
                     return Ok(Outcome::CorruptData {
                         message,
-                        summary: summary(&state, final_loss, images_here, wait_total, steps_here, valid_skipped),
+                        summary: Summary { last_checkpoint, ..summary(&state, final_loss, images_here, wait_total, steps_here, valid_skipped) },
                     });
                 }
             };
@@ -250,7 +238,7 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
                 bar.finish_and_clear();
                 return Ok(Outcome::Diverged {
                     step: state.step + 1,
-                    summary: summary(&state, final_loss, images_here, wait_total, steps_here, valid_skipped),
+                    summary: Summary { last_checkpoint, ..summary(&state, final_loss, images_here, wait_total, steps_here, valid_skipped) },
                 });
             }
             opt.zero_grad();
@@ -347,7 +335,8 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
                     }
                 }
             }
-            let interrupted = STOP.load(Ordering::SeqCst);
+            labelled.observe(&batch, at_end)?;
+            let interrupted = stop.is_set();
             if at_end || interrupted || (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0) {
                 state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
                 if state.batch_in_epoch >= batches_per_epoch {
@@ -357,6 +346,7 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
                 }
                 state.scaler = scaler.as_ref().map(GradScaler::state);
                 checkpoint::write(&run_dir, "last", &vs, &opt, &state)?;
+                last_checkpoint = Some(state.step);
                 if state.batch_in_epoch == 0 && !interrupted {
                     logs.flush()?;
                     continue 'epochs;
@@ -366,7 +356,7 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
                 logs.flush()?;
                 logs.draw()?;
                 bar.finish_and_clear();
-                return Ok(Outcome::Interrupted(summary(&state, final_loss, images_here, wait_total, steps_here, valid_skipped)));
+                return Ok(Outcome::Interrupted(Summary { last_checkpoint, ..summary(&state, final_loss, images_here, wait_total, steps_here, valid_skipped) }));
             }
             if stopped_by_schedule {
                 break 'epochs;
@@ -379,30 +369,31 @@ pub fn train(cfg: TrainConfig, command_line: Vec<String>) -> Result<Outcome> {
     state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
     state.scaler = scaler.as_ref().map(GradScaler::state);
     checkpoint::write(&run_dir, "last", &vs, &opt, &state)?;
+    last_checkpoint = Some(state.step);
     logs.flush()?;
     logs.draw()?;
     bar.finish_and_clear();
-    Ok(Outcome::Finished(summary(&state, final_loss, images_here, wait_total, steps_here, valid_skipped)))
+    Ok(Outcome::Finished(Summary { last_checkpoint, ..summary(&state, final_loss, images_here, wait_total, steps_here, valid_skipped) }))
 }
 
-/// The run folder and the configuration to use; for `--resume`, the saved configuration with
-/// this command line's step limits, device, workers and logging.
-fn prepare_run(cfg: TrainConfig) -> Result<(TrainConfig, PathBuf, Option<PathBuf>)> {
+/// The run folder, locked, and the configuration to use; for `--resume`, the saved configuration
+/// with this command line's step limits, device, workers, threads and logging. Nothing is deleted
+/// here but temporary files an interrupted run left (stale for certain once the lock is held).
+fn prepare_run(cfg: TrainConfig) -> Result<(TrainConfig, RunDir, Option<PathBuf>)> {
     let Some(resume) = cfg.resume.clone() else {
-        let run_dir = cfg.model_dir.join(cfg.run_name());
-        if cfg.overwrite && run_dir.exists() {
-            std::fs::remove_dir_all(&run_dir).with_context(|| format!("cannot remove {}", run_dir.display()))?;
+        let run = RunDir::lock(&cfg.model_dir.join(cfg.run_name()), true)?;
+        remove_stale(&run)?;
+        if !cfg.overwrite && checkpoint::checkpoint_dir(run.path(), "last").is_some() {
+            bail!("run folder {} already holds a run: continue it with --resume, or choose another --run-name, or --overwrite", run.path().display());
         }
-        if checkpoint::checkpoint_dir(&run_dir, "last").is_some() {
-            bail!("run folder {} already holds a run: continue it with --resume, or choose another --run-name, or --overwrite", run_dir.display());
-        }
-        std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
-        return Ok((cfg, run_dir, None));
+        return Ok((cfg, run, None));
     };
     let run_dir = [PathBuf::from(&resume), cfg.model_dir.join(&resume)]
         .into_iter()
         .find(|d| d.join("config.json").is_file())
         .with_context(|| format!("no run '{resume}': neither {resume}/config.json nor {}/config.json exists", cfg.model_dir.join(&resume).display()))?;
+    let run = RunDir::lock(&run_dir, false)?;
+    remove_stale(&run)?;
     let saved = SavedConfig::read(&run_dir)?;
     let ckpt = checkpoint::checkpoint_dir(&run_dir, "last")
         .with_context(|| format!("run {} has no checkpoint to resume from (checkpoints/last)", run_dir.display()))?;
@@ -413,10 +404,119 @@ fn prepare_run(cfg: TrainConfig) -> Result<(TrainConfig, PathBuf, Option<PathBuf
     }
     merged.device = cfg.device;
     merged.workers = cfg.workers;
+    merged.threads = cfg.threads;
     merged.log_every = cfg.log_every;
     merged.skip_corrupt = cfg.skip_corrupt || merged.skip_corrupt;
+    merged.allow_changed_data = cfg.allow_changed_data;
     merged.resume = Some(resume);
-    Ok((merged, run_dir, Some(ckpt)))
+    Ok((merged, run, Some(ckpt)))
+}
+
+fn remove_stale(run: &RunDir) -> Result<()> {
+    let n = run.remove_stale()?;
+    if n > 0 {
+        eprintln!("facekit train: removed {n} temporary file(s) an interrupted run left in {}", run.path().display());
+    }
+    Ok(())
+}
+
+/// What a run needs before its folder may be changed: the device, both loaders (every dataset
+/// opened and checked) and the datasets' identities, compared with the saved ones on resume.
+struct Opened {
+    device: Device,
+    loader: Loader,
+    valid_loader: Option<Loader>,
+    datasets: Vec<DatasetIdentity>,
+}
+
+fn open_run(cfg: &TrainConfig, resume_dir: Option<&Path>, run_dir: &Path) -> Result<Opened> {
+    let device = parse_device(&cfg.device)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let on_cuda = matches!(device, Device::Cuda(_));
+    let workers = match cfg.workers {
+        0 if on_cuda => cores,
+        0 => (cores / 4).max(1),
+        n => n,
+    };
+    // libtorch's own threads, whose OpenMP pool would otherwise take every core and fight the
+    // decode workers for them (see main.rs for OMP_WAIT_POLICY).
+    let threads = if cfg.threads == 0 { cores.saturating_sub(workers).max(1) } else { cfg.threads };
+    tch::set_num_threads(threads as i32);
+    let loader_cfg = |shuffle: bool| LoaderConfig {
+        batch_size: cfg.batch_size,
+        image_size: cfg.image_size,
+        workers,
+        prefetch: 2 * workers,
+        shuffle,
+        seed: if shuffle { cfg.seed } else { 0 },
+        augment: if shuffle { cfg.augment() } else { Augment::NONE },
+        rank: 0,
+        world_size: 1,
+        drop_last: shuffle,
+        skip_corrupt: cfg.skip_corrupt,
+    };
+    let train_sets = open_sets(&cfg.train_sets, &cfg.data_dir)?;
+    let mut datasets: Vec<DatasetIdentity> = train_sets.iter().map(|d| DatasetIdentity::of("train", d)).collect::<Result<_>>()?;
+    let loader = Loader::new(train_sets, loader_cfg(true)).context("cannot load the training sets")?;
+    let valid_loader = if cfg.valid_sets.is_empty() {
+        None
+    } else {
+        let sets = open_sets(&cfg.valid_sets, &cfg.data_dir)?;
+        for d in &sets {
+            datasets.push(DatasetIdentity::of("valid", d)?);
+        }
+        Some(Loader::new(sets, loader_cfg(false)).context("cannot load the validation sets")?)
+    };
+    if cfg.task == TaskKind::Fr && !loader.has_class_labels() {
+        bail!("the training sets have no identity labels (packed from a flat folder?): FR needs one folder per person");
+    }
+    check_head_memory(cfg, loader.num_classes(), device)?;
+    if resume_dir.is_some() {
+        let saved = SavedConfig::read(run_dir)?;
+        let changed = DatasetIdentity::changes(&saved.datasets, &datasets);
+        if !changed.is_empty() && !cfg.allow_changed_data {
+            bail!(
+                "the data of run {} changed since it started: {}. Resuming on other data would not continue the same run; \
+                 pass --allow-changed-data to continue anyway",
+                run_dir.display(),
+                changed.join("; ")
+            );
+        }
+    }
+    eprintln!("facekit train: {workers} decode worker(s), {threads} compute thread(s)");
+    Ok(Opened { device, loader, valid_loader, datasets })
+}
+
+/// Refuses a run whose ArcFace head cannot fit: a manifest claiming billions of classes must not
+/// end in an allocation failure inside libtorch.
+fn check_head_memory(cfg: &TrainConfig, classes: u32, device: Device) -> Result<()> {
+    if !matches!(cfg.task, TaskKind::Fr | TaskKind::Multi) {
+        return Ok(());
+    }
+    // Weights, their gradient and the momentum buffer, in fp32.
+    let bytes = u64::from(classes).saturating_mul(cfg.embedding_size as u64).saturating_mul(4 * 3);
+    let available = match device {
+        Device::Cpu => available_memory(),
+        _ => None,
+    };
+    if let Some(avail) = available.filter(|a| bytes > *a) {
+        bail!(
+            "the ArcFace head for {classes} classes x {} dimensions needs {:.1} GiB (weights, gradients, momentum), \
+             more than the {:.1} GiB of memory available",
+            cfg.embedding_size,
+            bytes as f64 / f64::from(1u32 << 30),
+            avail as f64 / f64::from(1u32 << 30)
+        );
+    }
+    Ok(())
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// The learning-rate schedule `cfg` asks for; `total_steps` is the run's length when known.
@@ -509,6 +609,54 @@ fn open_sets(names: &[String], data_dir: &Path) -> Result<Vec<Arc<Dataset>>> {
 fn labels_to_device(batch: &Batch, device: Device) -> BatchLabels {
     let t = |v: &[i64]| Tensor::from_slice(v).to_device(device);
     BatchLabels { class: t(&batch.class), gender: t(&batch.gender), age: t(&batch.age) }
+}
+
+/// Stops a run whose training sets carry no label for what it learns: Gender on data without
+/// gender labels would train at loss 0 and "finish". Decided after [`LabelGuard::STEPS`] steps
+/// (or at the end of a shorter run): with shuffled batches, a label held by even one image in a
+/// few hundred has then been seen.
+struct LabelGuard {
+    task: Task,
+    seen: [u64; 3],
+    steps: u64,
+    decided: bool,
+}
+
+impl LabelGuard {
+    const STEPS: u64 = 100;
+
+    fn new(task: Task) -> Self {
+        LabelGuard { task, seen: [0; 3], steps: 0, decided: false }
+    }
+
+    fn observe(&mut self, batch: &Batch, at_end: bool) -> Result<()> {
+        if self.decided {
+            return Ok(());
+        }
+        self.steps += 1;
+        for (n, labels) in self.seen.iter_mut().zip([&batch.class, &batch.gender, &batch.age]) {
+            *n += labels.iter().filter(|&&l| l >= 0).count() as u64;
+        }
+        if !at_end && self.steps < Self::STEPS {
+            return Ok(());
+        }
+        self.decided = true;
+        let [class, gender, age] = self.seen;
+        let missing = match self.task {
+            Task::Gender if gender == 0 => Some("gender"),
+            Task::Age if age == 0 => Some("age"),
+            Task::Multi if class + gender + age == 0 => Some("identity, gender or age"),
+            _ => None,
+        };
+        if let Some(what) = missing {
+            bail!(
+                "none of the images of the first {} step(s) has a {what} label: the training sets carry none, and the loss \
+                 would be 0 throughout (pack them with --attributes or --utkface-labels)",
+                self.steps
+            );
+        }
+        Ok(())
+    }
 }
 
 fn describe(v: &Validation) -> String {
