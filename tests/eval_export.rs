@@ -52,7 +52,7 @@ fn torchscript_export_matches_facekit_embeddings_in_pytorch() {
     let (src, out) = (tmp.path().join("run"), tmp.path().join("export"));
     std::fs::create_dir_all(&src).unwrap();
     tiny_model(&src);
-    let model = EmbedModel::load(&src, "best", tch::Device::Cpu).unwrap();
+    let model = EmbedModel::load(&src, Some("best"), tch::Device::Cpu).unwrap();
     let report = export::export(&model, &out).unwrap();
 
     let pixels = aligned_faces();

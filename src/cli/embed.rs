@@ -25,14 +25,14 @@ pub struct ModelArgs {
     /// A run folder (`Model/<run>`), an export folder, or a `.safetensors` file with `net.json` nearby.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Which checkpoint of a run folder: `best` or `last`.
-    #[arg(long, default_value = "best")]
-    pub checkpoint: String,
+    /// Which checkpoint of a run folder [default: best, or last for a run without validation].
+    #[arg(long, value_parser = ["best", "last"])]
+    pub checkpoint: Option<String>,
     /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
     pub batch_size: usize,
     /// Flip test: sum the embeddings of each image and its mirror, then normalise (as insightface).
     #[arg(long)]
@@ -44,7 +44,7 @@ impl ModelArgs {
     pub fn load(&self) -> Result<EmbedModel> {
         let Some(model) = &self.model else { bail!("--model is required") };
         let device = crate::train::run::parse_device(&self.device)?;
-        EmbedModel::load(model, &self.checkpoint, device)
+        EmbedModel::load(model, self.checkpoint.as_deref(), device)
     }
 }
 
@@ -169,29 +169,42 @@ fn clean(s: &str) -> String {
     s.replace(['\t', '\n', '\r'], " ")
 }
 
-/// Every file below `root` whose first bytes are a known image format, sorted by path.
+/// Every file below `root` (symlinks followed) whose first bytes are a known image format, sorted
+/// by path. Other files are counted and the count printed: nothing is left out unsaid. FIFOs and
+/// devices are among those, never opened.
 fn image_files(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+    let mut skipped = 0u64;
+    for entry in walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name() {
         let entry = entry.with_context(|| format!("cannot list {}", root.display()))?;
         let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if !entry.file_type().is_file() || hidden {
+        if entry.file_type().is_dir() || hidden {
             continue;
         }
         let mut head = [0u8; 64];
-        let n = std::fs::File::open(entry.path())
-            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-            .with_context(|| format!("cannot read {}", entry.path().display()))?;
+        let n = match crate::fsx::open_regular(entry.path()) {
+            Ok(mut f) => std::io::Read::read(&mut f, &mut head).with_context(|| format!("cannot read {}", entry.path().display()))?,
+            Err(e @ crate::fsx::FileError::NotRegular { .. }) => {
+                eprintln!("facekit: skipping {e}");
+                0
+            }
+            Err(e) => return Err(e.into()),
+        };
         if crate::image_io::sniff_format(&head[..n]).is_some() {
             out.push(entry.into_path());
+        } else {
+            skipped += 1;
         }
+    }
+    if skipped > 0 {
+        eprintln!("facekit: {skipped} file(s) under {} are not images and were skipped", root.display());
     }
     Ok(out)
 }
 
 /// Reads `labels.tsv` written by `facekit embed`: the class id of each row (None when unknown).
 pub fn read_labels(path: &Path) -> Result<Vec<Option<u32>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::fsx::read_string(path, crate::fsx::EMBEDDINGS)?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate().skip(1) {
         let cols: Vec<&str> = line.split('\t').collect();

@@ -49,7 +49,7 @@ pub struct VerifyArgs {
     #[arg(long, default_value = "training")]
     pub data_dir: PathBuf,
     /// Number of cross-validation folds for pairs protocols.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=1000))]
     pub folds: usize,
     /// Pairs naming missing people or photos: `error` stops, `skip` leaves them out (counted).
     #[arg(long, value_enum, default_value = "error")]
@@ -57,7 +57,7 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub prep: PrepArgs,
     /// All-pairs: most pairs scored; beyond it impostor pairs are a deterministic sample.
-    #[arg(long, default_value_t = 50_000_000)]
+    #[arg(long, default_value_t = 50_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pairs: u64,
     /// All-pairs: seed of that sample.
     #[arg(long, default_value_t = 0)]

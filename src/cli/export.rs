@@ -11,9 +11,9 @@ pub struct ExportArgs {
     /// A run folder (`Model/<run>`) or a `.safetensors` checkpoint with `net.json` nearby.
     #[arg(long)]
     pub model: PathBuf,
-    /// Which checkpoint of a run folder: `best` or `last`.
-    #[arg(long, default_value = "best")]
-    pub checkpoint: String,
+    /// Which checkpoint of a run folder [default: best, or last for a run without validation].
+    #[arg(long, value_parser = ["best", "last"])]
+    pub checkpoint: Option<String>,
     /// Output folder: model.safetensors, model.torchscript.pt and net.json are written there.
     #[arg(short, long)]
     pub out: PathBuf,
@@ -24,7 +24,7 @@ pub struct ExportArgs {
 
 /// Exports on the CPU, so that the files load anywhere.
 pub fn run(args: ExportArgs) -> Result<ExitCode> {
-    let model = EmbedModel::load(&args.model, &args.checkpoint, tch::Device::Cpu)?;
+    let model = EmbedModel::load(&args.model, args.checkpoint.as_deref(), tch::Device::Cpu)?;
     let r = crate::eval::export::export(&model, &args.out)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -93,21 +93,14 @@ impl Sources {
         let (k, i) = self.locate(g);
         let ds = &self.datasets[k];
         let rec = ds.record(i)?;
-        let name = || {
+        dec.decode_into(&rec, size, view, out).with_context(|| {
             let (s, j) = ds.locate(i).expect("record() succeeded, so i is in range");
-            format!("record {j} of shard {} (origin '{}')", ds.shards()[s].path().display(), String::from_utf8_lossy(rec.path))
-        };
-        // What the manifest promises bounds what a record may ask for: its class id (the
-        // ArcFace head has `classes` rows) and its image size (the decode buffer).
-        let m = ds.manifest();
-        let h = &rec.header;
-        if h.class_id != crate::shard::format::UNKNOWN_CLASS && h.class_id >= m.classes {
-            bail!("{}: class id {} is not below the manifest's {} classes", name(), h.class_id, m.classes);
-        }
-        if (u32::from(h.width), u32::from(h.height)) != (m.encoding.width, m.encoding.height) {
-            bail!("{}: a {}x{} image, but the manifest says every record is {}x{}", name(), h.width, h.height, m.encoding.width, m.encoding.height);
-        }
-        dec.decode_into(&rec, size, view, out).with_context(|| format!("cannot decode {}", name()))?;
+            format!(
+                "cannot decode record {j} of shard {} (origin '{}')",
+                ds.shards()[s].path().display(),
+                String::from_utf8_lossy(rec.path)
+            )
+        })?;
         let r = rec.to_labels();
         let class = r.class_id.map_or(-1, |c| (c + self.class_offsets[k]) as i64);
         let gender = r.gender.map_or(-1, |g| if g == Gender::Male { 0 } else { 1 });

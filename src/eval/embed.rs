@@ -24,17 +24,30 @@ pub struct EmbedModel {
 }
 
 /// Where the weights and `net.json` of `model` are: a run folder (`Model/<run>`, checkpoint
-/// `best` or `last`), an export folder (`model.safetensors` + `net.json`), or a `.safetensors`
-/// file with `net.json` beside it or in the run folder above it.
-pub fn locate(model: &Path, checkpoint: &str) -> Result<(PathBuf, PathBuf)> {
+/// `best` or `last`; `None`: `best`, or `last` with a note for a run trained without validation),
+/// an export folder (`model.safetensors` + `net.json`), or a `.safetensors` file with `net.json`
+/// beside it or in the run folder above it.
+pub fn locate(model: &Path, checkpoint: Option<&str>) -> Result<(PathBuf, PathBuf)> {
     let weights = if model.is_file() {
         model.to_path_buf()
     } else if model.join("model.safetensors").is_file() {
         model.join("model.safetensors")
     } else if model.join("net.json").is_file() {
-        let dir = crate::train::checkpoint::checkpoint_dir(model, checkpoint).with_context(|| {
-            format!("run {} has no checkpoint `{checkpoint}` (expected {}/checkpoints/{checkpoint}/)", model.display(), model.display())
-        })?;
+        use crate::train::checkpoint::checkpoint_dir;
+        let dir = match checkpoint {
+            Some(name) => checkpoint_dir(model, name).with_context(|| {
+                format!("run {} has no checkpoint `{name}` (expected {}/checkpoints/{name}/)", model.display(), model.display())
+            })?,
+            None => match checkpoint_dir(model, "best") {
+                Some(d) => d,
+                None => {
+                    let last = checkpoint_dir(model, "last")
+                        .with_context(|| format!("run {} has no checkpoint yet (neither best nor last)", model.display()))?;
+                    eprintln!("facekit: run {} has no `best` checkpoint (trained without --valid-sets): using `last`", model.display());
+                    last
+                }
+            },
+        };
         dir.join(crate::train::checkpoint::MODEL_FILE)
     } else {
         bail!("{} is neither a run folder (with net.json), an export folder nor a .safetensors file", model.display());
@@ -51,9 +64,9 @@ pub fn locate(model: &Path, checkpoint: &str) -> Result<(PathBuf, PathBuf)> {
 
 impl EmbedModel {
     /// Loads the network described by `model` (see [`locate`]) onto `device`.
-    pub fn load(model: &Path, checkpoint: &str, device: Device) -> Result<Self> {
+    pub fn load(model: &Path, checkpoint: Option<&str>, device: Device) -> Result<Self> {
         let (weights, net_json) = locate(model, checkpoint)?;
-        let text = std::fs::read_to_string(&net_json).with_context(|| format!("cannot read {}", net_json.display()))?;
+        let text = crate::fsx::read_string(&net_json, crate::fsx::STATE)?;
         let config: NetConfig = serde_json::from_str(&text).with_context(|| format!("{} is not a network configuration", net_json.display()))?;
         let mut vs = VarStore::new(device);
         let net = FaceNet::new(&vs.root(), &config).with_context(|| format!("bad network configuration in {}", net_json.display()))?;

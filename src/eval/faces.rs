@@ -81,7 +81,7 @@ pub fn resize(img: &RgbImage, size: u32) -> RgbImage {
 pub fn prepare_files(paths: &[PathBuf], size: u32, how: &Preparation) -> Result<(Vec<RgbImage>, Vec<Prepared>, PrepStats)> {
     let bar = crate::progress::items(paths.len() as u64, "faces");
     let decode = |p: &PathBuf| -> Result<RgbImage> {
-        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let bytes = crate::fsx::read(p, crate::fsx::PHOTO)?;
         crate::image_io::decode_image(&bytes).with_context(|| format!("cannot decode {}", p.display()))
     };
     let out: Vec<Result<(RgbImage, Prepared, Option<String>)>> = match how {

@@ -60,7 +60,7 @@ pub fn write_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<
 
 /// Reads a 2-D little-endian float32, C-order `.npy` file (versions 1 to 3).
 pub fn read_f32(path: &Path) -> Result<Matrix> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::fsx::read(path, crate::fsx::EMBEDDINGS)?;
     decode_f32(&bytes).with_context(|| format!("{} is not a float32 matrix .npy file", path.display()))
 }
 

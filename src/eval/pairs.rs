@@ -56,7 +56,7 @@ pub struct PairList {
 impl PairList {
     /// Reads and parses a pairs file.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read pairs file {}", path.display()))?;
+        let text = crate::fsx::read_string(path, crate::fsx::PAIRS).context("cannot read the pairs file")?;
         Self::parse(&text).with_context(|| format!("pairs file {} is malformed", path.display()))
     }
 
@@ -71,7 +71,13 @@ impl PairList {
             [f, n] => (parse_num(f)?, parse_num(n)?),
             _ => bail!("line 1: header {header:?} is not `folds n`"),
         };
-        let mut pairs = Vec::with_capacity(folds * per_fold * 2);
+        // The header only promises: the lines decide what is kept, and their count bounds it.
+        let promised = folds
+            .checked_mul(per_fold)
+            .and_then(|n| n.checked_mul(2))
+            .filter(|&n| n <= text.len())
+            .with_context(|| format!("line 1: header {header:?} promises more pairs than the file could hold"))?;
+        let mut pairs = Vec::with_capacity(promised);
         for (i, line) in lines {
             let line_no = i + 1;
             let f: Vec<&str> = line.split_whitespace().collect();
@@ -81,6 +87,14 @@ impl PairList {
                     .filter(|&n| n > 0)
                     .with_context(|| format!("line {line_no}: {s:?} is not a photo number (1, 2, ...)"))
             };
+            let names: &[&str] = match f.as_slice() {
+                [name, _, _] => &[name],
+                [n1, _, n2, _] => &[n1, n2],
+                _ => &[],
+            };
+            if let Some(bad) = names.iter().find(|n| !is_person_name(n)) {
+                bail!("line {line_no}: {bad:?} is not a person's folder name (no '/', not '.' or '..')");
+            }
             let pair = match f.as_slice() {
                 [name, a, b] => Pair {
                     left: FaceRef { name: name.to_string(), number: num(a)? },
@@ -98,15 +112,19 @@ impl PairList {
             };
             pairs.push(pair);
         }
-        if pairs.len() != folds * per_fold * 2 {
+        if pairs.len() != promised {
             bail!(
-                "the header promises {folds} fold(s) of {per_fold} same and {per_fold} different pairs ({} lines), the file has {}",
-                folds * per_fold * 2,
+                "the header promises {folds} fold(s) of {per_fold} same and {per_fold} different pairs ({promised} lines), the file has {}",
                 pairs.len()
             );
         }
         Ok(PairList { folds, per_fold, pairs })
     }
+}
+
+/// A person name must be one folder of the image root: a pairs file cannot point outside it.
+fn is_person_name(name: &str) -> bool {
+    crate::fsx::is_plain_name(name)
 }
 
 /// What to do with pairs whose images or people are missing from the image root.

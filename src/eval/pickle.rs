@@ -6,8 +6,12 @@
 //! interpreting them itself: `_codecs.encode(str, 'latin1')` (how Python 3 writes `bytes` at
 //! protocol 2), `bytes()` / `__builtin__.bytes()` (empty bytes), and numpy's boolean scalars
 //! (`numpy.core.multiarray.scalar(dtype('b1'), b'\x01')`). Any other opcode or callable is
-//! rejected with its byte offset. Every length is checked against the bytes that remain, so a
-//! corrupt file cannot make the reader allocate more than the file's own size.
+//! rejected with its byte offset. Every length is checked against the bytes that remain, and what
+//! the machine builds is bounded ([`Limits`]): lists hold only plain values, tuples nest at most
+//! [`MAX_DEPTH`] deep (no recursion can overflow the stack, however the opcodes are arranged),
+//! at most [`MAX_ITEMS`] container elements are made, and the bytes made (a memoised string
+//! encoded again and again, an image listed twice) stay within twice the file's size, so a small
+//! hostile file cannot expand to gigabytes.
 
 use anyhow::{bail, Context, Result};
 use std::cell::RefCell;
@@ -25,9 +29,9 @@ pub struct VerificationBin {
 }
 
 impl VerificationBin {
-    /// Reads and parses a `.bin` file.
+    /// Reads and parses a `.bin` file (at most [`crate::fsx::VERIFICATION_BIN`] bytes).
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = crate::fsx::read(path, crate::fsx::VERIFICATION_BIN)?;
         parse_verification_bin(&bytes).with_context(|| format!("{} is not an insightface verification .bin", path.display()))
     }
 }
@@ -40,8 +44,10 @@ enum Value {
     Bool(bool),
     Int(i64),
     None,
+    /// Lists hold plain values only (bytes, strings, numbers), so they never nest.
     List(Rc<RefCell<Vec<Value>>>),
-    Tuple(Rc<Vec<Value>>),
+    /// A tuple and its nesting depth (1 + the deepest tuple inside).
+    Tuple(Rc<Vec<Value>>, usize),
     /// A whitelisted callable named by GLOBAL / STACK_GLOBAL.
     Global(Callable),
     /// A numpy dtype made by `numpy.dtype(code, ...)`.
@@ -67,7 +73,7 @@ impl Value {
             Value::Int(_) => "int",
             Value::None => "None",
             Value::List(_) => "list",
-            Value::Tuple(_) => "tuple",
+            Value::Tuple(..) => "tuple",
             Value::Global(_) => "callable",
             Value::Dtype(_) => "numpy dtype",
             Value::Mark => "mark",
@@ -75,10 +81,43 @@ impl Value {
     }
 }
 
+/// Deepest tuple nesting accepted (a verification file needs 2).
+pub const MAX_DEPTH: usize = 8;
+/// Most list and tuple elements one file may make (lfw.bin makes 18,000; IJB-C about 700,000).
+pub const MAX_ITEMS: u64 = 16 << 20;
+
+/// What the pickle machine may still build.
+struct Limits {
+    items: u64,
+    bytes: u64,
+}
+
+impl Limits {
+    fn for_file(len: usize) -> Self {
+        Limits { items: MAX_ITEMS, bytes: 2 * len as u64 + (1 << 20) }
+    }
+
+    fn items(&mut self, n: usize, at: usize) -> Result<()> {
+        self.items = self.items.checked_sub(n as u64).with_context(|| {
+            format!("at byte {at}: more than {MAX_ITEMS} list and tuple elements; not a verification file")
+        })?;
+        Ok(())
+    }
+
+    fn bytes(&mut self, n: usize, at: usize) -> Result<()> {
+        self.bytes = self
+            .bytes
+            .checked_sub(n as u64)
+            .with_context(|| format!("at byte {at}: the pickle builds more bytes than twice its own size (repeated memo references?)"))?;
+        Ok(())
+    }
+}
+
 /// Parses the bytes of a verification `.bin` pickle.
 pub fn parse_verification_bin(data: &[u8]) -> Result<VerificationBin> {
-    let top = unpickle(data)?;
-    let Value::Tuple(items) = top else { bail!("the pickle holds a {}, not a (images, issame) tuple", top.kind()) };
+    let mut limits = Limits::for_file(data.len());
+    let top = unpickle(data, &mut limits)?;
+    let Value::Tuple(items, _) = top else { bail!("the pickle holds a {}, not a (images, issame) tuple", top.kind()) };
     if items.len() != 2 {
         bail!("the pickle holds a tuple of {} items, not (images, issame)", items.len());
     }
@@ -90,7 +129,10 @@ pub fn parse_verification_bin(data: &[u8]) -> Result<VerificationBin> {
         .iter()
         .enumerate()
         .map(|(i, v)| match v {
-            Value::Bytes(b) => Ok(b.as_ref().clone()),
+            Value::Bytes(b) => {
+                limits.bytes(b.len(), data.len())?;
+                Ok(b.as_ref().clone())
+            }
             other => bail!("image {i} is a {}, not a byte string", other.kind()),
         })
         .collect::<Result<Vec<_>>>()?;
@@ -184,8 +226,30 @@ fn apply(f: Callable, args: &[Value]) -> Result<Value> {
     }
 }
 
+/// Checks values about to enter a list: plain values only (a verification file's lists hold
+/// images and booleans), within the element budget.
+fn list_items(items: &[Value], at: usize, limits: &mut Limits) -> Result<()> {
+    if let Some(v) = items.iter().find(|v| !matches!(v, Value::Bytes(_) | Value::Str(_) | Value::Bool(_) | Value::Int(_) | Value::None)) {
+        bail!("at byte {at}: a {} inside a list (a verification file's lists hold only images and booleans)", v.kind());
+    }
+    limits.items(items.len(), at)
+}
+
+/// A tuple of `items`, refused when it would nest deeper than [`MAX_DEPTH`].
+fn tuple(items: Vec<Value>, at: usize, limits: &mut Limits) -> Result<Value> {
+    if items.iter().any(|v| matches!(v, Value::Mark)) {
+        bail!("at byte {at}: a MARK inside a tuple");
+    }
+    let depth = 1 + items.iter().map(|v| if let Value::Tuple(_, d) = v { *d } else { 0 }).max().unwrap_or(0);
+    if depth > MAX_DEPTH {
+        bail!("at byte {at}: tuples nested more than {MAX_DEPTH} deep; not a verification file");
+    }
+    limits.items(items.len(), at)?;
+    Ok(Value::Tuple(Rc::new(items), depth))
+}
+
 /// Runs the restricted pickle machine and returns the top value at STOP.
-fn unpickle(data: &[u8]) -> Result<Value> {
+fn unpickle(data: &[u8], limits: &mut Limits) -> Result<Value> {
     let mut c = Cursor { data, pos: 0 };
     let mut stack: Vec<Value> = Vec::new();
     let mut memo: HashMap<u32, Value> = HashMap::new();
@@ -198,6 +262,9 @@ fn unpickle(data: &[u8]) -> Result<Value> {
     loop {
         let at = c.pos;
         let op = c.u8().context("the pickle ends without STOP")?;
+        if stack.len() as u64 > MAX_ITEMS {
+            bail!("at byte {at}: more than {MAX_ITEMS} values on the pickle stack; not a verification file");
+        }
         let pop = |stack: &mut Vec<Value>| stack.pop().with_context(|| format!("at byte {at}: stack underflow"));
         match op {
             0x80 => {
@@ -215,24 +282,22 @@ fn unpickle(data: &[u8]) -> Result<Value> {
             }
             b'(' => stack.push(Value::Mark),
             b']' => stack.push(Value::List(Rc::new(RefCell::new(Vec::new())))),
-            b')' => stack.push(Value::Tuple(Rc::new(Vec::new()))),
+            b')' => stack.push(Value::Tuple(Rc::new(Vec::new()), 1)),
             b'N' => stack.push(Value::None),
             0x88 => stack.push(Value::Bool(true)),
             0x89 => stack.push(Value::Bool(false)),
             b'K' => stack.push(Value::Int(c.u8()? as i64)),
             b'M' => stack.push(Value::Int(u16::from_le_bytes(c.take(2)?.try_into().expect("2 bytes")) as i64)),
             b'J' => stack.push(Value::Int(i32::from_le_bytes(c.take(4)?.try_into().expect("4 bytes")) as i64)),
-            b'T' | b'B' => {
-                let n = c.u32()? as usize;
-                stack.push(Value::Bytes(Rc::new(c.take(n)?.to_vec())));
-            }
-            b'U' | b'C' => {
-                let n = c.u8()? as usize;
-                stack.push(Value::Bytes(Rc::new(c.take(n)?.to_vec())));
-            }
-            0x8e => {
-                let n = c.len64()?;
-                stack.push(Value::Bytes(Rc::new(c.take(n)?.to_vec())));
+            b'T' | b'B' | b'U' | b'C' | 0x8e => {
+                let n = match op {
+                    b'T' | b'B' => c.u32()? as usize,
+                    b'U' | b'C' => c.u8()? as usize,
+                    _ => c.len64()?,
+                };
+                let bytes = c.take(n)?;
+                limits.bytes(n, at)?;
+                stack.push(Value::Bytes(Rc::new(bytes.to_vec())));
             }
             b'X' | 0x8c | 0x8d => {
                 let n = match op {
@@ -245,6 +310,7 @@ fn unpickle(data: &[u8]) -> Result<Value> {
             }
             b'a' => {
                 let item = pop(&mut stack)?;
+                list_items(std::slice::from_ref(&item), at, limits)?;
                 match stack.last() {
                     Some(Value::List(l)) => l.borrow_mut().push(item),
                     _ => bail!("at byte {at}: APPEND without a list"),
@@ -252,6 +318,7 @@ fn unpickle(data: &[u8]) -> Result<Value> {
             }
             b'e' => {
                 let items = pop_mark(&mut stack, at)?;
+                list_items(&items, at, limits)?;
                 match stack.last() {
                     Some(Value::List(l)) => l.borrow_mut().extend(items),
                     _ => bail!("at byte {at}: APPENDS without a list"),
@@ -259,7 +326,7 @@ fn unpickle(data: &[u8]) -> Result<Value> {
             }
             b't' => {
                 let items = pop_mark(&mut stack, at)?;
-                stack.push(Value::Tuple(Rc::new(items)));
+                stack.push(tuple(items, at, limits)?);
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
@@ -267,7 +334,7 @@ fn unpickle(data: &[u8]) -> Result<Value> {
                     bail!("at byte {at}: TUPLE{n} needs {n} values on the stack");
                 }
                 let items = stack.split_off(stack.len() - n);
-                stack.push(Value::Tuple(Rc::new(items)));
+                stack.push(tuple(items, at, limits)?);
             }
             b'q' | b'r' | 0x94 => {
                 let key = match op {
@@ -276,6 +343,7 @@ fn unpickle(data: &[u8]) -> Result<Value> {
                     _ => memo.len() as u32,
                 };
                 let top = stack.last().with_context(|| format!("at byte {at}: memoizing an empty stack"))?.clone();
+                limits.items(1, at)?;
                 memo.insert(key, top);
             }
             b'h' | b'j' => {
@@ -299,10 +367,14 @@ fn unpickle(data: &[u8]) -> Result<Value> {
             b'R' => {
                 let args = pop(&mut stack)?;
                 let f = pop(&mut stack)?;
-                let (Value::Global(f), Value::Tuple(args)) = (&f, &args) else {
+                let (Value::Global(f), Value::Tuple(args, _)) = (&f, &args) else {
                     bail!("at byte {at}: REDUCE on a {} with {}", f.kind(), args.kind());
                 };
-                stack.push(apply(*f, args).with_context(|| format!("at byte {at}"))?);
+                let made = apply(*f, args).with_context(|| format!("at byte {at}"))?;
+                if let Value::Bytes(b) = &made {
+                    limits.bytes(b.len(), at)?;
+                }
+                stack.push(made);
             }
             b'b' => {
                 // BUILD sets a dtype's internal state (byte order, flags): irrelevant to booleans.

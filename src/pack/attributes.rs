@@ -43,7 +43,7 @@ pub struct AttributeTable {
 impl AttributeTable {
     /// Reads and checks an attributes CSV; errors name the file and line.
     pub fn read(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).with_context(|| format!("cannot read attributes file {}", path.display()))?;
+        let (file, _) = crate::fsx::open_within(path, crate::fsx::TABLE).context("cannot read the attributes file")?;
         Self::from_reader(file).with_context(|| format!("attributes file {}", path.display()))
     }
 

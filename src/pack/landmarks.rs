@@ -24,7 +24,7 @@ pub struct LandmarkTable {
 impl LandmarkTable {
     /// Reads and checks a landmarks file; errors name the file and line.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read landmarks file {}", path.display()))?;
+        let text = crate::fsx::read_string(path, crate::fsx::TABLE).context("cannot read the landmarks file")?;
         Self::parse(&text).with_context(|| format!("landmarks file {}", path.display()))
     }
 

@@ -41,6 +41,16 @@ pub const VALID_SUFFIX: &str = ".valid";
 /// Environment variable that stops a pack after this many checkpoints, as a crash would: only for
 /// testing `--resume`.
 pub const STOP_AFTER_ENV: &str = "FACEKIT_PACK_STOP_AFTER_SHARDS";
+/// Test-only: ends the process (exit 137, as `kill -9`) right after this step of a finishing pack:
+/// `checkpoint`, `manifests` or `rejects`.
+#[doc(hidden)]
+pub const CRASH_IN_FINISH_ENV: &str = "FACEKIT_TEST_PACK_CRASH_AFTER";
+
+fn crash_point(step: &str) {
+    if std::env::var(CRASH_IN_FINISH_ENV).is_ok_and(|v| v == step) {
+        std::process::exit(137);
+    }
+}
 
 /// How faces are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -535,6 +545,7 @@ impl Sink {
             report: Some(report),
         };
         cp.write(&ctx.progress)?;
+        crash_point("checkpoint");
         drop(self.rejects);
         complete(opts, plan, paths, vpaths, &cp)
     }
@@ -565,7 +576,9 @@ fn complete(opts: &PackOptions, plan: &Plan, paths: &DatasetPaths, vpaths: Optio
         let m = manifest(c.per_source.iter().map(|s| s.packed_train).collect());
         write_manifest_unless_done(paths, &cp.train_shards, m, &labels, opts.shard_size)?;
     }
+    crash_point("manifests");
     RejectsLog::complete(&paths.rejects(), cp.rejects_bytes)?;
+    crash_point("rejects");
     report.write(&paths.report())?;
     remove_file(&paths.progress())?;
     Ok(report)

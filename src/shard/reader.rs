@@ -291,12 +291,31 @@ impl Dataset {
         Some((k, i - self.starts[k] as usize))
     }
 
-    /// Global record `i`, checked, without copying. The error names the shard and record.
+    /// Global record `i`, checked (magic, bounds, CRC, and what the manifest promises: its class
+    /// id below `classes`, its image of the manifest's encoding and size, which bounds any decode
+    /// buffer), without copying. The error names the shard and record.
     pub fn record(&self, i: usize) -> Result<RecordView<'_>> {
         let (k, j) = self.locate(i).with_context(|| format!("record {i} out of range ({} records)", self.len()))?;
-        self.shards[k]
-            .record(j)
-            .with_context(|| format!("shard {} is corrupt", self.shards[k].path().display()))
+        let shard = &self.shards[k];
+        let view = shard.record(j).with_context(|| format!("shard {} is corrupt", shard.path().display()))?;
+        let (h, m) = (&view.header, &self.manifest);
+        let at = || format!("record {j} of shard {}", shard.path().display());
+        if h.class_id != format::UNKNOWN_CLASS && h.class_id >= m.classes {
+            bail!("{}: class id {} is not below the manifest's {} classes", at(), h.class_id, m.classes);
+        }
+        if (u32::from(h.width), u32::from(h.height)) != (m.encoding.width, m.encoding.height) || h.encoding != m.encoding.format.code() {
+            bail!(
+                "{}: a {}x{} image of encoding {}, but the manifest says every record is {}x{} {:?}",
+                at(),
+                h.width,
+                h.height,
+                h.encoding,
+                m.encoding.width,
+                m.encoding.height,
+                m.encoding.format
+            );
+        }
+        Ok(view)
     }
 
     /// Global record `i` as an owned [`Record`].

@@ -74,7 +74,7 @@ impl TrainState {
     /// Reads `state.json` from a checkpoint folder.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("state.json");
-        let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = crate::fsx::read(&path, crate::fsx::STATE)?;
         serde_json::from_slice(&text).with_context(|| format!("{} is not a valid training state", path.display()))
     }
 
