@@ -428,7 +428,8 @@ fn undecodable_payload_with_a_valid_crc_is_reported_with_its_shard() {
         w.push(&rec).unwrap();
     }
     let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(90), chroma: None, width: SIDE, height: SIDE };
-    w.finish(Manifest::new(1, vec![], None, enc), &LabelMap::default()).unwrap();
+    let labels = LabelMap { entries: vec![LabelEntry { class_id: 0, source: "x".into(), identity: "a".into() }] };
+    w.finish(Manifest::new(1, vec![], None, enc), &labels).unwrap();
     let ds = Arc::new(Dataset::open(paths).unwrap());
     let err = all_err(&Loader::new(vec![ds.clone()], LoaderConfig { shuffle: false, ..cfg(4, 1) }).unwrap());
     assert!(err.contains("bad-00000.shard") && err.contains("record 2") && err.contains("x/2.jpg"), "{err}");

@@ -69,7 +69,12 @@ fn write_dataset(dir: &Path, recs: &[Record], shard_size: u64) -> DatasetPaths {
     for r in recs {
         w.push(r).unwrap();
     }
-    w.finish(manifest(5), &label_map(5)).unwrap();
+    // The manifest states the records' size, as a packed dataset's does.
+    let mut m = manifest(5);
+    if let Some(r) = recs.first() {
+        (m.encoding.width, m.encoding.height) = (u32::from(r.width), u32::from(r.height));
+    }
+    w.finish(m, &label_map(5)).unwrap();
     paths
 }
 
@@ -264,25 +269,31 @@ fn verify_shard_cli_reports_corruption_with_exit_codes() {
 }
 
 #[test]
-fn stale_temporary_files_of_a_dataset_are_removed_and_others_kept() {
+fn stale_temporary_files_of_a_dataset_are_removed_whatever_their_pid_and_others_kept() {
     let dir = tempfile::tempdir().unwrap();
     let touch = |name: &str| std::fs::write(dir.path().join(name), b"partial").unwrap();
-    // pid_max is at most 2^22 on Linux: 999999999 is never a running process.
-    let dead = ["celeb-00000.shard", "celeb.manifest.json", "celeb.progress.json"].map(|t| format!(".tmp-999999999-{t}"));
-    let alive = ".tmp-1-celeb-00001.shard".to_string(); // pid 1 always runs: a writer may own it
+    // pid_max is at most 2^22 on Linux: 999999999 is never a running process. PID 1 always runs:
+    // a PID check would keep its temporary forever (a reused PID), but the caller holds the
+    // dataset's lock, which proves that no other writer owns any of them.
+    let stale = ["celeb-00000.shard", "celeb.manifest.json", "celeb.progress.json"]
+        .map(|t| format!(".tmp-999999999-{t}"))
+        .into_iter()
+        .chain(std::iter::once(".tmp-1-celeb-00001.shard".to_string()))
+        .collect::<Vec<_>>();
     let other = [".tmp-999999999-celebs-00000.shard", ".tmp-999999999-celeb-notes.txt", "celeb-00000.shard.tmp"];
-    for n in dead.iter().chain(std::iter::once(&alive)) {
+    for n in &stale {
         touch(n);
     }
     for n in other {
         touch(n);
     }
     let paths = DatasetPaths::new(dir.path().join("celeb"));
-    assert_eq!(paths.remove_stale_temps().unwrap(), dead.len());
-    for n in &dead {
+    let _lock = facekit::lock::exclusive(&paths.lock(), "dataset celeb").unwrap();
+    assert_eq!(paths.remove_stale_temps().unwrap(), stale.len());
+    for n in &stale {
         assert!(!dir.path().join(n).exists(), "{n} should be gone");
     }
-    for n in other.iter().copied().chain(std::iter::once(alive.as_str())) {
+    for n in other {
         assert!(dir.path().join(n).exists(), "{n} must be kept");
     }
 }

@@ -13,7 +13,7 @@ pub const MAX_PREFETCH_BYTES: u64 = 16 << 30;
 pub struct LoaderConfig {
     /// Images per batch (per rank).
     pub batch_size: usize,
-    /// Output side in pixels; records of another size are resized (bilinear, SIMD).
+    /// Output side in pixels; records of another size are resized (antialiased triangle filter, PIL's BILINEAR; SIMD).
     pub image_size: u32,
     /// Decode threads; 0 decodes on the calling thread.
     pub workers: usize,

@@ -3,7 +3,8 @@
 //! JPEG (the format nearly every dataset uses) goes through `zune-jpeg`, a SIMD decoder that
 //! writes straight into the caller's buffer; PNG, raw and raw-zstd go through
 //! [`crate::shard::codec::decode`]. A record whose size differs from the requested one is
-//! resized with a bilinear (triangle) filter by `fast_image_resize`; the aspect ratio is not kept,
+//! resized by `fast_image_resize`'s "bilinear" convolution, an antialiased triangle filter (PIL's
+//! `Image.BILINEAR` resize, not 2x2 interpolation); the aspect ratio is not kept,
 //! since face chips are square. A random crop is part of that same resize (no extra copy); flip
 //! and colour changes then work in place on the output.
 

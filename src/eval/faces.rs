@@ -67,7 +67,8 @@ pub fn centre_crop(img: &RgbImage, size: u32) -> RgbImage {
     resize(&crop, size)
 }
 
-/// Resizes to `size` x `size` (bilinear), or returns a copy when already that size.
+/// Resizes to `size` x `size` with an antialiased triangle filter (PIL's BILINEAR resize), or
+/// returns a copy when already that size.
 pub fn resize(img: &RgbImage, size: u32) -> RgbImage {
     if img.width() == size && img.height() == size {
         img.clone()

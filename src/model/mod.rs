@@ -98,8 +98,9 @@ impl Default for NetConfig {
             arch: Arch::Resnet50,
             image_size: 224,
             embedding_size: 512,
-            // ArcFace's "E" head used 0.4 in insightface's original MXNet code.
-            dropout: 0.4,
+            // As `--dropout` (and arcface_torch): none. insightface's original MXNet "E" head
+            // used 0.4; `--dropout 0.4` gives that.
+            dropout: 0.0,
             task: Task::Fr,
             num_classes: 0,
             age_bins: 101,

@@ -275,7 +275,7 @@ fn check_label_ranges(path: &Path, manifest: &Manifest, rep: &mut ShardReport) {
                 record: Some(i as u64),
                 offset: Some(offset),
                 reason: format!(
-                    "record is a {}x{} {:?} image, the manifest says every record is {w}x{h_} {enc:?}",
+                    "record is a {}x{} {} image, the manifest says every record is {w}x{h_} {enc:?}",
                     h.width,
                     h.height,
                     Encoding::from_code(h.encoding).map_or_else(|| format!("encoding {}", h.encoding), |e| format!("{e:?}"))
