@@ -21,6 +21,10 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 pub const MAX_SIDE: u32 = 20_000;
 /// Largest accepted pixel count (100 megapixels: about 300 MB as RGB8).
 pub const MAX_PIXELS: u64 = 100_000_000;
+/// Most scans a JPEG may have (a progressive camera JPEG has about 10). Decoding time grows with
+/// scans times pixels, so a file of thousands of tiny scans could take minutes to decode; this is
+/// libjpeg-turbo's own limit under `TJFLAG_LIMITSCANS`.
+pub const MAX_JPEG_SCANS: usize = 500;
 
 /// Why an image could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,11 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     }
     let format = sniff_format(bytes).ok_or(ImageError::NotAnImage)?;
     if format == ImageFormat::Jpeg {
+        // Markers are never byte-stuffed, so every FF DA is a start of scan.
+        let scans = bytes.windows(2).filter(|w| w == &[0xFF, 0xDA]).count();
+        if scans > MAX_JPEG_SCANS {
+            return Err(ImageError::Unsupported(format!("a JPEG of {scans} scans (at most {MAX_JPEG_SCANS}): decoding it would take too long")));
+        }
         if let Some(done) = decode_jpeg_turbo(bytes) {
             return done;
         }

@@ -14,6 +14,7 @@
 pub mod atomic;
 pub mod cli;
 pub mod fsx;
+pub mod fuzz_entry;
 pub mod lock;
 pub mod signals;
 pub mod plot;

@@ -581,12 +581,12 @@ fn a_record_claiming_a_huge_image_is_refused_before_any_allocation() {
     let base = t.path().join("big");
     let mut w = DatasetWriter::create(DatasetPaths::new(&base), 1 << 20).unwrap();
     for k in 0..2 {
-        // 60000 x 60000 raw RGB would be 10 GB; the payload is 12 bytes.
+        // 4000 x 4000 raw RGB would be 48 MB for a dataset of 48 x 48 chips; the payload is 12 bytes.
         w.push(&Record {
             labels: Labels { class_id: Some(0), source: 0, gender: None, age: None },
             encoding: Encoding::RawZstd,
-            width: 60_000,
-            height: 60_000,
+            width: 4000,
+            height: 4000,
             origin_sha256: [0; 16],
             path: format!("x/{k}.png"),
             data: vec![0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0],
@@ -599,8 +599,20 @@ fn a_record_claiming_a_huge_image_is_refused_before_any_allocation() {
         .unwrap();
     let ds = facekit::shard::Dataset::open_name(s(&base), None).unwrap();
     let e = format!("{:#}", ds.record(0).unwrap_err());
-    assert!(e.contains("a 60000x60000 image") && e.contains("48x48"), "{e}");
-    verify_finds(&base, "60000x60000");
+    assert!(e.contains("a 4000x4000 image") && e.contains("48x48"), "{e}");
+    verify_finds(&base, "4000x4000");
+    // Whatever a header claims, no record decodes to more than the 64 MiB payload limit: a
+    // 60000 x 60000 claim (10 GB) is refused before any buffer exists.
+    let t0 = Instant::now();
+    let e = format!("{:#}", codec::decode(Encoding::RawZstd, &[0x28, 0xb5, 0x2f, 0xfd, 0, 0], 60_000, 60_000).unwrap_err());
+    assert!(e.contains("larger than a record may hold"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    let huge = facekit::shard::reader::RecordView {
+        header: facekit::shard::format::RecordHeader { width: 60_000, height: 60_000, ..ds.shards()[0].record(0).unwrap().header },
+        path: b"x",
+        payload: &[0; 12],
+    };
+    assert!(format!("{:#}", facekit::data::decode_record(&huge, 48).unwrap_err()).contains("larger than a record may hold"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -23,8 +23,16 @@ fn conv_out(x: &Tensor, w: &Tensor) -> Kind {
     x.conv2d(w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1).kind()
 }
 
+/// libtorch's random generator is global: tests that draw weights or inputs while another test
+/// reseeds it would see another draw than their seed promises. They take turns.
+fn rng_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[test]
 fn autocast_guard_switches_the_compute_dtype_and_nesting_restores_it() {
+    let _turn = rng_turn();
     let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, CPU));
     let w = Tensor::randn([4, 3, 3, 3], (Kind::Float, CPU));
     let m = Tensor::randn([5, 5], (Kind::Float, CPU));
@@ -58,6 +66,7 @@ fn autocast_guard_switches_the_compute_dtype_and_nesting_restores_it() {
 
 #[test]
 fn autocast_keeps_fp32_weights_and_gives_them_fp32_gradients() {
+    let _turn = rng_turn();
     let vs = nn::VarStore::new(CPU);
     let lin = nn::linear(vs.root() / "l", 8, 4, Default::default());
     let x = Tensor::randn([3, 8], (Kind::Float, CPU));
@@ -74,6 +83,7 @@ fn autocast_keeps_fp32_weights_and_gives_them_fp32_gradients() {
 
 #[test]
 fn mixed_forward_runs_the_backbone_low_and_returns_fp32_heads() {
+    let _turn = rng_turn();
     tch::manual_seed(11);
     let cfg = NetConfig { arch: Arch::Tiny, image_size: 48, task: Task::Multi, num_classes: 4, dropout: 0.0, ..NetConfig::default() };
     let vs = nn::VarStore::new(CPU);
@@ -98,6 +108,7 @@ fn mixed_forward_runs_the_backbone_low_and_returns_fp32_heads() {
 
 #[test]
 fn auto_resolves_per_device() {
+    let _turn = rng_turn();
     assert_eq!(PrecisionKind::Auto.resolve(true), PrecisionKind::Fp16);
     assert_eq!(PrecisionKind::Auto.resolve(false), PrecisionKind::Fp32);
     assert_eq!(PrecisionKind::Bf16.resolve(true), PrecisionKind::Bf16);
@@ -132,6 +143,7 @@ fn weights(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 
 #[test]
 fn scaler_skips_the_step_and_halves_the_scale_when_a_gradient_is_inf() {
+    let _turn = rng_turn();
     let (vs, lin, mut opt, x, y) = linear_setup();
     let mut scaler = GradScaler::new(ScalerConfig::default(), CPU);
     let before = weights(&vs);
@@ -157,6 +169,7 @@ fn scaler_skips_the_step_and_halves_the_scale_when_a_gradient_is_inf() {
 
 #[test]
 fn scaler_unscales_exactly_and_grows_after_the_interval() {
+    let _turn = rng_turn();
     let config = ScalerConfig { init_scale: 1024.0, growth_interval: 3, ..ScalerConfig::default() };
     let (vs_a, lin_a, mut opt_a, x, y) = linear_setup();
     let (vs_b, lin_b, mut opt_b, _, _) = linear_setup();
@@ -186,6 +199,7 @@ fn scaler_unscales_exactly_and_grows_after_the_interval() {
 
 #[test]
 fn scaler_state_round_trips_through_a_checkpoint() {
+    let _turn = rng_turn();
     let (vs, lin, mut opt, x, y) = linear_setup();
     let mut scaler = GradScaler::new(ScalerConfig { growth_interval: 2, ..ScalerConfig::default() }, CPU);
     for inf in [false, true, false] {
@@ -264,6 +278,7 @@ fn assert_close(name: &str, what: &str, a: &Tensor, b: &Tensor) {
 
 #[test]
 fn channels_last_forward_backward_and_momentum_match_contiguous() {
+    let _turn = rng_turn();
     let [(vs_a, net_a, loss_a), (vs_b, net_b, loss_b)] = twin_nets();
     let stem = |vs: &nn::VarStore| vs.variables()["conv1.weight"].shallow_clone();
     assert!(!is_channels_last(&stem(&vs_a)), "the contiguous twin's 7x7 stem is NCHW");
@@ -306,6 +321,7 @@ fn channels_last_forward_backward_and_momentum_match_contiguous() {
 
 #[test]
 fn channels_last_checkpoint_equals_the_contiguous_one_and_loads_anywhere() {
+    let _turn = rng_turn();
     let [(vs_a, _, _), (vs_b, net_b, loss_b)] = twin_nets();
     let run_a = tempfile::tempdir().unwrap();
     let run_b = tempfile::tempdir().unwrap();

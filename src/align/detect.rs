@@ -18,6 +18,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// Largest photo (in pixels) that is upsampled 2x when no face is found at its own size: 8 Mpx.
+pub const MAX_UPSAMPLE_PIXELS: u64 = 8_000_000;
+
 use anyhow::Context;
 use dlib_face_recognition::{
     FaceDetector, FaceDetectorCnn, FaceDetectorTrait, ImageMatrix, LandmarkPredictor, LandmarkPredictorTrait, Rectangle,
@@ -223,7 +226,8 @@ impl FaceAligner {
         rects.iter().map(FaceBox::from_dlib).collect()
     }
 
-    /// Finds faces (HOG: upsampling 2x only when none is found at 1x).
+    /// Finds faces (HOG: upsampling 2x only when none is found at 1x, in photos of at most
+    /// [`MAX_UPSAMPLE_PIXELS`]).
     pub fn detect(&self, img: &RgbImage) -> Detection {
         let m = to_matrix(img);
         self.detect_matrix(&m, img.width(), img.height())
@@ -231,7 +235,11 @@ impl FaceAligner {
 
     fn detect_matrix(&self, m: &ImageMatrix, w: u32, h: u32) -> Detection {
         let faces = self.run_detector(m);
-        if !faces.is_empty() || self.kind == DetectorKind::Cnn || w == 0 || h == 0 {
+        // Upsampling exists for small faces in small photos; on a large photo it would only
+        // quadruple the memory of a worker (a 100 Mpx photo: 1.2 GB more) for faces that are
+        // large enough already.
+        let too_large = u64::from(w) * u64::from(h) > MAX_UPSAMPLE_PIXELS;
+        if !faces.is_empty() || self.kind == DetectorKind::Cnn || w == 0 || h == 0 || too_large {
             return Detection { faces, upsampled: false };
         }
         // pyramid_up's output is rect_up(get_rect(img)) + 1: (2w + 2) x (2h + 1) for

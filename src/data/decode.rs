@@ -47,6 +47,9 @@ impl RecordDecoder {
         if w == 0 || h == 0 {
             bail!("record header claims an empty {w}x{h} image");
         }
+        if u64::from(w) * u64::from(h) > crate::shard::format::MAX_RECORD_PIXELS {
+            bail!("record header claims a {w}x{h} image, larger than a record may hold");
+        }
         let want = size as usize * size as usize * 3;
         if out.len() != want {
             bail!("output buffer has {} bytes, {size}x{size} RGB needs {want}", out.len());

@@ -70,7 +70,12 @@ fn encode_jpeg(img: &RgbImage, quality: u8, chroma: Chroma) -> Result<Vec<u8>> {
             Chroma::S444 => turbojpeg::Subsamp::None,
         });
         let image = turbojpeg::Image { pixels: img.as_raw().as_slice(), width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
-        c.compress_to_vec(image).context("JPEG encoding failed")
+        let encoded = c.compress_to_vec(image);
+        if encoded.is_err() {
+            // As with the decompressor: libjpeg-turbo's state after a failed call is not reused.
+            *slot = None;
+        }
+        encoded.context("JPEG encoding failed")
     })
 }
 
@@ -78,6 +83,9 @@ fn encode_jpeg(img: &RgbImage, quality: u8, chroma: Chroma) -> Result<Vec<u8>> {
 /// allocation, so a corrupt payload cannot ask for more memory than the header allows.
 pub fn decode(encoding: Encoding, payload: &[u8], width: u16, height: u16) -> Result<RgbImage> {
     let (w, h) = (width as u32, height as u32);
+    if u64::from(w) * u64::from(h) > super::format::MAX_RECORD_PIXELS {
+        bail!("a {w}x{h} record image is larger than a record may hold ({} pixels)", super::format::MAX_RECORD_PIXELS);
+    }
     let raw_len = w as usize * h as usize * 3;
     match encoding {
         Encoding::Raw => {

@@ -24,6 +24,9 @@ pub const INDEX_ENTRY_LEN: usize = 16;
 pub const MAX_PAYLOAD_LEN: u32 = 64 << 20;
 /// Largest origin path length in bytes.
 pub const MAX_PATH_LEN: u16 = 4096;
+/// Largest image a record may hold, in pixels: its RGB8 pixels fit the payload limit (64 MiB), so
+/// no record, however compressed, decodes to more than that.
+pub const MAX_RECORD_PIXELS: u64 = MAX_PAYLOAD_LEN as u64 / 3;
 /// The value that stands for "unknown" in a record's class field.
 pub const UNKNOWN_CLASS: u32 = u32::MAX;
 /// The value that stands for "unknown" in a record's age field.

@@ -340,8 +340,14 @@ impl Manifest {
             out.push(format!("its shards list {} records, its total says {}", total.map_or("too many".into(), |t| t.to_string()), self.records));
         }
         let e = &self.encoding;
-        if e.width == 0 || e.height == 0 || e.width > u32::from(u16::MAX) || e.height > u32::from(u16::MAX) {
-            out.push(format!("encoding size {}x{} is not a record size (1 to 65535 pixels a side)", e.width, e.height));
+        let pixels = u64::from(e.width) * u64::from(e.height);
+        if e.width == 0 || e.height == 0 || e.width > u32::from(u16::MAX) || e.height > u32::from(u16::MAX) || pixels > super::format::MAX_RECORD_PIXELS {
+            out.push(format!(
+                "encoding size {}x{} is not a record size (1 to 65535 pixels a side, at most {} pixels)",
+                e.width,
+                e.height,
+                super::format::MAX_RECORD_PIXELS
+            ));
         }
         out
     }

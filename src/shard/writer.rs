@@ -38,6 +38,9 @@ impl ShardWriter {
         if record.data.len() > MAX_PAYLOAD_LEN as usize {
             bail!("record payload of {} bytes exceeds the format's limit of {MAX_PAYLOAD_LEN}", record.data.len());
         }
+        if u64::from(record.width) * u64::from(record.height) > format::MAX_RECORD_PIXELS {
+            bail!("a {}x{} image is larger than a record may hold ({} pixels)", record.width, record.height, format::MAX_RECORD_PIXELS);
+        }
         if record.path.len() > MAX_PATH_LEN as usize {
             bail!("origin path of {} bytes exceeds the format's limit of {MAX_PATH_LEN}", record.path.len());
         }
