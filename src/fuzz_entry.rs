@@ -24,7 +24,8 @@ pub fn record(data: &[u8]) {
         return;
     }
     let view = crate::shard::reader::RecordView { header, path, payload };
-    for size in [header.width.max(1) as u32, 48] {
+    // The loader's output size is the training image size (at most 4096, checked by its config).
+    for size in [u32::from(header.width).clamp(1, 256), 48] {
         let _ = crate::data::decode_record(&view, size);
     }
 }

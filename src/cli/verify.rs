@@ -65,9 +65,11 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
 fn classify(arg: &str, data_dir: &Path) -> Result<Target> {
     let p = Path::new(arg);
     if arg.ends_with(".shard") {
-        if !p.is_file() {
+        if !p.exists() {
             bail!("no such shard file: {arg}");
         }
+        // A FIFO or device is named as what it is, without being opened for reading.
+        crate::fsx::open_regular(p)?;
         return Ok(Target::Shard(p.to_path_buf()));
     }
     Ok(Target::Dataset(DatasetPaths::resolve(arg, Some(data_dir))?))

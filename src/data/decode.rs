@@ -50,6 +50,9 @@ impl RecordDecoder {
         if u64::from(w) * u64::from(h) > crate::shard::format::MAX_RECORD_PIXELS {
             bail!("record header claims a {w}x{h} image, larger than a record may hold");
         }
+        if size == 0 || size > 4096 {
+            bail!("output size {size} is out of range (1..=4096)");
+        }
         let want = size as usize * size as usize * 3;
         if out.len() != want {
             bail!("output buffer has {} bytes, {size}x{size} RGB needs {want}", out.len());
