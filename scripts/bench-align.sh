@@ -7,7 +7,7 @@ source .facekit.env
 N=${1:-500}
 DATA=${FACEKIT_SHARED_DATA:-../shared/data}
 mapfile -t IMGS < <(find "$DATA/lfw100" -name '*.jpg' | sort | head -n "$N")
-cargo build --release --example align_bench -q
+cargo build --release -p facekit-pack --features dlib --example align_bench -q
 echo "== facekit (release, 1 thread)"
 ${CARGO_TARGET_DIR:-target}/release/examples/align_bench "${IMGS[@]}"
 echo "== Python dlib $(.venv/bin/python -c 'import dlib; print(dlib.__version__)') (1 thread)"

@@ -19,7 +19,7 @@ DATA="${FACEKIT_SHARED_DATA:-$PWD/../shared/data}"
 DIR="${BENCH_DIR:-$(mktemp -d)}"
 PY="${PYTHON:-$PWD/.venv/bin/python}"
 
-cargo build --release --no-default-features --example loader_bench
+cargo build --release -p facekit-data --example loader_bench
 BIN=${CARGO_TARGET_DIR:-target}/release/examples/loader_bench
 [ -f "$DIR/bench224.manifest.json" ] || "$BIN" pack "$DATA/lfw100" "$DIR"
 

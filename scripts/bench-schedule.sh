@@ -10,7 +10,7 @@ source .facekit.env
 STEPS="${1:-200000}"
 PY="${PYTHON:-$PWD/.venv/bin/python}"
 
-cargo build --release --no-default-features --example schedule_bench
+cargo build --release -p facekit-train --example schedule_bench
 ${CARGO_TARGET_DIR:-target}/release/examples/schedule_bench "$STEPS"
 "$PY" - <<'PY'
 import json, random, time

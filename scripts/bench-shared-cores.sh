@@ -17,7 +17,7 @@ DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"; kill $(jobs -p) 2>/dev/null || true' EXIT
 [ -f training/demo.manifest.json ] || { echo "training/demo is missing: run scripts/demo.sh first" >&2; exit 2; }
 if [ -z "${FACEKIT_BIN:-}" ]; then
-  cargo build --release --no-default-features --features train
+  cargo build --release --no-default-features --features torch
   FACEKIT_BIN=${CARGO_TARGET_DIR:-target}/release/facekit
 fi
 printf '| wait policy | --threads | competing process | s/step | slowdown vs quiet |\n|---|---|---|---|---|\n'

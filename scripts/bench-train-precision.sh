@@ -20,7 +20,7 @@ DIR="${BENCH_DIR:-$(mktemp -d)}"
 [ -f training/demo.manifest.json ] || { echo "training/demo is missing: run scripts/demo.sh first" >&2; exit 2; }
 
 if [ -z "${FACEKIT_BIN:-}" ]; then
-  cargo build --release --no-default-features --features train
+  cargo build --release --no-default-features --features torch
   FACEKIT_BIN=${CARGO_TARGET_DIR:-target}/release/facekit
 fi
 

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 source .facekit.env
 SIZE_MB=${1:-2048}
 DIR=$(mktemp -d /tmp/facekit-bench-verify.XXXX); trap 'rm -rf "$DIR"' EXIT
-cargo build --release --quiet --no-default-features --bin facekit --example synthetic_dataset
+cargo build --release --quiet --no-default-features --bin facekit
+cargo build --release --quiet -p facekit-shard --example synthetic_dataset
 ${CARGO_TARGET_DIR:-target}/release/examples/synthetic_dataset "$DIR/synth" "$SIZE_MB" 512
 BYTES=$(cat "$DIR"/synth-*.shard | wc -c)
 cat "$DIR"/synth-*.shard > /dev/null   # warm the page cache

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference values for facekit's learning-rate schedule tests (tests/schedule_dlib_reference.rs).
+"""Reference values for facekit's learning-rate schedule tests (train/tests/integration/schedule_dlib_reference.rs).
 
 Usage: dlib_lr_reference.py INPUT.json OUTPUT.json
 

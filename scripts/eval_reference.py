@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent reference figures for facekit's verification metrics (used by tests/eval_metrics.rs).
+"""Independent reference figures for facekit's verification metrics (used by eval/tests/integration/metrics.rs).
 
 Reads IN_DIR/pairs.npy (float32 [2P, D], pair k = rows 2k, 2k+1), IN_DIR/input.json
 ({"issame": [...], "folds": k, "scores": [...], "genuine": [...], "far_targets": [...],

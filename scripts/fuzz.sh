@@ -7,7 +7,7 @@
 # missing). Each target starts from fuzz/seeds/TARGET (committed) plus its growing working corpus
 # fuzz/corpus/TARGET (not committed). An input that crashes, hangs (over 10 s) or allocates more
 # than 4 GiB lands in fuzz/artifacts/TARGET/; copy it to tests/fuzz_regressions/TARGET/, where
-# tests/fuzz_corpus.rs replays it on the stable toolchain with every `cargo test`, then fix it.
+# tests/cli/fuzz_corpus.rs replays it on the stable toolchain with every `cargo test`, then fix it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -20,7 +20,7 @@ if [ ${#TARGETS[@]} -eq 0 ]; then
 fi
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 if [ ! -d fuzz/seeds ]; then
-  cargo build --no-default-features
+  cargo build --no-default-features --bin facekit
   .venv/bin/python scripts/fuzz_seeds.py "${CARGO_TARGET_DIR:-target}/debug/facekit"
 fi
 status=0

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: sets up what is missing, then tests the full build and the
-# training-only build (no dlib), which is what runs on GPU machines.
+# The whole test suite, as CI runs it: sets up what is missing, then tests every crate of the
+# workspace in the full build, and again the build without dlib (what runs on GPU machines) where
+# it differs: the command line and the pack crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source .facekit.env
 export CARGO_TERM_COLOR=never
-echo "== full build (pack + train): all tests"
-cargo test --all-targets
-echo "== training-only build (no dlib): its share of the tests"
-cargo test --all-targets --no-default-features --features train
+# Library unit tests and the integration binaries (one per crate); the binary and the examples are
+# built too, but have no tests of their own to link.
+echo "== full build (dlib + torch): every crate's tests"
+cargo test --workspace --lib --tests
+cargo build --workspace --bins --examples
+echo "== build without dlib (torch only): the command line and pack, which differ there"
+cargo test --no-default-features --features facekit/torch -p facekit -p facekit-pack --lib --tests

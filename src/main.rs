@@ -1,17 +1,21 @@
-//! The `facekit` command line: parses arguments, runs one subcommand, maps the outcome to an exit code.
+//! The `facekit` command line: parses arguments, runs one subcommand, maps the outcome to an exit
+//! code. Glue only: the work is in the workspace's crates (docs/ARCHITECTURE.md).
 //!
-//! Exit codes, for every subcommand: 0 success, 1 the data is bad (corrupt shard, nothing packed),
-//! 2 usage or I/O error.
+//! Exit codes, for every subcommand: 0 success, 1 the data is bad (corrupt shard, nothing packed,
+//! a diverged or corrupt training run), 2 usage or I/O error, 128 + N stopped by signal N after
+//! saving (130 Ctrl-C, 143 SIGTERM; docs/RELIABILITY.md).
+
+mod cli;
 
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = facekit::cli::Cli::parse_from(facekit::cli::normalize_legacy_args(std::env::args_os()));
+    let cli = cli::Cli::parse_from(cli::normalize_legacy_args(std::env::args_os()));
     if cli.command.uses_torch() {
         passive_openmp();
     }
-    match facekit::cli::run(cli) {
+    match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
             if is_broken_pipe(&err) {

@@ -1,3 +1,3 @@
 //! Embedding matrices (`.npy`).
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| facekit::fuzz_entry::npy(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| facekit_fuzz_entry::npy(data));

@@ -1,3 +1,3 @@
 //! insightface verification `.bin` pickles.
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| facekit::fuzz_entry::pickle(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| facekit_fuzz_entry::pickle(data));

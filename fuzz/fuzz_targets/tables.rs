@@ -1,3 +1,3 @@
 //! `--landmarks` and `--attributes` files.
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| facekit::fuzz_entry::tables(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| facekit_fuzz_entry::tables(data));

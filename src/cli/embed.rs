@@ -1,11 +1,11 @@
 //! `facekit embed`: embeddings of every record of a dataset, or of every image of a folder, as
 //! `embeddings.npy` (float32 `[N, dim]`, L2-normalised) plus `labels.tsv`.
 
-use crate::eval::embed::{self, EmbedModel};
-use crate::eval::{faces, npy};
-use anyhow::{bail, Context, Result};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use anyhow::{bail, Result};
+use facekit_eval::embeddings::{self, Row};
+use facekit_train::infer::embed::{self, EmbedModel};
+use facekit_train::infer::faces;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// How folder images become network inputs.
@@ -43,7 +43,7 @@ impl ModelArgs {
     /// Loads the model named by `--model`.
     pub fn load(&self) -> Result<EmbedModel> {
         let Some(model) = &self.model else { bail!("--model is required") };
-        let device = crate::train::run::parse_device(&self.device)?;
+        let device = facekit_train::trainer::parse_device(&self.device)?;
         EmbedModel::load(model, self.checkpoint.as_deref(), device)
     }
 }
@@ -66,12 +66,7 @@ impl PrepArgs {
     /// Converts the command-line choice into the library's preparation.
     pub fn preparation(&self) -> Result<faces::Preparation> {
         Ok(match self.prep {
-            #[cfg(feature = "pack")]
             PrepArg::Align => faces::Preparation::Align { models: self.models.clone(), padding: self.padding },
-            #[cfg(not(feature = "pack"))]
-            PrepArg::Align => {
-                bail!("--prep align needs facekit built with feature `pack` (dlib); use --prep resize or centre-crop")
-            }
             PrepArg::Resize => faces::Preparation::Resize,
             PrepArg::CentreCrop => faces::Preparation::CentreCrop,
         })
@@ -104,19 +99,28 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
     let model = args.model.load()?;
     let (emb, rows) = match (&args.dataset, &args.images) {
         (Some(name), None) => {
-            let ds = crate::shard::Dataset::open_name(name, Some(&args.data_dir))?;
+            let ds = facekit_shard::Dataset::open_name(name, Some(&args.data_dir))?;
             let emb = embed::embed_dataset(&model, &ds, args.model.batch_size, args.model.flip)?;
             let mut rows = Vec::with_capacity(ds.len());
             for i in 0..ds.len() {
                 let rec = ds.record(i)?;
-                let class = rec.to_record().labels.class_id;
+                let class = rec.labels().class_id;
                 let identity = class.and_then(|c| ds.labels().identity(c)).unwrap_or("").to_string();
                 rows.push(Row { class, identity, path: String::from_utf8_lossy(rec.path).into_owned(), prepared: "record".into() });
             }
             (emb, rows)
         }
         (None, Some(root)) => {
-            let files = image_files(root)?;
+            let found = facekit_pack::photo::find_images(root)?;
+            if !found.skipped.is_empty() {
+                eprintln!(
+                    "facekit embed: {} file(s) under {} are not images and were skipped, e.g. {}",
+                    found.skipped.len(),
+                    root.display(),
+                    found.skipped[0].display()
+                );
+            }
+            let files = found.images;
             if files.is_empty() {
                 bail!("no image files found under {}", root.display());
             }
@@ -140,92 +144,7 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
         }
         _ => bail!("give exactly one of --dataset or --images"),
     };
-    write_output(&args.out, &emb, model.dim(), &rows)?;
+    embeddings::write(&args.out, &emb, model.dim(), &rows)?;
     println!("Embedded {} face(s) of {} dimensions{} into {}", rows.len(), model.dim(), if args.model.flip { " (flip test)" } else { "" }, args.out.display());
     Ok(ExitCode::SUCCESS)
-}
-
-/// One line of `labels.tsv`.
-struct Row {
-    class: Option<u32>,
-    identity: String,
-    path: String,
-    prepared: String,
-}
-
-fn write_output(out: &Path, emb: &[f32], dim: usize, rows: &[Row]) -> Result<()> {
-    npy::write_f32(&out.join("embeddings.npy"), rows.len(), dim, emb)?;
-    let mut f = crate::atomic::AtomicFile::create(out.join("labels.tsv"))?;
-    writeln!(f, "index\tclass_id\tidentity\tpath\tprepared")?;
-    for (i, r) in rows.iter().enumerate() {
-        let class = r.class.map(|c| c.to_string()).unwrap_or_default();
-        writeln!(f, "{i}\t{class}\t{}\t{}\t{}", clean(&r.identity), clean(&r.path), r.prepared)?;
-    }
-    f.commit()
-}
-
-/// Tabs and newlines would break the TSV: replace them.
-fn clean(s: &str) -> String {
-    s.replace(['\t', '\n', '\r'], " ")
-}
-
-/// Every file below `root` (symlinks followed) whose first bytes are a known image format, sorted
-/// by path. Other files are counted and the count printed: nothing is left out unsaid. FIFOs and
-/// devices are among those, never opened.
-fn image_files(root: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut skipped = 0u64;
-    for entry in walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name() {
-        let entry = entry.with_context(|| format!("cannot list {}", root.display()))?;
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if entry.file_type().is_dir() || hidden {
-            continue;
-        }
-        let mut head = [0u8; 64];
-        let n = match crate::fsx::open_regular(entry.path()) {
-            Ok(mut f) => std::io::Read::read(&mut f, &mut head).with_context(|| format!("cannot read {}", entry.path().display()))?,
-            Err(e @ crate::fsx::FileError::NotRegular { .. }) => {
-                eprintln!("facekit: skipping {e}");
-                0
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if crate::image_io::sniff_format(&head[..n]).is_some() {
-            out.push(entry.into_path());
-        } else {
-            skipped += 1;
-        }
-    }
-    if skipped > 0 {
-        eprintln!("facekit: {skipped} file(s) under {} are not images and were skipped", root.display());
-    }
-    Ok(out)
-}
-
-/// Reads `labels.tsv` written by `facekit embed`: the class id of each row (None when unknown).
-pub fn read_labels(path: &Path) -> Result<Vec<Option<u32>>> {
-    let text = crate::fsx::read_string(path, crate::fsx::EMBEDDINGS)?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate().skip(1) {
-        let cols: Vec<&str> = line.split('\t').collect();
-        if cols.len() < 3 {
-            bail!("{} line {}: expected index, class_id, identity, ...", path.display(), n + 1);
-        }
-        // Folder embeddings have no class id: the identity folder name is the label then.
-        out.push(match cols[1] {
-            "" => None,
-            c => Some(c.parse().with_context(|| format!("{} line {}: bad class id {c:?}", path.display(), n + 1))?),
-        });
-        if cols[1].is_empty() && !cols[2].is_empty() {
-            out.pop();
-            out.push(Some(identity_code(cols[2])));
-        }
-    }
-    Ok(out)
-}
-
-/// A stable number for an identity name (labels only need equality).
-fn identity_code(name: &str) -> u32 {
-    let d = <sha2::Sha256 as sha2::Digest>::digest(name.as_bytes());
-    u32::from_le_bytes([d[0], d[1], d[2], d[3]])
 }

@@ -1,12 +1,13 @@
 //! `facekit eval verify`: LFW-style pairs (folder or packed dataset), insightface `.bin` files, and
 //! all-pairs 1:1 verification of a packed dataset or of saved embeddings.
 
-use super::embed::{read_labels, ModelArgs, PrepArgs};
-use crate::eval::allpairs::{self, AllPairsOptions, AllPairsReport};
-use crate::eval::metrics::KFoldReport;
-use crate::eval::npy::{self, Matrix};
-use crate::eval::pairs::MissingPolicy;
-use crate::eval::verify::{self, PairsOptions, PairsReport};
+use super::embed::{ModelArgs, PrepArgs};
+use facekit_eval::allpairs::{self, AllPairsOptions, AllPairsReport};
+use facekit_eval::embeddings::read_labels;
+use facekit_eval::metrics::KFoldReport;
+use facekit_eval::npy::{self, Matrix};
+use facekit_eval::pairs::MissingPolicy;
+use facekit_train::infer::verify::{self, PairsOptions, PairsReport};
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,13 +92,13 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
             verify::pairs_from_folder(&model, p, root, &prep, opts)?
         }
         (Some(p), None, Some(name), None) => {
-            let ds = crate::shard::Dataset::open_name(name, Some(&a.data_dir))?;
+            let ds = facekit_shard::Dataset::open_name(name, Some(&a.data_dir))?;
             verify::pairs_from_dataset(&model, p, &ds, opts)?
         }
         (None, None, None, Some(bin)) => verify::pairs_from_bin(&model, bin, opts)?,
         (None, None, Some(name), None) => {
-            let ds = crate::shard::Dataset::open_name(name, Some(&a.data_dir))?;
-            let emb = crate::eval::embed::embed_dataset(&model, &ds, a.model.batch_size, a.model.flip)?;
+            let ds = facekit_shard::Dataset::open_name(name, Some(&a.data_dir))?;
+            let emb = facekit_train::infer::embed::embed_dataset(&model, &ds, a.model.batch_size, a.model.flip)?;
             let m = Matrix { rows: ds.len(), cols: model.dim(), data: emb };
             return all_pairs(&a, &m, &ds.class_ids(), name);
         }
@@ -105,7 +106,7 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
         _ => bail!("give --pairs with --images or --dataset, or --bin, or --dataset alone, or --embeddings"),
     };
     let json = serde_json::to_string_pretty(&report)?;
-    crate::atomic::write_atomic(a.out.join("report.json"), json.as_bytes())?;
+    facekit_io::durable::write(a.out.join("report.json"), json.as_bytes())?;
     if a.json {
         println!("{json}");
     } else {
@@ -120,7 +121,7 @@ fn all_pairs(a: &VerifyArgs, m: &Matrix, labels: &[Option<u32>], name: &str) -> 
     let (csv, png) = (a.out.join("roc.csv"), a.out.join("roc.png"));
     allpairs::write_roc(&report, &csv, &png, &format!("ROC, all pairs of {name}"))?;
     let json = serde_json::to_string_pretty(&report)?;
-    crate::atomic::write_atomic(a.out.join("report.json"), json.as_bytes())?;
+    facekit_io::durable::write(a.out.join("report.json"), json.as_bytes())?;
     if a.json {
         println!("{json}");
     } else {

@@ -1,6 +1,6 @@
 //! `facekit export`: a trained network as safetensors weights and a TorchScript module.
 
-use crate::eval::embed::EmbedModel;
+use facekit_train::infer::embed::EmbedModel;
 use anyhow::Result;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,8 +24,8 @@ pub struct ExportArgs {
 
 /// Exports on the CPU, so that the files load anywhere.
 pub fn run(args: ExportArgs) -> Result<ExitCode> {
-    let model = EmbedModel::load(&args.model, args.checkpoint.as_deref(), tch::Device::Cpu)?;
-    let r = crate::eval::export::export(&model, &args.out)?;
+    let model = EmbedModel::load(&args.model, args.checkpoint.as_deref(), facekit_train::trainer::parse_device("cpu")?)?;
+    let r = facekit_train::infer::export::export(&model, &args.out)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

@@ -1,18 +1,19 @@
-//! Argument definitions and dispatch. Each subcommand lives in its own module with its flags and
-//! a small entry function; the real work is in the library modules.
+//! Argument definitions and dispatch. Each subcommand lives in its own module with its flags, the
+//! mapping of those flags onto its library's options, and a small entry function; the work is in
+//! the library crates. Subcommands that need libtorch exist only in a build with feature `torch`.
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-#[cfg(feature = "train")]
+#[cfg(feature = "torch")]
 mod embed;
-#[cfg(feature = "train")]
+#[cfg(feature = "torch")]
 mod eval;
-#[cfg(feature = "train")]
+#[cfg(feature = "torch")]
 mod export;
 mod pack;
-#[cfg(feature = "train")]
+#[cfg(feature = "torch")]
 mod train;
 mod verify;
 
@@ -32,16 +33,16 @@ pub enum Command {
     /// Detect, align and pack face photos from identity folders into shards.
     Pack(pack::PackArgs),
     /// Train a face network (FR, Gender, Age or Multi) on packed shards.
-    #[cfg(feature = "train")]
+    #[cfg(feature = "torch")]
     Train(train::TrainArgs),
     /// Compute L2-normalised embeddings of a dataset or an image folder (embeddings.npy + labels.tsv).
-    #[cfg(feature = "train")]
+    #[cfg(feature = "torch")]
     Embed(embed::EmbedArgs),
     /// Evaluate a trained network (verification: LFW pairs, insightface .bin, all pairs).
-    #[cfg(feature = "train")]
+    #[cfg(feature = "torch")]
     Eval(eval::EvalArgs),
     /// Export a trained network as safetensors weights and a TorchScript module.
-    #[cfg(feature = "train")]
+    #[cfg(feature = "torch")]
     Export(export::ExportArgs),
 }
 
@@ -50,7 +51,7 @@ impl Command {
     pub fn uses_torch(&self) -> bool {
         match self {
             Command::VerifyShard(_) | Command::Pack(_) => false,
-            #[cfg(feature = "train")]
+            #[cfg(feature = "torch")]
             Command::Train(_) | Command::Embed(_) | Command::Eval(_) | Command::Export(_) => true,
         }
     }
@@ -61,13 +62,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::VerifyShard(args) => verify::run(args),
         Command::Pack(args) => pack::run(args),
-        #[cfg(feature = "train")]
+        #[cfg(feature = "torch")]
         Command::Train(args) => train::run(args),
-        #[cfg(feature = "train")]
+        #[cfg(feature = "torch")]
         Command::Embed(args) => embed::run(args),
-        #[cfg(feature = "train")]
+        #[cfg(feature = "torch")]
         Command::Eval(args) => eval::run(args),
-        #[cfg(feature = "train")]
+        #[cfg(feature = "torch")]
         Command::Export(args) => export::run(args),
     }
 }

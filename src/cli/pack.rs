@@ -1,57 +1,40 @@
 //! `facekit pack`: photos in identity folders -> aligned faces in checksummed shards.
-//! Flags are documented in `docs/PACK.md`; the work is in [`crate::pack`].
+//! Flags are documented in `docs/PACK.md`; the work is in `facekit_pack`.
 
-use crate::align::ChipSpec;
-use crate::pack::size::ByteSize;
-use crate::pack::{self, FaceFinder, PackEnd, PackOptions};
-use crate::shard::codec::Chroma;
-use crate::shard::Encoding;
 use anyhow::Result;
+use facekit_io::StopFlag;
+use facekit_pack::align::{ChipSpec, DetectorKind};
+use facekit_pack::encode::Chroma;
+use facekit_pack::size::ByteSize;
+use facekit_pack::{PackEnd, PackOptions};
+use facekit_shard::Encoding;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use crate::signals::StopFlag;
 
-/// Record encodings selectable on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EncodingArg {
-    /// JPEG at `--quality` (smallest).
-    Jpeg,
-    /// PNG, lossless.
-    Png,
-    /// Raw RGB8, fastest to read.
-    Raw,
-    /// Raw RGB8 compressed with zstd, lossless.
-    RawZstd,
+/// The detection flags, which exist only in a build with dlib (feature `dlib`); without it
+/// faces come from `--landmarks` alone, and the help says nothing of a detector.
+#[cfg(feature = "dlib")]
+#[derive(Debug, clap::Args)]
+pub struct DetectArgs {
+    /// Face detector.
+    #[arg(long, value_enum, default_value = "hog")]
+    pub detector: DetectorKind,
+    /// Folder of the dlib models (default: $FACEKIT_MODELS, else ./models).
+    #[arg(long)]
+    pub models: Option<PathBuf>,
 }
 
-impl From<EncodingArg> for Encoding {
-    fn from(e: EncodingArg) -> Encoding {
-        match e {
-            EncodingArg::Jpeg => Encoding::Jpeg,
-            EncodingArg::Png => Encoding::Png,
-            EncodingArg::Raw => Encoding::Raw,
-            EncodingArg::RawZstd => Encoding::RawZstd,
-        }
-    }
-}
+/// The detection flags, which exist only in a build with dlib (feature `dlib`).
+#[cfg(not(feature = "dlib"))]
+#[derive(Debug, clap::Args)]
+pub struct DetectArgs {}
 
-/// JPEG chroma subsampling selectable on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ChromaArg {
-    /// 4:2:0: colour at half resolution (smaller, faster).
-    #[value(name = "420")]
-    S420,
-    /// 4:4:4: colour at full resolution.
-    #[value(name = "444")]
-    S444,
-}
-
-impl From<ChromaArg> for Chroma {
-    fn from(c: ChromaArg) -> Chroma {
-        match c {
-            ChromaArg::S420 => Chroma::S420,
-            ChromaArg::S444 => Chroma::S444,
-        }
+impl DetectArgs {
+    fn into_parts(self) -> (DetectorKind, Option<PathBuf>) {
+        #[cfg(feature = "dlib")]
+        return (self.detector, self.models);
+        #[cfg(not(feature = "dlib"))]
+        return (DetectorKind::Hog, None);
     }
 }
 
@@ -64,14 +47,8 @@ pub struct PackArgs {
     /// Output dataset, e.g. `training/celeb` (writes celeb.manifest.json, celeb-00000.shard, ...).
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Face detector.
-    #[cfg(feature = "pack")]
-    #[arg(long, value_enum, default_value = "hog")]
-    pub detector: crate::align::DetectorKind,
-    /// Folder of the dlib models (default: $FACEKIT_MODELS, else ./models).
-    #[cfg(feature = "pack")]
-    #[arg(long)]
-    pub models: Option<PathBuf>,
+    #[command(flatten)]
+    pub detect: DetectArgs,
     /// File of 5-point landmarks (`path [label] x1 y1 ... x5 y5`, paths relative to the root); listed images skip detection, others are rejected.
     #[arg(long, value_name = "FILE")]
     pub landmarks: Option<PathBuf>,
@@ -89,13 +66,13 @@ pub struct PackArgs {
     pub padding: f64,
     /// How face chips are stored in records.
     #[arg(long, value_enum, default_value = "jpeg")]
-    pub encoding: EncodingArg,
+    pub encoding: Encoding,
     /// JPEG quality, 1-100.
     #[arg(long, default_value_t = 95)]
     pub quality: u8,
     /// JPEG chroma subsampling: 420 (as Pillow, OpenCV and insightface write) or 444.
     #[arg(long, value_enum, default_value = "420")]
-    pub chroma: ChromaArg,
+    pub chroma: Chroma,
     /// Target shard size (`64M`, `1G`, bytes).
     #[arg(long, default_value = "1G")]
     pub shard_size: ByteSize,
@@ -121,25 +98,19 @@ pub struct PackArgs {
 pub fn run(args: PackArgs) -> Result<ExitCode> {
     // Finish the chunk in hand and keep the last checkpoint, instead of dying mid-write.
     let stop = StopFlag::from_signals()?;
-    #[cfg(feature = "pack")]
-    let finder = FaceFinder::Detect(args.detector);
-    #[cfg(not(feature = "pack"))]
-    let finder = FaceFinder::Landmarks;
+    let (detector, models) = args.detect.into_parts();
     let opts = PackOptions {
         roots: args.roots,
         output: args.output,
-        finder,
-        #[cfg(feature = "pack")]
-        models: args.models,
-        #[cfg(not(feature = "pack"))]
-        models: None,
+        detector,
+        models,
         landmarks: args.landmarks,
         attributes: args.attributes,
         utkface_labels: args.utkface_labels,
         spec: ChipSpec { size: args.size, padding: args.padding },
-        encoding: args.encoding.into(),
+        encoding: args.encoding,
         quality: args.quality,
-        chroma: args.chroma.into(),
+        chroma: args.chroma,
         shard_size: args.shard_size.0,
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         valid_fraction: args.valid_fraction,
@@ -148,7 +119,7 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
         progress: !args.quiet,
         stop: stop.clone(),
     };
-    match pack::pack(&opts)? {
+    match facekit_pack::pack(&opts)? {
         PackEnd::Done(report) => {
             println!("{}", report.summary());
             if report.counters.packed == 0 {

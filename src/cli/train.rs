@@ -1,13 +1,194 @@
 //! `facekit train`: train a face network on packed shards (see docs/TRAINING.md).
 
-use crate::train::config::TrainConfig;
-use crate::train::run::{self, Outcome, Summary};
-use crate::signals::StopFlag;
 use anyhow::Result;
+use facekit_io::StopFlag;
+use facekit_train::model::{Arch, Task};
+use facekit_train::trainer::config::{MemoryFormatKind, PrecisionKind, ScheduleKind};
+use facekit_train::{Outcome, Summary, TrainConfig};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Arguments of `facekit train`.
-pub type TrainArgs = TrainConfig;
+/// The flags of `facekit train`, mapped once onto the library's [`TrainConfig`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Task to train (case-insensitive): FR, Gender, Age or Multi.
+    #[arg(value_enum, ignore_case = true)]
+    pub task: Task,
+    /// Training datasets (names in --data-dir, or paths); several are concatenated.
+    #[arg(long = "train-sets", visible_alias = "train_sets", num_args = 1.., required_unless_present = "resume")]
+    pub train_sets: Vec<String>,
+    /// Validation datasets (names in --data-dir, or paths); several are concatenated.
+    #[arg(long = "valid-sets", visible_alias = "valid_sets", num_args = 1..)]
+    pub valid_sets: Vec<String>,
+    /// Folder where bare dataset names are looked up.
+    #[arg(long, default_value_os_t = d().data_dir)]
+    pub data_dir: PathBuf,
+    /// Network architecture.
+    #[arg(long, value_enum, default_value_t = d().arch)]
+    pub arch: Arch,
+    /// Input image side in pixels (records of another size are resized).
+    #[arg(long, default_value_t = d().image_size)]
+    pub image_size: u32,
+    /// Embedding dimension.
+    #[arg(long, default_value_t = d().embedding_size)]
+    pub embedding_size: i64,
+    /// Dropout probability before the embedding layer.
+    #[arg(long, default_value_t = d().dropout)]
+    pub dropout: f64,
+    /// Images per step.
+    #[arg(long, default_value_t = d().batch_size)]
+    pub batch_size: usize,
+    /// Initial learning rate.
+    #[arg(long, default_value_t = d().lr)]
+    pub lr: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = d().momentum)]
+    pub momentum: f64,
+    /// SGD weight decay (L2), applied to every weight.
+    #[arg(long, default_value_t = d().weight_decay)]
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value_t = d().schedule)]
+    pub schedule: ScheduleKind,
+    /// Plateau: steps without loss decrease before shrinking; step: steps between shrinks.
+    #[arg(long, default_value_t = d().plateau_steps)]
+    pub plateau_steps: u64,
+    /// Factor applied to the learning rate when it shrinks.
+    #[arg(long, default_value_t = d().lr_shrink)]
+    pub lr_shrink: f64,
+    /// Learning rate below which training stops (plateau) or where it ends (cosine).
+    #[arg(long, default_value_t = d().min_lr)]
+    pub min_lr: f64,
+    /// Steps of linear warm-up from 0 to --lr.
+    #[arg(long, default_value_t = d().warmup_steps)]
+    pub warmup_steps: u64,
+    /// Stop after this many steps in total [default: none].
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Stop after this many passes over the training sets [default: none].
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// ArcFace scale s.
+    #[arg(long, default_value_t = d().arcface_scale)]
+    pub arcface_scale: f64,
+    /// ArcFace additive angular margin m (radians).
+    #[arg(long, default_value_t = d().arcface_margin)]
+    pub arcface_margin: f64,
+    /// Multi task: weights of the fr, gender and age losses.
+    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = d().multi_weights)]
+    pub multi_weights: Vec<f64>,
+    /// Backbone arithmetic (auto: fp16 on CUDA, fp32 on CPU); weights, heads, losses stay fp32.
+    #[arg(long, value_enum, default_value_t = d().precision)]
+    pub precision: PrecisionKind,
+    /// Layout of images and conv weights (auto: channels-last on CUDA, contiguous on CPU).
+    #[arg(long, value_enum, default_value_t = d().memory_format)]
+    pub memory_format: MemoryFormatKind,
+    /// Device: auto (CUDA when present), cpu, cuda or cuda:N.
+    #[arg(long, default_value_t = d().device)]
+    pub device: String,
+    /// Do not mirror training images (by default half of them are, chosen per image and epoch).
+    #[arg(long)]
+    pub no_flip: bool,
+    /// Random crop: keep a square of side uniform in [1-F, 1] of the chip, anywhere, resized back.
+    #[arg(long, value_name = "F", default_value_t = d().random_crop)]
+    pub random_crop: f32,
+    /// Brightness and contrast jitter: each factor uniform in [1-F, 1+F].
+    #[arg(long, value_name = "F", default_value_t = d().color_jitter)]
+    pub color_jitter: f32,
+    /// Probability of turning a training image grey.
+    #[arg(long, value_name = "P", default_value_t = d().grey_prob)]
+    pub grey_prob: f32,
+    /// Threads decoding and augmenting images (0: all cores on CUDA, a quarter of them on the CPU).
+    #[arg(long, default_value_t = d().workers)]
+    pub workers: usize,
+    /// libtorch's compute threads (0: the cores the decode workers leave, at least 1).
+    #[arg(long, default_value_t = d().threads)]
+    pub threads: usize,
+    /// Seed of the data order, augmentation, initial weights and dropout.
+    #[arg(long, default_value_t = d().seed)]
+    pub seed: u64,
+    /// Validate every N steps (0: only at the end).
+    #[arg(long, default_value_t = d().valid_every)]
+    pub valid_every: u64,
+    /// Write the `last` checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = d().checkpoint_every)]
+    pub checkpoint_every: u64,
+    /// Folder holding one sub-folder per run.
+    #[arg(long, default_value_os_t = d().model_dir)]
+    pub model_dir: PathBuf,
+    /// Name of this run's folder in --model-dir [default: TASK-UNIXTIME].
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// Delete an existing run folder of the same name first (otherwise reusing a name is refused).
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
+    /// Continue the run RUN (a name in --model-dir, or its folder) from its `last` checkpoint.
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<String>,
+    /// Skip corrupt records (counted and reported) instead of stopping.
+    #[arg(long)]
+    pub skip_corrupt: bool,
+    /// With --resume: continue even though a dataset's manifest changed since the run started (repacked data).
+    #[arg(long, requires = "resume")]
+    pub allow_changed_data: bool,
+    /// Print a progress line every N steps.
+    #[arg(long, default_value_t = d().log_every)]
+    pub log_every: u64,
+}
+
+/// The library's defaults, which the flags show and take.
+fn d() -> TrainConfig {
+    TrainConfig::default()
+}
+
+impl TrainArgs {
+    /// The library configuration these flags describe.
+    pub fn into_config(self) -> TrainConfig {
+        TrainConfig {
+            task: self.task,
+            train_sets: self.train_sets,
+            valid_sets: self.valid_sets,
+            data_dir: self.data_dir,
+            arch: self.arch,
+            image_size: self.image_size,
+            embedding_size: self.embedding_size,
+            dropout: self.dropout,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            schedule: self.schedule,
+            plateau_steps: self.plateau_steps,
+            lr_shrink: self.lr_shrink,
+            min_lr: self.min_lr,
+            warmup_steps: self.warmup_steps,
+            max_steps: self.max_steps,
+            epochs: self.epochs,
+            arcface_scale: self.arcface_scale,
+            arcface_margin: self.arcface_margin,
+            multi_weights: self.multi_weights,
+            precision: self.precision,
+            memory_format: self.memory_format,
+            device: self.device,
+            no_flip: self.no_flip,
+            random_crop: self.random_crop,
+            color_jitter: self.color_jitter,
+            grey_prob: self.grey_prob,
+            workers: self.workers,
+            threads: self.threads,
+            seed: self.seed,
+            valid_every: self.valid_every,
+            checkpoint_every: self.checkpoint_every,
+            model_dir: self.model_dir,
+            run_name: self.run_name,
+            overwrite: self.overwrite,
+            resume: self.resume,
+            skip_corrupt: self.skip_corrupt,
+            allow_changed_data: self.allow_changed_data,
+            log_every: self.log_every,
+        }
+    }
+}
 
 /// Trains. Exit codes: 0 finished; 1 the loss diverged or the data is corrupt; 2 a usage or I/O
 /// error; 128 + N when signal N stopped it after saving `last` (130 Ctrl-C, 143 SIGTERM, 129
@@ -16,7 +197,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let command_line: Vec<String> = std::env::args().collect();
     // Finish the step in hand and save it, instead of dying mid-write.
     let stop = StopFlag::from_signals()?;
-    Ok(match run::train(args, command_line, stop.clone())? {
+    Ok(match facekit_train::train(args.into_config(), command_line, stop.clone())? {
         Outcome::Finished(s) => {
             print_summary("finished", &s);
             ExitCode::SUCCESS

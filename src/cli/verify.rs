@@ -1,7 +1,7 @@
 //! `facekit verify-shard`: prove that shards are intact, record by record.
 
-use crate::shard::verify::{self, DatasetReport, Problem, ShardReport, VerifyOptions};
-use crate::shard::DatasetPaths;
+use facekit_shard::verify::{self, DatasetReport, Problem, ShardReport, VerifyOptions};
+use facekit_shard::DatasetPaths;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,15 +34,15 @@ enum Target {
 pub fn run(args: VerifyArgs) -> Result<ExitCode> {
     let targets = args.paths.iter().map(|p| classify(p, &args.data_dir)).collect::<Result<Vec<_>>>()?;
     let total: u64 = targets.iter().map(target_bytes).sum();
-    let bar = crate::progress::bytes(total);
+    let bar = facekit_io::progress::bytes(total);
     if total < 256 << 20 {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        facekit_io::progress::hide(&bar);
     }
     let done = AtomicU64::new(0);
     let on_bytes = |n: u64| {
         bar.set_position(done.fetch_add(n, Ordering::Relaxed) + n);
     };
-    let opts = VerifyOptions { decode: args.decode };
+    let opts = VerifyOptions { decode: args.decode.then_some(&facekit_data::codec::decoded_size as &verify::PayloadCheck) };
     let mut datasets = Vec::new();
     let mut shards = Vec::new();
     for t in &targets {
@@ -69,7 +69,7 @@ fn classify(arg: &str, data_dir: &Path) -> Result<Target> {
             bail!("no such shard file: {arg}");
         }
         // A FIFO or device is named as what it is, without being opened for reading.
-        crate::fsx::open_regular(p)?;
+        facekit_io::bounded::open_regular(p)?;
         return Ok(Target::Shard(p.to_path_buf()));
     }
     Ok(Target::Dataset(DatasetPaths::resolve(arg, Some(data_dir))?))

@@ -1,0 +1,3 @@
+//! The data loader's tests, one binary.
+
+mod loader;

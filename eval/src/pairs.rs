@@ -1,0 +1,218 @@
+//! LFW `pairs.txt` lists and their resolution against an image root in LFW layout.
+//!
+//! The official format: a header `folds n` (or a single `n` for `pairsDevTrain.txt`-style lists,
+//! one fold), then per fold `n` same-person lines `name i j` followed by `n` different-person
+//! lines `name1 i name2 j`. Image `i` of `name` is `root/name/name_000i.jpg`.
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// One face named by a pairs file: a person and the 1-based number of their photo.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct FaceRef {
+    /// Person name, the folder name in LFW layout (`Abel_Pacheco`).
+    pub name: String,
+    /// 1-based photo number.
+    pub number: u32,
+}
+
+impl FaceRef {
+    /// The LFW path of this face under `root`: `root/Name/Name_0001.jpg`.
+    pub fn path(&self, root: &Path) -> PathBuf {
+        root.join(&self.name).join(format!("{}_{:04}.jpg", self.name, self.number))
+    }
+
+    /// The same path relative to the root, as packed records store it (`Name/Name_0001.jpg`).
+    pub fn relative(&self) -> String {
+        format!("{}/{}_{:04}.jpg", self.name, self.name, self.number)
+    }
+}
+
+/// One pair of faces and whether they show the same person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pair {
+    /// First face.
+    pub left: FaceRef,
+    /// Second face.
+    pub right: FaceRef,
+    /// True for a same-person pair.
+    pub same: bool,
+    /// 1-based line number in the pairs file, for error messages.
+    pub line: usize,
+}
+
+/// A parsed pairs file.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairList {
+    /// Number of folds in the header.
+    pub folds: usize,
+    /// Same-person (and different-person) pairs per fold in the header.
+    pub per_fold: usize,
+    /// The pairs in file order (fold by fold).
+    pub pairs: Vec<Pair>,
+}
+
+impl PairList {
+    /// Reads and parses a pairs file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = facekit_io::bounded::read_string(path, facekit_io::bounded::PAIRS).context("cannot read the pairs file")?;
+        Self::parse(&text).with_context(|| format!("pairs file {} is malformed", path.display()))
+    }
+
+    /// Parses the text of a pairs file; errors name the line.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let Some((_, header)) = lines.next() else { bail!("the file is empty") };
+        let nums: Vec<&str> = header.split_whitespace().collect();
+        let parse_num = |s: &str| s.parse::<usize>().with_context(|| format!("line 1: header {header:?} is not `folds n`"));
+        let (folds, per_fold) = match nums.as_slice() {
+            [n] => (1, parse_num(n)?),
+            [f, n] => (parse_num(f)?, parse_num(n)?),
+            _ => bail!("line 1: header {header:?} is not `folds n`"),
+        };
+        // The header only promises: the lines decide what is kept, and their count bounds it.
+        let promised = folds
+            .checked_mul(per_fold)
+            .and_then(|n| n.checked_mul(2))
+            .filter(|&n| n <= text.len())
+            .with_context(|| format!("line 1: header {header:?} promises more pairs than the file could hold"))?;
+        let mut pairs = Vec::with_capacity(promised);
+        for (i, line) in lines {
+            let line_no = i + 1;
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let num = |s: &str| {
+                s.parse::<u32>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .with_context(|| format!("line {line_no}: {s:?} is not a photo number (1, 2, ...)"))
+            };
+            let names: &[&str] = match f.as_slice() {
+                [name, _, _] => &[name],
+                [n1, _, n2, _] => &[n1, n2],
+                _ => &[],
+            };
+            if let Some(bad) = names.iter().find(|n| !is_person_name(n)) {
+                bail!("line {line_no}: {bad:?} is not a person's folder name (no '/', not '.' or '..')");
+            }
+            let pair = match f.as_slice() {
+                [name, a, b] => Pair {
+                    left: FaceRef { name: name.to_string(), number: num(a)? },
+                    right: FaceRef { name: name.to_string(), number: num(b)? },
+                    same: true,
+                    line: line_no,
+                },
+                [n1, a, n2, b] => Pair {
+                    left: FaceRef { name: n1.to_string(), number: num(a)? },
+                    right: FaceRef { name: n2.to_string(), number: num(b)? },
+                    same: n1 == n2,
+                    line: line_no,
+                },
+                _ => bail!("line {line_no}: {line:?} is neither `name i j` nor `name1 i name2 j`"),
+            };
+            pairs.push(pair);
+        }
+        if pairs.len() != promised {
+            bail!(
+                "the header promises {folds} fold(s) of {per_fold} same and {per_fold} different pairs ({promised} lines), the file has {}",
+                pairs.len()
+            );
+        }
+        Ok(PairList { folds, per_fold, pairs })
+    }
+}
+
+/// A person name must be one folder of the image root: a pairs file cannot point outside it.
+fn is_person_name(name: &str) -> bool {
+    facekit_io::bounded::is_plain_name(name)
+}
+
+/// What to do with pairs whose images or people are missing from the image root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum MissingPolicy {
+    /// Stop with an error listing what is missing.
+    Error,
+    /// Leave such pairs out (they are counted and reported); folds are then re-cut evenly.
+    Skip,
+}
+
+/// The pairs whose both images exist, and a count of those that do not.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resolved {
+    /// Pairs kept, in file order.
+    pub pairs: Vec<Pair>,
+    /// Pairs naming a person with no folder under the root.
+    pub missing_people: usize,
+    /// Pairs whose person exists but whose photo number does not.
+    pub missing_images: usize,
+    /// Up to 10 examples of what is missing, for the report.
+    pub examples: Vec<String>,
+}
+
+impl Resolved {
+    /// Pairs left out.
+    pub fn skipped(&self) -> usize {
+        self.missing_people + self.missing_images
+    }
+}
+
+/// Checks every pair's images under `root` (via `exists`, so that packed datasets can answer
+/// from their record paths) and applies `policy`.
+pub fn resolve(list: &PairList, policy: MissingPolicy, exists: impl Fn(&FaceRef) -> Presence) -> Result<Resolved> {
+    let mut out = Resolved { pairs: Vec::new(), missing_people: 0, missing_images: 0, examples: Vec::new() };
+    for pair in &list.pairs {
+        let worst = [exists(&pair.left), exists(&pair.right)]
+            .into_iter()
+            .zip([&pair.left, &pair.right])
+            .filter(|(p, _)| *p != Presence::Found)
+            .min_by_key(|(p, _)| *p);
+        match worst {
+            None => out.pairs.push(pair.clone()),
+            Some((presence, face)) => {
+                if presence == Presence::NoPerson {
+                    out.missing_people += 1;
+                } else {
+                    out.missing_images += 1;
+                }
+                if out.examples.len() < 10 {
+                    let what = if presence == Presence::NoPerson { "no such person" } else { "no such photo" };
+                    out.examples.push(format!("line {}: {} ({what})", pair.line, face.relative()));
+                }
+            }
+        }
+    }
+    if policy == MissingPolicy::Error && out.skipped() > 0 {
+        bail!(
+            "{} pair(s) name people missing from the images and {} name missing photos, e.g. {}; \
+             pass --missing skip to leave them out",
+            out.missing_people,
+            out.missing_images,
+            out.examples.join("; ")
+        );
+    }
+    Ok(out)
+}
+
+/// Whether a named face is available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Presence {
+    /// The person is unknown.
+    NoPerson,
+    /// The person is known but not this photo.
+    NoImage,
+    /// The photo is there.
+    Found,
+}
+
+/// Looks a face up in an LFW-layout folder.
+pub fn presence_in_folder(root: &Path, face: &FaceRef) -> Presence {
+    if face.path(root).is_file() {
+        Presence::Found
+    } else if root.join(&face.name).is_dir() {
+        Presence::NoImage
+    } else {
+        Presence::NoPerson
+    }
+}

@@ -1,0 +1,59 @@
+//! LFW pairs files: both line forms, the official file, missing photos and people.
+
+
+use facekit_eval::pairs::{self, MissingPolicy, PairList, Presence};
+
+#[test]
+fn official_lfw_pairs_file_parses_into_ten_folds_of_both_forms() {
+    let path = facekit_testkit::shared_data().join("lfw_pairs.txt");
+    let list = PairList::read(&path).unwrap();
+    assert_eq!((list.folds, list.per_fold, list.pairs.len()), (10, 300, 6000));
+    // Count the forms independently of the parser: 3 fields = same person, 4 = two people.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let three = text.lines().skip(1).filter(|l| l.split_whitespace().count() == 3).count();
+    assert_eq!(list.pairs.iter().filter(|p| p.same).count(), three);
+    let first = &list.pairs[0];
+    assert_eq!((first.left.name.as_str(), first.left.number, first.right.number, first.same), ("Abel_Pacheco", 1, 4, true));
+    assert_eq!(first.left.relative(), "Abel_Pacheco/Abel_Pacheco_0001.jpg");
+    // Each fold is 300 same-person pairs, then 300 different-person pairs.
+    assert!(list.pairs[..300].iter().all(|p| p.same) && list.pairs[300..600].iter().all(|p| !p.same));
+}
+
+#[test]
+fn malformed_lines_and_wrong_counts_name_the_line() {
+    let err = PairList::parse("1\t1\nAbel_Pacheco\t1\nA 1 B 2\n").unwrap_err();
+    assert!(format!("{err:#}").contains("line 2"), "{err:#}");
+    let err = PairList::parse("1\t1\nAbel_Pacheco\tx\t2\nA 1 B 2\n").unwrap_err();
+    assert!(format!("{err:#}").contains("line 2") && format!("{err:#}").contains("\"x\""), "{err:#}");
+    let err = PairList::parse("2\t1\nAbel_Pacheco\t1\t2\nA 1 B 2\n").unwrap_err();
+    assert!(format!("{err:#}").contains("promises 2 fold(s)"), "{err:#}");
+}
+
+fn mixed_list() -> PairList {
+    // Over lfw100: a valid same pair, a valid different pair, a photo number that does not exist,
+    // and a person who is not in lfw100.
+    PairList::parse(
+        "1\t2\nAriel_Sharon\t1\t2\nAriel_Sharon\t3\t9999\nAriel_Sharon\t1\tBill_Gates\t1\nNobody_Here\t1\tBill_Gates\t2\n",
+    )
+    .unwrap()
+}
+
+#[test]
+fn missing_photos_and_people_are_errors_by_default() {
+    let root = facekit_testkit::shared_data().join("lfw100");
+    let err = pairs::resolve(&mixed_list(), MissingPolicy::Error, |f| pairs::presence_in_folder(&root, f)).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("1 pair(s) name people missing") && msg.contains("1 name missing photos"), "{msg}");
+    assert!(msg.contains("Ariel_Sharon_9999.jpg") && msg.contains("Nobody_Here"), "{msg}");
+}
+
+#[test]
+fn skipped_pairs_are_counted_by_kind_and_the_rest_kept_in_order() {
+    let root = facekit_testkit::shared_data().join("lfw100");
+    let r = pairs::resolve(&mixed_list(), MissingPolicy::Skip, |f| pairs::presence_in_folder(&root, f)).unwrap();
+    assert_eq!((r.missing_people, r.missing_images, r.pairs.len()), (1, 1, 2));
+    assert_eq!(r.pairs[0].line, 2);
+    assert_eq!(r.pairs[1].line, 4);
+    assert!(r.pairs.iter().all(|p| p.left.path(&root).is_file() && p.right.path(&root).is_file()));
+    assert_eq!(pairs::presence_in_folder(&root, &r.pairs[0].left), Presence::Found);
+}

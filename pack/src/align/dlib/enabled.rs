@@ -1,0 +1,184 @@
+//! The dlib half of the facade (feature `dlib`): detector and landmark predictor in one
+//! [`FaceAligner`].
+
+use super::{models_dir, AlignError, Aligned, Detection, DetectorKind, FaceBox, CNN_MODEL, LANDMARKS_MODEL, MAX_UPSAMPLE_PIXELS, MIN_EYE_DISTANCE};
+use crate::align::{align_dlib5, ChipSpec, LandmarkOrder, Landmarks5};
+use anyhow::Context;
+use dlib_face_recognition::{
+    FaceDetector, FaceDetectorCnn, FaceDetectorTrait, ImageMatrix, LandmarkPredictor, LandmarkPredictorTrait, Rectangle,
+};
+use image::RgbImage;
+use std::path::{Path, PathBuf};
+
+enum Detector {
+    Hog(FaceDetector),
+    Cnn(FaceDetectorCnn),
+}
+
+/// Detector + landmark predictor + chip geometry. `Send`, not `Sync`: one per thread.
+pub struct FaceAligner {
+    detector: Detector,
+    predictor: LandmarkPredictor,
+    kind: DetectorKind,
+    spec: ChipSpec,
+    min_eye_distance: f64,
+}
+
+impl FaceAligner {
+    /// Loads the models from `models` (see [`models_dir`]) for the given detector and chip.
+    pub fn new(models: Option<&Path>, kind: DetectorKind, spec: ChipSpec) -> anyhow::Result<FaceAligner> {
+        spec.validate()?;
+        check_cpu()?;
+        let dir = models_dir(models);
+        let lm = model_file(&dir, LANDMARKS_MODEL)?;
+        let predictor = LandmarkPredictor::open(&lm)
+            .map_err(|e| anyhow::anyhow!(e))
+            .with_context(|| format!("loading landmark model {}", lm.display()))?;
+        let detector = match kind {
+            DetectorKind::Hog => Detector::Hog(FaceDetector::new()),
+            DetectorKind::Cnn => {
+                let p = model_file(&dir, CNN_MODEL)?;
+                Detector::Cnn(
+                    FaceDetectorCnn::open(&p)
+                        .map_err(|e| anyhow::anyhow!(e))
+                        .with_context(|| format!("loading CNN face detector {}", p.display()))?,
+                )
+            }
+        };
+        Ok(FaceAligner { detector, predictor, kind, spec, min_eye_distance: MIN_EYE_DISTANCE })
+    }
+
+    /// Changes the too-small threshold (eye-centre distance in source pixels).
+    pub fn with_min_eye_distance(mut self, px: f64) -> Self {
+        self.min_eye_distance = px;
+        self
+    }
+
+    /// The detector in use.
+    pub fn kind(&self) -> DetectorKind {
+        self.kind
+    }
+
+    /// The chip geometry in use.
+    pub fn spec(&self) -> ChipSpec {
+        self.spec
+    }
+
+    fn run_detector(&self, m: &ImageMatrix) -> Vec<FaceBox> {
+        let rects = match &self.detector {
+            Detector::Hog(d) => d.face_locations(m),
+            Detector::Cnn(d) => d.face_locations(m),
+        };
+        rects.iter().map(from_dlib).collect()
+    }
+
+    /// Finds faces (HOG: upsampling 2x only when none is found at 1x, in photos of at most
+    /// [`MAX_UPSAMPLE_PIXELS`]).
+    pub fn detect(&self, img: &RgbImage) -> Detection {
+        let m = to_matrix(img);
+        self.detect_matrix(&m, img.width(), img.height())
+    }
+
+    fn detect_matrix(&self, m: &ImageMatrix, w: u32, h: u32) -> Detection {
+        let faces = self.run_detector(m);
+        // Upsampling exists for small faces in small photos; on a large photo it would only
+        // quadruple the memory of a worker (a 100 Mpx photo: 1.2 GB more) for faces that are
+        // large enough already.
+        let too_large = u64::from(w) * u64::from(h) > MAX_UPSAMPLE_PIXELS;
+        if !faces.is_empty() || self.kind == DetectorKind::Cnn || w == 0 || h == 0 || too_large {
+            return Detection { faces, upsampled: false };
+        }
+        // pyramid_up's output is rect_up(get_rect(img)) + 1: (2w + 2) x (2h + 1) for
+        // pyramid_down<2>'s point_up = (p + (1.25, 0.75)) * 2, filled by resize_image (bilinear).
+        let up = m.resize(2 * w as usize + 2, 2 * h as usize + 1);
+        let faces = self.run_detector(&up).into_iter().map(pyramid_down).collect();
+        Detection { faces, upsampled: true }
+    }
+
+    /// The 5 dlib landmarks of `face` (dlib order, source pixels).
+    pub fn landmarks(&self, img: &RgbImage, face: FaceBox) -> [[f64; 2]; 5] {
+        landmarks_on(&self.predictor, &to_matrix(img), face)
+    }
+
+    /// Detects the largest face, predicts its landmarks and cuts the chip.
+    pub fn align(&self, img: &RgbImage) -> Result<Aligned, AlignError> {
+        let m = to_matrix(img);
+        let det = self.detect_matrix(&m, img.width(), img.height());
+        let face = det.largest().ok_or(AlignError::NoFace)?;
+        let landmarks = landmarks_on(&self.predictor, &m, face);
+        let eye_distance = Landmarks5 { points: landmarks, order: LandmarkOrder::Dlib5 }.eye_distance();
+        if eye_distance < self.min_eye_distance {
+            return Err(AlignError::TooSmall { eye_distance, min: self.min_eye_distance });
+        }
+        let chip = align_dlib5(img, &landmarks, &self.spec);
+        Ok(Aligned { chip, faces: det.faces.len(), upsampled: det.upsampled, landmarks, face })
+    }
+}
+
+fn landmarks_on(p: &LandmarkPredictor, m: &ImageMatrix, face: FaceBox) -> [[f64; 2]; 5] {
+    let parts = p.face_landmarks(m, &to_dlib(face));
+    let mut out = [[0.0; 2]; 5];
+    // The 5-point model always yields 5 parts; a different model file would be caught here.
+    for (o, q) in out.iter_mut().zip(parts.iter()) {
+        *o = [q.x() as f64, q.y() as f64];
+    }
+    out
+}
+
+/// Copies an RGB image into a dlib matrix.
+fn to_matrix(img: &RgbImage) -> ImageMatrix {
+    // SAFETY: `ImageMatrix::new` reads exactly width * height * 3 bytes from the pointer,
+    // which is the length of an RgbImage's buffer.
+    unsafe { ImageMatrix::new(img.width() as usize, img.height() as usize, img.as_raw().as_ptr()) }
+}
+
+// The pack engineer moves one aligner into each rayon worker.
+const _: fn() = || {
+    fn assert_send<T: Send>() {}
+    assert_send::<FaceAligner>();
+};
+
+/// Refuses to run dlib code built with AVX2 (see `.cargo/config.toml`) on a CPU without it: an
+/// illegal-instruction crash in the middle of a pack would say nothing useful.
+fn check_cpu() -> anyhow::Result<()> {
+    #[cfg(all(facekit_dlib_avx2, target_arch = "x86_64"))]
+    anyhow::ensure!(
+        std::arch::is_x86_feature_detected!("avx2"),
+        "this facekit was built with AVX2 for dlib (CXXFLAGS_x86_64_unknown_linux_gnu=-mavx2, from .cargo/config.toml) \
+         but this CPU has no AVX2: rebuild with CXXFLAGS_x86_64_unknown_linux_gnu=\"\" set in the environment"
+    );
+    #[cfg(all(facekit_dlib_avx, target_arch = "x86_64"))]
+    anyhow::ensure!(
+        std::arch::is_x86_feature_detected!("avx"),
+        "this facekit was built with AVX for dlib (CXXFLAGS_x86_64_unknown_linux_gnu=-mavx) but this CPU has no AVX: \
+         rebuild with CXXFLAGS_x86_64_unknown_linux_gnu=\"\" set in the environment"
+    );
+    Ok(())
+}
+
+
+fn from_dlib(r: &Rectangle) -> FaceBox {
+    FaceBox { left: r.left as i64, top: r.top as i64, right: r.right as i64, bottom: r.bottom as i64 }
+}
+
+fn to_dlib(f: FaceBox) -> Rectangle {
+    Rectangle { left: f.left as _, top: f.top as _, right: f.right as _, bottom: f.bottom as _ }
+}
+
+/// Maps a box found on a `pyramid_up` image back to the original (dlib's
+/// `pyramid_down<2>::rect_down`, then rounding each edge with `floor(x + 0.5)`).
+fn pyramid_down(f: FaceBox) -> FaceBox {
+    let r = |v: i64, off: f64| (v as f64 / 2.0 - off + 0.5).floor() as i64;
+    FaceBox { left: r(f.left, 1.25), top: r(f.top, 0.75), right: r(f.right, 1.25), bottom: r(f.bottom, 0.75) }
+}
+
+fn model_file(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let p = dir.join(name);
+    anyhow::ensure!(
+        p.is_file(),
+        "dlib model {} not found (models folder {}; run scripts/setup.sh or set FACEKIT_MODELS)",
+        p.display(),
+        dir.display()
+    );
+    Ok(p)
+}

@@ -1,0 +1,36 @@
+//! Packing identity folders of raw photos into aligned, checksummed shards (`facekit pack`).
+//!
+//! The pipeline, one module per stage:
+//! - [`photo`]: decoding untrusted image files into RGB (format by bytes, EXIF, bombs, damage);
+//! - [`align`]: 5-point similarity alignment in pure Rust, pixel-identical to dlib's
+//!   `get_face_chip`, and face detection through dlib behind the [`align::dlib`] facade
+//!   (feature `dlib`);
+//! - [`layout`] decides sources, identities and class ids; [`inputs`] streams every file in one
+//!   sorted order; [`worker`] turns one file into a record or a [`RejectReason`] ([`landmarks`],
+//!   [`attributes`] supply known points and labels; [`encode`] writes the payload);
+//! - [`run`] (the entry point, [`pack`]): chunks of the stream aligned in parallel on a rayon
+//!   pool, a writer thread putting results in input order into the training or validation dataset
+//!   ([`split`]), checkpointing after every training shard ([`checkpoint`]), listing rejects as they
+//!   happen ([`rejects`]) and counting ([`report`]).
+//!
+//! Because the order never depends on thread timing, the shards are byte-identical for any
+//! `--threads`, and a resumed pack equals an uninterrupted one.
+
+pub mod align;
+pub mod attributes;
+pub mod checkpoint;
+pub mod encode;
+pub mod inputs;
+pub mod landmarks;
+pub mod layout;
+pub mod photo;
+pub mod reason;
+pub mod rejects;
+pub mod report;
+pub mod run;
+pub mod size;
+pub mod split;
+pub mod worker;
+
+pub use reason::RejectReason;
+pub use run::{pack, PackEnd, PackOptions, VALID_SUFFIX};

@@ -1,0 +1,3 @@
+//! The shard crate's tests, one binary.
+
+mod format;

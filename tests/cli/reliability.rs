@@ -1,0 +1,757 @@
+//! Hostile input and faults: every way facekit once crashed, hung, lost data or left its folder,
+//! each as the situation a user meets (issue "Trust"). Packs here align from a landmarks file, so
+//! they need no dlib and run in both build flavours; training cases need feature `torch`.
+
+
+use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
+use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn lfw() -> PathBuf {
+    facekit_testkit::shared_data().join("lfw100")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Runs a command, killing it (and failing the test) if it has not ended after `secs`: a hang
+/// must fail, not stall the suite.
+fn run_within(mut cmd: Command, secs: u64) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("facekit starts");
+    let t0 = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if t0.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("facekit hung for {secs} s:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn facekit(args: &[&str]) -> Output {
+    let mut cmd = crate::facekit();
+    cmd.args(args).env("FACEKIT_MODELS", facekit_testkit::models_dir());
+    run_within(cmd, 300)
+}
+
+fn facekit_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = crate::facekit();
+    cmd.args(args).env("FACEKIT_MODELS", facekit_testkit::models_dir());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_within(cmd, 300)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "facekit failed ({:?}):\n{}\n{}", o.status, String::from_utf8_lossy(&o.stdout), stderr(o));
+}
+
+/// Exit code 2 and a message containing every one of `needles`.
+fn refused(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "expected a clean error (exit 2), got {:?}:\n{err}", o.status);
+    assert!(!err.contains("panicked"), "a panic is not a clean error:\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "the message lacks {n:?}:\n{err}");
+    }
+}
+
+/// `dst/<identity>/` with copies of the first `per` photos of each identity.
+fn copy_photos(dst: &Path, identities: &[&str], per: usize) {
+    for id in identities {
+        let mut files: Vec<PathBuf> = fs::read_dir(lfw().join(id)).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        fs::create_dir_all(dst.join(id)).unwrap();
+        for f in files.into_iter().take(per) {
+            fs::copy(&f, dst.join(id).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// Plausible landmarks for a 250x250 LFW photo (the face is centred), one line per file under
+/// `root`, insightface order: eyes, nose, mouth corners.
+fn landmarks_for(root: &Path, out: &Path) {
+    let mut text = String::new();
+    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let e = e.unwrap();
+        if e.file_type().is_dir() {
+            continue;
+        }
+        let rel = e.path().strip_prefix(root).unwrap().to_str().unwrap().to_string();
+        text.push_str(&format!("{rel} 105 115 145 115 125 140 110 165 140 165\n"));
+    }
+    fs::write(out, text).unwrap();
+}
+
+const FEW: &[&str] = &["Hans_Blix", "Gordon_Brown", "John_Ashcroft"];
+
+/// Packs `root` from `landmarks` into `out` with small shards; extra args appended.
+fn pack_landmarks(root: &Path, landmarks: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut args = vec!["pack", s(root), "-o", s(out), "--landmarks", s(landmarks), "--size", "64", "--shard-size", "16K", "--quiet"];
+    args.extend_from_slice(extra);
+    facekit_env(&args, env)
+}
+
+fn shard_bytes(dir: &Path, name: &str) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let f = p.file_name().unwrap().to_str().unwrap();
+            f.starts_with(&format!("{name}-")) && f.ends_with(".shard")
+        })
+        .map(|p| (p.file_name().unwrap().to_str().unwrap().to_string(), fs::read(&p).unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crashes and memory safety
+
+
+#[test]
+fn pack_and_resume_survive_a_header_truncated_jpeg_before_a_good_one() {
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path().join("r/Colin_Powell");
+    fs::create_dir_all(&r).unwrap();
+    let src = lfw().join("Colin_Powell");
+    fs::write(r.join("Colin_Powell_0001.jpg"), &fs::read(src.join("Colin_Powell_0001.jpg")).unwrap()[..600]).unwrap();
+    fs::copy(src.join("Colin_Powell_0002.jpg"), r.join("Colin_Powell_0002.jpg")).unwrap();
+    let lm = t.path().join("lm.txt");
+    landmarks_for(&t.path().join("r"), &lm);
+    let out = t.path().join("o/x");
+    let o = pack_landmarks(&t.path().join("r"), &lm, &out, &["--threads", "1"], &[]);
+    ok(&o);
+    let rejects = fs::read_to_string(t.path().join("o/x.rejects.tsv")).unwrap();
+    assert!(rejects.contains("Colin_Powell_0001.jpg\ttruncated_or_corrupt"), "{rejects}");
+    let ds = facekit_shard::Dataset::open_name(s(&out), None).unwrap();
+    assert_eq!(ds.len(), 1);
+}
+
+
+
+
+
+
+
+
+
+// ---------------------------------------------------------------------------------------------
+// Data loss
+
+#[test]
+fn a_crash_in_the_last_steps_of_a_pack_is_completed_by_resume_never_deleted() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("few");
+    copy_photos(&root, FEW, 6);
+    fs::write(root.join("Hans_Blix/0_broken.jpg"), b"junk").unwrap();
+    let lm = t.path().join("lm.txt");
+    landmarks_for(&root, &lm);
+    let whole = t.path().join("whole/few");
+    ok(&pack_landmarks(&root, &lm, &whole, &["--valid-fraction", "0.2"], &[]));
+    let reference = shard_bytes(&t.path().join("whole"), "few");
+    assert!(reference.len() >= 2);
+    for step in ["checkpoint", "manifests", "rejects"] {
+        let dir = t.path().join(step);
+        let out = dir.join("few");
+        let crashed = pack_landmarks(&root, &lm, &out, &["--valid-fraction", "0.2"], &[("FACEKIT_TEST_PACK_CRASH_AFTER", step)]);
+        assert_eq!(crashed.status.code(), Some(137), "{step}: {}", stderr(&crashed));
+        assert!(!dir.join("few.report.json").exists());
+        let resumed = pack_landmarks(&root, &lm, &out, &["--valid-fraction", "0.2", "--resume"], &[]);
+        ok(&resumed);
+        assert!(stderr(&resumed).contains("is complete"), "{step}: {}", stderr(&resumed));
+        assert_eq!(shard_bytes(&dir, "few"), reference, "{step}: the finished shards changed");
+        assert!(!dir.join("few.progress.json").exists() && dir.join("few.report.json").exists());
+        assert_eq!(fs::read(dir.join("few.rejects.tsv")).unwrap(), fs::read(t.path().join("whole/few.rejects.tsv")).unwrap());
+        ok(&facekit(&["verify-shard", s(&out), &format!("{}.valid", s(&out)), "--decode"]));
+    }
+}
+
+#[test]
+fn a_resume_never_deletes_a_finished_dataset_beside_an_unfinished_progress_file() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("few");
+    copy_photos(&root, FEW, 6);
+    let lm = t.path().join("lm.txt");
+    landmarks_for(&root, &lm);
+    let out = t.path().join("o/few");
+    let stopped = pack_landmarks(&root, &lm, &out, &[], &[("FACEKIT_PACK_STOP_AFTER_SHARDS", "1")]);
+    assert_eq!(stopped.status.code(), Some(130), "{}", stderr(&stopped));
+    let progress = fs::read(t.path().join("o/few.progress.json")).unwrap();
+    ok(&pack_landmarks(&root, &lm, &out, &["--resume"], &[]));
+    // The progress file of the interrupted run comes back (a full disk once left it so).
+    fs::write(t.path().join("o/few.progress.json"), progress).unwrap();
+    let before = shard_bytes(&t.path().join("o"), "few");
+    let manifest = fs::read(t.path().join("o/few.manifest.json")).unwrap();
+    let o = pack_landmarks(&root, &lm, &out, &["--resume"], &[]);
+    refused(&o, &["has a manifest", "nothing was changed"]);
+    assert_eq!(shard_bytes(&t.path().join("o"), "few"), before);
+    assert_eq!(fs::read(t.path().join("o/few.manifest.json")).unwrap(), manifest);
+}
+
+#[test]
+fn a_second_writer_of_the_same_dataset_fails_at_once() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("few");
+    copy_photos(&root, FEW, 2);
+    let lm = t.path().join("lm.txt");
+    landmarks_for(&root, &lm);
+    let out = t.path().join("o/few");
+    // Another process writing `o/few` holds its lock (taken here, as that process would).
+    let held = facekit_io::lock::exclusive(&t.path().join("o/few.lock"), "dataset o/few").unwrap();
+    let t0 = Instant::now();
+    let o = pack_landmarks(&root, &lm, &out, &[], &[]);
+    refused(&o, &["in use by another facekit process", "few.lock"]);
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    assert!(!t.path().join("o/few.manifest.json").exists());
+    drop(held);
+    ok(&pack_landmarks(&root, &lm, &out, &[], &[]));
+}
+
+#[test]
+fn resume_refuses_an_input_whose_file_moved_to_another_identity() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("few");
+    copy_photos(&root, FEW, 6);
+    let lm = t.path().join("lm.txt");
+    landmarks_for(&root, &lm);
+    let out = t.path().join("o/few");
+    let stopped = pack_landmarks(&root, &lm, &out, &[], &[("FACEKIT_PACK_STOP_AFTER_SHARDS", "1")]);
+    assert_eq!(stopped.status.code(), Some(130), "{}", stderr(&stopped));
+    // Same file count: one photo of Hans Blix now filed under John Ashcroft.
+    let moved = fs::read_dir(root.join("Hans_Blix")).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    fs::rename(&moved, root.join("John_Ashcroft").join(moved.file_name().unwrap())).unwrap();
+    landmarks_for(&root, &lm);
+    let o = pack_landmarks(&root, &lm, &out, &["--resume"], &[]);
+    refused(&o, &["the input files"]);
+}
+
+#[test]
+fn resume_refuses_a_damaged_progress_file() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("few");
+    copy_photos(&root, FEW, 6);
+    let lm = t.path().join("lm.txt");
+    landmarks_for(&root, &lm);
+    let out = t.path().join("o/few");
+    let stopped = pack_landmarks(&root, &lm, &out, &[], &[("FACEKIT_PACK_STOP_AFTER_SHARDS", "1")]);
+    assert_eq!(stopped.status.code(), Some(130));
+    let p = t.path().join("o/few.progress.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+    v["consumed"] = 99_999_999u64.into();
+    fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+    refused(&pack_landmarks(&root, &lm, &out, &["--resume"], &[]), &["cannot be trusted", "consumed"]);
+}
+
+#[test]
+fn landmarks_slightly_outside_the_photo_are_packed_far_outside_rejected() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("r");
+    copy_photos(&root, &["Hans_Blix"], 3);
+    let names: Vec<String> = {
+        let mut v: Vec<String> = fs::read_dir(root.join("Hans_Blix")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    };
+    let lm = t.path().join("lm.txt");
+    fs::write(
+        &lm,
+        format!(
+            // A face at the left border (a point at x = -0.8, as real landmark lists have), a face
+            // far outside the photo, and collapsed points.
+            "Hans_Blix/{} -0.8 150 40 150 20 170 5 190 35 190\nHans_Blix/{} 900 900 950 900 925 950 910 980 940 980\nHans_Blix/{} 100 100 100 100 100 100 100 100 100 100\n",
+            names[0], names[1], names[2]
+        ),
+    )
+    .unwrap();
+    let out = t.path().join("o/x");
+    ok(&pack_landmarks(&root, &lm, &out, &[], &[]));
+    let rejects = fs::read_to_string(t.path().join("o/x.rejects.tsv")).unwrap();
+    assert!(!rejects.contains(&names[0]), "{rejects}");
+    assert!(rejects.contains(&format!("{}\tbad_landmarks", names[1])), "{rejects}");
+    assert!(rejects.contains(&format!("{}\tbad_landmarks", names[2])), "{rejects}");
+    let ds = facekit_shard::Dataset::open_name(s(&out), None).unwrap();
+    let chip = facekit_data::decode_record(&ds.record(0).unwrap(), 64).unwrap();
+    // Where the chip reaches past the photo's left edge it is black, as insightface fills it.
+    assert!(chip.pixels().filter(|p| p.0 == [0, 0, 0]).count() > 64, "no black fill at the border");
+}
+
+#[test]
+fn pack_refuses_an_output_inside_its_input() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("small");
+    copy_photos(&root, &["Hans_Blix"], 2);
+    let lm = t.path().join("lm.txt");
+    landmarks_for(&root, &lm);
+    let o = pack_landmarks(&root, &lm, &root.join("Hans_Blix/inside"), &[], &[]);
+    refused(&o, &["is inside input folder"]);
+    assert_eq!(fs::read_dir(root.join("Hans_Blix")).unwrap().count(), 2, "nothing written into the input");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Confinement and hangs
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn a_fifo_among_the_photos_is_listed_not_waited_on() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("r");
+    copy_photos(&root, &["Hans_Blix"], 2);
+    mkfifo(&root.join("Hans_Blix/fifo.jpg"));
+    let lm = t.path().join("lm.txt");
+    landmarks_for(&root, &lm);
+    let out = t.path().join("o/x");
+    ok(&pack_landmarks(&root, &lm, &out, &[], &[]));
+    let rejects = fs::read_to_string(t.path().join("o/x.rejects.tsv")).unwrap();
+    assert!(rejects.contains("fifo.jpg\tnot_a_regular_file"), "{rejects}");
+}
+
+/// A small valid dataset `dir/name` (3 classes, 6 records of 48x48 JPEG) written by the library.
+fn tiny_dataset(dir: &Path, name: &str) -> PathBuf {
+    let photos: Vec<PathBuf> = FEW.iter().flat_map(|id| (1..=2).map(move |k| lfw().join(id).join(format!("{id}_{k:04}.jpg")))).collect();
+    let mut labels = LabelMap::default();
+    for (c, id) in FEW.iter().enumerate() {
+        labels.entries.push(LabelEntry { class_id: c as u32, source: "src".into(), identity: id.to_string() });
+    }
+    let base = dir.join(name);
+    let mut w = DatasetWriter::create(DatasetPaths::new(&base), 8 << 10).unwrap();
+    for (i, p) in photos.iter().enumerate() {
+        let img = image::imageops::resize(&image::open(p).unwrap().into_rgb8(), 48, 48, image::imageops::FilterType::Triangle);
+        w.push(&Record {
+            labels: Labels { class_id: Some((i / 2) as u32), source: 0, gender: None, age: None },
+            encoding: Encoding::Jpeg,
+            width: 48,
+            height: 48,
+            origin_sha256: [0; 16],
+            path: format!("src/{}", p.file_name().unwrap().to_str().unwrap()),
+            data: facekit_pack::encode::encode(&img, Encoding::Jpeg, 90).unwrap(),
+        })
+        .unwrap();
+    }
+    let source = SourceInfo { id: 0, name: "src".into(), class_offset: 0, classes: 3, records: photos.len() as u64 };
+    let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(90), chroma: None, width: 48, height: 48 };
+    w.finish(Manifest::new(3, vec![source], None, enc), &labels).unwrap();
+    base
+}
+
+fn edit_manifest(base: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = PathBuf::from(format!("{}.manifest.json", base.display()));
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+    f(&mut v);
+    fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+/// `verify-shard` exits 1 (the data is bad) and names `needle`.
+fn verify_finds(base: &Path, needle: &str) {
+    let o = facekit(&["verify-shard", s(base)]);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "expected 'corrupt' (1):\n{text}");
+    assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+}
+
+#[test]
+fn manifest_paths_outside_the_dataset_folder_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("training");
+    fs::create_dir_all(&dir).unwrap();
+    let base = tiny_dataset(&dir, "ds");
+    ok(&facekit(&["verify-shard", s(&base)]));
+    fs::copy(dir.join("ds-00000.shard"), t.path().join("outside.shard")).unwrap();
+    let outside = t.path().join("outside.shard").display().to_string();
+    for (k, bad) in ["../outside.shard", "/dev/zero", outside.as_str()].into_iter().enumerate() {
+        let other = tiny_dataset(&t.path().join(format!("case{k}")), "ds");
+        edit_manifest(&other, |v| v["shards"][0]["file"] = bad.into());
+        verify_finds(&other, "is not a .shard file name in the manifest's folder");
+        let e = format!("{:#}", facekit_shard::Dataset::open_name(s(&other), None).err().unwrap());
+        assert!(e.contains("not valid"), "{bad}: {e}");
+    }
+    edit_manifest(&base, |v| v["label_map"] = "../../../../etc/passwd".into());
+    verify_finds(&base, "label_map");
+    // A link inside the folder that leads out is refused as well.
+    edit_manifest(&base, |v| v["label_map"] = "ds.labels.tsv".into());
+    fs::rename(dir.join("ds-00000.shard"), t.path().join("moved.shard")).unwrap();
+    std::os::unix::fs::symlink(t.path().join("moved.shard"), dir.join("ds-00000.shard")).unwrap();
+    let e = format!("{:#}", facekit_shard::Dataset::open_name(s(&base), None).err().unwrap());
+    assert!(e.contains("leads outside"), "{e}");
+}
+
+#[test]
+fn a_fifo_as_label_map_or_shard_is_reported_not_waited_on() {
+    let t = tempfile::tempdir().unwrap();
+    let base = tiny_dataset(t.path(), "ds");
+    fs::remove_file(t.path().join("ds.labels.tsv")).unwrap();
+    mkfifo(&t.path().join("ds.labels.tsv"));
+    verify_finds(&base, "FIFO");
+    let e = format!("{:#}", facekit_shard::Dataset::open_name(s(&base), None).err().unwrap());
+    assert!(e.contains("FIFO"), "{e}");
+    let base2 = tiny_dataset(&t.path().join("b"), "ds");
+    fs::remove_file(t.path().join("b/ds-00000.shard")).unwrap();
+    mkfifo(&t.path().join("b/ds-00000.shard"));
+    verify_finds(&base2, "FIFO");
+    let o = facekit(&["verify-shard", s(&t.path().join("b/ds-00000.shard"))]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn verify_shard_finds_duplicate_shards_bad_label_maps_and_wrong_record_sizes() {
+    let t = tempfile::tempdir().unwrap();
+    let base = tiny_dataset(t.path(), "ds");
+    // The same shard twice (counts adjusted so that only the duplicate is wrong).
+    edit_manifest(&base, |v| {
+        let first = v["shards"][0].clone();
+        let n = first["records"].as_u64().unwrap();
+        v["shards"].as_array_mut().unwrap().push(first);
+        v["records"] = (v["records"].as_u64().unwrap() + n).into();
+    });
+    verify_finds(&base, "listed twice");
+    let base = tiny_dataset(&t.path().join("b"), "ds");
+    for (text, needle) in [
+        ("class_id\tsource\tidentity\n0\tsrc\ta\n0\tsrc\tb\n2\tsrc\tc\n", "class id 0 where 1 was expected"),
+        ("class_id\tsource\tidentity\n0\tsrc\ta\n2\tsrc\tb\n1\tsrc\tc\n", "class id 2 where 1 was expected"),
+    ] {
+        fs::write(t.path().join("b/ds.labels.tsv"), text).unwrap();
+        verify_finds(&base, needle);
+    }
+    let base = tiny_dataset(&t.path().join("c"), "ds");
+    edit_manifest(&base, |v| v["encoding"]["width"] = 112.into());
+    verify_finds(&base, "the manifest says every record is 112x48");
+}
+
+#[test]
+fn a_record_claiming_a_huge_image_is_refused_before_any_allocation() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("big");
+    let mut w = DatasetWriter::create(DatasetPaths::new(&base), 1 << 20).unwrap();
+    for k in 0..2 {
+        // 4000 x 4000 raw RGB would be 48 MB for a dataset of 48 x 48 chips; the payload is 12 bytes.
+        w.push(&Record {
+            labels: Labels { class_id: Some(0), source: 0, gender: None, age: None },
+            encoding: Encoding::RawZstd,
+            width: 4000,
+            height: 4000,
+            origin_sha256: [0; 16],
+            path: format!("x/{k}.png"),
+            data: vec![0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0],
+        })
+        .unwrap();
+    }
+    let labels = LabelMap { entries: vec![LabelEntry { class_id: 0, source: "x".into(), identity: "a".into() }] };
+    let enc = EncodingInfo { format: Encoding::RawZstd, quality: None, chroma: None, width: 48, height: 48 };
+    w.finish(Manifest::new(1, vec![SourceInfo { id: 0, name: "x".into(), class_offset: 0, classes: 1, records: 2 }], None, enc), &labels)
+        .unwrap();
+    let ds = facekit_shard::Dataset::open_name(s(&base), None).unwrap();
+    let e = format!("{:#}", ds.record(0).unwrap_err());
+    assert!(e.contains("a 4000x4000 image") && e.contains("48x48"), "{e}");
+    verify_finds(&base, "4000x4000");
+    // Whatever a header claims, no record decodes to more than the 64 MiB payload limit: a
+    // 60000 x 60000 claim (10 GB) is refused before any buffer exists.
+    let t0 = Instant::now();
+    let e = format!("{:#}", facekit_data::codec::decode(Encoding::RawZstd, &[0x28, 0xb5, 0x2f, 0xfd, 0, 0], 60_000, 60_000).unwrap_err());
+    assert!(e.contains("larger than a record may hold"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    let huge = facekit_shard::reader::RecordView {
+        header: facekit_shard::format::RecordHeader { width: 60_000, height: 60_000, ..ds.shards()[0].record(0).unwrap().header },
+        path: b"x",
+        payload: &[0; 12],
+    };
+    assert!(format!("{:#}", facekit_data::decode_record(&huge, 48).unwrap_err()).contains("larger than a record may hold"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Docs that say what the code does
+
+#[test]
+fn format_md_names_the_alignment_values_pack_writes() {
+    let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/FORMAT.md")).unwrap();
+    for v in ["dlib-get-face-chip", "arcface5-similarity-warp", "dlib5", "arcface5", "relative to the manifest"] {
+        assert!(doc.contains(v), "docs/FORMAT.md does not mention {v}");
+    }
+    for v in ["similarity-5pt", "dlib-5pt", "arcface-5pt"] {
+        assert!(!doc.contains(v), "docs/FORMAT.md still names {v}, which facekit never writes");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training (feature `train`)
+
+#[cfg(feature = "torch")]
+mod training {
+    use super::*;
+
+    /// `facekit train` on the tiny network at 48 px, data in `data_dir`, runs in `models`.
+    pub fn train(data_dir: &Path, models: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = crate::facekit();
+        cmd.arg("train")
+            .args(args)
+            .args(["--arch", "tiny", "--image-size", "48", "--batch-size", "4", "--workers", "1", "--device", "cpu"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--model-dir")
+            .arg(models);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run_within(cmd, 300)
+    }
+
+    #[test]
+    fn overwrite_with_a_run_name_that_climbs_out_deletes_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let sb = t.path().join("sb");
+        fs::create_dir_all(sb.join("Model")).unwrap();
+        fs::write(sb.join("keep.txt"), b"precious").unwrap();
+        for name in ["..", "../..", "/tmp", "a/b", ".hidden"] {
+            let o = train(t.path(), &sb.join("Model"), &["FR", "--train-sets", "nope", "--run-name", name, "--overwrite"], &[]);
+            refused(&o, &["--run-name"]);
+        }
+        assert_eq!(fs::read(sb.join("keep.txt")).unwrap(), b"precious");
+        // A real run is not deleted by --overwrite when the new run's data cannot be opened.
+        let run = sb.join("Model/old/checkpoints/last");
+        fs::create_dir_all(&run).unwrap();
+        fs::write(run.join("state.json"), b"{}").unwrap();
+        let o = train(t.path(), &sb.join("Model"), &["FR", "--train-sets", "nope", "--run-name", "old", "--overwrite"], &[]);
+        refused(&o, &["nope"]);
+        assert!(run.join("state.json").is_file(), "the old run was deleted before the new one was checked");
+        // And a failed start leaves no folder behind.
+        let o = train(t.path(), &sb.join("Model"), &["FR", "--train-sets", "nope", "--run-name", "new"], &[]);
+        refused(&o, &["nope"]);
+        assert!(!sb.join("Model/new").exists());
+    }
+
+    #[test]
+    fn a_class_id_beyond_the_manifest_is_a_clean_error() {
+        let t = tempfile::tempdir().unwrap();
+        let base = tiny_dataset(t.path(), "ds");
+        edit_manifest(&base, |v| {
+            v["classes"] = 2.into();
+            v["sources"][0]["classes"] = 2.into();
+        });
+        fs::write(t.path().join("ds.labels.tsv"), "class_id\tsource\tidentity\n0\tsrc\ta\n1\tsrc\tb\n").unwrap();
+        let o = train(t.path(), &t.path().join("Model"), &["FR", "--train-sets", "ds", "--max-steps", "2"], &[]);
+        refused(&o, &["class id 2", "not below the manifest's 2 classes"]);
+    }
+
+    #[test]
+    fn an_enormous_class_count_is_refused_before_any_allocation() {
+        let t = tempfile::tempdir().unwrap();
+        let base = tiny_dataset(t.path(), "ds");
+        edit_manifest(&base, |v| v["classes"] = 4_000_000_000u64.into());
+        let o = train(t.path(), &t.path().join("Model"), &["FR", "--train-sets", "ds", "--max-steps", "2"], &[]);
+        refused(&o, &["label map", "4000000000"]);
+        // A label map as long as the count, but a head too large for this machine's memory.
+        let n = 300_000u32;
+        let mut text = String::from("class_id\tsource\tidentity\n");
+        for c in 0..n {
+            text.push_str(&format!("{c}\tsrc\tp{c}\n"));
+        }
+        fs::write(t.path().join("ds.labels.tsv"), text).unwrap();
+        edit_manifest(&base, |v| v["classes"] = n.into());
+        let o = train(t.path(), &t.path().join("Model"), &["FR", "--train-sets", "ds", "--max-steps", "2", "--embedding-size", "65536"], &[]);
+        refused(&o, &["ArcFace head for 300000 classes", "GiB"]);
+    }
+
+    #[test]
+    fn out_of_range_and_non_finite_training_numbers_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        tiny_dataset(t.path(), "ds");
+        for (flag, value, needle) in [
+            ("--workers", "5000", "--workers"),
+            ("--momentum", "NaN", "--momentum"),
+            ("--momentum", "1.5", "--momentum"),
+            ("--weight-decay=-1", "", "--weight-decay"),
+            ("--lr", "NaN", "--lr"),
+            ("--lr", "inf", "--lr"),
+            ("--arcface-margin", "NaN", "--arcface-margin"),
+            ("--lr-shrink", "0", "--lr-shrink"),
+            ("--dropout", "NaN", "--dropout"),
+        ] {
+            let mut args = vec!["FR", "--train-sets", "ds", "--max-steps", "2", flag];
+            if !value.is_empty() {
+                args.push(value);
+            }
+            let o = train(t.path(), &t.path().join("Model"), &args, &[]);
+            refused(&o, &[needle]);
+        }
+        assert!(!t.path().join("Model").exists() || fs::read_dir(t.path().join("Model")).unwrap().count() == 0);
+    }
+
+    #[test]
+    fn gender_training_on_data_without_gender_labels_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        tiny_dataset(t.path(), "ds");
+        let o = train(t.path(), &t.path().join("Model"), &["Gender", "--train-sets", "ds", "--max-steps", "3", "--run-name", "g"], &[]);
+        refused(&o, &["gender label"]);
+    }
+
+    #[test]
+    fn a_divergence_before_any_checkpoint_names_none() {
+        let t = tempfile::tempdir().unwrap();
+        tiny_dataset(t.path(), "ds");
+        let o = train(
+            t.path(),
+            &t.path().join("Model"),
+            &["FR", "--train-sets", "ds", "--max-steps", "5", "--run-name", "nan"],
+            &[("FACEKIT_TEST_INJECT_NAN_AT_STEP", "2")],
+        );
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("No checkpoint had been written yet"), "{}", stderr(&o));
+        assert!(!t.path().join("Model/nan/checkpoints/last").exists());
+    }
+
+    #[test]
+    fn stale_checkpoint_temporaries_are_cleared_and_resume_needs_no_train_sets() {
+        let t = tempfile::tempdir().unwrap();
+        tiny_dataset(t.path(), "ds");
+        let models = t.path().join("Model");
+        ok(&train(t.path(), &models, &["FR", "--train-sets", "ds", "--max-steps", "2", "--run-name", "r"], &[]));
+        let summary = ok_stdout(&train(t.path(), &models, &["FR", "--train-sets", "ds", "--max-steps", "1", "--run-name", "r2"], &[]));
+        assert!(!summary.contains("{last,best}") && summary.contains("checkpoints/last/model.safetensors"), "{summary}");
+        // What a full disk left: temporaries of this and of another (reused, dead) PID.
+        let ck = models.join("r/checkpoints");
+        for tmp in [".tmp-1-last", ".tmp-4000000-best"] {
+            fs::create_dir_all(ck.join(tmp)).unwrap();
+            fs::write(ck.join(tmp).join("model.safetensors"), vec![0u8; 1000]).unwrap();
+        }
+        fs::write(models.join("r/.tmp-1-config.json"), b"{").unwrap();
+        // The README's example: no --train-sets on resume.
+        let o = train(t.path(), &models, &["FR", "--resume", "r", "--max-steps", "3"], &[]);
+        ok(&o);
+        assert!(stderr(&o).contains("removed 3 temporary file(s)"), "{}", stderr(&o));
+        assert!(fs::read_dir(&ck).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')));
+        // A run without validation has no `best`: embedding it uses `last`, and says so.
+        let o = crate::facekit()
+            .args(["embed", "--model", s(&models.join("r")), "--dataset", "ds", "--device", "cpu", "-o"])
+            .arg(t.path().join("emb"))
+            .arg("--data-dir")
+            .arg(t.path())
+            .output()
+            .unwrap();
+        ok(&o);
+        assert!(stderr(&o).contains("using `last`"), "{}", stderr(&o));
+    }
+
+    fn ok_stdout(o: &Output) -> String {
+        ok(o);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    #[test]
+    fn resume_refuses_a_repacked_dataset_unless_allowed() {
+        let t = tempfile::tempdir().unwrap();
+        tiny_dataset(t.path(), "ds");
+        let models = t.path().join("Model");
+        ok(&train(t.path(), &models, &["FR", "--train-sets", "ds", "--max-steps", "2", "--run-name", "r"], &[]));
+        // Repacked: same name, other content.
+        fs::remove_file(t.path().join("ds.manifest.json")).unwrap();
+        let base = tiny_dataset(t.path(), "ds");
+        edit_manifest(&base, |v| v["tool_version"] = "repacked".into());
+        let o = train(t.path(), &models, &["FR", "--resume", "r", "--max-steps", "3"], &[]);
+        refused(&o, &["changed since it started", "--allow-changed-data"]);
+        ok(&train(t.path(), &models, &["FR", "--resume", "r", "--max-steps", "3", "--allow-changed-data"], &[]));
+    }
+
+    #[test]
+    fn sigterm_ends_training_after_saving_last_with_code_143_and_openmp_threads_sleep() {
+        let t = tempfile::tempdir().unwrap();
+        tiny_dataset(t.path(), "ds");
+        let models = t.path().join("Model");
+        let mut cmd = crate::facekit();
+        cmd.args(["train", "FR", "--train-sets", "ds", "--max-steps", "100000", "--arch", "tiny", "--image-size", "48"])
+            .args(["--batch-size", "4", "--workers", "1", "--device", "cpu", "--run-name", "term", "--checkpoint-every", "0"])
+            .arg("--data-dir")
+            .arg(t.path())
+            .arg("--model-dir")
+            .arg(&models)
+            .env_remove("OMP_WAIT_POLICY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        let tsv = models.join("term/loss_debug/losses.tsv");
+        let t0 = Instant::now();
+        while fs::read_to_string(&tsv).map(|t| t.lines().count()).unwrap_or(0) < 4 {
+            assert!(t0.elapsed() < Duration::from_secs(120), "no step logged in 2 minutes");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // libtorch's OpenMP pool was started with idle threads sleeping, not spinning.
+        let environ = fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+        assert!(environ.split(|&b| b == 0).any(|v| v == b"OMP_WAIT_POLICY=PASSIVE"), "OMP_WAIT_POLICY is not PASSIVE");
+        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("stopped by SIGTERM"));
+        let logged = fs::read_to_string(&tsv).unwrap().lines().count() as u64 - 1;
+        let state: serde_json::Value =
+            serde_json::from_slice(&fs::read(models.join("term/checkpoints/last/state.json")).unwrap()).unwrap();
+        assert_eq!(state["step"], logged, "`last` holds every logged step");
+    }
+}
+
+#[test]
+fn sigterm_leaves_a_pack_resumable_with_code_143() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("many");
+    // Enough photos that the pack is still running when the signal comes.
+    for id in ["Colin_Powell", "Tony_Blair", "Donald_Rumsfeld"].iter().flat_map(|id| (0..6).map(move |k| (id, k))) {
+        let (id, k) = id;
+        let dst = root.join(format!("{id}_{k}"));
+        fs::create_dir_all(&dst).unwrap();
+        for e in fs::read_dir(lfw().join(*id)).unwrap() {
+            let p = e.unwrap().path();
+            std::os::unix::fs::symlink(&p, dst.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let lm = t.path().join("lm.txt");
+    landmarks_for(&root, &lm);
+    let out = t.path().join("o/many");
+    let mut cmd = crate::facekit();
+    cmd.args(["pack", s(&root), "-o", s(&out), "--landmarks", s(&lm), "--size", "224", "--shard-size", "64K", "--quiet", "--threads", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let progress = t.path().join("o/many.progress.json");
+    let t0 = Instant::now();
+    while !progress.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint in 2 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stopped by SIGTERM"), "{}", stderr(&o));
+    assert!(!t.path().join("o/many.manifest.json").exists());
+    let resumed = facekit(&["pack", s(&root), "-o", s(&out), "--landmarks", s(&lm), "--size", "224", "--shard-size", "64K", "--quiet", "--resume"]);
+    ok(&resumed);
+    assert!(stderr(&resumed).contains("resuming after"), "{}", stderr(&resumed));
+    ok(&facekit(&["verify-shard", s(&out)]));
+}
+
+#[cfg(feature = "torch")]
+#[test]
+fn eval_verify_with_zero_pairs_folds_or_batch_is_a_clean_error() {
+    for (args, needle) in [
+        (&["eval", "verify", "--embeddings", "x", "--max-pairs", "0"][..], "--max-pairs"),
+        (&["eval", "verify", "--embeddings", "x", "--folds", "1"][..], "--folds"),
+        (&["embed", "--model", "x", "--dataset", "y", "-o", "z", "--batch-size", "0"][..], "--batch-size"),
+    ] {
+        refused(&facekit(args), &[needle]);
+    }
+}

@@ -1,0 +1,522 @@
+//! End-to-end tests of `facekit train` on small datasets built from real photos (LFW identities,
+//! UTKFace gender and age), with the tiny ResNet on CPU.
+
+
+use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
+use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Gender, Labels, Manifest, Record, ShardReader};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+
+const SIDE: u32 = 48;
+const IDENTITIES: usize = 10;
+const TRAIN_PER_ID: usize = 24;
+const VALID_PER_ID: usize = 6;
+
+/// One record from a photo: optionally centre-cropped to `crop` pixels, resized to SIDE.
+fn record(photo: &Path, crop: Option<u32>, labels: Labels, path: String) -> Record {
+    let mut img = image::open(photo).unwrap().into_rgb8();
+    if let Some(c) = crop {
+        let (w, h) = img.dimensions();
+        img = image::imageops::crop_imm(&img, (w - c) / 2, (h - c) / 2, c, c).to_image();
+    }
+    let img = image::imageops::resize(&img, SIDE, SIDE, image::imageops::FilterType::Triangle);
+    Record {
+        labels,
+        encoding: Encoding::Jpeg,
+        width: SIDE as u16,
+        height: SIDE as u16,
+        origin_sha256: [0; 16],
+        path,
+        data: facekit_pack::encode::encode(&img, Encoding::Jpeg, 90).unwrap(),
+    }
+}
+
+fn write_set(base: PathBuf, records: &[Record], classes: u32, labels: &LabelMap) {
+    // Small shards so that corruption tests can name a shard other than the only one.
+    let mut w = DatasetWriter::create(DatasetPaths::new(base), 64 << 10).unwrap();
+    for r in records {
+        w.push(r).unwrap();
+    }
+    let source = SourceInfo { id: 0, name: "src".into(), class_offset: 0, classes, records: records.len() as u64 };
+    let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(90), chroma: None, width: SIDE, height: SIDE };
+    w.finish(Manifest::new(classes, vec![source], None, enc), labels).unwrap();
+}
+
+/// `training/lfw` and `training/lfw.valid`: the 10 LFW identities with the most photos, 24 and 6
+/// photos each, face region centre-cropped (LFW photos are 250 px with the face in the middle).
+fn build_lfw(training: &Path) {
+    let lfw = facekit_testkit::shared_data().join("lfw100");
+    let mut people: Vec<(usize, PathBuf)> = std::fs::read_dir(&lfw)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (std::fs::read_dir(&p).unwrap().count(), p))
+        .collect();
+    people.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let (mut train, mut valid, mut labels) = (Vec::new(), Vec::new(), LabelMap::default());
+    for (class, (_, person)) in people.iter().take(IDENTITIES).enumerate() {
+        let identity = person.file_name().unwrap().to_string_lossy().into_owned();
+        labels.entries.push(LabelEntry { class_id: class as u32, source: "src".into(), identity: identity.clone() });
+        let mut photos: Vec<PathBuf> = std::fs::read_dir(person).unwrap().map(|e| e.unwrap().path()).collect();
+        photos.sort();
+        for (k, photo) in photos.iter().take(TRAIN_PER_ID + VALID_PER_ID).enumerate() {
+            let l = Labels { class_id: Some(class as u32), source: 0, gender: None, age: None };
+            let r = record(photo, Some(130), l, format!("{identity}/{k}.jpg"));
+            if k < TRAIN_PER_ID { train.push(r) } else { valid.push(r) }
+        }
+    }
+    write_set(training.join("lfw"), &train, IDENTITIES as u32, &labels);
+    write_set(training.join("lfw.valid"), &valid, IDENTITIES as u32, &labels);
+}
+
+/// `training/utk` and `training/utk.valid`: 640 and 200 UTKFace faces with gender and age from
+/// the file name (AGE_GENDER_RACE_...), identity unknown.
+fn build_utk(training: &Path) {
+    let utk = facekit_testkit::shared_data().join("utkface2k");
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(&utk).unwrap().map(|e| e.unwrap().path()).collect();
+    photos.sort();
+    let mut recs = Vec::new();
+    for photo in &photos {
+        let name = photo.file_name().unwrap().to_string_lossy().into_owned();
+        let f: Vec<&str> = name.split('_').collect();
+        let (Ok(age), Ok(g)) = (f[0].parse::<u16>(), f.get(1).unwrap_or(&"").parse::<u8>()) else { continue };
+        let gender = match g {
+            0 => Gender::Male,
+            1 => Gender::Female,
+            _ => continue,
+        };
+        recs.push(record(photo, None, Labels { class_id: None, source: 0, gender: Some(gender), age: Some(age) }, name));
+        if recs.len() == 840 {
+            break;
+        }
+    }
+    write_set(training.join("utk"), &recs[..640], 0, &LabelMap::default());
+    write_set(training.join("utk.valid"), &recs[640..], 0, &LabelMap::default());
+}
+
+/// The datasets, built once per test binary in a folder that lives as long as it.
+fn data() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let training = dir.path().join("training");
+        std::fs::create_dir_all(&training).unwrap();
+        build_lfw(&training);
+        build_utk(&training);
+        dir
+    })
+    .path()
+}
+
+/// Runs `facekit train` with the small-test settings plus `args`; runs go to `model_dir`.
+fn train(model_dir: &Path, args: &[&str]) -> Output {
+    train_env(model_dir, args, &[])
+}
+
+fn train_env(model_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = crate::facekit();
+    cmd.arg("train")
+        .args(args)
+        .args(["--arch", "tiny", "--image-size", "48", "--batch-size", "16", "--workers", "2", "--device", "cpu"])
+        .arg("--data-dir")
+        .arg(data().join("training"))
+        .arg("--model-dir")
+        .arg(model_dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "facekit train failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// (step, total loss, [fr, gender, age]) of every row of `loss_debug/losses.tsv`.
+fn losses(run: &Path) -> Vec<(u64, f64, [Option<f64>; 3])> {
+    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("step\tepoch\tlr\ttotal\tfr\tgender\tage"));
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let o = |s: &str| s.parse::<f64>().ok();
+            (f[0].parse().unwrap(), f[3].parse().unwrap(), [o(f[4]), o(f[5]), o(f[6])])
+        })
+        .collect()
+}
+
+/// The validation objects of `train_log.jsonl`, in order.
+fn validations(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("validation").is_some())
+        .map(|v| v["validation"].clone())
+        .collect()
+}
+
+fn state(run: &Path, which: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(run.join("checkpoints").join(which).join("state.json")).unwrap()).unwrap()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+#[test]
+fn fr_loss_falls_and_the_run_folder_holds_every_output() {
+    let models = tempfile::tempdir().unwrap();
+    let out = train(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--valid-sets", "lfw.valid", "--max-steps", "200", "--lr", "0.05", "--valid-every", "100", "--run-name", "fr"],
+    );
+    ok(&out);
+    let run = models.path().join("fr");
+    let l = losses(&run);
+    assert_eq!(l.len(), 200);
+    assert_eq!(l.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
+    let totals: Vec<f64> = l.iter().map(|r| r.1).collect();
+    let (first, last) = (mean(&totals[..20]), mean(&totals[180..]));
+    assert!(last < 0.7 * first, "ArcFace loss did not fall clearly: first 20 steps {first:.3}, last 20 {last:.3}");
+    eprintln!("FR loss: mean of the first 20 steps {first:.3}, of the last 20 {last:.3}");
+
+    for f in ["config.json", "net.json", "curves.png", "train_log.jsonl"] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    // Loss above, validation accuracy below: two 400-pixel panels.
+    assert_eq!(image::image_dimensions(run.join("curves.png")).unwrap(), (1000, 800));
+    for c in ["last", "best"] {
+        for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+            assert!(run.join("checkpoints").join(c).join(f).is_file(), "missing checkpoints/{c}/{f}");
+        }
+    }
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["config"]["max_steps"], 200);
+    assert!(cfg["command_line"].as_array().unwrap().iter().any(|a| a == "lfw.valid"));
+    let net: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("net.json")).unwrap()).unwrap();
+    assert_eq!(net["num_classes"], IDENTITIES as u64);
+    assert_eq!(net["arch"], "tiny");
+
+    let v = validations(&run);
+    assert_eq!(v.len(), 2, "validation at steps 100 and 200");
+    let last_v = &v[1];
+    let ident = last_v["identity_accuracy"].as_f64().unwrap();
+    let verif = last_v["verification_accuracy"].as_f64().unwrap();
+    // Chance is 1/10 for identities and 1/2 for balanced pairs.
+    assert!(ident > 0.2, "identity accuracy {ident}");
+    assert!(verif > 0.55, "verification accuracy {verif}");
+    let best = state(&run, "best")["best"].clone();
+    assert_eq!(best["name"], "verification_accuracy");
+    let best_value = best["value"].as_f64().unwrap();
+    let max_seen = v.iter().map(|x| x["verification_accuracy"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    assert_eq!(best_value, max_seen);
+    assert_eq!(state(&run, "last")["step"], 200);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("steps:            200") && stdout.contains("images/s"), "{stdout}");
+}
+
+#[test]
+fn gender_validation_accuracy_beats_the_majority_class() {
+    let models = tempfile::tempdir().unwrap();
+    let out = train(
+        models.path(),
+        &["gender", "--train-sets", "utk", "--valid-sets", "utk.valid", "--max-steps", "300", "--lr", "0.05", "--valid-every", "0", "--run-name", "g"],
+    );
+    ok(&out);
+    let v = validations(&models.path().join("g"));
+    let last = v.last().expect("a validation at the end");
+    let acc = last["gender_accuracy"].as_f64().unwrap();
+    let base = last["gender_majority_baseline"].as_f64().unwrap();
+    assert!(acc > base + 0.05, "gender accuracy {acc:.3} vs majority class {base:.3}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gender_majority_baseline"), "baseline printed beside the accuracy: {stderr}");
+}
+
+#[test]
+fn multi_task_trains_on_sets_with_partial_labels() {
+    let models = tempfile::tempdir().unwrap();
+    let out = train(
+        models.path(),
+        &["Multi", "--train-sets", "lfw", "utk", "--valid-sets", "lfw.valid", "utk.valid", "--max-steps", "40", "--lr", "0.02", "--run-name", "m"],
+    );
+    ok(&out);
+    let run = models.path().join("m");
+    let l = losses(&run);
+    assert_eq!(l.len(), 40);
+    for (step, total, parts) in &l {
+        assert!(total.is_finite(), "step {step}");
+        assert!(parts.iter().all(|p| p.is_some_and(f64::is_finite)), "step {step}: every task has a finite loss");
+    }
+    // Identity loss only comes from LFW rows, gender and age only from UTK rows; with both in a
+    // shuffled batch every task's loss is positive.
+    assert!(l.iter().all(|r| r.2.iter().all(|p| p.unwrap() > 0.0)));
+    let v = validations(&run);
+    let last = v.last().unwrap();
+    for k in ["identity_accuracy", "verification_accuracy", "gender_accuracy", "age_mae"] {
+        assert!(last[k].as_f64().is_some_and(f64::is_finite), "validation lacks {k}: {last}");
+    }
+    // Loss, accuracies, and the age error in years on its own axis.
+    assert_eq!(image::image_dimensions(run.join("curves.png")).unwrap(), (1000, 1200));
+}
+
+#[test]
+fn resumed_run_reproduces_the_uninterrupted_losses() {
+    let models = tempfile::tempdir().unwrap();
+    // 240 records / 16 = 15 batches per epoch: the break at 20 is inside the second epoch.
+    let common_args = ["FR", "--train-sets", "lfw", "--lr", "0.05", "--dropout", "0.2", "--checkpoint-every", "0"];
+    let full = [&common_args[..], &["--max-steps", "40", "--run-name", "full"]].concat();
+    ok(&train(models.path(), &full));
+    let half = [&common_args[..], &["--max-steps", "20", "--run-name", "split"]].concat();
+    ok(&train(models.path(), &half));
+    assert_eq!(state(&models.path().join("split"), "last")["step"], 20);
+    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--resume", "split", "--max-steps", "40"]));
+    let a = losses(&models.path().join("full"));
+    let b = losses(&models.path().join("split"));
+    assert_eq!(a.len(), 40);
+    assert_eq!(b.len(), 40);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.0, y.0);
+        assert!((x.1 - y.1).abs() <= 1e-6, "step {}: uninterrupted loss {} but resumed {}", x.0, x.1, y.1);
+    }
+    assert_eq!(state(&models.path().join("split"), "last")["epoch"], 2);
+}
+
+#[test]
+fn nan_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint() {
+    let models = tempfile::tempdir().unwrap();
+    let out = train_env(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--max-steps", "30", "--checkpoint-every", "5", "--run-name", "nan"],
+        &[("FACEKIT_TEST_INJECT_NAN_AT_STEP", "8")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NaN") && stderr.contains("step 8"), "{stderr}");
+    let run = models.path().join("nan");
+    assert_eq!(state(&run, "last")["step"], 5);
+    assert_eq!(losses(&run).len(), 7, "steps 1..7 logged, the NaN step not");
+}
+
+/// Copies the `lfw` dataset to `corrupt` in a new folder with one byte flipped inside a record
+/// payload of its second shard; returns the data dir, the shard's file name and the record number.
+fn corrupted_copy(dir: &Path) -> (PathBuf, String, usize) {
+    let training = dir.join("training");
+    std::fs::create_dir_all(&training).unwrap();
+    let src = data().join("training");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix("lfw") {
+            if rest.starts_with('-') || rest.starts_with(".manifest") || rest.starts_with(".labels") {
+                std::fs::copy(src.join(&name), training.join(&name)).unwrap();
+            }
+        }
+    }
+    let shard = "lfw-00001.shard".to_string();
+    let path = training.join(&shard);
+    let reader = ShardReader::open(&path).unwrap();
+    let j = 3;
+    let e = reader.index()[j];
+    drop(reader);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = (e.offset + e.len as u64 - 100) as usize;
+    bytes[at] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    (training, shard, j)
+}
+
+#[test]
+fn corrupt_record_is_named_and_skip_corrupt_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (training, shard, j) = corrupted_copy(dir.path());
+    let run = |extra: &[&str]| {
+        let mut cmd = crate::facekit();
+        cmd.args(["train", "FR", "--train-sets", "lfw", "--max-steps", "16", "--arch", "tiny", "--image-size", "48"])
+            .args(["--batch-size", "16", "--workers", "2", "--device", "cpu", "--lr", "0.05"])
+            .arg("--data-dir")
+            .arg(&training)
+            .arg("--model-dir")
+            .arg(dir.path().join("Model"))
+            .args(extra);
+        cmd.output().unwrap()
+    };
+    // 15 batches per epoch and 16 steps: every record is read at least once.
+    let out = run(&["--run-name", "strict"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&shard) && stderr.contains(&format!("record {j}")), "error must name shard and record: {stderr}");
+    let out = run(&["--run-name", "lenient", "--skip-corrupt"]);
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("skipped corrupt:  1"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&shard), "each skipped record is named: {stderr}");
+}
+
+#[test]
+fn legacy_flag_spellings_and_case_insensitive_tasks_parse() {
+    let models = tempfile::tempdir().unwrap();
+    for (name, spelling) in [("a", ["fr", "-train_sets", "lfw", "-valid_sets", "lfw.valid"]), ("b", ["Fr", "--train_sets", "lfw", "--valid_sets", "lfw.valid"])] {
+        let args = [&spelling[..], &["--max-steps", "2", "--run-name", name]].concat();
+        ok(&train(models.path(), &args));
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(models.path().join(name).join("config.json")).unwrap()).unwrap();
+        assert_eq!(cfg["config"]["train_sets"], serde_json::json!(["lfw"]));
+        assert_eq!(cfg["config"]["valid_sets"], serde_json::json!(["lfw.valid"]));
+        assert_eq!(cfg["config"]["task"], "Fr");
+    }
+    // Augmentation flags reach the saved configuration; out-of-range values are usage errors.
+    let aug = ["--no-flip", "--random-crop", "0.1", "--color-jitter", "0.2", "--grey-prob", "0.1"];
+    ok(&train(models.path(), &[&["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "aug"][..], &aug].concat()));
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(models.path().join("aug/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["config"]["no_flip"], true);
+    assert!((cfg["config"]["random_crop"].as_f64().unwrap() - 0.1).abs() < 1e-6);
+    assert!((cfg["config"]["grey_prob"].as_f64().unwrap() - 0.1).abs() < 1e-6);
+    let bad = train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "bad", "--random-crop", "1.5"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("random crop"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let help = crate::facekit().args(["train", "-h"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for d in ["[default: 50]", "[default: 0.1]", "[default: 224]", "[default: plateau]", "[default: Model]", "[default: auto]"] {
+        assert!(help.contains(d), "help lacks {d}:\n{help}");
+    }
+}
+
+#[test]
+fn ctrl_c_finishes_the_step_saves_last_and_exits_130() {
+    let models = tempfile::tempdir().unwrap();
+    let child = crate::facekit()
+        .args(["train", "FR", "--train-sets", "lfw", "--max-steps", "100000", "--arch", "tiny", "--image-size", "48"])
+        .args(["--batch-size", "16", "--workers", "1", "--device", "cpu", "--run-name", "int"])
+        .arg("--data-dir")
+        .arg(data().join("training"))
+        .arg("--model-dir")
+        .arg(models.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = models.path().join("int");
+    let tsv = run.join("loss_debug/losses.tsv");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&tsv).map(|t| t.lines().count()).unwrap_or(0) < 4 {
+        assert!(t0.elapsed().as_secs() < 120, "no step logged in 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    // 128 + SIGINT, as a shell reports it: the run is not finished, `last` holds it.
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped by Ctrl-C"));
+    let steps = losses(&run).len() as u64;
+    assert_eq!(state(&run, "last")["step"], steps, "the checkpoint holds every logged step");
+    assert!(steps < 100000);
+}
+
+/// Mean of the first and of the last `n` total losses of a run.
+fn first_last(run: &Path, n: usize) -> (f64, f64) {
+    let t: Vec<f64> = losses(run).iter().map(|r| r.1).collect();
+    (mean(&t[..n]), mean(&t[t.len() - n..]))
+}
+
+/// Spread (sample standard deviation) of the last-20-step mean loss of the 100-step FR run below
+/// in fp32 over seeds 1 to 8, measured on this data: 30.8, 29.8, 29.8, 29.6, 30.6, 30.1, 27.8,
+/// 30.6. A mixed-precision run with the same seed departs from the fp32 trajectory within a few
+/// dozen steps (rounding differences grow as a change of seed would), so its end-of-run mean is
+/// compared with fp32's at this seed-to-seed scale.
+const FR_100_STEP_SEED_SPREAD: f64 = 0.95;
+
+#[test]
+fn fp16_and_bf16_with_channels_last_follow_the_fp32_loss_curve() {
+    let models = tempfile::tempdir().unwrap();
+    let mut last_fp32 = None;
+    for (precision, format, describe) in [
+        ("fp32", "contiguous", "fp32, contiguous"),
+        ("bf16", "channels-last", "bf16 autocast, channels-last"),
+        ("fp16", "channels-last", "fp16 autocast with loss scaling, channels-last"),
+    ] {
+        let out = train(
+            models.path(),
+            &["FR", "--train-sets", "lfw", "--max-steps", "100", "--lr", "0.05", "--log-every", "25", "--run-name", precision,
+              "--precision", precision, "--memory-format", format],
+        );
+        ok(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("device cpu, {describe}")), "{stderr}");
+        let run = models.path().join(precision);
+        let (first, last) = first_last(&run, 20);
+        eprintln!("{precision} {format}: mean loss of the first 20 steps {first:.3}, of the last 20 {last:.3}");
+        // The first-20 to last-20 ratio is 0.67 to 0.76 across seeds and precisions.
+        assert!(last < 0.85 * first, "{precision}: loss did not fall: first 20 steps {first:.3}, last 20 {last:.3}");
+        let reference = *last_fp32.get_or_insert(last);
+        assert!(
+            (last - reference).abs() < 3.0 * FR_100_STEP_SEED_SPREAD,
+            "{precision}: last-20 mean {last:.3} vs fp32's {reference:.3}, more than 3 seed-to-seed deviations apart"
+        );
+        let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+        assert_eq!((cfg["config"]["precision"].as_str(), cfg["config"]["memory_format"].as_str()), (Some(precision), Some(format)));
+
+        let scaler = &state(&run, "last")["scaler"];
+        let scale_logs: Vec<serde_json::Value> = std::fs::read_to_string(run.join("train_log.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v.get("loss_scale").is_some())
+            .collect();
+        if precision == "fp16" {
+            let scale = scaler["scale"].as_f64().unwrap();
+            // Powers of two from 2^16 down (it halves on overflow) or up (after 2000 clean steps).
+            assert!(scale.log2().fract() == 0.0 && scale <= 65536.0, "loss scale {scale}");
+            assert_eq!(scale_logs.len(), 4, "the scale is logged every 25 steps");
+            assert_eq!(scale_logs[3]["loss_scale"].as_f64(), Some(scale));
+            assert_eq!(scale_logs[3]["skipped_steps"], scaler["skipped_steps"]);
+            eprintln!("fp16: loss scale {scale}, {} steps skipped", scaler["skipped_steps"]);
+            let summary = format!("loss scale:       {scale} ({} steps skipped", scaler["skipped_steps"]);
+            assert!(String::from_utf8_lossy(&out.stdout).contains(&summary), "the summary gives the scale");
+        } else {
+            assert!(scaler.is_null() && scale_logs.is_empty(), "{precision} uses no loss scaler");
+        }
+    }
+    let help = crate::facekit().args(["train", "-h"]).output().unwrap();
+    // clap wraps long lines: compare with single spaces.
+    let help = String::from_utf8_lossy(&help.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    for d in [
+        "--precision <PRECISION> Backbone arithmetic (auto: fp16 on CUDA, fp32 on CPU); weights, heads, losses stay fp32 [default: auto] [possible values: auto, fp32, fp16, bf16]",
+        "[default: auto] [possible values: auto, channels-last, contiguous]",
+    ] {
+        assert!(help.contains(d), "help lacks {d}:\n{help}");
+    }
+}
+
+#[test]
+fn fp16_and_bf16_resumed_runs_reproduce_the_uninterrupted_losses() {
+    let models = tempfile::tempdir().unwrap();
+    for precision in ["fp16", "bf16"] {
+        let common_args = ["FR", "--train-sets", "lfw", "--lr", "0.05", "--dropout", "0.2", "--checkpoint-every", "0",
+                           "--precision", precision, "--memory-format", "channels-last"];
+        let (full, split) = (format!("{precision}-full"), format!("{precision}-split"));
+        // fp16 on the CPU is slow (docs/PERFORMANCE.md): few steps, still crossing an epoch.
+        ok(&train(models.path(), &[&common_args[..], &["--max-steps", "16", "--run-name", &full]].concat()));
+        // 15 batches per epoch: the break at 9 is in the first epoch, the end in the second.
+        ok(&train(models.path(), &[&common_args[..], &["--max-steps", "9", "--run-name", &split]].concat()));
+        // Precision and memory format come from the saved configuration, not this command line.
+        ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--resume", &split, "--max-steps", "16"]));
+        let a = losses(&models.path().join(&full));
+        let b = losses(&models.path().join(&split));
+        assert_eq!((a.len(), b.len()), (16, 16));
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x.1 - y.1).abs() <= 1e-6, "{precision} step {}: uninterrupted loss {} but resumed {}", x.0, x.1, y.1);
+        }
+        let (sa, sb) = (state(&models.path().join(&full), "last"), state(&models.path().join(&split), "last"));
+        assert_eq!(sa["scaler"], sb["scaler"], "{precision}: scaler state after the resumed run");
+        assert_eq!(sa["scaler"].is_null(), precision == "bf16");
+    }
+}

@@ -1,0 +1,61 @@
+//! `facekit verify-shard` from the command line: exit codes and the JSON report.
+
+use facekit_pack::encode;
+use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
+use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record, ShardReader};
+
+/// `dir/celeb`: six 112 px chips of one person, in one shard.
+fn colin_powell(dir: &std::path::Path) -> DatasetPaths {
+    let data = facekit_testkit::shared_data().join("lfw100/Colin_Powell");
+    let paths = DatasetPaths::new(dir.join("celeb"));
+    let mut w = DatasetWriter::create(paths.clone(), 1 << 30).unwrap();
+    let mut photos: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().path()).collect();
+    photos.sort();
+    for (i, p) in photos.iter().take(6).enumerate() {
+        let img = image::imageops::resize(&image::open(p).unwrap().to_rgb8(), 112, 112, image::imageops::FilterType::Triangle);
+        w.push(&Record {
+            labels: Labels { class_id: Some(0), source: 0, gender: None, age: None },
+            encoding: Encoding::Jpeg,
+            width: 112,
+            height: 112,
+            origin_sha256: [i as u8; 16],
+            path: format!("Colin_Powell/{i}.jpg"),
+            data: encode::encode(&img, Encoding::Jpeg, 95).unwrap(),
+        })
+        .unwrap();
+    }
+    let labels = LabelMap { entries: vec![LabelEntry { class_id: 0, source: "lfw".into(), identity: "Colin_Powell".into() }] };
+    let source = SourceInfo { id: 0, name: "lfw".into(), class_offset: 0, classes: 1, records: 6 };
+    let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(95), chroma: None, width: 112, height: 112 };
+    w.finish(Manifest::new(1, vec![source], None, enc), &labels).unwrap();
+    paths
+}
+
+#[test]
+fn verify_shard_cli_reports_corruption_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = colin_powell(dir.path());
+    let base = paths.dir().join("celeb");
+    let out = crate::facekit().args(["verify-shard", "--decode"]).arg(&base).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("6/6 records intact"));
+
+    // A record whose image is not the size its header claims passes the CRC but fails --decode.
+    let shard = paths.shard(0);
+    let reader = ShardReader::open(&shard).unwrap();
+    let e = reader.index()[2];
+    drop(reader);
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[e.offset as usize + 40] ^= 0xFF; // the CRC field itself
+    std::fs::write(&shard, &bytes).unwrap();
+    let out = crate::facekit().args(["verify-shard", "--json"]).arg(&base).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["ok"], false);
+    let problems = json["datasets"][0]["shards"][0]["problems"].as_array().unwrap();
+    assert!(problems.iter().any(|p| p["record"] == 2 && p["offset"] == e.offset), "{problems:?}");
+
+    let out = crate::facekit().args(["verify-shard", "no/such/dataset"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/dataset"));
+}

@@ -1,0 +1,165 @@
+//! Loading a trained network and computing L2-normalised embeddings in batches, on CPU or GPU,
+//! optionally with insightface's flip test (embedding of image plus embedding of its mirror,
+//! then normalised).
+
+use crate::model::{FaceNet, NetConfig};
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+/// A network ready for inference.
+pub struct EmbedModel {
+    /// Parameters (on `device`).
+    pub vs: VarStore,
+    /// The network.
+    pub net: FaceNet,
+    /// Its configuration (`net.json`).
+    pub config: NetConfig,
+    /// Where it runs.
+    pub device: Device,
+    /// The weights file it was loaded from.
+    pub weights: PathBuf,
+}
+
+/// Where the weights and `net.json` of `model` are: a run folder (`Model/<run>`, checkpoint
+/// `best` or `last`; `None`: `best`, or `last` with a note for a run trained without validation),
+/// an export folder (`model.safetensors` + `net.json`), or a `.safetensors` file with `net.json`
+/// beside it or in the run folder above it.
+pub fn locate(model: &Path, checkpoint: Option<&str>) -> Result<(PathBuf, PathBuf)> {
+    use crate::trainer::checkpoint::MODEL_FILE;
+    use crate::trainer::run_dir::{RunPaths, BEST, LAST};
+    let run = RunPaths::new(model);
+    let weights = if model.is_file() {
+        model.to_path_buf()
+    } else if model.join(MODEL_FILE).is_file() {
+        model.join(MODEL_FILE)
+    } else if run.net().is_file() {
+        let dir = match checkpoint {
+            Some(name) => run.existing_checkpoint(name).with_context(|| {
+                format!("run {} has no checkpoint `{name}` (expected {}/)", model.display(), run.checkpoint(name).display())
+            })?,
+            None => match run.existing_checkpoint(BEST) {
+                Some(d) => d,
+                None => {
+                    let last = run
+                        .existing_checkpoint(LAST)
+                        .with_context(|| format!("run {} has no checkpoint yet (neither best nor last)", model.display()))?;
+                    eprintln!("facekit: run {} has no `best` checkpoint (trained without --valid-sets): using `last`", model.display());
+                    last
+                }
+            },
+        };
+        dir.join(MODEL_FILE)
+    } else {
+        bail!("{} is neither a run folder (with net.json), an export folder nor a .safetensors file", model.display());
+    };
+    let net_json = weights
+        .ancestors()
+        .skip(1)
+        .take(4)
+        .map(|d| d.join("net.json"))
+        .find(|p| p.is_file())
+        .with_context(|| format!("no net.json next to {} or in the run folder above it", weights.display()))?;
+    Ok((weights, net_json))
+}
+
+impl EmbedModel {
+    /// Loads the network described by `model` (see [`locate`]) onto `device`.
+    pub fn load(model: &Path, checkpoint: Option<&str>, device: Device) -> Result<Self> {
+        let (weights, net_json) = locate(model, checkpoint)?;
+        let text = facekit_io::bounded::read_string(&net_json, facekit_io::bounded::STATE)?;
+        let config: NetConfig = serde_json::from_str(&text).with_context(|| format!("{} is not a network configuration", net_json.display()))?;
+        let mut vs = VarStore::new(device);
+        let net = FaceNet::new(&vs.root(), &config).with_context(|| format!("bad network configuration in {}", net_json.display()))?;
+        vs.load(&weights).with_context(|| format!("cannot load weights {} for the network of {}", weights.display(), net_json.display()))?;
+        // Inference only: no gradients, which also lets tracing embed the weights as constants.
+        vs.freeze();
+        Ok(EmbedModel { vs, net, config, device, weights })
+    }
+
+    /// Side of the square input the network expects.
+    pub fn image_size(&self) -> u32 {
+        self.config.image_size as u32
+    }
+
+    /// Embedding dimension.
+    pub fn dim(&self) -> usize {
+        self.config.embedding_size as usize
+    }
+
+    /// Raw (not normalised) embeddings of a normalised float NCHW batch, in inference mode.
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        tch::no_grad(|| self.net.embed(xs, false))
+    }
+
+    /// L2-normalised embeddings (`n * dim` values) of `n` RGB8 NHWC images of the network's size;
+    /// with `flip`, the embeddings of each image and its mirror are summed before normalising.
+    pub fn embed_pixels(&self, pixels: &[u8], n: usize, flip: bool) -> Result<Vec<f32>> {
+        let s = self.image_size() as i64;
+        if pixels.len() != n * (s * s * 3) as usize {
+            bail!("{} bytes are not {n} RGB images of {s}x{s}", pixels.len());
+        }
+        let xs = to_input(pixels, n, s, self.device);
+        let mut e = self.forward(&xs);
+        if flip {
+            e = e + self.forward(&xs.flip([3]));
+        }
+        let norm = e.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+        let e = (e / norm).to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
+        Vec::<f32>::try_from(e.view([-1])).context("cannot copy embeddings from the device")
+    }
+}
+
+/// RGB8 NHWC bytes as the normalised float NCHW input the networks take: `(x / 255 - 0.5) / 0.5`.
+pub fn to_input(pixels: &[u8], n: usize, size: i64, device: Device) -> Tensor {
+    let host = Tensor::from_slice(pixels).view([n as i64, size, size, 3]);
+    (host.to_device(device).to_kind(Kind::Float) / 127.5 - 1.0).permute([0, 3, 1, 2]).contiguous()
+}
+
+/// Embeds `n` images in batches of `batch_size`: `fill(i, buf)` writes image `i` as RGB8 HWC of
+/// the network's size (called in parallel). Shows a progress bar; returns `n * dim` values.
+pub fn embed_all(
+    model: &EmbedModel,
+    n: usize,
+    batch_size: usize,
+    flip: bool,
+    fill: impl Fn(usize, &mut [u8]) -> Result<()> + Sync,
+) -> Result<Vec<f32>> {
+    let s = model.image_size() as usize;
+    let per = s * s * 3;
+    let batch_size = batch_size.max(1);
+    let bar = facekit_io::progress::items(n as u64, "faces");
+    let mut out = Vec::with_capacity(n * model.dim());
+    let mut buf = vec![0u8; batch_size * per];
+    for start in (0..n).step_by(batch_size) {
+        let m = batch_size.min(n - start);
+        buf[..m * per].par_chunks_mut(per).enumerate().try_for_each(|(k, chunk)| fill(start + k, chunk))?;
+        out.extend(model.embed_pixels(&buf[..m * per], m, flip)?);
+        bar.inc(m as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// Embeds every record of a dataset, in order (records decoded as the training loader does).
+pub fn embed_dataset(model: &EmbedModel, ds: &facekit_shard::Dataset, batch_size: usize, flip: bool) -> Result<Vec<f32>> {
+    let size = model.image_size();
+    embed_all(model, ds.len(), batch_size, flip, |i, buf| {
+        let rec = ds.record(i)?;
+        facekit_data::RecordDecoder::new()
+            .decode_into(&rec, size, &facekit_data::View::IDENTITY, buf)
+            .with_context(|| format!("dataset {}: record {i} ({}) cannot be decoded", ds.paths().name(), String::from_utf8_lossy(rec.path)))
+    })
+}
+
+/// Embeds in-memory images (resized to the network's size where needed).
+pub fn embed_images(model: &EmbedModel, images: &[image::RgbImage], batch_size: usize, flip: bool) -> Result<Vec<f32>> {
+    let size = model.image_size();
+    embed_all(model, images.len(), batch_size, flip, |i, buf| {
+        let img = super::faces::resize(&images[i], size);
+        buf.copy_from_slice(img.as_raw());
+        Ok(())
+    })
+}

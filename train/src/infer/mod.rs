@@ -1,0 +1,9 @@
+//! Running a trained network: embeddings of datasets and photo folders ([`embed`]), the
+//! verification protocols with a network ([`verify`]: LFW pairs, insightface `.bin`, over
+//! [`facekit_eval`]'s metrics), photos prepared as pack prepares them ([`faces`]), and export for
+//! use without facekit ([`export`]).
+
+pub mod embed;
+pub mod export;
+pub mod faces;
+pub mod verify;

@@ -1,0 +1,179 @@
+//! The verification protocols run with a network: LFW-style pairs (from an image folder or a
+//! packed dataset) and insightface `.bin` files, each scored by [`metrics::kfold_verification`].
+
+use super::embed::{self, EmbedModel};
+use super::faces::{self, Preparation, PrepStats};
+use facekit_eval::metrics::{self, KFoldReport};
+use facekit_eval::pairs::{self, FaceRef, MissingPolicy, PairList, Presence};
+use facekit_eval::pickle::VerificationBin;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The outcome of a pairs protocol.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairsReport {
+    /// What was evaluated (pairs file, `.bin` file).
+    pub source: String,
+    /// Pairs listed.
+    pub pairs_listed: usize,
+    /// Pairs scored.
+    pub pairs_used: usize,
+    /// Pairs left out because a person has no folder (or no record) at all.
+    pub missing_people: usize,
+    /// Pairs left out because a photo is missing.
+    pub missing_images: usize,
+    /// Examples of what was missing.
+    pub missing_examples: Vec<String>,
+    /// Distinct images embedded.
+    pub images: usize,
+    /// How the images were prepared (alignment and centre-crop fallbacks).
+    pub preparation: PrepStats,
+    /// Whether the flip test was used.
+    pub flip: bool,
+    /// The k-fold figures.
+    pub kfold: KFoldReport,
+}
+
+/// Squared L2 distances of the pairs `(a, b)` of rows of `emb` (`dim` columns).
+pub fn pair_distances(emb: &[f32], dim: usize, pairs: &[(usize, usize)]) -> Vec<f64> {
+    pairs.iter().map(|&(a, b)| metrics::squared_l2(&emb[a * dim..(a + 1) * dim], &emb[b * dim..(b + 1) * dim])).collect()
+}
+
+/// Options shared by the pairs protocols.
+#[derive(Debug, Clone, Copy)]
+pub struct PairsOptions {
+    /// Number of folds (10 for LFW).
+    pub folds: usize,
+    /// Flip test.
+    pub flip: bool,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Missing images or people.
+    pub missing: MissingPolicy,
+}
+
+/// LFW protocol from a pairs file and an image root in LFW layout.
+pub fn pairs_from_folder(model: &EmbedModel, list_path: &Path, root: &Path, prep: &Preparation, opts: PairsOptions) -> Result<PairsReport> {
+    if !root.is_dir() {
+        bail!("image root {} is not a folder", root.display());
+    }
+    let list = PairList::read(list_path)?;
+    let resolved = pairs::resolve(&list, opts.missing, |f| pairs::presence_in_folder(root, f))
+        .with_context(|| format!("pairs file {} against {}", list_path.display(), root.display()))?;
+    let (faces, index) = unique_faces(&resolved.pairs);
+    let paths: Vec<_> = faces.iter().map(|f| f.path(root)).collect();
+    let (chips, _, stats) = faces::prepare_files(&paths, model.image_size(), prep)?;
+    let emb = embed::embed_images(model, &chips, opts.batch_size, opts.flip)?;
+    finish(model, list_path.display().to_string(), &list, resolved, faces.len(), stats, &emb, &index, opts)
+}
+
+/// LFW protocol from a pairs file and a packed dataset whose records keep their original paths
+/// (`Name/Name_0001.jpg`, possibly below a source folder).
+pub fn pairs_from_dataset(model: &EmbedModel, list_path: &Path, ds: &facekit_shard::Dataset, opts: PairsOptions) -> Result<PairsReport> {
+    let list = PairList::read(list_path)?;
+    let mut by_path: HashMap<String, usize> = HashMap::new();
+    let mut people: std::collections::HashSet<String> = Default::default();
+    for i in 0..ds.len() {
+        let rec = ds.record(i)?;
+        let path = String::from_utf8_lossy(rec.path).replace('\\', "/");
+        // Keep the last two components: `Name/Name_0001.jpg`, whatever the source prefix.
+        let parts: Vec<&str> = path.rsplitn(3, '/').collect();
+        if parts.len() >= 2 {
+            people.insert(parts[1].to_string());
+            by_path.insert(format!("{}/{}", parts[1], parts[0]), i);
+        }
+    }
+    let presence = |f: &FaceRef| {
+        if by_path.contains_key(&f.relative()) {
+            Presence::Found
+        } else if people.contains(&f.name) {
+            Presence::NoImage
+        } else {
+            Presence::NoPerson
+        }
+    };
+    let resolved = pairs::resolve(&list, opts.missing, presence)
+        .with_context(|| format!("pairs file {} against dataset {}", list_path.display(), ds.paths().name()))?;
+    let (faces, index) = unique_faces(&resolved.pairs);
+    let records: Vec<usize> = faces.iter().map(|f| by_path[&f.relative()]).collect();
+    let size = model.image_size();
+    let emb = embed::embed_all(model, records.len(), opts.batch_size, opts.flip, |k, buf| {
+        let rec = ds.record(records[k])?;
+        facekit_data::RecordDecoder::new().decode_into(&rec, size, &facekit_data::View::IDENTITY, buf).with_context(|| format!("record {}", records[k]))
+    })?;
+    let stats = PrepStats::default();
+    finish(model, list_path.display().to_string(), &list, resolved, faces.len(), stats, &emb, &index, opts)
+}
+
+/// insightface's protocol on a verification `.bin` file (pre-aligned images, pairs consecutive).
+pub fn pairs_from_bin(model: &EmbedModel, bin_path: &Path, opts: PairsOptions) -> Result<PairsReport> {
+    let bin = VerificationBin::read(bin_path)?;
+    let size = model.image_size();
+    let emb = embed::embed_all(model, bin.images.len(), opts.batch_size, opts.flip, |i, buf| {
+        let img = facekit_pack::photo::decode_image(&bin.images[i])
+            .with_context(|| format!("{}: image {i} cannot be decoded", bin_path.display()))?;
+        buf.copy_from_slice(faces::resize(&img, size).as_raw());
+        Ok(())
+    })?;
+    let pairs: Vec<(usize, usize)> = (0..bin.issame.len()).map(|k| (2 * k, 2 * k + 1)).collect();
+    let dist = pair_distances(&emb, model.dim(), &pairs);
+    let kfold = metrics::kfold_verification(&dist, &bin.issame, &metrics::insightface_thresholds(), opts.folds)?;
+    Ok(PairsReport {
+        source: bin_path.display().to_string(),
+        pairs_listed: bin.issame.len(),
+        pairs_used: bin.issame.len(),
+        missing_people: 0,
+        missing_images: 0,
+        missing_examples: Vec::new(),
+        images: bin.images.len(),
+        preparation: PrepStats::default(),
+        flip: opts.flip,
+        kfold,
+    })
+}
+
+/// The distinct faces of `pairs`, and each pair as indices into them.
+fn unique_faces(pairs: &[pairs::Pair]) -> (Vec<FaceRef>, Vec<(usize, usize, bool)>) {
+    let mut faces = Vec::new();
+    let mut seen: HashMap<FaceRef, usize> = HashMap::new();
+    let mut id = |f: &FaceRef| {
+        *seen.entry(f.clone()).or_insert_with(|| {
+            faces.push(f.clone());
+            faces.len() - 1
+        })
+    };
+    let index = pairs.iter().map(|p| (id(&p.left), id(&p.right), p.same)).collect();
+    (faces, index)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    model: &EmbedModel,
+    source: String,
+    list: &PairList,
+    resolved: pairs::Resolved,
+    images: usize,
+    preparation: PrepStats,
+    emb: &[f32],
+    index: &[(usize, usize, bool)],
+    opts: PairsOptions,
+) -> Result<PairsReport> {
+    let pairs: Vec<(usize, usize)> = index.iter().map(|&(a, b, _)| (a, b)).collect();
+    let same: Vec<bool> = index.iter().map(|&(_, _, s)| s).collect();
+    let dist = pair_distances(emb, model.dim(), &pairs);
+    let kfold = metrics::kfold_verification(&dist, &same, &metrics::insightface_thresholds(), opts.folds)?;
+    Ok(PairsReport {
+        source,
+        pairs_listed: list.pairs.len(),
+        pairs_used: pairs.len(),
+        missing_people: resolved.missing_people,
+        missing_images: resolved.missing_images,
+        missing_examples: resolved.examples,
+        images,
+        preparation,
+        flip: opts.flip,
+        kfold,
+    })
+}

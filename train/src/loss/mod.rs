@@ -1,0 +1,122 @@
+//! Losses: ArcFace for identity, softmax for gender, DEX-style expected value for age, and their
+//! masked, weighted multi-task sum.
+//!
+//! Labels arrive as i64 tensors with −1 for "unknown"; a record without a label for a task is
+//! masked out of that task's loss, and a batch with no labelled record for a task contributes
+//! exactly 0 (no NaN, no gradient) to the total. All losses are computed in fp32.
+
+pub mod age;
+pub mod arcface;
+
+use anyhow::Result;
+use tch::nn;
+use tch::{Kind, Tensor};
+
+use crate::model::{NetConfig, Outputs, Task, TaskWeights};
+pub use age::{age_abs_error_sum, age_bins_target, expected_age};
+pub use arcface::{margin_cos, masked_cross_entropy, normalize, ArcFace};
+
+/// The labels of one batch, each [N] i64 on the model's device, −1 where unknown.
+#[derive(Debug)]
+pub struct BatchLabels {
+    /// Identity class index.
+    pub class: Tensor,
+    /// Gender: 0 male, 1 female (the record code, `facekit_shard::Gender::code`), -1 unknown.
+    pub gender: Tensor,
+    /// Age in whole years.
+    pub age: Tensor,
+}
+
+/// How many records of the batch carried a label for each task: scalar i64 tensors on the
+/// model's device (0 for absent tasks), left on the device so computing them never stalls a GPU
+/// step; read them with `int64_value(&[])` when logging.
+#[derive(Debug)]
+pub struct TaskCounts {
+    /// Records with an identity class.
+    pub fr: Tensor,
+    /// Records with a gender.
+    pub gender: Tensor,
+    /// Records with an age.
+    pub age: Tensor,
+}
+
+/// The weighted total to backpropagate and each task's unweighted mean loss.
+#[derive(Debug)]
+pub struct TaskLosses {
+    /// Weighted sum of the task losses (a scalar fp32 tensor).
+    pub total: Tensor,
+    /// ArcFace cross entropy, when the task has identities.
+    pub fr: Option<Tensor>,
+    /// Gender cross entropy, when the task has a gender head.
+    pub gender: Option<Tensor>,
+    /// Age-bin cross entropy, when the task has an age head.
+    pub age: Option<Tensor>,
+    /// Labelled records per task.
+    pub counts: TaskCounts,
+}
+
+/// The loss side of a network: ArcFace centres (if any) and the task weights.
+#[derive(Debug)]
+pub struct FaceLoss {
+    /// ArcFace class centres, present when the task trains identities.
+    pub arcface: Option<ArcFace>,
+    task: Task,
+    weights: TaskWeights,
+    age_bins: i64,
+}
+
+impl FaceLoss {
+    /// Creates the loss for `config`, ArcFace centres under `p / "arcface"`.
+    pub fn new(p: &nn::Path, config: &NetConfig) -> Result<Self> {
+        config.validate()?;
+        let arcface = config.task.has_fr().then(|| {
+            ArcFace::new(p, config.num_classes, config.embedding_size, config.arcface_s, config.arcface_m)
+        });
+        // A single-task network trains that task alone at full weight.
+        let weights = match config.task {
+            Task::Multi => config.weights,
+            _ => TaskWeights { fr: 1.0, gender: 1.0, age: 1.0 },
+        };
+        Ok(FaceLoss { arcface, task: config.task, weights, age_bins: config.age_bins })
+    }
+
+    /// Each task's masked mean loss and their weighted total.
+    pub fn losses(&self, out: &Outputs, labels: &BatchLabels) -> TaskLosses {
+        let device = out.embedding.device();
+        let mut total = Tensor::zeros([], (Kind::Float, device));
+        let zero = || Tensor::zeros([], (Kind::Int64, device));
+        let mut counts = TaskCounts { fr: zero(), gender: zero(), age: zero() };
+        let fr = self.arcface.as_ref().map(|a| {
+            let (loss, n) = a.loss(&out.embedding, &labels.class);
+            counts.fr = n;
+            total += &loss * self.weights.fr;
+            loss
+        });
+        let gender = out.gender_logits.as_ref().map(|logits| {
+            let (loss, n) = masked_cross_entropy(logits, &labels.gender);
+            counts.gender = n;
+            total += &loss * self.weights.gender;
+            loss
+        });
+        let age = out.age_logits.as_ref().map(|logits| {
+            let target = age_bins_target(&labels.age, self.age_bins);
+            let (loss, n) = masked_cross_entropy(logits, &target);
+            counts.age = n;
+            total += &loss * self.weights.age;
+            loss
+        });
+        TaskLosses { total, fr, gender, age, counts }
+    }
+
+    /// The task this loss was built for.
+    pub fn task(&self) -> Task {
+        self.task
+    }
+}
+
+/// Number of correct argmax predictions over rows with a known label, and how many rows that was.
+pub fn correct_count(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
+    let known = labels.ge(0);
+    let hit = logits.argmax(1, false).eq_tensor(labels).logical_and(&known);
+    (hit.sum(Kind::Int64).int64_value(&[]), known.sum(Kind::Int64).int64_value(&[]))
+}

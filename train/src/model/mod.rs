@@ -1,0 +1,239 @@
+//! The networks: ResNet-50 V1 (and a tiny variant) with a 512-d embedding head, plus the small
+//! gender and age heads of the multi-task setups.
+//!
+//! [`FaceNet`] owns parameters only: the losses (and ArcFace's class centres) live in
+//! [`crate::loss`] and the optimiser in the trainer, so that multi-GPU training can all-reduce
+//! gradients between `backward` and `step`.
+//!
+//! Input is float NCHW of side [`NetConfig::image_size`], normalised per channel as
+//! `(x / 255 - 0.5) / 0.5` (range [-1, 1], insightface's convention); any memory format works,
+//! channels-last included.
+
+pub mod head;
+pub mod resnet;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+pub use head::EmbeddingHead;
+pub use resnet::{feature_map_side, Arch, ResNet};
+
+/// What the network is trained to predict. Stored as `fr`, `gender`, `age`, `multi` (runs of
+/// older facekit versions wrote `Fr`, `Gender`, ... in `config.json`: both are read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "clap", value(rename_all = "PascalCase"))]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Face recognition: identity classification with ArcFace, embeddings for verification.
+    #[cfg_attr(feature = "clap", value(name = "FR"))]
+    #[serde(alias = "Fr")]
+    Fr,
+    /// Gender: 2-way softmax on the embedding (class 0 male, 1 female).
+    #[serde(alias = "Gender")]
+    Gender,
+    /// Age: DEX expected value over one-year bins.
+    #[serde(alias = "Age")]
+    Age,
+    /// All three at once, losses weighted, each masked where its label is unknown.
+    #[serde(alias = "Multi")]
+    Multi,
+}
+
+impl Task {
+    /// Lower-case name used in run names and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Fr => "fr",
+            Task::Gender => "gender",
+            Task::Age => "age",
+            Task::Multi => "multi",
+        }
+    }
+
+    /// Whether this task trains identities with ArcFace.
+    pub fn has_fr(self) -> bool {
+        matches!(self, Task::Fr | Task::Multi)
+    }
+    /// Whether this task has a gender head.
+    pub fn has_gender(self) -> bool {
+        matches!(self, Task::Gender | Task::Multi)
+    }
+    /// Whether this task has an age head.
+    pub fn has_age(self) -> bool {
+        matches!(self, Task::Age | Task::Multi)
+    }
+}
+
+/// Weights of each task's loss in the multi-task total.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TaskWeights {
+    /// Weight of the ArcFace identity loss.
+    pub fr: f64,
+    /// Weight of the gender cross entropy.
+    pub gender: f64,
+    /// Weight of the age-bin cross entropy.
+    pub age: f64,
+}
+
+impl Default for TaskWeights {
+    fn default() -> Self {
+        TaskWeights { fr: 1.0, gender: 1.0, age: 1.0 }
+    }
+}
+
+/// Everything needed to rebuild a network and its losses; the trainer writes it as `net.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetConfig {
+    /// Backbone architecture.
+    pub arch: Arch,
+    /// Input side in pixels (square); 224 and 112 are the supported sizes for ResNet-50.
+    pub image_size: i64,
+    /// Embedding dimension.
+    pub embedding_size: i64,
+    /// Dropout probability in the embedding head.
+    pub dropout: f64,
+    /// What is trained.
+    pub task: Task,
+    /// Number of identity classes (ArcFace centres); ignored without a recognition task.
+    pub num_classes: i64,
+    /// Number of one-year age bins (ages 0..age_bins-1; older ages fall in the last bin).
+    pub age_bins: i64,
+    /// ArcFace scale s.
+    pub arcface_s: f64,
+    /// ArcFace additive angular margin m, radians.
+    pub arcface_m: f64,
+    /// Per-task loss weights (multi-task only).
+    pub weights: TaskWeights,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            arch: Arch::Resnet50,
+            image_size: 224,
+            embedding_size: 512,
+            // As `--dropout` (and arcface_torch): none. insightface's original MXNet "E" head
+            // used 0.4; `--dropout 0.4` gives that.
+            dropout: 0.0,
+            task: Task::Fr,
+            num_classes: 0,
+            age_bins: 101,
+            arcface_s: 64.0,
+            arcface_m: 0.5,
+            weights: TaskWeights::default(),
+        }
+    }
+}
+
+impl NetConfig {
+    /// Checks the values a hand-edited `net.json` could get wrong.
+    pub fn validate(&self) -> Result<()> {
+        if feature_map_side(self.image_size) < 1 || self.image_size < 32 {
+            bail!("image_size {} is too small (at least 32 pixels)", self.image_size);
+        }
+        if self.embedding_size < 1 {
+            bail!("embedding_size must be positive, got {}", self.embedding_size);
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!("dropout must be in [0, 1), got {}", self.dropout);
+        }
+        if self.task.has_fr() && self.num_classes < 2 {
+            bail!("task {:?} needs at least 2 identity classes, got {}", self.task, self.num_classes);
+        }
+        if self.task.has_age() && self.age_bins < 2 {
+            bail!("age_bins must be at least 2, got {}", self.age_bins);
+        }
+        if self.task.has_fr() && !(self.arcface_s > 0.0) {
+            bail!("arcface_s must be positive, got {}", self.arcface_s);
+        }
+        if self.task.has_fr() && !(0.0..std::f64::consts::FRAC_PI_2).contains(&self.arcface_m) {
+            bail!("arcface_m must be in [0, pi/2) radians, got {}", self.arcface_m);
+        }
+        let w = self.weights;
+        if [w.fr, w.gender, w.age].iter().any(|x| !x.is_finite() || *x < 0.0) {
+            bail!("task weights must be finite and non-negative, got {w:?}");
+        }
+        Ok(())
+    }
+}
+
+/// Names of parameters outside the torchvision backbone start with one of these.
+pub const HEAD_PREFIXES: [&str; 4] = ["embedding.", "gender_head.", "age_head.", "arcface."];
+
+/// Whether a variable name belongs to the torchvision-compatible backbone.
+pub fn is_backbone_param(name: &str) -> bool {
+    !HEAD_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// What one forward pass produces.
+#[derive(Debug)]
+pub struct Outputs {
+    /// [N, embedding_size], not L2-normalised.
+    pub embedding: Tensor,
+    /// [N, 2] gender logits (class 0 = male, 1 = female, the shard labels' codes), when the task has them.
+    pub gender_logits: Option<Tensor>,
+    /// [N, age_bins] age-bin logits, when the task has them.
+    pub age_logits: Option<Tensor>,
+}
+
+/// Backbone, embedding head and the optional gender/age heads.
+#[derive(Debug)]
+pub struct FaceNet {
+    backbone: ResNet,
+    head: EmbeddingHead,
+    gender: Option<nn::Linear>,
+    age: Option<nn::Linear>,
+    config: NetConfig,
+}
+
+impl FaceNet {
+    /// Builds the network with its variables under `p` (backbone names as torchvision).
+    pub fn new(p: &nn::Path, config: &NetConfig) -> Result<Self> {
+        config.validate()?;
+        let backbone = ResNet::new(p, config.arch);
+        let head = EmbeddingHead::new(
+            &(p / "embedding"),
+            config.arch.out_channels(),
+            feature_map_side(config.image_size),
+            config.embedding_size,
+            config.dropout,
+        );
+        let e = config.embedding_size;
+        let gender = config
+            .task
+            .has_gender()
+            .then(|| nn::linear(p / "gender_head", e, 2, Default::default()));
+        let age = config
+            .task
+            .has_age()
+            .then(|| nn::linear(p / "age_head", e, config.age_bins, Default::default()));
+        Ok(FaceNet { backbone, head, gender, age, config: config.clone() })
+    }
+
+    /// The configuration this network was built from.
+    pub fn config(&self) -> &NetConfig {
+        &self.config
+    }
+
+    /// The embedding [N, embedding_size] (not normalised) of a normalised NCHW batch.
+    pub fn embed(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.backbone.forward_t(xs, train).apply_t(&self.head, train)
+    }
+
+    /// The embedding and whichever task heads this network has.
+    pub fn forward(&self, xs: &Tensor, train: bool) -> Outputs {
+        self.heads(self.embed(xs, train))
+    }
+
+    /// The gender and age heads applied to an embedding from [`FaceNet::embed`]. Mixed precision
+    /// runs `embed` under autocast and this outside it, on the embedding cast to fp32.
+    pub fn heads(&self, embedding: Tensor) -> Outputs {
+        let gender_logits = self.gender.as_ref().map(|l| embedding.apply(l));
+        let age_logits = self.age.as_ref().map(|l| embedding.apply(l));
+        Outputs { embedding, gender_logits, age_logits }
+    }
+}

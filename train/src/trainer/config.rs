@@ -1,0 +1,390 @@
+//! The full configuration of a training run: every `facekit train` flag, saved as `config.json`
+//! so that a run can be reproduced and resumed exactly.
+
+use crate::model::{Arch, Task};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use super::run_dir::RunPaths;
+use std::path::PathBuf;
+
+/// How the learning rate evolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// dlib's rule: shrink the rate when the loss has not fallen for `--plateau-steps` steps.
+    Plateau,
+    /// Multiply the rate by `--lr-shrink` every `--plateau-steps` steps.
+    Step,
+    /// Cosine decay from `--lr` to `--min-lr` over the run (`--max-steps` or `--epochs`).
+    Cosine,
+}
+
+/// Numeric precision of the forward and backward passes (weights always stay fp32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionKind {
+    /// fp16 on CUDA, fp32 on the CPU.
+    Auto,
+    /// 32-bit floats everywhere.
+    Fp32,
+    /// Autocast to IEEE half in the backbone, with dynamic loss scaling.
+    Fp16,
+    /// Autocast to bfloat16 in the backbone (no loss scaling needed).
+    Bf16,
+}
+
+impl PrecisionKind {
+    /// The precision `auto` stands for on this device: fp16 on CUDA, fp32 on the CPU (CPU
+    /// autocast works but is slower than fp32 on CPUs without bf16/fp16 matrix units).
+    pub fn resolve(self, on_cuda: bool) -> PrecisionKind {
+        match (self, on_cuda) {
+            (PrecisionKind::Auto, true) => PrecisionKind::Fp16,
+            (PrecisionKind::Auto, false) => PrecisionKind::Fp32,
+            (p, _) => p,
+        }
+    }
+}
+
+/// Memory layout of the input images and convolution weights.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum MemoryFormatKind {
+    /// Channels-last on CUDA, contiguous on the CPU.
+    #[default]
+    Auto,
+    /// NHWC strides (what cuDNN's fastest convolutions read).
+    ChannelsLast,
+    /// Standard NCHW strides.
+    Contiguous,
+}
+
+impl MemoryFormatKind {
+    /// The format `auto` stands for on this device: channels-last on CUDA, contiguous on the CPU.
+    pub fn resolve(self, on_cuda: bool) -> MemoryFormatKind {
+        match (self, on_cuda) {
+            (MemoryFormatKind::Auto, true) => MemoryFormatKind::ChannelsLast,
+            (MemoryFormatKind::Auto, false) => MemoryFormatKind::Contiguous,
+            (m, _) => m,
+        }
+    }
+}
+
+/// Every setting of a training run, as the library takes it and `config.json` stores it (the
+/// command line maps its flags onto it; their help is in `facekit train -h`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Task to train (case-insensitive): FR, Gender, Age or Multi.
+    #[serde(with = "task_name")]
+    pub task: Task,
+    /// Training datasets (names in --data-dir, or paths); several are concatenated.
+    pub train_sets: Vec<String>,
+    /// Validation datasets (names in --data-dir, or paths); several are concatenated.
+    pub valid_sets: Vec<String>,
+    /// Folder where bare dataset names are looked up.
+    pub data_dir: PathBuf,
+    /// Network architecture.
+    pub arch: Arch,
+    /// Input image side in pixels (records of another size are resized).
+    pub image_size: u32,
+    /// Embedding dimension.
+    pub embedding_size: i64,
+    /// Dropout probability before the embedding layer.
+    pub dropout: f64,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// SGD weight decay (L2), applied to every weight.
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleKind,
+    /// Plateau: steps without loss decrease before shrinking; step: steps between shrinks.
+    pub plateau_steps: u64,
+    /// Factor applied to the learning rate when it shrinks.
+    pub lr_shrink: f64,
+    /// Learning rate below which training stops (plateau) or where it ends (cosine).
+    pub min_lr: f64,
+    /// Steps of linear warm-up from 0 to --lr.
+    pub warmup_steps: u64,
+    /// Stop after this many steps in total [default: none].
+    pub max_steps: Option<u64>,
+    /// Stop after this many passes over the training sets [default: none].
+    pub epochs: Option<u64>,
+    /// ArcFace scale s.
+    pub arcface_scale: f64,
+    /// ArcFace additive angular margin m (radians).
+    pub arcface_margin: f64,
+    /// Multi task: weights of the fr, gender and age losses.
+    pub multi_weights: Vec<f64>,
+    /// Backbone arithmetic (auto: fp16 on CUDA, fp32 on CPU); weights, heads, losses stay fp32.
+    pub precision: PrecisionKind,
+    /// Layout of images and conv weights (auto: channels-last on CUDA, contiguous on CPU).
+    #[serde(default)]
+    pub memory_format: MemoryFormatKind,
+    /// Device: auto (CUDA when present), cpu, cuda or cuda:N.
+    pub device: String,
+    /// Do not mirror training images (by default half of them are, chosen per image and epoch).
+    #[serde(default)]
+    pub no_flip: bool,
+    /// Random crop: keep a square of side uniform in [1-F, 1] of the chip, anywhere, resized back.
+    #[serde(default)]
+    pub random_crop: f32,
+    /// Brightness and contrast jitter: each factor uniform in [1-F, 1+F].
+    #[serde(default)]
+    pub color_jitter: f32,
+    /// Probability of turning a training image grey.
+    #[serde(default)]
+    pub grey_prob: f32,
+    /// Threads decoding and augmenting images (0: all cores on CUDA, a quarter of them on the CPU).
+    pub workers: usize,
+    /// libtorch's compute threads (0: the cores the decode workers leave, at least 1).
+    #[serde(default)]
+    pub threads: usize,
+    /// Seed of the data order, augmentation, initial weights and dropout.
+    pub seed: u64,
+    /// Validate every N steps (0: only at the end).
+    pub valid_every: u64,
+    /// Write the `last` checkpoint every N steps (0: only at the end).
+    pub checkpoint_every: u64,
+    /// Folder holding one sub-folder per run.
+    pub model_dir: PathBuf,
+    /// Name of this run's folder in --model-dir [default: TASK-UNIXTIME].
+    pub run_name: Option<String>,
+    /// Delete an existing run folder of the same name first (otherwise reusing a name is refused).
+    #[serde(default)]
+    pub overwrite: bool,
+    /// Continue the run RUN (a name in --model-dir, or its folder) from its `last` checkpoint.
+    pub resume: Option<String>,
+    /// Skip corrupt records (counted and reported) instead of stopping.
+    pub skip_corrupt: bool,
+    /// With --resume: continue even though a dataset's manifest changed since the run started (repacked data).
+    #[serde(default)]
+    pub allow_changed_data: bool,
+    /// Print a progress line every N steps.
+    pub log_every: u64,
+}
+
+impl Default for TrainConfig {
+    /// The defaults of `facekit train` (the command line takes its defaults from here): FR on the
+    /// ResNet-50, SGD 0.9 / 5e-4 at 0.1 with dlib's plateau rule, batch 50 at 224 px.
+    fn default() -> Self {
+        TrainConfig {
+            task: Task::Fr,
+            train_sets: Vec::new(),
+            valid_sets: Vec::new(),
+            data_dir: PathBuf::from("training"),
+            arch: Arch::Resnet50,
+            image_size: 224,
+            embedding_size: 512,
+            dropout: 0.0,
+            batch_size: 50,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            schedule: ScheduleKind::Plateau,
+            plateau_steps: 2000,
+            lr_shrink: 0.1,
+            min_lr: 1e-5,
+            warmup_steps: 0,
+            max_steps: None,
+            epochs: None,
+            arcface_scale: 64.0,
+            arcface_margin: 0.5,
+            multi_weights: vec![1.0, 1.0, 1.0],
+            precision: PrecisionKind::Auto,
+            memory_format: MemoryFormatKind::Auto,
+            device: "auto".into(),
+            no_flip: false,
+            random_crop: 0.0,
+            color_jitter: 0.0,
+            grey_prob: 0.0,
+            workers: 0,
+            threads: 0,
+            seed: 1,
+            valid_every: 1000,
+            checkpoint_every: 1000,
+            model_dir: PathBuf::from("Model"),
+            run_name: None,
+            overwrite: false,
+            resume: None,
+            skip_corrupt: false,
+            allow_changed_data: false,
+            log_every: 50,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks the settings that clap cannot: every number is finite and in its range.
+    pub fn validate(&self) -> Result<()> {
+        if !(2..=65_536).contains(&self.batch_size) {
+            bail!("--batch-size must be between 2 (batch norm needs two images) and 65536, got {}", self.batch_size);
+        }
+        if !(32..=4096).contains(&self.image_size) {
+            bail!("--image-size must be between 32 and 4096 pixels, got {}", self.image_size);
+        }
+        if !(1..=65_536).contains(&self.embedding_size) {
+            bail!("--embedding-size must be between 1 and 65536, got {}", self.embedding_size);
+        }
+        let finite = |name: &str, v: f64, ok: bool, range: &str| -> Result<()> {
+            if !v.is_finite() || !ok {
+                bail!("{name} must be {range}, got {v}");
+            }
+            Ok(())
+        };
+        finite("--lr", self.lr, self.lr > 0.0, "a positive number")?;
+        finite("--momentum", self.momentum, (0.0..1.0).contains(&self.momentum), "in [0, 1)")?;
+        finite("--weight-decay", self.weight_decay, self.weight_decay >= 0.0, "zero or positive")?;
+        finite("--dropout", self.dropout, (0.0..1.0).contains(&self.dropout), "in [0, 1)")?;
+        finite("--lr-shrink", self.lr_shrink, self.lr_shrink > 0.0 && self.lr_shrink <= 1.0, "in (0, 1]")?;
+        finite("--min-lr", self.min_lr, self.min_lr >= 0.0 && self.min_lr < self.lr, "zero or positive and below --lr")?;
+        finite("--arcface-scale", self.arcface_scale, self.arcface_scale > 0.0, "a positive number")?;
+        finite("--arcface-margin", self.arcface_margin, (0.0..std::f64::consts::PI).contains(&self.arcface_margin), "in [0, pi) radians")?;
+        if self.multi_weights.len() != 3 || self.multi_weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+            bail!("--multi-weights needs three finite non-negative numbers fr,gender,age, got {:?}", self.multi_weights);
+        }
+        if self.task == Task::Multi && self.multi_weights.iter().all(|w| *w == 0.0) {
+            bail!("--multi-weights are all zero: nothing would be learned");
+        }
+        if self.plateau_steps == 0 {
+            bail!("--plateau-steps must be at least 1");
+        }
+        if self.max_steps == Some(0) || self.epochs == Some(0) {
+            bail!("--max-steps and --epochs must be at least 1 when given");
+        }
+        if self.workers > facekit_data::MAX_WORKERS {
+            bail!("--workers {}: at most {} decode threads are allowed", self.workers, facekit_data::MAX_WORKERS);
+        }
+        if self.threads > 1024 {
+            bail!("--threads {}: at most 1024 compute threads are allowed", self.threads);
+        }
+        if let Some(name) = &self.run_name {
+            if !facekit_io::bounded::is_plain_name(name) || name.starts_with('.') {
+                bail!("--run-name '{name}' must be a plain folder name inside --model-dir (no '/', not '..', not hidden)");
+            }
+        }
+        self.augment().validate().map_err(|e| anyhow::anyhow!("--random-crop/--color-jitter/--grey-prob: {e}"))?;
+        if self.schedule == ScheduleKind::Cosine && self.max_steps.is_none() && self.epochs.is_none() {
+            bail!("--schedule cosine needs --max-steps or --epochs (the length of the decay)");
+        }
+        Ok(())
+    }
+
+    /// The training loader's augmentations.
+    pub fn augment(&self) -> facekit_data::Augment {
+        facekit_data::Augment { flip: !self.no_flip, crop: self.random_crop, color_jitter: self.color_jitter, grey: self.grey_prob }
+    }
+
+    /// The run's folder name: `--run-name`, or the task and the start time.
+    pub fn run_name(&self) -> String {
+        self.run_name.clone().unwrap_or_else(|| {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            format!("{}-{secs}", self.task.name())
+        })
+    }
+}
+
+/// `config.json`: the configuration plus the command line that produced it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedConfig {
+    /// The command line that started the run, argument by argument.
+    pub command_line: Vec<String>,
+    /// The command lines of each `--resume` since, in order.
+    #[serde(default)]
+    pub resumed_with: Vec<Vec<String>>,
+    /// facekit version that wrote it.
+    pub tool_version: String,
+    /// The settings.
+    pub config: TrainConfig,
+    /// The datasets the run was started on (or last resumed on), to notice repacked data.
+    #[serde(default)]
+    pub datasets: Vec<DatasetIdentity>,
+}
+
+/// What identifies a dataset's content: its manifest lists every shard's size and CRC32, so the
+/// manifest's SHA-256 changes with any repack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetIdentity {
+    /// `train` or `valid`.
+    pub role: String,
+    /// The dataset (`training/celeb`).
+    pub dataset: String,
+    /// SHA-256 of its manifest file.
+    pub manifest_sha256: String,
+    /// Its record count.
+    pub records: u64,
+}
+
+impl DatasetIdentity {
+    /// The identity of an open dataset.
+    pub fn of(role: &str, ds: &facekit_shard::Dataset) -> Result<Self> {
+        use sha2::{Digest, Sha256};
+        let m = ds.paths().manifest();
+        let bytes = facekit_io::bounded::read(&m, facekit_io::bounded::MANIFEST)?;
+        Ok(DatasetIdentity {
+            role: role.into(),
+            dataset: ds.paths().dir().join(ds.paths().name()).display().to_string(),
+            manifest_sha256: Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect(),
+            records: ds.len() as u64,
+        })
+    }
+
+    /// How `now` differs from `saved` (empty when they agree, or when `saved` is empty: a run
+    /// from before datasets were recorded).
+    pub fn changes(saved: &[DatasetIdentity], now: &[DatasetIdentity]) -> Vec<String> {
+        if saved.is_empty() {
+            return Vec::new();
+        }
+        if saved.len() != now.len() || saved.iter().zip(now).any(|(a, b)| a.role != b.role) {
+            return vec![format!("{} dataset(s) then, {} now", saved.len(), now.len())];
+        }
+        saved
+            .iter()
+            .zip(now)
+            .filter(|(a, b)| a.manifest_sha256 != b.manifest_sha256)
+            .map(|(a, b)| format!("{} set {} was repacked or changed ({} records then, {} now)", a.role, b.dataset, a.records, b.records))
+            .collect()
+    }
+}
+
+impl SavedConfig {
+    /// Reads `config.json` of a run folder.
+    pub fn read(run: &RunPaths) -> Result<Self> {
+        let path = run.config();
+        let text = facekit_io::bounded::read(&path, facekit_io::bounded::STATE)?;
+        serde_json::from_slice(&text).with_context(|| format!("{} is not a valid facekit run configuration", path.display()))
+    }
+
+    /// Writes `config.json` atomically.
+    pub fn write(&self, run: &RunPaths) -> Result<()> {
+        Ok(facekit_io::durable::write_json(run.config(), self)?)
+    }
+}
+
+/// `config.json` names the task as the command line does (`Fr`, `Gender`, `Age`, `Multi`), as it
+/// always has; `net.json` uses [`Task`]'s own names. Both spellings are read.
+mod task_name {
+    use crate::model::Task;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Task, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match t {
+            Task::Fr => "Fr",
+            Task::Gender => "Gender",
+            Task::Age => "Age",
+            Task::Multi => "Multi",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Task, D::Error> {
+        Task::deserialize(d)
+    }
+}

@@ -1,0 +1,212 @@
+//! The run's logs: `loss_debug/losses.tsv` (the loss of every step), `train_log.jsonl` (one JSON
+//! object per logged step and per validation) and the chart `curves.png` (training loss, and
+//! below it the validation metrics).
+
+use anyhow::{Context, Result};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use super::run_dir::RunPaths;
+use std::path::{Path, PathBuf};
+
+/// Losses of one step, per task (`None` where the task is not trained).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepLosses {
+    /// The weighted sum that was minimised.
+    pub total: f64,
+    /// Identity (ArcFace) loss.
+    pub fr: Option<f64>,
+    /// Gender loss.
+    pub gender: Option<f64>,
+    /// Age loss.
+    pub age: Option<f64>,
+}
+
+/// Column header of `losses.tsv`.
+pub const LOSSES_HEADER: &str = "step\tepoch\tlr\ttotal\tfr\tgender\tage";
+
+/// Appends to the run's logs and redraws its charts.
+pub struct RunLogs {
+    curves: PathBuf,
+    losses: File,
+    jsonl: File,
+    /// (step, total loss) of every step, for the loss chart.
+    loss_points: Vec<(f64, f64)>,
+    /// Validation metric name -> (step, value).
+    valid_points: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+impl RunLogs {
+    /// Opens the logs of the run `run`. Lines for steps after `keep_through` are dropped
+    /// first: they come from steps past the checkpoint a resume starts from, which will be redone.
+    pub fn open(run: &RunPaths, keep_through: u64) -> Result<Self> {
+        let losses_path = run.losses();
+        let jsonl_path = run.log();
+        std::fs::create_dir_all(run.loss_debug()).with_context(|| format!("cannot create {}", run.loss_debug().display()))?;
+        let loss_lines = truncate_after(&losses_path, keep_through, tsv_step)?;
+        let json_lines = truncate_after(&jsonl_path, keep_through, json_step)?;
+        let mut logs = RunLogs {
+            curves: run.curves(),
+            losses: append(&losses_path)?,
+            jsonl: append(&jsonl_path)?,
+            loss_points: Vec::new(),
+            valid_points: Vec::new(),
+        };
+        if loss_lines.is_empty() {
+            writeln!(logs.losses, "{LOSSES_HEADER}").with_context(|| format!("cannot write {}", losses_path.display()))?;
+        }
+        for line in loss_lines.iter().filter(|l| !l.starts_with("step")) {
+            let f: Vec<&str> = line.split('\t').collect();
+            if let (Some(s), Some(t)) = (f.first().and_then(|s| s.parse().ok()), f.get(3).and_then(|s| s.parse().ok())) {
+                logs.loss_points.push((s, t));
+            }
+        }
+        for line in &json_lines {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                if let (Some(step), Some(m)) = (v["step"].as_f64(), v["validation"].as_object()) {
+                    logs.add_valid_points(step, m);
+                }
+            }
+        }
+        Ok(logs)
+    }
+
+    /// Records the losses of one step in `losses.tsv`.
+    pub fn step(&mut self, step: u64, epoch: u64, lr: f64, l: &StepLosses) -> Result<()> {
+        let opt = |v: Option<f64>| v.map(|x| format!("{x:.9}")).unwrap_or_else(|| "-".into());
+        writeln!(self.losses, "{step}\t{epoch}\t{lr:e}\t{:.9}\t{}\t{}\t{}", l.total, opt(l.fr), opt(l.gender), opt(l.age))
+            .context("cannot write loss_debug/losses.tsv")?;
+        self.loss_points.push((step as f64, l.total));
+        Ok(())
+    }
+
+    /// Appends one JSON object (must hold `step`) to `train_log.jsonl`; a `validation` object in it
+    /// also feeds the validation chart.
+    pub fn event(&mut self, value: &serde_json::Value) -> Result<()> {
+        // Flush the per-step file too, so both logs agree at every logged step.
+        self.losses.flush().context("cannot write loss_debug/losses.tsv")?;
+        writeln!(self.jsonl, "{value}").context("cannot write train_log.jsonl")?;
+        self.jsonl.flush().context("cannot write train_log.jsonl")?;
+        if let (Some(step), Some(m)) = (value["step"].as_f64(), value["validation"].as_object()) {
+            self.add_valid_points(step, m);
+        }
+        Ok(())
+    }
+
+    fn add_valid_points(&mut self, step: f64, metrics: &serde_json::Map<String, serde_json::Value>) {
+        for (name, v) in metrics {
+            let Some(v) = v.as_f64() else { continue };
+            match self.valid_points.iter_mut().find(|(n, _)| n == name) {
+                Some((_, pts)) => pts.push((step, v)),
+                None => self.valid_points.push((name.clone(), vec![(step, v)])),
+            }
+        }
+    }
+
+    /// Redraws `curves.png`: the loss of every step and its running mean; below it, when the run
+    /// validates, the validation accuracies (fractions) and, for Age and Multi, the age error in
+    /// years, each on its own axis so that neither flattens the other.
+    pub fn draw(&mut self) -> Result<()> {
+        use facekit_eval::plot::{ChartSpec, Panel, Series};
+        self.losses.flush().context("cannot write loss_debug/losses.tsv")?;
+        let window = (self.loss_points.len() / 50).max(1);
+        let mean: Vec<(f64, f64)> = self
+            .loss_points
+            .windows(window)
+            .map(|w| (w[w.len() - 1].0, w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64))
+            .collect();
+        let mean_name = format!("mean of {window} steps");
+        let loss = [Series { name: "loss", points: &self.loss_points }, Series { name: &mean_name, points: &mean }];
+        // The verification threshold is a by-product, not a quality measure: left out.
+        let fractions: Vec<Series> = self
+            .valid_points
+            .iter()
+            .filter(|(n, _)| n.ends_with("_accuracy") || n.ends_with("_baseline"))
+            .map(|(n, p)| Series { name: n, points: p })
+            .collect();
+        let years: Vec<Series> =
+            self.valid_points.iter().filter(|(n, _)| n == "age_mae").map(|(n, p)| Series { name: n, points: p }).collect();
+        // Every panel spans the steps of the loss, so that validation points sit under their step.
+        let x_range = self.loss_points.first().zip(self.loss_points.last()).map(|(a, b)| (a.0, b.0));
+        let spec = ChartSpec { title: "Training loss", x_label: "step", y_label: "loss", log_x: false };
+        let mut panels = vec![Panel { spec, series: &loss, markers: false, x_range }];
+        if !fractions.is_empty() {
+            let spec = ChartSpec { title: "Validation accuracy", x_label: "step", y_label: "fraction correct", log_x: false };
+            panels.push(Panel { spec, series: &fractions, markers: true, x_range });
+        }
+        if !years.is_empty() {
+            let spec = ChartSpec { title: "Validation age error", x_label: "step", y_label: "mean absolute error (years)", log_x: false };
+            panels.push(Panel { spec, series: &years, markers: true, x_range });
+        }
+        facekit_eval::plot::figure(&self.curves, &panels)
+    }
+
+    /// Flushes both logs.
+    pub fn flush(&mut self) -> Result<()> {
+        self.losses.flush().context("cannot write loss_debug/losses.tsv")?;
+        self.jsonl.flush().context("cannot write train_log.jsonl")
+    }
+}
+
+fn append(path: &Path) -> Result<File> {
+    OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))
+}
+
+fn tsv_step(line: &str) -> Option<u64> {
+    line.split('\t').next()?.parse().ok()
+}
+
+fn json_step(line: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(line).ok()?["step"].as_u64()
+}
+
+/// Keeps the lines of `path` whose step is at most `keep_through` (and lines without a step, such
+/// as the header), rewriting the file atomically when anything is dropped. Returns the kept lines.
+fn truncate_after(path: &Path, keep_through: u64, step_of: fn(&str) -> Option<u64>) -> Result<Vec<String>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut kept = Vec::new();
+    let mut dropped = false;
+    for line in BufReader::new(file).lines() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        if line.trim().is_empty() || step_of(&line).is_some_and(|s| s > keep_through) {
+            dropped = true;
+            continue;
+        }
+        kept.push(line);
+    }
+    if dropped {
+        let mut text = kept.join("\n");
+        if !kept.is_empty() {
+            text.push('\n');
+        }
+        facekit_io::durable::write(path, text.as_bytes())?;
+    }
+    Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reopening_drops_steps_after_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunPaths::new(dir.path());
+        let mut logs = RunLogs::open(&run, 0).unwrap();
+        for s in 1..=5 {
+            logs.step(s, 0, 0.1, &StepLosses { total: s as f64, fr: Some(s as f64), gender: None, age: None }).unwrap();
+            logs.event(&serde_json::json!({ "step": s, "loss": s })).unwrap();
+        }
+        logs.flush().unwrap();
+        drop(logs);
+        let logs = RunLogs::open(&run, 3).unwrap();
+        assert_eq!(logs.loss_points.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1.0, 2.0, 3.0]);
+        let tsv = std::fs::read_to_string(dir.path().join("loss_debug/losses.tsv")).unwrap();
+        assert_eq!(tsv.lines().count(), 4, "{tsv}");
+        assert!(tsv.starts_with(LOSSES_HEADER));
+        let jsonl = std::fs::read_to_string(dir.path().join("train_log.jsonl")).unwrap();
+        assert_eq!(jsonl.lines().count(), 3);
+    }
+}

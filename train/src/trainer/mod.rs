@@ -1,0 +1,46 @@
+//! Training: the loop, what it keeps, and how it is set up.
+//!
+//! - [`setup`]: from a [`TrainConfig`] to a ready [`Trainer`]: run folder, data, device,
+//!   network, optimiser, scaler, schedule, state (fresh or resumed);
+//! - [`run`]: the loop, whose body reads as its steps: next batch, [`step`], log, validate,
+//!   checkpoint; [`meter`] keeps its counters, [`labels`] guards against missing labels;
+//! - [`step`]: forward, losses, backward, gradients combined across [`replicas`], optimiser;
+//! - [`replicas`]: the seam for data-parallel training (one process: [`SingleProcess`]);
+//! - what a run keeps: [`config`] (`config.json`), [`state`] and [`checkpoint`], [`logs`], the
+//!   folder's paths and lock in [`run_dir`];
+//! - how it computes: [`optim`] (SGD), [`schedule`] (dlib's plateau rule, step, cosine,
+//!   warm-up), [`numerics`] with [`amp`], [`scaler`] and [`layout`] (precision and memory
+//!   format), [`validate`] with [`metrics`].
+
+pub mod amp;
+pub mod checkpoint;
+pub mod config;
+pub mod labels;
+pub mod layout;
+pub mod logs;
+pub mod meter;
+pub mod metrics;
+pub mod numerics;
+pub mod optim;
+pub mod replicas;
+pub mod run;
+pub mod run_dir;
+pub mod scaler;
+pub mod schedule;
+pub mod setup;
+pub mod state;
+pub mod step;
+pub mod validate;
+
+pub use config::TrainConfig;
+pub use replicas::{Replicas, SingleProcess};
+pub use run::{Outcome, Summary, Trainer};
+pub use run_dir::{RunDir, RunPaths};
+pub use setup::parse_device;
+
+/// Trains (or resumes) the run `cfg` describes in this one process; `command_line` is recorded
+/// in `config.json`; `stop` ends the run after the step in which it is set (the caller decides
+/// what sets it: signals, in the command line).
+pub fn train(cfg: TrainConfig, command_line: Vec<String>, stop: facekit_io::StopFlag) -> anyhow::Result<Outcome> {
+    Trainer::new(cfg, command_line, stop, Box::new(SingleProcess))?.run()
+}

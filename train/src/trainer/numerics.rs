@@ -1,0 +1,77 @@
+//! How a run computes: its device, the autocast dtype (`--precision`) and the memory format of
+//! images and convolution weights (`--memory-format`), and the forward pass under them.
+
+use super::amp::{AmpDtype, Autocast};
+use super::config::{MemoryFormatKind, PrecisionKind};
+use super::layout::MemoryFormat;
+use super::validate::batch_to_device;
+use facekit_data::Batch;
+use crate::model::{FaceNet, Outputs};
+use anyhow::Result;
+use tch::{Device, Kind, Tensor};
+
+/// Device, precision and memory format of a run, `auto` already resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Numerics {
+    /// Where tensors live.
+    pub device: Device,
+    /// Autocast dtype of the backbone and embedding head; `None` is plain fp32.
+    pub amp: Option<AmpDtype>,
+    /// Layout of input batches and 4-d weights.
+    pub memory_format: MemoryFormat,
+}
+
+impl Numerics {
+    /// Resolves `--precision` and `--memory-format` for `device`.
+    pub fn new(device: Device, precision: PrecisionKind, memory_format: MemoryFormatKind) -> Self {
+        let cuda = device.is_cuda();
+        let amp = match precision.resolve(cuda) {
+            PrecisionKind::Fp16 => Some(AmpDtype::Fp16),
+            PrecisionKind::Bf16 => Some(AmpDtype::Bf16),
+            PrecisionKind::Fp32 | PrecisionKind::Auto => None,
+        };
+        let memory_format = match memory_format.resolve(cuda) {
+            MemoryFormatKind::ChannelsLast => MemoryFormat::ChannelsLast,
+            MemoryFormatKind::Contiguous | MemoryFormatKind::Auto => MemoryFormat::Contiguous,
+        };
+        Numerics { device, amp, memory_format }
+    }
+
+    /// Whether gradients need dynamic loss scaling (fp16 only: bf16 has fp32's exponent range).
+    pub fn needs_loss_scaling(&self) -> bool {
+        self.amp == Some(AmpDtype::Fp16)
+    }
+
+    /// For the start-of-run line and logs, e.g. `bf16 autocast, channels-last`.
+    pub fn describe(&self) -> String {
+        let p = match self.amp {
+            None => "fp32",
+            Some(AmpDtype::Fp16) => "fp16 autocast with loss scaling",
+            Some(AmpDtype::Bf16) => "bf16 autocast",
+        };
+        let m = match self.memory_format {
+            MemoryFormat::ChannelsLast => "channels-last",
+            MemoryFormat::Contiguous => "contiguous",
+        };
+        format!("{p}, {m}")
+    }
+
+    /// A batch on the device, normalised, in this memory format.
+    pub fn input(&self, batch: &Batch) -> Tensor {
+        self.memory_format.apply(&batch_to_device(batch, self.device))
+    }
+
+    /// The network's outputs: backbone and embedding head under autocast (when mixed), then the
+    /// embedding in fp32 and the gender/age heads outside autocast, so logits and losses are fp32.
+    pub fn forward(&self, net: &FaceNet, xs: &Tensor, train: bool) -> Result<Outputs> {
+        let embedding = match self.amp {
+            None => net.embed(xs, train),
+            Some(dtype) => {
+                let _autocast = Autocast::new(self.device, Some(dtype))?;
+                net.embed(xs, train)
+            }
+            .to_kind(Kind::Float),
+        };
+        Ok(net.heads(embedding))
+    }
+}

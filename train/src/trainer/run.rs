@@ -1,0 +1,324 @@
+//! The training loop as named steps (burn's `Learner` shape): [`Trainer::run`] reads on one
+//! screen, and each step is a method here or in [`super::step`].
+
+use super::checkpoint;
+use super::config::TrainConfig;
+use super::labels::LabelGuard;
+use super::logs::{RunLogs, StepLosses};
+use super::meter::Meter;
+use super::numerics::Numerics;
+use super::optim::Sgd;
+use super::replicas::Replicas;
+use super::run_dir::{RunDir, BEST, LAST};
+use super::scaler::GradScaler;
+use super::schedule::Schedule;
+use super::state::{BestMetric, ScalerState, TrainState};
+use super::validate::{self, Validation};
+use crate::loss::FaceLoss;
+use crate::model::{FaceNet, NetConfig};
+use anyhow::Result;
+use facekit_data::{Batch, EpochIter, Loader};
+use facekit_io::progress::ProgressBar;
+use facekit_io::StopFlag;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::nn::VarStore;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The step/epoch limit or the schedule's stop rule was reached.
+    Finished(Summary),
+    /// Stopped by a signal (Ctrl-C, SIGTERM) or request: the current step was finished and
+    /// `last` written.
+    Interrupted(Summary),
+    /// The loss became NaN or infinite at `step`; `last` holds the last good checkpoint.
+    Diverged {
+        /// The step whose loss was not finite (not applied).
+        step: u64,
+        /// Where the run stands.
+        summary: Summary,
+    },
+    /// A corrupt record stopped the run (without `--skip-corrupt`); the message names it.
+    CorruptData {
+        /// What is corrupt, where.
+        message: String,
+        /// Where the run stands.
+        summary: Summary,
+    },
+}
+
+/// What the end-of-run summary reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The run's folder.
+    pub run_dir: PathBuf,
+    /// Steps completed (across resumes).
+    pub steps: u64,
+    /// Loss of the last completed step.
+    pub final_loss: Option<f64>,
+    /// Best validation metric.
+    pub best: Option<BestMetric>,
+    /// Mean training throughput of this process (images per second, data wait included).
+    pub images_per_second: f64,
+    /// Mean time a step waited for its batch, in milliseconds.
+    pub mean_data_wait_ms: f64,
+    /// Corrupt records skipped in training (across resumes) and in validation.
+    pub skipped_corrupt: u64,
+    /// The fp16 loss scaler at the end (scale, skipped steps); `None` without loss scaling.
+    pub loss_scaling: Option<ScalerState>,
+    /// Step of the `last` checkpoint on disk, if one was written (or resumed from).
+    pub last_checkpoint: Option<u64>,
+    /// Whether a `best` checkpoint exists.
+    pub has_best: bool,
+}
+
+/// A run being trained: the model, its optimiser and schedule, the data, and the run folder.
+pub struct Trainer {
+    pub(super) cfg: TrainConfig,
+    pub(super) run: RunDir,
+    pub(super) net_cfg: NetConfig,
+    pub(super) vs: VarStore,
+    pub(super) net: FaceNet,
+    pub(super) loss: FaceLoss,
+    pub(super) opt: Sgd,
+    pub(super) numerics: Numerics,
+    /// fp16 dynamic loss scaling; `None` in fp32 and bf16.
+    pub(super) scaler: Option<GradScaler>,
+    pub(super) schedule: Schedule,
+    /// Where the run stands: what a checkpoint saves.
+    pub(super) state: TrainState,
+    pub(super) loader: Loader,
+    pub(super) valid: Option<Loader>,
+    pub(super) logs: RunLogs,
+    pub(super) meter: Meter,
+    pub(super) guard: LabelGuard,
+    pub(super) stop: StopFlag,
+    pub(super) replicas: Box<dyn Replicas>,
+    pub(super) bar: ProgressBar,
+    pub(super) max_steps: Option<u64>,
+    pub(super) batches_per_epoch: u64,
+    pub(super) inject_nan: Option<u64>,
+    pub(super) last_checkpoint: Option<u64>,
+    pub(super) seconds_before: f64,
+    pub(super) final_loss: Option<f64>,
+    pub(super) valid_skipped: u64,
+}
+
+/// What the loop does after a step.
+enum After {
+    /// Go on with the next batch of this epoch.
+    Continue,
+    /// This epoch is complete: the next batch starts the next one.
+    NextEpoch,
+    /// The run ends.
+    End(End),
+}
+
+/// Why a run ends.
+enum End {
+    Finished,
+    Interrupted,
+    Diverged(u64),
+    Corrupt(String),
+}
+
+impl Trainer {
+    /// Trains until the step limit, the schedule's stop rule, a stop request, a divergence or a
+    /// corrupt record, and says which.
+    pub fn run(mut self) -> Result<Outcome> {
+        while !self.at_step_limit() {
+            let mut epoch = self.loader.epoch(self.state.epoch, self.state.batch_in_epoch);
+            loop {
+                let Some((batch, wait_s)) = (match self.next_batch(&mut epoch) {
+                    Ok(b) => b,
+                    Err(message) => return self.end(End::Corrupt(message)),
+                }) else {
+                    self.next_epoch();
+                    break;
+                };
+                let Some(losses) = self.step(&batch)? else {
+                    let step = self.state.step + 1;
+                    return self.end(End::Diverged(step));
+                };
+                self.meter.step(batch.n, wait_s);
+                let decision = self.schedule.observe(losses.total);
+                self.log(&losses, decision.shrunk)?;
+                let at_end = decision.stop || self.at_step_limit();
+                self.guard.observe(&batch, at_end)?;
+                self.validate(at_end)?;
+                match self.checkpoint(at_end)? {
+                    After::Continue => {}
+                    After::NextEpoch => break,
+                    After::End(end) => return self.end(end),
+                }
+            }
+        }
+        self.end(End::Finished)
+    }
+
+    fn at_step_limit(&self) -> bool {
+        self.max_steps.is_some_and(|m| self.state.step >= m)
+    }
+
+    /// The next batch of the epoch and how long it took to arrive; `None` at the epoch's end;
+    /// `Err` with the message when a corrupt record stops the run.
+    fn next_batch(&mut self, epoch: &mut EpochIter) -> std::result::Result<Option<(Batch, f64)>, String> {
+        let t = Instant::now();
+        let skipped_before = epoch.stats().corrupt_skipped;
+        let batch = match epoch.next() {
+            None => return Ok(None),
+            Some(Ok(b)) => b,
+            Some(Err(e)) => return Err(format!("{e:#}")),
+        };
+        let newly = epoch.stats().corrupt_skipped - skipped_before;
+        for c in epoch.stats().corrupt.iter().rev().take(newly as usize) {
+            self.bar.suspend(|| eprintln!("facekit train: skipped corrupt record: {}", c.error));
+        }
+        self.state.skipped_corrupt += newly;
+        Ok(Some((batch, t.elapsed().as_secs_f64())))
+    }
+
+    /// After an epoch's last batch: the position moves to the start of the next epoch.
+    fn next_epoch(&mut self) {
+        if self.state.batch_in_epoch != 0 {
+            self.state.epoch += 1;
+            self.state.batch_in_epoch = 0;
+        }
+    }
+
+    /// `losses.tsv` for every step; every `--log-every` steps a line on stderr and in
+    /// `train_log.jsonl` with the window's throughput and data wait.
+    fn log(&mut self, l: &StepLosses, lr_shrunk: bool) -> Result<()> {
+        let (step, epoch, lr) = (self.state.step, self.state.epoch, self.state.lr);
+        self.logs.step(step, epoch, lr, l)?;
+        self.bar.inc(1);
+        let every = self.cfg.log_every;
+        if every > 0 && step % every == 0 {
+            let w = self.meter.take_window();
+            let (ips, wait_ms) = (w.images_per_second, w.data_wait_ms);
+            let mut event = serde_json::json!({
+                "step": step, "epoch": epoch, "lr": lr, "loss": l.total,
+                "fr_loss": l.fr, "gender_loss": l.gender, "age_loss": l.age,
+                "images_per_second": ips, "data_wait_ms": wait_ms,
+            });
+            let mut line = format!("step {step} epoch {epoch} loss {:.4} lr {lr:.3e} {ips:.1} images/s data wait {wait_ms:.1} ms/step", l.total);
+            if let Some(s) = self.scaler.as_ref().map(GradScaler::state) {
+                event["loss_scale"] = s.scale.into();
+                event["skipped_steps"] = s.skipped_steps.into();
+                line += &format!(" loss scale {} ({} steps skipped)", s.scale, s.skipped_steps);
+            }
+            self.logs.event(&event)?;
+            if self.bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                self.bar.set_message(format!("loss {:.4}", l.total));
+                self.bar.suspend(|| eprintln!("{line}"));
+            }
+        }
+        if lr_shrunk {
+            let lr = self.schedule.lr();
+            self.bar.suspend(|| eprintln!("step {step}: learning rate now {lr:.3e}"));
+        }
+        Ok(())
+    }
+
+    /// Every `--valid-every` steps and at the end: scores the validation sets, logs and draws the
+    /// result, and writes `best` when the main metric improved.
+    fn validate(&mut self, at_end: bool) -> Result<()> {
+        let Some(loader) = &self.valid else { return Ok(()) };
+        let every = self.cfg.valid_every;
+        if !(at_end || (every > 0 && self.state.step % every == 0)) {
+            return Ok(());
+        }
+        let v = validate::validate(&self.net, &self.loss, loader, &self.numerics, self.net_cfg.num_classes)?;
+        let step = self.state.step;
+        self.valid_skipped = v.skipped_corrupt;
+        self.bar.suspend(|| eprintln!("step {step} validation: {}", describe(&v)));
+        self.logs.event(&serde_json::json!({ "step": step, "validation": v.metrics, "valid_images": v.images }))?;
+        self.logs.draw()?;
+        let main = validate::main_metric(self.net_cfg.task);
+        let Some(&value) = v.metrics.get(main.name) else { return Ok(()) };
+        if self.state.best.as_ref().is_none_or(|b| b.is_beaten_by(value)) {
+            self.state.best = Some(BestMetric { name: main.name.into(), value, higher_is_better: main.higher_is_better, step });
+            self.save(BEST)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `last` every `--checkpoint-every` steps, at the end and when asked to stop, and
+    /// says what the loop does next.
+    fn checkpoint(&mut self, at_end: bool) -> Result<After> {
+        let epoch_done = self.state.batch_in_epoch >= self.batches_per_epoch;
+        if epoch_done {
+            self.next_epoch();
+        }
+        let stop = self.replicas.agree_any(self.stop.is_set())?;
+        let every = self.cfg.checkpoint_every;
+        if at_end || stop || (every > 0 && self.state.step % every == 0) {
+            self.save(LAST)?;
+        }
+        Ok(if stop {
+            After::End(End::Interrupted)
+        } else if at_end {
+            After::End(End::Finished)
+        } else if epoch_done {
+            After::NextEpoch
+        } else {
+            After::Continue
+        })
+    }
+
+    /// The one place that brings the state up to date (scaler, schedule, time) and writes a
+    /// checkpoint.
+    fn save(&mut self, name: &str) -> Result<()> {
+        self.snapshot()?;
+        checkpoint::write(self.run.paths(), name, &self.vs, &self.opt, &self.state)?;
+        if name == LAST {
+            self.last_checkpoint = Some(self.state.step);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        self.state.train_seconds = self.seconds_before + self.meter.elapsed_s();
+        self.state.scaler = self.scaler.as_ref().map(GradScaler::state);
+        self.state.schedule = serde_json::to_value(&self.schedule)?;
+        Ok(())
+    }
+
+    /// Flushes and draws the logs (and writes `last` for a finished run) and sums the run up.
+    fn end(mut self, end: End) -> Result<Outcome> {
+        self.snapshot()?;
+        if matches!(end, End::Finished) && self.last_checkpoint != Some(self.state.step) {
+            self.save(LAST)?;
+        }
+        self.logs.flush()?;
+        if matches!(end, End::Finished | End::Interrupted) {
+            self.logs.draw()?;
+        }
+        self.bar.finish_and_clear();
+        let summary = Summary {
+            run_dir: self.run.root().to_path_buf(),
+            steps: self.state.step,
+            final_loss: self.final_loss,
+            best: self.state.best.clone(),
+            images_per_second: self.meter.images_per_second(),
+            mean_data_wait_ms: self.meter.mean_data_wait_ms(),
+            skipped_corrupt: self.state.skipped_corrupt + self.valid_skipped,
+            loss_scaling: self.state.scaler.clone(),
+            last_checkpoint: self.last_checkpoint,
+            has_best: self.run.existing_checkpoint(BEST).is_some(),
+        };
+        Ok(match end {
+            End::Finished => Outcome::Finished(summary),
+            End::Interrupted => Outcome::Interrupted(summary),
+            End::Diverged(step) => Outcome::Diverged { step, summary },
+            End::Corrupt(message) => Outcome::CorruptData { message, summary },
+        })
+    }
+}
+
+fn describe(v: &Validation) -> String {
+    v.metrics.iter().map(|(k, x)| format!("{k} {x:.4}")).collect::<Vec<_>>().join(", ")
+}

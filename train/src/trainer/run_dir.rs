@@ -1,0 +1,208 @@
+//! A run folder (`Model/<run>/`): [`RunPaths`] spells every path in it, in one place, for the
+//! trainer and for whatever reads a run (embed, eval, export); [`RunDir`] is the folder held by one
+//! training process, locked, with the clean-up of what an interrupted run left there.
+//!
+//! ```text
+//! Model/<run>/
+//!   .lock                      held by the process training into the folder
+//!   config.json                the run's configuration, command lines and datasets
+//!   net.json                   the network's configuration (what inference rebuilds)
+//!   train_log.jsonl            one JSON object per logged step and per validation
+//!   loss_debug/losses.tsv      the loss of every step
+//!   curves.png                 loss and validation curves
+//!   checkpoints/last/, best/   model.safetensors, optimizer.safetensors, state.json
+//! ```
+
+use anyhow::{bail, Context, Result};
+use facekit_io::lock::{self, Lock};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Name of the lock file inside a run folder.
+pub const LOCK_FILE: &str = ".lock";
+/// The checkpoint written every `--checkpoint-every` steps and at the end.
+pub const LAST: &str = "last";
+/// The checkpoint of the best validation metric.
+pub const BEST: &str = "best";
+
+/// Every path of a run folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPaths {
+    root: PathBuf,
+}
+
+impl RunPaths {
+    /// The run in folder `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RunPaths { root: root.into() }
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `config.json`.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+
+    /// `net.json`.
+    pub fn net(&self) -> PathBuf {
+        self.root.join("net.json")
+    }
+
+    /// `train_log.jsonl`.
+    pub fn log(&self) -> PathBuf {
+        self.root.join("train_log.jsonl")
+    }
+
+    /// `loss_debug/`.
+    pub fn loss_debug(&self) -> PathBuf {
+        self.root.join("loss_debug")
+    }
+
+    /// `loss_debug/losses.tsv`.
+    pub fn losses(&self) -> PathBuf {
+        self.loss_debug().join("losses.tsv")
+    }
+
+    /// `curves.png`.
+    pub fn curves(&self) -> PathBuf {
+        self.root.join("curves.png")
+    }
+
+    /// `checkpoints/`.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+
+    /// `checkpoints/NAME/` ([`LAST`] or [`BEST`]), whether or not it exists.
+    pub fn checkpoint(&self, name: &str) -> PathBuf {
+        self.checkpoints().join(name)
+    }
+
+    /// The folder of checkpoint `name` if one is complete on disk: `checkpoints/NAME/`, or the
+    /// predecessor a crash in the middle of replacing it left as `checkpoints/.old-NAME/`.
+    pub fn existing_checkpoint(&self, name: &str) -> Option<PathBuf> {
+        facekit_io::durable::settled_dir(&self.checkpoint(name), |d| d.join(super::checkpoint::STATE_FILE).is_file())
+    }
+
+    /// `.lock`.
+    pub fn lock(&self) -> PathBuf {
+        self.root.join(LOCK_FILE)
+    }
+}
+
+/// A locked run folder.
+#[derive(Debug)]
+pub struct RunDir {
+    paths: RunPaths,
+    /// Whether this process created the folder (it is removed again if the run never starts).
+    created: bool,
+    _lock: Lock,
+}
+
+impl std::ops::Deref for RunDir {
+    type Target = RunPaths;
+    fn deref(&self) -> &RunPaths {
+        &self.paths
+    }
+}
+
+impl RunDir {
+    /// Locks the folder `root`, creating it when `create` is set and it does not exist.
+    pub fn lock(root: &Path, create: bool) -> Result<Self> {
+        let created = create && !root.exists();
+        if created {
+            fs::create_dir_all(root).with_context(|| format!("cannot create run folder {}", root.display()))?;
+        } else if !root.is_dir() {
+            bail!("run folder {} does not exist", root.display());
+        }
+        let paths = RunPaths::new(root);
+        let lock = match lock::exclusive(&paths.lock(), &format!("run folder {}", root.display())) {
+            Ok(l) => l,
+            Err(e) => {
+                if created {
+                    let _ = fs::remove_dir_all(root);
+                }
+                return Err(e.into());
+            }
+        };
+        Ok(RunDir { paths, created, _lock: lock })
+    }
+
+    /// The paths of the run.
+    pub fn paths(&self) -> &RunPaths {
+        &self.paths
+    }
+
+    /// Whether this process created the folder.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// Removes everything in the folder but its lock: what `--overwrite` does, once the new run
+    /// has checked its whole configuration and opened its data.
+    pub fn clear(&self) -> Result<()> {
+        let root = self.paths.root();
+        for entry in fs::read_dir(root).with_context(|| format!("cannot list {}", root.display()))? {
+            let entry = entry?;
+            if entry.file_name() == LOCK_FILE {
+                continue;
+            }
+            remove_any(&entry.path())?;
+        }
+        Ok(())
+    }
+
+    /// Removes the temporary files and folders a killed or failed run left (`.tmp-*` in the folder
+    /// and in `checkpoints/`), and settles a checkpoint replacement that a crash interrupted
+    /// (`checkpoints/.old-NAME`: dropped when `NAME` is complete, renamed back when it is not
+    /// there). Under the folder's lock all of them are stale, whatever PID their name carries.
+    /// Returns how many entries were removed.
+    pub fn remove_stale(&self) -> Result<usize> {
+        let mut removed = 0;
+        let ckpts = self.paths.checkpoints();
+        for dir in [self.paths.root(), &ckpts] {
+            let Ok(entries) = fs::read_dir(dir) else { continue };
+            for entry in entries {
+                let entry = entry?;
+                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    remove_any(&entry.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        let Ok(entries) = fs::read_dir(&ckpts) else { return Ok(removed) };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(target) = name.strip_prefix(".old-") else { continue };
+            let target = ckpts.join(target);
+            if target.join(super::checkpoint::STATE_FILE).is_file() {
+                remove_any(&entry.path())?;
+                removed += 1;
+            } else {
+                if target.exists() {
+                    remove_any(&target)?;
+                }
+                fs::rename(entry.path(), &target).with_context(|| format!("cannot restore {}", target.display()))?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Called when the run fails before it started: a folder this process created holds nothing
+    /// but the lock, and goes.
+    pub fn abandon(self) {
+        if self.created {
+            let _ = fs::remove_dir_all(self.paths.root());
+        }
+    }
+}
+
+fn remove_any(p: &Path) -> Result<()> {
+    let r = if p.is_dir() { fs::remove_dir_all(p) } else { fs::remove_file(p) };
+    r.with_context(|| format!("cannot remove {}", p.display()))
+}

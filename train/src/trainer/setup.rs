@@ -1,0 +1,375 @@
+//! Everything before the first step: the run folder (locked, cleaned), the configuration (merged
+//! on resume), the data (opened and checked), the device and threads, the network, optimiser,
+//! loss scaler, schedule and state (fresh or from `last`), and the files a run starts with.
+//!
+//! Nothing in a run folder is deleted, and no folder is left behind, until the whole
+//! configuration holds and the data is open.
+
+use super::checkpoint;
+use super::config::{DatasetIdentity, SavedConfig, ScheduleKind, TrainConfig};
+use super::labels::LabelGuard;
+use super::logs::RunLogs;
+use super::meter::Meter;
+use super::numerics::Numerics;
+use super::optim::Sgd;
+use super::replicas::Replicas;
+use super::run::Trainer;
+use super::run_dir::{RunDir, LAST};
+use super::scaler::{GradScaler, ScalerConfig};
+use super::schedule::{Cosine, DlibPlateau, Schedule, StepSchedule};
+use super::state::TrainState;
+use crate::loss::FaceLoss;
+use crate::model::{FaceNet, NetConfig, Task, TaskWeights};
+use anyhow::{bail, Context, Result};
+use facekit_data::{Augment, Loader, LoaderConfig};
+use facekit_io::StopFlag;
+use facekit_shard::Dataset;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tch::nn::VarStore;
+use tch::Device;
+
+/// Test-only: makes the loss of this step NaN, to exercise the divergence handling end to end.
+const INJECT_NAN_ENV: &str = "FACEKIT_TEST_INJECT_NAN_AT_STEP";
+
+impl Trainer {
+    /// Prepares the run `cfg` describes (a new one, or `--resume`); `command_line` is recorded in
+    /// `config.json`; `stop` ends the run after the step in which it is set; `replicas` are the
+    /// processes training together ([`super::replicas::SingleProcess`] for one).
+    pub fn new(cfg: TrainConfig, command_line: Vec<String>, stop: StopFlag, replicas: Box<dyn Replicas>) -> Result<Trainer> {
+        // Every flag is checked before any folder is touched.
+        cfg.validate()?;
+        let (cfg, run, resume_from) = prepare_run(cfg)?;
+        let opened = cfg.validate().and_then(|()| open_run(&cfg, resume_from.is_some(), &run));
+        let Opened { device, loader, valid, datasets } = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                run.abandon();
+                return Err(e);
+            }
+        };
+        if cfg.overwrite && !run.created() {
+            run.clear()?;
+        }
+        let numerics = Numerics::new(device, cfg.precision, cfg.memory_format);
+        // The initial weights are a function of the seed: drawn in this order, every time.
+        tch::manual_seed(cfg.seed as i64);
+        let net_cfg = net_config(&cfg, loader.num_classes());
+        let mut vs = VarStore::new(device);
+        let net = FaceNet::new(&vs.root(), &net_cfg)?;
+        let loss = FaceLoss::new(&vs.root(), &net_cfg)?;
+        // Before the optimiser exists, so that its momentum buffers are born in the same layout.
+        numerics.memory_format.apply_to_vars(&vs);
+        let mut opt = Sgd::new(&vs, cfg.momentum, cfg.weight_decay);
+        let state = match &resume_from {
+            Some(dir) => {
+                let state = checkpoint::load(dir, &mut vs, &mut opt)?;
+                // Loading copies into the existing variables, which keeps their layout; this only
+                // guarantees it.
+                numerics.memory_format.apply_to_vars(&vs);
+                eprintln!(
+                    "facekit train: resuming {} at step {} (epoch {}, batch {})",
+                    run.root().display(),
+                    state.step,
+                    state.epoch,
+                    state.batch_in_epoch
+                );
+                state
+            }
+            None => TrainState::start(&cfg),
+        };
+        // A run resumed in fp16 continues with its saved scale; one that switched to fp16 starts afresh.
+        let scaler = numerics.needs_loss_scaling().then(|| match &state.scaler {
+            Some(saved) => GradScaler::from_state(ScalerConfig::default(), saved, device),
+            None => GradScaler::new(ScalerConfig::default(), device),
+        });
+        eprintln!("facekit train: device {}, {}", device_name(device), numerics.describe());
+        let saved = match &resume_from {
+            Some(_) => {
+                let mut saved = SavedConfig::read(&run)?;
+                saved.resumed_with.push(command_line);
+                saved.config = cfg.clone();
+                saved.datasets = datasets;
+                saved
+            }
+            None => SavedConfig { command_line, resumed_with: Vec::new(), tool_version: env!("CARGO_PKG_VERSION").into(), config: cfg.clone(), datasets },
+        };
+        saved.write(&run)?;
+        facekit_io::durable::write_json(run.net(), &net_cfg)?;
+        let logs = RunLogs::open(run.paths(), state.step)?;
+
+        let batches_per_epoch = loader.batches_per_epoch();
+        let max_steps = match (cfg.max_steps, cfg.epochs) {
+            (Some(s), Some(e)) => Some(s.min(e * batches_per_epoch)),
+            (s, e) => s.or(e.map(|e| e * batches_per_epoch)),
+        };
+        let schedule = match &resume_from {
+            Some(dir) => serde_json::from_value::<Schedule>(state.schedule.clone())
+                .with_context(|| format!("{}: the schedule state in state.json is not valid", dir.display()))?,
+            None => build_schedule(&cfg, max_steps),
+        };
+        let bar = facekit_io::progress::items(max_steps.unwrap_or(0), "steps");
+        bar.set_position(state.step);
+        if max_steps.is_none() {
+            facekit_io::progress::hide(&bar);
+        }
+        Ok(Trainer {
+            guard: LabelGuard::new(net_cfg.task),
+            last_checkpoint: resume_from.as_ref().map(|_| state.step),
+            seconds_before: state.train_seconds,
+            inject_nan: std::env::var(INJECT_NAN_ENV).ok().and_then(|v| v.parse().ok()),
+            cfg,
+            run,
+            net_cfg,
+            vs,
+            net,
+            loss,
+            opt,
+            numerics,
+            scaler,
+            schedule,
+            state,
+            loader,
+            valid,
+            logs,
+            meter: Meter::new(),
+            stop,
+            replicas,
+            bar,
+            max_steps,
+            batches_per_epoch,
+            final_loss: None,
+            valid_skipped: 0,
+        })
+    }
+}
+
+/// The run folder, locked, and the configuration to use; for `--resume`, the saved configuration
+/// with this command line's step limits, device, workers, threads and logging, and the checkpoint
+/// to continue from. Nothing is deleted here but temporary files an interrupted run left (stale
+/// for certain once the lock is held).
+fn prepare_run(cfg: TrainConfig) -> Result<(TrainConfig, RunDir, Option<PathBuf>)> {
+    let Some(resume) = cfg.resume.clone() else {
+        let run = RunDir::lock(&cfg.model_dir.join(cfg.run_name()), true)?;
+        remove_stale(&run)?;
+        if !cfg.overwrite && run.existing_checkpoint(LAST).is_some() {
+            bail!("run folder {} already holds a run: continue it with --resume, or choose another --run-name, or --overwrite", run.root().display());
+        }
+        return Ok((cfg, run, None));
+    };
+    let root = [PathBuf::from(&resume), cfg.model_dir.join(&resume)]
+        .into_iter()
+        .find(|d| super::run_dir::RunPaths::new(d).config().is_file())
+        .with_context(|| format!("no run '{resume}': neither {resume}/config.json nor {}/config.json exists", cfg.model_dir.join(&resume).display()))?;
+    let run = RunDir::lock(&root, false)?;
+    remove_stale(&run)?;
+    let saved = SavedConfig::read(&run)?;
+    let ckpt = run
+        .existing_checkpoint(LAST)
+        .with_context(|| format!("run {} has no checkpoint to resume from (checkpoints/last)", root.display()))?;
+    let mut merged = saved.config;
+    if cfg.max_steps.is_some() || cfg.epochs.is_some() {
+        merged.max_steps = cfg.max_steps;
+        merged.epochs = cfg.epochs;
+    }
+    merged.device = cfg.device;
+    merged.workers = cfg.workers;
+    merged.threads = cfg.threads;
+    merged.log_every = cfg.log_every;
+    merged.skip_corrupt = cfg.skip_corrupt || merged.skip_corrupt;
+    merged.allow_changed_data = cfg.allow_changed_data;
+    merged.resume = Some(resume);
+    Ok((merged, run, Some(ckpt)))
+}
+
+fn remove_stale(run: &RunDir) -> Result<()> {
+    let n = run.remove_stale()?;
+    if n > 0 {
+        eprintln!("facekit train: removed {n} temporary file(s) an interrupted run left in {}", run.root().display());
+    }
+    Ok(())
+}
+
+/// What a run needs before its folder may be changed: the device, both loaders (every dataset
+/// opened and checked) and the datasets' identities, compared with the saved ones on resume.
+struct Opened {
+    device: Device,
+    loader: Loader,
+    valid: Option<Loader>,
+    datasets: Vec<DatasetIdentity>,
+}
+
+fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir) -> Result<Opened> {
+    let device = parse_device(&cfg.device)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let on_cuda = matches!(device, Device::Cuda(_));
+    let workers = match cfg.workers {
+        0 if on_cuda => cores,
+        0 => (cores / 4).max(1),
+        n => n,
+    };
+    // libtorch's own threads, whose OpenMP pool would otherwise take every core and fight the
+    // decode workers for them (see docs/TRAINING.md, "Threads").
+    let threads = if cfg.threads == 0 { cores.saturating_sub(workers).max(1) } else { cfg.threads };
+    tch::set_num_threads(threads as i32);
+    let loader_cfg = |training: bool| LoaderConfig {
+        batch_size: cfg.batch_size,
+        image_size: cfg.image_size,
+        workers,
+        prefetch: 2 * workers,
+        shuffle: training,
+        seed: if training { cfg.seed } else { 0 },
+        augment: if training { cfg.augment() } else { Augment::NONE },
+        rank: 0,
+        world_size: 1,
+        drop_last: training,
+        skip_corrupt: cfg.skip_corrupt,
+    };
+    let train_sets = open_sets(&cfg.train_sets, &cfg.data_dir)?;
+    let mut datasets: Vec<DatasetIdentity> = train_sets.iter().map(|d| DatasetIdentity::of("train", d)).collect::<Result<_>>()?;
+    let loader = Loader::new(train_sets, loader_cfg(true)).context("cannot load the training sets")?;
+    let valid = if cfg.valid_sets.is_empty() {
+        None
+    } else {
+        let sets = open_sets(&cfg.valid_sets, &cfg.data_dir)?;
+        for d in &sets {
+            datasets.push(DatasetIdentity::of("valid", d)?);
+        }
+        Some(Loader::new(sets, loader_cfg(false)).context("cannot load the validation sets")?)
+    };
+    if cfg.task == Task::Fr && !loader.has_class_labels() {
+        bail!("the training sets have no identity labels (packed from a flat folder?): FR needs one folder per person");
+    }
+    check_head_memory(cfg, loader.num_classes(), device)?;
+    if resuming {
+        let saved = SavedConfig::read(run)?;
+        let changed = DatasetIdentity::changes(&saved.datasets, &datasets);
+        if !changed.is_empty() && !cfg.allow_changed_data {
+            bail!(
+                "the data of run {} changed since it started: {}. Resuming on other data would not continue the same run; \
+                 pass --allow-changed-data to continue anyway",
+                run.root().display(),
+                changed.join("; ")
+            );
+        }
+    }
+    eprintln!("facekit train: {workers} decode worker(s), {threads} compute thread(s)");
+    Ok(Opened { device, loader, valid, datasets })
+}
+
+/// Refuses a run whose ArcFace head cannot fit: a manifest claiming billions of classes must not
+/// end in an allocation failure inside libtorch.
+fn check_head_memory(cfg: &TrainConfig, classes: u32, device: Device) -> Result<()> {
+    if !cfg.task.has_fr() {
+        return Ok(());
+    }
+    // Weights, their gradient and the momentum buffer, in fp32.
+    let bytes = u64::from(classes).saturating_mul(cfg.embedding_size as u64).saturating_mul(4 * 3);
+    let available = match device {
+        Device::Cpu => available_memory(),
+        _ => None,
+    };
+    if let Some(avail) = available.filter(|a| bytes > *a) {
+        bail!(
+            "the ArcFace head for {classes} classes x {} dimensions needs {:.1} GiB (weights, gradients, momentum), \
+             more than the {:.1} GiB of memory available",
+            cfg.embedding_size,
+            bytes as f64 / f64::from(1u32 << 30),
+            avail as f64 / f64::from(1u32 << 30)
+        );
+    }
+    Ok(())
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The learning-rate schedule `cfg` asks for; `total_steps` is the run's length when known.
+pub fn build_schedule(cfg: &TrainConfig, total_steps: Option<u64>) -> Schedule {
+    let inner = match cfg.schedule {
+        ScheduleKind::Plateau => Schedule::Plateau(DlibPlateau {
+            threshold: cfg.plateau_steps as usize,
+            shrink: cfg.lr_shrink,
+            min_lr: cfg.min_lr,
+            ..DlibPlateau::new(cfg.lr)
+        }),
+        ScheduleKind::Step => {
+            // One shrink every --plateau-steps until the rate would fall below --min-lr.
+            let mut milestones = Vec::new();
+            let mut lr = cfg.lr * cfg.lr_shrink;
+            let mut at = cfg.plateau_steps.max(1);
+            while lr >= cfg.min_lr && cfg.lr_shrink < 1.0 && total_steps.is_none_or(|t| at < t) {
+                milestones.push(at);
+                lr *= cfg.lr_shrink;
+                at += cfg.plateau_steps.max(1);
+            }
+            Schedule::Step(StepSchedule { base_lr: cfg.lr, gamma: cfg.lr_shrink, milestones, step: 0 })
+        }
+        ScheduleKind::Cosine => Schedule::Cosine(Cosine {
+            base_lr: cfg.lr,
+            floor: cfg.min_lr,
+            steps: total_steps.unwrap_or(0).saturating_sub(cfg.warmup_steps),
+            step: 0,
+        }),
+    };
+    inner.with_warmup(cfg.warmup_steps)
+}
+
+/// The network configuration for this run (written as `net.json`).
+pub fn net_config(cfg: &TrainConfig, num_classes: u32) -> NetConfig {
+    NetConfig {
+        arch: cfg.arch,
+        image_size: cfg.image_size as i64,
+        embedding_size: cfg.embedding_size,
+        dropout: cfg.dropout,
+        task: cfg.task,
+        num_classes: num_classes as i64,
+        arcface_s: cfg.arcface_scale,
+        arcface_m: cfg.arcface_margin,
+        weights: TaskWeights { fr: cfg.multi_weights[0], gender: cfg.multi_weights[1], age: cfg.multi_weights[2] },
+        ..NetConfig::default()
+    }
+}
+
+/// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    Ok(match s {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => {
+            if !tch::Cuda::is_available() {
+                bail!("--device cuda: libtorch sees no CUDA device");
+            }
+            Device::Cuda(0)
+        }
+        _ => {
+            let n: usize = s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("--device '{s}': expected auto, cpu, cuda or cuda:N"))?;
+            if n >= tch::Cuda::device_count() as usize {
+                bail!("--device {s}: only {} CUDA device(s) visible", tch::Cuda::device_count());
+            }
+            Device::Cuda(n)
+        }
+    })
+}
+
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        _ => "cpu".to_string(),
+    }
+}
+
+fn open_sets(names: &[String], data_dir: &Path) -> Result<Vec<Arc<Dataset>>> {
+    names
+        .iter()
+        .map(|n| Dataset::open_name(n, Some(data_dir)).map(Arc::new).with_context(|| format!("cannot open dataset '{n}'")))
+        .collect()
+}

@@ -1,0 +1,11 @@
+//! The training crate's tests, one binary: networks, losses, mixed precision, schedules, export,
+//! the trainer's step. libtorch's random generator is global: tests that draw from it take turns
+//! (`facekit_testkit::rng_turn`).
+
+mod amp;
+mod export;
+mod loss_arcface;
+mod loss_multitask;
+mod model_resnet;
+mod schedule_dlib_reference;
+mod schedule_shapes;
