@@ -62,7 +62,7 @@ pub fn figure(path: &Path, panels: &[Panel]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(anyhow!("cannot draw {}: {e}", path.display()));
     }
-    std::fs::rename(&tmp, path).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+    facekit_io::durable::commit_file(&tmp, path)?;
     Ok(())
 }
 

@@ -75,9 +75,7 @@ impl RejectsLog {
     /// Syncs the list and renames it to its final name.
     pub fn finish(mut self) -> Result<()> {
         self.sync()?;
-        std::fs::rename(&self.partial, &self.target)
-            .with_context(|| format!("cannot rename {} to {}", self.partial.display(), self.target.display()))?;
-        facekit_io::durable::sync_parent(&self.target);
+        facekit_io::durable::commit_file(&self.partial, &self.target)?;
         Ok(())
     }
 

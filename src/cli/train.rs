@@ -4,6 +4,8 @@ use anyhow::Result;
 use facekit_io::StopFlag;
 use facekit_train::model::{Arch, Task};
 use facekit_train::trainer::config::{MemoryFormatKind, PrecisionKind, ScheduleKind};
+use facekit_train::trainer::checkpoint::MODEL_FILE;
+use facekit_train::trainer::run_dir::{RunPaths, BEST, LAST};
 use facekit_train::{Outcome, Summary, TrainConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -228,7 +230,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
 /// Names the checkpoint a user can continue from, only if one was really written.
 fn last_checkpoint(s: &Summary) -> String {
     match s.last_checkpoint {
-        Some(step) => format!("The last good checkpoint is {} (step {step}).", s.run_dir.join("checkpoints/last").display()),
+        Some(step) => format!("The last good checkpoint is {} (step {step}).", RunPaths::new(&s.run_dir).checkpoint(LAST).display()),
         None => "No checkpoint had been written yet (the first comes after --checkpoint-every steps).".into(),
     }
 }
@@ -251,13 +253,14 @@ fn print_summary(how: &str, s: &Summary) {
         println!("  loss scale:       {} ({} steps skipped for inf/NaN gradients)", l.scale, l.skipped_steps);
     }
     println!("  run folder:       {}", s.run_dir.display());
+    let run = RunPaths::new(&s.run_dir);
     let weights = match (s.last_checkpoint.is_some(), s.has_best) {
-        (true, true) => s.run_dir.join("checkpoints/{last,best}/model.safetensors").display().to_string(),
-        (true, false) => s.run_dir.join("checkpoints/last/model.safetensors").display().to_string(),
-        (false, true) => s.run_dir.join("checkpoints/best/model.safetensors").display().to_string(),
+        (true, true) => run.checkpoint("{last,best}").join(MODEL_FILE).display().to_string(),
+        (true, false) => run.checkpoint(LAST).join(MODEL_FILE).display().to_string(),
+        (false, true) => run.checkpoint(BEST).join(MODEL_FILE).display().to_string(),
         (false, false) => "- (no checkpoint written)".into(),
     };
     println!("    weights:        {weights}");
-    println!("    logs:           {}, {}", s.run_dir.join("train_log.jsonl").display(), s.run_dir.join("loss_debug/losses.tsv").display());
-    println!("    curves:         {}", s.run_dir.join("curves.png").display());
+    println!("    logs:           {}, {}", run.log().display(), run.losses().display());
+    println!("    curves:         {}", run.curves().display());
 }

@@ -3,6 +3,7 @@
 //! then normalised).
 
 use crate::model::{FaceNet, NetConfig};
+use crate::trainer::run_dir::RunPaths;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ pub struct EmbedModel {
 /// beside it or in the run folder above it.
 pub fn locate(model: &Path, checkpoint: Option<&str>) -> Result<(PathBuf, PathBuf)> {
     use crate::trainer::checkpoint::MODEL_FILE;
-    use crate::trainer::run_dir::{RunPaths, BEST, LAST};
+    use crate::trainer::run_dir::{BEST, LAST};
     let run = RunPaths::new(model);
     let weights = if model.is_file() {
         model.to_path_buf()
@@ -59,7 +60,7 @@ pub fn locate(model: &Path, checkpoint: Option<&str>) -> Result<(PathBuf, PathBu
         .ancestors()
         .skip(1)
         .take(4)
-        .map(|d| d.join("net.json"))
+        .map(|d| RunPaths::new(d).net())
         .find(|p| p.is_file())
         .with_context(|| format!("no net.json next to {} or in the run folder above it", weights.display()))?;
     Ok((weights, net_json))
