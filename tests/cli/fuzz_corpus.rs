@@ -61,3 +61,8 @@ fn verification_bin_pickles_never_panic() {
 fn npy_matrices_never_panic() {
     replay("npy", facekit_fuzz_entry::npy);
 }
+
+#[test]
+fn recordio_files_never_panic() {
+    replay("recordio", facekit_fuzz_entry::recordio);
+}

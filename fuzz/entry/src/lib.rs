@@ -86,3 +86,36 @@ pub fn npy(data: &[u8]) {
         assert_eq!(m.data.len(), m.rows * m.cols);
     }
 }
+
+/// A `.rec` file: every record scanned (resynchronising after damage) and unpacked, insightface's
+/// layout detected, reads at the offsets an `.idx` could name; the bytes framed as a record and
+/// read back unchanged; the same bytes as an `.idx` and a `property` file.
+pub fn recordio(data: &[u8]) {
+    use facekit_recordio::{unpack, writer::encode_record, Layout, RecReader};
+    let reader = RecReader::from_bytes(data.to_vec());
+    let mut items = 0;
+    for item in reader.scan(data.len()) {
+        items += 1;
+        assert!(items <= data.len() / 4 + 1, "the scan must make progress");
+        let Ok(frame) = item else { continue };
+        assert!(frame.payload.len() <= data.len() && frame.next > frame.offset);
+        if let Ok(u) = unpack(&frame.payload) {
+            assert!(u.labels.len() * 4 + u.image.len() + 24 == frame.payload.len());
+            let _ = (u.label_values(), Layout::detect(Some(&u)));
+        }
+    }
+    // Bounded so that a large input stays linear in its length.
+    for offset in (0..data.len() as u64).step_by(4).take(256) {
+        if let Ok(frame) = reader.read_at(offset, data.len()) {
+            assert!(frame.payload.len() <= data.len());
+        }
+    }
+    let mut framed = Vec::new();
+    encode_record(data, &mut framed).expect("a fuzz input fits one record");
+    let back = RecReader::from_bytes(framed).read_at(0, data.len()).expect("a framed record reads back");
+    assert_eq!(back.payload, data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = facekit_recordio::index::parse_idx(text, std::path::Path::new("fuzz.idx"));
+        let _ = facekit_recordio::Property::parse(text, std::path::Path::new("property"));
+    }
+}
