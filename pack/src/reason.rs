@@ -1,4 +1,4 @@
-//! Why an input file was not packed: one [`RejectReason`] per kind of failure, so that reports
+//! Why an input file (or an imported record) was not packed: one [`RejectReason`] per kind of failure, so that reports
 //! count them under stable codes and nothing names a reason by a string literal.
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,13 @@ pub enum RejectReason {
     PathTooLong,
     /// Its chip could not be encoded.
     EncodeFailed,
+    /// A RecordIO record whose framing or header is damaged (bad magic, cut short, a length
+    /// beyond the file).
+    BadRecord,
+    /// A RecordIO record whose label is no class id (negative, fractional, NaN, out of range).
+    BadLabel,
+    /// An imported image whose size differs from the dataset's.
+    WrongSize,
 }
 
 impl RejectReason {
@@ -55,6 +62,9 @@ impl RejectReason {
             RejectReason::OutsideLayout => "outside_layout",
             RejectReason::PathTooLong => "path_too_long",
             RejectReason::EncodeFailed => "encode_failed",
+            RejectReason::BadRecord => "bad_record",
+            RejectReason::BadLabel => "bad_label",
+            RejectReason::WrongSize => "wrong_size",
         }
     }
 }

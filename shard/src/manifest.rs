@@ -237,6 +237,21 @@ pub struct AlignmentInfo {
     pub interpolation: String,
 }
 
+/// The file an imported dataset was made from (`facekit import rec`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginInfo {
+    /// The format read, e.g. `mxnet-recordio`.
+    pub format: String,
+    /// The file read.
+    pub path: String,
+    /// Its layout: `insightface` (header and identity records) or `im2rec` (images only).
+    pub layout: String,
+    /// Its index file, when there was one.
+    pub idx: Option<String>,
+    /// insightface's `property` file, when there was one.
+    pub property: Option<String>,
+}
+
 /// How the images in the records are encoded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncodingInfo {
@@ -280,6 +295,9 @@ pub struct Manifest {
     pub label_map: String,
     /// The shards, in order.
     pub shards: Vec<ShardInfo>,
+    /// Where the records came from when they were imported rather than packed from photos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<OriginInfo>,
 }
 
 impl Manifest {
@@ -301,6 +319,7 @@ impl Manifest {
             encoding,
             label_map: String::new(),
             shards: Vec::new(),
+            origin: None,
         }
     }
 

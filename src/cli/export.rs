@@ -1,35 +1,125 @@
-//! `facekit export`: a trained network as safetensors weights and a TorchScript module.
+//! `facekit export`: a trained network as safetensors weights and a TorchScript module
+//! (`facekit export --model RUN -o DIR`, feature `torch`), or a dataset in another format
+//! (`facekit export rec DATASET -o DIR`).
 
-use facekit_train::infer::embed::EmbedModel;
 use anyhow::Result;
+use facekit_pack::rec::{export_rec, ExportOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Arguments of `facekit export`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[cfg_attr(not(feature = "torch"), command(subcommand_required = true))]
 pub struct ExportArgs {
-    /// A run folder (`Model/<run>`) or a `.safetensors` checkpoint with `net.json` nearby.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Which checkpoint of a run folder [default: best, or last for a run without validation].
-    #[arg(long, value_parser = ["best", "last"])]
-    pub checkpoint: Option<String>,
-    /// Output folder: model.safetensors, model.torchscript.pt and net.json are written there.
+    #[command(subcommand)]
+    pub what: Option<ExportWhat>,
+    #[cfg(feature = "torch")]
+    #[command(flatten)]
+    pub model: ModelExportArgs,
+}
+
+/// What else `facekit export` writes.
+#[derive(Debug, clap::Subcommand)]
+pub enum ExportWhat {
+    /// A dataset as insightface's train.rec, train.idx and property (arcface_torch trains on it unchanged).
+    Rec(RecExportArgs),
+}
+
+/// Arguments of `facekit export rec`.
+#[derive(Debug, clap::Args)]
+pub struct RecExportArgs {
+    /// The dataset: a name in --data-dir, a base path (`training/celeb`) or a manifest.
+    pub dataset: String,
+    /// Output folder for train.rec, train.idx and property.
     #[arg(short, long)]
     pub out: PathBuf,
+    /// Folder where bare dataset names are looked up.
+    #[arg(long, default_value = "training")]
+    pub data_dir: PathBuf,
+    /// Worker threads for re-encoding raw payloads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
     /// Print what was written as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Exports on the CPU, so that the files load anywhere.
+/// Arguments of `facekit export` for a network.
+#[cfg(feature = "torch")]
+#[derive(Debug, clap::Args)]
+pub struct ModelExportArgs {
+    /// A run folder (`Model/<run>`) or a `.safetensors` checkpoint with `net.json` nearby.
+    #[arg(long, required = true)]
+    pub model: Option<PathBuf>,
+    /// Which checkpoint of a run folder [default: best, or last for a run without validation].
+    #[arg(long, value_parser = ["best", "last"])]
+    pub checkpoint: Option<String>,
+    /// Output folder: model.safetensors, model.torchscript.pt and net.json are written there.
+    #[arg(short, long, required = true)]
+    pub out: Option<PathBuf>,
+    /// Print what was written as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `facekit export`.
 pub fn run(args: ExportArgs) -> Result<ExitCode> {
-    let model = EmbedModel::load(&args.model, args.checkpoint.as_deref(), facekit_train::trainer::parse_device("cpu")?)?;
-    let r = facekit_train::infer::export::export(&model, &args.out)?;
+    match args.what {
+        Some(ExportWhat::Rec(a)) => run_rec(a),
+        #[cfg(feature = "torch")]
+        None => run_model(args.model),
+        #[cfg(not(feature = "torch"))]
+        None => unreachable!("clap requires a subcommand in a build without torch"),
+    }
+}
+
+fn run_rec(a: RecExportArgs) -> Result<ExitCode> {
+    let opts = ExportOptions {
+        dataset: a.dataset,
+        data_dir: a.data_dir,
+        out: a.out,
+        threads: a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        progress: !a.quiet,
+    };
+    let r = export_rec(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "Exported {} images of {} classes in {:.1} s to {} ({} bytes), {} and {}",
+            r.images,
+            r.identities,
+            r.elapsed_s,
+            r.rec.display(),
+            r.rec_bytes,
+            r.idx.display(),
+            r.property.display()
+        );
+        if r.reencoded > 0 {
+            println!("  {} raw records were written as PNG (lossless)", r.reencoded);
+        }
+        if r.skipped > 0 {
+            println!("  {} records without a class were not exported; listed in {}", r.skipped, opts.out.join("skipped.tsv").display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exports on the CPU, so that the files load anywhere.
+#[cfg(feature = "torch")]
+fn run_model(args: ModelExportArgs) -> Result<ExitCode> {
+    use facekit_train::infer::embed::EmbedModel;
+    let (Some(model_path), Some(out)) = (args.model, args.out) else { anyhow::bail!("give --model and --out") };
+    let model = EmbedModel::load(&model_path, args.checkpoint.as_deref(), facekit_train::trainer::parse_device("cpu")?)?;
+    let r = facekit_train::infer::export::export(&model, &out)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        println!("Exported {} ({} tensors) to {}", model.weights.display(), r.tensors, args.out.display());
+        println!("Exported {} ({} tensors) to {}", model.weights.display(), r.tensors, out.display());
         println!("  weights:      {}", r.weights.display());
         println!("  TorchScript:  {} (float NCHW {}x{} in [-1, 1] -> [N, {}])", r.torchscript.display(), r.image_size, r.image_size, r.embedding_size);
         println!("  config:       {}", r.net_json.display());

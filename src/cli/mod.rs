@@ -10,8 +10,8 @@ use std::process::ExitCode;
 mod embed;
 #[cfg(feature = "torch")]
 mod eval;
-#[cfg(feature = "torch")]
 mod export;
+mod import;
 mod pack;
 #[cfg(feature = "torch")]
 mod train;
@@ -41,8 +41,9 @@ pub enum Command {
     /// Evaluate a trained network (verification: LFW pairs, insightface .bin, all pairs).
     #[cfg(feature = "torch")]
     Eval(eval::EvalArgs),
-    /// Export a trained network as safetensors weights and a TorchScript module.
-    #[cfg(feature = "torch")]
+    /// Bring in datasets in other formats (MXNet RecordIO `.rec`, as insightface distributes them).
+    Import(import::ImportArgs),
+    /// Export a trained network (safetensors + TorchScript), or a dataset as MXNet RecordIO (`export rec`).
     Export(export::ExportArgs),
 }
 
@@ -50,9 +51,10 @@ impl Command {
     /// True for the subcommands that run libtorch (and so its OpenMP thread pool).
     pub fn uses_torch(&self) -> bool {
         match self {
-            Command::VerifyShard(_) | Command::Pack(_) => false,
+            Command::VerifyShard(_) | Command::Pack(_) | Command::Import(_) => false,
+            Command::Export(a) => a.what.is_none(),
             #[cfg(feature = "torch")]
-            Command::Train(_) | Command::Embed(_) | Command::Eval(_) | Command::Export(_) => true,
+            Command::Train(_) | Command::Embed(_) | Command::Eval(_) => true,
         }
     }
 }
@@ -68,7 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Embed(args) => embed::run(args),
         #[cfg(feature = "torch")]
         Command::Eval(args) => eval::run(args),
-        #[cfg(feature = "torch")]
+        Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
     }
 }

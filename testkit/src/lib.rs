@@ -29,6 +29,19 @@ pub fn venv_python() -> PathBuf {
     workspace_root().join(".venv/bin/python")
 }
 
+/// MXNet's Python (`.venv-mxnet`, made by scripts/setup.sh), when it exists and imports
+/// `mxnet.recordio`: the reference client of RecordIO import and export. `None` says why not
+/// on stderr, so that a skipping test is never silent.
+pub fn mxnet_python() -> Option<PathBuf> {
+    let py = workspace_root().join(".venv-mxnet/bin/python");
+    let ok = std::process::Command::new(&py).args(["-c", "import mxnet.recordio"]).output().is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED: {} cannot import mxnet.recordio (scripts/setup.sh installs it)", py.display());
+        return None;
+    }
+    Some(py)
+}
+
 /// libtorch's random generator is global to the process: tests that draw weights or inputs while
 /// another test reseeds it would see another draw than their seed promises. Such tests take turns
 /// through this guard (one test binary per crate runs all of them in one process).

@@ -6,6 +6,7 @@ mod eval_end_to_end;
 mod fuzz_corpus;
 #[cfg(feature = "dlib")]
 mod pack_photos;
+mod rec_interop;
 mod reliability;
 #[cfg(feature = "torch")]
 mod train_loop;

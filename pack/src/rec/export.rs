@@ -1,0 +1,170 @@
+//! `facekit export rec`: a facekit dataset as insightface's `train.rec`, `train.idx` and
+//! `property`, so that arcface_torch (and DALI's MXNet reader) train on it unchanged.
+//!
+//! insightface's layout: images at keys `1..=N` grouped by class in class order, each with
+//! `IRHeader(0, class, key, 0)`; then one identity record per class (keys `N+1 ..`) holding its
+//! key range; then record 0 holding the identity records' range. JPEG and PNG payloads are
+//! copied as they are; raw payloads become PNG (lossless).
+
+use crate::encode::encode;
+use anyhow::{bail, Context, Result};
+use facekit_recordio::{insightface, Property, RecWriter};
+use facekit_shard::{Dataset, Encoding, RecordView};
+use image::RgbImage;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything `facekit export rec` needs.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// The dataset to export (a name in `data_dir`, a base path or a manifest path).
+    pub dataset: String,
+    /// Folder where bare dataset names are looked up.
+    pub data_dir: PathBuf,
+    /// Output folder for `train.rec`, `train.idx` and `property`.
+    pub out: PathBuf,
+    /// Worker threads (for re-encoding raw payloads).
+    pub threads: usize,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    /// `train.rec`.
+    pub rec: PathBuf,
+    /// `train.idx`.
+    pub idx: PathBuf,
+    /// `property`.
+    pub property: PathBuf,
+    /// Image records written.
+    pub images: u64,
+    /// Identity records written (one per class).
+    pub identities: u64,
+    /// Records without a class, which insightface's layout cannot hold: not exported, listed in
+    /// `skipped.tsv` in the output folder.
+    pub skipped: u64,
+    /// Image payloads re-encoded as PNG (raw records).
+    pub reencoded: u64,
+    /// Bytes of `train.rec`.
+    pub rec_bytes: u64,
+    /// Seconds it took.
+    pub elapsed_s: f64,
+}
+
+/// Exports a dataset in insightface's RecordIO layout.
+pub fn export_rec(opts: &ExportOptions) -> Result<ExportReport> {
+    let started = Instant::now();
+    let ds = Dataset::open_name(&opts.dataset, Some(&opts.data_dir))?;
+    let m = ds.manifest();
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let _lock = facekit_io::lock::exclusive(&opts.out.join(".facekit-export.lock"), &format!("export folder {}", opts.out.display()))?;
+    let classes = m.classes as u64;
+    // Records grouped by class, in dataset order within a class: insightface's readers find an
+    // identity's images as one key range.
+    let class_ids = ds.class_ids();
+    let mut order: Vec<Vec<u32>> = vec![Vec::new(); classes as usize];
+    let mut skipped = Vec::new();
+    for (i, c) in class_ids.iter().enumerate() {
+        match c {
+            Some(c) if (*c as u64) < classes => order[*c as usize].push(i as u32),
+            _ => skipped.push(i),
+        }
+    }
+    let images: u64 = order.iter().map(|v| v.len() as u64).sum();
+    if images == 0 {
+        bail!("dataset {} has no record with a class: nothing insightface could train on", opts.dataset);
+    }
+    let rec_path = opts.out.join("train.rec");
+    let mut writer = RecWriter::create(&rec_path)?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.threads.max(1)).build().context("cannot start worker threads")?;
+    let bar = facekit_io::progress::items(images, "records");
+    if !opts.progress {
+        facekit_io::progress::hide(&bar);
+    }
+    let mut key = 1u64;
+    let mut ranges = Vec::with_capacity(classes as usize);
+    let mut reencoded = 0u64;
+    let flat: Vec<(u32, u32)> = order.iter().enumerate().flat_map(|(c, v)| v.iter().map(move |&i| (c as u32, i))).collect();
+    for (c, v) in order.iter().enumerate() {
+        ranges.push((c, key, key + v.len() as u64));
+        key += v.len() as u64;
+    }
+    let mut next_key = 1u64;
+    for chunk in flat.chunks(1024) {
+        let payloads: Vec<Result<(Vec<u8>, bool)>> = pool.install(|| {
+            chunk
+                .par_iter()
+                .map(|&(_, i)| {
+                    let r = ds.record(i as usize)?;
+                    image_bytes(&r).with_context(|| format!("record {i} of {} ({})", opts.dataset, String::from_utf8_lossy(r.path)))
+                })
+                .collect()
+        });
+        for (&(class, _), payload) in chunk.iter().zip(payloads) {
+            let (bytes, converted) = payload?;
+            reencoded += u64::from(converted);
+            writer.write(next_key, &insightface::image_record(next_key, class as f32, &bytes))?;
+            next_key += 1;
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let first_identity = next_key;
+    for (c, first, end) in &ranges {
+        writer.write(first_identity + *c as u64, &insightface::identity_record(first_identity + *c as u64, *first, *end))?;
+    }
+    let end = first_identity + classes;
+    writer.write(0, &insightface::header_record(first_identity, end))?;
+    let written = writer.offset();
+    writer.finish()?;
+    let property = opts.out.join("property");
+    Property { classes, height: m.encoding.height, width: m.encoding.width }.write(&property)?;
+    let skipped_path = opts.out.join("skipped.tsv");
+    if skipped.is_empty() {
+        let _ = std::fs::remove_file(&skipped_path);
+    } else {
+        write_skipped(&ds, &skipped, &skipped_path)?;
+    }
+    Ok(ExportReport {
+        rec: rec_path.clone(),
+        idx: rec_path.with_extension("idx"),
+        property,
+        images,
+        identities: classes,
+        skipped: skipped.len() as u64,
+        reencoded,
+        rec_bytes: written,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The record's image as a file's bytes: JPEG and PNG as stored, raw pixels as PNG. The flag
+/// says whether it was re-encoded.
+fn image_bytes(r: &RecordView<'_>) -> Result<(Vec<u8>, bool)> {
+    let (w, h) = (u32::from(r.header.width), u32::from(r.header.height));
+    let enc = Encoding::from_code(r.header.encoding).context("unknown encoding")?;
+    let pixels = match enc {
+        Encoding::Jpeg | Encoding::Png => return Ok((r.payload.to_vec(), false)),
+        Encoding::Raw => r.payload.to_vec(),
+        Encoding::RawZstd => {
+            let want = w as usize * h as usize * 3;
+            let out = zstd::bulk::decompress(r.payload, want).context("damaged zstd payload")?;
+            out
+        }
+    };
+    let img = RgbImage::from_raw(w, h, pixels).context("raw payload does not match the record's size")?;
+    Ok((encode(&img, Encoding::Png, 100)?, true))
+}
+
+fn write_skipped(ds: &Dataset, skipped: &[usize], path: &Path) -> Result<()> {
+    let mut out = String::from("record\tpath\treason\n");
+    for &i in skipped {
+        let p = ds.record(i).map(|r| String::from_utf8_lossy(r.path).into_owned()).unwrap_or_default();
+        out.push_str(&format!("{i}\t{}\tno class id (insightface's layout needs one)\n", facekit_io::tsv::field(&p)));
+    }
+    Ok(facekit_io::durable::write(path, out.as_bytes())?)
+}

@@ -1,0 +1,78 @@
+//! `facekit import rec`: datasets people already have, as facekit datasets. The work is in
+//! `facekit_pack::rec`; docs/INSIGHTFACE.md says what goes where.
+
+use anyhow::Result;
+use facekit_io::StopFlag;
+use facekit_pack::rec::{import_rec, ImportEnd, ImportOptions};
+use facekit_pack::size::ByteSize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `facekit import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    #[command(subcommand)]
+    pub format: ImportFormat,
+}
+
+/// The formats `facekit import` reads.
+#[derive(Debug, clap::Subcommand)]
+pub enum ImportFormat {
+    /// MXNet RecordIO: an insightface folder (train.rec, train.idx, property) or a .rec from im2rec.
+    Rec(RecArgs),
+}
+
+/// Arguments of `facekit import rec`.
+#[derive(Debug, clap::Args)]
+pub struct RecArgs {
+    /// An insightface folder (`faces_emore/`) or a `.rec` file (its `.idx` beside it is used; without one the file is scanned).
+    pub input: PathBuf,
+    /// Output dataset, e.g. `training/emore`.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Target shard size (`64M`, `1G`, bytes).
+    #[arg(long, default_value = "1G")]
+    pub shard_size: ByteSize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Continue an interrupted import from its last complete shard.
+    #[arg(long)]
+    pub resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Runs the import: exit 0 when done (even with rejects), 1 when no record was imported, 2 on a
+/// usage or I/O error, 128 + N when signal N stopped it (resumable with `--resume`).
+pub fn run(args: ImportArgs) -> Result<ExitCode> {
+    let ImportFormat::Rec(args) = args.format;
+    let stop = StopFlag::from_signals()?;
+    let opts = ImportOptions {
+        input: args.input,
+        output: args.output,
+        shard_size: args.shard_size.0,
+        threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        resume: args.resume,
+        progress: !args.quiet,
+        stop: stop.clone(),
+    };
+    match import_rec(&opts)? {
+        ImportEnd::Done(report) => {
+            println!("{}", report.summary());
+            if report.counters.imported == 0 {
+                eprintln!("facekit import: no record was imported; see {}.rejects.tsv", report.dataset);
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ImportEnd::Interrupted { shards } => {
+            eprintln!(
+                "facekit import: stopped by {} after {shards} complete shard(s); run the same command with --resume to continue",
+                stop.describe()
+            );
+            Ok(ExitCode::from(stop.exit_code()))
+        }
+    }
+}

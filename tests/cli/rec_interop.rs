@@ -1,0 +1,276 @@
+//! MXNet RecordIO in and out, against MXNet itself (`mxnet.recordio` in `.venv-mxnet`, the
+//! module arcface_torch reads with): MXNet writes `.rec` files from real photos in insightface's
+//! layout and in im2rec's, facekit imports them record for record, and MXNet reads facekit's
+//! export back equal to what it wrote.
+
+use super::facekit;
+use facekit_shard::Dataset;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `.rec` little-endian magic (dmlc's `kMagic`), as bytes.
+const MAGIC_LE: [u8; 4] = 0xced7230a_u32.to_le_bytes();
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    mx: PathBuf,
+    /// (chip path, label), in the list's order.
+    items: Vec<(PathBuf, u32)>,
+}
+
+fn script() -> PathBuf {
+    facekit_testkit::workspace_root().join("scripts/rec_reference.py")
+}
+
+/// 112x112 JPEG chips of real lfw100 photos (Pillow, in the project venv), labels 0, 1, 2, 4, 5
+/// (3 is unused, as in sparse real label ranges), and one chip whose JPEG carries the RecordIO
+/// magic in a comment, so that MXNet must split its record.
+fn fixture() -> Option<Fixture> {
+    let mx = facekit_testkit::mxnet_python()?;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let chips = root.join("chips");
+    let prog = r#"
+import os, sys, struct
+from PIL import Image
+src, out = sys.argv[1], sys.argv[2]
+os.makedirs(out, exist_ok=True)
+people = sorted(d for d in os.listdir(src) if os.path.isdir(os.path.join(src, d)))[:5]
+labels = [0, 1, 2, 4, 5]
+for person, label in zip(people, labels):
+    for k, name in enumerate(sorted(os.listdir(os.path.join(src, person)))[:4]):
+        im = Image.open(os.path.join(src, person, name)).convert("RGB").crop((50, 50, 200, 200)).resize((112, 112), Image.BILINEAR)
+        path = os.path.join(out, "%d_%d.jpg" % (label, k))
+        im.save(path, quality=90)
+        if label == 2 and k == 1:
+            data = open(path, "rb").read()
+            magic = (struct.pack("<I", 0xced7230a) + b"\x00") * 8  # every alignment mod 4
+            open(path, "wb").write(data[:2] + b"\xff\xfe" + struct.pack(">H", len(magic) + 2) + magic + data[2:])
+        print("%s\t%d" % (path, label))
+"#;
+    let out = Command::new(facekit_testkit::venv_python())
+        .args(["-c", prog])
+        .arg(facekit_testkit::shared_data().join("lfw100"))
+        .arg(&chips)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let items = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (p, label) = l.split_once('\t').unwrap();
+            (PathBuf::from(p), label.parse().unwrap())
+        })
+        .collect();
+    Some(Fixture { _tmp: tmp, root, mx, items })
+}
+
+impl Fixture {
+    fn mxnet_write(&self, layout: &str, out: &Path) {
+        let list = self.root.join(format!("{layout}.tsv"));
+        let text: String = self.items.iter().map(|(p, l)| format!("{}\t{l}\n", p.display())).collect();
+        std::fs::write(&list, text).unwrap();
+        let o = Command::new(&self.mx).arg(script()).args(["write", "--layout", layout, "--list"]).arg(&list).arg("--out").arg(out).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    fn mxnet_read(&self, dir: &Path) -> Vec<serde_json::Value> {
+        let json = self.root.join(format!("read-{}.json", dir.file_name().unwrap().to_string_lossy()));
+        let o = Command::new(&self.mx).arg(script()).args(["read", "--dir"]).arg(dir).arg("--out").arg(&json).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(json).unwrap()).unwrap().as_array().unwrap().clone()
+    }
+
+    /// (image bytes, label) in the order the import must produce: the file's key order.
+    fn expected(&self, insightface: bool) -> Vec<(Vec<u8>, u32)> {
+        let mut items = self.items.clone();
+        if insightface {
+            items.sort_by_key(|(_, l)| *l); // stable, as the writer's sort
+        }
+        items.into_iter().map(|(p, l)| (std::fs::read(p).unwrap(), l)).collect()
+    }
+}
+
+fn import(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
+    facekit().args(["import", "rec"]).arg(input).arg("-o").arg(output).args(["--quiet", "--threads", "2"]).args(extra).output().unwrap()
+}
+
+fn records(base: &Path) -> Vec<(Vec<u8>, u32, String)> {
+    let ds = Dataset::open(facekit_shard::DatasetPaths::new(base)).unwrap();
+    (0..ds.len())
+        .map(|i| {
+            let r = ds.get(i).unwrap();
+            (r.data, r.labels.class_id.unwrap(), r.path)
+        })
+        .collect()
+}
+
+/// True when some record of the file is the start of a split record (cflag 1).
+fn has_split_record(rec: &Path) -> bool {
+    let b = std::fs::read(rec).unwrap();
+    (0..b.len().saturating_sub(8)).step_by(4).any(|i| b[i..i + 4] == MAGIC_LE && u32::from_le_bytes(b[i + 4..i + 8].try_into().unwrap()) >> 29 == 1)
+}
+
+#[test]
+fn an_insightface_rec_written_by_mxnet_imports_record_for_record_and_exports_back_equal() {
+    let Some(fx) = fixture() else { return };
+    let src = fx.root.join("faces_mx");
+    fx.mxnet_write("insightface", &src);
+    assert!(has_split_record(&src.join("train.rec")), "the magic in a payload must make MXNet split that record");
+
+    let out = fx.root.join("training/mx");
+    let o = import(&src, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = records(&out);
+    let want = fx.expected(true);
+    assert_eq!(got.len(), want.len());
+    for (k, ((data, class, path), (wdata, wlabel))) in got.iter().zip(&want).enumerate() {
+        assert!(data == wdata, "record {k} ({path}): image bytes differ from what MXNet stored");
+        assert_eq!(class, wlabel, "record {k}");
+        assert_eq!(path, &format!("train.rec#{}", k + 1));
+    }
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.with_extension("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["classes"], 6, "labels keep their numbers: 0..=5 with 3 unused");
+    assert_eq!(m["origin"]["layout"], "insightface");
+    assert_eq!(m["alignment"]["template"], "arcface5");
+    assert_eq!((m["encoding"]["width"].as_u64(), m["encoding"]["height"].as_u64()), (Some(112), Some(112)));
+    let labels = std::fs::read_to_string(out.with_extension("labels.tsv")).unwrap();
+    assert!(labels.lines().nth(4).unwrap().ends_with("\t3"), "{labels}");
+
+    let v = facekit().args(["verify-shard", "--decode"]).arg(&out).output().unwrap();
+    assert!(v.status.success(), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+
+    let exp = fx.root.join("exported");
+    let e = facekit().args(["export", "rec"]).arg(&out).arg("-o").arg(&exp).arg("--quiet").output().unwrap();
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    assert!(has_split_record(&exp.join("train.rec")), "facekit must split the payload holding the magic as dmlc does");
+    // MXNet reads facekit's files exactly as it reads its own: every image, identity and header
+    // record, key by key.
+    assert_eq!(fx.mxnet_read(&exp), fx.mxnet_read(&src));
+    assert_eq!(std::fs::read_to_string(exp.join("property")).unwrap().trim(), "6,112,112");
+}
+
+#[test]
+fn an_im2rec_file_imports_with_its_own_labels_with_or_without_its_index() {
+    let Some(fx) = fixture() else { return };
+    let src = fx.root.join("plain");
+    fx.mxnet_write("im2rec", &src);
+    let want = fx.expected(false);
+    let with_idx = fx.root.join("training/plain");
+    let o = import(&src.join("train.rec"), &with_idx, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = records(&with_idx);
+    assert_eq!(got.iter().map(|(d, c, _)| (d.clone(), *c)).collect::<Vec<_>>(), want);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(with_idx.with_extension("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["origin"]["layout"], "im2rec");
+
+    // No .idx: the file is scanned, and gives the same records.
+    let lone = fx.root.join("lone");
+    std::fs::create_dir_all(&lone).unwrap();
+    std::fs::copy(src.join("train.rec"), lone.join("faces.rec")).unwrap();
+    let scanned = fx.root.join("training/scanned");
+    let o = import(&lone.join("faces.rec"), &scanned, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(records(&scanned).iter().map(|(d, c, _)| (d.clone(), *c)).collect::<Vec<_>>(), want);
+}
+
+/// `key -> offset` of an `.idx`.
+fn offsets(idx: &Path) -> std::collections::BTreeMap<u64, usize> {
+    std::fs::read_to_string(idx)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, o) = l.split_once('\t').unwrap();
+            (k.trim().parse().unwrap(), o.trim().parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn damaged_records_are_listed_with_their_offsets_and_the_rest_imports() {
+    let Some(fx) = fixture() else { return };
+    let src = fx.root.join("plain");
+    fx.mxnet_write("im2rec", &src);
+    let rec = src.join("train.rec");
+    let idx = offsets(&src.join("train.idx"));
+    let mut b = std::fs::read(&rec).unwrap();
+    // key 3: the frame's magic destroyed; key 5: a NaN label; key 7: a negative label;
+    // key 9: the image's JPEG signature gone; key 11: a length claiming half a gigabyte.
+    b[idx[&3]] ^= 0xff;
+    b[idx[&5] + 8 + 4..idx[&5] + 8 + 8].copy_from_slice(&f32::NAN.to_le_bytes());
+    b[idx[&7] + 8 + 4..idx[&7] + 8 + 8].copy_from_slice(&(-1.0f32).to_le_bytes());
+    b[idx[&9] + 8 + 24..idx[&9] + 8 + 26].copy_from_slice(b"XX");
+    b[idx[&11] + 4..idx[&11] + 8].copy_from_slice(&((1u32 << 29) - 1).to_le_bytes());
+    std::fs::write(&rec, &b).unwrap();
+    // And an index line pointing into the middle of a record.
+    let mut text = std::fs::read_to_string(src.join("train.idx")).unwrap();
+    text.push_str(&format!("999\t{}\n", idx[&2] + 12));
+    std::fs::write(src.join("train.idx"), text).unwrap();
+
+    let out = fx.root.join("training/damaged");
+    let o = import(&rec, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rejects = std::fs::read_to_string(out.with_extension("rejects.tsv")).unwrap();
+    let rows: Vec<Vec<&str>> = rejects.lines().skip(1).map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 6, "{rejects}");
+    let reason_at = |offset: usize| rows.iter().find(|r| r[0].ends_with(&format!("@{offset}"))).map(|r| r[1]).unwrap_or_else(|| panic!("offset {offset} not listed: {rejects}"));
+    assert_eq!(reason_at(idx[&3]), "bad_record");
+    assert_eq!(reason_at(idx[&5]), "bad_label");
+    assert_eq!(reason_at(idx[&7]), "bad_label");
+    assert_eq!(reason_at(idx[&9]), "not_an_image");
+    assert_eq!(reason_at(idx[&11]), "bad_record");
+    assert_eq!(reason_at(idx[&2] + 12), "bad_record");
+    assert!(rows.iter().all(|r| r[2].contains("key ")), "every detail names the key: {rejects}");
+    assert_eq!(records(&out).len(), fx.items.len() - 5);
+    let v = facekit().args(["verify-shard", "--decode"]).arg(&out).output().unwrap();
+    assert!(v.status.success());
+}
+
+#[test]
+fn a_stopped_import_resumes_to_the_same_shards_and_a_changed_rec_is_refused() {
+    let Some(fx) = fixture() else { return };
+    let src = fx.root.join("faces_mx");
+    fx.mxnet_write("insightface", &src);
+    let whole = fx.root.join("whole/mx");
+    assert!(import(&src, &whole, &["--shard-size", "16K"]).status.success());
+    let part = fx.root.join("part/mx");
+    let o = facekit()
+        .args(["import", "rec"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&part)
+        .args(["--quiet", "--shard-size", "16K"])
+        .env("FACEKIT_IMPORT_STOP_AFTER_SHARDS", "2")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the test hook stops the import");
+    assert!(!part.with_extension("manifest.json").exists(), "a stopped import leaves no manifest");
+    let o = import(&src, &part, &["--shard-size", "16K", "--resume"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resuming after"), "{}", String::from_utf8_lossy(&o.stderr));
+    let shards = |base: &Path| -> Vec<Vec<u8>> {
+        let ds = Dataset::open(facekit_shard::DatasetPaths::new(base)).unwrap();
+        ds.shards().iter().map(|s| std::fs::read(s.path()).unwrap()).collect()
+    };
+    let (a, b) = (shards(&whole), shards(&part));
+    assert!(a.len() > 2);
+    assert!(a == b, "a resumed import must equal an uninterrupted one");
+    assert_eq!(
+        Sha256::digest(std::fs::read(whole.with_extension("labels.tsv")).unwrap()),
+        Sha256::digest(std::fs::read(part.with_extension("labels.tsv")).unwrap())
+    );
+
+    // A .rec that changed since the checkpoint is refused, and nothing is removed.
+    let again = fx.root.join("again/mx");
+    let o = facekit().args(["import", "rec"]).arg(&src).arg("-o").arg(&again).args(["--quiet", "--shard-size", "16K"]).env("FACEKIT_IMPORT_STOP_AFTER_SHARDS", "1").output().unwrap();
+    assert!(!o.status.success());
+    let mut rec = std::fs::OpenOptions::new().append(true).open(src.join("train.rec")).unwrap();
+    std::io::Write::write_all(&mut rec, &[0u8; 4]).unwrap();
+    let o = import(&src, &again, &["--shard-size", "16K", "--resume"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("changed"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(again.with_extension("progress.json").exists());
+}
