@@ -32,12 +32,18 @@ $MX scripts/rec_reference.py write --layout insightface --list "$DIR/list.tsv" -
 RECORDS=$(wc -l < "$DIR/list.tsv")
 BYTES=$(stat -c %s "$DIR/rec/train.rec")
 cat "$DIR/rec/train.rec" > /dev/null
-t() { local s e; s=$(date +%s.%N); "$@" > /dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
-T_I1=$(t $FK import rec "$DIR/rec" -o "$DIR/out/i1" --threads 1 --quiet)
-T_I2=$(t $FK import rec "$DIR/rec" -o "$DIR/out/i2" --threads 2 --quiet)
-T_E=$(t $FK export rec "$DIR/out/i1" -o "$DIR/exp" --quiet)
-T_MX=$(t $MX scripts/rec_reference.py bench --dir "$DIR/rec")
-T_MXD=$(t $MX scripts/rec_reference.py bench --dir "$DIR/rec" --decode)
+# Seconds inside each program (start-up excluded on both sides: libtorch's load, mxnet's import).
+jq_s() { .venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
+$FK import rec "$DIR/rec" -o "$DIR/out/i1" --threads 1 --quiet > /dev/null
+T_I1=$(jq_s "$DIR/out/i1.report.json" elapsed_s)
+$FK import rec "$DIR/rec" -o "$DIR/out/i2" --threads 2 --quiet > /dev/null
+T_I2=$(jq_s "$DIR/out/i2.report.json" elapsed_s)
+$FK export rec "$DIR/out/i1" -o "$DIR/exp" --quiet --json --threads 1 > "$DIR/exp.json"
+T_E=$(jq_s "$DIR/exp.json" elapsed_s)
+$MX scripts/rec_reference.py bench --dir "$DIR/rec" > "$DIR/mx.json"
+T_MX=$(jq_s "$DIR/mx.json" seconds)
+$MX scripts/rec_reference.py bench --dir "$DIR/rec" --decode > "$DIR/mxd.json"
+T_MXD=$(jq_s "$DIR/mxd.json" seconds)
 rate() { echo "scale=0; $RECORDS / $1" | bc -l; }
 mbs() { echo "scale=1; $BYTES / $1 / 1000000" | bc -l; }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u '+%F %H:%M UTC')"
@@ -45,6 +51,6 @@ echo "data: $RECORDS records of 112x112 JPEG, $BYTES bytes of .rec (insightface 
 printf '| run | seconds | records/s | MB/s |\n|---|---|---|---|\n'
 printf '| facekit import rec, 1 thread (full decode check, shards written) | %.2f | %s | %s |\n' "$T_I1" "$(rate "$T_I1")" "$(mbs "$T_I1")"
 printf '| facekit import rec, 2 threads | %.2f | %s | %s |\n' "$T_I2" "$(rate "$T_I2")" "$(mbs "$T_I2")"
-printf '| facekit export rec (shards -> .rec/.idx/property) | %.2f | %s | %s |\n' "$T_E" "$(rate "$T_E")" "$(mbs "$T_E")"
+printf '| facekit export rec, 1 thread (shards -> .rec/.idx/property) | %.2f | %s | %s |\n' "$T_E" "$(rate "$T_E")" "$(mbs "$T_E")"
 printf '| MXNet read_idx + unpack, Python loop (no decode) | %.2f | %s | %s |\n' "$T_MX" "$(rate "$T_MX")" "$(mbs "$T_MX")"
 printf '| MXNet read_idx + unpack + mx.image.imdecode | %.2f | %s | %s |\n' "$T_MXD" "$(rate "$T_MXD")" "$(mbs "$T_MXD")"

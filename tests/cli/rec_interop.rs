@@ -274,3 +274,37 @@ fn a_stopped_import_resumes_to_the_same_shards_and_a_changed_rec_is_refused() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("changed"), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(again.with_extension("progress.json").exists());
 }
+
+#[test]
+fn a_rec_cut_short_imports_every_whole_record_and_lists_the_rest() {
+    let Some(fx) = fixture() else { return };
+    let src = fx.root.join("plain");
+    fx.mxnet_write("im2rec", &src);
+    let rec = src.join("train.rec");
+    let len = std::fs::metadata(&rec).unwrap().len();
+    let cut = len * 6 / 10;
+    std::fs::OpenOptions::new().write(true).open(&rec).unwrap().set_len(cut).unwrap();
+    let idx = offsets(&src.join("train.idx"));
+    // Whole records end before the cut; the one across it and those after it are rejects.
+    let offs: Vec<usize> = idx.values().copied().collect();
+    let whole = offs.iter().enumerate().filter(|(k, _)| offs.get(k + 1).is_some_and(|&next| next as u64 <= cut)).count();
+
+    let out = fx.root.join("training/cut");
+    let o = import(&rec, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(records(&out).len(), whole);
+    let rejects = std::fs::read_to_string(out.with_extension("rejects.tsv")).unwrap();
+    assert_eq!(rejects.lines().count() - 1, offs.len() - whole, "{rejects}");
+    assert!(rejects.lines().skip(1).all(|l| l.split('\t').nth(1) == Some("bad_record")), "{rejects}");
+
+    // Without the index the scan finds the same whole records and one damaged region.
+    let lone = fx.root.join("lone");
+    std::fs::create_dir_all(&lone).unwrap();
+    std::fs::copy(&rec, lone.join("cut.rec")).unwrap();
+    let scanned = fx.root.join("training/cut-scan");
+    let o = import(&lone.join("cut.rec"), &scanned, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(records(&scanned).len(), whole);
+    let rejects = std::fs::read_to_string(scanned.with_extension("rejects.tsv")).unwrap();
+    assert_eq!(rejects.lines().count() - 1, 1, "{rejects}");
+}
