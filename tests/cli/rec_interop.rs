@@ -308,3 +308,59 @@ fn a_rec_cut_short_imports_every_whole_record_and_lists_the_rest() {
     let rejects = std::fs::read_to_string(scanned.with_extension("rejects.tsv")).unwrap();
     assert_eq!(rejects.lines().count() - 1, 1, "{rejects}");
 }
+
+/// A raw-pixel dataset of `classes` classes (two 16x16 records each) and one record with no class.
+fn raw_dataset(base: &Path, classes: u32) -> Vec<(Vec<u8>, Option<u32>)> {
+    use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
+    use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};
+    let mut w = DatasetWriter::create(DatasetPaths::new(base), 1 << 20).unwrap();
+    let mut made = Vec::new();
+    let labels = (0..classes).flat_map(|c| [Some(c), Some(c)]).chain([None]);
+    for (i, class) in labels.enumerate() {
+        let data: Vec<u8> = (0..16 * 16 * 3).map(|k| ((k * 7 + i * 31) % 251) as u8).collect();
+        w.push(&Record {
+            labels: Labels { class_id: class, source: 0, gender: None, age: None },
+            encoding: Encoding::Raw,
+            width: 16,
+            height: 16,
+            origin_sha256: [0; 16],
+            path: format!("p{i}"),
+            data: data.clone(),
+        })
+        .unwrap();
+        made.push((data, class));
+    }
+    let n = made.len() as u64;
+    let m = Manifest::new(
+        classes,
+        vec![SourceInfo { id: 0, name: "synthetic".into(), class_offset: 0, classes, records: n }],
+        None,
+        EncodingInfo { format: Encoding::Raw, quality: None, chroma: None, width: 16, height: 16 },
+    );
+    let map = LabelMap { entries: (0..classes).map(|c| LabelEntry { class_id: c, source: "synthetic".into(), identity: format!("id{c}") }).collect() };
+    w.finish(m, &map).unwrap();
+    made
+}
+
+#[test]
+fn a_raw_dataset_exports_as_lossless_png_and_records_without_a_class_are_listed() {
+    let Some(fx) = fixture() else { return };
+    let base = fx.root.join("training/raw");
+    let made = raw_dataset(&base, 3);
+    let exp = fx.root.join("raw-rec");
+    let e = facekit().args(["export", "rec"]).arg(&base).arg("-o").arg(&exp).args(["--quiet", "--json"]).output().unwrap();
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    assert_eq!((report["images"].as_u64(), report["reencoded"].as_u64(), report["skipped"].as_u64()), (Some(6), Some(6), Some(1)));
+    let skipped = std::fs::read_to_string(exp.join("skipped.tsv")).unwrap();
+    assert!(skipped.lines().nth(1).unwrap().starts_with("6\tp6\t"), "{skipped}");
+    // MXNet sees insightface's layout; the PNGs decode to the very pixels stored.
+    let read = fx.mxnet_read(&exp);
+    assert_eq!(read[0]["label"], serde_json::json!([7.0, 10.0]));
+    let back = fx.root.join("training/raw-back");
+    assert!(import(&exp, &back, &[]).status.success());
+    for ((data, class, _), (want, wclass)) in records(&back).iter().zip(&made) {
+        assert_eq!(Some(*class), *wclass);
+        assert_eq!(image::load_from_memory(data).unwrap().to_rgb8().into_raw(), *want);
+    }
+}
