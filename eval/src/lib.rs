@@ -3,7 +3,8 @@
 //! - [`metrics`]: insightface's k-fold accuracy, ROC curves, TAR at FAR;
 //! - [`allpairs`]: all-pairs 1:1 verification (TAR at FAR, ROC) over labelled embeddings;
 //! - [`pairs`]: LFW `pairs.txt` parsing and resolution against an image folder;
-//! - [`pickle`]: a safe reader for insightface's verification `.bin` files;
+//! - [`pickle`]: a safe reader for insightface's verification `.bin` files, and [`bin_write`]
+//!   their writer (`facekit eval make-bin`);
 //! - [`npy`]: `.npy` float32 matrices for embeddings that Python reads directly, and
 //!   [`embeddings`]: the folder `facekit embed` writes (`embeddings.npy` + `labels.tsv`);
 //! - [`plot`]: the PNG line charts (ROC, loss curves).
@@ -13,6 +14,7 @@
 //! and fuzzed on their own.
 
 pub mod allpairs;
+pub mod bin_write;
 pub mod embeddings;
 pub mod metrics;
 pub mod npy;

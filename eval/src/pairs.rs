@@ -6,6 +6,7 @@
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// One face named by a pairs file: a person and the 1-based number of their photo.
@@ -215,4 +216,62 @@ pub fn presence_in_folder(root: &Path, face: &FaceRef) -> Presence {
     } else {
         Presence::NoPerson
     }
+}
+
+/// The faces of a packed dataset, found by the paths its records keep: a record packed from
+/// `root/Name/Name_0001.jpg` (or `root/source/Name/Name_0001.jpg`) answers for `Name 1`. What
+/// `eval verify --dataset --pairs` and `eval make-bin --dataset` look pairs up in.
+#[derive(Debug, Clone, Default)]
+pub struct RecordFaces {
+    by_path: HashMap<String, usize>,
+    people: HashSet<String>,
+}
+
+impl RecordFaces {
+    /// Indexes records given as `(record number, recorded path)`. Only the last two components
+    /// of a path count (`Name/Name_0001.jpg`, whatever the source prefix); a backslash reads as `/`.
+    /// When two records give the same name, the later one answers.
+    pub fn new<'a>(records: impl IntoIterator<Item = (usize, &'a [u8])>) -> Self {
+        let mut out = RecordFaces::default();
+        for (i, path) in records {
+            let path = String::from_utf8_lossy(path).replace('\\', "/");
+            let parts: Vec<&str> = path.rsplitn(3, '/').collect();
+            if parts.len() >= 2 {
+                out.people.insert(parts[1].to_string());
+                out.by_path.insert(format!("{}/{}", parts[1], parts[0]), i);
+            }
+        }
+        out
+    }
+
+    /// The record of `face`, if the dataset has it.
+    pub fn record(&self, face: &FaceRef) -> Option<usize> {
+        self.by_path.get(&face.relative()).copied()
+    }
+
+    /// Whether `face` (or at least its person) is in the dataset, for [`resolve`].
+    pub fn presence(&self, face: &FaceRef) -> Presence {
+        if self.by_path.contains_key(&face.relative()) {
+            Presence::Found
+        } else if self.people.contains(&face.name) {
+            Presence::NoImage
+        } else {
+            Presence::NoPerson
+        }
+    }
+}
+
+/// The distinct faces of `pairs` in order of first appearance, and each pair as indices into
+/// them with its same-person flag (each photo is prepared once however many pairs name it).
+pub fn unique_faces(pairs: &[Pair]) -> (Vec<FaceRef>, Vec<(usize, usize, bool)>) {
+    let mut faces = Vec::new();
+    let mut seen: HashMap<FaceRef, usize> = HashMap::new();
+    let mut id = |f: &FaceRef| {
+        *seen.entry(f.clone()).or_insert_with(|| {
+            faces.push(f.clone());
+            faces.len() - 1
+        })
+    };
+    let index = pairs.iter().map(|p| (id(&p.left), id(&p.right), p.same)).collect();
+    (faces, index)
 }

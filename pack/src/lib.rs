@@ -22,6 +22,7 @@
 pub mod align;
 pub mod attributes;
 pub mod checkpoint;
+pub mod chips;
 pub mod encode;
 mod inputs;
 pub mod landmarks;

@@ -63,43 +63,41 @@ pub enum Outcome {
 /// The face detector a worker thread uses, created on first need (see [`crate::align::dlib`]).
 pub type Detector = crate::align::FaceAligner;
 
+/// Why a file gave no record: the reason and the detail for the rejects list.
+pub(crate) type Rejection = (RejectReason, String);
+
 /// Processes one file. `detector` is `None` when the pack uses `--landmarks` only.
 pub fn process(cfg: &WorkerConfig, f: &InputFile, detector: Option<&Detector>) -> Outcome {
-    if let Some((reason, detail)) = &f.misplaced {
-        return Outcome::Rejected(*reason, detail.clone());
+    match try_process(cfg, f, detector) {
+        Ok(p) => Outcome::Packed(Box::new(p)),
+        Err((reason, detail)) => Outcome::Rejected(reason, detail),
+    }
+}
+
+fn try_process(cfg: &WorkerConfig, f: &InputFile, detector: Option<&Detector>) -> Result<Packed, Rejection> {
+    if let Some(misplaced) = &f.misplaced {
+        return Err(misplaced.clone());
     }
     if f.record_path.len() > MAX_PATH_LEN as usize {
-        return Outcome::Rejected(RejectReason::PathTooLong, format!("{} bytes; shards store at most {MAX_PATH_LEN}", f.record_path.len()));
+        return Err((RejectReason::PathTooLong, format!("{} bytes; shards store at most {MAX_PATH_LEN}", f.record_path.len())));
     }
     let known = match &cfg.landmarks {
         Some(table) => match table.get(&f.rel, &f.file) {
             Some(l) => Some(l),
-            None => return Outcome::Rejected(RejectReason::NoLandmarks, "no line for this path in the landmarks file".into()),
+            None => return Err((RejectReason::NoLandmarks, "no line for this path in the landmarks file".into())),
         },
         None => None,
     };
-    let bytes = match read_limited(&f.file) {
-        Ok(b) => b,
-        Err(rejected) => return rejected,
-    };
-    let img = match decode_image(&bytes) {
-        Ok(img) => img,
-        Err(e) => return Outcome::Rejected(e.reject_reason(), e.to_string()),
-    };
+    let bytes = read_limited(&f.file)?;
+    let img = decode(&bytes)?;
     let (chip, faces, upsampled) = match known {
         Some(l) => match align_known(&img, &l, &cfg.spec) {
             Ok(chip) => (chip, 1, false),
-            Err(detail) => return Outcome::Rejected(RejectReason::BadLandmarks, detail),
+            Err(detail) => return Err((RejectReason::BadLandmarks, detail)),
         },
-        None => match detect(detector, &img) {
-            Ok(found) => found,
-            Err(rejected) => return rejected,
-        },
+        None => detect(detector.expect("a pack without --landmarks always has a detector"), &img)?,
     };
-    let data = match codec::encode_with(&chip, cfg.encoding, cfg.quality, cfg.chroma) {
-        Ok(d) => d,
-        Err(e) => return Outcome::Rejected(RejectReason::EncodeFailed, format!("{e:#}")),
-    };
+    let data = encode(&chip, cfg.encoding, cfg.quality, cfg.chroma)?;
     let attrs = attributes_of(cfg, f);
     let mut origin_sha256 = [0u8; 16];
     origin_sha256.copy_from_slice(&Sha256::digest(&bytes)[..16]);
@@ -112,13 +110,23 @@ pub fn process(cfg: &WorkerConfig, f: &InputFile, detector: Option<&Detector>) -
         path: f.record_path.clone(),
         data,
     };
-    Outcome::Packed(Box::new(Packed { record, faces, upsampled, from_landmarks: known.is_some() }))
+    Ok(Packed { record, faces, upsampled, from_landmarks: known.is_some() })
 }
 
 /// Reads a photo: a regular file (a FIFO or device is listed, not waited on) of at most
 /// [`facekit_io::bounded::PHOTO`] bytes (larger files are rejected as `too_large` without reading them).
-fn read_limited(path: &std::path::Path) -> Result<Vec<u8>, Outcome> {
-    facekit_io::bounded::read(path, facekit_io::bounded::PHOTO).map_err(|e| Outcome::Rejected(RejectReason::from(&e), e.to_string()))
+pub(crate) fn read_limited(path: &std::path::Path) -> Result<Vec<u8>, Rejection> {
+    facekit_io::bounded::read(path, facekit_io::bounded::PHOTO).map_err(|e| (RejectReason::from(&e), e.to_string()))
+}
+
+/// Decodes a photo's bytes ([`decode_image`]).
+pub(crate) fn decode(bytes: &[u8]) -> Result<RgbImage, Rejection> {
+    decode_image(bytes).map_err(|e| (e.reject_reason(), e.to_string()))
+}
+
+/// Encodes a chip as a record payload.
+pub(crate) fn encode(chip: &RgbImage, encoding: Encoding, quality: u8, chroma: Chroma) -> Result<Vec<u8>, Rejection> {
+    codec::encode_with(chip, encoding, quality, chroma).map_err(|e| (RejectReason::EncodeFailed, format!("{e:#}")))
 }
 
 /// Aligns from given landmarks. Points of a face at the border of a photo may lie a little outside
@@ -158,11 +166,11 @@ fn align_known(img: &RgbImage, l: &KnownLandmarks, spec: &ChipSpec) -> Result<Rg
     Ok(align_arcface5(img, &l.0, spec))
 }
 
-fn detect(detector: Option<&Detector>, img: &RgbImage) -> Result<(RgbImage, usize, bool), Outcome> {
-    let d = detector.expect("a pack without --landmarks always has a detector");
+/// Detects the largest face and cuts its chip: the chip, the faces found, whether upsampled.
+pub(crate) fn detect(d: &Detector, img: &RgbImage) -> Result<(RgbImage, usize, bool), Rejection> {
     match d.align(img) {
         Ok(a) => Ok((a.chip, a.faces, a.upsampled)),
-        Err(e) => Err(Outcome::Rejected(e.reject_reason(), e.to_string())),
+        Err(e) => Err((e.reject_reason(), e.to_string())),
     }
 }
 

@@ -1,14 +1,16 @@
 //! `facekit eval verify`: LFW-style pairs (folder or packed dataset), insightface `.bin` files, and
-//! all-pairs 1:1 verification of a packed dataset or of saved embeddings.
+//! all-pairs 1:1 verification of a packed dataset or of saved embeddings. `facekit eval make-bin`:
+//! an insightface `.bin` from a pairs list, its chips cut from photos exactly as a training set's
+//! were (`--like`, feature `dlib`) or taken from a packed dataset's records.
 
 use super::embed::{ModelArgs, PrepArgs};
 use facekit_eval::allpairs::{self, AllPairsOptions, AllPairsReport};
 use facekit_eval::embeddings::read_labels;
 use facekit_eval::metrics::KFoldReport;
 use facekit_eval::npy::{self, Matrix};
-use facekit_eval::pairs::MissingPolicy;
+use facekit_eval::pairs::{self, MissingPolicy, PairList};
 use facekit_train::infer::verify::{self, PairsOptions, PairsReport};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,6 +26,8 @@ pub struct EvalArgs {
 pub enum EvalCommand {
     /// Face verification: LFW pairs, insightface .bin files, or all pairs of a dataset.
     Verify(VerifyArgs),
+    /// Write an insightface verification .bin from a pairs list: chips aligned like a training set, or a dataset's records.
+    MakeBin(MakeBinArgs),
 }
 
 /// Arguments of `facekit eval verify`.
@@ -71,10 +75,217 @@ pub struct VerifyArgs {
     pub json: bool,
 }
 
+/// Arguments of `facekit eval make-bin`.
+#[derive(Debug, clap::Args)]
+pub struct MakeBinArgs {
+    /// LFW `pairs.txt`-format file: the pairs to store, in its order.
+    #[arg(long)]
+    pub pairs: PathBuf,
+    #[command(flatten)]
+    pub photos: PhotoArgs,
+    /// Packed dataset whose records are the chips, looked up by their recorded paths (`Name/Name_0001.jpg`).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// The `.bin` to write (e.g. `lfw.bin`); photos that gave no chip are listed in `<output>.rejects.tsv`.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Folder where bare dataset names are looked up.
+    #[arg(long, default_value = "training")]
+    pub data_dir: PathBuf,
+    /// Pairs naming missing people or photos, or a photo with no usable face: `error` stops, `skip` leaves those pairs out (counted).
+    #[arg(long, value_enum, default_value = "error")]
+    pub missing: MissingPolicy,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The flags of `make-bin` from photos, which exist only in a build with face detection (feature
+/// `dlib`); without it only `--dataset` works, and the help says nothing of photos.
+#[cfg(feature = "dlib")]
+#[derive(Debug, clap::Args)]
+pub struct PhotoArgs {
+    /// Photos in LFW layout (`DIR/Name/Name_0001.jpg`), aligned and encoded as the --like dataset's records.
+    #[arg(long, requires = "like", conflicts_with = "dataset")]
+    pub images: Option<PathBuf>,
+    /// Packed dataset (`training/NAME`, or NAME under --data-dir) whose alignment and encoding the chips copy.
+    #[arg(long, requires = "images")]
+    pub like: Option<String>,
+    /// Folder of the dlib models (default: $FACEKIT_MODELS, else ./models).
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// Alignment threads (default: all cores).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
+    pub threads: Option<usize>,
+}
+
+/// The flags of `make-bin` from photos, which exist only in a build with dlib (feature `dlib`).
+#[cfg(not(feature = "dlib"))]
+#[derive(Debug, clap::Args)]
+pub struct PhotoArgs {}
+
+/// What a `.bin` is made of, and what was left out.
+struct BinContent {
+    images: Vec<Vec<u8>>,
+    issame: Vec<bool>,
+    /// How the chips were made, for the summary.
+    chips: String,
+    resolved: pairs::Resolved,
+    /// Photos that gave no chip, and the pairs left out for them.
+    rejected_photos: usize,
+    rejected_pairs: usize,
+    rejects_file: Option<PathBuf>,
+}
+
+/// Writes the `.bin` and prints what went in and what was left out.
+fn run_make_bin(a: MakeBinArgs) -> Result<ExitCode> {
+    let list = PairList::read(&a.pairs)?;
+    #[cfg(feature = "dlib")]
+    let from_photos = a.photos.images.as_ref().zip(a.photos.like.as_ref());
+    #[cfg(not(feature = "dlib"))]
+    let from_photos: Option<(&PathBuf, &String)> = None;
+    let content = match (from_photos, &a.dataset) {
+        #[cfg(feature = "dlib")]
+        (Some((images, like)), None) => bin_from_photos(&a, &list, images, like)?,
+        (None, Some(name)) => bin_from_dataset(&a, &list, name)?,
+        _ if cfg!(feature = "dlib") => bail!("give --images DIR --like DATASET (photos aligned like a training set) or --dataset NAME (its records)"),
+        _ => bail!("give --dataset NAME (this facekit was built without face detection, so it cannot align photos)"),
+    };
+    facekit_eval::bin_write::write_verification_bin(&a.output, &content.images, &content.issame)?;
+    let same = content.issame.iter().filter(|&&s| s).count();
+    let r = &content.resolved;
+    println!("Wrote {}", a.output.display());
+    println!("  pairs:             {} ({same} same, {} different), {} images", content.issame.len(), content.issame.len() - same, content.images.len());
+    println!("  chips:             {}", content.chips);
+    println!(
+        "  left out:          {} of {} listed pairs: {} with missing people, {} with missing photos, {} with a photo that gave no chip",
+        r.skipped() + content.rejected_pairs,
+        list.pairs.len(),
+        r.missing_people,
+        r.missing_images,
+        content.rejected_pairs
+    );
+    if let Some(f) = &content.rejects_file {
+        println!("  photos rejected:   {} (listed in {})", content.rejected_photos, f.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The chips of the pairs' photos, cut as `like`'s records were.
+#[cfg(feature = "dlib")]
+fn bin_from_photos(a: &MakeBinArgs, list: &PairList, root: &std::path::Path, like: &str) -> Result<BinContent> {
+    use facekit_pack::chips::{self, ChipRecipe};
+    if !root.is_dir() {
+        bail!("image root {} is not a folder", root.display());
+    }
+    let paths = facekit_shard::DatasetPaths::resolve(like, Some(&a.data_dir)).with_context(|| format!("--like {like}"))?;
+    let manifest = facekit_shard::Manifest::read(&paths.manifest()).with_context(|| format!("--like {like}"))?;
+    let recipe = ChipRecipe::like(manifest.alignment.as_ref(), &manifest.encoding)
+        .with_context(|| format!("--like {like}: its chips cannot be reproduced from photos; use --dataset with a dataset packed from them"))?;
+    let resolved = pairs::resolve(list, a.missing, |f| pairs::presence_in_folder(root, f))
+        .with_context(|| format!("pairs file {} against {}", a.pairs.display(), root.display()))?;
+    let (faces, index) = pairs::unique_faces(&resolved.pairs);
+    let files: Vec<PathBuf> = faces.iter().map(|f| f.path(root)).collect();
+    let threads = a.photos.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let made = chips::make_chips(&recipe, a.photos.models.as_deref(), &files, threads, !a.quiet)?;
+
+    // Every photo that gave no chip is listed, whatever the policy, before anything is decided.
+    let mut tsv = String::from("path\treason\tdetail\n");
+    let mut rejected_photos = 0;
+    for (file, chip) in files.iter().zip(&made) {
+        if let Err(r) = chip {
+            rejected_photos += 1;
+            let (path, detail) = (file.display().to_string(), r.detail.clone());
+            tsv.push_str(&format!("{}\t{}\t{}\n", facekit_io::tsv::field(&path), r.reason, facekit_io::tsv::field(&detail)));
+            if rejected_photos <= 20 {
+                eprintln!("facekit eval make-bin: {path}: {} ({detail})", r.reason);
+            }
+        }
+    }
+    if rejected_photos > 20 {
+        eprintln!("facekit eval make-bin: ... and {} more photos without a chip", rejected_photos - 20);
+    }
+    let mut rejects_file = a.output.clone().into_os_string();
+    rejects_file.push(".rejects.tsv");
+    let rejects_file = PathBuf::from(rejects_file);
+    facekit_io::durable::write(&rejects_file, tsv.as_bytes())?;
+
+    let rejected_pairs = index.iter().filter(|&&(l, r, _)| made[l].is_err() || made[r].is_err()).count();
+    if rejected_pairs > 0 && a.missing == MissingPolicy::Error {
+        bail!(
+            "{rejected_photos} photo(s) gave no chip (listed in {}), so {rejected_pairs} pair(s) cannot be stored; \
+             pass --missing skip to leave them out",
+            rejects_file.display()
+        );
+    }
+    let (mut images, mut issame) = (Vec::new(), Vec::new());
+    for &(l, r, same) in &index {
+        if let (Ok(left), Ok(right)) = (&made[l], &made[r]) {
+            images.extend([left.clone(), right.clone()]);
+            issame.push(same);
+        }
+    }
+    if issame.is_empty() {
+        bail!("no pair is left to store");
+    }
+    let encoding = match recipe.encoding {
+        facekit_shard::Encoding::Jpeg => format!("jpeg q{} {}", recipe.quality, recipe.chroma.name()),
+        other => format!("{other:?}").to_lowercase(),
+    };
+    let chips = format!(
+        "{} photos aligned like {like} (dlib {}, {} px, padding {}, {encoding}), {rejected_photos} gave none",
+        files.len() - rejected_photos,
+        recipe.detector.name(),
+        recipe.spec.size,
+        recipe.spec.padding
+    );
+    Ok(BinContent { images, issame, chips, resolved, rejected_photos, rejected_pairs, rejects_file: Some(rejects_file) })
+}
+
+/// The records of `name` that the pairs name, looked up by their recorded paths as
+/// `eval verify --dataset --pairs` does. JPEG and PNG records are stored as they are; raw ones
+/// as PNG (lossless, so with the records' pixels).
+fn bin_from_dataset(a: &MakeBinArgs, list: &PairList, name: &str) -> Result<BinContent> {
+    use facekit_shard::Encoding;
+    let ds = facekit_shard::Dataset::open_name(name, Some(&a.data_dir))?;
+    let found = verify::record_faces(&ds)?;
+    let resolved = pairs::resolve(list, a.missing, |f| found.presence(f))
+        .with_context(|| format!("pairs file {} against dataset {name}", a.pairs.display()))?;
+    let (faces, index) = pairs::unique_faces(&resolved.pairs);
+    let format = ds.manifest().encoding.format;
+    let chips = faces
+        .iter()
+        .map(|f| {
+            let i = found.record(f).expect("resolved faces are in the dataset");
+            let rec = ds.record(i)?;
+            match format {
+                Encoding::Jpeg | Encoding::Png => Ok(rec.payload.to_vec()),
+                Encoding::Raw | Encoding::RawZstd => {
+                    let img = facekit_data::codec::decode(format, rec.payload, rec.header.width, rec.header.height)
+                        .with_context(|| format!("record {i} of {name}"))?;
+                    facekit_pack::encode::encode(&img, Encoding::Png, 0)
+                }
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (mut images, mut issame) = (Vec::new(), Vec::new());
+    for &(l, r, same) in &index {
+        images.extend([chips[l].clone(), chips[r].clone()]);
+        issame.push(same);
+    }
+    if issame.is_empty() {
+        bail!("no pair is left to store");
+    }
+    let stored = if matches!(format, Encoding::Jpeg | Encoding::Png) { "as stored" } else { "as PNG" };
+    let chips = format!("{} records of {name}, {stored}", faces.len());
+    Ok(BinContent { images, issame, chips, resolved, rejected_photos: 0, rejected_pairs: 0, rejects_file: None })
+}
+
 /// Runs `facekit eval`.
 pub fn run(args: EvalArgs) -> Result<ExitCode> {
     match args.command {
         EvalCommand::Verify(v) => run_verify(v),
+        EvalCommand::MakeBin(m) => run_make_bin(m),
     }
 }
 

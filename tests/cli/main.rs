@@ -1,9 +1,12 @@
 //! facekit end to end through its command line, one binary: packing real photos, training,
-//! evaluation, verify-shard, every fault of the reliability issue, and the fuzzers' inputs.
+//! evaluation, making `.bin` verification sets, verify-shard, every fault of the reliability
+//! issue, and the fuzzers' inputs.
 
 #[cfg(all(feature = "torch", feature = "dlib"))]
 mod eval_end_to_end;
 mod fuzz_corpus;
+#[cfg(all(feature = "torch", feature = "dlib"))]
+mod make_bin;
 #[cfg(feature = "dlib")]
 mod pack_photos;
 mod rec_interop;

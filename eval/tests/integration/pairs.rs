@@ -1,7 +1,7 @@
 //! LFW pairs files: both line forms, the official file, missing photos and people.
 
 
-use facekit_eval::pairs::{self, MissingPolicy, PairList, Presence};
+use facekit_eval::pairs::{self, FaceRef, MissingPolicy, PairList, Presence, RecordFaces};
 
 #[test]
 fn official_lfw_pairs_file_parses_into_ten_folds_of_both_forms() {
@@ -56,4 +56,25 @@ fn skipped_pairs_are_counted_by_kind_and_the_rest_kept_in_order() {
     assert_eq!(r.pairs[1].line, 4);
     assert!(r.pairs.iter().all(|p| p.left.path(&root).is_file() && p.right.path(&root).is_file()));
     assert_eq!(pairs::presence_in_folder(&root, &r.pairs[0].left), Presence::Found);
+}
+
+#[test]
+fn record_paths_answer_for_faces_whatever_their_source_prefix() {
+    let paths: [&[u8]; 4] = [b"lfw/Abel_Pacheco/Abel_Pacheco_0001.jpg", b"Bill_Gates/Bill_Gates_0003.jpg", b"src\\Zoe/Zoe_0002.jpg", b"flat.jpg"];
+    let found = RecordFaces::new(paths.iter().enumerate().map(|(i, p)| (i, *p)));
+    let face = |name: &str, number| FaceRef { name: name.into(), number };
+    assert_eq!(found.record(&face("Abel_Pacheco", 1)), Some(0));
+    assert_eq!(found.record(&face("Bill_Gates", 3)), Some(1));
+    assert_eq!(found.record(&face("Zoe", 2)), Some(2));
+    assert_eq!(found.presence(&face("Bill_Gates", 4)), Presence::NoImage);
+    assert_eq!(found.presence(&face("Nobody", 1)), Presence::NoPerson);
+    assert_eq!(found.presence(&face("Abel_Pacheco", 1)), Presence::Found);
+}
+
+#[test]
+fn unique_faces_lists_each_photo_once_in_order_of_first_use() {
+    let list = PairList::parse("1\t1\nA\t1\t2\nB\t1\tA\t2\n").unwrap();
+    let (faces, index) = pairs::unique_faces(&list.pairs);
+    assert_eq!(faces.iter().map(FaceRef::relative).collect::<Vec<_>>(), ["A/A_0001.jpg", "A/A_0002.jpg", "B/B_0001.jpg"]);
+    assert_eq!(index, [(0, 1, true), (2, 1, false)]);
 }

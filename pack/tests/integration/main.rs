@@ -1,10 +1,11 @@
-//! The pack crate's tests, one binary: photo decoding, faults, alignment (dlib parts with
-//! feature `dlib`).
+//! The pack crate's tests, one binary: photo decoding, faults, alignment, chips like a dataset's
+//! (dlib parts with feature `dlib`).
 
 #[cfg(feature = "dlib")]
 mod align_detect;
 #[cfg(feature = "dlib")]
 mod align_dlib_reference;
 mod align_template;
+mod chips;
 mod photo_decode;
 mod photo_faults;

@@ -4,11 +4,10 @@
 use super::embed::{self, EmbedModel};
 use super::faces::{self, Preparation, PrepStats};
 use facekit_eval::metrics::{self, KFoldReport};
-use facekit_eval::pairs::{self, FaceRef, MissingPolicy, PairList, Presence};
+use facekit_eval::pairs::{self, unique_faces, MissingPolicy, PairList, RecordFaces};
 use facekit_eval::pickle::VerificationBin;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::path::Path;
 
 /// The outcome of a pairs protocol.
@@ -73,31 +72,11 @@ pub fn pairs_from_folder(model: &EmbedModel, list_path: &Path, root: &Path, prep
 /// (`Name/Name_0001.jpg`, possibly below a source folder).
 pub fn pairs_from_dataset(model: &EmbedModel, list_path: &Path, ds: &facekit_shard::Dataset, opts: PairsOptions) -> Result<PairsReport> {
     let list = PairList::read(list_path)?;
-    let mut by_path: HashMap<String, usize> = HashMap::new();
-    let mut people: std::collections::HashSet<String> = Default::default();
-    for i in 0..ds.len() {
-        let rec = ds.record(i)?;
-        let path = String::from_utf8_lossy(rec.path).replace('\\', "/");
-        // Keep the last two components: `Name/Name_0001.jpg`, whatever the source prefix.
-        let parts: Vec<&str> = path.rsplitn(3, '/').collect();
-        if parts.len() >= 2 {
-            people.insert(parts[1].to_string());
-            by_path.insert(format!("{}/{}", parts[1], parts[0]), i);
-        }
-    }
-    let presence = |f: &FaceRef| {
-        if by_path.contains_key(&f.relative()) {
-            Presence::Found
-        } else if people.contains(&f.name) {
-            Presence::NoImage
-        } else {
-            Presence::NoPerson
-        }
-    };
-    let resolved = pairs::resolve(&list, opts.missing, presence)
+    let found = record_faces(ds)?;
+    let resolved = pairs::resolve(&list, opts.missing, |f| found.presence(f))
         .with_context(|| format!("pairs file {} against dataset {}", list_path.display(), ds.paths().name()))?;
     let (faces, index) = unique_faces(&resolved.pairs);
-    let records: Vec<usize> = faces.iter().map(|f| by_path[&f.relative()]).collect();
+    let records: Vec<usize> = faces.iter().map(|f| found.record(f).expect("resolved faces are in the dataset")).collect();
     let size = model.image_size();
     let emb = embed::embed_all(model, records.len(), opts.batch_size, opts.flip, |k, buf| {
         let rec = ds.record(records[k])?;
@@ -134,18 +113,10 @@ pub fn pairs_from_bin(model: &EmbedModel, bin_path: &Path, opts: PairsOptions) -
     })
 }
 
-/// The distinct faces of `pairs`, and each pair as indices into them.
-fn unique_faces(pairs: &[pairs::Pair]) -> (Vec<FaceRef>, Vec<(usize, usize, bool)>) {
-    let mut faces = Vec::new();
-    let mut seen: HashMap<FaceRef, usize> = HashMap::new();
-    let mut id = |f: &FaceRef| {
-        *seen.entry(f.clone()).or_insert_with(|| {
-            faces.push(f.clone());
-            faces.len() - 1
-        })
-    };
-    let index = pairs.iter().map(|p| (id(&p.left), id(&p.right), p.same)).collect();
-    (faces, index)
+/// The faces of `ds` by the paths its records keep ([`RecordFaces`]), for pairs files.
+pub fn record_faces(ds: &facekit_shard::Dataset) -> Result<RecordFaces> {
+    let views = (0..ds.len()).map(|i| ds.record(i)).collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordFaces::new(views.iter().enumerate().map(|(i, v)| (i, v.path))))
 }
 
 #[allow(clippy::too_many_arguments)]
