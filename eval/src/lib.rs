@@ -15,6 +15,7 @@
 
 pub mod allpairs;
 pub mod bin_write;
+pub mod draw;
 pub mod embeddings;
 pub mod metrics;
 pub mod npy;

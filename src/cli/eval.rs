@@ -79,8 +79,14 @@ pub struct VerifyArgs {
 #[derive(Debug, clap::Args)]
 pub struct MakeBinArgs {
     /// LFW `pairs.txt`-format file: the pairs to store, in its order.
-    #[arg(long)]
-    pub pairs: PathBuf,
+    #[arg(long, required_unless_present = "draw_pairs")]
+    pub pairs: Option<PathBuf>,
+    /// With --dataset and no --pairs: draw N same-identity and N different-identity pairs from its identities.
+    #[arg(long, value_name = "N", requires = "dataset", conflicts_with = "pairs", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub draw_pairs: Option<usize>,
+    /// Seed of --draw-pairs.
+    #[arg(long, default_value_t = 0, requires = "draw_pairs")]
+    pub seed: u64,
     #[command(flatten)]
     pub photos: PhotoArgs,
     /// Packed dataset whose records are the chips, looked up by their recorded paths (`Name/Name_0001.jpg`).
@@ -139,7 +145,16 @@ struct BinContent {
 
 /// Writes the `.bin` and prints what went in and what was left out.
 fn run_make_bin(a: MakeBinArgs) -> Result<ExitCode> {
-    let list = PairList::read(&a.pairs)?;
+    if let (Some(n), Some(name)) = (a.draw_pairs, &a.dataset) {
+        let content = bin_from_drawn_pairs(&a, name, n)?;
+        facekit_eval::bin_write::write_verification_bin(&a.output, &content.images, &content.issame)?;
+        println!("Wrote {}", a.output.display());
+        println!("  pairs:             {} ({n} same, {n} different, drawn with seed {}), {} images", content.issame.len(), a.seed, content.images.len());
+        println!("  chips:             {}", content.chips);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pairs_file = a.pairs.clone().expect("clap requires --pairs without --draw-pairs");
+    let list = PairList::read(&pairs_file)?;
     #[cfg(feature = "dlib")]
     let from_photos = a.photos.images.as_ref().zip(a.photos.like.as_ref());
     #[cfg(not(feature = "dlib"))]
@@ -183,7 +198,7 @@ fn bin_from_photos(a: &MakeBinArgs, list: &PairList, root: &std::path::Path, lik
     let recipe = ChipRecipe::like(manifest.alignment.as_ref(), &manifest.encoding)
         .with_context(|| format!("--like {like}: its chips cannot be reproduced from photos; use --dataset with a dataset packed from them"))?;
     let resolved = pairs::resolve(list, a.missing, |f| pairs::presence_in_folder(root, f))
-        .with_context(|| format!("pairs file {} against {}", a.pairs.display(), root.display()))?;
+        .with_context(|| format!("pairs file {} against {}", pairs_path(a).display(), root.display()))?;
     let (faces, index) = pairs::unique_faces(&resolved.pairs);
     let files: Vec<PathBuf> = faces.iter().map(|f| f.path(root)).collect();
     let threads = a.photos.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -250,23 +265,12 @@ fn bin_from_dataset(a: &MakeBinArgs, list: &PairList, name: &str) -> Result<BinC
     let ds = facekit_shard::Dataset::open_name(name, Some(&a.data_dir))?;
     let found = verify::record_faces(&ds)?;
     let resolved = pairs::resolve(list, a.missing, |f| found.presence(f))
-        .with_context(|| format!("pairs file {} against dataset {name}", a.pairs.display()))?;
+        .with_context(|| format!("pairs file {} against dataset {name}", pairs_path(a).display()))?;
     let (faces, index) = pairs::unique_faces(&resolved.pairs);
     let format = ds.manifest().encoding.format;
     let chips = faces
         .iter()
-        .map(|f| {
-            let i = found.record(f).expect("resolved faces are in the dataset");
-            let rec = ds.record(i)?;
-            match format {
-                Encoding::Jpeg | Encoding::Png => Ok(rec.payload.to_vec()),
-                Encoding::Raw | Encoding::RawZstd => {
-                    let img = facekit_data::codec::decode(format, rec.payload, rec.header.width, rec.header.height)
-                        .with_context(|| format!("record {i} of {name}"))?;
-                    facekit_pack::encode::encode(&img, Encoding::Png, 0)
-                }
-            }
-        })
+        .map(|f| record_image(&ds, found.record(f).expect("resolved faces are in the dataset"), name))
         .collect::<Result<Vec<_>>>()?;
     let (mut images, mut issame) = (Vec::new(), Vec::new());
     for &(l, r, same) in &index {
@@ -278,6 +282,41 @@ fn bin_from_dataset(a: &MakeBinArgs, list: &PairList, name: &str) -> Result<BinC
     }
     let stored = if matches!(format, Encoding::Jpeg | Encoding::Png) { "as stored" } else { "as PNG" };
     let chips = format!("{} records of {name}, {stored}", faces.len());
+    Ok(BinContent { images, issame, chips, resolved, rejected_photos: 0, rejected_pairs: 0, rejects_file: None })
+}
+
+fn pairs_path(a: &MakeBinArgs) -> PathBuf {
+    a.pairs.clone().unwrap_or_default()
+}
+
+/// Record `i` of `ds` as an image file's bytes: JPEG and PNG as stored, raw pixels as PNG
+/// (lossless, so the records' own pixels).
+fn record_image(ds: &facekit_shard::Dataset, i: usize, name: &str) -> Result<Vec<u8>> {
+    use facekit_shard::Encoding;
+    let rec = ds.record(i)?;
+    let format = ds.manifest().encoding.format;
+    match format {
+        Encoding::Jpeg | Encoding::Png => Ok(rec.payload.to_vec()),
+        Encoding::Raw | Encoding::RawZstd => {
+            let img = facekit_data::codec::decode(format, rec.payload, rec.header.width, rec.header.height)
+                .with_context(|| format!("record {i} of {name}"))?;
+            facekit_pack::encode::encode(&img, Encoding::Png, 0)
+        }
+    }
+}
+
+/// A `.bin` of pairs drawn from the identities of dataset `name` (`--draw-pairs`).
+fn bin_from_drawn_pairs(a: &MakeBinArgs, name: &str, per_kind: usize) -> Result<BinContent> {
+    let ds = facekit_shard::Dataset::open_name(name, Some(&a.data_dir))?;
+    let drawn = facekit_eval::draw::draw_pairs(&ds.class_ids(), per_kind, a.seed).with_context(|| format!("--draw-pairs {per_kind} from {name}"))?;
+    let (mut images, mut issame) = (Vec::with_capacity(2 * drawn.len()), Vec::with_capacity(drawn.len()));
+    for &(l, r, same) in &drawn {
+        images.push(record_image(&ds, l, name)?);
+        images.push(record_image(&ds, r, name)?);
+        issame.push(same);
+    }
+    let resolved = pairs::Resolved { pairs: Vec::new(), missing_people: 0, missing_images: 0, examples: Vec::new() };
+    let chips = format!("records of {name}, pairs drawn from its {} identities", ds.manifest().classes);
     Ok(BinContent { images, issame, chips, resolved, rejected_photos: 0, rejected_pairs: 0, rejects_file: None })
 }
 

@@ -19,3 +19,36 @@ mod verify_shard;
 pub fn facekit() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_facekit"))
 }
+
+/// A raw-pixel dataset of `classes` classes (two 16x16 records each) and one record with no class.
+pub fn raw_dataset(base: &std::path::Path, classes: u32) -> Vec<(Vec<u8>, Option<u32>)> {
+    use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
+    use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};
+    let mut w = DatasetWriter::create(DatasetPaths::new(base), 1 << 20).unwrap();
+    let mut made = Vec::new();
+    let labels = (0..classes).flat_map(|c| [Some(c), Some(c)]).chain([None]);
+    for (i, class) in labels.enumerate() {
+        let data: Vec<u8> = (0..16 * 16 * 3).map(|k| ((k * 7 + i * 31) % 251) as u8).collect();
+        w.push(&Record {
+            labels: Labels { class_id: class, source: 0, gender: None, age: None },
+            encoding: Encoding::Raw,
+            width: 16,
+            height: 16,
+            origin_sha256: [0; 16],
+            path: format!("p{i}"),
+            data: data.clone(),
+        })
+        .unwrap();
+        made.push((data, class));
+    }
+    let n = made.len() as u64;
+    let m = Manifest::new(
+        classes,
+        vec![SourceInfo { id: 0, name: "synthetic".into(), class_offset: 0, classes, records: n }],
+        None,
+        EncodingInfo { format: Encoding::Raw, quality: None, chroma: None, width: 16, height: 16 },
+    );
+    let map = LabelMap { entries: (0..classes).map(|c| LabelEntry { class_id: c, source: "synthetic".into(), identity: format!("id{c}") }).collect() };
+    w.finish(m, &map).unwrap();
+    made
+}

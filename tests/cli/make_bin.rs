@@ -316,3 +316,32 @@ fn photos_without_a_face_missing_people_and_unreproducible_datasets_are_reported
     assert!(err.contains("records no alignment"), "{err}");
     assert!(!cwd.join("x.bin").exists());
 }
+
+#[test]
+fn pairs_drawn_from_a_datasets_identities_make_a_bin_of_its_records() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("training/raw");
+    let made = super::raw_dataset(&base, 6);
+    let bin = t.path().join("drawn.bin");
+    let args = ["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", "5", "--seed", "3", "-o", bin.to_str().unwrap()];
+    ok(&args, t.path());
+    let vb = facekit_eval::pickle::VerificationBin::read(&bin).unwrap();
+    assert_eq!(vb.issame, [true, false, true, false, true, false, true, false, true, false]);
+    // Every image is one of the records (raw pixels as PNG), and same means same identity.
+    let class_of = |png: &[u8]| {
+        let px = image::load_from_memory(png).unwrap().to_rgb8().into_raw();
+        made.iter().find(|(d, _)| *d == px).expect("an image that is no record").1
+    };
+    for (k, same) in vb.issame.iter().enumerate() {
+        let (l, r) = (class_of(&vb.images[2 * k]), class_of(&vb.images[2 * k + 1]));
+        assert!(l.is_some() && r.is_some(), "records without identity are never drawn");
+        assert_eq!(l == r, *same);
+    }
+    let again = t.path().join("again.bin");
+    let args2 = ["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", "5", "--seed", "3", "-o", again.to_str().unwrap()];
+    ok(&args2, t.path());
+    assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(&again).unwrap(), "the same seed draws the same pairs");
+    let too_many = ["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", "50", "-o", again.to_str().unwrap()];
+    let err = fails(&too_many, t.path());
+    assert!(err.contains("distinct same-identity"), "{err}");
+}
