@@ -8,6 +8,8 @@ mod fuzz_corpus;
 mod pack_photos;
 mod reliability;
 #[cfg(feature = "torch")]
+mod train_eval_bin;
+#[cfg(feature = "torch")]
 mod train_loop;
 mod verify_shard;
 
