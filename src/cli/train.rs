@@ -112,6 +112,18 @@ pub struct TrainArgs {
     /// Validate every N steps (0: only at the end).
     #[arg(long, default_value_t = d().valid_every)]
     pub valid_every: u64,
+    /// insightface verification files scored during training (10-fold, flip test): lfw.bin cfp_fp.bin ...
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    pub eval_bin: Vec<PathBuf>,
+    /// Score the --eval-bin files every N steps (0: only at the end).
+    #[arg(long, value_name = "N", default_value_t = d().eval_every)]
+    pub eval_every: u64,
+    /// Images per forward pass when scoring --eval-bin files (0: twice --batch-size).
+    #[arg(long, value_name = "N", default_value_t = d().eval_batch)]
+    pub eval_batch: usize,
+    /// Pick the best checkpoint by the accuracy on this --eval-bin set (its file stem, e.g. lfw) instead of validation.
+    #[arg(long, value_name = "SET")]
+    pub best_on: Option<String>,
     /// Write the `last` checkpoint every N steps (0: only at the end).
     #[arg(long, default_value_t = d().checkpoint_every)]
     pub checkpoint_every: u64,
@@ -180,6 +192,10 @@ impl TrainArgs {
             threads: self.threads,
             seed: self.seed,
             valid_every: self.valid_every,
+            eval_bin: self.eval_bin,
+            eval_every: self.eval_every,
+            eval_batch: self.eval_batch,
+            best_on: self.best_on,
             checkpoint_every: self.checkpoint_every,
             model_dir: self.model_dir,
             run_name: self.run_name,

@@ -95,7 +95,7 @@ fn build_utk(training: &Path) {
 }
 
 /// The datasets, built once per test binary in a folder that lives as long as it.
-fn data() -> &'static Path {
+pub(crate) fn data() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -109,7 +109,7 @@ fn data() -> &'static Path {
 }
 
 /// Runs `facekit train` with the small-test settings plus `args`; runs go to `model_dir`.
-fn train(model_dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn train(model_dir: &Path, args: &[&str]) -> Output {
     train_env(model_dir, args, &[])
 }
 
@@ -128,7 +128,7 @@ fn train_env(model_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
-fn ok(out: &Output) {
+pub(crate) fn ok(out: &Output) {
     assert!(
         out.status.success(),
         "facekit train failed ({:?})\nstdout:\n{}\nstderr:\n{}",
@@ -163,7 +163,7 @@ fn validations(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn state(run: &Path, which: &str) -> serde_json::Value {
+pub(crate) fn state(run: &Path, which: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(run.join("checkpoints").join(which).join("state.json")).unwrap()).unwrap()
 }
 

@@ -3,6 +3,7 @@
 //! then normalised).
 
 use crate::model::{FaceNet, NetConfig};
+use crate::trainer::numerics::Numerics;
 use crate::trainer::run_dir::RunPaths;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
@@ -95,22 +96,53 @@ impl EmbedModel {
         tch::no_grad(|| self.net.embed(xs, false))
     }
 
+    /// How inference runs this network: fp32, contiguous, on its device.
+    pub fn numerics(&self) -> Numerics {
+        Numerics::fp32(self.device)
+    }
+
     /// L2-normalised embeddings (`n * dim` values) of `n` RGB8 NHWC images of the network's size;
     /// with `flip`, the embeddings of each image and its mirror are summed before normalising.
     pub fn embed_pixels(&self, pixels: &[u8], n: usize, flip: bool) -> Result<Vec<f32>> {
-        let s = self.image_size() as i64;
-        if pixels.len() != n * (s * s * 3) as usize {
+        let s = self.image_size() as usize;
+        if pixels.len() != n * s * s * 3 {
             bail!("{} bytes are not {n} RGB images of {s}x{s}", pixels.len());
         }
-        let xs = to_input(pixels, n, s, self.device);
-        let mut e = self.forward(&xs);
-        if flip {
-            e = e + self.forward(&xs.flip([3]));
-        }
+        embed_chips(&self.net, &self.numerics(), pixels, self.image_size(), n.max(1), flip)
+    }
+}
+
+/// L2-normalised embeddings (`n * dim` values, row by row) of the `n` RGB8 NHWC images of side
+/// `size` that `pixels` holds one after another, computed by `net` in inference mode (batch norm's
+/// running statistics, no dropout, no gradients), `batch_size` images per forward pass, in
+/// `numerics`' device, precision and memory format. With `flip`, the embeddings of each image and
+/// of its mirror are summed before normalising (insightface's flip test).
+///
+/// The one embedding routine of `eval verify --bin` (on a loaded network, fp32) and of the
+/// trainer's `--eval-bin` verification (on the network being trained, in the run's precision).
+pub fn embed_chips(net: &FaceNet, numerics: &Numerics, pixels: &[u8], size: u32, batch_size: usize, flip: bool) -> Result<Vec<f32>> {
+    let s = size as i64;
+    let per = (s * s * 3) as usize;
+    if pixels.len() % per != 0 {
+        bail!("{} bytes are not whole RGB images of {s}x{s}", pixels.len());
+    }
+    let dim = net.config().embedding_size as usize;
+    let mut out = Vec::with_capacity(pixels.len() / per * dim);
+    for chunk in pixels.chunks(batch_size.max(1) * per) {
+        let n = chunk.len() / per;
+        let xs = numerics.memory_format.apply(&to_input(chunk, n, s, numerics.device));
+        let e = tch::no_grad(|| -> Result<Tensor> {
+            let mut e = numerics.embed(net, &xs, false)?;
+            if flip {
+                e = e + numerics.embed(net, &numerics.memory_format.apply(&xs.flip([3])), false)?;
+            }
+            Ok(e)
+        })?;
         let norm = e.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
         let e = (e / norm).to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
-        Vec::<f32>::try_from(e.view([-1])).context("cannot copy embeddings from the device")
+        out.extend(Vec::<f32>::try_from(e.view([-1])).context("cannot copy embeddings from the device")?);
     }
+    Ok(out)
 }
 
 /// RGB8 NHWC bytes as the normalised float NCHW input the networks take: `(x / 255 - 0.5) / 0.5`.

@@ -149,6 +149,18 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Validate every N steps (0: only at the end).
     pub valid_every: u64,
+    /// insightface verification files (lfw.bin, cfp_fp.bin, ...) scored during training (10-fold, flip test).
+    #[serde(default)]
+    pub eval_bin: Vec<PathBuf>,
+    /// Score the --eval-bin files every N steps (0: only at the end).
+    #[serde(default = "default_eval_every")]
+    pub eval_every: u64,
+    /// Images per forward pass when scoring --eval-bin files (0: twice --batch-size).
+    #[serde(default)]
+    pub eval_batch: usize,
+    /// Pick the best checkpoint by the accuracy on this --eval-bin set (its file stem, e.g. lfw) instead of validation.
+    #[serde(default)]
+    pub best_on: Option<String>,
     /// Write the `last` checkpoint every N steps (0: only at the end).
     pub checkpoint_every: u64,
     /// Folder holding one sub-folder per run.
@@ -207,6 +219,10 @@ impl Default for TrainConfig {
             threads: 0,
             seed: 1,
             valid_every: 1000,
+            eval_bin: Vec::new(),
+            eval_every: default_eval_every(),
+            eval_batch: 0,
+            best_on: None,
             checkpoint_every: 1000,
             model_dir: PathBuf::from("Model"),
             run_name: None,
@@ -269,10 +285,43 @@ impl TrainConfig {
             }
         }
         self.augment().validate().map_err(|e| anyhow::anyhow!("--random-crop/--color-jitter/--grey-prob: {e}"))?;
+        self.validate_eval_bins()?;
         if self.schedule == ScheduleKind::Cosine && self.max_steps.is_none() && self.epochs.is_none() {
             bail!("--schedule cosine needs --max-steps or --epochs (the length of the decay)");
         }
         Ok(())
+    }
+
+    /// `--eval-bin` names each set once (by file stem), `--best-on` one of them, `--eval-batch`
+    /// is in range. The files themselves are read in setup, before the run folder is touched.
+    fn validate_eval_bins(&self) -> Result<()> {
+        if self.eval_batch > 65_536 {
+            bail!("--eval-batch must be at most 65536, got {}", self.eval_batch);
+        }
+        let names = self.eval_bin_names();
+        for (i, n) in names.iter().enumerate() {
+            if names[..i].contains(n) {
+                bail!("--eval-bin names two sets '{n}': each file's stem names its results, so they must differ");
+            }
+        }
+        if let Some(best) = &self.best_on {
+            if !names.contains(best) {
+                let given = if names.is_empty() { "no --eval-bin files were given".to_string() } else { format!("the --eval-bin sets are {}", names.join(", ")) };
+                bail!("--best-on '{best}' names no --eval-bin set ({given})");
+            }
+        }
+        Ok(())
+    }
+
+    /// The name of each `--eval-bin` set: its file stem (`lfw` for `data/lfw.bin`).
+    pub fn eval_bin_names(&self) -> Vec<String> {
+        self.eval_bin.iter().map(|p| crate::infer::verify::bin_name(p)).collect()
+    }
+
+    /// Images per forward pass of `--eval-bin` scoring: `--eval-batch`, or twice `--batch-size`
+    /// (no gradients or activations are kept, so inference fits about twice the training batch).
+    pub fn eval_batch_size(&self) -> usize {
+        if self.eval_batch == 0 { 2 * self.batch_size } else { self.eval_batch }
     }
 
     /// The training loader's augmentations.
@@ -290,6 +339,11 @@ impl TrainConfig {
             format!("{}-{secs}", self.task.name())
         })
     }
+}
+
+/// arcface_torch's verification interval (`verbose = 2000`).
+fn default_eval_every() -> u64 {
+    2000
 }
 
 /// `config.json`: the configuration plus the command line that produced it.

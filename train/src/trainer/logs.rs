@@ -33,6 +33,8 @@ pub struct RunLogs {
     loss_points: Vec<(f64, f64)>,
     /// Validation metric name -> (step, value).
     valid_points: Vec<(String, Vec<(f64, f64)>)>,
+    /// `--eval-bin` legend name (`lfw.bin accuracy`) -> (step, accuracy).
+    bin_points: Vec<(String, Vec<(f64, f64)>)>,
 }
 
 impl RunLogs {
@@ -50,6 +52,7 @@ impl RunLogs {
             jsonl: append(&jsonl_path)?,
             loss_points: Vec::new(),
             valid_points: Vec::new(),
+            bin_points: Vec::new(),
         };
         if loss_lines.is_empty() {
             writeln!(logs.losses, "{LOSSES_HEADER}").with_context(|| format!("cannot write {}", losses_path.display()))?;
@@ -62,9 +65,7 @@ impl RunLogs {
         }
         for line in &json_lines {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                if let (Some(step), Some(m)) = (v["step"].as_f64(), v["validation"].as_object()) {
-                    logs.add_valid_points(step, m);
-                }
+                logs.add_points(&v);
             }
         }
         Ok(logs)
@@ -79,17 +80,31 @@ impl RunLogs {
         Ok(())
     }
 
-    /// Appends one JSON object (must hold `step`) to `train_log.jsonl`; a `validation` object in it
-    /// also feeds the validation chart.
+    /// Appends one JSON object (must hold `step`) to `train_log.jsonl`; a `validation` or an
+    /// `eval_bin` object in it also feeds the validation chart.
     pub fn event(&mut self, value: &serde_json::Value) -> Result<()> {
         // Flush the per-step file too, so both logs agree at every logged step.
         self.losses.flush().context("cannot write loss_debug/losses.tsv")?;
         writeln!(self.jsonl, "{value}").context("cannot write train_log.jsonl")?;
         self.jsonl.flush().context("cannot write train_log.jsonl")?;
-        if let (Some(step), Some(m)) = (value["step"].as_f64(), value["validation"].as_object()) {
+        self.add_points(value);
+        Ok(())
+    }
+
+    /// The chart's points in a `train_log.jsonl` object: validation metrics, or one `--eval-bin`
+    /// set's accuracy.
+    fn add_points(&mut self, value: &serde_json::Value) {
+        let Some(step) = value["step"].as_f64() else { return };
+        if let Some(m) = value["validation"].as_object() {
             self.add_valid_points(step, m);
         }
-        Ok(())
+        if let (Some(set), Some(acc)) = (value["eval_bin"]["set"].as_str(), value["eval_bin"]["accuracy"].as_f64()) {
+            let name = format!("{set}.bin accuracy");
+            match self.bin_points.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, pts)) => pts.push((step, acc)),
+                None => self.bin_points.push((name, vec![(step, acc)])),
+            }
+        }
     }
 
     fn add_valid_points(&mut self, step: f64, metrics: &serde_json::Map<String, serde_json::Value>) {
@@ -103,8 +118,9 @@ impl RunLogs {
     }
 
     /// Redraws `curves.png`: the loss of every step and its running mean; below it, when the run
-    /// validates, the validation accuracies (fractions) and, for Age and Multi, the age error in
-    /// years, each on its own axis so that neither flattens the other.
+    /// validates or scores `--eval-bin` sets, the validation accuracies and each set's 10-fold
+    /// accuracy (fractions, one series each) and, for Age and Multi, the age error in years, each
+    /// on its own axis so that neither flattens the other.
     pub fn draw(&mut self) -> Result<()> {
         use facekit_eval::plot::{ChartSpec, Panel, Series};
         self.losses.flush().context("cannot write loss_debug/losses.tsv")?;
@@ -121,6 +137,7 @@ impl RunLogs {
             .valid_points
             .iter()
             .filter(|(n, _)| n.ends_with("_accuracy") || n.ends_with("_baseline"))
+            .chain(&self.bin_points)
             .map(|(n, p)| Series { name: n, points: p })
             .collect();
         let years: Vec<Series> =
@@ -130,7 +147,8 @@ impl RunLogs {
         let spec = ChartSpec { title: "Training loss", x_label: "step", y_label: "loss", log_x: false };
         let mut panels = vec![Panel { spec, series: &loss, markers: false, x_range }];
         if !fractions.is_empty() {
-            let spec = ChartSpec { title: "Validation accuracy", x_label: "step", y_label: "fraction correct", log_x: false };
+            let title = if self.bin_points.is_empty() { "Validation accuracy" } else { "Validation and .bin verification accuracy" };
+            let spec = ChartSpec { title, x_label: "step", y_label: "fraction correct", log_x: false };
             panels.push(Panel { spec, series: &fractions, markers: true, x_range });
         }
         if !years.is_empty() {

@@ -3,18 +3,20 @@
 //! - [`setup`]: from a [`TrainConfig`] to a ready [`Trainer`]: run folder, data, device,
 //!   network, optimiser, scaler, schedule, state (fresh or resumed);
 //! - [`run`]: the loop, whose body reads as its steps: next batch, [`step`], log, validate,
-//!   checkpoint; [`meter`] keeps its counters, [`labels`] guards against missing labels;
+//!   evaluate bins, checkpoint; [`meter`] keeps its counters, [`labels`] guards against missing labels;
 //! - [`step`]: forward, losses, backward, gradients combined across [`replicas`], optimiser;
 //! - [`replicas`]: the seam for data-parallel training (one process: [`SingleProcess`]);
 //! - what a run keeps: [`config`] (`config.json`), [`state`] and [`checkpoint`], [`logs`], the
 //!   folder's paths and lock in [`run_dir`];
 //! - how it computes: [`optim`] (SGD), [`schedule`] (dlib's plateau rule, step, cosine,
 //!   warm-up), [`numerics`] with [`amp`], [`scaler`] and [`layout`] (precision and memory
-//!   format), [`validate`] with [`metrics`].
+//!   format), [`validate`] with [`metrics`], [`eval_bins`] (insightface `.bin` verification
+//!   during training).
 
 pub mod amp;
 pub mod checkpoint;
 pub mod config;
+pub mod eval_bins;
 pub mod labels;
 pub mod layout;
 pub mod logs;

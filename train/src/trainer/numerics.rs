@@ -64,14 +64,24 @@ impl Numerics {
     /// The network's outputs: backbone and embedding head under autocast (when mixed), then the
     /// embedding in fp32 and the gender/age heads outside autocast, so logits and losses are fp32.
     pub fn forward(&self, net: &FaceNet, xs: &Tensor, train: bool) -> Result<Outputs> {
-        let embedding = match self.amp {
+        Ok(net.heads(self.embed(net, xs, train)?))
+    }
+
+    /// The fp32 embedding (not normalised) of `xs`: backbone and embedding head under autocast
+    /// when mixed.
+    pub fn embed(&self, net: &FaceNet, xs: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(match self.amp {
             None => net.embed(xs, train),
             Some(dtype) => {
                 let _autocast = Autocast::new(self.device, Some(dtype))?;
                 net.embed(xs, train)
             }
             .to_kind(Kind::Float),
-        };
-        Ok(net.heads(embedding))
+        })
+    }
+
+    /// Plain fp32 and contiguous on `device`: how `embed`, `eval` and `export` run a network.
+    pub fn fp32(device: Device) -> Self {
+        Numerics { device, amp: None, memory_format: MemoryFormat::Contiguous }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::checkpoint;
 use super::config::TrainConfig;
+use super::eval_bins::EvalBins;
 use super::labels::LabelGuard;
 use super::logs::{RunLogs, StepLosses};
 use super::meter::Meter;
@@ -90,6 +91,8 @@ pub struct Trainer {
     pub(super) state: TrainState,
     pub(super) loader: Loader,
     pub(super) valid: Option<Loader>,
+    /// The `--eval-bin` sets, decoded (rank 0 only).
+    pub(super) bins: Option<EvalBins>,
     pub(super) logs: RunLogs,
     pub(super) meter: Meter,
     pub(super) guard: LabelGuard,
@@ -147,6 +150,7 @@ impl Trainer {
                 let at_end = decision.stop || self.at_step_limit();
                 self.guard.observe(&batch, at_end)?;
                 self.validate(at_end)?;
+                self.evaluate_bins(at_end)?;
                 match self.checkpoint(at_end)? {
                     After::Continue => {}
                     After::NextEpoch => break,
@@ -237,10 +241,42 @@ impl Trainer {
         self.bar.suspend(|| eprintln!("step {step} validation: {}", describe(&v)));
         self.logs.event(&serde_json::json!({ "step": step, "validation": v.metrics, "valid_images": v.images }))?;
         self.logs.draw()?;
+        if self.cfg.best_on.is_some() {
+            return Ok(());
+        }
         let main = validate::main_metric(self.net_cfg.task);
         let Some(&value) = v.metrics.get(main.name) else { return Ok(()) };
-        if self.state.best.as_ref().is_none_or(|b| b.is_beaten_by(value)) {
-            self.state.best = Some(BestMetric { name: main.name.into(), value, higher_is_better: main.higher_is_better, step });
+        self.keep_if_best(BestMetric { name: main.name.into(), value, higher_is_better: main.higher_is_better, step })
+    }
+
+    /// Every `--eval-every` steps and at the end, on rank 0: 10-fold verification with flip test
+    /// on each `--eval-bin` set (as `eval verify --bin --flip`); logs, prints and draws each
+    /// result, and writes `best` when it is the `--best-on` set's and it improved.
+    fn evaluate_bins(&mut self, at_end: bool) -> Result<()> {
+        let Some(bins) = &self.bins else { return Ok(()) };
+        let every = self.cfg.eval_every;
+        if self.replicas.rank() != 0 || !(at_end || (every > 0 && self.state.step % every == 0)) {
+            return Ok(());
+        }
+        let step = self.state.step;
+        let scores = bins.score(&self.net, &self.numerics)?;
+        for s in &scores {
+            self.bar.suspend(|| eprintln!("{}", s.describe(step)));
+            self.logs.event(&s.event(step))?;
+        }
+        self.logs.draw()?;
+        for s in &scores {
+            if self.cfg.best_on.as_deref() == Some(s.name.as_str()) {
+                self.keep_if_best(s.as_best(step))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `best` when `candidate` beats the best so far (the first of equal values stays).
+    fn keep_if_best(&mut self, candidate: BestMetric) -> Result<()> {
+        if self.state.best.as_ref().is_none_or(|b| b.is_beaten_by(candidate.value)) {
+            self.state.best = Some(candidate);
             self.save(BEST)?;
         }
         Ok(())

@@ -7,6 +7,7 @@
 
 use super::checkpoint;
 use super::config::{DatasetIdentity, SavedConfig, ScheduleKind, TrainConfig};
+use super::eval_bins::EvalBins;
 use super::labels::LabelGuard;
 use super::logs::RunLogs;
 use super::meter::Meter;
@@ -39,9 +40,23 @@ impl Trainer {
     pub fn new(cfg: TrainConfig, command_line: Vec<String>, stop: StopFlag, replicas: Box<dyn Replicas>) -> Result<Trainer> {
         // Every flag is checked before any folder is touched.
         cfg.validate()?;
+        // A new run's verification files are read and decoded before its folder is created (a
+        // resumed run's come from its config.json, read under the lock, below). Only rank 0
+        // evaluates: the other ranks only check that the files parse.
+        let rank0 = replicas.rank() == 0;
+        let early_bins = match cfg.resume {
+            None => Some(EvalBins::open(&cfg, rank0)?),
+            Some(_) => None,
+        };
         let (cfg, run, resume_from) = prepare_run(cfg)?;
-        let opened = cfg.validate().and_then(|()| open_run(&cfg, resume_from.is_some(), &run));
-        let Opened { device, loader, valid, datasets } = match opened {
+        let opened = cfg.validate().and_then(|()| open_run(&cfg, resume_from.is_some(), &run)).and_then(|o| {
+            let bins = match early_bins {
+                Some(b) => b,
+                None => EvalBins::open(&cfg, rank0)?,
+            };
+            Ok((o, bins))
+        });
+        let (Opened { device, loader, valid, datasets }, bins) = match opened {
             Ok(o) => o,
             Err(e) => {
                 run.abandon();
@@ -131,6 +146,7 @@ impl Trainer {
             state,
             loader,
             valid,
+            bins,
             logs,
             meter: Meter::new(),
             stop,

@@ -3,6 +3,7 @@
 //! (`facekit_testkit::rng_turn`).
 
 mod amp;
+mod eval_bin;
 mod export;
 mod loss_arcface;
 mod loss_multitask;

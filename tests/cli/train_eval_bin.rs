@@ -1,0 +1,252 @@
+//! `facekit train --eval-bin`: insightface `.bin` verification during training, on a `.bin` the
+//! tests write themselves from the chips of the packed LFW validation set (tiny ResNet, CPU).
+
+use crate::train_loop::{data, ok, state, train};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// Side of the `.bin` images: not the network's 48, so both the trainer and `eval verify` resize.
+const BIN_SIDE: u32 = 64;
+
+/// A protocol-3 pickle of `(images, issame)` as insightface's `build_eval_pack.py` writes it:
+/// `BINBYTES` images and `True`/`False` flags, appended to two lists, made a 2-tuple.
+fn pickle_bin(images: &[Vec<u8>], issame: &[bool]) -> Vec<u8> {
+    let mut p = vec![0x80, 3, b']', b'('];
+    for img in images {
+        p.push(b'B');
+        p.extend((img.len() as u32).to_le_bytes());
+        p.extend(img);
+    }
+    p.extend([b'e', b']', b'(']);
+    p.extend(issame.iter().map(|&s| if s { 0x88 } else { 0x89 }));
+    p.extend([b'e', 0x86, b'.']);
+    p
+}
+
+/// `dir/NAME.bin`: 60 pairs of `lfw.valid` chips (10 identities x 6 photos), same and different
+/// alternating, each image a PNG of BIN_SIDE pixels.
+fn write_bin(dir: &Path, name: &str) -> PathBuf {
+    let ds = facekit_shard::Dataset::open_name("lfw.valid", Some(&data().join("training"))).unwrap();
+    assert_eq!(ds.len(), 60);
+    let png = |i: usize| {
+        let rec = ds.record(i).unwrap();
+        let img = image::load_from_memory(rec.payload).unwrap().into_rgb8();
+        let img = image::imageops::resize(&img, BIN_SIDE, BIN_SIDE, image::imageops::FilterType::Triangle);
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    };
+    let (mut images, mut issame) = (Vec::new(), Vec::new());
+    for k in 0..30 {
+        let (id, a) = (k % 10, k / 10);
+        images.extend([png(6 * id + a), png(6 * id + a + 3)]);
+        issame.push(true);
+        images.extend([png(6 * id + a), png(6 * ((id + 1) % 10) + a)]);
+        issame.push(false);
+    }
+    let path = dir.join(format!("{name}.bin"));
+    std::fs::write(&path, pickle_bin(&images, &issame)).unwrap();
+    path
+}
+
+/// The `eval_bin` objects of `train_log.jsonl`, in order.
+fn bin_records(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("eval_bin").is_some())
+        .collect()
+}
+
+/// `facekit eval verify --bin` of a run's checkpoint, with the flip test, as JSON.
+fn eval_verify(run: &Path, checkpoint: &str, bin: &Path, batch: &str) -> serde_json::Value {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = crate::facekit()
+        .args(["eval", "verify", "--checkpoint", checkpoint, "--flip", "--json", "--device", "cpu", "--batch-size", batch])
+        .arg("--model")
+        .arg(run)
+        .arg("--bin")
+        .arg(bin)
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "eval verify failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn eval_bin_is_logged_at_its_steps_and_equals_eval_verify_on_the_checkpoint() {
+    let bins = tempfile::tempdir().unwrap();
+    let (a, b) = (write_bin(bins.path(), "pairs_a"), write_bin(bins.path(), "pairs_b"));
+    let models = tempfile::tempdir().unwrap();
+    let out = train(
+        models.path(),
+        &[
+            "FR", "--train-sets", "lfw", "--valid-sets", "lfw.valid", "--max-steps", "12", "--lr", "0.05", "--valid-every", "6",
+            "--eval-every", "5", "--eval-batch", "7", "--checkpoint-every", "0", "--run-name", "r", "--eval-bin",
+            a.to_str().unwrap(), b.to_str().unwrap(),
+        ],
+    );
+    ok(&out);
+    let run = models.path().join("r");
+    let recs = bin_records(&run);
+    let at: Vec<(u64, &str)> = recs.iter().map(|r| (r["step"].as_u64().unwrap(), r["eval_bin"]["set"].as_str().unwrap())).collect();
+    // Every 5 steps and at the end, each set in the order given.
+    assert_eq!(at, [(5, "pairs_a"), (5, "pairs_b"), (10, "pairs_a"), (10, "pairs_b"), (12, "pairs_a"), (12, "pairs_b")]);
+    for r in &recs {
+        let e = &r["eval_bin"];
+        assert_eq!((e["pairs"].as_u64(), e["folds"].as_u64(), e["flip"].as_bool()), (Some(60), Some(10), Some(true)), "{r}");
+        for k in ["accuracy", "std", "threshold", "threshold_cosine", "seconds"] {
+            assert!(e[k].as_f64().is_some_and(f64::is_finite), "{k} in {r}");
+        }
+    }
+    assert!(stderr(&out).contains("step 5 pairs_a: accuracy "), "printed: {}", stderr(&out));
+
+    // The last record is what `eval verify --bin --flip` reports on the last checkpoint (step 12).
+    assert_eq!(state(&run, "last")["step"], 12);
+    let report = eval_verify(&run, "last", &a, "7");
+    let last = &recs[4]["eval_bin"];
+    assert_eq!(report["pairs_used"], 60);
+    assert_eq!(last["accuracy"].as_f64(), report["kfold"]["accuracy_mean"].as_f64(), "trainer {last} vs eval verify {report}");
+    assert_eq!(last["std"].as_f64(), report["kfold"]["accuracy_std"].as_f64());
+    assert_eq!(last["threshold"].as_f64(), report["kfold"]["best_threshold"].as_f64());
+
+    // Without --best-on, validation still picks the best checkpoint.
+    assert_eq!(state(&run, "best")["best"]["name"], "verification_accuracy");
+    // Loss above; validation and .bin accuracies share the panel below.
+    assert_eq!(image::image_dimensions(run.join("curves.png")).unwrap(), (1000, 800));
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["config"]["eval_every"], 5);
+    assert_eq!(cfg["config"]["eval_bin"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn best_on_picks_the_best_checkpoint_by_the_bin_accuracy() {
+    let bins = tempfile::tempdir().unwrap();
+    let bin = write_bin(bins.path(), "lfwmini");
+    let models = tempfile::tempdir().unwrap();
+    let out = train(
+        models.path(),
+        &[
+            "FR", "--train-sets", "lfw", "--valid-sets", "lfw.valid", "--max-steps", "30", "--lr", "0.05", "--valid-every", "3",
+            "--eval-every", "3", "--checkpoint-every", "0", "--run-name", "b", "--best-on", "lfwmini", "--eval-bin",
+            bin.to_str().unwrap(),
+        ],
+    );
+    ok(&out);
+    let run = models.path().join("b");
+    let recs = bin_records(&run);
+    assert_eq!(recs.len(), 10);
+    let acc: Vec<f64> = recs.iter().map(|r| r["eval_bin"]["accuracy"].as_f64().unwrap()).collect();
+    let max = acc.iter().copied().fold(f64::MIN, f64::max);
+    let first_max = recs[acc.iter().position(|&a| a == max).unwrap()]["step"].as_u64().unwrap();
+    let best = state(&run, "best");
+    assert_eq!(best["best"]["name"], "lfwmini_accuracy");
+    assert_eq!(best["best"]["value"].as_f64(), Some(max));
+    assert_eq!(best["best"]["step"].as_u64(), Some(first_max), "accuracies {acc:?}");
+    assert_eq!(best["step"].as_u64(), Some(first_max), "best/ holds the weights of that step");
+    // The weights in best/ score that accuracy again (eval-batch default: twice --batch-size 16).
+    let report = eval_verify(&run, "best", &bin, "32");
+    assert_eq!(report["kfold"]["accuracy_mean"].as_f64(), Some(max));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("best lfwmini_accuracy:"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn a_resumed_run_logs_the_same_bin_results_as_an_uninterrupted_one() {
+    let bins = tempfile::tempdir().unwrap();
+    let bin = write_bin(bins.path(), "v");
+    let models = tempfile::tempdir().unwrap();
+    let common = ["FR", "--train-sets", "lfw", "--lr", "0.05", "--checkpoint-every", "0", "--eval-every", "4", "--best-on", "v", "--eval-bin", bin.to_str().unwrap()];
+    ok(&train(models.path(), &[&common[..], &["--max-steps", "12", "--run-name", "full"]].concat()));
+    ok(&train(models.path(), &[&common[..], &["--max-steps", "8", "--run-name", "split"]].concat()));
+    // The resumed run takes --eval-bin, --eval-every and --best-on from its config.json.
+    ok(&train(models.path(), &["FR", "--resume", "split", "--max-steps", "12"]));
+    let strip = |run: &str| -> Vec<serde_json::Value> {
+        bin_records(&models.path().join(run))
+            .into_iter()
+            .map(|mut r| {
+                r["eval_bin"].as_object_mut().unwrap().remove("seconds");
+                r
+            })
+            .collect()
+    };
+    let (full, split) = (strip("full"), strip("split"));
+    assert_eq!(full.iter().map(|r| r["step"].as_u64().unwrap()).collect::<Vec<_>>(), [4, 8, 12]);
+    assert_eq!(full, split);
+    assert_eq!(state(&models.path().join("full"), "best")["best"], state(&models.path().join("split"), "best")["best"]);
+}
+
+#[test]
+fn missing_or_corrupt_bin_files_are_refused_before_the_run_folder_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_bin(dir.path(), "good");
+    let truncated = dir.path().join("truncated.bin");
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let not_a_pickle = dir.path().join("noise.bin");
+    std::fs::write(&not_a_pickle, b"this is not a pickle at all").unwrap();
+    // A well-formed pickle whose second image is not an image.
+    let bad_image = dir.path().join("badimage.bin");
+    let png = std::fs::read(facekit_testkit::shared_data().join("lfw100/Ariel_Sharon/Ariel_Sharon_0001.jpg")).unwrap();
+    let images: Vec<Vec<u8>> = (0..20).map(|i| if i == 1 { b"garbage".to_vec() } else { png.clone() }).collect();
+    std::fs::write(&bad_image, pickle_bin(&images, &[true; 10])).unwrap();
+    let too_few = dir.path().join("few.bin");
+    std::fs::write(&too_few, pickle_bin(&vec![png.clone(); 8], &[true; 4])).unwrap();
+    let missing = dir.path().join("missing.bin");
+
+    let models = tempfile::tempdir().unwrap();
+    let run = models.path().join("x");
+    let cases: [(&Path, &[&str]); 5] = [
+        (&missing, &["missing.bin"]),
+        (&truncated, &["truncated.bin", "not an insightface verification .bin"]),
+        (&not_a_pickle, &["noise.bin", "not an insightface verification .bin"]),
+        (&bad_image, &["badimage.bin", "image 1 cannot be decoded"]),
+        (&too_few, &["few.bin", "4 pairs"]),
+    ];
+    for (bin, needles) in cases {
+        let out = train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "x", "--eval-bin", good.to_str().unwrap(), bin.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}: {}", bin.display(), stderr(&out));
+        for n in needles {
+            assert!(stderr(&out).contains(n), "{}: stderr lacks {n:?}: {}", bin.display(), stderr(&out));
+        }
+        assert!(!run.exists(), "{}: the run folder was created", bin.display());
+    }
+    // --best-on must name a set.
+    let out = train(models.path(), &["FR", "--train-sets", "lfw", "--run-name", "x", "--best-on", "lfw", "--eval-bin", good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--best-on 'lfw' names no --eval-bin set (the --eval-bin sets are good)"), "{}", stderr(&out));
+    assert!(!run.exists());
+    // Two sets of one name could not be told apart in the log.
+    std::fs::create_dir(dir.path().join("again")).unwrap();
+    let twin = dir.path().join("again/good.bin");
+    std::fs::copy(&good, &twin).unwrap();
+    let out = train(models.path(), &["FR", "--train-sets", "lfw", "--run-name", "x", "--eval-bin", good.to_str().unwrap(), twin.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--eval-bin names two sets 'good'"), "{}", stderr(&out));
+    assert!(!run.exists());
+
+    // An existing run with --overwrite and a bad file: nothing in its folder changes.
+    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "x"]));
+    let before = snapshot(&run);
+    let out = train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "x", "--overwrite", "--eval-bin", truncated.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(snapshot(&run), before, "the existing run folder was touched");
+}
+
+/// Every file of a folder with its bytes and modification time.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime)> {
+    let mut files: Vec<_> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| (e.path().to_path_buf(), std::fs::read(e.path()).unwrap(), e.metadata().unwrap().modified().unwrap()))
+        .collect();
+    files.sort();
+    files
+}

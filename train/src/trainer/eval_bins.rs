@@ -1,0 +1,118 @@
+//! Verification on insightface `.bin` files during training (`--eval-bin`, what arcface_torch's
+//! `CallBackVerification` does every 2,000 steps): each file is read and decoded once, at setup,
+//! into a [`BinSet`] of network-sized chips; every `--eval-every` steps and at the end the network
+//! being trained scores it in eval mode exactly as `facekit eval verify --bin --flip` scores a
+//! checkpoint (10 consecutive folds, flip test, [`BinSet::score`]), in the run's precision.
+
+use super::config::TrainConfig;
+use super::numerics::Numerics;
+use super::state::BestMetric;
+use crate::infer::verify::BinSet;
+use crate::model::FaceNet;
+use anyhow::{bail, Result};
+use facekit_eval::metrics::KFoldReport;
+use std::time::Instant;
+
+/// Folds of the protocol (insightface's `nfolds`; LFW's 10 official folds of 600 pairs).
+pub const FOLDS: usize = 10;
+
+/// The decoded `--eval-bin` sets and how many images go through the network at once.
+pub struct EvalBins {
+    sets: Vec<BinSet>,
+    batch_size: usize,
+}
+
+/// One set's result at one evaluation.
+#[derive(Debug, Clone)]
+pub struct BinScore {
+    /// The set's name (file stem).
+    pub name: String,
+    /// The k-fold figures.
+    pub report: KFoldReport,
+    /// Wall time of the evaluation (embedding and folds), in seconds.
+    pub seconds: f64,
+}
+
+impl EvalBins {
+    /// Reads every `--eval-bin` file of `cfg` and decodes it for `--image-size`; `None` without
+    /// `--eval-bin`. With `decode` false (a rank that does not evaluate) each file is only read
+    /// and parsed, so that every rank refuses the same bad file. A missing, unreadable or
+    /// malformed file, an image that does not decode, or a set of fewer than [`FOLDS`] pairs is
+    /// an error naming the file.
+    pub fn open(cfg: &TrainConfig, decode: bool) -> Result<Option<EvalBins>> {
+        if cfg.eval_bin.is_empty() {
+            return Ok(None);
+        }
+        let mut sets = Vec::with_capacity(cfg.eval_bin.len());
+        for path in &cfg.eval_bin {
+            let pairs = if decode {
+                let t = Instant::now();
+                let set = BinSet::load(path, cfg.image_size)?;
+                eprintln!(
+                    "facekit train: --eval-bin {}: {} pairs, {} images decoded at {} px in {:.1} s ({:.0} MB kept)",
+                    set.name,
+                    set.pairs(),
+                    set.images(),
+                    set.size,
+                    t.elapsed().as_secs_f64(),
+                    set.pixels.len() as f64 / 1e6
+                );
+                let n = set.pairs();
+                sets.push(set);
+                n
+            } else {
+                facekit_eval::pickle::VerificationBin::read(path)?.issame.len()
+            };
+            if pairs < FOLDS {
+                bail!("--eval-bin {}: {pairs} pairs, but {FOLDS}-fold verification needs at least {FOLDS}", path.display());
+            }
+        }
+        Ok(decode.then_some(EvalBins { sets, batch_size: cfg.eval_batch_size() }))
+    }
+
+    /// Scores `net` on every set, in order.
+    pub fn score(&self, net: &FaceNet, numerics: &Numerics) -> Result<Vec<BinScore>> {
+        self.sets
+            .iter()
+            .map(|set| {
+                let t = Instant::now();
+                let report = set.score(net, numerics, self.batch_size, true, FOLDS)?;
+                Ok(BinScore { name: set.name.clone(), report, seconds: t.elapsed().as_secs_f64() })
+            })
+            .collect()
+    }
+}
+
+impl BinScore {
+    /// Its `train_log.jsonl` record.
+    pub fn event(&self, step: u64) -> serde_json::Value {
+        let k = &self.report;
+        serde_json::json!({
+            "step": step,
+            "eval_bin": {
+                "set": self.name, "accuracy": k.accuracy_mean, "std": k.accuracy_std,
+                "threshold": k.best_threshold, "threshold_cosine": k.best_threshold_cosine,
+                "pairs": k.pairs, "folds": k.folds, "flip": true, "seconds": self.seconds,
+            },
+        })
+    }
+
+    /// Its line on stderr.
+    pub fn describe(&self, step: u64) -> String {
+        let k = &self.report;
+        format!(
+            "step {step} {}: accuracy {:.4} +- {:.4}, threshold {:.3} ({} pairs, {} folds, flip test, {:.1} s)",
+            self.name, k.accuracy_mean, k.accuracy_std, k.best_threshold, k.pairs, k.folds, self.seconds
+        )
+    }
+
+    /// This result as the run's best metric, reached at `step`.
+    pub fn as_best(&self, step: u64) -> BestMetric {
+        BestMetric { name: best_metric_name(&self.name), value: self.report.accuracy_mean, higher_is_better: true, step }
+    }
+}
+
+/// The best metric's name for `--best-on SET`: `SET_accuracy` (`lfw_accuracy`).
+pub fn best_metric_name(set: &str) -> String {
+    format!("{set}_accuracy")
+}
