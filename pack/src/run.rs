@@ -392,7 +392,8 @@ fn resume_point(opts: &PackOptions, paths: &DatasetPaths, vpaths: &DatasetPaths,
     Ok(Some(cp))
 }
 
-fn remove_file(p: &std::path::Path) -> Result<()> {
+/// Removes a file; one that is not there is no error.
+pub(crate) fn remove_file(p: &std::path::Path) -> Result<()> {
     match std::fs::remove_file(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

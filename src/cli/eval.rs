@@ -289,20 +289,11 @@ fn pairs_path(a: &MakeBinArgs) -> PathBuf {
     a.pairs.clone().unwrap_or_default()
 }
 
-/// Record `i` of `ds` as an image file's bytes: JPEG and PNG as stored, raw pixels as PNG
-/// (lossless, so the records' own pixels).
+/// Record `i` of `ds` as an image file's bytes (raw pixels as PNG), as `export rec` writes it.
 fn record_image(ds: &facekit_shard::Dataset, i: usize, name: &str) -> Result<Vec<u8>> {
-    use facekit_shard::Encoding;
     let rec = ds.record(i)?;
-    let format = ds.manifest().encoding.format;
-    match format {
-        Encoding::Jpeg | Encoding::Png => Ok(rec.payload.to_vec()),
-        Encoding::Raw | Encoding::RawZstd => {
-            let img = facekit_data::codec::decode(format, rec.payload, rec.header.width, rec.header.height)
-                .with_context(|| format!("record {i} of {name}"))?;
-            facekit_pack::encode::encode(&img, Encoding::Png, 0)
-        }
-    }
+    let (bytes, _) = facekit_pack::rec::export::image_file_bytes(&rec).with_context(|| format!("record {i} of {name}"))?;
+    Ok(bytes)
 }
 
 /// A `.bin` of pairs drawn from the identities of dataset `name` (`--draw-pairs`).

@@ -100,7 +100,7 @@ pub fn export_rec(opts: &ExportOptions) -> Result<ExportReport> {
                 .par_iter()
                 .map(|&(_, i)| {
                     let r = ds.record(i as usize)?;
-                    image_bytes(&r).with_context(|| format!("record {i} of {} ({})", opts.dataset, String::from_utf8_lossy(r.path)))
+                    image_file_bytes(&r).with_context(|| format!("record {i} of {} ({})", opts.dataset, String::from_utf8_lossy(r.path)))
                 })
                 .collect()
         });
@@ -142,19 +142,16 @@ pub fn export_rec(opts: &ExportOptions) -> Result<ExportReport> {
     })
 }
 
-/// The record's image as a file's bytes: JPEG and PNG as stored, raw pixels as PNG. The flag
-/// says whether it was re-encoded.
-fn image_bytes(r: &RecordView<'_>) -> Result<(Vec<u8>, bool)> {
+/// The record's image as a file's bytes: JPEG and PNG as stored, raw pixels as PNG (lossless, so
+/// the record's own pixels). The flag says whether it was re-encoded. Also what `eval make-bin
+/// --dataset` stores.
+pub fn image_file_bytes(r: &RecordView<'_>) -> Result<(Vec<u8>, bool)> {
     let (w, h) = (u32::from(r.header.width), u32::from(r.header.height));
     let enc = Encoding::from_code(r.header.encoding).context("unknown encoding")?;
     let pixels = match enc {
         Encoding::Jpeg | Encoding::Png => return Ok((r.payload.to_vec(), false)),
         Encoding::Raw => r.payload.to_vec(),
-        Encoding::RawZstd => {
-            let want = w as usize * h as usize * 3;
-            let out = zstd::bulk::decompress(r.payload, want).context("damaged zstd payload")?;
-            out
-        }
+        Encoding::RawZstd => zstd::bulk::decompress(r.payload, w as usize * h as usize * 3).context("damaged zstd payload")?,
     };
     let img = RgbImage::from_raw(w, h, pixels).context("raw payload does not match the record's size")?;
     Ok((encode(&img, Encoding::Png, 100)?, true))

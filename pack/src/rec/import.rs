@@ -15,6 +15,7 @@ use crate::checkpoint::{check_shards, file_sha256};
 use crate::reason::RejectReason;
 use crate::rejects::RejectsLog;
 use crate::report::Reject;
+use crate::run::remove_file;
 use anyhow::{bail, Context, Result};
 use facekit_io::StopFlag;
 use facekit_recordio::RecReader;
@@ -340,14 +341,6 @@ fn resume_point(opts: &ImportOptions, paths: &DatasetPaths, now: &Source) -> Res
         );
     }
     Ok(Some(p))
-}
-
-fn remove_file(p: &Path) -> Result<()> {
-    match std::fs::remove_file(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot remove {}", p.display())),
-    }
 }
 
 struct Ctx<'a> {
