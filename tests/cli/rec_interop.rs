@@ -331,3 +331,16 @@ fn a_raw_dataset_exports_as_lossless_png_and_records_without_a_class_are_listed(
         assert_eq!(image::load_from_memory(data).unwrap().to_rgb8().into_raw(), *want);
     }
 }
+
+#[test]
+fn a_missing_input_or_a_device_is_a_clean_error_and_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("training/x");
+    for (input, says) in [(t.path().join("nope.rec"), "does not exist"), (PathBuf::from("/dev/zero"), "neither a folder nor a regular .rec file")] {
+        let o = import(&input, &out, &[]);
+        assert_eq!(o.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says) && err.contains(&input.display().to_string()), "{err}");
+        assert!(!out.with_extension("manifest.json").exists());
+    }
+}

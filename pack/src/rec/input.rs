@@ -43,6 +43,9 @@ impl RecFiles {
             }
         } else if path.is_file() {
             path.to_path_buf()
+        } else if path.exists() {
+            // A FIFO or device would block or never end: refused, not read.
+            bail!("{} is neither a folder nor a regular .rec file", path.display());
         } else {
             bail!("{} does not exist", path.display());
         };
