@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""PyTorch reference for `facekit train` speed (scripts/bench-gpu.sh runs it).
+"""PyTorch reference for `facekit train` speed (scripts/bench-backbones.sh runs it on the CPU).
 
 The same network, head, loss, optimiser, batch, precision and memory layout as facekit: ResNet-50 V1
-(torchvision layout), embedding head BN2d -> dropout -> flatten -> FC 512 -> BN1d, ArcFace (s=64,
+(torchvision layout) or IR-ResNet50 (insightface's iresnet layout, written here from its
+description: 3x3/1 stem, BN-conv-BN-PReLU-conv-BN blocks [3, 4, 14, 3]), embedding head BN2d ->
+dropout -> flatten -> FC 512 -> BN1d, ArcFace (s=64,
 m=0.5) over --classes classes, SGD momentum 0.9, weight decay 5e-4 (PyTorch's default foreach
 kernels), fp16 autocast with a GradScaler or bf16 autocast, optional channels_last. Input is
 synthetic and already on the device, so this measures the training step alone.
@@ -68,6 +70,47 @@ class FaceResNet50(nn.Module):
         return self.features(self.fc(x))
 
 
+class IRBlock(nn.Module):
+    def __init__(self, inplanes, planes, stride):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.prelu = nn.PReLU(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        idt = x if self.downsample is None else self.downsample(x)
+        return self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x)))))) + idt
+
+
+class FaceIResNet50(nn.Module):
+    def __init__(self, image_size, emb=512, dropout=0.0):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.prelu = nn.PReLU(64)
+        stages, inplanes, side = [], 64, image_size
+        for planes, blocks in [(64, 3), (128, 4), (256, 14), (512, 3)]:
+            stages.append(nn.Sequential(IRBlock(inplanes, planes, 2), *[IRBlock(planes, planes, 1) for _ in range(blocks - 1)]))
+            inplanes, side = planes, (side - 1) // 2 + 1
+        self.layers = nn.Sequential(*stages)
+        self.bn2 = nn.BatchNorm2d(512)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(512 * side * side, emb)
+        self.features = nn.BatchNorm1d(emb)
+        self.features.weight.requires_grad = False
+
+    def forward(self, x):
+        x = self.layers(self.prelu(self.bn1(self.conv1(x))))
+        x = self.dropout(self.bn2(x).flatten(1))
+        return self.features(self.fc(x))
+
+
 class ArcFace(nn.Module):
     def __init__(self, emb, classes, s=64.0, m=0.5):
         super().__init__()
@@ -88,6 +131,8 @@ class ArcFace(nn.Module):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--arch", choices=["resnet50", "iresnet50"], default="resnet50")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: PyTorch's default)")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--classes", type=int, default=10000)
@@ -98,11 +143,15 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args()
     dev = torch.device(a.device)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     torch.backends.cudnn.benchmark = True
-    model, head = FaceResNet50(a.image_size).to(dev), ArcFace(512, a.classes).to(dev)
+    net = {"resnet50": FaceResNet50, "iresnet50": FaceIResNet50}[a.arch]
+    model, head = net(a.image_size).to(dev), ArcFace(512, a.classes).to(dev)
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    opt = torch.optim.SGD(list(model.parameters()) + list(head.parameters()), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
     scaler = torch.amp.GradScaler(dev.type, enabled=a.precision == "fp16")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[a.precision]
     x = torch.randn(a.batch_size, 3, a.image_size, a.image_size, device=dev).contiguous(memory_format=fmt)
@@ -130,7 +179,7 @@ def main():
     sync()
     dt = time.perf_counter() - t0
     print(json.dumps({
-        "runner": "pytorch-eager",
+        "runner": "pytorch-eager", "arch": a.arch,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "image_size": a.image_size, "batch_size": a.batch_size, "precision": a.precision,
         "channels_last": a.channels_last, "steps": a.steps,
