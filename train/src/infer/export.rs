@@ -35,8 +35,9 @@ pub const ONNX_FILE: &str = "model.onnx";
 /// Network configuration inside an export folder.
 pub const NET_FILE: &str = "net.json";
 
-/// ONNX opset of `model.onnx`: 17 is the newest the legacy exporter fully supports in PyTorch 2.x
-/// and is run by every onnxruntime since 1.11 (2022); the network's ops all exist since opset 11.
+/// ONNX opset of `model.onnx`. The networks' ops (conv, batch norm, pooling, flatten, gemm) need
+/// no more than 11; 17 is a long-standing default of PyTorch's exporter, so its best-tested
+/// target, and onnxruntime has run it since 1.12 (2022).
 pub const ONNX_OPSET: i64 = 17;
 /// Name of the ONNX graph's input.
 pub const ONNX_INPUT: &str = "input";
