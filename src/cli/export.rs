@@ -146,6 +146,9 @@ fn run_model(args: ModelExportArgs) -> Result<ExitCode> {
             );
         }
         println!("  config:       {}", r.net_json.display());
+        for p in &r.removed {
+            println!("  removed {} (an earlier export's, of a format not requested now)", p.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! `facekit export --format onnx` end to end: a network trained on real faces, exported, run by
 //! onnxruntime in its own venv (no torch), gives the embeddings `facekit embed` gives on real face
-//! chips; a Python without torch and onnx is named in a clear error and changes nothing.
+//! chips; a Python without torch and onnx is named in a clear error and changes nothing; a later
+//! export of other formats leaves no file of the earlier one.
 
 use crate::train_loop::{ok, train};
 use std::path::{Path, PathBuf};
@@ -141,6 +142,17 @@ fn onnx_export_runs_in_onnxruntime_and_matches_facekit_embed() {
     }
     assert!(before == listing(&exp), "a failed export changed the earlier export");
     assert!(listing(&cwd.join("exp2")).is_empty(), "a failed export left files: {:?}", listing(&cwd.join("exp2")).into_iter().map(|f| f.0).collect::<Vec<_>>());
+
+    // A later export of other formats into the folder removes the earlier ones, which would
+    // otherwise pass for this network beside its net.json.
+    let out = crate::facekit().args(["export", "--checkpoint", "last", "--format", "torchscript", "--json", "--model"]).arg(&run).arg("-o").arg(&exp).output().unwrap();
+    assert!(out.status.success(), "export failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gone = [exp.join("model.safetensors"), exp.join("model.onnx")].map(|p| p.display().to_string());
+    assert_eq!(report["removed"], serde_json::json!(gone));
+    assert_eq!(report["onnx"], serde_json::Value::Null);
+    let names: Vec<String> = listing(&exp).into_iter().map(|f| f.0).collect();
+    assert_eq!(names, ["model.torchscript.pt", "net.json"]);
 
     let out = crate::facekit().args(["export", "--model", "x", "-o", "y", "--format", "tflite"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -96,6 +96,8 @@ pub struct ExportReport {
     pub onnx: Option<OnnxReport>,
     /// The network configuration copied beside them.
     pub net_json: PathBuf,
+    /// Files of formats not requested that an earlier export had left in the folder, removed.
+    pub removed: Vec<PathBuf>,
     /// Number of tensors of the network (written to the safetensors file when requested).
     pub tensors: usize,
     /// Input side in pixels.
@@ -187,7 +189,6 @@ pub fn export_with(model: &EmbedModel, out: &Path, opts: &ExportOptions) -> Resu
         bail!("no export format given (formats: safetensors, torchscript, onnx)");
     }
     let wants = |f: Format| opts.formats.contains(&f);
-    // Before anything is written: a missing Python is the likely failure and costs a trace to find.
     let python = wants(Format::Onnx).then(|| find_python(opts.python.as_deref()));
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut pending = Pending::default();
@@ -228,7 +229,17 @@ pub fn export_with(model: &EmbedModel, out: &Path, opts: &ExportOptions) -> Resu
         _ => None,
     };
 
-    // Everything exists: rename into place.
+    // Only now, with every requested format made, does anything in the folder change. A file of a
+    // format not requested, left by an earlier export, would sit beside this network's net.json
+    // as if it were this network (`--model export/` loads model.safetensors with that net.json):
+    // it goes first.
+    let mut removed = Vec::new();
+    for (format, path) in [(Format::Safetensors, &weights), (Format::Torchscript, &torchscript), (Format::Onnx, &onnx)] {
+        if !wants(format) && path.exists() {
+            std::fs::remove_file(path).with_context(|| format!("cannot remove {} left by an earlier export", path.display()))?;
+            removed.push(path.clone());
+        }
+    }
     if let Some(tmp) = &weights_tmp {
         pending.commit(tmp, &weights)?;
     }
@@ -251,6 +262,7 @@ pub fn export_with(model: &EmbedModel, out: &Path, opts: &ExportOptions) -> Resu
         torchscript: wants(Format::Torchscript).then_some(torchscript),
         onnx: onnx_report,
         net_json,
+        removed,
         tensors: vars.len(),
         image_size: s,
         embedding_size: model.config.embedding_size,
