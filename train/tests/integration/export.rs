@@ -26,7 +26,10 @@ fn random_model(dir: &Path, arch: Arch, size: i64) {
     let _loss = facekit_train::loss::FaceLoss::new(&vs.root(), &config).unwrap();
     // Non-trivial BN statistics, so that eval-mode normalisation is really exercised.
     tch::no_grad(|| {
-        for (name, mut t) in vs.variables() {
+        // In name order: variables() is a HashMap, and the seed should give the same statistics every run.
+        let mut vars: Vec<_> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, mut t) in vars {
             if name.ends_with("running_mean") {
                 let _ = t.uniform_(-0.1, 0.1);
             } else if name.ends_with("running_var") {
