@@ -1,6 +1,6 @@
-//! `facekit export`: a trained network as safetensors weights and a TorchScript module
-//! (`facekit export --model RUN -o DIR`, feature `torch`), or a dataset in another format
-//! (`facekit export rec DATASET -o DIR`).
+//! `facekit export`: a trained network as safetensors weights, a TorchScript module and/or ONNX
+//! (`facekit export --model RUN -o DIR [--format ...]`, feature `torch`), or a dataset in another
+//! format (`facekit export rec DATASET -o DIR`).
 
 use anyhow::Result;
 use facekit_pack::rec::{export_rec, ExportOptions};
@@ -58,9 +58,15 @@ pub struct ModelExportArgs {
     /// Which checkpoint of a run folder [default: best, or last for a run without validation].
     #[arg(long, value_parser = ["best", "last"])]
     pub checkpoint: Option<String>,
-    /// Output folder: model.safetensors, model.torchscript.pt and net.json are written there.
+    /// Output folder: the requested formats' files (model.safetensors, model.torchscript.pt, model.onnx) and net.json.
     #[arg(short, long, required = true)]
     pub out: Option<PathBuf>,
+    /// Formats to write, repeatable or comma-separated [default: safetensors,torchscript].
+    #[arg(long = "format", value_enum, value_delimiter = ',')]
+    pub formats: Vec<facekit_train::infer::export::Format>,
+    /// Python with torch and onnx that runs PyTorch's ONNX exporter [default: $FACEKIT_PYTHON, else python3].
+    #[arg(long)]
+    pub python: Option<PathBuf>,
     /// Print what was written as JSON.
     #[arg(long)]
     pub json: bool,
@@ -113,16 +119,36 @@ fn run_rec(a: RecExportArgs) -> Result<ExitCode> {
 #[cfg(feature = "torch")]
 fn run_model(args: ModelExportArgs) -> Result<ExitCode> {
     use facekit_train::infer::embed::EmbedModel;
+    use facekit_train::infer::export::{self, ExportOptions};
     let (Some(model_path), Some(out)) = (args.model, args.out) else { anyhow::bail!("give --model and --out") };
     let model = EmbedModel::load(&model_path, args.checkpoint.as_deref(), facekit_train::trainer::parse_device("cpu")?)?;
-    let r = facekit_train::infer::export::export(&model, &out)?;
+    let formats = if args.formats.is_empty() { export::DEFAULT_FORMATS.to_vec() } else { args.formats };
+    let r = export::export_with(&model, &out, &ExportOptions { formats, python: args.python })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
+        let (s, d) = (r.image_size, r.embedding_size);
         println!("Exported {} ({} tensors) to {}", model.weights.display(), r.tensors, out.display());
-        println!("  weights:      {}", r.weights.display());
-        println!("  TorchScript:  {} (float NCHW {}x{} in [-1, 1] -> [N, {}])", r.torchscript.display(), r.image_size, r.image_size, r.embedding_size);
+        if let Some(p) = &r.weights {
+            println!("  weights:      {}", p.display());
+        }
+        if let Some(p) = &r.torchscript {
+            println!("  TorchScript:  {} (float NCHW {s}x{s} in [-1, 1] -> [N, {d}])", p.display());
+        }
+        if let Some(o) = &r.onnx {
+            println!(
+                "  ONNX:         {} (opset {}, `{}` float [batch, 3, {s}, {s}] in [-1, 1] -> `{}` [batch, {d}]; {:.1} s)",
+                o.path.display(),
+                o.opset,
+                o.input.name,
+                o.output.name,
+                o.seconds
+            );
+        }
         println!("  config:       {}", r.net_json.display());
+        for p in &r.removed {
+            println!("  removed {} (an earlier export's, of a format not requested now)", p.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

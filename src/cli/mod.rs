@@ -43,7 +43,7 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Bring in datasets in other formats (MXNet RecordIO `.rec`, as insightface distributes them).
     Import(import::ImportArgs),
-    /// Export a trained network (safetensors + TorchScript), or a dataset as MXNet RecordIO (`export rec`).
+    /// Export a trained network (safetensors, TorchScript, ONNX), or a dataset as MXNet RecordIO (`export rec`).
     Export(export::ExportArgs),
 }
 

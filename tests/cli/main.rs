@@ -5,6 +5,8 @@
 #[cfg(all(feature = "torch", feature = "dlib"))]
 mod eval_end_to_end;
 mod fuzz_corpus;
+#[cfg(feature = "torch")]
+mod onnx_export;
 #[cfg(all(feature = "torch", feature = "dlib"))]
 mod make_bin;
 #[cfg(feature = "dlib")]
