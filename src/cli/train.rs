@@ -81,13 +81,13 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = d().margin)]
     pub margin: MarginKind,
     /// The margin's m1,m2,m3 (arcface_torch's margin_list) [default: arcface 1,--arcface-margin,0; cosface 1,0,0.4; combined: required].
-    #[arg(long, value_name = "M1,M2,M3", value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_name = "M1,M2,M3", value_delimiter = ',')]
     pub margin_values: Option<Vec<f64>>,
     /// Optimiser: sgd (--momentum, L2 --weight-decay) or adamw (--adam-betas, --adam-eps, decoupled --weight-decay).
     #[arg(long, value_enum, default_value_t = d().optimizer)]
     pub optimizer: OptimizerKind,
     /// AdamW's β1,β2.
-    #[arg(long, value_name = "B1,B2", value_delimiter = ',', num_args = 2, default_values_t = d().adam_betas)]
+    #[arg(long, value_name = "B1,B2", value_delimiter = ',', default_values_t = d().adam_betas)]
     pub adam_betas: Vec<f64>,
     /// AdamW's ε.
     #[arg(long, value_name = "EPS", default_value_t = d().adam_eps)]

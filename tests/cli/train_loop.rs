@@ -536,7 +536,7 @@ fn adamw_poly_clipped_resumed_run_reproduces_the_uninterrupted_run_bit_for_bit()
     let broken = train_env(models.path(), &[&common_args[..], &["--run-name", "split"]].concat(), &[("FACEKIT_TEST_INJECT_NAN_AT_STEP", "21")]);
     assert_eq!(broken.status.code(), Some(1), "{}", String::from_utf8_lossy(&broken.stderr));
     assert_eq!(state(&models.path().join("split"), "last")["step"], 20);
-    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--resume", "split", "--max-steps", "40"]));
+    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--resume", "split", "--max-steps", "40", "--log-every", "5"]));
     let (full, split) = (models.path().join("full"), models.path().join("split"));
     let (a, b) = (losses(&full), losses(&split));
     assert_eq!((a.len(), b.len()), (40, 40));

@@ -70,7 +70,7 @@ impl Trainer {
         let numerics = Numerics::new(device, cfg.precision, cfg.memory_format);
         // The initial weights are a function of the seed: drawn in this order, every time.
         tch::manual_seed(cfg.seed as i64);
-        let net_cfg = net_config(&cfg, loader.num_classes());
+        let net_cfg = net_config(&cfg, loader.num_classes())?;
         let mut vs = VarStore::new(device);
         let net = FaceNet::new(&vs.root(), &net_cfg)?;
         let loss = FaceLoss::new(&vs.root(), &net_cfg)?;
@@ -339,7 +339,7 @@ pub fn build_schedule(cfg: &TrainConfig, total_steps: Option<u64>) -> Schedule {
             step: 0,
         }),
         // The warm-up wrapper freezes it for the ramp, so at step k >= w it is at k − w of
-        // t − w: arcface_torch's closed form (docs/TRAINING.md, "Schedules").
+        // t − w: arcface_torch's closed form (docs/TRAINING.md, "Learning rate").
         ScheduleKind::Poly => Schedule::Poly(Poly {
             base_lr: cfg.lr,
             power: cfg.poly_power,
@@ -358,11 +358,11 @@ pub fn build_optimizer(cfg: &TrainConfig, vs: &VarStore) -> Box<dyn Optimizer> {
     }
 }
 
-/// The network configuration for this run (written as `net.json`).
-pub fn net_config(cfg: &TrainConfig, num_classes: u32) -> NetConfig {
-    // Checked by cfg.validate(), which every caller has passed; ArcFace's defaults otherwise.
-    let margin = cfg.margin_spec().unwrap_or(crate::loss::Margin::arcface(cfg.arcface_margin));
-    NetConfig {
+/// The network configuration for this run (written as `net.json`); fails when the margin
+/// flags do not describe a margin.
+pub fn net_config(cfg: &TrainConfig, num_classes: u32) -> Result<NetConfig> {
+    let margin = cfg.margin_spec()?;
+    Ok(NetConfig {
         arch: cfg.arch,
         image_size: cfg.image_size as i64,
         embedding_size: cfg.embedding_size,
@@ -376,7 +376,7 @@ pub fn net_config(cfg: &TrainConfig, num_classes: u32) -> NetConfig {
         margin_m3: margin.m3,
         weights: TaskWeights { fr: cfg.multi_weights[0], gender: cfg.multi_weights[1], age: cfg.multi_weights[2] },
         ..NetConfig::default()
-    }
+    })
 }
 
 /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
