@@ -3,7 +3,8 @@
 use anyhow::Result;
 use facekit_io::StopFlag;
 use facekit_train::model::{Arch, Task};
-use facekit_train::trainer::config::{MemoryFormatKind, PrecisionKind, ScheduleKind};
+use facekit_train::loss::MarginKind;
+use facekit_train::trainer::config::{MemoryFormatKind, OptimizerKind, PrecisionKind, ScheduleKind};
 use facekit_train::trainer::checkpoint::MODEL_FILE;
 use facekit_train::trainer::run_dir::{RunPaths, BEST, LAST};
 use facekit_train::{Outcome, Summary, TrainConfig};
@@ -46,7 +47,7 @@ pub struct TrainArgs {
     /// SGD momentum.
     #[arg(long, default_value_t = d().momentum)]
     pub momentum: f64,
-    /// SGD weight decay (L2), applied to every weight.
+    /// Weight decay of every weight: SGD's L2 term, AdamW's decoupled p *= 1 − lr·wd.
     #[arg(long, default_value_t = d().weight_decay)]
     pub weight_decay: f64,
     /// Learning-rate schedule.
@@ -62,7 +63,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = d().min_lr)]
     pub min_lr: f64,
     /// Steps of linear warm-up from 0 to --lr.
-    #[arg(long, default_value_t = d().warmup_steps)]
+    #[arg(long, default_value_t = d().warmup_steps, conflicts_with = "warmup_epochs")]
     pub warmup_steps: u64,
     /// Stop after this many steps in total [default: none].
     #[arg(long)]
@@ -74,8 +75,32 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = d().arcface_scale)]
     pub arcface_scale: f64,
     /// ArcFace additive angular margin m (radians).
-    #[arg(long, default_value_t = d().arcface_margin)]
+    #[arg(long, default_value_t = d().arcface_margin, conflicts_with = "margin_values")]
     pub arcface_margin: f64,
+    /// Margin on the true class: arcface cos(θ+m2), cosface cos θ − m3, combined cos(m1·θ+m2) − m3.
+    #[arg(long, value_enum, default_value_t = d().margin)]
+    pub margin: MarginKind,
+    /// The margin's m1,m2,m3 (arcface_torch's margin_list) [default: arcface 1,--arcface-margin,0; cosface 1,0,0.4; combined: required].
+    #[arg(long, value_name = "M1,M2,M3", value_delimiter = ',')]
+    pub margin_values: Option<Vec<f64>>,
+    /// Optimiser: sgd (--momentum, L2 --weight-decay) or adamw (--adam-betas, --adam-eps, decoupled --weight-decay).
+    #[arg(long, value_enum, default_value_t = d().optimizer)]
+    pub optimizer: OptimizerKind,
+    /// AdamW's β1,β2.
+    #[arg(long, value_name = "B1,B2", value_delimiter = ',', default_values_t = d().adam_betas)]
+    pub adam_betas: Vec<f64>,
+    /// AdamW's ε.
+    #[arg(long, value_name = "EPS", default_value_t = d().adam_eps)]
+    pub adam_eps: f64,
+    /// Exponent of --schedule poly's decay (1: linear, arcface_torch's default).
+    #[arg(long, value_name = "P", default_value_t = d().poly_power)]
+    pub poly_power: f64,
+    /// Linear warm-up of E epochs, E x batches per epoch steps (arcface_torch's warmup_epoch).
+    #[arg(long, value_name = "E", conflicts_with = "warmup_steps")]
+    pub warmup_epochs: Option<u64>,
+    /// Clip the network's gradients (not the ArcFace centres) to this global 2-norm [default: off; arcface_torch: 5].
+    #[arg(long, value_name = "MAX")]
+    pub clip_grad_norm: Option<f64>,
     /// Multi task: weights of the fr, gender and age losses.
     #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = d().multi_weights)]
     pub multi_weights: Vec<f64>,
@@ -180,6 +205,14 @@ impl TrainArgs {
             epochs: self.epochs,
             arcface_scale: self.arcface_scale,
             arcface_margin: self.arcface_margin,
+            margin: self.margin,
+            margin_values: self.margin_values,
+            optimizer: self.optimizer,
+            adam_betas: self.adam_betas,
+            adam_eps: self.adam_eps,
+            poly_power: self.poly_power,
+            warmup_epochs: self.warmup_epochs,
+            clip_grad_norm: self.clip_grad_norm,
             multi_weights: self.multi_weights,
             precision: self.precision,
             memory_format: self.memory_format,

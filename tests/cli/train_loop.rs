@@ -520,3 +520,67 @@ fn fp16_and_bf16_resumed_runs_reproduce_the_uninterrupted_losses() {
         assert_eq!(sa["scaler"].is_null(), precision == "bf16");
     }
 }
+
+#[test]
+fn adamw_poly_clipped_resumed_run_reproduces_the_uninterrupted_run_bit_for_bit() {
+    let models = tempfile::tempdir().unwrap();
+    // The poly schedule's length is fixed when a run starts, so the split run is planned for 40
+    // steps too and broken off after 20 by the NaN injected into step 21 (not applied; `last`
+    // holds step 20). 15 batches per epoch: the warm-up is steps 1-15, the break in epoch 2.
+    let common_args = [
+        "FR", "--train-sets", "lfw", "--optimizer", "adamw", "--lr", "0.002", "--weight-decay", "0.1",
+        "--schedule", "poly", "--warmup-epochs", "1", "--clip-grad-norm", "5", "--margin", "cosface",
+        "--dropout", "0.2", "--checkpoint-every", "20", "--log-every", "5", "--max-steps", "40",
+    ];
+    ok(&train(models.path(), &[&common_args[..], &["--run-name", "full"]].concat()));
+    let broken = train_env(models.path(), &[&common_args[..], &["--run-name", "split"]].concat(), &[("FACEKIT_TEST_INJECT_NAN_AT_STEP", "21")]);
+    assert_eq!(broken.status.code(), Some(1), "{}", String::from_utf8_lossy(&broken.stderr));
+    assert_eq!(state(&models.path().join("split"), "last")["step"], 20);
+    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--resume", "split", "--max-steps", "40", "--log-every", "5"]));
+    let (full, split) = (models.path().join("full"), models.path().join("split"));
+    let (a, b) = (losses(&full), losses(&split));
+    assert_eq!((a.len(), b.len()), (40, 40));
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.0, x.1), (y.0, y.1), "step {}: uninterrupted loss {} but resumed {}", x.0, x.1, y.1);
+    }
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let read = |run: &Path| std::fs::read(run.join("checkpoints/last").join(file)).unwrap();
+        assert!(read(&full) == read(&split), "checkpoints/last/{file} differs after the resumed run");
+    }
+    assert_eq!(state(&full, "last")["schedule"], state(&split, "last")["schedule"]);
+    assert_eq!(state(&full, "last")["schedule"]["kind"], "warmup");
+    assert_eq!(state(&full, "last")["schedule"]["inner"]["kind"], "poly");
+    // The pre-clip norm is logged with the progress lines, the same in both runs.
+    let norms = |run: &Path| -> Vec<f64> {
+        std::fs::read_to_string(run.join("train_log.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["grad_norm"].as_f64())
+            .collect()
+    };
+    assert_eq!(norms(&full).len(), 8, "every 5 steps");
+    assert!(norms(&full).iter().all(|n| n.is_finite() && *n > 0.0));
+    assert_eq!(norms(&full), norms(&split));
+    let net: serde_json::Value = serde_json::from_slice(&std::fs::read(full.join("net.json")).unwrap()).unwrap();
+    assert_eq!((net["margin"].as_str(), net["margin_m3"].as_f64(), net["arcface_m"].as_f64()), (Some("cosface"), Some(0.4), Some(0.0)));
+}
+
+#[test]
+fn optimisation_flags_that_conflict_or_lack_a_length_are_usage_errors() {
+    let models = tempfile::tempdir().unwrap();
+    let base = ["FR", "--train-sets", "lfw", "--run-name", "x"];
+    for (extra, words) in [
+        (&["--max-steps", "2", "--warmup-epochs", "1", "--warmup-steps", "5"][..], "cannot be used with"),
+        (&["--max-steps", "2", "--arcface-margin", "0.3", "--margin-values", "1,0.3,0"][..], "cannot be used with"),
+        (&["--schedule", "poly"][..], "--schedule poly needs --max-steps or --epochs"),
+        (&["--max-steps", "2", "--optimizer", "adamw", "--adam-betas", "0.9,1.5"][..], "--adam-betas"),
+        (&["--max-steps", "2", "--margin", "combined"][..], "--margin combined needs --margin-values"),
+        (&["--max-steps", "2", "--clip-grad-norm", "0"][..], "--clip-grad-norm"),
+    ] {
+        let out = train(models.path(), &[&base[..], extra].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(words), "{extra:?}: stderr lacks '{words}': {stderr}");
+    }
+    assert!(!models.path().join("x").exists(), "no run folder is left behind");
+}

@@ -8,33 +8,41 @@
 //! (that is `cos θ <= cos(π − m)`): there `cos(θ+m)` would increase again with θ and reward
 //! moving away from the centre, while the fallback keeps the target logit monotone in θ.
 //! Logits are computed in fp32 whatever the embedding's kind, so autocast cannot overflow s=64.
+//! CosFace and the combined margin share the centres and the loss: [`super::margin`].
 
+use super::margin::Margin;
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
 
-/// The class centres `arcface.weight` [classes, embedding] and the margin parameters.
+/// The class centres `arcface.weight` [classes, embedding], the scale and the margin.
 #[derive(Debug)]
 pub struct ArcFace {
     /// Class centres, one row per identity (not normalised; normalised on use).
     pub weight: Tensor,
     /// Scale s applied to all logits.
     pub s: f64,
-    /// Additive angular margin m in radians.
-    pub m: f64,
+    /// The margin on the true class (ArcFace's m is its m2).
+    pub margin: Margin,
 }
 
 /// Rows whose 1 − cos² falls below this use it instead, so sin θ's gradient stays finite at θ=0.
 const MIN_SIN_SQ: f64 = 1e-7;
 
 impl ArcFace {
-    /// Creates `classes` centres of dimension `embedding_size` under `p / "arcface"`.
+    /// Creates `classes` centres of dimension `embedding_size` under `p / "arcface"`, with the
+    /// ArcFace margin `m`.
     pub fn new(p: &nn::Path, classes: i64, embedding_size: i64, s: f64, m: f64) -> Self {
+        Self::with_margin(p, classes, embedding_size, s, Margin::arcface(m))
+    }
+
+    /// As [`ArcFace::new`] with any [`Margin`].
+    pub fn with_margin(p: &nn::Path, classes: i64, embedding_size: i64, s: f64, margin: Margin) -> Self {
         // insightface draws centres from N(0, 0.01); only their direction matters.
         let weight = (p / "arcface").var("weight", &[classes, embedding_size], Init::Randn {
             mean: 0.0,
             stdev: 0.01,
         });
-        ArcFace { weight, s, m }
+        ArcFace { weight, s, margin }
     }
 
     /// cos θ [N, classes] between the embeddings and every centre, in fp32.
@@ -52,7 +60,7 @@ impl ArcFace {
     /// Logits with the margin applied on each row's true class; rows with label −1 get none.
     pub fn logits(&self, embedding: &Tensor, labels: &Tensor) -> Tensor {
         let cos = self.cosine(embedding);
-        let phi = margin_cos(&cos, self.m);
+        let phi = self.margin.target_cos(&cos);
         let known = labels.ge(0);
         let one_hot = cos.zeros_like().scatter(
             1,

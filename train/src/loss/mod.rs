@@ -1,4 +1,4 @@
-//! Losses: ArcFace for identity, softmax for gender, DEX-style expected value for age, and their
+//! Losses: ArcFace (or CosFace, or the combined margin) for identity, softmax for gender, DEX-style expected value for age, and their
 //! masked, weighted multi-task sum.
 //!
 //! Labels arrive as i64 tensors with −1 for "unknown"; a record without a label for a task is
@@ -7,6 +7,7 @@
 
 pub mod age;
 pub mod arcface;
+pub mod margin;
 
 use anyhow::Result;
 use tch::nn;
@@ -15,6 +16,7 @@ use tch::{Kind, Tensor};
 use crate::model::{NetConfig, Outputs, Task, TaskWeights};
 pub use age::{age_abs_error_sum, age_bins_target, expected_age};
 pub use arcface::{margin_cos, masked_cross_entropy, normalize, ArcFace};
+pub use margin::{Margin, MarginKind};
 
 /// The labels of one batch, each [N] i64 on the model's device, −1 where unknown.
 #[derive(Debug)]
@@ -70,7 +72,7 @@ impl FaceLoss {
     pub fn new(p: &nn::Path, config: &NetConfig) -> Result<Self> {
         config.validate()?;
         let arcface = config.task.has_fr().then(|| {
-            ArcFace::new(p, config.num_classes, config.embedding_size, config.arcface_s, config.arcface_m)
+            ArcFace::with_margin(p, config.num_classes, config.embedding_size, config.arcface_s, Margin::of(config))
         });
         // A single-task network trains that task alone at full weight.
         let weights = match config.task {

@@ -104,8 +104,14 @@ pub struct NetConfig {
     pub age_bins: i64,
     /// ArcFace scale s.
     pub arcface_s: f64,
-    /// ArcFace additive angular margin m, radians.
+    /// ArcFace additive angular margin m, radians (m2 of the combined margin).
     pub arcface_m: f64,
+    /// Margin formula on the true class (absent in older net.json: ArcFace).
+    pub margin: crate::loss::MarginKind,
+    /// Multiplicative angular margin m1 of the combined margin (1 for ArcFace and CosFace).
+    pub margin_m1: f64,
+    /// Additive cosine margin m3 (CosFace's m; 0 for ArcFace).
+    pub margin_m3: f64,
     /// Per-task loss weights (multi-task only).
     pub weights: TaskWeights,
 }
@@ -124,6 +130,9 @@ impl Default for NetConfig {
             age_bins: 101,
             arcface_s: 64.0,
             arcface_m: 0.5,
+            margin: crate::loss::MarginKind::Arcface,
+            margin_m1: 1.0,
+            margin_m3: 0.0,
             weights: TaskWeights::default(),
         }
     }
@@ -152,6 +161,9 @@ impl NetConfig {
         }
         if self.task.has_fr() && !(0.0..std::f64::consts::FRAC_PI_2).contains(&self.arcface_m) {
             bail!("arcface_m must be in [0, pi/2) radians, got {}", self.arcface_m);
+        }
+        if self.task.has_fr() {
+            crate::loss::Margin::of(self).validate()?;
         }
         let w = self.weights;
         if [w.fr, w.gender, w.age].iter().any(|x| !x.is_finite() || *x < 0.0) {

@@ -1,12 +1,12 @@
-//! Checkpoints `checkpoints/last/` and `checkpoints/best/`: weights (`model.safetensors`), momentum
-//! buffers (`optimizer.safetensors`) and [`TrainState`] (`state.json`, with the fp16 loss scaler's
+//! Checkpoints `checkpoints/last/` and `checkpoints/best/`: weights (`model.safetensors`), the
+//! optimiser's state (`optimizer.safetensors`: SGD momentum, or AdamW moments and step counts) and [`TrainState`] (`state.json`, with the fp16 loss scaler's
 //! state). Tensors are stored NCHW-contiguous whatever their memory format during training.
 //!
 //! A checkpoint is a folder replaced as one step ([`facekit_io::durable::replace_dir`]), so a
 //! reader never sees a half-written one; [`super::run_dir::RunPaths::existing_checkpoint`] finds
 //! it, or its predecessor when a crash hit the moment between the two renames.
 
-use super::optim::Sgd;
+use super::optim::Optimizer;
 use super::run_dir::RunPaths;
 use super::state::TrainState;
 use anyhow::{Context, Result};
@@ -15,13 +15,13 @@ use tch::nn::VarStore;
 
 /// Weights file inside a checkpoint folder.
 pub const MODEL_FILE: &str = "model.safetensors";
-/// Momentum buffers file inside a checkpoint folder.
+/// Optimiser state file inside a checkpoint folder.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 /// The trainer's state inside a checkpoint folder.
 pub const STATE_FILE: &str = "state.json";
 
 /// Writes checkpoint `name` (`last` or `best`) of the run `run`.
-pub fn write(run: &RunPaths, name: &str, vs: &VarStore, opt: &Sgd, state: &TrainState) -> Result<PathBuf> {
+pub fn write(run: &RunPaths, name: &str, vs: &VarStore, opt: &dyn Optimizer, state: &TrainState) -> Result<PathBuf> {
     let target = run.checkpoint(name);
     facekit_io::durable::replace_dir(&target, |dir| -> Result<()> {
         save_weights(vs, &dir.join(MODEL_FILE))?;
@@ -32,8 +32,8 @@ pub fn write(run: &RunPaths, name: &str, vs: &VarStore, opt: &Sgd, state: &Train
     Ok(target)
 }
 
-/// Loads weights, momentum buffers and state from checkpoint folder `dir`.
-pub fn load(dir: &Path, vs: &mut VarStore, opt: &mut Sgd) -> Result<TrainState> {
+/// Loads weights, optimiser state and trainer state from checkpoint folder `dir`.
+pub fn load(dir: &Path, vs: &mut VarStore, opt: &mut dyn Optimizer) -> Result<TrainState> {
     let state = TrainState::read(dir)?;
     let model = dir.join(MODEL_FILE);
     vs.load(&model).with_context(|| format!("cannot load weights {}", model.display()))?;

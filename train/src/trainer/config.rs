@@ -1,6 +1,7 @@
 //! The full configuration of a training run: every `facekit train` flag, saved as `config.json`
 //! so that a run can be reproduced and resumed exactly.
 
+use crate::loss::{Margin, MarginKind};
 use crate::model::{Arch, Task};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,20 @@ pub enum ScheduleKind {
     Step,
     /// Cosine decay from `--lr` to `--min-lr` over the run (`--max-steps` or `--epochs`).
     Cosine,
+    /// Polynomial decay from `--lr` to 0 over the run, power `--poly-power` (arcface_torch's).
+    Poly,
+}
+
+/// Which optimiser updates the weights.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// SGD with `--momentum` and L2 `--weight-decay` (PyTorch's rule).
+    #[default]
+    Sgd,
+    /// AdamW with `--adam-betas`, `--adam-eps` and decoupled `--weight-decay` (PyTorch's rule).
+    Adamw,
 }
 
 /// Numeric precision of the forward and backward passes (weights always stay fp32).
@@ -99,7 +114,7 @@ pub struct TrainConfig {
     pub lr: f64,
     /// SGD momentum.
     pub momentum: f64,
-    /// SGD weight decay (L2), applied to every weight.
+    /// Weight decay of every weight: SGD's L2 term, AdamW's decoupled p *= 1 − lr·wd.
     pub weight_decay: f64,
     /// Learning-rate schedule.
     pub schedule: ScheduleKind,
@@ -119,6 +134,30 @@ pub struct TrainConfig {
     pub arcface_scale: f64,
     /// ArcFace additive angular margin m (radians).
     pub arcface_margin: f64,
+    /// Margin on the true class: arcface cos(θ+m2), cosface cos θ − m3, combined cos(m1·θ+m2) − m3.
+    #[serde(default)]
+    pub margin: MarginKind,
+    /// The margin's m1,m2,m3 [default: arcface 1,--arcface-margin,0; cosface 1,0,0.4; combined: required].
+    #[serde(default)]
+    pub margin_values: Option<Vec<f64>>,
+    /// Optimiser.
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// AdamW's β1,β2.
+    #[serde(default = "default_adam_betas")]
+    pub adam_betas: Vec<f64>,
+    /// AdamW's ε.
+    #[serde(default = "default_adam_eps")]
+    pub adam_eps: f64,
+    /// Exponent of --schedule poly's decay (1: linear, arcface_torch's default).
+    #[serde(default = "default_poly_power")]
+    pub poly_power: f64,
+    /// Linear warm-up of E epochs (E x batches per epoch steps; arcface_torch's warmup_epoch).
+    #[serde(default)]
+    pub warmup_epochs: Option<u64>,
+    /// Clip the network's gradients (not the ArcFace centres) to this global 2-norm [default: off].
+    #[serde(default)]
+    pub clip_grad_norm: Option<f64>,
     /// Multi task: weights of the fr, gender and age losses.
     pub multi_weights: Vec<f64>,
     /// Backbone arithmetic (auto: fp16 on CUDA, fp32 on CPU); weights, heads, losses stay fp32.
@@ -207,6 +246,14 @@ impl Default for TrainConfig {
             epochs: None,
             arcface_scale: 64.0,
             arcface_margin: 0.5,
+            margin: MarginKind::Arcface,
+            margin_values: None,
+            optimizer: OptimizerKind::Sgd,
+            adam_betas: default_adam_betas(),
+            adam_eps: default_adam_eps(),
+            poly_power: default_poly_power(),
+            warmup_epochs: None,
+            clip_grad_norm: None,
             multi_weights: vec![1.0, 1.0, 1.0],
             precision: PrecisionKind::Auto,
             memory_format: MemoryFormatKind::Auto,
@@ -289,7 +336,71 @@ impl TrainConfig {
         if self.schedule == ScheduleKind::Cosine && self.max_steps.is_none() && self.epochs.is_none() {
             bail!("--schedule cosine needs --max-steps or --epochs (the length of the decay)");
         }
+        self.validate_optimisation()
+    }
+
+    /// The optimiser, poly schedule, warm-up, clipping and margin settings.
+    fn validate_optimisation(&self) -> Result<()> {
+        let d = TrainConfig::default();
+        match self.optimizer {
+            OptimizerKind::Adamw => {
+                if self.adam_betas.len() != 2 || !self.adam_betas.iter().all(|b| b.is_finite() && (0.0..1.0).contains(b)) {
+                    bail!("--adam-betas needs two numbers B1,B2 each in [0, 1), got {:?}", self.adam_betas);
+                }
+                if !(self.adam_eps.is_finite() && self.adam_eps > 0.0) {
+                    bail!("--adam-eps must be a positive number, got {}", self.adam_eps);
+                }
+                if self.momentum != d.momentum {
+                    bail!("--momentum {} is SGD's; AdamW's moments are set with --adam-betas", self.momentum);
+                }
+            }
+            OptimizerKind::Sgd => {
+                if self.adam_betas != d.adam_betas || self.adam_eps != d.adam_eps {
+                    bail!("--adam-betas and --adam-eps apply to --optimizer adamw only (this run uses sgd)");
+                }
+            }
+        }
+        if self.schedule == ScheduleKind::Poly {
+            if self.max_steps.is_none() && self.epochs.is_none() {
+                bail!("--schedule poly needs --max-steps or --epochs (the length of the decay)");
+            }
+            if !(self.poly_power.is_finite() && self.poly_power > 0.0) {
+                bail!("--poly-power must be a positive number, got {}", self.poly_power);
+            }
+        } else if self.poly_power != d.poly_power {
+            bail!("--poly-power applies to --schedule poly only (this run uses {:?})", self.schedule);
+        }
+        if self.warmup_epochs.is_some() && self.warmup_steps != 0 {
+            bail!("--warmup-epochs and --warmup-steps both set the warm-up: give one of them");
+        }
+        if let Some(c) = self.clip_grad_norm {
+            if !(c.is_finite() && c > 0.0) {
+                bail!("--clip-grad-norm must be a positive number, got {c}");
+            }
+        }
+        self.margin_spec()?;
         Ok(())
+    }
+
+    /// The margin `--margin`, `--margin-values` and `--arcface-margin` describe, checked.
+    pub fn margin_spec(&self) -> Result<Margin> {
+        let (m1, m2, m3) = match (&self.margin_values, self.margin) {
+            (Some(v), _) if v.len() != 3 => bail!("--margin-values needs three numbers M1,M2,M3, got {v:?}"),
+            (Some(v), _) => (v[0], v[1], v[2]),
+            (None, MarginKind::Arcface) => (1.0, self.arcface_margin, 0.0),
+            (None, MarginKind::Cosface) => (1.0, 0.0, 0.4),
+            (None, MarginKind::Combined) => {
+                bail!("--margin combined needs --margin-values M1,M2,M3 (insightface's MXNet example used 1,0.3,0.2)")
+            }
+        };
+        let margin = Margin { kind: self.margin, m1, m2, m3 };
+        margin.validate().map_err(|e| anyhow::anyhow!("--margin {} --margin-values: {e}", self.margin.name()))?;
+        Ok(margin)
+    }
+
+    /// Steps of linear warm-up: `--warmup-steps`, or `--warmup-epochs` times `batches_per_epoch`.
+    pub fn warmup_steps_for(&self, batches_per_epoch: u64) -> u64 {
+        self.warmup_epochs.map_or(self.warmup_steps, |e| e.saturating_mul(batches_per_epoch))
     }
 
     /// `--eval-bin` names each set once (by file stem), `--best-on` one of them, `--eval-batch`
@@ -339,6 +450,21 @@ impl TrainConfig {
             format!("{}-{secs}", self.task.name())
         })
     }
+}
+
+/// PyTorch's AdamW betas.
+fn default_adam_betas() -> Vec<f64> {
+    vec![0.9, 0.999]
+}
+
+/// PyTorch's AdamW eps.
+fn default_adam_eps() -> f64 {
+    1e-8
+}
+
+/// arcface_torch's `PolynomialLRWarmup` power (train_v2.py leaves the default).
+fn default_poly_power() -> f64 {
+    1.0
 }
 
 /// arcface_torch's verification interval (`verbose = 2000`).

@@ -8,13 +8,15 @@
 //! - [`replicas`]: the seam for data-parallel training (one process: [`SingleProcess`]);
 //! - what a run keeps: [`config`] (`config.json`), [`state`] and [`checkpoint`], [`logs`], the
 //!   folder's paths and lock in [`run_dir`];
-//! - how it computes: [`optim`] (SGD), [`schedule`] (dlib's plateau rule, step, cosine,
-//!   warm-up), [`numerics`] with [`amp`], [`scaler`] and [`layout`] (precision and memory
+//! - how it computes: [`optim`] (the optimiser trait, SGD) and [`adamw`], [`clip`] (gradient
+//!   clipping), [`schedule`] (dlib's plateau rule, step, cosine, polynomial, warm-up), [`numerics`] with [`amp`], [`scaler`] and [`layout`] (precision and memory
 //!   format), [`validate`] with [`metrics`], [`eval_bins`] (insightface `.bin` verification
 //!   during training).
 
+pub mod adamw;
 pub mod amp;
 pub mod checkpoint;
+pub mod clip;
 pub mod config;
 pub mod eval_bins;
 pub mod labels;

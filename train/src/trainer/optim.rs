@@ -1,12 +1,46 @@
-//! SGD with momentum and weight decay, PyTorch's update rule, with its momentum buffers exposed.
+//! The optimisers: [`Sgd`] here and [`super::adamw::AdamW`], both PyTorch's update rules, behind
+//! the [`Optimizer`] trait that the step, the loss scaler and checkpoints use.
 //!
 //! tch's `nn::Sgd` keeps its momentum buffers inside the C++ optimizer where they cannot be saved,
-//! so a resumed run would restart momentum from zero and diverge from the uninterrupted one. This
-//! optimizer owns the buffers as named tensors and saves them in `optimizer.safetensors`.
+//! so a resumed run would restart momentum from zero and diverge from the uninterrupted one. These
+//! optimisers own their state as named tensors and save it in `optimizer.safetensors`.
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use tch::{nn::VarStore, Tensor};
+
+/// What the trainer needs of an optimiser: clear gradients, step, expose the gradients (for
+/// unscaling and clipping) and save/restore its state for an exact resume.
+pub trait Optimizer: Send {
+    /// Clears every gradient before the next backward pass.
+    fn zero_grad(&mut self);
+    /// Applies one update with learning rate `lr` to the parameters that have a gradient.
+    fn step(&mut self, lr: f64);
+    /// (name, parameter) of every trainable parameter, in name order.
+    fn params(&self) -> Vec<(&str, &Tensor)>;
+    /// Saves the optimiser's state (by parameter name) in safetensors format.
+    fn save(&self, path: &Path) -> Result<()>;
+    /// Restores the state written by [`Optimizer::save`] into this optimiser's parameters.
+    fn load(&mut self, path: &Path) -> Result<()>;
+
+    /// The gradients of the parameters that have one (handles: in-place changes stick).
+    fn grads(&self) -> Vec<Tensor> {
+        self.params().into_iter().map(|(_, p)| p.grad()).filter(Tensor::defined).collect()
+    }
+
+    /// The gradients of the parameters whose name does not start with `prefix` (handles).
+    fn grads_outside(&self, prefix: &str) -> Vec<Tensor> {
+        self.params().into_iter().filter(|(n, _)| !n.starts_with(prefix)).map(|(_, p)| p.grad()).filter(Tensor::defined).collect()
+    }
+}
+
+/// Every trainable variable of `vs` (parameters without `requires_grad`, frozen ones, are left
+/// out), in name order.
+pub fn trainable_by_name(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
 
 /// One trainable parameter and its momentum buffer.
 struct Slot {
@@ -25,9 +59,7 @@ pub struct Sgd {
 impl Sgd {
     /// An optimizer over every trainable variable of `vs`, in name order.
     pub fn new(vs: &VarStore, momentum: f64, weight_decay: f64) -> Self {
-        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        let slots = named.into_iter().map(|(name, param)| Slot { name, param, momentum: None }).collect();
+        let slots = trainable_by_name(vs).into_iter().map(|(name, param)| Slot { name, param, momentum: None }).collect();
         Sgd { slots, momentum, weight_decay }
     }
 
@@ -102,5 +134,23 @@ impl Sgd {
             s.momentum = Some(buf);
         }
         Ok(())
+    }
+}
+
+impl Optimizer for Sgd {
+    fn zero_grad(&mut self) {
+        Sgd::zero_grad(self)
+    }
+    fn step(&mut self, lr: f64) {
+        Sgd::step(self, lr)
+    }
+    fn params(&self) -> Vec<(&str, &Tensor)> {
+        self.slots.iter().map(|s| (s.name.as_str(), &s.param)).collect()
+    }
+    fn save(&self, path: &Path) -> Result<()> {
+        Sgd::save(self, path)
+    }
+    fn load(&mut self, path: &Path) -> Result<()> {
+        Sgd::load(self, path)
     }
 }

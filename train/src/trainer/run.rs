@@ -8,7 +8,7 @@ use super::labels::LabelGuard;
 use super::logs::{RunLogs, StepLosses};
 use super::meter::Meter;
 use super::numerics::Numerics;
-use super::optim::Sgd;
+use super::optim::Optimizer;
 use super::replicas::Replicas;
 use super::run_dir::{RunDir, BEST, LAST};
 use super::scaler::GradScaler;
@@ -82,7 +82,7 @@ pub struct Trainer {
     pub(super) vs: VarStore,
     pub(super) net: FaceNet,
     pub(super) loss: FaceLoss,
-    pub(super) opt: Sgd,
+    pub(super) opt: Box<dyn Optimizer>,
     pub(super) numerics: Numerics,
     /// fp16 dynamic loss scaling; `None` in fp32 and bf16.
     pub(super) scaler: Option<GradScaler>,
@@ -105,6 +105,9 @@ pub struct Trainer {
     pub(super) last_checkpoint: Option<u64>,
     pub(super) seconds_before: f64,
     pub(super) final_loss: Option<f64>,
+    /// The network's gradient norm before clipping in the last step (with --clip-grad-norm),
+    /// left on the device until a log line reads it.
+    pub(super) grad_norm: Option<tch::Tensor>,
     pub(super) valid_skipped: u64,
 }
 
@@ -212,6 +215,10 @@ impl Trainer {
                 event["skipped_steps"] = s.skipped_steps.into();
                 line += &format!(" loss scale {} ({} steps skipped)", s.scale, s.skipped_steps);
             }
+            if let Some(norm) = self.grad_norm.as_ref().map(|n| n.double_value(&[])) {
+                event["grad_norm"] = norm.into();
+                line += &format!(" grad norm {norm:.3}");
+            }
             self.logs.event(&event)?;
             if self.bar.is_hidden() {
                 eprintln!("{line}");
@@ -309,7 +316,7 @@ impl Trainer {
     /// checkpoint.
     fn save(&mut self, name: &str) -> Result<()> {
         self.snapshot()?;
-        checkpoint::write(self.run.paths(), name, &self.vs, &self.opt, &self.state)?;
+        checkpoint::write(self.run.paths(), name, &self.vs, self.opt.as_ref(), &self.state)?;
         if name == LAST {
             self.last_checkpoint = Some(self.state.step);
         }

@@ -6,7 +6,8 @@
 //! `growth_interval` clean steps in a row S doubles, so S stays near the largest safe value.
 
 use super::amp;
-use super::optim::Sgd;
+use super::clip;
+use super::optim::Optimizer;
 pub use super::state::ScalerState;
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
@@ -86,14 +87,23 @@ impl GradScaler {
     }
 
     /// Divides the gradients of `opt`'s parameters by the scale and, if none holds an inf or NaN,
-    /// applies the SGD step with `lr`; returns whether the step was applied. Call [`Self::update`]
-    /// after it.
-    pub fn step(&mut self, opt: &mut Sgd, lr: f64) -> Result<bool> {
+    /// applies the optimiser's step with `lr`; returns whether the step was applied. Call
+    /// [`Self::update`] after it.
+    pub fn step(&mut self, opt: &mut dyn Optimizer, lr: f64) -> Result<bool> {
+        Ok(self.step_clipped(opt, lr, None)?.0)
+    }
+
+    /// As [`Self::step`], clipping the unscaled gradients of the network (not the ArcFace centres)
+    /// to the norm `clip` in between, as arcface_torch's `amp.unscale_`, `clip_grad_norm_`,
+    /// `amp.step`; also returns the norm before clipping (a device scalar) when clipping.
+    pub fn step_clipped(&mut self, opt: &mut dyn Optimizer, lr: f64, clip: Option<f64>) -> Result<(bool, Option<Tensor>)> {
         let _ = self.found_inf.zero_();
         // In double then back, as PyTorch, though for powers of two the reciprocal is exact.
         let inv_scale = self.scale.to_kind(Kind::Double).reciprocal().to_kind(Kind::Float);
         let mut grads = opt.grads();
         amp::unscale_(&mut grads, &mut self.found_inf, &inv_scale)?;
+        // Clipping an inf/NaN gradient makes the others NaN, harmless: that step is skipped.
+        let norm = clip.and_then(|max| clip::clip_network_grads(opt, max));
         // Deciding whether to skip needs the flag on the host, as PyTorch's scaler.step does.
         let finite = self.found_inf.double_value(&[0]) == 0.0;
         if finite {
@@ -101,7 +111,7 @@ impl GradScaler {
         } else {
             self.skipped_steps += 1;
         }
-        Ok(finite)
+        Ok((finite, norm))
     }
 
     /// Halves the scale after a step with inf/NaN gradients, doubles it after

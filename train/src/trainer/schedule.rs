@@ -1,4 +1,5 @@
-//! Learning-rate schedules: dlib's plateau rule, steps, cosine, and linear warm-up around any of them.
+//! Learning-rate schedules: dlib's plateau rule, steps, cosine, polynomial decay, and linear
+//! warm-up around any of them.
 //!
 //! Every schedule follows one protocol: [`Schedule::lr`] is the rate for the next optimiser
 //! step; after that step, [`Schedule::observe`] takes its loss and returns the [`Decision`] for
@@ -282,6 +283,31 @@ impl Cosine {
     }
 }
 
+/// Polynomial decay `base_lr·(1 − j/steps)^power` at step j, reaching 0 at `steps` and staying
+/// there: arcface_torch's `PolynomialLRWarmup._get_closed_form_lr` after its warm-up (there
+/// j = iteration − warm-up and steps = total − warm-up; see docs/TRAINING.md for the warm-up).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Poly {
+    /// Rate at step 0.
+    pub base_lr: f64,
+    /// Exponent of the decay (1: linear).
+    pub power: f64,
+    /// Length of the decay.
+    pub steps: u64,
+    /// Steps observed so far.
+    pub step: u64,
+}
+
+impl Poly {
+    fn lr(&self) -> f64 {
+        if self.steps == 0 {
+            return 0.0;
+        }
+        let done = self.step.min(self.steps) as f64 / self.steps as f64;
+        self.base_lr * (1.0 - done).powf(self.power)
+    }
+}
+
 /// Linear ramp to the wrapped schedule's rate over `steps` steps; the wrapped schedule is frozen
 /// (sees no step and no loss) until the ramp ends, so a cosine still decays over its full length.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,6 +330,8 @@ pub enum Schedule {
     Step(StepSchedule),
     /// Cosine decay to a floor.
     Cosine(Cosine),
+    /// Polynomial decay to zero.
+    Poly(Poly),
     /// Linear warm-up around another schedule.
     Warmup(Warmup),
 }
@@ -315,6 +343,7 @@ impl Schedule {
             Schedule::Plateau(p) => p.lr,
             Schedule::Step(s) => s.lr(),
             Schedule::Cosine(c) => c.lr(),
+            Schedule::Poly(p) => p.lr(),
             Schedule::Warmup(w) if w.step < w.steps => {
                 w.inner.lr() * (w.step + 1) as f64 / w.steps as f64
             }
@@ -328,6 +357,7 @@ impl Schedule {
             Schedule::Plateau(p) => return p.observe(loss),
             Schedule::Step(s) => s.step += 1,
             Schedule::Cosine(c) => c.step += 1,
+            Schedule::Poly(p) => p.step += 1,
             Schedule::Warmup(w) if w.step < w.steps => w.step += 1,
             Schedule::Warmup(w) => return w.inner.observe(loss),
         }

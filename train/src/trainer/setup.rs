@@ -6,18 +6,19 @@
 //! configuration holds and the data is open.
 
 use super::checkpoint;
-use super::config::{DatasetIdentity, SavedConfig, ScheduleKind, TrainConfig};
+use super::config::{DatasetIdentity, OptimizerKind, SavedConfig, ScheduleKind, TrainConfig};
 use super::eval_bins::EvalBins;
 use super::labels::LabelGuard;
 use super::logs::RunLogs;
 use super::meter::Meter;
 use super::numerics::Numerics;
-use super::optim::Sgd;
+use super::adamw::AdamW;
+use super::optim::{Optimizer, Sgd};
 use super::replicas::Replicas;
 use super::run::Trainer;
 use super::run_dir::{RunDir, LAST};
 use super::scaler::{GradScaler, ScalerConfig};
-use super::schedule::{Cosine, DlibPlateau, Schedule, StepSchedule};
+use super::schedule::{Cosine, DlibPlateau, Poly, Schedule, StepSchedule};
 use super::state::TrainState;
 use crate::loss::FaceLoss;
 use crate::model::{FaceNet, NetConfig, Task, TaskWeights};
@@ -69,16 +70,16 @@ impl Trainer {
         let numerics = Numerics::new(device, cfg.precision, cfg.memory_format);
         // The initial weights are a function of the seed: drawn in this order, every time.
         tch::manual_seed(cfg.seed as i64);
-        let net_cfg = net_config(&cfg, loader.num_classes());
+        let net_cfg = net_config(&cfg, loader.num_classes())?;
         let mut vs = VarStore::new(device);
         let net = FaceNet::new(&vs.root(), &net_cfg)?;
         let loss = FaceLoss::new(&vs.root(), &net_cfg)?;
         // Before the optimiser exists, so that its momentum buffers are born in the same layout.
         numerics.memory_format.apply_to_vars(&vs);
-        let mut opt = Sgd::new(&vs, cfg.momentum, cfg.weight_decay);
+        let mut opt = build_optimizer(&cfg, &vs);
         let state = match &resume_from {
             Some(dir) => {
-                let state = checkpoint::load(dir, &mut vs, &mut opt)?;
+                let state = checkpoint::load(dir, &mut vs, opt.as_mut())?;
                 // Loading copies into the existing variables, which keeps their layout; this only
                 // guarantees it.
                 numerics.memory_format.apply_to_vars(&vs);
@@ -121,7 +122,7 @@ impl Trainer {
         let schedule = match &resume_from {
             Some(dir) => serde_json::from_value::<Schedule>(state.schedule.clone())
                 .with_context(|| format!("{}: the schedule state in state.json is not valid", dir.display()))?,
-            None => build_schedule(&cfg, max_steps),
+            None => build_schedule(&TrainConfig { warmup_steps: cfg.warmup_steps_for(batches_per_epoch), warmup_epochs: None, ..cfg.clone() }, max_steps),
         };
         let bar = facekit_io::progress::items(max_steps.unwrap_or(0), "steps");
         bar.set_position(state.step);
@@ -155,6 +156,7 @@ impl Trainer {
             max_steps,
             batches_per_epoch,
             final_loss: None,
+            grad_norm: None,
             valid_skipped: 0,
         })
     }
@@ -279,15 +281,19 @@ fn check_head_memory(cfg: &TrainConfig, classes: u32, device: Device) -> Result<
     if !cfg.task.has_fr() {
         return Ok(());
     }
-    // Weights, their gradient and the momentum buffer, in fp32.
-    let bytes = u64::from(classes).saturating_mul(cfg.embedding_size as u64).saturating_mul(4 * 3);
+    // Weights, their gradient and the momentum buffer (AdamW: two moments), in fp32.
+    let copies = match cfg.optimizer {
+        OptimizerKind::Sgd => 3,
+        OptimizerKind::Adamw => 4,
+    };
+    let bytes = u64::from(classes).saturating_mul(cfg.embedding_size as u64).saturating_mul(4 * copies);
     let available = match device {
         Device::Cpu => available_memory(),
         _ => None,
     };
     if let Some(avail) = available.filter(|a| bytes > *a) {
         bail!(
-            "the ArcFace head for {classes} classes x {} dimensions needs {:.1} GiB (weights, gradients, momentum), \
+            "the ArcFace head for {classes} classes x {} dimensions needs {:.1} GiB (weights, gradients, optimiser state), \
              more than the {:.1} GiB of memory available",
             cfg.embedding_size,
             bytes as f64 / f64::from(1u32 << 30),
@@ -332,13 +338,31 @@ pub fn build_schedule(cfg: &TrainConfig, total_steps: Option<u64>) -> Schedule {
             steps: total_steps.unwrap_or(0).saturating_sub(cfg.warmup_steps),
             step: 0,
         }),
+        // The warm-up wrapper freezes it for the ramp, so at step k >= w it is at k − w of
+        // t − w: arcface_torch's closed form (docs/TRAINING.md, "Learning rate").
+        ScheduleKind::Poly => Schedule::Poly(Poly {
+            base_lr: cfg.lr,
+            power: cfg.poly_power,
+            steps: total_steps.unwrap_or(0).saturating_sub(cfg.warmup_steps),
+            step: 0,
+        }),
     };
     inner.with_warmup(cfg.warmup_steps)
 }
 
-/// The network configuration for this run (written as `net.json`).
-pub fn net_config(cfg: &TrainConfig, num_classes: u32) -> NetConfig {
-    NetConfig {
+/// The optimiser `cfg` asks for, over the trainable variables of `vs`.
+pub fn build_optimizer(cfg: &TrainConfig, vs: &VarStore) -> Box<dyn Optimizer> {
+    match cfg.optimizer {
+        OptimizerKind::Sgd => Box::new(Sgd::new(vs, cfg.momentum, cfg.weight_decay)),
+        OptimizerKind::Adamw => Box::new(AdamW::new(vs, (cfg.adam_betas[0], cfg.adam_betas[1]), cfg.adam_eps, cfg.weight_decay)),
+    }
+}
+
+/// The network configuration for this run (written as `net.json`); fails when the margin
+/// flags do not describe a margin.
+pub fn net_config(cfg: &TrainConfig, num_classes: u32) -> Result<NetConfig> {
+    let margin = cfg.margin_spec()?;
+    Ok(NetConfig {
         arch: cfg.arch,
         image_size: cfg.image_size as i64,
         embedding_size: cfg.embedding_size,
@@ -346,10 +370,13 @@ pub fn net_config(cfg: &TrainConfig, num_classes: u32) -> NetConfig {
         task: cfg.task,
         num_classes: num_classes as i64,
         arcface_s: cfg.arcface_scale,
-        arcface_m: cfg.arcface_margin,
+        arcface_m: margin.m2,
+        margin: margin.kind,
+        margin_m1: margin.m1,
+        margin_m3: margin.m3,
         weights: TaskWeights { fr: cfg.multi_weights[0], gender: cfg.multi_weights[1], age: cfg.multi_weights[2] },
         ..NetConfig::default()
-    }
+    })
 }
 
 /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.

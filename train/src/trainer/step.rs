@@ -29,18 +29,21 @@ impl Trainer {
             return Ok(None);
         }
         self.opt.zero_grad();
+        let clip = self.cfg.clip_grad_norm;
         match self.scaler.as_mut() {
             Some(scaler) => {
                 // A step whose gradients overflowed is skipped but still counts as a step: its
                 // loss is logged and the schedule sees it, as with PyTorch's GradScaler.
                 scaler.scale(&losses.total).backward();
                 self.replicas.reduce_gradients(&self.vs)?;
-                scaler.step(&mut self.opt, lr)?;
+                // Clipping happens between unscaling and the step, on the true gradients.
+                self.grad_norm = scaler.step_clipped(self.opt.as_mut(), lr, clip)?.1;
                 scaler.update();
             }
             None => {
                 losses.total.backward();
                 self.replicas.reduce_gradients(&self.vs)?;
+                self.grad_norm = clip.and_then(|max| super::clip::clip_network_grads(self.opt.as_ref(), max));
                 self.opt.step(lr);
             }
         }
