@@ -102,7 +102,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "MAX")]
     pub clip_grad_norm: Option<f64>,
     /// Multi task: weights of the fr, gender and age losses.
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = d().multi_weights)]
+    #[arg(long, value_delimiter = ',', num_args = 1..=3, default_values_t = d().multi_weights)]
     pub multi_weights: Vec<f64>,
     /// Backbone arithmetic (auto: fp16 on CUDA, fp32 on CPU); weights, heads, losses stay fp32.
     #[arg(long, value_enum, default_value_t = d().precision)]

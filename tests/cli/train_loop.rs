@@ -382,6 +382,16 @@ fn legacy_flag_spellings_and_case_insensitive_tasks_parse() {
     let bad = train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "bad", "--random-crop", "1.5"]);
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("random crop"), "{}", String::from_utf8_lossy(&bad.stderr));
+    // --multi-weights takes the documented comma list as well as three words; two values are refused.
+    for (name, weights) in [("mw-comma", &["1,0.5,0.25"][..]), ("mw-words", &["1", "0.5", "0.25"][..])] {
+        let args = [&["FR", "--train-sets", "lfw", "--max-steps", "1", "--run-name", name, "--multi-weights"][..], weights].concat();
+        ok(&train(models.path(), &args));
+        let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(models.path().join(name).join("config.json")).unwrap()).unwrap();
+        assert_eq!(cfg["config"]["multi_weights"], serde_json::json!([1.0, 0.5, 0.25]), "{name}");
+    }
+    let two = train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "1", "--run-name", "mw-two", "--multi-weights", "1,2"]);
+    assert_eq!(two.status.code(), Some(2), "{}", String::from_utf8_lossy(&two.stderr));
+    assert!(String::from_utf8_lossy(&two.stderr).contains("--multi-weights"), "{}", String::from_utf8_lossy(&two.stderr));
     let help = crate::facekit().args(["train", "-h"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for d in ["[default: 50]", "[default: 0.1]", "[default: 224]", "[default: plateau]", "[default: Model]", "[default: auto]"] {
