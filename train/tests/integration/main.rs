@@ -7,6 +7,8 @@ mod eval_bin;
 mod export;
 mod loss_arcface;
 mod loss_multitask;
+mod model_init;
+mod model_iresnet;
 mod model_resnet;
 mod schedule_dlib_reference;
 mod schedule_shapes;
