@@ -40,26 +40,11 @@ pub enum Family {
 }
 
 impl Arch {
-    /// Every architecture, in the order `--arch` lists them.
-    pub const ALL: [Arch; 6] = [Arch::Resnet50, Arch::Tiny, Arch::Iresnet18, Arch::Iresnet34, Arch::Iresnet50, Arch::Iresnet100];
-
     /// The family this architecture belongs to.
     pub fn family(self) -> Family {
         match self {
             Arch::Resnet50 | Arch::Tiny => Family::ResNet,
             Arch::Iresnet18 | Arch::Iresnet34 | Arch::Iresnet50 | Arch::Iresnet100 => Family::IResNet,
-        }
-    }
-
-    /// The name `--arch` and `net.json` use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Resnet50 => "resnet50",
-            Arch::Tiny => "tiny",
-            Arch::Iresnet18 => "iresnet18",
-            Arch::Iresnet34 => "iresnet34",
-            Arch::Iresnet50 => "iresnet50",
-            Arch::Iresnet100 => "iresnet100",
         }
     }
 
@@ -97,14 +82,6 @@ impl Arch {
         match self.family() {
             Family::ResNet => super::resnet::feature_map_side(image_size),
             Family::IResNet => super::iresnet::feature_map_side(image_size),
-        }
-    }
-
-    /// The input side the architecture is designed for (what its reference implementation uses).
-    pub fn native_image_size(self) -> i64 {
-        match self.family() {
-            Family::ResNet => 224,
-            Family::IResNet => 112,
         }
     }
 }

@@ -58,7 +58,9 @@ fn linear_layers_start_as_pytorch_nn_linear() {
         for part in ["weight", "bias"] {
             let t = &vars[&format!("{name}.{part}")];
             let (lo, hi) = (t.min().double_value(&[]), t.max().double_value(&[]));
-            assert!(lo >= -bound && hi <= bound, "{name}.{part} in [{lo}, {hi}], beyond ±{bound}");
+            // The f32 draws may round to a hair beyond the f64 bound.
+            let edge = bound * (1.0 + 1e-6);
+            assert!(lo >= -edge && hi <= edge, "{name}.{part} in [{lo}, {hi}], beyond ±{bound}");
             if tight && part == "weight" {
                 assert!(hi > 0.999 * bound && lo < -0.999 * bound, "{name}.{part} in [{lo}, {hi}]: narrower than ±{bound}");
             }
@@ -159,8 +161,8 @@ fn init_refuses_shape_mismatch_foreign_and_unreadable_files() {
 
     // Same network at another input size: the embedding FC differs.
     let other = nn::VarStore::new(Device::Cpu);
-    FaceNet::new(&other.root(), &config(Arch::Tiny, 64)).unwrap();
-    let file = dir.path().join("tiny64.safetensors");
+    FaceNet::new(&other.root(), &config(Arch::Tiny, 96)).unwrap();
+    let file = dir.path().join("tiny96.safetensors");
     save(&other, &file);
     let err = format!("{:#}", Pretrained::read(&file, &target()).unwrap_err());
     let theirs = other.variables()["embedding.fc.weight"].size();

@@ -153,7 +153,9 @@ fn iresnet_init_follows_insightface() {
     let fc = &vars["fc.weight"];
     let bound = 1.0 / ((512 * 7 * 7) as f64).sqrt();
     let (lo, hi) = (fc.min().double_value(&[]), fc.max().double_value(&[]));
-    assert!(hi <= bound && lo >= -bound && hi > 0.999 * bound && lo < -0.999 * bound, "fc in [{lo}, {hi}], bound {bound}");
+    // (f32 draws may round to a hair beyond the f64 bound.)
+    let edge = bound * (1.0 + 1e-6);
+    assert!(hi <= edge && lo >= -edge && hi > 0.999 * bound && lo < -0.999 * bound, "fc in [{lo}, {hi}], bound {bound}");
 }
 
 #[test]
