@@ -64,6 +64,11 @@ fn iresnet_trains_resumes_and_seeds_a_new_run_with_init() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--init only starts new runs"), "{}", stderr(&out));
     assert_eq!(state(&models.path().join("ft"), "last")["step"], 2);
+    // A run started with --init resumes as any other (its config.json keeps the --init path).
+    let cfg = json(&models.path().join("ft/config.json"));
+    assert_eq!(cfg["config"]["init"], source);
+    ok(&train(models.path(), &["--resume", "ft", "--max-steps", "3"]));
+    assert_eq!(state(&models.path().join("ft"), "last")["step"], 3);
 
     // Weights of another network, and a file that is no safetensors: refused before any folder exists.
     let out = train(models.path(), &["--arch", "tiny", "--image-size", "32", "--max-steps", "1", "--run-name", "bad", "--init", source]);
