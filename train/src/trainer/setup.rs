@@ -45,10 +45,7 @@ impl Trainer {
             bail!("--init {} with --resume {run}: a resumed run continues from its own checkpoint; --init only starts new runs", init.display());
         }
         // --init is read and matched against this network before any folder exists.
-        let pretrained = match &cfg.init {
-            Some(path) if cfg.resume.is_none() => Some(read_init(&cfg, path)?),
-            _ => None,
-        };
+        let pretrained = cfg.init.as_deref().map(|path| read_init(&cfg, path)).transpose()?;
         // A new run's verification files are read and decoded before its folder is created (a
         // resumed run's come from its config.json, read under the lock, below). Only rank 0
         // evaluates: the other ranks only check that the files parse.
