@@ -38,6 +38,12 @@ pub struct TrainArgs {
     /// Dropout probability before the embedding layer.
     #[arg(long, default_value_t = d().dropout)]
     pub dropout: f64,
+    /// Start the last BN of every residual block at scale 0, so each block starts as its shortcut.
+    #[arg(long)]
+    pub zero_init_residual: bool,
+    /// Start a new run from these weights: a .safetensors file (torchvision or insightface names) or a facekit run folder.
+    #[arg(long, value_name = "PATH")]
+    pub init: Option<PathBuf>,
     /// Images per step.
     #[arg(long, default_value_t = d().batch_size)]
     pub batch_size: usize,
@@ -192,6 +198,8 @@ impl TrainArgs {
             image_size: self.image_size,
             embedding_size: self.embedding_size,
             dropout: self.dropout,
+            zero_init_residual: self.zero_init_residual,
+            init: self.init,
             batch_size: self.batch_size,
             lr: self.lr,
             momentum: self.momentum,

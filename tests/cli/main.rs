@@ -16,6 +16,8 @@ mod reliability;
 #[cfg(feature = "torch")]
 mod train_eval_bin;
 #[cfg(feature = "torch")]
+mod train_init;
+#[cfg(feature = "torch")]
 mod train_loop;
 mod verify_shard;
 

@@ -1,7 +1,7 @@
 //! facekit's libtorch half, from packed shards to a network users can load:
 //!
-//! - [`model`]: the networks (ResNet-50 V1 with torchvision's parameter names, a tiny variant)
-//!   and their embedding, gender and age heads;
+//! - [`model`]: the networks (ResNet-50 V1 with torchvision's parameter names, a tiny variant,
+//!   insightface's IR-ResNets with theirs), their embedding, gender and age heads, and `--init`;
 //! - [`loss`]: ArcFace, gender softmax, DEX age, multi-task masking;
 //! - [`trainer`]: the training loop as named steps, with everything it keeps (config,
 //!   checkpoints, logs, schedules, mixed precision) and the seam for data-parallel training;

@@ -4,7 +4,10 @@
 //! Flattening (rather than global pooling) keeps where on the aligned face each feature fired,
 //! which is what makes "E" better than pooling for recognition; the cost is a large FC:
 //! 2048·7·7 x 512 (51 M weights) at 224 input, 2048·4·4 x 512 (17 M) at 112.
+//!
+//! Initialised as the PyTorch modules it mirrors: BN scale 1 and shift 0, the FC as `nn.Linear`.
 
+use super::layers;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -20,9 +23,9 @@ pub struct EmbeddingHead {
 impl EmbeddingHead {
     /// A head for a `channels` x `side` x `side` feature map producing `embedding_size` features.
     pub fn new(p: &nn::Path, channels: i64, side: i64, embedding_size: i64, dropout: f64) -> Self {
-        let bn_in = nn::batch_norm2d(p / "bn_in", channels, Default::default());
-        let fc = nn::linear(p / "fc", channels * side * side, embedding_size, Default::default());
-        let bn_out = nn::batch_norm1d(p / "bn_out", embedding_size, Default::default());
+        let bn_in = layers::batch_norm2d(p / "bn_in", channels);
+        let fc = layers::linear(p / "fc", channels * side * side, embedding_size);
+        let bn_out = layers::batch_norm1d(p / "bn_out", embedding_size);
         EmbeddingHead { bn_in, fc, bn_out, dropout }
     }
 }

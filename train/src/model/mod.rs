@@ -1,5 +1,6 @@
-//! The networks: ResNet-50 V1 (and a tiny variant) with a 512-d embedding head, plus the small
-//! gender and age heads of the multi-task setups.
+//! The networks: ResNet-50 V1 (and a tiny variant) with a 512-d embedding head, insightface's
+//! IR-ResNet-18/34/50/100 (embedding head built in), plus the small gender and age heads of the
+//! multi-task setups. One file per backbone; [`Arch`] names them.
 //!
 //! [`FaceNet`] owns parameters only: the losses (and ArcFace's class centres) live in
 //! [`crate::loss`] and the optimiser in the trainer, so that multi-GPU training can all-reduce
@@ -9,7 +10,11 @@
 //! `(x / 255 - 0.5) / 0.5` (range [-1, 1], insightface's convention); any memory format works,
 //! channels-last included.
 
+pub mod arch;
 pub mod head;
+pub mod init;
+pub mod iresnet;
+pub mod layers;
 pub mod resnet;
 
 use anyhow::{bail, Result};
@@ -17,8 +22,10 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+pub use arch::{Arch, Family};
 pub use head::EmbeddingHead;
-pub use resnet::{feature_map_side, Arch, ResNet};
+pub use iresnet::IResNet;
+pub use resnet::{feature_map_side, ResNet};
 
 /// What the network is trained to predict. Stored as `fr`, `gender`, `age`, `multi` (runs of
 /// older facekit versions wrote `Fr`, `Gender`, ... in `config.json`: both are read).
@@ -90,7 +97,8 @@ impl Default for TaskWeights {
 pub struct NetConfig {
     /// Backbone architecture.
     pub arch: Arch,
-    /// Input side in pixels (square); 224 and 112 are the supported sizes for ResNet-50.
+    /// Input side in pixels (square); 224 and 112 are the supported sizes for ResNet-50, 112 is
+    /// the IR-ResNets' size.
     pub image_size: i64,
     /// Embedding dimension.
     pub embedding_size: i64,
@@ -114,6 +122,8 @@ pub struct NetConfig {
     pub margin_m3: f64,
     /// Per-task loss weights (multi-task only).
     pub weights: TaskWeights,
+    /// The last BN of every residual block started at scale 0 (`--zero-init-residual`).
+    pub zero_init_residual: bool,
 }
 
 impl Default for NetConfig {
@@ -134,6 +144,7 @@ impl Default for NetConfig {
             margin_m1: 1.0,
             margin_m3: 0.0,
             weights: TaskWeights::default(),
+            zero_init_residual: false,
         }
     }
 }
@@ -141,7 +152,7 @@ impl Default for NetConfig {
 impl NetConfig {
     /// Checks the values a hand-edited `net.json` could get wrong.
     pub fn validate(&self) -> Result<()> {
-        if feature_map_side(self.image_size) < 1 || self.image_size < 32 {
+        if self.arch.feature_map_side(self.image_size) < 1 || self.image_size < 32 {
             bail!("image_size {} is too small (at least 32 pixels)", self.image_size);
         }
         if self.embedding_size < 1 {
@@ -173,10 +184,14 @@ impl NetConfig {
     }
 }
 
-/// Names of parameters outside the torchvision backbone start with one of these.
+/// Names of parameters outside the reference backbone start with one of these. For the ResNets
+/// the backbone is torchvision's trunk and `embedding.*` is facekit's head; an IR-ResNet has no
+/// `embedding.*`, its `bn2`/`fc`/`features` being part of insightface's backbone.
 pub const HEAD_PREFIXES: [&str; 4] = ["embedding.", "gender_head.", "age_head.", "arcface."];
 
-/// Whether a variable name belongs to the torchvision-compatible backbone.
+/// Whether a variable name belongs to the reference backbone: torchvision's `resnet50` trunk
+/// for the ResNets, insightface's whole `iresnet` (embedding layers included) for the IR-ResNets.
+/// Names alone decide, since the two families share no head names.
 pub fn is_backbone_param(name: &str) -> bool {
     !HEAD_PREFIXES.iter().any(|p| name.starts_with(p))
 }
@@ -192,38 +207,38 @@ pub struct Outputs {
     pub age_logits: Option<Tensor>,
 }
 
+/// Image to embedding: a ResNet trunk with facekit's head, or an IR-ResNet, which has its own.
+#[derive(Debug)]
+enum Backbone {
+    ResNet { trunk: ResNet, head: EmbeddingHead },
+    IResNet(IResNet),
+}
+
 /// Backbone, embedding head and the optional gender/age heads.
 #[derive(Debug)]
 pub struct FaceNet {
-    backbone: ResNet,
-    head: EmbeddingHead,
+    backbone: Backbone,
     gender: Option<nn::Linear>,
     age: Option<nn::Linear>,
     config: NetConfig,
 }
 
 impl FaceNet {
-    /// Builds the network with its variables under `p` (backbone names as torchvision).
+    /// Builds the network with its variables under `p` (backbone names as torchvision's
+    /// `resnet50` or insightface's `iresnet`), initialised as those reference implementations.
     pub fn new(p: &nn::Path, config: &NetConfig) -> Result<Self> {
         config.validate()?;
-        let backbone = ResNet::new(p, config.arch);
-        let head = EmbeddingHead::new(
-            &(p / "embedding"),
-            config.arch.out_channels(),
-            feature_map_side(config.image_size),
-            config.embedding_size,
-            config.dropout,
-        );
-        let e = config.embedding_size;
-        let gender = config
-            .task
-            .has_gender()
-            .then(|| nn::linear(p / "gender_head", e, 2, Default::default()));
-        let age = config
-            .task
-            .has_age()
-            .then(|| nn::linear(p / "age_head", e, config.age_bins, Default::default()));
-        Ok(FaceNet { backbone, head, gender, age, config: config.clone() })
+        let (arch, size, e) = (config.arch, config.image_size, config.embedding_size);
+        let backbone = match arch.family() {
+            Family::ResNet => Backbone::ResNet {
+                trunk: ResNet::new(p, arch, config.zero_init_residual),
+                head: EmbeddingHead::new(&(p / "embedding"), arch.out_channels(), arch.feature_map_side(size), e, config.dropout),
+            },
+            Family::IResNet => Backbone::IResNet(IResNet::new(p, arch, size, e, config.dropout, config.zero_init_residual)),
+        };
+        let gender = config.task.has_gender().then(|| layers::linear(p / "gender_head", e, 2));
+        let age = config.task.has_age().then(|| layers::linear(p / "age_head", e, config.age_bins));
+        Ok(FaceNet { backbone, gender, age, config: config.clone() })
     }
 
     /// The configuration this network was built from.
@@ -233,7 +248,10 @@ impl FaceNet {
 
     /// The embedding [N, embedding_size] (not normalised) of a normalised NCHW batch.
     pub fn embed(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.backbone.forward_t(xs, train).apply_t(&self.head, train)
+        match &self.backbone {
+            Backbone::ResNet { trunk, head } => trunk.forward_t(xs, train).apply_t(head, train),
+            Backbone::IResNet(net) => net.forward_t(xs, train),
+        }
     }
 
     /// The embedding and whichever task heads this network has.

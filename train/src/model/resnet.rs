@@ -12,47 +12,16 @@
 //! Parameter names mirror torchvision (`conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.downsample.0`,
 //! `layer1.0.downsample.1`, ...), so the backbone's safetensors keys match its `state_dict`
 //! (torchvision's BN also carries `num_batches_tracked`, which tch does not keep).
+//!
+//! Initialisation is torchvision's: convolutions Kaiming-normal fan-out, BN scale 1 and shift 0.
 
-use serde::{Deserialize, Serialize};
+use super::layers;
+use super::Arch;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-/// Which backbone to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "kebab-case")]
-pub enum Arch {
-    /// ResNet-50 V1 (the production network): bottleneck blocks [3, 4, 6, 3], 2048 output channels.
-    Resnet50,
-    /// The same code with blocks [1, 1, 1, 1] and base width 16, for tests and CPU experiments.
-    Tiny,
-}
-
-impl Arch {
-    /// Bottleneck blocks per stage.
-    pub fn blocks(self) -> [usize; 4] {
-        match self {
-            Arch::Resnet50 => [3, 4, 6, 3],
-            Arch::Tiny => [1, 1, 1, 1],
-        }
-    }
-
-    /// Channels of the stem and of the first stage's 3x3 convolutions.
-    pub fn base_width(self) -> i64 {
-        match self {
-            Arch::Resnet50 => 64,
-            Arch::Tiny => 16,
-        }
-    }
-
-    /// Channels of the final feature map (bottleneck expansion 4 on the last stage's width).
-    pub fn out_channels(self) -> i64 {
-        self.base_width() * 8 * EXPANSION
-    }
-}
-
 /// Bottleneck output channels are this multiple of their 3x3 width (He et al. 2015, table 1).
-const EXPANSION: i64 = 4;
+pub(crate) const EXPANSION: i64 = 4;
 
 /// Side of the square feature map the backbone produces for a square input of side `image_size`.
 ///
@@ -84,7 +53,7 @@ fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -
 }
 
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, c, Default::default())
+    layers::batch_norm2d(p, c)
 }
 
 /// 1x1 reduce, 3x3 (carrying the stride), 1x1 expand, plus an identity or projected shortcut.
@@ -100,7 +69,7 @@ struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn new(p: &nn::Path, c_in: i64, width: i64, stride: i64) -> Self {
+    fn new(p: &nn::Path, c_in: i64, width: i64, stride: i64, zero_init_residual: bool) -> Self {
         let c_out = width * EXPANSION;
         let downsample = (stride != 1 || c_in != c_out).then(|| {
             let d = p / "downsample";
@@ -112,7 +81,8 @@ impl Bottleneck {
             conv2: conv(p / "conv2", width, width, 3, stride, 1),
             bn2: bn(p / "bn2", width),
             conv3: conv(p / "conv3", width, c_out, 1, 1, 0),
-            bn3: bn(p / "bn3", c_out),
+            // torchvision's `zero_init_residual`: the block starts as its shortcut.
+            bn3: if zero_init_residual { layers::batch_norm2d_zero(p / "bn3", c_out) } else { bn(p / "bn3", c_out) },
             downsample,
         }
     }
@@ -147,8 +117,9 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    /// Builds the trunk with its parameters directly under `p` (torchvision names).
-    pub fn new(p: &nn::Path, arch: Arch) -> Self {
+    /// Builds the trunk with its parameters directly under `p` (torchvision names); with
+    /// `zero_init_residual` every bottleneck's bn3 starts at scale 0.
+    pub fn new(p: &nn::Path, arch: Arch, zero_init_residual: bool) -> Self {
         let base = arch.base_width();
         let mut c_in = base;
         let mut layers = Vec::with_capacity(4);
@@ -159,7 +130,7 @@ impl ResNet {
             let mut blocks = Vec::with_capacity(n);
             for b in 0..n {
                 let s = if b == 0 { stride } else { 1 };
-                blocks.push(Bottleneck::new(&(&lp / b.to_string()), c_in, width, s));
+                blocks.push(Bottleneck::new(&(&lp / b.to_string()), c_in, width, s, zero_init_residual));
                 c_in = width * EXPANSION;
             }
             layers.push(blocks);

@@ -108,6 +108,12 @@ pub struct TrainConfig {
     pub embedding_size: i64,
     /// Dropout probability before the embedding layer.
     pub dropout: f64,
+    /// Start the last BN of every residual block at scale 0, so each block starts as its shortcut.
+    #[serde(default)]
+    pub zero_init_residual: bool,
+    /// Start a new run from these weights: a .safetensors file or a facekit run folder (see `model::init`).
+    #[serde(default)]
+    pub init: Option<PathBuf>,
     /// Images per step.
     pub batch_size: usize,
     /// Initial learning rate.
@@ -233,6 +239,8 @@ impl Default for TrainConfig {
             image_size: 224,
             embedding_size: 512,
             dropout: 0.0,
+            zero_init_residual: false,
+            init: None,
             batch_size: 50,
             lr: 0.1,
             momentum: 0.9,

@@ -21,6 +21,7 @@ use super::scaler::{GradScaler, ScalerConfig};
 use super::schedule::{Cosine, DlibPlateau, Poly, Schedule, StepSchedule};
 use super::state::TrainState;
 use crate::loss::FaceLoss;
+use crate::model::init::Pretrained;
 use crate::model::{FaceNet, NetConfig, Task, TaskWeights};
 use anyhow::{bail, Context, Result};
 use facekit_data::{Augment, Loader, LoaderConfig};
@@ -41,6 +42,11 @@ impl Trainer {
     pub fn new(cfg: TrainConfig, command_line: Vec<String>, stop: StopFlag, replicas: Box<dyn Replicas>) -> Result<Trainer> {
         // Every flag is checked before any folder is touched.
         cfg.validate()?;
+        if let (Some(init), Some(run)) = (&cfg.init, &cfg.resume) {
+            bail!("--init {} with --resume {run}: a resumed run continues from its own checkpoint; --init only starts new runs", init.display());
+        }
+        // --init is read and matched against this network before any folder exists.
+        let pretrained = cfg.init.as_deref().map(|path| read_init(&cfg, path)).transpose()?;
         // A new run's verification files are read and decoded before its folder is created (a
         // resumed run's come from its config.json, read under the lock, below). Only rank 0
         // evaluates: the other ranks only check that the files parse.
@@ -74,6 +80,10 @@ impl Trainer {
         let mut vs = VarStore::new(device);
         let net = FaceNet::new(&vs.root(), &net_cfg)?;
         let loss = FaceLoss::new(&vs.root(), &net_cfg)?;
+        // Into the fp32 variables themselves, before their layout changes and the optimiser sees them.
+        if let Some(p) = &pretrained {
+            p.copy_into(&vs)?;
+        }
         // Before the optimiser exists, so that its momentum buffers are born in the same layout.
         numerics.memory_format.apply_to_vars(&vs);
         let mut opt = build_optimizer(&cfg, &vs);
@@ -112,6 +122,10 @@ impl Trainer {
         };
         saved.write(&run)?;
         facekit_io::durable::write_json(run.net(), &net_cfg)?;
+        if let Some(p) = &pretrained {
+            facekit_io::durable::write_json(run.root().join(INIT_REPORT), &p.report)?;
+            eprintln!("facekit train: {}", p.report.summary());
+        }
         let logs = RunLogs::open(run.paths(), state.step)?;
 
         let batches_per_epoch = loader.batches_per_epoch();
@@ -358,6 +372,20 @@ pub fn build_optimizer(cfg: &TrainConfig, vs: &VarStore) -> Box<dyn Optimizer> {
     }
 }
 
+/// `--init`'s report in the run folder: what loaded, what is new, what was ignored.
+pub const INIT_REPORT: &str = "init.json";
+
+/// The weights of `--init PATH`, matched against the network `cfg` describes, built on the CPU
+/// only to learn its variables' names and shapes (the class count does not matter: ArcFace's
+/// centres never load).
+fn read_init(cfg: &TrainConfig, path: &Path) -> Result<Pretrained> {
+    let net_cfg = net_config(cfg, 2)?;
+    let vs = VarStore::new(Device::Cpu);
+    FaceNet::new(&vs.root(), &net_cfg)?;
+    FaceLoss::new(&vs.root(), &net_cfg)?;
+    Pretrained::read(path, &vs)
+}
+
 /// The network configuration for this run (written as `net.json`); fails when the margin
 /// flags do not describe a margin.
 pub fn net_config(cfg: &TrainConfig, num_classes: u32) -> Result<NetConfig> {
@@ -375,6 +403,7 @@ pub fn net_config(cfg: &TrainConfig, num_classes: u32) -> Result<NetConfig> {
         margin_m1: margin.m1,
         margin_m3: margin.m3,
         weights: TaskWeights { fr: cfg.multi_weights[0], gender: cfg.multi_weights[1], age: cfg.multi_weights[2] },
+        zero_init_residual: cfg.zero_init_residual,
         ..NetConfig::default()
     })
 }

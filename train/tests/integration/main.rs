@@ -8,6 +8,8 @@ mod export;
 mod loss_arcface;
 mod loss_margin;
 mod loss_multitask;
+mod model_init;
+mod model_iresnet;
 mod model_resnet;
 mod optim_reference;
 mod optimisation_config;
