@@ -8,7 +8,7 @@
 //! The bias corrections are computed on the host from t (an integer the host already knows), so
 //! no step reads anything back from the device.
 
-use super::optim::{trainable_by_name, Optimizer};
+use super::optim::{restore_like, trainable_by_name, Optimizer};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use tch::{nn::VarStore, Kind, Tensor};
@@ -49,15 +49,6 @@ impl AdamW {
 }
 
 impl Optimizer for AdamW {
-    fn zero_grad(&mut self) {
-        for s in &mut self.slots {
-            let mut g = s.param.grad();
-            if g.defined() {
-                let _ = g.detach_().zero_();
-            }
-        }
-    }
-
     fn step(&mut self, lr: f64) {
         let (beta1, beta2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
         tch::no_grad(|| {
@@ -126,13 +117,7 @@ impl Optimizer for AdamW {
                 found[i].2 = Some(t.int64_value(&[0]) as u64);
                 continue;
             }
-            if t.size() != slot.param.size() {
-                bail!("{}: AdamW state '{key}' has shape {:?}, the parameter {:?}", path.display(), t.size(), slot.param.size());
-            }
-            // zeros_like keeps the parameter's memory format (channels-last weights get
-            // channels-last moments, as the first step would have made them).
-            let mut buf = slot.param.detach().zeros_like();
-            tch::no_grad(|| buf.copy_(&t));
+            let buf = restore_like(&slot.param, &t, path, &format!("AdamW state '{key}'"))?;
             if prefix == EXP_AVG {
                 found[i].0 = Some(buf);
             } else {

@@ -12,8 +12,6 @@ use tch::{nn::VarStore, Tensor};
 /// What the trainer needs of an optimiser: clear gradients, step, expose the gradients (for
 /// unscaling and clipping) and save/restore its state for an exact resume.
 pub trait Optimizer: Send {
-    /// Clears every gradient before the next backward pass.
-    fn zero_grad(&mut self);
     /// Applies one update with learning rate `lr` to the parameters that have a gradient.
     fn step(&mut self, lr: f64);
     /// (name, parameter) of every trainable parameter, in name order.
@@ -22,6 +20,16 @@ pub trait Optimizer: Send {
     fn save(&self, path: &Path) -> Result<()>;
     /// Restores the state written by [`Optimizer::save`] into this optimiser's parameters.
     fn load(&mut self, path: &Path) -> Result<()>;
+
+    /// Clears every gradient before the next backward pass.
+    fn zero_grad(&mut self) {
+        for (_, p) in self.params() {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.detach_().zero_();
+            }
+        }
+    }
 
     /// The gradients of the parameters that have one (handles: in-place changes stick).
     fn grads(&self) -> Vec<Tensor> {
@@ -32,6 +40,18 @@ pub trait Optimizer: Send {
     fn grads_outside(&self, prefix: &str) -> Vec<Tensor> {
         self.params().into_iter().filter(|(n, _)| !n.starts_with(prefix)).map(|(_, p)| p.grad()).filter(Tensor::defined).collect()
     }
+}
+
+/// A saved state tensor copied into a new buffer shaped and laid out like `param` (channels-last
+/// weights get channels-last state, as the first step would have made it); `what` names the entry
+/// of `path` in the error when the shapes differ.
+pub fn restore_like(param: &Tensor, saved: &Tensor, path: &Path, what: &str) -> Result<Tensor> {
+    if saved.size() != param.size() {
+        bail!("{}: {what} has shape {:?}, the parameter {:?}", path.display(), saved.size(), param.size());
+    }
+    let mut buf = param.detach().zeros_like();
+    tch::no_grad(|| buf.copy_(saved));
+    Ok(buf)
 }
 
 /// Every trainable variable of `vs` (parameters without `requires_grad`, frozen ones, are left
@@ -63,16 +83,6 @@ impl Sgd {
         Sgd { slots, momentum, weight_decay }
     }
 
-    /// Clears every gradient before the next backward pass.
-    pub fn zero_grad(&mut self) {
-        for s in &mut self.slots {
-            let mut g = s.param.grad();
-            if g.defined() {
-                let _ = g.detach_().zero_();
-            }
-        }
-    }
-
     /// Applies one update with learning rate `lr`.
     pub fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
@@ -99,11 +109,6 @@ impl Sgd {
         });
     }
 
-    /// The gradients of the parameters that have one (handles to them: in-place changes stick).
-    pub fn grads(&self) -> Vec<Tensor> {
-        self.slots.iter().map(|s| s.param.grad()).filter(Tensor::defined).collect()
-    }
-
     /// (parameter name, momentum buffer) of every parameter stepped so far, in name order.
     pub fn momentum_buffers(&self) -> Vec<(&str, &Tensor)> {
         self.slots.iter().filter_map(|s| s.momentum.as_ref().map(|m| (s.name.as_str(), m))).collect()
@@ -124,23 +129,13 @@ impl Sgd {
             let Some(s) = self.slots.iter_mut().find(|s| s.name == name) else {
                 bail!("{}: momentum buffer '{name}' matches no parameter of this network", path.display());
             };
-            if t.size() != s.param.size() {
-                bail!("{}: momentum buffer '{name}' has shape {:?}, the parameter {:?}", path.display(), t.size(), s.param.size());
-            }
-            // zeros_like keeps the parameter's memory format (channels-last weights get
-            // channels-last buffers, as the first step would have made them).
-            let mut buf = s.param.detach().zeros_like();
-            tch::no_grad(|| buf.copy_(&t));
-            s.momentum = Some(buf);
+            s.momentum = Some(restore_like(&s.param, &t, path, &format!("momentum buffer '{name}'"))?);
         }
         Ok(())
     }
 }
 
 impl Optimizer for Sgd {
-    fn zero_grad(&mut self) {
-        Sgd::zero_grad(self)
-    }
     fn step(&mut self, lr: f64) {
         Sgd::step(self, lr)
     }

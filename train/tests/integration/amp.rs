@@ -11,7 +11,7 @@ use facekit_train::trainer::RunPaths;
 use facekit_train::trainer::config::{MemoryFormatKind, PrecisionKind};
 use facekit_train::trainer::layout::{is_channels_last, to_channels_last, MemoryFormat};
 use facekit_train::trainer::numerics::Numerics;
-use facekit_train::trainer::optim::Sgd;
+use facekit_train::trainer::optim::{Optimizer, Sgd};
 use facekit_train::trainer::scaler::{GradScaler, ScalerConfig, ScalerState};
 use facekit_train::trainer::state::TrainState;
 use tch::nn::{self, Module};

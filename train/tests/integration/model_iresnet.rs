@@ -121,6 +121,7 @@ fn features_scale_is_fixed_and_the_optimiser_skips_it() {
     let trainable = vs.trainable_variables();
     assert!(!trainable.iter().any(|t| t.data_ptr() == w.data_ptr()), "features.weight is among the trainable variables");
     // A step of the trainer's SGD leaves it at 1 while the rest moves.
+    use facekit_train::trainer::optim::Optimizer as _;
     let mut opt = facekit_train::trainer::optim::Sgd::new(&vs, 0.9, 5e-4);
     let xs = Tensor::rand([4, 3, 32, 32], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
     let before = vars["fc.weight"].copy();
