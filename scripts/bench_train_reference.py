@@ -2,9 +2,9 @@
 """PyTorch reference for `facekit train` speed (scripts/bench-backbones.sh runs it on the CPU).
 
 The same network, head, loss, optimiser, batch, precision and memory layout as facekit: ResNet-50 V1
-(torchvision layout) or IR-ResNet50 (insightface's iresnet layout, written here from its
-description: 3x3/1 stem, BN-conv-BN-PReLU-conv-BN blocks [3, 4, 14, 3]), embedding head BN2d ->
-dropout -> flatten -> FC 512 -> BN1d, ArcFace (s=64,
+(torchvision layout, with the embedding head BN2d -> dropout -> flatten -> FC 512 -> BN1d) or
+IR-ResNet50 (the PyTorch IR-ResNet the tests check facekit's against,
+train/tests/python/iresnet_ref.py, which has that head built in), ArcFace (s=64,
 m=0.5) over --classes classes, SGD momentum 0.9, weight decay 5e-4 (PyTorch's default foreach
 kernels), fp16 autocast with a GradScaler or bf16 autocast, optional channels_last. Input is
 synthetic and already on the device, so this measures the training step alone.
@@ -15,8 +15,14 @@ import json
 import math
 import time
 
+import os
+import sys
+
 import torch
 import torch.nn as nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train", "tests", "python"))
+from iresnet_ref import IResNet  # noqa: E402
 import torch.nn.functional as F
 
 
@@ -70,47 +76,6 @@ class FaceResNet50(nn.Module):
         return self.features(self.fc(x))
 
 
-class IRBlock(nn.Module):
-    def __init__(self, inplanes, planes, stride):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(inplanes)
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.prelu = nn.PReLU(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes)
-        self.downsample = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-
-    def forward(self, x):
-        idt = x if self.downsample is None else self.downsample(x)
-        return self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x)))))) + idt
-
-
-class FaceIResNet50(nn.Module):
-    def __init__(self, image_size, emb=512, dropout=0.0):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.prelu = nn.PReLU(64)
-        stages, inplanes, side = [], 64, image_size
-        for planes, blocks in [(64, 3), (128, 4), (256, 14), (512, 3)]:
-            stages.append(nn.Sequential(IRBlock(inplanes, planes, 2), *[IRBlock(planes, planes, 1) for _ in range(blocks - 1)]))
-            inplanes, side = planes, (side - 1) // 2 + 1
-        self.layers = nn.Sequential(*stages)
-        self.bn2 = nn.BatchNorm2d(512)
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(512 * side * side, emb)
-        self.features = nn.BatchNorm1d(emb)
-        self.features.weight.requires_grad = False
-
-    def forward(self, x):
-        x = self.layers(self.prelu(self.bn1(self.conv1(x))))
-        x = self.dropout(self.bn2(x).flatten(1))
-        return self.features(self.fc(x))
-
-
 class ArcFace(nn.Module):
     def __init__(self, emb, classes, s=64.0, m=0.5):
         super().__init__()
@@ -146,8 +111,8 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.backends.cudnn.benchmark = True
-    net = {"resnet50": FaceResNet50, "iresnet50": FaceIResNet50}[a.arch]
-    model, head = net(a.image_size).to(dev), ArcFace(512, a.classes).to(dev)
+    model = FaceResNet50(a.image_size) if a.arch == "resnet50" else IResNet("r50", a.image_size)
+    model, head = model.to(dev), ArcFace(512, a.classes).to(dev)
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
