@@ -45,45 +45,32 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$PY_REQS" 
   echo "$PY_REQS" > "$STAMP"
 fi
 
-# --- MXNet, the real client of RecordIO files (tests of `facekit import rec` / `export rec`) ------
-# In a venv of its own: mxnet 1.9.1 needs numpy<1.24 (it uses np.bool), which torch's venv must not
-# get. On a machine where the wheel cannot install, the interop tests say so and skip.
-MX_REQS="mxnet==1.9.1 numpy<1.24"
-MXVENV=.venv-mxnet
-if [ -n "${FACEKIT_CACHE:-}" ]; then
-  MXVENV="$FACEKIT_CACHE/venv-mxnet"
-  [ -L .venv-mxnet ] || [ -e .venv-mxnet ] || ln -s "$MXVENV" .venv-mxnet
-fi
-if [ ! -x "$MXVENV/bin/python" ] || [ "$(cat "$MXVENV/.facekit-reqs" 2>/dev/null)" != "$MX_REQS" ]; then
-  say "creating $MXVENV with $MX_REQS (about 200 MB)"
-  [ -x "$MXVENV/bin/python" ] || python3 -m venv "$MXVENV"
-  if "$MXVENV/bin/python" -m pip install -q --disable-pip-version-check $MX_REQS \
-      && "$MXVENV/bin/python" -c 'import mxnet.recordio' >/dev/null 2>&1; then
-    echo "$MX_REQS" > "$MXVENV/.facekit-reqs"
-  else
-    say "warning: mxnet did not install in $MXVENV; the RecordIO interop tests will skip"
+# --- the reference clients, each in a venv of its own -------------------------------------------
+# client_venv NAME REQS IMPORT SIZE WHAT: .venv-NAME (in $FACEKIT_CACHE/venv-NAME when that is set,
+# linked from .venv-NAME) with REQS, stamped only once IMPORT works; on a machine where the wheel
+# cannot install, the tests that need it say so and skip.
+client_venv() {
+  local name=$1 reqs=$2 import=$3 size=$4 what=$5 venv=.venv-$1
+  if [ -n "${FACEKIT_CACHE:-}" ]; then
+    venv="$FACEKIT_CACHE/venv-$name"
+    [ -L ".venv-$name" ] || [ -e ".venv-$name" ] || ln -s "$venv" ".venv-$name"
   fi
-fi
-
-# --- onnxruntime, the real client of `facekit export --format onnx` --------------------------------
-# In a venv of its own, as production would run it: no torch next to it. Tests skip (saying so)
-# where the wheel cannot install.
-ORT_REQS="onnxruntime numpy"
-ORTVENV=.venv-onnx
-if [ -n "${FACEKIT_CACHE:-}" ]; then
-  ORTVENV="$FACEKIT_CACHE/venv-onnx"
-  [ -L .venv-onnx ] || [ -e .venv-onnx ] || ln -s "$ORTVENV" .venv-onnx
-fi
-if [ ! -x "$ORTVENV/bin/python" ] || [ "$(cat "$ORTVENV/.facekit-reqs" 2>/dev/null)" != "$ORT_REQS" ]; then
-  say "creating $ORTVENV with $ORT_REQS (about 100 MB)"
-  [ -x "$ORTVENV/bin/python" ] || python3 -m venv "$ORTVENV"
-  if "$ORTVENV/bin/python" -m pip install -q --disable-pip-version-check $ORT_REQS \
-      && "$ORTVENV/bin/python" -c 'import onnxruntime' >/dev/null 2>&1; then
-    echo "$ORT_REQS" > "$ORTVENV/.facekit-reqs"
-  else
-    say "warning: onnxruntime did not install in $ORTVENV; the ONNX export tests will skip"
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.facekit-reqs" 2>/dev/null)" != "$reqs" ]; then
+    say "creating $venv with $reqs (about $size)"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    if "$venv/bin/python" -m pip install -q --disable-pip-version-check $reqs \
+        && "$venv/bin/python" -c "import $import" >/dev/null 2>&1; then
+      echo "$reqs" > "$venv/.facekit-reqs"
+    else
+      say "warning: $import did not install in $venv; the $what tests will skip"
+    fi
   fi
-fi
+}
+# MXNet, the real client of RecordIO files (`facekit import rec` / `export rec`): mxnet 1.9.1 needs
+# numpy<1.24 (it uses np.bool), which torch's venv must not get.
+client_venv mxnet "mxnet==1.9.1 numpy<1.24" mxnet.recordio "200 MB" "RecordIO interop"
+# onnxruntime, the real client of `facekit export --format onnx`, as production runs it: no torch.
+client_venv onnx "onnxruntime numpy" onnxruntime "100 MB" "ONNX export"
 
 # --- dlib models -----------------------------------------------------------------------------
 MODELS=(shape_predictor_5_face_landmarks.dat mmod_human_face_detector.dat)
