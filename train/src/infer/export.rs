@@ -4,7 +4,9 @@
 //! Name mapping of `model.safetensors`: facekit's variable names are written unchanged. The
 //! backbone's already are torchvision's `resnet50` names (`conv1.weight`, `bn1.running_mean`,
 //! `layer1.0.downsample.0.weight`, ...; torchvision's `num_batches_tracked` and classifier `fc.*`
-//! are absent); the embedding head is `embedding.{bn_in,fc,bn_out}.*` and the optional task heads
+//! are absent) and its embedding head is `embedding.{bn_in,fc,bn_out}.*`; an IR-ResNet's are
+//! insightface's `iresnet` names, embedding layers included (`conv1`, `prelu`, `layer1.0.bn1`, ...,
+//! `bn2`, `fc`, `features`; no `num_batches_tracked`). The optional task heads are
 //! `gender_head.*`, `age_head.*`. ArcFace's class centres (`arcface.*`) are training-only and
 //! left out.
 //!
@@ -59,7 +61,7 @@ const MISSING_MODULES: i32 = 3;
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
-    /// `model.safetensors`: the weights under torchvision-style names.
+    /// `model.safetensors`: the weights under the reference implementation's names (torchvision's or insightface's).
     Safetensors,
     /// `model.torchscript.pt`: the traced network, for `torch.jit.load` or libtorch.
     Torchscript,
