@@ -72,10 +72,13 @@ pub fn weights_file(source: &Path) -> Result<PathBuf> {
         let (weights, _net_json) = crate::infer::embed::locate(source, None).with_context(|| format!("--init {}", source.display()))?;
         return Ok(weights);
     }
-    if !source.is_file() {
-        bail!("--init {}: no such file or folder", source.display());
+    // Opened as the project opens every untrusted path: a FIFO or device is named as such and
+    // refused without blocking, where safetensors' reader would wait on it or read it forever.
+    match facekit_io::bounded::open_regular(source) {
+        Ok(_) => Ok(source.to_path_buf()),
+        Err(e) if e.is_not_found() => bail!("--init {}: no such file or folder", source.display()),
+        Err(e) => Err(e).with_context(|| format!("--init {}", source.display())),
     }
-    Ok(source.to_path_buf())
 }
 
 impl Pretrained {

@@ -185,6 +185,11 @@ fn init_refuses_shape_mismatch_foreign_and_unreadable_files() {
     assert!(err.contains("backbone.pth") && err.contains("safetensors"), "{err}");
     let err = format!("{:#}", Pretrained::read(&dir.path().join("absent.safetensors"), &target()).unwrap_err());
     assert!(err.contains("absent.safetensors") && err.contains("no such file"), "{err}");
+    // A FIFO is refused as what it is, at once (reading it would block until a writer came).
+    let fifo = dir.path().join("weights.safetensors.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let err = format!("{:#}", Pretrained::read(&fifo, &target()).unwrap_err());
+    assert!(err.contains("weights.safetensors.fifo") && err.contains("FIFO"), "{err}");
 
     // A folder that is no run: named, with what was expected.
     let err = format!("{:#}", Pretrained::read(dir.path(), &target()).unwrap_err());
