@@ -16,7 +16,8 @@ say() { echo "setup: $*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------------
 APT_PACKAGES=(libdlib-dev libatlas-base-dev liblapack-dev libblas-dev pkg-config libfontconfig1-dev
-              libfreetype-dev fonts-dejavu-core python3-venv bc libturbojpeg0-dev)
+              libfreetype-dev fonts-dejavu-core python3-venv bc libturbojpeg0-dev
+              libgloo-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

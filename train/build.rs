@@ -1,26 +1,28 @@
-//! Compiles the autocast shim (`src/trainer/amp_shim.cpp`) and sets the libtorch link arguments
-//! for this crate's tests (see `build/torch_link.rs`).
+//! Compiles the autocast shim (`src/trainer/amp_shim.cpp`) and the c10d shim
+//! (`src/dist/c10d_shim.cpp`), and sets the libtorch link arguments for this crate's tests (see
+//! `build/torch_link.rs`).
 
 include!("build/torch_link.rs");
 
 fn main() {
     torch_link_args();
     amp_shim();
+    c10d_shim();
 }
 
-/// Compiles `src/trainer/amp_shim.cpp` (autocast for any device and dtype, see src/trainer/amp.rs)
-/// against the headers of the libtorch that torch-sys links, found through torch-sys's
-/// `cargo:libtorch_lib` (DEP_TCH_LIBTORCH_LIB: torch-sys declares `links = "tch"`).
-fn amp_shim() {
-    println!("cargo:rerun-if-changed=src/trainer/amp_shim.cpp");
+/// A C++ build against the headers of the libtorch that torch-sys links, found through
+/// torch-sys's `cargo:libtorch_lib` (DEP_TCH_LIBTORCH_LIB: torch-sys declares `links = "tch"`).
+fn torch_cpp() -> (cc::Build, std::path::PathBuf) {
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .expect("torch-sys did not report its libtorch folder (DEP_TCH_LIBTORCH_LIB); is torch-sys a direct dependency?");
-    let include = std::path::Path::new(&lib).join("../include");
+    let lib = std::path::PathBuf::from(lib);
+    let include = lib.join("../include");
     // PyTorch wheels since 2.7 (and libtorch's cxx11 zips) use the new C++ ABI, as torch-sys
     // assumes; a mismatch fails at link time with std::__cxx11 symbols.
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .pic(true)
         .include(&include)
@@ -28,7 +30,43 @@ fn amp_shim() {
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         // libtorch's headers warn in their own code; ours has nothing to hide.
-        .flag_if_supported("-Wno-unused-parameter")
-        .file("src/trainer/amp_shim.cpp")
-        .compile("facekit_amp");
+        .flag_if_supported("-Wno-unused-parameter");
+    (build, lib)
+}
+
+/// Compiles `src/trainer/amp_shim.cpp` (autocast for any device and dtype, see src/trainer/amp.rs).
+fn amp_shim() {
+    println!("cargo:rerun-if-changed=src/trainer/amp_shim.cpp");
+    torch_cpp().0.file("src/trainer/amp_shim.cpp").compile("facekit_amp");
+}
+
+/// Compiles `src/dist/c10d_shim.cpp` (PyTorch's process groups and DDP Reducer, see src/dist/)
+/// with the defines the wheel's CMake package gives its consumers (Caffe2Targets.cmake). The wheel
+/// ships no Gloo headers: Debian's `libgloo-dev` provides them in /usr/include, searched by
+/// default (its library is never linked: libtorch_cpu exports the `gloo::` symbols). With the
+/// `nccl` feature, NCCL and CUDA headers come from the wheel's pinned PyPI packages (see
+/// `nccl_includes`).
+fn c10d_shim() {
+    println!("cargo:rerun-if-changed=src/dist/c10d_shim.cpp");
+    let (mut build, lib) = torch_cpp();
+    build.define("USE_DISTRIBUTED", None).define("USE_C10D_GLOO", None).define("GLOG_USE_GLOG_EXPORT", None);
+    if std::env::var_os("CARGO_FEATURE_NCCL").is_some() {
+        build.define("USE_C10D_NCCL", None).define("FACEKIT_NCCL", None);
+        for dir in nccl_includes(&lib) {
+            build.include(dir);
+        }
+    }
+    build.file("src/dist/c10d_shim.cpp").compile("facekit_c10d");
+}
+
+/// `nvidia/nccl/include` and `nvidia/cu13/include` (with its `cccl` part) beside the wheel's
+/// `torch/` folder: the NCCL and CUDA headers `ProcessGroupNCCL.hpp` includes, installed by
+/// `scripts/setup.sh --nccl` at the versions torch 2.11.0 pins.
+fn nccl_includes(torch_lib: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let nvidia = torch_lib.join("../../nvidia");
+    let dirs: Vec<_> = ["nccl/include", "cu13/include", "cu13/include/cccl"].iter().map(|d| nvidia.join(d)).filter(|d| d.is_dir()).collect();
+    if !nvidia.join("nccl/include/nccl.h").is_file() {
+        panic!("the `nccl` feature needs nccl.h in {} (run scripts/setup.sh --nccl)", nvidia.join("nccl/include").display());
+    }
+    dirs
 }

@@ -5,11 +5,13 @@
 //! - [`loss`]: ArcFace, gender softmax, DEX age, multi-task masking;
 //! - [`trainer`]: the training loop as named steps, with everything it keeps (config,
 //!   checkpoints, logs, schedules, mixed precision) and the seam for data-parallel training;
+//! - [`dist`]: data-parallel training on PyTorch's c10d (process groups, DDP's Reducer);
 //! - [`infer`]: embedding, verification with a network, export.
 //!
 //! This is the crate that owns the libtorch dependency; the data comes from `facekit-data`,
 //! the metrics and evaluation files from `facekit-eval`.
 
+pub mod dist;
 pub mod infer;
 pub mod loss;
 pub mod model;

@@ -3,6 +3,8 @@
 //! (`facekit_testkit::rng_turn`).
 
 mod amp;
+mod dist_collectives;
+mod dist_ranks;
 mod eval_bin;
 mod export;
 mod loss_arcface;

@@ -1,0 +1,175 @@
+//! A c10d process group (Gloo on the CPU, NCCL on CUDA) and the collectives facekit uses, in place
+//! on tch tensors.
+
+use super::ffi::{self, FkGroup};
+use super::store::Store;
+use anyhow::{bail, Result};
+use std::ffi::CString;
+use std::time::Duration;
+use tch::Tensor;
+
+/// Which c10d backend carries the collectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Gloo, over TCP: CPU tensors.
+    Gloo,
+    /// NCCL: CUDA tensors, one GPU per rank.
+    Nccl,
+}
+
+/// How a collective combines the ranks' tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    /// Elementwise sum.
+    Sum,
+    /// Elementwise mean.
+    Avg,
+    /// Elementwise maximum.
+    Max,
+    /// Elementwise minimum.
+    Min,
+}
+
+impl ReduceOp {
+    fn code(self) -> i32 {
+        match self {
+            ReduceOp::Sum => 0,
+            ReduceOp::Avg => 1,
+            ReduceOp::Max => 2,
+            ReduceOp::Min => 3,
+        }
+    }
+}
+
+/// This rank's membership of a group of `size` ranks.
+pub struct ProcessGroup {
+    raw: *mut FkGroup,
+    rank: usize,
+    size: usize,
+    backend: Backend,
+}
+
+// SAFETY: a group is used by one thread at a time (collectives must be issued in one order); it
+// may move to another thread.
+unsafe impl Send for ProcessGroup {}
+
+impl ProcessGroup {
+    /// Joins the group `name` of `size` ranks as `rank`, meeting through `store`; blocks until every
+    /// rank has joined. A collective that gets no answer within `timeout` fails. `gloo_host` is the
+    /// address Gloo binds (None: `GLOO_SOCKET_IFNAME`, else the hostname's address).
+    pub fn new(store: &Store, name: &str, rank: usize, size: usize, backend: Backend, timeout: Duration, gloo_host: Option<&str>) -> Result<ProcessGroup> {
+        if rank >= size {
+            bail!("rank {rank} is not below the world size {size}");
+        }
+        let prefix = CString::new(name)?;
+        let host = gloo_host.map(CString::new).transpose()?;
+        let code = match backend {
+            Backend::Gloo => 0,
+            Backend::Nccl => 1,
+        };
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: valid store and strings; `raw` is written only on success.
+        let rc = unsafe {
+            ffi::facekit_group_new(store.raw(), prefix.as_ptr(), rank as i32, size as i32, code, timeout.as_secs_f64(), host.as_ref().map_or(std::ptr::null(), |h| h.as_ptr()), &mut raw)
+        };
+        ffi::check(rc, &format!("rank {rank} of {size} cannot join the {backend:?} process group '{name}'"))?;
+        Ok(ProcessGroup { raw, rank, size, backend })
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Number of ranks.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The backend carrying the collectives.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Reduces each tensor in place across the ranks.
+    pub fn all_reduce(&self, ts: &[&Tensor], op: ReduceOp) -> Result<()> {
+        let p = ffi::ptrs(ts);
+        // SAFETY: live group and tensors.
+        ffi::check(unsafe { ffi::facekit_allreduce(self.raw, p.as_ptr(), p.len(), op.code()) }, "all-reduce")
+    }
+
+    /// Reduces the tensors in place, packed into one buffer.
+    pub fn all_reduce_coalesced(&self, ts: &[&Tensor], op: ReduceOp) -> Result<()> {
+        let p = ffi::ptrs(ts);
+        // SAFETY: live group and tensors.
+        ffi::check(unsafe { ffi::facekit_allreduce_coalesced(self.raw, p.as_ptr(), p.len(), op.code()) }, "coalesced all-reduce")
+    }
+
+    /// Overwrites the tensors with `root`'s, as DDP does with the initial weights.
+    pub fn broadcast(&self, ts: &[&Tensor], root: usize) -> Result<()> {
+        let p = ffi::ptrs(ts);
+        // SAFETY: live group and tensors.
+        ffi::check(unsafe { ffi::facekit_broadcast_coalesced(self.raw, p.as_ptr(), p.len(), root as i32) }, "broadcast")
+    }
+
+    /// The ranks' `input`s concatenated along dim 0 (rank order), without autograd.
+    pub fn all_gather(&self, input: &Tensor) -> Result<Tensor> {
+        let input = input.contiguous();
+        let mut shape = input.size();
+        shape[0] *= self.size as i64;
+        let out = Tensor::empty(shape.as_slice(), (input.kind(), input.device()));
+        // SAFETY: live group; `out` has room for every rank's rows.
+        ffi::check(unsafe { ffi::facekit_allgather_base(self.raw, out.as_ptr() as *mut _, input.as_ptr()) }, "all-gather")?;
+        Ok(out)
+    }
+
+    /// This rank's rows of the reduction of the ranks' `input`s (dim 0 split in rank order).
+    pub fn reduce_scatter(&self, input: &Tensor, op: ReduceOp) -> Result<Tensor> {
+        let input = input.contiguous();
+        let mut shape = input.size();
+        if shape[0] % self.size as i64 != 0 {
+            bail!("reduce-scatter of {} rows over {} ranks", shape[0], self.size);
+        }
+        shape[0] /= self.size as i64;
+        let out = Tensor::empty(shape.as_slice(), (input.kind(), input.device()));
+        // SAFETY: live group; shapes checked above.
+        ffi::check(unsafe { ffi::facekit_reduce_scatter_base(self.raw, out.as_ptr() as *mut _, input.as_ptr(), op.code()) }, "reduce-scatter")?;
+        Ok(out)
+    }
+
+    /// Waits until every rank is here.
+    pub fn barrier(&self) -> Result<()> {
+        // SAFETY: live group.
+        ffi::check(unsafe { ffi::facekit_barrier(self.raw) }, "barrier")
+    }
+
+    /// All-gather along dim 0 with autograd: backward sums the gradient over the ranks
+    /// (reduce-scatter) and multiplies this rank's rows by `grad_scale`.
+    pub fn all_gather_autograd(&self, input: &Tensor, grad_scale: f64) -> Result<Tensor> {
+        let mut out = std::ptr::null_mut();
+        // SAFETY: live group; the shim hands over a new at::Tensor that tch then owns.
+        ffi::check(unsafe { ffi::facekit_all_gather_autograd(self.raw, input.as_ptr(), grad_scale, &mut out) }, "all-gather")?;
+        Ok(unsafe { Tensor::from_ptr(out) })
+    }
+
+    /// Softmax cross-entropy (mean over rows) with the classes sharded over the ranks: `logits`
+    /// [N, C_local] this rank's columns, `labels` [N] the column of each row's class here, -1
+    /// where it is another rank's. The same loss on every rank; gradient flows to `logits`.
+    pub fn sharded_cross_entropy(&self, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let mut out = std::ptr::null_mut();
+        // SAFETY: live group; the shim hands over a new at::Tensor that tch then owns.
+        ffi::check(unsafe { ffi::facekit_dist_cross_entropy(self.raw, logits.as_ptr(), labels.as_ptr(), &mut out) }, "sharded cross-entropy")?;
+        Ok(unsafe { Tensor::from_ptr(out) })
+    }
+
+    pub(super) fn raw(&self) -> *mut FkGroup {
+        self.raw
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: created by facekit_group_new, freed once.
+        unsafe { ffi::facekit_group_free(self.raw) }
+    }
+}
