@@ -114,8 +114,19 @@ pub struct TrainConfig {
     /// Start a new run from these weights: a .safetensors file or a facekit run folder (see `model::init`).
     #[serde(default)]
     pub init: Option<PathBuf>,
-    /// Images per step.
+    /// Images per micro-batch on each rank (a step sees batch x ranks x --accumulate images).
     pub batch_size: usize,
+    /// Micro-batches whose gradients are summed before each optimiser step (gradient accumulation).
+    #[serde(default = "one")]
+    pub accumulate: u64,
+    /// Ranks training together (set by the launcher, not a flag): with `batch_size` it fixes the
+    /// global batch, which a resume on another number of ranks keeps.
+    #[serde(default = "one_rank")]
+    pub world_size: usize,
+    /// Partial FC: shard the ArcFace centres over the ranks and train on this fraction of each
+    /// shard per step (every positive class kept) [default: off, the full head on every rank].
+    #[serde(default)]
+    pub partial_fc: Option<f64>,
     /// Initial learning rate.
     pub lr: f64,
     /// SGD momentum.
@@ -242,6 +253,9 @@ impl Default for TrainConfig {
             zero_init_residual: false,
             init: None,
             batch_size: 50,
+            accumulate: 1,
+            world_size: 1,
+            partial_fc: None,
             lr: 0.1,
             momentum: 0.9,
             weight_decay: 5e-4,
@@ -387,7 +401,51 @@ impl TrainConfig {
             }
         }
         self.margin_spec()?;
+        self.validate_parallel()
+    }
+
+    /// Gradient accumulation, the world size and Partial FC.
+    fn validate_parallel(&self) -> Result<()> {
+        if !(1..=1024).contains(&self.accumulate) {
+            bail!("--accumulate must be between 1 and 1024 micro-batches, got {}", self.accumulate);
+        }
+        if self.world_size == 0 {
+            bail!("the world size must be at least 1");
+        }
+        if let Some(rate) = self.partial_fc {
+            if !(rate.is_finite() && rate > 0.0 && rate <= 1.0) {
+                bail!("--partial-fc must be a sample rate in (0, 1], got {rate}");
+            }
+            if !self.task.has_fr() {
+                bail!("--partial-fc shards the ArcFace head, which --task {} does not have", self.task.name());
+            }
+        }
         Ok(())
+    }
+
+    /// Images per optimiser step over all ranks.
+    pub fn global_batch(&self) -> usize {
+        self.batch_size * self.world_size * self.accumulate as usize
+    }
+
+    /// This configuration on `world` ranks with the same global batch: the per-rank batch scales
+    /// by `world_size / world` (an error when it does not divide).
+    pub fn on_world(mut self, world: usize) -> Result<Self> {
+        if world == self.world_size {
+            return Ok(self);
+        }
+        let images = self.batch_size * self.world_size;
+        if images % world != 0 || images / world < 2 {
+            bail!(
+                "the run trains on {} ranks x batch {} = {images} images per micro-batch, which {world} ranks cannot split evenly \
+                 into batches of at least 2: resume it on a number of ranks that divides {images}",
+                self.world_size,
+                self.batch_size
+            );
+        }
+        self.batch_size = images / world;
+        self.world_size = world;
+        Ok(self)
     }
 
     /// The margin `--margin`, `--margin-values` and `--arcface-margin` describe, checked.
@@ -471,6 +529,14 @@ fn default_adam_eps() -> f64 {
 }
 
 /// arcface_torch's `PolynomialLRWarmup` power (train_v2.py leaves the default).
+fn one() -> u64 {
+    1
+}
+
+fn one_rank() -> usize {
+    1
+}
+
 fn default_poly_power() -> f64 {
     1.0
 }

@@ -21,6 +21,17 @@ pub struct StepLosses {
     pub age: Option<f64>,
 }
 
+impl StepLosses {
+    /// `self + w * other`, task by task (a task present in either is present in the sum).
+    pub fn plus(&self, other: &StepLosses, w: f64) -> StepLosses {
+        let add = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0.0) + w * b.unwrap_or(0.0)),
+        };
+        StepLosses { total: self.total + w * other.total, fr: add(self.fr, other.fr), gender: add(self.gender, other.gender), age: add(self.age, other.age) }
+    }
+}
+
 /// Column header of `losses.tsv`.
 pub const LOSSES_HEADER: &str = "step\tepoch\tlr\ttotal\tfr\tgender\tage";
 

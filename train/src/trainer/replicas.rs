@@ -1,15 +1,19 @@
 //! The seam where data-parallel training hooks in: how the copies of the network that train
-//! together (one per GPU, rank) combine their gradients and agree on decisions.
+//! together (one per GPU, rank) start equal, combine their gradients and agree on decisions.
 //!
-//! The trainer calls [`Replicas`] at exactly the points where ranks must meet: after `backward`
-//! ([`Replicas::reduce_gradients`], before the optimiser reads a gradient) and before acting on any
-//! decision that ends or skips a step ([`Replicas::agree_any`]: a non-finite loss, a stop
-//! request). A rank that decided alone would desynchronise the others. One process is
-//! [`SingleProcess`], for which both are the identity; a distributed layer (c10d process group
-//! and DDP reducer) is another implementation, and nothing else in the loop changes.
+//! The trainer calls [`Replicas`] at exactly the points where ranks must meet: once when the
+//! network is ready ([`Replicas::attach`]: rank 0's weights everywhere), around each forward and
+//! backward ([`Replicas::before_forward`], [`Replicas::before_backward`]: DDP's Reducer reduces
+//! gradient buckets while backward runs), after backward ([`Replicas::reduce_gradients`]), and
+//! before acting on any value or decision that ends or skips a step ([`Replicas::mean`] for the
+//! losses the schedule and the divergence check read, [`Replicas::agree_any`] for fp16 overflow
+//! and stop requests). A rank that decided alone would desynchronise the others. One process is
+//! [`SingleProcess`], for which all of them are the identity; [`crate::dist::Ddp`] is PyTorch's
+//! DDP, and nothing else in the loop changes.
 
 use anyhow::Result;
 use tch::nn::VarStore;
+use tch::Tensor;
 
 /// The ranks training one model together.
 pub trait Replicas {
@@ -19,11 +23,35 @@ pub trait Replicas {
     /// This process's rank (0 is the one that writes logs and checkpoints).
     fn rank(&self) -> usize;
 
-    /// Makes every gradient of `vs` the mean over the ranks (called after `backward`).
+    /// Once, before the first step: makes every rank's variables of `vs` rank 0's, and hooks the
+    /// gradients of the trainable ones for reduction, except those named in `local` (a sharded
+    /// head each rank owns alone). `find_unused`: some parameters may get no gradient in a step
+    /// (masked multi-task heads).
+    fn attach(&mut self, vs: &VarStore, local: &[String], find_unused: bool) -> Result<()>;
+
+    /// Before a forward pass in training; `sync`: this pass's gradients are combined (the last
+    /// micro-batch of a step).
+    fn before_forward(&mut self, sync: bool) -> Result<()>;
+
+    /// After that forward pass, before backward from `outputs`.
+    fn before_backward(&mut self, outputs: &[&Tensor], sync: bool) -> Result<()>;
+
+    /// Makes every gradient of `vs` the mean over the ranks (called after the last backward of a
+    /// step; a no-op where [`Replicas::before_backward`] arranged it already).
     fn reduce_gradients(&mut self, vs: &VarStore) -> Result<()>;
 
     /// True on every rank when `local` is true on any rank.
     fn agree_any(&mut self, local: bool) -> Result<bool>;
+
+    /// The mean over the ranks of each of `values` (a NaN anywhere makes that mean NaN).
+    fn mean(&mut self, values: &[f64]) -> Result<Vec<f64>>;
+
+    /// Makes the variables of `vs` that are not trained (batch norm's running statistics) rank 0's,
+    /// so that validation and checkpoints see one network.
+    fn sync_buffers(&mut self, vs: &VarStore) -> Result<()>;
+
+    /// Waits for every rank (at the end of a run, so that none exits while rank 0 still writes).
+    fn barrier(&mut self) -> Result<()>;
 }
 
 /// One process, one device: nothing to combine.
@@ -39,11 +67,35 @@ impl Replicas for SingleProcess {
         0
     }
 
+    fn attach(&mut self, _vs: &VarStore, _local: &[String], _find_unused: bool) -> Result<()> {
+        Ok(())
+    }
+
+    fn before_forward(&mut self, _sync: bool) -> Result<()> {
+        Ok(())
+    }
+
+    fn before_backward(&mut self, _outputs: &[&Tensor], _sync: bool) -> Result<()> {
+        Ok(())
+    }
+
     fn reduce_gradients(&mut self, _vs: &VarStore) -> Result<()> {
         Ok(())
     }
 
     fn agree_any(&mut self, local: bool) -> Result<bool> {
         Ok(local)
+    }
+
+    fn mean(&mut self, values: &[f64]) -> Result<Vec<f64>> {
+        Ok(values.to_vec())
+    }
+
+    fn sync_buffers(&mut self, _vs: &VarStore) -> Result<()> {
+        Ok(())
+    }
+
+    fn barrier(&mut self) -> Result<()> {
+        Ok(())
     }
 }

@@ -93,13 +93,15 @@ pub struct Trainer {
     pub(super) valid: Option<Loader>,
     /// The `--eval-bin` sets, decoded (rank 0 only).
     pub(super) bins: Option<EvalBins>,
-    pub(super) logs: RunLogs,
+    /// The run's logs, kept by rank 0 alone.
+    pub(super) logs: Option<RunLogs>,
     pub(super) meter: Meter,
     pub(super) guard: LabelGuard,
     pub(super) stop: StopFlag,
     pub(super) replicas: Box<dyn Replicas>,
     pub(super) bar: ProgressBar,
     pub(super) max_steps: Option<u64>,
+    /// Micro-batches per epoch that make whole steps (a multiple of `--accumulate`).
     pub(super) batches_per_epoch: u64,
     pub(super) inject_nan: Option<u64>,
     pub(super) last_checkpoint: Option<u64>,
@@ -136,22 +138,24 @@ impl Trainer {
         while !self.at_step_limit() {
             let mut epoch = self.loader.epoch(self.state.epoch, self.state.batch_in_epoch);
             loop {
-                let Some((batch, wait_s)) = (match self.next_batch(&mut epoch) {
+                let Some((micro, wait_s)) = (match self.next_micro_batches(&mut epoch) {
                     Ok(b) => b,
                     Err(message) => return self.end(End::Corrupt(message)),
                 }) else {
                     self.next_epoch();
                     break;
                 };
-                let Some(losses) = self.step(&batch)? else {
+                let Some(losses) = self.step(&micro)? else {
                     let step = self.state.step + 1;
                     return self.end(End::Diverged(step));
                 };
-                self.meter.step(batch.n, wait_s);
+                self.meter.step(micro.iter().map(|b| b.n).sum(), wait_s);
                 let decision = self.schedule.observe(losses.total);
                 self.log(&losses, decision.shrunk)?;
                 let at_end = decision.stop || self.at_step_limit();
-                self.guard.observe(&batch, at_end)?;
+                for batch in &micro {
+                    self.guard.observe(batch, at_end)?;
+                }
                 self.validate(at_end)?;
                 self.evaluate_bins(at_end)?;
                 match self.checkpoint(at_end)? {
@@ -166,6 +170,23 @@ impl Trainer {
 
     fn at_step_limit(&self) -> bool {
         self.max_steps.is_some_and(|m| self.state.step >= m)
+    }
+
+    /// The `--accumulate` micro-batches of the next step and how long they took to arrive; `None`
+    /// when the epoch has no whole step left; `Err` with the message when a corrupt record stops
+    /// the run.
+    fn next_micro_batches(&mut self, epoch: &mut EpochIter) -> std::result::Result<Option<(Vec<Batch>, f64)>, String> {
+        if self.state.batch_in_epoch >= self.batches_per_epoch {
+            return Ok(None);
+        }
+        let mut micro = Vec::with_capacity(self.cfg.accumulate as usize);
+        let mut wait_s = 0.0;
+        while micro.len() < self.cfg.accumulate as usize {
+            let Some((batch, w)) = self.next_batch(epoch)? else { return Ok(None) };
+            micro.push(batch);
+            wait_s += w;
+        }
+        Ok(Some((micro, wait_s)))
     }
 
     /// The next batch of the epoch and how long it took to arrive; `None` at the epoch's end;
@@ -198,7 +219,8 @@ impl Trainer {
     /// `train_log.jsonl` with the window's throughput and data wait.
     fn log(&mut self, l: &StepLosses, lr_shrunk: bool) -> Result<()> {
         let (step, epoch, lr) = (self.state.step, self.state.epoch, self.state.lr);
-        self.logs.step(step, epoch, lr, l)?;
+        let Some(logs) = self.logs.as_mut() else { return Ok(()) };
+        logs.step(step, epoch, lr, l)?;
         self.bar.inc(1);
         let every = self.cfg.log_every;
         if every > 0 && step % every == 0 {
@@ -209,6 +231,9 @@ impl Trainer {
                 "fr_loss": l.fr, "gender_loss": l.gender, "age_loss": l.age,
                 "images_per_second": ips, "data_wait_ms": wait_ms,
             });
+            // Every rank moves at the pace of the slowest: the run's throughput is this rank's
+            // times the number of ranks.
+            let ips = ips * self.replicas.world_size() as f64;
             let mut line = format!("step {step} epoch {epoch} loss {:.4} lr {lr:.3e} {ips:.1} images/s data wait {wait_ms:.1} ms/step", l.total);
             if let Some(s) = self.scaler.as_ref().map(GradScaler::state) {
                 event["loss_scale"] = s.scale.into();
@@ -219,7 +244,7 @@ impl Trainer {
                 event["grad_norm"] = norm.into();
                 line += &format!(" grad norm {norm:.3}");
             }
-            self.logs.event(&event)?;
+            logs.event(&event)?;
             if self.bar.is_hidden() {
                 eprintln!("{line}");
             } else {
@@ -242,12 +267,17 @@ impl Trainer {
         if !(at_end || (every > 0 && self.state.step % every == 0)) {
             return Ok(());
         }
+        // Every rank scores the same network on the whole set (rank 0's batch-norm statistics), so
+        // they reach the same result and the same decisions.
+        self.replicas.sync_buffers(&self.vs)?;
         let v = validate::validate(&self.net, &self.loss, loader, &self.numerics, self.net_cfg.num_classes)?;
         let step = self.state.step;
         self.valid_skipped = v.skipped_corrupt;
-        self.bar.suspend(|| eprintln!("step {step} validation: {}", describe(&v)));
-        self.logs.event(&serde_json::json!({ "step": step, "validation": v.metrics, "valid_images": v.images }))?;
-        self.logs.draw()?;
+        if let Some(logs) = self.logs.as_mut() {
+            self.bar.suspend(|| eprintln!("step {step} validation: {}", describe(&v)));
+            logs.event(&serde_json::json!({ "step": step, "validation": v.metrics, "valid_images": v.images }))?;
+            logs.draw()?;
+        }
         if self.cfg.best_on.is_some() {
             return Ok(());
         }
@@ -267,11 +297,12 @@ impl Trainer {
         }
         let step = self.state.step;
         let scores = bins.score(&self.net, &self.numerics)?;
+        let Some(logs) = self.logs.as_mut() else { return Ok(()) };
         for s in &scores {
             self.bar.suspend(|| eprintln!("{}", s.describe(step)));
-            self.logs.event(&s.event(step))?;
+            logs.event(&s.event(step))?;
         }
-        self.logs.draw()?;
+        logs.draw()?;
         for s in &scores {
             if self.cfg.best_on.as_deref() == Some(s.name.as_str()) {
                 self.keep_if_best(s.as_best(step))?;
@@ -316,6 +347,9 @@ impl Trainer {
     /// checkpoint.
     fn save(&mut self, name: &str) -> Result<()> {
         self.snapshot()?;
+        if self.replicas.rank() != 0 {
+            return Ok(());
+        }
         checkpoint::write(self.run.paths(), name, &self.vs, self.opt.as_ref(), &self.state)?;
         if name == LAST {
             self.last_checkpoint = Some(self.state.step);
@@ -336,11 +370,15 @@ impl Trainer {
         if matches!(end, End::Finished) && self.last_checkpoint != Some(self.state.step) {
             self.save(LAST)?;
         }
-        self.logs.flush()?;
-        if matches!(end, End::Finished | End::Interrupted) {
-            self.logs.draw()?;
+        if let Some(logs) = self.logs.as_mut() {
+            logs.flush()?;
+            if matches!(end, End::Finished | End::Interrupted) {
+                logs.draw()?;
+            }
         }
         self.bar.finish_and_clear();
+        // No rank leaves while rank 0 still writes the end of the run.
+        self.replicas.barrier()?;
         let summary = Summary {
             run_dir: self.run.root().to_path_buf(),
             steps: self.state.step,

@@ -100,7 +100,8 @@ pub struct RunDir {
     paths: RunPaths,
     /// Whether this process created the folder (it is removed again if the run never starts).
     created: bool,
-    _lock: Lock,
+    /// Held by the process that writes the run (rank 0); `None` for the ranks that only read it.
+    _lock: Option<Lock>,
 }
 
 impl std::ops::Deref for RunDir {
@@ -129,7 +130,13 @@ impl RunDir {
                 return Err(e.into());
             }
         };
-        Ok(RunDir { paths, created, _lock: lock })
+        Ok(RunDir { paths, created, _lock: Some(lock) })
+    }
+
+    /// The folder `root` as a rank other than 0 sees it: not locked, not created (rank 0 does
+    /// both), read for a resume's configuration and checkpoint, never written.
+    pub fn follow(root: &Path) -> Self {
+        RunDir { paths: RunPaths::new(root), created: false, _lock: None }
     }
 
     /// The paths of the run.

@@ -90,13 +90,21 @@ impl GradScaler {
     /// applies the optimiser's step with `lr`; returns whether the step was applied. Call
     /// [`Self::update`] after it.
     pub fn step(&mut self, opt: &mut dyn Optimizer, lr: f64) -> Result<bool> {
-        Ok(self.step_clipped(opt, lr, None)?.0)
+        Ok(self.step_clipped(opt, lr, None, &mut |overflow| Ok(overflow))?.0)
     }
 
     /// As [`Self::step`], clipping the unscaled gradients of the network (not the ArcFace centres)
     /// to the norm `clip` in between, as arcface_torch's `amp.unscale_`, `clip_grad_norm_`,
     /// `amp.step`; also returns the norm before clipping (a device scalar) when clipping.
-    pub fn step_clipped(&mut self, opt: &mut dyn Optimizer, lr: f64, clip: Option<f64>) -> Result<(bool, Option<Tensor>)> {
+    /// `agree` turns this process's "gradients overflowed" into every rank's (see
+    /// [`super::replicas::Replicas::agree_any`]), so that all skip the same steps.
+    pub fn step_clipped(
+        &mut self,
+        opt: &mut dyn Optimizer,
+        lr: f64,
+        clip: Option<f64>,
+        agree: &mut dyn FnMut(bool) -> Result<bool>,
+    ) -> Result<(bool, Option<Tensor>)> {
         let _ = self.found_inf.zero_();
         // In double then back, as PyTorch, though for powers of two the reciprocal is exact.
         let inv_scale = self.scale.to_kind(Kind::Double).reciprocal().to_kind(Kind::Float);
@@ -105,7 +113,12 @@ impl GradScaler {
         // Clipping an inf/NaN gradient makes the others NaN, harmless: that step is skipped.
         let norm = clip.and_then(|max| clip::clip_network_grads(opt, max));
         // Deciding whether to skip needs the flag on the host, as PyTorch's scaler.step does.
-        let finite = self.found_inf.double_value(&[0]) == 0.0;
+        let overflow = agree(self.found_inf.double_value(&[0]) != 0.0)?;
+        if overflow {
+            // The shared flag, so that update() backs off on every rank alike.
+            let _ = self.found_inf.fill_(1.0);
+        }
+        let finite = !overflow;
         if finite {
             opt.step(lr);
         } else {

@@ -39,7 +39,10 @@ impl Trainer {
     /// Prepares the run `cfg` describes (a new one, or `--resume`); `command_line` is recorded in
     /// `config.json`; `stop` ends the run after the step in which it is set; `replicas` are the
     /// processes training together ([`super::replicas::SingleProcess`] for one).
-    pub fn new(cfg: TrainConfig, command_line: Vec<String>, stop: StopFlag, replicas: Box<dyn Replicas>) -> Result<Trainer> {
+    pub fn new(cfg: TrainConfig, command_line: Vec<String>, stop: StopFlag, mut replicas: Box<dyn Replicas>) -> Result<Trainer> {
+        let world = replicas.world_size();
+        // A new run records its world size; a resumed one takes its saved one, rescaled below.
+        let cfg = TrainConfig { world_size: world, ..cfg };
         // Every flag is checked before any folder is touched.
         cfg.validate()?;
         if let (Some(init), Some(run)) = (&cfg.init, &cfg.resume) {
@@ -55,8 +58,8 @@ impl Trainer {
             None => Some(EvalBins::open(&cfg, rank0)?),
             Some(_) => None,
         };
-        let (cfg, run, resume_from) = prepare_run(cfg)?;
-        let opened = cfg.validate().and_then(|()| open_run(&cfg, resume_from.is_some(), &run)).and_then(|o| {
+        let (cfg, run, resume_from) = prepare_run(cfg, replicas.rank(), world)?;
+        let opened = cfg.validate().and_then(|()| open_run(&cfg, resume_from.is_some(), &run, replicas.as_ref())).and_then(|o| {
             let bins = match early_bins {
                 Some(b) => b,
                 None => EvalBins::open(&cfg, rank0)?,
@@ -70,7 +73,7 @@ impl Trainer {
                 return Err(e);
             }
         };
-        if cfg.overwrite && !run.created() {
+        if cfg.overwrite && !run.created() && rank0 {
             run.clear()?;
         }
         let numerics = Numerics::new(device, cfg.precision, cfg.memory_format);
@@ -104,43 +107,42 @@ impl Trainer {
             }
             None => TrainState::start(&cfg),
         };
+        // Every rank starts from rank 0's weights (drawn from the same seed anyway, but a resumed
+        // or --init run must not depend on every rank having read the same files).
+        replicas.attach(&vs, &[], net_cfg.task == Task::Multi)?;
         // A run resumed in fp16 continues with its saved scale; one that switched to fp16 starts afresh.
         let scaler = numerics.needs_loss_scaling().then(|| match &state.scaler {
             Some(saved) => GradScaler::from_state(ScalerConfig::default(), saved, device),
             None => GradScaler::new(ScalerConfig::default(), device),
         });
-        eprintln!("facekit train: device {}, {}", device_name(device), numerics.describe());
-        let saved = match &resume_from {
-            Some(_) => {
-                let mut saved = SavedConfig::read(&run)?;
-                saved.resumed_with.push(command_line);
-                saved.config = cfg.clone();
-                saved.datasets = datasets;
-                saved
-            }
-            None => SavedConfig { command_line, resumed_with: Vec::new(), tool_version: env!("CARGO_PKG_VERSION").into(), config: cfg.clone(), datasets },
-        };
-        saved.write(&run)?;
-        facekit_io::durable::write_json(run.net(), &net_cfg)?;
-        if let Some(p) = &pretrained {
-            facekit_io::durable::write_json(run.root().join(INIT_REPORT), &p.report)?;
-            eprintln!("facekit train: {}", p.report.summary());
+        if rank0 {
+            eprintln!("facekit train: device {}, {}", device_name(device), numerics.describe());
+            eprintln!("{}", describe_batch(&cfg));
         }
-        let logs = RunLogs::open(run.paths(), state.step)?;
+        let logs = if rank0 { Some(write_run_files(&cfg, &run, &net_cfg, resume_from.is_some(), command_line, datasets, pretrained.as_ref(), &state)?) } else { None };
 
-        let batches_per_epoch = loader.batches_per_epoch();
+        // Whole steps only: the micro-batches of an epoch that do not fill a step are left out.
+        let batches_per_epoch = loader.batches_per_epoch() / cfg.accumulate * cfg.accumulate;
+        if batches_per_epoch == 0 {
+            bail!(
+                "an epoch of {} batch(es) per rank gives no step of --accumulate {} micro-batches: lower --accumulate or --batch-size",
+                loader.batches_per_epoch(),
+                cfg.accumulate
+            );
+        }
+        let steps_per_epoch = batches_per_epoch / cfg.accumulate;
         let max_steps = match (cfg.max_steps, cfg.epochs) {
-            (Some(s), Some(e)) => Some(s.min(e * batches_per_epoch)),
-            (s, e) => s.or(e.map(|e| e * batches_per_epoch)),
+            (Some(s), Some(e)) => Some(s.min(e * steps_per_epoch)),
+            (s, e) => s.or(e.map(|e| e * steps_per_epoch)),
         };
         let schedule = match &resume_from {
             Some(dir) => serde_json::from_value::<Schedule>(state.schedule.clone())
                 .with_context(|| format!("{}: the schedule state in state.json is not valid", dir.display()))?,
-            None => build_schedule(&TrainConfig { warmup_steps: cfg.warmup_steps_for(batches_per_epoch), warmup_epochs: None, ..cfg.clone() }, max_steps),
+            None => build_schedule(&TrainConfig { warmup_steps: cfg.warmup_steps_for(steps_per_epoch), warmup_epochs: None, ..cfg.clone() }, max_steps),
         };
         let bar = facekit_io::progress::items(max_steps.unwrap_or(0), "steps");
         bar.set_position(state.step);
-        if max_steps.is_none() {
+        if max_steps.is_none() || !rank0 {
             facekit_io::progress::hide(&bar);
         }
         Ok(Trainer {
@@ -176,16 +178,63 @@ impl Trainer {
     }
 }
 
+/// The line that states the batch: per rank, over the ranks and micro-batches, per step.
+fn describe_batch(cfg: &TrainConfig) -> String {
+    let mut line = format!("facekit train: batch {} per rank", cfg.batch_size);
+    if cfg.world_size > 1 {
+        line += &format!(" x {} ranks", cfg.world_size);
+    }
+    if cfg.accumulate > 1 {
+        line += &format!(" x {} accumulated micro-batches", cfg.accumulate);
+    }
+    line + &format!(" = global batch {} images per step", cfg.global_batch())
+}
+
+/// Rank 0's files of a starting or resumed run: `config.json` (with this command line), `net.json`,
+/// `init.json`, and the logs, opened.
+#[allow(clippy::too_many_arguments)]
+fn write_run_files(
+    cfg: &TrainConfig,
+    run: &RunDir,
+    net_cfg: &NetConfig,
+    resuming: bool,
+    command_line: Vec<String>,
+    datasets: Vec<super::config::DatasetIdentity>,
+    pretrained: Option<&Pretrained>,
+    state: &TrainState,
+) -> Result<RunLogs> {
+    let saved = if resuming {
+        let mut saved = SavedConfig::read(run)?;
+        saved.resumed_with.push(command_line);
+        saved.config = cfg.clone();
+        saved.datasets = datasets;
+        saved
+    } else {
+        SavedConfig { command_line, resumed_with: Vec::new(), tool_version: env!("CARGO_PKG_VERSION").into(), config: cfg.clone(), datasets }
+    };
+    saved.write(run)?;
+    facekit_io::durable::write_json(run.net(), net_cfg)?;
+    if let Some(p) = pretrained {
+        facekit_io::durable::write_json(run.root().join(INIT_REPORT), &p.report)?;
+        eprintln!("facekit train: {}", p.report.summary());
+    }
+    RunLogs::open(run.paths(), state.step)
+}
+
 /// The run folder, locked, and the configuration to use; for `--resume`, the saved configuration
-/// with this command line's step limits, device, workers, threads and logging, and the checkpoint
-/// to continue from. Nothing is deleted here but temporary files an interrupted run left (stale
-/// for certain once the lock is held).
-fn prepare_run(cfg: TrainConfig) -> Result<(TrainConfig, RunDir, Option<PathBuf>)> {
+/// with this command line's step limits, device, workers, threads and logging, on `world` ranks
+/// with the global batch it had, and the checkpoint to continue from. Nothing is deleted here but
+/// temporary files an interrupted run left (stale for certain once the lock is held). Only rank
+/// `0` locks, creates or cleans the folder; the other ranks read what they need from it.
+fn prepare_run(cfg: TrainConfig, rank: usize, world: usize) -> Result<(TrainConfig, RunDir, Option<PathBuf>)> {
+    let open = |root: &Path, create: bool| if rank == 0 { RunDir::lock(root, create) } else { Ok(RunDir::follow(root)) };
     let Some(resume) = cfg.resume.clone() else {
-        let run = RunDir::lock(&cfg.model_dir.join(cfg.run_name()), true)?;
-        remove_stale(&run)?;
-        if !cfg.overwrite && run.existing_checkpoint(LAST).is_some() {
-            bail!("run folder {} already holds a run: continue it with --resume, or choose another --run-name, or --overwrite", run.root().display());
+        let run = open(&cfg.model_dir.join(cfg.run_name()), true)?;
+        if rank == 0 {
+            remove_stale(&run)?;
+            if !cfg.overwrite && run.existing_checkpoint(LAST).is_some() {
+                bail!("run folder {} already holds a run: continue it with --resume, or choose another --run-name, or --overwrite", run.root().display());
+            }
         }
         return Ok((cfg, run, None));
     };
@@ -193,13 +242,15 @@ fn prepare_run(cfg: TrainConfig) -> Result<(TrainConfig, RunDir, Option<PathBuf>
         .into_iter()
         .find(|d| super::run_dir::RunPaths::new(d).config().is_file())
         .with_context(|| format!("no run '{resume}': neither {resume}/config.json nor {}/config.json exists", cfg.model_dir.join(&resume).display()))?;
-    let run = RunDir::lock(&root, false)?;
-    remove_stale(&run)?;
+    let run = open(&root, false)?;
+    if rank == 0 {
+        remove_stale(&run)?;
+    }
     let saved = SavedConfig::read(&run)?;
     let ckpt = run
         .existing_checkpoint(LAST)
         .with_context(|| format!("run {} has no checkpoint to resume from (checkpoints/last)", root.display()))?;
-    let mut merged = saved.config;
+    let mut merged = saved.config.on_world(world).with_context(|| format!("cannot resume {} on {world} rank(s)", root.display()))?;
     if cfg.max_steps.is_some() || cfg.epochs.is_some() {
         merged.max_steps = cfg.max_steps;
         merged.epochs = cfg.epochs;
@@ -231,7 +282,7 @@ struct Opened {
     datasets: Vec<DatasetIdentity>,
 }
 
-fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir) -> Result<Opened> {
+fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Replicas) -> Result<Opened> {
     let device = parse_device(&cfg.device)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let on_cuda = matches!(device, Device::Cuda(_));
@@ -252,8 +303,9 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir) -> Result<Opened> {
         shuffle: training,
         seed: if training { cfg.seed } else { 0 },
         augment: if training { cfg.augment() } else { Augment::NONE },
-        rank: 0,
-        world_size: 1,
+        // Training batches are split over the ranks; every rank validates on the whole set.
+        rank: if training { replicas.rank() } else { 0 },
+        world_size: if training { replicas.world_size() } else { 1 },
         drop_last: training,
         skip_corrupt: cfg.skip_corrupt,
     };
@@ -285,7 +337,9 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir) -> Result<Opened> {
             );
         }
     }
-    eprintln!("facekit train: {workers} decode worker(s), {threads} compute thread(s)");
+    if replicas.rank() == 0 {
+        eprintln!("facekit train: {workers} decode worker(s), {threads} compute thread(s) per rank");
+    }
     Ok(Opened { device, loader, valid, datasets })
 }
 

@@ -5,55 +5,81 @@
 use super::logs::StepLosses;
 use super::run::Trainer;
 use crate::loss::BatchLabels;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use facekit_data::Batch;
 use tch::{Device, Tensor};
 
 impl Trainer {
-    /// Trains on `batch`; `None` when the loss is not finite on some replica (nothing is
-    /// applied then, and the run stops).
-    pub(super) fn step(&mut self, batch: &Batch) -> Result<Option<StepLosses>> {
+    /// Trains one step on the micro-batches `micro` (`--accumulate` of them; their gradients sum
+    /// to those of one batch of all their images); `None` when the loss is not finite on some
+    /// replica (nothing is applied then, and the run stops).
+    pub(super) fn step(&mut self, micro: &[Batch]) -> Result<Option<StepLosses>> {
         // Reseeding from the step makes dropout's random stream a function of the step alone,
         // so a resumed run draws exactly what the uninterrupted one drew.
         tch::manual_seed((self.cfg.seed as i64).wrapping_mul(1_000_003).wrapping_add(self.state.step as i64));
         let lr = self.schedule.lr();
-        let xs = self.numerics.input(batch);
-        let labels = labels_to_device(batch, self.numerics.device);
-        let out = self.numerics.forward(&self.net, &xs, true)?;
-        let losses = self.loss.losses(&out, &labels);
-        let mut total = losses.total.double_value(&[]);
-        if self.inject_nan == Some(self.state.step + 1) {
-            total = f64::NAN;
-        }
-        if self.replicas.agree_any(!total.is_finite())? {
-            return Ok(None);
-        }
         self.opt.zero_grad();
+        let mut mean = StepLosses { total: 0.0, fr: None, gender: None, age: None };
+        for (i, batch) in micro.iter().enumerate() {
+            let Some(l) = self.forward_backward(batch, i + 1 == micro.len(), micro.len())? else { return Ok(None) };
+            mean = mean.plus(&l, 1.0 / micro.len() as f64);
+        }
+        self.replicas.reduce_gradients(&self.vs)?;
         let clip = self.cfg.clip_grad_norm;
         match self.scaler.as_mut() {
             Some(scaler) => {
                 // A step whose gradients overflowed is skipped but still counts as a step: its
-                // loss is logged and the schedule sees it, as with PyTorch's GradScaler.
-                scaler.scale(&losses.total).backward();
-                self.replicas.reduce_gradients(&self.vs)?;
-                // Clipping happens between unscaling and the step, on the true gradients.
-                self.grad_norm = scaler.step_clipped(self.opt.as_mut(), lr, clip)?.1;
+                // loss is logged and the schedule sees it, as with PyTorch's GradScaler. Ranks
+                // skip together: a sharded head's gradients differ from rank to rank.
+                let replicas = &mut self.replicas;
+                let mut agree = |overflow: bool| replicas.agree_any(overflow);
+                self.grad_norm = scaler.step_clipped(self.opt.as_mut(), lr, clip, &mut agree)?.1;
                 scaler.update();
             }
             None => {
-                losses.total.backward();
-                self.replicas.reduce_gradients(&self.vs)?;
                 self.grad_norm = clip.and_then(|max| super::clip::clip_network_grads(self.opt.as_ref(), max));
                 self.opt.step(lr);
             }
         }
         self.state.step += 1;
-        self.state.batch_in_epoch += 1;
-        self.state.images_seen += batch.n as u64;
+        self.state.batch_in_epoch += micro.len() as u64;
+        self.state.images_seen += micro.iter().map(|b| b.n as u64).sum::<u64>();
         self.state.lr = lr;
-        self.final_loss = Some(total);
+        self.final_loss = Some(mean.total);
+        Ok(Some(mean))
+    }
+
+    /// Forward and backward of one micro-batch of `count`, its gradients added to those of the
+    /// step's earlier ones (`sync`: the last, whose backward combines the ranks' gradients); the
+    /// losses as the mean over the ranks, `None` when that is not finite (backward is not run).
+    fn forward_backward(&mut self, batch: &Batch, sync: bool, count: usize) -> Result<Option<StepLosses>> {
+        self.replicas.before_forward(sync)?;
+        let xs = self.numerics.input(batch);
+        let labels = labels_to_device(batch, self.numerics.device);
+        let out = self.numerics.forward(&self.net, &xs, true)?;
+        let losses = self.loss.losses(&out, &labels);
         let value = |t: &Option<Tensor>| t.as_ref().map(|t| t.double_value(&[]));
-        Ok(Some(StepLosses { total, fr: value(&losses.fr), gender: value(&losses.gender), age: value(&losses.age) }))
+        let mut local = StepLosses { total: losses.total.double_value(&[]), fr: value(&losses.fr), gender: value(&losses.gender), age: value(&losses.age) };
+        if self.inject_nan == Some(self.state.step + 1) {
+            local.total = f64::NAN;
+        }
+        // One collective for the four numbers: the logged loss is the whole global batch's, and a
+        // NaN on any rank is a NaN in the mean, so every rank stops together.
+        let m = self.replicas.mean(&[local.total, local.fr.unwrap_or(0.0), local.gender.unwrap_or(0.0), local.age.unwrap_or(0.0)])?;
+        if !m[0].is_finite() {
+            return Ok(None);
+        }
+        let mean = StepLosses { total: m[0], fr: local.fr.map(|_| m[1]), gender: local.gender.map(|_| m[2]), age: local.age.map(|_| m[3]) };
+        // The mean of the micro-batches' mean losses is the mean loss of all their images.
+        let objective = if count > 1 { &losses.total / count as f64 } else { losses.total.shallow_clone() };
+        self.replicas.before_backward(&[&objective], sync)?;
+        let objective = match self.scaler.as_ref() {
+            Some(scaler) => scaler.scale(&objective),
+            None => objective,
+        };
+        // Errors raised while backward runs (a rank's gradient all-reduce failing) come out here.
+        objective.f_backward().context("backward pass")?;
+        Ok(Some(mean))
     }
 }
 
@@ -115,11 +141,20 @@ mod tests {
         }
     }
 
-    /// What another rank would do, and a record of what the trainer asked.
+    /// What another rank would do, and a record of what the trainer asked: another rank whose
+    /// loss is NaN (`others_nan`), or that asks to stop at the `stop_at`-th agreement.
     #[derive(Default)]
     struct Spy {
         calls: Arc<Mutex<Vec<String>>>,
-        others_say_yes: bool,
+        others_nan: bool,
+        stop_at: Option<usize>,
+        agreements: usize,
+    }
+
+    impl Spy {
+        fn record(&self, call: String) {
+            self.calls.lock().unwrap().push(call);
+        }
     }
 
     impl Replicas for Spy {
@@ -129,14 +164,43 @@ mod tests {
         fn rank(&self) -> usize {
             0
         }
+        fn attach(&mut self, _vs: &VarStore, _local: &[String], _find_unused: bool) -> anyhow::Result<()> {
+            self.record("attach".into());
+            Ok(())
+        }
+        fn before_forward(&mut self, sync: bool) -> anyhow::Result<()> {
+            self.record(format!("forward {sync}"));
+            Ok(())
+        }
+        fn before_backward(&mut self, _outputs: &[&tch::Tensor], sync: bool) -> anyhow::Result<()> {
+            self.record(format!("backward {sync}"));
+            Ok(())
+        }
         fn reduce_gradients(&mut self, vs: &VarStore) -> anyhow::Result<()> {
             let with_grad = vs.trainable_variables().iter().filter(|t| t.grad().defined()).count();
-            self.calls.lock().unwrap().push(format!("reduce {with_grad}"));
+            self.record(format!("reduce {with_grad}"));
             Ok(())
         }
         fn agree_any(&mut self, local: bool) -> anyhow::Result<bool> {
-            self.calls.lock().unwrap().push(format!("agree {local}"));
-            Ok(local || self.others_say_yes)
+            self.agreements += 1;
+            self.record(format!("agree {local}"));
+            Ok(local || self.stop_at == Some(self.agreements))
+        }
+        fn mean(&mut self, values: &[f64]) -> anyhow::Result<Vec<f64>> {
+            self.record("mean".into());
+            let mut v = values.to_vec();
+            if self.others_nan {
+                v[0] = f64::NAN;
+            }
+            Ok(v)
+        }
+        fn sync_buffers(&mut self, _vs: &VarStore) -> anyhow::Result<()> {
+            self.record("buffers".into());
+            Ok(())
+        }
+        fn barrier(&mut self) -> anyhow::Result<()> {
+            self.record("barrier".into());
+            Ok(())
         }
     }
 
@@ -152,17 +216,18 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         dataset(t.path());
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let spy = Spy { calls: calls.clone(), others_say_yes: false };
+        let spy = Spy { calls: calls.clone(), ..Spy::default() };
         let mut tr = Trainer::new(config(t.path()), vec![], Default::default(), Box::new(spy)).unwrap();
         let batch = tr.loader.epoch(0, 0).next().unwrap().unwrap();
         let before = weights(&tr);
-        let losses = tr.step(&batch).unwrap().expect("a finite loss");
+        calls.lock().unwrap().clear();
+        let losses = tr.step(&[batch]).unwrap().expect("a finite loss");
         assert!(losses.total.is_finite() && losses.fr.is_some());
         assert_ne!(weights(&tr), before, "the optimiser changed the weights");
         assert_eq!((tr.state.step, tr.state.batch_in_epoch, tr.state.images_seen), (1, 1, 4));
         let calls = calls.lock().unwrap().clone();
-        assert_eq!(calls[0], "agree false", "the loss is agreed before anything is applied");
-        let reduced: usize = calls[1].strip_prefix("reduce ").unwrap().parse().unwrap();
+        assert_eq!(calls[..3], ["forward true", "mean", "backward true"], "the loss is agreed before backward: {calls:?}");
+        let reduced: usize = calls[3].strip_prefix("reduce ").unwrap().parse().unwrap();
         assert!(reduced > 0, "gradients exist when they are reduced: {calls:?}");
     }
 
@@ -172,14 +237,14 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         dataset(t.path());
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let spy = Spy { calls: calls.clone(), others_say_yes: true };
+        let spy = Spy { calls: calls.clone(), others_nan: true, ..Spy::default() };
         let mut tr = Trainer::new(config(t.path()), vec![], Default::default(), Box::new(spy)).unwrap();
         let batch = tr.loader.epoch(0, 0).next().unwrap().unwrap();
         let before = weights(&tr);
-        assert!(tr.step(&batch).unwrap().is_none(), "another rank's NaN is this rank's too");
+        assert!(tr.step(&[batch]).unwrap().is_none(), "another rank's NaN is this rank's too");
         assert_eq!(weights(&tr), before);
         assert_eq!(tr.state.step, 0);
-        assert!(!calls.lock().unwrap().iter().any(|c| c.starts_with("reduce")));
+        assert!(!calls.lock().unwrap().iter().any(|c| c.starts_with("reduce") || c.starts_with("backward")));
     }
 
     #[test]
@@ -187,25 +252,10 @@ mod tests {
         let _turn = facekit_testkit::rng_turn();
         let t = tempfile::tempdir().unwrap();
         dataset(t.path());
-        // This rank's loss is finite and it was not asked to stop; another rank was. The first
-        // agreement of a step is the loss, the second the stop request.
-        struct StopElsewhere(u32);
-        impl Replicas for StopElsewhere {
-            fn world_size(&self) -> usize {
-                2
-            }
-            fn rank(&self) -> usize {
-                0
-            }
-            fn reduce_gradients(&mut self, _vs: &VarStore) -> anyhow::Result<()> {
-                Ok(())
-            }
-            fn agree_any(&mut self, local: bool) -> anyhow::Result<bool> {
-                self.0 += 1;
-                Ok(local || self.0 == 2)
-            }
-        }
-        let tr = Trainer::new(config(t.path()), vec![], Default::default(), Box::new(StopElsewhere(0))).unwrap();
+        // This rank's loss is finite and it was not asked to stop; another rank was, during the
+        // first step (the first agreement: stop requests are the only one without fp16).
+        let spy = Spy { stop_at: Some(1), ..Spy::default() };
+        let tr = Trainer::new(config(t.path()), vec![], Default::default(), Box::new(spy)).unwrap();
         match tr.run().unwrap() {
             super::super::Outcome::Interrupted(s) => {
                 assert_eq!((s.steps, s.last_checkpoint), (1, Some(1)));

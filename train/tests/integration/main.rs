@@ -4,6 +4,7 @@
 
 mod amp;
 mod dist_collectives;
+mod dist_ddp;
 mod dist_ranks;
 mod eval_bin;
 mod export;

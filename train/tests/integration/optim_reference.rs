@@ -260,7 +260,7 @@ fn under_fp16_loss_scaling_clipping_sees_the_unscaled_gradients() {
     // Scaled by 1024 (a power of two: unscaling is exact), through the scaler.
     let (vs_b, mut opt_b, _) = clip_setup(scale);
     let mut scaler = GradScaler::new(ScalerConfig { init_scale: scale, ..ScalerConfig::default() }, CPU);
-    let (applied, norm_b) = scaler.step_clipped(&mut opt_b, 0.1, Some(1.0)).unwrap();
+    let (applied, norm_b) = scaler.step_clipped(&mut opt_b, 0.1, Some(1.0), &mut |o| Ok(o)).unwrap();
     assert!(applied);
     let norm_b = norm_b.unwrap().double_value(&[]);
     assert_eq!(norm_b, norm_a, "the norm is taken after unscaling (scaled it would be {}x)", scale);
