@@ -111,6 +111,9 @@ pub struct Trainer {
     /// left on the device until a log line reads it.
     pub(super) grad_norm: Option<tch::Tensor>,
     pub(super) valid_skipped: u64,
+    /// Forward passes in training mode (batch statistics, dropout); the tests turn it off to
+    /// compare accumulated micro-batches with one large batch exactly.
+    pub(super) train_mode: bool,
 }
 
 /// What the loop does after a step.
@@ -175,7 +178,7 @@ impl Trainer {
     /// The `--accumulate` micro-batches of the next step and how long they took to arrive; `None`
     /// when the epoch has no whole step left; `Err` with the message when a corrupt record stops
     /// the run.
-    fn next_micro_batches(&mut self, epoch: &mut EpochIter) -> std::result::Result<Option<(Vec<Batch>, f64)>, String> {
+    pub(super) fn next_micro_batches(&mut self, epoch: &mut EpochIter) -> std::result::Result<Option<(Vec<Batch>, f64)>, String> {
         if self.state.batch_in_epoch >= self.batches_per_epoch {
             return Ok(None);
         }

@@ -174,6 +174,7 @@ impl Trainer {
             final_loss: None,
             grad_norm: None,
             valid_skipped: 0,
+            train_mode: true,
         })
     }
 }

@@ -56,7 +56,7 @@ impl Trainer {
         self.replicas.before_forward(sync)?;
         let xs = self.numerics.input(batch);
         let labels = labels_to_device(batch, self.numerics.device);
-        let out = self.numerics.forward(&self.net, &xs, true)?;
+        let out = self.numerics.forward(&self.net, &xs, self.train_mode)?;
         let losses = self.loss.losses(&out, &labels);
         let value = |t: &Option<Tensor>| t.as_ref().map(|t| t.double_value(&[]));
         let mut local = StepLosses { total: losses.total.double_value(&[]), fr: value(&losses.fr), gender: value(&losses.gender), age: value(&losses.age) };
@@ -262,5 +262,38 @@ mod tests {
             }
             other => panic!("expected Interrupted, got {other:?}"),
         }
+    }
+
+    fn trained_weights(batch_size: usize, accumulate: u64, steps: usize) -> Vec<f64> {
+        let t = tempfile::tempdir().unwrap();
+        dataset(t.path());
+        let cfg = TrainConfig { batch_size, accumulate, max_steps: None, ..config(t.path()) };
+        let mut tr = Trainer::new(cfg, vec![], Default::default(), Box::new(super::super::SingleProcess)).unwrap();
+        tr.train_mode = false;
+        for s in 0..steps {
+            let mut epoch = tr.loader.epoch(s as u64, 0);
+            let (micro, _) = tr.next_micro_batches(&mut epoch).unwrap().expect("a step's batches");
+            assert_eq!(micro.len(), accumulate as usize);
+            tr.step(&micro).unwrap().expect("a finite loss");
+            tr.state.batch_in_epoch = 0;
+        }
+        tr.vs.trainable_variables().iter().flat_map(|t| Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap()).collect()
+    }
+
+    #[test]
+    fn accumulating_two_micro_batches_equals_one_step_on_twice_the_batch() {
+        let _turn = facekit_testkit::rng_turn();
+        let one = trained_weights(8, 1, 2);
+        let two = trained_weights(4, 2, 2);
+        let start = {
+            let t = tempfile::tempdir().unwrap();
+            dataset(t.path());
+            let tr = Trainer::new(TrainConfig { batch_size: 8, ..config(t.path()) }, vec![], Default::default(), Box::new(super::super::SingleProcess)).unwrap();
+            tr.vs.trainable_variables().iter().flat_map(|t| Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap()).collect::<Vec<_>>()
+        };
+        let diff = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+        assert!(diff(&one, &start) > 1e-3, "the steps moved the weights");
+        let d = diff(&one, &two);
+        assert!(d < 1e-5, "--accumulate 2 with batch 4 follows batch 8 (largest difference {d:e})");
     }
 }
