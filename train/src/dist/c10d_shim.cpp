@@ -97,8 +97,12 @@ c10d::ReduceOp reduce_op(int op) {
   }
 }
 
-// Gloo has no AVG: a sum divided by the world size is what ProcessGroupGloo users do.
+// Gloo has no AVG: a sum divided by the world size is what ProcessGroupGloo users do. A group of
+// one rank reduces nothing (and so works for CUDA tensors under Gloo too).
 void allreduce(FkGroup* g, std::vector<at::Tensor>& ts, int op) {
+  if (g->size == 1) {
+    return;
+  }
   bool avg = op == 1 && !g->nccl;
   c10d::AllreduceOptions opts;
   opts.reduceOp = avg ? c10d::ReduceOp(c10d::ReduceOp::SUM) : reduce_op(op);
@@ -111,6 +115,9 @@ void allreduce(FkGroup* g, std::vector<at::Tensor>& ts, int op) {
 }
 
 at::Tensor all_gather_rows(FkGroup* g, const at::Tensor& input) {
+  if (g->size == 1) {
+    return input.clone();
+  }
   auto in = input.contiguous();
   auto shape = in.sizes().vec();
   shape[0] *= g->size;
@@ -133,12 +140,17 @@ struct AllGatherFn : public torch::autograd::Function<AllGatherFn> {
     auto* g = reinterpret_cast<FkGroup*>(ctx->saved_data["group"].toInt());
     double scale = ctx->saved_data["grad_scale"].toDouble();
     auto grad = grads[0].contiguous();
-    auto shape = grad.sizes().vec();
-    shape[0] /= g->size;
-    auto out = at::empty(shape, grad.options());
-    c10d::ReduceScatterOptions opts;
-    opts.reduceOp = c10d::ReduceOp::SUM;
-    g->backend->_reduce_scatter_base(out, grad, opts)->wait();
+    at::Tensor out;
+    if (g->size == 1) {
+      out = grad.clone();
+    } else {
+      auto shape = grad.sizes().vec();
+      shape[0] /= g->size;
+      out = at::empty(shape, grad.options());
+      c10d::ReduceScatterOptions opts;
+      opts.reduceOp = c10d::ReduceOp::SUM;
+      g->backend->_reduce_scatter_base(out, grad, opts)->wait();
+    }
     if (scale != 1.0) {
       out.mul_(scale);
     }
@@ -283,6 +295,11 @@ int facekit_group_new(FkStore* s, const char* prefix, int rank, int size, int ba
     }
     *out = new FkGroup{pg, be, rank, size, nccl};
   });
+}
+
+// Another handle on the same group (the trainer's replicas and Partial FC share one).
+int facekit_group_clone(FkGroup* g, FkGroup** out) {
+  return guarded([&] { *out = new FkGroup(*g); });
 }
 
 void facekit_group_free(FkGroup* g) {

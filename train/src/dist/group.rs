@@ -76,6 +76,21 @@ impl ProcessGroup {
         Ok(ProcessGroup { raw, rank, size, backend })
     }
 
+    /// A group of this process alone, over a private store on 127.0.0.1: every collective is the
+    /// identity (for Partial FC on one device).
+    pub fn solo(timeout: Duration) -> Result<ProcessGroup> {
+        let store = Store::host("127.0.0.1", 0, 1, timeout, "solo")?;
+        ProcessGroup::new(&store, "solo", 0, 1, Backend::Gloo, timeout, Some("127.0.0.1"))
+    }
+
+    /// Another handle on this group (the same ranks and connections).
+    pub fn try_clone(&self) -> Result<ProcessGroup> {
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: live group; the clone shares its c10d objects by reference count.
+        ffi::check(unsafe { ffi::facekit_group_clone(self.raw, &mut raw) }, "process group")?;
+        Ok(ProcessGroup { raw, rank: self.rank, size: self.size, backend: self.backend })
+    }
+
     /// This process's rank.
     pub fn rank(&self) -> usize {
         self.rank

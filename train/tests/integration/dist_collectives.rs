@@ -57,3 +57,24 @@ fn the_autograd_all_gather_sums_the_gradient_back_to_each_ranks_rows() {
     assert_eq!(out[0].1, vec![9.0, 18.0]);
     assert_eq!(out[1].1, vec![27.0, 36.0]);
 }
+
+#[test]
+fn a_solo_group_is_the_identity_and_its_sharded_cross_entropy_is_cross_entropy() {
+    let g = facekit_train::dist::ProcessGroup::solo(dist_ranks::TIMEOUT).unwrap();
+    let x = Tensor::from_slice(&[1.0f32, -2.0, 0.5, 3.0, 0.0, -1.0]).reshape([2, 3]);
+    assert_eq!(v(&g.all_gather(&x).unwrap()), v(&x));
+    let logits = x.set_requires_grad(true);
+    let labels = Tensor::from_slice(&[2i64, 0]);
+    let loss = g.sharded_cross_entropy(&logits, &labels).unwrap();
+    loss.backward();
+    let reference_logits = x.detach().set_requires_grad(true);
+    let reference = reference_logits.cross_entropy_for_logits(&labels);
+    reference.backward();
+    assert!((loss.double_value(&[]) - reference.double_value(&[])).abs() < 1e-6);
+    let d = (logits.grad() - reference_logits.grad()).abs().max().double_value(&[]);
+    assert!(d < 1e-6, "gradient differs by {d}");
+    let clone = g.try_clone().unwrap();
+    drop(g);
+    assert_eq!(clone.size(), 1);
+    clone.barrier().unwrap();
+}

@@ -14,6 +14,9 @@ const STEPS: usize = 3;
 /// A network without batch norm (so that per-rank batches give exactly the full batch's
 /// gradient), in f64 so that "equal" can be tight; `seed` draws its weights.
 fn net(seed: i64) -> (VarStore, impl Module) {
+    // The ranks are threads sharing libtorch's one generator: seeding and drawing take turns.
+    static DRAW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = DRAW.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(seed);
     let mut vs = VarStore::new(Device::Cpu);
     let root = vs.root();
