@@ -82,9 +82,9 @@ impl Optimizer for AdamW {
         self.slots.iter().map(|s| (s.name.as_str(), &s.param)).collect()
     }
 
-    /// Writes `exp_avg.NAME`, `exp_avg_sq.NAME` and `step.NAME` (a [1] i64) for every parameter
-    /// stepped so far, as standard contiguous tensors whatever their memory format.
-    fn save(&self, path: &Path) -> Result<()> {
+    /// `exp_avg.NAME`, `exp_avg_sq.NAME` and `step.NAME` (a [1] i64) for every parameter
+    /// stepped so far.
+    fn state(&self) -> Vec<(String, Tensor)> {
         let mut named = Vec::new();
         for s in &self.slots {
             if let Some((m, v)) = &s.moments {
@@ -93,11 +93,14 @@ impl Optimizer for AdamW {
                 named.push((format!("{STEP}{}", s.name), Tensor::from_slice(&[s.steps as i64])));
             }
         }
-        super::layout::write_safetensors_contiguous(&named, path)
+        named
     }
 
-    fn load(&mut self, path: &Path) -> Result<()> {
-        let saved = Tensor::read_safetensors(path).with_context(|| format!("cannot read {}", path.display()))?;
+    fn param_of<'a>(&self, key: &'a str) -> &'a str {
+        [EXP_AVG_SQ, EXP_AVG, STEP].iter().find_map(|p| key.strip_prefix(p)).unwrap_or(key)
+    }
+
+    fn restore(&mut self, saved: Vec<(String, Tensor)>, path: &Path) -> Result<()> {
         let mut found: Vec<(Option<Tensor>, Option<Tensor>, Option<u64>)> = self.slots.iter().map(|_| (None, None, None)).collect();
         for (key, t) in saved {
             let (prefix, name) = [EXP_AVG_SQ, EXP_AVG, STEP]

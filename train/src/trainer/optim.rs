@@ -16,10 +16,24 @@ pub trait Optimizer: Send {
     fn step(&mut self, lr: f64);
     /// (name, parameter) of every trainable parameter, in name order.
     fn params(&self) -> Vec<(&str, &Tensor)>;
-    /// Saves the optimiser's state (by parameter name) in safetensors format.
-    fn save(&self, path: &Path) -> Result<()>;
+    /// The optimiser's state as named tensors (what `optimizer.safetensors` holds).
+    fn state(&self) -> Vec<(String, Tensor)>;
+    /// The parameter a state entry `key` of [`Optimizer::state`] belongs to.
+    fn param_of<'a>(&self, key: &'a str) -> &'a str;
+    /// Restores the state [`Optimizer::state`] gave (read from `path`, named in errors).
+    fn restore(&mut self, saved: Vec<(String, Tensor)>, path: &Path) -> Result<()>;
+
+    /// Saves the optimiser's state (by parameter name) in safetensors format, as standard
+    /// contiguous tensors whatever their memory format.
+    fn save(&self, path: &Path) -> Result<()> {
+        super::layout::write_safetensors_contiguous(&self.state(), path)
+    }
+
     /// Restores the state written by [`Optimizer::save`] into this optimiser's parameters.
-    fn load(&mut self, path: &Path) -> Result<()>;
+    fn load(&mut self, path: &Path) -> Result<()> {
+        let saved = Tensor::read_safetensors(path).with_context(|| format!("cannot read {}", path.display()))?;
+        self.restore(saved, path)
+    }
 
     /// Clears every gradient before the next backward pass.
     fn zero_grad(&mut self) {
@@ -114,17 +128,8 @@ impl Sgd {
         self.slots.iter().filter_map(|s| s.momentum.as_ref().map(|m| (s.name.as_str(), m))).collect()
     }
 
-    /// Saves the momentum buffers (by parameter name) in safetensors format, as standard
-    /// contiguous tensors whatever their memory format.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let named: Vec<(String, Tensor)> =
-            self.momentum_buffers().into_iter().map(|(n, m)| (n.to_string(), m.shallow_clone())).collect();
-        super::layout::write_safetensors_contiguous(&named, path)
-    }
-
-    /// Restores the momentum buffers written by [`Sgd::save`].
-    pub fn load(&mut self, path: &Path) -> Result<()> {
-        let saved = Tensor::read_safetensors(path).with_context(|| format!("cannot read {}", path.display()))?;
+    /// Restores the momentum buffers [`Optimizer::state`] gave, read from `path`.
+    fn restore_momentum(&mut self, saved: Vec<(String, Tensor)>, path: &Path) -> Result<()> {
         for (name, t) in saved {
             let Some(s) = self.slots.iter_mut().find(|s| s.name == name) else {
                 bail!("{}: momentum buffer '{name}' matches no parameter of this network", path.display());
@@ -142,10 +147,14 @@ impl Optimizer for Sgd {
     fn params(&self) -> Vec<(&str, &Tensor)> {
         self.slots.iter().map(|s| (s.name.as_str(), &s.param)).collect()
     }
-    fn save(&self, path: &Path) -> Result<()> {
-        Sgd::save(self, path)
+    /// The momentum buffers, each under its parameter's name.
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.momentum_buffers().into_iter().map(|(n, m)| (n.to_string(), m.shallow_clone())).collect()
     }
-    fn load(&mut self, path: &Path) -> Result<()> {
-        Sgd::load(self, path)
+    fn param_of<'a>(&self, key: &'a str) -> &'a str {
+        key
+    }
+    fn restore(&mut self, saved: Vec<(String, Tensor)>, path: &Path) -> Result<()> {
+        self.restore_momentum(saved, path)
     }
 }

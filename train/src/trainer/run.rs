@@ -99,6 +99,8 @@ pub struct Trainer {
     pub(super) guard: LabelGuard,
     pub(super) stop: StopFlag,
     pub(super) replicas: Box<dyn Replicas>,
+    /// The variables each rank holds only some rows of (Partial FC), gathered for checkpoints.
+    pub(super) shards: Option<Box<dyn checkpoint::Shards>>,
     pub(super) bar: ProgressBar,
     pub(super) max_steps: Option<u64>,
     /// Micro-batches per epoch that make whole steps (a multiple of `--accumulate`).
@@ -293,23 +295,32 @@ impl Trainer {
     /// on each `--eval-bin` set (as `eval verify --bin --flip`); logs, prints and draws each
     /// result, and writes `best` when it is the `--best-on` set's and it improved.
     fn evaluate_bins(&mut self, at_end: bool) -> Result<()> {
-        let Some(bins) = &self.bins else { return Ok(()) };
+        if self.bins.is_none() {
+            return Ok(());
+        }
         let every = self.cfg.eval_every;
-        if self.replicas.rank() != 0 || !(at_end || (every > 0 && self.state.step % every == 0)) {
+        if !(at_end || (every > 0 && self.state.step % every == 0)) {
             return Ok(());
         }
         let step = self.state.step;
-        let scores = bins.score(&self.net, &self.numerics)?;
-        let Some(logs) = self.logs.as_mut() else { return Ok(()) };
-        for s in &scores {
-            self.bar.suspend(|| eprintln!("{}", s.describe(step)));
-            logs.event(&s.event(step))?;
-        }
-        logs.draw()?;
-        for s in &scores {
-            if self.cfg.best_on.as_deref() == Some(s.name.as_str()) {
-                self.keep_if_best(s.as_best(step))?;
+        let mut best = None;
+        if let (Some(bins), Some(logs)) = (&self.bins, self.logs.as_mut()) {
+            let scores = bins.score(&self.net, &self.numerics)?;
+            for s in &scores {
+                self.bar.suspend(|| eprintln!("{}", s.describe(step)));
+                logs.event(&s.event(step))?;
             }
+            logs.draw()?;
+            best = scores.iter().find(|s| self.cfg.best_on.as_deref() == Some(s.name.as_str())).map(|s| s.as_best(step));
+        }
+        // Rank 0 alone scored; whether `best` is written is every rank's decision, because
+        // writing it may need every rank (a sharded head is gathered).
+        let improved = best.as_ref().is_some_and(|c| self.state.best.as_ref().is_none_or(|b| b.is_beaten_by(c.value)));
+        if self.replicas.agree_any(improved)? {
+            if let Some(c) = best {
+                self.state.best = Some(c);
+            }
+            self.save(BEST)?;
         }
         Ok(())
     }
@@ -350,10 +361,13 @@ impl Trainer {
     /// checkpoint.
     fn save(&mut self, name: &str) -> Result<()> {
         self.snapshot()?;
-        if self.replicas.rank() != 0 {
+        let writer = self.replicas.rank() == 0;
+        let shards = self.shards.as_deref();
+        // With a sharded head every rank takes part (its rows are gathered); otherwise only rank 0.
+        if !writer && shards.is_none() {
             return Ok(());
         }
-        checkpoint::write(self.run.paths(), name, &self.vs, self.opt.as_ref(), &self.state)?;
+        checkpoint::write(self.run.paths(), name, &self.vs, self.opt.as_ref(), &self.state, shards, writer)?;
         if name == LAST {
             self.last_checkpoint = Some(self.state.step);
         }

@@ -92,7 +92,7 @@ impl Trainer {
         let mut opt = build_optimizer(&cfg, &vs);
         let state = match &resume_from {
             Some(dir) => {
-                let state = checkpoint::load(dir, &mut vs, opt.as_mut())?;
+                let state = checkpoint::load(dir, &mut vs, opt.as_mut(), None)?;
                 // Loading copies into the existing variables, which keeps their layout; this only
                 // guarantees it.
                 numerics.memory_format.apply_to_vars(&vs);
@@ -168,6 +168,7 @@ impl Trainer {
             meter: Meter::new(),
             stop,
             replicas,
+            shards: None,
             bar,
             max_steps,
             batches_per_epoch,
