@@ -143,10 +143,14 @@ impl Trainer {
         while !self.at_step_limit() {
             let mut epoch = self.loader.epoch(self.state.epoch, self.state.batch_in_epoch);
             loop {
-                let Some((micro, wait_s)) = (match self.next_micro_batches(&mut epoch) {
-                    Ok(b) => b,
-                    Err(message) => return self.end(End::Corrupt(message)),
-                }) else {
+                let next = self.next_micro_batches(&mut epoch);
+                // A corrupt record in one rank's share ends the run on every rank, agreed first so
+                // that none waits alone in the next collective.
+                if self.replicas.agree_any(next.is_err())? {
+                    let message = next.err().unwrap_or_else(|| "another rank stopped on a corrupt record (its own message names it)".into());
+                    return self.end(End::Corrupt(message));
+                }
+                let Some((micro, wait_s)) = next.expect("agreed above") else {
                     self.next_epoch();
                     break;
                 };
@@ -288,14 +292,15 @@ impl Trainer {
         }
         let main = validate::main_metric(self.net_cfg.task);
         let Some(&value) = v.metrics.get(main.name) else { return Ok(()) };
-        self.keep_if_best(BestMetric { name: main.name.into(), value, higher_is_better: main.higher_is_better, step })
+        self.keep_if_best(Some(BestMetric { name: main.name.into(), value, higher_is_better: main.higher_is_better, step }))
     }
 
     /// Every `--eval-every` steps and at the end, on rank 0: 10-fold verification with flip test
     /// on each `--eval-bin` set (as `eval verify --bin --flip`); logs, prints and draws each
     /// result, and writes `best` when it is the `--best-on` set's and it improved.
     fn evaluate_bins(&mut self, at_end: bool) -> Result<()> {
-        if self.bins.is_none() {
+        // Every rank passes here at the same steps (only rank 0 has the decoded sets).
+        if self.cfg.eval_bin.is_empty() {
             return Ok(());
         }
         let every = self.cfg.eval_every;
@@ -313,22 +318,21 @@ impl Trainer {
             logs.draw()?;
             best = scores.iter().find(|s| self.cfg.best_on.as_deref() == Some(s.name.as_str())).map(|s| s.as_best(step));
         }
-        // Rank 0 alone scored; whether `best` is written is every rank's decision, because
-        // writing it may need every rank (a sharded head is gathered).
-        let improved = best.as_ref().is_some_and(|c| self.state.best.as_ref().is_none_or(|b| b.is_beaten_by(c.value)));
-        if self.replicas.agree_any(improved)? {
-            if let Some(c) = best {
-                self.state.best = Some(c);
-            }
-            self.save(BEST)?;
+        if self.cfg.best_on.is_some() {
+            self.keep_if_best(best)?;
         }
         Ok(())
     }
 
     /// Writes `best` when `candidate` beats the best so far (the first of equal values stays).
-    fn keep_if_best(&mut self, candidate: BestMetric) -> Result<()> {
-        if self.state.best.as_ref().is_none_or(|b| b.is_beaten_by(candidate.value)) {
-            self.state.best = Some(candidate);
+    /// The ranks decide together (writing may need all of them: a sharded head is gathered);
+    /// a rank that did not score (`None`: only rank 0 scores `--eval-bin` sets) follows.
+    fn keep_if_best(&mut self, candidate: Option<BestMetric>) -> Result<()> {
+        let improved = candidate.as_ref().is_some_and(|c| self.state.best.as_ref().is_none_or(|b| b.is_beaten_by(c.value)));
+        if self.replicas.agree_any(improved)? {
+            if let Some(c) = candidate {
+                self.state.best = Some(c);
+            }
             self.save(BEST)?;
         }
         Ok(())

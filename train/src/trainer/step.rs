@@ -253,8 +253,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         dataset(t.path());
         // This rank's loss is finite and it was not asked to stop; another rank was, during the
-        // first step (the first agreement: stop requests are the only one without fp16).
-        let spy = Spy { stop_at: Some(1), ..Spy::default() };
+        // first step (its second agreement, after "a corrupt record?").
+        let spy = Spy { stop_at: Some(2), ..Spy::default() };
         let tr = Trainer::new(config(t.path()), vec![], Default::default(), Box::new(spy)).unwrap();
         match tr.run().unwrap() {
             super::super::Outcome::Interrupted(s) => {
