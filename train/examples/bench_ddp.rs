@@ -41,7 +41,8 @@ fn main() -> Result<()> {
     };
     let batch: i64 = get("batch", "8").parse()?;
     let image_size: i64 = get("image-size", "32").parse()?;
-    let warmup: usize = get("warmup", "3").parse()?;
+    // The Reducer collects runtime statistics on its first 10 iterations.
+    let warmup: usize = get("warmup", "10").parse()?;
     let rounds: usize = get("rounds", "3").parse()?;
     let steps: usize = get("steps", "5").parse()?;
     let threads: i32 = get("threads", "1").parse()?;
