@@ -6,7 +6,7 @@
 //! A step is forward (train mode), MSE against a fixed random target, backward, and zeroing the
 //! gradients in place (no optimiser: the update is the same work with or without DDP). Each rank
 //! has its own synthetic batch. After `--warmup` DDP steps (the Reducer rebuilds its buckets after
-//! the first), `--rounds` rounds each time `--steps` local steps then `--steps` DDP steps, so load
+//! the first and collects runtime statistics on the first 10), `--rounds` rounds each time `--steps` local steps then `--steps` DDP steps, so load
 //! drifts on a shared machine hit both modes alike. Every step is timed on its own; a step's time
 //! is the slower rank's (all-reduced MAX after the round, outside the timing), which is what a
 //! synchronous data-parallel step is bound by. Rank 0 prints one JSON line.
@@ -41,7 +41,6 @@ fn main() -> Result<()> {
     };
     let batch: i64 = get("batch", "8").parse()?;
     let image_size: i64 = get("image-size", "32").parse()?;
-    // The Reducer collects runtime statistics on its first 10 iterations.
     let warmup: usize = get("warmup", "10").parse()?;
     let rounds: usize = get("rounds", "3").parse()?;
     let steps: usize = get("steps", "5").parse()?;
