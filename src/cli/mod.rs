@@ -15,6 +15,8 @@ mod import;
 mod pack;
 #[cfg(feature = "torch")]
 mod train;
+#[cfg(feature = "torch")]
+mod train_dist;
 mod verify;
 
 /// Pack raw face photos into checksummed shards, verify them, and train face-recognition networks.

@@ -44,9 +44,24 @@ pub struct TrainArgs {
     /// Start a new run from these weights: a .safetensors file (torchvision or insightface names) or a facekit run folder.
     #[arg(long, value_name = "PATH")]
     pub init: Option<PathBuf>,
-    /// Images per step.
+    /// Images per micro-batch on each rank (a step sees batch x ranks x --accumulate images).
     #[arg(long, default_value_t = d().batch_size)]
     pub batch_size: usize,
+    /// Micro-batches whose gradients are summed before each optimiser step (gradient accumulation).
+    #[arg(long, value_name = "K", default_value_t = d().accumulate)]
+    pub accumulate: u64,
+    /// Partial FC: shard the ArcFace centres over the ranks, training on this fraction of each shard per step.
+    #[arg(long, value_name = "SAMPLE_RATE")]
+    pub partial_fc: Option<f64>,
+    /// Train on N local processes (ranks) of this machine, one per GPU; under torchrun, leave it out.
+    #[arg(long, value_name = "N")]
+    pub nproc_per_node: Option<usize>,
+    /// Seconds a rank waits for the others in a collective before the run stops with an error naming the late rank.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub dist_timeout: u64,
+    /// Backend of the ranks' collectives (auto: NCCL on CUDA, Gloo on the CPU).
+    #[arg(long, value_enum, default_value_t = DistBackend::Auto)]
+    pub dist_backend: DistBackend,
     /// Initial learning rate.
     #[arg(long, default_value_t = d().lr)]
     pub lr: f64,
@@ -181,6 +196,17 @@ pub struct TrainArgs {
     pub log_every: u64,
 }
 
+/// Which c10d backend carries the collectives of a distributed run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DistBackend {
+    /// NCCL on CUDA devices, Gloo on the CPU.
+    Auto,
+    /// Gloo (CPU tensors; any machine).
+    Gloo,
+    /// NCCL (one GPU per rank; needs a build with the `nccl` feature).
+    Nccl,
+}
+
 /// The library's defaults, which the flags show and take.
 fn d() -> TrainConfig {
     TrainConfig::default()
@@ -201,6 +227,9 @@ impl TrainArgs {
             zero_init_residual: self.zero_init_residual,
             init: self.init,
             batch_size: self.batch_size,
+            accumulate: self.accumulate,
+            world_size: 1,
+            partial_fc: self.partial_fc,
             lr: self.lr,
             momentum: self.momentum,
             weight_decay: self.weight_decay,
@@ -253,18 +282,38 @@ impl TrainArgs {
 /// error; 128 + N when signal N stopped it after saving `last` (130 Ctrl-C, 143 SIGTERM, 129
 /// SIGHUP): continue with `--resume`.
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    if let Some(n) = args.nproc_per_node {
+        return super::train_dist::launch(n, &args);
+    }
     let command_line: Vec<String> = std::env::args().collect();
     // Finish the step in hand and save it, instead of dying mid-write.
     let stop = StopFlag::from_signals()?;
-    Ok(match facekit_train::train(args.into_config(), command_line, stop.clone())? {
+    if let Some(env) = facekit_train::dist::DistEnv::from_env()? {
+        return super::train_dist::rank(env, args, command_line, stop);
+    }
+    let outcome = facekit_train::train(args.into_config(), command_line, stop.clone())?;
+    Ok(report(outcome, &stop, true))
+}
+
+/// Prints how the run ended (the summary, or what went wrong and where to continue from) and
+/// returns the exit code that says it; `writer`: this process wrote the run (rank 0), the other
+/// ranks print only what concerns them alone (a corrupt record in their share).
+pub fn report(outcome: Outcome, stop: &StopFlag, writer: bool) -> ExitCode {
+    match outcome {
         Outcome::Finished(s) => {
-            print_summary("finished", &s);
+            if writer {
+                print_summary("finished", &s);
+            }
             ExitCode::SUCCESS
         }
         Outcome::Interrupted(s) => {
-            print_summary(&format!("stopped by {}; `last` holds every step, continue with --resume", stop.describe()), &s);
-            ExitCode::from(stop.exit_code())
+            if writer {
+                print_summary(&format!("stopped by {}; `last` holds every step, continue with --resume", stop.describe()), &s);
+            }
+            // Another rank's stop request ends this one too, whatever signal (if any) it got.
+            ExitCode::from(if stop.is_set() { stop.exit_code() } else { 130 })
         }
+        Outcome::Diverged { .. } if !writer => ExitCode::from(1),
         Outcome::Diverged { step, summary } => {
             eprintln!(
                 "facekit train: error: the loss became NaN or infinite at step {step}; stopped without saving it. {} \
@@ -281,7 +330,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             );
             ExitCode::from(1)
         }
-    })
+    }
 }
 
 /// Names the checkpoint a user can continue from, only if one was really written.

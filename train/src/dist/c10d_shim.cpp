@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <exception>
 #include <memory>
 #include <stdexcept>
@@ -383,7 +384,7 @@ int facekit_dist_cross_entropy(FkGroup* g, const at::Tensor* logits, const at::T
 // --- DDP ----------------------------------------------------------------------------------------
 
 // DDP's Reducer over `params` (the same list, in the same order, on every rank), with
-// torch.nn.parallel.DistributedDataParallel's bucket sizes (1 MiB first, then 25 MiB). Checks
+// torch.nn.parallel.DistributedDataParallel's bucketing (see below). Checks
 // that every rank has the same parameters first.
 int facekit_reducer_new(FkGroup* g, at::Tensor* const* params, size_t n, int64_t bucket_bytes, int find_unused, FkReducer** out) {
   return guarded([&] {
@@ -391,11 +392,16 @@ int facekit_reducer_new(FkGroup* g, at::Tensor* const* params, size_t n, int64_t
     c10d::verify_params_across_processes(g->pg, list, std::nullopt);
     const int64_t first = 1 << 20;
     std::vector<bool> sparse(list.size(), false);
-    auto [buckets, limits] = c10d::compute_bucket_assignment_by_size(list, {static_cast<size_t>(first), static_cast<size_t>(bucket_bytes)}, sparse);
+    // distributed.py's first-iteration buckets: one for everything unless unused parameters are
+    // searched for (the real backward order is unknown until then); after the first step the
+    // Reducer rebuilds them in that order, 1 MiB first then `bucket_bytes` (the empty list below
+    // selects exactly that rebuild, as DDP passes it).
+    std::vector<size_t> limits_in = find_unused != 0 ? std::vector<size_t>{static_cast<size_t>(first), static_cast<size_t>(bucket_bytes)}
+                                                     : std::vector<size_t>{std::numeric_limits<size_t>::max()};
+    auto buckets = std::get<0>(c10d::compute_bucket_assignment_by_size(list, limits_in, sparse));
     // Reversed, as distributed.py does: gradients arrive roughly in reverse definition order.
     std::reverse(buckets.begin(), buckets.end());
-    std::reverse(limits.begin(), limits.end());
-    std::vector<int64_t> caps(limits.begin(), limits.end());
+    std::vector<int64_t> caps;
     std::unordered_map<size_t, std::string> names;
     auto reducer = std::make_shared<c10d::Reducer>(list, buckets, g->pg, sparse, bucket_bytes, find_unused != 0,
                                                    /*gradient_as_bucket_view=*/false, names, first,
