@@ -4,6 +4,7 @@
 
 mod amp;
 mod dist_collectives;
+mod dist_partial_fc;
 mod dist_ranks;
 mod eval_bin;
 mod export;
