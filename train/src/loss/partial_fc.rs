@@ -19,6 +19,12 @@
 //! than model parallelism and, per the paper, more robust to label noise. The centres are not
 //! DDP parameters: each rank's gradient is already the exact gradient of the global loss for
 //! its rows.
+//!
+//! Unknown identities (label −1, multi-task records) are dropped from the global batch before
+//! the cross-entropy, so its mean is over labelled rows only, as in [`super::FaceLoss`]'s masked
+//! ArcFace. Like partial_fc_v2, the sharded cross-entropy floors the target probability at
+//! 1e−30, so a row's loss is capped at −ln 1e−30 ≈ 69.08 where ArcFace's keeps growing: that
+//! needs logits more than 69 apart, which s = 64 allows only far from the centres.
 
 use super::arcface::normalize;
 use super::margin::Margin;
@@ -158,7 +164,7 @@ impl PartialFc {
     /// The global batch's mean margin cross-entropy over its labelled rows (the same scalar on
     /// every rank), sampling for the current step, which then advances by one.
     ///
-    /// `embedding_local` [B, D] and `labels_local` [B] (i64, −1 unknown) are this rank's rows;
+    /// `embedding_local` `[B, D]` and `labels_local` `[B]` (i64, −1 unknown) are this rank's rows;
     /// every rank must pass the same B (checked). A global batch without a labelled row gives 0
     /// with zero gradients.
     pub fn loss(&self, embedding_local: &Tensor, labels_local: &Tensor) -> Result<Tensor> {
@@ -202,7 +208,7 @@ impl PartialFc {
     }
 
     /// The centres a step scores here and the labels among them, for global-batch class ids
-    /// `labels_global` [N] (−1 or another rank's class: −1 in the result). With sample rate < 1
+    /// `labels_global` `[N]` (−1 or another rank's class: −1 in the result). With sample rate < 1
     /// it keeps every class of the batch that is in this shard, plus negatives drawn from a
     /// generator seeded by (seed, `step`, rank) up to [`sampled_count`] centres.
     pub fn select(&self, labels_global: &Tensor, step: u64) -> Result<Selection> {
@@ -212,6 +218,8 @@ impl PartialFc {
         if self.config.sample_rate >= 1.0 {
             return Ok(Selection { index: None, labels: local });
         }
+        // A global batch is a few thousand labels: choosing on the host keeps the draw out of the
+        // device generator (so it is reproducible on resume) for the price of one small copy.
         let local_rows = Vec::<i64>::try_from(&local.to_device(Device::Cpu)).context("Partial FC: reading the labels")?;
         let mut positives: Vec<i64> = local_rows.iter().copied().filter(|&c| c >= 0).collect();
         positives.sort_unstable();
