@@ -3,8 +3,8 @@
 //! sampling, uneven shards, the sharded argmax and masked labels.
 
 use super::dist_ranks;
-use facekit_train::loss::partial_fc::{head_memory_bytes, sampled_count};
-use facekit_train::loss::{gather_rows, shard_range, take_rows, ArcFace, Margin, MarginKind, PartialFc, PartialFcConfig};
+use facekit_train::loss::partial_fc::sampled_count;
+use facekit_train::loss::{gather_rows, head_memory_bytes, shard_range, take_rows, ArcFace, Margin, MarginKind, PartialFc, PartialFcConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::rc::Rc;
