@@ -8,6 +8,7 @@
 pub mod age;
 pub mod arcface;
 pub mod margin;
+pub mod partial_fc;
 
 use anyhow::Result;
 use tch::nn;
@@ -17,6 +18,7 @@ use crate::model::{NetConfig, Outputs, Task, TaskWeights};
 pub use age::{age_abs_error_sum, age_bins_target, expected_age};
 pub use arcface::{margin_cos, masked_cross_entropy, normalize, ArcFace};
 pub use margin::{Margin, MarginKind};
+pub use partial_fc::{gather_rows, head_memory_bytes, shard_range, take_rows, PartialFc, PartialFcConfig};
 
 /// The labels of one batch, each [N] i64 on the model's device, −1 where unknown.
 #[derive(Debug)]

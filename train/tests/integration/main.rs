@@ -5,6 +5,7 @@
 mod amp;
 mod dist_collectives;
 mod dist_ddp;
+mod dist_partial_fc;
 mod dist_ranks;
 mod eval_bin;
 mod export;
