@@ -105,4 +105,10 @@ impl Replicas for Ddp {
     fn barrier(&mut self) -> Result<()> {
         self.group.barrier().context("waiting for every rank at the end of the run")
     }
+
+    fn group(&self) -> Result<ProcessGroup> {
+        // The same group: the head's collectives are issued in the same order on every rank,
+        // interleaved with the Reducer's, as partial_fc_v2 shares DDP's default group.
+        self.group.try_clone()
+    }
 }

@@ -60,10 +60,11 @@ pub struct TaskLosses {
 }
 
 /// The loss side of a network: ArcFace centres (if any) and the task weights.
-#[derive(Debug)]
 pub struct FaceLoss {
-    /// ArcFace class centres, present when the task trains identities.
+    /// ArcFace class centres, present when the task trains identities on the full head.
     pub arcface: Option<ArcFace>,
+    /// The centres sharded over the ranks instead ([`FaceLoss::with_partial_fc`]).
+    pub partial: Option<PartialFc>,
     task: Task,
     weights: TaskWeights,
     age_bins: i64,
@@ -76,26 +77,43 @@ impl FaceLoss {
         let arcface = config.task.has_fr().then(|| {
             ArcFace::with_margin(p, config.num_classes, config.embedding_size, config.arcface_s, Margin::of(config))
         });
-        // A single-task network trains that task alone at full weight.
-        let weights = match config.task {
-            Task::Multi => config.weights,
-            _ => TaskWeights { fr: 1.0, gender: 1.0, age: 1.0 },
-        };
-        Ok(FaceLoss { arcface, task: config.task, weights, age_bins: config.age_bins })
+        Ok(FaceLoss { arcface, partial: None, task: config.task, weights: task_weights(config), age_bins: config.age_bins })
+    }
+
+    /// As [`FaceLoss::new`] with the identity head sharded over the ranks of `group` (Partial
+    /// FC at `sample_rate`; `seed` drives its sampling of negative centres).
+    pub fn with_partial_fc(p: &nn::Path, config: &NetConfig, group: std::rc::Rc<crate::dist::ProcessGroup>, sample_rate: f64, seed: u64) -> Result<Self> {
+        config.validate()?;
+        anyhow::ensure!(config.task.has_fr(), "Partial FC shards the identity head, which task {} does not have", config.task.name());
+        let partial = PartialFc::new(p, group, PartialFcConfig::of(config, sample_rate, seed))?;
+        Ok(FaceLoss { arcface: None, partial: Some(partial), task: config.task, weights: task_weights(config), age_bins: config.age_bins })
+    }
+
+    /// Each task's masked mean loss and their weighted total, for a loss without Partial FC
+    /// (whose collectives can fail: use [`FaceLoss::try_losses`]).
+    pub fn losses(&self, out: &Outputs, labels: &BatchLabels) -> TaskLosses {
+        assert!(self.partial.is_none(), "FaceLoss::losses with Partial FC: call try_losses");
+        self.try_losses(out, labels).expect("the full ArcFace head has no failing step")
     }
 
     /// Each task's masked mean loss and their weighted total.
-    pub fn losses(&self, out: &Outputs, labels: &BatchLabels) -> TaskLosses {
+    pub fn try_losses(&self, out: &Outputs, labels: &BatchLabels) -> Result<TaskLosses> {
         let device = out.embedding.device();
         let mut total = Tensor::zeros([], (Kind::Float, device));
         let zero = || Tensor::zeros([], (Kind::Int64, device));
         let mut counts = TaskCounts { fr: zero(), gender: zero(), age: zero() };
-        let fr = self.arcface.as_ref().map(|a| {
+        let mut fr = self.arcface.as_ref().map(|a| {
             let (loss, n) = a.loss(&out.embedding, &labels.class);
             counts.fr = n;
-            total += &loss * self.weights.fr;
             loss
         });
+        if let Some(p) = &self.partial {
+            counts.fr = labels.class.ge(0).sum(Kind::Int64);
+            fr = Some(p.loss(&out.embedding, &labels.class)?);
+        }
+        if let Some(loss) = &fr {
+            total += loss * self.weights.fr;
+        }
         let gender = out.gender_logits.as_ref().map(|logits| {
             let (loss, n) = masked_cross_entropy(logits, &labels.gender);
             counts.gender = n;
@@ -109,12 +127,20 @@ impl FaceLoss {
             total += &loss * self.weights.age;
             loss
         });
-        TaskLosses { total, fr, gender, age, counts }
+        Ok(TaskLosses { total, fr, gender, age, counts })
     }
 
     /// The task this loss was built for.
     pub fn task(&self) -> Task {
         self.task
+    }
+}
+
+/// The tasks' weights: a single-task network trains that task alone at full weight.
+fn task_weights(config: &NetConfig) -> TaskWeights {
+    match config.task {
+        Task::Multi => config.weights,
+        _ => TaskWeights { fr: 1.0, gender: 1.0, age: 1.0 },
     }
 }
 

@@ -6,7 +6,8 @@
 //!   evaluate bins, checkpoint; [`meter`] keeps its counters, [`labels`] guards against missing labels;
 //! - [`step`]: forward, losses, backward, gradients combined across [`replicas`], optimiser;
 //! - [`replicas`]: the seam for data-parallel training (one process: [`SingleProcess`]);
-//! - what a run keeps: [`config`] (`config.json`), [`state`] and [`checkpoint`], [`logs`], the
+//! - what a run keeps: [`config`] (`config.json`), [`state`] and [`checkpoint`] (with
+//!   [`shards`]: a sharded head stored whole), [`logs`], the
 //!   folder's paths and lock in [`run_dir`];
 //! - how it computes: [`optim`] (the optimiser trait, SGD) and [`adamw`], [`clip`] (gradient
 //!   clipping), [`schedule`] (dlib's plateau rule, step, cosine, polynomial, warm-up), [`numerics`] with [`amp`], [`scaler`] and [`layout`] (precision and memory
@@ -32,6 +33,7 @@ pub mod run_dir;
 pub mod scaler;
 pub mod schedule;
 pub mod setup;
+pub mod shards;
 pub mod state;
 pub mod step;
 pub mod validate;

@@ -14,6 +14,7 @@
 use anyhow::Result;
 use tch::nn::VarStore;
 use tch::Tensor;
+use crate::dist::ProcessGroup;
 
 /// The ranks training one model together.
 pub trait Replicas {
@@ -52,6 +53,9 @@ pub trait Replicas {
 
     /// Waits for every rank (at the end of a run, so that none exits while rank 0 still writes).
     fn barrier(&mut self) -> Result<()>;
+
+    /// A handle on the ranks' process group, for the collectives of a sharded head (Partial FC).
+    fn group(&self) -> Result<ProcessGroup>;
 }
 
 /// One process, one device: nothing to combine.
@@ -97,5 +101,10 @@ impl Replicas for SingleProcess {
 
     fn barrier(&mut self) -> Result<()> {
         Ok(())
+    }
+
+    /// A group of this process alone (Partial FC on one device: its collectives are the identity).
+    fn group(&self) -> Result<ProcessGroup> {
+        ProcessGroup::solo(std::time::Duration::from_secs(60))
     }
 }

@@ -28,7 +28,10 @@ use facekit_data::{Augment, Loader, LoaderConfig};
 use facekit_io::StopFlag;
 use facekit_shard::Dataset;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
+use super::checkpoint::Shards;
+use super::shards::{HeadShards, HEAD_WEIGHT};
 use tch::nn::VarStore;
 use tch::Device;
 
@@ -82,7 +85,14 @@ impl Trainer {
         let net_cfg = net_config(&cfg, loader.num_classes())?;
         let mut vs = VarStore::new(device);
         let net = FaceNet::new(&vs.root(), &net_cfg)?;
-        let loss = FaceLoss::new(&vs.root(), &net_cfg)?;
+        // Partial FC's centres are sharded over the ranks' group; checkpoints store them whole.
+        let head_group = cfg.partial_fc.map(|_| replicas.group().map(Rc::new)).transpose()?;
+        let loss = match (&head_group, cfg.partial_fc) {
+            (Some(group), Some(rate)) => FaceLoss::with_partial_fc(&vs.root(), &net_cfg, group.clone(), rate, cfg.seed)?,
+            _ => FaceLoss::new(&vs.root(), &net_cfg)?,
+        };
+        let shards: Option<Box<dyn Shards>> = head_group.map(|g| Box::new(HeadShards::new(g, net_cfg.num_classes)) as Box<dyn Shards>);
+        let local: Vec<String> = if shards.is_some() { vec![HEAD_WEIGHT.to_string()] } else { Vec::new() };
         // Into the fp32 variables themselves, before their layout changes and the optimiser sees them.
         if let Some(p) = &pretrained {
             p.copy_into(&vs)?;
@@ -92,7 +102,7 @@ impl Trainer {
         let mut opt = build_optimizer(&cfg, &vs);
         let state = match &resume_from {
             Some(dir) => {
-                let state = checkpoint::load(dir, &mut vs, opt.as_mut(), None)?;
+                let state = checkpoint::load(dir, &mut vs, opt.as_mut(), shards.as_deref())?;
                 // Loading copies into the existing variables, which keeps their layout; this only
                 // guarantees it.
                 numerics.memory_format.apply_to_vars(&vs);
@@ -109,7 +119,7 @@ impl Trainer {
         };
         // Every rank starts from rank 0's weights (drawn from the same seed anyway, but a resumed
         // or --init run must not depend on every rank having read the same files).
-        replicas.attach(&vs, &[], net_cfg.task == Task::Multi)?;
+        replicas.attach(&vs, &local, net_cfg.task == Task::Multi)?;
         // A run resumed in fp16 continues with its saved scale; one that switched to fp16 starts afresh.
         let scaler = numerics.needs_loss_scaling().then(|| match &state.scaler {
             Some(saved) => GradScaler::from_state(ScalerConfig::default(), saved, device),
@@ -118,6 +128,16 @@ impl Trainer {
         if rank0 {
             eprintln!("facekit train: device {}, {}", device_name(device), numerics.describe());
             eprintln!("{}", describe_batch(&cfg));
+            if let Some(p) = &loss.partial {
+                let copies = optimiser_copies(cfg.optimizer) - 2;
+                eprintln!(
+                    "facekit train: Partial FC at sample rate {}: {} classes over {world} rank(s), {} on rank 0, its head {:.1} MiB (centres, gradient, optimiser state)",
+                    p.config().sample_rate,
+                    net_cfg.num_classes,
+                    p.num_local(),
+                    p.memory_bytes(copies) as f64 / f64::from(1u32 << 20)
+                );
+            }
         }
         let logs = if rank0 { Some(write_run_files(&cfg, &run, &net_cfg, resume_from.is_some(), command_line, datasets, pretrained.as_ref(), &state)?) } else { None };
 
@@ -168,7 +188,7 @@ impl Trainer {
             meter: Meter::new(),
             stop,
             replicas,
-            shards: None,
+            shards,
             bar,
             max_steps,
             batches_per_epoch,
@@ -326,7 +346,12 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Repl
     if cfg.task == Task::Fr && !loader.has_class_labels() {
         bail!("the training sets have no identity labels (packed from a flat folder?): FR needs one folder per person");
     }
-    check_head_memory(cfg, loader.num_classes(), device)?;
+    // A sharded head keeps its largest shard on a rank.
+    let head_classes = match cfg.partial_fc {
+        Some(_) => crate::loss::shard_range(i64::from(loader.num_classes()), 0, replicas.world_size()).1 as u32,
+        None => loader.num_classes(),
+    };
+    check_head_memory(cfg, head_classes, device)?;
     if resuming {
         let saved = SavedConfig::read(run)?;
         let changed = DatasetIdentity::changes(&saved.datasets, &datasets);
@@ -351,11 +376,7 @@ fn check_head_memory(cfg: &TrainConfig, classes: u32, device: Device) -> Result<
     if !cfg.task.has_fr() {
         return Ok(());
     }
-    // Weights, their gradient and the momentum buffer (AdamW: two moments), in fp32.
-    let copies = match cfg.optimizer {
-        OptimizerKind::Sgd => 3,
-        OptimizerKind::Adamw => 4,
-    };
+    let copies = optimiser_copies(cfg.optimizer);
     let bytes = u64::from(classes).saturating_mul(cfg.embedding_size as u64).saturating_mul(4 * copies);
     let available = match device {
         Device::Cpu => available_memory(),
@@ -371,6 +392,15 @@ fn check_head_memory(cfg: &TrainConfig, classes: u32, device: Device) -> Result<
         );
     }
     Ok(())
+}
+
+/// Copies of each parameter in memory: the weights, their gradient and the momentum buffer
+/// (AdamW: two moments).
+fn optimiser_copies(kind: OptimizerKind) -> u64 {
+    match kind {
+        OptimizerKind::Sgd => 3,
+        OptimizerKind::Adamw => 4,
+    }
 }
 
 /// `MemAvailable` of /proc/meminfo, in bytes.

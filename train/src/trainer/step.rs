@@ -21,7 +21,11 @@ impl Trainer {
         self.opt.zero_grad();
         let mut mean = StepLosses { total: 0.0, fr: None, gender: None, age: None };
         for (i, batch) in micro.iter().enumerate() {
-            let Some(l) = self.forward_backward(batch, i + 1 == micro.len(), micro.len())? else { return Ok(None) };
+            if let Some(p) = &self.loss.partial {
+            // Partial FC's negatives are drawn per micro-batch, from its number alone.
+            p.set_step(self.state.step * self.cfg.accumulate + i as u64);
+        }
+        let Some(l) = self.forward_backward(batch, i + 1 == micro.len(), micro.len())? else { return Ok(None) };
             mean = mean.plus(&l, 1.0 / micro.len() as f64);
         }
         self.replicas.reduce_gradients(&self.vs)?;
@@ -57,7 +61,7 @@ impl Trainer {
         let xs = self.numerics.input(batch);
         let labels = labels_to_device(batch, self.numerics.device);
         let out = self.numerics.forward(&self.net, &xs, self.train_mode)?;
-        let losses = self.loss.losses(&out, &labels);
+        let losses = self.loss.try_losses(&out, &labels)?;
         let value = |t: &Option<Tensor>| t.as_ref().map(|t| t.double_value(&[]));
         let mut local = StepLosses { total: losses.total.double_value(&[]), fr: value(&losses.fr), gender: value(&losses.gender), age: value(&losses.age) };
         if self.inject_nan == Some(self.state.step + 1) {
@@ -201,6 +205,9 @@ mod tests {
         fn barrier(&mut self) -> anyhow::Result<()> {
             self.record("barrier".into());
             Ok(())
+        }
+        fn group(&self) -> anyhow::Result<crate::dist::ProcessGroup> {
+            crate::dist::ProcessGroup::solo(std::time::Duration::from_secs(10))
         }
     }
 

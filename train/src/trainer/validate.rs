@@ -63,9 +63,15 @@ pub fn validate(net: &FaceNet, loss: &FaceLoss, loader: &Loader, numerics: &Nume
             images += batch.n as u64;
             let xs = numerics.input(&batch);
             let out = numerics.forward(net, &xs, false)?;
-            if let Some(arc) = loss.arcface.as_ref() {
+            let predicted = match (loss.arcface.as_ref(), loss.partial.as_ref()) {
+                (Some(arc), _) => Some(arc.logits_no_margin(&out.embedding).argmax(1, false)),
+                // A sharded head: the argmax over every rank's centres (a collective).
+                (None, Some(p)) => Some(p.predict_classes(&out.embedding)?),
+                (None, None) => None,
+            };
+            if let Some(predicted) = predicted {
                 embeddings.push(normalize(&out.embedding.to_kind(Kind::Float)).to_device(Device::Cpu));
-                id_pred.extend(to_i64(&arc.logits_no_margin(&out.embedding).argmax(1, false)));
+                id_pred.extend(to_i64(&predicted));
                 // Identities the network never trained on cannot be classified: unknown here.
                 classes.extend(batch.class.iter().map(|&c| if c < train_classes { c } else { -1 }));
                 pair_classes.extend(&batch.class);

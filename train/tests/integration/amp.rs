@@ -221,7 +221,7 @@ fn scaler_state_round_trips_through_a_checkpoint() {
         train_seconds: 0.0,
         scaler: Some(saved.clone()),
     };
-    let dir = checkpoint::write(&RunPaths::new(run.path()), "last", &vs, &opt, &state).unwrap();
+    let dir = checkpoint::write(&RunPaths::new(run.path()), "last", &vs, &opt, &state, None, true).unwrap();
     let back = TrainState::read(&dir).unwrap();
     assert_eq!(back, state);
     let resumed = GradScaler::from_state(ScalerConfig::default(), back.scaler.as_ref().unwrap(), CPU);
@@ -340,8 +340,8 @@ fn channels_last_checkpoint_equals_the_contiguous_one_and_loads_anywhere() {
         train_seconds: 0.0,
         scaler: None,
     };
-    let da = checkpoint::write(&RunPaths::new(run_a.path()), "last", &vs_a, &opt_a, &state).unwrap();
-    let db = checkpoint::write(&RunPaths::new(run_b.path()), "last", &vs_b, &opt_b, &state).unwrap();
+    let da = checkpoint::write(&RunPaths::new(run_a.path()), "last", &vs_a, &opt_a, &state, None, true).unwrap();
+    let db = checkpoint::write(&RunPaths::new(run_b.path()), "last", &vs_b, &opt_b, &state, None, true).unwrap();
     let bytes = |d: &std::path::Path| std::fs::read(d.join(checkpoint::MODEL_FILE)).unwrap();
     assert!(bytes(&da) == bytes(&db), "same weights, different bytes: the layout leaked into the file");
 
@@ -351,7 +351,7 @@ fn channels_last_checkpoint_equals_the_contiguous_one_and_loads_anywhere() {
     opt_b.zero_grad();
     loss_b.losses(&net_b.forward(&xs, true), &labels()).total.backward();
     opt_b.step(0.01);
-    let db = checkpoint::write(&RunPaths::new(run_b.path()), "last", &vs_b, &opt_b, &state).unwrap();
+    let db = checkpoint::write(&RunPaths::new(run_b.path()), "last", &vs_b, &opt_b, &state, None, true).unwrap();
     let (mut vs_c, net_c, _) = {
         let vs = nn::VarStore::new(CPU);
         let net = FaceNet::new(&vs.root(), &tiny_multi()).unwrap();
@@ -359,7 +359,7 @@ fn channels_last_checkpoint_equals_the_contiguous_one_and_loads_anywhere() {
         (vs, net, loss)
     };
     let mut opt_c = Sgd::new(&vs_c, 0.9, 5e-4);
-    checkpoint::load(&db, &mut vs_c, &mut opt_c).unwrap();
+    checkpoint::load(&db, &mut vs_c, &mut opt_c, None).unwrap();
     let vars_c = vs_c.variables();
     for (name, t) in vs_b.variables() {
         assert!(vars_c[&name].equal(&t), "{name}: loaded value differs from the channels-last original");
@@ -377,7 +377,7 @@ fn channels_last_checkpoint_equals_the_contiguous_one_and_loads_anywhere() {
     MemoryFormat::ChannelsLast.apply_to_vars(&vs_d);
     let mut vs_d = vs_d;
     let mut opt_d = Sgd::new(&vs_d, 0.9, 5e-4);
-    checkpoint::load(&db, &mut vs_d, &mut opt_d).unwrap();
+    checkpoint::load(&db, &mut vs_d, &mut opt_d, None).unwrap();
     for ((name, mb), (_, md)) in opt_b.momentum_buffers().iter().zip(opt_d.momentum_buffers()) {
         assert!(mb.equal(md), "{name}: momentum read back differs");
         if md.dim() == 4 {
