@@ -5,6 +5,7 @@
 mod amp;
 mod dist_collectives;
 mod dist_ranks;
+mod dist_world;
 mod eval_bin;
 mod export;
 mod loss_arcface;

@@ -1,0 +1,194 @@
+//! `World`: joining a run as torchrun's ranks do, the heartbeat, and the diagnosis that names the
+//! rank that stopped or failed when a collective fails. Ranks are threads of this process; the
+//! launcher's store is hosted by the test on a free port (no port races between parallel tests).
+
+use facekit_train::dist::world::{alive_key, key_prefix, STALL_WINDOW};
+use facekit_train::dist::{Backend, DistEnv, ReduceOp, Store, World};
+use std::time::{Duration, Instant};
+use tch::Tensor;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A diagnosis with a reachable store takes the stall window plus a few store round trips; this
+/// is the slack a loaded machine gets on top.
+const SLACK: Duration = Duration::from_secs(5);
+
+/// The variables torchrun gives rank `rank` of `n`, all on this machine.
+fn env(rank: usize, n: usize, port: u16, agent: bool) -> DistEnv {
+    DistEnv {
+        rank,
+        world_size: n,
+        local_rank: rank,
+        local_world_size: n,
+        group_rank: Some(0),
+        master_addr: "127.0.0.1".into(),
+        master_port: port,
+        use_agent_store: agent,
+        restart_count: 0,
+    }
+}
+
+/// A launcher's store on a free port, as torchrun's agent hosts it, and its port.
+fn launcher(n: usize) -> (Store, u16) {
+    let store = Store::host("127.0.0.1", 0, n, TIMEOUT, &key_prefix(0)).unwrap();
+    let port = store.port().unwrap();
+    (store, port)
+}
+
+fn join(rank: usize, n: usize, port: u16) -> World {
+    World::join(&env(rank, n, port, true), TIMEOUT).unwrap()
+}
+
+/// `error` diagnosed by `world`, as one line, and how long the diagnosis took.
+fn diagnosed(world: &World, error: &str) -> (String, Duration) {
+    let start = Instant::now();
+    let e = world.diagnose(anyhow::anyhow!("{error}"));
+    (format!("{e:#}"), start.elapsed())
+}
+
+fn assert_bounded(took: Duration) {
+    assert!(took >= STALL_WINDOW && took < STALL_WINDOW + SLACK, "the diagnosis took {took:?}");
+}
+
+/// Each of `n` ranks joins and makes a Gloo group in a thread of its own (a group's construction
+/// waits for every rank), then runs `f`.
+fn ranks<T: Send + 'static>(n: usize, port: u16, agent: bool, f: impl Fn(World) -> T + Send + Sync + Clone + 'static) -> Vec<T> {
+    let handles: Vec<_> = (0..n)
+        .map(|rank| {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                tch::set_num_threads(1);
+                f(World::join(&env(rank, n, port, agent), TIMEOUT).unwrap())
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("a rank panicked")).collect()
+}
+
+fn sum_of_ranks_plus_one(world: &World) -> f32 {
+    let group = world.group("g", Backend::Gloo).unwrap();
+    let t = Tensor::from_slice(&[world.rank() as f32 + 1.0]);
+    group.all_reduce(&[&t], ReduceOp::Sum).unwrap();
+    t.double_value(&[0]) as f32
+}
+
+#[test]
+fn two_ranks_join_the_launchers_store_and_a_group_all_reduces() {
+    let (_launcher, port) = launcher(2);
+    let out = ranks(2, port, true, |w| (w.rank(), w.world_size(), w.local_rank(), w.local_world_size(), sum_of_ranks_plus_one(&w)));
+    assert_eq!(out, vec![(0, 2, 0, 2, 3.0), (1, 2, 1, 2, 3.0)]);
+}
+
+#[test]
+fn without_the_agent_store_rank_0_hosts_it_and_its_death_is_named() {
+    // MASTER_PORT must be given here: a port the system just handed out and released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut worlds = ranks(2, port, false, |w| {
+        assert_eq!(sum_of_ranks_plus_one(&w), 3.0);
+        w
+    });
+    let rank1 = worlds.pop().unwrap();
+    drop(worlds); // rank 0, and the store with it
+    let start = Instant::now();
+    let e = format!("{:#}", rank1.diagnose(anyhow::anyhow!("all-reduce: connection reset")));
+    let took = start.elapsed();
+    assert!(e.contains("rank 0 of 2, which hosts it, is gone"), "{e}");
+    assert!(e.contains(&format!("127.0.0.1:{port} (MASTER_ADDR:MASTER_PORT)")) && e.contains("all-reduce: connection reset"), "{e}");
+    assert!(took < STALL_WINDOW + SLACK, "took {took:?}");
+}
+
+#[test]
+fn the_heartbeat_counts_while_the_rank_lives_and_stops_with_it() {
+    let (store, port) = launcher(2);
+    let world = join(0, 2, port);
+    let before = store.add(&alive_key(0), 0).unwrap();
+    assert!(before >= 1, "the first beat is made by join itself");
+    std::thread::sleep(Duration::from_millis(2500));
+    let during = store.add(&alive_key(0), 0).unwrap();
+    assert!(during >= before + 2, "{before} -> {during} beats in 2.5 s");
+    drop(world);
+    let after = store.add(&alive_key(0), 0).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(store.add(&alive_key(0), 0).unwrap(), after, "a dropped World beats no more");
+}
+
+#[test]
+fn diagnose_names_a_rank_that_stopped_heartbeating() {
+    let (_launcher, port) = launcher(2);
+    let (rank0, rank1) = (join(0, 2, port), join(1, 2, port));
+    drop(rank1);
+    let (e, took) = diagnosed(&rank0, "all-reduce timed out");
+    assert!(e.starts_with("rank 1 of 2 stopped (no heartbeat for 3 s): killed, crashed or hung: all-reduce timed out"), "{e}");
+    assert_bounded(took);
+}
+
+#[test]
+fn diagnose_names_a_ranks_reported_failure() {
+    let (_launcher, port) = launcher(3);
+    let worlds: Vec<World> = (0..3).map(|r| join(r, 3, port)).collect();
+    worlds[2].report_failure("CUDA out of memory on GPU 2");
+    let (e, took) = diagnosed(&worlds[0], "barrier timed out");
+    assert!(e.starts_with("rank 2 of 3 failed: CUDA out of memory on GPU 2: barrier timed out"), "{e}");
+    assert!(!e.contains("rank 1"), "rank 1 is alive and well: {e}");
+    assert_bounded(took);
+}
+
+#[test]
+fn diagnose_tells_a_finished_rank_from_one_that_never_joined_and_from_a_healthy_world() {
+    let (_launcher, port) = launcher(3);
+    let (rank0, rank1) = (join(0, 3, port), join(1, 3, port));
+    rank1.finish().unwrap();
+    let (e, took) = diagnosed(&rank0, "broadcast failed");
+    assert!(e.contains("rank 1 of 3 had already finished"), "{e}");
+    assert!(e.contains("rank 2 of 3 never joined"), "{e}");
+    assert_bounded(took);
+
+    let (_launcher, port) = launcher(2);
+    let (rank0, _rank1) = (join(0, 2, port), join(1, 2, port));
+    let (e, _) = diagnosed(&rank0, "all-gather failed");
+    assert!(e.starts_with("every other rank of 2 is alive and reported no failure"), "{e}");
+}
+
+#[test]
+fn a_collective_whose_peer_died_is_diagnosed_as_that_peer_stopping() {
+    let (_launcher, port) = launcher(2);
+    let (gone_tx, gone_rx) = std::sync::mpsc::channel::<()>();
+    let gone_rx = std::sync::Arc::new(std::sync::Mutex::new(gone_rx));
+    let out = ranks(2, port, true, move |w| {
+        let group = w.group("g", Backend::Gloo).unwrap();
+        if w.rank() == 1 {
+            drop(group);
+            drop(w);
+            gone_tx.send(()).unwrap();
+            return None;
+        }
+        gone_rx.lock().unwrap().recv().unwrap();
+        let t = Tensor::from_slice(&[1.0f32]);
+        let error = group.all_reduce(&[&t], ReduceOp::Sum).expect_err("an all-reduce without its peer succeeded");
+        Some(format!("{:#}", w.diagnose(error)))
+    });
+    let e = out[0].as_ref().unwrap();
+    assert!(e.starts_with("rank 1 of 2 stopped (no heartbeat for 3 s)"), "{e}");
+    assert!(e.contains("all-reduce"), "the collective's own error is kept: {e}");
+}
+
+#[test]
+fn diagnose_says_the_launcher_is_gone_when_its_store_is_in_bounded_time() {
+    let (launcher, port) = launcher(2);
+    let rank0 = join(0, 2, port);
+    drop(launcher);
+    let (e, took) = diagnosed(&rank0, "all-reduce failed");
+    assert!(e.contains(&format!("the rendezvous store at 127.0.0.1:{port} (MASTER_ADDR:MASTER_PORT) cannot be reached: the launcher that hosts it")), "{e}");
+    assert!(took < STALL_WINDOW + SLACK, "took {took:?}");
+    let start = Instant::now();
+    rank0.report_failure("best effort, must not fail or hang");
+    drop(rank0);
+    assert!(start.elapsed() < SLACK, "reporting and leaving took {:?}", start.elapsed());
+}
+
+#[test]
+fn a_world_that_cannot_reach_its_store_fails_naming_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let e = World::join(&env(1, 2, port, true), Duration::from_secs(1)).err().expect("joined a store nobody hosts");
+    assert!(format!("{e:#}").contains(&format!("cannot reach the rendezvous store at 127.0.0.1:{port}")), "{e:#}");
+}
