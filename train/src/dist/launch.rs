@@ -440,8 +440,9 @@ mod tests {
     fn sigterm_to_the_launcher_is_forwarded_once_to_every_rank() {
         let _t = turn();
         let dir = tempfile::tempdir().unwrap();
-        // Each rank counts the SIGTERMs it gets and leaves on the first with its own code.
-        let script = r#"trap 'echo term >> "$1/$RANK.signals"; exit 7' TERM; touch "$1/$RANK.ready"; while :; do sleep 0.05; done"#;
+        // Each rank counts the SIGTERMs it gets and leaves on the first with its own code; one
+        // that gets none gives up after about 20 s with another, so the test fails, not hangs.
+        let script = r#"trap 'echo term >> "$1/$RANK.signals"; exit 7' TERM; touch "$1/$RANK.ready"; i=0; while [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; exit 9"#;
         let d = dir.path().to_path_buf();
         let launch = std::thread::spawn(move || sh(2, script, &[&d], Duration::from_secs(10)));
         for rank in 0..2 {

@@ -288,11 +288,14 @@ impl Drop for Heartbeat {
     }
 }
 
-/// Beats until the sender is dropped. A failed beat needs no handling: a missing beat is exactly
-/// what the other ranks look for.
+/// Beats until the sender is dropped, or until a beat fails: a TCPStore client does not reconnect,
+/// so every later beat would fail too (each with a c10d warning on stderr), and a missing beat is
+/// exactly what the other ranks look for.
 fn beat(store: &Store, key: &str, stopped: &mpsc::Receiver<()>) {
     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT_PERIOD) {
-        let _ = store.add(key, 1);
+        if store.add(key, 1).is_err() {
+            return;
+        }
     }
 }
 

@@ -103,9 +103,10 @@ fn the_heartbeat_counts_while_the_rank_lives_and_stops_with_it() {
     let world = join(0, 2, port);
     let before = store.add(&alive_key(0), 0).unwrap();
     assert!(before >= 1, "the first beat is made by join itself");
-    std::thread::sleep(Duration::from_millis(2500));
+    // Three periods and a half: two beats at least even when the machine is busy.
+    std::thread::sleep(Duration::from_millis(3500));
     let during = store.add(&alive_key(0), 0).unwrap();
-    assert!(during >= before + 2, "{before} -> {during} beats in 2.5 s");
+    assert!(during >= before + 2, "{before} -> {during} beats in 3.5 s");
     drop(world);
     let after = store.add(&alive_key(0), 0).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
