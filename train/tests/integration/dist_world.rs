@@ -3,7 +3,10 @@
 //! launcher's store is hosted by the test on a free port (no port races between parallel tests).
 
 use facekit_train::dist::world::{alive_key, key_prefix, STALL_WINDOW};
-use facekit_train::dist::{Backend, DistEnv, ReduceOp, Store, World};
+use facekit_train::dist::{spawn_local, Backend, DistEnv, ReduceOp, Store, World};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tch::Tensor;
 
@@ -192,4 +195,89 @@ fn a_world_that_cannot_reach_its_store_fails_naming_it() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let e = World::join(&env(1, 2, port, true), Duration::from_secs(1)).err().expect("joined a store nobody hosts");
     assert!(format!("{e:#}").contains(&format!("cannot reach the rendezvous store at 127.0.0.1:{port}")), "{e:#}");
+}
+
+/// Where a launched rank (this test binary, run again) finds its scenario and writes its outcome.
+const CHILD_DIR: &str = "FACEKIT_TEST_DIST_CHILD_DIR";
+
+/// This test binary as the program of a launched run: a shell sets [`CHILD_DIR`] (setting it here
+/// would race with the threads reading the environment) and runs [`rank_of_a_launched_run`] alone.
+fn rank_program(dir: &Path) -> (PathBuf, Vec<OsString>) {
+    let script = format!(r#"{CHILD_DIR}="$1" exec "$0" --quiet --exact dist_world::rank_of_a_launched_run --ignored"#);
+    let exe = std::env::current_exe().unwrap();
+    (PathBuf::from("/bin/sh"), vec!["-c".into(), script.into(), exe.into(), dir.into()])
+}
+
+#[test]
+#[ignore = "a rank of the launched runs below, which start it"]
+fn rank_of_a_launched_run() {
+    let dir = PathBuf::from(std::env::var_os(CHILD_DIR).expect("started by a launch test"));
+    let scenario = std::fs::read_to_string(dir.join("scenario")).unwrap();
+    let env = DistEnv::from_env().unwrap().expect("started with torchrun's variables");
+    std::fs::write(dir.join(format!("{}.env", env.rank)), format!("{env:?}")).unwrap();
+    let world = World::join(&env, Duration::from_secs(30)).unwrap();
+    let group = world.group("g", Backend::Gloo).unwrap();
+    if scenario == "rank 1 fails" && world.rank() == 1 {
+        world.report_failure("simulated out of memory on rank 1");
+        std::process::exit(3);
+    }
+    let t = Tensor::from_slice(&[world.rank() as f32 + 1.0]);
+    let outcome = match group.all_reduce(&[&t], ReduceOp::Sum).and_then(|()| group.barrier()) {
+        Ok(()) => format!("sum {}", t.double_value(&[0])),
+        Err(e) => format!("{:#}", world.diagnose(e)),
+    };
+    std::fs::write(dir.join(world.rank().to_string()), &outcome).unwrap();
+    if !outcome.starts_with("sum") {
+        std::process::exit(1);
+    }
+    drop(group);
+    world.finish().unwrap();
+}
+
+fn launch_dir(scenario: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("scenario"), scenario).unwrap();
+    dir
+}
+
+fn outcome(dir: &Path, rank: usize) -> String {
+    std::fs::read_to_string(dir.join(rank.to_string())).unwrap_or_else(|e| format!("rank {rank} left no outcome: {e}"))
+}
+
+#[test]
+fn spawn_local_runs_processes_that_join_one_world_and_all_reduce() {
+    let dir = launch_dir("all succeed");
+    let (program, args) = rank_program(dir.path());
+    let code = spawn_local(2, &program, &args, Duration::from_secs(20)).unwrap();
+    assert_eq!(code, 0);
+    assert_eq!((outcome(dir.path(), 0), outcome(dir.path(), 1)), ("sum 3".into(), "sum 3".into()));
+}
+
+#[test]
+fn spawn_local_returns_a_failed_ranks_code_and_the_survivor_names_it() {
+    let dir = launch_dir("rank 1 fails");
+    let (program, args) = rank_program(dir.path());
+    let start = Instant::now();
+    let code = spawn_local(2, &program, &args, Duration::from_secs(20)).unwrap();
+    assert_eq!(code, 3, "rank 1's exit code");
+    let e = outcome(dir.path(), 0);
+    assert!(e.starts_with("rank 1 of 2 failed: simulated out of memory on rank 1"), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(20), "rank 0 ended on its own, within the grace period: {:?}", start.elapsed());
+}
+
+#[test]
+fn torchrun_runs_facekit_ranks_on_its_agent_store() {
+    let dir = launch_dir("all succeed");
+    let (program, args) = rank_program(dir.path());
+    // torchrun comes with the venv whose libtorch these tests link (scripts/setup.sh).
+    let status = Command::new("torchrun")
+        .args(["--standalone", "--nproc-per-node", "2", "--no-python"])
+        .arg(&program)
+        .args(&args)
+        .status()
+        .expect("torchrun (in .venv/bin, on PATH through .facekit.env)");
+    assert!(status.success(), "torchrun: {status}");
+    assert_eq!((outcome(dir.path(), 0), outcome(dir.path(), 1)), ("sum 3".into(), "sum 3".into()));
+    let env0 = std::fs::read_to_string(dir.path().join("0.env")).unwrap();
+    assert!(env0.contains("use_agent_store: true"), "torchrun hosts the store: {env0}");
 }
