@@ -9,6 +9,7 @@
 use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 /// This process's place in a distributed run, as torchrun describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub struct DistEnv {
     pub use_agent_store: bool,
     /// `TORCHELASTIC_RESTART_COUNT`: how many times the launcher restarted the workers (0 if unset).
     pub restart_count: u32,
+    /// `TORCHELASTIC_ERROR_FILE`: where torchrun reads this rank's failure for its summary.
+    pub error_file: Option<PathBuf>,
 }
 
 /// What to tell someone who launched by hand with a variable missing.
@@ -63,6 +66,7 @@ impl DistEnv {
             master_port: port(&required("MASTER_PORT")?)?,
             use_agent_store: var("TORCHELASTIC_USE_AGENT_STORE")?.map(|v| flag("TORCHELASTIC_USE_AGENT_STORE", &v)).transpose()?.unwrap_or(false),
             restart_count: var("TORCHELASTIC_RESTART_COUNT")?.map(|v| number("TORCHELASTIC_RESTART_COUNT", &v)).transpose()?.unwrap_or(0),
+            error_file: lookup("TORCHELASTIC_ERROR_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
         };
         env.check()?;
         Ok(Some(env))
@@ -84,6 +88,9 @@ impl DistEnv {
         ];
         if let Some(g) = self.group_rank {
             vars.push(("GROUP_RANK", g.to_string()));
+        }
+        if let Some(f) = &self.error_file {
+            vars.push(("TORCHELASTIC_ERROR_FILE", f.to_string_lossy().into_owned()));
         }
         vars
     }
@@ -176,6 +183,7 @@ mod tests {
             ("MASTER_PORT", "29500"),
             ("TORCHELASTIC_USE_AGENT_STORE", "True"),
             ("TORCHELASTIC_RESTART_COUNT", "2"),
+            ("TORCHELASTIC_ERROR_FILE", "/tmp/torchelastic_x/attempt_2/3/error.json"),
         ]
     }
 
@@ -204,6 +212,7 @@ mod tests {
             master_port: 29500,
             use_agent_store: true,
             restart_count: 2,
+            error_file: Some("/tmp/torchelastic_x/attempt_2/3/error.json".into()),
         };
         assert_eq!(env, expect);
         assert!(!env.master_is_loopback());
@@ -222,7 +231,7 @@ mod tests {
         let vars = [("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0"), ("LOCAL_WORLD_SIZE", "2"), ("MASTER_ADDR", "localhost"), ("MASTER_PORT", "1234")];
         let env = parse(&vars).unwrap().unwrap();
         assert!(!env.use_agent_store, "without torchrun rank 0 hosts the store");
-        assert_eq!((env.restart_count, env.group_rank), (0, None));
+        assert_eq!((env.restart_count, env.group_rank, env.error_file.clone()), (0, None, None));
         assert!(env.master_is_loopback());
     }
 
@@ -303,7 +312,7 @@ mod tests {
         let vars = env.vars();
         let owned: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(parse(&owned).unwrap().unwrap(), env);
-        let single = DistEnv { group_rank: None, use_agent_store: false, ..env };
+        let single = DistEnv { group_rank: None, use_agent_store: false, error_file: None, ..env };
         let vars = single.vars();
         let owned: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(parse(&owned).unwrap().unwrap(), single);

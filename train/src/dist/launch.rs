@@ -202,9 +202,12 @@ fn spawn(rank: usize, nproc: usize, port: u16, program: &Path, args: &[OsString]
         master_port: port,
         use_agent_store: true,
         restart_count: 0,
+        // The store carries failure messages here; torchrun's error files serve its own summary.
+        error_file: None,
     };
     let mut cmd = Command::new(program);
-    cmd.args(args).envs(env.vars()).process_group(0);
+    // An error file inherited from a torchrun above this launcher is not this rank's.
+    cmd.args(args).env_remove("TORCHELASTIC_ERROR_FILE").envs(env.vars()).process_group(0);
     let launcher = std::process::id();
     // SAFETY: prctl and getppid are async-signal-safe; nothing here allocates.
     unsafe {

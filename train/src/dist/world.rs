@@ -111,9 +111,13 @@ impl World {
     }
 
     /// Tells the other ranks why this one is giving up, so that their [`World::diagnose`] can
-    /// name it. Best effort: a store that cannot be reached is not worth a second error.
+    /// name it, and torchrun too (its error file, whose earliest failure its summary calls the
+    /// root cause). Best effort: a store that cannot be reached is not worth a second error.
     pub fn report_failure(&self, message: &str) {
         let _ = self.control.set(&failed_key(self.env.rank), message.as_bytes());
+        if let Some(path) = &self.env.error_file {
+            let _ = std::fs::write(path, error_file_json(message, std::time::SystemTime::now()));
+        }
     }
 
     /// `error` (a collective that failed or timed out) with what the store says of the other
@@ -231,6 +235,20 @@ fn describe(states: &[(usize, Peer)], world_size: usize) -> String {
     parts.join("; ")
 }
 
+/// The error file torch's `record` decorator writes (`{"message": {"message", "extraInfo":
+/// {"py_callstack", "timestamp"}}}`): torchrun shows `py_callstack` as the traceback and orders
+/// the ranks' failures by `timestamp`, in whole seconds.
+fn error_file_json(message: &str, now: std::time::SystemTime) -> String {
+    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    serde_json::json!({
+        "message": {
+            "message": message,
+            "extraInfo": { "py_callstack": message, "timestamp": secs.to_string() },
+        }
+    })
+    .to_string()
+}
+
 /// "rank 3" or "ranks 1, 2, 5".
 fn rank_list(ranks: &[usize]) -> String {
     let list: Vec<String> = ranks.iter().map(|r| r.to_string()).collect();
@@ -320,6 +338,15 @@ mod tests {
     fn describe_names_ranks_that_never_joined_or_finished() {
         let d = describe(&[(0, Peer::NeverJoined), (2, Peer::Finished)], 3);
         assert_eq!(d, "rank 0 of 3 never joined (no heartbeat at all): not started, or cannot reach the store; rank 2 of 3 had already finished: the ranks disagree on when the run ends");
+    }
+
+    #[test]
+    fn the_error_file_is_torchs_layout() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let v: serde_json::Value = serde_json::from_str(&error_file_json("rank 1 of 2 failed: \"x\"", now)).unwrap();
+        assert_eq!(v["message"]["message"], "rank 1 of 2 failed: \"x\"");
+        assert_eq!(v["message"]["extraInfo"]["py_callstack"], "rank 1 of 2 failed: \"x\"");
+        assert_eq!(v["message"]["extraInfo"]["timestamp"], "1700000000", "torch reads int(timestamp)");
     }
 
     #[test]

@@ -28,6 +28,7 @@ fn env(rank: usize, n: usize, port: u16, agent: bool) -> DistEnv {
         master_port: port,
         use_agent_store: agent,
         restart_count: 0,
+        error_file: None,
     }
 }
 
@@ -228,6 +229,7 @@ fn rank_of_a_launched_run() {
     };
     std::fs::write(dir.join(world.rank().to_string()), &outcome).unwrap();
     if !outcome.starts_with("sum") {
+        world.report_failure(&outcome);
         std::process::exit(1);
     }
     drop(group);
@@ -280,4 +282,23 @@ fn torchrun_runs_facekit_ranks_on_its_agent_store() {
     assert_eq!((outcome(dir.path(), 0), outcome(dir.path(), 1)), ("sum 3".into(), "sum 3".into()));
     let env0 = std::fs::read_to_string(dir.path().join("0.env")).unwrap();
     assert!(env0.contains("use_agent_store: true"), "torchrun hosts the store: {env0}");
+}
+
+#[test]
+fn torchruns_summary_names_the_rank_that_failed_first_with_its_message() {
+    let dir = launch_dir("rank 1 fails");
+    let (program, args) = rank_program(dir.path());
+    let out = Command::new("torchrun")
+        .args(["--standalone", "--nproc-per-node", "2", "--no-python"])
+        .arg(&program)
+        .args(&args)
+        .output()
+        .expect("torchrun (in .venv/bin, on PATH through .facekit.env)");
+    assert!(!out.status.success(), "torchrun succeeded with a failed rank");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let root = log.split("Root Cause (first observed failure):").nth(1).unwrap_or_else(|| panic!("no torchrun summary in: {log}"));
+    assert!(root.contains("rank      : 1 (local_rank: 1)") && root.contains("exitcode  : 3"), "{root}");
+    // torchrun stops the other ranks as soon as one fails (no grace period): the failing rank's
+    // own report is all its summary can show.
+    assert!(root.contains("simulated out of memory on rank 1"), "{root}");
 }
