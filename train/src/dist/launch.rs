@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// 127.0.0.1; returns the exit code of the first rank that failed (0 when every rank succeeded),
 /// after printing one line per child and a summary to stderr. SIGINT, SIGTERM and SIGHUP are
 /// forwarded to every rank while it runs; a signal that arrives when no launch runs has its default
-/// effect.
+/// effect. The ranks' stdin is empty; on Linux they are killed if the calling thread ends first.
 pub fn spawn_local(nproc: usize, program: &Path, args: &[OsString], grace: Duration) -> Result<i32> {
     let report = launch(nproc, program, args, grace)?;
     for line in report.summary() {
@@ -206,8 +206,10 @@ fn spawn(rank: usize, nproc: usize, port: u16, program: &Path, args: &[OsString]
         error_file: None,
     };
     let mut cmd = Command::new(program);
-    // An error file inherited from a torchrun above this launcher is not this rank's.
-    cmd.args(args).env_remove("TORCHELASTIC_ERROR_FILE").envs(env.vars()).process_group(0);
+    // An error file inherited from a torchrun above this launcher is not this rank's. Outside the
+    // terminal's foreground group a read of the terminal would stop the rank silently (SIGTTIN),
+    // so stdin is empty instead.
+    cmd.args(args).env_remove("TORCHELASTIC_ERROR_FILE").envs(env.vars()).process_group(0).stdin(Stdio::null());
     let launcher = std::process::id();
     // SAFETY: prctl and getppid are async-signal-safe; nothing here allocates.
     unsafe {
