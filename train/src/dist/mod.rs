@@ -6,7 +6,7 @@
 //! - [`group`]: a process group and its collectives (in place on tch tensors, plus an autograd
 //!   all-gather and the sharded cross-entropy Partial FC needs);
 //! - [`reducer`]: DDP's gradient buckets, all-reduced while backward runs;
-//! - [`env`]: where this process stands, from torchrun's variables;
+//! - [`env`](mod@env): where this process stands, from torchrun's variables;
 //! - [`world`]: this rank's membership of the run: the store reached as torchrun's env://
 //!   rendezvous reaches it, a heartbeat, and the diagnosis that names a rank that failed, died or
 //!   hangs when a collective fails;
