@@ -168,7 +168,7 @@ impl ProcessGroup {
     }
 
     /// Softmax cross-entropy (mean over rows) with the classes sharded over the ranks: `logits`
-    /// [N, C_local] this rank's columns, `labels` [N] the column of each row's class here, -1
+    /// `[N, C_local]` this rank's columns, `labels` `[N]` the column of each row's class here, -1
     /// where it is another rank's. The same loss on every rank; gradient flows to `logits`.
     pub fn sharded_cross_entropy(&self, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
         let mut out = std::ptr::null_mut();

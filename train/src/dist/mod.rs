@@ -6,15 +6,26 @@
 //! - [`group`]: a process group and its collectives (in place on tch tensors, plus an autograd
 //!   all-gather and the sharded cross-entropy Partial FC needs);
 //! - [`reducer`]: DDP's gradient buckets, all-reduced while backward runs;
+//! - [`env`](mod@env): where this process stands, from torchrun's variables;
+//! - [`world`]: this rank's membership of the run: the store reached as torchrun's env://
+//!   rendezvous reaches it, a heartbeat, and the diagnosis that names a rank that failed, died or
+//!   hangs when a collective fails;
+//! - [`launch`]: `facekit train --nproc-per-node`, torchrun's single-machine job without Python;
 //! - [`ddp`]: the trainer's replicas as DistributedDataParallel does them.
 
 pub mod ddp;
+pub mod env;
 mod ffi;
 pub mod group;
+pub mod launch;
 pub mod reducer;
 pub mod store;
+pub mod world;
 
 pub use ddp::Ddp;
+pub use env::DistEnv;
 pub use group::{Backend, ProcessGroup, ReduceOp};
+pub use launch::spawn_local;
 pub use reducer::Reducer;
 pub use store::Store;
+pub use world::World;

@@ -7,6 +7,7 @@ mod dist_collectives;
 mod dist_ddp;
 mod dist_partial_fc;
 mod dist_ranks;
+mod dist_world;
 mod eval_bin;
 mod export;
 mod loss_arcface;
