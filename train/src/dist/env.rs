@@ -95,6 +95,28 @@ impl DistEnv {
         vars
     }
 
+    /// This rank's training device for `--device requested`: `cuda:LOCAL_RANK` for `auto` on a
+    /// CUDA machine and for `cuda`; `cpu` stays; an explicit `cuda:N` only with one rank per node.
+    pub fn device(&self, requested: &str) -> Result<String> {
+        let local = self.local_rank;
+        let cuda = || -> Result<String> {
+            let n = tch::Cuda::device_count() as usize;
+            if local >= n {
+                anyhow::bail!("local rank {local} needs cuda:{local}, but this machine shows {n} CUDA device(s): start at most {n} ranks per node");
+            }
+            Ok(format!("cuda:{local}"))
+        };
+        match requested {
+            "auto" if tch::Cuda::is_available() => cuda(),
+            "auto" | "cpu" => Ok("cpu".into()),
+            "cuda" => cuda(),
+            d if self.local_world_size > 1 => {
+                anyhow::bail!("--device {d} with {} ranks on this node: each rank trains on cuda:LOCAL_RANK; pass --device cuda or auto", self.local_world_size)
+            }
+            d => Ok(d.into()),
+        }
+    }
+
     /// Whether the store's host is this machine, so that Gloo can stay on the loopback interface.
     pub fn master_is_loopback(&self) -> bool {
         let host = self.master_addr.trim_start_matches('[').trim_end_matches(']');

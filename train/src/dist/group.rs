@@ -30,6 +30,19 @@ pub enum ReduceOp {
     Min,
 }
 
+impl Backend {
+    /// The backend for training on `device`: `choice`, checked, or (None) NCCL on CUDA and Gloo
+    /// on the CPU.
+    pub fn for_device(choice: Option<Backend>, device: tch::Device) -> Result<Backend> {
+        Ok(match (choice, device) {
+            (Some(Backend::Gloo), _) | (None, tch::Device::Cpu) => Backend::Gloo,
+            (Some(Backend::Nccl) | None, tch::Device::Cuda(_)) => Backend::Nccl,
+            (Some(Backend::Nccl), _) => bail!("the NCCL backend needs CUDA devices (this run trains on the CPU): use Gloo"),
+            (None, d) => bail!("no collective backend for device {d:?}"),
+        })
+    }
+}
+
 impl ReduceOp {
     fn code(self) -> i32 {
         match self {

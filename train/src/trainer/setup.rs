@@ -306,7 +306,10 @@ struct Opened {
 
 fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Replicas) -> Result<Opened> {
     let device = parse_device(&cfg.device)?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Ranks on one machine share its cores (LOCAL_WORLD_SIZE: set by torchrun and by
+    // --nproc-per-node for each rank).
+    let local_ranks = std::env::var("LOCAL_WORLD_SIZE").ok().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0 && replicas.world_size() > 1).unwrap_or(1);
+    let cores = (std::thread::available_parallelism().map_or(1, |n| n.get()) / local_ranks).max(1);
     let on_cuda = matches!(device, Device::Cuda(_));
     let workers = match cfg.workers {
         0 if on_cuda => cores,
