@@ -60,7 +60,7 @@ pub struct Summary {
     pub final_loss: Option<f64>,
     /// Best validation metric.
     pub best: Option<BestMetric>,
-    /// Mean training throughput of this process (images per second, data wait included).
+    /// Mean training throughput of the run, all ranks together (images per second, data wait included).
     pub images_per_second: f64,
     /// Mean time a step waited for its batch, in milliseconds.
     pub mean_data_wait_ms: f64,
@@ -405,7 +405,7 @@ impl Trainer {
             steps: self.state.step,
             final_loss: self.final_loss,
             best: self.state.best.clone(),
-            images_per_second: self.meter.images_per_second(),
+            images_per_second: self.meter.images_per_second() * self.replicas.world_size() as f64,
             mean_data_wait_ms: self.meter.mean_data_wait_ms(),
             skipped_corrupt: self.state.skipped_corrupt + self.valid_skipped,
             loss_scaling: self.state.scaler.clone(),

@@ -47,7 +47,8 @@ impl Trainer {
         }
         self.state.step += 1;
         self.state.batch_in_epoch += micro.len() as u64;
-        self.state.images_seen += micro.iter().map(|b| b.n as u64).sum::<u64>();
+        // Every rank's share of the global batch, which is the same size on every rank.
+        self.state.images_seen += micro.iter().map(|b| b.n as u64).sum::<u64>() * self.replicas.world_size() as u64;
         self.state.lr = lr;
         self.final_loss = Some(mean.total);
         Ok(Some(mean))
