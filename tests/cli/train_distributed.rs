@@ -246,3 +246,28 @@ fn accumulating_two_micro_batches_follows_twice_the_batch() {
     assert!(stderr(&out).contains("batch 8 per rank x 2 accumulated micro-batches = global batch 16"), "{}", stderr(&out));
     assert_follows(&total_losses(&models.path().join("acc")), &one, "--accumulate 2");
 }
+
+#[test]
+fn multi_task_with_masked_heads_and_partial_fc_trains_on_two_ranks() {
+    let models = tempfile::tempdir().unwrap();
+    let mut cmd = crate::facekit();
+    cmd.args(["train", "Multi", "--train-sets", "lfw", "utk", "--valid-sets", "lfw.valid", "utk.valid", "--arch", "tiny", "--image-size", "48"])
+        .args(["--workers", "1", "--threads", "1", "--device", "cpu", "--lr", "0.02", "--batch-size", "8", "--max-steps", "30", "--run-name", "m"])
+        .args(["--nproc-per-node", "2", "--partial-fc", "1.0"])
+        .arg("--data-dir")
+        .arg(data().join("training"))
+        .arg("--model-dir")
+        .arg(models.path());
+    let out = cmd.output().unwrap();
+    ok(&out);
+    let run = models.path().join("m");
+    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
+    let rows: Vec<Vec<f64>> = text.lines().skip(1).map(|l| l.split('\t').skip(3).map(|x| x.parse().unwrap()).collect()).collect();
+    assert_eq!(rows.len(), 30);
+    assert!(rows.iter().all(|r| r.len() == 4 && r.iter().all(|x| x.is_finite())), "every task's loss is finite at every step: {rows:?}");
+    let log = std::fs::read_to_string(run.join("train_log.jsonl")).unwrap();
+    let last = log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter_map(|v| v.get("validation").cloned()).last().unwrap();
+    for k in ["identity_accuracy", "gender_accuracy", "age_mae"] {
+        assert!(last[k].as_f64().is_some_and(f64::is_finite), "validation lacks {k}: {last}");
+    }
+}
