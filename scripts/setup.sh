@@ -2,7 +2,8 @@
 # Installs everything facekit needs to build, test and run, then writes .facekit.env, the one file
 # every other script sources. Idempotent, and silent when everything is already in place.
 #
-#   Debian packages : dlib (headers + library), BLAS/LAPACK for dlib, fontconfig for PNG charts
+#   Debian packages : dlib (headers + library), BLAS/LAPACK for dlib, fontconfig for PNG charts,
+#                     Gloo's headers (libgloo-dev) for the c10d shim (its library is never linked)
 #   .venv/          : Python venv with torch==2.11.0 (libtorch for the `tch` crate) and the
 #                     reference tools the tests compare against (dlib-bin, numpy, scikit-learn)
 #                     and PyTorch's own ONNX exporter's dependency (onnx) and safetensors
@@ -32,7 +33,9 @@ fi
 # --- Python venv with torch ------------------------------------------------------------------
 # With FACEKIT_CACHE set (CI does), the venv lives there and .venv links to it, so that fresh
 # clones on the same machine reuse it; without it, .venv is a plain folder.
-PY_REQS="torch==2.11.0 torchvision==0.26.0 numpy pillow dlib-bin scikit-learn onnx safetensors"
+# nvidia-cuda-cccl/-crt: the CUDA headers (at torch 2.11.0's cuda-toolkit pin) that c10d's
+# ProcessGroupNCCL.hpp includes, read only by builds with `--features nccl` (nccl.h comes with torch).
+PY_REQS="torch==2.11.0 torchvision==0.26.0 numpy pillow dlib-bin scikit-learn onnx safetensors nvidia-cuda-cccl==13.0.85 nvidia-cuda-crt==13.0.88"
 VENV=.venv
 if [ -n "${FACEKIT_CACHE:-}" ]; then
   VENV="$FACEKIT_CACHE/venv"

@@ -60,13 +60,17 @@ fn c10d_shim() {
 }
 
 /// `nvidia/nccl/include` and `nvidia/cu13/include` (with its `cccl` part) beside the wheel's
-/// `torch/` folder: the NCCL and CUDA headers `ProcessGroupNCCL.hpp` includes, installed by
-/// `scripts/setup.sh --nccl` at the versions torch 2.11.0 pins.
+/// `torch/` folder: the NCCL and CUDA headers `ProcessGroupNCCL.hpp` includes (nccl.h comes with
+/// torch's own nvidia-nccl-cu13; the CUDA runtime's `crt/` and CCCL headers from the
+/// nvidia-cuda-crt and nvidia-cuda-cccl wheels `scripts/setup.sh` installs at torch's pins).
 fn nccl_includes(torch_lib: &std::path::Path) -> Vec<std::path::PathBuf> {
     let nvidia = torch_lib.join("../../nvidia");
     let dirs: Vec<_> = ["nccl/include", "cu13/include", "cu13/include/cccl"].iter().map(|d| nvidia.join(d)).filter(|d| d.is_dir()).collect();
     if !nvidia.join("nccl/include/nccl.h").is_file() {
-        panic!("the `nccl` feature needs nccl.h in {} (run scripts/setup.sh --nccl)", nvidia.join("nccl/include").display());
+        panic!("the `nccl` feature needs nccl.h in {} (the nvidia-nccl-cu13 wheel torch depends on)", nvidia.join("nccl/include").display());
+    }
+    if !nvidia.join("cu13/include/crt/host_config.h").is_file() {
+        panic!("the `nccl` feature needs the CUDA crt headers in {} (scripts/setup.sh installs nvidia-cuda-crt)", nvidia.join("cu13/include").display());
     }
     dirs
 }
