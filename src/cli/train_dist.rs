@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// `--nproc-per-node N`: runs this command line (without the flag) as N local ranks and waits.
-pub fn launch(n: usize, args: &TrainArgs) -> Result<ExitCode> {
+pub fn launch(n: usize) -> Result<ExitCode> {
     if DistEnv::from_env()?.is_some() {
         bail!("--nproc-per-node {n} inside a distributed launch (RANK and WORLD_SIZE are set, by torchrun?): the launcher already started the ranks; drop --nproc-per-node");
     }
@@ -22,7 +22,6 @@ pub fn launch(n: usize, args: &TrainArgs) -> Result<ExitCode> {
     let argv = without_nproc(std::env::args_os().skip(1));
     // A rank that exits closes its connections, so the others notice at once; the grace is for
     // them to diagnose (a few seconds) and say why before they are killed.
-    let _ = args;
     let code = launch::spawn_local(n, &exe, &argv, Duration::from_secs(30))?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
