@@ -232,7 +232,8 @@ mod tests {
         let losses = tr.step(&[batch]).unwrap().expect("a finite loss");
         assert!(losses.total.is_finite() && losses.fr.is_some());
         assert_ne!(weights(&tr), before, "the optimiser changed the weights");
-        assert_eq!((tr.state.step, tr.state.batch_in_epoch, tr.state.images_seen), (1, 1, 4));
+        // Images seen count both ranks' shares of the global batch.
+        assert_eq!((tr.state.step, tr.state.batch_in_epoch, tr.state.images_seen), (1, 1, 8));
         let calls = calls.lock().unwrap().clone();
         assert_eq!(calls[..3], ["forward true", "mean", "backward true"], "the loss is agreed before backward: {calls:?}");
         let reduced: usize = calls[3].strip_prefix("reduce ").unwrap().parse().unwrap();
