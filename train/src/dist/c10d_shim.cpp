@@ -98,21 +98,29 @@ c10d::ReduceOp reduce_op(int op) {
   }
 }
 
-// Gloo has no AVG: a sum divided by the world size is what ProcessGroupGloo users do. A group of
-// one rank reduces nothing (and so works for CUDA tensors under Gloo too).
-void allreduce(FkGroup* g, std::vector<at::Tensor>& ts, int op) {
-  if (g->size == 1) {
-    return;
-  }
-  bool avg = op == 1 && !g->nccl;
-  c10d::AllreduceOptions opts;
-  opts.reduceOp = avg ? c10d::ReduceOp(c10d::ReduceOp::SUM) : reduce_op(op);
-  g->backend->allreduce(ts, opts)->wait();
-  if (avg) {
+// Gloo has no AVG: a sum divided by the world size is what ProcessGroupGloo users do. This is
+// the op sent for code `op`; finish_avg divides afterwards where it was an average.
+c10d::ReduceOp wire_op(FkGroup* g, int op) {
+  return op == 1 && !g->nccl ? c10d::ReduceOp(c10d::ReduceOp::SUM) : reduce_op(op);
+}
+
+void finish_avg(FkGroup* g, std::vector<at::Tensor>& ts, int op) {
+  if (op == 1 && !g->nccl) {
     for (auto& t : ts) {
       t.div_(g->size);
     }
   }
+}
+
+// A group of one rank reduces nothing (and so works for CUDA tensors under Gloo too).
+void allreduce(FkGroup* g, std::vector<at::Tensor>& ts, int op) {
+  if (g->size == 1) {
+    return;
+  }
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = wire_op(g, op);
+  g->backend->allreduce(ts, opts)->wait();
+  finish_avg(g, ts, op);
 }
 
 at::Tensor all_gather_rows(FkGroup* g, const at::Tensor& input) {
@@ -334,15 +342,10 @@ int facekit_allreduce(FkGroup* g, at::Tensor* const* ts, size_t n, int op) {
 int facekit_allreduce_coalesced(FkGroup* g, at::Tensor* const* ts, size_t n, int op) {
   return guarded([&] {
     auto list = tensor_list(ts, n);
-    bool avg = op == 1 && !g->nccl;
     c10d::AllreduceCoalescedOptions opts;
-    opts.reduceOp = avg ? c10d::ReduceOp(c10d::ReduceOp::SUM) : reduce_op(op);
+    opts.reduceOp = wire_op(g, op);
     g->backend->allreduce_coalesced(list, opts)->wait();
-    if (avg) {
-      for (auto& t : list) {
-        t.div_(g->size);
-      }
-    }
+    finish_avg(g, list, op);
   });
 }
 
