@@ -14,6 +14,7 @@ fn main() {
 /// torch-sys's `cargo:libtorch_lib` (DEP_TCH_LIBTORCH_LIB: torch-sys declares `links = "tch"`).
 fn torch_cpp() -> (cc::Build, std::path::PathBuf) {
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    println!("cargo:rerun-if-changed=src/ffi_guard.hpp");
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .expect("torch-sys did not report its libtorch folder (DEP_TCH_LIBTORCH_LIB); is torch-sys a direct dependency?");
     let lib = std::path::PathBuf::from(lib);

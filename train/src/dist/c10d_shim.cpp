@@ -9,6 +9,8 @@
 // frames is undefined behaviour. Tensors cross as tch's C_tensor, which is an at::Tensor*.
 
 #include <ATen/ATen.h>
+
+#include "../ffi_guard.hpp"
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
@@ -38,21 +40,8 @@
 
 namespace {
 
-// Collectives are issued from one thread per rank, but tests run ranks as threads of one process.
-thread_local std::string last_error;
-
-template <typename F>
-int guarded(F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return -1;
-}
+using facekit::guarded;
+using facekit::last_error;
 
 std::chrono::milliseconds millis(double seconds) {
   return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));

@@ -11,6 +11,8 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/ATen.h>
 
+#include "../ffi_guard.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -26,21 +28,8 @@ static_assert(static_cast<int>(at::kBFloat16) == 15, "ScalarType::BFloat16 moved
 
 namespace {
 
-// Autocast state is thread-local in libtorch, so the error text is too.
-thread_local std::string last_error;
-
-template <typename F>
-int guarded(F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return -1;
-}
+using facekit::guarded;
+using facekit::last_error;
 
 c10::DeviceType device_type(int device) {
   switch (device) {
