@@ -225,6 +225,15 @@ int facekit_store_new(const char* host, int port, int is_server, int num_workers
   });
 }
 
+// The timeout of later waits (get) on this connection; the connect itself used the one given to
+// facekit_store_new.
+int facekit_store_set_timeout(FkStore* s, double timeout_s) {
+  return guarded([&] {
+    s->tcp->setTimeout(millis(timeout_s));
+    s->store->setTimeout(millis(timeout_s));
+  });
+}
+
 int facekit_store_port(FkStore* s, int* port) {
   return guarded([&] { *port = s->tcp->getPort(); });
 }

@@ -27,6 +27,7 @@ extern "C" {
     pub fn facekit_dist_free(p: *mut c_void);
 
     pub fn facekit_store_new(host: *const c_char, port: c_int, is_server: c_int, num_workers: c_int, timeout_s: f64, prefix: *const c_char, out: *mut *mut FkStore) -> c_int;
+    pub fn facekit_store_set_timeout(s: *mut FkStore, timeout_s: f64) -> c_int;
     pub fn facekit_store_port(s: *mut FkStore, port: *mut c_int) -> c_int;
     pub fn facekit_store_free(s: *mut FkStore);
     pub fn facekit_store_set(s: *mut FkStore, key: *const c_char, value: *const u8, len: usize) -> c_int;

@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 /// How often the launcher looks at its children and at forwarded signals.
 const POLL: Duration = Duration::from_millis(20);
 
-/// Timeout of the launcher's own use of its store (reading failure messages, which never waits).
-const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout of the launcher's own connection to the store it hosts. Its reads (failure messages)
+/// never wait, so this bounds only the connect, which a loaded machine can make slow.
+const STORE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs `program args` as `nproc` ranks on this machine, hosting their store on a free port of
 /// 127.0.0.1; returns the exit code of the first rank that failed (0 when every rank succeeded),

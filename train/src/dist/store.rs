@@ -36,6 +36,13 @@ impl Store {
         Ok(Store { raw, addr: format!("{host}:{port}") })
     }
 
+    /// Sets how long later waits for a key ([`Store::get`]) may take; the connection itself was
+    /// made under the timeout it was opened with.
+    pub fn set_timeout(&self, timeout: Duration) -> Result<()> {
+        // SAFETY: `raw` is a live store.
+        ffi::check(unsafe { ffi::facekit_store_set_timeout(self.raw, timeout.as_secs_f64()) }, "TCPStore timeout")
+    }
+
     /// The port the store listens on (the one chosen when hosted on port 0).
     pub fn port(&self) -> Result<u16> {
         let mut port = 0;

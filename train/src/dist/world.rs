@@ -24,8 +24,10 @@ pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
 /// not merely slow to be scheduled.
 pub const STALL_WINDOW: Duration = Duration::from_secs(3);
 
-/// Timeout of the heartbeat's and diagnosis's own store connections: short, so that diagnosing
-/// a run whose store is gone ends in seconds rather than after the collective timeout.
+/// Timeout of the waits on the heartbeat's and diagnosis's own store connections: short, so that
+/// diagnosing a run whose store is gone ends in seconds rather than after the collective timeout.
+/// Connecting them takes the join's timeout: on a loaded machine a connect can take longer than
+/// this (seen in CI), and a rank that fails to join over it would take its peers down.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The key prefix of facekit's keys in attempt `restart_count` of a run. Older torch's env://
@@ -67,8 +69,8 @@ impl World {
     pub fn join(env: &DistEnv, timeout: Duration) -> Result<World> {
         let prefix = key_prefix(env.restart_count);
         let store = open_store(env, timeout, &prefix)?;
-        let control = connect(env, CONTROL_TIMEOUT, &prefix).context("the diagnosis connection")?;
-        let heartbeat = Heartbeat::start(connect(env, CONTROL_TIMEOUT, &prefix).context("the heartbeat connection")?, env.rank)?;
+        let control = control_connection(env, timeout, &prefix).context("the diagnosis connection")?;
+        let heartbeat = Heartbeat::start(control_connection(env, timeout, &prefix).context("the heartbeat connection")?, env.rank)?;
         Ok(World { heartbeat, control, store, env: env.clone(), timeout })
     }
 
@@ -269,6 +271,13 @@ fn open_store(env: &DistEnv, timeout: Duration, prefix: &str) -> Result<Store> {
 
 fn connect(env: &DistEnv, timeout: Duration, prefix: &str) -> Result<Store> {
     Store::connect(&env.master_addr, env.master_port, timeout, prefix)
+}
+
+/// A connection made under the join's `timeout` whose later waits take [`CONTROL_TIMEOUT`].
+fn control_connection(env: &DistEnv, timeout: Duration, prefix: &str) -> Result<Store> {
+    let store = connect(env, timeout, prefix)?;
+    store.set_timeout(CONTROL_TIMEOUT)?;
+    Ok(store)
 }
 
 /// A thread bumping this rank's counter every [`HEARTBEAT_PERIOD`] on a connection of its own, so

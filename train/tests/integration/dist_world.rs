@@ -192,6 +192,17 @@ fn diagnose_says_the_launcher_is_gone_when_its_store_is_in_bounded_time() {
 }
 
 #[test]
+fn a_connection_made_under_a_long_timeout_waits_for_a_key_only_as_long_as_it_is_told_later() {
+    let (_launcher, port) = launcher(1);
+    let store = Store::connect("127.0.0.1", port, TIMEOUT, &key_prefix(0)).unwrap();
+    store.set_timeout(Duration::from_secs(1)).unwrap();
+    let start = Instant::now();
+    let e = store.get("a key nobody sets").expect_err("got a key nobody set");
+    let took = start.elapsed();
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(1) + SLACK, "the wait took {took:?}: {e:#}");
+}
+
+#[test]
 fn a_world_that_cannot_reach_its_store_fails_naming_it() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let e = World::join(&env(1, 2, port, true), Duration::from_secs(1)).err().expect("joined a store nobody hosts");
