@@ -53,9 +53,16 @@ fn c10d_shim() {
     build.define("USE_DISTRIBUTED", None).define("USE_C10D_GLOO", None).define("GLOG_USE_GLOG_EXPORT", None);
     if std::env::var_os("CARGO_FEATURE_NCCL").is_some() {
         build.define("USE_C10D_NCCL", None).define("FACEKIT_NCCL", None);
+        // c10's CUDA headers align by std::hardware_destructive_interference_size and GCC warns
+        // that it may vary with -mtune; libtorch's own build made the same choice.
+        build.flag_if_supported("-Wno-interference-size");
         for dir in nccl_includes(&lib) {
             build.include(dir);
         }
+        // c10::cuda::set_device; libtorch_cuda needs c10_cuda itself, but the linker resolves
+        // the shim's own references only against libraries named on its command line.
+        println!("cargo:rustc-link-search=native={}", lib.display());
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
     }
     build.file("src/dist/c10d_shim.cpp").compile("facekit_c10d");
 }

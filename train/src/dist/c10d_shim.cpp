@@ -20,6 +20,7 @@
 #include <torch/csrc/distributed/c10d/logger.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 #ifdef FACEKIT_NCCL
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -301,6 +302,20 @@ int facekit_group_new(FkStore* s, const char* prefix, int rank, int size, int ba
       throw std::invalid_argument("backend code " + std::to_string(backend) + " is neither 0 (Gloo) nor 1 (NCCL)");
     }
     *out = new FkGroup{pg, be, rank, size, nccl};
+  });
+}
+
+// Makes `index` the calling thread's current CUDA device. NCCL makes its communicators lazily, on
+// the current device, and guesses the device of a barrier from it: a rank that left it at 0 would
+// put its communicator and a CUDA context on GPU 0.
+int facekit_cuda_set_device(int index) {
+  return guarded([&] {
+#ifdef FACEKIT_NCCL
+    c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
+#else
+    (void)index;
+    throw std::runtime_error("this facekit was built without NCCL (cargo feature `nccl`)");
+#endif
   });
 }
 

@@ -35,6 +35,7 @@ extern "C" {
     pub fn facekit_store_check(s: *mut FkStore, key: *const c_char, found: *mut c_int) -> c_int;
     pub fn facekit_store_add(s: *mut FkStore, key: *const c_char, delta: i64, value: *mut i64) -> c_int;
 
+    pub fn facekit_cuda_set_device(index: c_int) -> c_int;
     pub fn facekit_group_new(s: *mut FkStore, prefix: *const c_char, rank: c_int, size: c_int, backend: c_int, timeout_s: f64, gloo_host: *const c_char, out: *mut *mut FkGroup) -> c_int;
     pub fn facekit_group_clone(g: *mut FkGroup, out: *mut *mut FkGroup) -> c_int;
     pub fn facekit_group_free(g: *mut FkGroup);

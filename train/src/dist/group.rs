@@ -43,6 +43,15 @@ impl Backend {
     }
 }
 
+/// Makes CUDA device `index` this thread's current device, as `torch.cuda.set_device` does: NCCL
+/// makes its communicators on the current device, so each rank sets its own before its first
+/// NCCL group. Needs a build with the `nccl` feature.
+pub fn set_cuda_device(index: usize) -> Result<()> {
+    let index = i32::try_from(index)?;
+    // SAFETY: plain integer argument.
+    ffi::check(unsafe { ffi::facekit_cuda_set_device(index) }, &format!("cannot make cuda:{index} the current CUDA device"))
+}
+
 impl ReduceOp {
     fn code(self) -> i32 {
         match self {

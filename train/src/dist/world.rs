@@ -10,7 +10,7 @@
 //! disagree across machines do not matter.
 
 use super::env::DistEnv;
-use super::group::{Backend, ProcessGroup};
+use super::group::{set_cuda_device, Backend, ProcessGroup};
 use super::store::Store;
 use anyhow::{Context, Result};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -77,7 +77,11 @@ impl World {
     /// A process group of every rank, its keys under `name` (each group needs its own name).
     /// Gloo stays on 127.0.0.1 when the store is on this machine; otherwise it takes Gloo's
     /// default interface (`GLOO_SOCKET_IFNAME`, else the hostname's address).
+    /// An NCCL group first makes `cuda:LOCAL_RANK` the current device (see [`set_cuda_device`]).
     pub fn group(&self, name: &str, backend: Backend) -> Result<ProcessGroup> {
+        if backend == Backend::Nccl {
+            set_cuda_device(self.env.local_rank)?;
+        }
         let gloo_host = self.env.master_is_loopback().then_some("127.0.0.1");
         ProcessGroup::new(&self.store, name, self.env.rank, self.env.world_size, backend, self.timeout, gloo_host)
     }

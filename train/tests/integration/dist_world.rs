@@ -202,6 +202,15 @@ fn a_connection_made_under_a_long_timeout_waits_for_a_key_only_as_long_as_it_is_
     assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(1) + SLACK, "the wait took {took:?}: {e:#}");
 }
 
+#[cfg(not(feature = "nccl"))]
+#[test]
+fn an_nccl_group_in_a_build_without_nccl_is_refused_saying_so() {
+    let (_launcher, port) = launcher(1);
+    let world = join(0, 1, port);
+    let e = world.group("g", Backend::Nccl).err().expect("made an NCCL group in a build without NCCL");
+    assert!(format!("{e:#}").contains("built without NCCL (cargo feature `nccl`)"), "{e:#}");
+}
+
 #[test]
 fn a_world_that_cannot_reach_its_store_fails_naming_it() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
