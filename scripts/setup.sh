@@ -52,7 +52,8 @@ fi
 # --- the reference clients, each in a venv of its own -------------------------------------------
 # client_venv NAME REQS IMPORT SIZE WHAT: .venv-NAME (in $FACEKIT_CACHE/venv-NAME when that is set,
 # linked from .venv-NAME) with REQS, stamped only once IMPORT works; on a machine where the wheel
-# cannot install, the tests that need it say so and skip.
+# cannot install, the tests that need it fail under scripts/test.sh (FACEKIT_REQUIRE_REFERENCES) and
+# skip, saying so, only in a bare `cargo test`.
 client_venv() {
   local name=$1 reqs=$2 import=$3 size=$4 what=$5 venv=.venv-$1
   if [ -n "${FACEKIT_CACHE:-}" ]; then
@@ -66,7 +67,7 @@ client_venv() {
         && "$venv/bin/python" -c "import $import" >/dev/null 2>&1; then
       echo "$reqs" > "$venv/.facekit-reqs"
     else
-      say "warning: $import did not install in $venv; the $what tests will skip"
+      say "warning: $import did not install in $venv; the $what tests fail under scripts/test.sh (they skip only in a bare cargo test)"
     fi
   fi
 }

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 source .facekit.env
 export CARGO_TERM_COLOR=never
+# A test whose reference tool (MXNet, onnxruntime, Python) is missing fails here instead of skipping.
+export FACEKIT_REQUIRE_REFERENCES=1
 # Library unit tests and the integration binaries (one per crate); the binary and the examples are
 # built too, but have no tests of their own to link.
 echo "== full build (dlib + torch): every crate's tests"

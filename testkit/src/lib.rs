@@ -29,30 +29,41 @@ pub fn venv_python() -> PathBuf {
     workspace_root().join(".venv/bin/python")
 }
 
-/// MXNet's Python (`.venv-mxnet`, made by scripts/setup.sh), when it exists and imports
-/// `mxnet.recordio`: the reference client of RecordIO import and export. `None` says why not
-/// on stderr, so that a skipping test is never silent.
-pub fn mxnet_python() -> Option<PathBuf> {
-    let py = workspace_root().join(".venv-mxnet/bin/python");
-    let ok = std::process::Command::new(&py).args(["-c", "import mxnet.recordio"]).output().is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED: {} cannot import mxnet.recordio (scripts/setup.sh installs it)", py.display());
-        return None;
-    }
-    Some(py)
+/// The environment variable under which a missing reference tool fails its test instead of
+/// skipping it. `scripts/test.sh` (and so CI) sets it: a machine where MXNet failed to install
+/// must not go green without checking MXNet.
+pub const REQUIRE_REFERENCES: &str = "FACEKIT_REQUIRE_REFERENCES";
+
+/// Whether tests must fail rather than skip when a reference tool is missing.
+pub fn references_required() -> bool {
+    std::env::var_os(REQUIRE_REFERENCES).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// onnxruntime's Python (`.venv-onnx`, made by scripts/setup.sh), when it exists and imports
-/// `onnxruntime`: the reference client of `facekit export --format onnx`. `None` says why not on
-/// stderr, so that a skipping test is never silent.
-pub fn onnxruntime_python() -> Option<PathBuf> {
-    let py = workspace_root().join(".venv-onnx/bin/python");
-    let ok = std::process::Command::new(&py).args(["-c", "import onnxruntime"]).output().is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED: {} cannot import onnxruntime (scripts/setup.sh installs it)", py.display());
-        return None;
+/// `Some(python)` when `python` imports `module`. Otherwise the test skips, saying why on stderr
+/// (`None`), or, under [`REQUIRE_REFERENCES`], fails with the same reason.
+pub fn reference_python(python: PathBuf, module: &str) -> Option<PathBuf> {
+    let ok = std::process::Command::new(&python).args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
     }
-    Some(py)
+    let why = format!("{} cannot import {module} (scripts/setup.sh installs it)", python.display());
+    if references_required() {
+        panic!("{why}, and {REQUIRE_REFERENCES} is set: a test whose reference tool is missing fails");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+/// MXNet's Python (`.venv-mxnet`, made by scripts/setup.sh), when it imports `mxnet.recordio`:
+/// the reference client of RecordIO import and export (see [`reference_python`]).
+pub fn mxnet_python() -> Option<PathBuf> {
+    reference_python(workspace_root().join(".venv-mxnet/bin/python"), "mxnet.recordio")
+}
+
+/// onnxruntime's Python (`.venv-onnx`, made by scripts/setup.sh), when it imports `onnxruntime`:
+/// the reference client of `facekit export --format onnx` (see [`reference_python`]).
+pub fn onnxruntime_python() -> Option<PathBuf> {
+    reference_python(workspace_root().join(".venv-onnx/bin/python"), "onnxruntime")
 }
 
 /// libtorch's random generator is global to the process: tests that draw weights or inputs while

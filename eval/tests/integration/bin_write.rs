@@ -26,8 +26,7 @@ fn python() -> Option<PathBuf> {
     if venv.is_file() {
         return Some(venv);
     }
-    let ok = std::process::Command::new("python3").args(["-c", "pass"]).status().is_ok_and(|s| s.success());
-    ok.then(|| PathBuf::from("python3"))
+    facekit_testkit::reference_python(PathBuf::from("python3"), "pickle")
 }
 
 /// What Python's pickle finds in the file: it checks the types itself, and returns the images
@@ -87,10 +86,7 @@ fn batches_of_more_than_a_thousand_and_every_length_opcode_read_back() {
 
 #[test]
 fn python_pickle_loads_the_written_bin_as_list_of_bytes_and_list_of_bool() {
-    let Some(py) = python() else {
-        println!("skipped: no python3 on this machine to load the .bin with pickle");
-        return;
-    };
+    let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     for (name, images, issame) in [
         ("real.bin", real_images(), vec![true, false, true]),
