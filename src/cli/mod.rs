@@ -77,6 +77,43 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The check every command runs on its outputs before any work ([`facekit_io::output`]): it knows
+/// the files of datasets and, in a build with torch, run folders, so that no command writes into
+/// one it did not create. Each command adds its inputs.
+pub(crate) fn output_check() -> facekit_io::OutputCheck {
+    facekit_io::OutputCheck::new(&[
+        facekit_shard::DatasetPaths::owner_of,
+        #[cfg(feature = "torch")]
+        facekit_train::trainer::RunPaths::owner_of,
+    ])
+}
+
+/// An error as the binary prints it: every cause once, outermost first, each cut before the C++
+/// backtrace libtorch appends ("Exception raised from ... frame #N"). A cause whose text an
+/// outer one already holds (a context that quoted it) is not said again.
+pub(crate) fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let full = cause.to_string();
+        let said = without_backtrace(&full);
+        if said.is_empty() || text.contains(said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(said);
+    }
+    text
+}
+
+/// `message` without the backtrace libtorch appends to its exceptions' messages, which names
+/// C++ frames of facekit's build, never the user's problem.
+fn without_backtrace(message: &str) -> &str {
+    let cut = ["Exception raised from ", "frame #0:"].iter().filter_map(|m| message.find(m)).min().unwrap_or(message.len());
+    message[..cut].trim_end()
+}
+
 /// Rewrites the original tool's single-dash long options (`-train_sets`) into clap's `--train_sets`,
 /// so that users' existing scripts keep working.
 pub fn normalize_legacy_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {

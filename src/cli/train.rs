@@ -26,8 +26,7 @@ pub struct TrainArgs {
     /// Folder where bare dataset names are looked up.
     #[arg(long, default_value_os_t = d().data_dir)]
     pub data_dir: PathBuf,
-    /// Network architecture.
-    #[arg(long, value_enum, default_value_t = d().arch)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = d().arch, help = arch_help())]
     pub arch: Arch,
     /// Input image side in pixels (records of another size are resized).
     #[arg(long, default_value_t = d().image_size)]
@@ -108,7 +107,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = d().optimizer)]
     pub optimizer: OptimizerKind,
     /// AdamW's β1,β2.
-    #[arg(long, value_name = "B1,B2", value_delimiter = ',', default_values_t = d().adam_betas)]
+    #[arg(long, value_name = "B1,B2", value_delimiter = ',', default_value = ADAM_BETAS.as_str())]
     pub adam_betas: Vec<f64>,
     /// AdamW's ε.
     #[arg(long, value_name = "EPS", default_value_t = d().adam_eps)]
@@ -210,6 +209,26 @@ pub enum DistBackend {
 /// The library's defaults, which the flags show and take.
 fn d() -> TrainConfig {
     TrainConfig::default()
+}
+
+/// `--adam-betas`'s default as the flag takes it (`0.9,0.999`): clap would show a list default
+/// space-separated, which the comma-separated flag does not parse.
+static ADAM_BETAS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| d().adam_betas.iter().map(f64::to_string).collect::<Vec<_>>().join(","));
+
+/// `--arch`'s help, with the IR-ResNets' short names (insightface's `r50`, ...), which clap
+/// accepts as aliases but would not show.
+fn arch_help() -> String {
+    use clap::ValueEnum;
+    let aliases: Vec<String> = Arch::value_variants()
+        .iter()
+        .filter_map(|a| a.to_possible_value())
+        .filter_map(|v| {
+            let names: Vec<&str> = v.get_name_and_aliases().collect();
+            (names.len() > 1).then(|| format!("{} for {}", names[1..].join(", "), names[0]))
+        })
+        .collect();
+    format!("Network architecture, case-insensitive (also {})", aliases.join("; "))
 }
 
 impl TrainArgs {
