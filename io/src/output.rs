@@ -107,13 +107,13 @@ impl fmt::Display for OutputError {
         match self {
             OutputError::IsInput { output, input } => write!(
                 f,
-                "output {} is the command's input {} (or a file of it): writing it would destroy what is read; choose another output",
+                "output {} is, or holds, the command's input {}: writing it would destroy what is read; choose another output",
                 d(output),
                 d(input)
             ),
             OutputError::InsideInput { output, input } => write!(
                 f,
-                "output {} is inside input folder {}: a later run would read it as input; choose an output outside it",
+                "output {} is inside input folder {}: the command would write into what it reads; choose an output outside it",
                 d(output),
                 d(input)
             ),
@@ -200,8 +200,8 @@ impl OutputCheck {
     pub fn file(&self, path: &Path) -> Result<(), OutputError> {
         kind_is(path, false)?;
         let real = resolve(path)?;
-        self.not_an_input(path, &real, false)?;
-        self.unowned(path, &real, None)
+        self.unowned(path, &real, None)?;
+        self.not_an_input(path, &real, false)
     }
 
     /// Checks a folder the command replaces whole: absent, or a folder (not a link) holding
@@ -210,8 +210,8 @@ impl OutputCheck {
     pub fn folder(&self, path: &Path, own: &[&str]) -> Result<(), OutputError> {
         kind_is(path, true)?;
         let real = resolve(path)?;
-        self.not_an_input(path, &real, true)?;
         self.unowned(path, &real, None)?;
+        self.not_an_input(path, &real, true)?;
         if std::env::current_dir().and_then(|c| c.canonicalize()).is_ok_and(|cwd| cwd.starts_with(&real)) {
             return Err(OutputError::HoldsCurrentFolder { output: path.to_path_buf() });
         }
@@ -223,13 +223,14 @@ impl OutputCheck {
     /// and nothing else owns them or a folder above them.
     pub fn owned(&self, root: &Path) -> Result<(), OutputError> {
         let real = resolve(root)?;
+        self.unowned(root, &real, Some(&real))?;
         self.not_an_input(root, &real, true)?;
         for input in &self.inputs {
             if self.owners(&input.real).any(|o| o.root == real) {
                 return Err(OutputError::IsInput { output: root.to_path_buf(), input: input.given.clone() });
             }
         }
-        self.unowned(root, &real, Some(&real))
+        Ok(())
     }
 
     /// Refuses an output that is an input, lies inside an input folder, or (`whole`) holds an
@@ -450,7 +451,7 @@ mod tests {
         fs::write(t.path().join("pairs.txt"), b"1\n").unwrap();
         let check = OutputCheck::new(&[dataset_file]).input(&input).input(t.path().join("pairs.txt")).input(t.path().join("missing"));
         let reason = |r: Result<(), OutputError>| r.unwrap_err().to_string();
-        assert!(reason(check.file(&t.path().join("pairs.txt"))).contains("is the command's input"));
+        assert!(reason(check.file(&t.path().join("pairs.txt"))).contains("the command's input"));
         assert!(reason(check.file(&input.join("x.bin"))).contains("inside input folder"));
         assert!(reason(check.folder(t.path(), &[])).contains("holds the command's input"));
         assert!(reason(check.file(&t.path().join("celeb-00000.shard"))).contains("belongs to dataset of celeb-00000"));

@@ -117,6 +117,9 @@ impl Destination {
         let record = self.commit_record(&record_path)?;
         self.hide_old(&record)?;
         for i in (0..self.works.len()).rev().filter(|&i| record.made[i]) {
+            if i == 0 {
+                crate::run::crash_point("replacing");
+            }
             move_dataset(&self.works[i], &self.finals[i])?;
         }
         remove_dir(self.works[0].dir())

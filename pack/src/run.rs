@@ -28,10 +28,11 @@ pub const VALID_SUFFIX: &str = ".valid";
 /// Test-only: stops a pack after this many checkpoints, as a crash would (tests of `--resume`).
 const STOP_AFTER_ENV: &str = "FACEKIT_PACK_STOP_AFTER_SHARDS";
 /// Test-only: ends the process (exit 137, as `kill -9`) right after this step of a finishing pack:
-/// `checkpoint`, `manifests` or `rejects`.
+/// `checkpoint`, `manifests` or `rejects`; or, of a pack or import replacing a finished dataset,
+/// `replacing` (the old dataset hidden, the new one not all in place).
 const CRASH_IN_FINISH_ENV: &str = "FACEKIT_TEST_PACK_CRASH_AFTER";
 
-fn crash_point(step: &str) {
+pub(crate) fn crash_point(step: &str) {
     if std::env::var(CRASH_IN_FINISH_ENV).is_ok_and(|v| v == step) {
         std::process::exit(137);
     }

@@ -301,6 +301,7 @@ impl TrainArgs {
 /// error; 128 + N when signal N stopped it after saving `last` (130 Ctrl-C, 143 SIGTERM, 129
 /// SIGHUP): continue with `--resume`.
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    check_run_folder(&args)?;
     if let Some(n) = args.nproc_per_node {
         return super::train_dist::launch(n);
     }
@@ -312,6 +313,16 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     }
     let outcome = facekit_train::train(args.into_config(), command_line, stop.clone())?;
     Ok(report(outcome, &stop, true))
+}
+
+/// Refuses, before any work, a new run folder inside another run folder or among a dataset's
+/// files ([`super::output_check`]); a run given no name gets a fresh one, which any name stands for.
+fn check_run_folder(args: &TrainArgs) -> Result<()> {
+    if args.resume.is_some() {
+        return Ok(());
+    }
+    let name = args.run_name.as_deref().unwrap_or(".new-run");
+    Ok(super::output_check().owned(&args.model_dir.join(name))?)
 }
 
 /// Prints how the run ended (the summary, or what went wrong and where to continue from) and

@@ -384,7 +384,7 @@ impl Converter<'_> {
                     bail!("stopped by {}: the ONNX exporter (Python `{}`) was killed; {} was not written", self.stop.describe(), python.display(), target.display());
                 }
                 bail!(
-                    "the ONNX exporter (Python `{}`) did not finish {} within {} s and was killed; give it longer with --onnx-timeout",
+                    "the ONNX exporter (Python `{}`) did not finish writing {} within {} s and was killed; give it longer with --onnx-timeout",
                     python.display(),
                     target.display(),
                     self.timeout.as_secs()
