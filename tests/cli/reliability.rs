@@ -727,9 +727,10 @@ mod training {
         let o = facekit(&["train", "-h"]);
         ok(&o);
         let help = String::from_utf8_lossy(&o.stdout).into_owned();
-        let betas = help.split("--adam-betas").nth(1).and_then(|r| r.split("[default: ").nth(1)).and_then(|r| r.split(']').next()).unwrap();
+        let betas = help.split("--adam-betas <B1,B2>").nth(1).and_then(|r| r.split("[default: ").nth(1)).and_then(|r| r.split(']').next()).unwrap();
         assert_eq!(betas, "0.9,0.999", "{help}");
-        assert!(help.contains("r50 for iresnet50") && help.contains("case-insensitive"), "{help}");
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(flat.contains("r50 for iresnet50") && flat.contains("Network architecture, case-insensitive"), "{help}");
         // What -h shows is accepted, and so is an architecture in capitals: the run goes on to
         // look for its (missing) data.
         let t = tempfile::tempdir().unwrap();
