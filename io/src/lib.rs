@@ -3,6 +3,7 @@
 //! - [`bounded`]: reading files whose paths come from users or from other files: only regular
 //!   files, never beyond a stated budget, names confined to their folder;
 //! - [`durable`]: atomic, fsynced writes of files and folders;
+//! - [`errors`]: errors as the command line prints them (each cause once, no C++ backtrace);
 //! - [`lock`]: one writer per output, readers shared;
 //! - [`output`]: what a command writes, checked before any work (never over an input, never into
 //!   a dataset or run folder it did not create, never through a link or into a device) and held
@@ -13,6 +14,7 @@
 
 pub mod bounded;
 pub mod durable;
+pub mod errors;
 pub mod lock;
 pub mod output;
 pub mod progress;

@@ -88,30 +88,10 @@ pub(crate) fn output_check() -> facekit_io::OutputCheck {
     ])
 }
 
-/// An error as the binary prints it: every cause once, outermost first, each cut before the C++
-/// backtrace libtorch appends ("Exception raised from ... frame #N"). A cause whose text an
-/// outer one already holds (a context that quoted it) is not said again.
+/// An error as the binary prints it ([`facekit_io::errors::describe`]): every cause once,
+/// outermost first, without libtorch's C++ backtraces.
 pub(crate) fn error_text(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain() {
-        let full = cause.to_string();
-        let said = without_backtrace(&full);
-        if said.is_empty() || text.contains(said) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(said);
-    }
-    text
-}
-
-/// `message` without the backtrace libtorch appends to its exceptions' messages, which names
-/// C++ frames of facekit's build, never the user's problem.
-fn without_backtrace(message: &str) -> &str {
-    let cut = ["Exception raised from ", "frame #0:"].iter().filter_map(|m| message.find(m)).min().unwrap_or(message.len());
-    message[..cut].trim_end()
+    facekit_io::errors::describe(err.as_ref())
 }
 
 /// Rewrites the original tool's single-dash long options (`-train_sets`) into clap's `--train_sets`,
