@@ -10,7 +10,8 @@ cargo build --release --quiet
 FK=${CARGO_TARGET_DIR:-target}/release/facekit
 
 echo "== pack raw_images/ -> training/demo"
-$FK pack raw_images -o training/demo --valid-fraction 0.15
+# --overwrite: a second demo replaces the first one's dataset (only once the new one is complete).
+$FK pack raw_images -o training/demo --valid-fraction 0.15 --overwrite
 
 echo "== verify"
 $FK verify-shard --decode training/demo training/demo.valid
@@ -27,5 +28,5 @@ RUN=demo-$(date +%Y%m%d-%H%M%S)
 $FK train FR --train-sets demo --valid-sets demo.valid --run-name "$RUN" --log-every 25 "${TRAIN_ARGS[@]}"
 
 echo "== evaluate: all-pairs verification on the held-out faces"
-$FK eval verify --model "Model/$RUN" --dataset demo.valid --out "Model/$RUN/eval"
-echo "== results in Model/$RUN/: train_log.jsonl, curves.png, checkpoints/, eval/"
+$FK eval verify --model "Model/$RUN" --dataset demo.valid -o "eval/$RUN"
+echo "== results in Model/$RUN/ (train_log.jsonl, curves.png, checkpoints/) and eval/$RUN/"

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("facekit: error: {err:#}");
+            eprintln!("facekit: error: {}", cli::error_text(&err));
             ExitCode::from(2)
         }
     }

@@ -119,14 +119,9 @@ impl fmt::Display for FileError {
     }
 }
 
-impl std::error::Error for FileError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            FileError::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+/// The operating system's error of [`FileError::Io`] is part of the message, so it is not also
+/// the error's `source()`: a printer of the whole chain would say it twice.
+impl std::error::Error for FileError {}
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
     move |source| FileError::Io { path: path.to_path_buf(), source }

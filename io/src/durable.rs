@@ -9,17 +9,25 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// A write that failed, with the path and the step.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot {op} {}: {source}", path.display())]
+#[derive(Debug)]
 pub struct WriteError {
     /// What was being done (`create`, `write`, `fsync`, `rename ... to`).
     pub op: String,
     /// The file or folder.
     pub path: PathBuf,
     /// The operating system's error.
-    #[source]
     pub source: std::io::Error,
 }
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot {} {}: {}", self.op, self.path.display(), self.source)
+    }
+}
+
+/// The operating system's error is part of the message, so it is not also the error's
+/// `source()`: a printer of the whole chain would say it twice.
+impl std::error::Error for WriteError {}
 
 fn fail(op: impl Into<String>, path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
     let op = op.into();

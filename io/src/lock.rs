@@ -15,14 +15,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Why a lock could not be taken.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum LockError {
     /// Another process holds it.
-    #[error("{what} is {} by another facekit process{} (it holds {}); wait for it to finish{}",
-        if *.exclusive { "in use" } else { "being written" },
-        .holder.map(|pid| format!(" (PID {pid})")).unwrap_or_default(),
-        .path.display(),
-        if *.exclusive { " or choose another output" } else { "" })]
     Held {
         /// What the lock protects (`dataset training/celeb`).
         what: String,
@@ -34,15 +29,33 @@ pub enum LockError {
         exclusive: bool,
     },
     /// The lock file could not be created or locked.
-    #[error("cannot lock {}: {source}", .path.display())]
     Io {
         /// The lock file.
         path: PathBuf,
         /// The operating system's error.
-        #[source]
         source: std::io::Error,
     },
 }
+
+impl std::fmt::Display for LockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::Held { what, path, holder, exclusive } => write!(
+                f,
+                "{what} is {} by another facekit process{} (it holds {}); wait for it to finish{}",
+                if *exclusive { "in use" } else { "being written" },
+                holder.map(|pid| format!(" (PID {pid})")).unwrap_or_default(),
+                path.display(),
+                if *exclusive { " or choose another output" } else { "" }
+            ),
+            LockError::Io { path, source } => write!(f, "cannot lock {}: {source}", path.display()),
+        }
+    }
+}
+
+/// The operating system's error of [`LockError::Io`] is part of the message, so it is not also
+/// the error's `source()`: a printer of the whole chain would say it twice.
+impl std::error::Error for LockError {}
 
 /// A held lock; dropping it releases the lock.
 #[derive(Debug)]

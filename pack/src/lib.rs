@@ -11,7 +11,8 @@
 //! - [`run`] (the entry point, [`pack`]): chunks of the stream aligned in parallel on a rayon
 //!   pool, a writer thread putting results in input order into the training or validation dataset
 //!   ([`split`]), checkpointing after every training shard ([`checkpoint`]), listing rejects as they
-//!   happen ([`rejects`]) and counting ([`report`]).
+//!   happen ([`rejects`]) and counting ([`report`]); a finished dataset is replaced only by
+//!   `--overwrite` and only once its successor is complete ([`replace`]).
 //!
 //! [`rec`] imports MXNet RecordIO files (insightface's training sets) through the same stages
 //! minus detection, and exports datasets back to that format.
@@ -31,6 +32,7 @@ pub mod photo;
 mod reason;
 pub mod rec;
 mod rejects;
+mod replace;
 mod report;
 mod run;
 pub mod size;

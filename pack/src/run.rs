@@ -12,6 +12,7 @@ use crate::checkpoint::{self, Checkpoint, Settings, PROGRESS_FORMAT};
 use crate::inputs::{self, InputFile};
 use crate::layout::Plan;
 use crate::rejects::RejectsLog;
+use crate::replace::{base_name, remove_file, Destination};
 use crate::report::{Counters, PackReport, Reject};
 use crate::split::{path_hash, SplitRule};
 use crate::worker::{self, Detector, Outcome, WorkerConfig};
@@ -27,10 +28,11 @@ pub const VALID_SUFFIX: &str = ".valid";
 /// Test-only: stops a pack after this many checkpoints, as a crash would (tests of `--resume`).
 const STOP_AFTER_ENV: &str = "FACEKIT_PACK_STOP_AFTER_SHARDS";
 /// Test-only: ends the process (exit 137, as `kill -9`) right after this step of a finishing pack:
-/// `checkpoint`, `manifests` or `rejects`.
+/// `checkpoint`, `manifests` or `rejects`; or, of a pack or import replacing a finished dataset,
+/// `replacing` (the old dataset hidden, the new one not all in place).
 const CRASH_IN_FINISH_ENV: &str = "FACEKIT_TEST_PACK_CRASH_AFTER";
 
-fn crash_point(step: &str) {
+pub(crate) fn crash_point(step: &str) {
     if std::env::var(CRASH_IN_FINISH_ENV).is_ok_and(|v| v == step) {
         std::process::exit(137);
     }
@@ -71,6 +73,8 @@ pub struct PackOptions {
     pub valid_per_class: usize,
     /// Continue an interrupted pack.
     pub resume: bool,
+    /// Replace a finished dataset of the same name, once the new one is complete.
+    pub overwrite: bool,
     /// Show a progress bar.
     pub progress: bool,
     /// Set (by Ctrl-C or SIGTERM) to stop at the next chunk; the last checkpoint stays resumable.
@@ -89,18 +93,25 @@ pub enum PackEnd {
     },
 }
 
-/// Packs the roots into the output dataset(s).
+/// Packs the roots into the output dataset(s). A finished dataset of the same name is replaced
+/// only with `overwrite`, and only once the new one is complete (see [`crate::replace`]).
 pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
     let started = Instant::now();
     validate(opts)?;
-    let paths = DatasetPaths::new(&opts.output);
-    let vpaths = paths.with_suffix(VALID_SUFFIX);
+    let main = DatasetPaths::new(&opts.output);
+    let valid = main.with_suffix(VALID_SUFFIX);
     // Before anything is read or removed: one writer per dataset name (the validation dataset's
     // too, which a pack of this name rewrites).
     let _locks = [
-        facekit_io::lock::exclusive(&paths.lock(), &format!("dataset {}", base_name(&paths)))?,
-        facekit_io::lock::exclusive(&vpaths.lock(), &format!("dataset {}", base_name(&vpaths)))?,
+        facekit_io::lock::exclusive(&main.lock(), &format!("dataset {}", base_name(&main)))?,
+        facekit_io::lock::exclusive(&valid.lock(), &format!("dataset {}", base_name(&valid)))?,
     ];
+    let dest = Destination::choose(&main, &[VALID_SUFFIX], opts.resume, opts.overwrite, "pack")?;
+    if dest.committing() {
+        dest.finish()?;
+        return Ok(PackEnd::Done(Box::new(read_report(&main.report())?)));
+    }
+    let (paths, vpaths) = (dest.work(0).clone(), dest.work(1).clone());
     let plan = Plan::scan(&opts.roots)?;
     // Before anything is written or removed: a missing model must not cost the old dataset.
     let detectors = DetectorPool::new(opts)?;
@@ -136,7 +147,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
     if let Some(cp) = resume.as_ref().filter(|cp| cp.report.is_some()) {
         // The earlier run had written every shard and stopped in its bookkeeping: complete that,
         // and leave the finished dataset as it is.
-        return complete(opts, &plan, &paths, want_valid.then_some(&vpaths), cp).map(|r| PackEnd::Done(Box::new(r)));
+        return complete(opts, &plan, &dest, want_valid, cp).map(|r| PackEnd::Done(Box::new(r)));
     }
     let mut sink = match resume {
         Some(cp) => Sink {
@@ -236,8 +247,14 @@ pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
         return Ok(PackEnd::Interrupted { shards });
     };
     let ctx = WriterCtx { rule: &rule, settings: &settings, progress: paths.progress(), stop_after: None };
-    let report = sink.finish(&ctx, opts, &plan, &paths, want_valid.then_some(&vpaths), started, files - resumed_at)?;
+    let report = sink.finish(&ctx, opts, &plan, &dest, want_valid, started, files - resumed_at)?;
     Ok(PackEnd::Done(Box::new(report)))
+}
+
+/// The report a finished pack wrote.
+fn read_report(path: &Path) -> Result<PackReport> {
+    let text = facekit_io::bounded::read(path, facekit_io::bounded::STATE)?;
+    serde_json::from_slice(&text).with_context(|| format!("pack report {} is damaged", path.display()))
 }
 
 fn validate(opts: &PackOptions) -> Result<()> {
@@ -268,38 +285,7 @@ fn validate(opts: &PackOptions) -> Result<()> {
     if opts.output.file_name().is_none() {
         bail!("output {} has no dataset name", opts.output.display());
     }
-    let out_dir = existing_ancestor(opts.output.parent().unwrap_or(Path::new("")))?;
-    for r in &opts.roots {
-        let root = r.canonicalize().with_context(|| format!("cannot resolve input folder {}", r.display()))?;
-        if out_dir.starts_with(&root) {
-            bail!(
-                "output {} is inside input folder {}: the pack would read its own shards as photos; choose an output outside it",
-                opts.output.display(),
-                r.display()
-            );
-        }
-    }
     Ok(())
-}
-
-/// The canonical form of `dir`, or of its nearest ancestor that exists (the output folder is
-/// created later).
-fn existing_ancestor(dir: &Path) -> Result<PathBuf> {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    let mut tail = Vec::new();
-    let mut at = dir.to_path_buf();
-    loop {
-        if let Ok(real) = at.canonicalize() {
-            return Ok(tail.iter().rev().fold(real, |p: PathBuf, c: &std::ffi::OsString| p.join(c)));
-        }
-        match (at.file_name().map(|n| n.to_os_string()), at.parent()) {
-            (Some(name), Some(parent)) => {
-                tail.push(name);
-                at = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() };
-            }
-            _ => bail!("cannot resolve output folder {}", dir.display()),
-        }
-    }
 }
 
 fn settings(opts: &PackOptions, plan: &Plan, files: u64, input_sha256: String) -> Result<Settings> {
@@ -392,15 +378,6 @@ fn resume_point(opts: &PackOptions, paths: &DatasetPaths, vpaths: &DatasetPaths,
     Ok(Some(cp))
 }
 
-/// Removes a file; one that is not there is no error.
-pub(crate) fn remove_file(p: &std::path::Path) -> Result<()> {
-    match std::fs::remove_file(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot remove {}", p.display())),
-    }
-}
-
 /// Read-only context of the writer thread.
 struct WriterCtx<'a> {
     rule: &'a SplitRule,
@@ -485,8 +462,8 @@ impl Sink {
         ctx: &WriterCtx,
         opts: &PackOptions,
         plan: &Plan,
-        paths: &DatasetPaths,
-        vpaths: Option<&DatasetPaths>,
+        dest: &Destination,
+        want_valid: bool,
         started: Instant,
         processed: u64,
     ) -> Result<PackReport> {
@@ -495,9 +472,10 @@ impl Sink {
             v.flush_shard()?;
         }
         let elapsed_s = started.elapsed().as_secs_f64();
+        let made = self.counters.packed > 0;
         let report = PackReport {
-            dataset: base_name(paths),
-            valid_dataset: vpaths.map(base_name),
+            dataset: dest.shown_name(made),
+            valid_dataset: want_valid.then(|| base_name(if made { dest.final_paths(1) } else { dest.work(1) })),
             counters: self.counters.clone(),
             processed_this_run: processed,
             elapsed_s,
@@ -519,14 +497,16 @@ impl Sink {
         cp.write(&ctx.progress)?;
         crash_point("checkpoint");
         drop(self.rejects);
-        complete(opts, plan, paths, vpaths, &cp)
+        complete(opts, plan, dest, want_valid, &cp)
     }
 }
 
 /// The steps after the final checkpoint, each one safe to redo after a crash: the manifests
 /// (validation first, training last; one already in place and listing these shards is kept), the
-/// rejects list under its final name, the report, and last the progress file's removal.
-fn complete(opts: &PackOptions, plan: &Plan, paths: &DatasetPaths, vpaths: Option<&DatasetPaths>, cp: &Checkpoint) -> Result<PackReport> {
+/// rejects list under its final name, the report, and last [`Destination::finish`] (the progress
+/// file's removal, or the replacement of a finished dataset).
+fn complete(opts: &PackOptions, plan: &Plan, dest: &Destination, want_valid: bool, cp: &Checkpoint) -> Result<PackReport> {
+    let (paths, vpaths) = (dest.work(0), want_valid.then(|| dest.work(1)));
     let report = cp.report.clone().context("the progress file records no finished pack")?;
     let c = &report.counters;
     if c.packed > 0 {
@@ -552,7 +532,7 @@ fn complete(opts: &PackOptions, plan: &Plan, paths: &DatasetPaths, vpaths: Optio
     RejectsLog::complete(&paths.rejects(), cp.rejects_bytes)?;
     crash_point("rejects");
     report.write(&paths.report())?;
-    remove_file(&paths.progress())?;
+    dest.finish()?;
     Ok(report)
 }
 
@@ -562,10 +542,6 @@ fn write_manifest_unless_done(p: &DatasetPaths, shards: &[ShardInfo], m: Manifes
     }
     DatasetWriter::completed(p.clone(), shard_size, shards.to_vec()).finish(m, labels)?;
     Ok(())
-}
-
-fn base_name(p: &DatasetPaths) -> String {
-    p.dir().join(p.name()).display().to_string()
 }
 
 /// The manifest's description of how faces were aligned.

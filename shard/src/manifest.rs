@@ -95,6 +95,27 @@ impl DatasetPaths {
         self.file(&format!("-{n:05}.shard"))
     }
 
+    /// Where a dataset that will replace this one is written until it is complete:
+    /// `.NAME.staging/NAME*` beside it (same file names, so its manifest holds once moved).
+    pub fn staging(&self) -> Self {
+        DatasetPaths { dir: self.dir.join(format!(".{}.staging", self.name)), name: self.name.clone() }
+    }
+
+    /// The dataset `path` is a file of (manifest, label map, shard, rejects list, report,
+    /// progress file or lock of a dataset whose manifest or progress file is beside it), if any:
+    /// the [`facekit_io::output::Recogniser`] of datasets, so that no command writes over one
+    /// it did not create.
+    pub fn owner_of(path: &Path) -> Option<facekit_io::output::Owner> {
+        let file = path.file_name()?.to_str()?;
+        let dir = path.parent()?;
+        let shard_stem = file.strip_suffix(".shard").and_then(|s| s.rsplit_once('-')).filter(|(_, n)| is_shard_number(n)).map(|(name, _)| name);
+        let stems = FILE_SUFFIXES.iter().chain([".lock"].iter()).filter_map(|suffix| file.strip_suffix(suffix)).chain(shard_stem);
+        stems.map(|name| DatasetPaths { dir: dir.to_path_buf(), name: name.to_string() }).find(|d| d.manifest().is_file() || d.progress().is_file()).map(|d| {
+            let root = d.dir.join(&d.name);
+            facekit_io::output::Owner { what: format!("dataset {}", root.display()), root }
+        })
+    }
+
     /// A sibling dataset whose name has `suffix` appended (`celeb` -> `celeb.valid`).
     pub fn with_suffix(&self, suffix: &str) -> Self {
         DatasetPaths { dir: self.dir.clone(), name: format!("{}{suffix}", self.name) }
@@ -140,8 +161,7 @@ impl DatasetPaths {
         };
         let ours = |target: &str| {
             let Some(rest) = target.strip_prefix(self.name.as_str()) else { return false };
-            [".manifest.json", ".labels.tsv", ".report.json", ".rejects.tsv", ".progress.json", ".rejects.tsv.partial"].contains(&rest)
-                || rest.strip_prefix('-').and_then(|r| r.strip_suffix(".shard")).is_some_and(|n| n.len() >= 5 && n.bytes().all(|c| c.is_ascii_digit()))
+            FILE_SUFFIXES.contains(&rest) || rest.strip_prefix('-').and_then(|r| r.strip_suffix(".shard")).is_some_and(is_shard_number)
         };
         let mut removed = 0;
         for entry in entries {
@@ -180,6 +200,14 @@ impl DatasetPaths {
     fn file(&self, suffix: &str) -> PathBuf {
         self.dir.join(format!("{}{suffix}", self.name))
     }
+}
+
+/// The endings of a dataset's files after its name, shards (`-00000.shard`) and lock aside.
+const FILE_SUFFIXES: [&str; 6] = [".manifest.json", ".labels.tsv", ".report.json", ".rejects.tsv", ".progress.json", ".rejects.tsv.partial"];
+
+/// True for the number part of a shard's file name (five digits or more).
+fn is_shard_number(n: &str) -> bool {
+    n.len() >= 5 && n.bytes().all(|c| c.is_ascii_digit())
 }
 
 fn remove_if_exists(p: &Path) -> Result<()> {

@@ -89,13 +89,22 @@ pub struct EmbedArgs {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub prep: PrepArgs,
-    /// Output folder: `embeddings.npy` and `labels.tsv` are written there.
-    #[arg(short, long)]
-    pub out: PathBuf,
+    /// Output folder for `embeddings.npy` and `labels.tsv`, replaced whole (it may hold only an earlier embedding's files).
+    #[arg(short, long, alias = "out")]
+    pub output: PathBuf,
 }
+
+/// The files `facekit embed` writes into its output folder.
+const FILES: [&str; 2] = ["embeddings.npy", "labels.tsv"];
 
 /// Embeds the dataset or folder and writes the output files.
 pub fn run(args: EmbedArgs) -> Result<ExitCode> {
+    let mut check = super::output_check().inputs(&args.model.model).inputs(&args.images);
+    if let Some(d) = args.dataset.as_deref().and_then(|name| facekit_shard::DatasetPaths::resolve(name, Some(&args.data_dir)).ok()) {
+        check = check.input(d.manifest());
+    }
+    check.folder(&args.output, &FILES)?;
+    let held = facekit_io::output::hold(&args.output, &format!("embedding folder {}", args.output.display()), &[])?;
     let model = args.model.load()?;
     let (emb, rows) = match (&args.dataset, &args.images) {
         (Some(name), None) => {
@@ -144,7 +153,8 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
         }
         _ => bail!("give exactly one of --dataset or --images"),
     };
-    embeddings::write(&args.out, &emb, model.dim(), &rows)?;
-    println!("Embedded {} face(s) of {} dimensions{} into {}", rows.len(), model.dim(), if args.model.flip { " (flip test)" } else { "" }, args.out.display());
+    // The embeddings and their labels are committed together, never one beside the other's predecessor.
+    held.replace_dir(|dir| embeddings::write(dir, &emb, model.dim(), &rows))?;
+    println!("Embedded {} face(s) of {} dimensions{} into {}", rows.len(), model.dim(), if args.model.flip { " (flip test)" } else { "" }, args.output.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -67,9 +67,9 @@ pub struct VerifyArgs {
     /// All-pairs: seed of that sample.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Folder for report.json, and for all-pairs roc.csv and roc.png.
-    #[arg(long, default_value = "eval_out")]
-    pub out: PathBuf,
+    /// Folder for report.json, and for all-pairs roc.csv and roc.png; replaced whole (it may hold only an earlier evaluation's files).
+    #[arg(short, long, alias = "out", default_value = "eval_out")]
+    pub output: PathBuf,
     /// Print every figure as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -143,8 +143,50 @@ struct BinContent {
     rejects_file: Option<PathBuf>,
 }
 
+/// The files `eval verify` writes into its output folder.
+const VERIFY_FILES: [&str; 3] = ["report.json", "roc.csv", "roc.png"];
+/// What `eval make-bin` writes beside its `.bin`: the photos that gave no chip.
+const REJECTS_SUFFIX: &str = ".rejects.tsv";
+
+/// `make-bin`'s outputs, checked against its inputs, then held (which clears what an interrupted
+/// make-bin left beside them).
+fn hold_make_bin_outputs(a: &MakeBinArgs) -> Result<facekit_io::output::Held> {
+    let mut check = super::output_check().inputs(&a.pairs);
+    #[cfg(feature = "dlib")]
+    {
+        check = check.inputs(&a.photos.images);
+    }
+    for name in a.dataset.iter().chain(like_name(a)) {
+        if let Ok(d) = facekit_shard::DatasetPaths::resolve(name, Some(&a.data_dir)) {
+            check = check.input(d.manifest());
+        }
+    }
+    check.file(&a.output)?;
+    check.file(&rejects_path(&a.output))?;
+    Ok(facekit_io::output::hold(&a.output, &format!("verification file {}", a.output.display()), &[REJECTS_SUFFIX])?)
+}
+
+/// The `--like` dataset's name, in a build that has the flag.
+fn like_name(a: &MakeBinArgs) -> Option<&String> {
+    #[cfg(feature = "dlib")]
+    return a.photos.like.as_ref();
+    #[cfg(not(feature = "dlib"))]
+    {
+        let _ = a;
+        None
+    }
+}
+
+/// `OUTPUT.rejects.tsv`.
+fn rejects_path(output: &std::path::Path) -> PathBuf {
+    let mut p = output.as_os_str().to_owned();
+    p.push(REJECTS_SUFFIX);
+    PathBuf::from(p)
+}
+
 /// Writes the `.bin` and prints what went in and what was left out.
 fn run_make_bin(a: MakeBinArgs) -> Result<ExitCode> {
+    let _held = hold_make_bin_outputs(&a)?;
     if let (Some(n), Some(name)) = (a.draw_pairs, &a.dataset) {
         let content = bin_from_drawn_pairs(&a, name, n)?;
         facekit_eval::bin_write::write_verification_bin(&a.output, &content.images, &content.issame)?;
@@ -220,9 +262,7 @@ fn bin_from_photos(a: &MakeBinArgs, list: &PairList, root: &std::path::Path, lik
     if rejected_photos > 20 {
         eprintln!("facekit eval make-bin: ... and {} more photos without a chip", rejected_photos - 20);
     }
-    let mut rejects_file = a.output.clone().into_os_string();
-    rejects_file.push(".rejects.tsv");
-    let rejects_file = PathBuf::from(rejects_file);
+    let rejects_file = rejects_path(&a.output);
     facekit_io::durable::write(&rejects_file, tsv.as_bytes())?;
 
     let rejected_pairs = index.iter().filter(|&&(l, r, _)| made[l].is_err() || made[r].is_err()).count();
@@ -320,11 +360,17 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
 }
 
 fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
+    let mut check = super::output_check().inputs(&a.model.model).inputs(&a.pairs).inputs(&a.images).inputs(&a.bin).inputs(&a.embeddings);
+    if let Some(d) = a.dataset.as_deref().and_then(|name| facekit_shard::DatasetPaths::resolve(name, Some(&a.data_dir)).ok()) {
+        check = check.input(d.manifest());
+    }
+    check.folder(&a.output, &VERIFY_FILES)?;
+    let held = facekit_io::output::hold(&a.output, &format!("evaluation folder {}", a.output.display()), &[])?;
     let opts = PairsOptions { folds: a.folds, flip: a.model.flip, batch_size: a.model.batch_size, missing: a.missing };
     if let Some(dir) = &a.embeddings {
         let m = npy::read_f32(&dir.join("embeddings.npy"))?;
         let labels = read_labels(&dir.join("labels.tsv"))?;
-        return all_pairs(&a, &m, &labels, &dir.display().to_string());
+        return all_pairs(&a, &held, &m, &labels, &dir.display().to_string());
     }
     let model = a.model.load()?;
     let report = match (&a.pairs, &a.images, &a.dataset, &a.bin) {
@@ -341,28 +387,30 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
             let ds = facekit_shard::Dataset::open_name(name, Some(&a.data_dir))?;
             let emb = facekit_train::infer::embed::embed_dataset(&model, &ds, a.model.batch_size, a.model.flip)?;
             let m = Matrix { rows: ds.len(), cols: model.dim(), data: emb };
-            return all_pairs(&a, &m, &ds.class_ids(), name);
+            return all_pairs(&a, &held, &m, &ds.class_ids(), name);
         }
         (Some(_), None, None, None) => bail!("--pairs needs --images ROOT or --dataset NAME"),
         _ => bail!("give --pairs with --images or --dataset, or --bin, or --dataset alone, or --embeddings"),
     };
     let json = serde_json::to_string_pretty(&report)?;
-    facekit_io::durable::write(a.out.join("report.json"), json.as_bytes())?;
+    held.replace_dir(|dir| facekit_io::durable::write(dir.join("report.json"), json.as_bytes()))?;
     if a.json {
         println!("{json}");
     } else {
         print_pairs(&report);
-        println!("  report:            {}", a.out.join("report.json").display());
+        println!("  report:            {}", a.output.join("report.json").display());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn all_pairs(a: &VerifyArgs, m: &Matrix, labels: &[Option<u32>], name: &str) -> Result<ExitCode> {
+fn all_pairs(a: &VerifyArgs, held: &facekit_io::output::Held, m: &Matrix, labels: &[Option<u32>], name: &str) -> Result<ExitCode> {
     let report = allpairs::all_pairs(m, labels, AllPairsOptions { max_pairs: a.max_pairs, seed: a.seed })?;
-    let (csv, png) = (a.out.join("roc.csv"), a.out.join("roc.png"));
-    allpairs::write_roc(&report, &csv, &png, &format!("ROC, all pairs of {name}"))?;
     let json = serde_json::to_string_pretty(&report)?;
-    facekit_io::durable::write(a.out.join("report.json"), json.as_bytes())?;
+    held.replace_dir(|dir| -> Result<()> {
+        allpairs::write_roc(&report, &dir.join("roc.csv"), &dir.join("roc.png"), &format!("ROC, all pairs of {name}"))?;
+        Ok(facekit_io::durable::write(dir.join("report.json"), json.as_bytes())?)
+    })?;
+    let (csv, png) = (a.output.join("roc.csv"), a.output.join("roc.png"));
     if a.json {
         println!("{json}");
     } else {

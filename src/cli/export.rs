@@ -31,9 +31,9 @@ pub enum ExportWhat {
 pub struct RecExportArgs {
     /// The dataset: a name in --data-dir, a base path (`training/celeb`) or a manifest.
     pub dataset: String,
-    /// Output folder for train.rec, train.idx and property.
-    #[arg(short, long)]
-    pub out: PathBuf,
+    /// Output folder for train.rec, train.idx and property, replaced whole (it may hold only an earlier export's files).
+    #[arg(short, long, alias = "out")]
+    pub output: PathBuf,
     /// Folder where bare dataset names are looked up.
     #[arg(long, default_value = "training")]
     pub data_dir: PathBuf,
@@ -58,15 +58,18 @@ pub struct ModelExportArgs {
     /// Which checkpoint of a run folder [default: best, or last for a run without validation].
     #[arg(long, value_parser = ["best", "last"])]
     pub checkpoint: Option<String>,
-    /// Output folder: the requested formats' files (model.safetensors, model.torchscript.pt, model.onnx) and net.json.
-    #[arg(short, long, required = true)]
-    pub out: Option<PathBuf>,
+    /// Output folder: the requested formats' files (model.safetensors, model.torchscript.pt, model.onnx) and net.json, replaced whole (it may hold only an earlier export's files).
+    #[arg(short, long, alias = "out", required = true)]
+    pub output: Option<PathBuf>,
     /// Formats to write, repeatable or comma-separated [default: safetensors,torchscript].
     #[arg(long = "format", value_enum, value_delimiter = ',')]
     pub formats: Vec<facekit_train::infer::export::Format>,
     /// Python with torch and onnx that runs PyTorch's ONNX exporter [default: $FACEKIT_PYTHON, else python3].
     #[arg(long)]
     pub python: Option<PathBuf>,
+    /// Seconds the ONNX exporter's Python may run before it is killed and the export fails.
+    #[arg(long, value_name = "SECONDS", default_value_t = facekit_train::infer::export::DEFAULT_PYTHON_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub onnx_timeout: u64,
     /// Print what was written as JSON.
     #[arg(long)]
     pub json: bool,
@@ -84,10 +87,12 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
 }
 
 fn run_rec(a: RecExportArgs) -> Result<ExitCode> {
+    let dataset = facekit_shard::DatasetPaths::resolve(&a.dataset, Some(&a.data_dir))?;
+    super::output_check().input(dataset.manifest()).folder(&a.output, &facekit_pack::rec::export::FILES)?;
     let opts = ExportOptions {
         dataset: a.dataset,
         data_dir: a.data_dir,
-        out: a.out,
+        out: a.output,
         threads: a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         progress: !a.quiet,
     };
@@ -120,10 +125,20 @@ fn run_rec(a: RecExportArgs) -> Result<ExitCode> {
 fn run_model(args: ModelExportArgs) -> Result<ExitCode> {
     use facekit_train::infer::embed::EmbedModel;
     use facekit_train::infer::export::{self, ExportOptions};
-    let (Some(model_path), Some(out)) = (args.model, args.out) else { anyhow::bail!("give --model and --out") };
+    let (Some(model_path), Some(out)) = (args.model, args.output) else { anyhow::bail!("give --model and --output") };
+    super::output_check().input(&model_path).folder(&out, &export::FILES)?;
     let model = EmbedModel::load(&model_path, args.checkpoint.as_deref(), facekit_train::trainer::parse_device("cpu")?)?;
     let formats = if args.formats.is_empty() { export::DEFAULT_FORMATS.to_vec() } else { args.formats };
-    let r = export::export_with(&model, &out, &ExportOptions { formats, python: args.python })?;
+    // A stop request kills the ONNX exporter's Python and leaves the output as it was.
+    let stop = facekit_io::StopFlag::from_signals()?;
+    let opts = ExportOptions { formats, python: args.python, python_timeout: std::time::Duration::from_secs(args.onnx_timeout), stop: stop.clone() };
+    let r = match export::export_with(&model, &out, &opts) {
+        Err(e) if stop.is_set() => {
+            eprintln!("facekit export: {}", super::error_text(&e));
+            return Ok(ExitCode::from(stop.exit_code()));
+        }
+        r => r?,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

@@ -36,9 +36,12 @@ pub struct RecArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Continue an interrupted import from its last complete shard.
+    /// Continue an interrupted import from its last complete shard; never replaces a finished dataset.
     #[arg(long)]
     pub resume: bool,
+    /// Replace a finished dataset of the same name; the old one stays until the new one is complete.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -48,6 +51,9 @@ pub struct RecArgs {
 /// usage or I/O error, 128 + N when signal N stopped it (resumable with `--resume`).
 pub fn run(args: ImportArgs) -> Result<ExitCode> {
     let ImportFormat::Rec(args) = args.format;
+    // The files read, not their folder: a dataset may well be written beside insightface's files.
+    let read = facekit_pack::rec::input::RecFiles::locate(&args.input).map(|f| [Some(f.rec), f.idx, f.property]).unwrap_or_default();
+    super::output_check().inputs(read.iter().flatten()).owned(&args.output)?;
     let stop = StopFlag::from_signals()?;
     let opts = ImportOptions {
         input: args.input,
@@ -55,6 +61,7 @@ pub fn run(args: ImportArgs) -> Result<ExitCode> {
         shard_size: args.shard_size.0,
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         resume: args.resume,
+        overwrite: args.overwrite,
         progress: !args.quiet,
         stop: stop.clone(),
     };

@@ -77,6 +77,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The check every command runs on its outputs before any work ([`facekit_io::output`]): it knows
+/// the files of datasets and, in a build with torch, run folders, so that no command writes into
+/// one it did not create. Each command adds its inputs.
+pub(crate) fn output_check() -> facekit_io::OutputCheck {
+    facekit_io::OutputCheck::new(&[
+        facekit_shard::DatasetPaths::owner_of,
+        #[cfg(feature = "torch")]
+        facekit_train::trainer::RunPaths::owner_of,
+    ])
+}
+
+/// An error as the binary prints it ([`facekit_io::errors::describe`]): every cause once,
+/// outermost first, without libtorch's C++ backtraces.
+pub(crate) fn error_text(err: &anyhow::Error) -> String {
+    facekit_io::errors::describe(err.as_ref())
+}
+
 /// Rewrites the original tool's single-dash long options (`-train_sets`) into clap's `--train_sets`,
 /// so that users' existing scripts keep working.
 pub fn normalize_legacy_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {

@@ -85,9 +85,12 @@ pub struct PackArgs {
     /// Files per identity held out into `<output>.valid` (identities with more than N files only).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub valid_per_class: usize,
-    /// Continue an interrupted pack from its last complete shard (same settings required).
+    /// Continue an interrupted pack from its last complete shard (same settings required); never replaces a finished dataset.
     #[arg(long)]
     pub resume: bool,
+    /// Replace a finished dataset of the same name; the old one stays until the new one is complete.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -96,9 +99,14 @@ pub struct PackArgs {
 /// Runs the pack: exit 0 when done (even with rejects), 1 when nothing was packed, 2 on a usage or
 /// I/O error, 128 + N when signal N stopped it (130 Ctrl-C, 143 SIGTERM; resumable with `--resume`).
 pub fn run(args: PackArgs) -> Result<ExitCode> {
+    let (detector, models) = args.detect.into_parts();
+    let valid = facekit_shard::DatasetPaths::new(&args.output).with_suffix(facekit_pack::VALID_SUFFIX);
+    let check = super::output_check().inputs(&args.roots).inputs(&args.landmarks).inputs(&args.attributes);
+    check.owned(&args.output)?;
+    check.owned(&valid.dir().join(valid.name()))?;
     // Finish the chunk in hand and keep the last checkpoint, instead of dying mid-write.
     let stop = StopFlag::from_signals()?;
-    let (detector, models) = args.detect.into_parts();
+    let opts_output = args.output.clone();
     let opts = PackOptions {
         roots: args.roots,
         output: args.output,
@@ -116,6 +124,7 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
         valid_fraction: args.valid_fraction,
         valid_per_class: args.valid_per_class,
         resume: args.resume,
+        overwrite: args.overwrite,
         progress: !args.quiet,
         stop: stop.clone(),
     };
@@ -123,7 +132,8 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
         PackEnd::Done(report) => {
             println!("{}", report.summary());
             if report.counters.packed == 0 {
-                eprintln!("facekit pack: nothing was packed; see {}.rejects.tsv", report.dataset);
+                let kept = if report.dataset != opts_output.display().to_string() { "; the existing dataset was left as it was" } else { "" };
+                eprintln!("facekit pack: nothing was packed; see {}.rejects.tsv{kept}", report.dataset);
                 return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)

@@ -26,8 +26,7 @@ pub struct TrainArgs {
     /// Folder where bare dataset names are looked up.
     #[arg(long, default_value_os_t = d().data_dir)]
     pub data_dir: PathBuf,
-    /// Network architecture.
-    #[arg(long, value_enum, default_value_t = d().arch)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = d().arch, help = arch_help())]
     pub arch: Arch,
     /// Input image side in pixels (records of another size are resized).
     #[arg(long, default_value_t = d().image_size)]
@@ -108,7 +107,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = d().optimizer)]
     pub optimizer: OptimizerKind,
     /// AdamW's β1,β2.
-    #[arg(long, value_name = "B1,B2", value_delimiter = ',', default_values_t = d().adam_betas)]
+    #[arg(long, value_name = "B1,B2", value_delimiter = ',', default_value = ADAM_BETAS.as_str())]
     pub adam_betas: Vec<f64>,
     /// AdamW's ε.
     #[arg(long, value_name = "EPS", default_value_t = d().adam_eps)]
@@ -212,6 +211,26 @@ fn d() -> TrainConfig {
     TrainConfig::default()
 }
 
+/// `--adam-betas`'s default as the flag takes it (`0.9,0.999`): clap would show a list default
+/// space-separated, which the comma-separated flag does not parse.
+static ADAM_BETAS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| d().adam_betas.iter().map(f64::to_string).collect::<Vec<_>>().join(","));
+
+/// `--arch`'s help, with the IR-ResNets' short names (insightface's `r50`, ...), which clap
+/// accepts as aliases but would not show.
+fn arch_help() -> String {
+    use clap::ValueEnum;
+    let aliases: Vec<String> = Arch::value_variants()
+        .iter()
+        .filter_map(|a| a.to_possible_value())
+        .filter_map(|v| {
+            let names: Vec<&str> = v.get_name_and_aliases().collect();
+            (names.len() > 1).then(|| format!("{} for {}", names[1..].join(", "), names[0]))
+        })
+        .collect();
+    format!("Network architecture, case-insensitive (also {})", aliases.join("; "))
+}
+
 impl TrainArgs {
     /// The library configuration these flags describe.
     pub fn into_config(self) -> TrainConfig {
@@ -282,6 +301,7 @@ impl TrainArgs {
 /// error; 128 + N when signal N stopped it after saving `last` (130 Ctrl-C, 143 SIGTERM, 129
 /// SIGHUP): continue with `--resume`.
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    check_run_folder(&args)?;
     if let Some(n) = args.nproc_per_node {
         return super::train_dist::launch(n);
     }
@@ -293,6 +313,16 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     }
     let outcome = facekit_train::train(args.into_config(), command_line, stop.clone())?;
     Ok(report(outcome, &stop, true))
+}
+
+/// Refuses, before any work, a new run folder inside another run folder or among a dataset's
+/// files ([`super::output_check`]); a run given no name gets a fresh one, which any name stands for.
+fn check_run_folder(args: &TrainArgs) -> Result<()> {
+    if args.resume.is_some() {
+        return Ok(());
+    }
+    let name = args.run_name.as_deref().unwrap_or(".new-run");
+    Ok(super::output_check().owned(&args.model_dir.join(name))?)
 }
 
 /// Prints how the run ended (the summary, or what went wrong and where to continue from) and

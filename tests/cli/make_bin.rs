@@ -345,3 +345,57 @@ fn pairs_drawn_from_a_datasets_identities_make_a_bin_of_its_records() {
     let err = fails(&too_many, t.path());
     assert!(err.contains("distinct same-identity"), "{err}");
 }
+
+#[test]
+fn make_bin_refuses_an_output_that_is_part_of_a_dataset_a_device_a_fifo_or_a_link() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("training/raw");
+    super::raw_dataset(&base, 3);
+    let dataset_files = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect();
+        v.sort();
+        v
+    };
+    let before = dataset_files(&t.path().join("training"));
+    let fifo = t.path().join("fifo.bin");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let link = t.path().join("link.bin");
+    std::os::unix::fs::symlink(base.with_file_name("raw-00000.shard"), &link).unwrap();
+    let cases = [
+        (base.with_file_name("raw-00000.shard"), "belongs to dataset"),
+        (base.with_file_name("raw.labels.tsv"), "belongs to dataset"),
+        (base.with_file_name("raw.manifest.json"), "belongs to dataset"),
+        (PathBuf::from("/dev/null"), "a character device"),
+        (fifo, "a FIFO"),
+        (link, "a symbolic link"),
+    ];
+    for (output, says) in &cases {
+        let args = ["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", "2", "-o", output.to_str().unwrap()];
+        let out = run(&args, t.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{output:?}: {err}");
+        assert!(err.contains(says) && err.contains(output.to_str().unwrap()), "{output:?}: {err}");
+    }
+    assert!(before == dataset_files(&t.path().join("training")), "a refused make-bin changed the dataset");
+}
+
+#[test]
+fn make_bin_removes_the_temporaries_an_interrupted_run_left() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("training/raw");
+    super::raw_dataset(&base, 3);
+    let bin = t.path().join("out/lfw.bin");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    let leftovers = [t.path().join("out/.tmp-4242-lfw.bin"), t.path().join("out/.tmp-4242-lfw.bin.rejects.tsv")];
+    for l in &leftovers {
+        std::fs::write(l, vec![0u8; 1000]).unwrap();
+    }
+    let mine = t.path().join("out/.tmp-4242-other.bin");
+    std::fs::write(&mine, b"another output's").unwrap();
+    ok(&["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", "2", "-o", bin.to_str().unwrap()], t.path());
+    assert!(leftovers.iter().all(|l| !l.exists()), "an interrupted make-bin's temporaries were left");
+    assert!(mine.exists(), "another output's temporary was removed");
+    assert_eq!(VerificationBin::read(&bin).unwrap().issame.len(), 4);
+}

@@ -1,7 +1,8 @@
 //! `facekit export --format onnx` end to end: a network trained on real faces, exported, run by
 //! onnxruntime in its own venv (no torch), gives the embeddings `facekit embed` gives on real face
 //! chips; a Python without torch and onnx is named in a clear error and changes nothing; a later
-//! export of other formats leaves no file of the earlier one.
+//! export of other formats leaves no file of the earlier one; the exporter's Python is killed at
+//! its time limit, on a stop request and with facekit.
 
 use crate::train_loop::{ok, train};
 use std::path::{Path, PathBuf};
@@ -141,7 +142,7 @@ fn onnx_export_runs_in_onnxruntime_and_matches_facekit_embed() {
         assert!(!dir.join("model.onnx").exists() || dir == &exp);
     }
     assert!(before == listing(&exp), "a failed export changed the earlier export");
-    assert!(listing(&cwd.join("exp2")).is_empty(), "a failed export left files: {:?}", listing(&cwd.join("exp2")).into_iter().map(|f| f.0).collect::<Vec<_>>());
+    assert!(!cwd.join("exp2").exists(), "a failed export left a folder");
 
     // A later export of other formats into the folder removes the earlier ones, which would
     // otherwise pass for this network beside its net.json.
@@ -157,4 +158,81 @@ fn onnx_export_runs_in_onnxruntime_and_matches_facekit_embed() {
     let out = crate::facekit().args(["export", "--model", "x", "-o", "y", "--format", "tflite"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("safetensors") && err.contains("onnx"), "{err}");
+}
+
+/// A stand-in for the exporter's Python that hangs: it records its PID and that of a helper it
+/// starts, then waits for that helper forever.
+const HANGING_PYTHON: &str = "#!/bin/sh\necho $$ > \"$0.pid\"\nsleep 1000 &\necho $! > \"$0.helper.pid\"\nwait\n";
+
+/// True once process `pid` has ended (gone, or a zombie nobody reaped yet), waiting up to 10 s.
+fn ends(pid: &str) -> bool {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < std::time::Duration::from_secs(10) {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat) if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) => return true,
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    false
+}
+
+/// Waits for the hanging Python to have started its helper; returns both PIDs.
+fn python_started(script: &Path) -> (String, String) {
+    let helper = PathBuf::from(format!("{}.helper.pid", script.display()));
+    let t0 = std::time::Instant::now();
+    while !helper.is_file() || std::fs::read_to_string(&helper).unwrap().trim().is_empty() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(120), "the exporter's Python never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap().trim().to_string();
+    let pids = (read(PathBuf::from(format!("{}.pid", script.display()))), read(helper.clone()));
+    std::fs::remove_file(helper).unwrap();
+    pids
+}
+
+#[test]
+fn the_onnx_exporter_is_killed_at_its_time_limit_on_a_stop_and_with_facekit() {
+    let t = tempfile::tempdir().unwrap();
+    let models = t.path().join("Model");
+    ok(&train(&models, &["FR", "--train-sets", "lfw", "--max-steps", "1", "--run-name", "r", "--checkpoint-every", "0"]));
+    let python = t.path().join("python");
+    std::fs::write(&python, HANGING_PYTHON).unwrap();
+    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let exp = t.path().join("exp");
+    let export = |extra: &[&str]| {
+        let mut cmd = crate::facekit();
+        cmd.args(["export", "--checkpoint", "last", "--format", "onnx", "--model"]).arg(models.join("r")).arg("-o").arg(&exp).arg("--python").arg(&python).args(extra);
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        cmd
+    };
+
+    // Its time limit: the export fails saying so, and the Python and its helper are gone.
+    let t0 = std::time::Instant::now();
+    let out = export(&["--onnx-timeout", "2"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("within 2 s") && err.contains("--onnx-timeout"), "{err}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(120));
+    let (py, helper) = python_started(&python);
+    assert!(ends(&py) && ends(&helper), "the timed-out exporter's processes are still running");
+    assert!(!exp.exists(), "a failed export left a folder");
+
+    // A stop request (SIGTERM): exit 143, the whole group killed, nothing written.
+    let child = export(&[]).spawn().unwrap();
+    let (py, helper) = python_started(&python);
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ends(&py) && ends(&helper), "the stopped exporter's processes are still running");
+    assert!(!exp.exists());
+
+    // facekit killed outright (kill -9): the kernel ends the Python with it.
+    let mut child = export(&[]).spawn().unwrap();
+    let (py, helper) = python_started(&python);
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(ends(&py), "the exporter's Python outlived a killed facekit");
+    // Its helper is no child of facekit's; end it here (the group kill covers the cases above).
+    let _ = std::process::Command::new("kill").arg(&helper).status();
 }

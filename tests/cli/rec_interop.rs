@@ -344,3 +344,116 @@ fn a_missing_input_or_a_device_is_a_clean_error_and_writes_nothing() {
         assert!(!out.with_extension("manifest.json").exists());
     }
 }
+
+/// Every entry of `dir`, hidden ones included, with the bytes of files.
+fn entries(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), if p.is_file() { std::fs::read(&p).unwrap() } else { Vec::new() }))
+        .collect();
+    v.sort();
+    v
+}
+
+fn export_rec(base: &Path, out: &Path) -> std::process::Output {
+    facekit().args(["export", "rec"]).arg(base).arg("-o").arg(out).arg("--quiet").output().unwrap()
+}
+
+#[test]
+fn an_export_folder_is_committed_whole_and_holds_no_lock() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(t.path().join("training")).unwrap();
+    let a = t.path().join("training/a");
+    super::raw_dataset(&a, 2);
+    let exp = t.path().join("exp");
+    let o = export_rec(&a, &exp);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let names: Vec<String> = entries(&exp).into_iter().map(|e| e.0).collect();
+    assert_eq!(names, ["property", "skipped.tsv", "train.idx", "train.rec"], "what is delivered holds only the export");
+    let first = entries(&exp);
+
+    // What an interrupted export left beside the folder is cleared by the next one.
+    let leftover = t.path().join(".tmp-4242-exp");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("train.rec"), b"half").unwrap();
+    let o = export_rec(&a, &exp);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!leftover.exists(), "an interrupted export's temporary folder was left");
+    assert_eq!(entries(&exp), first);
+
+    // A failed export (a record damaged on disk) leaves the earlier one as it was, and nothing
+    // beside it.
+    let b = t.path().join("training/b");
+    super::raw_dataset(&b, 3);
+    let shard = PathBuf::from(format!("{}-00000.shard", b.display()));
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&shard, bytes).unwrap();
+    let o = export_rec(&b, &exp);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(entries(&exp), first, "a failed export changed the earlier one");
+    let beside: Vec<String> = entries(t.path()).into_iter().map(|e| e.0).collect();
+    assert_eq!(beside, [".exp.lock", "exp", "training"]);
+
+    // A folder holding anything else, or the dataset itself, is refused before any work.
+    std::fs::write(exp.join("notes.txt"), b"mine").unwrap();
+    let o = export_rec(&a, &exp);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("notes.txt"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(exp.join("notes.txt")).unwrap(), b"mine");
+    let o = export_rec(&a, &t.path().join("training"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("holds the command's input"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(a.with_extension("manifest.json").is_file());
+}
+
+#[test]
+fn import_over_a_finished_dataset_needs_overwrite_and_resume_never_replaces_it() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(t.path().join("training")).unwrap();
+    let (a, b) = (t.path().join("training/a"), t.path().join("training/b"));
+    super::raw_dataset(&a, 2);
+    super::raw_dataset(&b, 3);
+    let (rec_a, rec_b) = (t.path().join("rec_a"), t.path().join("rec_b"));
+    for (base, rec) in [(&a, &rec_a), (&b, &rec_b)] {
+        assert!(export_rec(base, rec).status.success());
+    }
+    let out = t.path().join("imported/ds");
+    assert!(import(&rec_a, &out, &[]).status.success());
+    let from_a = records(&out);
+    let refused = |extra: &[&str], says: &[&str]| {
+        let o = import(&rec_b, &out, extra);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(says.iter().all(|s| err.contains(s)), "{err}");
+        assert_eq!(records(&out), from_a, "a refused import changed the dataset");
+    };
+    refused(&[], &["already exists", "--overwrite"]);
+    refused(&["--resume"], &["nothing to resume", "never replaces"]);
+
+    // Replaced only once the new one is complete: a crash while it is put in place is finished
+    // by --resume, and nothing else may run meanwhile.
+    let o = facekit()
+        .args(["import", "rec"])
+        .arg(&rec_b)
+        .arg("-o")
+        .arg(&out)
+        .args(["--quiet", "--overwrite"])
+        .env("FACEKIT_TEST_PACK_CRASH_AFTER", "replacing")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(137), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = import(&rec_b, &out, &["--overwrite"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = import(&rec_b, &out, &["--resume"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let fresh = t.path().join("fresh/ds");
+    assert!(import(&rec_b, &fresh, &[]).status.success());
+    assert_eq!(records(&out), records(&fresh));
+    assert!(!t.path().join("imported/.ds.staging").exists());
+    let v = facekit().args(["verify-shard", "--decode"]).arg(&out).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+}

@@ -302,6 +302,167 @@ fn pack_refuses_an_output_inside_its_input() {
     assert_eq!(fs::read_dir(root.join("Hans_Blix")).unwrap().count(), 2, "nothing written into the input");
 }
 
+/// Every visible file of `dir` with its bytes (locks aside): what a user sees of the datasets there.
+fn visible_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| (p.file_name().unwrap().to_str().unwrap().to_string(), p))
+        .filter(|(n, _)| !n.starts_with('.') && !n.ends_with(".lock"))
+        .map(|(n, p)| (n, fs::read(&p).unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Two inputs for replacing one dataset by another: `small` (2 identities, 3 photos) and `big` (3
+/// identities, 6 photos, one broken), each with its landmarks file.
+fn two_inputs(t: &Path) -> [(PathBuf, PathBuf); 2] {
+    let small = t.join("small");
+    copy_photos(&small, &FEW[..2], 3);
+    let big = t.join("big");
+    copy_photos(&big, FEW, 6);
+    fs::write(big.join("Hans_Blix/0_broken.jpg"), b"junk").unwrap();
+    [small, big].map(|root| {
+        let lm = root.with_extension("lm.txt");
+        landmarks_for(&root, &lm);
+        (root, lm)
+    })
+}
+
+#[test]
+fn pack_over_a_finished_dataset_needs_overwrite_and_keeps_it_until_the_new_one_is_complete() {
+    let t = tempfile::tempdir().unwrap();
+    let [(small, small_lm), (big, big_lm)] = two_inputs(t.path());
+    let split = ["--valid-fraction", "0.2"];
+    let out = t.path().join("o/few");
+    ok(&pack_landmarks(&small, &small_lm, &out, &split, &[]));
+    let old = visible_files(&t.path().join("o"));
+
+    refused(&pack_landmarks(&big, &big_lm, &out, &split, &[]), &["already exists", "--overwrite"]);
+    assert_eq!(visible_files(&t.path().join("o")), old, "a pack without --overwrite changed the dataset");
+
+    // Stopped after its first shard, the replacement has not touched the old dataset.
+    let stopped = pack_landmarks(&big, &big_lm, &out, &["--overwrite", split[0], split[1]], &[("FACEKIT_PACK_STOP_AFTER_SHARDS", "1")]);
+    assert_eq!(stopped.status.code(), Some(130), "{}", stderr(&stopped));
+    assert_eq!(visible_files(&t.path().join("o")), old, "an unfinished replacement changed the dataset");
+    ok(&facekit(&["verify-shard", s(&out), &format!("{}.valid", s(&out)), "--decode"]));
+
+    // --resume continues the replacement, which then equals a pack of the new input from scratch.
+    ok(&pack_landmarks(&big, &big_lm, &out, &["--resume", split[0], split[1]], &[]));
+    let reference = t.path().join("ref/few");
+    ok(&pack_landmarks(&big, &big_lm, &reference, &split, &[]));
+    for name in ["few", "few.valid"] {
+        assert_eq!(shard_bytes(&t.path().join("o"), name), shard_bytes(&t.path().join("ref"), name), "{name}");
+    }
+    assert_eq!(fs::read(t.path().join("o/few.rejects.tsv")).unwrap(), fs::read(t.path().join("ref/few.rejects.tsv")).unwrap());
+    assert!(!t.path().join("o/.few.staging").exists() && !t.path().join("o/few.progress.json").exists());
+    ok(&facekit(&["verify-shard", s(&out), &format!("{}.valid", s(&out)), "--decode"]));
+}
+
+#[test]
+fn a_replacement_that_packs_nothing_leaves_the_old_dataset() {
+    let t = tempfile::tempdir().unwrap();
+    let [(small, small_lm), _] = two_inputs(t.path());
+    let out = t.path().join("o/few");
+    ok(&pack_landmarks(&small, &small_lm, &out, &[], &[]));
+    let old = visible_files(&t.path().join("o"));
+    let junk = t.path().join("junk/Nobody");
+    fs::create_dir_all(&junk).unwrap();
+    fs::write(junk.join("a.jpg"), b"not a photo").unwrap();
+    let lm = t.path().join("junk.lm.txt");
+    landmarks_for(&t.path().join("junk"), &lm);
+    let o = pack_landmarks(&t.path().join("junk"), &lm, &out, &["--overwrite"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("left as it was"), "{}", stderr(&o));
+    assert_eq!(visible_files(&t.path().join("o")), old);
+    ok(&facekit(&["verify-shard", s(&out)]));
+}
+
+#[test]
+fn a_crash_while_a_replacement_is_put_in_place_is_finished_by_resume() {
+    let t = tempfile::tempdir().unwrap();
+    let [(small, small_lm), (big, big_lm)] = two_inputs(t.path());
+    let split = ["--valid-fraction", "0.2"];
+    let out = t.path().join("o/few");
+    ok(&pack_landmarks(&small, &small_lm, &out, &split, &[]));
+    let crashed = pack_landmarks(&big, &big_lm, &out, &["--overwrite", split[0], split[1]], &[("FACEKIT_TEST_PACK_CRASH_AFTER", "replacing")]);
+    assert_eq!(crashed.status.code(), Some(137), "{}", stderr(&crashed));
+    // Half put in place: no other run may touch it, with or without --overwrite.
+    for extra in [&[][..], &["--overwrite"][..]] {
+        let args: Vec<&str> = split.iter().chain(extra).copied().collect();
+        refused(&pack_landmarks(&big, &big_lm, &out, &args, &[]), &["stopped while putting it in place", "--resume"]);
+    }
+    ok(&pack_landmarks(&big, &big_lm, &out, &["--resume", split[0], split[1]], &[]));
+    let reference = t.path().join("ref/few");
+    ok(&pack_landmarks(&big, &big_lm, &reference, &split, &[]));
+    for name in ["few", "few.valid"] {
+        assert_eq!(shard_bytes(&t.path().join("o"), name), shard_bytes(&t.path().join("ref"), name), "{name}");
+    }
+    assert!(!t.path().join("o/.few.staging").exists());
+    ok(&facekit(&["verify-shard", s(&out), &format!("{}.valid", s(&out)), "--decode"]));
+}
+
+#[test]
+fn resume_never_replaces_a_finished_dataset() {
+    let t = tempfile::tempdir().unwrap();
+    let [(small, small_lm), (big, big_lm)] = two_inputs(t.path());
+    let out = t.path().join("o/few");
+    ok(&pack_landmarks(&small, &small_lm, &out, &[], &[]));
+    let old = visible_files(&t.path().join("o"));
+    for extra in [&["--resume"][..], &["--resume", "--overwrite"][..]] {
+        refused(&pack_landmarks(&big, &big_lm, &out, extra, &[]), &["nothing to resume", "never replaces"]);
+    }
+    assert_eq!(visible_files(&t.path().join("o")), old);
+}
+
+#[test]
+fn an_output_inside_the_packs_input_or_made_of_its_landmarks_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let [(small, small_lm), _] = two_inputs(t.path());
+    let out = t.path().join("o/few");
+    ok(&pack_landmarks(&small, &small_lm, &out, &[], &[]));
+    // The landmarks file is the rejects list of the dataset the pack would replace.
+    let lm = t.path().join("o/few.rejects.tsv");
+    let before = visible_files(&t.path().join("o"));
+    refused(&pack_landmarks(&small, &lm, &out, &["--overwrite"], &[]), &["the command's input", "few.rejects.tsv"]);
+    assert_eq!(visible_files(&t.path().join("o")), before);
+}
+
+#[test]
+fn an_error_names_its_cause_once() {
+    let t = tempfile::tempdir().unwrap();
+    let [(small, _), _] = two_inputs(t.path());
+    let o = pack_landmarks(&small, &t.path().join("no/such/lm.txt"), &t.path().join("o/x"), &[], &[]);
+    refused(&o, &["no/such/lm.txt"]);
+    assert_eq!(stderr(&o).matches("No such file or directory").count(), 1, "{}", stderr(&o));
+}
+
+#[test]
+fn every_command_writes_to_dash_o_and_still_takes_its_old_output_flag() {
+    let mut commands = vec![vec!["pack"], vec!["import", "rec"], vec!["export", "rec"]];
+    if cfg!(feature = "torch") {
+        commands.extend([vec!["export"], vec!["embed"], vec!["eval", "verify"], vec!["eval", "make-bin"]]);
+    }
+    for c in &commands {
+        let mut args = c.clone();
+        args.push("--help");
+        let o = facekit(&args);
+        ok(&o);
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(help.contains("-o, --output"), "facekit {c:?} --help:\n{help}");
+        assert!(!help.contains("--out "), "the old spelling is shown: facekit {c:?} --help:\n{help}");
+    }
+    // `--out`, as scripts wrote it, still works.
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir_all(t.path().join("training")).unwrap();
+    crate::raw_dataset(&t.path().join("training/d"), 2);
+    let o = facekit(&["export", "rec", s(&t.path().join("training/d")), "--out", s(&t.path().join("exp")), "--quiet"]);
+    ok(&o);
+    assert!(t.path().join("exp/train.rec").is_file());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Confinement and hangs
 
@@ -511,6 +672,73 @@ mod training {
             cmd.env(k, v);
         }
         run_within(cmd, 300)
+    }
+
+    /// Every file under `dir` with its bytes.
+    fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v: Vec<(PathBuf, Vec<u8>)> = walkdir::WalkDir::new(dir)
+            .into_iter()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| (e.path().to_path_buf(), fs::read(e.path()).unwrap()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn commands_refuse_to_write_into_a_run_folder_they_did_not_create() {
+        let t = tempfile::tempdir().unwrap();
+        let run = t.path().join("Model/r");
+        fs::create_dir_all(run.join("checkpoints/last")).unwrap();
+        fs::write(run.join("config.json"), b"{}").unwrap();
+        fs::write(run.join("net.json"), b"{}").unwrap();
+        fs::write(run.join(".lock"), b"").unwrap();
+        let photos = t.path().join("photos");
+        copy_photos(&photos, &FEW[..1], 1);
+        fs::create_dir_all(t.path().join("training")).unwrap();
+        let data = t.path().join("training/d");
+        crate::raw_dataset(&data, 2);
+        let before = tree(&run);
+        let (r, sub) = (s(&run).to_string(), |x: &str| format!("{}/{x}", s(&run)));
+        let cases: Vec<Vec<String>> = vec![
+            vec!["export".into(), "--model".into(), r.clone(), "-o".into(), r.clone()],
+            vec!["export".into(), "--model".into(), r.clone(), "-o".into(), sub("exp")],
+            vec!["embed".into(), "--model".into(), r.clone(), "--images".into(), s(&photos).into(), "-o".into(), sub("emb")],
+            vec!["eval".into(), "verify".into(), "--embeddings".into(), s(&photos).into(), "-o".into(), r.clone()],
+            vec!["eval".into(), "make-bin".into(), "--dataset".into(), s(&data).into(), "--draw-pairs".into(), "1".into(), "-o".into(), sub("x.bin")],
+            vec!["export".into(), "rec".into(), s(&data).into(), "-o".into(), sub("rec")],
+            vec!["import".into(), "rec".into(), s(&photos).into(), "-o".into(), sub("ds")],
+        ];
+        for args in &cases {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            refused(&facekit(&args), &["belongs to run folder", "which this command did not create"]);
+        }
+        let o = train(t.path(), &run, &["FR", "--train-sets", "d", "--run-name", "inner"], &[]);
+        refused(&o, &["belongs to run folder"]);
+        let lm = t.path().join("lm.txt");
+        landmarks_for(&photos, &lm);
+        refused(&pack_landmarks(&photos, &lm, &run.join("ds"), &[], &[]), &["belongs to run folder"]);
+        assert_eq!(tree(&run), before, "a refused command changed the run folder");
+    }
+
+    #[test]
+    fn train_help_shows_defaults_it_accepts_and_the_arch_aliases() {
+        let o = facekit(&["train", "-h"]);
+        ok(&o);
+        let help = String::from_utf8_lossy(&o.stdout).into_owned();
+        let betas = help.split("--adam-betas <B1,B2>").nth(1).and_then(|r| r.split("[default: ").nth(1)).and_then(|r| r.split(']').next()).unwrap();
+        assert_eq!(betas, "0.9,0.999", "{help}");
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(flat.contains("r50 for iresnet50") && flat.contains("Network architecture, case-insensitive"), "{help}");
+        // What -h shows is accepted, and so is an architecture in capitals: the run goes on to
+        // look for its (missing) data.
+        let t = tempfile::tempdir().unwrap();
+        let o = train(t.path(), &t.path().join("Model"), &["FR", "--train-sets", "nope", "--optimizer", "adamw", "--adam-betas", betas], &[]);
+        refused(&o, &["nope"]);
+        let mut cmd = crate::facekit();
+        cmd.args(["train", "FR", "--train-sets", "nope", "--arch", "R50", "--device", "cpu", "--data-dir"]).arg(t.path()).arg("--model-dir").arg(t.path().join("Model"));
+        refused(&run_within(cmd, 300), &["nope"]);
     }
 
     #[test]

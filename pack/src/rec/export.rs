@@ -5,6 +5,10 @@
 //! `IRHeader(0, class, key, 0)`; then one identity record per class (keys `N+1 ..`) holding its
 //! key range; then record 0 holding the identity records' range. JPEG and PNG payloads are
 //! copied as they are; raw payloads become PNG (lossless).
+//!
+//! The files of one export are committed together or not at all: they are written into a
+//! temporary folder beside the output, which then replaces it ([`facekit_io::output::Held`]);
+//! the output's lock is beside it too, never in what is delivered.
 
 use crate::encode::encode;
 use anyhow::{bail, Context, Result};
@@ -15,6 +19,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// The files an export folder holds: what a later export may replace. `.facekit-export.lock` is
+/// the lock an earlier facekit left inside the folder.
+pub const FILES: [&str; 5] = ["train.rec", "train.idx", "property", "skipped.tsv", ".facekit-export.lock"];
 
 /// Everything `facekit export rec` needs.
 #[derive(Debug, Clone)]
@@ -55,13 +63,43 @@ pub struct ExportReport {
     pub elapsed_s: f64,
 }
 
-/// Exports a dataset in insightface's RecordIO layout.
+/// Exports a dataset in insightface's RecordIO layout, replacing the output folder whole.
 pub fn export_rec(opts: &ExportOptions) -> Result<ExportReport> {
     let started = Instant::now();
     let ds = Dataset::open_name(&opts.dataset, Some(&opts.data_dir))?;
+    let held = facekit_io::output::hold(&opts.out, &format!("export folder {}", opts.out.display()), &[])?;
+    let mut written = None;
+    held.replace_dir(|dir| -> Result<()> {
+        written = Some(write_export(&ds, opts, dir)?);
+        Ok(())
+    })?;
+    let w = written.expect("written by a successful build");
+    let rec = opts.out.join("train.rec");
+    Ok(ExportReport {
+        idx: rec.with_extension("idx"),
+        rec,
+        property: opts.out.join("property"),
+        images: w.images,
+        identities: w.identities,
+        skipped: w.skipped,
+        reencoded: w.reencoded,
+        rec_bytes: w.rec_bytes,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What [`write_export`] wrote.
+struct Written {
+    images: u64,
+    identities: u64,
+    skipped: u64,
+    reencoded: u64,
+    rec_bytes: u64,
+}
+
+/// Writes the export's files into the folder `out`.
+fn write_export(ds: &Dataset, opts: &ExportOptions, out: &Path) -> Result<Written> {
     let m = ds.manifest();
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
-    let _lock = facekit_io::lock::exclusive(&opts.out.join(".facekit-export.lock"), &format!("export folder {}", opts.out.display()))?;
     let classes = m.classes as u64;
     // Records grouped by class, in dataset order within a class: insightface's readers find an
     // identity's images as one key range.
@@ -78,7 +116,7 @@ pub fn export_rec(opts: &ExportOptions) -> Result<ExportReport> {
     if images == 0 {
         bail!("dataset {} has no record with a class: nothing insightface could train on", opts.dataset);
     }
-    let rec_path = opts.out.join("train.rec");
+    let rec_path = out.join("train.rec");
     let mut writer = RecWriter::create(&rec_path)?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.threads.max(1)).build().context("cannot start worker threads")?;
     let bar = facekit_io::progress::items(images, "records");
@@ -121,25 +159,11 @@ pub fn export_rec(opts: &ExportOptions) -> Result<ExportReport> {
     writer.write(0, &insightface::header_record(first_identity, end))?;
     let written = writer.offset();
     writer.finish()?;
-    let property = opts.out.join("property");
-    Property { classes, height: m.encoding.height, width: m.encoding.width }.write(&property)?;
-    let skipped_path = opts.out.join("skipped.tsv");
-    if skipped.is_empty() {
-        let _ = std::fs::remove_file(&skipped_path);
-    } else {
-        write_skipped(&ds, &skipped, &skipped_path)?;
+    Property { classes, height: m.encoding.height, width: m.encoding.width }.write(&out.join("property"))?;
+    if !skipped.is_empty() {
+        write_skipped(ds, &skipped, &out.join("skipped.tsv"))?;
     }
-    Ok(ExportReport {
-        rec: rec_path.clone(),
-        idx: rec_path.with_extension("idx"),
-        property,
-        images,
-        identities: classes,
-        skipped: skipped.len() as u64,
-        reencoded,
-        rec_bytes: written,
-        elapsed_s: started.elapsed().as_secs_f64(),
-    })
+    Ok(Written { images, identities: classes, skipped: skipped.len() as u64, reencoded, rec_bytes: written })
 }
 
 /// The record's image as a file's bytes: JPEG and PNG as stored, raw pixels as PNG (lossless, so

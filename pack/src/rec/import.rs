@@ -14,8 +14,8 @@ use crate::align::{ChipSpec, Template};
 use crate::checkpoint::{check_shards, file_sha256};
 use crate::reason::RejectReason;
 use crate::rejects::RejectsLog;
+use crate::replace::{remove_file, Destination};
 use crate::report::Reject;
-use crate::run::remove_file;
 use anyhow::{bail, Context, Result};
 use facekit_io::StopFlag;
 use facekit_recordio::RecReader;
@@ -43,6 +43,8 @@ pub struct ImportOptions {
     pub threads: usize,
     /// Continue an interrupted import from its last complete shard.
     pub resume: bool,
+    /// Replace a finished dataset of the same name, once the new one is complete.
+    pub overwrite: bool,
     /// Show a progress bar.
     pub progress: bool,
     /// Set (Ctrl-C, SIGTERM) to stop at the next chunk; the last checkpoint stays resumable.
@@ -135,7 +137,8 @@ pub enum ImportEnd {
     },
 }
 
-/// Imports a `.rec` into a dataset.
+/// Imports a `.rec` into a dataset. A finished dataset of the same name is replaced only with
+/// `overwrite`, and only once the new one is complete (see [`crate::replace`]).
 pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
     let started = Instant::now();
     if opts.threads == 0 {
@@ -144,8 +147,16 @@ pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
     if opts.output.file_name().is_none() {
         bail!("output {} has no dataset name", opts.output.display());
     }
-    let paths = DatasetPaths::new(&opts.output);
-    let _lock = facekit_io::lock::exclusive(&paths.lock(), &format!("dataset {}", opts.output.display()))?;
+    let main = DatasetPaths::new(&opts.output);
+    let _lock = facekit_io::lock::exclusive(&main.lock(), &format!("dataset {}", opts.output.display()))?;
+    let dest = Destination::choose(&main, &[], opts.resume, opts.overwrite, "import")?;
+    if dest.committing() {
+        dest.finish()?;
+        let text = facekit_io::bounded::read(&main.report(), facekit_io::bounded::STATE)?;
+        let report = serde_json::from_slice(&text).with_context(|| format!("import report {} is damaged", main.report().display()))?;
+        return Ok(ImportEnd::Done(Box::new(report)));
+    }
+    let paths = dest.work(0).clone();
     // Everything is read and checked before anything is removed or written.
     let files = RecFiles::locate(&opts.input)?;
     let reader = RecReader::open(&files.rec)?;
@@ -161,7 +172,7 @@ pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
     }
     let resumed = resume_point(opts, &paths, &source)?;
     let (mut sink, consumed) = match resumed {
-        Some(p) if p.finished => return complete(&paths, &files, &plan, &expect, &p, started, 0, opts.threads).map(|r| ImportEnd::Done(Box::new(r))),
+        Some(p) if p.finished => return complete(&dest, &files, &plan, &expect, &p, started, 0, opts.threads).map(|r| ImportEnd::Done(Box::new(r))),
         Some(p) => {
             eprintln!("facekit import: resuming after {} of {} records ({} shard(s) done)", p.consumed, source.entries, p.shards.len());
             let sink = Sink {
@@ -261,7 +272,7 @@ pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
     last.write(&paths.progress())?;
     drop(sink);
     let processed = source.entries - consumed;
-    let report = complete(&paths, &files, &plan, &expect, &last, started, processed, opts.threads)?;
+    let report = complete(&dest, &files, &plan, &expect, &last, started, processed, opts.threads)?;
     Ok(ImportEnd::Done(Box::new(report)))
 }
 
@@ -413,9 +424,11 @@ fn encoding_name(e: Encoding) -> &'static str {
 }
 
 /// The steps after the final checkpoint, each safe to redo: manifest and label map, the rejects
-/// list under its final name, the report, then the progress file's removal.
+/// list under its final name, the report, then [`Destination::finish`] (the progress file's
+/// removal, or the replacement of a finished dataset).
 #[allow(clippy::too_many_arguments)]
-fn complete(paths: &DatasetPaths, files: &RecFiles, plan: &Plan, expect: &Expect, p: &Progress, started: Instant, processed: u64, threads: usize) -> Result<ImportReport> {
+fn complete(dest: &Destination, files: &RecFiles, plan: &Plan, expect: &Expect, p: &Progress, started: Instant, processed: u64, threads: usize) -> Result<ImportReport> {
+    let paths = dest.work(0);
     let c = &p.counters;
     let classes = expect.classes.unwrap_or_else(|| c.max_class.map_or(0, |m| m + 1));
     let rec = p.source.rec.clone();
@@ -442,7 +455,7 @@ fn complete(paths: &DatasetPaths, files: &RecFiles, plan: &Plan, expect: &Expect
     RejectsLog::complete(&paths.rejects(), p.rejects_bytes)?;
     let elapsed_s = started.elapsed().as_secs_f64();
     let report = ImportReport {
-        dataset: paths.dir().join(paths.name()).display().to_string(),
+        dataset: dest.shown_name(c.imported > 0),
         rec,
         layout: layout_name(&plan.layout).into(),
         counters: c.clone(),
@@ -454,7 +467,7 @@ fn complete(paths: &DatasetPaths, files: &RecFiles, plan: &Plan, expect: &Expect
         threads,
     };
     facekit_io::durable::write_json(paths.report(), &report)?;
-    remove_file(&paths.progress())?;
+    dest.finish()?;
     Ok(report)
 }
 

@@ -19,13 +19,20 @@
 //! C++ API has no ONNX exporter, so facekit runs PyTorch's (`torch.onnx.export` on the TorchScript
 //! module, the `dynamo=False` path: the dynamo exporter needs a Python `nn.Module`, which a network
 //! written in Rust does not have) through a Python with `torch` and `onnx`; see [`find_python`].
+//! That Python runs under a time limit ([`ExportOptions::python_timeout`]), in a process group of
+//! its own that is killed on a stop request, and dies with facekit however facekit ends.
+//!
+//! The files of one export are committed together or not at all: they are made in a temporary
+//! folder beside the output, which then replaces it whole ([`facekit_io::output::Held`]).
 
 use super::embed::EmbedModel;
 use anyhow::{bail, Context, Result};
+use facekit_io::StopFlag;
 use serde::{Deserialize, Serialize};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 use tch::{CModule, Kind, Tensor};
 
 /// File names inside an export folder.
@@ -36,6 +43,15 @@ pub const TORCHSCRIPT_FILE: &str = "model.torchscript.pt";
 pub const ONNX_FILE: &str = "model.onnx";
 /// Network configuration inside an export folder.
 pub const NET_FILE: &str = "net.json";
+/// Every file an export folder holds: what a later export may replace.
+pub const FILES: [&str; 4] = [WEIGHTS_FILE, TORCHSCRIPT_FILE, ONNX_FILE, NET_FILE];
+/// The TorchScript module traced only for the ONNX exporter, inside the folder being built and
+/// removed before it is committed.
+const ONNX_SOURCE_FILE: &str = ".onnx-source.torchscript.pt";
+
+/// How long the ONNX exporter's Python may run by default: a ResNet-100 converts in about a
+/// minute on one core, so this is room for a slow, shared machine, not for a hang.
+pub const DEFAULT_PYTHON_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// ONNX opset of `model.onnx`. The networks' ops (conv, batch norm, pooling, flatten, gemm) need
 /// no more than 11; 17 is a long-standing default of PyTorch's exporter, so its best-tested
@@ -73,17 +89,21 @@ pub enum Format {
 pub const DEFAULT_FORMATS: [Format; 2] = [Format::Safetensors, Format::Torchscript];
 
 /// What to export and with which Python.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ExportOptions {
     /// The formats to write (order and repetition do not matter); `net.json` is always written.
     pub formats: Vec<Format>,
     /// The Python for ONNX; `None`: [`find_python`]'s choice.
     pub python: Option<PathBuf>,
+    /// How long that Python may run before it is killed and the export fails.
+    pub python_timeout: Duration,
+    /// Set (Ctrl-C, SIGTERM) to kill that Python and fail the export, leaving the output as it was.
+    pub stop: StopFlag,
 }
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        ExportOptions { formats: DEFAULT_FORMATS.to_vec(), python: None }
+        ExportOptions { formats: DEFAULT_FORMATS.to_vec(), python: None, python_timeout: DEFAULT_PYTHON_TIMEOUT, stop: StopFlag::new() }
     }
 }
 
@@ -152,49 +172,47 @@ struct ScriptReport {
     python: PathBuf,
 }
 
-/// Temporary files of an export that are not committed yet; removed on drop, so that a failed
-/// export leaves nothing behind.
-#[derive(Default)]
-struct Pending(Vec<PathBuf>);
-
-impl Pending {
-    fn add(&mut self, tmp: PathBuf) -> PathBuf {
-        self.0.push(tmp.clone());
-        tmp
-    }
-    fn commit(&mut self, tmp: &Path, target: &Path) -> Result<()> {
-        facekit_io::durable::commit_file(tmp, target)?;
-        self.0.retain(|p| p != tmp);
-        Ok(())
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
 /// Writes `model.safetensors`, `model.torchscript.pt` and `net.json` into `out` (the default
 /// formats); see [`export_with`].
 pub fn export(model: &EmbedModel, out: &Path) -> Result<ExportReport> {
     export_with(model, out, &ExportOptions::default())
 }
 
-/// Writes the requested formats and `net.json` into `out`. Every file is made under a temporary
-/// name first and all are renamed into place only once every format succeeded: a failed export
-/// (no Python for ONNX, say) leaves the folder as it was.
+/// Replaces the folder `out` with the requested formats and `net.json`, made in a temporary folder
+/// beside it and committed together only once every format succeeded: a failed or stopped export
+/// (no Python for ONNX, say) leaves the folder as it was, and a crash leaves the old folder or
+/// the new one, never a mix. Files of formats not requested that an earlier export left go with
+/// the old folder: beside this network's net.json they would pass for it.
 pub fn export_with(model: &EmbedModel, out: &Path, opts: &ExportOptions) -> Result<ExportReport> {
     if opts.formats.is_empty() {
         bail!("no export format given (formats: safetensors, torchscript, onnx)");
     }
     let wants = |f: Format| opts.formats.contains(&f);
-    let python = wants(Format::Onnx).then(|| find_python(opts.python.as_deref()));
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut pending = Pending::default();
+    let held = facekit_io::output::hold(out, &format!("export folder {}", out.display()), &[])?;
+    let formats = [(Format::Safetensors, WEIGHTS_FILE), (Format::Torchscript, TORCHSCRIPT_FILE), (Format::Onnx, ONNX_FILE)];
+    let removed: Vec<PathBuf> = formats.iter().filter(|(f, name)| !wants(*f) && out.join(name).exists()).map(|(_, name)| out.join(name)).collect();
+    let mut made = None;
+    held.replace_dir(|dir| -> Result<()> {
+        made = Some(write_formats(model, dir, out, opts)?);
+        Ok(())
+    })?;
+    let (tensors, onnx) = made.expect("made by a successful build");
+    Ok(ExportReport {
+        weights: wants(Format::Safetensors).then(|| out.join(WEIGHTS_FILE)),
+        torchscript: wants(Format::Torchscript).then(|| out.join(TORCHSCRIPT_FILE)),
+        onnx,
+        net_json: out.join(NET_FILE),
+        removed,
+        tensors,
+        image_size: model.config.image_size,
+        embedding_size: model.config.embedding_size,
+    })
+}
 
+/// Writes the requested formats and `net.json` into the folder `dir` being built for `out`;
+/// returns the number of tensors and the ONNX report.
+fn write_formats(model: &EmbedModel, dir: &Path, out: &Path, opts: &ExportOptions) -> Result<(usize, Option<OnnxReport>)> {
+    let wants = |f: Format| opts.formats.contains(&f);
     let mut vars: Vec<(String, Tensor)> = model
         .vs
         .variables()
@@ -203,72 +221,34 @@ pub fn export_with(model: &EmbedModel, out: &Path, opts: &ExportOptions) -> Resu
         .map(|(name, t)| (name, t.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous()))
         .collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let weights = out.join(WEIGHTS_FILE);
-    let weights_tmp = wants(Format::Safetensors).then(|| pending.add(facekit_io::durable::temp_path(&weights)));
-    if let Some(tmp) = &weights_tmp {
-        Tensor::write_safetensors(&vars, tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    if wants(Format::Safetensors) {
+        let path = dir.join(WEIGHTS_FILE);
+        Tensor::write_safetensors(&vars, &path).with_context(|| format!("cannot write {}", out.join(WEIGHTS_FILE).display()))?;
     }
-
     let s = model.config.image_size;
-    let torchscript = out.join(TORCHSCRIPT_FILE);
-    let ts_tmp = (wants(Format::Torchscript) || wants(Format::Onnx)).then(|| pending.add(facekit_io::durable::temp_path(&torchscript)));
-    if let Some(tmp) = &ts_tmp {
+    let ts_name = if wants(Format::Torchscript) { TORCHSCRIPT_FILE } else { ONNX_SOURCE_FILE };
+    let ts = dir.join(ts_name);
+    if wants(Format::Torchscript) || wants(Format::Onnx) {
         let example = Tensor::zeros([2, 3, s, s], (Kind::Float, model.device));
         let net = &model.net;
         let traced = tch::no_grad(|| {
             CModule::create_by_tracing("FaceNet", "forward", &[example], &mut |xs: &[Tensor]| vec![net.embed(&xs[0], false)])
         })
         .context("cannot trace the network")?;
-        traced.save(tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        traced.save(&ts).with_context(|| format!("cannot write {}", out.join(ts_name).display()))?;
     }
-
-    let onnx = out.join(ONNX_FILE);
-    let onnx_done = match (&python, &ts_tmp) {
-        (Some(py), Some(ts)) => {
-            let tmp = pending.add(facekit_io::durable::temp_path(&onnx));
-            Some((to_onnx(py, ts, &tmp, &onnx, s, model.config.embedding_size)?, tmp))
-        }
-        _ => None,
+    let onnx = if wants(Format::Onnx) {
+        let python = find_python(opts.python.as_deref());
+        let converter = Converter { python: &python, timeout: opts.python_timeout, stop: &opts.stop };
+        Some(converter.to_onnx(&ts, &dir.join(ONNX_FILE), &out.join(ONNX_FILE), s, model.config.embedding_size)?)
+    } else {
+        None
     };
-
-    // Only now, with every requested format made, does anything in the folder change. A file of a
-    // format not requested, left by an earlier export, would sit beside this network's net.json
-    // as if it were this network (`--model export/` loads model.safetensors with that net.json):
-    // it goes first.
-    let mut removed = Vec::new();
-    for (format, path) in [(Format::Safetensors, &weights), (Format::Torchscript, &torchscript), (Format::Onnx, &onnx)] {
-        if !wants(format) && path.exists() {
-            std::fs::remove_file(path).with_context(|| format!("cannot remove {} left by an earlier export", path.display()))?;
-            removed.push(path.clone());
-        }
+    if !wants(Format::Torchscript) && ts.exists() {
+        std::fs::remove_file(&ts).with_context(|| format!("cannot remove {}", ts.display()))?;
     }
-    if let Some(tmp) = &weights_tmp {
-        pending.commit(tmp, &weights)?;
-    }
-    if let Some(tmp) = &ts_tmp {
-        if wants(Format::Torchscript) {
-            pending.commit(tmp, &torchscript)?;
-        }
-    }
-    let onnx_report = match onnx_done {
-        Some((report, tmp)) => {
-            pending.commit(&tmp, &onnx)?;
-            Some(report)
-        }
-        None => None,
-    };
-    let net_json = out.join(NET_FILE);
-    facekit_io::durable::write_json(&net_json, &model.config)?;
-    Ok(ExportReport {
-        weights: weights_tmp.map(|_| weights),
-        torchscript: wants(Format::Torchscript).then_some(torchscript),
-        onnx: onnx_report,
-        net_json,
-        removed,
-        tensors: vars.len(),
-        image_size: s,
-        embedding_size: model.config.embedding_size,
-    })
+    facekit_io::durable::write_json(dir.join(NET_FILE), &model.config)?;
+    Ok((vars.len(), onnx))
 }
 
 /// The Python that converts to ONNX: `explicit` (`--python`), else `$FACEKIT_PYTHON`, else
@@ -292,19 +272,96 @@ fn install_hint(python: &Path) -> String {
     )
 }
 
-/// Runs the embedded conversion script on the TorchScript module `ts`, writing `tmp`, and checks
-/// that the file declares the documented interface; `target` only names the file in errors.
-fn to_onnx(python: &Path, ts: &Path, tmp: &Path, target: &Path, size: i64, dim: i64) -> Result<OnnxReport> {
-    let start = Instant::now();
-    let run = Command::new(python)
-        .arg("-c")
-        .arg(ONNX_SCRIPT)
-        .arg(ts)
-        .arg(tmp)
-        .args([size.to_string(), ONNX_OPSET.to_string()])
-        .args([ONNX_INPUT, ONNX_OUTPUT, ONNX_BATCH_AXIS])
-        .output()
-        .with_context(|| {
+/// The Python that runs PyTorch's ONNX exporter, and the limits it runs under.
+struct Converter<'a> {
+    python: &'a Path,
+    timeout: Duration,
+    stop: &'a StopFlag,
+}
+
+/// What the converter's process left.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Converter<'_> {
+    /// Runs the embedded conversion script on the TorchScript module `ts`, writing `tmp`, and
+    /// checks that the file declares the documented interface; `target` only names the file in
+    /// errors.
+    fn to_onnx(&self, ts: &Path, tmp: &Path, target: &Path, size: i64, dim: i64) -> Result<OnnxReport> {
+        let start = Instant::now();
+        let python = self.python;
+        let mut cmd = Command::new(python);
+        cmd.arg("-c")
+            .arg(ONNX_SCRIPT)
+            .arg(ts)
+            .arg(tmp)
+            .args([size.to_string(), ONNX_OPSET.to_string()])
+            .args([ONNX_INPUT, ONNX_OUTPUT, ONNX_BATCH_AXIS]);
+        let run = self.run(cmd, target)?;
+        if run.status.code() == Some(MISSING_MODULES) {
+            let missing: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap_or_default();
+            let names: Vec<&str> = missing["missing"].as_array().into_iter().flatten().filter_map(|m| m.as_str()).collect();
+            bail!(
+                "cannot write {}: Python `{}` cannot import {}; ONNX export runs PyTorch's exporter and needs torch and onnx: {}",
+                target.display(),
+                python.display(),
+                names.join(", "),
+                install_hint(python)
+            );
+        }
+        if !run.status.success() {
+            bail!(
+                "PyTorch's ONNX exporter (Python `{}`) failed to write {} ({}):\n{}",
+                python.display(),
+                target.display(),
+                run.status,
+                tail(&run.stderr, 40)
+            );
+        }
+        let got: ScriptReport = serde_json::from_str(run.stdout.lines().last().unwrap_or("")).with_context(|| {
+            format!("the ONNX exporter (Python `{}`) wrote {} but printed no report: {}", python.display(), target.display(), tail(&run.stdout, 10))
+        })?;
+        let expect = |name: &str, rest: serde_json::Value| OnnxTensor {
+            name: name.into(),
+            dims: [serde_json::json!(ONNX_BATCH_AXIS)].into_iter().chain(rest.as_array().unwrap().iter().cloned()).collect(),
+            elem_type: "FLOAT".into(),
+        };
+        let input = expect(ONNX_INPUT, serde_json::json!([3, size, size]));
+        let output = expect(ONNX_OUTPUT, serde_json::json!([dim]));
+        if got.inputs != [input.clone()] || got.outputs != [output.clone()] || got.opset != Some(ONNX_OPSET) {
+            bail!(
+                "the ONNX exporter wrote {} with inputs {:?}, outputs {:?}, opset {:?}; expected {input:?}, {output:?}, opset {ONNX_OPSET}",
+                target.display(),
+                got.inputs,
+                got.outputs,
+                got.opset
+            );
+        }
+        Ok(OnnxReport {
+            path: target.to_path_buf(),
+            opset: ONNX_OPSET,
+            input,
+            output,
+            python: got.python,
+            torch_version: got.torch,
+            onnx_version: got.onnx,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Runs `cmd` to its end, within the time limit and until a stop request, in a process group
+    /// of its own; whatever way this returns, that group is killed (a helper it started goes too).
+    fn run(&self, mut cmd: Command, target: &Path) -> Result<Finished> {
+        let python = self.python;
+        if self.stop.is_set() {
+            bail!("stopped by {} before the ONNX exporter started; {} was not written", self.stop.describe(), target.display());
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        die_with_this_process(&mut cmd);
+        let mut child = cmd.spawn().with_context(|| {
             format!(
                 "cannot run Python `{}` to write {}: ONNX export needs a Python with PyTorch and onnx; {}",
                 python.display(),
@@ -312,56 +369,91 @@ fn to_onnx(python: &Path, ts: &Path, tmp: &Path, target: &Path, size: i64, dim: 
                 install_hint(python)
             )
         })?;
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    if run.status.code() == Some(MISSING_MODULES) {
-        let missing: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_default();
-        let names: Vec<&str> = missing["missing"].as_array().into_iter().flatten().filter_map(|m| m.as_str()).collect();
-        bail!(
-            "cannot write {}: Python `{}` cannot import {}; ONNX export runs PyTorch's exporter and needs torch and onnx: {}",
-            target.display(),
-            python.display(),
-            names.join(", "),
-            install_hint(python)
-        );
+        let group = KillGroupOnDrop(child.id());
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let deadline = Instant::now() + self.timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait().context("cannot wait for the ONNX exporter")? {
+                break status;
+            }
+            if self.stop.is_set() || Instant::now() >= deadline {
+                drop(group);
+                let _ = child.wait();
+                if self.stop.is_set() {
+                    bail!("stopped by {}: the ONNX exporter (Python `{}`) was killed; {} was not written", self.stop.describe(), python.display(), target.display());
+                }
+                bail!(
+                    "the ONNX exporter (Python `{}`) did not finish writing {} within {} s and was killed; give it longer with --onnx-timeout",
+                    python.display(),
+                    target.display(),
+                    self.timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        drop(group);
+        let text = |h: std::thread::JoinHandle<String>| h.join().unwrap_or_default();
+        Ok(Finished { status, stdout: text(stdout), stderr: text(stderr) })
     }
-    if !run.status.success() {
-        bail!(
-            "PyTorch's ONNX exporter (Python `{}`) failed to write {} ({}):\n{}",
-            python.display(),
-            target.display(),
-            run.status,
-            tail(&String::from_utf8_lossy(&run.stderr), 40)
-        );
-    }
-    let got: ScriptReport = serde_json::from_str(stdout.lines().last().unwrap_or("")).with_context(|| {
-        format!("the ONNX exporter (Python `{}`) wrote {} but printed no report: {}", python.display(), target.display(), tail(&stdout, 10))
-    })?;
-    let expect = |name: &str, rest: serde_json::Value| OnnxTensor {
-        name: name.into(),
-        dims: [serde_json::json!(ONNX_BATCH_AXIS)].into_iter().chain(rest.as_array().unwrap().iter().cloned()).collect(),
-        elem_type: "FLOAT".into(),
-    };
-    let input = expect(ONNX_INPUT, serde_json::json!([3, size, size]));
-    let output = expect(ONNX_OUTPUT, serde_json::json!([dim]));
-    if got.inputs != [input.clone()] || got.outputs != [output.clone()] || got.opset != Some(ONNX_OPSET) {
-        bail!(
-            "the ONNX exporter wrote {} with inputs {:?}, outputs {:?}, opset {:?}; expected {input:?}, {output:?}, opset {ONNX_OPSET}",
-            target.display(),
-            got.inputs,
-            got.outputs,
-            got.opset
-        );
-    }
-    Ok(OnnxReport {
-        path: target.to_path_buf(),
-        opset: ONNX_OPSET,
-        input,
-        output,
-        python: got.python,
-        torch_version: got.torch,
-        onnx_version: got.onnx,
-        seconds: start.elapsed().as_secs_f64(),
+}
+
+/// Reads a child's pipe to its end on a thread of its own, so that a chatty child never blocks on
+/// a full pipe while it is waited for.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
     })
+}
+
+/// The process group of a child started by [`die_with_this_process`] (its ID is the child's),
+/// killed when dropped.
+struct KillGroupOnDrop(u32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Ok(pgid) = i32::try_from(self.0) {
+            // SAFETY: kill(2) with a negative ID signals that process group; it touches no memory.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Makes the child of `cmd` the leader of a process group of its own (so that the terminal's
+/// Ctrl-C reaches facekit alone, which then kills the group) and has the kernel kill it when
+/// facekit ends however it ends, `kill -9` included. Linux sends that signal when the thread that
+/// started the child ends; the converter is started and waited for on one thread.
+fn die_with_this_process(cmd: &mut Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        #[cfg(target_os = "linux")]
+        {
+            let parent = std::process::id();
+            // SAFETY: the closure runs in the child between fork and exec and only makes
+            // async-signal-safe system calls (prctl, getppid, _exit).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // facekit may have ended before the request above was made.
+                    if libc::getppid() as u32 != parent {
+                        libc::_exit(1);
+                    }
+                    Ok(())
+                });
+            }
+        }
+    }
 }
 
 /// The last `n` lines of `text`.

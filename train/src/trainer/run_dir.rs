@@ -92,6 +92,15 @@ impl RunPaths {
     pub fn lock(&self) -> PathBuf {
         self.root.join(LOCK_FILE)
     }
+
+    /// The run folder `path` is, if it is one (its `config.json` beside its lock or its
+    /// checkpoints): the [`facekit_io::output::Recogniser`] of run folders, so that no command
+    /// writes into one it did not create.
+    pub fn owner_of(path: &Path) -> Option<facekit_io::output::Owner> {
+        let run = RunPaths::new(path);
+        (run.config().is_file() && (run.lock().is_file() || run.checkpoints().is_dir()))
+            .then(|| facekit_io::output::Owner { what: format!("run folder {}", path.display()), root: path.to_path_buf() })
+    }
 }
 
 /// A locked run folder.
