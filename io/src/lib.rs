@@ -4,6 +4,7 @@
 //!   files, never beyond a stated budget, names confined to their folder;
 //! - [`durable`]: atomic, fsynced writes of files and folders;
 //! - [`lock`]: one writer per output, readers shared;
+//! - [`memory`]: the memory and cores a job may use, for budgets derived from the machine;
 //! - [`signals`]: stop requests (Ctrl-C, SIGTERM, SIGHUP) as a flag the caller injects;
 //! - [`progress`]: progress bars with rate and ETA;
 //! - [`tsv`]: tab-separated fields.
@@ -11,6 +12,7 @@
 pub mod bounded;
 pub mod durable;
 pub mod lock;
+pub mod memory;
 pub mod progress;
 pub mod signals;
 pub mod tsv;
