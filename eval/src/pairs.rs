@@ -41,6 +41,8 @@ pub struct Pair {
     pub same: bool,
     /// 1-based line number in the pairs file, for error messages.
     pub line: usize,
+    /// 0-based fold of the pairs file it belongs to (the header's folds, consecutive).
+    pub fold: usize,
 }
 
 /// A parsed pairs file.
@@ -81,6 +83,7 @@ impl PairList {
         let mut pairs = Vec::with_capacity(promised);
         for (i, line) in lines {
             let line_no = i + 1;
+            let fold = pairs.len() / (2 * per_fold).max(1);
             let f: Vec<&str> = line.split_whitespace().collect();
             let num = |s: &str| {
                 s.parse::<u32>()
@@ -102,15 +105,21 @@ impl PairList {
                     right: FaceRef { name: name.to_string(), number: num(b)? },
                     same: true,
                     line: line_no,
+                    fold,
                 },
                 [n1, a, n2, b] => Pair {
                     left: FaceRef { name: n1.to_string(), number: num(a)? },
                     right: FaceRef { name: n2.to_string(), number: num(b)? },
                     same: n1 == n2,
                     line: line_no,
+                    fold,
                 },
                 _ => bail!("line {line_no}: {line:?} is neither `name i j` nor `name1 i name2 j`"),
             };
+            if pair.left == pair.right {
+                // Its distance is 0 whatever the network: scoring it would only flatter.
+                bail!("line {line_no}: {line:?} pairs photo {} of {} with itself; a pair needs two photos", pair.left.number, pair.left.name);
+            }
             pairs.push(pair);
         }
         if pairs.len() != promised {
@@ -135,7 +144,7 @@ fn is_person_name(name: &str) -> bool {
 pub enum MissingPolicy {
     /// Stop with an error listing what is missing.
     Error,
-    /// Leave such pairs out (they are counted and reported); folds are then re-cut evenly.
+    /// Leave such pairs out, counted and listed (`make-bin` keeps the pairs file's folds; `verify` re-cuts them evenly).
     Skip,
 }
 
@@ -144,6 +153,10 @@ pub enum MissingPolicy {
 pub struct Resolved {
     /// Pairs kept, in file order.
     pub pairs: Vec<Pair>,
+    /// The position in the list of each kept pair.
+    pub indices: Vec<usize>,
+    /// Every face found missing, with the pair's line.
+    pub missing: Vec<MissingFace>,
     /// Pairs naming a person with no folder under the root.
     pub missing_people: usize,
     /// Pairs whose person exists but whose photo number does not.
@@ -152,7 +165,23 @@ pub struct Resolved {
     pub examples: Vec<String>,
 }
 
+/// A face a pairs file names that the images do not have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MissingFace {
+    /// The pair's line in the pairs file.
+    pub line: usize,
+    /// The face.
+    pub face: FaceRef,
+    /// Whether the person or only the photo is missing.
+    pub person_missing: bool,
+}
+
 impl Resolved {
+    /// Nothing resolved: no pair kept, none missing.
+    pub fn empty() -> Self {
+        Resolved { pairs: Vec::new(), indices: Vec::new(), missing: Vec::new(), missing_people: 0, missing_images: 0, examples: Vec::new() }
+    }
+
     /// Pairs left out.
     pub fn skipped(&self) -> usize {
         self.missing_people + self.missing_images
@@ -162,15 +191,20 @@ impl Resolved {
 /// Checks every pair's images under `root` (via `exists`, so that packed datasets can answer
 /// from their record paths) and applies `policy`.
 pub fn resolve(list: &PairList, policy: MissingPolicy, exists: impl Fn(&FaceRef) -> Presence) -> Result<Resolved> {
-    let mut out = Resolved { pairs: Vec::new(), missing_people: 0, missing_images: 0, examples: Vec::new() };
-    for pair in &list.pairs {
-        let worst = [exists(&pair.left), exists(&pair.right)]
-            .into_iter()
-            .zip([&pair.left, &pair.right])
-            .filter(|(p, _)| *p != Presence::Found)
-            .min_by_key(|(p, _)| *p);
+    let mut out = Resolved::empty();
+    for (i, pair) in list.pairs.iter().enumerate() {
+        let found = [exists(&pair.left), exists(&pair.right)];
+        for (presence, face) in found.into_iter().zip([&pair.left, &pair.right]) {
+            if presence != Presence::Found {
+                out.missing.push(MissingFace { line: pair.line, face: face.clone(), person_missing: presence == Presence::NoPerson });
+            }
+        }
+        let worst = found.into_iter().zip([&pair.left, &pair.right]).filter(|(p, _)| *p != Presence::Found).min_by_key(|(p, _)| *p);
         match worst {
-            None => out.pairs.push(pair.clone()),
+            None => {
+                out.pairs.push(pair.clone());
+                out.indices.push(i);
+            }
             Some((presence, face)) => {
                 if presence == Presence::NoPerson {
                     out.missing_people += 1;
@@ -259,6 +293,87 @@ impl RecordFaces {
             Presence::NoPerson
         }
     }
+}
+
+/// What [`keep_folds`] kept of each fold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FoldCount {
+    /// Pairs the file lists in this fold.
+    pub listed: usize,
+    /// Pairs of this fold that cannot be used (a photo missing, or no face in it).
+    pub unusable: usize,
+    /// Usable pairs left out so that this fold keeps as many pairs as the others.
+    pub balanced: usize,
+}
+
+impl FoldCount {
+    /// Pairs kept.
+    pub fn kept(&self) -> usize {
+        self.listed - self.unusable - self.balanced
+    }
+}
+
+/// The pairs of a list kept with its folds intact ([`keep_folds`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KeptFolds {
+    /// Positions in the list of the pairs kept, in file order.
+    pub kept: Vec<usize>,
+    /// For each fold of the file, in order.
+    pub folds: Vec<FoldCount>,
+}
+
+impl KeptFolds {
+    /// Usable pairs left out to keep the folds equal.
+    pub fn balanced(&self) -> usize {
+        self.folds.iter().map(|f| f.balanced).sum()
+    }
+
+    /// One line per fold that lost pairs: `fold 3: 1 unusable, 0 to balance, 599 kept`.
+    pub fn describe(&self) -> Vec<String> {
+        self.folds
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.unusable + f.balanced > 0)
+            .map(|(k, f)| format!("fold {}: {} of {} left out ({} unusable, {} to keep the folds equal), {} kept", k + 1, f.unusable + f.balanced, f.listed, f.unusable, f.balanced, f.kept()))
+            .collect()
+    }
+}
+
+/// Keeps the `usable` pairs of `list` (one flag per listed pair) so that the folds of what is
+/// kept are still the list's folds, for any reader that cuts pairs into equal consecutive folds
+/// (insightface's `verification.py`, scikit-learn's `KFold`, `facekit eval verify --bin`): a
+/// `.bin` holds pairs and flags, no fold boundaries, so dropping one pair would move every
+/// boundary after it. Every fold gives up as many same-person pairs, and as many
+/// different-person pairs, as the fold that lost most of them (its last usable ones of that
+/// kind), so folds that held the same mix (LFW's: 300 of each) stay equal and keep it. Nothing
+/// is dropped when all are usable.
+pub fn keep_folds(list: &PairList, usable: &[bool]) -> KeptFolds {
+    assert_eq!(usable.len(), list.pairs.len(), "one flag per listed pair");
+    let folds = list.pairs.iter().map(|p| p.fold + 1).max().unwrap_or(0);
+    // (fold, same) -> listed, unusable
+    let mut listed = vec![[0usize; 2]; folds];
+    let mut lost = vec![[0usize; 2]; folds];
+    for (p, &ok) in list.pairs.iter().zip(usable) {
+        listed[p.fold][usize::from(p.same)] += 1;
+        lost[p.fold][usize::from(p.same)] += usize::from(!ok);
+    }
+    let worst: [usize; 2] = std::array::from_fn(|k| lost.iter().map(|l| l[k]).max().unwrap_or(0));
+    let mut room: Vec<[usize; 2]> = listed.iter().map(|l| [l[0].saturating_sub(worst[0]), l[1].saturating_sub(worst[1])]).collect();
+    let mut out = KeptFolds { kept: Vec::new(), folds: vec![FoldCount::default(); folds] };
+    for (i, (p, &ok)) in list.pairs.iter().zip(usable).enumerate() {
+        let f = &mut out.folds[p.fold];
+        f.listed += 1;
+        let left = &mut room[p.fold][usize::from(p.same)];
+        match (ok, *left > 0) {
+            (false, _) => f.unusable += 1,
+            (true, true) => {
+                *left -= 1;
+                out.kept.push(i);
+            }
+            (true, false) => f.balanced += 1,
+        }
+    }
+    out
 }
 
 /// The distinct faces of `pairs` in order of first appearance, and each pair as indices into

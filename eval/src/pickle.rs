@@ -2,11 +2,16 @@
 //! `agedb_30.bin`): a pickle of `(list of JPEG byte strings, list of booleans)`.
 //!
 //! Nothing is ever executed. The reader understands the handful of opcodes such files use
-//! (protocols 2 to 5, written by Python 2 or 3) and recognises exactly three callables by name,
+//! (protocols 2 to 5, written by Python 2 or 3) and recognises a few callables by name,
 //! interpreting them itself: `_codecs.encode(str, 'latin1')` (how Python 3 writes `bytes` at
-//! protocol 2), `bytes()` / `__builtin__.bytes()` (empty bytes), and numpy's boolean scalars
-//! (`numpy.core.multiarray.scalar(dtype('b1'), b'\x01')`). Any other opcode or callable is
-//! rejected with its byte offset. Every length is checked against the bytes that remain, and what
+//! protocol 2), `bytes()` / `__builtin__.bytes()` (empty bytes), numpy's boolean scalars
+//! (`numpy.core.multiarray.scalar(dtype('b1'), b'\x01')`), and one-dimensional numpy boolean
+//! arrays, which insightface's own scripts write for `issame`
+//! (`pickle.dump((bins, np.array(issame_list)), f)`): `numpy.core.multiarray._reconstruct`
+//! followed by BUILD with `(1, shape, dtype('b1'), fortran, bytes)` at protocols 2 to 4, and
+//! `numpy.core.numeric._frombuffer(bytearray, dtype('b1'), shape, order)` at protocol 5 (numpy
+//! 2 spells the modules `numpy._core`). Any other opcode, callable or dtype is rejected with its
+//! byte offset. Every length is checked against the bytes that remain, and what
 //! the machine builds is bounded ([`Limits`]): lists hold only plain values, tuples nest at most
 //! [`MAX_DEPTH`] deep (no recursion can overflow the stack, however the opcodes are arranged),
 //! at most [`MAX_ITEMS`] container elements are made, and the bytes made (a memoised string
@@ -52,6 +57,10 @@ enum Value {
     Global(Callable),
     /// A numpy dtype made by `numpy.dtype(code, ...)`.
     Dtype(String),
+    /// An empty array made by `numpy.core.multiarray._reconstruct`, filled in by BUILD.
+    ArrayShell,
+    /// A one-dimensional numpy boolean array.
+    BoolArray(Rc<Vec<bool>>),
     /// The MARK sentinel on the stack.
     Mark,
 }
@@ -62,6 +71,9 @@ enum Callable {
     Bytes,
     NumpyDtype,
     NumpyScalar,
+    NumpyNdarray,
+    NumpyReconstruct,
+    NumpyFrombuffer,
 }
 
 impl Value {
@@ -76,6 +88,8 @@ impl Value {
             Value::Tuple(..) => "tuple",
             Value::Global(_) => "callable",
             Value::Dtype(_) => "numpy dtype",
+            Value::ArrayShell => "numpy array without data",
+            Value::BoolArray(_) => "numpy boolean array",
             Value::Mark => "mark",
         }
     }
@@ -121,7 +135,7 @@ pub fn parse_verification_bin(data: &[u8]) -> Result<VerificationBin> {
     if items.len() != 2 {
         bail!("the pickle holds a tuple of {} items, not (images, issame)", items.len());
     }
-    let (Value::List(images), Value::List(issame)) = (&items[0], &items[1]) else {
+    let (Value::List(images), Value::List(_) | Value::BoolArray(_)) = (&items[0], &items[1]) else {
         bail!("the pickle holds ({}, {}), not (list of images, list of booleans)", items[0].kind(), items[1].kind());
     };
     let images = images
@@ -136,16 +150,20 @@ pub fn parse_verification_bin(data: &[u8]) -> Result<VerificationBin> {
             other => bail!("image {i} is a {}, not a byte string", other.kind()),
         })
         .collect::<Result<Vec<_>>>()?;
-    let issame = issame
-        .borrow()
-        .iter()
-        .enumerate()
-        .map(|(i, v)| match v {
-            Value::Bool(b) => Ok(*b),
-            Value::Int(n @ (0 | 1)) => Ok(*n == 1),
-            other => bail!("issame[{i}] is a {}, not a boolean", other.kind()),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let issame = match &items[1] {
+        Value::BoolArray(flags) => flags.as_ref().clone(),
+        Value::List(list) => list
+            .borrow()
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Bool(b) => Ok(*b),
+                Value::Int(n @ (0 | 1)) => Ok(*n == 1),
+                other => bail!("issame[{i}] is a {}, not a boolean", other.kind()),
+            })
+            .collect::<Result<Vec<_>>>()?,
+        _ => unreachable!("matched above"),
+    };
     if images.len() != issame.len() * 2 {
         bail!("{} images for {} pairs: a verification file stores exactly two images per pair", images.len(), issame.len());
     }
@@ -195,6 +213,9 @@ fn callable(module: &str, name: &str) -> Result<Callable> {
         ("__builtin__" | "builtins", "bytes") => Callable::Bytes,
         ("numpy" | "numpy.core.multiarray" | "numpy._core.multiarray", "dtype") => Callable::NumpyDtype,
         ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar") => Callable::NumpyScalar,
+        ("numpy", "ndarray") => Callable::NumpyNdarray,
+        ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => Callable::NumpyReconstruct,
+        ("numpy.core.numeric" | "numpy._core.numeric", "_frombuffer") => Callable::NumpyFrombuffer,
         _ => bail!("refusing to load {module}.{name}: a verification file only holds bytes and booleans"),
     })
 }
@@ -222,7 +243,54 @@ fn apply(f: Callable, args: &[Value]) -> Result<Value> {
                 _ => bail!("numpy boolean scalar with {} bytes", s.chars().count()),
             }
         }
+        // ndarray.__reduce__: an empty array of the class `numpy.ndarray`, its data set by BUILD.
+        (Callable::NumpyReconstruct, [Value::Global(Callable::NumpyNdarray), Value::Tuple(shape, _), Value::Bytes(_) | Value::Str(_)])
+            if matches!(shape.as_slice(), [Value::Int(0)]) =>
+        {
+            Ok(Value::ArrayShell)
+        }
+        // ndarray.__reduce_ex__(5): the data in band, then dtype, shape and order.
+        (Callable::NumpyFrombuffer, [Value::Bytes(raw), Value::Dtype(code), Value::Tuple(shape, _), Value::Str(order)])
+            if order.as_str() == "C" || order.as_str() == "F" =>
+        {
+            bool_array(code, shape, raw).map(|flags| Value::BoolArray(Rc::new(flags)))
+        }
         _ => bail!("unsupported call {f:?} with ({})", args.iter().map(Value::kind).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// The flags of a one-dimensional boolean array of `shape` and dtype `code` from its bytes.
+fn bool_array(code: &str, shape: &[Value], raw: &[u8]) -> Result<Vec<bool>> {
+    if code != "b1" && code != "?" {
+        bail!("a numpy array of dtype {code:?} is not a boolean array");
+    }
+    let [Value::Int(n)] = shape else {
+        bail!("a numpy array of {} dimensions is not a list of flags (one dimension)", shape.len());
+    };
+    if usize::try_from(*n).ok() != Some(raw.len()) {
+        bail!("a numpy boolean array of shape ({n},) holds {} bytes", raw.len());
+    }
+    Ok(raw.iter().map(|&b| b != 0).collect())
+}
+
+/// The array BUILD makes of a [`Value::ArrayShell`] and numpy's state
+/// `(1, shape, dtype, is_fortran, bytes)`.
+fn build_array(state: &Value) -> Result<Value> {
+    let Value::Tuple(items, _) = state else { bail!("numpy array state is a {}, not a tuple", state.kind()) };
+    if let Some(Value::Dtype(code)) = items.get(2).filter(|_| items.len() == 5) {
+        // Said first: an object array's data is a list of anything, which no check should open.
+        if code != "b1" && code != "?" {
+            bail!("a numpy array of dtype {code:?} is not a boolean array");
+        }
+    }
+    match items.as_slice() {
+        [Value::Int(1), Value::Tuple(shape, _), Value::Dtype(code), Value::Bool(_) | Value::Int(0 | 1), Value::Bytes(raw)] => {
+            bool_array(code, shape, raw).map(|flags| Value::BoolArray(Rc::new(flags)))
+        }
+        _ => bail!(
+            "numpy array state ({}) is not (1, shape, dtype, fortran, bytes)",
+            items.iter().map(Value::kind).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
@@ -289,7 +357,8 @@ fn unpickle(data: &[u8], limits: &mut Limits) -> Result<Value> {
             b'K' => stack.push(Value::Int(c.u8()? as i64)),
             b'M' => stack.push(Value::Int(u16::from_le_bytes(c.take(2)?.try_into().expect("2 bytes")) as i64)),
             b'J' => stack.push(Value::Int(i32::from_le_bytes(c.take(4)?.try_into().expect("4 bytes")) as i64)),
-            b'T' | b'B' | b'U' | b'C' | 0x8e => {
+            b'T' | b'B' | b'U' | b'C' | 0x8e | 0x96 => {
+                // 0x96 is BYTEARRAY8: numpy's in-band buffer at protocol 5.
                 let n = match op {
                     b'T' | b'B' => c.u32()? as usize,
                     b'U' | b'C' => c.u8()? as usize,
@@ -371,16 +440,26 @@ fn unpickle(data: &[u8], limits: &mut Limits) -> Result<Value> {
                     bail!("at byte {at}: REDUCE on a {} with {}", f.kind(), args.kind());
                 };
                 let made = apply(*f, args).with_context(|| format!("at byte {at}"))?;
-                if let Value::Bytes(b) = &made {
-                    limits.bytes(b.len(), at)?;
+                match &made {
+                    Value::Bytes(b) => limits.bytes(b.len(), at)?,
+                    Value::BoolArray(flags) => limits.items(flags.len(), at)?,
+                    _ => {}
                 }
                 stack.push(made);
             }
             b'b' => {
-                // BUILD sets a dtype's internal state (byte order, flags): irrelevant to booleans.
-                let _state = pop(&mut stack)?;
-                if !matches!(stack.last(), Some(Value::Dtype(_))) {
-                    bail!("at byte {at}: BUILD is only accepted on a numpy dtype");
+                let state = pop(&mut stack)?;
+                match stack.last_mut() {
+                    // A dtype's state (byte order, flags) is irrelevant to booleans.
+                    Some(Value::Dtype(_)) => {}
+                    Some(top @ Value::ArrayShell) => {
+                        let array = build_array(&state).with_context(|| format!("at byte {at}"))?;
+                        if let Value::BoolArray(flags) = &array {
+                            limits.items(flags.len(), at)?;
+                        }
+                        *top = array;
+                    }
+                    _ => bail!("at byte {at}: BUILD is only accepted on a numpy dtype or array"),
                 }
             }
             other => bail!("at byte {at}: pickle opcode 0x{other:02x} is not allowed in a verification file"),

@@ -8,6 +8,7 @@
 //! - [`output`]: what a command writes, checked before any work (never over an input, never into
 //!   a dataset or run folder it did not create, never through a link or into a device) and held
 //!   while it writes;
+//! - [`memory`]: the memory and cores a job may use, for budgets derived from the machine;
 //! - [`signals`]: stop requests (Ctrl-C, SIGTERM, SIGHUP) as a flag the caller injects;
 //! - [`progress`]: progress bars with rate and ETA;
 //! - [`tsv`]: tab-separated fields.
@@ -17,6 +18,7 @@ pub mod durable;
 pub mod errors;
 pub mod lock;
 pub mod output;
+pub mod memory;
 pub mod progress;
 pub mod signals;
 pub mod tsv;

@@ -42,6 +42,9 @@ pub enum RejectReason {
     BadLabel,
     /// An imported image whose size differs from the dataset's.
     WrongSize,
+    /// An `.idx` line that MXNet would not read (a later line lists its key again) or whose
+    /// record another key already names: each record is imported once.
+    RepeatedEntry,
 }
 
 impl RejectReason {
@@ -65,6 +68,7 @@ impl RejectReason {
             RejectReason::BadRecord => "bad_record",
             RejectReason::BadLabel => "bad_label",
             RejectReason::WrongSize => "wrong_size",
+            RejectReason::RepeatedEntry => "repeated_entry",
         }
     }
 }

@@ -118,6 +118,15 @@ pub enum FrameError {
         /// What is out of order.
         reason: &'static str,
     },
+    /// A part header's continuation flag is none of RecordIO's four (0 whole, 1 start, 2 middle,
+    /// 3 end): the top bit of `lrec` is set, which no writer does.
+    #[error("at byte {offset}: continuation flag {cflag} is none of RecordIO's 0 (whole), 1 (start), 2 (middle), 3 (end)")]
+    BadFlag {
+        /// Where the part header is.
+        offset: u64,
+        /// The flag found (4 to 7).
+        cflag: u32,
+    },
     /// A record was asked for at or after the end of the file (an `.idx` from another file).
     #[error("offset {offset} is at or past the end of the file ({file_len} bytes)")]
     PastEnd {
@@ -145,6 +154,7 @@ impl FrameError {
             | FrameError::Truncated { offset, .. }
             | FrameError::TooLong { offset, .. }
             | FrameError::BadContinuation { offset, .. }
+            | FrameError::BadFlag { offset, .. }
             | FrameError::PastEnd { offset, .. }
             | FrameError::Io { offset, .. } => *offset,
         }

@@ -56,6 +56,16 @@ pub struct Frame {
     pub next: u64,
 }
 
+/// One part of a record, its header checked.
+struct Part {
+    /// Offset of its bytes.
+    data: u64,
+    /// How many.
+    length: u32,
+    /// False when another part follows (a split record's start or middle).
+    last: bool,
+}
+
 /// Where the bytes come from: a file, or memory (fuzzing, tests).
 #[derive(Debug)]
 enum Source {
@@ -118,16 +128,48 @@ impl RecReader {
     /// anything is allocated, so a header claiming gigabytes costs nothing, and the payload
     /// never holds more bytes than the file does.
     pub fn read_at(&self, offset: u64, max_payload: usize) -> Result<Frame, FrameError> {
+        let mut payload = Vec::new();
+        let next = self.walk(offset, max_payload, |part| {
+            payload.reserve_exact(part.length as usize + if part.last { 0 } else { 4 });
+            let at = payload.len();
+            payload.resize(at + part.length as usize, 0);
+            self.read_exact(part.data, &mut payload[at..])?;
+            if !part.last {
+                payload.extend_from_slice(&MAGIC.to_le_bytes());
+            }
+            Ok(())
+        })?;
+        Ok(Frame { offset, payload, next })
+    }
+
+    /// The length of the payload [`RecReader::read_at`] would return for the same arguments, or
+    /// the same error, from the part headers alone: a few bytes read, nothing allocated. What
+    /// a caller bounding the bytes it holds asks before reading.
+    pub fn measure(&self, offset: u64, max_payload: usize) -> Result<u64, FrameError> {
+        let mut len = 0;
+        self.walk(offset, max_payload, |part| {
+            len += u64::from(part.length) + if part.last { 0 } else { 4 };
+            Ok(())
+        })?;
+        Ok(len)
+    }
+
+    /// Walks the parts of the record at `offset`, each header checked (magic, flag, order, the
+    /// limit, the file's end) before `visit` sees it; returns the offset after the last part.
+    fn walk(&self, offset: u64, max_payload: usize, mut visit: impl FnMut(&Part) -> Result<(), FrameError>) -> Result<u64, FrameError> {
         if offset >= self.len {
             return Err(FrameError::PastEnd { offset, file_len: self.len });
         }
         let max = max_payload as u64;
-        let mut payload = Vec::new();
+        let mut total = 0u64;
         let mut pos = offset;
         loop {
             let (cflag, length) = self.part_header(pos)?;
             let started = pos != offset;
             match (started, cflag) {
+                // dmlc's writer never sets the top bit; its readers would take such a part for
+                // the start of a split record and glue the next record to it.
+                (_, c) if c > CFLAG_END => return Err(FrameError::BadFlag { offset: pos, cflag: c }),
                 (false, CFLAG_MIDDLE | CFLAG_END) => {
                     return Err(FrameError::BadContinuation {
                         offset: pos,
@@ -142,7 +184,7 @@ impl RecReader {
                 }
                 _ => {}
             }
-            let total = payload.len() as u64 + u64::from(length);
+            total += u64::from(length);
             if total > max {
                 return Err(FrameError::TooLong { offset: pos, length: total, max: max_payload });
             }
@@ -151,19 +193,17 @@ impl RecReader {
             if end > self.len {
                 return Err(FrameError::Truncated { offset: data, what: "payload", needed: padded(length), file_len: self.len });
             }
-            let continues = cflag == CFLAG_START || cflag == CFLAG_MIDDLE;
-            payload.reserve_exact(length as usize + if continues { 4 } else { 0 });
-            let at = payload.len();
-            payload.resize(at + length as usize, 0);
-            self.read_exact(data, &mut payload[at..])?;
+            let last = !(cflag == CFLAG_START || cflag == CFLAG_MIDDLE);
+            visit(&Part { data, length, last })?;
             pos = end;
-            if !continues {
-                return Ok(Frame { offset, payload, next: pos });
+            if last {
+                return Ok(pos);
             }
-            if payload.len() as u64 + 4 > max {
-                return Err(FrameError::TooLong { offset: pos, length: payload.len() as u64 + 4, max: max_payload });
+            // The magic that split the payload is part of it again.
+            total += 4;
+            if total > max {
+                return Err(FrameError::TooLong { offset: pos, length: total, max: max_payload });
             }
-            payload.extend_from_slice(&MAGIC.to_le_bytes());
         }
     }
 

@@ -18,11 +18,55 @@ pub struct IdxEntry {
     pub offset: u64,
 }
 
-/// Reads an `.idx` (a regular file of at most [`IDX_BUDGET`] bytes), entries in file order.
+/// An `.idx` as MXNet reads it: `MXIndexedRecordIO` keeps a dict from key to offset, so a key
+/// listed again replaces the offset of its earlier line, and each key is read once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Index {
+    /// Each key once, at the offset of its last line, in the order of those lines.
+    pub entries: Vec<IdxEntry>,
+    /// Lines that a later line of the same key replaced, which MXNet never reads.
+    pub replaced: Vec<Replaced>,
+}
+
+/// A line of an `.idx` whose key a later line lists again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replaced {
+    /// Its 1-based line number.
+    pub line: usize,
+    /// What it says.
+    pub entry: IdxEntry,
+    /// The 1-based number of the last line with the same key, the one MXNet reads.
+    pub by_line: usize,
+}
+
+impl Index {
+    /// Reads an `.idx` (see [`read_idx`]) and keeps each key's last line.
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        Ok(Self::new(read_idx(path)?))
+    }
+
+    /// The index of `lines` (an `.idx`'s entries in file order): each key's last line wins.
+    pub fn new(lines: Vec<IdxEntry>) -> Self {
+        let mut last = std::collections::HashMap::with_capacity(lines.len());
+        for (i, e) in lines.iter().enumerate() {
+            last.insert(e.key, i);
+        }
+        let mut index = Index { entries: Vec::with_capacity(last.len()), replaced: Vec::new() };
+        for (i, e) in lines.into_iter().enumerate() {
+            match last[&e.key] {
+                j if j == i => index.entries.push(e),
+                j => index.replaced.push(Replaced { line: i + 1, entry: e, by_line: j + 1 }),
+            }
+        }
+        index
+    }
+}
+
+/// Reads an `.idx` (a regular file of at most [`IDX_BUDGET`] bytes), every line's entry in file
+/// order; [`Index`] keeps each key once, as MXNet does.
 ///
 /// Nothing is checked against the `.rec` here: an offset past its end or into the middle of a
-/// record is reported by [`crate::RecReader::read_at`] when the record is read. A key listed
-/// twice is returned twice (MXNet keeps the last).
+/// record is reported by [`crate::RecReader::read_at`] when the record is read.
 pub fn read_idx(path: &Path) -> Result<Vec<IdxEntry>, Error> {
     let text = facekit_io::bounded::read_string(path, IDX_BUDGET)?;
     parse_idx(&text, path)

@@ -6,7 +6,8 @@
 //!   at an aligned position is split into parts there (cflag 1, 2..., 3). [`RecReader`] reads a
 //!   record at an offset; [`RecReader::scan`] reads them all in order and resynchronises after
 //!   damage;
-//! - [`index`]: the `.idx` is text, `key<TAB>offset` per record;
+//! - [`index`]: the `.idx` is text, `key<TAB>offset` per record; a key listed again replaces its
+//!   earlier line, as in MXNet's dict ([`Index`]);
 //! - [`header`]: a payload is an [`IrHeader`] (`u32 flag, f32 label, u64 id, u64 id2`, 24 bytes
 //!   little-endian), `flag` float32 labels when `flag > 0`, then the image bytes;
 //! - [`insightface`]: which keys are images and which are identity ranges ([`Layout`]);
@@ -31,7 +32,7 @@ pub mod writer;
 pub use error::{Error, FrameError, PayloadError, Result};
 pub use frame::{Frame, RecReader, MAGIC, MAX_LENGTH};
 pub use header::{pack, unpack, IrHeader, Unpacked};
-pub use index::{read_idx, IdxEntry};
+pub use index::{read_idx, IdxEntry, Index};
 pub use insightface::Layout;
 pub use property::Property;
 pub use scan::Scan;

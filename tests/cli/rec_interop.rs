@@ -456,4 +456,174 @@ fn import_over_a_finished_dataset_needs_overwrite_and_resume_never_replaces_it()
     assert!(!t.path().join("imported/.ds.staging").exists());
     let v = facekit().args(["verify-shard", "--decode"]).arg(&out).output().unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+/// Writes `DIR/train.rec` and `train.idx` with MXNet's own `MXIndexedRecordIO`, im2rec's layout
+/// (keys 0.., `IRHeader(0, label, key, 0)`), from a Python expression `RECORDS` that yields
+/// `(image bytes, label)`; `chips` (the fixture's real 112x112 JPEG chips) is in scope.
+fn mxnet_write_records(fx: &Fixture, dir: &Path, records: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let prog = format!(
+        "import sys\nfrom mxnet import recordio\nchips = [open(p, 'rb').read() for p in sys.argv[2:]]\n\
+         rec = recordio.MXIndexedRecordIO(sys.argv[1] + '/train.idx', sys.argv[1] + '/train.rec', 'w')\n\
+         for key, (image, label) in enumerate({records}):\n    rec.write_idx(key, recordio.pack(recordio.IRHeader(0, float(label), key, 0), image))\n\
+         rec.close()\n"
+    );
+    let o = Command::new(&fx.mx).args(["-c", &prog]).arg(dir).args(fx.items.iter().map(|(p, _)| p)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The rejects list of a dataset: (path, reason, detail) rows.
+fn rejects(base: &Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(base.with_extension("rejects.tsv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn an_index_naming_a_key_or_a_record_twice_and_a_bad_flag_import_what_mxnet_reads_each_once() {
+    let Some(fx) = fixture() else { return };
+    let src = fx.root.join("plain");
+    fx.mxnet_write("im2rec", &src);
+    let idx = offsets(&src.join("train.idx"));
+    // Key 3 listed again, a key 100 naming key 5's record, and key 8's part flag set to 5 (dmlc's
+    // reader then glues key 9's record onto it).
+    let mut text = std::fs::read_to_string(src.join("train.idx")).unwrap();
+    text.push_str(&format!("3\t{}\n100\t{}\n", idx[&3], idx[&5]));
+    std::fs::write(src.join("train.idx"), text).unwrap();
+    let mut b = std::fs::read(src.join("train.rec")).unwrap();
+    let lrec = u32::from_le_bytes(b[idx[&8] + 4..idx[&8] + 8].try_into().unwrap());
+    b[idx[&8] + 4..idx[&8] + 8].copy_from_slice(&((5 << 29) | (lrec & ((1 << 29) - 1))).to_le_bytes());
+    std::fs::write(src.join("train.rec"), &b).unwrap();
+
+    let mx: std::collections::HashMap<u64, serde_json::Value> =
+        fx.mxnet_read(&src).into_iter().map(|r| (r["key"].as_u64().unwrap(), r)).collect();
+    assert_eq!(mx[&100]["sha256"], mx[&5]["sha256"], "MXNet reads key 5's record under key 100 too");
+    assert!(mx[&8]["len"].as_u64().unwrap() > 5000 + mx[&9]["len"].as_u64().unwrap() / 2, "MXNet glues key 9's record onto key 8's");
+
+    let out = fx.root.join("training/repeated");
+    let o = import(&src, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = records(&out);
+    assert_eq!(got.len(), fx.items.len() - 1, "every record once, key 8 rejected");
+    let mut seen = std::collections::HashSet::new();
+    for (data, class, path) in &got {
+        let key: u64 = path.strip_prefix("train.rec#").unwrap().parse().unwrap();
+        let sha = format!("{:x}", Sha256::digest(data));
+        assert_eq!(mx[&key]["sha256"].as_str(), Some(sha.as_str()), "{path}: not the image MXNet reads for key {key}");
+        assert_eq!(mx[&key]["label"][0].as_f64(), Some(f64::from(*class)), "{path}");
+        assert!(seen.insert(sha), "{path}: a record imported twice");
+    }
+    let listed = rejects(&out);
+    let at = |offset: usize| listed.iter().filter(|r| r.0.ends_with(&format!("@{offset}"))).map(|r| r.1.as_str()).collect::<Vec<_>>();
+    assert_eq!(at(idx[&3]), ["repeated_entry"], "{listed:?}");
+    assert_eq!(at(idx[&5]), ["repeated_entry"], "{listed:?}");
+    assert_eq!(at(idx[&8]), ["bad_record"], "{listed:?}");
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().any(|r| r.2.contains("continuation flag 5")), "{listed:?}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.with_extension("report.json")).unwrap()).unwrap();
+    assert_eq!((report["counters"]["skipped"].as_u64(), report["counters"]["rejected"].as_u64()), (Some(2), Some(1)));
+}
+
+#[test]
+fn a_thousand_damaged_leading_records_do_not_hide_the_good_ones_after_them() {
+    let Some(fx) = fixture() else { return };
+    let src = fx.root.join("damaged-first");
+    // 1000 records first: half bytes that are no image, half real chips cut in half.
+    mxnet_write_records(&fx, &src, "[(b'not an image %d' % k, 0) for k in range(500)] + [(chips[k % len(chips)][:len(chips[k % len(chips)]) // 2], 1) for k in range(500)] + [(c, k % 4) for k, c in enumerate(chips)]");
+    let out = fx.root.join("training/damaged-first");
+    let o = import(&src.join("train.rec"), &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(records(&out).len(), fx.items.len());
+    let listed = rejects(&out);
+    assert_eq!(listed.len(), 1000);
+    assert_eq!(listed.iter().filter(|r| r.1 == "not_an_image").count(), 500, "{:?}", &listed[..3]);
+    assert_eq!(listed.iter().filter(|r| r.1 == "truncated_or_corrupt").count(), 500, "{:?}", &listed[500..503]);
+}
+
+#[test]
+fn a_label_beyond_the_records_is_rejected_and_a_property_promising_more_classes_is_refused() {
+    let Some(fx) = fixture() else { return };
+    let src = fx.root.join("stray");
+    mxnet_write_records(&fx, &src, "[(c, k % 6) for k, c in enumerate(chips)] + [(chips[0], 16777215)]");
+    let out = fx.root.join("training/stray");
+    let o = import(&src.join("train.rec"), &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.with_extension("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["classes"], 6, "the classes are those the records have, not 16,777,216");
+    assert_eq!(std::fs::read_to_string(out.with_extension("labels.tsv")).unwrap().lines().count(), 7);
+    let listed = rejects(&out);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].1, "bad_label");
+    assert!(listed[0].2.contains("label 16777215") && listed[0].2.contains("21 image records"), "{listed:?}");
+
+    // insightface's property file promising 16,777,216 classes for 21 images: refused before
+    // anything is written, naming the file and both numbers.
+    std::fs::write(src.join("property"), "16777216,112,112\n").unwrap();
+    let out = fx.root.join("training/promised");
+    let o = import(&src, &out, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("property") && err.contains("16777216 classes") && err.contains("21 image records"), "{err}");
+    assert!(!out.with_extension("manifest.json").exists() && !out.with_extension("labels.tsv").exists());
+}
+
+/// Runs `cmd` to its end and returns its exit code, its stderr and its peak resident memory in
+/// bytes (`wait4`'s `ru_maxrss`, this child's alone).
+fn peak_rss(mut cmd: Command) -> (Option<i32>, String, u64) {
+    let t = tempfile::tempdir().unwrap();
+    let err = t.path().join("stderr");
+    let child = cmd.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&err).unwrap()).spawn().unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills; the pid is our child, waited for once here.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, std::fs::read_to_string(err).unwrap(), usage.ru_maxrss as u64 * 1024)
+}
+
+#[test]
+fn an_import_of_big_records_holds_a_bounded_number_of_bytes_not_of_records() {
+    let Some(fx) = fixture() else { return };
+    // 40 records of 16 MB each (a real chip padded with JPEG comments, still a valid 112x112
+    // JPEG): 640 MB, which an import holding a chunk of records at once would hold whole.
+    let src = fx.root.join("big");
+    mxnet_write_records(
+        &fx,
+        &src,
+        "[(c[:2] + (b'\\xff\\xfe\\xff\\xff' + b'\\x00' * 65533) * 256 + c[2:], k % 4) for k, c in enumerate((chips * 2)[:40])]",
+    );
+    assert!(std::fs::metadata(src.join("train.rec")).unwrap().len() > 600 << 20);
+    let run = |input: &Path, name: &str| {
+        let mut cmd = facekit();
+        cmd.args(["import", "rec"]).arg(input).arg("-o").arg(fx.root.join(name)).args(["--quiet", "--threads", "1"]);
+        let (code, err, peak) = peak_rss(cmd);
+        assert_eq!(code, Some(0), "{err}");
+        peak
+    };
+    let small = fx.root.join("small");
+    fx.mxnet_write("im2rec", &small);
+    let baseline = run(&small.join("train.rec"), "training/small");
+    let peak = run(&src.join("train.rec"), "training/big");
+    assert_eq!(records(&fx.root.join("training/big")).len(), 40);
+    // One worker: a budget of two 64 MiB records, the record being decoded and a shard buffer.
+    let grown = peak.saturating_sub(baseline);
+    println!("peak RSS {} MiB, {} MiB above a 20-record import", peak >> 20, grown >> 20);
+    assert!(grown < 360 << 20, "the import of 640 MB of records grew by {} MiB", grown >> 20);
+}
+
+#[test]
+fn an_import_with_more_threads_than_the_machine_can_use_is_refused_before_any_work() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("training/x");
+    let o = facekit().args(["import", "rec", "/nonexistent.rec", "-o"]).arg(&out).args(["--threads", "100000"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--threads 100000") && err.contains("core"), "{err}");
+    assert!(!out.with_extension("lock").exists(), "refused before anything was created");
 }

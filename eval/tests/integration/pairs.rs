@@ -78,3 +78,62 @@ fn unique_faces_lists_each_photo_once_in_order_of_first_use() {
     assert_eq!(faces.iter().map(FaceRef::relative).collect::<Vec<_>>(), ["A/A_0001.jpg", "A/A_0002.jpg", "B/B_0001.jpg"]);
     assert_eq!(index, [(0, 1, true), (2, 1, false)]);
 }
+
+#[test]
+fn a_pair_naming_one_photo_twice_is_refused_with_its_line() {
+    for text in ["1\t2\nA\t1\t2\nA\t3\t3\nA\t1\tB\t2\nB\t1\tC\t2\n", "1\t2\nA\t1\t2\nB\t4\tC\t1\nA\t1\tB\t2\nA\t03\tA\t3\n"] {
+        let err = format!("{:#}", PairList::parse(text).unwrap_err());
+        let line = if text.contains("A\t3\t3") { "line 3" } else { "line 5" };
+        assert!(err.contains(line) && err.contains("with itself"), "{err}");
+    }
+    // The same person's two photos, in either form, are a pair.
+    let list = PairList::parse("1\t1\nA\t1\t2\nA\t1\tA\t3\n").unwrap();
+    assert!(list.pairs.iter().all(|p| p.same));
+}
+
+/// The folds of `pairs`, cut as readers of a `.bin` cut them: scikit-learn's unshuffled KFold
+/// (consecutive, the first `n % k` one larger).
+fn kfold(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
+    let mut start = 0;
+    (0..k)
+        .map(|f| {
+            let len = n / k + usize::from(f < n % k);
+            start += len;
+            start - len..start
+        })
+        .collect()
+}
+
+#[test]
+fn leaving_out_a_pair_keeps_every_other_pair_in_its_own_fold() {
+    let list = PairList::read(&facekit_testkit::shared_data().join("lfw_pairs.txt")).unwrap();
+    assert_eq!(list.pairs[650].fold, 1);
+    // One same-person pair of fold 3 and two different-person pairs of fold 8 cannot be used.
+    let mut usable = vec![true; list.pairs.len()];
+    for i in [1205, 4501, 4599] {
+        usable[i] = false;
+    }
+    let kept = pairs::keep_folds(&list, &usable);
+    let counts: Vec<(usize, usize, usize)> = kept.folds.iter().map(|f| (f.unusable, f.balanced, f.kept())).collect();
+    let mut want = vec![(0, 3, 597); 10];
+    want[2] = (1, 2, 597);
+    want[7] = (2, 1, 597);
+    assert_eq!(counts, want);
+    assert_eq!(kept.balanced(), 3 * 10 - 3);
+    // A reader cutting the kept pairs into 10 equal folds finds every pair in its file's fold,
+    // and each fold keeps LFW's mix: 299 same-person then 298 different-person pairs.
+    let n = kept.kept.len();
+    for (fold, range) in kfold(n, 10).into_iter().enumerate() {
+        let members = &kept.kept[range];
+        assert!(members.iter().all(|&i| list.pairs[i].fold == fold), "fold {fold}");
+        assert_eq!(members.iter().filter(|&&i| list.pairs[i].same).count(), 299, "fold {fold}");
+    }
+    assert!(kept.kept.iter().all(|&i| usable[i]) && kept.kept.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(kept.describe().len(), 10);
+    assert!(kept.describe()[2].starts_with("fold 3: 3 of 600 left out (1 unusable, 2 to keep the folds equal), 597 kept"), "{:?}", kept.describe());
+
+    // Nothing unusable: nothing left out.
+    let all = pairs::keep_folds(&list, &vec![true; list.pairs.len()]);
+    assert_eq!(all.kept.len(), 6000);
+    assert!(all.describe().is_empty());
+}

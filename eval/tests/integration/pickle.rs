@@ -109,3 +109,58 @@ fn image_count_must_be_twice_the_pair_count() {
     let err = parse_verification_bin(&out.stdout).unwrap_err();
     assert!(format!("{err:#}").contains("3 images for 1 pairs"), "{err:#}");
 }
+
+/// `(images, issame)` pickled by `python` (a venv's interpreter) with `issame` as the numpy array
+/// `ARRAY` (a Python expression over the list `issame`), as insightface's scripts write it.
+fn numpy_bin(python: &std::path::Path, protocol: u8, array: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("v.bin");
+    let paths: Vec<String> = photos().iter().map(|p| p.display().to_string()).collect();
+    let script = format!(
+        "import pickle, sys, json\nimport numpy as np\nbins = [open(p, 'rb').read() for p in json.loads(sys.argv[3])]\n\
+         issame = [True, False, True]\nwith open(sys.argv[1], 'wb') as f:\n    pickle.dump((bins, {array}), f, protocol=int(sys.argv[2]))\n"
+    );
+    let o = std::process::Command::new(python).args(["-c", &script]).arg(&out).arg(protocol.to_string()).arg(serde_json::to_string(&paths).unwrap()).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read(&out).unwrap()
+}
+
+/// The Pythons whose numpy writes the pickles: the project venv's (numpy 2, `numpy._core`) and
+/// MXNet's (numpy 1, `numpy.core`) when it is installed.
+fn numpys() -> Vec<PathBuf> {
+    let mut out = vec![facekit_testkit::venv_python()];
+    out.extend(facekit_testkit::mxnet_python());
+    out
+}
+
+#[test]
+fn a_numpy_bool_array_issame_as_insightface_writes_it_reads_back_exactly() {
+    for py in numpys() {
+        // Protocols 2 to 4 reduce the array with `_reconstruct` and BUILD, protocol 5 (insightface's
+        // pickle.HIGHEST_PROTOCOL) with `_frombuffer` over an in-band bytearray.
+        for protocol in [2, 3, 4, 5] {
+            let bin = numpy_bin(&py, protocol, "np.array(issame)");
+            let got = parse_verification_bin(&bin).unwrap_or_else(|e| panic!("{} protocol {protocol}: {e:#}", py.display()));
+            assert_eq!(got, expected(), "{} protocol {protocol}", py.display());
+        }
+    }
+}
+
+#[test]
+fn numpy_arrays_that_are_not_one_dimensional_booleans_are_refused_with_their_offset() {
+    let py = facekit_testkit::venv_python();
+    for (array, says) in [
+        ("np.array(issame, dtype=np.int64)", "dtype"),
+        ("np.array(issame, dtype=np.float32)", "dtype"),
+        ("np.array([issame, issame])", "dimensions"),
+        ("np.array(issame, dtype=object)", "dtype \"O8\""),
+    ] {
+        for protocol in [2, 5] {
+            let err = format!("{:#}", parse_verification_bin(&numpy_bin(&py, protocol, array)).unwrap_err());
+            assert!(err.contains(says) && err.contains("at byte"), "{array} at protocol {protocol}: {err}");
+        }
+    }
+    // A numpy array of the wrong length is a wrong pair count, as a list would be.
+    let err = format!("{:#}", parse_verification_bin(&numpy_bin(&py, 4, "np.array(issame + [True])")).unwrap_err());
+    assert!(err.contains("6 images for 4 pairs"), "{err}");
+}

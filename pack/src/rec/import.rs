@@ -9,10 +9,9 @@
 
 use super::input::{layout_name, Entry, Plan, RecFiles, MAX_RECORD_BYTES};
 use super::progress::{Progress, Source, IMPORT_PROGRESS_FORMAT};
-use super::record::{import_one, Expect, Outcome};
+use super::record::{import_one, Expect, LabelLimit, Outcome};
 use crate::align::{ChipSpec, Template};
 use crate::checkpoint::{check_shards, file_sha256};
-use crate::reason::RejectReason;
 use crate::rejects::RejectsLog;
 use crate::replace::{remove_file, Destination};
 use crate::report::Reject;
@@ -21,7 +20,6 @@ use facekit_io::StopFlag;
 use facekit_recordio::RecReader;
 use facekit_shard::manifest::{AlignmentInfo, EncodingInfo, LabelEntry, LabelMap, OriginInfo, SourceInfo};
 use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Manifest};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,6 +59,10 @@ pub struct ImportCounters {
     pub rejected: u64,
     /// Regions of a scanned `.rec` (no `.idx`) that were no record at all, also listed.
     pub unreadable: u64,
+    /// `.idx` lines left out, also listed: a key listed again (MXNet reads its last line), a
+    /// record another key already names, a key outside insightface's layout.
+    #[serde(default)]
+    pub skipped: u64,
     /// Header and identity records of insightface's layout (metadata, not images).
     pub layout_records: u64,
     /// Rejections by reason code (unreadable regions included).
@@ -111,12 +113,13 @@ impl ImportReport {
             self.elapsed_s,
             self.records_per_s
         );
-        if c.rejected + c.unreadable > 0 {
+        if c.rejected + c.unreadable + c.skipped > 0 {
             let reasons: Vec<String> = c.rejected_by_reason.iter().map(|(k, v)| format!("{k} {v}")).collect();
             s.push_str(&format!(
-                "\n  rejected: {} records, {} unreadable regions ({}); listed in {}.rejects.tsv",
+                "\n  rejected: {} records, {} unreadable regions, {} index lines left out ({}); listed in {}.rejects.tsv",
                 c.rejected,
                 c.unreadable,
+                c.skipped,
                 reasons.join(", "),
                 self.dataset
             ));
@@ -141,9 +144,7 @@ pub enum ImportEnd {
 /// `overwrite`, and only once the new one is complete (see [`crate::replace`]).
 pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
     let started = Instant::now();
-    if opts.threads == 0 {
-        bail!("--threads must be at least 1");
-    }
+    super::inflight::check_threads(opts.threads)?;
     if opts.output.file_name().is_none() {
         bail!("output {} has no dataset name", opts.output.display());
     }
@@ -196,20 +197,16 @@ pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
                 consumed: 0,
                 checkpoints: 0,
             };
-            for (offset, what) in &plan.unreadable {
-                sink.counters.unreadable += 1;
-                *sink.counters.rejected_by_reason.entry(RejectReason::BadRecord.code().into()).or_default() += 1;
-                sink.rejects.push(&Reject { path: format!("{}@{offset}", files.rec.display()), reason: RejectReason::BadRecord, detail: what.clone() })?;
+            for skip in &plan.skipped {
+                *if skip.is_damage() { &mut sink.counters.unreadable } else { &mut sink.counters.skipped } += 1;
+                *sink.counters.rejected_by_reason.entry(skip.reason.code().into()).or_default() += 1;
+                let path = format!("{}@{}", files.rec.display(), skip.offset);
+                sink.rejects.push(&Reject { path, reason: skip.reason, detail: skip.detail.clone() })?;
             }
             (sink, 0)
         }
     };
 
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads)
-        .thread_name(|i| format!("facekit-import-{i}"))
-        .build()
-        .context("cannot start worker threads")?;
     let bar = facekit_io::progress::items(source.entries, "records");
     if !opts.progress {
         facekit_io::progress::hide(&bar);
@@ -222,43 +219,25 @@ pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
         rec: files.rec.display().to_string(),
         stop_after: std::env::var(STOP_AFTER_ENV).ok().and_then(|v| v.parse().ok()),
     };
-    // Many records per chunk (they are small), few chunks in flight: bounded memory.
-    let chunk_size = opts.threads.max(1) * 256;
-    let finished = std::thread::scope(|s| -> Result<Option<Sink>> {
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<(Entry, Outcome)>>(2);
-        let ctx = &ctx;
-        let writer = s.spawn(move || -> Result<Option<Sink>> {
-            for chunk in rx {
-                for (entry, outcome) in chunk {
-                    if !sink.accept(ctx, entry, outcome)? {
-                        return Ok(None);
-                    }
-                }
-            }
-            Ok(Some(sink))
-        });
-        for chunk in plan.entries[consumed as usize..].chunks(chunk_size) {
-            if opts.stop.is_set() {
-                break;
-            }
-            let outcomes: Vec<Outcome> = pool.install(|| chunk.par_iter().map(|e| import_one(&reader, *e, &expect, &rec_name)).collect());
-            bar.inc(chunk.len() as u64);
-            if tx.send(chunk.iter().copied().zip(outcomes).collect()).is_err() {
-                break; // the writer stopped; its result says why
-            }
-        }
-        drop(tx);
-        let result = writer.join().map_err(|_| anyhow::anyhow!("the import writer thread panicked"))?;
-        if opts.stop.is_set() {
-            return result.map(|_| None);
-        }
-        result
-    });
+    // Bounded by the bytes the records hold, not by their number (see `inflight`).
+    let budget = super::inflight::budget(opts.threads);
+    let all_written = super::inflight::run(
+        &reader,
+        &plan.entries[consumed as usize..],
+        opts.threads,
+        budget,
+        &opts.stop,
+        |entry| import_one(&reader, entry, &expect, &rec_name),
+        |entry, outcome| {
+            bar.inc(1);
+            sink.accept(&ctx, entry, outcome)
+        },
+    )?;
     bar.finish_and_clear();
-    let Some(mut sink) = finished? else {
+    if !all_written || opts.stop.is_set() {
         let shards = Progress::read_for(&paths.progress(), &source).map(|p| p.shards.len()).unwrap_or(0);
         return Ok(ImportEnd::Interrupted { shards });
-    };
+    }
     sink.writer.flush_shard()?;
     let last = Progress {
         format: IMPORT_PROGRESS_FORMAT.into(),
@@ -276,11 +255,14 @@ pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
     Ok(ImportEnd::Done(Box::new(report)))
 }
 
-/// The image size, encoding and class count every record is checked against: the first readable
+/// The image size, encoding and class limit every record is checked against: the first readable
 /// image's size and encoding, `property`'s size and class count where there is one (which the
-/// first image must then agree with).
+/// first image must then agree with), else at most one class per image record.
+///
+/// The first readable image is looked for among all the records, however many damaged ones come
+/// first: damage at the start of a file must not cost the good records after it.
 fn expectations(reader: &RecReader, plan: &Plan, property: Option<&facekit_recordio::Property>, files: &RecFiles) -> Result<Expect> {
-    let first = plan.entries.iter().take(1000).find_map(|e| {
+    let first = plan.entries.iter().find_map(|e| {
         let frame = reader.read_at(e.offset, MAX_RECORD_BYTES).ok()?;
         let u = facekit_recordio::unpack(&frame.payload).ok()?;
         let encoding = match crate::photo::sniff_format(u.image)? {
@@ -292,14 +274,27 @@ fn expectations(reader: &RecReader, plan: &Plan, property: Option<&facekit_recor
         Some((img.width(), img.height(), encoding))
     });
     let Some((width, height, encoding)) = first else {
-        bail!("none of the first records of {} is a readable JPEG or PNG image: nothing to import", files.rec.display())
+        bail!("none of the {} image records of {} is a readable JPEG or PNG image: nothing to import", plan.entries.len(), files.rec.display())
     };
-    let Some(p) = property else { return Ok(Expect { width, height, classes: None, encoding }) };
+    let records = u32::try_from(plan.entries.len()).unwrap_or(u32::MAX).min(super::record::MAX_LABEL);
+    let Some(p) = property else { return Ok(Expect { width, height, classes: LabelLimit::Records(records), encoding }) };
     let name = files.property.as_ref().map_or(String::new(), |p| p.display().to_string());
     if p.classes == 0 || p.classes > u64::from(super::record::MAX_LABEL) || p.width == 0 || p.height == 0 || p.width > u32::from(u16::MAX) || p.height > u32::from(u16::MAX) {
         bail!("property file {name} describes no usable dataset ({} classes, {}x{})", p.classes, p.width, p.height);
     }
-    Ok(Expect { width: p.width, height: p.height, classes: Some(p.classes as u32), encoding })
+    if p.classes > plan.entries.len() as u64 {
+        // Each class is a line of the label map and a row of the ArcFace head: a count the
+        // records cannot fill is a property file of another dataset, or damage.
+        bail!(
+            "property file {name} promises {} classes, but {} has only {} image records: at most {} classes can have a record \
+             (a property file of another dataset?); fix or remove it",
+            p.classes,
+            files.rec.display(),
+            plan.entries.len(),
+            plan.entries.len()
+        );
+    }
+    Ok(Expect { width: p.width, height: p.height, classes: LabelLimit::Property(p.classes as u32), encoding })
 }
 
 fn source_of(files: &RecFiles, plan: &Plan, shard_size: u64) -> Result<Source> {
@@ -430,7 +425,7 @@ fn encoding_name(e: Encoding) -> &'static str {
 fn complete(dest: &Destination, files: &RecFiles, plan: &Plan, expect: &Expect, p: &Progress, started: Instant, processed: u64, threads: usize) -> Result<ImportReport> {
     let paths = dest.work(0);
     let c = &p.counters;
-    let classes = expect.classes.unwrap_or_else(|| c.max_class.map_or(0, |m| m + 1));
+    let classes = expect.classes.property().unwrap_or_else(|| c.max_class.map_or(0, |m| m + 1));
     let rec = p.source.rec.clone();
     if c.imported > 0 {
         let encoding = EncodingInfo { format: expect.encoding, quality: None, chroma: None, width: expect.width, height: expect.height };

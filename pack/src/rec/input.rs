@@ -2,7 +2,9 @@
 //! list of records to import, in the order they will be written.
 
 use anyhow::{bail, Context, Result};
-use facekit_recordio::{read_idx, Layout, Property, RecReader};
+use crate::reason::RejectReason;
+use facekit_recordio::index::Replaced;
+use facekit_recordio::{Index, Layout, Property, RecReader};
 use std::path::{Path, PathBuf};
 
 /// Largest payload of one record accepted on import (a 112x112 JPEG is about 5 KB; a record
@@ -72,53 +74,86 @@ pub struct Entry {
 /// What the import will read, decided before anything is written.
 #[derive(Debug)]
 pub struct Plan {
-    /// The image records, in file order.
+    /// The image records, in file order, each record once.
     pub entries: Vec<Entry>,
     /// insightface's layout (header and identity records) or im2rec's (images only).
     pub layout: Layout,
     /// Records of the layout itself (header, identities), not imported as images.
     pub layout_records: u64,
-    /// Frames a scan could not read (offset, what is wrong), listed as rejects before any image.
-    pub unreadable: Vec<(u64, String)>,
+    /// What is read as no image: damaged regions of a scan, `.idx` lines MXNet would not read or
+    /// that name a record again; listed as rejects before any image.
+    pub skipped: Vec<Skipped>,
+}
+
+/// An index entry or a region of the file that the import leaves out, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Byte offset in the `.rec` (the entry's, or where the damage was found).
+    pub offset: u64,
+    /// The reject code it is listed under.
+    pub reason: RejectReason,
+    /// What is wrong, naming the key or the `.idx` line.
+    pub detail: String,
+}
+
+impl Skipped {
+    /// True for a damaged region of a scanned file (counted as `unreadable`), false for an
+    /// index entry left out.
+    pub fn is_damage(&self) -> bool {
+        self.reason == RejectReason::BadRecord
+    }
 }
 
 impl Plan {
     /// Reads the index (or scans the file) and the header record.
     pub fn make(files: &RecFiles, reader: &RecReader) -> Result<Self> {
         match &files.idx {
-            Some(idx) => Self::from_index(idx, reader),
+            Some(idx) => Ok(Self::from_index(Index::read(idx)?, &idx_name(idx), reader)),
             None => Ok(Self::from_scan(reader)),
         }
     }
 
-    fn from_index(idx: &Path, reader: &RecReader) -> Result<Self> {
-        let mut index = read_idx(idx)?;
+    /// The plan of an `.idx` (`idx_name` names it in rejects) over `reader`, read as MXNet reads
+    /// it: each key once (its last line), and here each record once, so that no image is
+    /// imported twice; every line left out is listed.
+    pub fn from_index(index: Index, idx_name: &str, reader: &RecReader) -> Self {
+        let mut skipped: Vec<Skipped> = index.replaced.iter().map(|r| replaced(r, idx_name)).collect();
+        let mut entries = index.entries;
         // The file's own order: sequential reads, and the order MXNet wrote.
-        index.sort_by_key(|e| (e.offset, e.key));
-        let header0 = index.iter().find(|e| e.key == 0).and_then(|e| reader.read_at(e.offset, MAX_RECORD_BYTES).ok());
+        entries.sort_by_key(|e| (e.offset, e.key));
+        let header0 = entries.iter().find(|e| e.key == 0).and_then(|e| reader.read_at(e.offset, MAX_RECORD_BYTES).ok());
         let unpacked = header0.as_ref().and_then(|f| facekit_recordio::unpack(&f.payload).ok());
         let layout = Layout::detect(unpacked.as_ref());
-        let mut entries = Vec::with_capacity(index.len());
+        let mut images: Vec<Entry> = Vec::with_capacity(entries.len());
         let mut layout_records = 0;
-        for e in &index {
-            let is_image = match &layout {
-                Layout::Insightface { images, .. } => images.contains(&e.key),
-                Layout::Plain => true,
-            };
-            if is_image {
-                entries.push(Entry { key: Some(e.key), offset: e.offset });
-            } else {
-                // Record 0 and the identity records; a key outside both ranges is not an image
-                // either by insightface's own reader, which takes keys 1..header.label[0].
-                layout_records += 1;
+        for e in &entries {
+            match role(&layout, e.key) {
+                Role::Image => match images.last() {
+                    Some(prev) if prev.offset == e.offset => skipped.push(Skipped {
+                        offset: e.offset,
+                        reason: RejectReason::RepeatedEntry,
+                        detail: format!("key {}: names the record at byte {} that key {} already names; it is imported once", e.key, e.offset, prev.key.unwrap_or(0)),
+                    }),
+                    _ => images.push(Entry { key: Some(e.key), offset: e.offset }),
+                },
+                Role::Layout => layout_records += 1,
+                Role::Outside { images, identities } => skipped.push(Skipped {
+                    offset: e.offset,
+                    reason: RejectReason::OutsideLayout,
+                    detail: format!(
+                        "key {}: neither an image key ({}..{}) nor an identity key ({}..{}) of insightface's layout; arcface_torch never reads it",
+                        e.key, images.start, images.end, identities.start, identities.end
+                    ),
+                }),
             }
         }
-        Ok(Plan { entries, layout, layout_records, unreadable: Vec::new() })
+        skipped.sort_by_key(|s| s.offset);
+        Plan { entries: images, layout, layout_records, skipped }
     }
 
     fn from_scan(reader: &RecReader) -> Self {
         let mut entries = Vec::new();
-        let mut unreadable = Vec::new();
+        let mut skipped = Vec::new();
         let mut layout_records = 0;
         let mut record0 = None;
         for frame in reader.scan(MAX_RECORD_BYTES) {
@@ -133,7 +168,7 @@ impl Plan {
                     }
                     _ => entries.push(Entry { key: None, offset: f.offset }),
                 },
-                Err(e) => unreadable.push((e.offset(), e.to_string())),
+                Err(e) => skipped.push(Skipped { offset: e.offset(), reason: RejectReason::BadRecord, detail: e.to_string() }),
             }
         }
         let layout = match &record0 {
@@ -143,8 +178,44 @@ impl Plan {
             }
             None => Layout::Plain,
         };
-        Plan { entries, layout, layout_records, unreadable }
+        Plan { entries, layout, layout_records, skipped }
     }
+}
+
+/// What a key is in a layout.
+enum Role<'a> {
+    Image,
+    /// Record 0 or an identity record.
+    Layout,
+    /// Outside both of insightface's ranges: insightface's own reader, which takes keys
+    /// `1..header.label[0]`, never reads it.
+    Outside { images: &'a std::ops::Range<u64>, identities: &'a std::ops::Range<u64> },
+}
+
+fn role(layout: &Layout, key: u64) -> Role<'_> {
+    match layout {
+        Layout::Plain => Role::Image,
+        Layout::Insightface { images, .. } if images.contains(&key) => Role::Image,
+        Layout::Insightface { identities, .. } if key == 0 || identities.contains(&key) => Role::Layout,
+        Layout::Insightface { images, identities } => Role::Outside { images, identities },
+    }
+}
+
+/// The reject of an `.idx` line that a later line of its key replaced.
+fn replaced(r: &Replaced, idx_name: &str) -> Skipped {
+    Skipped {
+        offset: r.entry.offset,
+        reason: RejectReason::RepeatedEntry,
+        detail: format!(
+            "key {}: line {} of {idx_name} (byte {}) is replaced by line {}, which lists the key again (MXNet keeps a key's last line)",
+            r.entry.key, r.line, r.entry.offset, r.by_line
+        ),
+    }
+}
+
+/// The file name of an `.idx`, for rejects.
+fn idx_name(idx: &Path) -> String {
+    idx.file_name().map_or_else(|| idx.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
 /// `insightface` or `im2rec`, as written in the manifest and the report.

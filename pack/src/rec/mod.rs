@@ -4,11 +4,13 @@
 //! `facekit-recordio` crate; here are the pipelines:
 //! - [`input`]: the files of an insightface folder and the plan of records to read;
 //! - [`record`]: one record checked and turned into a facekit record, or a reject;
-//! - [`import`] and [`progress`]: the parallel, resumable import;
+//! - [`import`] and [`progress`]: the parallel, resumable import, whose workers ([`inflight`])
+//!   hold a bounded number of bytes, not of records;
 //! - [`export`]: the dataset written as `train.rec`, `train.idx` and `property`.
 
 pub mod export;
 pub mod import;
+pub mod inflight;
 pub mod input;
 pub mod progress;
 pub mod record;

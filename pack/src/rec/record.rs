@@ -21,10 +21,39 @@ pub struct Expect {
     pub width: u32,
     /// See `width`.
     pub height: u32,
-    /// Labels must be below this (`property`'s class count), when known.
-    pub classes: Option<u32>,
+    /// Labels must be below this.
+    pub classes: LabelLimit,
     /// The dataset's one encoding (a shard format rule): the first image's, JPEG or PNG.
     pub encoding: Encoding,
+}
+
+/// How many classes a dataset imported from a file can have: what `property` says, else no
+/// more than the file has image records. A class id is a label, so without this one record
+/// labelled 16,777,215 would make a label map of 16.7 million lines (gigabytes, and an ArcFace
+/// head no machine holds) for a file of a thousand images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelLimit {
+    /// `property`'s class count (checked to be at most the image records).
+    Property(u32),
+    /// The number of image records (at most [`MAX_LABEL`]).
+    Records(u32),
+}
+
+impl LabelLimit {
+    /// `property`'s class count, when it set the limit.
+    pub fn property(self) -> Option<u32> {
+        match self {
+            LabelLimit::Property(n) => Some(n),
+            LabelLimit::Records(_) => None,
+        }
+    }
+
+    /// The number every class id must be below.
+    pub fn limit(self) -> u32 {
+        match self {
+            LabelLimit::Property(n) | LabelLimit::Records(n) => n,
+        }
+    }
 }
 
 /// The result for one entry.
@@ -88,44 +117,61 @@ pub fn import_one(reader: &RecReader, entry: Entry, expect: &Expect, rec_name: &
     }
     let mut origin_sha256 = [0u8; 16];
     origin_sha256.copy_from_slice(&Sha256::digest(u.image)[..16]);
+    let (width, height) = (img.width() as u16, img.height() as u16);
+    // The image is the payload's tail: keep the payload's own buffer rather than a copy, so a
+    // record costs its bytes once (what the import's byte budget counts).
+    let image_start = frame.payload.len() - u.image.len();
+    let mut data = frame.payload;
+    data.drain(..image_start);
     Outcome::Imported(Box::new(Record {
         labels: Labels { class_id: Some(class), source: 0, gender: None, age: None },
         encoding,
-        width: img.width() as u16,
-        height: img.height() as u16,
+        width,
+        height,
         origin_sha256,
         path: format!("{rec_name}#{key}"),
-        data: u.image.to_vec(),
+        data,
     }))
 }
 
-/// A label MXNet stored as float32 must be a whole number in `0..classes` (and below 2^24, where
+/// A label MXNet stored as float32 must be a whole number below `classes` (and below 2^24, where
 /// float32 stops counting exactly).
-pub fn check_label(label: f32, classes: Option<u32>) -> Result<u32, String> {
+pub fn check_label(label: f32, classes: LabelLimit) -> Result<u32, String> {
     if !label.is_finite() || label < 0.0 || label.fract() != 0.0 || label >= MAX_LABEL as f32 {
         return Err(format!("label {label} is not a class id (a whole number from 0 to {})", MAX_LABEL - 1));
     }
     let class = label as u32;
-    if let Some(n) = classes {
-        if class >= n {
-            return Err(format!("label {class} is not below the {n} classes of the property file"));
-        }
+    match classes {
+        LabelLimit::Property(n) if class >= n => Err(format!("label {class} is not below the {n} classes of the property file")),
+        LabelLimit::Records(n) if class >= n => Err(format!(
+            "label {class} is not below the {n} image records of the file: a dataset has at most one class per record, \
+             so a label this large is damage (it would make {} classes, nearly all without a record)",
+            u64::from(class) + 1
+        )),
+        _ => Ok(class),
     }
-    Ok(class)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::check_label;
+    use super::{check_label, LabelLimit, MAX_LABEL};
 
     #[test]
     fn labels_must_be_whole_nonnegative_and_in_range() {
-        assert_eq!(check_label(0.0, None), Ok(0));
-        assert_eq!(check_label(85741.0, Some(85742)), Ok(85741));
+        let records = LabelLimit::Records(MAX_LABEL);
+        assert_eq!(check_label(0.0, records), Ok(0));
+        assert_eq!(check_label(85741.0, LabelLimit::Property(85742)), Ok(85741));
         for bad in [f32::NAN, f32::INFINITY, -1.0, 2.5, 16_777_216.0] {
-            assert!(check_label(bad, None).is_err(), "{bad}");
+            assert!(check_label(bad, records).is_err(), "{bad}");
         }
-        let e = check_label(10.0, Some(10)).unwrap_err();
+        let e = check_label(10.0, LabelLimit::Property(10)).unwrap_err();
         assert!(e.contains("not below the 10 classes"), "{e}");
+    }
+
+    #[test]
+    fn a_label_beyond_the_files_records_is_damage_not_a_class() {
+        let e = check_label(16_777_215.0, LabelLimit::Records(1000)).unwrap_err();
+        assert!(e.contains("not below the 1000 image records") && e.contains("16777216 classes"), "{e}");
+        assert_eq!(check_label(999.0, LabelLimit::Records(1000)), Ok(999));
     }
 }

@@ -1,5 +1,5 @@
 //! The pack crate's tests, one binary: photo decoding, faults, alignment, chips like a dataset's
-//! (dlib parts with feature `dlib`).
+//! (dlib parts with feature `dlib`), the RecordIO import's plan and workers.
 
 #[cfg(feature = "dlib")]
 mod align_detect;
@@ -9,3 +9,4 @@ mod align_template;
 mod chips;
 mod photo_decode;
 mod photo_faults;
+mod rec_import;

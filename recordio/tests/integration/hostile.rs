@@ -47,10 +47,20 @@ fn exercise(bytes: Vec<u8>, offsets: &[u64]) -> usize {
         }
         for &off in offsets {
             for max in [len, usize::MAX, 3] {
+                let measured = reader.measure(off, max);
                 match reader.read_at(off, max) {
-                    Ok(f) => assert!(f.payload.len() <= len.min(max)),
-                    Err(FrameError::PastEnd { offset, .. }) => assert!(offset >= len as u64),
-                    Err(e) => assert!(e.offset() <= len as u64, "{e}"),
+                    Ok(f) => {
+                        assert!(f.payload.len() <= len.min(max));
+                        assert_eq!(measured.ok(), Some(f.payload.len() as u64), "measure agrees with read_at at {off}");
+                    }
+                    Err(e) => {
+                        let m = measured.expect_err("measure fails where read_at fails");
+                        assert_eq!(m.offset(), e.offset(), "{m} / {e}");
+                        match e {
+                            FrameError::PastEnd { offset, .. } => assert!(offset >= len as u64),
+                            e => assert!(e.offset() <= len as u64, "{e}"),
+                        }
+                    }
                 }
             }
         }
@@ -116,6 +126,46 @@ fn continuation_parts_out_of_order_are_refused() {
     // A start part that ends the file is a truncated record.
     let err = RecReader::from_bytes(part(CFLAG_START, b"abcd")).read_at(0, 100).unwrap_err();
     assert!(matches!(err, FrameError::Truncated { offset: 12, what: "header", .. }), "{err}");
+}
+
+#[test]
+fn a_continuation_flag_of_4_to_7_is_damage_not_a_whole_record() {
+    // dmlc-core's readers take any flag but 0 and 3 for "more parts follow" and glue the next
+    // record on (MXNet's `read_idx` returns both payloads and the magic between them); its
+    // writer never sets the top bit. Such a part is damage, reported where it is.
+    let image = pack(IrHeader { flag: 0, label: 1.0, id: 0, id2: 0 }, &[], b"\xff\xd8jpeg");
+    let (file, offsets) = framed(&[&image, &image, &image]);
+    for cflag in 4..8u32 {
+        let mut bad = file.clone();
+        let at = offsets[1] as usize;
+        let (_, length) = facekit_recordio::frame::decode_lrec(u32::from_le_bytes(bad[at + 4..at + 8].try_into().unwrap()));
+        bad[at + 4..at + 8].copy_from_slice(&((cflag << 29) | length).to_le_bytes());
+        let reader = RecReader::from_bytes(bad);
+        let err = reader.read_at(offsets[1], 1 << 20).unwrap_err();
+        assert!(matches!(err, FrameError::BadFlag { offset, cflag: c } if offset == offsets[1] && c == cflag), "{err}");
+        assert!(err.to_string().contains(&format!("continuation flag {cflag}")), "{err}");
+        assert!(reader.measure(offsets[1], 1 << 20).is_err());
+        // The records around it are intact, and a scan reports it once and goes on.
+        assert_eq!(reader.read_at(offsets[2], 1 << 20).unwrap().payload, image);
+        let items: Vec<_> = reader.scan(1 << 20).collect();
+        assert_eq!(items.iter().filter(|i| i.is_ok()).count(), 2, "cflag {cflag}");
+        assert_eq!(items.iter().filter_map(|i| i.as_ref().err()).map(FrameError::offset).collect::<Vec<_>>(), [offsets[1]]);
+    }
+}
+
+#[test]
+fn a_key_listed_twice_is_read_once_at_its_last_line_as_mxnet_reads_it() {
+    let entry = |key, offset| facekit_recordio::IdxEntry { key, offset };
+    let lines = vec![entry(0, 0), entry(1, 36), entry(2, 72), entry(1, 108), entry(3, 144), entry(1, 36)];
+    let index = facekit_recordio::Index::new(lines);
+    assert_eq!(index.entries, [entry(0, 0), entry(2, 72), entry(3, 144), entry(1, 36)]);
+    let replaced: Vec<(usize, u64, usize)> = index.replaced.iter().map(|r| (r.line, r.entry.offset, r.by_line)).collect();
+    assert_eq!(replaced, [(2, 36, 6), (4, 108, 6)]);
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("train.idx"), "0\t0\n5\t8\n5\t16\n").unwrap();
+    let index = facekit_recordio::Index::read(&t.path().join("train.idx")).unwrap();
+    assert_eq!(index.entries, [entry(0, 0), entry(5, 16)]);
+    assert_eq!(index.replaced.len(), 1);
 }
 
 #[test]
