@@ -283,7 +283,7 @@ impl TrainArgs {
 /// SIGHUP): continue with `--resume`.
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if let Some(n) = args.nproc_per_node {
-        return super::train_dist::launch(n);
+        return super::train_dist::launch(n, &args);
     }
     let command_line: Vec<String> = std::env::args().collect();
     // Finish the step in hand and save it, instead of dying mid-write.

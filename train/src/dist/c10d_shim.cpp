@@ -44,8 +44,14 @@ namespace {
 using facekit::guarded;
 using facekit::last_error;
 
+// c10d reads 0 ms as "no timeout", and converting a double beyond int64 is undefined behaviour:
+// a deadline must be a positive number of milliseconds that poll(2) can take.
 std::chrono::milliseconds millis(double seconds) {
-  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
+  double ms = seconds * 1000.0;
+  if (!(ms >= 1.0 && ms <= static_cast<double>(std::numeric_limits<int32_t>::max()))) {
+    throw std::invalid_argument("a timeout of " + std::to_string(seconds) + " s is not between 1 ms and 2^31 ms");
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(ms));
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 //! Reducer that `torch.distributed` uses.
 //!
 //! - [`store`]: the TCPStore every rank meets at;
+//! - [`agree`]: the proof, before any collective on parameters, that every rank trains the same
+//!   model on the same data;
 //! - [`group`]: a process group and its collectives (in place on tch tensors, plus an autograd
 //!   all-gather and the sharded cross-entropy Partial FC needs);
 //! - [`reducer`]: DDP's gradient buckets, all-reduced while backward runs;
@@ -13,6 +15,7 @@
 //! - [`launch`]: `facekit train --nproc-per-node`, torchrun's single-machine job without Python;
 //! - [`ddp`]: the trainer's replicas as DistributedDataParallel does them.
 
+pub mod agree;
 pub mod ddp;
 pub mod env;
 mod ffi;
