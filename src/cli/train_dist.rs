@@ -16,6 +16,7 @@ use std::time::Duration;
 /// `--nproc-per-node N`: checks every flag as each of the N ranks will, then runs this command
 /// line (without the flag) as N local ranks and waits.
 pub fn launch(n: usize, args: &TrainArgs) -> Result<ExitCode> {
+    quiet_cpp_stacks();
     if DistEnv::from_env()?.is_some() {
         bail!("--nproc-per-node {n} inside a distributed launch (RANK and WORLD_SIZE are set, by torchrun?): the launcher already started the ranks; drop --nproc-per-node");
     }
@@ -24,7 +25,7 @@ pub fn launch(n: usize, args: &TrainArgs) -> Result<ExitCode> {
     }
     // The last local rank needs the most: cuda:N-1 must exist.
     let checked = check_flags(args, &DistEnv::local(n - 1, n, 1)).with_context(|| format!("--nproc-per-node {n}"))?;
-    if checked.device == tch::Device::Cpu {
+    if checked.device == "cpu" {
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
         launch::check_cpu_room(n, cores)?;
     }
@@ -36,14 +37,20 @@ pub fn launch(n: usize, args: &TrainArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
+/// libtorch's C++ stacks ("Exception raised from ... frame #0 ...") tell a user nothing; as in
+/// PyTorch, `TORCH_SHOW_CPP_STACKTRACES=1` keeps them for whoever debugs libtorch itself.
+fn quiet_cpp_stacks() {
+    if std::env::var_os("TORCH_SHOW_CPP_STACKTRACES").is_none_or(|v| v != "1") {
+        facekit_train::dist::hide_cpp_stacks();
+    }
+}
+
 /// What a rank takes from its flags once they are checked.
 struct Checked {
     /// `--dist-timeout`.
     timeout: Duration,
-    /// This rank's device, resolved (`cuda:LOCAL_RANK`).
-    device: tch::Device,
-    /// Its name, as the configuration records it.
-    device_name: String,
+    /// This rank's device, resolved (`cpu`, `cuda:LOCAL_RANK`), as the configuration records it.
+    device: String,
     /// The backend of the collectives.
     backend: Backend,
 }
@@ -55,10 +62,9 @@ fn check_flags(args: &TrainArgs, env: &DistEnv) -> Result<Checked> {
     check_timeout(Duration::from_secs(args.dist_timeout)).with_context(|| format!("--dist-timeout {}", args.dist_timeout))?;
     let cfg = TrainConfig { world_size: env.world_size, ..args.clone().into_config() };
     cfg.validate()?;
-    let device_name = env.device(&cfg.device)?;
-    let device = parse_device(&device_name)?;
-    let backend = Backend::for_device(backend_choice(args.dist_backend), device)?;
-    Ok(Checked { timeout: Duration::from_secs(args.dist_timeout), device, device_name, backend })
+    let device = env.device(&cfg.device)?;
+    let backend = Backend::for_device(backend_choice(args.dist_backend), parse_device(&device)?)?;
+    Ok(Checked { timeout: Duration::from_secs(args.dist_timeout), device, backend })
 }
 
 /// The command line the ranks run: this one without `--nproc-per-node N`.
@@ -82,7 +88,9 @@ fn without_nproc(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
 /// Trains as the rank `env` describes, in the run every rank joins; a failure is reported to the
 /// other ranks and, when a collective failed, explained by what happened to them.
 pub fn rank(env: DistEnv, args: TrainArgs, command_line: Vec<String>, stop: StopFlag) -> Result<ExitCode> {
-    let Checked { timeout, device, device_name, backend } = check_flags(&args, &env)?;
+    quiet_cpp_stacks();
+    let Checked { timeout, device: device_name, backend } = check_flags(&args, &env)?;
+    let device = parse_device(&device_name)?;
     let mut cfg = args.into_config();
     cfg.device = device_name;
     let world = match World::join(&env, timeout, &stop) {

@@ -41,7 +41,9 @@ impl Identity {
         entries.push(("the device type".into(), kind.into()));
         entries.push(("the facekit version".into(), env!("CARGO_PKG_VERSION").into()));
         for (i, d) in datasets.iter().enumerate() {
-            entries.push((format!("{} set {}", d.role, i + 1), format!("{} records, manifest SHA-256 {}", d.records, d.manifest_sha256)));
+            // 64 bits of the manifest's hash tell repacked data apart, and keep the message short.
+            let sha = d.manifest_sha256.get(..16).unwrap_or(&d.manifest_sha256);
+            entries.push((format!("{} set {}", d.role, i + 1), format!("{} records, manifest SHA-256 {sha}...", d.records)));
         }
         Ok(Identity { entries })
     }

@@ -9,6 +9,7 @@
 // frames is undefined behaviour. Tensors cross as tch's C_tensor, which is an at::Tensor*.
 
 #include <ATen/ATen.h>
+#include <c10/util/Logging.h>
 
 #include "../ffi_guard.hpp"
 #include <torch/csrc/autograd/custom_function.h>
@@ -208,6 +209,13 @@ std::vector<at::Tensor> tensor_list(at::Tensor* const* ts, size_t n) {
 extern "C" {
 
 const char* facekit_dist_last_error() { return last_error.c_str(); }
+
+// c10 attaches the C++ stack to every error it raises, and c10d logs such errors whole in its
+// warnings (a heartbeat whose store is gone, a connection retried): dozens of lines each that say
+// nothing to a user. From this call on, an error carries only the line that raised it.
+void facekit_hide_cpp_stacks() {
+  c10::SetStackTraceFetcher(std::function<std::string()>([] { return std::string(); }));
+}
 
 // --- store -------------------------------------------------------------------------------------
 

@@ -66,23 +66,31 @@ struct Report {
 }
 
 impl Report {
-    /// The first failure's exit code (128 + the signal for a rank a signal ended); else 128 + the
-    /// first forwarded signal, for a run that was stopped; else 0.
+    /// The first failure's exit code (128 + the signal for a rank a signal ended); else, for a run
+    /// that was stopped, 128 + the signal that stopped it; else 0.
     fn code(&self) -> i32 {
         match (self.first_failure, self.forwarded.first()) {
             (Some(i), _) => exit_code(self.ends[i].status),
             (None, Some(&sig)) => 128 + sig,
-            (None, None) => 0,
+            (None, None) => self.stop_code().unwrap_or(0),
         }
+    }
+
+    /// For ranks stopped by a signal sent to them rather than to the launcher: the code of one that
+    /// received it. The others stopped because it asked, and say 130 for a stop they did not see.
+    fn stop_code(&self) -> Option<i32> {
+        let codes: Vec<i32> = self.ends.iter().map(|e| exit_code(e.status)).filter(|&c| is_stop_code(c)).collect();
+        codes.iter().copied().find(|&c| c != STOP_NOT_SEEN).or(codes.first().copied())
     }
 
     fn summary(&self) -> Vec<String> {
         let n = self.ends.len();
         let mut lines: Vec<String> = self.forwarded.iter().map(|&s| format!("{} forwarded to every rank", signal_name(s))).collect();
         let Some(first) = self.first_failure else {
-            lines.push(match self.forwarded.first() {
-                Some(&sig) => format!("all {n} ranks stopped as asked by {} (exit code {})", signal_name(sig), 128 + sig),
-                None => format!("all {n} ranks finished"),
+            lines.push(match (self.forwarded.first(), self.stop_code()) {
+                (Some(&sig), _) => format!("all {n} ranks stopped as asked by {} (exit code {})", signal_name(sig), 128 + sig),
+                (None, Some(code)) => format!("the ranks stopped as a signal sent to one of them asked (exit code {code})"),
+                (None, None) => format!("all {n} ranks finished"),
             });
             return lines;
         };
@@ -161,7 +169,7 @@ fn supervise(ranks: &mut [Rank], signals: &mut Signals, grace: Duration) -> Resu
         for (i, r) in ranks.iter_mut().enumerate().filter(|(_, r)| r.status.is_none()) {
             if let Some(status) = r.child.try_wait().with_context(|| format!("cannot wait for rank {}", r.rank))? {
                 r.status = Some(status);
-                if !status.success() && !stopped_as_asked(status, &forwarded) && first_failure.is_none() {
+                if !status.success() && !is_stop_code(exit_code(status)) && first_failure.is_none() {
                     first_failure = Some((i, Instant::now()));
                 }
             }
@@ -176,13 +184,15 @@ fn supervise(ranks: &mut [Rank], signals: &mut Signals, grace: Duration) -> Resu
     }
 }
 
-/// Whether a rank ended as a forwarded signal asks: facekit stops at its next safe point and exits
-/// with 128 + the signal, a program without a handler is ended by it. Either is the user's stop,
-/// not a failure. A rank stopped because another rank was asked (its own signal not yet
-/// delivered) reports Ctrl-C's 130, so that code counts for any forwarded signal.
-fn stopped_as_asked(status: ExitStatus, forwarded: &[i32]) -> bool {
-    let code = exit_code(status);
-    !forwarded.is_empty() && (code == 128 + libc::SIGINT || forwarded.iter().any(|&s| code == 128 + s))
+/// The code of a facekit rank that stopped because another rank was asked to (it saw no signal).
+const STOP_NOT_SEEN: i32 = 130;
+
+/// Whether a rank's exit code says it was stopped, not that it failed: facekit stops at its next
+/// safe point on SIGINT, SIGTERM or SIGHUP and exits with 128 + the signal (a program without a
+/// handler is ended by it, which reads the same), whether the signal came through the launcher,
+/// straight from a scheduler, or through another rank.
+fn is_stop_code(code: i32) -> bool {
+    FORWARDED.iter().any(|&s| code == 128 + s)
 }
 
 /// Refuses more local ranks than the CPU can run side by side (on CUDA, [`DistEnv::device`]
@@ -496,6 +506,18 @@ mod tests {
         assert_eq!(report.code(), 143, "{}", summary(&report));
         assert!(report.first_failure.is_none(), "{report:?}");
         assert_eq!(summary(&report), "SIGTERM forwarded to every rank\nall 2 ranks stopped as asked by SIGTERM (exit code 143)");
+    }
+
+    #[test]
+    fn ranks_stopped_by_a_signal_sent_to_one_of_them_are_no_failure_and_give_its_code() {
+        let _t = turn();
+        // Rank 1 is sent SIGTERM itself and stops with 143; rank 0 then stops because rank 1
+        // asked, without a signal of its own (130).
+        let script = r#"if [ "$RANK" = 1 ]; then exit 143; fi; sleep 0.3; exit 130"#;
+        let report = sh(2, script, &[], Duration::from_secs(10)).unwrap();
+        assert_eq!(report.code(), 143, "{}", summary(&report));
+        assert!(report.first_failure.is_none(), "{report:?}");
+        assert_eq!(summary(&report), "the ranks stopped as a signal sent to one of them asked (exit code 143)");
     }
 
     #[test]

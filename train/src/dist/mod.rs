@@ -32,3 +32,11 @@ pub use launch::spawn_local;
 pub use reducer::Reducer;
 pub use store::Store;
 pub use world::World;
+
+/// Makes libtorch's errors, and the c10d warnings that quote them, carry the line that raised
+/// them instead of their whole C++ stack, for the rest of the process (the command line's choice:
+/// PyTorch hides the same stacks unless `TORCH_SHOW_CPP_STACKTRACES=1`).
+pub fn hide_cpp_stacks() {
+    // SAFETY: no arguments; replaces c10's stack-trace fetcher, which c10 reads under its own lock.
+    unsafe { ffi::facekit_hide_cpp_stacks() }
+}
