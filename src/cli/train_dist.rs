@@ -23,8 +23,8 @@ pub fn launch(n: usize, args: &TrainArgs) -> Result<ExitCode> {
     if n == 0 {
         bail!("--nproc-per-node must be at least 1");
     }
-    // The last local rank needs the most: cuda:N-1 must exist.
-    let checked = check_flags(args, &DistEnv::local(n - 1, n, 1)).with_context(|| format!("--nproc-per-node {n}"))?;
+    // The last local rank needs the most (cuda:N-1 must exist); the store's port plays no part.
+    let checked = check_flags(args, &DistEnv::local(n - 1, n, 1))?;
     if checked.device == "cpu" {
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
         launch::check_cpu_room(n, cores)?;
@@ -59,12 +59,13 @@ struct Checked {
 /// the configuration (as the trainer validates it), the collective deadline, the device for its
 /// local rank and the backend for that device. The launcher makes them before starting any rank.
 fn check_flags(args: &TrainArgs, env: &DistEnv) -> Result<Checked> {
-    check_timeout(Duration::from_secs(args.dist_timeout)).with_context(|| format!("--dist-timeout {}", args.dist_timeout))?;
+    let timeout = Duration::from_secs(args.dist_timeout);
+    check_timeout(timeout).with_context(|| format!("--dist-timeout {}", args.dist_timeout))?;
     let cfg = TrainConfig { world_size: env.world_size, ..args.clone().into_config() };
     cfg.validate()?;
     let device = env.device(&cfg.device)?;
     let backend = Backend::for_device(backend_choice(args.dist_backend), parse_device(&device)?)?;
-    Ok(Checked { timeout: Duration::from_secs(args.dist_timeout), device, backend })
+    Ok(Checked { timeout, device, backend })
 }
 
 /// The command line the ranks run: this one without `--nproc-per-node N`.

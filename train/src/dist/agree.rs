@@ -120,21 +120,27 @@ pub fn agree(group: &ProcessGroup, identity: &Identity, what: &str, device: Devi
         return Ok(());
     }
     let texts = gather_text(group, &text, device).with_context(|| format!("comparing the ranks' {what}"))?;
+    let found = describe_differences(&texts, &differing);
+    Err(Disagreement(format!("the ranks do not train with the same {what}: {found}; start every rank with the same flags, data and facekit build")).into())
+}
+
+/// How each of the `differing` ranks' descriptions differs from rank 0's (`texts`, in rank
+/// order): the first few ranks, the first few differences of each.
+fn describe_differences(texts: &[String], differing: &[usize]) -> String {
     let reference = Identity::parse(&texts[0]);
     let mut parts = Vec::new();
     for &r in differing.iter().take(3) {
         let diffs = reference.differences(&Identity::parse(&texts[r]), r);
-        let more = diffs.len().saturating_sub(SHOWN);
-        let mut line = format!("rank {r} of {} differs from rank 0 in {}", group.size(), diffs.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", "));
-        if more > 0 {
-            line += &format!(" and {more} more");
+        let mut line = format!("rank {r} of {} differs from rank 0 in {}", texts.len(), diffs.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", "));
+        if diffs.len() > SHOWN {
+            line += &format!(" and {} more", diffs.len() - SHOWN);
         }
         parts.push(line);
     }
     if differing.len() > 3 {
         parts.push(format!("{} more rank(s) differ too", differing.len() - 3));
     }
-    Err(Disagreement(format!("the ranks do not train with the same {what}: {}; start every rank with the same flags, data and facekit build", parts.join("; "))).into())
+    parts.join("; ")
 }
 
 /// Every rank's `bytes` (the same length on every rank), in rank order.
