@@ -52,10 +52,10 @@ pub struct TrainArgs {
     /// Partial FC: shard the ArcFace centres over the ranks, training on this fraction of each shard per step.
     #[arg(long, value_name = "SAMPLE_RATE")]
     pub partial_fc: Option<f64>,
-    /// Train on N local processes (ranks) of this machine, one per GPU; under torchrun, leave it out.
+    /// Train on N local processes (ranks) of this machine, one per GPU (on the CPU at most one per core); under torchrun, leave it out.
     #[arg(long, value_name = "N")]
     pub nproc_per_node: Option<usize>,
-    /// Seconds a rank waits for the others in a collective before the run stops with an error naming the late rank.
+    /// Seconds a rank waits for the store or the others in a collective before the run stops with an error naming the late rank (1 to 2147483).
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub dist_timeout: u64,
     /// Backend of the ranks' collectives (auto: NCCL on CUDA, Gloo on the CPU).
@@ -303,7 +303,7 @@ impl TrainArgs {
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
     check_run_folder(&args)?;
     if let Some(n) = args.nproc_per_node {
-        return super::train_dist::launch(n);
+        return super::train_dist::launch(n, &args);
     }
     let command_line: Vec<String> = std::env::args().collect();
     // Finish the step in hand and save it, instead of dying mid-write.

@@ -4,19 +4,30 @@
 use super::train::{report, DistBackend, TrainArgs};
 use anyhow::{bail, Context, Result};
 use facekit_io::StopFlag;
+use facekit_train::dist::agree::Disagreement;
+use facekit_train::dist::world::check_timeout;
 use facekit_train::dist::{launch, Backend, Ddp, DistEnv, World};
 use facekit_train::trainer::{parse_device, Trainer};
+use facekit_train::TrainConfig;
 use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// `--nproc-per-node N`: runs this command line (without the flag) as N local ranks and waits.
-pub fn launch(n: usize) -> Result<ExitCode> {
+/// `--nproc-per-node N`: checks every flag as each of the N ranks will, then runs this command
+/// line (without the flag) as N local ranks and waits.
+pub fn launch(n: usize, args: &TrainArgs) -> Result<ExitCode> {
+    quiet_cpp_stacks();
     if DistEnv::from_env()?.is_some() {
         bail!("--nproc-per-node {n} inside a distributed launch (RANK and WORLD_SIZE are set, by torchrun?): the launcher already started the ranks; drop --nproc-per-node");
     }
-    if !(1..=1024).contains(&n) {
-        bail!("--nproc-per-node must be between 1 and 1024, got {n}");
+    if n == 0 {
+        bail!("--nproc-per-node must be at least 1");
+    }
+    // The last local rank needs the most (cuda:N-1 must exist); the store's port plays no part.
+    let checked = check_flags(args, &DistEnv::local(n - 1, n, 1))?;
+    if checked.device == "cpu" {
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        launch::check_cpu_room(n, cores)?;
     }
     let exe = std::env::current_exe().context("cannot find this program's path to start the ranks")?;
     let argv = without_nproc(std::env::args_os().skip(1));
@@ -24,6 +35,37 @@ pub fn launch(n: usize) -> Result<ExitCode> {
     // them to diagnose (a few seconds) and say why before they are killed.
     let code = launch::spawn_local(n, &exe, &argv, Duration::from_secs(30))?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// libtorch's C++ stacks ("Exception raised from ... frame #0 ...") tell a user nothing; as in
+/// PyTorch, `TORCH_SHOW_CPP_STACKTRACES=1` keeps them for whoever debugs libtorch itself.
+fn quiet_cpp_stacks() {
+    if std::env::var_os("TORCH_SHOW_CPP_STACKTRACES").is_none_or(|v| v != "1") {
+        facekit_train::dist::hide_cpp_stacks();
+    }
+}
+
+/// What a rank takes from its flags once they are checked.
+struct Checked {
+    /// `--dist-timeout`.
+    timeout: Duration,
+    /// This rank's device, resolved (`cpu`, `cuda:LOCAL_RANK`), as the configuration records it.
+    device: String,
+    /// The backend of the collectives.
+    backend: Backend,
+}
+
+/// Every check a rank makes of its flags before it joins the run, for the rank `env` describes:
+/// the configuration (as the trainer validates it), the collective deadline, the device for its
+/// local rank and the backend for that device. The launcher makes them before starting any rank.
+fn check_flags(args: &TrainArgs, env: &DistEnv) -> Result<Checked> {
+    let timeout = Duration::from_secs(args.dist_timeout);
+    check_timeout(timeout).with_context(|| format!("--dist-timeout {}", args.dist_timeout))?;
+    let cfg = TrainConfig { world_size: env.world_size, ..args.clone().into_config() };
+    cfg.validate()?;
+    let device = env.device(&cfg.device)?;
+    let backend = Backend::for_device(backend_choice(args.dist_backend), parse_device(&device)?)?;
+    Ok(Checked { timeout, device, backend })
 }
 
 /// The command line the ranks run: this one without `--nproc-per-node N`.
@@ -47,13 +89,20 @@ fn without_nproc(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
 /// Trains as the rank `env` describes, in the run every rank joins; a failure is reported to the
 /// other ranks and, when a collective failed, explained by what happened to them.
 pub fn rank(env: DistEnv, args: TrainArgs, command_line: Vec<String>, stop: StopFlag) -> Result<ExitCode> {
-    let timeout = Duration::from_secs(args.dist_timeout);
-    let choice = args.dist_backend;
+    quiet_cpp_stacks();
+    let Checked { timeout, device: device_name, backend } = check_flags(&args, &env)?;
+    let device = parse_device(&device_name)?;
     let mut cfg = args.into_config();
-    cfg.device = env.device(&cfg.device)?;
-    let device = parse_device(&cfg.device)?;
-    let backend = Backend::for_device(backend_choice(choice), device)?;
-    let world = World::join(&env, timeout)?;
+    cfg.device = device_name;
+    let world = match World::join(&env, timeout, &stop) {
+        Ok(world) => world,
+        // Asked to stop before the run began: nothing to save, but a scheduler must see a stop.
+        Err(e) if stop.is_set() => {
+            eprintln!("facekit train: {e:#}");
+            return Ok(ExitCode::from(stop.exit_code()));
+        }
+        Err(e) => return Err(e),
+    };
     let who = format!("rank {} of {}", env.rank, env.world_size);
     let trained = world
         .group("ddp", backend)
@@ -70,7 +119,9 @@ pub fn rank(env: DistEnv, args: TrainArgs, command_line: Vec<String>, stop: Stop
         }
         Err(e) => {
             world.report_failure(&format!("{e:#}"));
-            Err(world.diagnose(e).context(who))
+            // Ranks that disagree all say so themselves; a failed collective needs the others' story.
+            let e = if e.downcast_ref::<Disagreement>().is_some() { e } else { world.diagnose(e) };
+            Err(e.context(who))
         }
     }
 }

@@ -4,6 +4,8 @@
 // unwinding into Rust frames would be undefined behaviour.
 #pragma once
 
+#include <c10/util/Exception.h>
+
 #include <exception>
 #include <string>
 
@@ -17,6 +19,10 @@ int guarded(F&& f) {
   try {
     f();
     return 0;
+  } catch (const c10::Error& e) {
+    // c10's what() appends the C++ stack ("Exception raised from ... frame #0 ..."), dozens of
+    // lines that tell a user nothing; the message and its context are what they act on.
+    last_error = e.what_without_backtrace();
   } catch (const std::exception& e) {
     last_error = e.what();
   } catch (...) {

@@ -9,6 +9,7 @@
 // frames is undefined behaviour. Tensors cross as tch's C_tensor, which is an at::Tensor*.
 
 #include <ATen/ATen.h>
+#include <c10/util/Logging.h>
 
 #include "../ffi_guard.hpp"
 #include <torch/csrc/autograd/custom_function.h>
@@ -44,8 +45,14 @@ namespace {
 using facekit::guarded;
 using facekit::last_error;
 
+// c10d reads 0 ms as "no timeout", and converting a double beyond int64 is undefined behaviour:
+// a deadline must be a positive number of milliseconds that poll(2) can take.
 std::chrono::milliseconds millis(double seconds) {
-  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
+  double ms = seconds * 1000.0;
+  if (!(ms >= 1.0 && ms <= static_cast<double>(std::numeric_limits<int32_t>::max()))) {
+    throw std::invalid_argument("a timeout of " + std::to_string(seconds) + " s is not between 1 ms and 2^31 ms");
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(ms));
 }
 
 }  // namespace
@@ -202,6 +209,13 @@ std::vector<at::Tensor> tensor_list(at::Tensor* const* ts, size_t n) {
 extern "C" {
 
 const char* facekit_dist_last_error() { return last_error.c_str(); }
+
+// c10 attaches the C++ stack to every error it raises, and c10d logs such errors whole in its
+// warnings (a heartbeat whose store is gone, a connection retried): dozens of lines each that say
+// nothing to a user. From this call on, an error carries only the line that raised it.
+void facekit_hide_cpp_stacks() {
+  c10::SetStackTraceFetcher(std::function<std::string()>([] { return std::string(); }));
+}
 
 // --- store -------------------------------------------------------------------------------------
 

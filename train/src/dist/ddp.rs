@@ -1,7 +1,8 @@
 //! [`Ddp`]: the trainer's [`Replicas`] as PyTorch's DistributedDataParallel does them, over a
 //! c10d process group and DDP's own Reducer.
 
-use super::group::{Backend, ProcessGroup, ReduceOp};
+use super::agree::{agree, Identity};
+use super::group::{ProcessGroup, ReduceOp};
 use super::reducer::Reducer;
 use crate::trainer::optim::trainable_by_name;
 use crate::trainer::Replicas;
@@ -26,10 +27,7 @@ impl Ddp {
     /// Replicas over `group`; `device` is the training device (the agreements' tensors go to it
     /// under NCCL, which reduces CUDA tensors only).
     pub fn new(group: ProcessGroup, device: Device) -> Ddp {
-        let device = match group.backend() {
-            Backend::Nccl => device,
-            Backend::Gloo => Device::Cpu,
-        };
+        let device = group.tensor_device(device);
         Ddp { group, device, reducer: None, buffers: Vec::new(), find_unused: false }
     }
 
@@ -54,6 +52,9 @@ impl Replicas for Ddp {
     fn attach(&mut self, vs: &VarStore, local: &[String], find_unused: bool) -> Result<()> {
         let mut all: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(n, _)| !local.contains(n)).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
+        // Before the broadcast: variables of another size on some rank abort inside Gloo.
+        let identity = Identity::of_variables(all.iter().map(|(n, t)| (n.as_str(), t)));
+        agree(&self.group, &identity, "network (variable names and shapes)", self.device)?;
         let refs: Vec<&Tensor> = all.iter().map(|(_, t)| t).collect();
         tch::no_grad(|| self.group.broadcast(&refs, 0)).context("broadcasting the initial weights from rank 0")?;
         let params: Vec<Tensor> = trainable_by_name(vs).into_iter().filter(|(n, _)| !local.contains(n)).map(|(_, t)| t).collect();

@@ -72,6 +72,24 @@ impl DistEnv {
         Ok(Some(env))
     }
 
+    /// Local rank `rank` of `nproc` on this machine, the store hosted by a launcher on
+    /// 127.0.0.1:`port`: what `facekit train --nproc-per-node` gives each of its ranks.
+    pub fn local(rank: usize, nproc: usize, port: u16) -> DistEnv {
+        DistEnv {
+            rank,
+            world_size: nproc,
+            local_rank: rank,
+            local_world_size: nproc,
+            group_rank: Some(0),
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+            use_agent_store: true,
+            restart_count: 0,
+            // The launcher's store carries failure messages; torchrun's error files serve its own summary.
+            error_file: None,
+        }
+    }
+
     /// The variables that describe this rank to a child process: what [`DistEnv::from_lookup`]
     /// reads back into the same `DistEnv`.
     pub fn vars(&self) -> Vec<(&'static str, String)> {

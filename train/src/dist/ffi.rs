@@ -25,6 +25,7 @@ pub struct FkReducer {
 extern "C" {
     pub fn facekit_dist_last_error() -> *const c_char;
     pub fn facekit_dist_free(p: *mut c_void);
+    pub fn facekit_hide_cpp_stacks();
 
     pub fn facekit_store_new(host: *const c_char, port: c_int, is_server: c_int, num_workers: c_int, timeout_s: f64, prefix: *const c_char, out: *mut *mut FkStore) -> c_int;
     pub fn facekit_store_set_timeout(s: *mut FkStore, timeout_s: f64) -> c_int;

@@ -128,6 +128,15 @@ impl ProcessGroup {
         self.backend
     }
 
+    /// Where this group's small tensors (agreements, exchanges) must live for a run training on
+    /// `training`: the CPU under Gloo, the training GPU under NCCL (which reduces CUDA tensors only).
+    pub fn tensor_device(&self, training: tch::Device) -> tch::Device {
+        match self.backend {
+            Backend::Nccl => training,
+            Backend::Gloo => tch::Device::Cpu,
+        }
+    }
+
     /// Reduces each tensor in place across the ranks.
     pub fn all_reduce(&self, ts: &[&Tensor], op: ReduceOp) -> Result<()> {
         let p = ffi::ptrs(ts);

@@ -66,21 +66,32 @@ struct Report {
 }
 
 impl Report {
-    /// The first failure's exit code (128 + the signal for a rank a signal ended); else 128 + the
-    /// first forwarded signal, for a run that was stopped; else 0.
+    /// The first failure's exit code (128 + the signal for a rank a signal ended); else, for a run
+    /// that was stopped, 128 + the signal that stopped it; else 0.
     fn code(&self) -> i32 {
         match (self.first_failure, self.forwarded.first()) {
             (Some(i), _) => exit_code(self.ends[i].status),
             (None, Some(&sig)) => 128 + sig,
-            (None, None) => 0,
+            (None, None) => self.stop_code().unwrap_or(0),
         }
+    }
+
+    /// For ranks stopped by a signal sent to them rather than to the launcher: the code of one that
+    /// received it. The others stopped because it asked, and say 130 for a stop they did not see.
+    fn stop_code(&self) -> Option<i32> {
+        let codes: Vec<i32> = self.ends.iter().map(|e| exit_code(e.status)).filter(|&c| is_stop_code(c)).collect();
+        codes.iter().copied().find(|&c| c != STOP_NOT_SEEN).or(codes.first().copied())
     }
 
     fn summary(&self) -> Vec<String> {
         let n = self.ends.len();
         let mut lines: Vec<String> = self.forwarded.iter().map(|&s| format!("{} forwarded to every rank", signal_name(s))).collect();
         let Some(first) = self.first_failure else {
-            lines.push(format!("all {n} ranks finished"));
+            lines.push(match (self.forwarded.first(), self.stop_code()) {
+                (Some(&sig), _) => format!("all {n} ranks stopped as asked by {} (exit code {})", signal_name(sig), 128 + sig),
+                (None, Some(code)) => format!("the ranks stopped as a signal sent to one of them asked (exit code {code})"),
+                (None, None) => format!("all {n} ranks finished"),
+            });
             return lines;
         };
         let culprit = &self.ends[first];
@@ -158,7 +169,7 @@ fn supervise(ranks: &mut [Rank], signals: &mut Signals, grace: Duration) -> Resu
         for (i, r) in ranks.iter_mut().enumerate().filter(|(_, r)| r.status.is_none()) {
             if let Some(status) = r.child.try_wait().with_context(|| format!("cannot wait for rank {}", r.rank))? {
                 r.status = Some(status);
-                if !status.success() && first_failure.is_none() {
+                if !status.success() && !is_stop_code(exit_code(status)) && first_failure.is_none() {
                     first_failure = Some((i, Instant::now()));
                 }
             }
@@ -171,6 +182,30 @@ fn supervise(ranks: &mut [Rank], signals: &mut Signals, grace: Duration) -> Resu
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// The code of a facekit rank that stopped because another rank was asked to (it saw no signal).
+const STOP_NOT_SEEN: i32 = 130;
+
+/// Whether a rank's exit code says it was stopped, not that it failed: facekit stops at its next
+/// safe point on SIGINT, SIGTERM or SIGHUP and exits with 128 + the signal (a program without a
+/// handler is ended by it, which reads the same), whether the signal came through the launcher,
+/// straight from a scheduler, or through another rank.
+fn is_stop_code(code: i32) -> bool {
+    FORWARDED.iter().any(|&s| code == 128 + s)
+}
+
+/// Refuses more local ranks than the CPU can run side by side (on CUDA, [`DistEnv::device`]
+/// refuses more ranks than GPUs): a Gloo rank computes on cores of its own, and ranks beyond the
+/// cores only take turns on them while every step waits for the slowest.
+pub fn check_cpu_room(nproc: usize, cores: usize) -> Result<()> {
+    if nproc > cores {
+        bail!(
+            "--nproc-per-node {nproc} on the CPU, which gives this process {cores} core(s): each rank computes on cores of its own, \
+             and more ranks than cores only take turns on them (every step waits for the slowest); use at most {cores}"
+        );
+    }
+    Ok(())
 }
 
 fn kill_the_rest(ranks: &mut [Rank]) -> Result<()> {
@@ -193,19 +228,7 @@ fn end(r: &Rank, store: &Store) -> End {
 /// Starts rank `rank` with torchrun's variables, in a process group of its own, set to die with
 /// the launcher: if the launcher itself is killed its store is gone and the ranks can only hang.
 fn spawn(rank: usize, nproc: usize, port: u16, program: &Path, args: &[OsString]) -> Result<Child> {
-    let env = DistEnv {
-        rank,
-        world_size: nproc,
-        local_rank: rank,
-        local_world_size: nproc,
-        group_rank: Some(0),
-        master_addr: "127.0.0.1".into(),
-        master_port: port,
-        use_agent_store: true,
-        restart_count: 0,
-        // The store carries failure messages here; torchrun's error files serve its own summary.
-        error_file: None,
-    };
+    let env = DistEnv::local(rank, nproc, port);
     let mut cmd = Command::new(program);
     // An error file inherited from a torchrun above this launcher is not this rank's. Outside the
     // terminal's foreground group a read of the terminal would stop the rank silently (SIGTTIN),
@@ -464,6 +487,44 @@ mod tests {
             assert_eq!(got, "term\n", "rank {rank}");
         }
         assert!(summary(&report).starts_with("SIGTERM forwarded to every rank"), "{}", summary(&report));
+    }
+
+    #[test]
+    fn ranks_that_stop_as_a_forwarded_signal_asks_are_no_failure() {
+        let _t = turn();
+        let dir = tempfile::tempdir().unwrap();
+        // Rank 0 stops as facekit does (exit 128 + 15); rank 1 has no handler and the signal ends it.
+        let script = r#"if [ "$RANK" = 0 ]; then trap 'exit 143' TERM; fi; touch "$1/$RANK.ready"; i=0; while [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; exit 9"#;
+        let d = dir.path().to_path_buf();
+        let launch = std::thread::spawn(move || sh(2, script, &[&d], Duration::from_secs(10)));
+        for rank in 0..2 {
+            wait_for(&dir.path().join(format!("{rank}.ready")), "a rank");
+        }
+        // SAFETY: plain syscall; the launch's handler is installed and active while its ranks run.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+        let report = launch.join().unwrap().unwrap();
+        assert_eq!(report.code(), 143, "{}", summary(&report));
+        assert!(report.first_failure.is_none(), "{report:?}");
+        assert_eq!(summary(&report), "SIGTERM forwarded to every rank\nall 2 ranks stopped as asked by SIGTERM (exit code 143)");
+    }
+
+    #[test]
+    fn ranks_stopped_by_a_signal_sent_to_one_of_them_are_no_failure_and_give_its_code() {
+        let _t = turn();
+        // Rank 1 is sent SIGTERM itself and stops with 143; rank 0 then stops because rank 1
+        // asked, without a signal of its own (130).
+        let script = r#"if [ "$RANK" = 1 ]; then exit 143; fi; sleep 0.3; exit 130"#;
+        let report = sh(2, script, &[], Duration::from_secs(10)).unwrap();
+        assert_eq!(report.code(), 143, "{}", summary(&report));
+        assert!(report.first_failure.is_none(), "{report:?}");
+        assert_eq!(summary(&report), "the ranks stopped as a signal sent to one of them asked (exit code 143)");
+    }
+
+    #[test]
+    fn more_ranks_than_cores_are_refused_on_the_cpu_saying_why() {
+        assert!(check_cpu_room(2, 2).is_ok());
+        let e = format!("{:#}", check_cpu_room(1024, 2).expect_err("1024 ranks on 2 cores"));
+        assert!(e.contains("--nproc-per-node 1024 on the CPU, which gives this process 2 core(s)") && e.contains("use at most 2"), "{e}");
     }
 
     #[test]

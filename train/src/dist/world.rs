@@ -12,7 +12,8 @@
 use super::env::DistEnv;
 use super::group::{set_cuda_device, Backend, ProcessGroup};
 use super::store::Store;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use facekit_io::StopFlag;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -29,6 +30,22 @@ pub const STALL_WINDOW: Duration = Duration::from_secs(3);
 /// Connecting them takes the join's timeout: on a loaded machine a connect can take longer than
 /// this (seen in CI), and a rank that fails to join over it would take its peers down.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest deadline a rank may wait for the others: c10d and Gloo wait in poll(2), whose
+/// timeout is a 32-bit count of milliseconds (about 24.8 days).
+pub const MAX_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// Refuses a deadline that c10d cannot keep: 0 (which c10d reads as "wait forever") and anything
+/// past [`MAX_TIMEOUT`] (which would wrap to a negative wait).
+pub fn check_timeout(timeout: Duration) -> Result<()> {
+    if timeout < Duration::from_secs(1) {
+        bail!("a deadline of {} s for the ranks' waits is too short: c10d reads 0 as \"wait forever\"; give at least 1 s", timeout.as_secs_f64());
+    }
+    if timeout > MAX_TIMEOUT {
+        bail!("a deadline of {} s for the ranks' waits is longer than the {} s (about 24 days) that c10d's millisecond waits can hold", timeout.as_secs(), MAX_TIMEOUT.as_secs());
+    }
+    Ok(())
+}
 
 /// The key prefix of facekit's keys in attempt `restart_count` of a run. Older torch's env://
 /// rendezvous put every key under `/worker/attempt_{n}`; keeping that layout (and a `facekit`
@@ -65,12 +82,14 @@ pub struct World {
 impl World {
     /// Joins the run `env` describes: connects to the rendezvous store (rank 0 hosts it unless
     /// the launcher does) and starts the heartbeat. `timeout` bounds the wait for the store and,
-    /// later, every collective of the groups made by [`World::group`].
-    pub fn join(env: &DistEnv, timeout: Duration) -> Result<World> {
+    /// later, every collective of the groups made by [`World::group`] (see [`check_timeout`]);
+    /// `stop` set while the store does not answer ends the wait.
+    pub fn join(env: &DistEnv, timeout: Duration, stop: &StopFlag) -> Result<World> {
+        check_timeout(timeout)?;
         let prefix = key_prefix(env.restart_count);
-        let store = open_store(env, timeout, &prefix)?;
-        let control = control_connection(env, timeout, &prefix).context("the diagnosis connection")?;
-        let heartbeat = Heartbeat::start(control_connection(env, timeout, &prefix).context("the heartbeat connection")?, env.rank)?;
+        let store = open_store(env, timeout, &prefix, stop)?;
+        let control = control_connection(env, timeout, &prefix, stop).context("the diagnosis connection")?;
+        let heartbeat = Heartbeat::start(control_connection(env, timeout, &prefix, stop).context("the heartbeat connection")?, env.rank)?;
         Ok(World { heartbeat, control, store, env: env.clone(), timeout })
     }
 
@@ -265,21 +284,21 @@ fn rank_list(ranks: &[usize]) -> String {
 }
 
 /// The store connection of every rank but the host's: the launcher's agent store, or rank 0's.
-fn open_store(env: &DistEnv, timeout: Duration, prefix: &str) -> Result<Store> {
+fn open_store(env: &DistEnv, timeout: Duration, prefix: &str, stop: &StopFlag) -> Result<Store> {
     if !env.use_agent_store && env.rank == 0 {
         Store::host(&env.master_addr, env.master_port, env.world_size, timeout, prefix).context("rank 0 hosts the rendezvous store (TORCHELASTIC_USE_AGENT_STORE is not True)")
     } else {
-        connect(env, timeout, prefix)
+        connect(env, timeout, prefix, stop)
     }
 }
 
-fn connect(env: &DistEnv, timeout: Duration, prefix: &str) -> Result<Store> {
-    Store::connect(&env.master_addr, env.master_port, timeout, prefix)
+fn connect(env: &DistEnv, timeout: Duration, prefix: &str, stop: &StopFlag) -> Result<Store> {
+    Store::connect_or_stop(&env.master_addr, env.master_port, timeout, prefix, stop)
 }
 
 /// A connection made under the join's `timeout` whose later waits take [`CONTROL_TIMEOUT`].
-fn control_connection(env: &DistEnv, timeout: Duration, prefix: &str) -> Result<Store> {
-    let store = connect(env, timeout, prefix)?;
+fn control_connection(env: &DistEnv, timeout: Duration, prefix: &str, stop: &StopFlag) -> Result<Store> {
+    let store = connect(env, timeout, prefix, stop)?;
     store.set_timeout(CONTROL_TIMEOUT)?;
     Ok(store)
 }

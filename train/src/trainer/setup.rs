@@ -63,6 +63,8 @@ impl Trainer {
         };
         let (cfg, run, resume_from) = prepare_run(cfg, replicas.rank(), world)?;
         let opened = cfg.validate().and_then(|()| open_run(&cfg, resume_from.is_some(), &run, replicas.as_ref())).and_then(|o| {
+            // Ranks that would train different models stop here, all naming what differs.
+            crate::dist::agree::same_run(replicas.as_ref(), &cfg, &o.datasets, o.device)?;
             let bins = match early_bins {
                 Some(b) => b,
                 None => EvalBins::open(&cfg, rank0)?,

@@ -143,3 +143,22 @@ fn micro_batches_without_sync_accumulate_locally_and_the_synced_one_averages_the
     let d = max_diff(&ranks[0].2, &reference);
     assert!(d < 1e-12, "after the synchronised micro-batch: the ranks' mean of the accumulated sum (difference {d:e})");
 }
+
+#[test]
+fn ranks_whose_parameters_differ_in_size_stop_naming_the_variable_instead_of_aborting() {
+    let _turn = facekit_testkit::rng_turn();
+    let errors = dist_ranks::run(2, |group| {
+        let rank = group.rank();
+        // Rank 1's network has a wider hidden layer: fc1 and fc2 differ in size.
+        let vs = VarStore::new(Device::Cpu);
+        let hidden = 5 + rank as i64;
+        let _fc1 = nn::linear(&vs.root() / "fc1", 6, hidden, Default::default());
+        let _fc2 = nn::linear(&vs.root() / "fc2", hidden, 3, Default::default());
+        let mut ddp = Ddp::new(group, Device::Cpu);
+        format!("{:#}", ddp.attach(&vs, &[], false).expect_err("attached networks of different sizes"))
+    });
+    assert_eq!(errors[0], errors[1], "every rank stops with the same message");
+    let e = &errors[0];
+    assert!(e.contains("rank 1 of 2 differs from rank 0 in variable fc1.bias ([5] Float on rank 0, [6] Float on rank 1)"), "{e}");
+    assert!(e.contains("variable fc2.weight ([3, 5] Float on rank 0, [3, 6] Float on rank 1)"), "{e}");
+}

@@ -2,7 +2,8 @@
 //! rank that stopped or failed when a collective fails. Ranks are threads of this process; the
 //! launcher's store is hosted by the test on a free port (no port races between parallel tests).
 
-use facekit_train::dist::world::{alive_key, key_prefix, STALL_WINDOW};
+use facekit_io::StopFlag;
+use facekit_train::dist::world::{alive_key, key_prefix, MAX_TIMEOUT, STALL_WINDOW};
 use facekit_train::dist::{spawn_local, Backend, DistEnv, ReduceOp, Store, World};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -40,7 +41,7 @@ fn launcher(n: usize) -> (Store, u16) {
 }
 
 fn join(rank: usize, n: usize, port: u16) -> World {
-    World::join(&env(rank, n, port, true), TIMEOUT).unwrap()
+    World::join(&env(rank, n, port, true), TIMEOUT, &StopFlag::new()).unwrap()
 }
 
 /// `error` diagnosed by `world`, as one line, and how long the diagnosis took.
@@ -62,7 +63,7 @@ fn ranks<T: Send + 'static>(n: usize, port: u16, agent: bool, f: impl Fn(World) 
             let f = f.clone();
             std::thread::spawn(move || {
                 tch::set_num_threads(1);
-                f(World::join(&env(rank, n, port, agent), TIMEOUT).unwrap())
+                f(World::join(&env(rank, n, port, agent), TIMEOUT, &StopFlag::new()).unwrap())
             })
         })
         .collect();
@@ -214,8 +215,89 @@ fn an_nccl_group_in_a_build_without_nccl_is_refused_saying_so() {
 #[test]
 fn a_world_that_cannot_reach_its_store_fails_naming_it() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let e = World::join(&env(1, 2, port, true), Duration::from_secs(1)).err().expect("joined a store nobody hosts");
+    let e = World::join(&env(1, 2, port, true), Duration::from_secs(1), &StopFlag::new()).err().expect("joined a store nobody hosts");
     assert!(format!("{e:#}").contains(&format!("cannot reach the rendezvous store at 127.0.0.1:{port}")), "{e:#}");
+    assert!(format!("{e:#}").contains("nothing accepts connections"), "{e:#}");
+}
+
+/// A plain TCP server on a free port of 127.0.0.1 that accepts every connection and never says a
+/// word (as a program that happens to hold MASTER_PORT would); its port.
+fn silent_listener() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        // The connections are kept open, unanswered, for as long as the test binary runs.
+        let held: Vec<_> = listener.incoming().map_while(Result::ok).collect();
+        drop(held);
+    });
+    port
+}
+
+/// `World::join` on a thread, the test waiting for it at most `limit`: a join that never returns
+/// fails the test instead of hanging it.
+fn join_within(env: DistEnv, timeout: Duration, stop: StopFlag, limit: Duration) -> (anyhow::Result<World>, Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        let _ = tx.send(World::join(&env, timeout, &stop));
+    });
+    let joined = rx.recv_timeout(limit).unwrap_or_else(|_| panic!("World::join still waits after {limit:?}"));
+    (joined, start.elapsed())
+}
+
+#[test]
+fn a_port_held_by_a_program_that_never_replies_fails_within_the_timeout_naming_it() {
+    let port = silent_listener();
+    let timeout = Duration::from_secs(2);
+    let (joined, took) = join_within(env(1, 2, port, true), timeout, StopFlag::new(), Duration::from_secs(60));
+    let e = format!("{:#}", joined.err().expect("joined a program that is no store"));
+    assert!(e.contains(&format!("127.0.0.1:{port} (MASTER_ADDR:MASTER_PORT)")) && e.contains("something else answers there"), "{e}");
+    assert!(took >= timeout && took < timeout + SLACK, "gave up after {took:?}");
+}
+
+#[test]
+fn a_stop_request_ends_the_wait_for_a_store_that_never_answers() {
+    let port = silent_listener();
+    let stop = StopFlag::new();
+    let asker = stop.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        asker.request();
+    });
+    let (joined, took) = join_within(env(1, 2, port, true), TIMEOUT, stop, Duration::from_secs(30));
+    let e = format!("{:#}", joined.err().expect("joined a program that is no store"));
+    assert!(e.contains("stopped by a stop request while waiting for the store to answer"), "{e}");
+    assert!(took < Duration::from_millis(500) + SLACK, "the stop was seen after {took:?}");
+}
+
+#[test]
+fn a_master_addr_that_does_not_resolve_is_one_line_saying_so() {
+    let unknown = DistEnv { master_addr: "no-such-host.invalid".into(), ..env(1, 2, 29500, true) };
+    let (joined, took) = join_within(unknown, Duration::from_secs(5), StopFlag::new(), Duration::from_secs(60));
+    let e = format!("{:#}", joined.err().expect("joined a host that does not exist"));
+    assert!(e.contains("the host name 'no-such-host.invalid' does not resolve"), "{e}");
+    assert!(!e.contains('\n') && !e.contains("timed out"), "one line, not a timeout: {e}");
+    assert!(took < Duration::from_secs(5), "it is known at once, not after the timeout: {took:?}");
+}
+
+#[test]
+fn a_deadline_of_zero_or_beyond_c10ds_range_is_refused() {
+    let (_launcher, port) = launcher(1);
+    for timeout in [Duration::ZERO, MAX_TIMEOUT + Duration::from_secs(1), Duration::from_secs(u64::MAX)] {
+        let e = World::join(&env(0, 1, port, true), timeout, &StopFlag::new()).err().expect("joined with an impossible deadline");
+        assert!(format!("{e:#}").contains("a deadline of"), "{timeout:?}: {e:#}");
+    }
+    World::join(&env(0, 1, port, true), MAX_TIMEOUT, &StopFlag::new()).expect("the longest deadline c10d holds");
+}
+
+#[test]
+fn shim_errors_carry_libtorchs_message_without_its_cpp_stack() {
+    let (_launcher, port) = launcher(1);
+    let store = Store::connect("127.0.0.1", port, TIMEOUT, &key_prefix(0)).unwrap();
+    store.set_timeout(Duration::from_secs(1)).unwrap();
+    let e = format!("{:#}", store.get("a key nobody sets").expect_err("got a key nobody set"));
+    assert!(e.contains("a key nobody sets") && e.contains("timeout"), "libtorch's own message is kept: {e}");
+    assert!(!e.contains("Exception raised from") && !e.contains("frame #"), "no C++ stack: {e}");
 }
 
 /// Where a launched rank (this test binary, run again) finds its scenario and writes its outcome.
@@ -236,7 +318,7 @@ fn rank_of_a_launched_run() {
     let scenario = std::fs::read_to_string(dir.join("scenario")).unwrap();
     let env = DistEnv::from_env().unwrap().expect("started with torchrun's variables");
     std::fs::write(dir.join(format!("{}.env", env.rank)), format!("{env:?}")).unwrap();
-    let world = World::join(&env, Duration::from_secs(30)).unwrap();
+    let world = World::join(&env, Duration::from_secs(30), &StopFlag::new()).unwrap();
     let group = world.group("g", Backend::Gloo).unwrap();
     if scenario == "rank 1 fails" && world.rank() == 1 {
         world.report_failure("simulated out of memory on rank 1");
