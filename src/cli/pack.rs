@@ -106,7 +106,8 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
     check.owned(&valid.dir().join(valid.name()))?;
     // Finish the chunk in hand and keep the last checkpoint, instead of dying mid-write.
     let stop = StopFlag::from_signals()?;
-    let opts_output = args.output.clone();
+    let asked = facekit_shard::DatasetPaths::new(&args.output);
+    let asked = asked.dir().join(asked.name()).display().to_string();
     let opts = PackOptions {
         roots: args.roots,
         output: args.output,
@@ -132,7 +133,9 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
         PackEnd::Done(report) => {
             println!("{}", report.summary());
             if report.counters.packed == 0 {
-                let kept = if report.dataset != opts_output.display().to_string() { "; the existing dataset was left as it was" } else { "" };
+                // A replacement that packed nothing replaced nothing: its report names where its
+                // rejects list stayed, beside the dataset it left alone.
+                let kept = if report.dataset != asked { "; the existing dataset was left as it was" } else { "" };
                 eprintln!("facekit pack: nothing was packed; see {}.rejects.tsv{kept}", report.dataset);
                 return Ok(ExitCode::from(1));
             }

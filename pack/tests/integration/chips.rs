@@ -95,6 +95,7 @@ mod with_dlib {
             valid_fraction: 0.0,
             valid_per_class: 0,
             resume: false,
+            overwrite: false,
             progress: false,
             stop: facekit_io::StopFlag::new(),
         };

@@ -166,7 +166,7 @@ fn onnx_export_of_every_backbone_matches_facekit_embeddings_in_onnxruntime() {
         std::fs::create_dir_all(&src).unwrap();
         random_model(&src, arch, size);
         let model = EmbedModel::load(&src, Some("best"), tch::Device::Cpu).unwrap();
-        let opts = export::ExportOptions { formats: vec![export::Format::Onnx], python: Some(facekit_testkit::venv_python()) };
+        let opts = export::ExportOptions { formats: vec![export::Format::Onnx], python: Some(facekit_testkit::venv_python()), ..Default::default() };
         let report = export::export_with(&model, &out, &opts).unwrap_or_else(|e| panic!("{arch:?}: {e:#}"));
         let onnx = report.onnx.as_ref().expect("ONNX was requested");
         assert_eq!(onnx.path, out.join(export::ONNX_FILE));
@@ -241,14 +241,14 @@ fn onnx_export_with_a_python_lacking_torch_and_onnx_says_so_and_changes_nothing(
 
     // onnxruntime's venv has neither torch nor onnx.
     let all = vec![export::Format::Safetensors, export::Format::Torchscript, export::Format::Onnx];
-    let opts = export::ExportOptions { formats: all.clone(), python: Some(ort.clone()) };
+    let opts = export::ExportOptions { formats: all.clone(), python: Some(ort.clone()), ..Default::default() };
     let err = format!("{:#}", export::export_with(&model, &out, &opts).unwrap_err());
     assert!(err.contains(&out.join("model.onnx").display().to_string()), "{err}");
     assert!(err.contains(&ort.display().to_string()) && err.contains("cannot import torch") && err.contains("onnx ("), "{err}");
     assert!(err.contains("pip install torch onnx") && err.contains("--python") && err.contains("FACEKIT_PYTHON"), "{err}");
     assert!(before == listing(), "a failed ONNX export changed the folder (or left model.onnx or a temporary file)");
 
-    let opts = export::ExportOptions { formats: all, python: Some(tmp.path().join("no-such-python")) };
+    let opts = export::ExportOptions { formats: all, python: Some(tmp.path().join("no-such-python")), ..Default::default() };
     let err = format!("{:#}", export::export_with(&model, &out, &opts).unwrap_err());
     assert!(err.contains("cannot run Python") && err.contains("no-such-python"), "{err}");
     assert!(before == listing());
