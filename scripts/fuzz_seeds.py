@@ -81,6 +81,53 @@ jpg = b.getvalue()
 for proto in (2, 4):
     put("pickle", f"bin_p{proto}.bin", pickle.dumps(([jpg, jpg, jpg, jpg], [True, False]), protocol=proto))
 put("pickle", "numpy_bools.bin", pickle.dumps(([jpg, jpg], [np.bool_(True)]), protocol=2))
+# issame as a numpy array, as insightface's own scripts write it: _reconstruct + BUILD at
+# protocols 2-4, _frombuffer over a bytearray at 5; numpy 2 here (numpy._core), numpy 1 in
+# MXNet's venv when there is one (numpy.core).
+for proto in (2, 4, 5):
+    put("pickle", f"numpy_array_p{proto}.bin", pickle.dumps(([jpg, jpg, jpg, jpg], np.array([True, False])), protocol=proto))
+mx_python = os.path.join(ROOT, ".venv-mxnet", "bin", "python")
+if os.path.exists(mx_python):
+    for proto in (2, 5):
+        code = ("import pickle, sys, numpy as np; sys.stdout.buffer.write(pickle.dumps(([b'a', b'b'], np.array([True])), protocol=%d))" % proto)
+        put("pickle", f"numpy1_array_p{proto}.bin", subprocess.run([mx_python, "-c", code], check=True, stdout=subprocess.PIPE).stdout)
+
+# rec_import: two little-endian bytes giving the .idx length, the .idx, the .rec. Records are
+# framed as dmlc-core frames them (payloads here never hold the magic, so none is split).
+MAGIC = 0xced7230a
+
+
+def frame(payload, cflag=0):
+    pad = b"\0" * (-len(payload) % 4)
+    return struct.pack("<II", MAGIC, (cflag << 29) | len(payload)) + payload + pad
+
+
+def ir(label, key, image=b"", labels=None, id2=0):
+    if labels:
+        return struct.pack("<IfQQ", len(labels), 0.0, key, id2) + struct.pack("<%df" % len(labels), *labels) + image
+    return struct.pack("<IfQQ", 0, float(label), key, id2) + image
+
+
+b = io.BytesIO()
+small.resize((8, 8)).save(b, "PNG")
+png = b.getvalue()
+
+
+def rec_import_seed(name, records, extra_lines="", flags=None):
+    rec, lines = b"", ""
+    for key, payload in records:
+        lines += "%d\t%d\n" % (key, len(rec))
+        rec += frame(payload, (flags or {}).get(key, 0))
+    idx = (lines + extra_lines).encode()
+    put("rec_import", name, struct.pack("<H", len(idx)) + idx + rec)
+
+
+# insightface's layout: record 0, images at keys 1..3, identities at 3..5; key 2 listed again,
+# key 9 naming key 1's record.
+rec_import_seed("insightface.bin", [(1, ir(0, 1, png)), (2, ir(1, 2, png)), (3, ir(0, 3, labels=[1, 2])), (4, ir(0, 4, labels=[2, 3])),
+                                    (0, ir(0, 0, labels=[3, 5], id2=1))], "2\t%d\n9\t0\n" % len(frame(ir(0, 1, png))))
+# im2rec's: images from key 0; key 1's part flag is 5.
+rec_import_seed("im2rec_bad_flag.bin", [(0, ir(0, 0, png)), (1, ir(1, 1, png)), (2, ir(0, 2, png))], flags={1: 5})
 
 # npy
 b = io.BytesIO()

@@ -98,8 +98,8 @@ pub struct MakeBinArgs {
     /// Folder where bare dataset names are looked up.
     #[arg(long, default_value = "training")]
     pub data_dir: PathBuf,
-    /// Pairs naming missing people or photos, or a photo with no usable face: `error` stops, `skip` leaves those pairs out (counted).
-    #[arg(long, value_enum, default_value = "error")]
+    /// Pairs naming missing people or photos, or a photo with no usable face: `skip` leaves them out (listed, the pairs file's folds kept), `error` stops.
+    #[arg(long, value_enum, default_value = "skip")]
     pub missing: MissingPolicy,
     /// Hide the progress bar.
     #[arg(long)]
@@ -140,6 +140,8 @@ struct BinContent {
     /// Photos that gave no chip, and the pairs left out for them.
     rejected_photos: usize,
     rejected_pairs: usize,
+    /// What each fold of the pairs file kept.
+    folds: pairs::KeptFolds,
     rejects_file: Option<PathBuf>,
 }
 
@@ -209,23 +211,57 @@ fn run_make_bin(a: MakeBinArgs) -> Result<ExitCode> {
         _ => bail!("give --dataset NAME (this facekit was built without face detection, so it cannot align photos)"),
     };
     facekit_eval::bin_write::write_verification_bin(&a.output, &content.images, &content.issame)?;
+    print_made_bin(&a, &list, &content);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The summary of a `.bin` made from a pairs list: what went in, what was left out and from
+/// which fold.
+fn print_made_bin(a: &MakeBinArgs, list: &PairList, content: &BinContent) {
     let same = content.issame.iter().filter(|&&s| s).count();
     let r = &content.resolved;
     println!("Wrote {}", a.output.display());
     println!("  pairs:             {} ({same} same, {} different), {} images", content.issame.len(), content.issame.len() - same, content.images.len());
     println!("  chips:             {}", content.chips);
     println!(
-        "  left out:          {} of {} listed pairs: {} with missing people, {} with missing photos, {} with a photo that gave no chip",
-        r.skipped() + content.rejected_pairs,
+        "  left out:          {} of {} listed pairs: {} with missing people, {} with missing photos, {} with a photo that gave no chip, \
+         {} to keep the {} folds equal",
+        list.pairs.len() - content.issame.len(),
         list.pairs.len(),
         r.missing_people,
         r.missing_images,
-        content.rejected_pairs
+        content.rejected_pairs,
+        content.folds.balanced(),
+        list.folds
     );
-    if let Some(f) = &content.rejects_file {
-        println!("  photos rejected:   {} (listed in {})", content.rejected_photos, f.display());
+    for line in content.folds.describe() {
+        println!("    {line}");
     }
-    Ok(ExitCode::SUCCESS)
+    if let Some(f) = &content.rejects_file {
+        println!("  photos rejected:   {} without a chip, {} missing (listed in {})", content.rejected_photos, r.missing.len(), f.display());
+    }
+}
+
+/// The `.bin`'s images and flags: the pairs that `usable` allows, kept with the pairs file's
+/// folds ([`pairs::keep_folds`]); `chip(k)` is the image of face `k` of `index`.
+fn assemble<'c>(list: &PairList, resolved: &pairs::Resolved, index: &[(usize, usize, bool)], usable: &[bool], chip: impl Fn(usize) -> &'c Vec<u8>) -> Result<(Vec<Vec<u8>>, Vec<bool>, pairs::KeptFolds)> {
+    let mut flags = vec![false; list.pairs.len()];
+    let mut at = vec![None; list.pairs.len()];
+    for (k, &i) in resolved.indices.iter().enumerate() {
+        flags[i] = usable[k];
+        at[i] = Some(k);
+    }
+    let folds = pairs::keep_folds(list, &flags);
+    let (mut images, mut issame) = (Vec::with_capacity(2 * folds.kept.len()), Vec::with_capacity(folds.kept.len()));
+    for &i in &folds.kept {
+        let (l, r, same) = index[at[i].expect("kept pairs were resolved")];
+        images.extend([chip(l).clone(), chip(r).clone()]);
+        issame.push(same);
+    }
+    if issame.is_empty() {
+        bail!("no pair is left to store");
+    }
+    Ok((images, issame, folds))
 }
 
 /// The chips of the pairs' photos, cut as `like`'s records were.
@@ -246,6 +282,7 @@ fn bin_from_photos(a: &MakeBinArgs, list: &PairList, root: &std::path::Path, lik
     let threads = a.photos.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let made = chips::make_chips(&recipe, a.photos.models.as_deref(), &files, threads, !a.quiet)?;
 
+<<<<<<< HEAD
     // Every photo that gave no chip is listed, whatever the policy, before anything is decided.
     let mut tsv = String::from("path\treason\tdetail\n");
     let mut rejected_photos = 0;
@@ -263,26 +300,25 @@ fn bin_from_photos(a: &MakeBinArgs, list: &PairList, root: &std::path::Path, lik
         eprintln!("facekit eval make-bin: ... and {} more photos without a chip", rejected_photos - 20);
     }
     let rejects_file = rejects_path(&a.output);
+=======
+    // Every photo that gave no chip or is missing is listed, whatever the policy, before anything is decided.
+    let (tsv, rejected_photos) = rejected_photos_tsv(root, &resolved, &files, &made);
+    let mut rejects_file = a.output.clone().into_os_string();
+    rejects_file.push(".rejects.tsv");
+    let rejects_file = PathBuf::from(rejects_file);
+>>>>>>> wt-D
     facekit_io::durable::write(&rejects_file, tsv.as_bytes())?;
 
-    let rejected_pairs = index.iter().filter(|&&(l, r, _)| made[l].is_err() || made[r].is_err()).count();
+    let usable: Vec<bool> = index.iter().map(|&(l, r, _)| made[l].is_ok() && made[r].is_ok()).collect();
+    let rejected_pairs = usable.iter().filter(|&&ok| !ok).count();
     if rejected_pairs > 0 && a.missing == MissingPolicy::Error {
         bail!(
             "{rejected_photos} photo(s) gave no chip (listed in {}), so {rejected_pairs} pair(s) cannot be stored; \
-             pass --missing skip to leave them out",
+             without --missing error they are left out",
             rejects_file.display()
         );
     }
-    let (mut images, mut issame) = (Vec::new(), Vec::new());
-    for &(l, r, same) in &index {
-        if let (Ok(left), Ok(right)) = (&made[l], &made[r]) {
-            images.extend([left.clone(), right.clone()]);
-            issame.push(same);
-        }
-    }
-    if issame.is_empty() {
-        bail!("no pair is left to store");
-    }
+    let (images, issame, folds) = assemble(list, &resolved, &index, &usable, |k| made[k].as_ref().expect("usable pairs have chips"))?;
     let encoding = match recipe.encoding {
         facekit_shard::Encoding::Jpeg => format!("jpeg q{} {}", recipe.quality, recipe.chroma.name()),
         other => format!("{other:?}").to_lowercase(),
@@ -294,7 +330,39 @@ fn bin_from_photos(a: &MakeBinArgs, list: &PairList, root: &std::path::Path, lik
         recipe.spec.size,
         recipe.spec.padding
     );
-    Ok(BinContent { images, issame, chips, resolved, rejected_photos, rejected_pairs, rejects_file: Some(rejects_file) })
+    Ok(BinContent { images, issame, chips, resolved, rejected_photos, rejected_pairs, folds, rejects_file: Some(rejects_file) })
+}
+
+/// `OUTPUT.rejects.tsv` (`path, reason, detail`): every photo that gave no chip (the reasons of
+/// `facekit pack`) and every photo the pairs file names that is not there (`missing_photo`,
+/// `missing_person`, with the line); the first 20 also on stderr. Returns the text and the
+/// number of photos without a chip.
+#[cfg(feature = "dlib")]
+fn rejected_photos_tsv(root: &std::path::Path, resolved: &pairs::Resolved, files: &[PathBuf], made: &[Result<Vec<u8>, facekit_pack::chips::Rejection>]) -> (String, usize) {
+    let mut tsv = String::from("path\treason\tdetail\n");
+    let mut rows = 0;
+    let mut row = |path: String, reason: &str, detail: String| {
+        tsv.push_str(&format!("{}\t{reason}\t{}\n", facekit_io::tsv::field(&path), facekit_io::tsv::field(&detail)));
+        rows += 1;
+        if rows <= 20 {
+            eprintln!("facekit eval make-bin: {path}: {reason} ({detail})");
+        }
+    };
+    let mut no_chip = 0;
+    for (file, chip) in files.iter().zip(made) {
+        if let Err(r) = chip {
+            no_chip += 1;
+            row(file.display().to_string(), &r.reason.to_string(), r.detail.clone());
+        }
+    }
+    for m in &resolved.missing {
+        let reason = if m.person_missing { "missing_person" } else { "missing_photo" };
+        row(m.face.path(root).display().to_string(), reason, format!("named by line {} of the pairs file", m.line));
+    }
+    if rows > 20 {
+        eprintln!("facekit eval make-bin: ... and {} more photos without a chip or missing", rows - 20);
+    }
+    (tsv, no_chip)
 }
 
 /// The records of `name` that the pairs name, looked up by their recorded paths as
@@ -308,21 +376,14 @@ fn bin_from_dataset(a: &MakeBinArgs, list: &PairList, name: &str) -> Result<BinC
         .with_context(|| format!("pairs file {} against dataset {name}", pairs_path(a).display()))?;
     let (faces, index) = pairs::unique_faces(&resolved.pairs);
     let format = ds.manifest().encoding.format;
-    let chips = faces
+    let records = faces
         .iter()
         .map(|f| record_image(&ds, found.record(f).expect("resolved faces are in the dataset"), name))
         .collect::<Result<Vec<_>>>()?;
-    let (mut images, mut issame) = (Vec::new(), Vec::new());
-    for &(l, r, same) in &index {
-        images.extend([chips[l].clone(), chips[r].clone()]);
-        issame.push(same);
-    }
-    if issame.is_empty() {
-        bail!("no pair is left to store");
-    }
+    let (images, issame, folds) = assemble(list, &resolved, &index, &vec![true; index.len()], |k| &records[k])?;
     let stored = if matches!(format, Encoding::Jpeg | Encoding::Png) { "as stored" } else { "as PNG" };
     let chips = format!("{} records of {name}, {stored}", faces.len());
-    Ok(BinContent { images, issame, chips, resolved, rejected_photos: 0, rejected_pairs: 0, rejects_file: None })
+    Ok(BinContent { images, issame, chips, resolved, rejected_photos: 0, rejected_pairs: 0, folds, rejects_file: None })
 }
 
 fn pairs_path(a: &MakeBinArgs) -> PathBuf {
@@ -346,9 +407,8 @@ fn bin_from_drawn_pairs(a: &MakeBinArgs, name: &str, per_kind: usize) -> Result<
         images.push(record_image(&ds, r, name)?);
         issame.push(same);
     }
-    let resolved = pairs::Resolved { pairs: Vec::new(), missing_people: 0, missing_images: 0, examples: Vec::new() };
     let chips = format!("records of {name}, pairs drawn from its {} identities", ds.manifest().classes);
-    Ok(BinContent { images, issame, chips, resolved, rejected_photos: 0, rejected_pairs: 0, rejects_file: None })
+    Ok(BinContent { images, issame, chips, resolved: pairs::Resolved::empty(), rejected_photos: 0, rejected_pairs: 0, folds: Default::default(), rejects_file: None })
 }
 
 /// Runs `facekit eval`.

@@ -66,3 +66,8 @@ fn npy_matrices_never_panic() {
 fn recordio_files_never_panic() {
     replay("recordio", facekit_fuzz_entry::recordio);
 }
+
+#[test]
+fn recordio_index_and_import_plans_never_panic() {
+    replay("rec_import", facekit_fuzz_entry::rec_import);
+}

@@ -255,16 +255,19 @@ fn photos_without_a_face_missing_people_and_unreproducible_datasets_are_reported
     write("pairs.txt", "1\t2\nBill_Gates\t1\t9\nHans_Blix\t1\t2\nBill_Gates\t2\tTony_Blair\t1\nHans_Blix\t3\tTony_Blair\t4\n");
     let like = ["--images", "photos", "--like", "training/small", "--quiet"];
 
-    let err = fails(&[&["eval", "make-bin", "--pairs", "pairs.txt", "-o", "a.bin"][..], &like].concat(), cwd);
-    assert!(err.contains("1 photo(s) gave no chip") && err.contains("--missing skip"), "{err}");
+    let err = fails(&[&["eval", "make-bin", "--pairs", "pairs.txt", "-o", "a.bin", "--missing", "error"][..], &like].concat(), cwd);
+    assert!(err.contains("1 photo(s) gave no chip") && err.contains("--missing error"), "{err}");
     assert!(!cwd.join("a.bin").exists());
     let listed = std::fs::read_to_string(cwd.join("a.bin.rejects.tsv")).unwrap();
     assert!(listed.lines().nth(1).unwrap().contains("Bill_Gates_0009.jpg\tno_face\t"), "{listed}");
     assert_eq!(listed.lines().count(), 2);
 
-    let out = ok(&[&["eval", "make-bin", "--pairs", "pairs.txt", "-o", "a.bin", "--missing", "skip"][..], &like].concat(), cwd);
+    // By default one photo without a face does not fail the set: it is listed and its pair left out.
+    let out = ok(&[&["eval", "make-bin", "--pairs", "pairs.txt", "-o", "a.bin"][..], &like].concat(), cwd);
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("3 (1 same, 2 different), 6 images") && summary.contains("1 with a photo that gave no chip"), "{summary}");
+    assert!(summary.contains("fold 1: 1 of 4 left out (1 unusable, 0 to keep the folds equal), 3 kept"), "{summary}");
+    assert_eq!(std::fs::read_to_string(cwd.join("a.bin.rejects.tsv")).unwrap(), listed);
     let bin = VerificationBin::read(&cwd.join("a.bin")).unwrap();
     assert_eq!(bin.issame, [true, false, false]);
     // A rawzstd dataset's chips are PNG with its records' pixels.
@@ -272,7 +275,7 @@ fn photos_without_a_face_missing_people_and_unreproducible_datasets_are_reported
         let png = image::load_from_memory_with_format(img, image::ImageFormat::Png).unwrap();
         assert_eq!((png.width(), png.height()), (96, 96));
     }
-    let ds_bin = ok(&["eval", "make-bin", "--pairs", "pairs.txt", "--dataset", "small", "-o", "d.bin", "--missing", "skip"], cwd);
+    let ds_bin = ok(&["eval", "make-bin", "--pairs", "pairs.txt", "--dataset", "small", "-o", "d.bin"], cwd);
     assert!(String::from_utf8_lossy(&ds_bin.stdout).contains("1 with missing photos"), "the dataset has no Bill_Gates_0009");
     let from_records = VerificationBin::read(&cwd.join("d.bin")).unwrap();
     for (a, b) in bin.images.iter().zip(&from_records.images) {
@@ -282,11 +285,13 @@ fn photos_without_a_face_missing_people_and_unreproducible_datasets_are_reported
 
     // People or photos the folder does not have.
     write("nobody.txt", "1\t1\nNo_Body\t1\t2\nHans_Blix\t1\tTony_Blair\t7\n");
-    let err = fails(&[&["eval", "make-bin", "--pairs", "nobody.txt", "-o", "n.bin"][..], &like].concat(), cwd);
+    let err = fails(&[&["eval", "make-bin", "--pairs", "nobody.txt", "-o", "n.bin", "--missing", "error"][..], &like].concat(), cwd);
     assert!(err.contains("1 pair(s) name people missing") && err.contains("1 name missing photos"), "{err}");
-    let err = fails(&[&["eval", "make-bin", "--pairs", "nobody.txt", "-o", "n.bin", "--missing", "skip"][..], &like].concat(), cwd);
+    let err = fails(&[&["eval", "make-bin", "--pairs", "nobody.txt", "-o", "n.bin"][..], &like].concat(), cwd);
     assert!(err.contains("no pair is left"), "{err}");
-    let err = fails(&["eval", "make-bin", "--pairs", "nobody.txt", "--dataset", "small", "-o", "n.bin"], cwd);
+    let missing = std::fs::read_to_string(cwd.join("n.bin.rejects.tsv")).unwrap();
+    assert!(missing.contains("No_Body_0001.jpg\tmissing_person\tnamed by line 2") && missing.contains("Tony_Blair_0007.jpg\tmissing_photo\tnamed by line 3"), "{missing}");
+    let err = fails(&["eval", "make-bin", "--pairs", "nobody.txt", "--dataset", "small", "-o", "n.bin", "--missing", "error"], cwd);
     assert!(err.contains("people missing"), "{err}");
 
     // A pairs file whose header promises other counts than it has.
@@ -398,4 +403,31 @@ fn make_bin_removes_the_temporaries_an_interrupted_run_left() {
     assert!(leftovers.iter().all(|l| !l.exists()), "an interrupted make-bin's temporaries were left");
     assert!(mine.exists(), "another output's temporary was removed");
     assert_eq!(VerificationBin::read(&bin).unwrap().issame.len(), 4);
+}
+
+#[test]
+fn a_photo_without_a_face_drops_its_pair_and_the_folds_stay_those_of_the_pairs_file() {
+    let t = tempfile::tempdir().unwrap();
+    let cwd = t.path();
+    let people = ["Bill_Gates", "Hans_Blix", "Tony_Blair"];
+    subset(&cwd.join("photos"), &people, 4);
+    ok(&["pack", "photos", "-o", "training/small", "--size", "96", "--quiet"], cwd);
+    std::fs::copy(facekit_testkit::shared_data().join("dlib_faces/dogs.jpg"), cwd.join("photos/Bill_Gates/Bill_Gates_0009.jpg")).unwrap();
+    // Two folds of one same-person and two different-person pairs; fold 1's same pair names the
+    // photo without a face.
+    let pairs = "2\t1\nBill_Gates\t1\t9\nHans_Blix\t1\tTony_Blair\t1\nHans_Blix\t2\t3\nBill_Gates\t2\tTony_Blair\t4\n";
+    std::fs::write(cwd.join("pairs.txt"), pairs).unwrap();
+    let out = ok(&["eval", "make-bin", "--pairs", "pairs.txt", "--images", "photos", "--like", "training/small", "-o", "f.bin", "--quiet"], cwd);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    // Dropping only fold 1's pair would put fold 2's first pair into fold 1 for every reader that
+    // cuts a .bin into equal folds; fold 2 gives up its same-person pair too.
+    assert!(summary.contains("2 (0 same, 2 different), 4 images"), "{summary}");
+    assert!(summary.contains("1 with a photo that gave no chip, 1 to keep the 2 folds equal"), "{summary}");
+    assert!(summary.contains("fold 1: 1 of 2 left out (1 unusable, 0 to keep the folds equal), 1 kept"), "{summary}");
+    assert!(summary.contains("fold 2: 1 of 2 left out (0 unusable, 1 to keep the folds equal), 1 kept"), "{summary}");
+    let bin = VerificationBin::read(&cwd.join("f.bin")).unwrap();
+    assert_eq!(bin.issame, [false, false]);
+    let recs = records(&cwd.join("training/small"));
+    // Pair k of the .bin is the different-person pair of fold k + 1.
+    assert!(bin.images[0] == recs["Hans_Blix/Hans_Blix_0001.jpg"] && bin.images[2] == recs["Bill_Gates/Bill_Gates_0002.jpg"]);
 }

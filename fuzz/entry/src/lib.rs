@@ -67,16 +67,24 @@ pub fn pairs(data: &[u8]) {
             for p in &list.pairs {
                 let plain = |n: &str| !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0');
                 assert!(plain(&p.left.name) && plain(&p.right.name));
+                assert!(p.left != p.right, "a pair of one photo with itself is refused");
             }
+            // Any pairs may be unusable: what is kept is in order, and every fold keeps as many.
+            let usable: Vec<bool> = list.pairs.iter().map(|p| p.left.number % 3 != 0).collect();
+            let kept = facekit_eval::pairs::keep_folds(&list, &usable);
+            assert!(kept.kept.windows(2).all(|w| w[0] < w[1]) && kept.kept.iter().all(|&i| usable[i]));
+            assert_eq!(kept.folds.iter().map(|f| f.kept()).sum::<usize>(), kept.kept.len());
         }
     }
 }
 
-/// An insightface verification `.bin`.
+/// An insightface verification `.bin` (lists or numpy arrays of flags).
 pub fn pickle(data: &[u8]) {
     if let Ok(bin) = facekit_eval::pickle::parse_verification_bin(data) {
         let bytes: usize = bin.images.iter().map(Vec::len).sum();
         assert!(bytes <= 2 * data.len() + (1 << 20));
+        assert_eq!(bin.images.len(), 2 * bin.issame.len());
+        assert!(bin.issame.len() <= data.len(), "every flag comes from at least a byte of the file");
     }
 }
 
@@ -106,8 +114,13 @@ pub fn recordio(data: &[u8]) {
     }
     // Bounded so that a large input stays linear in its length.
     for offset in (0..data.len() as u64).step_by(4).take(256) {
-        if let Ok(frame) = reader.read_at(offset, data.len()) {
-            assert!(frame.payload.len() <= data.len());
+        let measured = reader.measure(offset, data.len());
+        match reader.read_at(offset, data.len()) {
+            Ok(frame) => {
+                assert!(frame.payload.len() <= data.len());
+                assert_eq!(measured.ok(), Some(frame.payload.len() as u64));
+            }
+            Err(e) => assert_eq!(measured.err().map(|m| m.offset()), Some(e.offset())),
         }
     }
     let mut framed = Vec::new();
@@ -117,5 +130,34 @@ pub fn recordio(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = facekit_recordio::index::parse_idx(text, std::path::Path::new("fuzz.idx"));
         let _ = facekit_recordio::Property::parse(text, std::path::Path::new("property"));
+    }
+}
+
+/// An `.idx` and a `.rec` imported together: the first two bytes (little-endian) are the length
+/// of the `.idx` text, the rest is the `.rec`. The import's plan (each key once, as MXNet reads
+/// it; each record once; every other line listed) and every planned record read and checked as
+/// the import checks it.
+pub fn rec_import(data: &[u8]) {
+    use facekit_pack::rec::input::{Plan, MAX_RECORD_BYTES};
+    use facekit_pack::rec::record::{import_one, Expect, LabelLimit};
+    use facekit_recordio::{index::parse_idx, Index, RecReader};
+    let Some((head, rest)) = data.split_first_chunk::<2>() else { return };
+    let split = usize::from(u16::from_le_bytes(*head)).min(rest.len());
+    let (idx, rec) = rest.split_at(split);
+    let Ok(text) = std::str::from_utf8(idx) else { return };
+    let Ok(lines) = parse_idx(text, std::path::Path::new("fuzz.idx")) else { return };
+    let reader = RecReader::from_bytes(rec.to_vec());
+    let index = Index::new(lines.clone());
+    assert_eq!(index.entries.len() + index.replaced.len(), lines.len());
+    let plan = Plan::from_index(index, "fuzz.idx", &reader);
+    // Every line is an image entry, a record of the layout, or listed.
+    assert_eq!(plan.entries.len() as u64 + plan.layout_records + plan.skipped.len() as u64, lines.len() as u64);
+    let mut offsets: Vec<u64> = plan.entries.iter().map(|e| e.offset).collect();
+    offsets.dedup();
+    assert_eq!(offsets.len(), plan.entries.len(), "no record is imported twice");
+    let expect = Expect { width: 8, height: 8, classes: LabelLimit::Records(plan.entries.len() as u32), encoding: facekit_shard::Encoding::Png };
+    for e in plan.entries.iter().take(64) {
+        let _ = import_one(&reader, *e, &expect, "fuzz.rec");
+        let _ = reader.measure(e.offset, MAX_RECORD_BYTES);
     }
 }

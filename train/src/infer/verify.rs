@@ -133,10 +133,12 @@ pub struct BinSet {
 impl BinSet {
     /// Reads `path` (the hardened pickle reader), decodes every image and resizes it to `size` x
     /// `size` as `faces::resize` does (a copy when it already has that size), in parallel. An
-    /// unreadable, malformed or undecodable file is an error naming it (and the image).
+    /// unreadable, malformed or undecodable file is an error naming it (and the image), and so is
+    /// one whose decoded images would not fit the memory ([`check_decoded_memory`]).
     pub fn load(path: &Path, size: u32) -> Result<Self> {
         let bin = VerificationBin::read(path)?;
-        let per = (size * size * 3) as usize;
+        let per = size as usize * size as usize * 3;
+        check_decoded_memory(path, bin.images.len(), size, facekit_io::memory::available())?;
         let mut pixels = vec![0u8; bin.images.len() * per];
         pixels.par_chunks_mut(per).zip(&bin.images).enumerate().try_for_each(|(i, (buf, bytes))| -> Result<()> {
             let img = facekit_pack::photo::decode_image(bytes).with_context(|| format!("{}: image {i} cannot be decoded", path.display()))?;
@@ -165,6 +167,23 @@ impl BinSet {
         let dist = pair_distances(&emb, net.config().embedding_size as usize, &pairs);
         metrics::kfold_verification(&dist, &self.issame, &metrics::insightface_thresholds(), folds)
             .with_context(|| format!("verification on {}", self.path.display()))
+    }
+}
+
+/// Refuses a `.bin` whose images, decoded at `size`, would take more than half the memory
+/// `available` (unknown: no check): the count of images is the file's to choose, and 700,000
+/// one-pixel PNGs fit a 50 MB file but not 26 GiB of 112x112 chips.
+pub fn check_decoded_memory(path: &Path, images: usize, size: u32, available: Option<u64>) -> Result<()> {
+    let needed = (images as u64).saturating_mul(u64::from(size) * u64::from(size) * 3);
+    match available {
+        Some(avail) if needed > avail / 2 => bail!(
+            "{}: its {images} images decoded at {size}x{size} would take {}, more than half of the {} of memory available; \
+             evaluate a smaller set, or at a smaller --image-size",
+            path.display(),
+            facekit_io::memory::gib(needed),
+            facekit_io::memory::gib(avail)
+        ),
+        _ => Ok(()),
     }
 }
 

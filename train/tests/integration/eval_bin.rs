@@ -3,7 +3,7 @@
 
 use facekit_train::infer::embed::{embed_chips, to_input};
 use facekit_train::infer::faces;
-use facekit_train::infer::verify::BinSet;
+use facekit_train::infer::verify::{self, BinSet};
 use facekit_train::model::{Arch, FaceNet, NetConfig};
 use facekit_train::trainer::numerics::Numerics;
 use tch::{Device, Kind, Tensor};
@@ -87,4 +87,33 @@ fn a_bin_set_is_decoded_once_and_resized_as_eval_verify_resizes() {
         .flat_map(|j| faces::resize(&facekit_pack::photo::decode_image(j).unwrap(), SIZE).into_raw())
         .collect();
     assert!(set.pixels == expected, "chips differ from decode + faces::resize");
+}
+
+/// `MemTotal` of /proc/meminfo, in bytes.
+fn mem_total() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = text.lines().find(|l| l.starts_with("MemTotal:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_bin_whose_decoded_images_would_not_fit_in_memory_is_refused_naming_the_file_and_the_numbers() {
+    // The file is small, the images are few bytes each: what they decode to is the file's to
+    // choose. Enough copies of one real photo that, at 4096 px, they would take twice the
+    // machine's memory.
+    let photo = std::fs::read(facekit_testkit::shared_data().join("lfw100/Ariel_Sharon/Ariel_Sharon_0001.jpg")).unwrap();
+    let per = 4096u64 * 4096 * 3;
+    let pairs = (2 * mem_total() / per / 2 + 1) as usize;
+    let images = vec![photo; 2 * pairs];
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("many.bin");
+    facekit_eval::bin_write::write_verification_bin(&path, &images, &vec![true; pairs]).unwrap();
+    let err = format!("{:#}", BinSet::load(&path, 4096).err().expect("refused before any allocation"));
+    assert!(err.contains("many.bin") && err.contains(&format!("{} images", 2 * pairs)) && err.contains("4096x4096") && err.contains("memory available"), "{err}");
+
+    // The rule itself, with the memory given: 700,000 one-pixel PNGs at 112 px are 26 GiB.
+    let err = verify::check_decoded_memory(&path, 700_000, 112, Some(8 << 30)).unwrap_err().to_string();
+    assert!(err.contains("700000 images") && err.contains("24.5 GiB") && err.contains("8.0 GiB"), "{err}");
+    assert!(verify::check_decoded_memory(&path, 12_000, 112, Some(8 << 30)).is_ok(), "LFW's 12,000 images at 112 px are 450 MB");
+    assert!(verify::check_decoded_memory(&path, 700_000, 112, None).is_ok());
 }

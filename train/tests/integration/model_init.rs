@@ -201,3 +201,69 @@ fn init_refuses_shape_mismatch_foreign_and_unreadable_files() {
     assert!(load_into(&vs, &file).is_err());
     assert!(vs.variables()["conv1.weight"].equal(&before));
 }
+
+/// A safetensors file of `tensors` (float32, written here byte by byte as the format says) whose
+/// header also lists `extra` entries `(name, dtype, shape, data_offsets)` pointing anywhere.
+fn handmade_safetensors(path: &Path, tensors: &[(String, Tensor)], extra: &[(&str, &str, Vec<u64>, [u64; 2])]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, t) in tensors {
+        let values = Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap();
+        let begin = data.len() as u64;
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": t.size(), "data_offsets": [begin, data.len()]}));
+    }
+    for (name, dtype, shape, offsets) in extra {
+        header.insert(name.to_string(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": offsets}));
+    }
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(&header);
+    bytes.extend(&data);
+    std::fs::write(path, &bytes).unwrap();
+}
+
+#[test]
+fn init_reads_only_the_tensors_that_load_so_a_huge_ignored_one_costs_nothing() {
+    let _turn = facekit_testkit::rng_turn();
+    let dir = tempfile::tempdir().unwrap();
+    let source = nn::VarStore::new(Device::Cpu);
+    FaceNet::new(&source.root(), &config(Arch::Tiny, 48)).unwrap();
+    let tensors: Vec<(String, Tensor)> = source.variables().into_iter().collect();
+    let data: u64 = tensors.iter().map(|(_, t)| 4 * t.numel() as u64).sum();
+    // A checkpoint whose ArcFace centres are a terabyte (a sparse file): they are ignored, so
+    // they are never read; reading the whole file first could not even allocate it.
+    let tib = 1u64 << 40;
+    let file = dir.path().join("huge.safetensors");
+    handmade_safetensors(&file, &tensors, &[("arcface.weight", "F32", vec![1 << 28, 1024], [data, data + tib])]);
+    // Sparse: the terabyte takes no disk.
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len + tib).unwrap();
+    let target = nn::VarStore::new(Device::Cpu);
+    FaceNet::new(&target.root(), &config(Arch::Tiny, 48)).unwrap();
+    let report = load_into(&target, &file).unwrap();
+    assert_eq!(report.ignored, ["arcface.weight"]);
+    assert_eq!(report.loaded.len(), tensors.len());
+    let after = target.variables();
+    for (name, t) in &tensors {
+        assert!(after[name].equal(t), "{name} did not load its values");
+    }
+
+    // A header that lies is refused, naming the tensor: bytes past the end of the file, bytes
+    // that are not the shape's, a header longer than the file.
+    for (extra, says) in [
+        (("conv1.weight", "F32", vec![8, 3, 3, 3], [data, data + 864]), "conv1.weight"),
+        (("arcface.weight", "F32", vec![4, 4], [0, 60]), "arcface.weight"),
+        (("arcface.weight", "Q4", vec![4], [0, 4]), "unknown dtype"),
+    ] {
+        let bad = dir.path().join("bad.safetensors");
+        let rest: Vec<(String, Tensor)> = tensors.iter().filter(|(n, _)| n != extra.0).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+        handmade_safetensors(&bad, &rest, &[extra]);
+        let err = format!("{:#}", Pretrained::read(&bad, &target).unwrap_err());
+        assert!(err.contains(says) && err.contains("bad.safetensors"), "{err}");
+    }
+    let short = dir.path().join("short.safetensors");
+    std::fs::write(&short, [&(1u64 << 50).to_le_bytes()[..], b"{}"].concat()).unwrap();
+    let err = format!("{:#}", Pretrained::read(&short, &target).unwrap_err());
+    assert!(err.contains("short.safetensors") && err.contains("header claims"), "{err}");
+}
