@@ -6,9 +6,11 @@
 //! - [`lock`]: one writer per output, readers shared;
 //! - [`signals`]: stop requests (Ctrl-C, SIGTERM, SIGHUP) as a flag the caller injects;
 //! - [`progress`]: progress bars with rate and ETA;
+//! - [`console`]: lines for the user that a closed stdout or stderr cannot turn into a crash;
 //! - [`tsv`]: tab-separated fields.
 
 pub mod bounded;
+pub mod console;
 pub mod durable;
 pub mod lock;
 pub mod progress;

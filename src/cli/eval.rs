@@ -53,6 +53,12 @@ pub struct VerifyArgs {
     /// Folder where bare dataset names are looked up.
     #[arg(long, default_value = "training")]
     pub data_dir: PathBuf,
+    /// Flip test (the default, as insightface's verification): each embedding is the normalised sum of the image's and its mirror's.
+    #[arg(long, overrides_with = "no_flip")]
+    pub flip: bool,
+    /// Score plain embeddings, without the flip test.
+    #[arg(long, overrides_with = "flip")]
+    pub no_flip: bool,
     /// Number of cross-validation folds for pairs protocols.
     #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=1000))]
     pub folds: usize,
@@ -320,11 +326,14 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
 }
 
 fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
-    let opts = PairsOptions { folds: a.folds, flip: a.model.flip, batch_size: a.model.batch_size, missing: a.missing };
+    // The flip test is insightface's protocol, and what `train --eval-bin` scores: the default.
+    let flip = a.flip || !a.no_flip;
+    let opts = PairsOptions { folds: a.folds, flip, batch_size: a.model.batch_size, missing: a.missing };
     if let Some(dir) = &a.embeddings {
-        let m = npy::read_f32(&dir.join("embeddings.npy"))?;
+        let npy = dir.join("embeddings.npy");
+        let m = npy::read_f32(&npy)?;
         let labels = read_labels(&dir.join("labels.tsv"))?;
-        return all_pairs(&a, &m, &labels, &dir.display().to_string());
+        return all_pairs(&a, &m, &labels, &dir.display().to_string()).with_context(|| format!("--embeddings {}", npy.display()));
     }
     let model = a.model.load()?;
     let report = match (&a.pairs, &a.images, &a.dataset, &a.bin) {
@@ -339,7 +348,7 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
         (None, None, None, Some(bin)) => verify::pairs_from_bin(&model, bin, opts)?,
         (None, None, Some(name), None) => {
             let ds = facekit_shard::Dataset::open_name(name, Some(&a.data_dir))?;
-            let emb = facekit_train::infer::embed::embed_dataset(&model, &ds, a.model.batch_size, a.model.flip)?;
+            let emb = facekit_train::infer::embed::embed_dataset(&model, &ds, a.model.batch_size, flip)?;
             let m = Matrix { rows: ds.len(), cols: model.dim(), data: emb };
             return all_pairs(&a, &m, &ds.class_ids(), name);
         }
