@@ -67,9 +67,15 @@ impl Default for AllPairsOptions {
 }
 
 /// Scores all (or a deterministic sample of) pairs of `embeddings` rows whose `labels` are known.
+/// A row holding NaN or infinity is an error naming it: its similarities would be NaN, and no
+/// figure computed with them means anything.
 pub fn all_pairs(embeddings: &Matrix, labels: &[Option<u32>], opts: AllPairsOptions) -> Result<AllPairsReport> {
     if labels.len() != embeddings.rows {
         bail!("{} embeddings but {} labels", embeddings.rows, labels.len());
+    }
+    let bad: Vec<usize> = (0..embeddings.rows).filter(|&i| embeddings.row(i).iter().any(|x| !x.is_finite())).collect();
+    if let Some(first) = bad.first() {
+        bail!("embedding row {first} ({} of the {} rows) holds NaN or infinite values", bad.len(), embeddings.rows);
     }
     let idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].is_some()).collect();
     let lab: Vec<u32> = idx.iter().map(|&i| labels[i].expect("filtered")).collect();

@@ -138,11 +138,18 @@ pub struct KFoldReport {
     pub thresholds: Vec<f64>,
 }
 
-/// insightface's `calculate_roc`: picks the best threshold on k-1 folds and scores the k-th.
+/// insightface's `calculate_roc`: picks the best threshold on k-1 folds and scores the k-th. A
+/// NaN or infinite distance is an error naming the pair: `dist < threshold` is false for NaN, so
+/// every such pair would silently count as "different" and a network whose embeddings are all NaN
+/// would score 0.5.
 pub fn kfold_verification(dist: &[f64], issame: &[bool], thresholds: &[f64], folds: usize) -> Result<KFoldReport> {
     let n = dist.len();
     if n != issame.len() {
         bail!("{} distances but {} same/different labels", n, issame.len());
+    }
+    if let Some(k) = dist.iter().position(|d| !d.is_finite()) {
+        let bad = dist.iter().filter(|d| !d.is_finite()).count();
+        bail!("the distance of pair {k} is {} ({bad} of the {n} pairs have no finite distance): the embeddings are NaN or infinite", dist[k]);
     }
     if folds < 1 || (folds > 1 && n < folds) {
         bail!("{n} pairs cannot be split into {folds} folds");
@@ -213,8 +220,8 @@ pub fn roc_curve(scores: &[f64], genuine: &[bool]) -> Result<Vec<RocPoint>> {
     if scores.len() != genuine.len() {
         bail!("{} scores but {} labels", scores.len(), genuine.len());
     }
-    if scores.iter().any(|s| s.is_nan()) {
-        bail!("a similarity score is NaN (were the embeddings NaN?)");
+    if let Some(k) = scores.iter().position(|s| s.is_nan()) {
+        bail!("similarity score {k} is NaN (were the embeddings NaN?)");
     }
     let positives = genuine.iter().filter(|&&g| g).count() as u64;
     let negatives = genuine.len() as u64 - positives;
@@ -342,6 +349,15 @@ mod tests {
         assert_eq!(r.accuracy_std, 0.0);
         // First maximum: 0.51 is the smallest grid threshold above every genuine distance.
         assert!((r.best_threshold - 0.51).abs() < 1e-12);
+    }
+
+    #[test]
+    fn nan_distances_are_an_error_not_an_accuracy_of_one_half() {
+        let mut dist: Vec<f64> = (0..40).map(|i| if i % 2 == 0 { 0.5 } else { 2.5 }).collect();
+        let same: Vec<bool> = (0..40).map(|i| i % 2 == 0).collect();
+        dist[7] = f64::NAN;
+        let err = kfold_verification(&dist, &same, &insightface_thresholds(), 10).unwrap_err().to_string();
+        assert!(err.contains("pair 7") && err.contains("1 of the 40"), "{err}");
     }
 
     #[test]

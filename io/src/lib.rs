@@ -11,9 +11,11 @@
 //! - [`memory`]: the memory and cores a job may use, for budgets derived from the machine;
 //! - [`signals`]: stop requests (Ctrl-C, SIGTERM, SIGHUP) as a flag the caller injects;
 //! - [`progress`]: progress bars with rate and ETA;
+//! - [`console`]: lines for the user that a closed stdout or stderr cannot turn into a crash;
 //! - [`tsv`]: tab-separated fields.
 
 pub mod bounded;
+pub mod console;
 pub mod durable;
 pub mod errors;
 pub mod lock;

@@ -1,7 +1,7 @@
 //! `facekit embed`: embeddings of every record of a dataset, or of every image of a folder, as
 //! `embeddings.npy` (float32 `[N, dim]`, L2-normalised) plus `labels.tsv`.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use facekit_eval::embeddings::{self, Row};
 use facekit_train::infer::embed::{self, EmbedModel};
 use facekit_train::infer::faces;
@@ -34,9 +34,6 @@ pub struct ModelArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
     pub batch_size: usize,
-    /// Flip test: sum the embeddings of each image and its mirror, then normalise (as insightface).
-    #[arg(long)]
-    pub flip: bool,
 }
 
 impl ModelArgs {
@@ -89,6 +86,9 @@ pub struct EmbedArgs {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub prep: PrepArgs,
+    /// Flip test: sum the embeddings of each image and its mirror, then normalise (as insightface).
+    #[arg(long)]
+    pub flip: bool,
     /// Output folder for `embeddings.npy` and `labels.tsv`, replaced whole (it may hold only an earlier embedding's files).
     #[arg(short, long, alias = "out")]
     pub output: PathBuf,
@@ -109,7 +109,7 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
     let (emb, rows) = match (&args.dataset, &args.images) {
         (Some(name), None) => {
             let ds = facekit_shard::Dataset::open_name(name, Some(&args.data_dir))?;
-            let emb = embed::embed_dataset(&model, &ds, args.model.batch_size, args.model.flip)?;
+            let emb = embed::embed_dataset(&model, &ds, args.model.batch_size, args.flip)?;
             let mut rows = Vec::with_capacity(ds.len());
             for i in 0..ds.len() {
                 let rec = ds.record(i)?;
@@ -138,7 +138,7 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
             if stats.fallback > 0 {
                 eprintln!("facekit embed: {} image(s) had no usable face and were centre-cropped, e.g. {}", stats.fallback, stats.fallback_examples.join("; "));
             }
-            let emb = embed::embed_images(&model, &chips, args.model.batch_size, args.model.flip)?;
+            let emb = embed::embed_images(&model, &chips, args.model.batch_size, args.flip).with_context(|| format!("images under {}", root.display()))?;
             let rows = files
                 .iter()
                 .zip(how)
@@ -155,6 +155,6 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
     };
     // The embeddings and their labels are committed together, never one beside the other's predecessor.
     held.replace_dir(|dir| embeddings::write(dir, &emb, model.dim(), &rows))?;
-    println!("Embedded {} face(s) of {} dimensions{} into {}", rows.len(), model.dim(), if args.model.flip { " (flip test)" } else { "" }, args.output.display());
+    println!("Embedded {} face(s) of {} dimensions{} into {}", rows.len(), model.dim(), if args.flip { " (flip test)" } else { "" }, args.output.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -53,6 +53,12 @@ pub struct VerifyArgs {
     /// Folder where bare dataset names are looked up.
     #[arg(long, default_value = "training")]
     pub data_dir: PathBuf,
+    /// Flip test (the default, as insightface's verification): each embedding is the normalised sum of the image's and its mirror's.
+    #[arg(long, overrides_with = "no_flip")]
+    pub flip: bool,
+    /// Score plain embeddings, without the flip test.
+    #[arg(long, overrides_with = "flip")]
+    pub no_flip: bool,
     /// Number of cross-validation folds for pairs protocols.
     #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=1000))]
     pub folds: usize,
@@ -282,31 +288,9 @@ fn bin_from_photos(a: &MakeBinArgs, list: &PairList, root: &std::path::Path, lik
     let threads = a.photos.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let made = chips::make_chips(&recipe, a.photos.models.as_deref(), &files, threads, !a.quiet)?;
 
-<<<<<<< HEAD
-    // Every photo that gave no chip is listed, whatever the policy, before anything is decided.
-    let mut tsv = String::from("path\treason\tdetail\n");
-    let mut rejected_photos = 0;
-    for (file, chip) in files.iter().zip(&made) {
-        if let Err(r) = chip {
-            rejected_photos += 1;
-            let (path, detail) = (file.display().to_string(), r.detail.clone());
-            tsv.push_str(&format!("{}\t{}\t{}\n", facekit_io::tsv::field(&path), r.reason, facekit_io::tsv::field(&detail)));
-            if rejected_photos <= 20 {
-                eprintln!("facekit eval make-bin: {path}: {} ({detail})", r.reason);
-            }
-        }
-    }
-    if rejected_photos > 20 {
-        eprintln!("facekit eval make-bin: ... and {} more photos without a chip", rejected_photos - 20);
-    }
-    let rejects_file = rejects_path(&a.output);
-=======
     // Every photo that gave no chip or is missing is listed, whatever the policy, before anything is decided.
     let (tsv, rejected_photos) = rejected_photos_tsv(root, &resolved, &files, &made);
-    let mut rejects_file = a.output.clone().into_os_string();
-    rejects_file.push(".rejects.tsv");
-    let rejects_file = PathBuf::from(rejects_file);
->>>>>>> wt-D
+    let rejects_file = rejects_path(&a.output);
     facekit_io::durable::write(&rejects_file, tsv.as_bytes())?;
 
     let usable: Vec<bool> = index.iter().map(|&(l, r, _)| made[l].is_ok() && made[r].is_ok()).collect();
@@ -426,11 +410,14 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
     }
     check.folder(&a.output, &VERIFY_FILES)?;
     let held = facekit_io::output::hold(&a.output, &format!("evaluation folder {}", a.output.display()), &[])?;
-    let opts = PairsOptions { folds: a.folds, flip: a.model.flip, batch_size: a.model.batch_size, missing: a.missing };
+    // The flip test is insightface's protocol, and what `train --eval-bin` scores: the default.
+    let flip = a.flip || !a.no_flip;
+    let opts = PairsOptions { folds: a.folds, flip, batch_size: a.model.batch_size, missing: a.missing };
     if let Some(dir) = &a.embeddings {
-        let m = npy::read_f32(&dir.join("embeddings.npy"))?;
+        let npy = dir.join("embeddings.npy");
+        let m = npy::read_f32(&npy)?;
         let labels = read_labels(&dir.join("labels.tsv"))?;
-        return all_pairs(&a, &held, &m, &labels, &dir.display().to_string());
+        return all_pairs(&a, &held, &m, &labels, &dir.display().to_string()).with_context(|| format!("--embeddings {}", npy.display()));
     }
     let model = a.model.load()?;
     let report = match (&a.pairs, &a.images, &a.dataset, &a.bin) {
@@ -445,7 +432,7 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
         (None, None, None, Some(bin)) => verify::pairs_from_bin(&model, bin, opts)?,
         (None, None, Some(name), None) => {
             let ds = facekit_shard::Dataset::open_name(name, Some(&a.data_dir))?;
-            let emb = facekit_train::infer::embed::embed_dataset(&model, &ds, a.model.batch_size, a.model.flip)?;
+            let emb = facekit_train::infer::embed::embed_dataset(&model, &ds, a.model.batch_size, flip)?;
             let m = Matrix { rows: ds.len(), cols: model.dim(), data: emb };
             return all_pairs(&a, &held, &m, &ds.class_ids(), name);
         }

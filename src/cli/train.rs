@@ -193,6 +193,12 @@ pub struct TrainArgs {
     /// Print a progress line every N steps.
     #[arg(long, default_value_t = d().log_every)]
     pub log_every: u64,
+    /// Allow --precision fp16 on the CPU (refused otherwise: ~100x slower than fp32 without AMX-FP16); for tests.
+    #[arg(long)]
+    pub allow_cpu_fp16: bool,
+    /// The flags given on this command line (filled by `run`, not a flag): a resume applies or refuses each.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
 /// Which c10d backend carries the collectives of a distributed run.
@@ -293,6 +299,8 @@ impl TrainArgs {
             skip_corrupt: self.skip_corrupt,
             allow_changed_data: self.allow_changed_data,
             log_every: self.log_every,
+            allow_cpu_fp16: self.allow_cpu_fp16,
+            given: self.given,
         }
     }
 }
@@ -300,11 +308,12 @@ impl TrainArgs {
 /// Trains. Exit codes: 0 finished; 1 the loss diverged or the data is corrupt; 2 a usage or I/O
 /// error; 128 + N when signal N stopped it after saving `last` (130 Ctrl-C, 143 SIGTERM, 129
 /// SIGHUP): continue with `--resume`.
-pub fn run(args: TrainArgs) -> Result<ExitCode> {
+pub fn run(mut args: TrainArgs) -> Result<ExitCode> {
     check_run_folder(&args)?;
     if let Some(n) = args.nproc_per_node {
         return super::train_dist::launch(n, &args);
     }
+    args.given = given_flags();
     let command_line: Vec<String> = std::env::args().collect();
     // Finish the step in hand and save it, instead of dying mid-write.
     let stop = StopFlag::from_signals()?;
@@ -325,6 +334,21 @@ fn check_run_folder(args: &TrainArgs) -> Result<()> {
     Ok(super::output_check().owned(&args.model_dir.join(name))?)
 }
 
+/// The `facekit train` settings this process's command line gives explicitly (their field names,
+/// which are `TrainConfig`'s): a resumed run applies or refuses each of them and keeps its saved
+/// value for every other one, so that a default is never mistaken for a choice. clap knows where
+/// each value came from; the arguments are parsed again to ask it (`main` parsed them once already,
+/// so this cannot fail).
+fn given_flags() -> Vec<String> {
+    use clap::parser::ValueSource;
+    use clap::CommandFactory;
+    let Ok(matches) = super::Cli::command().try_get_matches_from(super::normalize_legacy_args(std::env::args_os())) else {
+        return Vec::new();
+    };
+    let Some(("train", m)) = matches.subcommand() else { return Vec::new() };
+    m.ids().filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine)).map(|id| id.to_string()).collect()
+}
+
 /// Prints how the run ended (the summary, or what went wrong and where to continue from) and
 /// returns the exit code that says it; `writer`: this process wrote the run (rank 0), the other
 /// ranks print only what concerns them alone (a corrupt record in their share).
@@ -343,24 +367,35 @@ pub fn report(outcome: Outcome, stop: &StopFlag, writer: bool) -> ExitCode {
             // Another rank's stop request ends this one too, whatever signal (if any) it got.
             ExitCode::from(if stop.is_set() { stop.exit_code() } else { 130 })
         }
+        Outcome::NothingLeft { reason, .. } => {
+            if writer {
+                say(&format!("facekit train: {reason}"));
+            }
+            ExitCode::SUCCESS
+        }
         Outcome::Diverged { .. } if !writer => ExitCode::from(1),
-        Outcome::Diverged { step, summary } => {
-            eprintln!(
-                "facekit train: error: the loss became NaN or infinite at step {step}; stopped without saving it. {} \
+        Outcome::Diverged { step, cause, summary } => {
+            say(&format!(
+                "facekit train: error: {cause} at step {step}; stopped without saving that step. {} \
                  Try a lower --lr or more --warmup-steps.",
                 last_checkpoint(&summary)
-            );
+            ));
             ExitCode::from(1)
         }
         Outcome::CorruptData { message, summary } => {
-            eprintln!(
+            say(&format!(
                 "facekit train: error: corrupt training data: {message}\n  \
                  (verify it with `facekit verify-shard`, or skip such records with --skip-corrupt.) {}",
                 last_checkpoint(&summary)
-            );
+            ));
             ExitCode::from(1)
         }
     }
+}
+
+/// A line on stderr that a closed stderr cannot turn into a panic ([`facekit_io::console`]).
+fn say(line: &str) {
+    facekit_io::console::line(line);
 }
 
 /// Names the checkpoint a user can continue from, only if one was really written.
@@ -371,24 +406,27 @@ fn last_checkpoint(s: &Summary) -> String {
     }
 }
 
+/// The end-of-run summary on stdout; a closed stdout (`| head`) is ignored, as the run is over
+/// and its files hold everything.
 fn print_summary(how: &str, s: &Summary) {
-    println!("Training {how}.");
-    println!("  steps:            {}", s.steps);
+    let out = facekit_io::console::out;
+    out(&format!("Training {how}."));
+    out(&format!("  steps:            {}", s.steps));
     match s.final_loss {
-        Some(l) => println!("  final loss:       {l:.4}"),
-        None => println!("  final loss:       - (no step run)"),
+        Some(l) => out(&format!("  final loss:       {l:.4}")),
+        None => out("  final loss:       - (no step run)"),
     }
     match &s.best {
-        Some(b) => println!("  best {}: {:.4} (step {})", b.name, b.value, b.step),
-        None => println!("  best metric:      - (no validation)"),
+        Some(b) => out(&format!("  best {}: {:.4} (step {})", b.name, b.value, b.step)),
+        None => out("  best metric:      - (no validation)"),
     }
-    println!("  throughput:       {:.1} images/s", s.images_per_second);
-    println!("  data wait:        {:.1} ms/step", s.mean_data_wait_ms);
-    println!("  skipped corrupt:  {}", s.skipped_corrupt);
+    out(&format!("  throughput:       {:.1} images/s (validation and --eval-bin scoring left out)", s.images_per_second));
+    out(&format!("  data wait:        {:.1} ms/step", s.mean_data_wait_ms));
+    out(&format!("  skipped corrupt:  {}", s.skipped_corrupt));
     if let Some(l) = &s.loss_scaling {
-        println!("  loss scale:       {} ({} steps skipped for inf/NaN gradients)", l.scale, l.skipped_steps);
+        out(&format!("  loss scale:       {} ({} steps skipped for inf/NaN gradients)", l.scale, l.skipped_steps));
     }
-    println!("  run folder:       {}", s.run_dir.display());
+    out(&format!("  run folder:       {}", s.run_dir.display()));
     let run = RunPaths::new(&s.run_dir);
     let weights = match (s.last_checkpoint.is_some(), s.has_best) {
         (true, true) => run.checkpoint("{last,best}").join(MODEL_FILE).display().to_string(),
@@ -396,7 +434,7 @@ fn print_summary(how: &str, s: &Summary) {
         (false, true) => run.checkpoint(BEST).join(MODEL_FILE).display().to_string(),
         (false, false) => "- (no checkpoint written)".into(),
     };
-    println!("    weights:        {weights}");
-    println!("    logs:           {}, {}", run.log().display(), run.losses().display());
-    println!("    curves:         {}", run.curves().display());
+    out(&format!("    weights:        {weights}"));
+    out(&format!("    logs:           {}, {}", run.log().display(), run.losses().display()));
+    out(&format!("    curves:         {}", run.curves().display()));
 }

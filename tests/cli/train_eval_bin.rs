@@ -1,7 +1,7 @@
 //! `facekit train --eval-bin`: insightface `.bin` verification during training, on a `.bin` the
 //! tests write themselves from the chips of the packed LFW validation set (tiny ResNet, CPU).
 
-use crate::train_loop::{data, ok, state, train};
+use crate::train_loop::{data, doctored_weights, ok, output_within, state, train, train_command};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -26,6 +26,11 @@ fn pickle_bin(images: &[Vec<u8>], issame: &[bool]) -> Vec<u8> {
 /// `dir/NAME.bin`: 60 pairs of `lfw.valid` chips (10 identities x 6 photos), same and different
 /// alternating, each image a PNG of BIN_SIDE pixels.
 fn write_bin(dir: &Path, name: &str) -> PathBuf {
+    write_bin_repeated(dir, name, 1)
+}
+
+/// [`write_bin`]'s 60 pairs `repeat` times over: a set that takes a while to score.
+fn write_bin_repeated(dir: &Path, name: &str, repeat: usize) -> PathBuf {
     let ds = facekit_shard::Dataset::open_name("lfw.valid", Some(&data().join("training"))).unwrap();
     assert_eq!(ds.len(), 60);
     let png = |i: usize| {
@@ -44,6 +49,8 @@ fn write_bin(dir: &Path, name: &str) -> PathBuf {
         images.extend([png(6 * id + a), png(6 * ((id + 1) % 10) + a)]);
         issame.push(false);
     }
+    let images: Vec<Vec<u8>> = (0..repeat).flat_map(|_| images.iter().cloned()).collect();
+    let issame = issame.repeat(repeat);
     let path = dir.join(format!("{name}.bin"));
     std::fs::write(&path, pickle_bin(&images, &issame)).unwrap();
     path
@@ -59,11 +66,12 @@ fn bin_records(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// `facekit eval verify --bin` of a run's checkpoint, with the flip test, as JSON.
-fn eval_verify(run: &Path, checkpoint: &str, bin: &Path, batch: &str) -> serde_json::Value {
+/// `facekit eval verify --bin` of a run's checkpoint (flip test by default) and `extra` flags, as JSON.
+fn eval_verify(run: &Path, checkpoint: &str, bin: &Path, batch: &str, extra: &[&str]) -> serde_json::Value {
     let out_dir = tempfile::tempdir().unwrap();
     let out = crate::facekit()
-        .args(["eval", "verify", "--checkpoint", checkpoint, "--flip", "--json", "--device", "cpu", "--batch-size", batch])
+        .args(["eval", "verify", "--checkpoint", checkpoint, "--json", "--device", "cpu", "--batch-size", batch])
+        .args(extra)
         .arg("--model")
         .arg(run)
         .arg("--bin")
@@ -110,7 +118,7 @@ fn eval_bin_is_logged_at_its_steps_and_equals_eval_verify_on_the_checkpoint() {
 
     // The last record is what `eval verify --bin --flip` reports on the last checkpoint (step 12).
     assert_eq!(state(&run, "last")["step"], 12);
-    let report = eval_verify(&run, "last", &a, "7");
+    let report = eval_verify(&run, "last", &a, "7", &["--flip"]);
     let last = &recs[4]["eval_bin"];
     assert_eq!(report["pairs_used"], 60);
     assert_eq!(last["accuracy"].as_f64(), report["kfold"]["accuracy_mean"].as_f64(), "trainer {last} vs eval verify {report}");
@@ -152,7 +160,7 @@ fn best_on_picks_the_best_checkpoint_by_the_bin_accuracy() {
     assert_eq!(best["best"]["step"].as_u64(), Some(first_max), "accuracies {acc:?}");
     assert_eq!(best["step"].as_u64(), Some(first_max), "best/ holds the weights of that step");
     // The weights in best/ score that accuracy again (eval-batch default: twice --batch-size 16).
-    let report = eval_verify(&run, "best", &bin, "32");
+    let report = eval_verify(&run, "best", &bin, "32", &["--flip"]);
     assert_eq!(report["kfold"]["accuracy_mean"].as_f64(), Some(max));
     assert!(String::from_utf8_lossy(&out.stdout).contains("best lfwmini_accuracy:"), "{}", String::from_utf8_lossy(&out.stdout));
 }
@@ -249,4 +257,124 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime)> {
         .collect();
     files.sort();
     files
+}
+
+#[test]
+fn eval_verify_bin_flips_by_default_and_agrees_with_the_training_time_score() {
+    let bins = tempfile::tempdir().unwrap();
+    let bin = write_bin(bins.path(), "agree");
+    let models = tempfile::tempdir().unwrap();
+    let args = ["FR", "--train-sets", "lfw", "--max-steps", "10", "--lr", "0.05", "--eval-every", "0", "--run-name", "f", "--eval-bin", bin.to_str().unwrap()];
+    ok(&train(models.path(), &args));
+    let run = models.path().join("f");
+    let trained = bin_records(&run).pop().unwrap()["eval_bin"].clone();
+    // No flag: insightface's protocol, the flip test, as the trainer scores it.
+    let default = eval_verify(&run, "last", &bin, "32", &[]);
+    assert_eq!(default["flip"], true, "{default}");
+    for (t, e) in [("accuracy", "accuracy_mean"), ("std", "accuracy_std"), ("threshold", "best_threshold")] {
+        assert_eq!(trained[t].as_f64(), default["kfold"][e].as_f64(), "{t}: trainer {trained} vs eval verify {default}");
+    }
+    let plain = eval_verify(&run, "last", &bin, "32", &["--no-flip"]);
+    assert_eq!(plain["flip"], false, "--no-flip turns it off: {plain}");
+    assert_ne!(plain["kfold"]["fold_threshold"], default["kfold"]["fold_threshold"], "plain embeddings are other embeddings");
+}
+
+#[test]
+fn a_stop_request_during_bin_scoring_ends_it_at_the_next_batch_and_saves_the_step() {
+    let bins = tempfile::tempdir().unwrap();
+    // 2,400 pairs, 9,600 forward passes with the flip test: long beside a step.
+    let bin = write_bin_repeated(bins.path(), "long", 40);
+    let models = tempfile::tempdir().unwrap();
+    let mut cmd = train_command(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "1000", "--eval-every", "1", "--run-name", "s", "--eval-bin", bin.to_str().unwrap()]);
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let run = models.path().join("s");
+    let t0 = std::time::Instant::now();
+    // Step 1 logged: its scoring of the set has begun.
+    while std::fs::read_to_string(run.join("loss_debug/losses.tsv")).map(|t| t.lines().count()).unwrap_or(0) < 2 {
+        assert!(t0.elapsed().as_secs() < 300, "no step logged in 5 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert_eq!(state(&run, "last")["step"], 1, "the whole step is saved");
+    assert!(bin_records(&run).is_empty(), "the scoring was cut short, so nothing of it was logged");
+}
+
+/// An export folder (`model.safetensors` + `net.json`) of a 2-step run's weights with `edit`
+/// applied (see [`doctored_weights`]).
+fn doctored_model(models: &Path, edit: &str) -> PathBuf {
+    let src = models.join("src");
+    if !src.exists() {
+        ok(&train(models, &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "src"]));
+    }
+    let dir = models.join(format!("doctored-{}", std::fs::read_dir(models).unwrap().count()));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(src.join("net.json"), dir.join("net.json")).unwrap();
+    doctored_weights(&src, &dir.join("model.safetensors"), edit);
+    dir
+}
+
+fn facekit_out(args: &[&str], model: &Path, out_dir: &Path) -> Output {
+    crate::facekit().args(args).arg("--model").arg(model).args(["--device", "cpu", "--data-dir"]).arg(data().join("training")).arg("--out").arg(out_dir).output().unwrap()
+}
+
+#[test]
+fn nan_weights_or_embeddings_are_errors_naming_the_input_and_the_network_not_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = write_bin(dir.path(), "pairs");
+    let models = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    // NaN statistics: refused when the weights load, naming them.
+    let nan = doctored_model(models.path(), "t['bn1.running_var'][0] = float('nan')");
+    for args in [&["eval", "verify", "--bin", bin.to_str().unwrap()][..], &["embed", "--dataset", "lfw.valid"][..]] {
+        let out = facekit_out(args, &nan, &out_dir);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("model.safetensors: `bn1.running_var` holds 1 NaN"), "{args:?}: {}", stderr(&out));
+    }
+    assert!(!out_dir.join("embeddings.npy").exists(), "no embeddings were written");
+    // Finite weights whose activations overflow: the embeddings are caught, naming the input.
+    let overflow = doctored_model(models.path(), "t['bn1.running_mean'][:] = -3e38");
+    let out = facekit_out(&["eval", "verify", "--bin", bin.to_str().unwrap()], &overflow, &out_dir);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    for words in ["pairs.bin", "model.safetensors", "are NaN or infinite"] {
+        assert!(stderr(&out).contains(words), "eval verify: stderr lacks {words:?}: {}", stderr(&out));
+    }
+    let out = facekit_out(&["embed", "--dataset", "lfw.valid"], &overflow, &out_dir);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("embedding dataset lfw.valid") && stderr(&out).contains("NaN or infinite"), "embed: {}", stderr(&out));
+    assert!(!out_dir.join("embeddings.npy").exists(), "no all-NaN embeddings.npy");
+    // Saved embeddings with a NaN row: all-pairs verification names the file and the row.
+    let good = models.path().join("src");
+    let emb = dir.path().join("emb");
+    let out = facekit_out(&["embed", "--checkpoint", "last", "--dataset", "lfw.valid"], &good, &emb);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let npy = emb.join("embeddings.npy");
+    let script = "import sys, numpy as np; e = np.load(sys.argv[1]); e[3] = np.nan; np.save(sys.argv[1], e)";
+    assert!(std::process::Command::new(facekit_testkit::venv_python()).args(["-c", script]).arg(&npy).status().unwrap().success());
+    let out = crate::facekit().args(["eval", "verify", "--embeddings"]).arg(&emb).arg("--out").arg(&out_dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("embeddings.npy") && stderr(&out).contains("embedding row 3"), "{}", stderr(&out));
+}
+
+#[test]
+fn bin_scores_of_a_network_whose_embeddings_overflow_end_the_run_instead_of_picking_best_by_them() {
+    let bins = tempfile::tempdir().unwrap();
+    let bin = write_bin(bins.path(), "lfwmini");
+    let models = tempfile::tempdir().unwrap();
+    let weights = doctored_model(models.path(), "t['bn1.running_mean'][:] = -3e38").join("model.safetensors");
+    let cmd = train_command(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--max-steps", "6", "--eval-every", "3", "--checkpoint-every", "2", "--best-on", "lfwmini",
+          "--run-name", "b", "--init", weights.to_str().unwrap(), "--eval-bin", bin.to_str().unwrap()],
+    );
+    let out = output_within(cmd, 300);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for words in ["--eval-bin: verification on", "lfwmini.bin", "are NaN or infinite", "at step 3", "(step 2)"] {
+        assert!(stderr(&out).contains(words), "stderr lacks {words:?}: {}", stderr(&out));
+    }
+    let run = models.path().join("b");
+    assert!(bin_records(&run).is_empty(), "no accuracy of 0.5 was logged");
+    assert!(!run.join("checkpoints/best").exists(), "and no best picked by one");
+    assert_eq!(state(&run, "last")["step"], 2);
 }

@@ -114,6 +114,15 @@ pub(crate) fn train(model_dir: &Path, args: &[&str]) -> Output {
 }
 
 fn train_env(model_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = train_command(model_dir, args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// The `facekit train` command of [`train`], not started.
+pub(crate) fn train_command(model_dir: &Path, args: &[&str]) -> std::process::Command {
     let mut cmd = crate::facekit();
     cmd.arg("train")
         .args(args)
@@ -122,10 +131,53 @@ fn train_env(model_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .arg(data().join("training"))
         .arg("--model-dir")
         .arg(model_dir);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    cmd
+}
+
+/// Runs `cmd` to its end, failing the test (and killing it) if it takes more than `secs` seconds:
+/// what a test of something that once hung needs, so that it fails instead of hanging too.
+pub(crate) fn output_within(mut cmd: std::process::Command, secs: u64) -> Output {
+    use std::io::Read;
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        out.read_to_end(&mut v).unwrap();
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        err.read_to_end(&mut v).unwrap();
+        v
+    });
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t0.elapsed().as_secs() > secs {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("facekit did not end within {secs} s: {}", String::from_utf8_lossy(&err_reader.join().unwrap()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    Output { status, stdout: reader.join().unwrap(), stderr: err_reader.join().unwrap() }
+}
+
+/// Writes `to`: the weights of `run`'s `last` checkpoint with `edit` applied to them in Python
+/// (`t`: the dict of tensors, through safetensors and torch in the project venv).
+pub(crate) fn doctored_weights(run: &Path, to: &Path, edit: &str) {
+    let script = format!(
+        "import sys, torch\nfrom safetensors.torch import load_file, save_file\nt = load_file(sys.argv[1])\n{edit}\nsave_file(t, sys.argv[2])"
+    );
+    let out = std::process::Command::new(facekit_testkit::venv_python())
+        .args(["-c", &script])
+        .arg(run.join("checkpoints/last/model.safetensors"))
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 pub(crate) fn ok(out: &Output) {
@@ -456,7 +508,7 @@ fn fp16_and_bf16_with_channels_last_follow_the_fp32_loss_curve() {
         let out = train(
             models.path(),
             &["FR", "--train-sets", "lfw", "--max-steps", "100", "--lr", "0.05", "--log-every", "25", "--run-name", precision,
-              "--precision", precision, "--memory-format", format],
+              "--precision", precision, "--memory-format", format, "--allow-cpu-fp16"],
         );
         ok(&out);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -510,8 +562,9 @@ fn fp16_and_bf16_with_channels_last_follow_the_fp32_loss_curve() {
 fn fp16_and_bf16_resumed_runs_reproduce_the_uninterrupted_losses() {
     let models = tempfile::tempdir().unwrap();
     for precision in ["fp16", "bf16"] {
+        // fp16 on the CPU only with its explicit opt-in (bf16 takes it too, unused).
         let common_args = ["FR", "--train-sets", "lfw", "--lr", "0.05", "--dropout", "0.2", "--checkpoint-every", "0",
-                           "--precision", precision, "--memory-format", "channels-last"];
+                           "--precision", precision, "--memory-format", "channels-last", "--allow-cpu-fp16"];
         let (full, split) = (format!("{precision}-full"), format!("{precision}-split"));
         // fp16 on the CPU is slow (docs/PERFORMANCE.md): few steps, still crossing an epoch.
         ok(&train(models.path(), &[&common_args[..], &["--max-steps", "16", "--run-name", &full]].concat()));
@@ -593,4 +646,191 @@ fn optimisation_flags_that_conflict_or_lack_a_length_are_usage_errors() {
         assert!(stderr.contains(words), "{extra:?}: stderr lacks '{words}': {stderr}");
     }
     assert!(!models.path().join("x").exists(), "no run folder is left behind");
+}
+
+/// The `train_log.jsonl` objects of a run, in order.
+fn log_records(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("train_log.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The learning rate of every step of a run (`losses.tsv`'s third column).
+fn rates(run: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
+    text.lines().skip(1).map(|l| l.split('\t').nth(2).unwrap().parse().unwrap()).collect()
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn fp16_on_the_cpu_is_refused_unless_explicitly_allowed() {
+    let models = tempfile::tempdir().unwrap();
+    let out = train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--precision", "fp16", "--run-name", "h"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    for words in ["--precision fp16 on the CPU", "100 times slower", "fp32", "--allow-cpu-fp16"] {
+        assert!(stderr_of(&out).contains(words), "stderr lacks {words:?}: {}", stderr_of(&out));
+    }
+    assert!(!models.path().join("h").exists(), "refused before the run folder exists");
+    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "1", "--precision", "fp16", "--allow-cpu-fp16", "--run-name", "h"]));
+}
+
+#[test]
+fn a_warm_up_as_long_as_the_run_is_refused_before_any_work() {
+    let models = tempfile::tempdir().unwrap();
+    // 240 records in batches of 16: 15 steps per epoch.
+    for (extra, words) in [
+        (&["--max-steps", "6", "--warmup-steps", "6"][..], "--warmup-steps 6 is as long as the run (6 steps)"),
+        (&["--max-steps", "6", "--warmup-steps", "9"][..], "--warmup-steps 9 is as long as the run (6 steps) or longer"),
+        (&["--max-steps", "10", "--warmup-epochs", "1", "--schedule", "poly"][..], "--warmup-epochs 1 (15 steps of 15 per epoch)"),
+        (&["--epochs", "1", "--warmup-epochs", "1"][..], "as long as the run (15 steps)"),
+    ] {
+        let out = train(models.path(), &[&["FR", "--train-sets", "lfw", "--run-name", "w"][..], extra].concat());
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr_of(&out));
+        assert!(stderr_of(&out).contains(words), "{extra:?}: stderr lacks {words:?}: {}", stderr_of(&out));
+        assert!(!models.path().join("w").exists(), "{extra:?}: a run folder was left behind");
+    }
+    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "6", "--warmup-steps", "5", "--run-name", "w"]));
+}
+
+#[test]
+fn extending_a_finished_poly_run_follows_the_schedule_of_the_new_length() {
+    let models = tempfile::tempdir().unwrap();
+    let common = ["FR", "--train-sets", "lfw", "--lr", "0.05", "--schedule", "poly", "--warmup-steps", "3", "--checkpoint-every", "0"];
+    ok(&train(models.path(), &[&common[..], &["--max-steps", "8", "--run-name", "short"]].concat()));
+    let short = models.path().join("short");
+    let last = *rates(&short).last().unwrap();
+    assert!((last - 0.05 / 5.0).abs() < 1e-12, "the last step of a poly run trains at 1/(t - w) of --lr: {last}");
+    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--resume", "short", "--max-steps", "16"]));
+    ok(&train(models.path(), &[&common[..], &["--max-steps", "16", "--run-name", "planned"]].concat()));
+    let (extended, planned) = (rates(&short), rates(&models.path().join("planned")));
+    assert_eq!(extended.len(), 16);
+    // The new steps train at the rates of a run planned for 16 steps, not at 0.
+    for step in 9..=16 {
+        let (e, p) = (extended[step - 1], planned[step - 1]);
+        assert!(e > 0.0 && (e - p).abs() <= 1e-12 * p, "step {step}: extended run's rate {e}, planned run's {p}");
+    }
+}
+
+#[test]
+fn resuming_a_finished_run_says_it_reached_its_end_and_how_to_extend_it() {
+    let models = tempfile::tempdir().unwrap();
+    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "3", "--run-name", "done"]));
+    let run = models.path().join("done");
+    let config_before = std::fs::read(run.join("config.json")).unwrap();
+    let out = train(models.path(), &["FR", "--resume", "done"]);
+    ok(&out);
+    let err = stderr_of(&out);
+    assert!(err.contains("already reached step 3, the end of its --max-steps 3") && err.contains("larger --max-steps"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Training finished"), "nothing was trained: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(std::fs::read(run.join("config.json")).unwrap(), config_before, "a resume with nothing to do changes nothing");
+    assert_eq!(losses(&run).len(), 3);
+}
+
+#[test]
+fn flags_given_on_resume_apply_or_are_refused_never_silently_ignored() {
+    let models = tempfile::tempdir().unwrap();
+    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--lr", "0.05", "--max-steps", "10", "--log-every", "5", "--run-name", "r"]));
+    let run = models.path().join("r");
+    let progress = |run: &Path| -> Vec<u64> {
+        log_records(run).iter().filter(|r| r.get("images_per_second").is_some()).map(|r| r["step"].as_u64().unwrap()).collect()
+    };
+    // Not given: the run's own --log-every 5, not the default 50.
+    ok(&train(models.path(), &["FR", "--resume", "r", "--max-steps", "20"]));
+    assert_eq!(progress(&run), [5, 10, 15, 20]);
+    // Given: applied, and said.
+    let out = train(models.path(), &["FR", "--resume", "r", "--max-steps", "24", "--log-every", "2"]);
+    ok(&out);
+    assert_eq!(progress(&run), [5, 10, 15, 20, 22, 24]);
+    for words in ["resuming with ", "--max-steps 24 (was 20)", "--log-every 2 (was 5)"] {
+        assert!(stderr_of(&out).contains(words), "stderr lacks {words:?}: {}", stderr_of(&out));
+    }
+    // What the run learns from cannot change: refused, each flag named with both values.
+    let out = train(models.path(), &["FR", "--resume", "r", "--max-steps", "30", "--lr", "0.5", "--dropout", "0.3", "--schedule", "step"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    for words in ["--lr 0.5 (the run's: 0.05)", "--dropout 0.3 (the run's: 0.0)", "--schedule step (the run's: plateau)", "cannot change when a run is resumed"] {
+        assert!(stderr_of(&out).contains(words), "stderr lacks {words:?}: {}", stderr_of(&out));
+    }
+    assert_eq!(state(&run, "last")["step"], 24, "nothing ran");
+    // Given with the run's own value: nothing to refuse.
+    ok(&train(models.path(), &["FR", "--resume", "r", "--max-steps", "26", "--lr", "0.05"]));
+}
+
+#[test]
+fn progress_lines_carry_step_of_total_rate_and_eta_when_stderr_is_not_a_terminal() {
+    let models = tempfile::tempdir().unwrap();
+    // The test's stderr is a pipe: no progress bar is drawn, the log lines are all there is.
+    let out = train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "12", "--log-every", "4", "--run-name", "p"]);
+    ok(&out);
+    let err = stderr_of(&out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("step ") && l.contains("images/s")).collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    for (line, step) in lines.iter().zip([4, 8, 12]) {
+        assert!(line.starts_with(&format!("step {step}/12 epoch ")), "{line}");
+        assert!(line.contains(" ETA "), "{line}");
+    }
+    assert!(lines[2].ends_with("ETA 0s"), "{}", lines[2]);
+    let etas: Vec<f64> = log_records(&models.path().join("p")).iter().filter_map(|r| r["eta_seconds"].as_f64()).collect();
+    assert_eq!(etas.len(), 3);
+    assert!(etas[0] > 0.0 && etas[2] == 0.0, "{etas:?}");
+}
+
+#[test]
+fn a_closed_output_pipe_does_not_end_training() {
+    let models = tempfile::tempdir().unwrap();
+    let cmd = train_command(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "20", "--log-every", "1", "--run-name", "pipe"]);
+    // As a user types it: both outputs into `head`, which leaves after three lines.
+    let line = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|a| format!("'{}'", a.to_string_lossy())).collect::<Vec<_>>().join(" ");
+    let script = format!("{line} 2>&1 | head -3 > /dev/null; echo ${{PIPESTATUS[0]}}");
+    let out = std::process::Command::new("bash").args(["-c", &script]).output().unwrap();
+    let status = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(status, "0", "facekit's exit status under a closed pipe: {}", String::from_utf8_lossy(&out.stderr));
+    let run = models.path().join("pipe");
+    assert_eq!(state(&run, "last")["step"], 20, "the run went on to its end and saved it");
+    assert_eq!(losses(&run).len(), 20);
+    assert_eq!(log_records(&run).iter().filter(|r| r.get("images_per_second").is_some()).count(), 20, "its logs went to its files");
+}
+
+#[test]
+fn init_weights_whose_batch_norm_statistics_are_nan_or_negative_are_refused_before_any_work() {
+    let models = tempfile::tempdir().unwrap();
+    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "src"]));
+    let src = models.path().join("src");
+    for (edit, words) in [
+        ("t['bn1.running_var'][3] = float('nan')", "`bn1.running_var` holds 1 NaN or infinite value(s)"),
+        ("t['layer1.0.bn2.running_var'][:] = -0.5", "`layer1.0.bn2.running_var` holds 16 negative variance(s)"),
+    ] {
+        let weights = models.path().join("doctored.safetensors");
+        doctored_weights(&src, &weights, edit);
+        let out = output_within(train_command(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "4", "--run-name", "init", "--init", weights.to_str().unwrap()]), 300);
+        assert_eq!(out.status.code(), Some(2), "{edit}: {}", stderr_of(&out));
+        assert!(stderr_of(&out).contains(words) && stderr_of(&out).contains("--init"), "{edit}: stderr lacks {words:?}: {}", stderr_of(&out));
+        assert!(!models.path().join("init").exists(), "refused before the run folder exists");
+    }
+}
+
+#[test]
+fn validation_embeddings_that_overflow_end_the_run_with_exit_1_naming_the_cause_instead_of_hanging() {
+    let models = tempfile::tempdir().unwrap();
+    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "src"]));
+    // Finite statistics that no activation survives in eval mode (training normalises each batch
+    // with its own): validation's embeddings overflow, its scores were NaN, and the sweep over
+    // them never ended.
+    let weights = models.path().join("overflowing.safetensors");
+    doctored_weights(&models.path().join("src"), &weights, "t['bn1.running_mean'][:] = -3e38");
+    let cmd = train_command(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--valid-sets", "lfw.valid", "--max-steps", "8", "--valid-every", "4", "--checkpoint-every", "2",
+          "--run-name", "nanval", "--init", weights.to_str().unwrap()],
+    );
+    let out = output_within(cmd, 300);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    for words in ["validation: the embeddings of", "are NaN or infinite", "the activations overflowed", "at step 4", "checkpoints/last (step 2)"] {
+        assert!(err.contains(words), "stderr lacks {words:?}: {err}");
+    }
+    let run = models.path().join("nanval");
+    assert_eq!(state(&run, "last")["step"], 2, "the broken step is not saved");
+    assert!(!run.join("checkpoints/best").exists(), "no best from a NaN score");
+    assert!(log_records(&run).iter().all(|r| r.get("validation").is_none()), "no validation figure was logged");
 }

@@ -191,3 +191,27 @@ fn sampled_all_pairs_is_deterministic_and_reports_the_sample() {
     assert_eq!(a.auc, b.auc);
     assert!(a.tar_at_far[2].tar.is_none(), "500 pairs cannot measure FAR 1e-3");
 }
+
+#[test]
+fn an_embedding_row_that_is_nan_is_named_not_scored() {
+    let case = make_case(20);
+    let mut data = case.gallery;
+    data[5 * DIM + 1] = f32::NAN;
+    data[9 * DIM] = f32::INFINITY;
+    let m = Matrix { rows: case.labels.len(), cols: DIM, data };
+    let labels: Vec<Option<u32>> = case.labels.iter().map(|&l| Some(l)).collect();
+    let err = all_pairs(&m, &labels, AllPairsOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("embedding row 5 (2 of the") && err.contains("NaN or infinite"), "{err}");
+}
+
+#[test]
+fn nan_distances_in_the_kfold_protocol_are_an_error_not_pairs_called_different() {
+    let case = make_case(200);
+    let pairs: Vec<(&[f32], &[f32])> = case.pairs.chunks(2 * DIM).map(|p| p.split_at(DIM)).collect();
+    let mut dist: Vec<f64> = pairs.iter().map(|(a, b)| metrics::squared_l2(a, b)).collect();
+    metrics::kfold_verification(&dist, &case.issame, &metrics::insightface_thresholds(), 10).unwrap();
+    // All-NaN embeddings once scored 0.5: every `dist < threshold` false, every pair "different".
+    dist.iter_mut().for_each(|d| *d = f64::NAN);
+    let err = metrics::kfold_verification(&dist, &case.issame, &metrics::insightface_thresholds(), 10).unwrap_err().to_string();
+    assert!(err.contains("pair 0 is NaN") && err.contains("200 of the 200 pairs"), "{err}");
+}

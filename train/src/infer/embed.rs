@@ -6,10 +6,49 @@ use crate::model::{FaceNet, NetConfig};
 use crate::trainer::numerics::Numerics;
 use crate::trainer::run_dir::RunPaths;
 use anyhow::{bail, Context, Result};
+use facekit_io::StopFlag;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
+
+/// Why [`embed_chips`] gave no embeddings, as a type, so that callers can tell a stop request and a
+/// broken network from an I/O error (the trainer ends a run on either, differently).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmbedError {
+    /// The caller's stop flag was set between two batches.
+    #[error("stopped on request before every image was embedded")]
+    Stopped,
+    /// A batch's embeddings hold NaN or infinity: what no distance or threshold can use.
+    #[error("the network's embeddings of {count} of the {batch} images of a batch are NaN or infinite")]
+    NonFinite {
+        /// Images of that batch whose embedding is not finite.
+        count: usize,
+        /// Images in the batch.
+        batch: usize,
+    },
+}
+
+/// Variables that do not feed the embedding: the task heads (their state cannot spoil an
+/// embedding, so [`weights_problem`] does not blame them).
+const NOT_EMBEDDING: [&str; 3] = ["gender_head.", "age_head.", "arcface."];
+
+/// The first variable of `vs` that the embedding uses and that cannot give finite embeddings (a NaN
+/// or infinite value, or a negative batch-norm running variance, whose square root is NaN),
+/// described for an error message; `None` when every one is sound.
+pub fn weights_problem(vs: &VarStore) -> Option<String> {
+    let mut vars = vs.variables().into_iter().filter(|(n, _)| !NOT_EMBEDDING.iter().any(|p| n.starts_with(p))).collect::<Vec<_>>();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars.into_iter().find_map(|(name, t)| {
+        let t = t.to_kind(Kind::Double);
+        let bad = t.isfinite().logical_not().sum(Kind::Int64).int64_value(&[]);
+        if bad > 0 {
+            return Some(format!("`{name}` holds {bad} NaN or infinite value(s)"));
+        }
+        let negative = if name.ends_with("running_var") { t.lt(0.0).sum(Kind::Int64).int64_value(&[]) } else { 0 };
+        (negative > 0).then(|| format!("`{name}` holds {negative} negative variance(s)"))
+    })
+}
 
 /// A network ready for inference.
 pub struct EmbedModel {
@@ -48,7 +87,7 @@ pub fn locate(model: &Path, checkpoint: Option<&str>) -> Result<(PathBuf, PathBu
                     let last = run
                         .existing_checkpoint(LAST)
                         .with_context(|| format!("run {} has no checkpoint yet (neither best nor last)", model.display()))?;
-                    eprintln!("facekit: run {} has no `best` checkpoint (trained without --valid-sets): using `last`", model.display());
+                    facekit_io::console::line(&format!("facekit: run {} has no `best` checkpoint (trained without --valid-sets): using `last`", model.display()));
                     last
                 }
             },
@@ -76,6 +115,9 @@ impl EmbedModel {
         let mut vs = VarStore::new(device);
         let net = FaceNet::new(&vs.root(), &config).with_context(|| format!("bad network configuration in {}", net_json.display()))?;
         vs.load(&weights).with_context(|| format!("cannot load weights {} for the network of {}", weights.display(), net_json.display()))?;
+        if let Some(problem) = weights_problem(&vs) {
+            bail!("weights {}: {problem}, so no embedding it computes can be finite (did its training diverge?)", weights.display());
+        }
         // Inference only: no gradients, which also lets tracing embed the weights as constants.
         vs.freeze();
         Ok(EmbedModel { vs, net, config, device, weights })
@@ -108,7 +150,8 @@ impl EmbedModel {
         if pixels.len() != n * s * s * 3 {
             bail!("{} bytes are not {n} RGB images of {s}x{s}", pixels.len());
         }
-        embed_chips(&self.net, &self.numerics(), pixels, self.image_size(), n.max(1), flip)
+        embed_chips(&self.net, &self.numerics(), pixels, self.image_size(), n.max(1), flip, &StopFlag::new())
+            .with_context(|| format!("network {}", self.weights.display()))
     }
 }
 
@@ -118,9 +161,14 @@ impl EmbedModel {
 /// `numerics`' device, precision and memory format. With `flip`, the embeddings of each image and
 /// of its mirror are summed before normalising (insightface's flip test).
 ///
-/// The one embedding routine of `eval verify --bin` (on a loaded network, fp32) and of the
+/// `stop` is read before each batch: once it is set the work ends with [`EmbedError::Stopped`],
+/// so a stop request never waits for a whole verification set. A batch whose embeddings are not
+/// all finite ends it with [`EmbedError::NonFinite`]: they would normalise to NaN and every
+/// distance and accuracy computed from them would be meaningless.
+///
+/// The one embedding routine of `embed`, `eval verify` (on a loaded network, fp32) and of the
 /// trainer's `--eval-bin` verification (on the network being trained, in the run's precision).
-pub fn embed_chips(net: &FaceNet, numerics: &Numerics, pixels: &[u8], size: u32, batch_size: usize, flip: bool) -> Result<Vec<f32>> {
+pub fn embed_chips(net: &FaceNet, numerics: &Numerics, pixels: &[u8], size: u32, batch_size: usize, flip: bool, stop: &StopFlag) -> Result<Vec<f32>> {
     let s = size as i64;
     let per = (s * s * 3) as usize;
     if pixels.len() % per != 0 {
@@ -129,6 +177,9 @@ pub fn embed_chips(net: &FaceNet, numerics: &Numerics, pixels: &[u8], size: u32,
     let dim = net.config().embedding_size as usize;
     let mut out = Vec::with_capacity(pixels.len() / per * dim);
     for chunk in pixels.chunks(batch_size.max(1) * per) {
+        if stop.is_set() {
+            return Err(EmbedError::Stopped.into());
+        }
         let n = chunk.len() / per;
         let xs = numerics.memory_format.apply(&to_input(chunk, n, s, numerics.device));
         let e = tch::no_grad(|| -> Result<Tensor> {
@@ -138,6 +189,10 @@ pub fn embed_chips(net: &FaceNet, numerics: &Numerics, pixels: &[u8], size: u32,
             }
             Ok(e)
         })?;
+        let count = e.isfinite().all_dim(1, false).logical_not().sum(Kind::Int64).int64_value(&[]) as usize;
+        if count > 0 {
+            return Err(EmbedError::NonFinite { count, batch: n }.into());
+        }
         let norm = e.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
         let e = (e / norm).to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
         out.extend(Vec::<f32>::try_from(e.view([-1])).context("cannot copy embeddings from the device")?);
@@ -185,6 +240,7 @@ pub fn embed_dataset(model: &EmbedModel, ds: &facekit_shard::Dataset, batch_size
             .decode_into(&rec, size, &facekit_data::View::IDENTITY, buf)
             .with_context(|| format!("dataset {}: record {i} ({}) cannot be decoded", ds.paths().name(), String::from_utf8_lossy(rec.path)))
     })
+    .with_context(|| format!("embedding dataset {}", ds.paths().name()))
 }
 
 /// Embeds in-memory images (resized to the network's size where needed).

@@ -67,7 +67,7 @@ pub fn pairs_from_folder(model: &EmbedModel, list_path: &Path, root: &Path, prep
     let (faces, index) = unique_faces(&resolved.pairs);
     let paths: Vec<_> = faces.iter().map(|f| f.path(root)).collect();
     let (chips, _, stats) = faces::prepare_files(&paths, model.image_size(), prep)?;
-    let emb = embed::embed_images(model, &chips, opts.batch_size, opts.flip)?;
+    let emb = embed::embed_images(model, &chips, opts.batch_size, opts.flip).with_context(|| format!("images under {}", root.display()))?;
     finish(model, list_path.display().to_string(), &list, resolved, faces.len(), stats, &emb, &index, opts)
 }
 
@@ -84,7 +84,8 @@ pub fn pairs_from_dataset(model: &EmbedModel, list_path: &Path, ds: &facekit_sha
     let emb = embed::embed_all(model, records.len(), opts.batch_size, opts.flip, |k, buf| {
         let rec = ds.record(records[k])?;
         facekit_data::RecordDecoder::new().decode_into(&rec, size, &facekit_data::View::IDENTITY, buf).with_context(|| format!("record {}", records[k]))
-    })?;
+    })
+    .with_context(|| format!("dataset {}", ds.paths().name()))?;
     let stats = PrepStats::default();
     finish(model, list_path.display().to_string(), &list, resolved, faces.len(), stats, &emb, &index, opts)
 }
@@ -92,7 +93,9 @@ pub fn pairs_from_dataset(model: &EmbedModel, list_path: &Path, ds: &facekit_sha
 /// insightface's protocol on a verification `.bin` file (pre-aligned images, pairs consecutive).
 pub fn pairs_from_bin(model: &EmbedModel, bin_path: &Path, opts: PairsOptions) -> Result<PairsReport> {
     let set = BinSet::load(bin_path, model.image_size())?;
-    let kfold = set.score(&model.net, &model.numerics(), opts.batch_size, opts.flip, opts.folds)?;
+    let kfold = set
+        .score(&model.net, &model.numerics(), opts.batch_size, opts.flip, opts.folds, &facekit_io::StopFlag::new())
+        .with_context(|| format!("network {}", model.weights.display()))?;
     Ok(PairsReport {
         source: bin_path.display().to_string(),
         pairs_listed: set.pairs(),
@@ -159,10 +162,13 @@ impl BinSet {
     }
 
     /// insightface's k-fold verification of `net` on these pairs: embeddings by
-    /// [`embed::embed_chips`] (`batch_size` per pass, flip test with `flip`), squared L2
-    /// distances, thresholds `0..4` by 0.01, `folds` consecutive folds.
-    pub fn score(&self, net: &FaceNet, numerics: &Numerics, batch_size: usize, flip: bool, folds: usize) -> Result<KFoldReport> {
-        let emb = embed::embed_chips(net, numerics, &self.pixels, self.size, batch_size, flip)?;
+    /// [`embed::embed_chips`] (`batch_size` per pass, flip test with `flip`, ending early with
+    /// [`embed::EmbedError::Stopped`] once `stop` is set), squared L2 distances, thresholds
+    /// `0..4` by 0.01, `folds` consecutive folds. Embeddings that are not finite are an error
+    /// naming this file ([`embed::EmbedError::NonFinite`] inside).
+    pub fn score(&self, net: &FaceNet, numerics: &Numerics, batch_size: usize, flip: bool, folds: usize, stop: &facekit_io::StopFlag) -> Result<KFoldReport> {
+        let emb = embed::embed_chips(net, numerics, &self.pixels, self.size, batch_size, flip, stop)
+            .with_context(|| format!("verification on {}", self.path.display()))?;
         let pairs: Vec<(usize, usize)> = (0..self.pairs()).map(|k| (2 * k, 2 * k + 1)).collect();
         let dist = pair_distances(&emb, net.config().embedding_size as usize, &pairs);
         metrics::kfold_verification(&dist, &self.issame, &metrics::insightface_thresholds(), folds)

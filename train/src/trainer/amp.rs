@@ -147,7 +147,7 @@ impl Drop for Autocast {
         if let Err(e) = result {
             // Drop cannot return the error and these calls only fail on a broken libtorch; saying
             // so beats panicking during a possible unwind.
-            eprintln!("facekit: warning: could not restore the autocast state: {e:#}");
+            facekit_io::console::line(&format!("facekit: warning: could not restore the autocast state: {e:#}"));
         }
     }
 }

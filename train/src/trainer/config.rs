@@ -235,6 +235,16 @@ pub struct TrainConfig {
     pub allow_changed_data: bool,
     /// Print a progress line every N steps.
     pub log_every: u64,
+    /// Allow `--precision fp16` on a CPU device, which is refused otherwise: without AMX-FP16 or
+    /// AVX-512 FP16 its convolutions fall back to reference kernels about 100 times slower than
+    /// fp32. For tests of the fp16 path, and CPUs with those units.
+    #[serde(default)]
+    pub allow_cpu_fp16: bool,
+    /// The settings the command line gave explicitly (field names, as `log_every`): a resumed run
+    /// applies or refuses each of them and keeps its saved value for every other one. A setting
+    /// that differs from [`TrainConfig::default`] counts as given too. Not saved.
+    #[serde(skip)]
+    pub given: Vec<String>,
 }
 
 impl Default for TrainConfig {
@@ -300,6 +310,8 @@ impl Default for TrainConfig {
             skip_corrupt: false,
             allow_changed_data: false,
             log_every: 50,
+            allow_cpu_fp16: false,
+            given: Vec::new(),
         }
     }
 }
@@ -464,6 +476,45 @@ impl TrainConfig {
         Ok(margin)
     }
 
+    /// The configuration a resumed run continues with: `saved` (already on this run's number of
+    /// ranks), with the settings of this command line (`self`) that it gave ([`TrainConfig::given`])
+    /// and that may change in the middle of a run ([`RESUME_APPLIES`]); with the list of what
+    /// changed (`--log-every 5 (was 50)`). A given setting that would change what the run trains
+    /// (its data, network, optimiser, schedule, precision ...) and differs from the saved one is
+    /// an error naming every such flag: it is never silently ignored.
+    pub fn resumed(&self, saved: &TrainConfig) -> Result<(TrainConfig, Vec<String>)> {
+        let now = serde_json::to_value(self)?;
+        let defaults = serde_json::to_value(TrainConfig::default())?;
+        let mut merged = serde_json::to_value(saved)?;
+        let given = |key: &str| self.given.iter().any(|g| g == key) || now[key] != defaults[key];
+        // The run's length is one decision: given either, the command line sets both.
+        let length_given = given("max_steps") || given("epochs");
+        let (mut changed, mut refused) = (Vec::new(), Vec::new());
+        for (key, value) in now.as_object().into_iter().flatten() {
+            let key = key.as_str();
+            let applies = RESUME_APPLIES.contains(&key) && (given(key) || (length_given && LENGTH.contains(&key)));
+            if applies && merged[key] != *value {
+                changed.push(format!("{} {} (was {})", flag_name(key), shown(value), shown(&merged[key])));
+                merged[key] = value.clone();
+            } else if given(key) && !applies && !RESUME_IGNORES.contains(&key) && merged[key] != *value {
+                refused.push(format!("{} {} (the run's: {})", flag_name(key), shown(value), shown(&merged[key])));
+            }
+        }
+        if !refused.is_empty() {
+            bail!(
+                "{} cannot change when a run is resumed: it would not continue the same run. Leave {} out to continue with the \
+                 run's own settings, or start a new run from its weights (--init RUN)",
+                refused.join(", "),
+                if refused.len() == 1 { "it" } else { "them" }
+            );
+        }
+        let mut merged: TrainConfig = serde_json::from_value(merged).context("the merged configuration")?;
+        merged.resume = self.resume.clone();
+        // Accepting changed data is a decision about this resume only, never inherited by the next.
+        merged.allow_changed_data = self.allow_changed_data;
+        Ok((merged, changed))
+    }
+
     /// Steps of linear warm-up: `--warmup-steps`, or `--warmup-epochs` times `batches_per_epoch`.
     pub fn warmup_steps_for(&self, batches_per_epoch: u64) -> u64 {
         self.warmup_epochs.map_or(self.warmup_steps, |e| e.saturating_mul(batches_per_epoch))
@@ -515,6 +566,38 @@ impl TrainConfig {
                 .unwrap_or(0);
             format!("{}-{secs}", self.task.name())
         })
+    }
+}
+
+/// The settings a resumed run takes from its new command line when given: how long it goes on,
+/// where and with how many threads it runs, where its data is (its manifests are checked against
+/// the saved ones), and how often it logs, validates, evaluates and saves. Nothing the run
+/// learns from depends on them.
+pub const RESUME_APPLIES: [&str; 14] = [
+    "max_steps", "epochs", "device", "workers", "threads", "data_dir", "model_dir", "log_every", "valid_every", "eval_every",
+    "eval_batch", "checkpoint_every", "skip_corrupt", "allow_cpu_fp16",
+];
+
+/// The run's length, which a resume takes whole from the command line that gives any part of it.
+const LENGTH: [&str; 2] = ["max_steps", "epochs"];
+
+/// Fields that say how to find or start a run rather than how it trains: never compared on resume
+/// (`--init` with `--resume` is refused on its own, the world size is the launcher's,
+/// `--allow-changed-data` is this resume's own).
+const RESUME_IGNORES: [&str; 5] = ["resume", "init", "overwrite", "world_size", "allow_changed_data"];
+
+/// A setting's flag: `log_every` is `--log-every`, `task` the positional TASK.
+fn flag_name(key: &str) -> String {
+    if key == "task" { "TASK".into() } else { format!("--{}", key.replace('_', "-")) }
+}
+
+/// A setting's value as the command line writes it.
+fn shown(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "none".into(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(a) => a.iter().map(shown).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
     }
 }
 

@@ -48,7 +48,7 @@ impl EvalBins {
             let pairs = if decode {
                 let t = Instant::now();
                 let set = BinSet::load(path, cfg.image_size)?;
-                eprintln!(
+                facekit_io::console::line(&format!(
                     "facekit train: --eval-bin {}: {} pairs, {} images decoded at {} px in {:.1} s ({:.0} MB kept)",
                     set.name,
                     set.pairs(),
@@ -56,7 +56,7 @@ impl EvalBins {
                     set.size,
                     t.elapsed().as_secs_f64(),
                     set.pixels.len() as f64 / 1e6
-                );
+                ));
                 let n = set.pairs();
                 sets.push(set);
                 n
@@ -70,13 +70,15 @@ impl EvalBins {
         Ok(decode.then_some(EvalBins { sets, batch_size: cfg.eval_batch_size() }))
     }
 
-    /// Scores `net` on every set, in order.
-    pub fn score(&self, net: &FaceNet, numerics: &Numerics) -> Result<Vec<BinScore>> {
+    /// Scores `net` on every set, in order; once `stop` is set the scoring ends at the next batch
+    /// with [`crate::infer::embed::EmbedError::Stopped`], and NaN or infinite embeddings end it
+    /// with [`crate::infer::embed::EmbedError::NonFinite`] (inside an error naming the file).
+    pub fn score(&self, net: &FaceNet, numerics: &Numerics, stop: &facekit_io::StopFlag) -> Result<Vec<BinScore>> {
         self.sets
             .iter()
             .map(|set| {
                 let t = Instant::now();
-                let report = set.score(net, numerics, self.batch_size, true, FOLDS)?;
+                let report = set.score(net, numerics, self.batch_size, true, FOLDS, stop)?;
                 Ok(BinScore { name: set.name.clone(), report, seconds: t.elapsed().as_secs_f64() })
             })
             .collect()

@@ -83,11 +83,16 @@ pub fn verification_pairs(classes: &[i64], n: usize, seed: u64) -> Vec<Pair> {
 }
 
 /// Verification accuracy at the best single threshold on `scores` (higher = more alike), and that
-/// threshold. The threshold is chosen on the same pairs, so this is an optimistic figure meant
-/// for tracking training, not for reporting (use `facekit eval` with folds for that).
-pub fn best_threshold_accuracy(scores: &[f64], same: &[bool]) -> Option<(f64, f64)> {
+/// threshold; `None` without scores. The threshold is chosen on the same pairs, so this is an
+/// optimistic figure meant for tracking training, not for reporting (use `facekit eval` with folds
+/// for that). A NaN or infinite score is an error naming the pair: no threshold places it
+/// meaningfully, and a figure computed around it would look valid.
+pub fn best_threshold_accuracy(scores: &[f64], same: &[bool]) -> anyhow::Result<Option<(f64, f64)>> {
+    if let Some(k) = scores.iter().position(|s| !s.is_finite()) {
+        anyhow::bail!("verification pair {k} of {} has the score {} (its embeddings are not finite)", scores.len(), scores[k]);
+    }
     if scores.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&i, &j| scores[i].total_cmp(&scores[j]));
@@ -98,22 +103,26 @@ pub fn best_threshold_accuracy(scores: &[f64], same: &[bool]) -> Option<(f64, f6
     let mut best = (correct, f64::NEG_INFINITY);
     let mut k = 0;
     while k < n {
-        // Move every pair with this exact score to the "different" side at once.
+        // Move every pair with this score to the "different" side at once. Each pass takes at
+        // least one pair, so the sweep ends whatever the scores are.
         let s = scores[order[k]];
-        while k < n && scores[order[k]] == s {
+        loop {
             if same[order[k]] {
                 correct -= 1;
             } else {
                 correct += 1;
             }
             k += 1;
+            if k == n || scores[order[k]] != s {
+                break;
+            }
         }
         if correct > best.0 {
             let next = if k < n { scores[order[k]] } else { s + 1.0 };
             best = (correct, (s + next) / 2.0);
         }
     }
-    Some((best.0 as f64 / n as f64, best.1))
+    Ok(Some((best.0 as f64 / n as f64, best.1)))
 }
 
 #[cfg(test)]
@@ -138,7 +147,7 @@ mod tests {
 
     #[test]
     fn perfectly_separated_scores_give_full_accuracy() {
-        let (acc, thr) = best_threshold_accuracy(&[0.9, 0.1, 0.8, 0.2], &[true, false, true, false]).unwrap();
+        let (acc, thr) = best_threshold_accuracy(&[0.9, 0.1, 0.8, 0.2], &[true, false, true, false]).unwrap().unwrap();
         assert_eq!(acc, 1.0);
         assert!(thr > 0.2 && thr < 0.8, "threshold {thr}");
     }
@@ -153,10 +162,18 @@ mod tests {
             .map(|&t| scores.iter().zip(&same).filter(|(&s, &y)| (s > t) == y).count())
             .max()
             .unwrap();
-        let (acc, thr) = best_threshold_accuracy(&scores, &same).unwrap();
+        let (acc, thr) = best_threshold_accuracy(&scores, &same).unwrap().unwrap();
         assert_eq!(acc, brute as f64 / scores.len() as f64);
         let at_thr = scores.iter().zip(&same).filter(|(&s, &y)| (s > thr) == y).count();
         assert_eq!(at_thr, brute);
+    }
+
+    #[test]
+    fn a_nan_or_infinite_score_is_an_error_naming_its_pair_not_an_endless_sweep() {
+        let err = best_threshold_accuracy(&[0.9, f64::NAN, 0.2], &[true, true, false]).unwrap_err().to_string();
+        assert!(err.contains("pair 1 of 3") && err.contains("NaN"), "{err}");
+        assert!(best_threshold_accuracy(&[f64::NAN; 4], &[true, false, true, false]).is_err());
+        assert!(best_threshold_accuracy(&[0.5, f64::INFINITY], &[true, false]).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::config::TrainConfig;
 use super::eval_bins::EvalBins;
 use super::labels::LabelGuard;
 use super::logs::{RunLogs, StepLosses};
-use super::meter::Meter;
+use super::meter::{duration_text, Meter};
 use super::numerics::Numerics;
 use super::optim::Optimizer;
 use super::replicas::Replicas;
@@ -14,7 +14,8 @@ use super::run_dir::{RunDir, BEST, LAST};
 use super::scaler::GradScaler;
 use super::schedule::Schedule;
 use super::state::{BestMetric, ScalerState, TrainState};
-use super::validate::{self, Validation};
+use super::validate::{self, Gate, Validated, Validation};
+use crate::infer::embed::{weights_problem, EmbedError};
 use crate::loss::FaceLoss;
 use crate::model::{FaceNet, NetConfig};
 use anyhow::Result;
@@ -33,10 +34,21 @@ pub enum Outcome {
     /// Stopped by a signal (Ctrl-C, SIGTERM) or request: the current step was finished and
     /// `last` written.
     Interrupted(Summary),
-    /// The loss became NaN or infinite at `step`; `last` holds the last good checkpoint.
+    /// The loss, or the network's embeddings in validation or `--eval-bin` scoring, became NaN or
+    /// infinite at `step`; `last` holds the last good checkpoint.
     Diverged {
-        /// The step whose loss was not finite (not applied).
+        /// The step that diverged: not applied (a NaN loss) or not saved (NaN embeddings).
         step: u64,
+        /// What became NaN or infinite, where, and why when that is known (`the loss became NaN
+        /// or infinite`, `validation: the embeddings of ... (`bn1.running_var` holds ...)`).
+        cause: String,
+        /// Where the run stands.
+        summary: Summary,
+    },
+    /// `--resume` of a run that had nothing left to train: nothing was done or written.
+    NothingLeft {
+        /// Why (the step limit was reached, or the plateau schedule's end), and how to train on.
+        reason: String,
         /// Where the run stands.
         summary: Summary,
     },
@@ -60,7 +72,8 @@ pub struct Summary {
     pub final_loss: Option<f64>,
     /// Best validation metric.
     pub best: Option<BestMetric>,
-    /// Mean training throughput of the run, all ranks together (images per second, data wait included).
+    /// Mean training throughput of the run, all ranks together (images per second, data wait
+    /// included, validation and `--eval-bin` scoring not).
     pub images_per_second: f64,
     /// Mean time a step waited for its batch, in milliseconds.
     pub mean_data_wait_ms: f64,
@@ -98,6 +111,10 @@ pub struct Trainer {
     pub(super) meter: Meter,
     pub(super) guard: LabelGuard,
     pub(super) stop: StopFlag,
+    /// A stop was agreed during validation (asked here or on another rank): the step ends the run.
+    pub(super) stopping: bool,
+    /// Set when a resumed run has nothing left to train: why, and how to train it further.
+    pub(super) nothing_left: Option<String>,
     pub(super) replicas: Box<dyn Replicas>,
     /// The variables each rank holds only some rows of (Partial FC), gathered for checkpoints.
     pub(super) shards: Option<Box<dyn checkpoint::Shards>>,
@@ -132,14 +149,18 @@ enum After {
 enum End {
     Finished,
     Interrupted,
-    Diverged(u64),
+    Diverged { step: u64, cause: String },
     Corrupt(String),
+    NothingLeft(String),
 }
 
 impl Trainer {
     /// Trains until the step limit, the schedule's stop rule, a stop request, a divergence or a
     /// corrupt record, and says which.
     pub fn run(mut self) -> Result<Outcome> {
+        if let Some(reason) = self.nothing_left.take() {
+            return self.end(End::NothingLeft(reason));
+        }
         while !self.at_step_limit() {
             let mut epoch = self.loader.epoch(self.state.epoch, self.state.batch_in_epoch);
             loop {
@@ -156,7 +177,7 @@ impl Trainer {
                 };
                 let Some(losses) = self.step(&micro)? else {
                     let step = self.state.step + 1;
-                    return self.end(End::Diverged(step));
+                    return self.end(End::Diverged { step, cause: "the loss became NaN or infinite".into() });
                 };
                 self.meter.step(micro.iter().map(|b| b.n).sum(), wait_s);
                 let decision = self.schedule.observe(losses.total);
@@ -165,8 +186,12 @@ impl Trainer {
                 for batch in &micro {
                     self.guard.observe(batch, at_end)?;
                 }
-                self.validate(at_end)?;
-                self.evaluate_bins(at_end)?;
+                if let Some(end) = self.validate(at_end)? {
+                    return self.end(end);
+                }
+                if let Some(end) = self.evaluate_bins(at_end)? {
+                    return self.end(end);
+                }
                 match self.checkpoint(at_end)? {
                     After::Continue => {}
                     After::NextEpoch => break,
@@ -210,7 +235,7 @@ impl Trainer {
         };
         let newly = epoch.stats().corrupt_skipped - skipped_before;
         for c in epoch.stats().corrupt.iter().rev().take(newly as usize) {
-            self.bar.suspend(|| eprintln!("facekit train: skipped corrupt record: {}", c.error));
+            self.say(&format!("facekit train: skipped corrupt record: {}", c.error));
         }
         self.state.skipped_corrupt += newly;
         Ok(Some((batch, t.elapsed().as_secs_f64())))
@@ -225,7 +250,9 @@ impl Trainer {
     }
 
     /// `losses.tsv` for every step; every `--log-every` steps a line on stderr and in
-    /// `train_log.jsonl` with the window's throughput and data wait.
+    /// `train_log.jsonl` with the window's throughput and data wait, and where the run stands
+    /// (`step 40/200`, the estimated time left): the only progress a log file shows, since the
+    /// progress bar draws on terminals alone.
     fn log(&mut self, l: &StepLosses, lr_shrunk: bool) -> Result<()> {
         let (step, epoch, lr) = (self.state.step, self.state.epoch, self.state.lr);
         let Some(logs) = self.logs.as_mut() else { return Ok(()) };
@@ -243,7 +270,8 @@ impl Trainer {
             // Every rank moves at the pace of the slowest: the run's throughput is this rank's
             // times the number of ranks.
             let ips = ips * self.replicas.world_size() as f64;
-            let mut line = format!("step {step} epoch {epoch} loss {:.4} lr {lr:.3e} {ips:.1} images/s data wait {wait_ms:.1} ms/step", l.total);
+            let of = self.max_steps.map(|m| format!("/{m}")).unwrap_or_default();
+            let mut line = format!("step {step}{of} epoch {epoch} loss {:.4} lr {lr:.3e} {ips:.1} images/s data wait {wait_ms:.1} ms/step", l.total);
             if let Some(s) = self.scaler.as_ref().map(GradScaler::state) {
                 event["loss_scale"] = s.scale.into();
                 event["skipped_steps"] = s.skipped_steps.into();
@@ -253,75 +281,132 @@ impl Trainer {
                 event["grad_norm"] = norm.into();
                 line += &format!(" grad norm {norm:.3}");
             }
-            logs.event(&event)?;
-            if self.bar.is_hidden() {
-                eprintln!("{line}");
-            } else {
-                self.bar.set_message(format!("loss {:.4}", l.total));
-                self.bar.suspend(|| eprintln!("{line}"));
+            if let Some(eta) = self.max_steps.and_then(|m| self.meter.eta_s(m.saturating_sub(step))) {
+                event["eta_seconds"] = eta.into();
+                line += &format!(" ETA {}", duration_text(eta));
             }
+            logs.event(&event)?;
+            self.bar.set_message(format!("loss {:.4}", l.total));
+            self.say(&line);
         }
         if lr_shrunk {
             let lr = self.schedule.lr();
-            self.bar.suspend(|| eprintln!("step {step}: learning rate now {lr:.3e}"));
+            self.say(&format!("step {step}: learning rate now {lr:.3e}"));
         }
         Ok(())
     }
 
+    /// A line for the user on stderr, above the progress bar; a closed stderr is ignored
+    /// ([`facekit_io::console`]): the run's record is in its files.
+    fn say(&self, line: &str) {
+        self.bar.suspend(|| facekit_io::console::line(line));
+    }
+
     /// Every `--valid-every` steps and at the end: scores the validation sets, logs and draws the
-    /// result, and writes `best` when the main metric improved.
-    fn validate(&mut self, at_end: bool) -> Result<()> {
-        let Some(loader) = &self.valid else { return Ok(()) };
+    /// result, and writes `best` when the main metric improved. A stop request during validation
+    /// ends it at once (the step's checkpoint then ends the run); NaN or infinite embeddings end
+    /// the run as a divergence (what it returns).
+    fn validate(&mut self, at_end: bool) -> Result<Option<End>> {
+        let Some(loader) = &self.valid else { return Ok(None) };
         let every = self.cfg.valid_every;
-        if !(at_end || (every > 0 && self.state.step % every == 0)) {
-            return Ok(());
+        if self.stopping || !(at_end || (every > 0 && self.state.step % every == 0)) {
+            return Ok(None);
         }
         // Every rank scores the same network on the whole set (rank 0's batch-norm statistics), so
         // they reach the same result and the same decisions.
         self.replicas.sync_buffers(&self.vs)?;
-        let v = validate::validate(&self.net, &self.loss, loader, &self.numerics, self.net_cfg.num_classes)?;
+        let started = Instant::now();
+        let (replicas, stop) = (&mut self.replicas, &self.stop);
+        // One collective per batch: every rank leaves at the same batch, whichever rank was asked
+        // to stop or saw a NaN.
+        let mut gate = |non_finite: bool| -> Result<Gate> {
+            let any = replicas.mean(&[f64::from(u8::from(stop.is_set())), f64::from(u8::from(non_finite))])?;
+            Ok(if any[1] > 0.0 {
+                Gate::NonFinite
+            } else if any[0] > 0.0 {
+                Gate::Stop
+            } else {
+                Gate::Go
+            })
+        };
+        let validated = validate::validate(&self.net, &self.loss, loader, &self.numerics, self.net_cfg.num_classes, &mut gate);
+        self.meter.pause(started.elapsed());
+        let v = match validated? {
+            Validated::Done(v) => v,
+            Validated::Stopped => {
+                self.stopping = true;
+                return Ok(None);
+            }
+            Validated::NonFinite(what) => return Ok(Some(self.broken_network(format!("validation: {what}")))),
+        };
         let step = self.state.step;
         self.valid_skipped = v.skipped_corrupt;
         if let Some(logs) = self.logs.as_mut() {
-            self.bar.suspend(|| eprintln!("step {step} validation: {}", describe(&v)));
+            self.bar.suspend(|| facekit_io::console::line(&format!("step {step} validation: {}", describe(&v))));
             logs.event(&serde_json::json!({ "step": step, "validation": v.metrics, "valid_images": v.images }))?;
             logs.draw()?;
         }
         if self.cfg.best_on.is_some() {
-            return Ok(());
+            return Ok(None);
         }
         let main = validate::main_metric(self.net_cfg.task);
-        let Some(&value) = v.metrics.get(main.name) else { return Ok(()) };
-        self.keep_if_best(Some(BestMetric { name: main.name.into(), value, higher_is_better: main.higher_is_better, step }))
+        let Some(&value) = v.metrics.get(main.name) else { return Ok(None) };
+        self.keep_if_best(Some(BestMetric { name: main.name.into(), value, higher_is_better: main.higher_is_better, step }))?;
+        Ok(None)
     }
 
     /// Every `--eval-every` steps and at the end, on rank 0: 10-fold verification with flip test
-    /// on each `--eval-bin` set (as `eval verify --bin --flip`); logs, prints and draws each
-    /// result, and writes `best` when it is the `--best-on` set's and it improved.
-    fn evaluate_bins(&mut self, at_end: bool) -> Result<()> {
+    /// on each `--eval-bin` set (as `eval verify --bin`); logs, prints and draws each result, and
+    /// writes `best` when it is the `--best-on` set's and it improved. A stop request ends the
+    /// scoring at the next batch (nothing is logged); NaN or infinite embeddings end the run as a
+    /// divergence on every rank (what it returns).
+    fn evaluate_bins(&mut self, at_end: bool) -> Result<Option<End>> {
         // Every rank passes here at the same steps (only rank 0 has the decoded sets).
         if self.cfg.eval_bin.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let every = self.cfg.eval_every;
-        if !(at_end || (every > 0 && self.state.step % every == 0)) {
-            return Ok(());
+        if self.stopping || !(at_end || (every > 0 && self.state.step % every == 0)) {
+            return Ok(None);
         }
         let step = self.state.step;
-        let mut best = None;
+        let (mut best, mut broken) = (None, None);
         if let (Some(bins), Some(logs)) = (&self.bins, self.logs.as_mut()) {
-            let scores = bins.score(&self.net, &self.numerics)?;
-            for s in &scores {
-                self.bar.suspend(|| eprintln!("{}", s.describe(step)));
-                logs.event(&s.event(step))?;
+            let started = Instant::now();
+            let scored = bins.score(&self.net, &self.numerics, &self.stop);
+            self.meter.pause(started.elapsed());
+            match scored {
+                Ok(scores) => {
+                    for s in &scores {
+                        self.bar.suspend(|| facekit_io::console::line(&s.describe(step)));
+                        logs.event(&s.event(step))?;
+                    }
+                    logs.draw()?;
+                    best = scores.iter().find(|s| self.cfg.best_on.as_deref() == Some(s.name.as_str())).map(|s| s.as_best(step));
+                }
+                // The step is whole: its checkpoint sees the stop flag, saves `last` and ends the run.
+                Err(e) if matches!(e.downcast_ref::<EmbedError>(), Some(EmbedError::Stopped)) => {}
+                Err(e) if matches!(e.downcast_ref::<EmbedError>(), Some(EmbedError::NonFinite { .. })) => broken = Some(format!("{e:#}")),
+                Err(e) => return Err(e),
             }
-            logs.draw()?;
-            best = scores.iter().find(|s| self.cfg.best_on.as_deref() == Some(s.name.as_str())).map(|s| s.as_best(step));
+        }
+        // Only rank 0 scored: every rank learns whether its network broke, and ends with it.
+        if self.replicas.agree_any(broken.is_some())? {
+            let what = broken.unwrap_or_else(|| "rank 0's embeddings are NaN or infinite".into());
+            return Ok(Some(self.broken_network(format!("--eval-bin: {what}"))));
         }
         if self.cfg.best_on.is_some() {
             self.keep_if_best(best)?;
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// How a run ends when its network gives NaN or infinite embeddings (`what` says where): as a
+    /// divergence at this step, which is not saved, naming the first variable that cannot give
+    /// finite embeddings, or saying that the activations overflowed.
+    fn broken_network(&self, what: String) -> End {
+        let why = weights_problem(&self.vs).unwrap_or_else(|| "every weight and statistic is finite: the activations overflowed".into());
+        End::Diverged { step: self.state.step, cause: format!("{what} ({why})") }
     }
 
     /// Writes `best` when `candidate` beats the best so far (the first of equal values stays).
@@ -345,7 +430,7 @@ impl Trainer {
         if epoch_done {
             self.next_epoch();
         }
-        let stop = self.replicas.agree_any(self.stop.is_set())?;
+        let stop = self.replicas.agree_any(self.stopping || self.stop.is_set())?;
         let every = self.cfg.checkpoint_every;
         if at_end || stop || (every > 0 && self.state.step % every == 0) {
             self.save(LAST)?;
@@ -415,8 +500,9 @@ impl Trainer {
         Ok(match end {
             End::Finished => Outcome::Finished(summary),
             End::Interrupted => Outcome::Interrupted(summary),
-            End::Diverged(step) => Outcome::Diverged { step, summary },
+            End::Diverged { step, cause } => Outcome::Diverged { step, cause, summary },
             End::Corrupt(message) => Outcome::CorruptData { message, summary },
+            End::NothingLeft(reason) => Outcome::NothingLeft { reason, summary },
         })
     }
 }

@@ -364,6 +364,33 @@ impl Schedule {
         Decision { lr: self.lr(), shrunk: false, stop: false }
     }
 
+    /// Whether this schedule has ended the run: a plateau schedule whose rate fell below its
+    /// minimum (the others end with the step limit).
+    pub fn stopped(&self) -> bool {
+        match self {
+            Schedule::Plateau(p) => p.lr < p.min_lr,
+            Schedule::Warmup(w) => w.step >= w.steps && w.inner.stopped(),
+            _ => false,
+        }
+    }
+
+    /// This schedule (built for the run's present length) at the progress `saved` reached: how a
+    /// resume continues, so that a horizon (step milestones, cosine's and poly's decay) follows a
+    /// `--max-steps` or `--epochs` given on resume, as a run planned for that length from the start
+    /// would. A plateau schedule has no horizon: it is `saved` whole (its loss history), and so is
+    /// any schedule of another kind than `saved`'s.
+    pub fn resumed_from(self, saved: Schedule) -> Schedule {
+        match (self, saved) {
+            (Schedule::Step(p), Schedule::Step(s)) => Schedule::Step(StepSchedule { step: s.step, ..p }),
+            (Schedule::Cosine(p), Schedule::Cosine(s)) => Schedule::Cosine(Cosine { step: s.step, ..p }),
+            (Schedule::Poly(p), Schedule::Poly(s)) => Schedule::Poly(Poly { step: s.step, ..p }),
+            (Schedule::Warmup(p), Schedule::Warmup(s)) => {
+                Schedule::Warmup(Warmup { steps: p.steps, step: s.step, inner: Box::new(p.inner.resumed_from(*s.inner)) })
+            }
+            (_, saved) => saved,
+        }
+    }
+
     /// Wraps this schedule in a linear warm-up of `steps` steps (no-op for 0).
     pub fn with_warmup(self, steps: u64) -> Schedule {
         if steps == 0 {

@@ -6,7 +6,7 @@
 //! configuration holds and the data is open.
 
 use super::checkpoint;
-use super::config::{DatasetIdentity, OptimizerKind, SavedConfig, ScheduleKind, TrainConfig};
+use super::config::{DatasetIdentity, OptimizerKind, PrecisionKind, SavedConfig, ScheduleKind, TrainConfig};
 use super::eval_bins::EvalBins;
 use super::labels::LabelGuard;
 use super::logs::RunLogs;
@@ -65,13 +65,14 @@ impl Trainer {
         let opened = cfg.validate().and_then(|()| open_run(&cfg, resume_from.is_some(), &run, replicas.as_ref())).and_then(|o| {
             // Ranks that would train different models stop here, all naming what differs.
             crate::dist::agree::same_run(replicas.as_ref(), &cfg, &o.datasets, o.device)?;
+            let length = Length::plan(&cfg, &o.loader)?;
             let bins = match early_bins {
                 Some(b) => b,
                 None => EvalBins::open(&cfg, rank0)?,
             };
-            Ok((o, bins))
+            Ok((o, length, bins))
         });
-        let (Opened { device, loader, valid, datasets }, bins) = match opened {
+        let (Opened { device, loader, valid, datasets }, length, bins) = match opened {
             Ok(o) => o,
             Err(e) => {
                 run.abandon();
@@ -108,13 +109,13 @@ impl Trainer {
                 // Loading copies into the existing variables, which keeps their layout; this only
                 // guarantees it.
                 numerics.memory_format.apply_to_vars(&vs);
-                eprintln!(
+                say(&format!(
                     "facekit train: resuming {} at step {} (epoch {}, batch {})",
                     run.root().display(),
                     state.step,
                     state.epoch,
                     state.batch_in_epoch
-                );
+                ));
                 state
             }
             None => TrainState::start(&cfg),
@@ -127,44 +128,31 @@ impl Trainer {
             Some(saved) => GradScaler::from_state(ScalerConfig::default(), saved, device),
             None => GradScaler::new(ScalerConfig::default(), device),
         });
-        if rank0 {
-            eprintln!("facekit train: device {}, {}", device_name(device), numerics.describe());
-            eprintln!("{}", describe_batch(&cfg));
+        let schedule = plan_schedule(&cfg, &length, resume_from.as_deref(), &state)?;
+        let nothing_left = resume_from.as_ref().and_then(|_| nothing_left(&cfg, &length, state.step, &schedule, run.root()));
+        if rank0 && nothing_left.is_none() {
+            say(&format!("facekit train: device {}, {}", device_name(device), numerics.describe()));
+            say(&describe_batch(&cfg));
             if let Some(p) = &loss.partial {
                 let copies = optimiser_copies(cfg.optimizer) - 2;
-                eprintln!(
+                say(&format!(
                     "facekit train: Partial FC at sample rate {}: {} classes over {world} rank(s), {} on rank 0, its head {:.1} MiB (centres, gradient, optimiser state)",
                     p.config().sample_rate,
                     net_cfg.num_classes,
                     p.num_local(),
                     p.memory_bytes(copies) as f64 / f64::from(1u32 << 20)
-                );
+                ));
             }
         }
-        let logs = if rank0 { Some(write_run_files(&cfg, &run, &net_cfg, resume_from.is_some(), command_line, datasets, pretrained.as_ref(), &state)?) } else { None };
-
-        // Whole steps only: the micro-batches of an epoch that do not fill a step are left out.
-        let batches_per_epoch = loader.batches_per_epoch() / cfg.accumulate * cfg.accumulate;
-        if batches_per_epoch == 0 {
-            bail!(
-                "an epoch of {} batch(es) per rank gives no step of --accumulate {} micro-batches: lower --accumulate or --batch-size",
-                loader.batches_per_epoch(),
-                cfg.accumulate
-            );
-        }
-        let steps_per_epoch = batches_per_epoch / cfg.accumulate;
-        let max_steps = match (cfg.max_steps, cfg.epochs) {
-            (Some(s), Some(e)) => Some(s.min(e * steps_per_epoch)),
-            (s, e) => s.or(e.map(|e| e * steps_per_epoch)),
+        // A resume with nothing left to train changes nothing in the run folder.
+        let logs = if rank0 && nothing_left.is_none() {
+            Some(write_run_files(&cfg, &run, &net_cfg, resume_from.is_some(), command_line, datasets, pretrained.as_ref(), &state)?)
+        } else {
+            None
         };
-        let schedule = match &resume_from {
-            Some(dir) => serde_json::from_value::<Schedule>(state.schedule.clone())
-                .with_context(|| format!("{}: the schedule state in state.json is not valid", dir.display()))?,
-            None => build_schedule(&TrainConfig { warmup_steps: cfg.warmup_steps_for(steps_per_epoch), warmup_epochs: None, ..cfg.clone() }, max_steps),
-        };
-        let bar = facekit_io::progress::items(max_steps.unwrap_or(0), "steps");
+        let bar = facekit_io::progress::items(length.max_steps.unwrap_or(0), "steps");
         bar.set_position(state.step);
-        if max_steps.is_none() || !rank0 {
+        if length.max_steps.is_none() || !rank0 {
             facekit_io::progress::hide(&bar);
         }
         Ok(Trainer {
@@ -189,17 +177,107 @@ impl Trainer {
             logs,
             meter: Meter::new(),
             stop,
+            stopping: false,
+            nothing_left,
             replicas,
             shards,
             bar,
-            max_steps,
-            batches_per_epoch,
+            max_steps: length.max_steps,
+            batches_per_epoch: length.batches_per_epoch,
             final_loss: None,
             grad_norm: None,
             valid_skipped: 0,
             train_mode: true,
         })
     }
+}
+
+/// A line for the user on stderr (see [`facekit_io::console`]: a closed stderr never ends a run).
+fn say(line: &str) {
+    facekit_io::console::line(line);
+}
+
+/// How long a run is, in steps of `--accumulate` micro-batches.
+struct Length {
+    /// Micro-batches per epoch that make whole steps (a multiple of `--accumulate`).
+    batches_per_epoch: u64,
+    /// The step limit of `--max-steps` and `--epochs` (the smaller); `None`: the schedule decides.
+    max_steps: Option<u64>,
+    /// Steps of linear warm-up (`--warmup-steps`, or `--warmup-epochs` in steps).
+    warmup_steps: u64,
+}
+
+impl Length {
+    /// The run's length on `loader`'s data. A run without a whole step per epoch, or whose warm-up
+    /// lasts as long as the run itself (it would train at a rate still ramping up from 0 to its
+    /// end and never reach `--lr`), is refused.
+    fn plan(cfg: &TrainConfig, loader: &Loader) -> Result<Length> {
+        // Whole steps only: the micro-batches of an epoch that do not fill a step are left out.
+        let batches_per_epoch = loader.batches_per_epoch() / cfg.accumulate * cfg.accumulate;
+        if batches_per_epoch == 0 {
+            bail!(
+                "an epoch of {} batch(es) per rank gives no step of --accumulate {} micro-batches: lower --accumulate or --batch-size",
+                loader.batches_per_epoch(),
+                cfg.accumulate
+            );
+        }
+        let steps_per_epoch = batches_per_epoch / cfg.accumulate;
+        let max_steps = match (cfg.max_steps, cfg.epochs) {
+            (Some(s), Some(e)) => Some(s.min(e * steps_per_epoch)),
+            (s, e) => s.or(e.map(|e| e * steps_per_epoch)),
+        };
+        let warmup_steps = cfg.warmup_steps_for(steps_per_epoch);
+        if let Some(total) = max_steps.filter(|&t| warmup_steps > 0 && warmup_steps >= t) {
+            let warmup = match cfg.warmup_epochs {
+                Some(e) => format!("--warmup-epochs {e} ({warmup_steps} steps of {steps_per_epoch} per epoch)"),
+                None => format!("--warmup-steps {warmup_steps}"),
+            };
+            bail!(
+                "{warmup} is as long as the run ({total} steps) or longer: the learning rate would still be ramping up from 0 \
+                 when the run ends and never reach --lr {}. Give a shorter warm-up or a longer run",
+                cfg.lr
+            );
+        }
+        Ok(Length { batches_per_epoch, max_steps, warmup_steps })
+    }
+}
+
+/// The learning-rate schedule of a new run, or of a resumed one at the progress its checkpoint
+/// saved. A resumed schedule with a horizon (step milestones, cosine, poly) is rebuilt for the
+/// run's present length, so `--resume RUN --max-steps N` continues as a run planned for N steps
+/// would, instead of at the rate a finished run ended with (0 for poly).
+fn plan_schedule(cfg: &TrainConfig, length: &Length, resume_from: Option<&Path>, state: &TrainState) -> Result<Schedule> {
+    let planned = build_schedule(&TrainConfig { warmup_steps: length.warmup_steps, warmup_epochs: None, ..cfg.clone() }, length.max_steps);
+    let Some(dir) = resume_from else { return Ok(planned) };
+    let saved = serde_json::from_value::<Schedule>(state.schedule.clone())
+        .with_context(|| format!("{}: the schedule state in state.json is not valid", dir.display()))?;
+    Ok(planned.resumed_from(saved))
+}
+
+/// Why a resumed run has nothing left to train, and what to do to train it further; `None` when
+/// it has steps left.
+fn nothing_left(cfg: &TrainConfig, length: &Length, step: u64, schedule: &Schedule, run: &Path) -> Option<String> {
+    if let Some(total) = length.max_steps.filter(|&t| step >= t) {
+        let limit = match (cfg.max_steps, cfg.epochs) {
+            (Some(m), _) if m == total => format!("--max-steps {m}"),
+            (_, Some(e)) => format!("--epochs {e} ({total} steps)"),
+            _ => format!("{total} steps"),
+        };
+        return Some(format!(
+            "run {} already reached step {step}, the end of its {limit}: there is nothing left to train. To train it further, \
+             resume it with a larger --max-steps or --epochs (a poly or cosine schedule then stretches its decay to the new length)",
+            run.display()
+        ));
+    }
+    schedule.stopped().then(|| {
+        format!(
+            "run {} already ended at step {step}: its learning rate fell below --min-lr {}, which ends a plateau schedule, so there \
+             is nothing left to train. To train it further, start a new run from its weights (--init {})",
+            run.display(),
+            cfg.min_lr,
+            run.display()
+        )
+    })
 }
 
 /// The line that states the batch: per rank, over the ranks and micro-batches, per step.
@@ -240,16 +318,17 @@ fn write_run_files(
     facekit_io::durable::write_json(run.net(), net_cfg)?;
     if let Some(p) = pretrained {
         facekit_io::durable::write_json(run.root().join(INIT_REPORT), &p.report)?;
-        eprintln!("facekit train: {}", p.report.summary());
+        say(&format!("facekit train: {}", p.report.summary()));
     }
     RunLogs::open(run.paths(), state.step)
 }
 
 /// The run folder, locked, and the configuration to use; for `--resume`, the saved configuration
-/// with this command line's step limits, device, workers, threads and logging, on `world` ranks
-/// with the global batch it had, and the checkpoint to continue from. Nothing is deleted here but
-/// temporary files an interrupted run left (stale for certain once the lock is held). Only rank
-/// `0` locks, creates or cleans the folder; the other ranks read what they need from it.
+/// with the settings this command line gives that may change mid-run ([`TrainConfig::resumed`]:
+/// the others must match), on `world` ranks with the global batch it had, and the checkpoint to
+/// continue from. Nothing is deleted here but temporary files an interrupted run left (stale for
+/// certain once the lock is held). Only rank `0` locks, creates or cleans the folder; the other
+/// ranks read what they need from it.
 fn prepare_run(cfg: TrainConfig, rank: usize, world: usize) -> Result<(TrainConfig, RunDir, Option<PathBuf>)> {
     let open = |root: &Path, create: bool| if rank == 0 { RunDir::lock(root, create) } else { Ok(RunDir::follow(root)) };
     let Some(resume) = cfg.resume.clone() else {
@@ -274,25 +353,18 @@ fn prepare_run(cfg: TrainConfig, rank: usize, world: usize) -> Result<(TrainConf
     let ckpt = run
         .existing_checkpoint(LAST)
         .with_context(|| format!("run {} has no checkpoint to resume from (checkpoints/last)", root.display()))?;
-    let mut merged = saved.config.on_world(world).with_context(|| format!("cannot resume {} on {world} rank(s)", root.display()))?;
-    if cfg.max_steps.is_some() || cfg.epochs.is_some() {
-        merged.max_steps = cfg.max_steps;
-        merged.epochs = cfg.epochs;
+    let saved = saved.config.on_world(world).with_context(|| format!("cannot resume {} on {world} rank(s)", root.display()))?;
+    let (merged, changed) = cfg.resumed(&saved).with_context(|| format!("--resume {resume}"))?;
+    if rank == 0 && !changed.is_empty() {
+        say(&format!("facekit train: resuming with {}", changed.join(", ")));
     }
-    merged.device = cfg.device;
-    merged.workers = cfg.workers;
-    merged.threads = cfg.threads;
-    merged.log_every = cfg.log_every;
-    merged.skip_corrupt = cfg.skip_corrupt || merged.skip_corrupt;
-    merged.allow_changed_data = cfg.allow_changed_data;
-    merged.resume = Some(resume);
     Ok((merged, run, Some(ckpt)))
 }
 
 fn remove_stale(run: &RunDir) -> Result<()> {
     let n = run.remove_stale()?;
     if n > 0 {
-        eprintln!("facekit train: removed {n} temporary file(s) an interrupted run left in {}", run.root().display());
+        say(&format!("facekit train: removed {n} temporary file(s) an interrupted run left in {}", run.root().display()));
     }
     Ok(())
 }
@@ -308,6 +380,7 @@ struct Opened {
 
 fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Replicas) -> Result<Opened> {
     let device = parse_device(&cfg.device)?;
+    check_precision(cfg, device)?;
     // Ranks on one machine share its cores (LOCAL_WORLD_SIZE: set by torchrun and by
     // --nproc-per-node for each rank).
     let local_ranks = std::env::var("LOCAL_WORLD_SIZE").ok().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0 && replicas.world_size() > 1).unwrap_or(1);
@@ -370,9 +443,23 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Repl
         }
     }
     if replicas.rank() == 0 {
-        eprintln!("facekit train: {workers} decode worker(s), {threads} compute thread(s) per rank");
+        say(&format!("facekit train: {workers} decode worker(s), {threads} compute thread(s) per rank"));
     }
     Ok(Opened { device, loader, valid, datasets })
+}
+
+/// Refuses `--precision fp16` on a CPU device unless [`TrainConfig::allow_cpu_fp16`]: CPUs without
+/// AMX-FP16 or AVX-512 FP16 run its convolutions on libtorch's reference kernels, about 100 times
+/// slower than fp32, which no one asks for knowingly.
+fn check_precision(cfg: &TrainConfig, device: Device) -> Result<()> {
+    if device == Device::Cpu && cfg.precision == PrecisionKind::Fp16 && !cfg.allow_cpu_fp16 {
+        bail!(
+            "--precision fp16 on the CPU: without AMX-FP16 or AVX-512 FP16 units libtorch runs fp16 convolutions on slow \
+             reference kernels, about 100 times slower than fp32. Train on the CPU in fp32 (--precision auto or fp32), \
+             on a GPU (--device cuda), or pass --allow-cpu-fp16 if this CPU has those units"
+        );
+    }
+    Ok(())
 }
 
 /// Refuses a run whose ArcFace head cannot fit: a manifest claiming billions of classes must not
@@ -468,13 +555,20 @@ pub const INIT_REPORT: &str = "init.json";
 
 /// The weights of `--init PATH`, matched against the network `cfg` describes, built on the CPU
 /// only to learn its variables' names and shapes (the class count does not matter: ArcFace's
-/// centres never load).
+/// centres never load). Weights that cannot give finite embeddings are refused.
 fn read_init(cfg: &TrainConfig, path: &Path) -> Result<Pretrained> {
     let net_cfg = net_config(cfg, 2)?;
     let vs = VarStore::new(Device::Cpu);
     FaceNet::new(&vs.root(), &net_cfg)?;
     FaceLoss::new(&vs.root(), &net_cfg)?;
-    Pretrained::read(path, &vs)
+    let p = Pretrained::read(path, &vs)?;
+    // Training mode normalises with each batch's own statistics, so NaN or negative running
+    // statistics would train without a sign and only break validation and every embedding later.
+    p.copy_into(&vs)?;
+    if let Some(problem) = crate::infer::embed::weights_problem(&vs) {
+        bail!("--init {}: {problem}, so no embedding of these weights can be finite", p.report.file.display());
+    }
+    Ok(p)
 }
 
 /// The network configuration for this run (written as `net.json`); fails when the margin

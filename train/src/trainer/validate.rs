@@ -36,6 +36,29 @@ pub struct Validation {
     pub skipped_corrupt: u64,
 }
 
+/// What a validation pass ended with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Validated {
+    /// Every batch was scored.
+    Done(Validation),
+    /// A stop was requested (here or on another rank) before the last batch: no figures.
+    Stopped,
+    /// The network's embeddings are NaN or infinite (here or on another rank): no figure
+    /// could mean anything; what was seen, for the message.
+    NonFinite(String),
+}
+
+/// What the caller decides after each validation batch ([`validate`]'s `gate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Score the next batch.
+    Go,
+    /// Stop now: a stop was requested.
+    Stop,
+    /// Stop now: embeddings are not finite (on some rank).
+    NonFinite,
+}
+
 /// The metric that picks the best checkpoint for each task: verification accuracy for FR (it
 /// does not need the validation identities to be training identities), gender accuracy, age MAE.
 pub fn main_metric(task: crate::model::Task) -> MainMetric {
@@ -48,8 +71,12 @@ pub fn main_metric(task: crate::model::Task) -> MainMetric {
 }
 
 /// Scores the network on every batch of `loader` (built without shuffle, flip or drop_last), in
-/// the run's precision and memory format.
-pub fn validate(net: &FaceNet, loss: &FaceLoss, loader: &Loader, numerics: &Numerics, train_classes: i64) -> Result<Validation> {
+/// the run's precision and memory format. After each batch's forward pass `gate` is told whether
+/// any of its embeddings is NaN or infinite and answers whether to go on: the caller agrees with
+/// the other ranks there (every rank must leave at the same batch, since a sharded head's
+/// prediction is a collective) and reads its stop flag, so a stop request never waits for a whole
+/// validation set and a broken network is an error instead of a figure.
+pub fn validate(net: &FaceNet, loss: &FaceLoss, loader: &Loader, numerics: &Numerics, train_classes: i64, gate: &mut dyn FnMut(bool) -> Result<Gate>) -> Result<Validated> {
     let (mut embeddings, mut classes, mut id_pred) = (Vec::<Tensor>::new(), Vec::<i64>::new(), Vec::<i64>::new());
     // Every image's own class id, seen or not in training: verification pairs need only sameness.
     let mut pair_classes = Vec::<i64>::new();
@@ -57,12 +84,22 @@ pub fn validate(net: &FaceNet, loss: &FaceLoss, loader: &Loader, numerics: &Nume
     let (mut ages, mut age_pred) = (Vec::<i64>::new(), Vec::<f64>::new());
     let mut it = loader.epoch(0, 0);
     let mut images = 0u64;
-    tch::no_grad(|| -> Result<()> {
-        for batch in it.by_ref() {
+    let ended = tch::no_grad(|| -> Result<Option<Validated>> {
+        for (b, batch) in it.by_ref().enumerate() {
             let batch = batch?;
             images += batch.n as u64;
             let xs = numerics.input(&batch);
             let out = numerics.forward(net, &xs, false)?;
+            let bad = out.embedding.isfinite().all_dim(1, false).logical_not().sum(Kind::Int64).int64_value(&[]);
+            match gate(bad > 0)? {
+                Gate::Go => {}
+                Gate::Stop => return Ok(Some(Validated::Stopped)),
+                Gate::NonFinite if bad > 0 => {
+                    let what = format!("the embeddings of {bad} of the {} images of validation batch {b} are NaN or infinite", batch.n);
+                    return Ok(Some(Validated::NonFinite(what)));
+                }
+                Gate::NonFinite => return Ok(Some(Validated::NonFinite("another rank's validation embeddings are NaN or infinite".into()))),
+            }
             let predicted = match (loss.arcface.as_ref(), loss.partial.as_ref()) {
                 (Some(arc), _) => Some(arc.logits_no_margin(&out.embedding).argmax(1, false)),
                 // A sharded head: the argmax over every rank's centres (a collective).
@@ -85,8 +122,11 @@ pub fn validate(net: &FaceNet, loss: &FaceLoss, loader: &Loader, numerics: &Nume
                 ages.extend(&batch.age);
             }
         }
-        Ok(())
+        Ok(None)
     })?;
+    if let Some(ended) = ended {
+        return Ok(ended);
+    }
     let mut m = BTreeMap::new();
     if !embeddings.is_empty() {
         if let Some(a) = metrics::accuracy(&id_pred, &classes) {
@@ -94,7 +134,7 @@ pub fn validate(net: &FaceNet, loss: &FaceLoss, loader: &Loader, numerics: &Nume
         }
         let emb = Tensor::cat(&embeddings, 0);
         let pairs = metrics::verification_pairs(&pair_classes, VERIFICATION_PAIRS, PAIR_SEED);
-        if let Some((acc, thr)) = verification(&emb, &pairs) {
+        if let Some((acc, thr)) = verification(&emb, &pairs)? {
             m.insert("verification_accuracy".into(), acc);
             m.insert("verification_threshold".into(), thr);
         }
@@ -108,18 +148,19 @@ pub fn validate(net: &FaceNet, loss: &FaceLoss, loader: &Loader, numerics: &Nume
     if let Some(e) = metrics::mean_absolute_error(&age_pred, &ages) {
         m.insert("age_mae".into(), e);
     }
-    Ok(Validation { metrics: m, images, skipped_corrupt: it.stats().corrupt_skipped })
+    Ok(Validated::Done(Validation { metrics: m, images, skipped_corrupt: it.stats().corrupt_skipped }))
 }
 
-/// Best-threshold accuracy of cosine similarity over `pairs` of L2-normalised `emb` rows.
-fn verification(emb: &Tensor, pairs: &[Pair]) -> Option<(f64, f64)> {
+/// Best-threshold accuracy of cosine similarity over `pairs` of L2-normalised `emb` rows; `None`
+/// without pairs.
+fn verification(emb: &Tensor, pairs: &[Pair]) -> Result<Option<(f64, f64)>> {
     if pairs.is_empty() {
-        return None;
+        return Ok(None);
     }
     let a = Tensor::from_slice(&pairs.iter().map(|p| p.a as i64).collect::<Vec<_>>());
     let b = Tensor::from_slice(&pairs.iter().map(|p| p.b as i64).collect::<Vec<_>>());
     let cos = (emb.index_select(0, &a) * emb.index_select(0, &b)).sum_dim_intlist(1, false, Kind::Double);
-    let scores = Vec::<f64>::try_from(cos).ok()?;
+    let scores = Vec::<f64>::try_from(cos)?;
     let same: Vec<bool> = pairs.iter().map(|p| p.same).collect();
     metrics::best_threshold_accuracy(&scores, &same)
 }

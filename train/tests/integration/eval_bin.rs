@@ -1,7 +1,9 @@
 //! The embedding routine shared by `eval verify --bin` and the trainer's `--eval-bin`
-//! (`embed_chips`), and `.bin` sets decoded once for a network size (`BinSet`).
+//! (`embed_chips`), and `.bin` sets decoded once for a network size (`BinSet`); what it and the
+//! trainer's validation do with a stop request and with a network whose embeddings are NaN.
 
-use facekit_train::infer::embed::{embed_chips, to_input};
+use facekit_io::StopFlag;
+use facekit_train::infer::embed::{embed_chips, to_input, weights_problem, EmbedError};
 use facekit_train::infer::faces;
 use facekit_train::infer::verify::{self, BinSet};
 use facekit_train::model::{Arch, FaceNet, NetConfig};
@@ -41,10 +43,10 @@ fn embeddings_do_not_depend_on_the_batch_and_flip_sums_image_and_mirror() {
     let net = tiny_net(&vs);
     let pixels = faces();
     let fp32 = Numerics::fp32(Device::Cpu);
-    let whole = embed_chips(&net, &fp32, &pixels, SIZE, 9, true).unwrap();
+    let whole = embed_chips(&net, &fp32, &pixels, SIZE, 9, true, &StopFlag::new()).unwrap();
     assert_eq!(whole.len(), 9 * 512);
     for batch in [1, 4, 10] {
-        let e = embed_chips(&net, &fp32, &pixels, SIZE, batch, true).unwrap();
+        let e = embed_chips(&net, &fp32, &pixels, SIZE, batch, true, &StopFlag::new()).unwrap();
         let worst = e.iter().zip(&whole).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-5, "batch {batch}: differs by {worst}");
     }
@@ -56,7 +58,7 @@ fn embeddings_do_not_depend_on_the_batch_and_flip_sums_image_and_mirror() {
     let diff = (got - expected.to_kind(Kind::Float)).abs().max().double_value(&[]);
     assert!(diff < 1e-5, "flip test differs by {diff}");
     // Without flip: only the images.
-    let plain = embed_chips(&net, &fp32, &pixels, SIZE, 4, false).unwrap();
+    let plain = embed_chips(&net, &fp32, &pixels, SIZE, 4, false, &StopFlag::new()).unwrap();
     let e = tch::no_grad(|| net.embed(&xs, false));
     let e = &e / e.norm_scalaropt_dim(2, [1], true);
     let diff = (Tensor::from_slice(&plain).view([9, 512]) - e).abs().max().double_value(&[]);
@@ -116,4 +118,103 @@ fn a_bin_whose_decoded_images_would_not_fit_in_memory_is_refused_naming_the_file
     assert!(err.contains("700000 images") && err.contains("24.5 GiB") && err.contains("8.0 GiB"), "{err}");
     assert!(verify::check_decoded_memory(&path, 12_000, 112, Some(8 << 30)).is_ok(), "LFW's 12,000 images at 112 px are 450 MB");
     assert!(verify::check_decoded_memory(&path, 700_000, 112, None).is_ok());
+}
+
+/// Sets every element of the variables of `vs` whose name ends with `suffix` to `value`.
+fn poison(vs: &tch::nn::VarStore, suffix: &str, value: f64) {
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            if name.ends_with(suffix) {
+                let _ = t.fill_(value);
+            }
+        }
+    });
+}
+
+#[test]
+fn nan_or_negative_batch_norm_statistics_are_an_error_naming_them_not_embeddings() {
+    let _turn = facekit_testkit::rng_turn();
+    tch::manual_seed(3);
+    let pixels = faces();
+    let fp32 = Numerics::fp32(Device::Cpu);
+    for (value, words) in [(f64::NAN, "NaN or infinite"), (-1.0, "negative variance")] {
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let net = tiny_net(&vs);
+        assert_eq!(weights_problem(&vs), None, "a sound network has no problem");
+        poison(&vs, "running_var", value);
+        let err = embed_chips(&net, &fp32, &pixels, SIZE, 4, true, &StopFlag::new()).unwrap_err();
+        assert_eq!(err.downcast_ref::<EmbedError>(), Some(&EmbedError::NonFinite { count: 4, batch: 4 }), "{err:#}");
+        let problem = weights_problem(&vs).expect("the poisoned statistics are found");
+        assert!(problem.contains("running_var") && problem.contains(words), "{problem}");
+    }
+}
+
+#[test]
+fn a_stop_request_ends_embedding_before_the_next_batch() {
+    let _turn = facekit_testkit::rng_turn();
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let net = tiny_net(&vs);
+    let stop = StopFlag::new();
+    stop.request();
+    let err = embed_chips(&net, &Numerics::fp32(Device::Cpu), &faces(), SIZE, 1, true, &stop).unwrap_err();
+    assert_eq!(err.downcast_ref::<EmbedError>(), Some(&EmbedError::Stopped));
+}
+
+/// `dir/v`: twelve UTKFace faces in three classes, raw pixels at the network's size.
+fn valid_set(dir: &std::path::Path) -> facekit_data::Loader {
+    use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
+    use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};
+    let chips = faces();
+    let per = (SIZE * SIZE * 3) as usize;
+    let mut w = DatasetWriter::create(DatasetPaths::new(dir.join("v")), 1 << 20).unwrap();
+    for (i, chip) in chips.chunks(per).enumerate() {
+        let labels = Labels { class_id: Some(i as u32 % 3), source: 0, gender: None, age: None };
+        let r = Record { labels, encoding: Encoding::Raw, width: SIZE as u16, height: SIZE as u16, origin_sha256: [0; 16], path: format!("f{i}"), data: chip.to_vec() };
+        w.push(&r).unwrap();
+    }
+    let n = (chips.len() / per) as u64;
+    let enc = EncodingInfo { format: Encoding::Raw, quality: None, chroma: None, width: SIZE, height: SIZE };
+    let map = LabelMap { entries: (0..3).map(|c| LabelEntry { class_id: c, source: "s".into(), identity: format!("p{c}") }).collect() };
+    w.finish(Manifest::new(3, vec![SourceInfo { id: 0, name: "s".into(), class_offset: 0, classes: 3, records: n }], None, enc), &map).unwrap();
+    let ds = std::sync::Arc::new(facekit_shard::Dataset::open_name("v", Some(dir)).unwrap());
+    let cfg = facekit_data::LoaderConfig { batch_size: 4, image_size: SIZE, workers: 1, shuffle: false, augment: facekit_data::Augment::NONE, drop_last: false, ..Default::default() };
+    facekit_data::Loader::new(vec![ds], cfg).unwrap()
+}
+
+#[test]
+fn validation_of_a_network_with_nan_statistics_ends_with_an_error_and_sees_a_stop_at_each_batch() {
+    use facekit_train::trainer::validate::{validate, Gate, Validated};
+    let _turn = facekit_testkit::rng_turn();
+    tch::manual_seed(3);
+    let tmp = tempfile::tempdir().unwrap();
+    let loader = valid_set(tmp.path());
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let net = tiny_net(&vs);
+    let loss = facekit_train::loss::FaceLoss::new(&vs.root(), net.config()).unwrap();
+    let fp32 = Numerics::fp32(Device::Cpu);
+    // A sound network is scored on every batch (three of four images), the gate asked after each.
+    let mut asked = Vec::new();
+    let v = validate(&net, &loss, &loader, &fp32, 3, &mut |bad| {
+        asked.push(bad);
+        Ok(Gate::Go)
+    })
+    .unwrap();
+    assert!(matches!(&v, Validated::Done(v) if v.images == 9 && v.metrics.contains_key("verification_accuracy")), "{v:?}");
+    assert_eq!(asked, [false, false, false]);
+    // A stop request is seen after the first batch, not after the whole set.
+    let mut asked = 0;
+    let v = validate(&net, &loss, &loader, &fp32, 3, &mut |_| {
+        asked += 1;
+        Ok(Gate::Stop)
+    })
+    .unwrap();
+    assert_eq!((v, asked), (Validated::Stopped, 1));
+    // NaN running statistics: the first batch says so, and validation ends with what it saw
+    // instead of sweeping thresholds over NaN scores (which never ended).
+    poison(&vs, "running_var", f64::NAN);
+    let v = validate(&net, &loss, &loader, &fp32, 3, &mut |bad| Ok(if bad { Gate::NonFinite } else { Gate::Go })).unwrap();
+    match v {
+        Validated::NonFinite(what) => assert!(what.contains("4 of the 4 images of validation batch 0"), "{what}"),
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
 }
