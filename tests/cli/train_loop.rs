@@ -834,3 +834,20 @@ fn validation_embeddings_that_overflow_end_the_run_with_exit_1_naming_the_cause_
     assert!(!run.join("checkpoints/best").exists(), "no best from a NaN score");
     assert!(log_records(&run).iter().all(|r| r.get("validation").is_none()), "no validation figure was logged");
 }
+
+#[test]
+fn an_fp16_run_whose_activations_overflow_ends_at_its_validation_with_exit_1_instead_of_looping() {
+    let models = tempfile::tempdir().unwrap();
+    // The reported case: fp16 (allowed on the CPU for tests) at --lr 3, validation at step 10.
+    let cmd = train_command(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--valid-sets", "lfw.valid", "--max-steps", "30", "--valid-every", "10", "--lr", "3",
+          "--precision", "fp16", "--allow-cpu-fp16", "--checkpoint-every", "5", "--run-name", "o"],
+    );
+    let out = output_within(cmd, 600);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    for words in ["validation: the embeddings of", "NaN or infinite", "at step 10", "(step 5)"] {
+        assert!(stderr_of(&out).contains(words), "stderr lacks {words:?}: {}", stderr_of(&out));
+    }
+    assert_eq!(state(&models.path().join("o"), "last")["step"], 5);
+}

@@ -595,6 +595,7 @@ fn flag_name(key: &str) -> String {
 fn shown(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Null => "none".into(),
+        serde_json::Value::Array(a) if a.is_empty() => "none".into(),
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Array(a) => a.iter().map(shown).collect::<Vec<_>>().join(","),
         other => other.to_string(),

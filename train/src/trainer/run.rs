@@ -405,7 +405,10 @@ impl Trainer {
     /// divergence at this step, which is not saved, naming the first variable that cannot give
     /// finite embeddings, or saying that the activations overflowed.
     fn broken_network(&self, what: String) -> End {
-        let why = weights_problem(&self.vs).unwrap_or_else(|| "every weight and statistic is finite: the activations overflowed".into());
+        let why = weights_problem(&self.vs).unwrap_or_else(|| {
+            let limit = if self.numerics.needs_loss_scaling() { " fp16's range (65504)" } else { "" };
+            format!("every weight and statistic is finite: the activations overflowed{limit}")
+        });
         End::Diverged { step: self.state.step, cause: format!("{what} ({why})") }
     }
 

@@ -66,3 +66,26 @@ fn a_config_json_from_before_these_settings_loads_as_sgd_arcface() {
     let old: TrainConfig = serde_json::from_value(v).unwrap();
     assert_eq!(old, TrainConfig::default());
 }
+
+#[test]
+fn a_resume_applies_given_settings_that_may_change_refuses_the_others_and_keeps_the_rest() {
+    let saved = TrainConfig { lr: 0.05, log_every: 5, max_steps: Some(10), epochs: Some(3), device: "cpu".into(), ..TrainConfig::default() };
+    let resume = |given: &[&str], cfg: TrainConfig| TrainConfig { resume: Some("r".into()), given: given.iter().map(|g| g.to_string()).collect(), ..cfg };
+    // Nothing given: the saved settings, not the defaults (log every 5, on the CPU).
+    let (merged, changed) = resume(&[], TrainConfig::default()).resumed(&saved).unwrap();
+    assert_eq!((merged.log_every, merged.device.as_str(), merged.lr, merged.max_steps), (5, "cpu", 0.05, Some(10)));
+    assert!(changed.is_empty(), "{changed:?}");
+    // Given, even at its default value: applied; the run's length is taken whole.
+    let (merged, changed) = resume(&["log_every", "max_steps"], TrainConfig { max_steps: Some(20), ..TrainConfig::default() }).resumed(&saved).unwrap();
+    assert_eq!((merged.log_every, merged.max_steps, merged.epochs), (50, Some(20), None));
+    assert_eq!(changed, ["--epochs none (was 3)", "--log-every 50 (was 5)", "--max-steps 20 (was 10)"]);
+    // What the run learns from: refused by name when it differs, accepted when it is the same.
+    let err = resume(&["lr"], TrainConfig { lr: 0.1, ..TrainConfig::default() }).resumed(&saved).unwrap_err().to_string();
+    assert!(err.contains("--lr 0.1 (the run's: 0.05) cannot change when a run is resumed"), "{err}");
+    let err = resume(&[], TrainConfig { schedule: ScheduleKind::Cosine, ..TrainConfig::default() }).resumed(&saved).unwrap_err().to_string();
+    assert!(err.contains("--schedule cosine (the run's: plateau)"), "a setting off its default counts as given: {err}");
+    resume(&["lr"], TrainConfig { lr: 0.05, ..TrainConfig::default() }).resumed(&saved).unwrap();
+    // --allow-changed-data is this resume's decision alone.
+    let sticky = TrainConfig { allow_changed_data: true, ..saved.clone() };
+    assert!(!resume(&[], TrainConfig::default()).resumed(&sticky).unwrap().0.allow_changed_data);
+}

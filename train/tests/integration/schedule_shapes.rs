@@ -70,3 +70,36 @@ fn schedule_state_round_trips_through_json() {
     assert_eq!(back, s);
     assert_eq!(back.observe(0.5), s.observe(0.5));
 }
+
+#[test]
+fn a_resumed_schedule_with_a_horizon_follows_the_new_length_and_a_plateau_keeps_its_history() {
+    use facekit_train::trainer::schedule::Poly;
+    // As setup builds it: the decay spans the run's length less the warm-up.
+    let planned = |total: u64| Schedule::Poly(Poly { base_lr: 0.1, power: 1.0, steps: total - 2, step: 0 }).with_warmup(2);
+    // A run of 10 steps (2 of warm-up), finished: its rate is 0.
+    let mut finished = planned(10);
+    for _ in 0..10 {
+        finished.observe(1.0);
+    }
+    assert_eq!(finished.lr(), 0.0);
+    // Resumed for 20 steps: the rates of a run planned for 20 from the start, from step 10 on.
+    let mut resumed = planned(20).resumed_from(finished);
+    let mut reference = planned(20);
+    for _ in 0..10 {
+        reference.observe(1.0);
+    }
+    for step in 10..20 {
+        assert_eq!(resumed.lr(), reference.lr(), "step {step}");
+        assert!(resumed.lr() > 0.0);
+        resumed.observe(1.0);
+        reference.observe(1.0);
+    }
+    // The plateau rule has no horizon: the saved state, loss history and all, continues.
+    let mut plateau = Schedule::Plateau(DlibPlateau::new(0.1));
+    plateau.observe(2.0);
+    let resumed = Schedule::Plateau(DlibPlateau::new(0.1)).resumed_from(plateau.clone());
+    assert_eq!(resumed, plateau);
+    assert!(!resumed.stopped());
+    let ended = Schedule::Plateau(DlibPlateau { lr: 1e-6, ..DlibPlateau::new(0.1) });
+    assert!(ended.stopped(), "a plateau rate below its minimum has ended the run");
+}
