@@ -456,6 +456,8 @@ fn import_over_a_finished_dataset_needs_overwrite_and_resume_never_replaces_it()
     assert!(!t.path().join("imported/.ds.staging").exists());
     let v = facekit().args(["verify-shard", "--decode"]).arg(&out).output().unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+}
+
 /// Writes `DIR/train.rec` and `train.idx` with MXNet's own `MXIndexedRecordIO`, im2rec's layout
 /// (keys 0.., `IRHeader(0, label, key, 0)`), from a Python expression `RECORDS` that yields
 /// `(image bytes, label)`; `chips` (the fixture's real 112x112 JPEG chips) is in scope.
