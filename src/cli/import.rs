@@ -54,6 +54,8 @@ pub fn run(args: ImportArgs) -> Result<ExitCode> {
     // The files read, not their folder: a dataset may well be written beside insightface's files.
     let read = facekit_pack::rec::input::RecFiles::locate(&args.input).map(|f| [Some(f.rec), f.idx, f.property]).unwrap_or_default();
     super::output_check().inputs(read.iter().flatten()).owned(&args.output)?;
+    let asked = facekit_shard::DatasetPaths::new(&args.output);
+    let asked = asked.dir().join(asked.name()).display().to_string();
     let stop = StopFlag::from_signals()?;
     let opts = ImportOptions {
         input: args.input,
@@ -69,7 +71,10 @@ pub fn run(args: ImportArgs) -> Result<ExitCode> {
         ImportEnd::Done(report) => {
             println!("{}", report.summary());
             if report.counters.imported == 0 {
-                eprintln!("facekit import: no record was imported; see {}.rejects.tsv", report.dataset);
+                // A replacement that imported nothing replaced nothing: its report names where its
+                // rejects list stayed, beside the dataset it left alone.
+                let kept = if report.dataset != asked { "; the existing dataset was left as it was" } else { "" };
+                eprintln!("facekit import: no record was imported; see {}.rejects.tsv{kept}", report.dataset);
                 return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)

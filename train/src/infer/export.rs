@@ -373,9 +373,9 @@ impl Converter<'_> {
         let stdout = drain(child.stdout.take());
         let stderr = drain(child.stderr.take());
         let deadline = Instant::now() + self.timeout;
-        let status = loop {
-            if let Some(status) = child.try_wait().context("cannot wait for the ONNX exporter")? {
-                break status;
+        loop {
+            if has_exited(&mut child).context("cannot wait for the ONNX exporter")? {
+                break;
             }
             if self.stop.is_set() || Instant::now() >= deadline {
                 drop(group);
@@ -391,8 +391,10 @@ impl Converter<'_> {
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
-        };
+        }
+        // The leader is not reaped yet, so its ID, the group's, cannot have been reused.
         drop(group);
+        let status = child.wait().context("cannot wait for the ONNX exporter")?;
         let text = |h: std::thread::JoinHandle<String>| h.join().unwrap_or_default();
         Ok(Finished { status, stdout: text(stdout), stderr: text(stderr) })
     }
@@ -408,6 +410,28 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<St
         }
         String::from_utf8_lossy(&bytes).into_owned()
     })
+}
+
+/// True once `child` has ended, without reaping it: until it is reaped its ID (and so its process
+/// group's) cannot be given to another process, so the group can still be killed safely.
+fn has_exited(child: &mut std::process::Child) -> std::io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `info` is a plain C struct that waitid fills; an all-zero one is valid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child with a valid pointer; WNOWAIT leaves it unreaped.
+        let r = unsafe { libc::waitid(libc::P_PID, child.id(), &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: waitid filled `info` (si_pid stays 0 while the child runs).
+        Ok(unsafe { info.si_pid() } != 0)
+    }
+    // Elsewhere the child is reaped (std keeps its status for the `wait` that follows).
+    #[cfg(not(target_os = "linux"))]
+    {
+        Ok(child.try_wait()?.is_some())
+    }
 }
 
 /// The process group of a child started by [`die_with_this_process`] (its ID is the child's),
