@@ -222,7 +222,8 @@ fn bin_made_like_the_training_set_holds_its_records_and_scores_as_insightface_co
     for (i, img) in bin.images.iter().enumerate() {
         std::fs::write(cwd.join(format!("chips/{i:05}.jpg")), img).unwrap();
     }
-    ok(&[&["embed", "--images", "chips", "--prep", "resize", "-o", "emb"][..], &model].concat(), cwd);
+    // `eval verify` runs insightface's flip test by default: embed the same way.
+    ok(&[&["embed", "--images", "chips", "--prep", "resize", "--flip", "-o", "emb"][..], &model].concat(), cwd);
     let (rows, dim, emb) = read_npy(&cwd.join("emb/embeddings.npy"));
     assert_eq!(rows, 120);
     let labels = std::fs::read_to_string(cwd.join("emb/labels.tsv")).unwrap();
