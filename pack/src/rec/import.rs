@@ -7,7 +7,7 @@
 //! happen; so the output is the same for any `--threads`, and a resumed import equals an
 //! uninterrupted one.
 
-use super::input::{layout_name, Entry, Plan, RecFiles, MAX_RECORD_BYTES};
+use super::input::{layout_name, Entry, Plan, RecFiles, Skipped, MAX_RECORD_BYTES};
 use super::progress::{Progress, Source, IMPORT_PROGRESS_FORMAT};
 use super::record::{import_one, Expect, LabelLimit, Outcome};
 use crate::align::{ChipSpec, Template};
@@ -198,10 +198,7 @@ pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
                 checkpoints: 0,
             };
             for skip in &plan.skipped {
-                *if skip.is_damage() { &mut sink.counters.unreadable } else { &mut sink.counters.skipped } += 1;
-                *sink.counters.rejected_by_reason.entry(skip.reason.code().into()).or_default() += 1;
-                let path = format!("{}@{}", files.rec.display(), skip.offset);
-                sink.rejects.push(&Reject { path, reason: skip.reason, detail: skip.detail.clone() })?;
+                sink.list_skipped(&files.rec, skip)?;
             }
             (sink, 0)
         }
@@ -391,6 +388,19 @@ impl Sink {
         }
         self.consumed += 1;
         Ok(true)
+    }
+
+    /// Counts and lists one entry or region the plan left out (all of them are listed before
+    /// the first image).
+    fn list_skipped(&mut self, rec: &Path, skip: &Skipped) -> Result<()> {
+        if skip.is_damage() {
+            self.counters.unreadable += 1;
+        } else {
+            self.counters.skipped += 1;
+        }
+        *self.counters.rejected_by_reason.entry(skip.reason.code().into()).or_default() += 1;
+        let path = format!("{}@{}", rec.display(), skip.offset);
+        self.rejects.push(&Reject { path, reason: skip.reason, detail: skip.detail.clone() })
     }
 
     fn checkpoint(&mut self, ctx: &Ctx) -> Result<()> {
