@@ -493,7 +493,9 @@ fn first_last(run: &Path, n: usize) -> (f64, f64) {
 /// in fp32 over seeds 1 to 8, measured on this data: 30.8, 29.8, 29.8, 29.6, 30.6, 30.1, 27.8,
 /// 30.6. A mixed-precision run with the same seed departs from the fp32 trajectory within a few
 /// dozen steps (rounding differences grow as a change of seed would), so its end-of-run mean is
-/// compared with fp32's at this seed-to-seed scale.
+/// compared with fp32's at this seed-to-seed scale: as the difference of two such draws, whose
+/// spread is sqrt(2) times one draw's (an AMD EPYC's fp32 run ends at 28.0 at this seed, below every
+/// seed of the machine that measured the spread, and its bf16 run 3.0 above it).
 const FR_100_STEP_SEED_SPREAD: f64 = 0.95;
 
 #[test]
@@ -520,8 +522,8 @@ fn fp16_and_bf16_with_channels_last_follow_the_fp32_loss_curve() {
         assert!(last < 0.85 * first, "{precision}: loss did not fall: first 20 steps {first:.3}, last 20 {last:.3}");
         let reference = *last_fp32.get_or_insert(last);
         assert!(
-            (last - reference).abs() < 3.0 * FR_100_STEP_SEED_SPREAD,
-            "{precision}: last-20 mean {last:.3} vs fp32's {reference:.3}, more than 3 seed-to-seed deviations apart"
+            (last - reference).abs() < 3.0 * std::f64::consts::SQRT_2 * FR_100_STEP_SEED_SPREAD,
+            "{precision}: last-20 mean {last:.3} vs fp32's {reference:.3}, more than 3 deviations of a seed-to-seed difference apart"
         );
         let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
         assert_eq!((cfg["config"]["precision"].as_str(), cfg["config"]["memory_format"].as_str()), (Some(precision), Some(format)));
