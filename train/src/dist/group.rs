@@ -5,8 +5,26 @@ use super::ffi::{self, FkGroup};
 use super::store::Store;
 use anyhow::{bail, Result};
 use std::ffi::CString;
+use std::sync::Once;
 use std::time::Duration;
 use tch::Tensor;
+
+/// PyTorch's flight recorder, on by default, notes every collective in a record shared by the
+/// process; it adds a group to that record outside its own lock, so two groups starting
+/// collectives at once on two threads corrupt it (a crash, seen with ranks as threads of one test
+/// process). facekit reads nothing from the recorder, so it is off unless the user asks for it
+/// through one of these variables (then NCCL's timeout dumps work as in PyTorch).
+const RECORDER_VARIABLES: [&str; 2] = ["TORCH_FR_BUFFER_SIZE", "TORCH_NCCL_TRACE_BUFFER_SIZE"];
+
+/// Turns the flight recorder off before libtorch first reads its settings (at the first group).
+fn recorder_off_unless_asked() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if RECORDER_VARIABLES.iter().all(|v| std::env::var_os(v).is_none()) {
+            std::env::set_var(RECORDER_VARIABLES[0], "0");
+        }
+    });
+}
 
 /// Which c10d backend carries the collectives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +101,7 @@ impl ProcessGroup {
         if rank >= size {
             bail!("rank {rank} is not below the world size {size}");
         }
+        recorder_off_unless_asked();
         let prefix = CString::new(name)?;
         let host = gloo_host.map(CString::new).transpose()?;
         let code = match backend {
