@@ -6,7 +6,7 @@
 //! it or on what was decoded before: batches stay identical for any worker count and a resumed
 //! run sees the same images as an uninterrupted one.
 
-use anyhow::{bail, Result};
+use super::error::{Error, Result};
 
 /// Which augmentations a loader applies, and how strongly.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,14 +35,15 @@ impl Augment {
 
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
+        let refuse = |what: String| Err(Error::Config(what));
         if !(0.0..1.0).contains(&self.crop) {
-            bail!("random crop {} is outside [0, 1)", self.crop);
+            return refuse(format!("random crop {} is outside [0, 1)", self.crop));
         }
         if !(0.0..1.0).contains(&self.color_jitter) {
-            bail!("colour jitter {} is outside [0, 1)", self.color_jitter);
+            return refuse(format!("colour jitter {} is outside [0, 1)", self.color_jitter));
         }
         if !(0.0..=1.0).contains(&self.grey) {
-            bail!("greyscale probability {} is outside [0, 1]", self.grey);
+            return refuse(format!("greyscale probability {} is outside [0, 1]", self.grey));
         }
         Ok(())
     }
@@ -109,38 +110,100 @@ impl Crop {
     }
 }
 
-/// Applies brightness, contrast and greyscale to an RGB8 image in place, in torchvision's order
-/// (brightness, then contrast around the mean luma of the brightened image, then grey), with
-/// clamping after each step as torchvision does on uint8 images.
-pub fn apply_colour(img: &mut [u8], view: &View) {
-    if !view.changes_colour() {
-        return;
-    }
-    let bright: [u8; 256] = std::array::from_fn(|v| clamp_u8(v as f32 * view.brightness));
-    let mut lut = bright;
-    if view.contrast != 1.0 {
-        // The mean luma of the brightened image, from per-channel histograms: one pass, no copy.
-        let mut hist = [[0u64; 256]; 3];
-        for px in img.chunks_exact(3) {
-            for c in 0..3 {
-                hist[c][px[c] as usize] += 1;
-            }
-        }
-        let n = (img.len() / 3).max(1) as f64;
-        let mean = |c: usize| hist[c].iter().enumerate().map(|(v, &k)| bright[v] as f64 * k as f64).sum::<f64>() / n;
-        let m = (LUMA[0] as f64 * mean(0) + LUMA[1] as f64 * mean(1) + LUMA[2] as f64 * mean(2)) as f32;
-        lut = std::array::from_fn(|v| clamp_u8((bright[v] as f32 - m) * view.contrast + m));
-    }
-    for px in img.chunks_exact_mut(3) {
-        let (r, g, b) = (lut[px[0] as usize], lut[px[1] as usize], lut[px[2] as usize]);
-        if view.grey {
-            let y = clamp_u8(LUMA[0] * r as f32 + LUMA[1] * g as f32 + LUMA[2] * b as f32);
-            px.copy_from_slice(&[y, y, y]);
-        } else {
-            px.copy_from_slice(&[r, g, b]);
+/// Writes `src`, an RGB8 image `side` pixels wide, into `dst` (same size) as `view` says: mirrored
+/// when flipped, then brightness, contrast and greyscale in torchvision's order (brightness, then
+/// contrast around the mean luma of the brightened image, then grey), clamped after each step as
+/// torchvision does on uint8 images. Each pixel of `src` is read once more (twice with contrast,
+/// whose mean needs a pass of its own) and each byte of `dst` written once: the flip costs no
+/// pass of its own over the batch slot.
+pub fn write_view(src: &[u8], dst: &mut [u8], side: usize, view: &View) {
+    assert_eq!(src.len(), dst.len(), "source and destination images differ in size");
+    let row = side * 3;
+    let lut = colour_table(src, view);
+    for (s, d) in src.chunks_exact(row).zip(dst.chunks_exact_mut(row)) {
+        match (&lut, view.grey, view.flip) {
+            (None, false, true) => mirror_row(s, d),
+            (None, false, false) => d.copy_from_slice(s),
+            _ => map_row(s, d, lut.as_ref(), view.grey, view.flip),
         }
     }
 }
+
+/// Applies brightness, contrast and greyscale to an RGB8 image in place (no flip): what
+/// [`write_view`] does to the colours.
+pub fn apply_colour(img: &mut [u8], view: &View) {
+    let lut = colour_table(img, view);
+    if lut.is_none() && !view.grey {
+        return;
+    }
+    let lut = lut.unwrap_or(IDENTITY_LUT);
+    for px in img.chunks_exact_mut(3) {
+        let out = colour_pixel([px[0], px[1], px[2]], &lut, view.grey);
+        px.copy_from_slice(&out);
+    }
+}
+
+/// The brightness-and-contrast table of `view` for image `img` (`None` when both are 1).
+fn colour_table(img: &[u8], view: &View) -> Option<[u8; 256]> {
+    if view.brightness == 1.0 && view.contrast == 1.0 {
+        return None;
+    }
+    let bright: [u8; 256] = std::array::from_fn(|v| clamp_u8(v as f32 * view.brightness));
+    if view.contrast == 1.0 {
+        return Some(bright);
+    }
+    // The mean luma of the brightened image, from per-channel histograms: one pass, no copy.
+    let mut hist = [[0u64; 256]; 3];
+    for px in img.chunks_exact(3) {
+        for c in 0..3 {
+            hist[c][px[c] as usize] += 1;
+        }
+    }
+    let n = (img.len() / 3).max(1) as f64;
+    let mean = |c: usize| hist[c].iter().enumerate().map(|(v, &k)| bright[v] as f64 * k as f64).sum::<f64>() / n;
+    let m = (LUMA[0] as f64 * mean(0) + LUMA[1] as f64 * mean(1) + LUMA[2] as f64 * mean(2)) as f32;
+    Some(std::array::from_fn(|v| clamp_u8((bright[v] as f32 - m) * view.contrast + m)))
+}
+
+/// One row, pixels in reverse order.
+fn mirror_row(src: &[u8], dst: &mut [u8]) {
+    for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(3).rev()) {
+        d.copy_from_slice(s);
+    }
+}
+
+/// One row through the colour table and greyscale, mirrored when `flip`.
+fn map_row(src: &[u8], dst: &mut [u8], lut: Option<&[u8; 256]>, grey: bool, flip: bool) {
+    let lut = lut.unwrap_or(&IDENTITY_LUT);
+    let write = |d: &mut [u8], s: &[u8]| d.copy_from_slice(&colour_pixel([s[0], s[1], s[2]], lut, grey));
+    if flip {
+        dst.chunks_exact_mut(3).zip(src.chunks_exact(3).rev()).for_each(|(d, s)| write(d, s));
+    } else {
+        dst.chunks_exact_mut(3).zip(src.chunks_exact(3)).for_each(|(d, s)| write(d, s));
+    }
+}
+
+/// One pixel through the table, then to its luma when `grey`.
+fn colour_pixel(px: [u8; 3], lut: &[u8; 256], grey: bool) -> [u8; 3] {
+    let (r, g, b) = (lut[px[0] as usize], lut[px[1] as usize], lut[px[2] as usize]);
+    if grey {
+        let y = clamp_u8(LUMA[0] * r as f32 + LUMA[1] * g as f32 + LUMA[2] * b as f32);
+        [y, y, y]
+    } else {
+        [r, g, b]
+    }
+}
+
+/// The table that changes nothing (for greyscale without brightness or contrast).
+const IDENTITY_LUT: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut v = 0;
+    while v < 256 {
+        t[v] = v as u8;
+        v += 1;
+    }
+    t
+};
 
 /// ITU-R 601 luma weights (what Pillow's and torchvision's greyscale use).
 const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
@@ -231,6 +294,28 @@ mod tests {
         apply_colour(&mut g, &View { grey: true, ..View::IDENTITY });
         assert_eq!(g[0..3], [g[0], g[0], g[0]]);
         assert_eq!(g[0], (0.299f32 * 10.0 + 0.587 * 100.0 + 0.114 * 200.0).round() as u8);
+    }
+
+    #[test]
+    fn write_view_mirrors_rows_and_applies_the_colours_of_apply_colour() {
+        // A 3x2 image: pixel k of row r is [10r + k, 100 + k, 200 - k].
+        let img: Vec<u8> = (0..2).flat_map(|r| (0..3).flat_map(move |k| [10 * r + k, 100 + k, 200 - k])).collect();
+        let mut out = vec![0; img.len()];
+        write_view(&img, &mut out, 3, &View { flip: true, ..View::IDENTITY });
+        assert_eq!(&out[..9], &[2, 102, 198, 1, 101, 199, 0, 100, 200]);
+        assert_eq!(&out[9..12], &img[15..18]);
+        write_view(&img, &mut out, 3, &View::IDENTITY);
+        assert_eq!(out, img);
+        let colour = View { brightness: 1.3, contrast: 0.7, grey: true, ..View::IDENTITY };
+        let mut want = img.clone();
+        apply_colour(&mut want, &colour);
+        write_view(&img, &mut out, 3, &View { flip: true, ..colour });
+        for r in 0..2 {
+            for k in 0..3 {
+                let (o, w) = ((r * 3 + k) * 3, (r * 3 + 2 - k) * 3);
+                assert_eq!(out[o..o + 3], want[w..w + 3], "row {r} pixel {k}");
+            }
+        }
     }
 
     #[test]
