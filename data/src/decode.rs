@@ -7,11 +7,10 @@
 //! triangle filter (PIL's `Image.BILINEAR` resize, not 2x2 interpolation); the aspect ratio is
 //! not kept, since face chips are square. A random crop is part of that same resize.
 //!
-//! Each byte of the slot is written once: an image that is neither flipped nor recoloured is
-//! decoded (or resized) straight into it; otherwise into a scratch buffer that stays in the
-//! core's cache, from which [`crate::augment::write_view`] writes it mirrored and recoloured.
+//! Every image is decoded (or resized) straight into its place in the batch slot, and flipped and
+//! recoloured there by [`crate::augment::apply_view`] while it is still in the core's cache.
 
-use super::augment::{write_view, View};
+use super::augment::{apply_view, View};
 use super::codec;
 use super::error::DecodeError;
 use super::jpeg::Jpeg;
@@ -21,16 +20,14 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 
-/// A reusable decoder: keeps libjpeg-turbo's decompressor, the resizer and scratch buffers
+/// A reusable decoder: keeps libjpeg-turbo's decompressor, the resizer and a scratch buffer
 /// between records, so a decode thread allocates nothing per image once warmed up.
 #[derive(Default)]
 pub struct RecordDecoder {
     jpeg: Jpeg,
     resizer: Resizer,
-    /// The record at its own size.
+    /// A record to be resized, at its own size.
     decoded: Vec<u8>,
-    /// The record resized, before the flip and colours are written into the slot.
-    resized: Vec<u8>,
 }
 
 impl RecordDecoder {
@@ -56,16 +53,17 @@ impl RecordDecoder {
         if out.len() != want {
             return Err(DecodeError::new(format!("output buffer has {} bytes, {size}x{size} RGB needs {want}", out.len())));
         }
-        let rewrites = view.flip || view.changes_colour();
-        let native = w == size && h == size && view.crop.is_none();
-        let mut decoded = std::mem::take(&mut self.decoded);
-        let result = match (native, rewrites) {
-            (true, false) => self.decode_native(rec, out),
-            (true, true) => self.decode_native(rec, sized(&mut decoded, want)).map(|()| write_view(&decoded, out, size as usize, view)),
-            (false, _) => self.decode_native(rec, sized(&mut decoded, w as usize * h as usize * 3)).and_then(|()| self.resize(&decoded, w, h, view, out, size)),
-        };
-        self.decoded = decoded;
-        result
+        if w == size && h == size && view.crop.is_none() {
+            self.decode_native(rec, out)?;
+        } else {
+            let mut decoded = std::mem::take(&mut self.decoded);
+            decoded.resize(w as usize * h as usize * 3, 0);
+            let result = self.decode_native(rec, &mut decoded).and_then(|()| self.resize(&decoded, w, h, view, out, size));
+            self.decoded = decoded;
+            result?;
+        }
+        apply_view(out, size as usize, view);
+        Ok(())
     }
 
     /// Decodes at the record's own size into `out` (`width * height * 3` bytes).
@@ -83,33 +81,17 @@ impl RecordDecoder {
         Ok(())
     }
 
-    /// Resizes (and crops) `src` to `size` x `size` into `out`, through the scratch buffer when
-    /// the view also flips or recolours.
+    /// Resizes (and crops) `src` to `size` x `size` into `out`.
     fn resize(&mut self, src: &[u8], w: u32, h: u32, view: &View, out: &mut [u8], size: u32) -> Result<(), DecodeError> {
         let src = ImageRef::new(w, h, src, PixelType::U8x3).map_err(|e| DecodeError::new(format!("resize source buffer: {e}")))?;
+        let mut dst = Image::from_slice_u8(size, size, out, PixelType::U8x3).map_err(|e| DecodeError::new(format!("resize target buffer: {e}")))?;
         let mut opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
         if let Some(c) = view.crop {
             let (left, top, cw, ch) = c.pixels(w, h);
             opts = opts.crop(left, top, cw, ch);
         }
-        let rewrites = view.flip || view.changes_colour();
-        let mut resized = std::mem::take(&mut self.resized);
-        let target = if rewrites { sized(&mut resized, out.len()) } else { &mut *out };
-        let mut dst = Image::from_slice_u8(size, size, target, PixelType::U8x3).map_err(|e| DecodeError::new(format!("resize target buffer: {e}")))?;
-        let result = self.resizer.resize(&src, &mut dst, &opts).map_err(|e| DecodeError::new(format!("cannot resize {w}x{h} to {size}x{size}: {e}")));
-        drop(dst);
-        if result.is_ok() && rewrites {
-            write_view(&resized, out, size as usize, view);
-        }
-        self.resized = resized;
-        result
+        self.resizer.resize(&src, &mut dst, &opts).map_err(|e| DecodeError::new(format!("cannot resize {w}x{h} to {size}x{size}: {e}")))
     }
-}
-
-/// `buf` resized to `len` bytes (its contents are about to be overwritten).
-fn sized(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
-    buf.resize(len, 0);
-    &mut buf[..]
 }
 
 /// Decodes one record to an `size` x `size` RGB image (not augmented): the same pixels the

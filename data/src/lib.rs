@@ -14,8 +14,9 @@
 //!    has them ([`Fetch::Mapped`]) or read ahead page by page and dropped once passed
 //!    ([`Fetch::ReadAhead`]).
 //! 4. **decode and augment** ([`decode`], JPEG through libjpeg-turbo, the rest through [`codec`]):
-//!    `workers` threads write each image, flipped and recoloured as it is written, straight into
-//! 5. **a slot of the ring** ([`ring`]): batch memory allocated once by an allocator the caller
+//!    `workers` threads decode each image straight into its place in a batch slot and flip and
+//!    recolour it there while it is still in the core's cache ([`augment::apply_view`]);
+//! 5. **the ring of batch slots** ([`ring`]): batch memory allocated once by an allocator the caller
 //!    supplies ([`HostAlloc`], or pinned memory from the trainer), yielded inside a [`Batch`]
 //!    (plain RGB8 NHWC bytes; the trainer normalises on the device) in plan order through a
 //!    bounded prefetch queue, and given back when the batch is dropped.

@@ -309,6 +309,28 @@ fn jpeg_decode_matches_the_image_crate_and_resize_is_close_to_a_triangle_filter(
     }
 }
 
+#[test]
+fn a_batch_holds_the_pixels_pillow_decodes() {
+    // insightface's loaders decode with Pillow or OpenCV, both libjpeg-turbo: the loader now gives
+    // the network exactly their pixels (zune-jpeg, before, differed in about one byte in seven).
+    let ds = jpeg_set();
+    let dir = tempfile::tempdir().unwrap();
+    let records = [0usize, 13, 31, 59];
+    for &i in &records {
+        std::fs::write(dir.path().join(format!("{i}.jpg")), ds.record(i).unwrap().payload).unwrap();
+    }
+    let script = "import sys, numpy as np; from PIL import Image\n\
+                  for f in sys.argv[1:]: np.asarray(Image.open(f).convert('RGB')).tofile(f + '.rgb')";
+    let files: Vec<String> = records.iter().map(|i| dir.path().join(format!("{i}.jpg")).display().to_string()).collect();
+    let out = std::process::Command::new(facekit_testkit::venv_python()).arg("-c").arg(script).args(&files).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let batch = all(&Loader::new(vec![ds.clone()], LoaderConfig { shuffle: false, augment: Augment::NONE, ..cfg(60, 1) }).unwrap(), 0, 0).remove(0);
+    for (&i, f) in records.iter().zip(&files) {
+        let pillow = std::fs::read(format!("{f}.rgb")).unwrap();
+        assert!(batch.image(i) == pillow.as_slice(), "record {i}: the loader's pixels differ from Pillow's by {} on average", mean_abs_diff(batch.image(i), &pillow));
+    }
+}
+
 fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>() / a.len() as f64
@@ -451,6 +473,37 @@ fn undecodable_payload_with_a_valid_crc_is_reported_with_its_shard() {
     let b = it.next().unwrap().unwrap();
     assert_eq!(b.indices, vec![0, 1, 3, 3]);
     assert_eq!(it.stats().corrupt_skipped, 1);
+}
+
+#[test]
+fn a_jpeg_cut_inside_its_scan_is_an_undecodable_record_not_a_grey_face() {
+    // The classic disguise: a real photo's JPEG cut in the middle of its scan, an end-of-image
+    // marker appended, stored with a valid CRC. A lenient decoder fills the rest with grey.
+    let photo = facekit_testkit::shared_data().join("lfw100/Colin_Powell/Colin_Powell_0001.jpg");
+    let img = image::imageops::resize(&image::open(&photo).unwrap().into_rgb8(), SIDE, SIDE, image::imageops::FilterType::Triangle);
+    let whole = facekit_pack::encode::encode(&img, Encoding::Jpeg, 90).unwrap();
+    let mut cut = whole[..whole.len() * 6 / 10].to_vec();
+    cut.extend_from_slice(&[0xFF, 0xD9]);
+    assert!(image::load_from_memory(&cut).is_ok(), "the image crate's zune-jpeg (the loader's decoder before) takes it");
+    let dir = tempfile::tempdir().unwrap();
+    let paths = DatasetPaths::new(dir.path().join("cut"));
+    let mut w = DatasetWriter::create(paths.clone(), 1 << 20).unwrap();
+    for (i, data) in [whole.clone(), cut, whole].into_iter().enumerate() {
+        let labels = Labels { class_id: Some(0), ..Labels::default() };
+        let rec = Record { labels, encoding: Encoding::Jpeg, width: SIDE as u16, height: SIDE as u16, origin_sha256: [0; 16], path: format!("p/{i}.jpg"), data };
+        w.push(&rec).unwrap();
+    }
+    let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(90), chroma: None, width: SIDE, height: SIDE };
+    let labels = LabelMap { entries: vec![LabelEntry { class_id: 0, source: "p".into(), identity: "a".into() }] };
+    w.finish(Manifest::new(1, vec![], None, enc), &labels).unwrap();
+    let ds = Arc::new(Dataset::open(paths).unwrap());
+    let err = all_err(&Loader::new(vec![ds.clone()], LoaderConfig { shuffle: false, ..cfg(3, 1) }).unwrap());
+    let r = err.record().expect("a record error");
+    assert_eq!((r.record, r.origin.as_deref()), (1, Some("p/1.jpg")), "{err}");
+    assert!(matches!(&r.problem, Problem::Undecodable(e) if e.0.contains("JPEG")), "{err}");
+    // verify-shard --decode checks payloads with the same decoder.
+    let rec = ds.get(1).unwrap();
+    assert!(facekit_data::codec::decoded_size(Encoding::Jpeg, &rec.data, rec.width, rec.height).is_err());
 }
 
 fn all_err(loader: &Loader) -> Error {
