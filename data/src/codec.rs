@@ -17,7 +17,7 @@ pub fn decode(encoding: Encoding, payload: &[u8], width: u16, height: u16) -> Re
     }
     if encoding == Encoding::Jpeg && w > 0 && h > 0 {
         let mut out = vec![0; w as usize * h as usize * 3];
-        if Jpeg::default().decode_into(payload, width, height, &mut out)? {
+        if Jpeg::default().decode_into(payload, width, height, &mut out, w as usize * 3)? {
             return Ok(RgbImage::from_raw(w, h, out).expect("sized for w x h RGB"));
         }
     }

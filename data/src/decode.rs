@@ -7,10 +7,12 @@
 //! triangle filter (PIL's `Image.BILINEAR` resize, not 2x2 interpolation); the aspect ratio is
 //! not kept, since face chips are square. A random crop is part of that same resize.
 //!
-//! Every image is decoded (or resized) straight into its place in the batch slot, and flipped and
-//! recoloured there by [`crate::augment::apply_view`] while it is still in the core's cache.
+//! An image used as stored is decoded (or resized) straight into its place in the batch slot.
+//! One that is flipped or recoloured is decoded into a buffer that stays in the core's cache and
+//! written into the slot by [`crate::augment::write_view`], which streams each row past the
+//! cache: the slot is written once and never read back by this core.
 
-use super::augment::{apply_view, View};
+use super::augment::{write_view, View};
 use super::codec;
 use super::error::DecodeError;
 use super::jpeg::Jpeg;
@@ -20,14 +22,16 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 
-/// A reusable decoder: keeps libjpeg-turbo's decompressor, the resizer and a scratch buffer
-/// between records, so a decode thread allocates nothing per image once warmed up.
+/// A reusable decoder: keeps libjpeg-turbo's decompressor, the resizer and its buffers between
+/// records, so a decode thread allocates nothing per image once warmed up.
 #[derive(Default)]
 pub struct RecordDecoder {
     jpeg: Jpeg,
     resizer: Resizer,
-    /// A record to be resized, at its own size.
-    decoded: Vec<u8>,
+    /// A record at its own size, before the resize or the flip.
+    decoded: CachedRows,
+    /// A record resized, before the flip.
+    resized: Vec<u8>,
 }
 
 impl RecordDecoder {
@@ -53,31 +57,59 @@ impl RecordDecoder {
         if out.len() != want {
             return Err(DecodeError::new(format!("output buffer has {} bytes, {size}x{size} RGB needs {want}", out.len())));
         }
-        if w == size && h == size && view.crop.is_none() {
-            self.decode_native(rec, out)?;
-        } else {
-            let mut decoded = std::mem::take(&mut self.decoded);
-            decoded.resize(w as usize * h as usize * 3, 0);
-            let result = self.decode_native(rec, &mut decoded).and_then(|()| self.resize(&decoded, w, h, view, out, size));
-            self.decoded = decoded;
-            result?;
+        let as_stored = !view.flip && !view.changes_colour();
+        let side = size as usize;
+        let native = w == size && h == size && view.crop.is_none();
+        if native && as_stored {
+            return self.decode_native(rec, out, side * 3);
         }
-        apply_view(out, size as usize, view);
-        Ok(())
+        let mut decoded = std::mem::take(&mut self.decoded);
+        let result = self.decode_via(rec, &mut decoded, native, view, out, side);
+        self.decoded = decoded;
+        result
     }
 
-    /// Decodes at the record's own size into `out` (`width * height * 3` bytes).
-    fn decode_native(&mut self, rec: &RecordView<'_>, out: &mut [u8]) -> Result<(), DecodeError> {
+    /// [`RecordDecoder::decode_into`] through the cached buffer `decoded`, then a resize and/or
+    /// [`write_view`].
+    fn decode_via(&mut self, rec: &RecordView<'_>, decoded: &mut CachedRows, native: bool, view: &View, out: &mut [u8], side: usize) -> Result<(), DecodeError> {
+        let (w, h) = (rec.header.width as usize, rec.header.height as usize);
+        // write_view takes any pitch: a multiple of 32 keeps every row off libjpeg-turbo's
+        // non-temporal path (see CachedRows). The resizer reads rows back to back.
+        let pitch = if native { (w * 3).div_ceil(32) * 32 } else { w * 3 };
+        let rows = decoded.rows(pitch, h);
+        self.decode_native(rec, rows, pitch)?;
+        if native {
+            write_view(rows, pitch, out, side, view);
+            return Ok(());
+        }
+        if !view.flip && !view.changes_colour() {
+            return self.resize(rows, w as u32, h as u32, view, out, side as u32);
+        }
+        let mut resized = std::mem::take(&mut self.resized);
+        resized.resize(out.len(), 0);
+        let result = self.resize(rows, w as u32, h as u32, view, &mut resized, side as u32);
+        if result.is_ok() {
+            write_view(&resized, side * 3, out, side, view);
+        }
+        self.resized = resized;
+        result
+    }
+
+    /// Decodes at the record's own size into `out`, rows `pitch` bytes apart.
+    fn decode_native(&mut self, rec: &RecordView<'_>, out: &mut [u8], pitch: usize) -> Result<(), DecodeError> {
         let (w, h) = (rec.header.width, rec.header.height);
         let encoding = Encoding::from_code(rec.header.encoding).ok_or_else(|| DecodeError::new(format!("unknown encoding code {}", rec.header.encoding)))?;
-        if encoding == Encoding::Jpeg && self.jpeg.decode_into(rec.payload, w, h, out)? {
+        if encoding == Encoding::Jpeg && self.jpeg.decode_into(rec.payload, w, h, out, pitch)? {
             return Ok(());
         }
         let img = codec::decode(encoding, rec.payload, w, h)?;
         if img.dimensions() != (w as u32, h as u32) {
             return Err(DecodeError::new(format!("image is {}x{} but the record header says {w}x{h}", img.width(), img.height())));
         }
-        out.copy_from_slice(img.as_raw());
+        let row = w as usize * 3;
+        for (r, src) in img.as_raw().chunks_exact(row).enumerate() {
+            out[r * pitch..r * pitch + row].copy_from_slice(src);
+        }
         Ok(())
     }
 
@@ -91,6 +123,23 @@ impl RecordDecoder {
             opts = opts.crop(left, top, cw, ch);
         }
         self.resizer.resize(&src, &mut dst, &opts).map_err(|e| DecodeError::new(format!("cannot resize {w}x{h} to {size}x{size}: {e}")))
+    }
+}
+
+/// A decode buffer whose rows libjpeg-turbo writes through the cache. Its SIMD colour conversion
+/// writes 32-byte aligned rows with non-temporal stores, which bypass the cache: right for the
+/// batch slot, wrong for a buffer read back at once. The rows here start 16 bytes past a 32-byte
+/// boundary (every row when the pitch is a multiple of 32).
+#[derive(Default)]
+struct CachedRows(Vec<u8>);
+
+impl CachedRows {
+    /// Room for `h` rows `pitch` bytes apart.
+    fn rows(&mut self, pitch: usize, h: usize) -> &mut [u8] {
+        let len = pitch * h;
+        self.0.resize(len + 48, 0);
+        let start = (48 - self.0.as_ptr() as usize % 32) % 32;
+        &mut self.0[start..start + len]
     }
 }
 

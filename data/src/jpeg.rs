@@ -18,11 +18,11 @@ pub(crate) struct Jpeg {
 }
 
 impl Jpeg {
-    /// Decodes `payload`, which must be a `w` x `h` JPEG, into `out` (`w * h * 3` bytes, RGB).
-    /// `Ok(false)` for a colour space libjpeg-turbo cannot turn into RGB (CMYK, YCCK), which
-    /// the caller hands to the general codec.
-    pub(crate) fn decode_into(&mut self, payload: &[u8], w: u16, h: u16, out: &mut [u8]) -> Result<bool, DecodeError> {
-        let result = self.try_decode(payload, w, h, out);
+    /// Decodes `payload`, which must be a `w` x `h` JPEG, into `out` as RGB rows `pitch` bytes
+    /// apart. `Ok(false)` for a colour space libjpeg-turbo cannot turn into RGB (CMYK, YCCK),
+    /// which the caller hands to the general codec.
+    pub(crate) fn decode_into(&mut self, payload: &[u8], w: u16, h: u16, out: &mut [u8], pitch: usize) -> Result<bool, DecodeError> {
+        let result = self.try_decode(payload, w, h, out, pitch);
         if result.is_err() {
             // libjpeg-turbo's state after a failed call is not to be trusted (see facekit_pack::photo).
             self.handle = None;
@@ -30,11 +30,11 @@ impl Jpeg {
         result
     }
 
-    fn try_decode(&mut self, payload: &[u8], w: u16, h: u16, out: &mut [u8]) -> Result<bool, DecodeError> {
+    fn try_decode(&mut self, payload: &[u8], w: u16, h: u16, out: &mut [u8], pitch: usize) -> Result<bool, DecodeError> {
         let (w, h) = (usize::from(w), usize::from(h));
         // tjDecompress2 reads a size of 0 as "the JPEG's own": never pass one.
-        if w == 0 || h == 0 || out.len() != w * h * 3 {
-            return Err(DecodeError::new(format!("a {w}x{h} JPEG cannot fill an output of {} bytes", out.len())));
+        if w == 0 || h == 0 || pitch < w * 3 || out.len() < pitch * (h - 1) + w * 3 {
+            return Err(DecodeError::new(format!("a {w}x{h} JPEG in rows of {pitch} bytes cannot fill an output of {} bytes", out.len())));
         }
         check_scans(payload)?;
         let d = match self.handle.as_mut() {
@@ -48,7 +48,7 @@ impl Jpeg {
         if matches!(header.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK) {
             return Ok(false);
         }
-        let image = turbojpeg::Image { pixels: out, width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
+        let image = turbojpeg::Image { pixels: out, width: w, pitch, height: h, format: turbojpeg::PixelFormat::RGB };
         // Corrupt-data warnings ("premature end of data segment") fail the call too.
         d.decompress(payload, image).map_err(|e| DecodeError::new(format!("JPEG does not decode: {e}")))?;
         Ok(true)
