@@ -28,7 +28,7 @@ pub struct LoaderConfig {
     /// Batches decoded ahead of the consumer; memory is bounded by `prefetch` batches.
     /// Values below `workers` are raised to `workers`, otherwise some workers could never run.
     pub prefetch: usize,
-    /// Shuffle the records with a seeded permutation every epoch (otherwise stored order).
+    /// Shuffle every epoch as `order` says; `false` reads in stored order (global order only).
     pub shuffle: bool,
     /// Seed of the shuffle and of the augmentation draws.
     pub seed: u64,
