@@ -1,14 +1,19 @@
-//! The loader: concatenated datasets, a deterministic epoch plan, and a pool of decode threads
-//! feeding a bounded, reordering prefetch queue.
+//! The loader: the stages in a row. [`crate::order`] gives the epoch's sequence, [`crate::plan`]
+//! this rank's batches, [`crate::fetch`] brings their pages in (and drops them), decode threads
+//! ([`crate::decode`]) write each batch into a slot of the ring ([`crate::ring`]), and the
+//! iterator yields the batches in plan order through a bounded, reordering prefetch queue.
 
-use super::augment::View;
-use super::batch::Batch;
+use super::batch::{Batch, Entry};
 use super::decode::RecordDecoder;
+use super::error::{Error, Problem, RecordError, Result};
+use super::fetch::{Fetch, ReadAhead, ShardMaps};
+use super::pages::Pages;
 use super::plan::EpochPlan;
+use super::ring::{HostAlloc, Ring, Slot, SlotAlloc, SlotStats};
 use super::LoaderConfig;
-use facekit_shard::{Dataset, Labels};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::augment::View;
 use crossbeam_channel::{Receiver, Sender};
+use facekit_shard::{Dataset, Labels, ShardReader};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,37 +34,28 @@ struct Sources {
     starts: Vec<u64>,
     class_offsets: Vec<u32>,
     classes: u32,
+    pages: Arc<Pages>,
+}
+
+/// Where one record lies.
+struct Place<'a> {
+    dataset: usize,
+    local: usize,
+    shard: &'a ShardReader,
+    record: usize,
+    offset: u64,
 }
 
 impl Sources {
-    fn new(datasets: Vec<Arc<Dataset>>) -> Result<Self> {
+    fn new(datasets: Vec<Arc<Dataset>>, page_bytes: u64) -> Result<Self> {
         if datasets.is_empty() {
-            bail!("the loader needs at least one dataset");
+            return Err(Error::Config("the loader needs at least one dataset".into()));
         }
         let mut starts = vec![0u64];
         for d in &datasets {
             starts.push(starts.last().unwrap() + d.len() as u64);
         }
-        // Every class id in the indexes (read without touching the records) must name a row of
-        // the ArcFace head: a larger one would index out of it inside libtorch.
-        for d in &datasets {
-            let classes = d.manifest().classes;
-            for (k, shard) in d.shards().iter().enumerate() {
-                if let Some((i, e)) = shard
-                    .index()
-                    .iter()
-                    .enumerate()
-                    .find(|(_, e)| e.class_id != facekit_shard::format::UNKNOWN_CLASS && e.class_id >= classes)
-                {
-                    bail!(
-                        "record {i} of shard {} ({}) has class id {}, not below the manifest's {classes} classes",
-                        k,
-                        shard.path().display(),
-                        e.class_id
-                    );
-                }
-            }
-        }
+        check_class_ids(&datasets, &starts)?;
         let first = &datasets[0];
         let shared = datasets
             .iter()
@@ -71,66 +67,101 @@ impl Sources {
             let mut total = 0u32;
             for d in &datasets {
                 offsets.push(total);
-                total = total.checked_add(d.manifest().classes).context("total class count overflows u32")?;
+                total = total.checked_add(d.manifest().classes).ok_or_else(|| Error::Config("the datasets' total class count overflows u32".into()))?;
             }
             (offsets, total)
         };
-        Ok(Sources { datasets, starts, class_offsets, classes })
+        let pages = Arc::new(Pages::of_datasets(&datasets, page_bytes));
+        Ok(Sources { datasets, starts, class_offsets, classes, pages })
     }
 
     fn len(&self) -> u64 {
         *self.starts.last().unwrap()
     }
 
-    /// Dataset number and local record number of global record `g`.
-    fn locate(&self, g: u64) -> (usize, usize) {
-        let k = self.starts.partition_point(|&s| s <= g) - 1;
-        (k, (g - self.starts[k]) as usize)
+    /// Dataset, shard, record in the shard and byte offset of global record `g`.
+    fn place(&self, g: u64) -> Place<'_> {
+        let dataset = self.starts.partition_point(|&s| s <= g) - 1;
+        let local = (g - self.starts[dataset]) as usize;
+        let ds = &self.datasets[dataset];
+        let (s, record) = ds.locate(local).expect("global record numbers come from the plan, below len()");
+        let shard = &ds.shards()[s];
+        Place { dataset, local, shard, record, offset: shard.index()[record].offset }
     }
 
     /// Decodes global record `g` into `out` and returns its labels, the class id offset into
     /// the loader's label space.
-    fn decode(&self, g: u64, dec: &mut RecordDecoder, size: u32, view: &View, out: &mut [u8]) -> Result<Labels> {
-        let (k, i) = self.locate(g);
-        let ds = &self.datasets[k];
-        let rec = ds.record(i)?;
-        dec.decode_into(&rec, size, view, out).with_context(|| {
-            let (s, j) = ds.locate(i).expect("record() succeeded, so i is in range");
-            format!(
-                "cannot decode record {j} of shard {} (origin '{}')",
-                ds.shards()[s].path().display(),
-                String::from_utf8_lossy(rec.path)
-            )
+    fn decode(&self, g: u64, dec: &mut RecordDecoder, size: u32, view: &View, out: &mut [u8]) -> Result<Labels, RecordError> {
+        let at = self.place(g);
+        let error = |offset, origin, problem| RecordError { index: g, shard: at.shard.path().to_path_buf(), record: at.record as u64, offset, origin, problem };
+        let rec = self.datasets[at.dataset].record(at.local).map_err(|e| {
+            let (offset, problem) = match e {
+                facekit_shard::Error::Corrupt { source, .. } => (source.offset, Problem::Corrupt(source.reason)),
+                other => (at.offset, Problem::Corrupt(other.to_string())),
+            };
+            error(offset, None, problem)
         })?;
+        let origin = || Some(String::from_utf8_lossy(rec.path).into_owned());
+        dec.decode_into(&rec, size, view, out).map_err(|e| error(at.offset, origin(), Problem::Undecodable(e)))?;
         let mut labels = rec.labels();
-        labels.class_id = labels.class_id.map(|c| c + self.class_offsets[k]);
+        labels.class_id = labels.class_id.map(|c| c + self.class_offsets[at.dataset]);
         Ok(labels)
     }
+}
+
+/// Every class id in the indexes (read without touching the records) must name a row of the
+/// ArcFace head: a larger one would index out of it inside libtorch.
+fn check_class_ids(datasets: &[Arc<Dataset>], starts: &[u64]) -> Result<()> {
+    for (d, ds) in datasets.iter().enumerate() {
+        let classes = ds.manifest().classes;
+        let mut first = starts[d];
+        for shard in ds.shards() {
+            let bad = shard.index().iter().enumerate().find(|(_, e)| e.class_id != facekit_shard::format::UNKNOWN_CLASS && e.class_id >= classes);
+            if let Some((i, e)) = bad {
+                let problem = Problem::Corrupt(format!("class id {} is not below the manifest's {classes} classes", e.class_id));
+                let shard = shard.path().to_path_buf();
+                return Err(RecordError { index: first + i as u64, shard, record: i as u64, offset: e.offset + 8, origin: None, problem }.into());
+            }
+            first += shard.len() as u64;
+        }
+    }
+    Ok(())
 }
 
 /// Streams batches from one or more datasets. See the crate's documentation.
 pub struct Loader {
     sources: Arc<Sources>,
     cfg: LoaderConfig,
+    ring: Arc<Ring>,
+    maps: Option<Arc<ShardMaps>>,
 }
 
 impl Loader {
     /// A loader over `datasets`, concatenated in the given order (see [`Loader::class_offsets`]
-    /// for how their class ids are combined).
+    /// for how their class ids are combined), its batch slots in plain host memory.
     pub fn new(datasets: Vec<Arc<Dataset>>, cfg: LoaderConfig) -> Result<Self> {
+        Self::with_alloc(datasets, cfg, Arc::new(HostAlloc))
+    }
+
+    /// A loader whose batch slots come from `alloc` (pinned memory, for example), all made now.
+    pub fn with_alloc(datasets: Vec<Arc<Dataset>>, cfg: LoaderConfig, alloc: Arc<dyn SlotAlloc>) -> Result<Self> {
         cfg.validate()?;
-        let sources = Sources::new(datasets)?;
-        let plan = EpochPlan::new(sources.len(), &cfg, 0);
-        if plan.batches == 0 {
-            bail!(
+        let sources = Sources::new(datasets, cfg.page_bytes)?;
+        if EpochPlan::batches_for(sources.len(), &cfg) == 0 {
+            return Err(Error::Config(format!(
                 "{} records give no batch of {} for {} rank(s){}",
                 sources.len(),
                 cfg.batch_size,
                 cfg.world_size,
                 if cfg.drop_last { " with drop_last" } else { "" }
-            );
+            )));
         }
-        Ok(Loader { sources: Arc::new(sources), cfg })
+        let maps = match cfg.fetch {
+            Fetch::Mapped => None,
+            Fetch::ReadAhead { .. } => Some(Arc::new(ShardMaps::open(&sources.datasets)?)),
+        };
+        let ring = Ring::new(alloc, cfg.batch_size * Batch::image_len_for(cfg.image_size), cfg.ring_slots())?;
+        Ok(Loader { sources: Arc::new(sources), cfg, ring, maps })
     }
 
     /// True when at least one record has a known identity class.
@@ -164,20 +195,37 @@ impl Loader {
         &self.sources.class_offsets
     }
 
+    /// The records' pages (see [`crate::pages`]), for the quasi-random order and the read-ahead.
+    pub fn pages(&self) -> &Pages {
+        &self.sources.pages
+    }
+
     /// Batches this rank yields per epoch.
     pub fn batches_per_epoch(&self) -> u64 {
-        EpochPlan::new(self.len(), &self.cfg, 0).batches as u64
+        EpochPlan::batches_for(self.len(), &self.cfg) as u64
     }
 
     /// The plan of epoch `epoch` for this rank (which records, in which order).
     pub fn plan(&self, epoch: u64) -> EpochPlan {
-        EpochPlan::new(self.len(), &self.cfg, epoch)
+        let sequence = self.cfg.order.sequence(&self.sources.pages, self.cfg.shuffle, self.cfg.seed, epoch);
+        EpochPlan::new(sequence, &self.cfg, epoch)
+    }
+
+    /// How many batch slots the ring has allocated (growing only while the consumer keeps more
+    /// batches than it holds).
+    pub fn slot_stats(&self) -> SlotStats {
+        self.ring.stats()
     }
 
     /// Iterates over epoch `epoch` from batch `start_batch` (earlier batches are skipped without
     /// being read, for resuming). The batches are the same whatever the thread count or timing.
     pub fn epoch(&self, epoch: u64, start_batch: u64) -> EpochIter {
-        EpochIter::new(self.sources.clone(), self.cfg.clone(), Arc::new(self.plan(epoch)), start_batch)
+        let plan = Arc::new(self.plan(epoch));
+        let read_ahead = match (self.cfg.fetch, &self.maps) {
+            (Fetch::ReadAhead { batches }, Some(maps)) => Some(ReadAhead::new(&plan, self.sources.pages.clone(), maps.clone(), batches)),
+            _ => None,
+        };
+        EpochIter::new(self.sources.clone(), self.cfg.clone(), plan, start_batch, self.ring.clone(), read_ahead)
     }
 }
 
@@ -186,8 +234,10 @@ impl Loader {
 pub struct CorruptRecord {
     /// Global record number.
     pub index: u64,
-    /// The error, naming shard and record.
+    /// The error, naming shard, record and byte offset.
     pub error: String,
+    /// The same, as a value.
+    pub record: RecordError,
 }
 
 /// What an epoch iterator has done so far.
@@ -215,47 +265,52 @@ struct Shared {
 }
 
 impl Shared {
-    /// Decodes batch `b`. A corrupt record fails the batch, or with `skip_corrupt` is replaced
-    /// by the next decodable record of the plan (wrapping around): batch boundaries never move,
-    /// so skipping stays deterministic and `start_batch` needs no knowledge of earlier batches.
-    fn build(&self, b: usize, dec: &mut RecordDecoder) -> Built {
+    /// Decodes batch `b` into `slot`. A corrupt record fails the batch, or with `skip_corrupt` is
+    /// replaced (see [`Shared::fill`]).
+    fn build(&self, b: usize, mut slot: Slot, dec: &mut RecordDecoder) -> Option<Built> {
         let positions = self.plan.batch_positions(b);
-        let size = self.cfg.image_size;
-        let mut batch = Batch::with_capacity(positions.len(), size);
-        let len = batch.image_len();
+        let len = Batch::image_len_for(self.cfg.image_size);
+        let images = slot.writable(positions.len() * len);
+        let mut entries = Vec::with_capacity(positions.len());
         let mut corrupt = Vec::new();
-        for (slot, p) in positions.enumerate() {
+        for (out, p) in images.chunks_exact_mut(len).zip(positions) {
+            // The iterator is gone: nobody will see this batch.
             if self.stop.load(Ordering::Relaxed) {
-                bail!("loader stopped");
+                return None;
             }
-            let out = &mut batch.images[slot * len..(slot + 1) * len];
-            let order = &self.plan.order;
-            let mut q = p;
-            let labels = loop {
-                let g = order[q];
-                let view = self.plan.view(g);
-                match self.sources.decode(g, dec, size, &view, out) {
-                    Ok(l) => {
-                        batch.indices.push(g);
-                        batch.flipped.push(view.flip);
-                        break l;
+            match self.fill(p, out, dec, &mut corrupt) {
+                Ok(entry) => entries.push(entry),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Ok((Batch::assemble(slot, self.cfg.image_size, &entries), corrupt)))
+    }
+
+    /// Decodes the record at position `p` of the plan into `out`. With `skip_corrupt` a corrupt
+    /// record is replaced by the next decodable record of the plan (wrapping around): batch
+    /// boundaries never move, so skipping stays deterministic and `start_batch` needs no
+    /// knowledge of earlier batches.
+    fn fill(&self, p: usize, out: &mut [u8], dec: &mut RecordDecoder, corrupt: &mut Vec<CorruptRecord>) -> Result<Entry> {
+        let order = &self.plan.order;
+        let mut q = p;
+        loop {
+            let g = order[q];
+            let view = self.plan.view(g);
+            match self.sources.decode(g, dec, self.cfg.image_size, &view, out) {
+                Ok(labels) => return Ok(Entry { index: g, flipped: view.flip, labels }),
+                Err(e) if !self.cfg.skip_corrupt => return Err(e.into()),
+                Err(e) => {
+                    // Counted only at its own position, so every corrupt record counts once.
+                    if q == p {
+                        corrupt.push(CorruptRecord { index: g, error: e.to_string(), record: e.clone() });
                     }
-                    Err(e) if !self.cfg.skip_corrupt => return Err(e.context(format!("record {g} of the loader"))),
-                    Err(e) => {
-                        // Counted only at its own position, so every corrupt record counts once.
-                        if q == p {
-                            corrupt.push(CorruptRecord { index: g, error: format!("{e:#}") });
-                        }
-                        q = (q + 1) % order.len();
-                        if q == p {
-                            bail!("every record of this rank's epoch is corrupt; last error: {e:#}");
-                        }
+                    q = (q + 1) % order.len();
+                    if q == p {
+                        return Err(Error::AllCorrupt { last: Box::new(e) });
                     }
                 }
-            };
-            batch.push_labels(&labels);
+            }
         }
-        Ok((batch, corrupt))
     }
 }
 
@@ -263,12 +318,14 @@ impl Shared {
 /// record (unless `skip_corrupt`).
 pub struct EpochIter {
     shared: Arc<Shared>,
+    ring: Arc<Ring>,
+    read_ahead: Option<ReadAhead>,
     next_issue: usize,
     next_yield: usize,
     end: usize,
     prefetch: usize,
     pending: BTreeMap<usize, Built>,
-    jobs: Option<Sender<usize>>,
+    jobs: Option<Sender<(usize, Slot)>>,
     results: Option<Receiver<(usize, Built)>>,
     threads: Vec<JoinHandle<()>>,
     inline: Option<RecordDecoder>,
@@ -277,7 +334,7 @@ pub struct EpochIter {
 }
 
 impl EpochIter {
-    fn new(sources: Arc<Sources>, cfg: LoaderConfig, plan: Arc<EpochPlan>, start_batch: u64) -> Self {
+    fn new(sources: Arc<Sources>, cfg: LoaderConfig, plan: Arc<EpochPlan>, start_batch: u64, ring: Arc<Ring>, read_ahead: Option<ReadAhead>) -> Self {
         let end = plan.batches;
         let start = (start_batch.min(end as u64)) as usize;
         let workers = cfg.workers;
@@ -285,6 +342,8 @@ impl EpochIter {
         let shared = Arc::new(Shared { sources, cfg, plan, stop: AtomicBool::new(false) });
         let mut it = EpochIter {
             shared: shared.clone(),
+            ring,
+            read_ahead,
             next_issue: start,
             next_yield: start,
             end,
@@ -303,14 +362,14 @@ impl EpochIter {
         }
         // Jobs are only sent while fewer than `prefetch` batches are outstanding, so neither
         // channel can hold more than `prefetch` entries: memory stays bounded.
-        let (job_tx, job_rx) = crossbeam_channel::unbounded::<usize>();
+        let (job_tx, job_rx) = crossbeam_channel::unbounded::<(usize, Slot)>();
         let (res_tx, res_rx) = crossbeam_channel::unbounded::<(usize, Built)>();
         for _ in 0..workers {
             let (job_rx, res_tx, shared) = (job_rx.clone(), res_tx.clone(), shared.clone());
             it.threads.push(std::thread::spawn(move || {
                 let mut dec = RecordDecoder::new();
-                for b in job_rx {
-                    let built = shared.build(b, &mut dec);
+                for (b, slot) in job_rx {
+                    let Some(built) = shared.build(b, slot, &mut dec) else { break };
                     if res_tx.send((b, built)).is_err() {
                         break;
                     }
@@ -335,11 +394,21 @@ impl EpochIter {
     fn next_built(&mut self) -> Built {
         let b = self.next_yield;
         if let Some(dec) = self.inline.as_mut() {
-            return self.shared.build(b, dec);
+            let slot = self.ring.take()?;
+            if let Some(r) = self.read_ahead.as_mut() {
+                r.issued(b);
+            }
+            return self.shared.build(b, slot, dec).expect("the iterator itself is building");
         }
+        // The slot is taken here, on the consumer's thread: when every slot is held by the
+        // consumer the ring grows instead of a decode thread waiting for one forever.
         let jobs = self.jobs.as_ref().expect("workers started");
         while self.next_issue < self.end && self.next_issue - self.next_yield < self.prefetch {
-            jobs.send(self.next_issue).map_err(|_| anyhow!("decode threads are gone"))?;
+            let slot = self.ring.take()?;
+            if let Some(r) = self.read_ahead.as_mut() {
+                r.issued(self.next_issue);
+            }
+            jobs.send((self.next_issue, slot)).map_err(|_| Error::WorkerLost)?;
             self.next_issue += 1;
         }
         let results = self.results.as_ref().expect("workers started");
@@ -347,7 +416,7 @@ impl EpochIter {
             if let Some(built) = self.pending.remove(&b) {
                 return built;
             }
-            let (k, built) = results.recv().map_err(|_| anyhow!("a decode thread panicked"))?;
+            let (k, built) = results.recv().map_err(|_| Error::WorkerLost)?;
             self.pending.insert(k, built);
         }
     }
@@ -361,6 +430,9 @@ impl Iterator for EpochIter {
             return None;
         }
         let built = self.next_built();
+        if let Some(r) = self.read_ahead.as_mut() {
+            r.passed(self.next_yield);
+        }
         self.next_yield += 1;
         match built {
             Ok((batch, corrupt)) => {

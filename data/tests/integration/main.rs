@@ -1,3 +1,4 @@
 //! The data loader's tests, one binary.
 
 mod loader;
+mod stages;

@@ -408,6 +408,7 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Repl
         world_size: if training { replicas.world_size() } else { 1 },
         drop_last: training,
         skip_corrupt: cfg.skip_corrupt,
+        ..LoaderConfig::default()
     };
     let train_sets = open_sets(&cfg.train_sets, &cfg.data_dir)?;
     let mut datasets: Vec<DatasetIdentity> = train_sets.iter().map(|d| DatasetIdentity::of("train", d)).collect::<Result<_>>()?;
