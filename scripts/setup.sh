@@ -93,11 +93,17 @@ fi
 
 # --- the environment file ----------------------------------------------------------------------
 MULTIARCH=$(gcc -print-multiarch)
-TORCH_LIB=$(.venv/bin/python -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+# torch-sys is told where libtorch is (the venv's torch package, its real path) instead of asking
+# Python (LIBTORCH_USE_PYTORCH): it rebuilds when LIBTORCH changes but not when the Python on PATH
+# does, so a build folder cached by a clone elsewhere would otherwise keep that clone's headers
+# path, gone with it. The venv is then found at the same place by every clone that shares it.
+TORCH_DIR=$(.venv/bin/python -c 'import os, torch; print(os.path.realpath(os.path.dirname(torch.__file__)))')
+TORCH_LIB="$TORCH_DIR/lib"
 cat > .facekit.env.tmp <<ENV
 # Written by scripts/setup.sh; source it before cargo or facekit.
 export PATH="$ROOT/.venv/bin:\$PATH"
-export LIBTORCH_USE_PYTORCH=1
+unset LIBTORCH_USE_PYTORCH
+export LIBTORCH="$TORCH_DIR" LIBTORCH_CXX11_ABI=1
 export FACEKIT_TORCH_LIB="$TORCH_LIB"
 export LD_LIBRARY_PATH="$TORCH_LIB\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 export FACEKIT_MODELS="$ROOT/models"
