@@ -103,6 +103,10 @@ pub fn rank(env: DistEnv, args: TrainArgs, command_line: Vec<String>, stop: Stop
         }
         Err(e) => return Err(e),
     };
+    // A new run without --run-name is named from the clock: rank 0's reading names it for all.
+    if cfg.run_name.is_none() && cfg.resume.is_none() {
+        cfg.run_name = Some(world.from_rank_0("run_name", || cfg.run_name())?);
+    }
     let who = format!("rank {} of {}", env.rank, env.world_size);
     let trained = world
         .group("ddp", backend)

@@ -135,6 +135,20 @@ impl World {
         &self.store
     }
 
+    /// Rank 0's `make()`, the same on every rank: what each rank would otherwise work out for
+    /// itself and could get differently (a run folder named from its own clock) is decided once,
+    /// under `key`. The other ranks wait for it as long as the store's timeout.
+    pub fn from_rank_0(&self, key: &str, make: impl FnOnce() -> String) -> Result<String> {
+        let key = format!("decided/{key}");
+        if self.env.rank == 0 {
+            let value = make();
+            self.store.set(&key, value.as_bytes()).with_context(|| format!("cannot share {key} with the other ranks"))?;
+            return Ok(value);
+        }
+        let bytes = self.store.get(&key).with_context(|| format!("rank 0 never shared {key}"))?;
+        String::from_utf8(bytes).with_context(|| format!("rank 0's {key} is not UTF-8"))
+    }
+
     /// Tells the other ranks why this one is giving up, so that their [`World::diagnose`] can
     /// name it, and torchrun too (its error file, whose earliest failure its summary calls the
     /// root cause). Best effort: a store that cannot be reached is not worth a second error.

@@ -85,6 +85,17 @@ fn two_ranks_join_the_launchers_store_and_a_group_all_reduces() {
 }
 
 #[test]
+fn a_value_each_rank_would_make_differently_is_rank_0s_on_every_rank() {
+    let (_launcher, port) = launcher(3);
+    // The later ranks ask first: they wait for rank 0's value instead of using their own.
+    let out = ranks(3, port, true, |w| {
+        std::thread::sleep(Duration::from_millis(200 * (2 - w.rank() as u64)));
+        w.from_rank_0("run_name", || format!("FR-{}", 1000 + w.rank())).unwrap()
+    });
+    assert_eq!(out, vec!["FR-1000"; 3]);
+}
+
+#[test]
 fn without_the_agent_store_rank_0_hosts_it_and_its_death_is_named() {
     // MASTER_PORT must be given here: a port the system just handed out and released.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
