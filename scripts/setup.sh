@@ -106,3 +106,30 @@ export TURBOJPEG_SOURCE=explicit TURBOJPEG_STATIC=1 TURBOJPEG_INCLUDE_DIR=/usr/i
 export TURBOJPEG_LIB_DIR="/usr/lib/$MULTIARCH"
 ENV
 if ! cmp -s .facekit.env.tmp .facekit.env 2>/dev/null; then mv .facekit.env.tmp .facekit.env; else rm .facekit.env.tmp; fi
+
+# --- the Python package `facekit` (python/, issue 23) ------------------------------------------
+# maturin builds the abi3 wheel and pytest runs its tests, both pinned, in the torch venv (the
+# tests train a torch model); then the wheel is installed there. Its own target folder: the
+# extension links libjpeg-turbo as a shared library (Debian's static one is not position
+# independent, so it cannot go into a Python extension), and sharing the workspace's folder would
+# rebuild turbojpeg-sys and everything above it each time the two builds alternate. Under
+# CARGO_TARGET_DIR (CI's cache) the release build is kept between runs.
+PY_TOOLS="maturin==1.16.0 pytest==9.2.0"
+if [ "$(cat "$VENV/.facekit-py-tools" 2>/dev/null)" != "$PY_TOOLS" ]; then
+  say "installing $PY_TOOLS into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check $PY_TOOLS
+  echo "$PY_TOOLS" > "$VENV/.facekit-py-tools"
+fi
+WHEEL_TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/python-wheel"
+rm -rf "$WHEEL_TARGET/wheels"
+(
+  source .facekit.env
+  unset TURBOJPEG_STATIC
+  export TURBOJPEG_DYNAMIC=1 CARGO_TARGET_DIR="$WHEEL_TARGET"
+  "$VENV/bin/maturin" build --quiet --release -m python/Cargo.toml -i "$VENV/bin/python" -o "$WHEEL_TARGET/wheels" >&2
+)
+WHEEL=$(ls "$WHEEL_TARGET"/wheels/facekit-*.whl)
+if [ "$(sha256sum < "$WHEEL")" != "$(cat "$VENV/.facekit-wheel" 2>/dev/null)" ]; then
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$WHEEL"
+  sha256sum < "$WHEEL" > "$VENV/.facekit-wheel"
+fi

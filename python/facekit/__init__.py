@@ -15,6 +15,8 @@ record (attributes ``shard``, ``record``, ``offset``, ``origin``), ``ValueError`
 Importing facekit loads neither torch nor dlib; docs/PYTHON.md is the guide.
 """
 
+from typing import TYPE_CHECKING
+
 from ._facekit import (
     Batch,
     CorruptRecordError,
@@ -41,6 +43,9 @@ __all__ = [
     "TorchDataset",
     "__version__",
 ]
+
+if TYPE_CHECKING:
+    from ._torch import TorchDataset
 
 
 def __getattr__(name):

@@ -261,6 +261,13 @@ impl Loader {
         self.inner.class_offsets().to_vec()
     }
 
+    /// Batch slots the ring has allocated so far: it grows only while Python keeps more batches
+    /// alive than the ring holds, so a steady consumer sees this stay put.
+    #[getter]
+    fn slots_allocated(&self) -> u64 {
+        self.inner.slot_stats().allocated
+    }
+
     /// Corrupt records skipped so far (with `skip_corrupt`), over all epochs.
     #[getter]
     fn corrupt_skipped(&self) -> u64 {
