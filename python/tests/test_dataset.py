@@ -1,6 +1,8 @@
 """Reading and writing datasets: what is written reads back exactly, damage is named, and the
 package stays free of libtorch and dlib."""
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -129,8 +131,6 @@ def test_verify_reports_what_facekit_verify_shard_reports(lfw, facekit_bin):
     ours = facekit.Dataset(base).verify(decode=True)
     cli = run([facekit_bin, "verify-shard", "--decode", "--json", base])
     assert cli.returncode == 0, cli.stderr
-    import json
-
     theirs = json.loads(cli.stdout)
     assert ours["ok"] and theirs["ok"]
     assert ours["shards"] == theirs["datasets"][0]["shards"]
@@ -166,4 +166,6 @@ def test_a_written_dataset_verifies_and_trains_with_facekit(lfw, facekit_bin, tm
              "--checkpoint-every", "0", "--log-every", "1"]
     trained = run(train, cwd=tmp_path)
     assert trained.returncode == 0, trained.stdout + trained.stderr
-    assert "step 3" in (trained.stdout + trained.stderr).lower() or (tmp_path / "Model" / "py").is_dir(), trained.stdout + trained.stderr
+    log = [json.loads(line) for line in (tmp_path / "Model" / "py" / "train_log.jsonl").read_text().splitlines()]
+    steps = [e for e in log if "loss" in e]
+    assert [e["step"] for e in steps] == [1, 2, 3] and all(math.isfinite(e["loss"]) for e in steps), log
