@@ -127,7 +127,7 @@ rm -rf "$WHEEL_TARGET/wheels"
   source .facekit.env
   unset TURBOJPEG_STATIC
   export TURBOJPEG_DYNAMIC=1 CARGO_TARGET_DIR="$WHEEL_TARGET"
-  "$VENV/bin/maturin" build --quiet --release -m python/Cargo.toml -i "$VENV/bin/python" -o "$WHEEL_TARGET/wheels" >&2
+  "$VENV/bin/maturin" build --quiet --release --strip -m python/Cargo.toml -i "$VENV/bin/python" -o "$WHEEL_TARGET/wheels" >&2
 )
 WHEEL=$(ls "$WHEEL_TARGET"/wheels/facekit-*.whl)
 if [ "$(sha256sum < "$WHEEL")" != "$(cat "$VENV/.facekit-wheel" 2>/dev/null)" ]; then
