@@ -3,11 +3,11 @@
 //! and torch view without a copy. Built with maturin (`python/pyproject.toml`); depends on
 //! `facekit-shard` and `facekit-data` only, never on dlib or libtorch. docs/PYTHON.md is its guide.
 //!
-//! - [`dataset`]: `Dataset` and `Sample` (one record, decoded);
-//! - [`loader`]: `Loader` (state_dict / load_state_dict) and `Batch`;
-//! - [`tensor`]: `Tensor`, Rust-owned bytes behind `__array_interface__` and `__dlpack__`;
-//! - [`writer`]: `DatasetWriter`;
-//! - [`errors`]: the exceptions, and the one place Rust errors become them.
+//! - `Dataset` and `Sample` (one record, decoded) in [`dataset`];
+//! - `Loader` (state_dict / load_state_dict) and `Batch` in [`loader`];
+//! - `Tensor`, Rust-owned bytes behind `__array_interface__` and `__dlpack__`, in [`tensor`];
+//! - `DatasetWriter` in [`writer`];
+//! - the exceptions, and the one place Rust errors become them, in [`errors`].
 
 use pyo3::prelude::*;
 

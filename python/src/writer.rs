@@ -72,6 +72,7 @@ impl DatasetWriter {
 
     /// Appends one face and returns its record number. See `facekit/_facekit.pyi`.
     #[pyo3(signature = (image, identity = None, *, source = "default", gender = None, age = None, path = ""))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one each
     fn add(&mut self, py: Python<'_>, image: &Bound<'_, PyAny>, identity: Option<&str>, source: &str, gender: Option<u8>, age: Option<u16>, path: &str) -> PyResult<u64> {
         let gender = match gender {
             None => None,
