@@ -122,15 +122,18 @@ if [ "$(cat "$VENV/.facekit-py-tools" 2>/dev/null)" != "$PY_TOOLS" ]; then
   echo "$PY_TOOLS" > "$VENV/.facekit-py-tools"
 fi
 WHEEL_TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/python-wheel"
-rm -rf "$WHEEL_TARGET/wheels"
-(
-  source .facekit.env
-  unset TURBOJPEG_STATIC
-  export TURBOJPEG_DYNAMIC=1 CARGO_TARGET_DIR="$WHEEL_TARGET"
-  "$VENV/bin/maturin" build --quiet --release --strip -m python/Cargo.toml -i "$VENV/bin/python" -o "$WHEEL_TARGET/wheels" >&2
-)
-WHEEL=$(ls "$WHEEL_TARGET"/wheels/facekit-*.whl)
-if [ "$(sha256sum < "$WHEEL")" != "$(cat "$VENV/.facekit-wheel" 2>/dev/null)" ]; then
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$WHEEL"
-  sha256sum < "$WHEEL" > "$VENV/.facekit-wheel"
+# Rebuilt only when a source it is made of changed (silent and instant otherwise).
+WHEEL_SRC=$(find python io shard data -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.py' -o -name '*.pyi' \) \
+              -not -path '*/tests/*' | LC_ALL=C sort | xargs cat Cargo.toml Cargo.lock | sha256sum)
+if [ "$WHEEL_SRC" != "$(cat "$VENV/.facekit-wheel-src" 2>/dev/null)" ]; then
+  say "building the Python package's wheel (python/) and installing it into $VENV"
+  rm -rf "$WHEEL_TARGET/wheels"
+  (
+    source .facekit.env
+    unset TURBOJPEG_STATIC
+    export TURBOJPEG_DYNAMIC=1 CARGO_TARGET_DIR="$WHEEL_TARGET"
+    "$VENV/bin/maturin" build --quiet --release --strip -m python/Cargo.toml -i "$VENV/bin/python" -o "$WHEEL_TARGET/wheels" >&2
+  )
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$WHEEL_TARGET"/wheels/facekit-*.whl
+  echo "$WHEEL_SRC" > "$VENV/.facekit-wheel-src"
 fi
