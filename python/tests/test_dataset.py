@@ -169,3 +169,11 @@ def test_a_written_dataset_verifies_and_trains_with_facekit(lfw, facekit_bin, tm
     log = [json.loads(line) for line in (tmp_path / "Model" / "py" / "train_log.jsonl").read_text().splitlines()]
     steps = [e for e in log if "loss" in e]
     assert [e["step"] for e in steps] == [1, 2, 3] and all(math.isfinite(e["loss"]) for e in steps), log
+
+
+def test_a_dataset_being_read_cannot_be_replaced_by_a_writer(lfw):
+    base, _ = lfw
+    ds = facekit.Dataset(base)
+    with pytest.raises(facekit.FacekitError, match="lfw"):
+        facekit.DatasetWriter(base, 250)
+    assert len(ds) == 48 and ds[0].payload

@@ -130,3 +130,20 @@ def test_skipped_corrupt_records_are_warned_about_and_listed(tmp_path):
     assert [str(w.message) for w in caught if issubclass(w.category, facekit.CorruptRecordWarning)] != []
     assert loader.corrupt_skipped == 1
     assert [(s, r) for s, r, _, _ in loader.corrupt_records] == [(str(shard), local)]
+
+
+def test_datasets_with_their_own_label_maps_are_loaded_with_offset_class_ids(lfw, tmp_path):
+    base, _ = lfw
+    other = tmp_path / "other"
+    write_lfw(other, people=12, per_person=2)  # 12 identities, the first 8 the same people
+    a, b = facekit.Dataset(base), facekit.Dataset(other)
+    loader = facekit.Loader([base, b], 8, 64, drop_last=False, threads=1)
+    assert loader.records == len(a) + len(b) and loader.num_classes == 8 + 12
+    assert loader.class_offsets == [0, 8]
+    seen = 0
+    for batch in loader:
+        for i, label in zip(np.asarray(batch.indices).tolist(), np.asarray(batch.labels).tolist()):
+            expected = a[i].class_id if i < len(a) else 8 + b[i - len(a)].class_id
+            assert label == expected, f"record {i}"
+            seen += 1
+    assert seen == len(a) + len(b)
