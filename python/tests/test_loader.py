@@ -147,3 +147,30 @@ def test_datasets_with_their_own_label_maps_are_loaded_with_offset_class_ids(lfw
             assert label == expected, f"record {i}"
             seen += 1
     assert seen == len(a) + len(b)
+
+
+def test_decoding_runs_with_the_gil_released(lfw):
+    # With threads=0 the decode happens inside __next__: another Python thread can only run
+    # meanwhile if the GIL is released around it.
+    import threading
+    import time
+
+    base, _ = lfw
+    loader = facekit.Loader(base, 48, 112, threads=0, drop_last=False, shuffle=False)
+    ticks, stop = [], threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    time.sleep(0.01)
+    t0 = time.perf_counter()
+    batch = next(iter(loader))
+    t1 = time.perf_counter()
+    stop.set()
+    ticker.join()
+    assert batch.n == 48
+    inside = [t for t in ticks if t0 < t < t1]
+    assert len(inside) > 100, f"another thread ran {len(inside)} times during {1000 * (t1 - t0):.0f} ms of decoding"
