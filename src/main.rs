@@ -5,6 +5,18 @@
 //! a diverged or corrupt training run), 2 usage or I/O error, 128 + N stopped by signal N after
 //! saving (130 Ctrl-C, 143 SIGTERM; docs/RELIABILITY.md).
 
+/// `println!` that never panics: a closed stdout (`facekit eval verify ... | head -1`) after a
+/// command's files are written must not turn its success into a panic (exit 101). What a command
+/// prints is a summary; its results are in its files ([`facekit_io::console`]).
+macro_rules! outln {
+    ($($arg:tt)*) => { facekit_io::console::out(&format!($($arg)*)) };
+}
+
+/// `eprintln!` that never panics (see [`outln!`]).
+macro_rules! errln {
+    ($($arg:tt)*) => { facekit_io::console::line(&format!($($arg)*)) };
+}
+
 mod cli;
 
 use clap::Parser;
@@ -21,7 +33,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("facekit: error: {}", cli::error_text(&err));
+            errln!("facekit: error: {}", cli::error_text(&err));
             ExitCode::from(2)
         }
     }
@@ -42,7 +54,7 @@ fn passive_openmp() {
         let mut args = std::env::args_os();
         let arg0 = args.next().unwrap_or_default();
         let err = std::process::Command::new(exe).arg0(arg0).args(args).env("OMP_WAIT_POLICY", "PASSIVE").exec();
-        eprintln!("facekit: warning: cannot restart with OMP_WAIT_POLICY=PASSIVE ({err}); idle OpenMP threads will spin");
+        errln!("facekit: warning: cannot restart with OMP_WAIT_POLICY=PASSIVE ({err}); idle OpenMP threads will spin");
     }
 }
 

@@ -122,7 +122,7 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
         (None, Some(root)) => {
             let found = facekit_pack::photo::find_images(root)?;
             if !found.skipped.is_empty() {
-                eprintln!(
+                errln!(
                     "facekit embed: {} file(s) under {} are not images and were skipped, e.g. {}",
                     found.skipped.len(),
                     root.display(),
@@ -136,7 +136,7 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
             let prep = args.prep.preparation()?;
             let (chips, how, stats) = faces::prepare_files(&files, model.image_size(), &prep)?;
             if stats.fallback > 0 {
-                eprintln!("facekit embed: {} image(s) had no usable face and were centre-cropped, e.g. {}", stats.fallback, stats.fallback_examples.join("; "));
+                errln!("facekit embed: {} image(s) had no usable face and were centre-cropped, e.g. {}", stats.fallback, stats.fallback_examples.join("; "));
             }
             let emb = embed::embed_images(&model, &chips, args.model.batch_size, args.flip).with_context(|| format!("images under {}", root.display()))?;
             let rows = files
@@ -155,6 +155,6 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
     };
     // The embeddings and their labels are committed together, never one beside the other's predecessor.
     held.replace_dir(|dir| embeddings::write(dir, &emb, model.dim(), &rows))?;
-    println!("Embedded {} face(s) of {} dimensions{} into {}", rows.len(), model.dim(), if args.flip { " (flip test)" } else { "" }, args.output.display());
+    outln!("Embedded {} face(s) of {} dimensions{} into {}", rows.len(), model.dim(), if args.flip { " (flip test)" } else { "" }, args.output.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -198,9 +198,9 @@ fn run_make_bin(a: MakeBinArgs) -> Result<ExitCode> {
     if let (Some(n), Some(name)) = (a.draw_pairs, &a.dataset) {
         let content = bin_from_drawn_pairs(&a, name, n)?;
         facekit_eval::bin_write::write_verification_bin(&a.output, &content.images, &content.issame)?;
-        println!("Wrote {}", a.output.display());
-        println!("  pairs:             {} ({n} same, {n} different, drawn with seed {}), {} images", content.issame.len(), a.seed, content.images.len());
-        println!("  chips:             {}", content.chips);
+        outln!("Wrote {}", a.output.display());
+        outln!("  pairs:             {} ({n} same, {n} different, drawn with seed {}), {} images", content.issame.len(), a.seed, content.images.len());
+        outln!("  chips:             {}", content.chips);
         return Ok(ExitCode::SUCCESS);
     }
     let pairs_file = a.pairs.clone().expect("clap requires --pairs without --draw-pairs");
@@ -226,10 +226,10 @@ fn run_make_bin(a: MakeBinArgs) -> Result<ExitCode> {
 fn print_made_bin(a: &MakeBinArgs, list: &PairList, content: &BinContent) {
     let same = content.issame.iter().filter(|&&s| s).count();
     let r = &content.resolved;
-    println!("Wrote {}", a.output.display());
-    println!("  pairs:             {} ({same} same, {} different), {} images", content.issame.len(), content.issame.len() - same, content.images.len());
-    println!("  chips:             {}", content.chips);
-    println!(
+    outln!("Wrote {}", a.output.display());
+    outln!("  pairs:             {} ({same} same, {} different), {} images", content.issame.len(), content.issame.len() - same, content.images.len());
+    outln!("  chips:             {}", content.chips);
+    outln!(
         "  left out:          {} of {} listed pairs: {} with missing people, {} with missing photos, {} with a photo that gave no chip, \
          {} to keep the {} folds equal",
         list.pairs.len() - content.issame.len(),
@@ -241,10 +241,10 @@ fn print_made_bin(a: &MakeBinArgs, list: &PairList, content: &BinContent) {
         list.folds
     );
     for line in content.folds.describe() {
-        println!("    {line}");
+        outln!("    {line}");
     }
     if let Some(f) = &content.rejects_file {
-        println!("  photos rejected:   {} without a chip, {} missing (listed in {})", content.rejected_photos, r.missing.len(), f.display());
+        outln!("  photos rejected:   {} without a chip, {} missing (listed in {})", content.rejected_photos, r.missing.len(), f.display());
     }
 }
 
@@ -329,7 +329,7 @@ fn rejected_photos_tsv(root: &std::path::Path, resolved: &pairs::Resolved, files
         tsv.push_str(&format!("{}\t{reason}\t{}\n", facekit_io::tsv::field(&path), facekit_io::tsv::field(&detail)));
         rows += 1;
         if rows <= 20 {
-            eprintln!("facekit eval make-bin: {path}: {reason} ({detail})");
+            errln!("facekit eval make-bin: {path}: {reason} ({detail})");
         }
     };
     let mut no_chip = 0;
@@ -344,7 +344,7 @@ fn rejected_photos_tsv(root: &std::path::Path, resolved: &pairs::Resolved, files
         row(m.face.path(root).display().to_string(), reason, format!("named by line {} of the pairs file", m.line));
     }
     if rows > 20 {
-        eprintln!("facekit eval make-bin: ... and {} more photos without a chip or missing", rows - 20);
+        errln!("facekit eval make-bin: ... and {} more photos without a chip or missing", rows - 20);
     }
     (tsv, no_chip)
 }
@@ -442,10 +442,10 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
     let json = serde_json::to_string_pretty(&report)?;
     held.replace_dir(|dir| facekit_io::durable::write(dir.join("report.json"), json.as_bytes()))?;
     if a.json {
-        println!("{json}");
+        outln!("{json}");
     } else {
         print_pairs(&report);
-        println!("  report:            {}", a.output.join("report.json").display());
+        outln!("  report:            {}", a.output.join("report.json").display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -459,39 +459,39 @@ fn all_pairs(a: &VerifyArgs, held: &facekit_io::output::Held, m: &Matrix, labels
     })?;
     let (csv, png) = (a.output.join("roc.csv"), a.output.join("roc.png"));
     if a.json {
-        println!("{json}");
+        outln!("{json}");
     } else {
         print_all_pairs(&report, name);
-        println!("  ROC:               {}, {}", csv.display(), png.display());
+        outln!("  ROC:               {}, {}", csv.display(), png.display());
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_pairs(r: &PairsReport) {
     let k: &KFoldReport = &r.kfold;
-    println!("Verification on {} ({} folds{})", r.source, k.folds, if r.flip { ", flip test" } else { "" });
-    println!("  accuracy:          {:.4} +- {:.4}", k.accuracy_mean, k.accuracy_std);
-    println!("  best threshold:    {:.3} squared L2 (cosine {:.4})", k.best_threshold, k.best_threshold_cosine);
-    println!("  pairs:             {} of {} listed, {} images", r.pairs_used, r.pairs_listed, r.images);
+    outln!("Verification on {} ({} folds{})", r.source, k.folds, if r.flip { ", flip test" } else { "" });
+    outln!("  accuracy:          {:.4} +- {:.4}", k.accuracy_mean, k.accuracy_std);
+    outln!("  best threshold:    {:.3} squared L2 (cosine {:.4})", k.best_threshold, k.best_threshold_cosine);
+    outln!("  pairs:             {} of {} listed, {} images", r.pairs_used, r.pairs_listed, r.images);
     if r.missing_people + r.missing_images > 0 {
-        println!("  skipped pairs:     {} with missing people, {} with missing photos (e.g. {})", r.missing_people, r.missing_images, r.missing_examples.join("; "));
+        outln!("  skipped pairs:     {} with missing people, {} with missing photos (e.g. {})", r.missing_people, r.missing_images, r.missing_examples.join("; "));
     }
     if r.preparation.aligned + r.preparation.fallback > 0 {
-        println!("  alignment:         {} aligned, {} centre-crop fallbacks (no usable face)", r.preparation.aligned, r.preparation.fallback);
+        outln!("  alignment:         {} aligned, {} centre-crop fallbacks (no usable face)", r.preparation.aligned, r.preparation.fallback);
     }
 }
 
 fn print_all_pairs(r: &AllPairsReport, name: &str) {
-    println!("All-pairs verification of {name}");
-    println!("  faces:             {} in {} identities", r.pairs.faces, r.pairs.identities);
-    println!("  pairs:             {} genuine, {} impostor ({})", r.pairs.genuine, r.pairs.impostor, r.pairs.selection);
-    println!("  mean cosine:       genuine {:.4}, impostor {:.4}", r.genuine_mean, r.impostor_mean);
-    println!("  AUC:               {:.4}", r.auc);
+    outln!("All-pairs verification of {name}");
+    outln!("  faces:             {} in {} identities", r.pairs.faces, r.pairs.identities);
+    outln!("  pairs:             {} genuine, {} impostor ({})", r.pairs.genuine, r.pairs.impostor, r.pairs.selection);
+    outln!("  mean cosine:       genuine {:.4}, impostor {:.4}", r.genuine_mean, r.impostor_mean);
+    outln!("  AUC:               {:.4}", r.auc);
     for t in &r.tar_at_far {
         match (t.tar, &t.note) {
-            (Some(tar), _) => println!("  TAR @ FAR {:.0e}:   {:.4} (threshold {:.4})", t.far_target, tar, t.threshold.unwrap_or(f64::NAN)),
-            (None, Some(note)) => println!("  TAR @ FAR {:.0e}:   n/a: {note}", t.far_target),
-            (None, None) => println!("  TAR @ FAR {:.0e}:   n/a", t.far_target),
+            (Some(tar), _) => outln!("  TAR @ FAR {:.0e}:   {:.4} (threshold {:.4})", t.far_target, tar, t.threshold.unwrap_or(f64::NAN)),
+            (None, Some(note)) => outln!("  TAR @ FAR {:.0e}:   n/a: {note}", t.far_target),
+            (None, None) => outln!("  TAR @ FAR {:.0e}:   n/a", t.far_target),
         }
     }
 }

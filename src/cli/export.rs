@@ -98,9 +98,9 @@ fn run_rec(a: RecExportArgs) -> Result<ExitCode> {
     };
     let r = export_rec(&opts)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        println!(
+        outln!(
             "Exported {} images of {} classes in {:.1} s to {} ({} bytes), {} and {}",
             r.images,
             r.identities,
@@ -111,10 +111,10 @@ fn run_rec(a: RecExportArgs) -> Result<ExitCode> {
             r.property.display()
         );
         if r.reencoded > 0 {
-            println!("  {} raw records were written as PNG (lossless)", r.reencoded);
+            outln!("  {} raw records were written as PNG (lossless)", r.reencoded);
         }
         if r.skipped > 0 {
-            println!("  {} records without a class were not exported; listed in {}", r.skipped, opts.out.join("skipped.tsv").display());
+            outln!("  {} records without a class were not exported; listed in {}", r.skipped, opts.out.join("skipped.tsv").display());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -134,24 +134,24 @@ fn run_model(args: ModelExportArgs) -> Result<ExitCode> {
     let opts = ExportOptions { formats, python: args.python, python_timeout: std::time::Duration::from_secs(args.onnx_timeout), stop: stop.clone() };
     let r = match export::export_with(&model, &out, &opts) {
         Err(e) if stop.is_set() => {
-            eprintln!("facekit export: {}", super::error_text(&e));
+            errln!("facekit export: {}", super::error_text(&e));
             return Ok(ExitCode::from(stop.exit_code()));
         }
         r => r?,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         let (s, d) = (r.image_size, r.embedding_size);
-        println!("Exported {} ({} tensors) to {}", model.weights.display(), r.tensors, out.display());
+        outln!("Exported {} ({} tensors) to {}", model.weights.display(), r.tensors, out.display());
         if let Some(p) = &r.weights {
-            println!("  weights:      {}", p.display());
+            outln!("  weights:      {}", p.display());
         }
         if let Some(p) = &r.torchscript {
-            println!("  TorchScript:  {} (float NCHW {s}x{s} in [-1, 1] -> [N, {d}])", p.display());
+            outln!("  TorchScript:  {} (float NCHW {s}x{s} in [-1, 1] -> [N, {d}])", p.display());
         }
         if let Some(o) = &r.onnx {
-            println!(
+            outln!(
                 "  ONNX:         {} (opset {}, `{}` float [batch, 3, {s}, {s}] in [-1, 1] -> `{}` [batch, {d}]; {:.1} s)",
                 o.path.display(),
                 o.opset,
@@ -160,9 +160,9 @@ fn run_model(args: ModelExportArgs) -> Result<ExitCode> {
                 o.seconds
             );
         }
-        println!("  config:       {}", r.net_json.display());
+        outln!("  config:       {}", r.net_json.display());
         for p in &r.removed {
-            println!("  removed {} (an earlier export's, of a format not requested now)", p.display());
+            outln!("  removed {} (an earlier export's, of a format not requested now)", p.display());
         }
     }
     Ok(ExitCode::SUCCESS)

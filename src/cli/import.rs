@@ -69,18 +69,18 @@ pub fn run(args: ImportArgs) -> Result<ExitCode> {
     };
     match import_rec(&opts)? {
         ImportEnd::Done(report) => {
-            println!("{}", report.summary());
+            outln!("{}", report.summary());
             if report.counters.imported == 0 {
                 // A replacement that imported nothing replaced nothing: its report names where its
                 // rejects list stayed, beside the dataset it left alone.
                 let kept = if report.dataset != asked { "; the existing dataset was left as it was" } else { "" };
-                eprintln!("facekit import: no record was imported; see {}.rejects.tsv{kept}", report.dataset);
+                errln!("facekit import: no record was imported; see {}.rejects.tsv{kept}", report.dataset);
                 return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
         }
         ImportEnd::Interrupted { shards } => {
-            eprintln!(
+            errln!(
                 "facekit import: stopped by {} after {shards} complete shard(s); run the same command with --resume to continue",
                 stop.describe()
             );

@@ -131,18 +131,18 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
     };
     match facekit_pack::pack(&opts)? {
         PackEnd::Done(report) => {
-            println!("{}", report.summary());
+            outln!("{}", report.summary());
             if report.counters.packed == 0 {
                 // A replacement that packed nothing replaced nothing: its report names where its
                 // rejects list stayed, beside the dataset it left alone.
                 let kept = if report.dataset != asked { "; the existing dataset was left as it was" } else { "" };
-                eprintln!("facekit pack: nothing was packed; see {}.rejects.tsv{kept}", report.dataset);
+                errln!("facekit pack: nothing was packed; see {}.rejects.tsv{kept}", report.dataset);
                 return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
         }
         PackEnd::Interrupted { shards } => {
-            eprintln!(
+            errln!(
                 "facekit pack: stopped by {} after {shards} complete shard(s); run the same command with --resume to continue",
                 stop.describe()
             );

@@ -98,7 +98,7 @@ pub fn rank(env: DistEnv, args: TrainArgs, command_line: Vec<String>, stop: Stop
         Ok(world) => world,
         // Asked to stop before the run began: nothing to save, but a scheduler must see a stop.
         Err(e) if stop.is_set() => {
-            eprintln!("facekit train: {e:#}");
+            errln!("facekit train: {e:#}");
             return Ok(ExitCode::from(stop.exit_code()));
         }
         Err(e) => return Err(e),

@@ -55,7 +55,7 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
     let ok = shards.iter().all(ShardReport::is_ok) && datasets.iter().all(DatasetReport::is_ok);
     if args.json {
         let out = serde_json::json!({ "ok": ok, "datasets": datasets, "shards": shards });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_text(&datasets, &shards, ok);
     }
@@ -101,12 +101,12 @@ fn print_text(datasets: &[DatasetReport], shards: &[ShardReport], ok: bool) {
         if let Some(o) = p.offset {
             line.push_str(&format!(" (byte {o})"));
         }
-        println!("BAD {line}: {}", p.reason);
+        outln!("BAD {line}: {}", p.reason);
     }
     let records: u64 = all_shards.iter().map(|s| s.records).sum();
     let good: u64 = all_shards.iter().map(|s| s.good_records).sum();
     let bytes: u64 = all_shards.iter().map(|s| s.bytes).sum();
-    println!(
+    outln!(
         "{}: {} dataset(s), {} shard(s), {} bytes, {good}/{records} records intact, {} problem(s)",
         if ok { "OK" } else { "CORRUPT" },
         datasets.len(),

@@ -59,3 +59,23 @@ fn verify_shard_cli_reports_corruption_with_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/dataset"));
 }
+
+/// The exit status of `cmd` run by bash with `redirect` (closing stdout or stderr) appended.
+fn status_with(cmd: &std::process::Command, redirect: &str) -> String {
+    let line = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|a| format!("'{}'", a.to_string_lossy())).collect::<Vec<_>>().join(" ");
+    let out = std::process::Command::new("bash").args(["-c", &format!("{line} {redirect}; echo $?")]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_closed_stdout_or_stderr_never_turns_a_result_into_a_panic() {
+    let t = tempfile::tempdir().unwrap();
+    let paths = colin_powell(t.path());
+    let mut verify = crate::facekit();
+    verify.arg("verify-shard").arg(paths.dir().join("celeb"));
+    // Printing to a closed stdout used to panic after the check was done (exit 101).
+    assert_eq!(status_with(&verify, ">&-"), "0", "an intact dataset, stdout closed");
+    let mut missing = crate::facekit();
+    missing.arg("verify-shard").arg(t.path().join("nothing-here"));
+    assert_eq!(status_with(&missing, "2>&-"), "2", "an I/O error, stderr closed");
+}
