@@ -18,6 +18,7 @@ mod model_iresnet;
 mod model_resnet;
 mod optim_reference;
 mod optimisation_config;
+mod step_host_reads;
 mod schedule_dlib_reference;
 mod schedule_poly_reference;
 mod schedule_shapes;
