@@ -55,7 +55,7 @@ int facekit_fused_adamw_(at::Tensor* const* params, at::Tensor* const* grads, at
     at::_foreach_add_(s, 1);
     at::_fused_adamw_(list(params, n), list(grads, n), list(exp_avgs, n), list(exp_avg_sqs, n), {}, s, lr, beta1,
                       beta2, weight_decay, eps, false, false, std::nullopt, *found_inf);
-    at::_foreach_sub_(s, std::vector<at::Tensor>(n, *found_inf));
+    at::_foreach_sub_(s, std::vector<at::Tensor>(n, found_inf->reshape({})));
   });
 }
 

@@ -16,6 +16,7 @@ mod loss_multitask;
 mod model_init;
 mod model_iresnet;
 mod model_resnet;
+mod optim_fused;
 mod optim_reference;
 mod optimisation_config;
 mod step_host_reads;
