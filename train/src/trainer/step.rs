@@ -325,8 +325,9 @@ mod tests {
         dataset(t.path());
         let spy = Spy { others_nan: true, ..Spy::default() };
         let mut tr = Trainer::new(config(t.path()), vec![], Default::default(), Box::new(spy)).unwrap();
-        let mut epoch = tr.loader.epoch(0, 0);
-        let (first, second) = (epoch.next().unwrap().unwrap(), epoch.next().unwrap().unwrap());
+        // This rank's share of an epoch is one batch.
+        let first = tr.loader.epoch(0, 0).next().unwrap().unwrap();
+        let second = tr.loader.epoch(1, 0).next().unwrap().unwrap();
         let (before, state_before) = (weights(&tr), optimiser_state(&tr));
         tr.step(&[first]).unwrap();
         tr.step(&[second]).unwrap();
