@@ -136,6 +136,9 @@ pub struct Trainer {
     pub(super) pending: Pending,
     /// The counted door of every device-to-host read of the loop.
     pub(super) host_reads: HostReads,
+    /// Steps between read points: rank 0's `--log-every` (at least 1), the same on every rank
+    /// (`--log-every` may differ from rank to rank; each read is a collective).
+    pub(super) read_every: u64,
     pub(super) valid_skipped: u64,
     /// Forward passes in training mode (batch statistics, dropout); the tests turn it off to
     /// compare accumulated micro-batches with one large batch exactly.
@@ -168,6 +171,7 @@ impl Trainer {
         if let Some(reason) = self.nothing_left.take() {
             return self.end(End::NothingLeft(reason));
         }
+        self.read_every = self.rank0_log_every()?;
         while !self.at_step_limit() {
             let mut epoch = self.loader.epoch(self.state.epoch, self.state.batch_in_epoch);
             loop {
@@ -220,14 +224,22 @@ impl Trainer {
         self.host_reads.clone()
     }
 
-    /// Whether the values of the steps so far are read back now: every `--log-every` steps
-    /// (every step with 0), at the step limit, before validation and `--eval-bin` scoring
+    /// Rank 0's `--log-every` (at least 1) on every rank: the mean of it and the other ranks'
+    /// zeros, times the number of ranks (exact for any integer below 2^53).
+    fn rank0_log_every(&mut self) -> Result<u64> {
+        let own = if self.replicas.rank() == 0 { self.cfg.log_every as f64 } else { 0.0 };
+        let mean = self.replicas.mean(&[own])?;
+        Ok(((mean[0] * self.replicas.world_size() as f64).round() as u64).max(1))
+    }
+
+    /// Whether the values of the steps so far are read back now: every `--log-every` steps of
+    /// rank 0 (every step with 0), at the step limit, before validation and `--eval-bin` scoring
     /// (checkpoints read in [`Self::checkpoint`]). The same on every rank: each read is a
     /// collective.
     fn read_due(&self) -> bool {
         let step = self.state.step;
         let at = |every: u64| every > 0 && step % every == 0;
-        step % self.cfg.log_every.max(1) == 0
+        step % self.read_every == 0
             || self.at_step_limit()
             || (self.valid.is_some() && at(self.cfg.valid_every))
             || (!self.cfg.eval_bin.is_empty() && at(self.cfg.eval_every))

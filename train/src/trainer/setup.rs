@@ -194,6 +194,7 @@ impl Trainer {
             host_reads: HostReads::default(),
             pending: Pending::default(),
             last_losses: None,
+            read_every: 1,
             valid_skipped: 0,
             train_mode: true,
         })
