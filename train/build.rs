@@ -7,6 +7,7 @@ include!("build/torch_link.rs");
 fn main() {
     torch_link_args();
     amp_shim();
+    optim_shim();
     c10d_shim();
 }
 
@@ -39,6 +40,13 @@ fn torch_cpp() -> (cc::Build, std::path::PathBuf) {
 fn amp_shim() {
     println!("cargo:rerun-if-changed=src/trainer/amp_shim.cpp");
     torch_cpp().0.file("src/trainer/amp_shim.cpp").compile("facekit_amp");
+}
+
+/// Compiles `src/trainer/optim_shim.cpp` (libtorch's fused SGD/AdamW and foreach clipping, see
+/// src/trainer/optim.rs).
+fn optim_shim() {
+    println!("cargo:rerun-if-changed=src/trainer/optim_shim.cpp");
+    torch_cpp().0.file("src/trainer/optim_shim.cpp").compile("facekit_optim");
 }
 
 /// Compiles `src/dist/c10d_shim.cpp` (PyTorch's process groups and DDP Reducer, see src/dist/)

@@ -99,6 +99,14 @@ impl Replicas for Ddp {
         Ok(Vec::<f64>::try_from(t.to_device(Device::Cpu))?)
     }
 
+    fn mean_device(&mut self, t: &Tensor) -> Result<()> {
+        self.group.all_reduce(&[t], ReduceOp::Avg).context("averaging the losses across ranks")
+    }
+
+    fn any_device(&mut self, flag: &Tensor) -> Result<()> {
+        self.group.all_reduce(&[flag], ReduceOp::Max).context("agreeing on a skipped step across ranks")
+    }
+
     fn sync_buffers(&mut self, _vs: &VarStore) -> Result<()> {
         self.broadcast_buffers()
     }

@@ -5,6 +5,8 @@
 //! - [`run`]: the loop, whose body reads as its steps: next batch, [`step`], log, validate,
 //!   evaluate bins, checkpoint; [`meter`] keeps its counters, [`labels`] guards against missing labels;
 //! - [`step`]: forward, losses, backward, gradients combined across [`replicas`], optimiser;
+//! - [`pending`]: the step's losses, gradient norm and skip flag kept on the device until a read
+//!   point, where [`host_reads`] (the one counted door to the host) reads them all at once;
 //! - [`replicas`]: the seam for data-parallel training (one process: [`SingleProcess`]);
 //! - what a run keeps: [`config`] (`config.json`), [`state`] and [`checkpoint`] (with
 //!   [`shards`]: a sharded head stored whole), [`logs`], the
@@ -20,6 +22,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod eval_bins;
+pub mod host_reads;
 pub mod labels;
 pub mod layout;
 pub mod logs;
@@ -27,6 +30,7 @@ pub mod meter;
 pub mod metrics;
 pub mod numerics;
 pub mod optim;
+pub mod pending;
 pub mod replicas;
 pub mod run;
 pub mod run_dir;

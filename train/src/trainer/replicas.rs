@@ -5,9 +5,11 @@
 //! network is ready ([`Replicas::attach`]: rank 0's weights everywhere), around each forward and
 //! backward ([`Replicas::before_forward`], [`Replicas::before_backward`]: DDP's Reducer reduces
 //! gradient buckets while backward runs), after backward ([`Replicas::reduce_gradients`]), and
-//! before acting on any value or decision that ends or skips a step ([`Replicas::mean`] for the
-//! losses the schedule and the divergence check read, [`Replicas::agree_any`] for fp16 overflow
-//! and stop requests). A rank that decided alone would desynchronise the others. One process is
+//! before acting on any value or decision that ends or skips a step: [`Replicas::any_device`] for
+//! the device flag that skips a step with non-finite gradients, [`Replicas::mean_device`] for the
+//! losses read at a read point (both on device tensors: neither waits for the host), and
+//! [`Replicas::agree_any`]/[`Replicas::mean`] for host decisions (stop requests, corrupt records,
+//! validation). A rank that decided alone would desynchronise the others. One process is
 //! [`SingleProcess`], for which all of them are the identity; [`crate::dist::Ddp`] is PyTorch's
 //! DDP, and nothing else in the loop changes.
 
@@ -46,6 +48,14 @@ pub trait Replicas {
 
     /// The mean over the ranks of each of `values` (a NaN anywhere makes that mean NaN).
     fn mean(&mut self, values: &[f64]) -> Result<Vec<f64>>;
+
+    /// Makes the device tensor `t` the element-wise mean over the ranks, in place, without reading
+    /// it (a NaN anywhere makes that mean NaN): how the loop's pending losses are combined.
+    fn mean_device(&mut self, t: &Tensor) -> Result<()>;
+
+    /// Makes the device flag `flag` (0 or 1 elements) the maximum over the ranks, in place, without
+    /// reading it: a step that must be skipped on one rank is skipped on all.
+    fn any_device(&mut self, flag: &Tensor) -> Result<()>;
 
     /// Makes the variables of `vs` that are not trained (batch norm's running statistics) rank 0's,
     /// so that validation and checkpoints see one network.
@@ -93,6 +103,14 @@ impl Replicas for SingleProcess {
 
     fn mean(&mut self, values: &[f64]) -> Result<Vec<f64>> {
         Ok(values.to_vec())
+    }
+
+    fn mean_device(&mut self, _t: &Tensor) -> Result<()> {
+        Ok(())
+    }
+
+    fn any_device(&mut self, _flag: &Tensor) -> Result<()> {
+        Ok(())
     }
 
     fn sync_buffers(&mut self, _vs: &VarStore) -> Result<()> {

@@ -5,7 +5,9 @@ use super::checkpoint;
 use super::config::TrainConfig;
 use super::eval_bins::EvalBins;
 use super::labels::LabelGuard;
+use super::host_reads::HostReads;
 use super::logs::{RunLogs, StepLosses};
+use super::pending::{Pending, ReadStep};
 use super::meter::{duration_text, Meter};
 use super::numerics::Numerics;
 use super::optim::Optimizer;
@@ -126,9 +128,17 @@ pub struct Trainer {
     pub(super) last_checkpoint: Option<u64>,
     pub(super) seconds_before: f64,
     pub(super) final_loss: Option<f64>,
-    /// The network's gradient norm before clipping in the last step (with --clip-grad-norm),
-    /// left on the device until a log line reads it.
-    pub(super) grad_norm: Option<tch::Tensor>,
+    /// The network's gradient norm before clipping in the last step read (with --clip-grad-norm).
+    pub(super) grad_norm: Option<f64>,
+    /// The losses of the last step read.
+    pub(super) last_losses: Option<StepLosses>,
+    /// The steps whose values are still on the device.
+    pub(super) pending: Pending,
+    /// The counted door of every device-to-host read of the loop.
+    pub(super) host_reads: HostReads,
+    /// Steps between read points: rank 0's `--log-every` (at least 1), the same on every rank
+    /// (`--log-every` may differ from rank to rank; each read is a collective).
+    pub(super) read_every: u64,
     pub(super) valid_skipped: u64,
     /// Forward passes in training mode (batch statistics, dropout); the tests turn it off to
     /// compare accumulated micro-batches with one large batch exactly.
@@ -146,7 +156,7 @@ enum After {
 }
 
 /// Why a run ends.
-enum End {
+pub(super) enum End {
     Finished,
     Interrupted,
     Diverged { step: u64, cause: String },
@@ -161,6 +171,7 @@ impl Trainer {
         if let Some(reason) = self.nothing_left.take() {
             return self.end(End::NothingLeft(reason));
         }
+        self.read_every = self.rank0_log_every()?;
         while !self.at_step_limit() {
             let mut epoch = self.loader.epoch(self.state.epoch, self.state.batch_in_epoch);
             loop {
@@ -175,14 +186,15 @@ impl Trainer {
                     self.next_epoch();
                     break;
                 };
-                let Some(losses) = self.step(&micro)? else {
-                    let step = self.state.step + 1;
-                    return self.end(End::Diverged { step, cause: "the loss became NaN or infinite".into() });
-                };
+                self.step(&micro)?;
                 self.meter.step(micro.iter().map(|b| b.n).sum(), wait_s);
-                let decision = self.schedule.observe(losses.total);
-                self.log(&losses, decision.shrunk)?;
-                let at_end = decision.stop || self.at_step_limit();
+                if self.read_due() {
+                    if let Some(end) = self.read_back()? {
+                        return self.end(end);
+                    }
+                }
+                self.log()?;
+                let at_end = self.schedule.stopped() || self.at_step_limit();
                 for batch in &micro {
                     self.guard.observe(batch, at_end)?;
                 }
@@ -204,6 +216,82 @@ impl Trainer {
 
     fn at_step_limit(&self) -> bool {
         self.max_steps.is_some_and(|m| self.state.step >= m)
+    }
+
+    /// The counter of this run's device-to-host reads (shared: it keeps counting while the run
+    /// goes on), for tests that check when the loop waits for the device.
+    pub fn host_reads(&self) -> HostReads {
+        self.host_reads.clone()
+    }
+
+    /// Rank 0's `--log-every` (at least 1) on every rank: the mean of it and the other ranks'
+    /// zeros, times the number of ranks (exact for any integer below 2^53).
+    fn rank0_log_every(&mut self) -> Result<u64> {
+        let own = if self.replicas.rank() == 0 { self.cfg.log_every as f64 } else { 0.0 };
+        let mean = self.replicas.mean(&[own])?;
+        Ok(((mean[0] * self.replicas.world_size() as f64).round() as u64).max(1))
+    }
+
+    /// Whether the values of the steps so far are read back now: every `--log-every` steps of
+    /// rank 0 (every step with 0), at the step limit, before validation and `--eval-bin` scoring
+    /// (checkpoints read in [`Self::checkpoint`]). The same on every rank: each read is a
+    /// collective.
+    fn read_due(&self) -> bool {
+        let step = self.state.step;
+        let at = |every: u64| every > 0 && step % every == 0;
+        step % self.read_every == 0
+            || self.at_step_limit()
+            || (self.valid.is_some() && at(self.cfg.valid_every))
+            || (!self.cfg.eval_bin.is_empty() && at(self.cfg.eval_every))
+    }
+
+    /// Reads the pending steps back (one read, see [`Pending::read`]) and takes them in order:
+    /// `losses.tsv`, the schedule's loss, the fp16 scaler's state; the first step whose loss (or,
+    /// without loss scaling, gradients) was not finite ends the run as a divergence at that step
+    /// (its update, and any later one's that was not finite, was not applied).
+    pub(super) fn read_back(&mut self) -> Result<Option<End>> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let extra = self.scaler.as_ref().map(GradScaler::state_tensor);
+        let (steps, rest) = self.pending.read(self.replicas.as_mut(), &self.host_reads, self.state.step, extra.as_ref())?;
+        if self.scaler.is_some() {
+            self.state.scaler = Some(ScalerState::from_values(&rest));
+        }
+        for s in &steps {
+            if let Some(cause) = self.divergence(s) {
+                return Ok(Some(End::Diverged { step: s.step, cause }));
+            }
+            self.take(s)?;
+        }
+        Ok(None)
+    }
+
+    /// Why the step `s` ends the run, if it does: its loss is not finite, or its gradients were
+    /// not and no loss scaler owns that case (fp16 skips overflowing steps and goes on).
+    fn divergence(&self, s: &ReadStep) -> Option<String> {
+        if !s.losses.total.is_finite() {
+            Some("the loss became NaN or infinite".into())
+        } else if s.skipped && !self.numerics.needs_loss_scaling() {
+            Some("the gradients became NaN or infinite".into())
+        } else {
+            None
+        }
+    }
+
+    /// A step read back: logged in `losses.tsv`, its loss given to the schedule when it takes it.
+    fn take(&mut self, s: &ReadStep) -> Result<()> {
+        if let Some(logs) = self.logs.as_mut() {
+            logs.step(s.step, s.epoch, s.lr, &s.losses)?;
+        }
+        self.final_loss = Some(s.losses.total);
+        self.last_losses = Some(s.losses);
+        self.grad_norm = s.grad_norm;
+        if s.observe_loss && self.schedule.observe(s.losses.total).shrunk && self.logs.is_some() {
+            let lr = self.schedule.lr();
+            self.say(&format!("step {}: learning rate now {lr:.3e}", s.step));
+        }
+        Ok(())
     }
 
     /// The `--accumulate` micro-batches of the next step and how long they took to arrive; `None`
@@ -249,50 +337,45 @@ impl Trainer {
         }
     }
 
-    /// `losses.tsv` for every step; every `--log-every` steps a line on stderr and in
-    /// `train_log.jsonl` with the window's throughput and data wait, and where the run stands
-    /// (`step 40/200`, the estimated time left): the only progress a log file shows, since the
-    /// progress bar draws on terminals alone.
-    fn log(&mut self, l: &StepLosses, lr_shrunk: bool) -> Result<()> {
-        let (step, epoch, lr) = (self.state.step, self.state.epoch, self.state.lr);
+    /// Every `--log-every` steps (a read point: the step's values are on the host) a line on
+    /// stderr and in `train_log.jsonl` with the window's throughput and data wait, and where the
+    /// run stands (`step 40/200`, the estimated time left): the only progress a log file shows,
+    /// since the progress bar draws on terminals alone. `losses.tsv` is written as steps are read.
+    fn log(&mut self) -> Result<()> {
+        let (step, epoch) = (self.state.step, self.state.epoch);
         let Some(logs) = self.logs.as_mut() else { return Ok(()) };
-        logs.step(step, epoch, lr, l)?;
         self.bar.inc(1);
         let every = self.cfg.log_every;
-        if every > 0 && step % every == 0 {
-            let w = self.meter.take_window();
-            let (ips, wait_ms) = (w.images_per_second, w.data_wait_ms);
-            let mut event = serde_json::json!({
-                "step": step, "epoch": epoch, "lr": lr, "loss": l.total,
-                "fr_loss": l.fr, "gender_loss": l.gender, "age_loss": l.age,
-                "images_per_second": ips, "data_wait_ms": wait_ms,
-            });
-            // Every rank moves at the pace of the slowest: the run's throughput is this rank's
-            // times the number of ranks.
-            let ips = ips * self.replicas.world_size() as f64;
-            let of = self.max_steps.map(|m| format!("/{m}")).unwrap_or_default();
-            let mut line = format!("step {step}{of} epoch {epoch} loss {:.4} lr {lr:.3e} {ips:.1} images/s data wait {wait_ms:.1} ms/step", l.total);
-            if let Some(s) = self.scaler.as_ref().map(GradScaler::state) {
-                event["loss_scale"] = s.scale.into();
-                event["skipped_steps"] = s.skipped_steps.into();
-                line += &format!(" loss scale {} ({} steps skipped)", s.scale, s.skipped_steps);
-            }
-            if let Some(norm) = self.grad_norm.as_ref().map(|n| n.double_value(&[])) {
-                event["grad_norm"] = norm.into();
-                line += &format!(" grad norm {norm:.3}");
-            }
-            if let Some(eta) = self.max_steps.and_then(|m| self.meter.eta_s(m.saturating_sub(step))) {
-                event["eta_seconds"] = eta.into();
-                line += &format!(" ETA {}", duration_text(eta));
-            }
-            logs.event(&event)?;
-            self.bar.set_message(format!("loss {:.4}", l.total));
-            self.say(&line);
+        let Some(l) = self.last_losses.filter(|_| every > 0 && step % every == 0) else { return Ok(()) };
+        let lr = self.state.lr;
+        let w = self.meter.take_window();
+        let (ips, wait_ms) = (w.images_per_second, w.data_wait_ms);
+        let mut event = serde_json::json!({
+            "step": step, "epoch": epoch, "lr": lr, "loss": l.total,
+            "fr_loss": l.fr, "gender_loss": l.gender, "age_loss": l.age,
+            "images_per_second": ips, "data_wait_ms": wait_ms,
+        });
+        // Every rank moves at the pace of the slowest: the run's throughput is this rank's
+        // times the number of ranks.
+        let ips = ips * self.replicas.world_size() as f64;
+        let of = self.max_steps.map(|m| format!("/{m}")).unwrap_or_default();
+        let mut line = format!("step {step}{of} epoch {epoch} loss {:.4} lr {lr:.3e} {ips:.1} images/s data wait {wait_ms:.1} ms/step", l.total);
+        if let Some(s) = &self.state.scaler {
+            event["loss_scale"] = s.scale.into();
+            event["skipped_steps"] = s.skipped_steps.into();
+            line += &format!(" loss scale {} ({} steps skipped)", s.scale, s.skipped_steps);
         }
-        if lr_shrunk {
-            let lr = self.schedule.lr();
-            self.say(&format!("step {step}: learning rate now {lr:.3e}"));
+        if let Some(norm) = self.grad_norm {
+            event["grad_norm"] = norm.into();
+            line += &format!(" grad norm {norm:.3}");
         }
+        if let Some(eta) = self.max_steps.and_then(|m| self.meter.eta_s(m.saturating_sub(step))) {
+            event["eta_seconds"] = eta.into();
+            line += &format!(" ETA {}", duration_text(eta));
+        }
+        logs.event(&event)?;
+        self.bar.set_message(format!("loss {:.4}", l.total));
+        self.say(&line);
         Ok(())
     }
 
@@ -436,6 +519,11 @@ impl Trainer {
         let stop = self.replicas.agree_any(self.stopping || self.stop.is_set())?;
         let every = self.cfg.checkpoint_every;
         if at_end || stop || (every > 0 && self.state.step % every == 0) {
+            // A checkpoint is a read point: what it saves (the schedule's loss history, the
+            // scaler) is up to date, and a step that diverged since the last read is not saved.
+            if let Some(end) = self.read_back()? {
+                return Ok(After::End(end));
+            }
             self.save(LAST)?;
         }
         Ok(if stop {
@@ -466,15 +554,22 @@ impl Trainer {
         Ok(())
     }
 
+    /// Brings the state up to date for a checkpoint or the summary (the scaler's state is the
+    /// last read point's: every save follows one).
     fn snapshot(&mut self) -> Result<()> {
         self.state.train_seconds = self.seconds_before + self.meter.elapsed_s();
-        self.state.scaler = self.scaler.as_ref().map(GradScaler::state);
         self.state.schedule = serde_json::to_value(&self.schedule)?;
         Ok(())
     }
 
-    /// Flushes and draws the logs (and writes `last` for a finished run) and sums the run up.
+    /// Reads what is pending (a divergence found there is how the run ended, unless it had
+    /// already diverged), flushes and draws the logs (and writes `last` for a finished run) and
+    /// sums the run up.
     fn end(mut self, end: End) -> Result<Outcome> {
+        let end = match self.read_back()? {
+            Some(diverged) if !matches!(end, End::Diverged { .. }) => diverged,
+            _ => end,
+        };
         self.snapshot()?;
         if matches!(end, End::Finished) && self.last_checkpoint != Some(self.state.step) {
             self.save(LAST)?;

@@ -6,7 +6,6 @@
 //! `growth_interval` clean steps in a row S doubles, so S stays near the largest safe value.
 
 use super::amp;
-use super::clip;
 use super::optim::Optimizer;
 pub use super::state::ScalerState;
 use anyhow::Result;
@@ -31,7 +30,8 @@ impl Default for ScalerConfig {
     }
 }
 
-/// Loss scale and growth counter, kept on the training device so no step waits for the host.
+/// Loss scale, growth counter and skipped steps, kept on the training device so no step waits
+/// for the host.
 #[derive(Debug)]
 pub struct GradScaler {
     config: ScalerConfig,
@@ -39,9 +39,10 @@ pub struct GradScaler {
     scale: Tensor,
     /// [1] i32, as `_amp_update_scale_` wants.
     growth_tracker: Tensor,
-    /// [1] f32: 1 when the last unscaled gradients held an inf or NaN.
+    /// [1] f32: the flag of [`Self::step`] for [`Self::update`] (the trainer passes its own).
     found_inf: Tensor,
-    skipped_steps: u64,
+    /// [1] f64: steps skipped so far, counted on the device.
+    skipped_steps: Tensor,
 }
 
 impl GradScaler {
@@ -58,17 +59,20 @@ impl GradScaler {
             scale: Tensor::from_slice(&[state.scale as f32]).to_device(device),
             growth_tracker: Tensor::from_slice(&[state.growth_tracker as i32]).to_device(device),
             found_inf: Tensor::zeros([1], (Kind::Float, device)),
-            skipped_steps: state.skipped_steps,
+            skipped_steps: Tensor::from_slice(&[state.skipped_steps as f64]).to_device(device),
         }
     }
 
-    /// The state to checkpoint (reads two numbers from the device).
+    /// Scale, growth tracker and skipped steps as one [3] f64 device tensor, for one read
+    /// ([`ScalerState::from_values`] turns the values back into the state).
+    pub fn state_tensor(&self) -> Tensor {
+        Tensor::cat(&[self.scale.to_kind(Kind::Double), self.growth_tracker.to_kind(Kind::Double), self.skipped_steps.shallow_clone()], 0)
+    }
+
+    /// The state to checkpoint, read from the device here: for tests and tools (the trainer reads
+    /// [`Self::state_tensor`] through its counted door).
     pub fn state(&self) -> ScalerState {
-        ScalerState {
-            scale: self.scale.double_value(&[0]),
-            growth_tracker: self.growth_tracker.int64_value(&[0]),
-            skipped_steps: self.skipped_steps,
-        }
+        ScalerState::from_values(&Vec::<f64>::try_from(self.state_tensor().to_device(Device::Cpu)).unwrap_or_default())
     }
 
     /// The current scale (reads it from the device).
@@ -76,67 +80,44 @@ impl GradScaler {
         self.scale.double_value(&[0])
     }
 
-    /// Steps skipped so far because of inf/NaN gradients.
-    pub fn skipped_steps(&self) -> u64 {
-        self.skipped_steps
-    }
-
     /// `loss · scale`, the scalar to backpropagate instead of `loss`.
     pub fn scale(&self, loss: &Tensor) -> Tensor {
         loss * self.scale.squeeze()
     }
 
-    /// Divides the gradients of `opt`'s parameters by the scale and, if none holds an inf or NaN,
-    /// applies the optimiser's step with `lr`; returns whether the step was applied. Call
-    /// [`Self::update`] after it.
-    pub fn step(&mut self, opt: &mut dyn Optimizer, lr: f64) -> Result<bool> {
-        Ok(self.step_clipped(opt, lr, None, &mut |overflow| Ok(overflow))?.0)
-    }
-
-    /// As [`Self::step`], clipping the unscaled gradients of the network (not the ArcFace centres)
-    /// to the norm `clip` in between, as arcface_torch's `amp.unscale_`, `clip_grad_norm_`,
-    /// `amp.step`; also returns the norm before clipping (a device scalar) when clipping.
-    /// `agree` turns this process's "gradients overflowed" into every rank's (see
-    /// [`super::replicas::Replicas::agree_any`]), so that all skip the same steps.
-    pub fn step_clipped(
-        &mut self,
-        opt: &mut dyn Optimizer,
-        lr: f64,
-        clip: Option<f64>,
-        agree: &mut dyn FnMut(bool) -> Result<bool>,
-    ) -> Result<(bool, Option<Tensor>)> {
-        let _ = self.found_inf.zero_();
+    /// Divides `grads` by the scale in place and sets `found_inf` (a [1] f32 on their device) to 1
+    /// when any of them holds an inf or NaN (it is never reset here: flags set before stay).
+    pub fn unscale_(&self, grads: &mut [Tensor], found_inf: &mut Tensor) -> Result<()> {
         // In double then back, as PyTorch, though for powers of two the reciprocal is exact.
         let inv_scale = self.scale.to_kind(Kind::Double).reciprocal().to_kind(Kind::Float);
-        let mut grads = opt.grads();
-        amp::unscale_(&mut grads, &mut self.found_inf, &inv_scale)?;
-        // Clipping an inf/NaN gradient makes the others NaN, harmless: that step is skipped.
-        let norm = clip.and_then(|max| clip::clip_network_grads(opt, max));
-        // Deciding whether to skip needs the flag on the host, as PyTorch's scaler.step does.
-        let overflow = agree(self.found_inf.double_value(&[0]) != 0.0)?;
-        if overflow {
-            // The shared flag, so that update() backs off on every rank alike.
-            let _ = self.found_inf.fill_(1.0);
-        }
-        let finite = !overflow;
-        if finite {
-            opt.step(lr);
-        } else {
-            self.skipped_steps += 1;
-        }
-        Ok((finite, norm))
+        amp::unscale_(grads, found_inf, &inv_scale)
     }
 
-    /// Halves the scale after a step with inf/NaN gradients, doubles it after
-    /// `growth_interval` clean steps in a row (libtorch's `_amp_update_scale_`).
+    /// Unscales the gradients of `opt`'s parameters and applies the optimiser's step with `lr`
+    /// unless one holds an inf or NaN; returns whether it was applied (reading the flag from the
+    /// device: for tests and tools, the trainer never reads it per step). Call [`Self::update`]
+    /// after it.
+    pub fn step(&mut self, opt: &mut dyn Optimizer, lr: f64) -> Result<bool> {
+        let mut found_inf = Tensor::zeros([1], (Kind::Float, self.scale.device()));
+        self.unscale_(&mut opt.grads(), &mut found_inf)?;
+        opt.step_unless(lr, &found_inf)?;
+        let applied = found_inf.double_value(&[0]) == 0.0;
+        self.found_inf = found_inf;
+        Ok(applied)
+    }
+
+    /// [`Self::update_with`] the flag of the last [`Self::step`].
     pub fn update(&mut self) {
+        let found_inf = self.found_inf.shallow_clone();
+        self.update_with(&found_inf);
+    }
+
+    /// After a step whose skip flag was `found_inf` (agreed by every rank): counts it as skipped
+    /// when set, halves the scale then, doubles it after `growth_interval` clean steps in a row
+    /// (libtorch's `_amp_update_scale_`), all on the device.
+    pub fn update_with(&mut self, found_inf: &Tensor) {
         let c = self.config;
-        let _ = self.scale.internal_amp_update_scale_(
-            &self.growth_tracker,
-            &self.found_inf,
-            c.growth_factor,
-            c.backoff_factor,
-            c.growth_interval,
-        );
+        let _ = self.skipped_steps.g_add_(&found_inf.to_kind(Kind::Double));
+        let _ = self.scale.internal_amp_update_scale_(&self.growth_tracker, found_inf, c.growth_factor, c.backoff_factor, c.growth_interval);
     }
 }

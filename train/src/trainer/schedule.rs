@@ -364,6 +364,17 @@ impl Schedule {
         Decision { lr: self.lr(), shrunk: false, stop: false }
     }
 
+    /// Whether [`Self::observe`]'s next call needs the loss (dlib's plateau rule, also after a
+    /// warm-up): the loop then passes it when it reads the losses back, in step order; the
+    /// others move on at each step without it.
+    pub fn needs_loss(&self) -> bool {
+        match self {
+            Schedule::Plateau(_) => true,
+            Schedule::Warmup(w) => w.step >= w.steps && w.inner.needs_loss(),
+            _ => false,
+        }
+    }
+
     /// Whether this schedule has ended the run: a plateau schedule whose rate fell below its
     /// minimum (the others end with the step limit).
     pub fn stopped(&self) -> bool {

@@ -17,9 +17,11 @@ use super::optim::{Optimizer, Sgd};
 use super::replicas::Replicas;
 use super::run::Trainer;
 use super::run_dir::{RunDir, LAST};
+use super::host_reads::HostReads;
+use super::pending::Pending;
 use super::scaler::{GradScaler, ScalerConfig};
 use super::schedule::{Cosine, DlibPlateau, Poly, Schedule, StepSchedule};
-use super::state::TrainState;
+use super::state::{ScalerState, TrainState};
 use crate::loss::FaceLoss;
 use crate::model::init::Pretrained;
 use crate::model::{FaceNet, NetConfig, Task, TaskWeights};
@@ -128,6 +130,9 @@ impl Trainer {
             Some(saved) => GradScaler::from_state(ScalerConfig::default(), saved, device),
             None => GradScaler::new(ScalerConfig::default(), device),
         });
+        // What the loop knows of the scaler until its first read point reads it back.
+        let mut state = state;
+        state.scaler = scaler.as_ref().map(|_| state.scaler.clone().unwrap_or_else(|| ScalerState::from_values(&[ScalerConfig::default().init_scale])));
         let schedule = plan_schedule(&cfg, &length, resume_from.as_deref(), &state)?;
         let nothing_left = resume_from.as_ref().and_then(|_| nothing_left(&cfg, &length, state.step, &schedule, run.root()));
         if rank0 && nothing_left.is_none() {
@@ -186,6 +191,10 @@ impl Trainer {
             batches_per_epoch: length.batches_per_epoch,
             final_loss: None,
             grad_norm: None,
+            host_reads: HostReads::default(),
+            pending: Pending::default(),
+            last_losses: None,
+            read_every: 1,
             valid_skipped: 0,
             train_mode: true,
         })

@@ -46,6 +46,15 @@ pub struct ScalerState {
     pub skipped_steps: u64,
 }
 
+impl ScalerState {
+    /// The state from [`super::scaler::GradScaler::state_tensor`]'s values (scale, growth tracker,
+    /// skipped steps); zeros where values are missing.
+    pub fn from_values(v: &[f64]) -> Self {
+        let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+        ScalerState { scale: at(0), growth_tracker: at(1) as i64, skipped_steps: at(2) as u64 }
+    }
+}
+
 /// The best validation result so far and where it was reached.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BestMetric {

@@ -2,81 +2,137 @@
 //! the optimiser (through the fp16 loss scaler when there is one). This is where a distributed
 //! layer meets the loop ([`super::replicas`]).
 
-use super::logs::StepLosses;
+use super::amp;
+use super::clip::clip_network_grads;
+use super::pending::PendingStep;
 use super::run::Trainer;
 use crate::loss::BatchLabels;
 use anyhow::{Context, Result};
 use facekit_data::Batch;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
+
+/// A step's mean losses on the device, in f64 (tasks: fr, gender, age; `None` where untrained).
+struct DeviceLosses {
+    total: Tensor,
+    tasks: [Option<Tensor>; 3],
+}
+
+impl DeviceLosses {
+    /// `self + w · other`, task by task, as the host sum of the losses was computed before.
+    fn plus(self, other: &DeviceLosses, w: f64) -> DeviceLosses {
+        let add = |a: &Option<Tensor>, b: &Option<Tensor>| match (a, b) {
+            (None, None) => None,
+            (Some(a), None) => Some(a.shallow_clone()),
+            (None, Some(b)) => Some(b * w),
+            (Some(a), Some(b)) => Some(a + b * w),
+        };
+        let tasks = [add(&self.tasks[0], &other.tasks[0]), add(&self.tasks[1], &other.tasks[1]), add(&self.tasks[2], &other.tasks[2])];
+        DeviceLosses { total: &self.total + &other.total * w, tasks }
+    }
+}
 
 impl Trainer {
     /// Trains one step on the micro-batches `micro` (`--accumulate` of them; their gradients sum
-    /// to those of one batch of all their images); `None` when the loss is not finite on some
-    /// replica (nothing is applied then, and the run stops).
-    pub(super) fn step(&mut self, micro: &[Batch]) -> Result<Option<StepLosses>> {
+    /// to those of one batch of all their images). Nothing is read back: the losses, gradient norm
+    /// and skip flag wait on the device ([`super::pending`]) for the next read point, and a step
+    /// whose loss or gradients are not finite on some rank applies nothing, on the device.
+    pub(super) fn step(&mut self, micro: &[Batch]) -> Result<()> {
         // Reseeding from the step makes dropout's random stream a function of the step alone,
         // so a resumed run draws exactly what the uninterrupted one drew.
         tch::manual_seed((self.cfg.seed as i64).wrapping_mul(1_000_003).wrapping_add(self.state.step as i64));
         let lr = self.schedule.lr();
         self.opt.zero_grad();
-        let mut mean = StepLosses { total: 0.0, fr: None, gender: None, age: None };
+        let w = 1.0 / micro.len() as f64;
+        let mut mean: Option<DeviceLosses> = None;
         for (i, batch) in micro.iter().enumerate() {
             if let Some(p) = &self.loss.partial {
-            // Partial FC's negatives are drawn per micro-batch, from its number alone.
-            p.set_step(self.state.step * self.cfg.accumulate + i as u64);
+                // Partial FC's negatives are drawn per micro-batch, from its number alone.
+                p.set_step(self.state.step * self.cfg.accumulate + i as u64);
+            }
+            let l = self.forward_backward(batch, i + 1 == micro.len(), micro.len())?;
+            mean = Some(match mean {
+                None => DeviceLosses { total: l.total.zeros_like(), tasks: [None, None, None] }.plus(&l, w),
+                Some(m) => m.plus(&l, w),
+            });
         }
-        let Some(l) = self.forward_backward(batch, i + 1 == micro.len(), micro.len())? else { return Ok(None) };
-            mean = mean.plus(&l, 1.0 / micro.len() as f64);
-        }
+        let mean = mean.context("a step needs at least one micro-batch")?;
         self.replicas.reduce_gradients(&self.vs)?;
-        let clip = self.cfg.clip_grad_norm;
-        match self.scaler.as_mut() {
-            Some(scaler) => {
-                // A step whose gradients overflowed is skipped but still counts as a step: its
-                // loss is logged and the schedule sees it, as with PyTorch's GradScaler. Ranks
-                // skip together: a sharded head's gradients differ from rank to rank.
-                let replicas = &mut self.replicas;
-                let mut agree = |overflow: bool| replicas.agree_any(overflow);
-                self.grad_norm = scaler.step_clipped(self.opt.as_mut(), lr, clip, &mut agree)?.1;
-                scaler.update();
-            }
-            None => {
-                self.grad_norm = clip.and_then(|max| super::clip::clip_network_grads(self.opt.as_ref(), max));
-                self.opt.step(lr);
-            }
+        let found_inf = self.skip_flag(&mean.total)?;
+        let norm = match self.cfg.clip_grad_norm {
+            Some(max) => clip_network_grads(self.opt.as_ref(), max)?,
+            None => None,
+        };
+        self.opt.step_unless(lr, &found_inf)?;
+        if let Some(scaler) = self.scaler.as_mut() {
+            // A skipped step still counts as a step: its loss is logged and the schedule sees it,
+            // as with PyTorch's GradScaler.
+            scaler.update_with(&found_inf);
         }
         self.state.step += 1;
         self.state.batch_in_epoch += micro.len() as u64;
         // Every rank's share of the global batch, which is the same size on every rank.
         self.state.images_seen += micro.iter().map(|b| b.n as u64).sum::<u64>() * self.replicas.world_size() as u64;
         self.state.lr = lr;
-        self.final_loss = Some(mean.total);
-        Ok(Some(mean))
+        self.queue(mean, norm, &found_inf);
+        Ok(())
+    }
+
+    /// The step's skip flag ([1] f32 on the device): 1 when its loss or any gradient is inf or
+    /// NaN on any rank (fp16's gradients unscaled on the way). One mechanism for every precision:
+    /// the optimiser applies nothing when it is set, and nothing waits for the host.
+    fn skip_flag(&mut self, loss: &Tensor) -> Result<Tensor> {
+        let mut found_inf = loss.isfinite().logical_not().to_kind(Kind::Float).reshape([1]);
+        let mut grads = self.opt.grads();
+        match self.scaler.as_ref() {
+            Some(scaler) => scaler.unscale_(&mut grads, &mut found_inf)?,
+            // Multiplying by 1 is exact: only the check is wanted.
+            None => {
+                let one = Tensor::ones([1], (Kind::Float, found_inf.device()));
+                amp::unscale_(&mut grads, &mut found_inf, &one)?
+            }
+        }
+        // Ranks skip together: a sharded head's gradients differ from rank to rank.
+        self.replicas.any_device(&found_inf)?;
+        Ok(found_inf)
+    }
+
+    /// Keeps the step's values on the device for the next read; a schedule that does not need
+    /// the loss moves on now, one that does (dlib's plateau rule) gets it when it is read.
+    fn queue(&mut self, mean: DeviceLosses, norm: Option<Tensor>, found_inf: &Tensor) {
+        let observe_loss = self.schedule.needs_loss();
+        if !observe_loss {
+            self.schedule.observe(f64::NAN);
+        }
+        let tasks = [mean.tasks[0].is_some(), mean.tasks[1].is_some(), mean.tasks[2].is_some()];
+        self.pending.push(PendingStep {
+            step: self.state.step,
+            epoch: self.state.epoch,
+            lr: self.state.lr,
+            tasks,
+            has_norm: norm.is_some(),
+            observe_loss,
+            row: PendingStep::row(&mean.total, &mean.tasks, norm.as_ref(), found_inf),
+        });
     }
 
     /// Forward and backward of one micro-batch of `count`, its gradients added to those of the
-    /// step's earlier ones (`sync`: the last, whose backward combines the ranks' gradients); the
-    /// losses as the mean over the ranks, `None` when that is not finite (backward is not run).
-    fn forward_backward(&mut self, batch: &Batch, sync: bool, count: usize) -> Result<Option<StepLosses>> {
+    /// step's earlier ones (`sync`: the last, whose backward combines the ranks' gradients); its
+    /// losses as device scalars (f64), not read.
+    fn forward_backward(&mut self, batch: &Batch, sync: bool, count: usize) -> Result<DeviceLosses> {
         self.replicas.before_forward(sync)?;
         let xs = self.numerics.input(batch);
         let labels = labels_to_device(batch, self.numerics.device);
         let out = self.numerics.forward(&self.net, &xs, self.train_mode)?;
         let losses = self.loss.try_losses(&out, &labels)?;
-        let value = |t: &Option<Tensor>| t.as_ref().map(|t| t.double_value(&[]));
-        let mut local = StepLosses { total: losses.total.double_value(&[]), fr: value(&losses.fr), gender: value(&losses.gender), age: value(&losses.age) };
+        let mut total = losses.total;
         if self.inject_nan == Some(self.state.step + 1) {
-            local.total = f64::NAN;
+            // As a real divergence: the loss and every gradient of this step become NaN.
+            total = total * f64::NAN;
         }
-        // One collective for the four numbers: the logged loss is the whole global batch's, and a
-        // NaN on any rank is a NaN in the mean, so every rank stops together.
-        let m = self.replicas.mean(&[local.total, local.fr.unwrap_or(0.0), local.gender.unwrap_or(0.0), local.age.unwrap_or(0.0)])?;
-        if !m[0].is_finite() {
-            return Ok(None);
-        }
-        let mean = StepLosses { total: m[0], fr: local.fr.map(|_| m[1]), gender: local.gender.map(|_| m[2]), age: local.age.map(|_| m[3]) };
+        let value = |t: &Option<Tensor>| t.as_ref().map(|t| t.detach().to_kind(Kind::Double));
+        let local = DeviceLosses { total: total.detach().to_kind(Kind::Double), tasks: [value(&losses.fr), value(&losses.gender), value(&losses.age)] };
         // The mean of the micro-batches' mean losses is the mean loss of all their images.
-        let objective = if count > 1 { &losses.total / count as f64 } else { losses.total.shallow_clone() };
+        let objective = if count > 1 { &total / count as f64 } else { total };
         self.replicas.before_backward(&[&objective], sync)?;
         let objective = match self.scaler.as_ref() {
             Some(scaler) => scaler.scale(&objective),
@@ -84,7 +140,7 @@ impl Trainer {
         };
         // Errors raised while backward runs (a rank's gradient all-reduce failing) come out here.
         objective.f_backward().context("backward pass")?;
-        Ok(Some(mean))
+        Ok(local)
     }
 }
 
@@ -193,11 +249,22 @@ mod tests {
         }
         fn mean(&mut self, values: &[f64]) -> anyhow::Result<Vec<f64>> {
             self.record("mean".into());
-            let mut v = values.to_vec();
+            Ok(values.to_vec())
+        }
+        fn mean_device(&mut self, t: &tch::Tensor) -> anyhow::Result<()> {
+            self.record("mean on the device".into());
             if self.others_nan {
-                v[0] = f64::NAN;
+                // Every step's total loss (column 0) is NaN in the mean.
+                let _ = t.select(1, 0).fill_(f64::NAN);
             }
-            Ok(v)
+            Ok(())
+        }
+        fn any_device(&mut self, flag: &tch::Tensor) -> anyhow::Result<()> {
+            self.record("any on the device".into());
+            if self.others_nan {
+                let _ = flag.shallow_clone().fill_(1.0);
+            }
+            Ok(())
         }
         fn sync_buffers(&mut self, _vs: &VarStore) -> anyhow::Result<()> {
             self.record("buffers".into());
@@ -218,8 +285,13 @@ mod tests {
         t.vs.trainable_variables().iter().map(|t| t.abs().sum(tch::Kind::Double).double_value(&[])).collect()
     }
 
+    /// The optimiser's state (momentum buffers, Adam moments) as sums of absolute values.
+    fn optimiser_state(t: &Trainer) -> Vec<f64> {
+        t.opt.state().iter().map(|(_, t)| t.abs().sum(tch::Kind::Double).double_value(&[])).collect()
+    }
+
     #[test]
-    fn a_step_reduces_gradients_after_backward_applies_them_and_moves_on() {
+    fn a_step_reduces_gradients_after_backward_agrees_its_skip_flag_and_reads_nothing() {
         let _turn = facekit_testkit::rng_turn();
         let t = tempfile::tempdir().unwrap();
         dataset(t.path());
@@ -229,31 +301,45 @@ mod tests {
         let batch = tr.loader.epoch(0, 0).next().unwrap().unwrap();
         let before = weights(&tr);
         calls.lock().unwrap().clear();
-        let losses = tr.step(&[batch]).unwrap().expect("a finite loss");
-        assert!(losses.total.is_finite() && losses.fr.is_some());
+        tr.step(&[batch]).unwrap();
         assert_ne!(weights(&tr), before, "the optimiser changed the weights");
         // Images seen count both ranks' shares of the global batch.
         assert_eq!((tr.state.step, tr.state.batch_in_epoch, tr.state.images_seen), (1, 1, 8));
-        let calls = calls.lock().unwrap().clone();
-        assert_eq!(calls[..3], ["forward true", "mean", "backward true"], "the loss is agreed before backward: {calls:?}");
-        let reduced: usize = calls[3].strip_prefix("reduce ").unwrap().parse().unwrap();
-        assert!(reduced > 0, "gradients exist when they are reduced: {calls:?}");
+        let calls_now = calls.lock().unwrap().clone();
+        assert_eq!(calls_now[..2], ["forward true", "backward true"], "{calls_now:?}");
+        let reduced: usize = calls_now[2].strip_prefix("reduce ").unwrap().parse().unwrap();
+        assert!(reduced > 0, "gradients exist when they are reduced: {calls_now:?}");
+        assert_eq!(calls_now[3..], ["any on the device"], "the skip flag is agreed after the reduction, the losses not yet: {calls_now:?}");
+        assert_eq!(tr.host_reads.total(), 0, "the step read nothing back");
+        assert!(tr.read_back().unwrap().is_none());
+        assert_eq!(calls.lock().unwrap().last().unwrap(), "mean on the device");
+        let l = tr.last_losses.expect("the read step's losses");
+        assert!(l.total.is_finite() && l.fr.is_some());
+        assert_eq!(tr.host_reads.by_step(), std::collections::BTreeMap::from([(1, 1)]), "one read at step 1");
     }
 
     #[test]
-    fn a_replica_that_diverged_stops_every_rank_before_the_step_is_applied() {
+    fn a_replica_that_diverged_skips_the_update_on_every_rank_and_the_read_names_its_step() {
         let _turn = facekit_testkit::rng_turn();
         let t = tempfile::tempdir().unwrap();
         dataset(t.path());
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let spy = Spy { calls: calls.clone(), others_nan: true, ..Spy::default() };
+        let spy = Spy { others_nan: true, ..Spy::default() };
         let mut tr = Trainer::new(config(t.path()), vec![], Default::default(), Box::new(spy)).unwrap();
-        let batch = tr.loader.epoch(0, 0).next().unwrap().unwrap();
-        let before = weights(&tr);
-        assert!(tr.step(&[batch]).unwrap().is_none(), "another rank's NaN is this rank's too");
-        assert_eq!(weights(&tr), before);
-        assert_eq!(tr.state.step, 0);
-        assert!(!calls.lock().unwrap().iter().any(|c| c.starts_with("reduce") || c.starts_with("backward")));
+        // This rank's share of an epoch is one batch.
+        let first = tr.loader.epoch(0, 0).next().unwrap().unwrap();
+        let second = tr.loader.epoch(1, 0).next().unwrap().unwrap();
+        let (before, state_before) = (weights(&tr), optimiser_state(&tr));
+        tr.step(&[first]).unwrap();
+        tr.step(&[second]).unwrap();
+        assert_eq!(weights(&tr), before, "another rank's NaN skipped both updates here");
+        assert!(optimiser_state(&tr).iter().chain(&state_before).all(|s| *s == 0.0), "the optimiser's state did not move");
+        match tr.read_back().unwrap() {
+            Some(super::super::run::End::Diverged { step, cause }) => {
+                assert_eq!(step, 1, "the first step that diverged, not the read's");
+                assert!(cause.contains("NaN"), "{cause}");
+            }
+            _ => panic!("the read must end the run as a divergence"),
+        }
     }
 
     #[test]
@@ -283,7 +369,8 @@ mod tests {
             let mut epoch = tr.loader.epoch(s as u64, 0);
             let (micro, _) = tr.next_micro_batches(&mut epoch).unwrap().expect("a step's batches");
             assert_eq!(micro.len(), accumulate as usize);
-            tr.step(&micro).unwrap().expect("a finite loss");
+            tr.step(&micro).unwrap();
+            assert!(tr.read_back().unwrap().is_none(), "a finite loss");
             tr.state.batch_in_epoch = 0;
         }
         tr.vs.trainable_variables().iter().flat_map(|t| Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap()).collect()

@@ -61,7 +61,7 @@ fn ddp_averages_gradients_and_keeps_ranks_equal_to_one_rank_on_the_whole_batch()
         ref_opt.zero_grad();
         loss(&ref_net, &Tensor::cat(&[x0, x1], 0), &Tensor::cat(&[y0, y1], 0)).backward();
         ref_grads.push(flat(&ref_vs, true));
-        ref_opt.step(0.1);
+        ref_opt.step(0.1).unwrap();
     }
     let reference = flat(&ref_vs, false);
 
@@ -83,7 +83,7 @@ fn ddp_averages_gradients_and_keeps_ranks_equal_to_one_rank_on_the_whole_batch()
             l.f_backward().unwrap();
             ddp.reduce_gradients(&vs).unwrap();
             grads.push(flat(&vs, true));
-            opt.step(0.1);
+            opt.step(0.1).unwrap();
         }
         (start, grads, flat(&vs, false))
     });

@@ -1,6 +1,6 @@
 //! The optimisers and gradient clipping against PyTorch itself (the venv's torch): the same
 //! parameters and gradients go through `torch.optim.AdamW`, `torch.optim.SGD` and
-//! `torch.nn.utils.clip_grad_norm_` in Python and through facekit's code here, and the results
+//! `torch.nn.utils.clip_grad_norm_` (the multi-tensor `foreach=True` paths) in Python and through facekit's code here, and the results
 //! must agree. Also: clipping under fp16 loss scaling sees unscaled gradients, and AdamW's saved
 //! state resumes exactly.
 
@@ -108,7 +108,7 @@ fn compare_with_torch(opt: &mut dyn Optimizer, params: &[Tensor], frozen: &Tenso
     let mut worst = 0f64;
     for (k, gs) in grads.iter().enumerate() {
         set_grads(opt, params, gs);
-        opt.step(LRS[k]);
+        opt.step(LRS[k]).unwrap();
         for ((n, _), p) in PARAMS.iter().zip(params) {
             let want = &reference[&format!("after.{k}.{n}")];
             let diff = (p.detach() - want).abs().max().double_value(&[]);
@@ -122,14 +122,14 @@ fn compare_with_torch(opt: &mut dyn Optimizer, params: &[Tensor], frozen: &Tenso
 }
 
 #[test]
-fn adamw_matches_torch_optim_adamw_with_weight_decay_and_a_late_parameter() {
+fn adamw_matches_torch_optim_adamw_foreach_with_weight_decay_and_a_late_parameter() {
     let _turn = facekit_testkit::rng_turn();
     let (init, grads) = fixture();
     let dir = tempfile::tempdir().unwrap();
     let reference = python(
         dir.path(),
         &reference_inputs(&init, &grads),
-        &optimiser_script("torch.optim.AdamW(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)"),
+        &optimiser_script("torch.optim.AdamW(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, foreach=True)"),
     );
     let (vs, params, frozen) = store(&init);
     let mut opt = AdamW::new(&vs, (0.8, 0.99), 1e-6, 0.1);
@@ -140,14 +140,14 @@ fn adamw_matches_torch_optim_adamw_with_weight_decay_and_a_late_parameter() {
 }
 
 #[test]
-fn sgd_still_matches_torch_optim_sgd() {
+fn sgd_matches_torch_optim_sgd_foreach() {
     let _turn = facekit_testkit::rng_turn();
     let (init, grads) = fixture();
     let dir = tempfile::tempdir().unwrap();
     let reference = python(
         dir.path(),
         &reference_inputs(&init, &grads),
-        &optimiser_script("torch.optim.SGD(ps, lr=0.01, momentum=0.9, weight_decay=5e-4)"),
+        &optimiser_script("torch.optim.SGD(ps, lr=0.01, momentum=0.9, weight_decay=5e-4, foreach=True)"),
     );
     let (vs, params, frozen) = store(&init);
     let mut opt = Sgd::new(&vs, 0.9, 5e-4);
@@ -163,7 +163,7 @@ fn adamw_resumes_exactly_from_its_saved_state() {
     let mut a = AdamW::new(&vs_a, (0.9, 0.999), 1e-8, 0.05);
     for (k, gs) in grads.iter().enumerate().take(3) {
         set_grads(&mut a, &params_a, gs);
-        a.step(LRS[k]);
+        a.step(LRS[k]).unwrap();
     }
     let file = dir.path().join("optimizer.safetensors");
     a.save(&file).unwrap();
@@ -174,9 +174,9 @@ fn adamw_resumes_exactly_from_its_saved_state() {
     assert_eq!(b.step_counts(), a.step_counts());
     for (k, gs) in grads.iter().enumerate().skip(3) {
         set_grads(&mut a, &params_a, gs);
-        a.step(LRS[k]);
+        a.step(LRS[k]).unwrap();
         set_grads(&mut b, &params_b, gs);
-        b.step(LRS[k]);
+        b.step(LRS[k]).unwrap();
     }
     for ((n, _), (x, y)) in PARAMS.iter().zip(params_a.iter().zip(&params_b)) {
         assert!(x.equal(y), "parameter {n} after resuming differs from the uninterrupted run");
@@ -185,7 +185,7 @@ fn adamw_resumes_exactly_from_its_saved_state() {
     let sgd_file = dir.path().join("sgd.safetensors");
     let mut sgd = Sgd::new(&vs_a, 0.9, 0.0);
     set_grads(&mut sgd, &params_a, &grads[1]);
-    sgd.step(0.01);
+    sgd.step(0.01).unwrap();
     sgd.save(&sgd_file).unwrap();
     let err = b.load(&sgd_file).unwrap_err().to_string();
     assert!(err.contains("is not AdamW state") && err.contains("SGD"), "{err}");
@@ -234,7 +234,7 @@ fn clipping_matches_torch_clip_grad_norm_above_and_below_the_maximum_and_spares_
     for (tag, max) in [("low", 1.0), ("high", 1e4)] {
         let (vs, opt, _) = clip_setup(1.0);
         let centres = grad_of(&vs, "arcface.weight");
-        let norm = clip_network_grads(&opt, max).expect("gradients exist").double_value(&[]);
+        let norm = clip_network_grads(&opt, max).unwrap().expect("gradients exist").double_value(&[]);
         let want = reference[&format!("norm.{tag}")].double_value(&[0]);
         assert!((norm - want).abs() <= 1e-6 * want, "{tag}: total norm {norm}, torch {want}");
         assert_eq!(norm > max, tag == "low", "the fixture's norm {norm} must be above 1 and below 1e4");
@@ -254,15 +254,18 @@ fn under_fp16_loss_scaling_clipping_sees_the_unscaled_gradients() {
     let scale = 1024.0;
     // Reference: fp32 gradients, clipped, stepped.
     let (vs_a, mut opt_a, _) = clip_setup(1.0);
-    let norm_a = clip_network_grads(&opt_a, 1.0).unwrap().double_value(&[]);
+    let norm_a = clip_network_grads(&opt_a, 1.0).unwrap().unwrap().double_value(&[]);
     assert!(norm_a > 1.0, "the fixture must need clipping (norm {norm_a})");
-    opt_a.step(0.1);
+    opt_a.step(0.1).unwrap();
     // Scaled by 1024 (a power of two: unscaling is exact), through the scaler.
     let (vs_b, mut opt_b, _) = clip_setup(scale);
-    let mut scaler = GradScaler::new(ScalerConfig { init_scale: scale, ..ScalerConfig::default() }, CPU);
-    let (applied, norm_b) = scaler.step_clipped(&mut opt_b, 0.1, Some(1.0), &mut |o| Ok(o)).unwrap();
-    assert!(applied);
-    let norm_b = norm_b.unwrap().double_value(&[]);
+    let scaler = GradScaler::new(ScalerConfig { init_scale: scale, ..ScalerConfig::default() }, CPU);
+    // The trainer's order: unscale (and check), clip, step unless flagged.
+    let mut found_inf = Tensor::zeros([1], (Kind::Float, CPU));
+    scaler.unscale_(&mut opt_b.grads(), &mut found_inf).unwrap();
+    let norm_b = clip_network_grads(&opt_b, 1.0).unwrap().unwrap().double_value(&[]);
+    opt_b.step_unless(0.1, &found_inf).unwrap();
+    assert_eq!(found_inf.double_value(&[0]), 0.0, "finite gradients: the step is applied");
     assert_eq!(norm_b, norm_a, "the norm is taken after unscaling (scaled it would be {}x)", scale);
     for (name, a) in vs_a.variables() {
         assert!(a.equal(&vs_b.variables()[&name]), "{name}: scaled, unscaled, clipped and stepped differs from fp32");
