@@ -829,6 +829,53 @@ mod tests {
         }
     }
 
+    /// Overwrites every record of `dir/ds`'s shards (headers and payloads) with 0xff.
+    fn damage_records(dir: &std::path::Path) {
+        use std::io::{Seek, SeekFrom, Write};
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "shard") {
+                let len = std::fs::metadata(&path).unwrap().len();
+                let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.seek(SeekFrom::Start(64)).unwrap();
+                f.write_all(&vec![0xff; len as usize - 64]).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_synthetic_run_trains_its_steps_without_reading_a_record() {
+        use super::super::{Outcome, SingleProcess, TrainConfig, Trainer};
+        let _turn = facekit_testkit::rng_turn();
+        for synthetic in [true, false] {
+            let t = tempfile::tempdir().unwrap();
+            photos(t.path(), 12, 32);
+            let cfg = TrainConfig {
+                train_sets: vec!["ds".into()],
+                data_dir: t.path().to_path_buf(),
+                arch: crate::model::Arch::Tiny,
+                image_size: 32,
+                batch_size: 4,
+                workers: 1,
+                threads: 1,
+                device: "cpu".into(),
+                max_steps: Some(3),
+                model_dir: t.path().join("Model"),
+                run_name: Some("r".into()),
+                synthetic,
+                ..TrainConfig::default()
+            };
+            let tr = Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess)).unwrap();
+            damage_records(t.path());
+            match (synthetic, tr.run().unwrap()) {
+                (true, Outcome::Finished(s)) => assert!(s.steps == 3 && s.final_loss.is_some_and(f64::is_finite)),
+                // The control: the same run on the records meets the damage.
+                (false, Outcome::CorruptData { .. }) => {}
+                (_, other) => panic!("synthetic {synthetic}: {other:?}"),
+            }
+        }
+    }
+
     #[cfg(not(feature = "nccl"))]
     #[test]
     fn the_sync_debug_mode_outside_cuda_builds_is_reported_unavailable() {

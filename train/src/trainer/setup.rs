@@ -405,7 +405,8 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Repl
     let loader_cfg = |training: bool| LoaderConfig {
         batch_size: cfg.batch_size,
         image_size: cfg.image_size,
-        workers,
+        // --synthetic reads no record: no decode thread works ahead for batches never taken.
+        workers: if cfg.synthetic { 0 } else { workers },
         prefetch: 2 * workers,
         shuffle: training,
         seed: if training { cfg.seed } else { 0 },
