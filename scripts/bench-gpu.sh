@@ -11,14 +11,16 @@
 # Peak memory is the largest `nvidia-smi` reading during the run (CUDA context included, the same
 # way for both); on the CPU, the process's peak resident memory.
 #
-# On a machine without CUDA it runs a smoke version instead: the tiny network, fp32, contiguous,
-# batch 16, a few steps, in well under a minute (the sync check is reported as not run).
+# On a machine without CUDA it runs a smoke version instead: the tiny network at 112, fp32,
+# contiguous, batch 8, 6 steps, one libtorch thread, in well under a minute (the sync check is
+# reported as not run). It checks that the script, the binary and the reference work together;
+# its figures say nothing about a GPU.
 #
 # usage: scripts/bench-gpu.sh FACEKIT_BIN DATA_DIR [steps]
 #   FACEKIT_BIN  a training build of facekit linked against the same PyTorch as PYTORCH_PYTHON's,
 #                e.g. `cargo build --release --no-default-features --features facekit/nccl -p facekit`
 #                (no dlib; NCCL and CUDA's sync debug mode)
-#   DATA_DIR     holds bench112 and bench224 (scripts/make-gpu-bench-data.sh DATA_DIR; ~40 MiB)
+#   DATA_DIR     holds bench112 and bench224 (scripts/make-gpu-bench-data.sh DATA_DIR; 53 MiB)
 #   env: PYTORCH_PYTHON (default /opt/torch/.venv/bin/python), PRECISION (bf16 or fp16, default
 #        bf16), BATCH (default 128), BENCH_DIR (run folders; default a temporary folder)
 set -euo pipefail
@@ -28,6 +30,7 @@ BIN=$(realpath "$1")
 DATA=$(realpath "$2")
 PY="${PYTORCH_PYTHON:-/opt/torch/.venv/bin/python}"
 DIR="${BENCH_DIR:-$(mktemp -d)}"
+mkdir -p "$DIR"
 for set in bench112 bench224; do
   [ -f "$DATA/$set.manifest.json" ] || { echo "$DATA/$set is missing: run scripts/make-gpu-bench-data.sh $DATA" >&2; exit 2; }
 done
@@ -43,8 +46,8 @@ if "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
   WORKERS=0
 else
   echo "no CUDA device: smoke run with the tiny network on the CPU" >&2
-  DEVICE=cpu STEPS="${3:-12}" LOG_EVERY=4 WARMUP=2 BATCH=16 PREC=fp32 FORMAT=contiguous
-  RUNS=("tiny 112 bench112" "tiny 224 bench224")
+  DEVICE=cpu STEPS="${3:-6}" LOG_EVERY=2 WARMUP=2 BATCH=8 PREC=fp32 FORMAT=contiguous
+  RUNS=("tiny 112 bench112")
   WORKERS=1
   export OMP_NUM_THREADS=1
 fi
@@ -95,20 +98,20 @@ pytorch_row() {
   peak_of "$PY" scripts/bench_gpu_reference.py --arch "$arch" --image-size "$size" --batch-size "$BATCH" \
     --classes "$CLASSES" --precision "$PREC" "${cl[@]}" --steps "$STEPS" --warmup "$WARMUP" --sync-debug "$sync" \
     > "$DIR/pytorch-$arch-$size-$sync.json" 2> "$DIR/pytorch-$arch-$size-$sync.err" || rc=$?
-  "$PY" - "$DIR/pytorch-$arch-$size-$sync.json" "$DIR/pytorch-$arch-$size-$sync.err" "$rc" "$arch" "$size" "$PEAK" "$sync" <<'PY'
+  "$PY" - "$DIR/pytorch-$arch-$size-$sync.json" "$DIR/pytorch-$arch-$size-$sync.err" "$rc" "$arch" "$size" "$PEAK" "$sync" "$GPU" <<'PY'
 import json, sys
-path, err, rc, arch, size, peak, sync = sys.argv[1:]
+path, err, rc, arch, size, peak, sync, gpu = sys.argv[1:]
 lines = open(path).read().splitlines()
 if rc != "0" or not lines:
     last = [l for l in open(err).read().splitlines() if l.strip()][-1:] or ["no output"]
-    print(f"| PyTorch eager, synthetic | {arch} | {size} | failed (exit {rc}): {last[0][:160]} | | | |")
+    print(f"| PyTorch eager, synthetic | {arch} | {size} | failed (exit {rc}): {last[0][:160]} | | | {gpu} |")
     sys.exit()
 r = json.loads(lines[-1])
 if sync == "error":
     verdict = "no synchronisation in the timed steps" if r["synchronised"] is None else f"synchronises: {r['synchronised'][:160]}"
-    print(f"| PyTorch eager, sync debug `error` | {arch} | {size} | {verdict} | | | {r['device']} |")
+    print(f"| PyTorch eager, sync debug `error` | {arch} | {size} | {verdict} | | | {gpu} |")
 else:
-    print(f"| PyTorch eager, synthetic | {arch} | {size} | {r['images_per_s']:.1f} | {r['data_wait_ms']:.2f} | {peak} | {r['device']} |")
+    print(f"| PyTorch eager, synthetic | {arch} | {size} | {r['images_per_s']:.1f} | {r['data_wait_ms']:.2f} | {peak} | {gpu} |")
 PY
 }
 
@@ -127,8 +130,9 @@ sync_row() {
     echo "| facekit, sync debug \`error\` | $arch | $size | no synchronisation in steps $((WARMUP + 1))-$((WARMUP + 20)) | | | $GPU |"
   else
     local why
-    why=$(grep -m1 -i "synchroniz\|synchronis" "$DIR/$run.out" || tail -1 "$DIR/$run.out")
-    echo "| facekit, sync debug \`error\` | $arch | $size | synchronises (exit $rc): ${why:0:200} | | | $GPU |"
+    # libtorch's message names the synchronising call; any other failure shows its last line.
+    why=$(grep -m1 -i "synchroniz" "$DIR/$run.out" || tail -1 "$DIR/$run.out")
+    echo "| facekit, sync debug \`error\` | $arch | $size | failed (exit $rc): ${why:0:200} | | | $GPU |"
   fi
 }
 
@@ -137,7 +141,7 @@ if [ "$DEVICE" = cuda ]; then
 else
   GPU="cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 fi
-echo "facekit $("$BIN" --version 2>/dev/null | head -1), PyTorch $("$PY" -c 'import torch; print(torch.__version__)'), $(date -u +%F), $DEVICE, $PREC, $FORMAT, batch $BATCH, $STEPS steps (log windows of $LOG_EVERY, first left out)"
+echo "$("$BIN" --version 2>/dev/null | head -1), PyTorch $("$PY" -c 'import torch; print(torch.__version__)'), $(date -u +%F), $DEVICE, $PREC, $FORMAT, batch $BATCH, $STEPS steps (log windows of $LOG_EVERY, first left out)"
 echo
 echo "| runner | network | input | images/s | data wait ms/step | peak memory GiB | device |"
 echo "|---|---|---|---|---|---|---|"
