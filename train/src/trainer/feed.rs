@@ -461,7 +461,9 @@ impl<Q: Queue> Feed<Q> {
             }
             (host, _) => host,
         };
-        self.queue.copy(&mut buf.labels.narrow(1, 0, n), &t.labels.narrow(1, 0, n))?;
+        // The whole [3, batch] buffer, contiguous on both sides, so a short batch too is one
+        // plain asynchronous copy (columns past `n` are stale and never read).
+        self.queue.copy(&mut buf.labels, &t.labels)?;
         self.queue.record(&mut t.copied, Lane::Copy)?;
         self.queue.wait(Lane::Compute, &t.copied)?;
         self.in_flight.push_back(t);
