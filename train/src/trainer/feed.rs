@@ -878,6 +878,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_step_trains_on_the_losses_the_former_fresh_tensors_gave_for_every_task() {
+        use super::super::{SingleProcess, TrainConfig, Trainer};
+        let _turn = facekit_testkit::rng_turn();
+        let t = tempfile::tempdir().unwrap();
+        photos(t.path(), 12, 32);
+        let cfg = TrainConfig {
+            task: crate::model::Task::Multi,
+            train_sets: vec!["ds".into()],
+            data_dir: t.path().to_path_buf(),
+            arch: crate::model::Arch::Tiny,
+            image_size: 32,
+            batch_size: 4,
+            workers: 1,
+            threads: 1,
+            device: "cpu".into(),
+            max_steps: Some(3),
+            model_dir: t.path().join("Model"),
+            run_name: Some("r".into()),
+            ..TrainConfig::default()
+        };
+        let mut tr = Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess)).unwrap();
+        tr.train_mode = false;
+        for batch in tr.loader.epoch(0, 0).map(|b| b.unwrap()).collect::<Vec<_>>() {
+            // Today's weights, the former path: fresh tensors from batch_to_device and labels_to_device.
+            let want = tch::no_grad(|| {
+                let out = tr.numerics.forward(&tr.net, &tr.numerics.input(&batch), false).unwrap();
+                let l = tr.loss.try_losses(&out, &labels_to_device(&batch, Device::Cpu)).unwrap();
+                (l.total.double_value(&[]), l.gender.map(|g| g.double_value(&[])), l.age.map(|a| a.double_value(&[])))
+            });
+            let got = tr.step(std::slice::from_ref(&batch)).unwrap().expect("finite");
+            assert_eq!((got.total, got.gender, got.age), want);
+            tr.feed.retire(vec![batch]).unwrap();
+        }
+    }
+
     #[cfg(not(feature = "nccl"))]
     #[test]
     fn the_sync_debug_mode_outside_cuda_builds_is_reported_unavailable() {
