@@ -9,6 +9,7 @@ fn main() {
     amp_shim();
     optim_shim();
     c10d_shim();
+    cuda_shim();
 }
 
 /// A C++ build against the headers of the libtorch that torch-sys links, found through
@@ -89,4 +90,19 @@ fn nccl_includes(torch_lib: &std::path::Path) -> Vec<std::path::PathBuf> {
         panic!("the `nccl` feature needs the CUDA crt headers in {} (scripts/setup.sh installs nvidia-cuda-crt)", nvidia.join("cu13/include").display());
     }
     dirs
+}
+
+/// Compiles `src/trainer/cuda_shim.cpp` (streams, events and the sync debug mode for the device
+/// feed, see src/trainer/feed.rs); with the `nccl` feature, against CUDA's headers for the sync
+/// debug mode, which lives in c10_cuda (linked by `c10d_shim` in that build).
+fn cuda_shim() {
+    println!("cargo:rerun-if-changed=src/trainer/cuda_shim.cpp");
+    let (mut build, lib) = torch_cpp();
+    if std::env::var_os("CARGO_FEATURE_NCCL").is_some() {
+        build.define("FACEKIT_NCCL", None).flag_if_supported("-Wno-interference-size");
+        for dir in nccl_includes(&lib) {
+            build.include(dir);
+        }
+    }
+    build.file("src/trainer/cuda_shim.cpp").compile("facekit_cuda");
 }

@@ -196,6 +196,9 @@ pub struct TrainArgs {
     /// Allow --precision fp16 on the CPU (refused otherwise: ~100x slower than fp32 without AMX-FP16); for tests.
     #[arg(long)]
     pub allow_cpu_fp16: bool,
+    /// Benchmarks: train on one random batch made once on the device, not the sets' records (times the step alone).
+    #[arg(long)]
+    pub synthetic: bool,
     /// The flags given on this command line (filled by `run`, not a flag): a resume applies or refuses each.
     #[arg(skip)]
     pub given: Vec<String>,
@@ -300,6 +303,7 @@ impl TrainArgs {
             allow_changed_data: self.allow_changed_data,
             log_every: self.log_every,
             allow_cpu_fp16: self.allow_cpu_fp16,
+            synthetic: self.synthetic,
             given: self.given,
         }
     }

@@ -240,6 +240,11 @@ pub struct TrainConfig {
     /// fp32. For tests of the fp16 path, and CPUs with those units.
     #[serde(default)]
     pub allow_cpu_fp16: bool,
+    /// Benchmarks: train on one batch of random pixels and labels made once on the device instead
+    /// of the training sets' records (which still give the class count and the epoch's length),
+    /// so that a run times the step without the data path (scripts/bench-gpu.sh).
+    #[serde(default)]
+    pub synthetic: bool,
     /// The settings the command line gave explicitly (field names, as `log_every`): a resumed run
     /// applies or refuses each of them and keeps its saved value for every other one. A setting
     /// that differs from [`TrainConfig::default`] counts as given too. Not saved.
@@ -311,6 +316,7 @@ impl Default for TrainConfig {
             allow_changed_data: false,
             log_every: 50,
             allow_cpu_fp16: false,
+            synthetic: false,
             given: Vec::new(),
         }
     }
@@ -367,6 +373,9 @@ impl TrainConfig {
         }
         self.augment().validate().map_err(|e| anyhow::anyhow!("--random-crop/--color-jitter/--grey-prob: {e}"))?;
         self.validate_eval_bins()?;
+        if self.synthetic && (self.resume.is_some() || !self.valid_sets.is_empty() || !self.eval_bin.is_empty()) {
+            bail!("--synthetic trains on random batches, which --resume, --valid-sets and --eval-bin cannot use: they need the real records");
+        }
         if self.schedule == ScheduleKind::Cosine && self.max_steps.is_none() && self.epochs.is_none() {
             bail!("--schedule cosine needs --max-steps or --epochs (the length of the decay)");
         }

@@ -12,7 +12,7 @@
 //!   [`shards`]: a sharded head stored whole), [`logs`], the
 //!   folder's paths and lock in [`run_dir`];
 //! - how it computes: [`optim`] (the optimiser trait, SGD) and [`adamw`], [`clip`] (gradient
-//!   clipping), [`schedule`] (dlib's plateau rule, step, cosine, polynomial, warm-up), [`numerics`] with [`amp`], [`scaler`] and [`layout`] (precision and memory
+//!   clipping), [`schedule`] (dlib's plateau rule, step, cosine, polynomial, warm-up), [`numerics`] with [`feed`] (the batch onto the device), [`amp`], [`scaler`] and [`layout`] (precision and memory
 //!   format), [`validate`] with [`metrics`], [`eval_bins`] (insightface `.bin` verification
 //!   during training).
 
@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod eval_bins;
+pub mod feed;
 pub mod host_reads;
 pub mod labels;
 pub mod layout;

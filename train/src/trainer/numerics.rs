@@ -56,7 +56,8 @@ impl Numerics {
         format!("{p}, {m}")
     }
 
-    /// A batch on the device, normalised, in this memory format.
+    /// A batch on the device, normalised, in this memory format, in fresh tensors: what the
+    /// trainer's [`super::feed`] gives in its fixed buffers (its tests compare the two).
     pub fn input(&self, batch: &Batch) -> Tensor {
         self.memory_format.apply(&batch_to_device(batch, self.device))
     }

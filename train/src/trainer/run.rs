@@ -99,6 +99,8 @@ pub struct Trainer {
     pub(super) loss: FaceLoss,
     pub(super) opt: Box<dyn Optimizer>,
     pub(super) numerics: Numerics,
+    /// The batches onto the device (see [`super::feed`]).
+    pub(super) feed: Box<dyn super::feed::Input>,
     /// fp16 dynamic loss scaling; `None` in fp32 and bf16.
     pub(super) scaler: Option<GradScaler>,
     pub(super) schedule: Schedule,
@@ -186,7 +188,9 @@ impl Trainer {
                     self.next_epoch();
                     break;
                 };
-                self.step(&micro)?;
+                let stepped = self.step(&micro);
+                self.feed.end_step()?;
+                stepped?;
                 self.meter.step(micro.iter().map(|b| b.n).sum(), wait_s);
                 if self.read_due() {
                     if let Some(end) = self.read_back()? {
@@ -198,6 +202,7 @@ impl Trainer {
                 for batch in &micro {
                     self.guard.observe(batch, at_end)?;
                 }
+                self.feed.retire(micro)?;
                 if let Some(end) = self.validate(at_end)? {
                     return self.end(end);
                 }
@@ -314,6 +319,9 @@ impl Trainer {
     /// The next batch of the epoch and how long it took to arrive; `None` at the epoch's end;
     /// `Err` with the message when a corrupt record stops the run.
     fn next_batch(&mut self, epoch: &mut EpochIter) -> std::result::Result<Option<(Batch, f64)>, String> {
+        if let Some(batch) = self.feed.synthetic_batch() {
+            return Ok(Some((batch, 0.0)));
+        }
         let t = Instant::now();
         let skipped_before = epoch.stats().corrupt_skipped;
         let batch = match epoch.next() {

@@ -8,6 +8,7 @@
 use super::checkpoint;
 use super::config::{DatasetIdentity, OptimizerKind, PrecisionKind, SavedConfig, ScheduleKind, TrainConfig};
 use super::eval_bins::EvalBins;
+use super::feed::{self, Input, TrainerAlloc};
 use super::labels::LabelGuard;
 use super::logs::RunLogs;
 use super::meter::Meter;
@@ -39,6 +40,10 @@ use tch::Device;
 
 /// Test-only: makes the loss of this step NaN, to exercise the divergence handling end to end.
 const INJECT_NAN_ENV: &str = "FACEKIT_TEST_INJECT_NAN_AT_STEP";
+/// Benchmarks (scripts/bench-gpu.sh): after this many warm-up steps of the process, CUDA's sync
+/// debug mode is `error` during each step, so a step that makes the host wait for the GPU fails,
+/// naming the call.
+pub const SYNC_DEBUG_ENV: &str = "FACEKIT_CUDA_SYNC_DEBUG_AFTER";
 
 impl Trainer {
     /// Prepares the run `cfg` describes (a new one, or `--resume`); `command_line` is recorded in
@@ -85,6 +90,7 @@ impl Trainer {
             run.clear()?;
         }
         let numerics = Numerics::new(device, cfg.precision, cfg.memory_format);
+        let feed = make_feed(&numerics, &cfg, loader.num_classes())?;
         // The initial weights are a function of the seed: drawn in this order, every time.
         tch::manual_seed(cfg.seed as i64);
         let net_cfg = net_config(&cfg, loader.num_classes())?;
@@ -173,6 +179,7 @@ impl Trainer {
             loss,
             opt,
             numerics,
+            feed,
             scaler,
             schedule,
             state,
@@ -407,7 +414,8 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Repl
     let loader_cfg = |training: bool| LoaderConfig {
         batch_size: cfg.batch_size,
         image_size: cfg.image_size,
-        workers,
+        // --synthetic reads no record: no decode thread works ahead for batches never taken.
+        workers: if cfg.synthetic { 0 } else { workers },
         prefetch: 2 * workers,
         shuffle: training,
         seed: if training { cfg.seed } else { 0 },
@@ -421,7 +429,9 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Repl
     };
     let train_sets = open_sets(&cfg.train_sets, &cfg.data_dir)?;
     let mut datasets: Vec<DatasetIdentity> = train_sets.iter().map(|d| DatasetIdentity::of("train", d)).collect::<Result<_>>()?;
-    let loader = Loader::new(train_sets, loader_cfg(true)).context("cannot load the training sets")?;
+    // Pinned slots on CUDA: the feed's copies read them without the host waiting.
+    let alloc = Arc::new(TrainerAlloc::for_device(device));
+    let loader = Loader::with_alloc(train_sets, loader_cfg(true), alloc.clone()).context("cannot load the training sets")?;
     let valid = if cfg.valid_sets.is_empty() {
         None
     } else {
@@ -429,7 +439,7 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Repl
         for d in &sets {
             datasets.push(DatasetIdentity::of("valid", d)?);
         }
-        Some(Loader::new(sets, loader_cfg(false)).context("cannot load the validation sets")?)
+        Some(Loader::with_alloc(sets, loader_cfg(false), alloc).context("cannot load the validation sets")?)
     };
     if cfg.task == Task::Fr && !loader.has_class_labels() {
         bail!("the training sets have no identity labels (packed from a flat folder?): FR needs one folder per person");
@@ -456,6 +466,24 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Repl
         say(&format!("facekit train: {workers} decode worker(s), {threads} compute thread(s) per rank"));
     }
     Ok(Opened { device, loader, valid, datasets })
+}
+
+/// The run's device feed, watching for synchronising steps when [`SYNC_DEBUG_ENV`] asks (CUDA
+/// only: the mode is CUDA's).
+fn make_feed(numerics: &Numerics, cfg: &TrainConfig, classes: u32) -> Result<Box<dyn Input>> {
+    let mut feed = feed::for_device(numerics, cfg.batch_size, cfg.image_size)?;
+    if let Ok(v) = std::env::var(SYNC_DEBUG_ENV) {
+        let warm_up: u64 = v.parse().map_err(|_| anyhow::anyhow!("{SYNC_DEBUG_ENV}={v:?} is not a number of warm-up steps"))?;
+        if !numerics.device.is_cuda() {
+            bail!("{SYNC_DEBUG_ENV} is set but the run's device is {:?}: CUDA's sync debug mode needs --device cuda", numerics.device);
+        }
+        feed.watch_syncs(warm_up)?;
+    }
+    // Drawn before the run seeds its initial weights, which stay those of a run on real data.
+    if cfg.synthetic {
+        feed.make_synthetic(classes)?;
+    }
+    Ok(feed)
 }
 
 /// Refuses `--precision fp16` on a CPU device unless [`TrainConfig::allow_cpu_fp16`]: CPUs without

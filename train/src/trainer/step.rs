@@ -120,8 +120,7 @@ impl Trainer {
     /// losses as device scalars (f64), not read.
     fn forward_backward(&mut self, batch: &Batch, sync: bool, count: usize) -> Result<DeviceLosses> {
         self.replicas.before_forward(sync)?;
-        let xs = self.numerics.input(batch);
-        let labels = labels_to_device(batch, self.numerics.device);
+        let (xs, labels) = self.feed.input(batch)?;
         let out = self.numerics.forward(&self.net, &xs, self.train_mode)?;
         let losses = self.loss.try_losses(&out, &labels)?;
         let mut total = losses.total;
@@ -144,7 +143,8 @@ impl Trainer {
     }
 }
 
-/// The batch's labels (class, gender, age; -1 unknown) as tensors on `device`.
+/// The batch's labels (class, gender, age; -1 unknown) as fresh tensors on `device`: what the
+/// feed's fixed label buffers must hold (its tests compare them).
 pub fn labels_to_device(batch: &Batch, device: Device) -> BatchLabels {
     let t = |v: &[i64]| Tensor::from_slice(v).to_device(device);
     BatchLabels { class: t(&batch.class), gender: t(&batch.gender), age: t(&batch.age) }

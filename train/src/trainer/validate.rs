@@ -84,11 +84,12 @@ pub fn validate(net: &FaceNet, loss: &FaceLoss, loader: &Loader, numerics: &Nume
     let (mut ages, mut age_pred) = (Vec::<i64>::new(), Vec::<f64>::new());
     let mut it = loader.epoch(0, 0);
     let mut images = 0u64;
+    let mut feed = super::feed::for_device(numerics, loader.config().batch_size, loader.config().image_size)?;
     let ended = tch::no_grad(|| -> Result<Option<Validated>> {
         for (b, batch) in it.by_ref().enumerate() {
             let batch = batch?;
             images += batch.n as u64;
-            let xs = numerics.input(&batch);
+            let (xs, _) = feed.input(&batch)?;
             let out = numerics.forward(net, &xs, false)?;
             let bad = out.embedding.isfinite().all_dim(1, false).logical_not().sum(Kind::Int64).int64_value(&[]);
             match gate(bad > 0)? {
@@ -121,6 +122,7 @@ pub fn validate(net: &FaceNet, loss: &FaceLoss, loader: &Loader, numerics: &Nume
                 age_pred.extend(Vec::<f64>::try_from(expected_age(a).to_kind(Kind::Double).to_device(Device::Cpu))?);
                 ages.extend(&batch.age);
             }
+            feed.retire(vec![batch])?;
         }
         Ok(None)
     })?;
@@ -169,8 +171,10 @@ fn to_i64(t: &Tensor) -> Vec<i64> {
     Vec::<i64>::try_from(t.to_kind(Kind::Int64).to_device(Device::Cpu)).unwrap_or_default()
 }
 
-/// A batch's u8 NHWC pixels as a normalised float NCHW tensor on `device`: `(x/255 - 0.5)/0.5`.
-/// The NCHW view of NHWC data already has channels-last strides, which cuDNN prefers.
+/// A batch's u8 NHWC pixels as a normalised float NCHW tensor on `device`: `(x/255 - 0.5)/0.5`,
+/// in fresh tensors. The trainer feeds batches through [`super::feed`], into fixed buffers; this
+/// is the definition its tests hold the feed to. The NCHW view of NHWC data already has
+/// channels-last strides, which cuDNN prefers.
 pub fn batch_to_device(batch: &facekit_data::Batch, device: Device) -> Tensor {
     let s = batch.size as i64;
     let host = Tensor::from_slice(&batch.images).view([batch.n as i64, s, s, 3]);
