@@ -17,6 +17,11 @@ pub struct Ddp {
     group: ProcessGroup,
     /// Where the small tensors of agreements live: the CPU for Gloo, this rank's GPU for NCCL.
     device: Device,
+    /// A Gloo group of the same ranks for the per-step host decisions (a stop request, a corrupt
+    /// record) when `group` is NCCL: agreeing there would copy a flag to the GPU and read it back,
+    /// which waits for the queued step on every step. Over Gloo it costs one small round trip on
+    /// the host while the GPU goes on.
+    host: Option<ProcessGroup>,
     reducer: Option<Reducer>,
     /// The variables that are not trained (running statistics), in name order.
     buffers: Vec<Tensor>,
@@ -28,7 +33,14 @@ impl Ddp {
     /// under NCCL, which reduces CUDA tensors only).
     pub fn new(group: ProcessGroup, device: Device) -> Ddp {
         let device = group.tensor_device(device);
-        Ddp { group, device, reducer: None, buffers: Vec::new(), find_unused: false }
+        Ddp { group, device, host: None, reducer: None, buffers: Vec::new(), find_unused: false }
+    }
+
+    /// Takes the host decisions ([`Replicas::agree_any`]) over `host`, a CPU (Gloo) group of the
+    /// same ranks, instead of the training group.
+    pub fn with_host_group(mut self, host: ProcessGroup) -> Ddp {
+        self.host = Some(host);
+        self
     }
 
     fn broadcast_buffers(&self) -> Result<()> {
@@ -88,8 +100,12 @@ impl Replicas for Ddp {
     }
 
     fn agree_any(&mut self, local: bool) -> Result<bool> {
-        let flag = Tensor::from_slice(&[f32::from(u8::from(local))]).to_device(self.device);
-        self.group.all_reduce(&[&flag], ReduceOp::Max).context("agreeing across ranks")?;
+        let (group, device) = match &self.host {
+            Some(host) => (host, Device::Cpu),
+            None => (&self.group, self.device),
+        };
+        let flag = Tensor::from_slice(&[f32::from(u8::from(local))]).to_device(device);
+        group.all_reduce(&[&flag], ReduceOp::Max).context("agreeing across ranks")?;
         Ok(flag.double_value(&[0]) > 0.0)
     }
 

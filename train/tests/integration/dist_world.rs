@@ -96,6 +96,18 @@ fn a_value_each_rank_would_make_differently_is_rank_0s_on_every_rank() {
 }
 
 #[test]
+fn replicas_with_a_host_group_agree_their_per_step_decisions_over_it() {
+    use facekit_train::dist::Ddp;
+    use facekit_train::trainer::Replicas;
+    let (_launcher, port) = launcher(2);
+    let out = ranks(2, port, true, |w| {
+        let mut ddp = Ddp::new(w.group("ddp", Backend::Gloo).unwrap(), tch::Device::Cpu).with_host_group(w.group("host", Backend::Gloo).unwrap());
+        (ddp.agree_any(w.rank() == 1).unwrap(), ddp.agree_any(false).unwrap())
+    });
+    assert_eq!(out, vec![(true, false); 2], "one rank's stop is every rank's, and no stop is no one's");
+}
+
+#[test]
 fn without_the_agent_store_rank_0_hosts_it_and_its_death_is_named() {
     // MASTER_PORT must be given here: a port the system just handed out and released.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
