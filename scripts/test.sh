@@ -12,6 +12,10 @@ export CARGO_TERM_COLOR=never
 export FACEKIT_REQUIRE_REFERENCES=1
 # Library unit tests and the integration binaries (one per crate); the binary and the examples are
 # built too, but have no tests of their own to link.
+# Conventions first: they fail in seconds, before the long build.
+echo "== formatting (rustfmt.toml)"
+cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 echo "== full build (dlib + torch): every crate's tests"
 cargo test --workspace --lib --tests
 cargo build --workspace --bins --examples

@@ -17,8 +17,9 @@ fn main() {
 fn torch_cpp() -> (cc::Build, std::path::PathBuf) {
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-changed=src/ffi_guard.hpp");
-    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
-        .expect("torch-sys did not report its libtorch folder (DEP_TCH_LIBTORCH_LIB); is torch-sys a direct dependency?");
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect(
+        "torch-sys did not report its libtorch folder (DEP_TCH_LIBTORCH_LIB); is torch-sys a direct dependency?",
+    );
     let lib = std::path::PathBuf::from(lib);
     let include = lib.join("../include");
     // PyTorch wheels since 2.7 (and libtorch's cxx11 zips) use the new C++ ABI, as torch-sys
@@ -82,12 +83,22 @@ fn c10d_shim() {
 /// nvidia-cuda-crt and nvidia-cuda-cccl wheels `scripts/setup.sh` installs at torch's pins).
 fn nccl_includes(torch_lib: &std::path::Path) -> Vec<std::path::PathBuf> {
     let nvidia = torch_lib.join("../../nvidia");
-    let dirs: Vec<_> = ["nccl/include", "cu13/include", "cu13/include/cccl"].iter().map(|d| nvidia.join(d)).filter(|d| d.is_dir()).collect();
+    let dirs: Vec<_> = ["nccl/include", "cu13/include", "cu13/include/cccl"]
+        .iter()
+        .map(|d| nvidia.join(d))
+        .filter(|d| d.is_dir())
+        .collect();
     if !nvidia.join("nccl/include/nccl.h").is_file() {
-        panic!("the `nccl` feature needs nccl.h in {} (the nvidia-nccl-cu13 wheel torch depends on)", nvidia.join("nccl/include").display());
+        panic!(
+            "the `nccl` feature needs nccl.h in {} (the nvidia-nccl-cu13 wheel torch depends on)",
+            nvidia.join("nccl/include").display()
+        );
     }
     if !nvidia.join("cu13/include/crt/host_config.h").is_file() {
-        panic!("the `nccl` feature needs the CUDA crt headers in {} (scripts/setup.sh installs nvidia-cuda-crt)", nvidia.join("cu13/include").display());
+        panic!(
+            "the `nccl` feature needs the CUDA crt headers in {} (scripts/setup.sh installs nvidia-cuda-crt)",
+            nvidia.join("cu13/include").display()
+        );
     }
     dirs
 }

@@ -38,7 +38,9 @@ fn main() -> Result<()> {
             let copies = args.get(3).map_or(Ok(1), |c| c.parse()).context("copies: a number")?;
             pack(Path::new(&args[1]), Path::new(&args[2]), copies)
         }
-        Some("run") if args.len() == 6 => run(&args[1], args[2].parse()?, args[3].parse()?, args[4].parse()?, args[5].parse()?),
+        Some("run") if args.len() == 6 => {
+            run(&args[1], args[2].parse()?, args[3].parse()?, args[4].parse()?, args[5].parse()?)
+        }
         Some("raw") if args.len() == 5 => raw(&args[1], args[2].parse()?, args[3].parse()?, &args[4]),
         Some("compare") if args.len() == 2 || args.len() == 3 => compare(&args[1], args.get(2).map(Path::new)),
         _ => bail!(
@@ -59,7 +61,8 @@ fn photos(lfw: &Path, copies: usize) -> Result<(Vec<(u32, PathBuf)>, LabelMap, u
     let mut jobs = Vec::new();
     let mut labels = LabelMap::default();
     for (class, person) in people.iter().enumerate() {
-        let mut photos: Vec<PathBuf> = std::fs::read_dir(person)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>()?;
+        let mut photos: Vec<PathBuf> =
+            std::fs::read_dir(person)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>()?;
         photos.sort();
         jobs.extend(photos.into_iter().map(|p| (class as u32, p)));
     }
@@ -68,7 +71,11 @@ fn photos(lfw: &Path, copies: usize) -> Result<(Vec<(u32, PathBuf)>, LabelMap, u
         for (class, person) in people.iter().enumerate() {
             let name = person.file_name().unwrap_or_default().to_string_lossy().into_owned();
             let identity = if copy == 0 { name } else { format!("{name}#{copy}") };
-            labels.entries.push(LabelEntry { class_id: (copy * people.len() + class) as u32, source: "lfw100".into(), identity });
+            labels.entries.push(LabelEntry {
+                class_id: (copy * people.len() + class) as u32,
+                source: "lfw100".into(),
+                identity,
+            });
         }
     }
     Ok((jobs, labels, classes))
@@ -111,11 +118,15 @@ fn pack(lfw: &Path, out: &Path, copies: usize) -> Result<()> {
         idx.extend_from_slice(&(blob.len() as u64).to_le_bytes());
         let n = records.len() as u64 * copies.max(1) as u64;
         let source = SourceInfo { id: 0, name: "lfw100".into(), class_offset: 0, classes, records: n };
-        let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(QUALITY), chroma: None, width: side, height: side };
+        let enc =
+            EncodingInfo { format: Encoding::Jpeg, quality: Some(QUALITY), chroma: None, width: side, height: side };
         w.finish(Manifest::new(classes, vec![source], None, enc), &labels)?;
         facekit_io::durable::write(&out.join(format!("payloads{side}.bin")), &blob)?;
         facekit_io::durable::write(&out.join(format!("payloads{side}.idx")), &idx)?;
-        eprintln!("packed {n} records of {side}x{side}, {:.1} KiB per JPEG", blob.len() as f64 / records.len() as f64 / 1024.0);
+        eprintln!(
+            "packed {n} records of {side}x{side}, {:.1} KiB per JPEG",
+            blob.len() as f64 / records.len() as f64 / 1024.0
+        );
     }
     Ok(())
 }
@@ -141,7 +152,11 @@ fn run(name: &str, workers: usize, epochs: u64, batch: usize, size: u32) -> Resu
     let ds = Arc::new(Dataset::open_name(name, None)?);
     let augment = match std::env::var("LOADER_BENCH_AUGMENT") {
         Ok(spec) => {
-            let v: Vec<f32> = spec.split(',').map(str::parse).collect::<Result<_, _>>().context("LOADER_BENCH_AUGMENT: three numbers")?;
+            let v: Vec<f32> = spec
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .context("LOADER_BENCH_AUGMENT: three numbers")?;
             let [crop, color_jitter, grey] = v[..] else { bail!("LOADER_BENCH_AUGMENT needs CROP,JITTER,GREY") };
             Augment { flip: true, crop, color_jitter, grey }
         }
@@ -267,11 +282,19 @@ fn decode_loop(payloads: &[&Vec<u8>], w: usize, h: usize, epochs: u64, decoder: 
     for _ in 0..epochs {
         for p in payloads {
             if decoder == "turbo" {
-                let image = turbojpeg::Image { pixels: &mut *out, width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
+                let image = turbojpeg::Image {
+                    pixels: &mut *out,
+                    width: w,
+                    pitch: w * 3,
+                    height: h,
+                    format: turbojpeg::PixelFormat::RGB,
+                };
                 turbo.decompress(p, image)?;
             } else {
-                let opts = zune_core::options::DecoderOptions::default().jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB);
-                let mut dec = zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(p.as_slice()), opts);
+                let opts = zune_core::options::DecoderOptions::default()
+                    .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB);
+                let mut dec =
+                    zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(p.as_slice()), opts);
                 dec.decode_into(out).map_err(|e| anyhow::anyhow!("zune-jpeg: {e:?}"))?;
             }
             checksum = checksum.wrapping_add(out[out.len() / 2] as u64);

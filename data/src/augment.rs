@@ -227,7 +227,12 @@ fn stream_row(src: &[u8], dst: &mut [u8]) {
         for k in (0..whole).step_by(16) {
             // SAFETY: k + 16 <= whole <= len of both; the store address is 16-byte aligned
             // (dst is, and k is a multiple of 16). SSE2 is part of x86_64.
-            unsafe { _mm_stream_si128(dst.as_mut_ptr().add(k) as *mut __m128i, _mm_loadu_si128(src.as_ptr().add(k) as *const __m128i)) };
+            unsafe {
+                _mm_stream_si128(
+                    dst.as_mut_ptr().add(k) as *mut __m128i,
+                    _mm_loadu_si128(src.as_ptr().add(k) as *const __m128i),
+                )
+            };
         }
         dst[whole..].copy_from_slice(&src[whole..]);
         return;
@@ -374,7 +379,11 @@ mod tests {
         let mut src = vec![0xEE; 16 * 3];
         for r in 0..3 {
             for k in 0..3 {
-                src[16 * r + 3 * k..16 * r + 3 * k + 3].copy_from_slice(&[10 * r as u8 + k as u8, 100 + k as u8, 200 - k as u8]);
+                src[16 * r + 3 * k..16 * r + 3 * k + 3].copy_from_slice(&[
+                    10 * r as u8 + k as u8,
+                    100 + k as u8,
+                    200 - k as u8,
+                ]);
             }
         }
         let packed: Vec<u8> = src.chunks(16).flat_map(|r| r[..9].to_vec()).collect();

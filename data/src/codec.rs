@@ -13,7 +13,9 @@ use image::{ImageFormat, RgbImage};
 pub fn decode(encoding: Encoding, payload: &[u8], width: u16, height: u16) -> Result<RgbImage, DecodeError> {
     let (w, h) = (width as u32, height as u32);
     if u64::from(w) * u64::from(h) > MAX_RECORD_PIXELS {
-        return Err(DecodeError::new(format!("a {w}x{h} record image is larger than a record may hold ({MAX_RECORD_PIXELS} pixels)")));
+        return Err(DecodeError::new(format!(
+            "a {w}x{h} record image is larger than a record may hold ({MAX_RECORD_PIXELS} pixels)"
+        )));
     }
     if encoding == Encoding::Jpeg && w > 0 && h > 0 {
         let mut out = vec![0; w as usize * h as usize * 3];
@@ -30,7 +32,10 @@ fn decode_general(encoding: Encoding, payload: &[u8], w: u32, h: u32) -> Result<
     let out = match encoding {
         Encoding::Raw => {
             if payload.len() != raw_len {
-                return Err(DecodeError::new(format!("raw payload has {} bytes, {w}x{h} RGB needs {raw_len}", payload.len())));
+                return Err(DecodeError::new(format!(
+                    "raw payload has {} bytes, {w}x{h} RGB needs {raw_len}",
+                    payload.len()
+                )));
             }
             payload.to_vec()
         }
@@ -59,6 +64,11 @@ fn decode_general(encoding: Encoding, payload: &[u8], w: u32, h: u32) -> Result<
 }
 
 /// The size a payload really decodes to, for `facekit_shard::verify`'s payload check.
-pub fn decoded_size(encoding: Encoding, payload: &[u8], width: u16, height: u16) -> std::result::Result<(u32, u32), String> {
+pub fn decoded_size(
+    encoding: Encoding,
+    payload: &[u8],
+    width: u16,
+    height: u16,
+) -> std::result::Result<(u32, u32), String> {
     decode(encoding, payload, width, height).map(|img| img.dimensions()).map_err(|e| e.to_string())
 }

@@ -88,7 +88,10 @@ impl LoaderConfig {
             return refuse(format!("rank {} is not below world size {}", self.rank, self.world_size));
         }
         if self.workers > MAX_WORKERS {
-            return refuse(format!("{} decode workers asked for; at most {MAX_WORKERS} are allowed (one or two per core is plenty)", self.workers));
+            return refuse(format!(
+                "{} decode workers asked for; at most {MAX_WORKERS} are allowed (one or two per core is plenty)",
+                self.workers
+            ));
         }
         self.validate_stages()?;
         let batch_bytes = (self.batch_size as u64).saturating_mul(u64::from(self.image_size).pow(2) * 3);
@@ -116,12 +119,17 @@ impl LoaderConfig {
                 return refuse("the quasi-random order needs a window of at least 1 page".into());
             }
             if !self.shuffle {
-                return refuse("the quasi-random order shuffles: without shuffling, use the global order (stored order)".into());
+                return refuse(
+                    "the quasi-random order shuffles: without shuffling, use the global order (stored order)".into(),
+                );
             }
         }
         let pages_used = self.order.uses_pages() || self.fetch != Fetch::Mapped;
         if pages_used && self.page_bytes < MIN_PAGE_BYTES {
-            return refuse(format!("pages of {} bytes are smaller than one OS page ({MIN_PAGE_BYTES} bytes)", self.page_bytes));
+            return refuse(format!(
+                "pages of {} bytes are smaller than one OS page ({MIN_PAGE_BYTES} bytes)",
+                self.page_bytes
+            ));
         }
         // Reading ahead pays only when the order reads pages in runs; under a shuffled global
         // order every page is needed from the first batch to the last, so nothing could be

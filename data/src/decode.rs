@@ -42,20 +42,31 @@ impl RecordDecoder {
 
     /// Decodes `rec` as `size` x `size` RGB8 into `out` (exactly `size * size * 3` bytes),
     /// augmented as `view` says ([`View::IDENTITY`]: as stored).
-    pub fn decode_into(&mut self, rec: &RecordView<'_>, size: u32, view: &View, out: &mut [u8]) -> Result<(), DecodeError> {
+    pub fn decode_into(
+        &mut self,
+        rec: &RecordView<'_>,
+        size: u32,
+        view: &View,
+        out: &mut [u8],
+    ) -> Result<(), DecodeError> {
         let (w, h) = (rec.header.width as u32, rec.header.height as u32);
         if w == 0 || h == 0 {
             return Err(DecodeError::new(format!("record header claims an empty {w}x{h} image")));
         }
         if u64::from(w) * u64::from(h) > facekit_shard::format::MAX_RECORD_PIXELS {
-            return Err(DecodeError::new(format!("record header claims a {w}x{h} image, larger than a record may hold")));
+            return Err(DecodeError::new(format!(
+                "record header claims a {w}x{h} image, larger than a record may hold"
+            )));
         }
         if size == 0 || size > 4096 {
             return Err(DecodeError::new(format!("output size {size} is out of range (1..=4096)")));
         }
         let want = size as usize * size as usize * 3;
         if out.len() != want {
-            return Err(DecodeError::new(format!("output buffer has {} bytes, {size}x{size} RGB needs {want}", out.len())));
+            return Err(DecodeError::new(format!(
+                "output buffer has {} bytes, {size}x{size} RGB needs {want}",
+                out.len()
+            )));
         }
         let as_stored = !view.flip && !view.changes_colour();
         let side = size as usize;
@@ -71,7 +82,15 @@ impl RecordDecoder {
 
     /// [`RecordDecoder::decode_into`] through the cached buffer `decoded`, then a resize and/or
     /// [`write_view`].
-    fn decode_via(&mut self, rec: &RecordView<'_>, decoded: &mut CachedRows, native: bool, view: &View, out: &mut [u8], side: usize) -> Result<(), DecodeError> {
+    fn decode_via(
+        &mut self,
+        rec: &RecordView<'_>,
+        decoded: &mut CachedRows,
+        native: bool,
+        view: &View,
+        out: &mut [u8],
+        side: usize,
+    ) -> Result<(), DecodeError> {
         let (w, h) = (rec.header.width as usize, rec.header.height as usize);
         // write_view takes any pitch: a multiple of 32 keeps every row off libjpeg-turbo's
         // non-temporal path (see CachedRows). The resizer reads rows back to back.
@@ -98,13 +117,18 @@ impl RecordDecoder {
     /// Decodes at the record's own size into `out`, rows `pitch` bytes apart.
     fn decode_native(&mut self, rec: &RecordView<'_>, out: &mut [u8], pitch: usize) -> Result<(), DecodeError> {
         let (w, h) = (rec.header.width, rec.header.height);
-        let encoding = Encoding::from_code(rec.header.encoding).ok_or_else(|| DecodeError::new(format!("unknown encoding code {}", rec.header.encoding)))?;
+        let encoding = Encoding::from_code(rec.header.encoding)
+            .ok_or_else(|| DecodeError::new(format!("unknown encoding code {}", rec.header.encoding)))?;
         if encoding == Encoding::Jpeg && self.jpeg.decode_into(rec.payload, w, h, out, pitch)? {
             return Ok(());
         }
         let img = codec::decode(encoding, rec.payload, w, h)?;
         if img.dimensions() != (w as u32, h as u32) {
-            return Err(DecodeError::new(format!("image is {}x{} but the record header says {w}x{h}", img.width(), img.height())));
+            return Err(DecodeError::new(format!(
+                "image is {}x{} but the record header says {w}x{h}",
+                img.width(),
+                img.height()
+            )));
         }
         let row = w as usize * 3;
         for (r, src) in img.as_raw().chunks_exact(row).enumerate() {
@@ -114,15 +138,27 @@ impl RecordDecoder {
     }
 
     /// Resizes (and crops) `src` to `size` x `size` into `out`.
-    fn resize(&mut self, src: &[u8], w: u32, h: u32, view: &View, out: &mut [u8], size: u32) -> Result<(), DecodeError> {
-        let src = ImageRef::new(w, h, src, PixelType::U8x3).map_err(|e| DecodeError::new(format!("resize source buffer: {e}")))?;
-        let mut dst = Image::from_slice_u8(size, size, out, PixelType::U8x3).map_err(|e| DecodeError::new(format!("resize target buffer: {e}")))?;
+    fn resize(
+        &mut self,
+        src: &[u8],
+        w: u32,
+        h: u32,
+        view: &View,
+        out: &mut [u8],
+        size: u32,
+    ) -> Result<(), DecodeError> {
+        let src = ImageRef::new(w, h, src, PixelType::U8x3)
+            .map_err(|e| DecodeError::new(format!("resize source buffer: {e}")))?;
+        let mut dst = Image::from_slice_u8(size, size, out, PixelType::U8x3)
+            .map_err(|e| DecodeError::new(format!("resize target buffer: {e}")))?;
         let mut opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
         if let Some(c) = view.crop {
             let (left, top, cw, ch) = c.pixels(w, h);
             opts = opts.crop(left, top, cw, ch);
         }
-        self.resizer.resize(&src, &mut dst, &opts).map_err(|e| DecodeError::new(format!("cannot resize {w}x{h} to {size}x{size}: {e}")))
+        self.resizer
+            .resize(&src, &mut dst, &opts)
+            .map_err(|e| DecodeError::new(format!("cannot resize {w}x{h} to {size}x{size}: {e}")))
     }
 }
 
@@ -153,4 +189,3 @@ pub fn decode_record(rec: &RecordView<'_>, size: u32) -> Result<RgbImage, Decode
     RecordDecoder::new().decode_into(rec, size, &View::IDENTITY, &mut out)?;
     Ok(RgbImage::from_raw(size, size, out).expect("buffer sized for size x size RGB"))
 }
-

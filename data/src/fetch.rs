@@ -128,7 +128,12 @@ impl ShardMaps {
     pub(crate) fn open(datasets: &[Arc<Dataset>]) -> Result<Self, facekit_shard::Error> {
         let files = datasets
             .iter()
-            .map(|d| d.shards().iter().map(|s| facekit_io::bounded::open_regular(s.path()).map_err(facekit_shard::Error::from)).collect())
+            .map(|d| {
+                d.shards()
+                    .iter()
+                    .map(|s| facekit_io::bounded::open_regular(s.path()).map_err(facekit_shard::Error::from))
+                    .collect()
+            })
             .collect::<Result<_, _>>()?;
         Ok(ShardMaps { datasets: datasets.to_vec(), files })
     }
@@ -184,7 +189,11 @@ mod advice {
     fn os_page() -> usize {
         // SAFETY: sysconf has no preconditions.
         let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if n > 0 { n as usize } else { 4096 }
+        if n > 0 {
+            n as usize
+        } else {
+            4096
+        }
     }
 
     /// Asks the kernel to read `range` of the mapped file `map` now, asynchronously.
@@ -207,7 +216,8 @@ mod advice {
     pub(super) fn drop_range(map: &[u8], file: &File, zap: Range<u64>, evict: Range<u64>) {
         let page = os_page();
         let start = |x: u64| (x as usize / page) * page;
-        let end = |x: u64| if x as usize >= map.len() { map.len().div_ceil(page) * page } else { (x as usize / page) * page };
+        let end =
+            |x: u64| if x as usize >= map.len() { map.len().div_ceil(page) * page } else { (x as usize / page) * page };
         let (zap, evict) = (start(zap.start)..end(zap.end), start(evict.start)..end(evict.end));
         // SAFETY: the ranges lie inside the mapping (rounded up to its last OS page, which the
         // mapping covers whole), a shared, read-only map of a file no facekit writer changes
@@ -218,7 +228,12 @@ mod advice {
                 libc::madvise(map.as_ptr().add(zap.start) as *mut libc::c_void, zap.len(), libc::MADV_DONTNEED);
             }
             if !evict.is_empty() {
-                libc::posix_fadvise(file.as_raw_fd(), evict.start as libc::off_t, evict.len() as libc::off_t, libc::POSIX_FADV_DONTNEED);
+                libc::posix_fadvise(
+                    file.as_raw_fd(),
+                    evict.start as libc::off_t,
+                    evict.len() as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                );
             }
         }
     }
@@ -251,7 +266,9 @@ mod tests {
 
     #[test]
     fn every_page_a_rank_reads_opens_once_and_closes_once_after_it_opens() {
-        for (order, world) in [(Order::QuasiRandom { window: 4 }, 1), (Order::QuasiRandom { window: 4 }, 3), (Order::Global, 2)] {
+        for (order, world) in
+            [(Order::QuasiRandom { window: 4 }, 1), (Order::QuasiRandom { window: 4 }, 3), (Order::Global, 2)]
+        {
             for rank in 0..world {
                 let p = plan(order, rank, world);
                 let s = PageSchedule::new(&p, &pages());

@@ -21,7 +21,14 @@ impl Jpeg {
     /// Decodes `payload`, which must be a `w` x `h` JPEG, into `out` as RGB rows `pitch` bytes
     /// apart. `Ok(false)` for a colour space libjpeg-turbo cannot turn into RGB (CMYK, YCCK),
     /// which the caller hands to the general codec.
-    pub(crate) fn decode_into(&mut self, payload: &[u8], w: u16, h: u16, out: &mut [u8], pitch: usize) -> Result<bool, DecodeError> {
+    pub(crate) fn decode_into(
+        &mut self,
+        payload: &[u8],
+        w: u16,
+        h: u16,
+        out: &mut [u8],
+        pitch: usize,
+    ) -> Result<bool, DecodeError> {
         let result = self.try_decode(payload, w, h, out, pitch);
         if result.is_err() {
             // libjpeg-turbo's state after a failed call is not to be trusted (see facekit_pack::photo).
@@ -30,20 +37,37 @@ impl Jpeg {
         result
     }
 
-    fn try_decode(&mut self, payload: &[u8], w: u16, h: u16, out: &mut [u8], pitch: usize) -> Result<bool, DecodeError> {
+    fn try_decode(
+        &mut self,
+        payload: &[u8],
+        w: u16,
+        h: u16,
+        out: &mut [u8],
+        pitch: usize,
+    ) -> Result<bool, DecodeError> {
         let (w, h) = (usize::from(w), usize::from(h));
         // tjDecompress2 reads a size of 0 as "the JPEG's own": never pass one.
         if w == 0 || h == 0 || pitch < w * 3 || out.len() < pitch * (h - 1) + w * 3 {
-            return Err(DecodeError::new(format!("a {w}x{h} JPEG in rows of {pitch} bytes cannot fill an output of {} bytes", out.len())));
+            return Err(DecodeError::new(format!(
+                "a {w}x{h} JPEG in rows of {pitch} bytes cannot fill an output of {} bytes",
+                out.len()
+            )));
         }
         check_scans(payload)?;
         let d = match self.handle.as_mut() {
             Some(d) => d,
-            None => self.handle.insert(turbojpeg::Decompressor::new().map_err(|e| DecodeError::new(format!("cannot start libjpeg-turbo: {e}")))?),
+            None => self.handle.insert(
+                turbojpeg::Decompressor::new()
+                    .map_err(|e| DecodeError::new(format!("cannot start libjpeg-turbo: {e}")))?,
+            ),
         };
-        let header = d.read_header(payload).map_err(|e| DecodeError::new(format!("JPEG header does not decode: {e}")))?;
+        let header =
+            d.read_header(payload).map_err(|e| DecodeError::new(format!("JPEG header does not decode: {e}")))?;
         if (header.width, header.height) != (w, h) {
-            return Err(DecodeError::new(format!("JPEG is {}x{} but the record header says {w}x{h}", header.width, header.height)));
+            return Err(DecodeError::new(format!(
+                "JPEG is {}x{} but the record header says {w}x{h}",
+                header.width, header.height
+            )));
         }
         if matches!(header.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK) {
             return Ok(false);
@@ -65,7 +89,9 @@ fn check_scans(b: &[u8]) -> Result<(), DecodeError> {
     // Markers are never byte-stuffed, so every FF DA is a start of scan.
     let scans = b.windows(2).filter(|w| w == &[0xFF, 0xDA]).count();
     if scans > MAX_PROGRESSIVE_SCANS {
-        return Err(DecodeError::new(format!("a progressive JPEG of {scans} scans (at most {MAX_PROGRESSIVE_SCANS}): decoding it would take too long")));
+        return Err(DecodeError::new(format!(
+            "a progressive JPEG of {scans} scans (at most {MAX_PROGRESSIVE_SCANS}): decoding it would take too long"
+        )));
     }
     Ok(())
 }

@@ -57,9 +57,8 @@ impl Sources {
         }
         check_class_ids(&datasets, &starts)?;
         let first = &datasets[0];
-        let shared = datasets
-            .iter()
-            .all(|d| d.labels() == first.labels() && d.manifest().classes == first.manifest().classes);
+        let shared =
+            datasets.iter().all(|d| d.labels() == first.labels() && d.manifest().classes == first.manifest().classes);
         let (class_offsets, classes) = if shared {
             (vec![0; datasets.len()], first.manifest().classes)
         } else {
@@ -67,7 +66,9 @@ impl Sources {
             let mut total = 0u32;
             for d in &datasets {
                 offsets.push(total);
-                total = total.checked_add(d.manifest().classes).ok_or_else(|| Error::Config("the datasets' total class count overflows u32".into()))?;
+                total = total
+                    .checked_add(d.manifest().classes)
+                    .ok_or_else(|| Error::Config("the datasets' total class count overflows u32".into()))?;
             }
             (offsets, total)
         };
@@ -91,9 +92,23 @@ impl Sources {
 
     /// Decodes global record `g` into `out` and returns its labels, the class id offset into
     /// the loader's label space.
-    fn decode(&self, g: u64, dec: &mut RecordDecoder, size: u32, view: &View, out: &mut [u8]) -> Result<Labels, RecordError> {
+    fn decode(
+        &self,
+        g: u64,
+        dec: &mut RecordDecoder,
+        size: u32,
+        view: &View,
+        out: &mut [u8],
+    ) -> Result<Labels, RecordError> {
         let at = self.place(g);
-        let error = |offset, origin, problem| RecordError { index: g, shard: at.shard.path().to_path_buf(), record: at.record as u64, offset, origin, problem };
+        let error = |offset, origin, problem| RecordError {
+            index: g,
+            shard: at.shard.path().to_path_buf(),
+            record: at.record as u64,
+            offset,
+            origin,
+            problem,
+        };
         let rec = self.datasets[at.dataset].record(at.local).map_err(|e| {
             let (offset, problem) = match e {
                 facekit_shard::Error::Corrupt { source, .. } => (source.offset, Problem::Corrupt(source.reason)),
@@ -116,11 +131,24 @@ fn check_class_ids(datasets: &[Arc<Dataset>], starts: &[u64]) -> Result<()> {
         let classes = ds.manifest().classes;
         let mut first = starts[d];
         for shard in ds.shards() {
-            let bad = shard.index().iter().enumerate().find(|(_, e)| e.class_id != facekit_shard::format::UNKNOWN_CLASS && e.class_id >= classes);
+            let bad = shard
+                .index()
+                .iter()
+                .enumerate()
+                .find(|(_, e)| e.class_id != facekit_shard::format::UNKNOWN_CLASS && e.class_id >= classes);
             if let Some((i, e)) = bad {
-                let problem = Problem::Corrupt(format!("class id {} is not below the manifest's {classes} classes", e.class_id));
+                let problem =
+                    Problem::Corrupt(format!("class id {} is not below the manifest's {classes} classes", e.class_id));
                 let shard = shard.path().to_path_buf();
-                return Err(RecordError { index: first + i as u64, shard, record: i as u64, offset: e.offset + 8, origin: None, problem }.into());
+                return Err(RecordError {
+                    index: first + i as u64,
+                    shard,
+                    record: i as u64,
+                    offset: e.offset + 8,
+                    origin: None,
+                    problem,
+                }
+                .into());
             }
             first += shard.len() as u64;
         }
@@ -222,7 +250,9 @@ impl Loader {
     pub fn epoch(&self, epoch: u64, start_batch: u64) -> EpochIter {
         let plan = Arc::new(self.plan(epoch));
         let read_ahead = match (self.cfg.fetch, &self.maps) {
-            (Fetch::ReadAhead { batches }, Some(maps)) => Some(ReadAhead::new(&plan, self.sources.pages.clone(), maps.clone(), batches)),
+            (Fetch::ReadAhead { batches }, Some(maps)) => {
+                Some(ReadAhead::new(&plan, self.sources.pages.clone(), maps.clone(), batches))
+            }
             _ => None,
         };
         EpochIter::new(self.sources.clone(), self.cfg.clone(), plan, start_batch, self.ring.clone(), read_ahead)
@@ -290,7 +320,13 @@ impl Shared {
     /// record is replaced by the next decodable record of the plan (wrapping around): batch
     /// boundaries never move, so skipping stays deterministic and `start_batch` needs no
     /// knowledge of earlier batches.
-    fn fill(&self, p: usize, out: &mut [u8], dec: &mut RecordDecoder, corrupt: &mut Vec<CorruptRecord>) -> Result<Entry> {
+    fn fill(
+        &self,
+        p: usize,
+        out: &mut [u8],
+        dec: &mut RecordDecoder,
+        corrupt: &mut Vec<CorruptRecord>,
+    ) -> Result<Entry> {
         let order = &self.plan.order;
         let mut q = p;
         loop {
@@ -334,7 +370,14 @@ pub struct EpochIter {
 }
 
 impl EpochIter {
-    fn new(sources: Arc<Sources>, cfg: LoaderConfig, plan: Arc<EpochPlan>, start_batch: u64, ring: Arc<Ring>, read_ahead: Option<ReadAhead>) -> Self {
+    fn new(
+        sources: Arc<Sources>,
+        cfg: LoaderConfig,
+        plan: Arc<EpochPlan>,
+        start_batch: u64,
+        ring: Arc<Ring>,
+        read_ahead: Option<ReadAhead>,
+    ) -> Self {
         let end = plan.batches;
         let start = (start_batch.min(end as u64)) as usize;
         let workers = cfg.workers;

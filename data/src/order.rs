@@ -108,7 +108,8 @@ mod tests {
 
     /// 1,000 records in shards of 300, pages of 7 or 8 records (records of 130 bytes, pages of 1 KiB).
     fn pages() -> Pages {
-        let shards: Vec<Vec<(u64, u32)>> = [300, 300, 300, 100].iter().map(|&n| (0..n).map(|i| (48 + 130 * i, 130)).collect()).collect();
+        let shards: Vec<Vec<(u64, u32)>> =
+            [300, 300, 300, 100].iter().map(|&n| (0..n).map(|i| (48 + 130 * i, 130)).collect()).collect();
         Pages::new(shards.into_iter().enumerate().map(|(s, r)| (0, s, r)), 1024)
     }
 

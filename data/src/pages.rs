@@ -38,7 +38,10 @@ pub struct Pages {
 impl Pages {
     /// Groups the records of `shards`, given as `(dataset, shard, records)` in global record
     /// order with each record as `(offset, length)` in stored order, into pages of `page_bytes`.
-    pub fn new<R: IntoIterator<Item = (u64, u32)>>(shards: impl IntoIterator<Item = (usize, usize, R)>, page_bytes: u64) -> Pages {
+    pub fn new<R: IntoIterator<Item = (u64, u32)>>(
+        shards: impl IntoIterator<Item = (usize, usize, R)>,
+        page_bytes: u64,
+    ) -> Pages {
         let page_bytes = page_bytes.max(1);
         let (mut pages, mut len) = (Vec::<Page>::new(), 0u64);
         for (dataset, shard, records) in shards {
@@ -66,7 +69,10 @@ impl Pages {
     /// The pages of the loader's datasets.
     pub fn of_datasets(datasets: &[std::sync::Arc<facekit_shard::Dataset>], page_bytes: u64) -> Pages {
         let shards = datasets.iter().enumerate().flat_map(|(d, ds)| {
-            ds.shards().iter().enumerate().map(move |(s, shard)| (d, s, shard.index().iter().map(|e| (e.offset, e.len))))
+            ds.shards()
+                .iter()
+                .enumerate()
+                .map(move |(s, shard)| (d, s, shard.index().iter().map(|e| (e.offset, e.len))))
         });
         Pages::new(shards, page_bytes)
     }
@@ -96,10 +102,17 @@ mod tests {
         let a = [(48, 100), (148, 100), (248, 100), (348, 700), (1048, 10)];
         let b = [(48, 2000), (2048, 10)];
         let pages = Pages::new([(0, 0, a.to_vec()), (0, 1, b.to_vec())], 256);
-        let got: Vec<(u64, u32, usize, Range<u64>)> = pages.pages().iter().map(|p| (p.first, p.count, p.shard, p.bytes.clone())).collect();
+        let got: Vec<(u64, u32, usize, Range<u64>)> =
+            pages.pages().iter().map(|p| (p.first, p.count, p.shard, p.bytes.clone())).collect();
         assert_eq!(
             got,
-            vec![(0, 3, 0, 48..348), (3, 1, 0, 348..1048), (4, 1, 0, 1048..1058), (5, 1, 1, 48..2048), (6, 1, 1, 2048..2058)]
+            vec![
+                (0, 3, 0, 48..348),
+                (3, 1, 0, 348..1048),
+                (4, 1, 0, 1048..1058),
+                (5, 1, 1, 48..2048),
+                (6, 1, 1, 2048..2058)
+            ]
         );
         assert_eq!(pages.records(), 7);
         assert_eq!((0..7).map(|g| pages.page_of(g)).collect::<Vec<_>>(), [0, 0, 0, 1, 2, 3, 4]);

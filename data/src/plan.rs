@@ -38,12 +38,8 @@ impl EpochPlan {
     /// ranks ([`crate::Order::sequence`]).
     pub fn new(sequence: Vec<u64>, cfg: &LoaderConfig, epoch: u64) -> Self {
         let usable = usable(sequence.len() as u64, cfg);
-        let order: Vec<u64> = sequence[..usable as usize]
-            .iter()
-            .copied()
-            .skip(cfg.rank)
-            .step_by(cfg.world_size)
-            .collect();
+        let order: Vec<u64> =
+            sequence[..usable as usize].iter().copied().skip(cfg.rank).step_by(cfg.world_size).collect();
         let batches = if cfg.drop_last { order.len() / cfg.batch_size } else { order.len().div_ceil(cfg.batch_size) };
         EpochPlan { order, batch_size: cfg.batch_size, batches, seed: cfg.seed, epoch, augment: cfg.augment }
     }
@@ -51,7 +47,11 @@ impl EpochPlan {
     /// Batches each rank yields per epoch over `len` records (the same for every epoch and order).
     pub fn batches_for(len: u64, cfg: &LoaderConfig) -> usize {
         let per_rank = (usable(len, cfg) / cfg.world_size as u64) as usize;
-        if cfg.drop_last { per_rank / cfg.batch_size } else { per_rank.div_ceil(cfg.batch_size) }
+        if cfg.drop_last {
+            per_rank / cfg.batch_size
+        } else {
+            per_rank.div_ceil(cfg.batch_size)
+        }
     }
 
     /// The positions in [`EpochPlan::order`] that make up batch `b`.
@@ -93,11 +93,15 @@ mod tests {
     #[test]
     fn ranks_are_equal_length_disjoint_and_cover_the_truncated_epoch() {
         for drop_last in [false, true] {
-            let plans: Vec<_> = (0..3).map(|r| EpochPlan::new(seq(100, 5, true), &cfg(3, r, 8, drop_last), 5)).collect();
+            let plans: Vec<_> =
+                (0..3).map(|r| EpochPlan::new(seq(100, 5, true), &cfg(3, r, 8, drop_last), 5)).collect();
             let mut all: Vec<u64> = plans.iter().flat_map(|p| p.order.clone()).collect();
             let n = all.len();
             assert!(plans.iter().all(|p| p.order.len() == plans[0].order.len()));
-            assert!(plans.iter().all(|p| p.batches == plans[0].batches && p.batches == EpochPlan::batches_for(100, &cfg(3, 0, 8, drop_last))));
+            assert!(plans
+                .iter()
+                .all(|p| p.batches == plans[0].batches
+                    && p.batches == EpochPlan::batches_for(100, &cfg(3, 0, 8, drop_last))));
             all.sort();
             all.dedup();
             assert_eq!(all.len(), n, "ranks overlap");

@@ -106,7 +106,13 @@ pub(crate) struct Ring {
 impl Ring {
     /// A ring of `count` slots of `slot_bytes` each, all allocated now.
     pub(crate) fn new(alloc: Arc<dyn SlotAlloc>, slot_bytes: usize, count: usize) -> Result<Arc<Ring>> {
-        let ring = Ring { alloc, slot_bytes, free: Mutex::new(Vec::with_capacity(count)), allocated: AtomicU64::new(0), initial: count as u64 };
+        let ring = Ring {
+            alloc,
+            slot_bytes,
+            free: Mutex::new(Vec::with_capacity(count)),
+            allocated: AtomicU64::new(0),
+            initial: count as u64,
+        };
         let slots = (0..count).map(|_| ring.allocate()).collect::<Result<Vec<_>>>()?;
         *ring.free.lock().expect("ring lock") = slots;
         Ok(Arc::new(ring))
@@ -123,7 +129,11 @@ impl Ring {
     }
 
     pub(crate) fn stats(&self) -> SlotStats {
-        SlotStats { allocated: self.allocated.load(Ordering::Relaxed), initial: self.initial, slot_bytes: self.slot_bytes }
+        SlotStats {
+            allocated: self.allocated.load(Ordering::Relaxed),
+            initial: self.initial,
+            slot_bytes: self.slot_bytes,
+        }
     }
 
     fn allocate(&self) -> Result<Box<dyn SlotMemory>> {
@@ -131,7 +141,10 @@ impl Ring {
         let memory = self.alloc.alloc(bytes).map_err(|reason| Error::Alloc { bytes, reason })?;
         let start = memory.bytes().as_ptr() as usize;
         if memory.bytes().len() != bytes || start % SLOT_ALIGN != 0 {
-            let reason = format!("the allocator gave {} bytes at address {start:#x}, not {bytes} aligned to {SLOT_ALIGN}", memory.bytes().len());
+            let reason = format!(
+                "the allocator gave {} bytes at address {start:#x}, not {bytes} aligned to {SLOT_ALIGN}",
+                memory.bytes().len()
+            );
             return Err(Error::Alloc { bytes, reason });
         }
         self.allocated.fetch_add(1, Ordering::Relaxed);

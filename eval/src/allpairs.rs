@@ -99,7 +99,11 @@ pub fn all_pairs(embeddings: &Matrix, labels: &[Option<u32>], opts: AllPairsOpti
             .map(|i| {
                 let (mut g, mut m) = (Vec::new(), Vec::new());
                 for j in i + 1..lab.len() {
-                    if lab[i] == lab[j] { g.push(dot(i, j)) } else { m.push(dot(i, j)) }
+                    if lab[i] == lab[j] {
+                        g.push(dot(i, j))
+                    } else {
+                        m.push(dot(i, j))
+                    }
                 }
                 (g, m)
             })
@@ -192,7 +196,12 @@ pub fn write_roc(report: &AllPairsReport, csv: &Path, png: &Path, title: &str) -
     let points: Vec<(f64, f64)> = report.roc.iter().map(|p| (p.far, p.tar)).collect();
     crate::plot::line_chart(
         png,
-        &crate::plot::ChartSpec { title, x_label: "FAR (false accept rate)", y_label: "TAR (true accept rate)", log_x: true },
+        &crate::plot::ChartSpec {
+            title,
+            x_label: "FAR (false accept rate)",
+            y_label: "TAR (true accept rate)",
+            log_x: true,
+        },
         &[crate::plot::Series { name: "ROC", points: &points }],
     )
 }

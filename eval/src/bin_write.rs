@@ -53,7 +53,15 @@ pub fn pickle_verification_bin(out: &mut impl Write, images: &[Vec<u8>], issame:
 
 /// The size of the file [`pickle_verification_bin`] writes.
 pub fn pickled_len(images: &[Vec<u8>], issame: &[bool]) -> u64 {
-    let header = |n: usize| if n < 256 { 2 } else if n <= u32::MAX as usize { 5 } else { 9 };
+    let header = |n: usize| {
+        if n < 256 {
+            2
+        } else if n <= u32::MAX as usize {
+            5
+        } else {
+            9
+        }
+    };
     let imgs: u64 = images.iter().map(|i| (header(i.len()) + i.len()) as u64).sum();
     let batches = |n: usize| 2 * n.div_ceil(BATCH) as u64;
     2 + 1 + batches(images.len()) + imgs + 1 + batches(issame.len()) + issame.len() as u64 + 2
@@ -64,7 +72,11 @@ fn check(images: &[Vec<u8>], issame: &[bool]) -> Result<()> {
         bail!("a verification file needs at least one pair");
     }
     if Some(images.len()) != issame.len().checked_mul(2) {
-        bail!("{} images for {} pairs: a verification file stores exactly two images per pair", images.len(), issame.len());
+        bail!(
+            "{} images for {} pairs: a verification file stores exactly two images per pair",
+            images.len(),
+            issame.len()
+        );
     }
     if let Some(i) = images.iter().position(Vec::is_empty) {
         bail!("image {i} is empty");
@@ -72,7 +84,11 @@ fn check(images: &[Vec<u8>], issame: &[bool]) -> Result<()> {
     let len = pickled_len(images, issame);
     let budget = facekit_io::bounded::VERIFICATION_BIN;
     if len > budget.bytes {
-        bail!("the verification file would be {len} bytes, more than the {} bytes a {} may have", budget.bytes, budget.what);
+        bail!(
+            "the verification file would be {len} bytes, more than the {} bytes a {} may have",
+            budget.bytes,
+            budget.what
+        );
     }
     Ok(())
 }

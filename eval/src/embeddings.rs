@@ -48,7 +48,9 @@ pub fn read_labels(path: &Path) -> Result<Vec<Option<u32>>> {
         }
         let class = match cols[1] {
             "" => None,
-            c => Some(c.parse::<u32>().with_context(|| format!("{} line {}: bad class id {c:?}", path.display(), n + 1))?),
+            c => Some(
+                c.parse::<u32>().with_context(|| format!("{} line {}: bad class id {c:?}", path.display(), n + 1))?,
+            ),
         };
         rows.push((class, cols[2]));
     }
@@ -77,7 +79,12 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         // 100,000 names: 4 bytes of a hash would merge two of them (the birthday bound).
         let rows: Vec<Row> = (0..100_000)
-            .map(|i| Row { class: None, identity: format!("person_{}", i / 2), path: format!("{i}.jpg"), prepared: "aligned".into() })
+            .map(|i| Row {
+                class: None,
+                identity: format!("person_{}", i / 2),
+                path: format!("{i}.jpg"),
+                prepared: "aligned".into(),
+            })
             .collect();
         write(t.path(), &vec![0.0; rows.len()], 1, &rows).unwrap();
         let labels = read_labels(&t.path().join("labels.tsv")).unwrap();

@@ -240,7 +240,11 @@ pub fn roc_curve(scores: &[f64], genuine: &[bool]) -> Result<Vec<RocPoint>> {
         }
         let last_of_value = order.get(rank + 1).is_none_or(|&j| scores[j] != scores[i]);
         if last_of_value {
-            points.push(RocPoint { far: fp as f64 / negatives as f64, tar: tp as f64 / positives as f64, threshold: scores[i] });
+            points.push(RocPoint {
+                far: fp as f64 / negatives as f64,
+                tar: tp as f64 / positives as f64,
+                threshold: scores[i],
+            });
         }
     }
     Ok(points)

@@ -59,7 +59,8 @@ pub struct PairList {
 impl PairList {
     /// Reads and parses a pairs file.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = facekit_io::bounded::read_string(path, facekit_io::bounded::PAIRS).context("cannot read the pairs file")?;
+        let text =
+            facekit_io::bounded::read_string(path, facekit_io::bounded::PAIRS).context("cannot read the pairs file")?;
         Self::parse(&text).with_context(|| format!("pairs file {} is malformed", path.display()))
     }
 
@@ -68,7 +69,8 @@ impl PairList {
         let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
         let Some((_, header)) = lines.next() else { bail!("the file is empty") };
         let nums: Vec<&str> = header.split_whitespace().collect();
-        let parse_num = |s: &str| s.parse::<usize>().with_context(|| format!("line 1: header {header:?} is not `folds n`"));
+        let parse_num =
+            |s: &str| s.parse::<usize>().with_context(|| format!("line 1: header {header:?} is not `folds n`"));
         let (folds, per_fold) = match nums.as_slice() {
             [n] => (1, parse_num(n)?),
             [f, n] => (parse_num(f)?, parse_num(n)?),
@@ -118,7 +120,11 @@ impl PairList {
             };
             if pair.left == pair.right {
                 // Its distance is 0 whatever the network: scoring it would only flatter.
-                bail!("line {line_no}: {line:?} pairs photo {} of {} with itself; a pair needs two photos", pair.left.number, pair.left.name);
+                bail!(
+                    "line {line_no}: {line:?} pairs photo {} of {} with itself; a pair needs two photos",
+                    pair.left.number,
+                    pair.left.name
+                );
             }
             pairs.push(pair);
         }
@@ -179,7 +185,14 @@ pub struct MissingFace {
 impl Resolved {
     /// Nothing resolved: no pair kept, none missing.
     pub fn empty() -> Self {
-        Resolved { pairs: Vec::new(), indices: Vec::new(), missing: Vec::new(), missing_people: 0, missing_images: 0, examples: Vec::new() }
+        Resolved {
+            pairs: Vec::new(),
+            indices: Vec::new(),
+            missing: Vec::new(),
+            missing_people: 0,
+            missing_images: 0,
+            examples: Vec::new(),
+        }
     }
 
     /// Pairs left out.
@@ -196,10 +209,18 @@ pub fn resolve(list: &PairList, policy: MissingPolicy, exists: impl Fn(&FaceRef)
         let found = [exists(&pair.left), exists(&pair.right)];
         for (presence, face) in found.into_iter().zip([&pair.left, &pair.right]) {
             if presence != Presence::Found {
-                out.missing.push(MissingFace { line: pair.line, face: face.clone(), person_missing: presence == Presence::NoPerson });
+                out.missing.push(MissingFace {
+                    line: pair.line,
+                    face: face.clone(),
+                    person_missing: presence == Presence::NoPerson,
+                });
             }
         }
-        let worst = found.into_iter().zip([&pair.left, &pair.right]).filter(|(p, _)| *p != Presence::Found).min_by_key(|(p, _)| *p);
+        let worst = found
+            .into_iter()
+            .zip([&pair.left, &pair.right])
+            .filter(|(p, _)| *p != Presence::Found)
+            .min_by_key(|(p, _)| *p);
         match worst {
             None => {
                 out.pairs.push(pair.clone());
@@ -334,7 +355,17 @@ impl KeptFolds {
             .iter()
             .enumerate()
             .filter(|(_, f)| f.unusable + f.balanced > 0)
-            .map(|(k, f)| format!("fold {}: {} of {} left out ({} unusable, {} to keep the folds equal), {} kept", k + 1, f.unusable + f.balanced, f.listed, f.unusable, f.balanced, f.kept()))
+            .map(|(k, f)| {
+                format!(
+                    "fold {}: {} of {} left out ({} unusable, {} to keep the folds equal), {} kept",
+                    k + 1,
+                    f.unusable + f.balanced,
+                    f.listed,
+                    f.unusable,
+                    f.balanced,
+                    f.kept()
+                )
+            })
             .collect()
     }
 }
@@ -358,7 +389,8 @@ pub fn keep_folds(list: &PairList, usable: &[bool]) -> KeptFolds {
         lost[p.fold][usize::from(p.same)] += usize::from(!ok);
     }
     let worst: [usize; 2] = std::array::from_fn(|k| lost.iter().map(|l| l[k]).max().unwrap_or(0));
-    let mut room: Vec<[usize; 2]> = listed.iter().map(|l| [l[0].saturating_sub(worst[0]), l[1].saturating_sub(worst[1])]).collect();
+    let mut room: Vec<[usize; 2]> =
+        listed.iter().map(|l| [l[0].saturating_sub(worst[0]), l[1].saturating_sub(worst[1])]).collect();
     let mut out = KeptFolds { kept: Vec::new(), folds: vec![FoldCount::default(); folds] };
     for (i, (p, &ok)) in list.pairs.iter().zip(usable).enumerate() {
         let f = &mut out.folds[p.fold];

@@ -37,7 +37,8 @@ impl VerificationBin {
     /// Reads and parses a `.bin` file (at most [`facekit_io::bounded::VERIFICATION_BIN`] bytes).
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = facekit_io::bounded::read(path, facekit_io::bounded::VERIFICATION_BIN)?;
-        parse_verification_bin(&bytes).with_context(|| format!("{} is not an insightface verification .bin", path.display()))
+        parse_verification_bin(&bytes)
+            .with_context(|| format!("{} is not an insightface verification .bin", path.display()))
     }
 }
 
@@ -119,10 +120,9 @@ impl Limits {
     }
 
     fn bytes(&mut self, n: usize, at: usize) -> Result<()> {
-        self.bytes = self
-            .bytes
-            .checked_sub(n as u64)
-            .with_context(|| format!("at byte {at}: the pickle builds more bytes than twice its own size (repeated memo references?)"))?;
+        self.bytes = self.bytes.checked_sub(n as u64).with_context(|| {
+            format!("at byte {at}: the pickle builds more bytes than twice its own size (repeated memo references?)")
+        })?;
         Ok(())
     }
 }
@@ -165,7 +165,11 @@ pub fn parse_verification_bin(data: &[u8]) -> Result<VerificationBin> {
         _ => unreachable!("matched above"),
     };
     if images.len() != issame.len() * 2 {
-        bail!("{} images for {} pairs: a verification file stores exactly two images per pair", images.len(), issame.len());
+        bail!(
+            "{} images for {} pairs: a verification file stores exactly two images per pair",
+            images.len(),
+            issame.len()
+        );
     }
     Ok(VerificationBin { images, issame })
 }
@@ -179,7 +183,11 @@ struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.data.len() - self.pos {
-            bail!("at byte {}: a length of {n} runs past the end of the file ({} bytes left)", self.pos, self.data.len() - self.pos);
+            bail!(
+                "at byte {}: a length of {n} runs past the end of the file ({} bytes left)",
+                self.pos,
+                self.data.len() - self.pos
+            );
         }
         let s = &self.data[self.pos..self.pos + n];
         self.pos += n;
@@ -200,8 +208,12 @@ impl<'a> Cursor<'a> {
     }
     fn line(&mut self) -> Result<&'a str> {
         let rest = &self.data[self.pos..];
-        let end = rest.iter().position(|&b| b == b'\n').with_context(|| format!("at byte {}: unterminated name", self.pos))?;
-        let s = std::str::from_utf8(&rest[..end]).with_context(|| format!("at byte {}: name is not UTF-8", self.pos))?;
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .with_context(|| format!("at byte {}: unterminated name", self.pos))?;
+        let s =
+            std::str::from_utf8(&rest[..end]).with_context(|| format!("at byte {}: name is not UTF-8", self.pos))?;
         self.pos += end + 1;
         Ok(s)
     }
@@ -222,7 +234,9 @@ fn callable(module: &str, name: &str) -> Result<Callable> {
 
 fn apply(f: Callable, args: &[Value]) -> Result<Value> {
     match (f, args) {
-        (Callable::CodecsEncode, [Value::Str(s), Value::Str(enc)]) if enc.as_str() == "latin1" || enc.as_str() == "latin-1" => {
+        (Callable::CodecsEncode, [Value::Str(s), Value::Str(enc)])
+            if enc.as_str() == "latin1" || enc.as_str() == "latin-1" =>
+        {
             let bytes = s
                 .chars()
                 .map(|c| u8::try_from(u32::from(c)).ok())
@@ -244,15 +258,15 @@ fn apply(f: Callable, args: &[Value]) -> Result<Value> {
             }
         }
         // ndarray.__reduce__: an empty array of the class `numpy.ndarray`, its data set by BUILD.
-        (Callable::NumpyReconstruct, [Value::Global(Callable::NumpyNdarray), Value::Tuple(shape, _), Value::Bytes(_) | Value::Str(_)])
-            if matches!(shape.as_slice(), [Value::Int(0)]) =>
-        {
-            Ok(Value::ArrayShell)
-        }
+        (
+            Callable::NumpyReconstruct,
+            [Value::Global(Callable::NumpyNdarray), Value::Tuple(shape, _), Value::Bytes(_) | Value::Str(_)],
+        ) if matches!(shape.as_slice(), [Value::Int(0)]) => Ok(Value::ArrayShell),
         // ndarray.__reduce_ex__(5): the data in band, then dtype, shape and order.
-        (Callable::NumpyFrombuffer, [Value::Bytes(raw), Value::Dtype(code), Value::Tuple(shape, _), Value::Str(order)])
-            if order.as_str() == "C" || order.as_str() == "F" =>
-        {
+        (
+            Callable::NumpyFrombuffer,
+            [Value::Bytes(raw), Value::Dtype(code), Value::Tuple(shape, _), Value::Str(order)],
+        ) if order.as_str() == "C" || order.as_str() == "F" => {
             bool_array(code, shape, raw).map(|flags| Value::BoolArray(Rc::new(flags)))
         }
         _ => bail!("unsupported call {f:?} with ({})", args.iter().map(Value::kind).collect::<Vec<_>>().join(", ")),
@@ -297,7 +311,10 @@ fn build_array(state: &Value) -> Result<Value> {
 /// Checks values about to enter a list: plain values only (a verification file's lists hold
 /// images and booleans), within the element budget.
 fn list_items(items: &[Value], at: usize, limits: &mut Limits) -> Result<()> {
-    if let Some(v) = items.iter().find(|v| !matches!(v, Value::Bytes(_) | Value::Str(_) | Value::Bool(_) | Value::Int(_) | Value::None)) {
+    if let Some(v) = items
+        .iter()
+        .find(|v| !matches!(v, Value::Bytes(_) | Value::Str(_) | Value::Bool(_) | Value::Int(_) | Value::None))
+    {
         bail!("at byte {at}: a {} inside a list (a verification file's lists hold only images and booleans)", v.kind());
     }
     limits.items(items.len(), at)
@@ -322,7 +339,10 @@ fn unpickle(data: &[u8], limits: &mut Limits) -> Result<Value> {
     let mut stack: Vec<Value> = Vec::new();
     let mut memo: HashMap<u32, Value> = HashMap::new();
     let pop_mark = |stack: &mut Vec<Value>, at: usize| -> Result<Vec<Value>> {
-        let m = stack.iter().rposition(|v| matches!(v, Value::Mark)).with_context(|| format!("at byte {at}: no MARK on the stack"))?;
+        let m = stack
+            .iter()
+            .rposition(|v| matches!(v, Value::Mark))
+            .with_context(|| format!("at byte {at}: no MARK on the stack"))?;
         let items = stack.split_off(m + 1);
         stack.pop();
         Ok(items)
@@ -374,7 +394,8 @@ fn unpickle(data: &[u8], limits: &mut Limits) -> Result<Value> {
                     0x8c => c.u8()? as usize,
                     _ => c.len64()?,
                 };
-                let s = std::str::from_utf8(c.take(n)?).with_context(|| format!("at byte {at}: string is not UTF-8"))?;
+                let s =
+                    std::str::from_utf8(c.take(n)?).with_context(|| format!("at byte {at}: string is not UTF-8"))?;
                 stack.push(Value::Str(Rc::new(s.to_string())));
             }
             b'a' => {
@@ -417,7 +438,8 @@ fn unpickle(data: &[u8], limits: &mut Limits) -> Result<Value> {
             }
             b'h' | b'j' => {
                 let key = if op == b'h' { c.u8()? as u32 } else { c.u32()? };
-                let v = memo.get(&key).with_context(|| format!("at byte {at}: memo entry {key} was never stored"))?.clone();
+                let v =
+                    memo.get(&key).with_context(|| format!("at byte {at}: memo entry {key} was never stored"))?.clone();
                 stack.push(v);
             }
             b'c' => {

@@ -66,7 +66,10 @@ pub fn figure(path: &Path, panels: &[Panel]) -> Result<()> {
     Ok(())
 }
 
-fn draw(root: &DrawingArea<BitMapBackend, plotters::coord::Shift>, panel: &Panel) -> Result<(), Box<dyn std::error::Error>> {
+fn draw(
+    root: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    panel: &Panel,
+) -> Result<(), Box<dyn std::error::Error>> {
     let (spec, series) = (&panel.spec, panel.series);
     let keep = |&&(x, y): &&(f64, f64)| x.is_finite() && y.is_finite() && (!spec.log_x || x > 0.0);
     let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().filter(keep).copied()).collect();

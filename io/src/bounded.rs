@@ -112,7 +112,9 @@ impl fmt::Display for FileError {
                 budget.bytes >> 20,
                 budget.what
             ),
-            FileError::Escapes { dir, name, why } => write!(f, "'{name}' {why} (it must stay inside {})", dir.display()),
+            FileError::Escapes { dir, name, why } => {
+                write!(f, "'{name}' {why} (it must stay inside {})", dir.display())
+            }
             FileError::NotText { path } => write!(f, "{} is not UTF-8 text", path.display()),
             FileError::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
         }

@@ -107,8 +107,11 @@ pub fn write(target: impl AsRef<Path>, bytes: &[u8]) -> Result<(), WriteError> {
 /// Writes `value` as pretty JSON with a final newline, atomically (manifests, reports, configs).
 pub fn write_json(target: impl AsRef<Path>, value: &impl Serialize) -> Result<(), WriteError> {
     let target = target.as_ref();
-    let mut text = serde_json::to_vec_pretty(value)
-        .map_err(|e| WriteError { op: "serialise".into(), path: target.to_path_buf(), source: e.into() })?;
+    let mut text = serde_json::to_vec_pretty(value).map_err(|e| WriteError {
+        op: "serialise".into(),
+        path: target.to_path_buf(),
+        source: e.into(),
+    })?;
     text.push(b'\n');
     write(target, &text)
 }
@@ -204,7 +207,8 @@ mod tests {
         assert_eq!(fs::read(target.join("a")).unwrap(), b"1");
         replace_dir::<WriteError>(&target, |d| write(d.join("a"), b"3")).unwrap();
         assert_eq!(fs::read(target.join("a")).unwrap(), b"3");
-        let names: Vec<String> = fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let names: Vec<String> =
+            fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert_eq!(names, ["last"]);
     }
 

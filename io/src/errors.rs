@@ -25,7 +25,8 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// `message` without the backtrace libtorch appends to its exceptions' messages.
 fn without_backtrace(message: &str) -> &str {
-    let cut = ["Exception raised from ", "frame #0:"].iter().filter_map(|m| message.find(m)).min().unwrap_or(message.len());
+    let cut =
+        ["Exception raised from ", "frame #0:"].iter().filter_map(|m| message.find(m)).min().unwrap_or(message.len());
     message[..cut].trim_end()
 }
 

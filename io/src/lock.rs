@@ -82,7 +82,12 @@ pub fn exclusive(path: &Path, what: &str) -> Result<Lock, LockError> {
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            return Err(LockError::Held { what: what.into(), path: path.to_path_buf(), holder: holder(path), exclusive: true })
+            return Err(LockError::Held {
+                what: what.into(),
+                path: path.to_path_buf(),
+                holder: holder(path),
+                exclusive: true,
+            })
         }
         Err(TryLockError::Error(e)) => return Err(io(e)),
     }

@@ -45,7 +45,10 @@ struct Controller {
 /// cgroup v2 (the unified hierarchy) and v1 (a `memory` hierarchy of its own).
 const CONTROLLERS: [(&str, Controller); 2] = [
     ("0::", Controller { root: "/sys/fs/cgroup", limit: "memory.max", usage: "memory.current" }),
-    (":memory:", Controller { root: "/sys/fs/cgroup/memory", limit: "memory.limit_in_bytes", usage: "memory.usage_in_bytes" }),
+    (
+        ":memory:",
+        Controller { root: "/sys/fs/cgroup/memory", limit: "memory.limit_in_bytes", usage: "memory.usage_in_bytes" },
+    ),
 ];
 
 /// Room left in every memory cgroup of this process: its own and each one above it.

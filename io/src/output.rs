@@ -287,7 +287,11 @@ fn kind_is(path: &Path, folder: bool) -> Result<(), OutputError> {
     };
     let wants = if folder { "a folder" } else { "a regular file" };
     if is != wants {
-        return Err(OutputError::WrongKind { output: path.to_path_buf(), is, wants: if folder { "a folder" } else { "a file" } });
+        return Err(OutputError::WrongKind {
+            output: path.to_path_buf(),
+            is,
+            wants: if folder { "a folder" } else { "a file" },
+        });
     }
     Ok(())
 }
@@ -398,12 +402,17 @@ impl Held {
 pub fn hold(path: &Path, what: &str, companions: &[&str]) -> Result<Held, OutputError> {
     let real = resolve(path)?;
     let (Some(dir), Some(name)) = (real.parent(), real.file_name().map(|n| n.to_string_lossy().into_owned())) else {
-        return Err(OutputError::WrongKind { output: path.to_path_buf(), is: "the root folder", wants: "a file or folder" });
+        return Err(OutputError::WrongKind {
+            output: path.to_path_buf(),
+            is: "the root folder",
+            wants: "a file or folder",
+        });
     };
     let io = |error| OutputError::Io { path: path.to_path_buf(), error };
     fs::create_dir_all(dir).map_err(io)?;
     let lock = lock::exclusive(&dir.join(format!(".{name}.lock")), what)?;
-    let targets: Vec<String> = std::iter::once(name.clone()).chain(companions.iter().map(|c| format!("{name}{c}"))).collect();
+    let targets: Vec<String> =
+        std::iter::once(name.clone()).chain(companions.iter().map(|c| format!("{name}{c}"))).collect();
     let mut cleared = 0;
     for entry in fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
@@ -449,7 +458,10 @@ mod tests {
         let input = t.path().join("photos");
         fs::create_dir(&input).unwrap();
         fs::write(t.path().join("pairs.txt"), b"1\n").unwrap();
-        let check = OutputCheck::new(&[dataset_file]).input(&input).input(t.path().join("pairs.txt")).input(t.path().join("missing"));
+        let check = OutputCheck::new(&[dataset_file])
+            .input(&input)
+            .input(t.path().join("pairs.txt"))
+            .input(t.path().join("missing"));
         let reason = |r: Result<(), OutputError>| r.unwrap_err().to_string();
         assert!(reason(check.file(&t.path().join("pairs.txt"))).contains("the command's input"));
         assert!(reason(check.file(&input.join("x.bin"))).contains("inside input folder"));
@@ -480,12 +492,15 @@ mod tests {
     fn holding_an_output_clears_what_an_interrupted_writer_left_and_nothing_else() {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("lfw.bin");
-        for leftover in [".tmp-1-lfw.bin", ".tmp-77-lfw.bin.rejects.tsv", ".tmp-5-lfw.binary", ".tmp-5-other.bin", "lfw.bin"] {
+        for leftover in
+            [".tmp-1-lfw.bin", ".tmp-77-lfw.bin.rejects.tsv", ".tmp-5-lfw.binary", ".tmp-5-other.bin", "lfw.bin"]
+        {
             fs::write(t.path().join(leftover), b"x").unwrap();
         }
         let held = hold(&out, "verification file lfw.bin", &[".rejects.tsv"]).unwrap();
         assert_eq!(held.cleared(), 2);
-        let mut left: Vec<String> = fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut left: Vec<String> =
+            fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         left.sort();
         assert_eq!(left, [".lfw.bin.lock", ".tmp-5-lfw.binary", ".tmp-5-other.bin", "lfw.bin"]);
         let again = hold(&out, "verification file lfw.bin", &[]).unwrap_err().to_string();

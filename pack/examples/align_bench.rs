@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use facekit_pack::align::chip::warp_affine_exact;
 use facekit_pack::align::{align_arcface5, align_dlib5, arcface5_transform, ChipSpec, DetectorKind, FaceAligner};
-use facekit_pack::photo::decode_image;
 use facekit_pack::encode as codec;
+use facekit_pack::photo::decode_image;
 use facekit_shard::Encoding;
 
 fn main() -> anyhow::Result<()> {

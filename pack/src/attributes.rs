@@ -10,8 +10,8 @@
 //! `--utkface-labels` reads the same labels from UTKFace file names, `AGE_GENDER_RACE_DATETIME.jpg.chip.jpg`;
 //! names that do not follow that pattern keep unknown labels. CSV lines override file names.
 
-use facekit_shard::Gender;
 use anyhow::{bail, Context, Result};
+use facekit_shard::Gender;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -43,7 +43,8 @@ pub struct AttributeTable {
 impl AttributeTable {
     /// Reads and checks an attributes CSV; errors name the file and line.
     pub fn read(path: &Path) -> Result<Self> {
-        let (file, _) = facekit_io::bounded::open_within(path, facekit_io::bounded::TABLE).context("cannot read the attributes file")?;
+        let (file, _) = facekit_io::bounded::open_within(path, facekit_io::bounded::TABLE)
+            .context("cannot read the attributes file")?;
         Self::from_reader(file).with_context(|| format!("attributes file {}", path.display()))
     }
 

@@ -8,9 +8,9 @@
 
 use super::inputs::InputFile;
 use super::report::{Counters, PackReport};
+use anyhow::{bail, Context, Result};
 use facekit_shard::manifest::{DatasetPaths, ShardInfo};
 use facekit_shard::Encoding;
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::Path;
@@ -69,7 +69,9 @@ impl Settings {
                 .iter()
                 .filter(|(k, v)| b.get(*k) != Some(*v))
                 .map(|(k, v)| match k.as_str() {
-                    "input_sha256" => "the input files (names, identity folders, sizes or modification times)".to_string(),
+                    "input_sha256" => {
+                        "the input files (names, identity folders, sizes or modification times)".to_string()
+                    }
                     _ => format!("{k} (was {v}, now {})", b.get(k).unwrap_or(&serde_json::Value::Null)),
                 })
                 .collect(),
@@ -110,7 +112,8 @@ impl Checkpoint {
 
     /// Reads a progress file.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = facekit_io::bounded::read(path, facekit_io::bounded::STATE).context("cannot read the progress file")?;
+        let text =
+            facekit_io::bounded::read(path, facekit_io::bounded::STATE).context("cannot read the progress file")?;
         let damaged = || format!("progress file {} is damaged; pack again without --resume", path.display());
         // One parse: the format is checked first because an older facekit kept the rejects inside
         // this file, and its checkpoints cannot be continued.
@@ -119,7 +122,10 @@ impl Checkpoint {
             match o.get("format").and_then(|f| f.as_str()) {
                 Some(PROGRESS_FORMAT) => {}
                 Some(f) if f.starts_with("facekit-pack-progress") => {
-                    bail!("progress file {} was written by another facekit version ({f}); pack again without --resume", path.display())
+                    bail!(
+                        "progress file {} was written by another facekit version ({f}); pack again without --resume",
+                        path.display()
+                    )
                 }
                 _ => bail!("{} is not a facekit pack progress file", path.display()),
             }
@@ -150,7 +156,11 @@ impl Checkpoint {
         let valid: u64 = self.valid_shards.iter().map(|s| s.records).sum();
         // A checkpoint is taken right after shards close, so they hold exactly what was counted.
         if train != c.packed - c.packed_valid || valid != c.packed_valid {
-            bail!("its shards hold {train} training and {valid} validation records, but it counted {} and {}", c.packed - c.packed_valid, c.packed_valid);
+            bail!(
+                "its shards hold {train} training and {valid} validation records, but it counted {} and {}",
+                c.packed - c.packed_valid,
+                c.packed_valid
+            );
         }
         if self.rejects_bytes < super::rejects::HEADER.len() as u64 {
             bail!("it records a rejects list of {} bytes, shorter than its header", self.rejects_bytes);
@@ -186,7 +196,15 @@ impl InputFingerprint {
     pub fn add(&mut self, f: &InputFile) {
         use sha2::Digest;
         let (len, mtime) = std::fs::metadata(&f.file)
-            .map(|m| (m.len(), m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos())))
+            .map(|m| {
+                (
+                    m.len(),
+                    m.modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_nanos()),
+                )
+            })
             .unwrap_or((u64::MAX, 0));
         self.0.update((f.record_path.len() as u64).to_le_bytes());
         self.0.update(f.record_path.as_bytes());
@@ -209,7 +227,8 @@ pub fn check_shards(paths: &DatasetPaths, shards: &[ShardInfo]) -> Result<()> {
         if p.file_name().map(|f| f.to_string_lossy() != info.file).unwrap_or(true) {
             bail!("progress file lists shard {} as number {n}, expected {}", info.file, p.display());
         }
-        let mut f = facekit_io::bounded::open_regular(&p).with_context(|| format!("completed shard {} is missing", p.display()))?;
+        let mut f = facekit_io::bounded::open_regular(&p)
+            .with_context(|| format!("completed shard {} is missing", p.display()))?;
         let mut crc = crc32fast::Hasher::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut len = 0u64;

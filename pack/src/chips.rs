@@ -61,10 +61,17 @@ impl ChipRecipe {
             );
         }
         if a.method != "dlib-get-face-chip" || a.template != Template::Dlib5.name() {
-            bail!("the dataset was aligned by {:?} with template {:?}, which this facekit cannot reproduce", a.method, a.template);
+            bail!(
+                "the dataset was aligned by {:?} with template {:?}, which this facekit cannot reproduce",
+                a.method,
+                a.template
+            );
         }
         if a.interpolation != "bilinear" {
-            bail!("the dataset's chips were sampled with {:?} interpolation; this facekit samples bilinearly", a.interpolation);
+            bail!(
+                "the dataset's chips were sampled with {:?} interpolation; this facekit samples bilinearly",
+                a.interpolation
+            );
         }
         let detector = match a.detector.as_str() {
             "hog" => DetectorKind::Hog,
@@ -75,16 +82,31 @@ impl ChipRecipe {
         spec.validate().context("the dataset's alignment")?;
         let expected = Template::Dlib5.points(&spec);
         let same_template = a.template_points.len() == expected.len()
-            && a.template_points.iter().zip(&expected).all(|(p, q)| (p[0] - q[0]).abs() < 1e-6 && (p[1] - q[1]).abs() < 1e-6);
+            && a.template_points
+                .iter()
+                .zip(&expected)
+                .all(|(p, q)| (p[0] - q[0]).abs() < 1e-6 && (p[1] - q[1]).abs() < 1e-6);
         if !same_template {
-            bail!("the dataset's template points differ from this facekit's dlib5 template at size {} padding {}", a.size, a.padding);
+            bail!(
+                "the dataset's template points differ from this facekit's dlib5 template at size {} padding {}",
+                a.size,
+                a.padding
+            );
         }
         if (encoding.width, encoding.height) != (a.size, a.size) {
-            bail!("the dataset's records are {}x{}, its alignment says {} pixels", encoding.width, encoding.height, a.size);
+            bail!(
+                "the dataset's records are {}x{}, its alignment says {} pixels",
+                encoding.width,
+                encoding.height,
+                a.size
+            );
         }
         let (chip_encoding, quality, chroma) = match encoding.format {
             Encoding::Jpeg => {
-                let quality = encoding.quality.filter(|q| (1..=100).contains(q)).context("the JPEG dataset records no quality (1-100)")?;
+                let quality = encoding
+                    .quality
+                    .filter(|q| (1..=100).contains(q))
+                    .context("the JPEG dataset records no quality (1-100)")?;
                 let chroma = match encoding.chroma.as_deref() {
                     // Packs before `--chroma` existed wrote 4:2:0.
                     None | Some("420") => Chroma::S420,
@@ -144,7 +166,13 @@ impl ChipMaker {
 /// The chips of `photos` in order, made on `threads` threads (a detector each), with a progress
 /// bar when `progress`. A photo without a usable face is a [`Rejection`] in its place; missing
 /// models are an error before any photo is read.
-pub fn make_chips(recipe: &ChipRecipe, models: Option<&Path>, photos: &[PathBuf], threads: usize, progress: bool) -> Result<Vec<Result<Vec<u8>, Rejection>>> {
+pub fn make_chips(
+    recipe: &ChipRecipe,
+    models: Option<&Path>,
+    photos: &[PathBuf],
+    threads: usize,
+    progress: bool,
+) -> Result<Vec<Result<Vec<u8>, Rejection>>> {
     let first = ChipMaker::new(recipe, models)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
@@ -167,7 +195,9 @@ pub fn make_chips(recipe: &ChipRecipe, models: Option<&Path>, photos: &[PathBuf]
                     let maker = lent.maker.get_or_insert_with(|| {
                         let reused = free.lock().unwrap_or_else(|e| e.into_inner()).pop();
                         // The models loaded once already, so a failure here is not the user's data.
-                        reused.unwrap_or_else(|| ChipMaker::new(recipe, models).expect("face models loaded before cannot load now"))
+                        reused.unwrap_or_else(|| {
+                            ChipMaker::new(recipe, models).expect("face models loaded before cannot load now")
+                        })
                     });
                     let chip = maker.chip(p);
                     bar.inc(1);

@@ -72,7 +72,13 @@ fn encode_jpeg(img: &RgbImage, quality: u8, chroma: Chroma) -> Result<Vec<u8>> {
             Chroma::S420 => turbojpeg::Subsamp::Sub2x2,
             Chroma::S444 => turbojpeg::Subsamp::None,
         });
-        let image = turbojpeg::Image { pixels: img.as_raw().as_slice(), width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
+        let image = turbojpeg::Image {
+            pixels: img.as_raw().as_slice(),
+            width: w,
+            pitch: w * 3,
+            height: h,
+            format: turbojpeg::PixelFormat::RGB,
+        };
         let encoded = c.compress_to_vec(image);
         if encoded.is_err() {
             // As with the decompressor: libjpeg-turbo's state after a failed call is not reused.
@@ -90,7 +96,11 @@ mod tests {
     fn colour_stripes() -> RgbImage {
         RgbImage::from_fn(64, 48, |x, y| {
             let g = (y * 4) as u8;
-            if x % 2 == 0 { image::Rgb([220, g / 2, 40]) } else { image::Rgb([40, g / 2, 220]) }
+            if x % 2 == 0 {
+                image::Rgb([220, g / 2, 40])
+            } else {
+                image::Rgb([40, g / 2, 220])
+            }
         })
     }
 

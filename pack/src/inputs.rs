@@ -33,19 +33,22 @@ pub struct InputFile {
 /// Iterates over every file of `plan`, in order.
 pub fn walk(plan: &Plan) -> impl Iterator<Item = InputFile> + '_ {
     let mut index = 0u64;
-    plan.roots.iter().enumerate().flat_map(move |(ri, root)| {
-        WalkDir::new(&root.dir)
-            .min_depth(1)
-            .follow_links(true)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_map(move |entry| classify(plan, ri, &root.dir, root.layout, entry))
-    })
-    .map(move |mut f| {
-        f.index = index;
-        index += 1;
-        f
-    })
+    plan.roots
+        .iter()
+        .enumerate()
+        .flat_map(move |(ri, root)| {
+            WalkDir::new(&root.dir)
+                .min_depth(1)
+                .follow_links(true)
+                .sort_by_file_name()
+                .into_iter()
+                .filter_map(move |entry| classify(plan, ri, &root.dir, root.layout, entry))
+        })
+        .map(move |mut f| {
+            f.index = index;
+            index += 1;
+            f
+        })
 }
 
 fn classify(
@@ -108,7 +111,12 @@ fn classify(
                 return Some(f);
             }
             if comps.len() < 2 {
-                return Some(misplaced(f, "file directly in an identities root, outside any identity folder", src.id, &src.name));
+                return Some(misplaced(
+                    f,
+                    "file directly in an identities root, outside any identity folder",
+                    src.id,
+                    &src.name,
+                ));
             }
             match src.class_of(comps[0]) {
                 Some(c) => {
@@ -123,7 +131,12 @@ fn classify(
             let src = (comps.len() >= 3).then(|| plan.source_in(ri, comps[0])).flatten();
             let Some(src) = src else {
                 let first = plan.only_source(ri).map_or(0, |s| s.id);
-                return Some(misplaced(f, "file outside any <source>/<identity>/ folder of a multi-source root", first, ""));
+                return Some(misplaced(
+                    f,
+                    "file outside any <source>/<identity>/ folder of a multi-source root",
+                    first,
+                    "",
+                ));
             };
             f.source = src.id;
             f.record_path = f.rel.clone();

@@ -24,7 +24,8 @@ pub struct LandmarkTable {
 impl LandmarkTable {
     /// Reads and checks a landmarks file; errors name the file and line.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = facekit_io::bounded::read_string(path, facekit_io::bounded::TABLE).context("cannot read the landmarks file")?;
+        let text = facekit_io::bounded::read_string(path, facekit_io::bounded::TABLE)
+            .context("cannot read the landmarks file")?;
         Self::parse(&text).with_context(|| format!("landmarks file {}", path.display()))
     }
 

@@ -13,8 +13,8 @@
 //! multi-source root. Each source gets the next disjoint range of class ids, its identities in
 //! sorted order.
 
-use facekit_shard::manifest::{LabelEntry, LabelMap, SourceInfo};
 use anyhow::{bail, Context, Result};
+use facekit_shard::manifest::{LabelEntry, LabelMap, SourceInfo};
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -84,10 +84,14 @@ impl Plan {
             let layout = listing.layout(dir)?;
             let mut add = |name: String, identities: Vec<OsString>| -> Result<()> {
                 if sources.iter().any(|s| s.name == name) {
-                    bail!("two sources are named '{name}' (the second from {}): sources need distinct folder names", dir.display());
+                    bail!(
+                        "two sources are named '{name}' (the second from {}): sources need distinct folder names",
+                        dir.display()
+                    );
                 }
                 let id = u16::try_from(sources.len()).context("more than 65535 sources")?;
-                let class_offset = u32::try_from(next_class).ok().filter(|&c| c < u32::MAX).context("too many identities")?;
+                let class_offset =
+                    u32::try_from(next_class).ok().filter(|&c| c < u32::MAX).context("too many identities")?;
                 next_class += identities.len() as u64;
                 sources.push(Source { id, name, root: ri, identities, class_offset });
                 Ok(())

@@ -91,7 +91,9 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, ImageError> {
         // Markers are never byte-stuffed, so every FF DA is a start of scan.
         let scans = bytes.windows(2).filter(|w| w == &[0xFF, 0xDA]).count();
         if scans > MAX_JPEG_SCANS {
-            return Err(ImageError::Unsupported(format!("a JPEG of {scans} scans (at most {MAX_JPEG_SCANS}): decoding it would take too long")));
+            return Err(ImageError::Unsupported(format!(
+                "a JPEG of {scans} scans (at most {MAX_JPEG_SCANS}): decoding it would take too long"
+            )));
         }
         if let Some(done) = decode_jpeg_turbo(bytes) {
             return done;
@@ -119,9 +121,8 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let mut decoder = match reader.into_decoder() {
         Ok(d) => d,
         Err(image::ImageError::Limits(_)) => {
-            let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
-                .into_dimensions()
-                .unwrap_or((u32::MAX, u32::MAX));
+            let (width, height) =
+                ImageReader::with_format(Cursor::new(bytes), format).into_dimensions().unwrap_or((u32::MAX, u32::MAX));
             return Err(ImageError::TooLarge { width, height });
         }
         Err(e) => return Err(corrupt(e)),
@@ -202,7 +203,13 @@ fn turbo_decode(d: &mut turbojpeg::Decompressor, bytes: &[u8]) -> Option<Result<
     }
     let (w, h) = (header.width, header.height);
     let mut pixels = vec![0u8; w * h * 3];
-    let out = turbojpeg::Image { pixels: pixels.as_mut_slice(), width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
+    let out = turbojpeg::Image {
+        pixels: pixels.as_mut_slice(),
+        width: w,
+        pitch: w * 3,
+        height: h,
+        format: turbojpeg::PixelFormat::RGB,
+    };
     // libjpeg-turbo reports corrupt-data warnings ("premature end of data segment", "bad Huffman
     // code") as a failed call too.
     if let Err(e) = d.decompress(bytes, out) {

@@ -96,7 +96,12 @@ mod tests {
 
     #[test]
     fn codes_are_the_serde_names() {
-        for r in [RejectReason::NotARegularFile, RejectReason::TruncatedOrCorrupt, RejectReason::NoFace, RejectReason::PathTooLong] {
+        for r in [
+            RejectReason::NotARegularFile,
+            RejectReason::TruncatedOrCorrupt,
+            RejectReason::NoFace,
+            RejectReason::PathTooLong,
+        ] {
             assert_eq!(serde_json::to_value(r).unwrap(), serde_json::Value::from(r.code()));
         }
     }

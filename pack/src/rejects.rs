@@ -7,8 +7,8 @@
 //! renames it to `<name>.rejects.tsv`. The `.partial` name never looks like a finished list.
 
 use super::report::Reject;
-use facekit_io::tsv;
 use anyhow::{bail, Context, Result};
+use facekit_io::tsv;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -112,7 +112,11 @@ mod tests {
     use super::*;
 
     fn reject(n: usize) -> Reject {
-        Reject { path: format!("raw/p{n}.jpg"), reason: crate::reason::RejectReason::NoFace, detail: format!("no face\tin {n}") }
+        Reject {
+            path: format!("raw/p{n}.jpg"),
+            reason: crate::reason::RejectReason::NoFace,
+            detail: format!("no face\tin {n}"),
+        }
     }
 
     #[test]
@@ -125,7 +129,10 @@ mod tests {
         assert!(!target.exists(), "the final name appears only when the pack finishes");
         log.finish().unwrap();
         let text = std::fs::read_to_string(&target).unwrap();
-        assert_eq!(text, "path\treason\tdetail\nraw/p1.jpg\tno_face\tno face in 1\nraw/p2.jpg\tno_face\tno face in 2\n");
+        assert_eq!(
+            text,
+            "path\treason\tdetail\nraw/p1.jpg\tno_face\tno face in 1\nraw/p2.jpg\tno_face\tno face in 2\n"
+        );
         assert!(!partial_path(&target).exists());
     }
 
@@ -144,7 +151,10 @@ mod tests {
         log.push(&reject(3)).unwrap();
         log.finish().unwrap();
         let text = std::fs::read_to_string(&target).unwrap();
-        assert_eq!(text.lines().map(|l| l.split('\t').next().unwrap()).collect::<Vec<_>>(), ["path", "raw/p1.jpg", "raw/p3.jpg"]);
+        assert_eq!(
+            text.lines().map(|l| l.split('\t').next().unwrap()).collect::<Vec<_>>(),
+            ["path", "raw/p1.jpg", "raw/p3.jpg"]
+        );
     }
 
     #[test]

@@ -42,9 +42,16 @@ impl Destination {
     /// without `overwrite`, to `resume` when only a finished dataset is there, and anything but
     /// `resume` while a replacement is half put in place. A fresh run clears a staging folder
     /// left by a replacement that never finished.
-    pub fn choose(main: &DatasetPaths, siblings: &[&str], resume: bool, overwrite: bool, tool: &'static str) -> Result<Self> {
+    pub fn choose(
+        main: &DatasetPaths,
+        siblings: &[&str],
+        resume: bool,
+        overwrite: bool,
+        tool: &'static str,
+    ) -> Result<Self> {
         let staged = main.staging();
-        let at = |base: &DatasetPaths| Destination { finals: family(main, siblings), works: family(base, siblings), tool };
+        let at =
+            |base: &DatasetPaths| Destination { finals: family(main, siblings), works: family(base, siblings), tool };
         let name = base_name(main);
         if staged.dir().join(COMMIT_RECORD).is_file() {
             if !resume {
@@ -128,10 +135,22 @@ impl Destination {
     fn commit_record(&self, path: &Path) -> Result<CommitRecord> {
         if path.is_file() {
             let text = facekit_io::bounded::read(path, facekit_io::bounded::STATE)?;
-            let record: CommitRecord = serde_json::from_slice(&text)
-                .with_context(|| format!("{} is damaged; remove {} and run the {} again", path.display(), self.works[0].dir().display(), self.tool))?;
+            let record: CommitRecord = serde_json::from_slice(&text).with_context(|| {
+                format!(
+                    "{} is damaged; remove {} and run the {} again",
+                    path.display(),
+                    self.works[0].dir().display(),
+                    self.tool
+                )
+            })?;
             if record.made.len() != self.works.len() {
-                bail!("{} records {} datasets, this {} makes {}", path.display(), record.made.len(), self.tool, self.works.len());
+                bail!(
+                    "{} records {} datasets, this {} makes {}",
+                    path.display(),
+                    record.made.len(),
+                    self.tool,
+                    self.works.len()
+                );
             }
             return Ok(record);
         }

@@ -3,12 +3,9 @@
 //! crash-safe last part.
 
 use crate::align::{ChipSpec, Template};
-use crate::encode::Chroma;
-use facekit_shard::manifest::{AlignmentInfo, EncodingInfo, LabelMap, ShardInfo};
-use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Manifest};
-use anyhow::{bail, Context, Result};
 use crate::align::{DetectorKind, FaceAligner};
 use crate::checkpoint::{self, Checkpoint, Settings, PROGRESS_FORMAT};
+use crate::encode::Chroma;
 use crate::inputs::{self, InputFile};
 use crate::layout::Plan;
 use crate::rejects::RejectsLog;
@@ -17,8 +14,11 @@ use crate::report::{Counters, PackReport, Reject};
 use crate::split::{path_hash, SplitRule};
 use crate::worker::{self, Detector, Outcome, WorkerConfig};
 use crate::{attributes, landmarks};
-use rayon::prelude::*;
+use anyhow::{bail, Context, Result};
 use facekit_io::StopFlag;
+use facekit_shard::manifest::{AlignmentInfo, EncodingInfo, LabelMap, ShardInfo};
+use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Manifest};
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -140,7 +140,10 @@ pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
         // The lock proves that no other facekit writes here: every temporary file is stale.
         let n = p.remove_stale_temps()?;
         if n > 0 {
-            eprintln!("facekit pack: removed {n} temporary file(s) left in {} by an interrupted run", p.dir().display());
+            eprintln!(
+                "facekit pack: removed {n} temporary file(s) left in {} by an interrupted run",
+                p.dir().display()
+            );
         }
     }
     let resume = resume_point(opts, &paths, &vpaths, &settings)?;
@@ -152,7 +155,11 @@ pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
     let mut sink = match resume {
         Some(cp) => Sink {
             train: DatasetWriter::resume(paths.clone(), opts.shard_size, cp.train_shards)?,
-            valid: if want_valid { Some(DatasetWriter::resume(vpaths.clone(), opts.shard_size, cp.valid_shards)?) } else { None },
+            valid: if want_valid {
+                Some(DatasetWriter::resume(vpaths.clone(), opts.shard_size, cp.valid_shards)?)
+            } else {
+                None
+            },
             counters: cp.counters,
             rejects: RejectsLog::resume(&paths.rejects(), cp.rejects_bytes)?,
             resumed_at: cp.consumed,
@@ -324,7 +331,12 @@ fn detector_name(opts: &PackOptions) -> &'static str {
 }
 
 /// The checkpoint to continue from, when `--resume` is asked and one exists and still matches.
-fn resume_point(opts: &PackOptions, paths: &DatasetPaths, vpaths: &DatasetPaths, now: &Settings) -> Result<Option<Checkpoint>> {
+fn resume_point(
+    opts: &PackOptions,
+    paths: &DatasetPaths,
+    vpaths: &DatasetPaths,
+    now: &Settings,
+) -> Result<Option<Checkpoint>> {
     let progress = paths.progress();
     if !opts.resume {
         return Ok(None);
@@ -334,7 +346,9 @@ fn resume_point(opts: &PackOptions, paths: &DatasetPaths, vpaths: &DatasetPaths,
         return Ok(None);
     }
     let cp = Checkpoint::read(&progress)?;
-    cp.check_consistent().with_context(|| format!("progress file {} cannot be trusted; pack again without --resume", progress.display()))?;
+    cp.check_consistent().with_context(|| {
+        format!("progress file {} cannot be trusted; pack again without --resume", progress.display())
+    })?;
     let diffs = cp.settings.differences(now);
     if !diffs.is_empty() {
         bail!(
@@ -352,10 +366,15 @@ fn resume_point(opts: &PackOptions, paths: &DatasetPaths, vpaths: &DatasetPaths,
             if !p.manifest().exists() {
                 continue; // stopped before writing it: written now
             }
-            let m = Manifest::read(&p.manifest())
-                .with_context(|| format!("cannot resume: the finished pack's manifest {} is unreadable", p.manifest().display()))?;
+            let m = Manifest::read(&p.manifest()).with_context(|| {
+                format!("cannot resume: the finished pack's manifest {} is unreadable", p.manifest().display())
+            })?;
             if &m.shards != shards {
-                bail!("cannot resume: manifest {} lists other shards than the progress file {}", p.manifest().display(), progress.display());
+                bail!(
+                    "cannot resume: manifest {} lists other shards than the progress file {}",
+                    p.manifest().display(),
+                    progress.display()
+                );
             }
         }
         eprintln!("facekit pack: {} is complete; finishing the report the earlier run did not write", base_name(paths));
@@ -430,7 +449,8 @@ impl Sink {
                 self.counters.multiple_faces += u64::from(p.faces > 1);
                 self.counters.upsampled += u64::from(p.upsampled);
                 self.counters.from_landmarks += u64::from(p.from_landmarks);
-                self.counters.with_attributes += u64::from(p.record.labels.gender.is_some() || p.record.labels.age.is_some());
+                self.counters.with_attributes +=
+                    u64::from(p.record.labels.gender.is_some() || p.record.labels.age.is_some());
             }
         }
         Ok(true)
@@ -505,7 +525,13 @@ impl Sink {
 /// (validation first, training last; one already in place and listing these shards is kept), the
 /// rejects list under its final name, the report, and last [`Destination::finish`] (the progress
 /// file's removal, or the replacement of a finished dataset).
-fn complete(opts: &PackOptions, plan: &Plan, dest: &Destination, want_valid: bool, cp: &Checkpoint) -> Result<PackReport> {
+fn complete(
+    opts: &PackOptions,
+    plan: &Plan,
+    dest: &Destination,
+    want_valid: bool,
+    cp: &Checkpoint,
+) -> Result<PackReport> {
     let (paths, vpaths) = (dest.work(0), want_valid.then(|| dest.work(1)));
     let report = cp.report.clone().context("the progress file records no finished pack")?;
     let c = &report.counters;
@@ -536,7 +562,13 @@ fn complete(opts: &PackOptions, plan: &Plan, dest: &Destination, want_valid: boo
     Ok(report)
 }
 
-fn write_manifest_unless_done(p: &DatasetPaths, shards: &[ShardInfo], m: Manifest, labels: &LabelMap, shard_size: u64) -> Result<()> {
+fn write_manifest_unless_done(
+    p: &DatasetPaths,
+    shards: &[ShardInfo],
+    m: Manifest,
+    labels: &LabelMap,
+    shard_size: u64,
+) -> Result<()> {
     if Manifest::read(&p.manifest()).is_ok_and(|done| done.shards == shards) && p.labels().is_file() {
         return Ok(());
     }

@@ -2,15 +2,15 @@
 //! (from `--landmarks` or by detection), encode, label. Pure per file, so any thread may run it and
 //! the result is the same.
 
-use crate::reason::RejectReason;
 use super::attributes::{utkface_attributes, AttributeTable, Attributes};
 use super::inputs::InputFile;
 use super::landmarks::{KnownLandmarks, LandmarkTable};
 use crate::align::{align_arcface5, ChipSpec, LandmarkOrder, Landmarks5};
-use crate::photo::decode_image;
-use facekit_shard::format::MAX_PATH_LEN;
-use crate::encode::Chroma;
 use crate::encode as codec;
+use crate::encode::Chroma;
+use crate::photo::decode_image;
+use crate::reason::RejectReason;
+use facekit_shard::format::MAX_PATH_LEN;
 use facekit_shard::{Encoding, Labels, Record};
 use image::RgbImage;
 use sha2::{Digest, Sha256};
@@ -79,7 +79,10 @@ fn try_process(cfg: &WorkerConfig, f: &InputFile, detector: Option<&Detector>) -
         return Err(misplaced.clone());
     }
     if f.record_path.len() > MAX_PATH_LEN as usize {
-        return Err((RejectReason::PathTooLong, format!("{} bytes; shards store at most {MAX_PATH_LEN}", f.record_path.len())));
+        return Err((
+            RejectReason::PathTooLong,
+            format!("{} bytes; shards store at most {MAX_PATH_LEN}", f.record_path.len()),
+        ));
     }
     let known = match &cfg.landmarks {
         Some(table) => match table.get(&f.rel, &f.file) {

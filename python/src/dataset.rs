@@ -45,7 +45,10 @@ pub struct Sample {
 #[pymethods]
 impl Sample {
     fn __repr__(&self) -> String {
-        format!("facekit.Sample(index={}, class_id={:?}, identity={:?}, path={:?})", self.index, self.class_id, self.identity, self.path)
+        format!(
+            "facekit.Sample(index={}, class_id={:?}, identity={:?}, path={:?})",
+            self.index, self.class_id, self.identity, self.path
+        )
     }
 }
 
@@ -110,7 +113,11 @@ impl Dataset {
     }
 
     fn __repr__(&self) -> String {
-        format!("facekit.Dataset({:?}, records={})", self.inner.paths().dir().join(self.inner.paths().name()), self.inner.len())
+        format!(
+            "facekit.Dataset({:?}, records={})",
+            self.inner.paths().dir().join(self.inner.paths().name()),
+            self.inner.len()
+        )
     }
 }
 
@@ -125,13 +132,18 @@ impl Dataset {
         let view = self.inner.record(i).map_err(from_shard)?;
         let h = view.header;
         let encoding = facekit_shard::Encoding::from_code(h.encoding).expect("validated by the reader");
-        let image = py.detach(|| facekit_data::codec::decode(encoding, view.payload, h.width, h.height)).map_err(|e| {
-            let (k, j) = self.inner.locate(i).expect("record() found it");
-            let shard = &self.inner.shards()[k];
-            let origin = String::from_utf8_lossy(view.path);
-            let message = format!("record {j} of shard {} (at byte {}, origin '{origin}') does not decode: {e}", shard.path().display(), shard.index()[j].offset);
-            corrupt(message, shard.path(), Some(j as u64), shard.index()[j].offset, Some(&origin))
-        })?;
+        let image =
+            py.detach(|| facekit_data::codec::decode(encoding, view.payload, h.width, h.height)).map_err(|e| {
+                let (k, j) = self.inner.locate(i).expect("record() found it");
+                let shard = &self.inner.shards()[k];
+                let origin = String::from_utf8_lossy(view.path);
+                let message = format!(
+                    "record {j} of shard {} (at byte {}, origin '{origin}') does not decode: {e}",
+                    shard.path().display(),
+                    shard.index()[j].offset
+                );
+                corrupt(message, shard.path(), Some(j as u64), shard.index()[j].offset, Some(&origin))
+            })?;
         let (w, h_px) = image.dimensions();
         let array = py.import("numpy")?.call_method1("asarray", (Tensor::image(image.into_raw(), w, h_px),))?;
         let labels = view.labels();

@@ -12,7 +12,12 @@ use pyo3::exceptions::{PyOSError, PyRuntimeWarning, PyValueError};
 use pyo3::prelude::*;
 use std::path::Path;
 
-pyo3::create_exception!(facekit, FacekitError, PyOSError, "A dataset cannot be opened, read or written; the message names the file.");
+pyo3::create_exception!(
+    facekit,
+    FacekitError,
+    PyOSError,
+    "A dataset cannot be opened, read or written; the message names the file."
+);
 pyo3::create_exception!(
     facekit,
     CorruptRecordError,

@@ -129,7 +129,9 @@ impl Loader {
         let order = match order {
             "global" => Order::Global,
             "quasi-random" | "quasi_random" => Order::QuasiRandom { window },
-            other => return Err(PyValueError::new_err(format!("order '{other}' is not one of 'global', 'quasi-random'"))),
+            other => {
+                return Err(PyValueError::new_err(format!("order '{other}' is not one of 'global', 'quasi-random'")))
+            }
         };
         let workers = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let cfg = LoaderConfig {
@@ -150,7 +152,15 @@ impl Loader {
         };
         let sets = datasets_of(py, datasets)?;
         let inner = py.detach(|| facekit_data::Loader::new(sets, cfg)).map_err(from_data)?;
-        Ok(Loader { inner: Arc::new(inner), epoch, batch: 0, running: Mutex::new(None), seen_corrupt: 0, corrupt_skipped: 0, corrupt: Vec::new() })
+        Ok(Loader {
+            inner: Arc::new(inner),
+            epoch,
+            batch: 0,
+            running: Mutex::new(None),
+            seen_corrupt: 0,
+            corrupt_skipped: 0,
+            corrupt: Vec::new(),
+        })
     }
 
     /// Batches per epoch for this rank.
@@ -237,7 +247,10 @@ impl Loader {
         let epoch: u64 = get(state, "epoch")?.extract()?;
         let batch: u64 = get(state, "batch")?.extract()?;
         if batch > self.inner.batches_per_epoch() {
-            return Err(PyValueError::new_err(format!("the loader state's batch {batch} is beyond the epoch's {} batches", self.inner.batches_per_epoch())));
+            return Err(PyValueError::new_err(format!(
+                "the loader state's batch {batch} is beyond the epoch's {} batches",
+                self.inner.batches_per_epoch()
+            )));
         }
         self.set_position(epoch, batch);
         Ok(())
@@ -317,7 +330,12 @@ impl Loader {
             .map(|c| (c.record.shard.display().to_string(), c.record.record, c.record.offset, c.error.clone()))
             .collect();
         for (_, _, _, message) in &fresh {
-            PyErr::warn(py, &py.get_type::<CorruptRecordWarning>(), &std::ffi::CString::new(format!("skipped: {message}")).unwrap_or_default(), 1)?;
+            PyErr::warn(
+                py,
+                &py.get_type::<CorruptRecordWarning>(),
+                &std::ffi::CString::new(format!("skipped: {message}")).unwrap_or_default(),
+                1,
+            )?;
         }
         self.corrupt.extend(fresh);
         let excess = self.corrupt.len().saturating_sub(MAX_CORRUPT_LISTED);
@@ -337,7 +355,8 @@ fn datasets_of(py: Python<'_>, arg: &Bound<'_, PyAny>) -> PyResult<Vec<Arc<facek
         if let Ok(d) = x.cast::<Dataset>() {
             return Ok(d.get().inner.clone());
         }
-        let path: PathBuf = x.extract().map_err(|_| PyTypeError::new_err("a loader reads facekit.Dataset objects or dataset paths"))?;
+        let path: PathBuf =
+            x.extract().map_err(|_| PyTypeError::new_err("a loader reads facekit.Dataset objects or dataset paths"))?;
         Ok(Py::new(py, Dataset::open(path)?)?.get().inner.clone())
     };
     if x_is_single(arg) {
@@ -348,5 +367,7 @@ fn datasets_of(py: Python<'_>, arg: &Bound<'_, PyAny>) -> PyResult<Vec<Arc<facek
 
 /// A lone dataset or path, rather than a list of them.
 fn x_is_single(arg: &Bound<'_, PyAny>) -> bool {
-    arg.is_instance_of::<Dataset>() || arg.is_instance_of::<pyo3::types::PyString>() || arg.hasattr("__fspath__").unwrap_or(false)
+    arg.is_instance_of::<Dataset>()
+        || arg.is_instance_of::<pyo3::types::PyString>()
+        || arg.hasattr("__fspath__").unwrap_or(false)
 }

@@ -89,12 +89,20 @@ impl Tensor {
 
     /// A vector of flags.
     pub fn bools(values: &[bool]) -> Self {
-        Tensor { storage: Storage::Bytes(values.iter().map(|&b| u8::from(b)).collect()), shape: vec![values.len() as i64], dtype: DType::Bool }
+        Tensor {
+            storage: Storage::Bytes(values.iter().map(|&b| u8::from(b)).collect()),
+            shape: vec![values.len() as i64],
+            dtype: DType::Bool,
+        }
     }
 
     /// An `height x width x 3` RGB image of its own.
     pub fn image(pixels: Vec<u8>, width: u32, height: u32) -> Self {
-        Tensor { storage: Storage::Bytes(pixels), shape: vec![i64::from(height), i64::from(width), 3], dtype: DType::U8 }
+        Tensor {
+            storage: Storage::Bytes(pixels),
+            shape: vec![i64::from(height), i64::from(width), 3],
+            dtype: DType::U8,
+        }
     }
 
     fn data_ptr(&self) -> *const u8 {
@@ -163,10 +171,14 @@ impl Tensor {
     ) -> PyResult<Bound<'py, PyAny>> {
         let _ = (stream, max_version);
         if dl_device.is_some_and(|d| d != (1, 0)) {
-            return Err(PyBufferError::new_err("a facekit tensor lives in host memory (device (1, 0)); copy it to the device afterwards"));
+            return Err(PyBufferError::new_err(
+                "a facekit tensor lives in host memory (device (1, 0)); copy it to the device afterwards",
+            ));
         }
         if copy == Some(true) {
-            return Err(PyBufferError::new_err("a facekit tensor is exported without a copy (copy=True is not supported)"));
+            return Err(PyBufferError::new_err(
+                "a facekit tensor is exported without a copy (copy=True is not supported)",
+            ));
         }
         dlpack::capsule(slf)
     }
@@ -234,7 +246,11 @@ mod dlpack {
             strides: std::ptr::null_mut(),
             byte_offset: 0,
         };
-        let managed = Box::into_raw(Box::new(DLManagedTensor { dl_tensor: tensor, manager_ctx: Box::into_raw(ctx).cast(), deleter: Some(deleter) }));
+        let managed = Box::into_raw(Box::new(DLManagedTensor {
+            dl_tensor: tensor,
+            manager_ctx: Box::into_raw(ctx).cast(),
+            deleter: Some(deleter),
+        }));
         // SAFETY: `managed` is a valid pointer owned by the capsule from here on; the destructor
         // frees it unless a consumer renamed the capsule (it then owns it and calls `deleter`).
         unsafe {

@@ -46,34 +46,66 @@ impl DatasetWriter {
     /// See `facekit/_facekit.pyi`.
     #[new]
     #[pyo3(signature = (path, image_size, *, encoding = "jpeg", quality = 95, shard_size = DEFAULT_SHARD_BYTES))]
-    fn new(path: PathBuf, image_size: &Bound<'_, PyAny>, encoding: &str, quality: u8, shard_size: u64) -> PyResult<Self> {
+    fn new(
+        path: PathBuf,
+        image_size: &Bound<'_, PyAny>,
+        encoding: &str,
+        quality: u8,
+        shard_size: u64,
+    ) -> PyResult<Self> {
         let (width, height): (u32, u32) = match image_size.extract::<u32>() {
             Ok(side) => (side, side),
-            Err(_) => image_size.extract().map_err(|_| PyTypeError::new_err("image_size is a side in pixels or a (width, height) pair"))?,
+            Err(_) => image_size
+                .extract()
+                .map_err(|_| PyTypeError::new_err("image_size is a side in pixels or a (width, height) pair"))?,
         };
         if width == 0 || height == 0 || width > u32::from(u16::MAX) || height > u32::from(u16::MAX) {
-            return Err(PyValueError::new_err(format!("image size {width}x{height} is out of range (1 to 65535 a side)")));
+            return Err(PyValueError::new_err(format!(
+                "image size {width}x{height} is out of range (1 to 65535 a side)"
+            )));
         }
         let encoding = match encoding {
             "jpeg" => Encoding::Jpeg,
             "png" => Encoding::Png,
             "raw" => Encoding::Raw,
-            other => return Err(PyValueError::new_err(format!("encoding '{other}' is not one of 'jpeg', 'png', 'raw'"))),
+            other => {
+                return Err(PyValueError::new_err(format!("encoding '{other}' is not one of 'jpeg', 'png', 'raw'")))
+            }
         };
         if !(1..=100).contains(&quality) {
             return Err(PyValueError::new_err(format!("JPEG quality {quality} is outside 1..=100")));
         }
         let paths = DatasetPaths::new(&path);
         let what = format!("dataset {}", path.display());
-        let lock = facekit_io::lock::exclusive(&paths.lock(), &what).map_err(|e| FacekitError::new_err(e.to_string()))?;
+        let lock =
+            facekit_io::lock::exclusive(&paths.lock(), &what).map_err(|e| FacekitError::new_err(e.to_string()))?;
         let inner = facekit_shard::DatasetWriter::create(paths, shard_size).map_err(from_shard)?;
-        Ok(DatasetWriter { inner: Some(inner), lock: Some(lock), encoding, quality, width, height, sources: Vec::new(), classes: Vec::new(), records: 0 })
+        Ok(DatasetWriter {
+            inner: Some(inner),
+            lock: Some(lock),
+            encoding,
+            quality,
+            width,
+            height,
+            sources: Vec::new(),
+            classes: Vec::new(),
+            records: 0,
+        })
     }
 
     /// Appends one face and returns its record number. See `facekit/_facekit.pyi`.
     #[pyo3(signature = (image, identity = None, *, source = "default", gender = None, age = None, path = ""))]
     #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one each
-    fn add(&mut self, py: Python<'_>, image: &Bound<'_, PyAny>, identity: Option<&str>, source: &str, gender: Option<u8>, age: Option<u16>, path: &str) -> PyResult<u64> {
+    fn add(
+        &mut self,
+        py: Python<'_>,
+        image: &Bound<'_, PyAny>,
+        identity: Option<&str>,
+        source: &str,
+        gender: Option<u8>,
+        age: Option<u16>,
+        path: &str,
+    ) -> PyResult<u64> {
         let gender = match gender {
             None => None,
             Some(0) => Some(Gender::Male),
@@ -81,7 +113,10 @@ impl DatasetWriter {
             Some(g) => return Err(PyValueError::new_err(format!("gender {g} is not 0 (male), 1 (female) or None"))),
         };
         if age == Some(facekit_shard::format::UNKNOWN_AGE) {
-            return Err(PyValueError::new_err(format!("age {} is the format's code for unknown: pass None", facekit_shard::format::UNKNOWN_AGE)));
+            return Err(PyValueError::new_err(format!(
+                "age {} is the format's code for unknown: pass None",
+                facekit_shard::format::UNKNOWN_AGE
+            )));
         }
         let data = self.payload(py, image)?;
         let (source_id, class_id) = self.label(source, identity)?;
@@ -109,15 +144,31 @@ impl DatasetWriter {
             .sources
             .iter()
             .enumerate()
-            .map(|(id, s)| SourceInfo { id: id as u16, name: s.name.clone(), class_offset: s.class_offset, classes: s.identities.len() as u32, records: s.records })
+            .map(|(id, s)| SourceInfo {
+                id: id as u16,
+                name: s.name.clone(),
+                class_offset: s.class_offset,
+                classes: s.identities.len() as u32,
+                records: s.records,
+            })
             .collect();
-        let encoding = EncodingInfo { format: self.encoding, quality: (self.encoding == Encoding::Jpeg).then_some(self.quality), chroma: None, width: self.width, height: self.height };
+        let encoding = EncodingInfo {
+            format: self.encoding,
+            quality: (self.encoding == Encoding::Jpeg).then_some(self.quality),
+            chroma: None,
+            width: self.width,
+            height: self.height,
+        };
         let manifest = Manifest::new(self.classes.len() as u32, sources, None, encoding);
         let entries = self
             .classes
             .iter()
             .enumerate()
-            .map(|(id, (s, identity))| LabelEntry { class_id: id as u32, source: self.sources[*s].name.clone(), identity: identity.clone() })
+            .map(|(id, (s, identity))| LabelEntry {
+                class_id: id as u32,
+                source: self.sources[*s].name.clone(),
+                identity: identity.clone(),
+            })
             .collect();
         let labels = LabelMap { entries };
         let manifest = py.detach(|| inner.finish(manifest, &labels)).map_err(from_shard)?;
@@ -136,7 +187,13 @@ impl DatasetWriter {
 
     /// Closes the dataset when the block ends normally; after an exception it writes no
     /// manifest, so the unfinished dataset is never taken for a complete one.
-    fn __exit__(&mut self, py: Python<'_>, kind: Option<&Bound<'_, PyAny>>, _value: Option<&Bound<'_, PyAny>>, _tb: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    fn __exit__(
+        &mut self,
+        py: Python<'_>,
+        kind: Option<&Bound<'_, PyAny>>,
+        _value: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
         if kind.is_none() && self.inner.is_some() {
             self.close(py)?;
         }
@@ -153,16 +210,21 @@ impl DatasetWriter {
         let (w, h) = (self.width as u16, self.height as u16);
         if let Ok(bytes) = image.cast::<PyBytes>() {
             let data = bytes.as_bytes().to_vec();
-            let (dw, dh) = py
-                .detach(|| facekit_data::codec::decoded_size(self.encoding, &data, w, h))
-                .map_err(|e| PyValueError::new_err(format!("the image bytes do not decode as {:?} of {w}x{h}: {e}", self.encoding)))?;
+            let (dw, dh) =
+                py.detach(|| facekit_data::codec::decoded_size(self.encoding, &data, w, h)).map_err(|e| {
+                    PyValueError::new_err(format!(
+                        "the image bytes do not decode as {:?} of {w}x{h}: {e}",
+                        self.encoding
+                    ))
+                })?;
             if (dw, dh) != (u32::from(w), u32::from(h)) {
                 return Err(PyValueError::new_err(format!("the image is {dw}x{dh}, the dataset's images are {w}x{h}")));
             }
             return Ok(data);
         }
         let pixels = array_pixels(py, image, self.width, self.height)?;
-        py.detach(|| encode(&pixels, self.width, self.height, self.encoding, self.quality)).map_err(PyValueError::new_err)
+        py.detach(|| encode(&pixels, self.width, self.height, self.encoding, self.quality))
+            .map_err(PyValueError::new_err)
     }
 
     /// The source number and class id of a record; a new identity gets the next class id. The
@@ -175,7 +237,12 @@ impl DatasetWriter {
                     return Err(PyValueError::new_err("a dataset holds at most 65536 sources"));
                 }
                 let class_offset = self.classes.len() as u32;
-                self.sources.push(Source { name: source.to_owned(), class_offset, identities: HashMap::new(), records: 0 });
+                self.sources.push(Source {
+                    name: source.to_owned(),
+                    class_offset,
+                    identities: HashMap::new(),
+                    records: 0,
+                });
                 self.sources.len() - 1
             }
         };
@@ -203,11 +270,15 @@ impl DatasetWriter {
 /// dataset's size.
 fn array_pixels(py: Python<'_>, image: &Bound<'_, PyAny>, width: u32, height: u32) -> PyResult<Vec<u8>> {
     let np = py.import("numpy")?;
-    let array = np.call_method1("asarray", (image,)).map_err(|_| PyTypeError::new_err("an image is encoded bytes or a height x width x 3 uint8 array"))?;
+    let array = np
+        .call_method1("asarray", (image,))
+        .map_err(|_| PyTypeError::new_err("an image is encoded bytes or a height x width x 3 uint8 array"))?;
     let dtype: String = array.getattr("dtype")?.str()?.extract()?;
     let shape: Vec<usize> = array.getattr("shape")?.extract()?;
     if dtype != "uint8" || shape != [height as usize, width as usize, 3] {
-        return Err(PyValueError::new_err(format!("the image array is {dtype} of shape {shape:?}, the dataset needs uint8 of shape ({height}, {width}, 3)")));
+        return Err(PyValueError::new_err(format!(
+            "the image array is {dtype} of shape {shape:?}, the dataset needs uint8 of shape ({height}, {width}, 3)"
+        )));
     }
     let contiguous = np.call_method1("ascontiguousarray", (array,))?;
     contiguous.call_method0("tobytes")?.extract()

@@ -120,7 +120,9 @@ pub enum FrameError {
     },
     /// A part header's continuation flag is none of RecordIO's four (0 whole, 1 start, 2 middle,
     /// 3 end): the top bit of `lrec` is set, which no writer does.
-    #[error("at byte {offset}: continuation flag {cflag} is none of RecordIO's 0 (whole), 1 (start), 2 (middle), 3 (end)")]
+    #[error(
+        "at byte {offset}: continuation flag {cflag} is none of RecordIO's 0 (whole), 1 (start), 2 (middle), 3 (end)"
+    )]
     BadFlag {
         /// Where the part header is.
         offset: u64,

@@ -90,10 +90,8 @@ impl RecReader {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
         let file = facekit_io::bounded::open_regular(path)?;
-        let len = file
-            .metadata()
-            .map_err(|source| facekit_io::FileError::Io { path: path.to_path_buf(), source })?
-            .len();
+        let len =
+            file.metadata().map_err(|source| facekit_io::FileError::Io { path: path.to_path_buf(), source })?.len();
         Ok(RecReader { source: Source::File(file), len, path: path.to_path_buf() })
     }
 
@@ -156,7 +154,12 @@ impl RecReader {
 
     /// Walks the parts of the record at `offset`, each header checked (magic, flag, order, the
     /// limit, the file's end) before `visit` sees it; returns the offset after the last part.
-    fn walk(&self, offset: u64, max_payload: usize, mut visit: impl FnMut(&Part) -> Result<(), FrameError>) -> Result<u64, FrameError> {
+    fn walk(
+        &self,
+        offset: u64,
+        max_payload: usize,
+        mut visit: impl FnMut(&Part) -> Result<(), FrameError>,
+    ) -> Result<u64, FrameError> {
         if offset >= self.len {
             return Err(FrameError::PastEnd { offset, file_len: self.len });
         }
@@ -191,7 +194,12 @@ impl RecReader {
             let data = pos + HEADER_LEN;
             let end = data + padded(length);
             if end > self.len {
-                return Err(FrameError::Truncated { offset: data, what: "payload", needed: padded(length), file_len: self.len });
+                return Err(FrameError::Truncated {
+                    offset: data,
+                    what: "payload",
+                    needed: padded(length),
+                    file_len: self.len,
+                });
             }
             let last = !(cflag == CFLAG_START || cflag == CFLAG_MIDDLE);
             visit(&Part { data, length, last })?;
@@ -244,7 +252,12 @@ impl RecReader {
             }
             Source::File(file) => file.read_exact_at(buf, offset).map_err(|source| {
                 if source.kind() == std::io::ErrorKind::UnexpectedEof {
-                    FrameError::Truncated { offset, what: "read (the file shrank)", needed: buf.len() as u64, file_len: self.len }
+                    FrameError::Truncated {
+                        offset,
+                        what: "read (the file shrank)",
+                        needed: buf.len() as u64,
+                        file_len: self.len,
+                    }
                 } else {
                     FrameError::Io { offset, source }
                 }

@@ -68,7 +68,8 @@ impl Unpacked<'_> {
 /// caller's business. A flag announcing more labels than the payload holds is an error, found
 /// from the lengths before anything is allocated.
 pub fn unpack(payload: &[u8]) -> Result<Unpacked<'_>, PayloadError> {
-    let (head, rest) = payload.split_first_chunk::<{ IrHeader::LEN }>().ok_or(PayloadError::Short { len: payload.len() })?;
+    let (head, rest) =
+        payload.split_first_chunk::<{ IrHeader::LEN }>().ok_or(PayloadError::Short { len: payload.len() })?;
     let header = IrHeader::decode(head);
     let needed = u64::from(header.flag) * 4;
     if needed > rest.len() as u64 {

@@ -83,7 +83,11 @@ pub fn parse_idx(text: &str, path: &Path) -> Result<Vec<IdxEntry>, Error> {
 fn parse_line(line: &str, path: &Path, n: usize) -> Result<IdxEntry, Error> {
     let fields: Vec<&str> = line.split('\t').collect();
     let [key, offset] = fields[..] else {
-        return Err(Error::line(path, n, format!("expected `key<TAB>offset`, found {} field(s) in {line:?}", fields.len())));
+        return Err(Error::line(
+            path,
+            n,
+            format!("expected `key<TAB>offset`, found {} field(s) in {line:?}", fields.len()),
+        ));
     };
     let number = |what: &str, s: &str| {
         let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());

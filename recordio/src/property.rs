@@ -41,7 +41,11 @@ impl Property {
     pub fn parse(text: &str, path: &Path) -> Result<Self, Error> {
         let lines: Vec<&str> = text.lines().collect();
         let [line] = lines[..] else {
-            return Err(Error::line(path, lines.len().clamp(1, 2), format!("expected one line, found {}", lines.len())));
+            return Err(Error::line(
+                path,
+                lines.len().clamp(1, 2),
+                format!("expected one line, found {}", lines.len()),
+            ));
         };
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         let [classes, height, width] = fields[..] else {

@@ -3,7 +3,9 @@
 //! one error and the records after it.
 
 use crate::error::FrameError;
-use crate::frame::{decode_lrec, padded, Frame, RecReader, CFLAG_END, CFLAG_MIDDLE, CFLAG_START, CFLAG_WHOLE, HEADER_LEN, MAGIC};
+use crate::frame::{
+    decode_lrec, padded, Frame, RecReader, CFLAG_END, CFLAG_MIDDLE, CFLAG_START, CFLAG_WHOLE, HEADER_LEN, MAGIC,
+};
 
 /// Bytes read at a time while looking for the next record boundary.
 const WINDOW: usize = 64 << 10;

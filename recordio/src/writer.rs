@@ -86,8 +86,11 @@ impl RecWriter {
     /// Appends a record under `key` and returns its byte offset (what the `.idx` line says).
     pub fn write(&mut self, key: u64, payload: &[u8]) -> Result<u64, Error> {
         self.buf.clear();
-        encode_record(payload, &mut self.buf)
-            .map_err(|e| Error::Unwritable { path: self.rec_path.clone(), key, reason: e.to_string() })?;
+        encode_record(payload, &mut self.buf).map_err(|e| Error::Unwritable {
+            path: self.rec_path.clone(),
+            key,
+            reason: e.to_string(),
+        })?;
         let offset = self.offset;
         self.rec.put(&self.buf)?;
         self.idx.put(idx_line(IdxEntry { key, offset }).as_bytes())?;

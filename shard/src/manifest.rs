@@ -108,12 +108,23 @@ impl DatasetPaths {
     pub fn owner_of(path: &Path) -> Option<facekit_io::output::Owner> {
         let file = path.file_name()?.to_str()?;
         let dir = path.parent()?;
-        let shard_stem = file.strip_suffix(".shard").and_then(|s| s.rsplit_once('-')).filter(|(_, n)| is_shard_number(n)).map(|(name, _)| name);
-        let stems = FILE_SUFFIXES.iter().chain([".lock"].iter()).filter_map(|suffix| file.strip_suffix(suffix)).chain(shard_stem);
-        stems.map(|name| DatasetPaths { dir: dir.to_path_buf(), name: name.to_string() }).find(|d| d.manifest().is_file() || d.progress().is_file()).map(|d| {
-            let root = d.dir.join(&d.name);
-            facekit_io::output::Owner { what: format!("dataset {}", root.display()), root }
-        })
+        let shard_stem = file
+            .strip_suffix(".shard")
+            .and_then(|s| s.rsplit_once('-'))
+            .filter(|(_, n)| is_shard_number(n))
+            .map(|(name, _)| name);
+        let stems = FILE_SUFFIXES
+            .iter()
+            .chain([".lock"].iter())
+            .filter_map(|suffix| file.strip_suffix(suffix))
+            .chain(shard_stem);
+        stems
+            .map(|name| DatasetPaths { dir: dir.to_path_buf(), name: name.to_string() })
+            .find(|d| d.manifest().is_file() || d.progress().is_file())
+            .map(|d| {
+                let root = d.dir.join(&d.name);
+                facekit_io::output::Owner { what: format!("dataset {}", root.display()), root }
+            })
     }
 
     /// A sibling dataset whose name has `suffix` appended (`celeb` -> `celeb.valid`).
@@ -161,7 +172,8 @@ impl DatasetPaths {
         };
         let ours = |target: &str| {
             let Some(rest) = target.strip_prefix(self.name.as_str()) else { return false };
-            FILE_SUFFIXES.contains(&rest) || rest.strip_prefix('-').and_then(|r| r.strip_suffix(".shard")).is_some_and(is_shard_number)
+            FILE_SUFFIXES.contains(&rest)
+                || rest.strip_prefix('-').and_then(|r| r.strip_suffix(".shard")).is_some_and(is_shard_number)
         };
         let mut removed = 0;
         for entry in entries {
@@ -203,7 +215,8 @@ impl DatasetPaths {
 }
 
 /// The endings of a dataset's files after its name, shards (`-00000.shard`) and lock aside.
-const FILE_SUFFIXES: [&str; 6] = [".manifest.json", ".labels.tsv", ".report.json", ".rejects.tsv", ".progress.json", ".rejects.tsv.partial"];
+const FILE_SUFFIXES: [&str; 6] =
+    [".manifest.json", ".labels.tsv", ".report.json", ".rejects.tsv", ".progress.json", ".rejects.tsv.partial"];
 
 /// True for the number part of a shard's file name (five digits or more).
 fn is_shard_number(n: &str) -> bool {
@@ -330,7 +343,12 @@ pub struct Manifest {
 
 impl Manifest {
     /// A manifest with the given content and no shards yet (the writer fills those in).
-    pub fn new(classes: u32, sources: Vec<SourceInfo>, alignment: Option<AlignmentInfo>, encoding: EncodingInfo) -> Self {
+    pub fn new(
+        classes: u32,
+        sources: Vec<SourceInfo>,
+        alignment: Option<AlignmentInfo>,
+        encoding: EncodingInfo,
+    ) -> Self {
         Manifest {
             format: MANIFEST_FORMAT.into(),
             format_version: MANIFEST_VERSION,
@@ -388,11 +406,20 @@ impl Manifest {
         }
         let total = self.shards.iter().try_fold(0u64, |t, sh| t.checked_add(sh.records));
         if total != Some(self.records) {
-            out.push(format!("its shards list {} records, its total says {}", total.map_or("too many".into(), |t| t.to_string()), self.records));
+            out.push(format!(
+                "its shards list {} records, its total says {}",
+                total.map_or("too many".into(), |t| t.to_string()),
+                self.records
+            ));
         }
         let e = &self.encoding;
         let pixels = u64::from(e.width) * u64::from(e.height);
-        if e.width == 0 || e.height == 0 || e.width > u32::from(u16::MAX) || e.height > u32::from(u16::MAX) || pixels > super::format::MAX_RECORD_PIXELS {
+        if e.width == 0
+            || e.height == 0
+            || e.width > u32::from(u16::MAX)
+            || e.height > u32::from(u16::MAX)
+            || pixels > super::format::MAX_RECORD_PIXELS
+        {
             out.push(format!(
                 "encoding size {}x{} is not a record size (1 to 65535 pixels a side, at most {} pixels)",
                 e.width,
@@ -472,9 +499,6 @@ impl LabelMap {
 
     /// The identity name of a class, if known.
     pub fn identity(&self, class_id: u32) -> Option<&str> {
-        self.entries
-            .binary_search_by_key(&class_id, |e| e.class_id)
-            .ok()
-            .map(|i| self.entries[i].identity.as_str())
+        self.entries.binary_search_by_key(&class_id, |e| e.class_id).ok().map(|i| self.entries[i].identity.as_str())
     }
 }

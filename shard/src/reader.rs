@@ -3,9 +3,9 @@
 //! consistent with the file's real length. Nothing read from the file decides an allocation size
 //! before it has been checked against that length.
 
+use super::error::{Error, Result, ShardError};
 use super::format::{self, Footer, Header, IndexEntry, RecordHeader, FOOTER_LEN, HEADER_LEN, INDEX_ENTRY_LEN};
 use super::manifest::{DatasetPaths, LabelMap, Manifest};
-use super::error::{Error, Result, ShardError};
 use super::record::{Labels, Record};
 use facekit_io::{bounded, lock};
 use memmap2::Mmap;
@@ -153,18 +153,25 @@ fn parse_index(bytes: &[u8], index_offset: u64) -> Result<Vec<IndexEntry>, Shard
         let e = IndexEntry::decode(chunk);
         let at = index_offset + (i * INDEX_ENTRY_LEN) as u64;
         if e.offset != expected {
-            return Err(ShardError::corrupt(at, format!("index entry {i} points at {}, expected {expected}", e.offset))
-                .in_record(i as u64));
+            return Err(ShardError::corrupt(
+                at,
+                format!("index entry {i} points at {}, expected {expected}", e.offset),
+            )
+            .in_record(i as u64));
         }
         if (e.len as u64) < format::RECORD_HEADER_LEN as u64 || e.offset + e.len as u64 > index_offset {
-            return Err(ShardError::corrupt(at, format!("index entry {i} has impossible length {}", e.len))
-                .in_record(i as u64));
+            return Err(
+                ShardError::corrupt(at, format!("index entry {i} has impossible length {}", e.len)).in_record(i as u64)
+            );
         }
         expected = e.offset + e.len as u64;
         index.push(e);
     }
     if expected != index_offset {
-        return Err(ShardError::corrupt(index_offset, format!("records end at {expected} but the index starts at {index_offset}")));
+        return Err(ShardError::corrupt(
+            index_offset,
+            format!("records end at {expected} but the index starts at {index_offset}"),
+        ));
     }
     Ok(index)
 }
@@ -222,7 +229,12 @@ impl Dataset {
         if labels.entries.len() as u64 != u64::from(manifest.classes) {
             return Err(Error::invalid(
                 &labels_path,
-                format!("(label map) lists {} classes, manifest {} says {}", labels.entries.len(), mpath.display(), manifest.classes),
+                format!(
+                    "(label map) lists {} classes, manifest {} says {}",
+                    labels.entries.len(),
+                    mpath.display(),
+                    manifest.classes
+                ),
             ));
         }
         let mut shards = Vec::with_capacity(manifest.shards.len());
@@ -297,9 +309,9 @@ impl Dataset {
     /// id below `classes`, its image of the manifest's encoding and size, which bounds any decode
     /// buffer), without copying. The error names the shard and record.
     pub fn record(&self, i: usize) -> Result<RecordView<'_>> {
-        let (k, j) = self
-            .locate(i)
-            .ok_or_else(|| Error::invalid(self.paths.manifest(), format!("has no record {i} ({} records)", self.len())))?;
+        let (k, j) = self.locate(i).ok_or_else(|| {
+            Error::invalid(self.paths.manifest(), format!("has no record {i} ({} records)", self.len()))
+        })?;
         let shard = &self.shards[k];
         let corrupt = |source: ShardError| Error::Corrupt { path: shard.path().to_path_buf(), source };
         let view = shard.record(j).map_err(corrupt)?;
@@ -309,7 +321,9 @@ impl Dataset {
             let reason = format!("class id {} is not below the manifest's {} classes", h.class_id, m.classes);
             return Err(corrupt(ShardError::corrupt(at + 8, reason).in_record(j as u64)));
         }
-        if (u32::from(h.width), u32::from(h.height)) != (m.encoding.width, m.encoding.height) || h.encoding != m.encoding.format.code() {
+        if (u32::from(h.width), u32::from(h.height)) != (m.encoding.width, m.encoding.height)
+            || h.encoding != m.encoding.format.code()
+        {
             let reason = format!(
                 "a {}x{} image of encoding {}, but the manifest says every record is {}x{} {:?}",
                 h.width, h.height, h.encoding, m.encoding.width, m.encoding.height, m.encoding.format

@@ -1,9 +1,9 @@
 //! Verification: every byte of a shard or dataset is checked, and every problem is reported with
 //! the shard, record number and byte offset, instead of stopping at the first one.
 
+use super::error::{Error, Result, ShardError};
 use super::format::{Encoding, Header, RecordHeader, FOOTER_LEN, HEADER_LEN};
 use super::manifest::{DatasetPaths, Manifest, ShardInfo};
-use super::error::{Error, Result, ShardError};
 use super::reader::{check_record, parse_structure};
 use facekit_io::{bounded, lock};
 use serde::Serialize;
@@ -70,7 +70,12 @@ pub fn verify_shard(path: &Path, opts: VerifyOptions<'_>, on_bytes: &(dyn Fn(u64
 pub fn verify_bytes(name: &str, b: &[u8], opts: VerifyOptions<'_>, on_bytes: &(dyn Fn(u64) + Sync)) -> ShardReport {
     let mut report = ShardReport { file: name.to_string(), bytes: b.len() as u64, ..Default::default() };
     let mut problem = |e: ShardError, rep: &mut ShardReport| {
-        rep.problems.push(Problem { file: name.to_string(), record: e.record, offset: Some(e.offset), reason: e.reason })
+        rep.problems.push(Problem {
+            file: name.to_string(),
+            record: e.record,
+            offset: Some(e.offset),
+            reason: e.reason,
+        })
     };
     report.crc32 = crc32fast::hash(b);
 
@@ -161,7 +166,11 @@ pub struct DatasetReport {
 
 /// Verifies a dataset: its manifest, every shard it lists, and their agreement (counts, sizes,
 /// checksums, label ranges), and shards on disk that the manifest does not list.
-pub fn verify_dataset(paths: &DatasetPaths, opts: VerifyOptions<'_>, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<DatasetReport> {
+pub fn verify_dataset(
+    paths: &DatasetPaths,
+    opts: VerifyOptions<'_>,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<DatasetReport> {
     let _lock = lock::shared(&paths.lock(), &format!("dataset {}", paths.dir().join(paths.name()).display()))?;
     let manifest_path = paths.manifest();
     let manifest = Manifest::read(&manifest_path)?;
@@ -214,14 +223,24 @@ pub fn verify_dataset(paths: &DatasetPaths, opts: VerifyOptions<'_>, on_bytes: &
                 // Not a regular file, unreadable: a problem of this dataset, not a reason to stop.
                 report.shards.push(ShardReport {
                     file: path.display().to_string(),
-                    problems: vec![Problem { file: path.display().to_string(), record: None, offset: None, reason: format!("{e:#}") }],
+                    problems: vec![Problem {
+                        file: path.display().to_string(),
+                        record: None,
+                        offset: None,
+                        reason: format!("{e:#}"),
+                    }],
                     ..Default::default()
                 });
                 continue;
             }
         };
         if !path.exists() {
-            rep.problems.push(Problem { file: rep.file.clone(), record: None, offset: None, reason: "shard listed in the manifest is missing".into() });
+            rep.problems.push(Problem {
+                file: rep.file.clone(),
+                record: None,
+                offset: None,
+                reason: "shard listed in the manifest is missing".into(),
+            });
             report.shards.push(rep);
             continue;
         }
@@ -248,7 +267,9 @@ pub fn verify_dataset(paths: &DatasetPaths, opts: VerifyOptions<'_>, on_bytes: &
     for (n, path) in paths.shards_on_disk()? {
         let fname = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         if !manifest.shards.iter().any(|s| s.file == fname) {
-            report.problems.push(bad(format!("shard {} (number {n}) is on disk but not in the manifest", path.display())));
+            report
+                .problems
+                .push(bad(format!("shard {} (number {n}) is on disk but not in the manifest", path.display())));
         }
     }
     Ok(report)
@@ -280,7 +301,8 @@ fn check_label_ranges(path: &Path, manifest: &Manifest, rep: &mut ShardReport) {
                     "record is a {}x{} {} image, the manifest says every record is {w}x{h_} {enc:?}",
                     h.width,
                     h.height,
-                    Encoding::from_code(h.encoding).map_or_else(|| format!("encoding {}", h.encoding), |e| format!("{e:?}"))
+                    Encoding::from_code(h.encoding)
+                        .map_or_else(|| format!("encoding {}", h.encoding), |e| format!("{e:?}"))
                 ),
             });
         }

@@ -3,9 +3,9 @@
 //! last, so a dataset without a manifest (or a manifest without its shards) is never mistaken for
 //! a complete one.
 
+use super::error::{Error, Result};
 use super::format::{self, Footer, Header, IndexEntry, FORMAT_VERSION, HEADER_LEN, MAX_PATH_LEN, MAX_PAYLOAD_LEN};
 use super::manifest::{DatasetPaths, LabelMap, Manifest, ShardInfo};
-use super::error::{Error, Result};
 use super::record::Record;
 use facekit_io::AtomicFile;
 use std::path::{Path, PathBuf};

@@ -100,7 +100,9 @@ const FILES: [&str; 2] = ["embeddings.npy", "labels.tsv"];
 /// Embeds the dataset or folder and writes the output files.
 pub fn run(args: EmbedArgs) -> Result<ExitCode> {
     let mut check = super::output_check().inputs(&args.model.model).inputs(&args.images);
-    if let Some(d) = args.dataset.as_deref().and_then(|name| facekit_shard::DatasetPaths::resolve(name, Some(&args.data_dir)).ok()) {
+    if let Some(d) =
+        args.dataset.as_deref().and_then(|name| facekit_shard::DatasetPaths::resolve(name, Some(&args.data_dir)).ok())
+    {
         check = check.input(d.manifest());
     }
     check.folder(&args.output, &FILES)?;
@@ -115,7 +117,12 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
                 let rec = ds.record(i)?;
                 let class = rec.labels().class_id;
                 let identity = class.and_then(|c| ds.labels().identity(c)).unwrap_or("").to_string();
-                rows.push(Row { class, identity, path: String::from_utf8_lossy(rec.path).into_owned(), prepared: "record".into() });
+                rows.push(Row {
+                    class,
+                    identity,
+                    path: String::from_utf8_lossy(rec.path).into_owned(),
+                    prepared: "record".into(),
+                });
             }
             (emb, rows)
         }
@@ -136,16 +143,22 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
             let prep = args.prep.preparation()?;
             let (chips, how, stats) = faces::prepare_files(&files, model.image_size(), &prep)?;
             if stats.fallback > 0 {
-                errln!("facekit embed: {} image(s) had no usable face and were centre-cropped, e.g. {}", stats.fallback, stats.fallback_examples.join("; "));
+                errln!(
+                    "facekit embed: {} image(s) had no usable face and were centre-cropped, e.g. {}",
+                    stats.fallback,
+                    stats.fallback_examples.join("; ")
+                );
             }
-            let emb = embed::embed_images(&model, &chips, args.model.batch_size, args.flip).with_context(|| format!("images under {}", root.display()))?;
+            let emb = embed::embed_images(&model, &chips, args.model.batch_size, args.flip)
+                .with_context(|| format!("images under {}", root.display()))?;
             let rows = files
                 .iter()
                 .zip(how)
                 .map(|(f, h)| {
                     let rel = f.strip_prefix(root).unwrap_or(f);
                     let identity = rel.parent().map(|p| p.display().to_string()).unwrap_or_default();
-                    let prepared = serde_json::to_value(h).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                    let prepared =
+                        serde_json::to_value(h).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
                     Row { class: None, identity, path: rel.display().to_string(), prepared }
                 })
                 .collect();
@@ -155,6 +168,12 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
     };
     // The embeddings and their labels are committed together, never one beside the other's predecessor.
     held.replace_dir(|dir| embeddings::write(dir, &emb, model.dim(), &rows))?;
-    outln!("Embedded {} face(s) of {} dimensions{} into {}", rows.len(), model.dim(), if args.flip { " (flip test)" } else { "" }, args.output.display());
+    outln!(
+        "Embedded {} face(s) of {} dimensions{} into {}",
+        rows.len(),
+        model.dim(),
+        if args.flip { " (flip test)" } else { "" },
+        args.output.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -4,13 +4,13 @@
 //! were (`--like`, feature `dlib`) or taken from a packed dataset's records.
 
 use super::embed::{ModelArgs, PrepArgs};
+use anyhow::{bail, Context, Result};
 use facekit_eval::allpairs::{self, AllPairsOptions, AllPairsReport};
 use facekit_eval::embeddings::read_labels;
 use facekit_eval::metrics::KFoldReport;
 use facekit_eval::npy::{self, Matrix};
 use facekit_eval::pairs::{self, MissingPolicy, PairList};
 use facekit_train::infer::verify::{self, PairsOptions, PairsReport};
-use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -199,7 +199,12 @@ fn run_make_bin(a: MakeBinArgs) -> Result<ExitCode> {
         let content = bin_from_drawn_pairs(&a, name, n)?;
         facekit_eval::bin_write::write_verification_bin(&a.output, &content.images, &content.issame)?;
         outln!("Wrote {}", a.output.display());
-        outln!("  pairs:             {} ({n} same, {n} different, drawn with seed {}), {} images", content.issame.len(), a.seed, content.images.len());
+        outln!(
+            "  pairs:             {} ({n} same, {n} different, drawn with seed {}), {} images",
+            content.issame.len(),
+            a.seed,
+            content.images.len()
+        );
         outln!("  chips:             {}", content.chips);
         return Ok(ExitCode::SUCCESS);
     }
@@ -213,7 +218,9 @@ fn run_make_bin(a: MakeBinArgs) -> Result<ExitCode> {
         #[cfg(feature = "dlib")]
         (Some((images, like)), None) => bin_from_photos(&a, &list, images, like)?,
         (None, Some(name)) => bin_from_dataset(&a, &list, name)?,
-        _ if cfg!(feature = "dlib") => bail!("give --images DIR --like DATASET (photos aligned like a training set) or --dataset NAME (its records)"),
+        _ if cfg!(feature = "dlib") => bail!(
+            "give --images DIR --like DATASET (photos aligned like a training set) or --dataset NAME (its records)"
+        ),
         _ => bail!("give --dataset NAME (this facekit was built without face detection, so it cannot align photos)"),
     };
     facekit_eval::bin_write::write_verification_bin(&a.output, &content.images, &content.issame)?;
@@ -227,7 +234,12 @@ fn print_made_bin(a: &MakeBinArgs, list: &PairList, content: &BinContent) {
     let same = content.issame.iter().filter(|&&s| s).count();
     let r = &content.resolved;
     outln!("Wrote {}", a.output.display());
-    outln!("  pairs:             {} ({same} same, {} different), {} images", content.issame.len(), content.issame.len() - same, content.images.len());
+    outln!(
+        "  pairs:             {} ({same} same, {} different), {} images",
+        content.issame.len(),
+        content.issame.len() - same,
+        content.images.len()
+    );
     outln!("  chips:             {}", content.chips);
     outln!(
         "  left out:          {} of {} listed pairs: {} with missing people, {} with missing photos, {} with a photo that gave no chip, \
@@ -244,13 +256,24 @@ fn print_made_bin(a: &MakeBinArgs, list: &PairList, content: &BinContent) {
         outln!("    {line}");
     }
     if let Some(f) = &content.rejects_file {
-        outln!("  photos rejected:   {} without a chip, {} missing (listed in {})", content.rejected_photos, r.missing.len(), f.display());
+        outln!(
+            "  photos rejected:   {} without a chip, {} missing (listed in {})",
+            content.rejected_photos,
+            r.missing.len(),
+            f.display()
+        );
     }
 }
 
 /// The `.bin`'s images and flags: the pairs that `usable` allows, kept with the pairs file's
 /// folds ([`pairs::keep_folds`]); `chip(k)` is the image of face `k` of `index`.
-fn assemble<'c>(list: &PairList, resolved: &pairs::Resolved, index: &[(usize, usize, bool)], usable: &[bool], chip: impl Fn(usize) -> &'c Vec<u8>) -> Result<(Vec<Vec<u8>>, Vec<bool>, pairs::KeptFolds)> {
+fn assemble<'c>(
+    list: &PairList,
+    resolved: &pairs::Resolved,
+    index: &[(usize, usize, bool)],
+    usable: &[bool],
+    chip: impl Fn(usize) -> &'c Vec<u8>,
+) -> Result<(Vec<Vec<u8>>, Vec<bool>, pairs::KeptFolds)> {
     let mut flags = vec![false; list.pairs.len()];
     let mut at = vec![None; list.pairs.len()];
     for (k, &i) in resolved.indices.iter().enumerate() {
@@ -277,10 +300,14 @@ fn bin_from_photos(a: &MakeBinArgs, list: &PairList, root: &std::path::Path, lik
     if !root.is_dir() {
         bail!("image root {} is not a folder", root.display());
     }
-    let paths = facekit_shard::DatasetPaths::resolve(like, Some(&a.data_dir)).with_context(|| format!("--like {like}"))?;
+    let paths =
+        facekit_shard::DatasetPaths::resolve(like, Some(&a.data_dir)).with_context(|| format!("--like {like}"))?;
     let manifest = facekit_shard::Manifest::read(&paths.manifest()).with_context(|| format!("--like {like}"))?;
-    let recipe = ChipRecipe::like(manifest.alignment.as_ref(), &manifest.encoding)
-        .with_context(|| format!("--like {like}: its chips cannot be reproduced from photos; use --dataset with a dataset packed from them"))?;
+    let recipe = ChipRecipe::like(manifest.alignment.as_ref(), &manifest.encoding).with_context(|| {
+        format!(
+            "--like {like}: its chips cannot be reproduced from photos; use --dataset with a dataset packed from them"
+        )
+    })?;
     let resolved = pairs::resolve(list, a.missing, |f| pairs::presence_in_folder(root, f))
         .with_context(|| format!("pairs file {} against {}", pairs_path(a).display(), root.display()))?;
     let (faces, index) = pairs::unique_faces(&resolved.pairs);
@@ -302,7 +329,8 @@ fn bin_from_photos(a: &MakeBinArgs, list: &PairList, root: &std::path::Path, lik
             rejects_file.display()
         );
     }
-    let (images, issame, folds) = assemble(list, &resolved, &index, &usable, |k| made[k].as_ref().expect("usable pairs have chips"))?;
+    let (images, issame, folds) =
+        assemble(list, &resolved, &index, &usable, |k| made[k].as_ref().expect("usable pairs have chips"))?;
     let encoding = match recipe.encoding {
         facekit_shard::Encoding::Jpeg => format!("jpeg q{} {}", recipe.quality, recipe.chroma.name()),
         other => format!("{other:?}").to_lowercase(),
@@ -314,7 +342,16 @@ fn bin_from_photos(a: &MakeBinArgs, list: &PairList, root: &std::path::Path, lik
         recipe.spec.size,
         recipe.spec.padding
     );
-    Ok(BinContent { images, issame, chips, resolved, rejected_photos, rejected_pairs, folds, rejects_file: Some(rejects_file) })
+    Ok(BinContent {
+        images,
+        issame,
+        chips,
+        resolved,
+        rejected_photos,
+        rejected_pairs,
+        folds,
+        rejects_file: Some(rejects_file),
+    })
 }
 
 /// `OUTPUT.rejects.tsv` (`path, reason, detail`): every photo that gave no chip (the reasons of
@@ -322,7 +359,12 @@ fn bin_from_photos(a: &MakeBinArgs, list: &PairList, root: &std::path::Path, lik
 /// `missing_person`, with the line); the first 20 also on stderr. Returns the text and the
 /// number of photos without a chip.
 #[cfg(feature = "dlib")]
-fn rejected_photos_tsv(root: &std::path::Path, resolved: &pairs::Resolved, files: &[PathBuf], made: &[Result<Vec<u8>, facekit_pack::chips::Rejection>]) -> (String, usize) {
+fn rejected_photos_tsv(
+    root: &std::path::Path,
+    resolved: &pairs::Resolved,
+    files: &[PathBuf],
+    made: &[Result<Vec<u8>, facekit_pack::chips::Rejection>],
+) -> (String, usize) {
     let mut tsv = String::from("path\treason\tdetail\n");
     let mut rows = 0;
     let mut row = |path: String, reason: &str, detail: String| {
@@ -377,14 +419,16 @@ fn pairs_path(a: &MakeBinArgs) -> PathBuf {
 /// Record `i` of `ds` as an image file's bytes (raw pixels as PNG), as `export rec` writes it.
 fn record_image(ds: &facekit_shard::Dataset, i: usize, name: &str) -> Result<Vec<u8>> {
     let rec = ds.record(i)?;
-    let (bytes, _) = facekit_pack::rec::export::image_file_bytes(&rec).with_context(|| format!("record {i} of {name}"))?;
+    let (bytes, _) =
+        facekit_pack::rec::export::image_file_bytes(&rec).with_context(|| format!("record {i} of {name}"))?;
     Ok(bytes)
 }
 
 /// A `.bin` of pairs drawn from the identities of dataset `name` (`--draw-pairs`).
 fn bin_from_drawn_pairs(a: &MakeBinArgs, name: &str, per_kind: usize) -> Result<BinContent> {
     let ds = facekit_shard::Dataset::open_name(name, Some(&a.data_dir))?;
-    let drawn = facekit_eval::draw::draw_pairs(&ds.class_ids(), per_kind, a.seed).with_context(|| format!("--draw-pairs {per_kind} from {name}"))?;
+    let drawn = facekit_eval::draw::draw_pairs(&ds.class_ids(), per_kind, a.seed)
+        .with_context(|| format!("--draw-pairs {per_kind} from {name}"))?;
     let (mut images, mut issame) = (Vec::with_capacity(2 * drawn.len()), Vec::with_capacity(drawn.len()));
     for &(l, r, same) in &drawn {
         images.push(record_image(&ds, l, name)?);
@@ -392,7 +436,16 @@ fn bin_from_drawn_pairs(a: &MakeBinArgs, name: &str, per_kind: usize) -> Result<
         issame.push(same);
     }
     let chips = format!("records of {name}, pairs drawn from its {} identities", ds.manifest().classes);
-    Ok(BinContent { images, issame, chips, resolved: pairs::Resolved::empty(), rejected_photos: 0, rejected_pairs: 0, folds: Default::default(), rejects_file: None })
+    Ok(BinContent {
+        images,
+        issame,
+        chips,
+        resolved: pairs::Resolved::empty(),
+        rejected_photos: 0,
+        rejected_pairs: 0,
+        folds: Default::default(),
+        rejects_file: None,
+    })
 }
 
 /// Runs `facekit eval`.
@@ -404,8 +457,15 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
 }
 
 fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
-    let mut check = super::output_check().inputs(&a.model.model).inputs(&a.pairs).inputs(&a.images).inputs(&a.bin).inputs(&a.embeddings);
-    if let Some(d) = a.dataset.as_deref().and_then(|name| facekit_shard::DatasetPaths::resolve(name, Some(&a.data_dir)).ok()) {
+    let mut check = super::output_check()
+        .inputs(&a.model.model)
+        .inputs(&a.pairs)
+        .inputs(&a.images)
+        .inputs(&a.bin)
+        .inputs(&a.embeddings);
+    if let Some(d) =
+        a.dataset.as_deref().and_then(|name| facekit_shard::DatasetPaths::resolve(name, Some(&a.data_dir)).ok())
+    {
         check = check.input(d.manifest());
     }
     check.folder(&a.output, &VERIFY_FILES)?;
@@ -417,7 +477,8 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
         let npy = dir.join("embeddings.npy");
         let m = npy::read_f32(&npy)?;
         let labels = read_labels(&dir.join("labels.tsv"))?;
-        return all_pairs(&a, &held, &m, &labels, &dir.display().to_string()).with_context(|| format!("--embeddings {}", npy.display()));
+        return all_pairs(&a, &held, &m, &labels, &dir.display().to_string())
+            .with_context(|| format!("--embeddings {}", npy.display()));
     }
     let model = a.model.load()?;
     let report = match (&a.pairs, &a.images, &a.dataset, &a.bin) {
@@ -450,7 +511,13 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn all_pairs(a: &VerifyArgs, held: &facekit_io::output::Held, m: &Matrix, labels: &[Option<u32>], name: &str) -> Result<ExitCode> {
+fn all_pairs(
+    a: &VerifyArgs,
+    held: &facekit_io::output::Held,
+    m: &Matrix,
+    labels: &[Option<u32>],
+    name: &str,
+) -> Result<ExitCode> {
     let report = allpairs::all_pairs(m, labels, AllPairsOptions { max_pairs: a.max_pairs, seed: a.seed })?;
     let json = serde_json::to_string_pretty(&report)?;
     held.replace_dir(|dir| -> Result<()> {
@@ -474,10 +541,19 @@ fn print_pairs(r: &PairsReport) {
     outln!("  best threshold:    {:.3} squared L2 (cosine {:.4})", k.best_threshold, k.best_threshold_cosine);
     outln!("  pairs:             {} of {} listed, {} images", r.pairs_used, r.pairs_listed, r.images);
     if r.missing_people + r.missing_images > 0 {
-        outln!("  skipped pairs:     {} with missing people, {} with missing photos (e.g. {})", r.missing_people, r.missing_images, r.missing_examples.join("; "));
+        outln!(
+            "  skipped pairs:     {} with missing people, {} with missing photos (e.g. {})",
+            r.missing_people,
+            r.missing_images,
+            r.missing_examples.join("; ")
+        );
     }
     if r.preparation.aligned + r.preparation.fallback > 0 {
-        outln!("  alignment:         {} aligned, {} centre-crop fallbacks (no usable face)", r.preparation.aligned, r.preparation.fallback);
+        outln!(
+            "  alignment:         {} aligned, {} centre-crop fallbacks (no usable face)",
+            r.preparation.aligned,
+            r.preparation.fallback
+        );
     }
 }
 
@@ -489,7 +565,12 @@ fn print_all_pairs(r: &AllPairsReport, name: &str) {
     outln!("  AUC:               {:.4}", r.auc);
     for t in &r.tar_at_far {
         match (t.tar, &t.note) {
-            (Some(tar), _) => outln!("  TAR @ FAR {:.0e}:   {:.4} (threshold {:.4})", t.far_target, tar, t.threshold.unwrap_or(f64::NAN)),
+            (Some(tar), _) => outln!(
+                "  TAR @ FAR {:.0e}:   {:.4} (threshold {:.4})",
+                t.far_target,
+                tar,
+                t.threshold.unwrap_or(f64::NAN)
+            ),
             (None, Some(note)) => outln!("  TAR @ FAR {:.0e}:   n/a: {note}", t.far_target),
             (None, None) => outln!("  TAR @ FAR {:.0e}:   n/a", t.far_target),
         }

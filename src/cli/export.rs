@@ -114,7 +114,11 @@ fn run_rec(a: RecExportArgs) -> Result<ExitCode> {
             outln!("  {} raw records were written as PNG (lossless)", r.reencoded);
         }
         if r.skipped > 0 {
-            outln!("  {} records without a class were not exported; listed in {}", r.skipped, opts.out.join("skipped.tsv").display());
+            outln!(
+                "  {} records without a class were not exported; listed in {}",
+                r.skipped,
+                opts.out.join("skipped.tsv").display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -127,11 +131,17 @@ fn run_model(args: ModelExportArgs) -> Result<ExitCode> {
     use facekit_train::infer::export::{self, ExportOptions};
     let (Some(model_path), Some(out)) = (args.model, args.output) else { anyhow::bail!("give --model and --output") };
     super::output_check().input(&model_path).folder(&out, &export::FILES)?;
-    let model = EmbedModel::load(&model_path, args.checkpoint.as_deref(), facekit_train::trainer::parse_device("cpu")?)?;
+    let model =
+        EmbedModel::load(&model_path, args.checkpoint.as_deref(), facekit_train::trainer::parse_device("cpu")?)?;
     let formats = if args.formats.is_empty() { export::DEFAULT_FORMATS.to_vec() } else { args.formats };
     // A stop request kills the ONNX exporter's Python and leaves the output as it was.
     let stop = facekit_io::StopFlag::from_signals()?;
-    let opts = ExportOptions { formats, python: args.python, python_timeout: std::time::Duration::from_secs(args.onnx_timeout), stop: stop.clone() };
+    let opts = ExportOptions {
+        formats,
+        python: args.python,
+        python_timeout: std::time::Duration::from_secs(args.onnx_timeout),
+        stop: stop.clone(),
+    };
     let r = match export::export_with(&model, &out, &opts) {
         Err(e) if stop.is_set() => {
             errln!("facekit export: {}", super::error_text(&e));

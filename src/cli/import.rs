@@ -52,7 +52,9 @@ pub struct RecArgs {
 pub fn run(args: ImportArgs) -> Result<ExitCode> {
     let ImportFormat::Rec(args) = args.format;
     // The files read, not their folder: a dataset may well be written beside insightface's files.
-    let read = facekit_pack::rec::input::RecFiles::locate(&args.input).map(|f| [Some(f.rec), f.idx, f.property]).unwrap_or_default();
+    let read = facekit_pack::rec::input::RecFiles::locate(&args.input)
+        .map(|f| [Some(f.rec), f.idx, f.property])
+        .unwrap_or_default();
     super::output_check().inputs(read.iter().flatten()).owned(&args.output)?;
     let asked = facekit_shard::DatasetPaths::new(&args.output);
     let asked = asked.dir().join(asked.name()).display().to_string();

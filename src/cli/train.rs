@@ -2,10 +2,10 @@
 
 use anyhow::Result;
 use facekit_io::StopFlag;
-use facekit_train::model::{Arch, Task};
 use facekit_train::loss::MarginKind;
-use facekit_train::trainer::config::{MemoryFormatKind, OptimizerKind, PrecisionKind, ScheduleKind};
+use facekit_train::model::{Arch, Task};
 use facekit_train::trainer::checkpoint::MODEL_FILE;
+use facekit_train::trainer::config::{MemoryFormatKind, OptimizerKind, PrecisionKind, ScheduleKind};
 use facekit_train::trainer::run_dir::{RunPaths, BEST, LAST};
 use facekit_train::{Outcome, Summary, TrainConfig};
 use std::path::PathBuf;
@@ -346,11 +346,15 @@ fn check_run_folder(args: &TrainArgs) -> Result<()> {
 fn given_flags() -> Vec<String> {
     use clap::parser::ValueSource;
     use clap::CommandFactory;
-    let Ok(matches) = super::Cli::command().try_get_matches_from(super::normalize_legacy_args(std::env::args_os())) else {
+    let Ok(matches) = super::Cli::command().try_get_matches_from(super::normalize_legacy_args(std::env::args_os()))
+    else {
         return Vec::new();
     };
     let Some(("train", m)) = matches.subcommand() else { return Vec::new() };
-    m.ids().filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine)).map(|id| id.to_string()).collect()
+    m.ids()
+        .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.to_string())
+        .collect()
 }
 
 /// Prints how the run ended (the summary, or what went wrong and where to continue from) and
@@ -366,7 +370,10 @@ pub fn report(outcome: Outcome, stop: &StopFlag, writer: bool) -> ExitCode {
         }
         Outcome::Interrupted(s) => {
             if writer {
-                print_summary(&format!("stopped by {}; `last` holds every step, continue with --resume", stop.describe()), &s);
+                print_summary(
+                    &format!("stopped by {}; `last` holds every step, continue with --resume", stop.describe()),
+                    &s,
+                );
             }
             // Another rank's stop request ends this one too, whatever signal (if any) it got.
             ExitCode::from(if stop.is_set() { stop.exit_code() } else { 130 })
@@ -405,7 +412,10 @@ fn say(line: &str) {
 /// Names the checkpoint a user can continue from, only if one was really written.
 fn last_checkpoint(s: &Summary) -> String {
     match s.last_checkpoint {
-        Some(step) => format!("The last good checkpoint is {} (step {step}).", RunPaths::new(&s.run_dir).checkpoint(LAST).display()),
+        Some(step) => format!(
+            "The last good checkpoint is {} (step {step}).",
+            RunPaths::new(&s.run_dir).checkpoint(LAST).display()
+        ),
         None => "No checkpoint had been written yet (the first comes after --checkpoint-every steps).".into(),
     }
 }
@@ -424,7 +434,10 @@ fn print_summary(how: &str, s: &Summary) {
         Some(b) => out(&format!("  best {}: {:.4} (step {})", b.name, b.value, b.step)),
         None => out("  best metric:      - (no validation)"),
     }
-    out(&format!("  throughput:       {:.1} images/s (validation and --eval-bin scoring left out)", s.images_per_second));
+    out(&format!(
+        "  throughput:       {:.1} images/s (validation and --eval-bin scoring left out)",
+        s.images_per_second
+    ));
     out(&format!("  data wait:        {:.1} ms/step", s.mean_data_wait_ms));
     out(&format!("  skipped corrupt:  {}", s.skipped_corrupt));
     if let Some(l) = &s.loss_scaling {

@@ -1,8 +1,8 @@
 //! `facekit verify-shard`: prove that shards are intact, record by record.
 
+use anyhow::{bail, Result};
 use facekit_shard::verify::{self, DatasetReport, Problem, ShardReport, VerifyOptions};
 use facekit_shard::DatasetPaths;
-use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,7 +42,8 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
     let on_bytes = |n: u64| {
         bar.set_position(done.fetch_add(n, Ordering::Relaxed) + n);
     };
-    let opts = VerifyOptions { decode: args.decode.then_some(&facekit_data::codec::decoded_size as &verify::PayloadCheck) };
+    let opts =
+        VerifyOptions { decode: args.decode.then_some(&facekit_data::codec::decoded_size as &verify::PayloadCheck) };
     let mut datasets = Vec::new();
     let mut shards = Vec::new();
     for t in &targets {

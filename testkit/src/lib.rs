@@ -42,7 +42,10 @@ pub fn references_required() -> bool {
 /// `Some(python)` when `python` imports `module`. Otherwise the test skips, saying why on stderr
 /// (`None`), or, under [`REQUIRE_REFERENCES`], fails with the same reason.
 pub fn reference_python(python: PathBuf, module: &str) -> Option<PathBuf> {
-    let ok = std::process::Command::new(&python).args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if ok {
         return Some(python);
     }

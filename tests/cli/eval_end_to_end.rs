@@ -1,15 +1,20 @@
 //! End to end on CPU with real photos: pack an lfw100 subset, train the tiny network briefly,
 //! embed, and evaluate (LFW pairs from the dataset and from the photo folder, all pairs).
 
-
 use std::io::Write;
 use std::path::Path;
 use std::process::Output;
 
 /// Identities with enough photos for genuine pairs, and how many photos of each are used.
 const PEOPLE: [&str; 8] = [
-    "Ariel_Sharon", "Colin_Powell", "Donald_Rumsfeld", "Jean_Chretien",
-    "John_Ashcroft", "Vladimir_Putin", "Tony_Blair", "Jacques_Chirac",
+    "Ariel_Sharon",
+    "Colin_Powell",
+    "Donald_Rumsfeld",
+    "Jean_Chretien",
+    "John_Ashcroft",
+    "Vladimir_Putin",
+    "Tony_Blair",
+    "Jacques_Chirac",
 ];
 const PER_PERSON: u32 = 12;
 
@@ -58,7 +63,8 @@ fn pairs_file(path: &Path) {
 }
 
 fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[test]
@@ -71,9 +77,32 @@ fn pack_train_embed_eval_pipeline_runs_and_beats_chance() {
     facekit(&["pack", "photos", "-o", "training/lfw8", "--size", "112"], cwd);
     facekit(
         &[
-            "train", "FR", "--train-sets", "lfw8", "--arch", "tiny", "--image-size", "112", "--batch-size", "32",
-            "--max-steps", "60", "--lr", "0.05", "--arcface-scale", "16", "--arcface-margin", "0.2", "--device", "cpu",
-            "--run-name", "e2e", "--checkpoint-every", "60", "--log-every", "20",
+            "train",
+            "FR",
+            "--train-sets",
+            "lfw8",
+            "--arch",
+            "tiny",
+            "--image-size",
+            "112",
+            "--batch-size",
+            "32",
+            "--max-steps",
+            "60",
+            "--lr",
+            "0.05",
+            "--arcface-scale",
+            "16",
+            "--arcface-margin",
+            "0.2",
+            "--device",
+            "cpu",
+            "--run-name",
+            "e2e",
+            "--checkpoint-every",
+            "60",
+            "--log-every",
+            "20",
         ],
         cwd,
     );
@@ -81,8 +110,25 @@ fn pack_train_embed_eval_pipeline_runs_and_beats_chance() {
 
     // LFW protocol with images from the packed dataset (records keep their paths).
     let r = json(&facekit(
-        &["eval", "verify", "--model", model, "--checkpoint", "last", "--device", "cpu", "--pairs", "pairs.txt",
-          "--dataset", "lfw8", "--missing", "skip", "--json", "--out", "eval_ds"],
+        &[
+            "eval",
+            "verify",
+            "--model",
+            model,
+            "--checkpoint",
+            "last",
+            "--device",
+            "cpu",
+            "--pairs",
+            "pairs.txt",
+            "--dataset",
+            "lfw8",
+            "--missing",
+            "skip",
+            "--json",
+            "--out",
+            "eval_ds",
+        ],
         cwd,
     ));
     let used = r["pairs_used"].as_u64().unwrap();
@@ -94,8 +140,26 @@ fn pack_train_embed_eval_pipeline_runs_and_beats_chance() {
 
     // The same protocol straight from the photo folder, aligned on the fly, with the flip test.
     let r = json(&facekit(
-        &["eval", "verify", "--model", model, "--checkpoint", "last", "--device", "cpu", "--pairs", "pairs.txt",
-          "--images", "photos", "--padding", "0.25", "--flip", "--json", "--out", "eval_dir"],
+        &[
+            "eval",
+            "verify",
+            "--model",
+            model,
+            "--checkpoint",
+            "last",
+            "--device",
+            "cpu",
+            "--pairs",
+            "pairs.txt",
+            "--images",
+            "photos",
+            "--padding",
+            "0.25",
+            "--flip",
+            "--json",
+            "--out",
+            "eval_dir",
+        ],
         cwd,
     ));
     assert_eq!(r["pairs_used"], 60);
@@ -104,11 +168,17 @@ fn pack_train_embed_eval_pipeline_runs_and_beats_chance() {
     assert!(r["kfold"]["accuracy_mean"].as_f64().unwrap() > 0.6, "folder accuracy {}", r["kfold"]["accuracy_mean"]);
 
     // Embeddings readable by numpy, then all-pairs verification on them without the model.
-    facekit(&["embed", "--model", model, "--checkpoint", "last", "--device", "cpu", "--dataset", "lfw8", "-o", "emb"], cwd);
+    facekit(
+        &["embed", "--model", model, "--checkpoint", "last", "--device", "cpu", "--dataset", "lfw8", "-o", "emb"],
+        cwd,
+    );
     let check = std::process::Command::new(facekit_testkit::venv_python())
-        .args(["-c", "import numpy as np, sys; e = np.load(sys.argv[1]); n = len(open(sys.argv[2]).read().splitlines()) - 1; \
+        .args([
+            "-c",
+            "import numpy as np, sys; e = np.load(sys.argv[1]); n = len(open(sys.argv[2]).read().splitlines()) - 1; \
                       assert e.shape == (n, 512) and e.dtype == np.float32, (e.shape, n); \
-                      assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5); print(n)"])
+                      assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5); print(n)",
+        ])
         .arg(cwd.join("emb/embeddings.npy"))
         .arg(cwd.join("emb/labels.tsv"))
         .output()
@@ -117,6 +187,9 @@ fn pack_train_embed_eval_pipeline_runs_and_beats_chance() {
     let r = json(&facekit(&["eval", "verify", "--embeddings", "emb", "--json", "--out", "eval_all"], cwd));
     assert!(r["auc"].as_f64().unwrap() > 0.55, "all-pairs AUC {}", r["auc"]);
     assert!(r["tar_at_far"][0]["tar"].is_number(), "FAR 1e-1 is measurable with thousands of impostor pairs");
-    assert!(r["tar_at_far"][5]["tar"].is_null() && r["tar_at_far"][5]["note"].is_string(), "FAR 1e-6 must be reported unsupported");
+    assert!(
+        r["tar_at_far"][5]["tar"].is_null() && r["tar_at_far"][5]["note"].is_string(),
+        "FAR 1e-6 must be reported unsupported"
+    );
     assert!(cwd.join("eval_all/roc.png").is_file() && cwd.join("eval_all/roc.csv").is_file());
 }

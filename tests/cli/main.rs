@@ -5,10 +5,10 @@
 #[cfg(all(feature = "torch", feature = "dlib"))]
 mod eval_end_to_end;
 mod fuzz_corpus;
-#[cfg(feature = "torch")]
-mod onnx_export;
 #[cfg(all(feature = "torch", feature = "dlib"))]
 mod make_bin;
+#[cfg(feature = "torch")]
+mod onnx_export;
 #[cfg(feature = "dlib")]
 mod pack_photos;
 mod rec_interop;
@@ -56,7 +56,11 @@ pub fn raw_dataset(base: &std::path::Path, classes: u32) -> Vec<(Vec<u8>, Option
         None,
         EncodingInfo { format: Encoding::Raw, quality: None, chroma: None, width: 16, height: 16 },
     );
-    let map = LabelMap { entries: (0..classes).map(|c| LabelEntry { class_id: c, source: "synthetic".into(), identity: format!("id{c}") }).collect() };
+    let map = LabelMap {
+        entries: (0..classes)
+            .map(|c| LabelEntry { class_id: c, source: "synthetic".into(), identity: format!("id{c}") })
+            .collect(),
+    };
     w.finish(m, &map).unwrap();
     made
 }

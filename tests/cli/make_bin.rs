@@ -128,7 +128,8 @@ fn python_counts(bin: &Path) -> Option<(usize, Vec<bool>)> {
 fn insightface_10_fold(dist: &[f64], same: &[bool]) -> f64 {
     let n = dist.len();
     let thresholds: Vec<f64> = (0..400).map(|i| i as f64 * 0.01).collect();
-    let accuracy = |t: f64, idx: &[usize]| idx.iter().filter(|&&i| (dist[i] < t) == same[i]).count() as f64 / idx.len() as f64;
+    let accuracy =
+        |t: f64, idx: &[usize]| idx.iter().filter(|&&i| (dist[i] < t) == same[i]).count() as f64 / idx.len() as f64;
     let mut start = 0;
     let mut accs = Vec::new();
     for fold in 0..10 {
@@ -156,13 +157,15 @@ fn read_npy(path: &Path) -> (usize, usize, Vec<f32>) {
     let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
     assert!(header.contains("'<f4'") && header.contains("False"), "{header}");
     let shape = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let dims: Vec<usize> = shape.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let dims: Vec<usize> =
+        shape.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
     let data: Vec<f32> = b[10 + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(data.len(), dims[0] * dims[1]);
     (dims[0], dims[1], data)
 }
 
-const PEOPLE: [&str; 6] = ["Ariel_Sharon", "Colin_Powell", "Donald_Rumsfeld", "Tony_Blair", "Jacques_Chirac", "Vladimir_Putin"];
+const PEOPLE: [&str; 6] =
+    ["Ariel_Sharon", "Colin_Powell", "Donald_Rumsfeld", "Tony_Blair", "Jacques_Chirac", "Vladimir_Putin"];
 
 #[test]
 fn bin_made_like_the_training_set_holds_its_records_and_scores_as_insightface_computes() {
@@ -173,7 +176,22 @@ fn bin_made_like_the_training_set_holds_its_records_and_scores_as_insightface_co
     let recs = records(&cwd.join("training/lfw6"));
     let pairs = write_pairs(&cwd.join("pairs.txt"), &packed_faces(&recs, &PEOPLE));
 
-    let out = ok(&["eval", "make-bin", "--pairs", "pairs.txt", "--images", "photos", "--like", "training/lfw6", "-o", "lfw.bin", "--quiet"], cwd);
+    let out = ok(
+        &[
+            "eval",
+            "make-bin",
+            "--pairs",
+            "pairs.txt",
+            "--images",
+            "photos",
+            "--like",
+            "training/lfw6",
+            "-o",
+            "lfw.bin",
+            "--quiet",
+        ],
+        cwd,
+    );
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("60 (30 same, 30 different), 120 images"), "{summary}");
     assert!(summary.contains("0 gave none"), "{summary}");
@@ -206,9 +224,32 @@ fn bin_made_like_the_training_set_holds_its_records_and_scores_as_insightface_co
     // A tiny network, scored on the .bin by facekit and by the 10-fold loop above.
     ok(
         &[
-            "train", "FR", "--train-sets", "lfw6", "--arch", "tiny", "--image-size", "112", "--batch-size", "32", "--max-steps", "30",
-            "--lr", "0.05", "--arcface-scale", "16", "--arcface-margin", "0.2", "--device", "cpu", "--run-name", "mb",
-            "--checkpoint-every", "30", "--log-every", "10",
+            "train",
+            "FR",
+            "--train-sets",
+            "lfw6",
+            "--arch",
+            "tiny",
+            "--image-size",
+            "112",
+            "--batch-size",
+            "32",
+            "--max-steps",
+            "30",
+            "--lr",
+            "0.05",
+            "--arcface-scale",
+            "16",
+            "--arcface-margin",
+            "0.2",
+            "--device",
+            "cpu",
+            "--run-name",
+            "mb",
+            "--checkpoint-every",
+            "30",
+            "--log-every",
+            "10",
         ],
         cwd,
     );
@@ -227,7 +268,11 @@ fn bin_made_like_the_training_set_holds_its_records_and_scores_as_insightface_co
     let (rows, dim, emb) = read_npy(&cwd.join("emb/embeddings.npy"));
     assert_eq!(rows, 120);
     let labels = std::fs::read_to_string(cwd.join("emb/labels.tsv")).unwrap();
-    let order: Vec<usize> = labels.lines().skip(1).map(|l| l.split('\t').nth(3).unwrap().trim_end_matches(".jpg").parse().unwrap()).collect();
+    let order: Vec<usize> = labels
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').nth(3).unwrap().trim_end_matches(".jpg").parse().unwrap())
+        .collect();
     let mut by_image = vec![0; rows];
     for (row, &img) in order.iter().enumerate() {
         by_image[img] = row;
@@ -237,10 +282,14 @@ fn bin_made_like_the_training_set_holds_its_records_and_scores_as_insightface_co
         let n = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
         v.iter().map(move |x| f64::from(*x) / n)
     };
-    let dist: Vec<f64> = (0..60).map(|k| normalised(2 * k).zip(normalised(2 * k + 1)).map(|(a, b)| (a - b).powi(2)).sum()).collect();
+    let dist: Vec<f64> =
+        (0..60).map(|k| normalised(2 * k).zip(normalised(2 * k + 1)).map(|(a, b)| (a - b).powi(2)).sum()).collect();
     let ours = insightface_10_fold(&dist, &bin.issame);
     println!("accuracy on lfw.bin: eval verify {facekit_acc}, independent 10-fold {ours}");
-    assert!((facekit_acc - ours).abs() < 1e-9, "eval verify --bin says {facekit_acc}, the 10-fold loop on embed's embeddings {ours}");
+    assert!(
+        (facekit_acc - ours).abs() < 1e-9,
+        "eval verify --bin says {facekit_acc}, the 10-fold loop on embed's embeddings {ours}"
+    );
 }
 
 #[test]
@@ -251,12 +300,22 @@ fn photos_without_a_face_missing_people_and_unreproducible_datasets_are_reported
     subset(&cwd.join("photos"), &people, 4);
     ok(&["pack", "photos", "-o", "training/small", "--size", "96", "--encoding", "raw-zstd", "--quiet"], cwd);
     // A photo with no face where a pairs list expects Bill_Gates_0009.
-    std::fs::copy(facekit_testkit::shared_data().join("dlib_faces/dogs.jpg"), cwd.join("photos/Bill_Gates/Bill_Gates_0009.jpg")).unwrap();
+    std::fs::copy(
+        facekit_testkit::shared_data().join("dlib_faces/dogs.jpg"),
+        cwd.join("photos/Bill_Gates/Bill_Gates_0009.jpg"),
+    )
+    .unwrap();
     let write = |name: &str, text: &str| std::fs::write(cwd.join(name), text).unwrap();
-    write("pairs.txt", "1\t2\nBill_Gates\t1\t9\nHans_Blix\t1\t2\nBill_Gates\t2\tTony_Blair\t1\nHans_Blix\t3\tTony_Blair\t4\n");
+    write(
+        "pairs.txt",
+        "1\t2\nBill_Gates\t1\t9\nHans_Blix\t1\t2\nBill_Gates\t2\tTony_Blair\t1\nHans_Blix\t3\tTony_Blair\t4\n",
+    );
     let like = ["--images", "photos", "--like", "training/small", "--quiet"];
 
-    let err = fails(&[&["eval", "make-bin", "--pairs", "pairs.txt", "-o", "a.bin", "--missing", "error"][..], &like].concat(), cwd);
+    let err = fails(
+        &[&["eval", "make-bin", "--pairs", "pairs.txt", "-o", "a.bin", "--missing", "error"][..], &like].concat(),
+        cwd,
+    );
     assert!(err.contains("1 photo(s) gave no chip") && err.contains("--missing error"), "{err}");
     assert!(!cwd.join("a.bin").exists());
     let listed = std::fs::read_to_string(cwd.join("a.bin.rejects.tsv")).unwrap();
@@ -266,7 +325,10 @@ fn photos_without_a_face_missing_people_and_unreproducible_datasets_are_reported
     // By default one photo without a face does not fail the set: it is listed and its pair left out.
     let out = ok(&[&["eval", "make-bin", "--pairs", "pairs.txt", "-o", "a.bin"][..], &like].concat(), cwd);
     let summary = String::from_utf8_lossy(&out.stdout);
-    assert!(summary.contains("3 (1 same, 2 different), 6 images") && summary.contains("1 with a photo that gave no chip"), "{summary}");
+    assert!(
+        summary.contains("3 (1 same, 2 different), 6 images") && summary.contains("1 with a photo that gave no chip"),
+        "{summary}"
+    );
     assert!(summary.contains("fold 1: 1 of 4 left out (1 unusable, 0 to keep the folds equal), 3 kept"), "{summary}");
     assert_eq!(std::fs::read_to_string(cwd.join("a.bin.rejects.tsv")).unwrap(), listed);
     let bin = VerificationBin::read(&cwd.join("a.bin")).unwrap();
@@ -277,7 +339,10 @@ fn photos_without_a_face_missing_people_and_unreproducible_datasets_are_reported
         assert_eq!((png.width(), png.height()), (96, 96));
     }
     let ds_bin = ok(&["eval", "make-bin", "--pairs", "pairs.txt", "--dataset", "small", "-o", "d.bin"], cwd);
-    assert!(String::from_utf8_lossy(&ds_bin.stdout).contains("1 with missing photos"), "the dataset has no Bill_Gates_0009");
+    assert!(
+        String::from_utf8_lossy(&ds_bin.stdout).contains("1 with missing photos"),
+        "the dataset has no Bill_Gates_0009"
+    );
     let from_records = VerificationBin::read(&cwd.join("d.bin")).unwrap();
     for (a, b) in bin.images.iter().zip(&from_records.images) {
         let decode = |x: &[u8]| image::load_from_memory(x).unwrap().into_rgb8().into_raw();
@@ -286,13 +351,23 @@ fn photos_without_a_face_missing_people_and_unreproducible_datasets_are_reported
 
     // People or photos the folder does not have.
     write("nobody.txt", "1\t1\nNo_Body\t1\t2\nHans_Blix\t1\tTony_Blair\t7\n");
-    let err = fails(&[&["eval", "make-bin", "--pairs", "nobody.txt", "-o", "n.bin", "--missing", "error"][..], &like].concat(), cwd);
+    let err = fails(
+        &[&["eval", "make-bin", "--pairs", "nobody.txt", "-o", "n.bin", "--missing", "error"][..], &like].concat(),
+        cwd,
+    );
     assert!(err.contains("1 pair(s) name people missing") && err.contains("1 name missing photos"), "{err}");
     let err = fails(&[&["eval", "make-bin", "--pairs", "nobody.txt", "-o", "n.bin"][..], &like].concat(), cwd);
     assert!(err.contains("no pair is left"), "{err}");
     let missing = std::fs::read_to_string(cwd.join("n.bin.rejects.tsv")).unwrap();
-    assert!(missing.contains("No_Body_0001.jpg\tmissing_person\tnamed by line 2") && missing.contains("Tony_Blair_0007.jpg\tmissing_photo\tnamed by line 3"), "{missing}");
-    let err = fails(&["eval", "make-bin", "--pairs", "nobody.txt", "--dataset", "small", "-o", "n.bin", "--missing", "error"], cwd);
+    assert!(
+        missing.contains("No_Body_0001.jpg\tmissing_person\tnamed by line 2")
+            && missing.contains("Tony_Blair_0007.jpg\tmissing_photo\tnamed by line 3"),
+        "{missing}"
+    );
+    let err = fails(
+        &["eval", "make-bin", "--pairs", "nobody.txt", "--dataset", "small", "-o", "n.bin", "--missing", "error"],
+        cwd,
+    );
     assert!(err.contains("people missing"), "{err}");
 
     // A pairs file whose header promises other counts than it has.
@@ -301,7 +376,10 @@ fn photos_without_a_face_missing_people_and_unreproducible_datasets_are_reported
     assert!(err.contains("promises"), "{err}");
 
     // --like a dataset that does not exist, or whose chips cannot be cut from photos.
-    let err = fails(&["eval", "make-bin", "--pairs", "pairs.txt", "--images", "photos", "--like", "nowhere", "-o", "x.bin"], cwd);
+    let err = fails(
+        &["eval", "make-bin", "--pairs", "pairs.txt", "--images", "photos", "--like", "nowhere", "-o", "x.bin"],
+        cwd,
+    );
     assert!(err.contains("--like nowhere"), "{err}");
     let err = fails(&["eval", "make-bin", "--pairs", "pairs.txt", "--like", "training/small", "-o", "x.bin"], cwd);
     assert!(err.contains("--images"), "--like needs --images: {err}");
@@ -311,14 +389,20 @@ fn photos_without_a_face_missing_people_and_unreproducible_datasets_are_reported
         .collect();
     write("landmarks.txt", &lm);
     ok(&["pack", "photos", "-o", "training/lm", "--size", "96", "--landmarks", "landmarks.txt", "--quiet"], cwd);
-    let err = fails(&["eval", "make-bin", "--pairs", "pairs.txt", "--images", "photos", "--like", "training/lm", "-o", "x.bin"], cwd);
+    let err = fails(
+        &["eval", "make-bin", "--pairs", "pairs.txt", "--images", "photos", "--like", "training/lm", "-o", "x.bin"],
+        cwd,
+    );
     assert!(err.contains("--landmarks file") && err.contains("--dataset"), "{err}");
     // An imported pre-aligned dataset records no alignment.
     let manifest = cwd.join("training/lm.manifest.json");
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     m["alignment"] = serde_json::Value::Null;
     std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
-    let err = fails(&["eval", "make-bin", "--pairs", "pairs.txt", "--images", "photos", "--like", "training/lm", "-o", "x.bin"], cwd);
+    let err = fails(
+        &["eval", "make-bin", "--pairs", "pairs.txt", "--images", "photos", "--like", "training/lm", "-o", "x.bin"],
+        cwd,
+    );
     assert!(err.contains("records no alignment"), "{err}");
     assert!(!cwd.join("x.bin").exists());
 }
@@ -329,7 +413,18 @@ fn pairs_drawn_from_a_datasets_identities_make_a_bin_of_its_records() {
     let base = t.path().join("training/raw");
     let made = super::raw_dataset(&base, 6);
     let bin = t.path().join("drawn.bin");
-    let args = ["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", "5", "--seed", "3", "-o", bin.to_str().unwrap()];
+    let args = [
+        "eval",
+        "make-bin",
+        "--dataset",
+        base.to_str().unwrap(),
+        "--draw-pairs",
+        "5",
+        "--seed",
+        "3",
+        "-o",
+        bin.to_str().unwrap(),
+    ];
     ok(&args, t.path());
     let vb = facekit_eval::pickle::VerificationBin::read(&bin).unwrap();
     assert_eq!(vb.issame, [true, false, true, false, true, false, true, false, true, false]);
@@ -344,10 +439,22 @@ fn pairs_drawn_from_a_datasets_identities_make_a_bin_of_its_records() {
         assert_eq!(l == r, *same);
     }
     let again = t.path().join("again.bin");
-    let args2 = ["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", "5", "--seed", "3", "-o", again.to_str().unwrap()];
+    let args2 = [
+        "eval",
+        "make-bin",
+        "--dataset",
+        base.to_str().unwrap(),
+        "--draw-pairs",
+        "5",
+        "--seed",
+        "3",
+        "-o",
+        again.to_str().unwrap(),
+    ];
     ok(&args2, t.path());
     assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(&again).unwrap(), "the same seed draws the same pairs");
-    let too_many = ["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", "50", "-o", again.to_str().unwrap()];
+    let too_many =
+        ["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", "50", "-o", again.to_str().unwrap()];
     let err = fails(&too_many, t.path());
     assert!(err.contains("distinct same-identity"), "{err}");
 }
@@ -358,7 +465,11 @@ fn make_bin_refuses_an_output_that_is_part_of_a_dataset_a_device_a_fifo_or_a_lin
     let base = t.path().join("training/raw");
     super::raw_dataset(&base, 3);
     let dataset_files = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
-        let mut v: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect();
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect();
         v.sort();
         v
     };
@@ -378,7 +489,16 @@ fn make_bin_refuses_an_output_that_is_part_of_a_dataset_a_device_a_fifo_or_a_lin
         (link, "a symbolic link"),
     ];
     for (output, says) in &cases {
-        let args = ["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", "2", "-o", output.to_str().unwrap()];
+        let args = [
+            "eval",
+            "make-bin",
+            "--dataset",
+            base.to_str().unwrap(),
+            "--draw-pairs",
+            "2",
+            "-o",
+            output.to_str().unwrap(),
+        ];
         let out = run(&args, t.path());
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{output:?}: {err}");
@@ -400,7 +520,10 @@ fn make_bin_removes_the_temporaries_an_interrupted_run_left() {
     }
     let mine = t.path().join("out/.tmp-4242-other.bin");
     std::fs::write(&mine, b"another output's").unwrap();
-    ok(&["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", "2", "-o", bin.to_str().unwrap()], t.path());
+    ok(
+        &["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", "2", "-o", bin.to_str().unwrap()],
+        t.path(),
+    );
     assert!(leftovers.iter().all(|l| !l.exists()), "an interrupted make-bin's temporaries were left");
     assert!(mine.exists(), "another output's temporary was removed");
     assert_eq!(VerificationBin::read(&bin).unwrap().issame.len(), 4);
@@ -413,12 +536,31 @@ fn a_photo_without_a_face_drops_its_pair_and_the_folds_stay_those_of_the_pairs_f
     let people = ["Bill_Gates", "Hans_Blix", "Tony_Blair"];
     subset(&cwd.join("photos"), &people, 4);
     ok(&["pack", "photos", "-o", "training/small", "--size", "96", "--quiet"], cwd);
-    std::fs::copy(facekit_testkit::shared_data().join("dlib_faces/dogs.jpg"), cwd.join("photos/Bill_Gates/Bill_Gates_0009.jpg")).unwrap();
+    std::fs::copy(
+        facekit_testkit::shared_data().join("dlib_faces/dogs.jpg"),
+        cwd.join("photos/Bill_Gates/Bill_Gates_0009.jpg"),
+    )
+    .unwrap();
     // Two folds of one same-person and two different-person pairs; fold 1's same pair names the
     // photo without a face.
     let pairs = "2\t1\nBill_Gates\t1\t9\nHans_Blix\t1\tTony_Blair\t1\nHans_Blix\t2\t3\nBill_Gates\t2\tTony_Blair\t4\n";
     std::fs::write(cwd.join("pairs.txt"), pairs).unwrap();
-    let out = ok(&["eval", "make-bin", "--pairs", "pairs.txt", "--images", "photos", "--like", "training/small", "-o", "f.bin", "--quiet"], cwd);
+    let out = ok(
+        &[
+            "eval",
+            "make-bin",
+            "--pairs",
+            "pairs.txt",
+            "--images",
+            "photos",
+            "--like",
+            "training/small",
+            "-o",
+            "f.bin",
+            "--quiet",
+        ],
+        cwd,
+    );
     let summary = String::from_utf8_lossy(&out.stdout);
     // Dropping only fold 1's pair would put fold 2's first pair into fold 1 for every reader that
     // cuts a .bin into equal folds; fold 2 gives up its same-person pair too.
@@ -430,5 +572,8 @@ fn a_photo_without_a_face_drops_its_pair_and_the_folds_stay_those_of_the_pairs_f
     assert_eq!(bin.issame, [false, false]);
     let recs = records(&cwd.join("training/small"));
     // Pair k of the .bin is the different-person pair of fold k + 1.
-    assert!(bin.images[0] == recs["Hans_Blix/Hans_Blix_0001.jpg"] && bin.images[2] == recs["Bill_Gates/Bill_Gates_0002.jpg"]);
+    assert!(
+        bin.images[0] == recs["Hans_Blix/Hans_Blix_0001.jpg"]
+            && bin.images[2] == recs["Bill_Gates/Bill_Gates_0002.jpg"]
+    );
 }

@@ -60,7 +60,22 @@ fn onnx_export_runs_in_onnxruntime_and_matches_facekit_embed() {
     let t = tempfile::tempdir().unwrap();
     let cwd = t.path();
     let models = cwd.join("Model");
-    ok(&train(&models, &["FR", "--train-sets", "lfw", "--max-steps", "20", "--lr", "0.05", "--run-name", "r", "--checkpoint-every", "0"]));
+    ok(&train(
+        &models,
+        &[
+            "FR",
+            "--train-sets",
+            "lfw",
+            "--max-steps",
+            "20",
+            "--lr",
+            "0.05",
+            "--run-name",
+            "r",
+            "--checkpoint-every",
+            "0",
+        ],
+    ));
     let run = models.join("r");
     let exp = cwd.join("exp");
 
@@ -138,7 +153,10 @@ fn onnx_export_runs_in_onnxruntime_and_matches_facekit_embed() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(err.contains(&ort.display().to_string()) && err.contains("cannot import torch"), "{err}");
-        assert!(err.contains("pip install torch onnx") && err.contains(&dir.join("model.onnx").display().to_string()), "{err}");
+        assert!(
+            err.contains("pip install torch onnx") && err.contains(&dir.join("model.onnx").display().to_string()),
+            "{err}"
+        );
         assert!(!dir.join("model.onnx").exists() || dir == &exp);
     }
     assert!(before == listing(&exp), "a failed export changed the earlier export");
@@ -146,7 +164,13 @@ fn onnx_export_runs_in_onnxruntime_and_matches_facekit_embed() {
 
     // A later export of other formats into the folder removes the earlier ones, which would
     // otherwise pass for this network beside its net.json.
-    let out = crate::facekit().args(["export", "--checkpoint", "last", "--format", "torchscript", "--json", "--model"]).arg(&run).arg("-o").arg(&exp).output().unwrap();
+    let out = crate::facekit()
+        .args(["export", "--checkpoint", "last", "--format", "torchscript", "--json", "--model"])
+        .arg(&run)
+        .arg("-o")
+        .arg(&exp)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "export failed: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let gone = [exp.join("model.safetensors"), exp.join("model.onnx")].map(|p| p.display().to_string());
@@ -195,14 +219,23 @@ fn python_started(script: &Path) -> (String, String) {
 fn the_onnx_exporter_is_killed_at_its_time_limit_on_a_stop_and_with_facekit() {
     let t = tempfile::tempdir().unwrap();
     let models = t.path().join("Model");
-    ok(&train(&models, &["FR", "--train-sets", "lfw", "--max-steps", "1", "--run-name", "r", "--checkpoint-every", "0"]));
+    ok(&train(
+        &models,
+        &["FR", "--train-sets", "lfw", "--max-steps", "1", "--run-name", "r", "--checkpoint-every", "0"],
+    ));
     let python = t.path().join("python");
     std::fs::write(&python, HANGING_PYTHON).unwrap();
     std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let exp = t.path().join("exp");
     let export = |extra: &[&str]| {
         let mut cmd = crate::facekit();
-        cmd.args(["export", "--checkpoint", "last", "--format", "onnx", "--model"]).arg(models.join("r")).arg("-o").arg(&exp).arg("--python").arg(&python).args(extra);
+        cmd.args(["export", "--checkpoint", "last", "--format", "onnx", "--model"])
+            .arg(models.join("r"))
+            .arg("-o")
+            .arg(&exp)
+            .arg("--python")
+            .arg(&python)
+            .args(extra);
         cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
         cmd
     };

@@ -2,7 +2,6 @@
 //! determinism, resume, layouts, landmarks, attributes and the validation split.
 //! They need face detection, so a build without dlib (feature `pack`) skips them.
 
-
 use facekit_shard::{Dataset, Gender, Record};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -82,7 +81,8 @@ fn records(base: &Path) -> Vec<Record> {
 /// Every count adds up: seen == packed + rejected, and every reject is listed.
 fn assert_nothing_dropped(base: &Path, files_on_disk: u64) {
     let r = report(base);
-    let (seen, packed, rejected) = (r["seen"].as_u64().unwrap(), r["packed"].as_u64().unwrap(), r["rejected"].as_u64().unwrap());
+    let (seen, packed, rejected) =
+        (r["seen"].as_u64().unwrap(), r["packed"].as_u64().unwrap(), r["rejected"].as_u64().unwrap());
     assert_eq!(seen, files_on_disk, "report: {r}");
     assert_eq!(seen, packed + rejected, "report: {r}");
     assert_eq!(rejects(base).len() as u64, rejected);
@@ -95,7 +95,11 @@ fn argv(v: &[String]) -> Vec<&str> {
 }
 
 fn count_files(root: &Path) -> u64 {
-    walkdir::WalkDir::new(root).follow_links(true).into_iter().filter(|e| e.as_ref().unwrap().file_type().is_file()).count() as u64
+    walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .into_iter()
+        .filter(|e| e.as_ref().unwrap().file_type().is_file())
+        .count() as u64
 }
 
 fn shard_bytes(dir: &Path, name: &str) -> BTreeMap<String, Vec<u8>> {
@@ -262,7 +266,10 @@ fn one_and_two_threads_give_identical_shards() {
         assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
         assert!(sa == sb, "{name}: shards differ between 1 and 2 threads");
     }
-    assert_eq!(fs::read(t.path().join("a/few.labels.tsv")).unwrap(), fs::read(t.path().join("b/few.labels.tsv")).unwrap());
+    assert_eq!(
+        fs::read(t.path().join("a/few.labels.tsv")).unwrap(),
+        fs::read(t.path().join("b/few.labels.tsv")).unwrap()
+    );
 }
 
 #[test]
@@ -289,15 +296,26 @@ fn interrupted_pack_resumes_to_identical_shards() {
     assert!(!t.path().join("cut/few.rejects.tsv").exists(), "an interrupted pack must not look complete");
     let partial = fs::read_to_string(t.path().join("cut/few.rejects.tsv.partial")).unwrap();
     let lines = partial.lines().count();
-    assert!((2..=FEW.len()).contains(&lines), "the header, and rejects before the stop but not all of them:\n{partial}");
+    assert!(
+        (2..=FEW.len()).contains(&lines),
+        "the header, and rejects before the stop but not all of them:\n{partial}"
+    );
     // Lines a crash left after the last checkpoint are dropped on resume.
-    fs::write(t.path().join("cut/few.rejects.tsv.partial"), partial + "left/after.jpg\tno_face\tafter the checkpoint\n").unwrap();
+    fs::write(
+        t.path().join("cut/few.rejects.tsv.partial"),
+        partial + "left/after.jpg\tno_face\tafter the checkpoint\n",
+    )
+    .unwrap();
 
     let mut changed = args(&cut);
     changed.extend(["--quality".into(), "80".into(), "--resume".into()]);
     let refused = pack(&argv(&changed));
     assert_eq!(refused.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("quality"), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("quality"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     let mut again = args(&cut);
     again.push("--resume".into());
@@ -317,7 +335,10 @@ fn interrupted_pack_resumes_to_identical_shards() {
     }
     assert_eq!(rb["resumed"], Value::Bool(true));
     assert_eq!(rejects(&whole).len(), FEW.len());
-    assert_eq!(fs::read(t.path().join("whole/few.rejects.tsv")).unwrap(), fs::read(t.path().join("cut/few.rejects.tsv")).unwrap());
+    assert_eq!(
+        fs::read(t.path().join("whole/few.rejects.tsv")).unwrap(),
+        fs::read(t.path().join("cut/few.rejects.tsv")).unwrap()
+    );
     assert!(!t.path().join("cut/few.rejects.tsv.partial").exists());
 }
 
@@ -347,8 +368,11 @@ fn multi_source_roots_get_disjoint_class_ranges() {
         assert_eq!(ds.labels().identity(class), Some(parts[1]));
     }
     // The same person in two sources is two classes: sources are never merged.
-    let blix: BTreeSet<u32> =
-        (0..ds.len()).map(|i| ds.get(i).unwrap()).filter(|r| r.path.contains("Hans_Blix")).map(|r| r.labels.class_id.unwrap()).collect();
+    let blix: BTreeSet<u32> = (0..ds.len())
+        .map(|i| ds.get(i).unwrap())
+        .filter(|r| r.path.contains("Hans_Blix"))
+        .map(|r| r.labels.class_id.unwrap())
+        .collect();
     assert_eq!(blix.len(), 2);
 }
 

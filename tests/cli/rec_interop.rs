@@ -73,13 +73,27 @@ impl Fixture {
         let list = self.root.join(format!("{layout}.tsv"));
         let text: String = self.items.iter().map(|(p, l)| format!("{}\t{l}\n", p.display())).collect();
         std::fs::write(&list, text).unwrap();
-        let o = Command::new(&self.mx).arg(script()).args(["write", "--layout", layout, "--list"]).arg(&list).arg("--out").arg(out).output().unwrap();
+        let o = Command::new(&self.mx)
+            .arg(script())
+            .args(["write", "--layout", layout, "--list"])
+            .arg(&list)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 
     fn mxnet_read(&self, dir: &Path) -> Vec<serde_json::Value> {
         let json = self.root.join(format!("read-{}.json", dir.file_name().unwrap().to_string_lossy()));
-        let o = Command::new(&self.mx).arg(script()).args(["read", "--dir"]).arg(dir).arg("--out").arg(&json).output().unwrap();
+        let o = Command::new(&self.mx)
+            .arg(script())
+            .args(["read", "--dir"])
+            .arg(dir)
+            .arg("--out")
+            .arg(&json)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice::<serde_json::Value>(&std::fs::read(json).unwrap()).unwrap().as_array().unwrap().clone()
     }
@@ -95,7 +109,15 @@ impl Fixture {
 }
 
 fn import(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
-    facekit().args(["import", "rec"]).arg(input).arg("-o").arg(output).args(["--quiet", "--threads", "2"]).args(extra).output().unwrap()
+    facekit()
+        .args(["import", "rec"])
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .args(["--quiet", "--threads", "2"])
+        .args(extra)
+        .output()
+        .unwrap()
 }
 
 fn records(base: &Path) -> Vec<(Vec<u8>, u32, String)> {
@@ -111,7 +133,9 @@ fn records(base: &Path) -> Vec<(Vec<u8>, u32, String)> {
 /// True when some record of the file is the start of a split record (cflag 1).
 fn has_split_record(rec: &Path) -> bool {
     let b = std::fs::read(rec).unwrap();
-    (0..b.len().saturating_sub(8)).step_by(4).any(|i| b[i..i + 4] == MAGIC_LE && u32::from_le_bytes(b[i + 4..i + 8].try_into().unwrap()) >> 29 == 1)
+    (0..b.len().saturating_sub(8))
+        .step_by(4)
+        .any(|i| b[i..i + 4] == MAGIC_LE && u32::from_le_bytes(b[i + 4..i + 8].try_into().unwrap()) >> 29 == 1)
 }
 
 #[test]
@@ -132,7 +156,8 @@ fn an_insightface_rec_written_by_mxnet_imports_record_for_record_and_exports_bac
         assert_eq!(class, wlabel, "record {k}");
         assert_eq!(path, &format!("train.rec#{}", k + 1));
     }
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.with_extension("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.with_extension("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["classes"], 6, "labels keep their numbers: 0..=5 with 3 unused");
     assert_eq!(m["origin"]["layout"], "insightface");
     assert_eq!(m["alignment"]["template"], "arcface5");
@@ -164,7 +189,8 @@ fn an_im2rec_file_imports_with_its_own_labels_with_or_without_its_index() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got = records(&with_idx);
     assert_eq!(got.iter().map(|(d, c, _)| (d.clone(), *c)).collect::<Vec<_>>(), want);
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(with_idx.with_extension("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(with_idx.with_extension("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["origin"]["layout"], "im2rec");
 
     // No .idx: the file is scanned, and gives the same records.
@@ -216,7 +242,12 @@ fn damaged_records_are_listed_with_their_offsets_and_the_rest_imports() {
     let rejects = std::fs::read_to_string(out.with_extension("rejects.tsv")).unwrap();
     let rows: Vec<Vec<&str>> = rejects.lines().skip(1).map(|l| l.split('\t').collect()).collect();
     assert_eq!(rows.len(), 6, "{rejects}");
-    let reason_at = |offset: usize| rows.iter().find(|r| r[0].ends_with(&format!("@{offset}"))).map(|r| r[1]).unwrap_or_else(|| panic!("offset {offset} not listed: {rejects}"));
+    let reason_at = |offset: usize| {
+        rows.iter()
+            .find(|r| r[0].ends_with(&format!("@{offset}")))
+            .map(|r| r[1])
+            .unwrap_or_else(|| panic!("offset {offset} not listed: {rejects}"))
+    };
     assert_eq!(reason_at(idx[&3]), "bad_record");
     assert_eq!(reason_at(idx[&5]), "bad_label");
     assert_eq!(reason_at(idx[&7]), "bad_label");
@@ -265,7 +296,15 @@ fn a_stopped_import_resumes_to_the_same_shards_and_a_changed_rec_is_refused() {
 
     // A .rec that changed since the checkpoint is refused, and nothing is removed.
     let again = fx.root.join("again/mx");
-    let o = facekit().args(["import", "rec"]).arg(&src).arg("-o").arg(&again).args(["--quiet", "--shard-size", "16K"]).env("FACEKIT_IMPORT_STOP_AFTER_SHARDS", "1").output().unwrap();
+    let o = facekit()
+        .args(["import", "rec"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&again)
+        .args(["--quiet", "--shard-size", "16K"])
+        .env("FACEKIT_IMPORT_STOP_AFTER_SHARDS", "1")
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let mut rec = std::fs::OpenOptions::new().append(true).open(src.join("train.rec")).unwrap();
     std::io::Write::write_all(&mut rec, &[0u8; 4]).unwrap();
@@ -287,7 +326,8 @@ fn a_rec_cut_short_imports_every_whole_record_and_lists_the_rest() {
     let idx = offsets(&src.join("train.idx"));
     // Whole records end before the cut; the one across it and those after it are rejects.
     let offs: Vec<usize> = idx.values().copied().collect();
-    let whole = offs.iter().enumerate().filter(|(k, _)| offs.get(k + 1).is_some_and(|&next| next as u64 <= cut)).count();
+    let whole =
+        offs.iter().enumerate().filter(|(k, _)| offs.get(k + 1).is_some_and(|&next| next as u64 <= cut)).count();
 
     let out = fx.root.join("training/cut");
     let o = import(&rec, &out, &[]);
@@ -315,10 +355,14 @@ fn a_raw_dataset_exports_as_lossless_png_and_records_without_a_class_are_listed(
     let base = fx.root.join("training/raw");
     let made = super::raw_dataset(&base, 3);
     let exp = fx.root.join("raw-rec");
-    let e = facekit().args(["export", "rec"]).arg(&base).arg("-o").arg(&exp).args(["--quiet", "--json"]).output().unwrap();
+    let e =
+        facekit().args(["export", "rec"]).arg(&base).arg("-o").arg(&exp).args(["--quiet", "--json"]).output().unwrap();
     assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
     let report: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
-    assert_eq!((report["images"].as_u64(), report["reencoded"].as_u64(), report["skipped"].as_u64()), (Some(6), Some(6), Some(1)));
+    assert_eq!(
+        (report["images"].as_u64(), report["reencoded"].as_u64(), report["skipped"].as_u64()),
+        (Some(6), Some(6), Some(1))
+    );
     let skipped = std::fs::read_to_string(exp.join("skipped.tsv")).unwrap();
     assert!(skipped.lines().nth(1).unwrap().starts_with("6\tp6\t"), "{skipped}");
     // MXNet sees insightface's layout; the PNGs decode to the very pixels stored.
@@ -336,7 +380,10 @@ fn a_raw_dataset_exports_as_lossless_png_and_records_without_a_class_are_listed(
 fn a_missing_input_or_a_device_is_a_clean_error_and_writes_nothing() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("training/x");
-    for (input, says) in [(t.path().join("nope.rec"), "does not exist"), (PathBuf::from("/dev/zero"), "neither a folder nor a regular .rec file")] {
+    for (input, says) in [
+        (t.path().join("nope.rec"), "does not exist"),
+        (PathBuf::from("/dev/zero"), "neither a folder nor a regular .rec file"),
+    ] {
         let o = import(&input, &out, &[]);
         assert_eq!(o.status.code(), Some(2));
         let err = String::from_utf8_lossy(&o.stderr);
@@ -350,7 +397,12 @@ fn entries(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), if p.is_file() { std::fs::read(&p).unwrap() } else { Vec::new() }))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                if p.is_file() { std::fs::read(&p).unwrap() } else { Vec::new() },
+            )
+        })
         .collect();
     v.sort();
     v
@@ -405,7 +457,11 @@ fn an_export_folder_is_committed_whole_and_holds_no_lock() {
     assert_eq!(std::fs::read(exp.join("notes.txt")).unwrap(), b"mine");
     let o = export_rec(&a, &t.path().join("training"));
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("holds the command's input"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("holds the command's input"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(a.with_extension("manifest.json").is_file());
 }
 
@@ -505,7 +561,10 @@ fn an_index_naming_a_key_or_a_record_twice_and_a_bad_flag_import_what_mxnet_read
     let mx: std::collections::HashMap<u64, serde_json::Value> =
         fx.mxnet_read(&src).into_iter().map(|r| (r["key"].as_u64().unwrap(), r)).collect();
     assert_eq!(mx[&100]["sha256"], mx[&5]["sha256"], "MXNet reads key 5's record under key 100 too");
-    assert!(mx[&8]["len"].as_u64().unwrap() > 5000 + mx[&9]["len"].as_u64().unwrap() / 2, "MXNet glues key 9's record onto key 8's");
+    assert!(
+        mx[&8]["len"].as_u64().unwrap() > 5000 + mx[&9]["len"].as_u64().unwrap() / 2,
+        "MXNet glues key 9's record onto key 8's"
+    );
 
     let out = fx.root.join("training/repeated");
     let o = import(&src, &out, &[]);
@@ -521,13 +580,16 @@ fn an_index_naming_a_key_or_a_record_twice_and_a_bad_flag_import_what_mxnet_read
         assert!(seen.insert(sha), "{path}: a record imported twice");
     }
     let listed = rejects(&out);
-    let at = |offset: usize| listed.iter().filter(|r| r.0.ends_with(&format!("@{offset}"))).map(|r| r.1.as_str()).collect::<Vec<_>>();
+    let at = |offset: usize| {
+        listed.iter().filter(|r| r.0.ends_with(&format!("@{offset}"))).map(|r| r.1.as_str()).collect::<Vec<_>>()
+    };
     assert_eq!(at(idx[&3]), ["repeated_entry"], "{listed:?}");
     assert_eq!(at(idx[&5]), ["repeated_entry"], "{listed:?}");
     assert_eq!(at(idx[&8]), ["bad_record"], "{listed:?}");
     assert_eq!(listed.len(), 3, "{listed:?}");
     assert!(listed.iter().any(|r| r.2.contains("continuation flag 5")), "{listed:?}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.with_extension("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.with_extension("report.json")).unwrap()).unwrap();
     assert_eq!((report["counters"]["skipped"].as_u64(), report["counters"]["rejected"].as_u64()), (Some(2), Some(1)));
 }
 
@@ -555,7 +617,8 @@ fn a_label_beyond_the_records_is_rejected_and_a_property_promising_more_classes_
     let out = fx.root.join("training/stray");
     let o = import(&src.join("train.rec"), &out, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(out.with_extension("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.with_extension("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["classes"], 6, "the classes are those the records have, not 16,777,216");
     assert_eq!(std::fs::read_to_string(out.with_extension("labels.tsv")).unwrap().lines().count(), 7);
     let listed = rejects(&out);
@@ -623,7 +686,12 @@ fn an_import_of_big_records_holds_a_bounded_number_of_bytes_not_of_records() {
 fn an_import_with_more_threads_than_the_machine_can_use_is_refused_before_any_work() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("training/x");
-    let o = facekit().args(["import", "rec", "/nonexistent.rec", "-o"]).arg(&out).args(["--threads", "100000"]).output().unwrap();
+    let o = facekit()
+        .args(["import", "rec", "/nonexistent.rec", "-o"])
+        .arg(&out)
+        .args(["--threads", "100000"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--threads 100000") && err.contains("core"), "{err}");

@@ -2,7 +2,6 @@
 //! each as the situation a user meets (issue "Trust"). Packs here align from a landmarks file, so
 //! they need no dlib and run in both build flavours; training cases need feature `torch`.
 
-
 use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
 use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};
 use std::fs;
@@ -56,7 +55,13 @@ fn stderr(o: &Output) -> String {
 }
 
 fn ok(o: &Output) {
-    assert!(o.status.success(), "facekit failed ({:?}):\n{}\n{}", o.status, String::from_utf8_lossy(&o.stdout), stderr(o));
+    assert!(
+        o.status.success(),
+        "facekit failed ({:?}):\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        stderr(o)
+    );
 }
 
 /// Exit code 2 and a message containing every one of `needles`.
@@ -100,7 +105,19 @@ const FEW: &[&str] = &["Hans_Blix", "Gordon_Brown", "John_Ashcroft"];
 
 /// Packs `root` from `landmarks` into `out` with small shards; extra args appended.
 fn pack_landmarks(root: &Path, landmarks: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut args = vec!["pack", s(root), "-o", s(out), "--landmarks", s(landmarks), "--size", "64", "--shard-size", "16K", "--quiet"];
+    let mut args = vec![
+        "pack",
+        s(root),
+        "-o",
+        s(out),
+        "--landmarks",
+        s(landmarks),
+        "--size",
+        "64",
+        "--shard-size",
+        "16K",
+        "--quiet",
+    ];
     args.extend_from_slice(extra);
     facekit_env(&args, env)
 }
@@ -122,7 +139,6 @@ fn shard_bytes(dir: &Path, name: &str) -> Vec<(String, Vec<u8>)> {
 // ---------------------------------------------------------------------------------------------
 // Crashes and memory safety
 
-
 #[test]
 fn pack_and_resume_survive_a_header_truncated_jpeg_before_a_good_one() {
     let t = tempfile::tempdir().unwrap();
@@ -142,14 +158,6 @@ fn pack_and_resume_survive_a_header_truncated_jpeg_before_a_good_one() {
     assert_eq!(ds.len(), 1);
 }
 
-
-
-
-
-
-
-
-
 // ---------------------------------------------------------------------------------------------
 // Data loss
 
@@ -168,7 +176,8 @@ fn a_crash_in_the_last_steps_of_a_pack_is_completed_by_resume_never_deleted() {
     for step in ["checkpoint", "manifests", "rejects"] {
         let dir = t.path().join(step);
         let out = dir.join("few");
-        let crashed = pack_landmarks(&root, &lm, &out, &["--valid-fraction", "0.2"], &[("FACEKIT_TEST_PACK_CRASH_AFTER", step)]);
+        let crashed =
+            pack_landmarks(&root, &lm, &out, &["--valid-fraction", "0.2"], &[("FACEKIT_TEST_PACK_CRASH_AFTER", step)]);
         assert_eq!(crashed.status.code(), Some(137), "{step}: {}", stderr(&crashed));
         assert!(!dir.join("few.report.json").exists());
         let resumed = pack_landmarks(&root, &lm, &out, &["--valid-fraction", "0.2", "--resume"], &[]);
@@ -176,7 +185,10 @@ fn a_crash_in_the_last_steps_of_a_pack_is_completed_by_resume_never_deleted() {
         assert!(stderr(&resumed).contains("is complete"), "{step}: {}", stderr(&resumed));
         assert_eq!(shard_bytes(&dir, "few"), reference, "{step}: the finished shards changed");
         assert!(!dir.join("few.progress.json").exists() && dir.join("few.report.json").exists());
-        assert_eq!(fs::read(dir.join("few.rejects.tsv")).unwrap(), fs::read(t.path().join("whole/few.rejects.tsv")).unwrap());
+        assert_eq!(
+            fs::read(dir.join("few.rejects.tsv")).unwrap(),
+            fs::read(t.path().join("whole/few.rejects.tsv")).unwrap()
+        );
         ok(&facekit(&["verify-shard", s(&out), &format!("{}.valid", s(&out)), "--decode"]));
     }
 }
@@ -263,7 +275,10 @@ fn landmarks_slightly_outside_the_photo_are_packed_far_outside_rejected() {
     let root = t.path().join("r");
     copy_photos(&root, &["Hans_Blix"], 3);
     let names: Vec<String> = {
-        let mut v: Vec<String> = fs::read_dir(root.join("Hans_Blix")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut v: Vec<String> = fs::read_dir(root.join("Hans_Blix"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         v.sort();
         v
     };
@@ -344,7 +359,13 @@ fn pack_over_a_finished_dataset_needs_overwrite_and_keeps_it_until_the_new_one_i
     assert_eq!(visible_files(&t.path().join("o")), old, "a pack without --overwrite changed the dataset");
 
     // Stopped after its first shard, the replacement has not touched the old dataset.
-    let stopped = pack_landmarks(&big, &big_lm, &out, &["--overwrite", split[0], split[1]], &[("FACEKIT_PACK_STOP_AFTER_SHARDS", "1")]);
+    let stopped = pack_landmarks(
+        &big,
+        &big_lm,
+        &out,
+        &["--overwrite", split[0], split[1]],
+        &[("FACEKIT_PACK_STOP_AFTER_SHARDS", "1")],
+    );
     assert_eq!(stopped.status.code(), Some(130), "{}", stderr(&stopped));
     assert_eq!(visible_files(&t.path().join("o")), old, "an unfinished replacement changed the dataset");
     ok(&facekit(&["verify-shard", s(&out), &format!("{}.valid", s(&out)), "--decode"]));
@@ -356,7 +377,10 @@ fn pack_over_a_finished_dataset_needs_overwrite_and_keeps_it_until_the_new_one_i
     for name in ["few", "few.valid"] {
         assert_eq!(shard_bytes(&t.path().join("o"), name), shard_bytes(&t.path().join("ref"), name), "{name}");
     }
-    assert_eq!(fs::read(t.path().join("o/few.rejects.tsv")).unwrap(), fs::read(t.path().join("ref/few.rejects.tsv")).unwrap());
+    assert_eq!(
+        fs::read(t.path().join("o/few.rejects.tsv")).unwrap(),
+        fs::read(t.path().join("ref/few.rejects.tsv")).unwrap()
+    );
     assert!(!t.path().join("o/.few.staging").exists() && !t.path().join("o/few.progress.json").exists());
     ok(&facekit(&["verify-shard", s(&out), &format!("{}.valid", s(&out)), "--decode"]));
 }
@@ -387,7 +411,13 @@ fn a_crash_while_a_replacement_is_put_in_place_is_finished_by_resume() {
     let split = ["--valid-fraction", "0.2"];
     let out = t.path().join("o/few");
     ok(&pack_landmarks(&small, &small_lm, &out, &split, &[]));
-    let crashed = pack_landmarks(&big, &big_lm, &out, &["--overwrite", split[0], split[1]], &[("FACEKIT_TEST_PACK_CRASH_AFTER", "replacing")]);
+    let crashed = pack_landmarks(
+        &big,
+        &big_lm,
+        &out,
+        &["--overwrite", split[0], split[1]],
+        &[("FACEKIT_TEST_PACK_CRASH_AFTER", "replacing")],
+    );
     assert_eq!(crashed.status.code(), Some(137), "{}", stderr(&crashed));
     // Half put in place: no other run may touch it, with or without --overwrite.
     for extra in [&[][..], &["--overwrite"][..]] {
@@ -488,7 +518,8 @@ fn a_fifo_among_the_photos_is_listed_not_waited_on() {
 
 /// A small valid dataset `dir/name` (3 classes, 6 records of 48x48 JPEG) written by the library.
 fn tiny_dataset(dir: &Path, name: &str) -> PathBuf {
-    let photos: Vec<PathBuf> = FEW.iter().flat_map(|id| (1..=2).map(move |k| lfw().join(id).join(format!("{id}_{k:04}.jpg")))).collect();
+    let photos: Vec<PathBuf> =
+        FEW.iter().flat_map(|id| (1..=2).map(move |k| lfw().join(id).join(format!("{id}_{k:04}.jpg")))).collect();
     let mut labels = LabelMap::default();
     for (c, id) in FEW.iter().enumerate() {
         labels.entries.push(LabelEntry { class_id: c as u32, source: "src".into(), identity: id.to_string() });
@@ -496,7 +527,12 @@ fn tiny_dataset(dir: &Path, name: &str) -> PathBuf {
     let base = dir.join(name);
     let mut w = DatasetWriter::create(DatasetPaths::new(&base), 8 << 10).unwrap();
     for (i, p) in photos.iter().enumerate() {
-        let img = image::imageops::resize(&image::open(p).unwrap().into_rgb8(), 48, 48, image::imageops::FilterType::Triangle);
+        let img = image::imageops::resize(
+            &image::open(p).unwrap().into_rgb8(),
+            48,
+            48,
+            image::imageops::FilterType::Triangle,
+        );
         w.push(&Record {
             labels: Labels { class_id: Some((i / 2) as u32), source: 0, gender: None, age: None },
             encoding: Encoding::Jpeg,
@@ -617,8 +653,16 @@ fn a_record_claiming_a_huge_image_is_refused_before_any_allocation() {
     }
     let labels = LabelMap { entries: vec![LabelEntry { class_id: 0, source: "x".into(), identity: "a".into() }] };
     let enc = EncodingInfo { format: Encoding::RawZstd, quality: None, chroma: None, width: 48, height: 48 };
-    w.finish(Manifest::new(1, vec![SourceInfo { id: 0, name: "x".into(), class_offset: 0, classes: 1, records: 2 }], None, enc), &labels)
-        .unwrap();
+    w.finish(
+        Manifest::new(
+            1,
+            vec![SourceInfo { id: 0, name: "x".into(), class_offset: 0, classes: 1, records: 2 }],
+            None,
+            enc,
+        ),
+        &labels,
+    )
+    .unwrap();
     let ds = facekit_shard::Dataset::open_name(s(&base), None).unwrap();
     let e = format!("{:#}", ds.record(0).unwrap_err());
     assert!(e.contains("a 4000x4000 image") && e.contains("48x48"), "{e}");
@@ -626,15 +670,24 @@ fn a_record_claiming_a_huge_image_is_refused_before_any_allocation() {
     // Whatever a header claims, no record decodes to more than the 64 MiB payload limit: a
     // 60000 x 60000 claim (10 GB) is refused before any buffer exists.
     let t0 = Instant::now();
-    let e = format!("{:#}", facekit_data::codec::decode(Encoding::RawZstd, &[0x28, 0xb5, 0x2f, 0xfd, 0, 0], 60_000, 60_000).unwrap_err());
+    let e = format!(
+        "{:#}",
+        facekit_data::codec::decode(Encoding::RawZstd, &[0x28, 0xb5, 0x2f, 0xfd, 0, 0], 60_000, 60_000).unwrap_err()
+    );
     assert!(e.contains("larger than a record may hold"), "{e}");
     assert!(t0.elapsed() < Duration::from_secs(1));
     let huge = facekit_shard::reader::RecordView {
-        header: facekit_shard::format::RecordHeader { width: 60_000, height: 60_000, ..ds.shards()[0].record(0).unwrap().header },
+        header: facekit_shard::format::RecordHeader {
+            width: 60_000,
+            height: 60_000,
+            ..ds.shards()[0].record(0).unwrap().header
+        },
         path: b"x",
         payload: &[0; 12],
     };
-    assert!(format!("{:#}", facekit_data::decode_record(&huge, 48).unwrap_err()).contains("larger than a record may hold"));
+    assert!(
+        format!("{:#}", facekit_data::decode_record(&huge, 48).unwrap_err()).contains("larger than a record may hold")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -704,9 +757,26 @@ mod training {
         let cases: Vec<Vec<String>> = vec![
             vec!["export".into(), "--model".into(), r.clone(), "-o".into(), r.clone()],
             vec!["export".into(), "--model".into(), r.clone(), "-o".into(), sub("exp")],
-            vec!["embed".into(), "--model".into(), r.clone(), "--images".into(), s(&photos).into(), "-o".into(), sub("emb")],
+            vec![
+                "embed".into(),
+                "--model".into(),
+                r.clone(),
+                "--images".into(),
+                s(&photos).into(),
+                "-o".into(),
+                sub("emb"),
+            ],
             vec!["eval".into(), "verify".into(), "--embeddings".into(), s(&photos).into(), "-o".into(), r.clone()],
-            vec!["eval".into(), "make-bin".into(), "--dataset".into(), s(&data).into(), "--draw-pairs".into(), "1".into(), "-o".into(), sub("x.bin")],
+            vec![
+                "eval".into(),
+                "make-bin".into(),
+                "--dataset".into(),
+                s(&data).into(),
+                "--draw-pairs".into(),
+                "1".into(),
+                "-o".into(),
+                sub("x.bin"),
+            ],
             vec!["export".into(), "rec".into(), s(&data).into(), "-o".into(), sub("rec")],
             vec!["import".into(), "rec".into(), s(&photos).into(), "-o".into(), sub("ds")],
         ];
@@ -727,17 +797,33 @@ mod training {
         let o = facekit(&["train", "-h"]);
         ok(&o);
         let help = String::from_utf8_lossy(&o.stdout).into_owned();
-        let betas = help.split("--adam-betas <B1,B2>").nth(1).and_then(|r| r.split("[default: ").nth(1)).and_then(|r| r.split(']').next()).unwrap();
+        let betas = help
+            .split("--adam-betas <B1,B2>")
+            .nth(1)
+            .and_then(|r| r.split("[default: ").nth(1))
+            .and_then(|r| r.split(']').next())
+            .unwrap();
         assert_eq!(betas, "0.9,0.999", "{help}");
         let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
-        assert!(flat.contains("r50 for iresnet50") && flat.contains("Network architecture, case-insensitive"), "{help}");
+        assert!(
+            flat.contains("r50 for iresnet50") && flat.contains("Network architecture, case-insensitive"),
+            "{help}"
+        );
         // What -h shows is accepted, and so is an architecture in capitals: the run goes on to
         // look for its (missing) data.
         let t = tempfile::tempdir().unwrap();
-        let o = train(t.path(), &t.path().join("Model"), &["FR", "--train-sets", "nope", "--optimizer", "adamw", "--adam-betas", betas], &[]);
+        let o = train(
+            t.path(),
+            &t.path().join("Model"),
+            &["FR", "--train-sets", "nope", "--optimizer", "adamw", "--adam-betas", betas],
+            &[],
+        );
         refused(&o, &["nope"]);
         let mut cmd = crate::facekit();
-        cmd.args(["train", "FR", "--train-sets", "nope", "--arch", "R50", "--device", "cpu", "--data-dir"]).arg(t.path()).arg("--model-dir").arg(t.path().join("Model"));
+        cmd.args(["train", "FR", "--train-sets", "nope", "--arch", "R50", "--device", "cpu", "--data-dir"])
+            .arg(t.path())
+            .arg("--model-dir")
+            .arg(t.path().join("Model"));
         refused(&run_within(cmd, 300), &["nope"]);
     }
 
@@ -748,7 +834,12 @@ mod training {
         fs::create_dir_all(sb.join("Model")).unwrap();
         fs::write(sb.join("keep.txt"), b"precious").unwrap();
         for name in ["..", "../..", "/tmp", "a/b", ".hidden"] {
-            let o = train(t.path(), &sb.join("Model"), &["FR", "--train-sets", "nope", "--run-name", name, "--overwrite"], &[]);
+            let o = train(
+                t.path(),
+                &sb.join("Model"),
+                &["FR", "--train-sets", "nope", "--run-name", name, "--overwrite"],
+                &[],
+            );
             refused(&o, &["--run-name"]);
         }
         assert_eq!(fs::read(sb.join("keep.txt")).unwrap(), b"precious");
@@ -756,7 +847,12 @@ mod training {
         let run = sb.join("Model/old/checkpoints/last");
         fs::create_dir_all(&run).unwrap();
         fs::write(run.join("state.json"), b"{}").unwrap();
-        let o = train(t.path(), &sb.join("Model"), &["FR", "--train-sets", "nope", "--run-name", "old", "--overwrite"], &[]);
+        let o = train(
+            t.path(),
+            &sb.join("Model"),
+            &["FR", "--train-sets", "nope", "--run-name", "old", "--overwrite"],
+            &[],
+        );
         refused(&o, &["nope"]);
         assert!(run.join("state.json").is_file(), "the old run was deleted before the new one was checked");
         // And a failed start leaves no folder behind.
@@ -793,7 +889,12 @@ mod training {
         }
         fs::write(t.path().join("ds.labels.tsv"), text).unwrap();
         edit_manifest(&base, |v| v["classes"] = n.into());
-        let o = train(t.path(), &t.path().join("Model"), &["FR", "--train-sets", "ds", "--max-steps", "2", "--embedding-size", "65536"], &[]);
+        let o = train(
+            t.path(),
+            &t.path().join("Model"),
+            &["FR", "--train-sets", "ds", "--max-steps", "2", "--embedding-size", "65536"],
+            &[],
+        );
         refused(&o, &["ArcFace head for 300000 classes", "GiB"]);
     }
 
@@ -826,7 +927,12 @@ mod training {
     fn gender_training_on_data_without_gender_labels_is_refused() {
         let t = tempfile::tempdir().unwrap();
         tiny_dataset(t.path(), "ds");
-        let o = train(t.path(), &t.path().join("Model"), &["Gender", "--train-sets", "ds", "--max-steps", "3", "--run-name", "g"], &[]);
+        let o = train(
+            t.path(),
+            &t.path().join("Model"),
+            &["Gender", "--train-sets", "ds", "--max-steps", "3", "--run-name", "g"],
+            &[],
+        );
         refused(&o, &["gender label"]);
     }
 
@@ -851,8 +957,16 @@ mod training {
         tiny_dataset(t.path(), "ds");
         let models = t.path().join("Model");
         ok(&train(t.path(), &models, &["FR", "--train-sets", "ds", "--max-steps", "2", "--run-name", "r"], &[]));
-        let summary = ok_stdout(&train(t.path(), &models, &["FR", "--train-sets", "ds", "--max-steps", "1", "--run-name", "r2"], &[]));
-        assert!(!summary.contains("{last,best}") && summary.contains("checkpoints/last/model.safetensors"), "{summary}");
+        let summary = ok_stdout(&train(
+            t.path(),
+            &models,
+            &["FR", "--train-sets", "ds", "--max-steps", "1", "--run-name", "r2"],
+            &[],
+        ));
+        assert!(
+            !summary.contains("{last,best}") && summary.contains("checkpoints/last/model.safetensors"),
+            "{summary}"
+        );
         // What a full disk left: temporaries of this and of another (reused, dead) PID.
         let ck = models.join("r/checkpoints");
         for tmp in [".tmp-1-last", ".tmp-4000000-best"] {
@@ -903,15 +1017,37 @@ mod training {
         tiny_dataset(t.path(), "ds");
         let models = t.path().join("Model");
         let mut cmd = crate::facekit();
-        cmd.args(["train", "FR", "--train-sets", "ds", "--max-steps", "100000", "--arch", "tiny", "--image-size", "48"])
-            .args(["--batch-size", "4", "--workers", "1", "--device", "cpu", "--run-name", "term", "--checkpoint-every", "0"])
-            .arg("--data-dir")
-            .arg(t.path())
-            .arg("--model-dir")
-            .arg(&models)
-            .env_remove("OMP_WAIT_POLICY")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "train",
+            "FR",
+            "--train-sets",
+            "ds",
+            "--max-steps",
+            "100000",
+            "--arch",
+            "tiny",
+            "--image-size",
+            "48",
+        ])
+        .args([
+            "--batch-size",
+            "4",
+            "--workers",
+            "1",
+            "--device",
+            "cpu",
+            "--run-name",
+            "term",
+            "--checkpoint-every",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(t.path())
+        .arg("--model-dir")
+        .arg(&models)
+        .env_remove("OMP_WAIT_POLICY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let child = cmd.spawn().unwrap();
         let tsv = models.join("term/loss_debug/losses.tsv");
         let t0 = Instant::now();
@@ -951,9 +1087,23 @@ fn sigterm_leaves_a_pack_resumable_with_code_143() {
     landmarks_for(&root, &lm);
     let out = t.path().join("o/many");
     let mut cmd = crate::facekit();
-    cmd.args(["pack", s(&root), "-o", s(&out), "--landmarks", s(&lm), "--size", "224", "--shard-size", "64K", "--quiet", "--threads", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "pack",
+        s(&root),
+        "-o",
+        s(&out),
+        "--landmarks",
+        s(&lm),
+        "--size",
+        "224",
+        "--shard-size",
+        "64K",
+        "--quiet",
+        "--threads",
+        "1",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     let progress = t.path().join("o/many.progress.json");
     let t0 = Instant::now();
@@ -966,7 +1116,20 @@ fn sigterm_leaves_a_pack_resumable_with_code_143() {
     assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
     assert!(stderr(&o).contains("stopped by SIGTERM"), "{}", stderr(&o));
     assert!(!t.path().join("o/many.manifest.json").exists());
-    let resumed = facekit(&["pack", s(&root), "-o", s(&out), "--landmarks", s(&lm), "--size", "224", "--shard-size", "64K", "--quiet", "--resume"]);
+    let resumed = facekit(&[
+        "pack",
+        s(&root),
+        "-o",
+        s(&out),
+        "--landmarks",
+        s(&lm),
+        "--size",
+        "224",
+        "--shard-size",
+        "64K",
+        "--quiet",
+        "--resume",
+    ]);
     ok(&resumed);
     assert!(stderr(&resumed).contains("resuming after"), "{}", stderr(&resumed));
     ok(&facekit(&["verify-shard", s(&out)]));

@@ -12,13 +12,26 @@ const STEPS: &str = "40";
 /// `facekit train FR` on the LFW set with the small-test settings, batch `batch` per rank.
 fn train_cmd(models: &Path, run: &str, batch: &str, args: &[&str]) -> Command {
     let mut cmd = crate::facekit();
-    cmd.args(["train", "FR", "--train-sets", "lfw", "--arch", "tiny", "--image-size", "48", "--workers", "1", "--threads", "1"])
-        .args(["--device", "cpu", "--lr", "0.05", "--batch-size", batch, "--run-name", run, "--log-every", "10"])
-        .args(args)
-        .arg("--data-dir")
-        .arg(data().join("training"))
-        .arg("--model-dir")
-        .arg(models);
+    cmd.args([
+        "train",
+        "FR",
+        "--train-sets",
+        "lfw",
+        "--arch",
+        "tiny",
+        "--image-size",
+        "48",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+    ])
+    .args(["--device", "cpu", "--lr", "0.05", "--batch-size", batch, "--run-name", run, "--log-every", "10"])
+    .args(args)
+    .arg("--data-dir")
+    .arg(data().join("training"))
+    .arg("--model-dir")
+    .arg(models);
     cmd
 }
 
@@ -26,7 +39,9 @@ fn train_cmd(models: &Path, run: &str, batch: &str, args: &[&str]) -> Command {
 fn torchrun_cmd(models: &Path, run: &str, batch: &str, args: &[&str]) -> Command {
     let facekit = train_cmd(models, run, batch, args);
     let mut cmd = Command::new(facekit_testkit::venv_python().with_file_name("torchrun"));
-    cmd.args(["--standalone", "--nproc-per-node", "2", "--no-python"]).arg(facekit.get_program()).args(facekit.get_args());
+    cmd.args(["--standalone", "--nproc-per-node", "2", "--no-python"])
+        .arg(facekit.get_program())
+        .args(facekit.get_args());
     cmd
 }
 
@@ -93,7 +108,8 @@ fn two_ranks_from_either_launcher_follow_one_rank_with_twice_the_batch_and_only_
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
     assert_eq!((saved["config"]["world_size"].as_u64(), saved["config"]["batch_size"].as_u64()), (Some(2), Some(8)));
     // Nothing but rank 0's files: one lock, no second copy of anything.
-    let names: Vec<String> = std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(!names.iter().any(|n| n.starts_with(".tmp")), "{names:?}");
 
     let out = torchrun_cmd(models.path(), "torchrun", "8", &["--max-steps", STEPS]).output().unwrap();
@@ -109,12 +125,19 @@ fn a_run_resumes_on_another_number_of_ranks_with_the_same_global_batch() {
     let run = models.path().join("r");
     let resume = |extra: &[&str], steps: &str| {
         let mut cmd = crate::facekit();
-        cmd.args(["train", "FR", "--resume"]).arg(&run).args(["--max-steps", steps, "--workers", "1", "--threads", "1", "--device", "cpu"]).args(extra);
+        cmd.args(["train", "FR", "--resume"])
+            .arg(&run)
+            .args(["--max-steps", steps, "--workers", "1", "--threads", "1", "--device", "cpu"])
+            .args(extra);
         cmd.output().unwrap()
     };
     let out = resume(&[], "30");
     ok(&out);
-    assert!(stderr(&out).contains("batch 16 per rank = global batch 16"), "one rank takes the whole global batch: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("batch 16 per rank = global batch 16"),
+        "one rank takes the whole global batch: {}",
+        stderr(&out)
+    );
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
     assert_eq!((saved["config"]["world_size"].as_u64(), saved["config"]["batch_size"].as_u64()), (Some(1), Some(16)));
     let out = resume(&["--nproc-per-node", "2"], "40");
@@ -125,12 +148,27 @@ fn a_run_resumes_on_another_number_of_ranks_with_the_same_global_batch() {
     let last = state(&run, "last");
     assert_eq!((last["step"].as_u64(), last["images_seen"].as_u64()), (Some(40), Some(40 * 16)));
     // The data order is the global batch's: the position in the epoch carries over unchanged.
-    assert_eq!(last["epoch"].as_u64().unwrap() * 15 + last["batch_in_epoch"].as_u64().unwrap(), 40, "240 images give 15 steps of 16 per epoch");
+    assert_eq!(
+        last["epoch"].as_u64().unwrap() * 15 + last["batch_in_epoch"].as_u64().unwrap(),
+        40,
+        "240 images give 15 steps of 16 per epoch"
+    );
     assert!(mean(&l[30..]) < mean(&l[..5]), "training went on from the checkpoint");
     // Two ranks cannot split a global batch of 3 (and a 2-core machine refuses three CPU ranks).
     ok(&train_cmd(models.path(), "odd", "3", &["--max-steps", "1"]).output().unwrap());
     let mut cmd = crate::facekit();
-    cmd.args(["train", "FR", "--resume"]).arg(models.path().join("odd")).args(["--max-steps", "2", "--workers", "1", "--threads", "1", "--device", "cpu", "--nproc-per-node", "2"]);
+    cmd.args(["train", "FR", "--resume"]).arg(models.path().join("odd")).args([
+        "--max-steps",
+        "2",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--nproc-per-node",
+        "2",
+    ]);
     let out = cmd.output().unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("cannot split evenly"), "{}", stderr(&out));
@@ -139,11 +177,12 @@ fn a_run_resumes_on_another_number_of_ranks_with_the_same_global_batch() {
 /// Starts a 2-rank `--nproc-per-node` run that would last long, and returns it with rank 1's pid
 /// once a few steps are logged.
 fn start_long_run(models: &Path, timeout: &str) -> (std::process::Child, u32, std::path::PathBuf) {
-    let mut child = train_cmd(models, "long", "8", &["--max-steps", "100000", "--nproc-per-node", "2", "--dist-timeout", timeout])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        train_cmd(models, "long", "8", &["--max-steps", "100000", "--nproc-per-node", "2", "--dist-timeout", timeout])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
     let run = models.join("long");
     let t0 = Instant::now();
     while std::fs::read_to_string(run.join("loss_debug/losses.tsv")).map(|t| t.lines().count()).unwrap_or(0) < 4 {
@@ -199,7 +238,10 @@ fn a_killed_rank_stops_the_other_with_a_message_naming_it() {
     let status = wait_within(&mut child, Duration::from_secs(60));
     let err = collected_stderr();
     assert!(!status.success(), "{err}");
-    assert!(err.contains("rank 1 of 2 stopped") || err.contains("rank 1 of 2: killed"), "the message names rank 1: {err}");
+    assert!(
+        err.contains("rank 1 of 2 stopped") || err.contains("rank 1 of 2: killed"),
+        "the message names rank 1: {err}"
+    );
 }
 
 #[test]
@@ -220,9 +262,25 @@ fn a_hung_rank_stops_the_other_within_the_timeout_with_a_message_naming_it() {
 #[test]
 fn partial_fc_on_two_ranks_trains_and_its_checkpoint_holds_the_whole_head() {
     let models = tempfile::tempdir().unwrap();
-    let out = train_cmd(models.path(), "pfc", "8", &["--max-steps", "30", "--nproc-per-node", "2", "--partial-fc", "0.5", "--valid-sets", "lfw.valid", "--valid-every", "15"])
-        .output()
-        .unwrap();
+    let out = train_cmd(
+        models.path(),
+        "pfc",
+        "8",
+        &[
+            "--max-steps",
+            "30",
+            "--nproc-per-node",
+            "2",
+            "--partial-fc",
+            "0.5",
+            "--valid-sets",
+            "lfw.valid",
+            "--valid-every",
+            "15",
+        ],
+    )
+    .output()
+    .unwrap();
     ok(&out);
     let err = stderr(&out);
     assert!(err.contains("Partial FC at sample rate 0.5: 10 classes over 2 rank(s), 5 on rank 0"), "{err}");
@@ -232,10 +290,19 @@ fn partial_fc_on_two_ranks_trains_and_its_checkpoint_holds_the_whole_head() {
     assert!(err.contains("identity_accuracy"), "validation scores identities over both shards: {err}");
     for file in ["model.safetensors", "optimizer.safetensors"] {
         let shapes = safetensors_shapes(&run.join("checkpoints/last").join(file));
-        assert_eq!(shapes.get("arcface.weight").or(shapes.get("exp_avg.arcface.weight")), Some(&vec![10, 512]), "{file}: both shards in one tensor: {shapes:?}");
+        assert_eq!(
+            shapes.get("arcface.weight").or(shapes.get("exp_avg.arcface.weight")),
+            Some(&vec![10, 512]),
+            "{file}: both shards in one tensor: {shapes:?}"
+        );
     }
     // The same checkpoint continues on one rank (the whole head on it).
-    let out = crate::facekit().args(["train", "FR", "--resume"]).arg(&run).args(["--max-steps", "35", "--workers", "1", "--device", "cpu"]).output().unwrap();
+    let out = crate::facekit()
+        .args(["train", "FR", "--resume"])
+        .arg(&run)
+        .args(["--max-steps", "35", "--workers", "1", "--device", "cpu"])
+        .output()
+        .unwrap();
     ok(&out);
     assert_eq!(state(&run, "last")["step"], 35);
 }
@@ -246,7 +313,11 @@ fn accumulating_two_micro_batches_follows_twice_the_batch() {
     let one = one_rank_reference(models.path());
     let out = train_cmd(models.path(), "acc", "8", &["--max-steps", STEPS, "--accumulate", "2"]).output().unwrap();
     ok(&out);
-    assert!(stderr(&out).contains("batch 8 per rank x 2 accumulated micro-batches = global batch 16"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("batch 8 per rank x 2 accumulated micro-batches = global batch 16"),
+        "{}",
+        stderr(&out)
+    );
     assert_follows(&total_losses(&models.path().join("acc")), &one, "--accumulate 2");
 }
 
@@ -254,22 +325,59 @@ fn accumulating_two_micro_batches_follows_twice_the_batch() {
 fn multi_task_with_masked_heads_and_partial_fc_trains_on_two_ranks() {
     let models = tempfile::tempdir().unwrap();
     let mut cmd = crate::facekit();
-    cmd.args(["train", "Multi", "--train-sets", "lfw", "utk", "--valid-sets", "lfw.valid", "utk.valid", "--arch", "tiny", "--image-size", "48"])
-        .args(["--workers", "1", "--threads", "1", "--device", "cpu", "--lr", "0.02", "--batch-size", "8", "--max-steps", "30", "--run-name", "m"])
-        .args(["--nproc-per-node", "2", "--partial-fc", "1.0"])
-        .arg("--data-dir")
-        .arg(data().join("training"))
-        .arg("--model-dir")
-        .arg(models.path());
+    cmd.args([
+        "train",
+        "Multi",
+        "--train-sets",
+        "lfw",
+        "utk",
+        "--valid-sets",
+        "lfw.valid",
+        "utk.valid",
+        "--arch",
+        "tiny",
+        "--image-size",
+        "48",
+    ])
+    .args([
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--lr",
+        "0.02",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "30",
+        "--run-name",
+        "m",
+    ])
+    .args(["--nproc-per-node", "2", "--partial-fc", "1.0"])
+    .arg("--data-dir")
+    .arg(data().join("training"))
+    .arg("--model-dir")
+    .arg(models.path());
     let out = cmd.output().unwrap();
     ok(&out);
     let run = models.path().join("m");
     let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
-    let rows: Vec<Vec<f64>> = text.lines().skip(1).map(|l| l.split('\t').skip(3).map(|x| x.parse().unwrap()).collect()).collect();
+    let rows: Vec<Vec<f64>> =
+        text.lines().skip(1).map(|l| l.split('\t').skip(3).map(|x| x.parse().unwrap()).collect()).collect();
     assert_eq!(rows.len(), 30);
-    assert!(rows.iter().all(|r| r.len() == 4 && r.iter().all(|x| x.is_finite())), "every task's loss is finite at every step: {rows:?}");
+    assert!(
+        rows.iter().all(|r| r.len() == 4 && r.iter().all(|x| x.is_finite())),
+        "every task's loss is finite at every step: {rows:?}"
+    );
     let log = std::fs::read_to_string(run.join("train_log.jsonl")).unwrap();
-    let last = log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter_map(|v| v.get("validation").cloned()).last().unwrap();
+    let last = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("validation").cloned())
+        .last()
+        .unwrap();
     for k in ["identity_accuracy", "gender_accuracy", "age_mae"] {
         assert!(last[k].as_f64().is_some_and(f64::is_finite), "validation lacks {k}: {last}");
     }
@@ -280,7 +388,12 @@ fn multi_task_with_masked_heads_and_partial_fc_trains_on_two_ranks() {
 /// torchrun's variables for rank `rank` of 2 on this machine, the store at 127.0.0.1:`port`
 /// (hosted by rank 0 unless `agent`: a launcher's).
 fn rank_env(cmd: &mut Command, rank: usize, port: u16, agent: bool) {
-    let vars = [("RANK", rank.to_string()), ("WORLD_SIZE", "2".into()), ("LOCAL_RANK", rank.to_string()), ("LOCAL_WORLD_SIZE", "2".into())];
+    let vars = [
+        ("RANK", rank.to_string()),
+        ("WORLD_SIZE", "2".into()),
+        ("LOCAL_RANK", rank.to_string()),
+        ("LOCAL_WORLD_SIZE", "2".into()),
+    ];
     cmd.envs(vars).env("MASTER_ADDR", "127.0.0.1").env("MASTER_PORT", port.to_string());
     cmd.env("TORCHELASTIC_USE_AGENT_STORE", if agent { "True" } else { "False" });
 }
@@ -307,7 +420,20 @@ const HAND_DEFAULTS: [(&str, &str); 9] = [
 /// [`HAND_DEFAULTS`] but for `own` flags, data from `data_dir`.
 fn hand_rank(models: &Path, data_dir: &Path, rank: usize, port: u16, own: &[(&str, &str)]) -> Command {
     let mut cmd = crate::facekit();
-    cmd.args(["train", "FR", "--arch", "tiny", "--image-size", "48", "--device", "cpu", "--run-name", "hand", "--dist-timeout", "60"]);
+    cmd.args([
+        "train",
+        "FR",
+        "--arch",
+        "tiny",
+        "--image-size",
+        "48",
+        "--device",
+        "cpu",
+        "--run-name",
+        "hand",
+        "--dist-timeout",
+        "60",
+    ]);
     for (flag, value) in HAND_DEFAULTS {
         cmd.args([flag, own.iter().find(|(f, _)| *f == flag).map_or(value, |(_, v)| v)]);
     }
@@ -364,12 +490,21 @@ fn ranks_started_with_different_settings_stop_naming_the_setting_and_both_values
         for (rank, out) in outs.iter().enumerate() {
             let err = stderr(out);
             assert_eq!(out.status.code(), Some(2), "{flag}: rank {rank} {:?}: {err}", out.status);
-            assert!(err.contains("the ranks do not train with the same configuration and data: rank 1 of 2 differs from rank 0 in"), "{flag}, rank {rank}: {err}");
+            assert!(
+                err.contains(
+                    "the ranks do not train with the same configuration and data: rank 1 of 2 differs from rank 0 in"
+                ),
+                "{flag}, rank {rank}: {err}"
+            );
             assert!(err.contains(expect), "{flag}, rank {rank}: {err}");
             assert!(!err.contains("every other rank"), "a disagreement needs no diagnosis of the others: {err}");
         }
         if flag == "--train-sets" {
-            assert!(stderr(&outs[0]).contains("train set 1 (240 records, manifest SHA-256"), "the data's content differs too: {}", stderr(&outs[0]));
+            assert!(
+                stderr(&outs[0]).contains("train set 1 (240 records, manifest SHA-256"),
+                "the data's content differs too: {}",
+                stderr(&outs[0])
+            );
         }
         assert!(!models.path().join("hand").exists(), "{flag}: no run folder is left behind");
     }
@@ -425,7 +560,11 @@ fn a_rank_whose_master_port_is_held_by_another_program_stops_in_time_and_on_sigt
     let out = outputs_within(vec![rank1("3")], Duration::from_secs(60)).remove(0);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{:?}: {err}", out.status);
-    assert!(err.contains(&format!("127.0.0.1:{port} (MASTER_ADDR:MASTER_PORT)")) && err.contains("something else answers there"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port} (MASTER_ADDR:MASTER_PORT)"))
+            && err.contains("something else answers there"),
+        "{err}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(30), "gave up after {:?}", t0.elapsed());
 
     // With the default deadline, SIGTERM ends the wait: a stop, with its code.
@@ -448,7 +587,10 @@ fn a_master_addr_that_does_not_resolve_is_one_line_saying_so() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.contains("the host name 'no-such-host.invalid' does not resolve") && !err.contains("timed out"), "{err}");
+    assert!(
+        err.contains("the host name 'no-such-host.invalid' does not resolve") && !err.contains("timed out"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -457,7 +599,10 @@ fn the_launcher_checks_every_flag_before_starting_any_rank() {
     let cases: [(&[&str], &str); 5] = [
         (&["--nproc-per-node", "2", "--momentum", "1.5"], "--momentum must be in [0, 1), got 1.5"),
         (&["--nproc-per-node", "2", "--dist-timeout", "0"], "--dist-timeout 0: a deadline of 0 s"),
-        (&["--nproc-per-node", "2", "--dist-timeout", "99999999999"], "--dist-timeout 99999999999: a deadline of 99999999999 s"),
+        (
+            &["--nproc-per-node", "2", "--dist-timeout", "99999999999"],
+            "--dist-timeout 99999999999: a deadline of 99999999999 s",
+        ),
         (&["--nproc-per-node", "2", "--dist-backend", "nccl"], "the NCCL backend needs CUDA devices"),
         (&["--nproc-per-node", "1024"], "--nproc-per-node 1024 on the CPU, which gives this process"),
     ];
@@ -492,7 +637,8 @@ fn a_rank_whose_store_host_died_says_so_without_cpp_stacks() {
     let training = data().join("training");
     let port = free_port();
     let own: &[(&str, &str)] = &[("--max-steps", "100000")];
-    let mut rank0 = hand_rank(models.path(), &training, 0, port, own).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut rank0 =
+        hand_rank(models.path(), &training, 0, port, own).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let rank1 = hand_rank(models.path(), &training, 1, port, own).spawn().unwrap();
     let losses = models.path().join("hand/loss_debug/losses.tsv");
     let t0 = Instant::now();

@@ -96,20 +96,47 @@ fn eval_bin_is_logged_at_its_steps_and_equals_eval_verify_on_the_checkpoint() {
     let out = train(
         models.path(),
         &[
-            "FR", "--train-sets", "lfw", "--valid-sets", "lfw.valid", "--max-steps", "12", "--lr", "0.05", "--valid-every", "6",
-            "--eval-every", "5", "--eval-batch", "7", "--checkpoint-every", "0", "--run-name", "r", "--eval-bin",
-            a.to_str().unwrap(), b.to_str().unwrap(),
+            "FR",
+            "--train-sets",
+            "lfw",
+            "--valid-sets",
+            "lfw.valid",
+            "--max-steps",
+            "12",
+            "--lr",
+            "0.05",
+            "--valid-every",
+            "6",
+            "--eval-every",
+            "5",
+            "--eval-batch",
+            "7",
+            "--checkpoint-every",
+            "0",
+            "--run-name",
+            "r",
+            "--eval-bin",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
         ],
     );
     ok(&out);
     let run = models.path().join("r");
     let recs = bin_records(&run);
-    let at: Vec<(u64, &str)> = recs.iter().map(|r| (r["step"].as_u64().unwrap(), r["eval_bin"]["set"].as_str().unwrap())).collect();
+    let at: Vec<(u64, &str)> =
+        recs.iter().map(|r| (r["step"].as_u64().unwrap(), r["eval_bin"]["set"].as_str().unwrap())).collect();
     // Every 5 steps and at the end, each set in the order given.
-    assert_eq!(at, [(5, "pairs_a"), (5, "pairs_b"), (10, "pairs_a"), (10, "pairs_b"), (12, "pairs_a"), (12, "pairs_b")]);
+    assert_eq!(
+        at,
+        [(5, "pairs_a"), (5, "pairs_b"), (10, "pairs_a"), (10, "pairs_b"), (12, "pairs_a"), (12, "pairs_b")]
+    );
     for r in &recs {
         let e = &r["eval_bin"];
-        assert_eq!((e["pairs"].as_u64(), e["folds"].as_u64(), e["flip"].as_bool()), (Some(60), Some(10), Some(true)), "{r}");
+        assert_eq!(
+            (e["pairs"].as_u64(), e["folds"].as_u64(), e["flip"].as_bool()),
+            (Some(60), Some(10), Some(true)),
+            "{r}"
+        );
         for k in ["accuracy", "std", "threshold", "threshold_cosine", "seconds"] {
             assert!(e[k].as_f64().is_some_and(f64::is_finite), "{k} in {r}");
         }
@@ -121,7 +148,11 @@ fn eval_bin_is_logged_at_its_steps_and_equals_eval_verify_on_the_checkpoint() {
     let report = eval_verify(&run, "last", &a, "7", &["--flip"]);
     let last = &recs[4]["eval_bin"];
     assert_eq!(report["pairs_used"], 60);
-    assert_eq!(last["accuracy"].as_f64(), report["kfold"]["accuracy_mean"].as_f64(), "trainer {last} vs eval verify {report}");
+    assert_eq!(
+        last["accuracy"].as_f64(),
+        report["kfold"]["accuracy_mean"].as_f64(),
+        "trainer {last} vs eval verify {report}"
+    );
     assert_eq!(last["std"].as_f64(), report["kfold"]["accuracy_std"].as_f64());
     assert_eq!(last["threshold"].as_f64(), report["kfold"]["best_threshold"].as_f64());
 
@@ -142,8 +173,26 @@ fn best_on_picks_the_best_checkpoint_by_the_bin_accuracy() {
     let out = train(
         models.path(),
         &[
-            "FR", "--train-sets", "lfw", "--valid-sets", "lfw.valid", "--max-steps", "30", "--lr", "0.05", "--valid-every", "3",
-            "--eval-every", "3", "--checkpoint-every", "0", "--run-name", "b", "--best-on", "lfwmini", "--eval-bin",
+            "FR",
+            "--train-sets",
+            "lfw",
+            "--valid-sets",
+            "lfw.valid",
+            "--max-steps",
+            "30",
+            "--lr",
+            "0.05",
+            "--valid-every",
+            "3",
+            "--eval-every",
+            "3",
+            "--checkpoint-every",
+            "0",
+            "--run-name",
+            "b",
+            "--best-on",
+            "lfwmini",
+            "--eval-bin",
             bin.to_str().unwrap(),
         ],
     );
@@ -162,7 +211,11 @@ fn best_on_picks_the_best_checkpoint_by_the_bin_accuracy() {
     // The weights in best/ score that accuracy again (eval-batch default: twice --batch-size 16).
     let report = eval_verify(&run, "best", &bin, "32", &["--flip"]);
     assert_eq!(report["kfold"]["accuracy_mean"].as_f64(), Some(max));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("best lfwmini_accuracy:"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("best lfwmini_accuracy:"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -170,7 +223,21 @@ fn a_resumed_run_logs_the_same_bin_results_as_an_uninterrupted_one() {
     let bins = tempfile::tempdir().unwrap();
     let bin = write_bin(bins.path(), "v");
     let models = tempfile::tempdir().unwrap();
-    let common = ["FR", "--train-sets", "lfw", "--lr", "0.05", "--checkpoint-every", "0", "--eval-every", "4", "--best-on", "v", "--eval-bin", bin.to_str().unwrap()];
+    let common = [
+        "FR",
+        "--train-sets",
+        "lfw",
+        "--lr",
+        "0.05",
+        "--checkpoint-every",
+        "0",
+        "--eval-every",
+        "4",
+        "--best-on",
+        "v",
+        "--eval-bin",
+        bin.to_str().unwrap(),
+    ];
     ok(&train(models.path(), &[&common[..], &["--max-steps", "12", "--run-name", "full"]].concat()));
     ok(&train(models.path(), &[&common[..], &["--max-steps", "8", "--run-name", "split"]].concat()));
     // The resumed run takes --eval-bin, --eval-every and --best-on from its config.json.
@@ -218,7 +285,21 @@ fn missing_or_corrupt_bin_files_are_refused_before_the_run_folder_is_touched() {
         (&too_few, &["few.bin", "4 pairs"]),
     ];
     for (bin, needles) in cases {
-        let out = train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "x", "--eval-bin", good.to_str().unwrap(), bin.to_str().unwrap()]);
+        let out = train(
+            models.path(),
+            &[
+                "FR",
+                "--train-sets",
+                "lfw",
+                "--max-steps",
+                "2",
+                "--run-name",
+                "x",
+                "--eval-bin",
+                good.to_str().unwrap(),
+                bin.to_str().unwrap(),
+            ],
+        );
         assert_eq!(out.status.code(), Some(2), "{}: {}", bin.display(), stderr(&out));
         for n in needles {
             assert!(stderr(&out).contains(n), "{}: stderr lacks {n:?}: {}", bin.display(), stderr(&out));
@@ -226,15 +307,25 @@ fn missing_or_corrupt_bin_files_are_refused_before_the_run_folder_is_touched() {
         assert!(!run.exists(), "{}: the run folder was created", bin.display());
     }
     // --best-on must name a set.
-    let out = train(models.path(), &["FR", "--train-sets", "lfw", "--run-name", "x", "--best-on", "lfw", "--eval-bin", good.to_str().unwrap()]);
+    let out = train(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--run-name", "x", "--best-on", "lfw", "--eval-bin", good.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--best-on 'lfw' names no --eval-bin set (the --eval-bin sets are good)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--best-on 'lfw' names no --eval-bin set (the --eval-bin sets are good)"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!run.exists());
     // Two sets of one name could not be told apart in the log.
     std::fs::create_dir(dir.path().join("again")).unwrap();
     let twin = dir.path().join("again/good.bin");
     std::fs::copy(&good, &twin).unwrap();
-    let out = train(models.path(), &["FR", "--train-sets", "lfw", "--run-name", "x", "--eval-bin", good.to_str().unwrap(), twin.to_str().unwrap()]);
+    let out = train(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--run-name", "x", "--eval-bin", good.to_str().unwrap(), twin.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--eval-bin names two sets 'good'"), "{}", stderr(&out));
     assert!(!run.exists());
@@ -242,7 +333,21 @@ fn missing_or_corrupt_bin_files_are_refused_before_the_run_folder_is_touched() {
     // An existing run with --overwrite and a bad file: nothing in its folder changes.
     ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "x"]));
     let before = snapshot(&run);
-    let out = train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "x", "--overwrite", "--eval-bin", truncated.to_str().unwrap()]);
+    let out = train(
+        models.path(),
+        &[
+            "FR",
+            "--train-sets",
+            "lfw",
+            "--max-steps",
+            "2",
+            "--run-name",
+            "x",
+            "--overwrite",
+            "--eval-bin",
+            truncated.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(snapshot(&run), before, "the existing run folder was touched");
 }
@@ -264,7 +369,21 @@ fn eval_verify_bin_flips_by_default_and_agrees_with_the_training_time_score() {
     let bins = tempfile::tempdir().unwrap();
     let bin = write_bin(bins.path(), "agree");
     let models = tempfile::tempdir().unwrap();
-    let args = ["FR", "--train-sets", "lfw", "--max-steps", "10", "--lr", "0.05", "--eval-every", "0", "--run-name", "f", "--eval-bin", bin.to_str().unwrap()];
+    let args = [
+        "FR",
+        "--train-sets",
+        "lfw",
+        "--max-steps",
+        "10",
+        "--lr",
+        "0.05",
+        "--eval-every",
+        "0",
+        "--run-name",
+        "f",
+        "--eval-bin",
+        bin.to_str().unwrap(),
+    ];
     ok(&train(models.path(), &args));
     let run = models.path().join("f");
     let trained = bin_records(&run).pop().unwrap()["eval_bin"].clone();
@@ -272,11 +391,18 @@ fn eval_verify_bin_flips_by_default_and_agrees_with_the_training_time_score() {
     let default = eval_verify(&run, "last", &bin, "32", &[]);
     assert_eq!(default["flip"], true, "{default}");
     for (t, e) in [("accuracy", "accuracy_mean"), ("std", "accuracy_std"), ("threshold", "best_threshold")] {
-        assert_eq!(trained[t].as_f64(), default["kfold"][e].as_f64(), "{t}: trainer {trained} vs eval verify {default}");
+        assert_eq!(
+            trained[t].as_f64(),
+            default["kfold"][e].as_f64(),
+            "{t}: trainer {trained} vs eval verify {default}"
+        );
     }
     let plain = eval_verify(&run, "last", &bin, "32", &["--no-flip"]);
     assert_eq!(plain["flip"], false, "--no-flip turns it off: {plain}");
-    assert_ne!(plain["kfold"]["fold_threshold"], default["kfold"]["fold_threshold"], "plain embeddings are other embeddings");
+    assert_ne!(
+        plain["kfold"]["fold_threshold"], default["kfold"]["fold_threshold"],
+        "plain embeddings are other embeddings"
+    );
 }
 
 #[test]
@@ -285,7 +411,22 @@ fn a_stop_request_during_bin_scoring_ends_it_at_the_next_batch_and_saves_the_ste
     // 2,400 pairs, 9,600 forward passes with the flip test: long beside a step.
     let bin = write_bin_repeated(bins.path(), "long", 40);
     let models = tempfile::tempdir().unwrap();
-    let mut cmd = train_command(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "1000", "--eval-every", "1", "--run-name", "s", "--eval-bin", bin.to_str().unwrap()]);
+    let mut cmd = train_command(
+        models.path(),
+        &[
+            "FR",
+            "--train-sets",
+            "lfw",
+            "--max-steps",
+            "1000",
+            "--eval-every",
+            "1",
+            "--run-name",
+            "s",
+            "--eval-bin",
+            bin.to_str().unwrap(),
+        ],
+    );
     let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let run = models.path().join("s");
     let t0 = std::time::Instant::now();
@@ -316,7 +457,16 @@ fn doctored_model(models: &Path, edit: &str) -> PathBuf {
 }
 
 fn facekit_out(args: &[&str], model: &Path, out_dir: &Path) -> Output {
-    crate::facekit().args(args).arg("--model").arg(model).args(["--device", "cpu", "--data-dir"]).arg(data().join("training")).arg("--out").arg(out_dir).output().unwrap()
+    crate::facekit()
+        .args(args)
+        .arg("--model")
+        .arg(model)
+        .args(["--device", "cpu", "--data-dir"])
+        .arg(data().join("training"))
+        .arg("--out")
+        .arg(out_dir)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -330,7 +480,11 @@ fn nan_weights_or_embeddings_are_errors_naming_the_input_and_the_network_not_sco
     for args in [&["eval", "verify", "--bin", bin.to_str().unwrap()][..], &["embed", "--dataset", "lfw.valid"][..]] {
         let out = facekit_out(args, &nan, &out_dir);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains("model.safetensors: `bn1.running_var` holds 1 NaN"), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("model.safetensors: `bn1.running_var` holds 1 NaN"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
     }
     assert!(!out_dir.join("embeddings.npy").exists(), "no embeddings were written");
     // Finite weights whose activations overflow: the embeddings are caught, naming the input.
@@ -342,7 +496,11 @@ fn nan_weights_or_embeddings_are_errors_naming_the_input_and_the_network_not_sco
     }
     let out = facekit_out(&["embed", "--dataset", "lfw.valid"], &overflow, &out_dir);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("embedding dataset lfw.valid") && stderr(&out).contains("NaN or infinite"), "embed: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("embedding dataset lfw.valid") && stderr(&out).contains("NaN or infinite"),
+        "embed: {}",
+        stderr(&out)
+    );
     assert!(!out_dir.join("embeddings.npy").exists(), "no all-NaN embeddings.npy");
     // Saved embeddings with a NaN row: all-pairs verification names the file and the row.
     let good = models.path().join("src");
@@ -351,8 +509,19 @@ fn nan_weights_or_embeddings_are_errors_naming_the_input_and_the_network_not_sco
     assert!(out.status.success(), "{}", stderr(&out));
     let npy = emb.join("embeddings.npy");
     let script = "import sys, numpy as np; e = np.load(sys.argv[1]); e[3] = np.nan; np.save(sys.argv[1], e)";
-    assert!(std::process::Command::new(facekit_testkit::venv_python()).args(["-c", script]).arg(&npy).status().unwrap().success());
-    let out = crate::facekit().args(["eval", "verify", "--embeddings"]).arg(&emb).arg("--out").arg(&out_dir).output().unwrap();
+    assert!(std::process::Command::new(facekit_testkit::venv_python())
+        .args(["-c", script])
+        .arg(&npy)
+        .status()
+        .unwrap()
+        .success());
+    let out = crate::facekit()
+        .args(["eval", "verify", "--embeddings"])
+        .arg(&emb)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("embeddings.npy") && stderr(&out).contains("embedding row 3"), "{}", stderr(&out));
 }
@@ -365,8 +534,25 @@ fn bin_scores_of_a_network_whose_embeddings_overflow_end_the_run_instead_of_pick
     let weights = doctored_model(models.path(), "t['bn1.running_mean'][:] = -3e38").join("model.safetensors");
     let cmd = train_command(
         models.path(),
-        &["FR", "--train-sets", "lfw", "--max-steps", "6", "--eval-every", "3", "--checkpoint-every", "2", "--best-on", "lfwmini",
-          "--run-name", "b", "--init", weights.to_str().unwrap(), "--eval-bin", bin.to_str().unwrap()],
+        &[
+            "FR",
+            "--train-sets",
+            "lfw",
+            "--max-steps",
+            "6",
+            "--eval-every",
+            "3",
+            "--checkpoint-every",
+            "2",
+            "--best-on",
+            "lfwmini",
+            "--run-name",
+            "b",
+            "--init",
+            weights.to_str().unwrap(),
+            "--eval-bin",
+            bin.to_str().unwrap(),
+        ],
     );
     let out = output_within(cmd, 300);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

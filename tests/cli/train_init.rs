@@ -8,7 +8,20 @@ use std::process::Output;
 /// `facekit train FR` on the small LFW set, on CPU, small batches, plus `args`.
 fn train(model_dir: &Path, args: &[&str]) -> Output {
     crate::facekit()
-        .args(["train", "FR", "--train-sets", "lfw", "--batch-size", "8", "--workers", "2", "--device", "cpu", "--lr", "0.01"])
+        .args([
+            "train",
+            "FR",
+            "--train-sets",
+            "lfw",
+            "--batch-size",
+            "8",
+            "--workers",
+            "2",
+            "--device",
+            "cpu",
+            "--lr",
+            "0.01",
+        ])
         .args(["--checkpoint-every", "0"])
         .args(args)
         .arg("--data-dir")
@@ -56,7 +69,11 @@ fn iresnet_trains_resumes_and_seeds_a_new_run_with_init() {
         assert!(loaded.iter().any(|l| l == n), "{n} not loaded: {loaded:?}");
     }
     let line = format!("loaded {} tensors, 1 new, 1 ignored", loaded.len());
-    assert!(stderr(&out).contains("facekit train: --init") && stderr(&out).contains(&line), "no summary line: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("facekit train: --init") && stderr(&out).contains(&line),
+        "no summary line: {}",
+        stderr(&out)
+    );
     assert_eq!(state(&models.path().join("ft"), "last")["step"], 2);
 
     // --init with --resume is refused, and the run is left as it was.
@@ -71,13 +88,23 @@ fn iresnet_trains_resumes_and_seeds_a_new_run_with_init() {
     assert_eq!(state(&models.path().join("ft"), "last")["step"], 3);
 
     // Weights of another network, and a file that is no safetensors: refused before any folder exists.
-    let out = train(models.path(), &["--arch", "tiny", "--image-size", "32", "--max-steps", "1", "--run-name", "bad", "--init", source]);
+    let out = train(
+        models.path(),
+        &["--arch", "tiny", "--image-size", "32", "--max-steps", "1", "--run-name", "bad", "--init", source],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("in the file but the network's") && stderr(&out).contains("model.safetensors"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("in the file but the network's") && stderr(&out).contains("model.safetensors"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!models.path().join("bad").exists(), "a refused --init left a run folder");
     let junk = models.path().join("backbone.pth");
     std::fs::write(&junk, b"not safetensors").unwrap();
-    let out = train(models.path(), &[&ir[..], &["--max-steps", "1", "--run-name", "bad", "--init", junk.to_str().unwrap()]].concat());
+    let out = train(
+        models.path(),
+        &[&ir[..], &["--max-steps", "1", "--run-name", "bad", "--init", junk.to_str().unwrap()]].concat(),
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("backbone.pth") && stderr(&out).contains("safetensors"), "{}", stderr(&out));
     assert!(!models.path().join("bad").exists(), "a refused --init left a run folder");

@@ -1,7 +1,6 @@
 //! End-to-end tests of `facekit train` on small datasets built from real photos (LFW identities,
 //! UTKFace gender and age), with the tiny ResNet on CPU.
 
-
 use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
 use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Gender, Labels, Manifest, Record, ShardReader};
 use std::path::{Path, PathBuf};
@@ -62,7 +61,11 @@ fn build_lfw(training: &Path) {
         for (k, photo) in photos.iter().take(TRAIN_PER_ID + VALID_PER_ID).enumerate() {
             let l = Labels { class_id: Some(class as u32), source: 0, gender: None, age: None };
             let r = record(photo, Some(130), l, format!("{identity}/{k}.jpg"));
-            if k < TRAIN_PER_ID { train.push(r) } else { valid.push(r) }
+            if k < TRAIN_PER_ID {
+                train.push(r)
+            } else {
+                valid.push(r)
+            }
         }
     }
     write_set(training.join("lfw"), &train, IDENTITIES as u32, &labels);
@@ -85,7 +88,12 @@ fn build_utk(training: &Path) {
             1 => Gender::Female,
             _ => continue,
         };
-        recs.push(record(photo, None, Labels { class_id: None, source: 0, gender: Some(gender), age: Some(age) }, name));
+        recs.push(record(
+            photo,
+            None,
+            Labels { class_id: None, source: 0, gender: Some(gender), age: Some(age) },
+            name,
+        ));
         if recs.len() == 840 {
             break;
         }
@@ -228,7 +236,21 @@ fn fr_loss_falls_and_the_run_folder_holds_every_output() {
     let models = tempfile::tempdir().unwrap();
     let out = train(
         models.path(),
-        &["FR", "--train-sets", "lfw", "--valid-sets", "lfw.valid", "--max-steps", "200", "--lr", "0.05", "--valid-every", "100", "--run-name", "fr"],
+        &[
+            "FR",
+            "--train-sets",
+            "lfw",
+            "--valid-sets",
+            "lfw.valid",
+            "--max-steps",
+            "200",
+            "--lr",
+            "0.05",
+            "--valid-every",
+            "100",
+            "--run-name",
+            "fr",
+        ],
     );
     ok(&out);
     let run = models.path().join("fr");
@@ -282,7 +304,21 @@ fn gender_validation_accuracy_beats_the_majority_class() {
         models.path(),
         // 600 steps: at 300 the head was 3.5 points above the majority class of 200 faces (one
         // standard deviation of chance) once the loader decoded as Pillow does, and 13.5 at 600.
-        &["gender", "--train-sets", "utk", "--valid-sets", "utk.valid", "--max-steps", "600", "--lr", "0.05", "--valid-every", "0", "--run-name", "g"],
+        &[
+            "gender",
+            "--train-sets",
+            "utk",
+            "--valid-sets",
+            "utk.valid",
+            "--max-steps",
+            "600",
+            "--lr",
+            "0.05",
+            "--valid-every",
+            "0",
+            "--run-name",
+            "g",
+        ],
     );
     ok(&out);
     let v = validations(&models.path().join("g"));
@@ -299,7 +335,21 @@ fn multi_task_trains_on_sets_with_partial_labels() {
     let models = tempfile::tempdir().unwrap();
     let out = train(
         models.path(),
-        &["Multi", "--train-sets", "lfw", "utk", "--valid-sets", "lfw.valid", "utk.valid", "--max-steps", "40", "--lr", "0.02", "--run-name", "m"],
+        &[
+            "Multi",
+            "--train-sets",
+            "lfw",
+            "utk",
+            "--valid-sets",
+            "lfw.valid",
+            "utk.valid",
+            "--max-steps",
+            "40",
+            "--lr",
+            "0.02",
+            "--run-name",
+            "m",
+        ],
     );
     ok(&out);
     let run = models.path().join("m");
@@ -405,7 +455,10 @@ fn corrupt_record_is_named_and_skip_corrupt_counts_it() {
     let out = run(&["--run-name", "strict"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&shard) && stderr.contains(&format!("record {j}")), "error must name shard and record: {stderr}");
+    assert!(
+        stderr.contains(&shard) && stderr.contains(&format!("record {j}")),
+        "error must name shard and record: {stderr}"
+    );
     let out = run(&["--run-name", "lenient", "--skip-corrupt"]);
     ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -417,7 +470,10 @@ fn corrupt_record_is_named_and_skip_corrupt_counts_it() {
 #[test]
 fn legacy_flag_spellings_and_case_insensitive_tasks_parse() {
     let models = tempfile::tempdir().unwrap();
-    for (name, spelling) in [("a", ["fr", "-train_sets", "lfw", "-valid_sets", "lfw.valid"]), ("b", ["Fr", "--train_sets", "lfw", "--valid_sets", "lfw.valid"])] {
+    for (name, spelling) in [
+        ("a", ["fr", "-train_sets", "lfw", "-valid_sets", "lfw.valid"]),
+        ("b", ["Fr", "--train_sets", "lfw", "--valid_sets", "lfw.valid"]),
+    ] {
         let args = [&spelling[..], &["--max-steps", "2", "--run-name", name]].concat();
         ok(&train(models.path(), &args));
         let cfg: serde_json::Value =
@@ -428,27 +484,51 @@ fn legacy_flag_spellings_and_case_insensitive_tasks_parse() {
     }
     // Augmentation flags reach the saved configuration; out-of-range values are usage errors.
     let aug = ["--no-flip", "--random-crop", "0.1", "--color-jitter", "0.2", "--grey-prob", "0.1"];
-    ok(&train(models.path(), &[&["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "aug"][..], &aug].concat()));
-    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(models.path().join("aug/config.json")).unwrap()).unwrap();
+    ok(&train(
+        models.path(),
+        &[&["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "aug"][..], &aug].concat(),
+    ));
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(models.path().join("aug/config.json")).unwrap()).unwrap();
     assert_eq!(cfg["config"]["no_flip"], true);
     assert!((cfg["config"]["random_crop"].as_f64().unwrap() - 0.1).abs() < 1e-6);
     assert!((cfg["config"]["grey_prob"].as_f64().unwrap() - 0.1).abs() < 1e-6);
-    let bad = train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "bad", "--random-crop", "1.5"]);
+    let bad = train(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "bad", "--random-crop", "1.5"],
+    );
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("random crop"), "{}", String::from_utf8_lossy(&bad.stderr));
     // --multi-weights takes the documented comma list as well as three words; two values are refused.
     for (name, weights) in [("mw-comma", &["1,0.5,0.25"][..]), ("mw-words", &["1", "0.5", "0.25"][..])] {
-        let args = [&["FR", "--train-sets", "lfw", "--max-steps", "1", "--run-name", name, "--multi-weights"][..], weights].concat();
+        let args =
+            [&["FR", "--train-sets", "lfw", "--max-steps", "1", "--run-name", name, "--multi-weights"][..], weights]
+                .concat();
         ok(&train(models.path(), &args));
-        let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(models.path().join(name).join("config.json")).unwrap()).unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(models.path().join(name).join("config.json")).unwrap()).unwrap();
         assert_eq!(cfg["config"]["multi_weights"], serde_json::json!([1.0, 0.5, 0.25]), "{name}");
     }
-    let two = train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "1", "--run-name", "mw-two", "--multi-weights", "1,2"]);
+    let two = train(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--max-steps", "1", "--run-name", "mw-two", "--multi-weights", "1,2"],
+    );
     assert_eq!(two.status.code(), Some(2), "{}", String::from_utf8_lossy(&two.stderr));
-    assert!(String::from_utf8_lossy(&two.stderr).contains("--multi-weights"), "{}", String::from_utf8_lossy(&two.stderr));
+    assert!(
+        String::from_utf8_lossy(&two.stderr).contains("--multi-weights"),
+        "{}",
+        String::from_utf8_lossy(&two.stderr)
+    );
     let help = crate::facekit().args(["train", "-h"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for d in ["[default: 50]", "[default: 0.1]", "[default: 224]", "[default: plateau]", "[default: Model]", "[default: auto]"] {
+    for d in [
+        "[default: 50]",
+        "[default: 0.1]",
+        "[default: 224]",
+        "[default: plateau]",
+        "[default: Model]",
+        "[default: auto]",
+    ] {
         assert!(help.contains(d), "help lacks {d}:\n{help}");
     }
 }
@@ -511,8 +591,24 @@ fn fp16_and_bf16_with_channels_last_follow_the_fp32_loss_curve() {
     ] {
         let out = train(
             models.path(),
-            &["FR", "--train-sets", "lfw", "--max-steps", "100", "--lr", "0.05", "--log-every", "25", "--run-name", precision,
-              "--precision", precision, "--memory-format", format, "--allow-cpu-fp16"],
+            &[
+                "FR",
+                "--train-sets",
+                "lfw",
+                "--max-steps",
+                "100",
+                "--lr",
+                "0.05",
+                "--log-every",
+                "25",
+                "--run-name",
+                precision,
+                "--precision",
+                precision,
+                "--memory-format",
+                format,
+                "--allow-cpu-fp16",
+            ],
         );
         ok(&out);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -528,7 +624,10 @@ fn fp16_and_bf16_with_channels_last_follow_the_fp32_loss_curve() {
             "{precision}: last-20 mean {last:.3} vs fp32's {reference:.3}, more than 3 deviations of a seed-to-seed difference apart"
         );
         let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
-        assert_eq!((cfg["config"]["precision"].as_str(), cfg["config"]["memory_format"].as_str()), (Some(precision), Some(format)));
+        assert_eq!(
+            (cfg["config"]["precision"].as_str(), cfg["config"]["memory_format"].as_str()),
+            (Some(precision), Some(format))
+        );
 
         let scaler = &state(&run, "last")["scaler"];
         let scale_logs: Vec<serde_json::Value> = std::fs::read_to_string(run.join("train_log.jsonl"))
@@ -567,8 +666,22 @@ fn fp16_and_bf16_resumed_runs_reproduce_the_uninterrupted_losses() {
     let models = tempfile::tempdir().unwrap();
     for precision in ["fp16", "bf16"] {
         // fp16 on the CPU only with its explicit opt-in (bf16 takes it too, unused).
-        let common_args = ["FR", "--train-sets", "lfw", "--lr", "0.05", "--dropout", "0.2", "--checkpoint-every", "0",
-                           "--precision", precision, "--memory-format", "channels-last", "--allow-cpu-fp16"];
+        let common_args = [
+            "FR",
+            "--train-sets",
+            "lfw",
+            "--lr",
+            "0.05",
+            "--dropout",
+            "0.2",
+            "--checkpoint-every",
+            "0",
+            "--precision",
+            precision,
+            "--memory-format",
+            "channels-last",
+            "--allow-cpu-fp16",
+        ];
         let (full, split) = (format!("{precision}-full"), format!("{precision}-split"));
         // fp16 on the CPU is slow (docs/PERFORMANCE.md): few steps, still crossing an epoch.
         ok(&train(models.path(), &[&common_args[..], &["--max-steps", "16", "--run-name", &full]].concat()));
@@ -580,7 +693,13 @@ fn fp16_and_bf16_resumed_runs_reproduce_the_uninterrupted_losses() {
         let b = losses(&models.path().join(&split));
         assert_eq!((a.len(), b.len()), (16, 16));
         for (x, y) in a.iter().zip(&b) {
-            assert!((x.1 - y.1).abs() <= 1e-6, "{precision} step {}: uninterrupted loss {} but resumed {}", x.0, x.1, y.1);
+            assert!(
+                (x.1 - y.1).abs() <= 1e-6,
+                "{precision} step {}: uninterrupted loss {} but resumed {}",
+                x.0,
+                x.1,
+                y.1
+            );
         }
         let (sa, sb) = (state(&models.path().join(&full), "last"), state(&models.path().join(&split), "last"));
         assert_eq!(sa["scaler"], sb["scaler"], "{precision}: scaler state after the resumed run");
@@ -595,15 +714,44 @@ fn adamw_poly_clipped_resumed_run_reproduces_the_uninterrupted_run_bit_for_bit()
     // steps too and broken off after 20 by the NaN injected into step 21 (not applied; `last`
     // holds step 20). 15 batches per epoch: the warm-up is steps 1-15, the break in epoch 2.
     let common_args = [
-        "FR", "--train-sets", "lfw", "--optimizer", "adamw", "--lr", "0.002", "--weight-decay", "0.1",
-        "--schedule", "poly", "--warmup-epochs", "1", "--clip-grad-norm", "5", "--margin", "cosface",
-        "--dropout", "0.2", "--checkpoint-every", "20", "--log-every", "5", "--max-steps", "40",
+        "FR",
+        "--train-sets",
+        "lfw",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "0.002",
+        "--weight-decay",
+        "0.1",
+        "--schedule",
+        "poly",
+        "--warmup-epochs",
+        "1",
+        "--clip-grad-norm",
+        "5",
+        "--margin",
+        "cosface",
+        "--dropout",
+        "0.2",
+        "--checkpoint-every",
+        "20",
+        "--log-every",
+        "5",
+        "--max-steps",
+        "40",
     ];
     ok(&train(models.path(), &[&common_args[..], &["--run-name", "full"]].concat()));
-    let broken = train_env(models.path(), &[&common_args[..], &["--run-name", "split"]].concat(), &[("FACEKIT_TEST_INJECT_NAN_AT_STEP", "21")]);
+    let broken = train_env(
+        models.path(),
+        &[&common_args[..], &["--run-name", "split"]].concat(),
+        &[("FACEKIT_TEST_INJECT_NAN_AT_STEP", "21")],
+    );
     assert_eq!(broken.status.code(), Some(1), "{}", String::from_utf8_lossy(&broken.stderr));
     assert_eq!(state(&models.path().join("split"), "last")["step"], 20);
-    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--resume", "split", "--max-steps", "40", "--log-every", "5"]));
+    ok(&train(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--resume", "split", "--max-steps", "40", "--log-every", "5"],
+    ));
     let (full, split) = (models.path().join("full"), models.path().join("split"));
     let (a, b) = (losses(&full), losses(&split));
     assert_eq!((a.len(), b.len()), (40, 40));
@@ -629,7 +777,10 @@ fn adamw_poly_clipped_resumed_run_reproduces_the_uninterrupted_run_bit_for_bit()
     assert!(norms(&full).iter().all(|n| n.is_finite() && *n > 0.0));
     assert_eq!(norms(&full), norms(&split));
     let net: serde_json::Value = serde_json::from_slice(&std::fs::read(full.join("net.json")).unwrap()).unwrap();
-    assert_eq!((net["margin"].as_str(), net["margin_m3"].as_f64(), net["arcface_m"].as_f64()), (Some("cosface"), Some(0.4), Some(0.0)));
+    assert_eq!(
+        (net["margin"].as_str(), net["margin_m3"].as_f64(), net["arcface_m"].as_f64()),
+        (Some("cosface"), Some(0.4), Some(0.0))
+    );
 }
 
 #[test]
@@ -654,7 +805,11 @@ fn optimisation_flags_that_conflict_or_lack_a_length_are_usage_errors() {
 
 /// The `train_log.jsonl` objects of a run, in order.
 fn log_records(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("train_log.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(run.join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// The learning rate of every step of a run (`losses.tsv`'s third column).
@@ -670,13 +825,30 @@ fn stderr_of(out: &Output) -> String {
 #[test]
 fn fp16_on_the_cpu_is_refused_unless_explicitly_allowed() {
     let models = tempfile::tempdir().unwrap();
-    let out = train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--precision", "fp16", "--run-name", "h"]);
+    let out = train(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--max-steps", "2", "--precision", "fp16", "--run-name", "h"],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
     for words in ["--precision fp16 on the CPU", "100 times slower", "fp32", "--allow-cpu-fp16"] {
         assert!(stderr_of(&out).contains(words), "stderr lacks {words:?}: {}", stderr_of(&out));
     }
     assert!(!models.path().join("h").exists(), "refused before the run folder exists");
-    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "1", "--precision", "fp16", "--allow-cpu-fp16", "--run-name", "h"]));
+    ok(&train(
+        models.path(),
+        &[
+            "FR",
+            "--train-sets",
+            "lfw",
+            "--max-steps",
+            "1",
+            "--precision",
+            "fp16",
+            "--allow-cpu-fp16",
+            "--run-name",
+            "h",
+        ],
+    ));
 }
 
 #[test]
@@ -685,8 +857,14 @@ fn a_warm_up_as_long_as_the_run_is_refused_before_any_work() {
     // 240 records in batches of 16: 15 steps per epoch.
     for (extra, words) in [
         (&["--max-steps", "6", "--warmup-steps", "6"][..], "--warmup-steps 6 is as long as the run (6 steps)"),
-        (&["--max-steps", "6", "--warmup-steps", "9"][..], "--warmup-steps 9 is as long as the run (6 steps) or longer"),
-        (&["--max-steps", "10", "--warmup-epochs", "1", "--schedule", "poly"][..], "--warmup-epochs 1 (15 steps of 15 per epoch)"),
+        (
+            &["--max-steps", "6", "--warmup-steps", "9"][..],
+            "--warmup-steps 9 is as long as the run (6 steps) or longer",
+        ),
+        (
+            &["--max-steps", "10", "--warmup-epochs", "1", "--schedule", "poly"][..],
+            "--warmup-epochs 1 (15 steps of 15 per epoch)",
+        ),
         (&["--epochs", "1", "--warmup-epochs", "1"][..], "as long as the run (15 steps)"),
     ] {
         let out = train(models.path(), &[&["FR", "--train-sets", "lfw", "--run-name", "w"][..], extra].concat());
@@ -694,13 +872,28 @@ fn a_warm_up_as_long_as_the_run_is_refused_before_any_work() {
         assert!(stderr_of(&out).contains(words), "{extra:?}: stderr lacks {words:?}: {}", stderr_of(&out));
         assert!(!models.path().join("w").exists(), "{extra:?}: a run folder was left behind");
     }
-    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "6", "--warmup-steps", "5", "--run-name", "w"]));
+    ok(&train(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--max-steps", "6", "--warmup-steps", "5", "--run-name", "w"],
+    ));
 }
 
 #[test]
 fn extending_a_finished_poly_run_follows_the_schedule_of_the_new_length() {
     let models = tempfile::tempdir().unwrap();
-    let common = ["FR", "--train-sets", "lfw", "--lr", "0.05", "--schedule", "poly", "--warmup-steps", "3", "--checkpoint-every", "0"];
+    let common = [
+        "FR",
+        "--train-sets",
+        "lfw",
+        "--lr",
+        "0.05",
+        "--schedule",
+        "poly",
+        "--warmup-steps",
+        "3",
+        "--checkpoint-every",
+        "0",
+    ];
     ok(&train(models.path(), &[&common[..], &["--max-steps", "8", "--run-name", "short"]].concat()));
     let short = models.path().join("short");
     let last = *rates(&short).last().unwrap();
@@ -725,19 +918,37 @@ fn resuming_a_finished_run_says_it_reached_its_end_and_how_to_extend_it() {
     let out = train(models.path(), &["FR", "--resume", "done"]);
     ok(&out);
     let err = stderr_of(&out);
-    assert!(err.contains("already reached step 3, the end of its --max-steps 3") && err.contains("larger --max-steps"), "{err}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("Training finished"), "nothing was trained: {}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(std::fs::read(run.join("config.json")).unwrap(), config_before, "a resume with nothing to do changes nothing");
+    assert!(
+        err.contains("already reached step 3, the end of its --max-steps 3") && err.contains("larger --max-steps"),
+        "{err}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("Training finished"),
+        "nothing was trained: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read(run.join("config.json")).unwrap(),
+        config_before,
+        "a resume with nothing to do changes nothing"
+    );
     assert_eq!(losses(&run).len(), 3);
 }
 
 #[test]
 fn flags_given_on_resume_apply_or_are_refused_never_silently_ignored() {
     let models = tempfile::tempdir().unwrap();
-    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--lr", "0.05", "--max-steps", "10", "--log-every", "5", "--run-name", "r"]));
+    ok(&train(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--lr", "0.05", "--max-steps", "10", "--log-every", "5", "--run-name", "r"],
+    ));
     let run = models.path().join("r");
     let progress = |run: &Path| -> Vec<u64> {
-        log_records(run).iter().filter(|r| r.get("images_per_second").is_some()).map(|r| r["step"].as_u64().unwrap()).collect()
+        log_records(run)
+            .iter()
+            .filter(|r| r.get("images_per_second").is_some())
+            .map(|r| r["step"].as_u64().unwrap())
+            .collect()
     };
     // Not given: the run's own --log-every 5, not the default 50.
     ok(&train(models.path(), &["FR", "--resume", "r", "--max-steps", "20"]));
@@ -750,9 +961,17 @@ fn flags_given_on_resume_apply_or_are_refused_never_silently_ignored() {
         assert!(stderr_of(&out).contains(words), "stderr lacks {words:?}: {}", stderr_of(&out));
     }
     // What the run learns from cannot change: refused, each flag named with both values.
-    let out = train(models.path(), &["FR", "--resume", "r", "--max-steps", "30", "--lr", "0.5", "--dropout", "0.3", "--schedule", "step"]);
+    let out = train(
+        models.path(),
+        &["FR", "--resume", "r", "--max-steps", "30", "--lr", "0.5", "--dropout", "0.3", "--schedule", "step"],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
-    for words in ["--lr 0.5 (the run's: 0.05)", "--dropout 0.3 (the run's: 0.0)", "--schedule step (the run's: plateau)", "cannot change when a run is resumed"] {
+    for words in [
+        "--lr 0.5 (the run's: 0.05)",
+        "--dropout 0.3 (the run's: 0.0)",
+        "--schedule step (the run's: plateau)",
+        "cannot change when a run is resumed",
+    ] {
         assert!(stderr_of(&out).contains(words), "stderr lacks {words:?}: {}", stderr_of(&out));
     }
     assert_eq!(state(&run, "last")["step"], 24, "nothing ran");
@@ -764,7 +983,10 @@ fn flags_given_on_resume_apply_or_are_refused_never_silently_ignored() {
 fn progress_lines_carry_step_of_total_rate_and_eta_when_stderr_is_not_a_terminal() {
     let models = tempfile::tempdir().unwrap();
     // The test's stderr is a pipe: no progress bar is drawn, the log lines are all there is.
-    let out = train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "12", "--log-every", "4", "--run-name", "p"]);
+    let out = train(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--max-steps", "12", "--log-every", "4", "--run-name", "p"],
+    );
     ok(&out);
     let err = stderr_of(&out);
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("step ") && l.contains("images/s")).collect();
@@ -774,7 +996,8 @@ fn progress_lines_carry_step_of_total_rate_and_eta_when_stderr_is_not_a_terminal
         assert!(line.contains(" ETA "), "{line}");
     }
     assert!(lines[2].ends_with("ETA 0s"), "{}", lines[2]);
-    let etas: Vec<f64> = log_records(&models.path().join("p")).iter().filter_map(|r| r["eta_seconds"].as_f64()).collect();
+    let etas: Vec<f64> =
+        log_records(&models.path().join("p")).iter().filter_map(|r| r["eta_seconds"].as_f64()).collect();
     assert_eq!(etas.len(), 3);
     assert!(etas[0] > 0.0 && etas[2] == 0.0, "{etas:?}");
 }
@@ -782,9 +1005,16 @@ fn progress_lines_carry_step_of_total_rate_and_eta_when_stderr_is_not_a_terminal
 #[test]
 fn a_closed_output_pipe_does_not_end_training() {
     let models = tempfile::tempdir().unwrap();
-    let cmd = train_command(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "20", "--log-every", "1", "--run-name", "pipe"]);
+    let cmd = train_command(
+        models.path(),
+        &["FR", "--train-sets", "lfw", "--max-steps", "20", "--log-every", "1", "--run-name", "pipe"],
+    );
     // As a user types it: both outputs into `head`, which leaves after three lines.
-    let line = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|a| format!("'{}'", a.to_string_lossy())).collect::<Vec<_>>().join(" ");
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
     let script = format!("{line} 2>&1 | head -3 > /dev/null; echo ${{PIPESTATUS[0]}}");
     let out = std::process::Command::new("bash").args(["-c", &script]).output().unwrap();
     let status = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -792,7 +1022,11 @@ fn a_closed_output_pipe_does_not_end_training() {
     let run = models.path().join("pipe");
     assert_eq!(state(&run, "last")["step"], 20, "the run went on to its end and saved it");
     assert_eq!(losses(&run).len(), 20);
-    assert_eq!(log_records(&run).iter().filter(|r| r.get("images_per_second").is_some()).count(), 20, "its logs went to its files");
+    assert_eq!(
+        log_records(&run).iter().filter(|r| r.get("images_per_second").is_some()).count(),
+        20,
+        "its logs went to its files"
+    );
 }
 
 #[test]
@@ -806,9 +1040,29 @@ fn init_weights_whose_batch_norm_statistics_are_nan_or_negative_are_refused_befo
     ] {
         let weights = models.path().join("doctored.safetensors");
         doctored_weights(&src, &weights, edit);
-        let out = output_within(train_command(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "4", "--run-name", "init", "--init", weights.to_str().unwrap()]), 300);
+        let out = output_within(
+            train_command(
+                models.path(),
+                &[
+                    "FR",
+                    "--train-sets",
+                    "lfw",
+                    "--max-steps",
+                    "4",
+                    "--run-name",
+                    "init",
+                    "--init",
+                    weights.to_str().unwrap(),
+                ],
+            ),
+            300,
+        );
         assert_eq!(out.status.code(), Some(2), "{edit}: {}", stderr_of(&out));
-        assert!(stderr_of(&out).contains(words) && stderr_of(&out).contains("--init"), "{edit}: stderr lacks {words:?}: {}", stderr_of(&out));
+        assert!(
+            stderr_of(&out).contains(words) && stderr_of(&out).contains("--init"),
+            "{edit}: stderr lacks {words:?}: {}",
+            stderr_of(&out)
+        );
         assert!(!models.path().join("init").exists(), "refused before the run folder exists");
     }
 }
@@ -824,13 +1078,34 @@ fn validation_embeddings_that_overflow_end_the_run_with_exit_1_naming_the_cause_
     doctored_weights(&models.path().join("src"), &weights, "t['bn1.running_mean'][:] = -3e38");
     let cmd = train_command(
         models.path(),
-        &["FR", "--train-sets", "lfw", "--valid-sets", "lfw.valid", "--max-steps", "8", "--valid-every", "4", "--checkpoint-every", "2",
-          "--run-name", "nanval", "--init", weights.to_str().unwrap()],
+        &[
+            "FR",
+            "--train-sets",
+            "lfw",
+            "--valid-sets",
+            "lfw.valid",
+            "--max-steps",
+            "8",
+            "--valid-every",
+            "4",
+            "--checkpoint-every",
+            "2",
+            "--run-name",
+            "nanval",
+            "--init",
+            weights.to_str().unwrap(),
+        ],
     );
     let out = output_within(cmd, 300);
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     let err = stderr_of(&out);
-    for words in ["validation: the embeddings of", "are NaN or infinite", "the activations overflowed", "at step 4", "checkpoints/last (step 2)"] {
+    for words in [
+        "validation: the embeddings of",
+        "are NaN or infinite",
+        "the activations overflowed",
+        "at step 4",
+        "checkpoints/last (step 2)",
+    ] {
         assert!(err.contains(words), "stderr lacks {words:?}: {err}");
     }
     let run = models.path().join("nanval");
@@ -845,8 +1120,26 @@ fn an_fp16_run_whose_activations_overflow_ends_at_its_validation_with_exit_1_ins
     // The reported case: fp16 (allowed on the CPU for tests) at --lr 3, validation at step 10.
     let cmd = train_command(
         models.path(),
-        &["FR", "--train-sets", "lfw", "--valid-sets", "lfw.valid", "--max-steps", "30", "--valid-every", "10", "--lr", "3",
-          "--precision", "fp16", "--allow-cpu-fp16", "--checkpoint-every", "5", "--run-name", "o"],
+        &[
+            "FR",
+            "--train-sets",
+            "lfw",
+            "--valid-sets",
+            "lfw.valid",
+            "--max-steps",
+            "30",
+            "--valid-every",
+            "10",
+            "--lr",
+            "3",
+            "--precision",
+            "fp16",
+            "--allow-cpu-fp16",
+            "--checkpoint-every",
+            "5",
+            "--run-name",
+            "o",
+        ],
     );
     let out = output_within(cmd, 600);
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));

@@ -12,7 +12,12 @@ fn colin_powell(dir: &std::path::Path) -> DatasetPaths {
     let mut photos: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().path()).collect();
     photos.sort();
     for (i, p) in photos.iter().take(6).enumerate() {
-        let img = image::imageops::resize(&image::open(p).unwrap().to_rgb8(), 112, 112, image::imageops::FilterType::Triangle);
+        let img = image::imageops::resize(
+            &image::open(p).unwrap().to_rgb8(),
+            112,
+            112,
+            image::imageops::FilterType::Triangle,
+        );
         w.push(&Record {
             labels: Labels { class_id: Some(0), source: 0, gender: None, age: None },
             encoding: Encoding::Jpeg,
@@ -24,7 +29,8 @@ fn colin_powell(dir: &std::path::Path) -> DatasetPaths {
         })
         .unwrap();
     }
-    let labels = LabelMap { entries: vec![LabelEntry { class_id: 0, source: "lfw".into(), identity: "Colin_Powell".into() }] };
+    let labels =
+        LabelMap { entries: vec![LabelEntry { class_id: 0, source: "lfw".into(), identity: "Colin_Powell".into() }] };
     let source = SourceInfo { id: 0, name: "lfw".into(), class_offset: 0, classes: 1, records: 6 };
     let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(95), chroma: None, width: 112, height: 112 };
     w.finish(Manifest::new(1, vec![source], None, enc), &labels).unwrap();
@@ -62,7 +68,11 @@ fn verify_shard_cli_reports_corruption_with_exit_codes() {
 
 /// The exit status of `cmd` run by bash with `redirect` (closing stdout or stderr) appended.
 fn status_with(cmd: &std::process::Command, redirect: &str) -> String {
-    let line = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|a| format!("'{}'", a.to_string_lossy())).collect::<Vec<_>>().join(" ");
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
     let out = std::process::Command::new("bash").args(["-c", &format!("{line} {redirect}; echo $?")]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -32,7 +32,11 @@ pub fn build(dir: &Path, name: &str, encoding: Encoding, first_identity: usize) 
                 labels: Labels {
                     class_id: Some(class as u32),
                     source: 0,
-                    gender: if class % 3 == 2 { None } else { Some(if class % 3 == 0 { Gender::Male } else { Gender::Female }) },
+                    gender: if class % 3 == 2 {
+                        None
+                    } else {
+                        Some(if class % 3 == 0 { Gender::Male } else { Gender::Female })
+                    },
                     age: (class % 4 != 3).then_some(20 + class as u16),
                 },
                 encoding,
@@ -209,7 +213,8 @@ fn augmented(aug: Augment, workers: usize) -> Vec<(Vec<u8>, image::RgbImage, fac
 /// `size` x `size` bilinear samples of the window (`x`, `y`, `w`, `h`) of `img`, edges clamped.
 fn bilinear_window(img: &image::RgbImage, x: f64, y: f64, w: f64, h: f64, size: u32) -> Vec<u8> {
     let (iw, ih) = (img.width() as i64, img.height() as i64);
-    let px = |xx: i64, yy: i64, ch: usize| img.get_pixel(xx.clamp(0, iw - 1) as u32, yy.clamp(0, ih - 1) as u32)[ch] as f64;
+    let px =
+        |xx: i64, yy: i64, ch: usize| img.get_pixel(xx.clamp(0, iw - 1) as u32, yy.clamp(0, ih - 1) as u32)[ch] as f64;
     let mut out = Vec::with_capacity((size * size * 3) as usize);
     for oy in 0..size {
         let sy = y + (oy as f64 + 0.5) * h / size as f64 - 0.5;
@@ -253,7 +258,8 @@ fn colour_jitter_and_greyscale_follow_the_drawn_factors() {
     let (mut grey, mut colour) = (0, 0);
     for (got, reference, view) in augmented(aug, 3) {
         // torchvision's formulas, in floating point on the reference pixels.
-        let bright: Vec<f64> = reference.as_raw().iter().map(|&v| (v as f64 * view.brightness as f64).round().clamp(0.0, 255.0)).collect();
+        let bright: Vec<f64> =
+            reference.as_raw().iter().map(|&v| (v as f64 * view.brightness as f64).round().clamp(0.0, 255.0)).collect();
         let n = bright.len() / 3;
         let luma = |p: &[f64]| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
         let mean = bright.chunks_exact(3).map(luma).sum::<f64>() / n as f64;
@@ -280,7 +286,9 @@ fn colour_jitter_and_greyscale_follow_the_drawn_factors() {
 fn augmented_batches_do_not_depend_on_threads_and_change_with_the_epoch() {
     let ds = jpeg_set();
     let aug = Augment { flip: true, crop: 0.2, color_jitter: 0.3, grey: 0.2 };
-    let load = |workers, epoch| all(&Loader::new(vec![ds.clone()], LoaderConfig { augment: aug, ..cfg(7, workers) }).unwrap(), epoch, 0);
+    let load = |workers, epoch| {
+        all(&Loader::new(vec![ds.clone()], LoaderConfig { augment: aug, ..cfg(7, workers) }).unwrap(), epoch, 0)
+    };
     let reference = load(0, 3);
     assert_eq!(load(3, 3), reference);
     let unshuffled = |workers, epoch| {
@@ -290,7 +298,10 @@ fn augmented_batches_do_not_depend_on_threads_and_change_with_the_epoch() {
     // Same records in the same order, other epoch: other augmentations.
     let (a, b) = (unshuffled(2, 0), unshuffled(2, 1));
     assert_eq!(indices(&a), indices(&b));
-    assert_ne!(a.iter().map(|x| x.images.clone()).collect::<Vec<_>>(), b.iter().map(|x| x.images.clone()).collect::<Vec<_>>());
+    assert_ne!(
+        a.iter().map(|x| x.images.clone()).collect::<Vec<_>>(),
+        b.iter().map(|x| x.images.clone()).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -321,13 +332,24 @@ fn a_batch_holds_the_pixels_pillow_decodes() {
     }
     let script = "import sys, numpy as np; from PIL import Image\n\
                   for f in sys.argv[1:]: np.asarray(Image.open(f).convert('RGB')).tofile(f + '.rgb')";
-    let files: Vec<String> = records.iter().map(|i| dir.path().join(format!("{i}.jpg")).display().to_string()).collect();
-    let out = std::process::Command::new(facekit_testkit::venv_python()).arg("-c").arg(script).args(&files).output().unwrap();
+    let files: Vec<String> =
+        records.iter().map(|i| dir.path().join(format!("{i}.jpg")).display().to_string()).collect();
+    let out =
+        std::process::Command::new(facekit_testkit::venv_python()).arg("-c").arg(script).args(&files).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let batch = all(&Loader::new(vec![ds.clone()], LoaderConfig { shuffle: false, augment: Augment::NONE, ..cfg(60, 1) }).unwrap(), 0, 0).remove(0);
+    let batch = all(
+        &Loader::new(vec![ds.clone()], LoaderConfig { shuffle: false, augment: Augment::NONE, ..cfg(60, 1) }).unwrap(),
+        0,
+        0,
+    )
+    .remove(0);
     for (&i, f) in records.iter().zip(&files) {
         let pillow = std::fs::read(format!("{f}.rgb")).unwrap();
-        assert!(batch.image(i) == pillow.as_slice(), "record {i}: the loader's pixels differ from Pillow's by {} on average", mean_abs_diff(batch.image(i), &pillow));
+        assert!(
+            batch.image(i) == pillow.as_slice(),
+            "record {i}: the loader's pixels differ from Pillow's by {} on average",
+            mean_abs_diff(batch.image(i), &pillow)
+        );
     }
 }
 
@@ -341,7 +363,8 @@ fn png_raw_and_zstd_records_decode_to_their_exact_pixels() {
     let dir = tempfile::tempdir().unwrap();
     for (name, enc) in [("png", Encoding::Png), ("raw", Encoding::Raw), ("zst", Encoding::RawZstd)] {
         let ds = build(dir.path(), name, enc, 20);
-        let batches = all(&Loader::new(vec![ds.clone()], LoaderConfig { augment: Augment::NONE, ..cfg(9, 1) }).unwrap(), 0, 0);
+        let batches =
+            all(&Loader::new(vec![ds.clone()], LoaderConfig { augment: Augment::NONE, ..cfg(9, 1) }).unwrap(), 0, 0);
         for b in &batches {
             for i in 0..b.n {
                 let r = ds.get(b.indices[i] as usize).unwrap();
@@ -409,7 +432,13 @@ fn corrupt_record_stops_the_epoch_with_an_error_naming_shard_record_and_byte_off
     let mut it = Loader::new(vec![ds], cfg(8, 2)).unwrap().epoch(0, 0);
     let err = it.by_ref().find_map(|b| b.err()).expect("the corrupt record must fail the epoch");
     let msg = format!("{err:#}");
-    assert!(msg.contains(&shard_name) && msg.contains("record 2") && msg.contains(&format!("byte {offset}")) && msg.contains("CRC"), "{msg}");
+    assert!(
+        msg.contains(&shard_name)
+            && msg.contains("record 2")
+            && msg.contains(&format!("byte {offset}"))
+            && msg.contains("CRC"),
+        "{msg}"
+    );
     let Error::Record(r) = &err else { panic!("not a record error: {err:?}") };
     assert!(r.shard.ends_with(&shard_name) && (r.index, r.record, r.offset) == (bad, 2, offset), "{r:?}");
     assert!(matches!(&r.problem, Problem::Corrupt(reason) if reason.contains("CRC")), "{r:?}");
@@ -480,17 +509,33 @@ fn a_jpeg_cut_inside_its_scan_is_an_undecodable_record_not_a_grey_face() {
     // The classic disguise: a real photo's JPEG cut in the middle of its scan, an end-of-image
     // marker appended, stored with a valid CRC. A lenient decoder fills the rest with grey.
     let photo = facekit_testkit::shared_data().join("lfw100/Colin_Powell/Colin_Powell_0001.jpg");
-    let img = image::imageops::resize(&image::open(&photo).unwrap().into_rgb8(), SIDE, SIDE, image::imageops::FilterType::Triangle);
+    let img = image::imageops::resize(
+        &image::open(&photo).unwrap().into_rgb8(),
+        SIDE,
+        SIDE,
+        image::imageops::FilterType::Triangle,
+    );
     let whole = facekit_pack::encode::encode(&img, Encoding::Jpeg, 90).unwrap();
     let mut cut = whole[..whole.len() * 6 / 10].to_vec();
     cut.extend_from_slice(&[0xFF, 0xD9]);
-    assert!(image::load_from_memory(&cut).is_ok(), "the image crate's zune-jpeg (the loader's decoder before) takes it");
+    assert!(
+        image::load_from_memory(&cut).is_ok(),
+        "the image crate's zune-jpeg (the loader's decoder before) takes it"
+    );
     let dir = tempfile::tempdir().unwrap();
     let paths = DatasetPaths::new(dir.path().join("cut"));
     let mut w = DatasetWriter::create(paths.clone(), 1 << 20).unwrap();
     for (i, data) in [whole.clone(), cut, whole].into_iter().enumerate() {
         let labels = Labels { class_id: Some(0), ..Labels::default() };
-        let rec = Record { labels, encoding: Encoding::Jpeg, width: SIDE as u16, height: SIDE as u16, origin_sha256: [0; 16], path: format!("p/{i}.jpg"), data };
+        let rec = Record {
+            labels,
+            encoding: Encoding::Jpeg,
+            width: SIDE as u16,
+            height: SIDE as u16,
+            origin_sha256: [0; 16],
+            path: format!("p/{i}.jpg"),
+            data,
+        };
         w.push(&rec).unwrap();
     }
     let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(90), chroma: None, width: SIDE, height: SIDE };

@@ -4,9 +4,7 @@
 //! and drops what it has passed; batches live in slots the caller's allocator made once.
 
 use crate::loader::{all, cfg, copy_of_the_set, corrupted_copy, indices, jpeg_set};
-use facekit_data::{
-    Batch, Error, Fetch, HostMemory, Loader, LoaderConfig, Order, Pages, SlotAlloc, SlotMemory, Slot,
-};
+use facekit_data::{Batch, Error, Fetch, HostMemory, Loader, LoaderConfig, Order, Pages, Slot, SlotAlloc, SlotMemory};
 use facekit_shard::Dataset;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,7 +29,9 @@ fn the_quasi_random_ranks_are_disjoint_and_cover_the_epoch_for_1_2_3_and_5_ranks
     assert!(loader(with(QUASI, cfg(4, 1))).pages().pages().len() > 20, "the test set should span many pages");
     for world in [1, 2, 3, 5] {
         let shares: Vec<Vec<u64>> = (0..world)
-            .map(|rank| indices(&all(&loader(with(QUASI, LoaderConfig { rank, world_size: world, ..cfg(4, 1) })), 1, 0)))
+            .map(|rank| {
+                indices(&all(&loader(with(QUASI, LoaderConfig { rank, world_size: world, ..cfg(4, 1) })), 1, 0))
+            })
             .collect();
         assert!(shares.iter().all(|s| s.len() == shares[0].len()), "{world} ranks: shares differ in length");
         let union: BTreeSet<u64> = shares.iter().flatten().copied().collect();
@@ -125,7 +125,10 @@ fn skip_corrupt_counts_the_record_and_fills_the_batch_deterministically_under_bo
             let stats = it.stats().clone();
             assert_eq!(stats.corrupt_skipped, 1, "{order:?}");
             let r = &stats.corrupt[0].record;
-            assert!(r.shard.ends_with(&shard_name) && (r.index, r.record, r.offset) == (bad, 2, offset), "{order:?}: {r:?}");
+            assert!(
+                r.shard.ends_with(&shard_name) && (r.index, r.record, r.offset) == (bad, 2, offset),
+                "{order:?}: {r:?}"
+            );
             let seen = indices(&batches);
             assert_eq!(seen.len(), ds.len(), "{order:?}: batches must stay full");
             assert!(!seen.contains(&bad));
@@ -140,7 +143,11 @@ fn read_ahead_yields_the_batches_of_the_memory_map() {
     for order in [QUASI, Order::Global] {
         let shuffle = order != Order::Global;
         let mapped = all(&loader(with(order, LoaderConfig { shuffle, ..cfg(7, 2) })), 1, 0);
-        let ahead = all(&loader(with(order, LoaderConfig { shuffle, fetch: Fetch::ReadAhead { batches: 1 }, ..cfg(7, 2) })), 1, 0);
+        let ahead = all(
+            &loader(with(order, LoaderConfig { shuffle, fetch: Fetch::ReadAhead { batches: 1 }, ..cfg(7, 2) })),
+            1,
+            0,
+        );
         assert_eq!(ahead, mapped, "{order:?}");
     }
 }
@@ -174,12 +181,18 @@ fn read_ahead_drops_the_shards_it_has_passed_from_the_page_cache_where_the_memor
     let dir = tempfile::tempdir().unwrap();
     let ds = Arc::new(Dataset::open(copy_of_the_set(dir.path())).unwrap());
     let shards = ds.shards();
-    assert!(shards.len() >= 3 && shards[0].footer().index_offset > 4 * 4096, "the test needs several shards of several OS pages");
+    assert!(
+        shards.len() >= 3 && shards[0].footer().index_offset > 4 * 4096,
+        "the test needs several shards of several OS pages"
+    );
     let resident: Vec<f64> = shards.iter().map(resident_fraction).collect();
     let stored = LoaderConfig { shuffle: false, page_bytes: 8192, ..cfg(4, 2) };
     let mapped = Loader::new(vec![ds.clone()], stored.clone()).unwrap();
     assert_eq!(indices(&all(&mapped, 1, 0)).len(), ds.len());
-    assert!(shards.iter().all(|s| resident_fraction(s) > 0.9), "the memory map keeps what it read (before: {resident:?})");
+    assert!(
+        shards.iter().all(|s| resident_fraction(s) > 0.9),
+        "the memory map keeps what it read (before: {resident:?})"
+    );
 
     // Stored order: once the batches holding shard 0 are yielded, shard 0 is gone and the last
     // shard, not yet reached, is still there.
@@ -188,15 +201,22 @@ fn read_ahead_drops_the_shards_it_has_passed_from_the_page_cache_where_the_memor
     let past_shard0 = shards[0].len().div_ceil(4) + 1;
     let _first: Vec<Batch> = it.by_ref().take(past_shard0).collect::<facekit_data::Result<_>>().unwrap();
     let (first, last) = (resident_fraction(&shards[0]), resident_fraction(shards.last().unwrap()));
-    assert!(first < 0.1 && last > 0.9, "after shard 0: {first:.2} of it and {last:.2} of the last shard in the page cache");
+    assert!(
+        first < 0.1 && last > 0.9,
+        "after shard 0: {first:.2} of it and {last:.2} of the last shard in the page cache"
+    );
     drop(it);
 
     // The quasi-random order over a whole epoch passes every shard.
-    let quasi = Loader::new(vec![ds.clone()], LoaderConfig { fetch: Fetch::READ_AHEAD, ..with(QUASI, cfg(4, 2)) }).unwrap();
+    let quasi =
+        Loader::new(vec![ds.clone()], LoaderConfig { fetch: Fetch::READ_AHEAD, ..with(QUASI, cfg(4, 2)) }).unwrap();
     assert_eq!(indices(&all(&mapped, 2, 0)).len(), ds.len());
     assert_eq!(indices(&all(&quasi, 2, 0)).len(), ds.len());
     let left: Vec<f64> = shards.iter().map(resident_fraction).collect();
-    assert!(left.iter().all(|&f| f < 0.1), "read-ahead should drop every page it passed: {left:?} still in the page cache");
+    assert!(
+        left.iter().all(|&f| f < 0.1),
+        "read-ahead should drop every page it passed: {left:?} still in the page cache"
+    );
 }
 
 /// Host memory marked as this test's, counting what it hands out.
@@ -240,7 +260,11 @@ fn batches_live_in_slots_the_callers_allocator_made_once() {
             }
         }
     }
-    assert_eq!(alloc.0.load(Ordering::Relaxed), c.ring_slots(), "a consumer that drops each batch allocates nothing more");
+    assert_eq!(
+        alloc.0.load(Ordering::Relaxed),
+        c.ring_slots(),
+        "a consumer that drops each batch allocates nothing more"
+    );
     // A consumer that keeps a whole epoch is not blocked: the ring grows, and says so.
     let kept = all(&l, 0, 0);
     assert_eq!(kept, reference);

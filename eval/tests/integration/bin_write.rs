@@ -68,7 +68,10 @@ fn written_bin_reads_back_equal_through_facekits_reader() {
     let images = real_images();
     let issame = vec![true, false, true];
     write_verification_bin(&path, &images, &issame).unwrap();
-    assert_eq!(VerificationBin::read(&path).unwrap(), VerificationBin { images: images.clone(), issame: issame.clone() });
+    assert_eq!(
+        VerificationBin::read(&path).unwrap(),
+        VerificationBin { images: images.clone(), issame: issame.clone() }
+    );
     assert_eq!(std::fs::metadata(&path).unwrap().len(), pickled_len(&images, &issame));
     // No temporary file is left beside it.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -103,11 +106,16 @@ fn image_count_other_than_two_per_pair_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("odd.bin");
     let images = real_images();
-    for (imgs, issame) in [(&images[..5], vec![true, false, true]), (&images[..], vec![true, false]), (&images[..0], vec![])] {
+    for (imgs, issame) in
+        [(&images[..5], vec![true, false, true]), (&images[..], vec![true, false]), (&images[..0], vec![])]
+    {
         let err = write_verification_bin(&path, imgs, &issame).unwrap_err().to_string();
         assert!(err.contains("pair"), "{err}");
         assert!(!path.exists());
     }
-    assert!(write_verification_bin(&path, &[Vec::new(), images[0].clone()], &[true]).unwrap_err().to_string().contains("empty"));
+    assert!(write_verification_bin(&path, &[Vec::new(), images[0].clone()], &[true])
+        .unwrap_err()
+        .to_string()
+        .contains("empty"));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

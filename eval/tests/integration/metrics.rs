@@ -2,7 +2,6 @@
 //! re-implemented in numpy and scikit-learn's `roc_curve`, run in the project venv
 //! (`scripts/eval_reference.py`).
 
-
 use facekit_eval::allpairs::{all_pairs, AllPairsOptions};
 use facekit_eval::metrics::{self, RocPoint};
 use facekit_eval::npy::{self, Matrix};
@@ -104,8 +103,14 @@ fn check_kfold(n_pairs: usize) {
     let case = make_case(n_pairs);
     let reference = reference(&case, 10);
     let r = &reference["kfold"];
-    let dist: Vec<f64> =
-        (0..n_pairs).map(|k| metrics::squared_l2(&case.pairs[2 * k * DIM..(2 * k + 1) * DIM], &case.pairs[(2 * k + 1) * DIM..(2 * k + 2) * DIM])).collect();
+    let dist: Vec<f64> = (0..n_pairs)
+        .map(|k| {
+            metrics::squared_l2(
+                &case.pairs[2 * k * DIM..(2 * k + 1) * DIM],
+                &case.pairs[(2 * k + 1) * DIM..(2 * k + 2) * DIM],
+            )
+        })
+        .collect();
     let ours = metrics::kfold_verification(&dist, &case.issame, &metrics::insightface_thresholds(), 10).unwrap();
     assert_close(ours.accuracy_mean, f(&r["accuracy_mean"]), "mean accuracy");
     assert_close(ours.accuracy_std, f(&r["accuracy_std"]), "accuracy std");
@@ -212,6 +217,8 @@ fn nan_distances_in_the_kfold_protocol_are_an_error_not_pairs_called_different()
     metrics::kfold_verification(&dist, &case.issame, &metrics::insightface_thresholds(), 10).unwrap();
     // All-NaN embeddings once scored 0.5: every `dist < threshold` false, every pair "different".
     dist.iter_mut().for_each(|d| *d = f64::NAN);
-    let err = metrics::kfold_verification(&dist, &case.issame, &metrics::insightface_thresholds(), 10).unwrap_err().to_string();
+    let err = metrics::kfold_verification(&dist, &case.issame, &metrics::insightface_thresholds(), 10)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("pair 0 is NaN") && err.contains("200 of the 200 pairs"), "{err}");
 }

@@ -1,6 +1,5 @@
 //! LFW pairs files: both line forms, the official file, missing photos and people.
 
-
 use facekit_eval::pairs::{self, FaceRef, MissingPolicy, PairList, Presence, RecordFaces};
 
 #[test]
@@ -13,7 +12,10 @@ fn official_lfw_pairs_file_parses_into_ten_folds_of_both_forms() {
     let three = text.lines().skip(1).filter(|l| l.split_whitespace().count() == 3).count();
     assert_eq!(list.pairs.iter().filter(|p| p.same).count(), three);
     let first = &list.pairs[0];
-    assert_eq!((first.left.name.as_str(), first.left.number, first.right.number, first.same), ("Abel_Pacheco", 1, 4, true));
+    assert_eq!(
+        (first.left.name.as_str(), first.left.number, first.right.number, first.same),
+        ("Abel_Pacheco", 1, 4, true)
+    );
     assert_eq!(first.left.relative(), "Abel_Pacheco/Abel_Pacheco_0001.jpg");
     // Each fold is 300 same-person pairs, then 300 different-person pairs.
     assert!(list.pairs[..300].iter().all(|p| p.same) && list.pairs[300..600].iter().all(|p| !p.same));
@@ -60,7 +62,12 @@ fn skipped_pairs_are_counted_by_kind_and_the_rest_kept_in_order() {
 
 #[test]
 fn record_paths_answer_for_faces_whatever_their_source_prefix() {
-    let paths: [&[u8]; 4] = [b"lfw/Abel_Pacheco/Abel_Pacheco_0001.jpg", b"Bill_Gates/Bill_Gates_0003.jpg", b"src\\Zoe/Zoe_0002.jpg", b"flat.jpg"];
+    let paths: [&[u8]; 4] = [
+        b"lfw/Abel_Pacheco/Abel_Pacheco_0001.jpg",
+        b"Bill_Gates/Bill_Gates_0003.jpg",
+        b"src\\Zoe/Zoe_0002.jpg",
+        b"flat.jpg",
+    ];
     let found = RecordFaces::new(paths.iter().enumerate().map(|(i, p)| (i, *p)));
     let face = |name: &str, number| FaceRef { name: name.into(), number };
     assert_eq!(found.record(&face("Abel_Pacheco", 1)), Some(0));
@@ -75,13 +82,18 @@ fn record_paths_answer_for_faces_whatever_their_source_prefix() {
 fn unique_faces_lists_each_photo_once_in_order_of_first_use() {
     let list = PairList::parse("1\t1\nA\t1\t2\nB\t1\tA\t2\n").unwrap();
     let (faces, index) = pairs::unique_faces(&list.pairs);
-    assert_eq!(faces.iter().map(FaceRef::relative).collect::<Vec<_>>(), ["A/A_0001.jpg", "A/A_0002.jpg", "B/B_0001.jpg"]);
+    assert_eq!(
+        faces.iter().map(FaceRef::relative).collect::<Vec<_>>(),
+        ["A/A_0001.jpg", "A/A_0002.jpg", "B/B_0001.jpg"]
+    );
     assert_eq!(index, [(0, 1, true), (2, 1, false)]);
 }
 
 #[test]
 fn a_pair_naming_one_photo_twice_is_refused_with_its_line() {
-    for text in ["1\t2\nA\t1\t2\nA\t3\t3\nA\t1\tB\t2\nB\t1\tC\t2\n", "1\t2\nA\t1\t2\nB\t4\tC\t1\nA\t1\tB\t2\nA\t03\tA\t3\n"] {
+    for text in
+        ["1\t2\nA\t1\t2\nA\t3\t3\nA\t1\tB\t2\nB\t1\tC\t2\n", "1\t2\nA\t1\t2\nB\t4\tC\t1\nA\t1\tB\t2\nA\t03\tA\t3\n"]
+    {
         let err = format!("{:#}", PairList::parse(text).unwrap_err());
         let line = if text.contains("A\t3\t3") { "line 3" } else { "line 5" };
         assert!(err.contains(line) && err.contains("with itself"), "{err}");
@@ -130,7 +142,11 @@ fn leaving_out_a_pair_keeps_every_other_pair_in_its_own_fold() {
     }
     assert!(kept.kept.iter().all(|&i| usable[i]) && kept.kept.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(kept.describe().len(), 10);
-    assert!(kept.describe()[2].starts_with("fold 3: 3 of 600 left out (1 unusable, 2 to keep the folds equal), 597 kept"), "{:?}", kept.describe());
+    assert!(
+        kept.describe()[2].starts_with("fold 3: 3 of 600 left out (1 unusable, 2 to keep the folds equal), 597 kept"),
+        "{:?}",
+        kept.describe()
+    );
 
     // Nothing unusable: nothing left out.
     let all = pairs::keep_folds(&list, &vec![true; list.pairs.len()]);

@@ -1,6 +1,5 @@
 //! The verification `.bin` reader on files written by Python's own `pickle` from real LFW JPEGs.
 
-
 use facekit_eval::pickle::{parse_verification_bin, VerificationBin};
 use std::path::PathBuf;
 
@@ -120,7 +119,13 @@ fn numpy_bin(python: &std::path::Path, protocol: u8, array: &str) -> Vec<u8> {
         "import pickle, sys, json\nimport numpy as np\nbins = [open(p, 'rb').read() for p in json.loads(sys.argv[3])]\n\
          issame = [True, False, True]\nwith open(sys.argv[1], 'wb') as f:\n    pickle.dump((bins, {array}), f, protocol=int(sys.argv[2]))\n"
     );
-    let o = std::process::Command::new(python).args(["-c", &script]).arg(&out).arg(protocol.to_string()).arg(serde_json::to_string(&paths).unwrap()).output().unwrap();
+    let o = std::process::Command::new(python)
+        .args(["-c", &script])
+        .arg(&out)
+        .arg(protocol.to_string())
+        .arg(serde_json::to_string(&paths).unwrap())
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::read(&out).unwrap()
 }
@@ -140,7 +145,8 @@ fn a_numpy_bool_array_issame_as_insightface_writes_it_reads_back_exactly() {
         // pickle.HIGHEST_PROTOCOL) with `_frombuffer` over an in-band bytearray.
         for protocol in [2, 3, 4, 5] {
             let bin = numpy_bin(&py, protocol, "np.array(issame)");
-            let got = parse_verification_bin(&bin).unwrap_or_else(|e| panic!("{} protocol {protocol}: {e:#}", py.display()));
+            let got =
+                parse_verification_bin(&bin).unwrap_or_else(|e| panic!("{} protocol {protocol}: {e:#}", py.display()));
             assert_eq!(got, expected(), "{} protocol {protocol}", py.display());
         }
     }

@@ -155,7 +155,12 @@ pub fn rec_import(data: &[u8]) {
     let mut offsets: Vec<u64> = plan.entries.iter().map(|e| e.offset).collect();
     offsets.dedup();
     assert_eq!(offsets.len(), plan.entries.len(), "no record is imported twice");
-    let expect = Expect { width: 8, height: 8, classes: LabelLimit::Records(plan.entries.len() as u32), encoding: facekit_shard::Encoding::Png };
+    let expect = Expect {
+        width: 8,
+        height: 8,
+        classes: LabelLimit::Records(plan.entries.len() as u32),
+        encoding: facekit_shard::Encoding::Png,
+    };
     for e in plan.entries.iter().take(64) {
         let _ = import_one(&reader, *e, &expect, "fuzz.rec");
         let _ = reader.measure(e.offset, MAX_RECORD_BYTES);

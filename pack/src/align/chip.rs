@@ -34,10 +34,18 @@ impl DRect {
         self.top > self.bottom || self.left > self.right
     }
     fn width(&self) -> f64 {
-        if self.is_empty() { 0.0 } else { self.right - self.left + 1.0 }
+        if self.is_empty() {
+            0.0
+        } else {
+            self.right - self.left + 1.0
+        }
     }
     fn height(&self) -> f64 {
-        if self.is_empty() { 0.0 } else { self.bottom - self.top + 1.0 }
+        if self.is_empty() {
+            0.0
+        } else {
+            self.bottom - self.top + 1.0
+        }
     }
     fn area(&self) -> f64 {
         self.width() * self.height()
@@ -74,10 +82,18 @@ impl IRect {
         self.top > self.bottom || self.left > self.right
     }
     fn width(&self) -> i64 {
-        if self.is_empty() { 0 } else { self.right - self.left + 1 }
+        if self.is_empty() {
+            0
+        } else {
+            self.right - self.left + 1
+        }
     }
     fn height(&self) -> i64 {
-        if self.is_empty() { 0 } else { self.bottom - self.top + 1 }
+        if self.is_empty() {
+            0
+        } else {
+            self.bottom - self.top + 1
+        }
     }
     /// dlib's `drectangle -> rectangle` conversion rounds each edge with `floor(x + 0.5)`.
     fn from_drect(r: DRect) -> IRect {
@@ -144,14 +160,26 @@ struct View<'a> {
 
 impl<'a> View<'a> {
     fn whole(img: &'a RgbImage) -> View<'a> {
-        View { data: img.as_raw(), stride: img.width() as usize * 3, offset: 0, nr: i64::from(img.height()), nc: i64::from(img.width()) }
+        View {
+            data: img.as_raw(),
+            stride: img.width() as usize * 3,
+            offset: 0,
+            nr: i64::from(img.height()),
+            nc: i64::from(img.width()),
+        }
     }
     fn sub(img: &'a RgbImage, r: IRect) -> View<'a> {
         if r.is_empty() {
             return View { data: img.as_raw(), stride: 0, offset: 0, nr: 0, nc: 0 };
         }
         let stride = img.width() as usize * 3;
-        View { data: img.as_raw(), stride, offset: r.top as usize * stride + r.left as usize * 3, nr: r.height(), nc: r.width() }
+        View {
+            data: img.as_raw(),
+            stride,
+            offset: r.top as usize * stride + r.left as usize * 3,
+            nr: r.height(),
+            nc: r.width(),
+        }
     }
     #[inline]
     fn px(&self, r: i64, c: i64) -> &'a [u8] {
@@ -291,7 +319,8 @@ pub fn extract_chip(img: &RgbImage, d: &ChipDetails) -> RgbImage {
         right: rot.iter().map(|p| p[0]).fold(f64::NEG_INFINITY, f64::max),
         bottom: rot.iter().map(|p| p[1]).fold(f64::NEG_INFINITY, f64::max),
     };
-    let img_rect = DRect { left: 0.0, top: 0.0, right: f64::from(img.width()) - 1.0, bottom: f64::from(img.height()) - 1.0 };
+    let img_rect =
+        DRect { left: 0.0, top: 0.0, right: f64::from(img.width()) - 1.0, bottom: f64::from(img.height()) - 1.0 };
     let grown = DRect {
         left: (rot_rect.left - grow).max(img_rect.left),
         top: (rot_rect.top - grow).max(img_rect.top),
@@ -345,7 +374,13 @@ const FIXED_LIMIT: f64 = (1u64 << 30) as f64;
 /// bilinear value ([`warp_affine_exact`], which the tests hold it to).
 pub fn warp_affine(img: &RgbImage, chip_to_img: &Affine, w: u32, h: u32) -> RgbImage {
     let corners = [[0.0, 0.0], [f64::from(w), 0.0], [0.0, f64::from(h)], [f64::from(w), f64::from(h)]];
-    let reach = corners.iter().flat_map(|&p| chip_to_img.apply(p)).fold(0.0f64, |a, v| if v.is_nan() { f64::INFINITY } else { a.max(v.abs()) });
+    let reach = corners.iter().flat_map(|&p| chip_to_img.apply(p)).fold(0.0f64, |a, v| {
+        if v.is_nan() {
+            f64::INFINITY
+        } else {
+            a.max(v.abs())
+        }
+    });
     if !(reach < FIXED_LIMIT) {
         return warp_affine_exact(img, chip_to_img, w, h);
     }
@@ -399,7 +434,10 @@ fn blend1(src: &[u8], iw: usize, ih: usize, qx: i64, qy: i64, px: &mut [u8]) {
     // One bounds check for all 12 bytes instead of one per byte.
     let (top, bot) = src[i..i + stride + 6].split_at(stride);
     for ch in 0..3 {
-        let v = u32::from(top[ch]) * w_tl + u32::from(top[ch + 3]) * w_tr + u32::from(bot[ch]) * w_bl + u32::from(bot[ch + 3]) * w_br;
+        let v = u32::from(top[ch]) * w_tl
+            + u32::from(top[ch + 3]) * w_tr
+            + u32::from(bot[ch]) * w_bl
+            + u32::from(bot[ch + 3]) * w_br;
         // At most 255 * 2^20 + 2^19: fits u32, and the shifted result fits u8.
         px[ch] = ((v + HALF) >> (2 * WARP_BITS)) as u8;
     }
@@ -442,7 +480,8 @@ mod tests {
     #[test]
     fn identity_chip_is_a_plain_copy_with_zero_border() {
         let img = RgbImage::from_fn(10, 10, |x, y| image::Rgb([x as u8, y as u8, 7]));
-        let d = ChipDetails { rect: DRect { left: -2.0, top: 3.0, right: 5.0, bottom: 6.0 }, angle: 0.0, rows: 4, cols: 8 };
+        let d =
+            ChipDetails { rect: DRect { left: -2.0, top: 3.0, right: 5.0, bottom: 6.0 }, angle: 0.0, rows: 4, cols: 8 };
         let chip = extract_chip(&img, &d);
         assert_eq!(chip.get_pixel(0, 0).0, [0, 0, 0]);
         assert_eq!(chip.get_pixel(2, 0).0, [0, 3, 7]);
@@ -453,7 +492,8 @@ mod tests {
     fn fixed_point_warp_is_within_one_level_of_the_exact_warp() {
         // A busy image (every pixel different) under rotation, scale and a shift that puts part
         // of the chip outside the source.
-        let img = RgbImage::from_fn(97, 83, |x, y| image::Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, (x ^ y) as u8 * 2]));
+        let img =
+            RgbImage::from_fn(97, 83, |x, y| image::Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, (x ^ y) as u8 * 2]));
         let a = (0.4f64).sin_cos();
         let t = Affine { m: [[0.7 * a.1, -0.7 * a.0], [0.7 * a.0, 0.7 * a.1]], b: [-5.3, 12.7] };
         let fast = warp_affine(&img, &t, 120, 110);

@@ -113,13 +113,8 @@ const DLIB5_UNIT: [Point2; 5] = [
 ];
 
 /// insightface's `arcface_dst` for a 112x112 chip, in pixels.
-const ARCFACE5_112: [Point2; 5] = [
-    [38.2946, 51.6963],
-    [73.5318, 51.5014],
-    [56.0252, 71.7366],
-    [41.5493, 92.3655],
-    [70.7299, 92.2041],
-];
+const ARCFACE5_112: [Point2; 5] =
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]];
 
 impl Template {
     /// Name stored in manifests.
@@ -205,9 +200,15 @@ mod tests {
 
     #[test]
     fn eye_distance_uses_eye_centres_in_both_orders() {
-        let d = Landmarks5 { points: [[60.0, 10.0], [50.0, 10.0], [0.0, 10.0], [10.0, 10.0], [30.0, 30.0]], order: LandmarkOrder::Dlib5 };
+        let d = Landmarks5 {
+            points: [[60.0, 10.0], [50.0, 10.0], [0.0, 10.0], [10.0, 10.0], [30.0, 30.0]],
+            order: LandmarkOrder::Dlib5,
+        };
         assert!((d.eye_distance() - 50.0).abs() < 1e-12);
-        let i = Landmarks5 { points: [[5.0, 10.0], [55.0, 10.0], [30.0, 30.0], [0.0, 0.0], [0.0, 0.0]], order: LandmarkOrder::InsightFace };
+        let i = Landmarks5 {
+            points: [[5.0, 10.0], [55.0, 10.0], [30.0, 30.0], [0.0, 0.0], [0.0, 0.0]],
+            order: LandmarkOrder::InsightFace,
+        };
         assert!((i.eye_distance() - 50.0).abs() < 1e-12);
     }
 

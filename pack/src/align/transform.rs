@@ -16,10 +16,7 @@ impl Affine {
     /// Applies the map to a point (same operation order as dlib's `point_transform_affine`).
     #[inline]
     pub fn apply(&self, p: Point2) -> Point2 {
-        [
-            self.m[0][0] * p[0] + self.m[0][1] * p[1] + self.b[0],
-            self.m[1][0] * p[0] + self.m[1][1] * p[1] + self.b[1],
-        ]
+        [self.m[0][0] * p[0] + self.m[0][1] * p[1] + self.b[0], self.m[1][0] * p[0] + self.m[1][1] * p[1] + self.b[1]]
     }
 
     /// The inverse map, or `None` when the linear part is singular.
@@ -30,10 +27,7 @@ impl Affine {
             return None;
         }
         let im = [[d / det, -b / det], [-c / det, a / det]];
-        let ib = [
-            -(im[0][0] * self.b[0] + im[0][1] * self.b[1]),
-            -(im[1][0] * self.b[0] + im[1][1] * self.b[1]),
-        ];
+        let ib = [-(im[0][0] * self.b[0] + im[0][1] * self.b[1]), -(im[1][0] * self.b[0] + im[1][1] * self.b[1])];
         Some(Affine { m: im, b: ib })
     }
 
@@ -45,11 +39,7 @@ impl Affine {
             m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
                 + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
         };
-        let p = [
-            [from[0][0], from[0][1], 1.0],
-            [from[1][0], from[1][1], 1.0],
-            [from[2][0], from[2][1], 1.0],
-        ];
+        let p = [[from[0][0], from[0][1], 1.0], [from[1][0], from[1][1], 1.0], [from[2][0], from[2][1], 1.0]];
         let d = det3(p);
         if d == 0.0 || !d.is_finite() {
             return None;

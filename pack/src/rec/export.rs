@@ -118,7 +118,10 @@ fn write_export(ds: &Dataset, opts: &ExportOptions, out: &Path) -> Result<Writte
     }
     let rec_path = out.join("train.rec");
     let mut writer = RecWriter::create(&rec_path)?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.threads.max(1)).build().context("cannot start worker threads")?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.max(1))
+        .build()
+        .context("cannot start worker threads")?;
     let bar = facekit_io::progress::items(images, "records");
     if !opts.progress {
         facekit_io::progress::hide(&bar);
@@ -126,7 +129,8 @@ fn write_export(ds: &Dataset, opts: &ExportOptions, out: &Path) -> Result<Writte
     let mut key = 1u64;
     let mut ranges = Vec::with_capacity(classes as usize);
     let mut reencoded = 0u64;
-    let flat: Vec<(u32, u32)> = order.iter().enumerate().flat_map(|(c, v)| v.iter().map(move |&i| (c as u32, i))).collect();
+    let flat: Vec<(u32, u32)> =
+        order.iter().enumerate().flat_map(|(c, v)| v.iter().map(move |&i| (c as u32, i))).collect();
     for (c, v) in order.iter().enumerate() {
         ranges.push((c, key, key + v.len() as u64));
         key += v.len() as u64;
@@ -138,7 +142,9 @@ fn write_export(ds: &Dataset, opts: &ExportOptions, out: &Path) -> Result<Writte
                 .par_iter()
                 .map(|&(_, i)| {
                     let r = ds.record(i as usize)?;
-                    image_file_bytes(&r).with_context(|| format!("record {i} of {} ({})", opts.dataset, String::from_utf8_lossy(r.path)))
+                    image_file_bytes(&r).with_context(|| {
+                        format!("record {i} of {} ({})", opts.dataset, String::from_utf8_lossy(r.path))
+                    })
                 })
                 .collect()
         });
@@ -153,7 +159,10 @@ fn write_export(ds: &Dataset, opts: &ExportOptions, out: &Path) -> Result<Writte
     bar.finish_and_clear();
     let first_identity = next_key;
     for (c, first, end) in &ranges {
-        writer.write(first_identity + *c as u64, &insightface::identity_record(first_identity + *c as u64, *first, *end))?;
+        writer.write(
+            first_identity + *c as u64,
+            &insightface::identity_record(first_identity + *c as u64, *first, *end),
+        )?;
     }
     let end = first_identity + classes;
     writer.write(0, &insightface::header_record(first_identity, end))?;
@@ -175,7 +184,9 @@ pub fn image_file_bytes(r: &RecordView<'_>) -> Result<(Vec<u8>, bool)> {
     let pixels = match enc {
         Encoding::Jpeg | Encoding::Png => return Ok((r.payload.to_vec(), false)),
         Encoding::Raw => r.payload.to_vec(),
-        Encoding::RawZstd => zstd::bulk::decompress(r.payload, w as usize * h as usize * 3).context("damaged zstd payload")?,
+        Encoding::RawZstd => {
+            zstd::bulk::decompress(r.payload, w as usize * h as usize * 3).context("damaged zstd payload")?
+        }
     };
     let img = RgbImage::from_raw(w, h, pixels).context("raw payload does not match the record's size")?;
     Ok((encode(&img, Encoding::Png, 100)?, true))

@@ -154,7 +154,8 @@ pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
     if dest.committing() {
         dest.finish()?;
         let text = facekit_io::bounded::read(&main.report(), facekit_io::bounded::STATE)?;
-        let report = serde_json::from_slice(&text).with_context(|| format!("import report {} is damaged", main.report().display()))?;
+        let report = serde_json::from_slice(&text)
+            .with_context(|| format!("import report {} is damaged", main.report().display()))?;
         return Ok(ImportEnd::Done(Box::new(report)));
     }
     let paths = dest.work(0).clone();
@@ -173,9 +174,17 @@ pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
     }
     let resumed = resume_point(opts, &paths, &source)?;
     let (mut sink, consumed) = match resumed {
-        Some(p) if p.finished => return complete(&dest, &files, &plan, &expect, &p, started, 0, opts.threads).map(|r| ImportEnd::Done(Box::new(r))),
+        Some(p) if p.finished => {
+            return complete(&dest, &files, &plan, &expect, &p, started, 0, opts.threads)
+                .map(|r| ImportEnd::Done(Box::new(r)))
+        }
         Some(p) => {
-            eprintln!("facekit import: resuming after {} of {} records ({} shard(s) done)", p.consumed, source.entries, p.shards.len());
+            eprintln!(
+                "facekit import: resuming after {} of {} records ({} shard(s) done)",
+                p.consumed,
+                source.entries,
+                p.shards.len()
+            );
             let sink = Sink {
                 writer: DatasetWriter::resume(paths.clone(), opts.shard_size, p.shards)?,
                 rejects: RejectsLog::resume(&paths.rejects(), p.rejects_bytes)?,
@@ -258,7 +267,12 @@ pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
 ///
 /// The first readable image is looked for among all the records, however many damaged ones come
 /// first: damage at the start of a file must not cost the good records after it.
-fn expectations(reader: &RecReader, plan: &Plan, property: Option<&facekit_recordio::Property>, files: &RecFiles) -> Result<Expect> {
+fn expectations(
+    reader: &RecReader,
+    plan: &Plan,
+    property: Option<&facekit_recordio::Property>,
+    files: &RecFiles,
+) -> Result<Expect> {
     let first = plan.entries.iter().find_map(|e| {
         let frame = reader.read_at(e.offset, MAX_RECORD_BYTES).ok()?;
         let u = facekit_recordio::unpack(&frame.payload).ok()?;
@@ -271,12 +285,24 @@ fn expectations(reader: &RecReader, plan: &Plan, property: Option<&facekit_recor
         Some((img.width(), img.height(), encoding))
     });
     let Some((width, height, encoding)) = first else {
-        bail!("none of the {} image records of {} is a readable JPEG or PNG image: nothing to import", plan.entries.len(), files.rec.display())
+        bail!(
+            "none of the {} image records of {} is a readable JPEG or PNG image: nothing to import",
+            plan.entries.len(),
+            files.rec.display()
+        )
     };
     let records = u32::try_from(plan.entries.len()).unwrap_or(u32::MAX).min(super::record::MAX_LABEL);
-    let Some(p) = property else { return Ok(Expect { width, height, classes: LabelLimit::Records(records), encoding }) };
+    let Some(p) = property else {
+        return Ok(Expect { width, height, classes: LabelLimit::Records(records), encoding });
+    };
     let name = files.property.as_ref().map_or(String::new(), |p| p.display().to_string());
-    if p.classes == 0 || p.classes > u64::from(super::record::MAX_LABEL) || p.width == 0 || p.height == 0 || p.width > u32::from(u16::MAX) || p.height > u32::from(u16::MAX) {
+    if p.classes == 0
+        || p.classes > u64::from(super::record::MAX_LABEL)
+        || p.width == 0
+        || p.height == 0
+        || p.width > u32::from(u16::MAX)
+        || p.height > u32::from(u16::MAX)
+    {
         bail!("property file {name} describes no usable dataset ({} classes, {}x{})", p.classes, p.width, p.height);
     }
     if p.classes > plan.entries.len() as u64 {
@@ -296,7 +322,8 @@ fn expectations(reader: &RecReader, plan: &Plan, property: Option<&facekit_recor
 
 fn source_of(files: &RecFiles, plan: &Plan, shard_size: u64) -> Result<Source> {
     let meta = std::fs::metadata(&files.rec).with_context(|| format!("cannot read {}", files.rec.display()))?;
-    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    let mtime =
+        meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
     Ok(Source {
         rec: files.rec.canonicalize().unwrap_or_else(|_| files.rec.clone()).display().to_string(),
         rec_bytes: meta.len(),
@@ -331,7 +358,10 @@ fn resume_point(opts: &ImportOptions, paths: &DatasetPaths, now: &Source) -> Res
     }
     let progress = paths.progress();
     if !progress.is_file() {
-        eprintln!("facekit import: nothing to resume ({} does not exist); importing from the start", progress.display());
+        eprintln!(
+            "facekit import: nothing to resume ({} does not exist); importing from the start",
+            progress.display()
+        );
         return Ok(None);
     }
     let p = Progress::read_for(&progress, now)?;
@@ -432,13 +462,28 @@ fn encoding_name(e: Encoding) -> &'static str {
 /// list under its final name, the report, then [`Destination::finish`] (the progress file's
 /// removal, or the replacement of a finished dataset).
 #[allow(clippy::too_many_arguments)]
-fn complete(dest: &Destination, files: &RecFiles, plan: &Plan, expect: &Expect, p: &Progress, started: Instant, processed: u64, threads: usize) -> Result<ImportReport> {
+fn complete(
+    dest: &Destination,
+    files: &RecFiles,
+    plan: &Plan,
+    expect: &Expect,
+    p: &Progress,
+    started: Instant,
+    processed: u64,
+    threads: usize,
+) -> Result<ImportReport> {
     let paths = dest.work(0);
     let c = &p.counters;
     let classes = expect.classes.property().unwrap_or_else(|| c.max_class.map_or(0, |m| m + 1));
     let rec = p.source.rec.clone();
     if c.imported > 0 {
-        let encoding = EncodingInfo { format: expect.encoding, quality: None, chroma: None, width: expect.width, height: expect.height };
+        let encoding = EncodingInfo {
+            format: expect.encoding,
+            quality: None,
+            chroma: None,
+            width: expect.width,
+            height: expect.height,
+        };
         let sources = vec![SourceInfo { id: 0, name: rec.clone(), class_offset: 0, classes, records: c.imported }];
         let mut manifest = Manifest::new(classes, sources, Some(prealigned(expect)), encoding);
         manifest.origin = Some(OriginInfo {
@@ -451,7 +496,11 @@ fn complete(dest: &Destination, files: &RecFiles, plan: &Plan, expect: &Expect, 
         // Class ids are the file's own labels, so every label keeps its number (unused numbers
         // of a sparse range are listed too, with no records).
         let name = files.rec.display().to_string();
-        let labels = LabelMap { entries: (0..classes).map(|k| LabelEntry { class_id: k, source: name.clone(), identity: k.to_string() }).collect() };
+        let labels = LabelMap {
+            entries: (0..classes)
+                .map(|k| LabelEntry { class_id: k, source: name.clone(), identity: k.to_string() })
+                .collect(),
+        };
         let done = Manifest::read(&paths.manifest()).is_ok_and(|m| m.shards == p.shards) && paths.labels().is_file();
         if !done {
             DatasetWriter::completed(paths.clone(), p.source.shard_size, p.shards.clone()).finish(manifest, &labels)?;

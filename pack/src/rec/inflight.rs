@@ -128,7 +128,8 @@ pub fn run(
                 .spawn_scoped(s, move || {
                     while let Some((k, cost)) = take(reader, entries, next, budget, stop) {
                         // A panic must not leave a gap the writer waits on forever.
-                        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(entries[k]))).map_err(|_| ());
+                        let outcome =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(entries[k]))).map_err(|_| ());
                         if tx.send((k, outcome, cost)).is_err() {
                             break;
                         }
@@ -147,7 +148,13 @@ pub fn run(
 /// The next entry for a worker, with the bytes reserved for it; `None` when there is none, a
 /// stop was asked for or the writer gave up. Measuring and reserving happen under one lock, so
 /// entries reserve in file order.
-fn take(reader: &RecReader, entries: &[Entry], next: &Mutex<usize>, budget: &Budget, stop: &StopFlag) -> Option<(usize, u64)> {
+fn take(
+    reader: &RecReader,
+    entries: &[Entry],
+    next: &Mutex<usize>,
+    budget: &Budget,
+    stop: &StopFlag,
+) -> Option<(usize, u64)> {
     let mut n = next.lock().expect("dispenser lock");
     if *n >= entries.len() || stop.is_set() || budget.is_closed() {
         return None;

@@ -1,8 +1,8 @@
 //! Finding what `facekit import rec PATH` reads: the `.rec`, its `.idx` and `property`, and the
 //! list of records to import, in the order they will be written.
 
-use anyhow::{bail, Context, Result};
 use crate::reason::RejectReason;
+use anyhow::{bail, Context, Result};
 use facekit_recordio::index::Replaced;
 use facekit_recordio::{Index, Layout, Property, RecReader};
 use std::path::{Path, PathBuf};
@@ -39,7 +39,9 @@ impl RecFiles {
                 recs.sort();
                 match recs.len() {
                     1 => recs.remove(0),
-                    0 => bail!("{} holds no .rec file (expected train.rec, as insightface folders have)", path.display()),
+                    0 => {
+                        bail!("{} holds no .rec file (expected train.rec, as insightface folders have)", path.display())
+                    }
                     n => bail!("{} holds {n} .rec files and no train.rec: name the one to import", path.display()),
                 }
             }
@@ -168,7 +170,9 @@ impl Plan {
                     }
                     _ => entries.push(Entry { key: None, offset: f.offset }),
                 },
-                Err(e) => skipped.push(Skipped { offset: e.offset(), reason: RejectReason::BadRecord, detail: e.to_string() }),
+                Err(e) => {
+                    skipped.push(Skipped { offset: e.offset(), reason: RejectReason::BadRecord, detail: e.to_string() })
+                }
             }
         }
         let layout = match &record0 {
@@ -189,7 +193,10 @@ enum Role<'a> {
     Layout,
     /// Outside both of insightface's ranges: insightface's own reader, which takes keys
     /// `1..header.label[0]`, never reads it.
-    Outside { images: &'a std::ops::Range<u64>, identities: &'a std::ops::Range<u64> },
+    Outside {
+        images: &'a std::ops::Range<u64>,
+        identities: &'a std::ops::Range<u64>,
+    },
 }
 
 fn role(layout: &Layout, key: u64) -> Role<'_> {

@@ -57,7 +57,8 @@ impl Progress {
 
     /// Reads a progress file and checks that its numbers agree with each other and with `now`.
     pub fn read_for(path: &Path, now: &Source) -> Result<Self> {
-        let text = facekit_io::bounded::read(path, facekit_io::bounded::STATE).context("cannot read the progress file")?;
+        let text =
+            facekit_io::bounded::read(path, facekit_io::bounded::STATE).context("cannot read the progress file")?;
         let p: Progress = serde_json::from_slice(&text)
             .with_context(|| format!("progress file {} is damaged; import again without --resume", path.display()))?;
         if p.format != IMPORT_PROGRESS_FORMAT {
@@ -71,7 +72,11 @@ impl Progress {
         }
         let c = &p.counters;
         let in_shards: u64 = p.shards.iter().map(|s| s.records).sum();
-        if p.consumed > p.source.entries || c.imported + c.rejected != p.consumed || in_shards != c.imported || (p.finished && p.consumed != p.source.entries) {
+        if p.consumed > p.source.entries
+            || c.imported + c.rejected != p.consumed
+            || in_shards != c.imported
+            || (p.finished && p.consumed != p.source.entries)
+        {
             bail!(
                 "progress file {} cannot be trusted (its counts disagree: {} consumed of {}, {} imported, {} rejected, {} in shards); import again without --resume",
                 path.display(),

@@ -88,7 +88,9 @@ pub fn import_one(reader: &RecReader, entry: Entry, expect: &Expect, rec_name: &
     let encoding = match sniff_format(u.image) {
         Some(ImageFormat::Jpeg) => Encoding::Jpeg,
         Some(ImageFormat::Png) => Encoding::Png,
-        _ if u.image.is_empty() => return Outcome::Rejected(RejectReason::Empty, at("the record holds no image".into())),
+        _ if u.image.is_empty() => {
+            return Outcome::Rejected(RejectReason::Empty, at("the record holds no image".into()))
+        }
         other => {
             // Decodable or not, a shard stores JPEG or PNG as they are; say which it was.
             let what = match (other, decode_image(u.image)) {
@@ -96,7 +98,10 @@ pub fn import_one(reader: &RecReader, entry: Entry, expect: &Expect, rec_name: &
                 (Some(f), Ok(_)) => format!("{f:?}"),
                 (None, Ok(_)) => "an unrecognised format".into(),
             };
-            return Outcome::Rejected(RejectReason::Unsupported, at(format!("{what} images cannot be stored as they are (JPEG and PNG can)")));
+            return Outcome::Rejected(
+                RejectReason::Unsupported,
+                at(format!("{what} images cannot be stored as they are (JPEG and PNG can)")),
+            );
         }
     };
     if encoding != expect.encoding {
@@ -142,7 +147,9 @@ pub fn check_label(label: f32, classes: LabelLimit) -> Result<u32, String> {
     }
     let class = label as u32;
     match classes {
-        LabelLimit::Property(n) if class >= n => Err(format!("label {class} is not below the {n} classes of the property file")),
+        LabelLimit::Property(n) if class >= n => {
+            Err(format!("label {class} is not below the {n} classes of the property file"))
+        }
         LabelLimit::Records(n) if class >= n => Err(format!(
             "label {class} is not below the {n} image records of the file: a dataset has at most one class per record, \
              so a label this large is damage (it would make {} classes, nearly all without a record)",

@@ -1,6 +1,5 @@
 //! Face detection policy on real photos: no face, too small, several faces, CNN detector.
 
-
 use facekit_pack::align::{AlignError, ChipSpec, DetectorKind, FaceAligner};
 use facekit_pack::photo::read_image;
 

@@ -5,7 +5,6 @@
 //! compare pixels, and we compare our own detector + predictor landmarks with Python's.
 //! Both sides read the same lossless PNG so JPEG decoder differences do not enter.
 
-
 use std::path::PathBuf;
 
 use facekit_pack::align::{align_dlib5, dlib5_chip_details, ChipSpec, DetectorKind, FaceAligner};

@@ -5,7 +5,6 @@
 //! measured from the output pixels, so a wrong transform, a transposed axis, a half-pixel
 //! convention error or a swapped landmark order all fail here.
 
-
 use facekit_pack::align::{align_arcface5, align_dlib5, ChipSpec, Similarity, Template};
 use facekit_pack::photo::read_image;
 use image::{Rgb, RgbImage};
@@ -51,7 +50,8 @@ fn find_marker(chip: &RgbImage, colour: [u8; 3], near: [f64; 2]) -> Option<[f64;
 
 fn assert_markers_on_template(chip: &RgbImage, template: &[[f64; 2]; 5], tol: f64, what: &str) {
     for (i, (t, c)) in template.iter().zip(COLOURS).enumerate() {
-        let found = find_marker(chip, c, *t).unwrap_or_else(|| panic!("{what}: marker {i} not near template point {t:?}"));
+        let found =
+            find_marker(chip, c, *t).unwrap_or_else(|| panic!("{what}: marker {i} not near template point {t:?}"));
         let err = (found[0] - t[0]).hypot(found[1] - t[1]);
         assert!(err < tol, "{what}: landmark {i} landed at {found:?}, template {t:?} (error {err:.2} px)");
     }
@@ -128,10 +128,13 @@ fn swapped_eye_order_is_visible_as_a_mirrored_fit() {
     swapped.swap(3, 4);
     let bad = Similarity::fit(&swapped, &template);
     let residual = |s: &Similarity, pts: &[[f64; 2]; 5]| -> f64 {
-        pts.iter().zip(&template).map(|(p, t)| {
-            let q = s.apply(*p);
-            (q[0] - t[0]).hypot(q[1] - t[1])
-        }).sum()
+        pts.iter()
+            .zip(&template)
+            .map(|(p, t)| {
+                let q = s.apply(*p);
+                (q[0] - t[0]).hypot(q[1] - t[1])
+            })
+            .sum()
     };
     assert!(residual(&bad, &swapped) > 5.0 * residual(&good, &GUL_INSIGHTFACE));
 }

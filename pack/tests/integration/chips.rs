@@ -32,7 +32,8 @@ fn datasets_whose_alignment_cannot_be_reproduced_are_refused_with_the_reason() {
     let enc = jpeg(112);
     assert!(refusal(None, &enc).contains("records no alignment"));
     let mut landmarks = dlib_alignment(spec);
-    (landmarks.method, landmarks.detector, landmarks.template) = ("arcface5-similarity-warp".into(), "landmarks-file".into(), "arcface5".into());
+    (landmarks.method, landmarks.detector, landmarks.template) =
+        ("arcface5-similarity-warp".into(), "landmarks-file".into(), "arcface5".into());
     assert!(refusal(Some(&landmarks), &enc).contains("--landmarks file"));
     let mut other = dlib_alignment(spec);
     other.method = "mtcnn-similarity".into();
@@ -114,7 +115,10 @@ mod with_dlib {
         let files = photos(&t.path().join("photos"));
         let ds = pack(&t.path().join("photos"), &t.path().join("out/ds"), Encoding::Jpeg);
         let r = recipe(&ds);
-        assert_eq!((r.spec, r.encoding, r.quality, r.chroma, r.same_bytes_as_records), (ChipSpec { size: 96, padding: 0.3 }, Encoding::Jpeg, 87, Chroma::S444, true));
+        assert_eq!(
+            (r.spec, r.encoding, r.quality, r.chroma, r.same_bytes_as_records),
+            (ChipSpec { size: 96, padding: 0.3 }, Encoding::Jpeg, 87, Chroma::S444, true)
+        );
         let maker = ChipMaker::new(&r, Some(&facekit_testkit::models_dir())).unwrap();
         let chips = make_chips(&r, Some(&facekit_testkit::models_dir()), &files, 2, false).unwrap();
         assert_eq!(ds.len(), files.len(), "every test photo has a face");
@@ -139,7 +143,9 @@ mod with_dlib {
             let rec = ds.record(i).unwrap();
             let rel = std::str::from_utf8(rec.path).unwrap();
             let Some(k) = files[..4].iter().position(|f| f.ends_with(rel)) else { continue };
-            let png = image::load_from_memory_with_format(chips[k].as_ref().unwrap(), image::ImageFormat::Png).unwrap().into_rgb8();
+            let png = image::load_from_memory_with_format(chips[k].as_ref().unwrap(), image::ImageFormat::Png)
+                .unwrap()
+                .into_rgb8();
             let raw = zstd::bulk::decompress(rec.payload, 96 * 96 * 3).unwrap();
             assert_eq!((png.width(), png.height()), (96, 96));
             assert!(png.as_raw() == &raw, "{rel}: PNG chip pixels differ from the raw record");
@@ -156,7 +162,8 @@ mod with_dlib {
         std::fs::write(&junk, b"not a photo at all").unwrap();
         let dogs = facekit_testkit::shared_data().join("dlib_faces/dogs.jpg");
         let missing = t.path().join("missing.jpg");
-        let out = make_chips(&r, Some(&facekit_testkit::models_dir()), &[junk, dogs.clone(), missing], 2, false).unwrap();
+        let out =
+            make_chips(&r, Some(&facekit_testkit::models_dir()), &[junk, dogs.clone(), missing], 2, false).unwrap();
         assert_eq!(out[0].as_ref().unwrap_err().reason, RejectReason::NotAnImage);
         if dogs.is_file() {
             assert_eq!(out[1].as_ref().unwrap_err().reason, RejectReason::NoFace);

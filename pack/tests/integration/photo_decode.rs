@@ -1,6 +1,5 @@
 //! Decoding untrusted files: real photos in every format we meet, and the ways files go bad.
 
-
 use std::io::Cursor;
 
 use facekit_pack::photo::{decode_image, read_image, ImageError};
@@ -72,7 +71,8 @@ fn yale_gif_without_extension_decodes_to_grey_rgb() {
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     // Names like `subject01.happy`: the part after the dot says nothing about the format.
-    let f = files.iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with("subject")).expect("a yale file");
+    let f =
+        files.iter().find(|p| p.file_name().unwrap().to_string_lossy().starts_with("subject")).expect("a yale file");
     let img = read_image(f).unwrap();
     assert_eq!(img.dimensions(), (320, 243));
     assert!(img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]));
@@ -155,7 +155,13 @@ fn rgba_png_is_composited_on_black() {
     let half = photo.width() / 2;
     let rgba = image::RgbaImage::from_fn(photo.width(), photo.height(), |x, y| {
         let p = photo.get_pixel(x, y);
-        let a = if x < half { 255 } else if x == half { 128 } else { 0 };
+        let a = if x < half {
+            255
+        } else if x == half {
+            128
+        } else {
+            0
+        };
         image::Rgba([p[0], p[1], p[2], a])
     });
     let out = decode_image(&encode_png(&rgba)).unwrap();
@@ -189,7 +195,12 @@ im.convert("RGB").save(out + "/pillow.png")
 im.convert("L").save(out + "/grey.jpg", quality=90)
 im.convert("CMYK").save(out + "/cmyk.jpg", quality=90)
 "#;
-    let status = std::process::Command::new(facekit_testkit::venv_python()).args(["-c", script]).arg(jpeg).arg(dir).status().unwrap();
+    let status = std::process::Command::new(facekit_testkit::venv_python())
+        .args(["-c", script])
+        .arg(jpeg)
+        .arg(dir)
+        .status()
+        .unwrap();
     assert!(status.success(), "Pillow helper failed");
 }
 
@@ -213,6 +224,7 @@ fn jpeg_pixels_are_pillows_and_grey_and_cmyk_jpegs_decode() {
     // must still resemble the photo (not inverted, not black).
     let cmyk = read_image(&dir.path().join("cmyk.jpg")).unwrap();
     assert_eq!(cmyk.dimensions(), ours.dimensions());
-    let mad: f64 = cmyk.as_raw().iter().zip(ours.as_raw()).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>() / ours.as_raw().len() as f64;
+    let mad: f64 = cmyk.as_raw().iter().zip(ours.as_raw()).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>()
+        / ours.as_raw().len() as f64;
     assert!(mad < 20.0, "CMYK JPEG decodes {mad:.1} levels away from the photo on average");
 }

@@ -3,10 +3,10 @@
 //! workers' memory bounded by the bytes of the records in flight, whatever their number.
 
 use facekit_io::StopFlag;
-use facekit_pack::RejectReason;
 use facekit_pack::rec::inflight;
 use facekit_pack::rec::input::{Entry, Plan};
 use facekit_pack::rec::record::Outcome;
+use facekit_pack::RejectReason;
 use facekit_recordio::insightface::{header_record, identity_record, image_record};
 use facekit_recordio::writer::encode_record;
 use facekit_recordio::{IdxEntry, Index, RecReader};
@@ -43,9 +43,20 @@ fn an_index_naming_a_key_or_a_record_twice_imports_each_record_once_and_lists_th
     ];
     let plan = Plan::from_index(Index::new(lines), "train.idx", &reader);
     let keys: Vec<(Option<u64>, u64)> = plan.entries.iter().map(|e| (e.key, e.offset)).collect();
-    assert_eq!(keys, [(Some(0), at[0]), (Some(1), at[1]), (Some(2), at[2]), (Some(3), at[3])], "each record once, in file order");
+    assert_eq!(
+        keys,
+        [(Some(0), at[0]), (Some(1), at[1]), (Some(2), at[2]), (Some(3), at[3])],
+        "each record once, in file order"
+    );
     let listed: Vec<(u64, RejectReason)> = plan.skipped.iter().map(|s| (s.offset, s.reason)).collect();
-    assert_eq!(listed, [(at[0], RejectReason::RepeatedEntry), (at[1], RejectReason::RepeatedEntry), (at[2], RejectReason::RepeatedEntry)]);
+    assert_eq!(
+        listed,
+        [
+            (at[0], RejectReason::RepeatedEntry),
+            (at[1], RejectReason::RepeatedEntry),
+            (at[2], RejectReason::RepeatedEntry)
+        ]
+    );
     let details: Vec<&str> = plan.skipped.iter().map(|s| s.detail.as_str()).collect();
     assert!(details[0].contains("key 0: line 1 of train.idx") && details[0].contains("line 7"), "{details:?}");
     assert!(details[1].contains("key 1: line 2 of train.idx") && details[1].contains("line 4"), "{details:?}");
@@ -55,7 +66,13 @@ fn an_index_naming_a_key_or_a_record_twice_imports_each_record_once_and_lists_th
 #[test]
 fn keys_outside_insightfaces_ranges_are_listed_not_counted_as_layout() {
     // Images at keys 1..3, identities at 3..4, record 0: and key 9, which arcface_torch never reads.
-    let payloads = vec![header_record(3, 4), image_record(1, 0.0, b"a"), image_record(2, 0.0, b"b"), identity_record(3, 1, 3), image_record(9, 0.0, b"c")];
+    let payloads = vec![
+        header_record(3, 4),
+        image_record(1, 0.0, b"a"),
+        image_record(2, 0.0, b"b"),
+        identity_record(3, 1, 3),
+        image_record(9, 0.0, b"c"),
+    ];
     let (reader, at) = rec(&payloads);
     let lines = (0..5).map(|i| entry([0, 1, 2, 3, 9][i], at[i])).collect();
     let plan = Plan::from_index(Index::new(lines), "train.idx", &reader);
@@ -103,7 +120,11 @@ fn the_bytes_in_flight_stay_within_the_budget_however_many_records_there_are() {
     )
     .unwrap();
     assert!(done);
-    assert_eq!(*order.lock().unwrap(), entries.iter().map(|e| e.offset).collect::<Vec<_>>(), "outcomes leave in file order");
+    assert_eq!(
+        *order.lock().unwrap(),
+        entries.iter().map(|e| e.offset).collect::<Vec<_>>(),
+        "outcomes leave in file order"
+    );
     let most = most.load(Ordering::SeqCst);
     assert!(most <= budget, "{most} bytes held at once with a budget of {budget}");
     assert!(most >= 4 << 20);
@@ -114,16 +135,30 @@ fn a_writer_that_stops_or_fails_and_a_panicking_worker_never_leave_a_thread_wait
     let (reader, entries) = big_records(30, 1 << 20);
     let budget = 3 << 20;
     let mut seen = 0;
-    let done = inflight::run(&reader, &entries, 3, budget, &StopFlag::new(), |_| Outcome::Rejected(RejectReason::BadRecord, String::new()), |_, _| {
-        seen += 1;
-        Ok(seen < 5)
-    })
+    let done = inflight::run(
+        &reader,
+        &entries,
+        3,
+        budget,
+        &StopFlag::new(),
+        |_| Outcome::Rejected(RejectReason::BadRecord, String::new()),
+        |_, _| {
+            seen += 1;
+            Ok(seen < 5)
+        },
+    )
     .unwrap();
     assert!(!done);
     assert_eq!(seen, 5);
-    let err = inflight::run(&reader, &entries, 3, budget, &StopFlag::new(), |_| Outcome::Rejected(RejectReason::BadRecord, String::new()), |_, _| {
-        anyhow::bail!("disk full")
-    })
+    let err = inflight::run(
+        &reader,
+        &entries,
+        3,
+        budget,
+        &StopFlag::new(),
+        |_| Outcome::Rejected(RejectReason::BadRecord, String::new()),
+        |_, _| anyhow::bail!("disk full"),
+    )
     .unwrap_err();
     assert!(err.to_string().contains("disk full"));
     let err = inflight::run(

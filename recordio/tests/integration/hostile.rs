@@ -113,7 +113,8 @@ fn a_length_near_2_pow_29_on_a_tiny_file_is_refused_without_allocating_it() {
 
 #[test]
 fn continuation_parts_out_of_order_are_refused() {
-    let part = |cflag, data: &[u8]| [&MAGIC_BYTES[..], &encode_lrec(cflag, data.len() as u32).to_le_bytes(), data].concat();
+    let part =
+        |cflag, data: &[u8]| [&MAGIC_BYTES[..], &encode_lrec(cflag, data.len() as u32).to_le_bytes(), data].concat();
     for (file, at) in [
         (part(CFLAG_MIDDLE, b"abcd"), 0),
         (part(CFLAG_END, b"abcd"), 0),
@@ -138,7 +139,8 @@ fn a_continuation_flag_of_4_to_7_is_damage_not_a_whole_record() {
     for cflag in 4..8u32 {
         let mut bad = file.clone();
         let at = offsets[1] as usize;
-        let (_, length) = facekit_recordio::frame::decode_lrec(u32::from_le_bytes(bad[at + 4..at + 8].try_into().unwrap()));
+        let (_, length) =
+            facekit_recordio::frame::decode_lrec(u32::from_le_bytes(bad[at + 4..at + 8].try_into().unwrap()));
         bad[at + 4..at + 8].copy_from_slice(&((cflag << 29) | length).to_le_bytes());
         let reader = RecReader::from_bytes(bad);
         let err = reader.read_at(offsets[1], 1 << 20).unwrap_err();
@@ -149,7 +151,10 @@ fn a_continuation_flag_of_4_to_7_is_damage_not_a_whole_record() {
         assert_eq!(reader.read_at(offsets[2], 1 << 20).unwrap().payload, image);
         let items: Vec<_> = reader.scan(1 << 20).collect();
         assert_eq!(items.iter().filter(|i| i.is_ok()).count(), 2, "cflag {cflag}");
-        assert_eq!(items.iter().filter_map(|i| i.as_ref().err()).map(FrameError::offset).collect::<Vec<_>>(), [offsets[1]]);
+        assert_eq!(
+            items.iter().filter_map(|i| i.as_ref().err()).map(FrameError::offset).collect::<Vec<_>>(),
+            [offsets[1]]
+        );
     }
 }
 
@@ -159,7 +164,8 @@ fn a_key_listed_twice_is_read_once_at_its_last_line_as_mxnet_reads_it() {
     let lines = vec![entry(0, 0), entry(1, 36), entry(2, 72), entry(1, 108), entry(3, 144), entry(1, 36)];
     let index = facekit_recordio::Index::new(lines);
     assert_eq!(index.entries, [entry(0, 0), entry(2, 72), entry(3, 144), entry(1, 36)]);
-    let replaced: Vec<(usize, u64, usize)> = index.replaced.iter().map(|r| (r.line, r.entry.offset, r.by_line)).collect();
+    let replaced: Vec<(usize, u64, usize)> =
+        index.replaced.iter().map(|r| (r.line, r.entry.offset, r.by_line)).collect();
     assert_eq!(replaced, [(2, 36, 6), (4, 108, 6)]);
     let t = tempfile::tempdir().unwrap();
     std::fs::write(t.path().join("train.idx"), "0\t0\n5\t8\n5\t16\n").unwrap();

@@ -11,7 +11,10 @@ fn records_are_what_rec_builder_writes() {
     let h = unpack(&image).unwrap();
     assert_eq!((h.header, h.labels.len(), h.image), (IrHeader { flag: 0, label: 3.0, id: 7, id2: 0 }, 0, &b"jpeg"[..]));
     let id = unpack(&identity).unwrap();
-    assert_eq!((id.header, id.labels, id.image), (IrHeader { flag: 2, label: 0.0, id: 12, id2: 0 }, vec![1.0, 5.0], &b""[..]));
+    assert_eq!(
+        (id.header, id.labels, id.image),
+        (IrHeader { flag: 2, label: 0.0, id: 12, id2: 0 }, vec![1.0, 5.0], &b""[..])
+    );
     let head = header_record(12, 15);
     assert_eq!(head.len(), 32);
     let h0 = unpack(&head).unwrap();
@@ -48,7 +51,9 @@ fn a_written_insightface_set_is_detected_and_its_ranges_hold() {
     let reader = RecReader::open(&rec).unwrap();
     let offset = |k: u64| idx.iter().find(|e| e.key == k).unwrap().offset;
     let f0 = reader.read_at(offset(0), 1 << 20).unwrap();
-    let Layout::Insightface { images, identities } = Layout::detect(Some(&unpack(&f0.payload).unwrap())) else { panic!() };
+    let Layout::Insightface { images, identities } = Layout::detect(Some(&unpack(&f0.payload).unwrap())) else {
+        panic!()
+    };
     assert_eq!((images.clone(), identities.clone()), (1..7, 7..10));
     for (i, k) in identities.enumerate() {
         let f = reader.read_at(offset(k), 1 << 20).unwrap();
@@ -69,7 +74,16 @@ fn anything_but_a_sane_range_in_record_0_is_plain() {
     };
     assert_eq!(Layout::detect(None), Layout::Plain);
     assert_eq!(Layout::detect(Some(&unpack(&image_record(0, 5.0, b"jpeg")).unwrap())), Layout::Plain);
-    for bad in [&[5.0, 3.0][..], &[0.0, 3.0], &[1.5, 3.0], &[f32::NAN, 3.0], &[-1.0, 3.0], &[2.0, f32::INFINITY], &[2.0], &[2.0, 3.0, 4.0]] {
+    for bad in [
+        &[5.0, 3.0][..],
+        &[0.0, 3.0],
+        &[1.5, 3.0],
+        &[f32::NAN, 3.0],
+        &[-1.0, 3.0],
+        &[2.0, f32::INFINITY],
+        &[2.0],
+        &[2.0, 3.0, 4.0],
+    ] {
         assert_eq!(with(bad), Layout::Plain, "{bad:?}");
     }
     assert_eq!(with(&[1.0, 1.0]), Layout::Insightface { images: 1..1, identities: 1..1 });
@@ -87,6 +101,9 @@ fn property_is_classes_height_width() {
     assert_eq!(Property::parse("93431, 112 ,112", name).unwrap(), Property { classes: 93431, height: 112, width: 112 });
     for bad in ["", "1,2", "1,2,3,4", "a,112,112", "1,112,112\n2,112,112\n", "-1,112,112", "1,112,99999999999"] {
         let err = Property::parse(bad, name).unwrap_err();
-        assert!(matches!(err, Error::Line { .. }) && err.to_string().contains("faces_emore/property line"), "{bad:?}: {err}");
+        assert!(
+            matches!(err, Error::Line { .. }) && err.to_string().contains("faces_emore/property line"),
+            "{bad:?}: {err}"
+        );
     }
 }

@@ -62,7 +62,8 @@ fn magic_at_aligned_positions_is_split_as_dmlc_does_and_unaligned_is_not() {
     let payload = [&MAGIC_BYTES[..], b"abcd", &MAGIC_BYTES, b"xy"].concat();
     let mut out = Vec::new();
     encode_record(&payload, &mut out).unwrap();
-    let part = |cflag, data: &[u8]| [&MAGIC_BYTES[..], &encode_lrec(cflag, data.len() as u32).to_le_bytes(), data].concat();
+    let part =
+        |cflag, data: &[u8]| [&MAGIC_BYTES[..], &encode_lrec(cflag, data.len() as u32).to_le_bytes(), data].concat();
     let expected = [part(CFLAG_START, b""), part(CFLAG_MIDDLE, b"abcd"), part(CFLAG_END, b"xy"), vec![0, 0]].concat();
     assert_eq!(out, expected);
     assert_eq!(RecReader::from_bytes(out).read_at(0, 100).unwrap().payload, payload);
@@ -87,7 +88,14 @@ fn split_records_are_reassembled_with_the_magic_between_parts() {
         p.resize(p.len().next_multiple_of(4), 0);
         p
     };
-    let file = [part(CFLAG_WHOLE, b"one"), part(CFLAG_START, b"ab__"), part(CFLAG_MIDDLE, b""), part(CFLAG_END, b"cd"), part(CFLAG_WHOLE, b"")].concat();
+    let file = [
+        part(CFLAG_WHOLE, b"one"),
+        part(CFLAG_START, b"ab__"),
+        part(CFLAG_MIDDLE, b""),
+        part(CFLAG_END, b"cd"),
+        part(CFLAG_WHOLE, b""),
+    ]
+    .concat();
     let r = RecReader::from_bytes(file.clone());
     let frames: Vec<_> = r.scan(1 << 10).map(Result::unwrap).collect();
     assert_eq!(frames.len(), 3);
@@ -134,7 +142,8 @@ fn an_unfinished_write_leaves_no_file_and_finish_replaces_an_old_index() {
     assert_eq!(w.offset(), 12 + 16);
     w.finish().unwrap();
     assert_eq!(std::fs::read_to_string(t.path().join("train.idx")).unwrap(), "5\t0\n6\t12\n");
-    let mut names: Vec<String> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["train.idx", "train.rec"]);
 }

@@ -1,11 +1,12 @@
 //! The shard format: round trips, corruption of any byte, truncation, manifest disagreement and
 //! hostile indexes are all caught.
 
-
 use facekit_shard::format::{Footer, FOOTER_LEN, INDEX_ENTRY_LEN};
 use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
 use facekit_shard::verify::{verify_bytes, verify_dataset, VerifyOptions};
-use facekit_shard::{Dataset, DatasetPaths, DatasetWriter, Encoding, Gender, Labels, Manifest, Record, ShardReader, ShardWriter};
+use facekit_shard::{
+    Dataset, DatasetPaths, DatasetWriter, Encoding, Gender, Labels, Manifest, Record, ShardReader, ShardWriter,
+};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 
@@ -192,9 +193,12 @@ fn manifest_that_disagrees_with_its_shards_is_detected() {
         ("checksum", Box::new(|m| m.shards[0].crc32 ^= 1)),
         ("total", Box::new(|m| m.records += 1)),
         ("missing shard", Box::new(|m| m.shards[0].file = "celeb-99999.shard".into())),
-        ("unlisted shard", Box::new(|m| {
-            m.shards.pop();
-        })),
+        (
+            "unlisted shard",
+            Box::new(|m| {
+                m.shards.pop();
+            }),
+        ),
         ("class range", Box::new(|m| m.classes = 2)),
     ];
     for (what, mutate) in mutations {

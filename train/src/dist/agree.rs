@@ -35,15 +35,24 @@ impl Identity {
     /// The resolved configuration (every setting but those in [`PER_RANK`], plus the kind of
     /// device) and the content of every dataset (its manifest's SHA-256 and record count).
     pub fn of_run(cfg: &TrainConfig, datasets: &[DatasetIdentity]) -> Result<Identity> {
-        let serde_json::Value::Object(settings) = serde_json::to_value(cfg)? else { bail!("the configuration is not a JSON object") };
-        let mut entries: Vec<(String, String)> = settings.into_iter().filter(|(k, _)| !PER_RANK.contains(&k.as_str())).map(|(k, v)| (setting_name(&k), show(&v))).collect();
+        let serde_json::Value::Object(settings) = serde_json::to_value(cfg)? else {
+            bail!("the configuration is not a JSON object")
+        };
+        let mut entries: Vec<(String, String)> = settings
+            .into_iter()
+            .filter(|(k, _)| !PER_RANK.contains(&k.as_str()))
+            .map(|(k, v)| (setting_name(&k), show(&v)))
+            .collect();
         let kind = cfg.device.split(':').next().unwrap_or_default();
         entries.push(("the device type".into(), kind.into()));
         entries.push(("the facekit version".into(), env!("CARGO_PKG_VERSION").into()));
         for (i, d) in datasets.iter().enumerate() {
             // 64 bits of the manifest's hash tell repacked data apart, and keep the message short.
             let sha = d.manifest_sha256.get(..16).unwrap_or(&d.manifest_sha256);
-            entries.push((format!("{} set {}", d.role, i + 1), format!("{} records, manifest SHA-256 {sha}...", d.records)));
+            entries.push((
+                format!("{} set {}", d.role, i + 1),
+                format!("{} records, manifest SHA-256 {sha}...", d.records),
+            ));
         }
         Ok(Identity { entries })
     }
@@ -51,7 +60,10 @@ impl Identity {
     /// The variables' names, shapes and element types (parameters and buffers: everything the
     /// initial broadcast sends).
     pub fn of_variables<'a>(variables: impl IntoIterator<Item = (&'a str, &'a Tensor)>) -> Identity {
-        let entries = variables.into_iter().map(|(name, t)| (format!("variable {name}"), format!("{:?} {:?}", t.size(), t.kind()))).collect();
+        let entries = variables
+            .into_iter()
+            .map(|(name, t)| (format!("variable {name}"), format!("{:?} {:?}", t.size(), t.kind())))
+            .collect();
         Identity { entries }
     }
 
@@ -61,7 +73,8 @@ impl Identity {
     }
 
     fn parse(text: &str) -> Identity {
-        let entries = text.lines().filter_map(|l| l.split_once('\t')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let entries =
+            text.lines().filter_map(|l| l.split_once('\t')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Identity { entries }
     }
 
@@ -98,7 +111,12 @@ impl std::error::Error for Disagreement {}
 
 /// Stops unless every rank of `replicas` runs the same resolved configuration `cfg` on the same
 /// `datasets` (see [`Identity::of_run`]); `device` is the training device.
-pub fn same_run(replicas: &dyn Replicas, cfg: &TrainConfig, datasets: &[DatasetIdentity], device: Device) -> Result<()> {
+pub fn same_run(
+    replicas: &dyn Replicas,
+    cfg: &TrainConfig,
+    datasets: &[DatasetIdentity],
+    device: Device,
+) -> Result<()> {
     if replicas.world_size() == 1 {
         return Ok(());
     }
@@ -114,7 +132,8 @@ pub fn agree(group: &ProcessGroup, identity: &Identity, what: &str, device: Devi
     }
     let device = group.tensor_device(device);
     let text = identity.text();
-    let hashes = gather_bytes(group, &Sha256::digest(text.as_bytes()), device).with_context(|| format!("comparing the ranks' {what}"))?;
+    let hashes = gather_bytes(group, &Sha256::digest(text.as_bytes()), device)
+        .with_context(|| format!("comparing the ranks' {what}"))?;
     let differing: Vec<usize> = (1..group.size()).filter(|&r| hashes[r] != hashes[0]).collect();
     if differing.is_empty() {
         return Ok(());
@@ -131,7 +150,11 @@ fn describe_differences(texts: &[String], differing: &[usize]) -> String {
     let mut parts = Vec::new();
     for &r in differing.iter().take(3) {
         let diffs = reference.differences(&Identity::parse(&texts[r]), r);
-        let mut line = format!("rank {r} of {} differs from rank 0 in {}", texts.len(), diffs.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", "));
+        let mut line = format!(
+            "rank {r} of {} differs from rank 0 in {}",
+            texts.len(),
+            diffs.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ")
+        );
         if diffs.len() > SHOWN {
             line += &format!(" and {} more", diffs.len() - SHOWN);
         }
@@ -191,14 +214,29 @@ mod tests {
     #[test]
     fn settings_that_differ_are_named_with_both_values() {
         let a = Identity::of_run(&cfg(), &[]).unwrap();
-        let b = Identity::of_run(&TrainConfig { lr: 0.05, margin_values: Some(vec![1.0, 0.3, 0.2]), ..cfg() }, &[]).unwrap();
-        assert_eq!(a.differences(&b, 1), vec!["--lr (0.1 on rank 0, 0.05 on rank 1)", "--margin-values (none on rank 0, [1.0,0.3,0.2] on rank 1)"]);
+        let b = Identity::of_run(&TrainConfig { lr: 0.05, margin_values: Some(vec![1.0, 0.3, 0.2]), ..cfg() }, &[])
+            .unwrap();
+        assert_eq!(
+            a.differences(&b, 1),
+            vec!["--lr (0.1 on rank 0, 0.05 on rank 1)", "--margin-values (none on rank 0, [1.0,0.3,0.2] on rank 1)"]
+        );
     }
 
     #[test]
     fn per_rank_settings_are_left_out_but_the_device_type_is_not() {
         let a = Identity::of_run(&cfg(), &[]).unwrap();
-        let b = Identity::of_run(&TrainConfig { device: "cuda:3".into(), workers: 7, threads: 3, data_dir: "/elsewhere".into(), log_every: 1, ..cfg() }, &[]).unwrap();
+        let b = Identity::of_run(
+            &TrainConfig {
+                device: "cuda:3".into(),
+                workers: 7,
+                threads: 3,
+                data_dir: "/elsewhere".into(),
+                log_every: 1,
+                ..cfg()
+            },
+            &[],
+        )
+        .unwrap();
         assert_eq!(a, b);
         let c = Identity::of_run(&TrainConfig { device: "cpu".into(), ..cfg() }, &[]).unwrap();
         assert_eq!(a.differences(&c, 1), vec!["the device type (cuda on rank 0, cpu on rank 1)"]);
@@ -212,12 +250,16 @@ mod tests {
 
     #[test]
     fn variables_present_on_one_rank_only_are_named() {
-        let (w, b) = (Tensor::zeros([4, 3], (Kind::Float, Device::Cpu)), Tensor::zeros([4], (Kind::Float, Device::Cpu)));
+        let (w, b) =
+            (Tensor::zeros([4, 3], (Kind::Float, Device::Cpu)), Tensor::zeros([4], (Kind::Float, Device::Cpu)));
         let a = Identity::of_variables([("fc.weight", &w), ("fc.bias", &b)]);
         let c = Identity::of_variables([("fc.weight", &b)]);
         assert_eq!(
             a.differences(&c, 2),
-            vec!["variable fc.weight ([4, 3] Float on rank 0, [4] Float on rank 2)", "variable fc.bias ([4] Float on rank 0, absent on rank 2)"]
+            vec![
+                "variable fc.weight ([4, 3] Float on rank 0, [4] Float on rank 2)",
+                "variable fc.bias ([4] Float on rank 0, absent on rank 2)"
+            ]
         );
     }
 }

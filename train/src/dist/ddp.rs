@@ -69,7 +69,8 @@ impl Replicas for Ddp {
         agree(&self.group, &identity, "network (variable names and shapes)", self.device)?;
         let refs: Vec<&Tensor> = all.iter().map(|(_, t)| t).collect();
         tch::no_grad(|| self.group.broadcast(&refs, 0)).context("broadcasting the initial weights from rank 0")?;
-        let params: Vec<Tensor> = trainable_by_name(vs).into_iter().filter(|(n, _)| !local.contains(n)).map(|(_, t)| t).collect();
+        let params: Vec<Tensor> =
+            trainable_by_name(vs).into_iter().filter(|(n, _)| !local.contains(n)).map(|(_, t)| t).collect();
         let refs: Vec<&Tensor> = params.iter().collect();
         self.reducer = Some(Reducer::new(&self.group, &refs, find_unused)?);
         self.buffers = all.into_iter().filter(|(_, t)| !t.requires_grad()).map(|(_, t)| t).collect();

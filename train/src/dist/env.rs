@@ -55,7 +55,9 @@ impl DistEnv {
         if world_size == 1 && rank.is_none() {
             return Ok(None);
         }
-        let required = |name: &str| var(name)?.with_context(|| format!("WORLD_SIZE is set ({world_size}) but {name} is not ({HINT})"));
+        let required = |name: &str| {
+            var(name)?.with_context(|| format!("WORLD_SIZE is set ({world_size}) but {name} is not ({HINT})"))
+        };
         let env = DistEnv {
             rank: number("RANK", &required("RANK")?)?,
             world_size,
@@ -64,8 +66,14 @@ impl DistEnv {
             group_rank: var("GROUP_RANK")?.map(|v| number("GROUP_RANK", &v)).transpose()?,
             master_addr: address(&required("MASTER_ADDR")?)?,
             master_port: port(&required("MASTER_PORT")?)?,
-            use_agent_store: var("TORCHELASTIC_USE_AGENT_STORE")?.map(|v| flag("TORCHELASTIC_USE_AGENT_STORE", &v)).transpose()?.unwrap_or(false),
-            restart_count: var("TORCHELASTIC_RESTART_COUNT")?.map(|v| number("TORCHELASTIC_RESTART_COUNT", &v)).transpose()?.unwrap_or(0),
+            use_agent_store: var("TORCHELASTIC_USE_AGENT_STORE")?
+                .map(|v| flag("TORCHELASTIC_USE_AGENT_STORE", &v))
+                .transpose()?
+                .unwrap_or(false),
+            restart_count: var("TORCHELASTIC_RESTART_COUNT")?
+                .map(|v| number("TORCHELASTIC_RESTART_COUNT", &v))
+                .transpose()?
+                .unwrap_or(0),
             error_file: lookup("TORCHELASTIC_ERROR_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
         };
         env.check()?;
@@ -263,12 +271,22 @@ mod tests {
         assert_eq!(parse(&[]).unwrap(), None);
         assert_eq!(parse(&[("MASTER_ADDR", "x")]).unwrap(), None);
         assert_eq!(parse(&[("WORLD_SIZE", "1")]).unwrap(), None);
-        assert!(parse(&[("WORLD_SIZE", "1"), ("RANK", "0")]).is_err(), "a world of one with RANK is a launch: the rest must be there");
+        assert!(
+            parse(&[("WORLD_SIZE", "1"), ("RANK", "0")]).is_err(),
+            "a world of one with RANK is a launch: the rest must be there"
+        );
     }
 
     #[test]
     fn a_hand_made_launch_needs_no_torchelastic_variables() {
-        let vars = [("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0"), ("LOCAL_WORLD_SIZE", "2"), ("MASTER_ADDR", "localhost"), ("MASTER_PORT", "1234")];
+        let vars = [
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("LOCAL_RANK", "0"),
+            ("LOCAL_WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "localhost"),
+            ("MASTER_PORT", "1234"),
+        ];
         let env = parse(&vars).unwrap().unwrap();
         assert!(!env.use_agent_store, "without torchrun rank 0 hosts the store");
         assert_eq!((env.restart_count, env.group_rank, env.error_file.clone()), (0, None, None));
@@ -331,7 +349,11 @@ mod tests {
     #[test]
     fn agent_store_flag_spellings() {
         for (value, expect) in [("True", true), ("true", true), ("1", true), ("False", false), ("0", false)] {
-            assert_eq!(parse(&with("TORCHELASTIC_USE_AGENT_STORE", Some(value))).unwrap().unwrap().use_agent_store, expect, "{value}");
+            assert_eq!(
+                parse(&with("TORCHELASTIC_USE_AGENT_STORE", Some(value))).unwrap().unwrap().use_agent_store,
+                expect,
+                "{value}"
+            );
         }
     }
 
@@ -361,7 +383,15 @@ mod tests {
     #[test]
     fn loopback_addresses_are_recognised() {
         let env = parse(&torchrun()).unwrap().unwrap();
-        for (addr, expect) in [("127.0.0.1", true), ("127.1.2.3", true), ("::1", true), ("[::1]", true), ("LocalHost", true), ("10.0.0.1", false), ("node-0", false)] {
+        for (addr, expect) in [
+            ("127.0.0.1", true),
+            ("127.1.2.3", true),
+            ("::1", true),
+            ("[::1]", true),
+            ("LocalHost", true),
+            ("10.0.0.1", false),
+            ("node-0", false),
+        ] {
             let e = DistEnv { master_addr: addr.into(), ..env.clone() };
             assert_eq!(e.master_is_loopback(), expect, "{addr}");
         }

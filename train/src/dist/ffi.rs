@@ -27,7 +27,15 @@ extern "C" {
     pub fn facekit_dist_free(p: *mut c_void);
     pub fn facekit_hide_cpp_stacks();
 
-    pub fn facekit_store_new(host: *const c_char, port: c_int, is_server: c_int, num_workers: c_int, timeout_s: f64, prefix: *const c_char, out: *mut *mut FkStore) -> c_int;
+    pub fn facekit_store_new(
+        host: *const c_char,
+        port: c_int,
+        is_server: c_int,
+        num_workers: c_int,
+        timeout_s: f64,
+        prefix: *const c_char,
+        out: *mut *mut FkStore,
+    ) -> c_int;
     pub fn facekit_store_set_timeout(s: *mut FkStore, timeout_s: f64) -> c_int;
     pub fn facekit_store_port(s: *mut FkStore, port: *mut c_int) -> c_int;
     pub fn facekit_store_free(s: *mut FkStore);
@@ -37,19 +45,46 @@ extern "C" {
     pub fn facekit_store_add(s: *mut FkStore, key: *const c_char, delta: i64, value: *mut i64) -> c_int;
 
     pub fn facekit_cuda_set_device(index: c_int) -> c_int;
-    pub fn facekit_group_new(s: *mut FkStore, prefix: *const c_char, rank: c_int, size: c_int, backend: c_int, timeout_s: f64, gloo_host: *const c_char, out: *mut *mut FkGroup) -> c_int;
+    pub fn facekit_group_new(
+        s: *mut FkStore,
+        prefix: *const c_char,
+        rank: c_int,
+        size: c_int,
+        backend: c_int,
+        timeout_s: f64,
+        gloo_host: *const c_char,
+        out: *mut *mut FkGroup,
+    ) -> c_int;
     pub fn facekit_group_clone(g: *mut FkGroup, out: *mut *mut FkGroup) -> c_int;
     pub fn facekit_group_free(g: *mut FkGroup);
     pub fn facekit_allreduce(g: *mut FkGroup, ts: *const *mut C_tensor, n: usize, op: c_int) -> c_int;
     pub fn facekit_allreduce_coalesced(g: *mut FkGroup, ts: *const *mut C_tensor, n: usize, op: c_int) -> c_int;
     pub fn facekit_broadcast_coalesced(g: *mut FkGroup, ts: *const *mut C_tensor, n: usize, root: c_int) -> c_int;
     pub fn facekit_allgather_base(g: *mut FkGroup, out: *mut C_tensor, input: *const C_tensor) -> c_int;
-    pub fn facekit_reduce_scatter_base(g: *mut FkGroup, out: *mut C_tensor, input: *const C_tensor, op: c_int) -> c_int;
+    pub fn facekit_reduce_scatter_base(g: *mut FkGroup, out: *mut C_tensor, input: *const C_tensor, op: c_int)
+        -> c_int;
     pub fn facekit_barrier(g: *mut FkGroup) -> c_int;
-    pub fn facekit_all_gather_autograd(g: *mut FkGroup, input: *const C_tensor, grad_scale: f64, out: *mut *mut C_tensor) -> c_int;
-    pub fn facekit_dist_cross_entropy(g: *mut FkGroup, logits: *const C_tensor, labels: *const C_tensor, out: *mut *mut C_tensor) -> c_int;
+    pub fn facekit_all_gather_autograd(
+        g: *mut FkGroup,
+        input: *const C_tensor,
+        grad_scale: f64,
+        out: *mut *mut C_tensor,
+    ) -> c_int;
+    pub fn facekit_dist_cross_entropy(
+        g: *mut FkGroup,
+        logits: *const C_tensor,
+        labels: *const C_tensor,
+        out: *mut *mut C_tensor,
+    ) -> c_int;
 
-    pub fn facekit_reducer_new(g: *mut FkGroup, params: *const *mut C_tensor, n: usize, bucket_bytes: i64, find_unused: c_int, out: *mut *mut FkReducer) -> c_int;
+    pub fn facekit_reducer_new(
+        g: *mut FkGroup,
+        params: *const *mut C_tensor,
+        n: usize,
+        bucket_bytes: i64,
+        find_unused: c_int,
+        out: *mut *mut FkReducer,
+    ) -> c_int;
     pub fn facekit_reducer_free(r: *mut FkReducer);
     pub fn facekit_reducer_prepare_forward(r: *mut FkReducer) -> c_int;
     pub fn facekit_reducer_prepare_backward(r: *mut FkReducer, outputs: *const *mut C_tensor, n: usize) -> c_int;

@@ -55,7 +55,9 @@ impl Backend {
         Ok(match (choice, device) {
             (Some(Backend::Gloo), _) | (None, tch::Device::Cpu) => Backend::Gloo,
             (Some(Backend::Nccl) | None, tch::Device::Cuda(_)) => Backend::Nccl,
-            (Some(Backend::Nccl), _) => bail!("the NCCL backend needs CUDA devices (this run trains on the CPU): use Gloo"),
+            (Some(Backend::Nccl), _) => {
+                bail!("the NCCL backend needs CUDA devices (this run trains on the CPU): use Gloo")
+            }
             (None, d) => bail!("no collective backend for device {d:?}"),
         })
     }
@@ -67,7 +69,10 @@ impl Backend {
 pub fn set_cuda_device(index: usize) -> Result<()> {
     let index = i32::try_from(index)?;
     // SAFETY: plain integer argument.
-    ffi::check(unsafe { ffi::facekit_cuda_set_device(index) }, &format!("cannot make cuda:{index} the current CUDA device"))
+    ffi::check(
+        unsafe { ffi::facekit_cuda_set_device(index) },
+        &format!("cannot make cuda:{index} the current CUDA device"),
+    )
 }
 
 impl ReduceOp {
@@ -97,7 +102,15 @@ impl ProcessGroup {
     /// Joins the group `name` of `size` ranks as `rank`, meeting through `store`; blocks until every
     /// rank has joined. A collective that gets no answer within `timeout` fails. `gloo_host` is the
     /// address Gloo binds (None: `GLOO_SOCKET_IFNAME`, else the hostname's address).
-    pub fn new(store: &Store, name: &str, rank: usize, size: usize, backend: Backend, timeout: Duration, gloo_host: Option<&str>) -> Result<ProcessGroup> {
+    pub fn new(
+        store: &Store,
+        name: &str,
+        rank: usize,
+        size: usize,
+        backend: Backend,
+        timeout: Duration,
+        gloo_host: Option<&str>,
+    ) -> Result<ProcessGroup> {
         if rank >= size {
             bail!("rank {rank} is not below the world size {size}");
         }
@@ -111,7 +124,16 @@ impl ProcessGroup {
         let mut raw = std::ptr::null_mut();
         // SAFETY: valid store and strings; `raw` is written only on success.
         let rc = unsafe {
-            ffi::facekit_group_new(store.raw(), prefix.as_ptr(), rank as i32, size as i32, code, timeout.as_secs_f64(), host.as_ref().map_or(std::ptr::null(), |h| h.as_ptr()), &mut raw)
+            ffi::facekit_group_new(
+                store.raw(),
+                prefix.as_ptr(),
+                rank as i32,
+                size as i32,
+                code,
+                timeout.as_secs_f64(),
+                host.as_ref().map_or(std::ptr::null(), |h| h.as_ptr()),
+                &mut raw,
+            )
         };
         ffi::check(rc, &format!("rank {rank} of {size} cannot join the {backend:?} process group '{name}'"))?;
         Ok(ProcessGroup { raw, rank, size, backend })
@@ -167,7 +189,10 @@ impl ProcessGroup {
     pub fn all_reduce_coalesced(&self, ts: &[&Tensor], op: ReduceOp) -> Result<()> {
         let p = ffi::ptrs(ts);
         // SAFETY: live group and tensors.
-        ffi::check(unsafe { ffi::facekit_allreduce_coalesced(self.raw, p.as_ptr(), p.len(), op.code()) }, "coalesced all-reduce")
+        ffi::check(
+            unsafe { ffi::facekit_allreduce_coalesced(self.raw, p.as_ptr(), p.len(), op.code()) },
+            "coalesced all-reduce",
+        )
     }
 
     /// Overwrites the tensors with `root`'s, as DDP does with the initial weights.
@@ -184,7 +209,10 @@ impl ProcessGroup {
         shape[0] *= self.size as i64;
         let out = Tensor::empty(shape.as_slice(), (input.kind(), input.device()));
         // SAFETY: live group; `out` has room for every rank's rows.
-        ffi::check(unsafe { ffi::facekit_allgather_base(self.raw, out.as_ptr() as *mut _, input.as_ptr()) }, "all-gather")?;
+        ffi::check(
+            unsafe { ffi::facekit_allgather_base(self.raw, out.as_ptr() as *mut _, input.as_ptr()) },
+            "all-gather",
+        )?;
         Ok(out)
     }
 
@@ -198,7 +226,10 @@ impl ProcessGroup {
         shape[0] /= self.size as i64;
         let out = Tensor::empty(shape.as_slice(), (input.kind(), input.device()));
         // SAFETY: live group; shapes checked above.
-        ffi::check(unsafe { ffi::facekit_reduce_scatter_base(self.raw, out.as_ptr() as *mut _, input.as_ptr(), op.code()) }, "reduce-scatter")?;
+        ffi::check(
+            unsafe { ffi::facekit_reduce_scatter_base(self.raw, out.as_ptr() as *mut _, input.as_ptr(), op.code()) },
+            "reduce-scatter",
+        )?;
         Ok(out)
     }
 
@@ -213,7 +244,10 @@ impl ProcessGroup {
     pub fn all_gather_autograd(&self, input: &Tensor, grad_scale: f64) -> Result<Tensor> {
         let mut out = std::ptr::null_mut();
         // SAFETY: live group; the shim hands over a new at::Tensor that tch then owns.
-        ffi::check(unsafe { ffi::facekit_all_gather_autograd(self.raw, input.as_ptr(), grad_scale, &mut out) }, "all-gather")?;
+        ffi::check(
+            unsafe { ffi::facekit_all_gather_autograd(self.raw, input.as_ptr(), grad_scale, &mut out) },
+            "all-gather",
+        )?;
         Ok(unsafe { Tensor::from_ptr(out) })
     }
 
@@ -223,7 +257,10 @@ impl ProcessGroup {
     pub fn sharded_cross_entropy(&self, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
         let mut out = std::ptr::null_mut();
         // SAFETY: live group; the shim hands over a new at::Tensor that tch then owns.
-        ffi::check(unsafe { ffi::facekit_dist_cross_entropy(self.raw, logits.as_ptr(), labels.as_ptr(), &mut out) }, "sharded cross-entropy")?;
+        ffi::check(
+            unsafe { ffi::facekit_dist_cross_entropy(self.raw, logits.as_ptr(), labels.as_ptr(), &mut out) },
+            "sharded cross-entropy",
+        )?;
         Ok(unsafe { Tensor::from_ptr(out) })
     }
 

@@ -85,11 +85,16 @@ impl Report {
 
     fn summary(&self) -> Vec<String> {
         let n = self.ends.len();
-        let mut lines: Vec<String> = self.forwarded.iter().map(|&s| format!("{} forwarded to every rank", signal_name(s))).collect();
+        let mut lines: Vec<String> =
+            self.forwarded.iter().map(|&s| format!("{} forwarded to every rank", signal_name(s))).collect();
         let Some(first) = self.first_failure else {
             lines.push(match (self.forwarded.first(), self.stop_code()) {
-                (Some(&sig), _) => format!("all {n} ranks stopped as asked by {} (exit code {})", signal_name(sig), 128 + sig),
-                (None, Some(code)) => format!("the ranks stopped as a signal sent to one of them asked (exit code {code})"),
+                (Some(&sig), _) => {
+                    format!("all {n} ranks stopped as asked by {} (exit code {})", signal_name(sig), 128 + sig)
+                }
+                (None, Some(code)) => {
+                    format!("the ranks stopped as a signal sent to one of them asked (exit code {code})")
+                }
                 (None, None) => format!("all {n} ranks finished"),
             });
             return lines;
@@ -221,8 +226,18 @@ fn kill_the_rest(ranks: &mut [Rank]) -> Result<()> {
 fn end(r: &Rank, store: &Store) -> End {
     let status = r.status.expect("every rank was reaped");
     let key = failed_key(r.rank);
-    let message = if status.success() { None } else { store.check(&key).ok().filter(|&found| found).and_then(|_| store.get(&key).ok()) };
-    End { rank: r.rank, pid: r.child.id(), status, killed: r.killed, message: message.map(|m| String::from_utf8_lossy(&m).into_owned()) }
+    let message = if status.success() {
+        None
+    } else {
+        store.check(&key).ok().filter(|&found| found).and_then(|_| store.get(&key).ok())
+    };
+    End {
+        rank: r.rank,
+        pid: r.child.id(),
+        status,
+        killed: r.killed,
+        message: message.map(|m| String::from_utf8_lossy(&m).into_owned()),
+    }
 }
 
 /// Starts rank `rank` with torchrun's variables, in a process group of its own, set to die with
@@ -278,8 +293,12 @@ fn describe_status(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(0), _) => "finished".to_string(),
         (Some(c), _) => format!("exit code {c}"),
-        (None, Some(s)) if [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGABRT].contains(&s) => format!("crashed ({})", signal_name(s)),
-        (None, Some(libc::SIGKILL)) => "killed by SIGKILL (which the kernel's out-of-memory killer sends too)".to_string(),
+        (None, Some(s)) if [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGABRT].contains(&s) => {
+            format!("crashed ({})", signal_name(s))
+        }
+        (None, Some(libc::SIGKILL)) => {
+            "killed by SIGKILL (which the kernel's out-of-memory killer sends too)".to_string()
+        }
         (None, Some(s)) => format!("killed by {}", signal_name(s)),
         (None, None) => format!("ended as {status}"),
     }
@@ -322,7 +341,8 @@ fn install_handlers() -> Result<()> {
             for (i, sig) in FORWARDED.into_iter().enumerate() {
                 // SAFETY: the action only touches atomics and calls emulate_default_handler, all
                 // async-signal-safe.
-                unsafe { signal_hook::low_level::register(sig, move || on_signal(i, sig)) }.map_err(|e| format!("cannot handle {}: {e}", signal_name(sig)))?;
+                unsafe { signal_hook::low_level::register(sig, move || on_signal(i, sig)) }
+                    .map_err(|e| format!("cannot handle {}: {e}", signal_name(sig)))?;
             }
             Ok(())
         })
@@ -412,7 +432,10 @@ mod tests {
             let text = std::fs::read_to_string(dir.path().join(rank.to_string())).unwrap();
             let vars: std::collections::HashMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
             let env = DistEnv::from_lookup(|k| vars.get(k).map(OsString::from)).unwrap().expect("a distributed run");
-            assert_eq!((env.rank, env.local_rank, env.world_size, env.local_world_size, env.group_rank), (rank, rank, 3, 3, Some(0)));
+            assert_eq!(
+                (env.rank, env.local_rank, env.world_size, env.local_world_size, env.group_rank),
+                (rank, rank, 3, 3, Some(0))
+            );
             assert_eq!((env.master_addr.as_str(), env.use_agent_store, env.restart_count), ("127.0.0.1", true, 0));
             assert_eq!(vars.get("TORCHELASTIC_USE_AGENT_STORE"), Some(&"True"), "torch reads exactly str(True)");
             ports.push(env.master_port);
@@ -505,7 +528,10 @@ mod tests {
         let report = launch.join().unwrap().unwrap();
         assert_eq!(report.code(), 143, "{}", summary(&report));
         assert!(report.first_failure.is_none(), "{report:?}");
-        assert_eq!(summary(&report), "SIGTERM forwarded to every rank\nall 2 ranks stopped as asked by SIGTERM (exit code 143)");
+        assert_eq!(
+            summary(&report),
+            "SIGTERM forwarded to every rank\nall 2 ranks stopped as asked by SIGTERM (exit code 143)"
+        );
     }
 
     #[test]
@@ -524,7 +550,11 @@ mod tests {
     fn more_ranks_than_cores_are_refused_on_the_cpu_saying_why() {
         assert!(check_cpu_room(2, 2).is_ok());
         let e = format!("{:#}", check_cpu_room(1024, 2).expect_err("1024 ranks on 2 cores"));
-        assert!(e.contains("--nproc-per-node 1024 on the CPU, which gives this process 2 core(s)") && e.contains("use at most 2"), "{e}");
+        assert!(
+            e.contains("--nproc-per-node 1024 on the CPU, which gives this process 2 core(s)")
+                && e.contains("use at most 2"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -30,7 +30,9 @@ impl Reducer {
         let p = ffi::ptrs(params);
         let mut raw = std::ptr::null_mut();
         // SAFETY: live group and parameters; the parameters outlive the reducer (the trainer owns both).
-        let code = unsafe { ffi::facekit_reducer_new(group.raw(), p.as_ptr(), p.len(), BUCKET_BYTES, find_unused.into(), &mut raw) };
+        let code = unsafe {
+            ffi::facekit_reducer_new(group.raw(), p.as_ptr(), p.len(), BUCKET_BYTES, find_unused.into(), &mut raw)
+        };
         ffi::check(code, "DDP reducer")?;
         Ok(Reducer { raw })
     }
@@ -46,7 +48,10 @@ impl Reducer {
     pub fn prepare_backward(&mut self, outputs: &[&Tensor]) -> Result<()> {
         let p = ffi::ptrs(outputs);
         // SAFETY: live reducer and tensors.
-        ffi::check(unsafe { ffi::facekit_reducer_prepare_backward(self.raw, p.as_ptr(), p.len()) }, "DDP prepare_for_backward")
+        ffi::check(
+            unsafe { ffi::facekit_reducer_prepare_backward(self.raw, p.as_ptr(), p.len()) },
+            "DDP prepare_for_backward",
+        )
     }
 }
 

@@ -28,7 +28,8 @@ unsafe impl Sync for Store {}
 impl Store {
     /// Hosts a store on `host:port` (0: a free port, see [`Store::port`]) for `workers` clients.
     pub fn host(host: &str, port: u16, workers: usize, timeout: Duration, prefix: &str) -> Result<Store> {
-        Self::open(host, port, true, workers, timeout, prefix, &StopFlag::new()).with_context(|| format!("cannot host the rendezvous store on {host}:{port}"))
+        Self::open(host, port, true, workers, timeout, prefix, &StopFlag::new())
+            .with_context(|| format!("cannot host the rendezvous store on {host}:{port}"))
     }
 
     /// Connects to the store at `host:port`, waiting up to `timeout` for it to come up.
@@ -38,7 +39,8 @@ impl Store {
 
     /// [`Store::connect`], given up as soon as `stop` is set.
     pub fn connect_or_stop(host: &str, port: u16, timeout: Duration, prefix: &str, stop: &StopFlag) -> Result<Store> {
-        Self::open(host, port, false, 0, timeout, prefix, stop).with_context(|| format!("cannot reach the rendezvous store at {host}:{port} (MASTER_ADDR:MASTER_PORT)"))
+        Self::open(host, port, false, 0, timeout, prefix, stop)
+            .with_context(|| format!("cannot reach the rendezvous store at {host}:{port} (MASTER_ADDR:MASTER_PORT)"))
     }
 
     /// Makes the connection within `timeout`, or gives up. c10d's TCPStore constructor waits for
@@ -46,7 +48,15 @@ impl Store {
     /// that accepts connections on the port and never replies would hold it forever, deaf to
     /// SIGTERM. So it runs on a thread of its own that is abandoned when the time is up or `stop`
     /// is set (a store it makes after that is freed there).
-    fn open(host: &str, port: u16, server: bool, workers: usize, timeout: Duration, prefix: &str, stop: &StopFlag) -> Result<Store> {
+    fn open(
+        host: &str,
+        port: u16,
+        server: bool,
+        workers: usize,
+        timeout: Duration,
+        prefix: &str,
+        stop: &StopFlag,
+    ) -> Result<Store> {
         let addr = resolve(host, port)?;
         let (h, p) = (CString::new(host)?, CString::new(prefix)?);
         let label = format!("{host}:{port}");
@@ -56,7 +66,17 @@ impl Store {
             .spawn(move || {
                 let mut raw = std::ptr::null_mut();
                 // SAFETY: valid C strings; the shim writes `raw` only on success.
-                let code = unsafe { ffi::facekit_store_new(h.as_ptr(), port.into(), server.into(), workers as i32, timeout.as_secs_f64(), p.as_ptr(), &mut raw) };
+                let code = unsafe {
+                    ffi::facekit_store_new(
+                        h.as_ptr(),
+                        port.into(),
+                        server.into(),
+                        workers as i32,
+                        timeout.as_secs_f64(),
+                        p.as_ptr(),
+                        &mut raw,
+                    )
+                };
                 let _ = tx.send(ffi::check(code, "TCPStore").map(|()| Store { raw, addr: label }));
             })
             .context("cannot start the thread that connects to the store")?;
@@ -116,7 +136,10 @@ impl Store {
         let k = CString::new(key)?;
         let mut found = 0;
         // SAFETY: `raw` is a live store.
-        ffi::check(unsafe { ffi::facekit_store_check(self.raw, k.as_ptr(), &mut found) }, &format!("store {}: check {key}", self.addr))?;
+        ffi::check(
+            unsafe { ffi::facekit_store_check(self.raw, k.as_ptr(), &mut found) },
+            &format!("store {}: check {key}", self.addr),
+        )?;
         Ok(found != 0)
     }
 
@@ -125,7 +148,10 @@ impl Store {
         let k = CString::new(key)?;
         let mut v = 0;
         // SAFETY: `raw` is a live store.
-        ffi::check(unsafe { ffi::facekit_store_add(self.raw, k.as_ptr(), delta, &mut v) }, &format!("store {}: add {key}", self.addr))?;
+        ffi::check(
+            unsafe { ffi::facekit_store_add(self.raw, k.as_ptr(), delta, &mut v) },
+            &format!("store {}: add {key}", self.addr),
+        )?;
         Ok(v)
     }
 
@@ -143,7 +169,8 @@ impl Store {
 /// rather than retried by c10d (with a warning each time) until it is reported as a timeout.
 fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
     let name = host.trim_start_matches('[').trim_end_matches(']');
-    let mut addrs = (name, port).to_socket_addrs().map_err(|e| anyhow!("the host name '{name}' does not resolve ({e})"))?;
+    let mut addrs =
+        (name, port).to_socket_addrs().map_err(|e| anyhow!("the host name '{name}' does not resolve ({e})"))?;
     addrs.next().with_context(|| format!("the host name '{name}' resolves to no address"))
 }
 

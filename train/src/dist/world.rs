@@ -39,7 +39,10 @@ pub const MAX_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 /// past [`MAX_TIMEOUT`] (which would wrap to a negative wait).
 pub fn check_timeout(timeout: Duration) -> Result<()> {
     if timeout < Duration::from_secs(1) {
-        bail!("a deadline of {} s for the ranks' waits is too short: c10d reads 0 as \"wait forever\"; give at least 1 s", timeout.as_secs_f64());
+        bail!(
+            "a deadline of {} s for the ranks' waits is too short: c10d reads 0 as \"wait forever\"; give at least 1 s",
+            timeout.as_secs_f64()
+        );
     }
     if timeout > MAX_TIMEOUT {
         bail!("a deadline of {} s for the ranks' waits is longer than the {} s (about 24 days) that c10d's millisecond waits can hold", timeout.as_secs(), MAX_TIMEOUT.as_secs());
@@ -89,7 +92,10 @@ impl World {
         let prefix = key_prefix(env.restart_count);
         let store = open_store(env, timeout, &prefix, stop)?;
         let control = control_connection(env, timeout, &prefix, stop).context("the diagnosis connection")?;
-        let heartbeat = Heartbeat::start(control_connection(env, timeout, &prefix, stop).context("the heartbeat connection")?, env.rank)?;
+        let heartbeat = Heartbeat::start(
+            control_connection(env, timeout, &prefix, stop).context("the heartbeat connection")?,
+            env.rank,
+        )?;
         Ok(World { heartbeat, control, store, env: env.clone(), timeout })
     }
 
@@ -142,7 +148,9 @@ impl World {
         let key = format!("decided/{key}");
         if self.env.rank == 0 {
             let value = make();
-            self.store.set(&key, value.as_bytes()).with_context(|| format!("cannot share {key} with the other ranks"))?;
+            self.store
+                .set(&key, value.as_bytes())
+                .with_context(|| format!("cannot share {key} with the other ranks"))?;
             return Ok(value);
         }
         let bytes = self.store.get(&key).with_context(|| format!("rank 0 never shared {key}"))?;
@@ -300,7 +308,8 @@ fn rank_list(ranks: &[usize]) -> String {
 /// The store connection of every rank but the host's: the launcher's agent store, or rank 0's.
 fn open_store(env: &DistEnv, timeout: Duration, prefix: &str, stop: &StopFlag) -> Result<Store> {
     if !env.use_agent_store && env.rank == 0 {
-        Store::host(&env.master_addr, env.master_port, env.world_size, timeout, prefix).context("rank 0 hosts the rendezvous store (TORCHELASTIC_USE_AGENT_STORE is not True)")
+        Store::host(&env.master_addr, env.master_port, env.world_size, timeout, prefix)
+            .context("rank 0 hosts the rendezvous store (TORCHELASTIC_USE_AGENT_STORE is not True)")
     } else {
         connect(env, timeout, prefix, stop)
     }
@@ -371,12 +380,16 @@ mod tests {
     fn keys_sit_under_torchs_attempt_prefix() {
         assert_eq!(key_prefix(0), "/worker/attempt_0/facekit");
         assert_eq!(key_prefix(3), "/worker/attempt_3/facekit");
-        assert_eq!((alive_key(2), failed_key(2), finished_key(2)), ("alive/2".into(), "failed/2".into(), "finished/2".into()));
+        assert_eq!(
+            (alive_key(2), failed_key(2), finished_key(2)),
+            ("alive/2".into(), "failed/2".into(), "finished/2".into())
+        );
     }
 
     #[test]
     fn describe_names_failures_first_then_stopped_ranks() {
-        let states = [(1, Peer::Stopped), (2, Peer::Failed("CUDA out of memory".into())), (3, Peer::Stopped), (4, Peer::Alive)];
+        let states =
+            [(1, Peer::Stopped), (2, Peer::Failed("CUDA out of memory".into())), (3, Peer::Stopped), (4, Peer::Alive)];
         assert_eq!(describe(&states, 5), "rank 2 of 5 failed: CUDA out of memory; ranks 1, 3 of 5 stopped (no heartbeat for 3 s): killed, crashed or hung");
     }
 

@@ -37,7 +37,8 @@ const NOT_EMBEDDING: [&str; 3] = ["gender_head.", "age_head.", "arcface."];
 /// or infinite value, or a negative batch-norm running variance, whose square root is NaN),
 /// described for an error message; `None` when every one is sound.
 pub fn weights_problem(vs: &VarStore) -> Option<String> {
-    let mut vars = vs.variables().into_iter().filter(|(n, _)| !NOT_EMBEDDING.iter().any(|p| n.starts_with(p))).collect::<Vec<_>>();
+    let mut vars =
+        vs.variables().into_iter().filter(|(n, _)| !NOT_EMBEDDING.iter().any(|p| n.starts_with(p))).collect::<Vec<_>>();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars.into_iter().find_map(|(name, t)| {
         let t = t.to_kind(Kind::Double);
@@ -79,15 +80,22 @@ pub fn locate(model: &Path, checkpoint: Option<&str>) -> Result<(PathBuf, PathBu
     } else if run.net().is_file() {
         let dir = match checkpoint {
             Some(name) => run.existing_checkpoint(name).with_context(|| {
-                format!("run {} has no checkpoint `{name}` (expected {}/)", model.display(), run.checkpoint(name).display())
+                format!(
+                    "run {} has no checkpoint `{name}` (expected {}/)",
+                    model.display(),
+                    run.checkpoint(name).display()
+                )
             })?,
             None => match run.existing_checkpoint(BEST) {
                 Some(d) => d,
                 None => {
-                    let last = run
-                        .existing_checkpoint(LAST)
-                        .with_context(|| format!("run {} has no checkpoint yet (neither best nor last)", model.display()))?;
-                    facekit_io::console::line(&format!("facekit: run {} has no `best` checkpoint (trained without --valid-sets): using `last`", model.display()));
+                    let last = run.existing_checkpoint(LAST).with_context(|| {
+                        format!("run {} has no checkpoint yet (neither best nor last)", model.display())
+                    })?;
+                    facekit_io::console::line(&format!(
+                        "facekit: run {} has no `best` checkpoint (trained without --valid-sets): using `last`",
+                        model.display()
+                    ));
                     last
                 }
             },
@@ -111,12 +119,19 @@ impl EmbedModel {
     pub fn load(model: &Path, checkpoint: Option<&str>, device: Device) -> Result<Self> {
         let (weights, net_json) = locate(model, checkpoint)?;
         let text = facekit_io::bounded::read_string(&net_json, facekit_io::bounded::STATE)?;
-        let config: NetConfig = serde_json::from_str(&text).with_context(|| format!("{} is not a network configuration", net_json.display()))?;
+        let config: NetConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a network configuration", net_json.display()))?;
         let mut vs = VarStore::new(device);
-        let net = FaceNet::new(&vs.root(), &config).with_context(|| format!("bad network configuration in {}", net_json.display()))?;
-        vs.load(&weights).with_context(|| format!("cannot load weights {} for the network of {}", weights.display(), net_json.display()))?;
+        let net = FaceNet::new(&vs.root(), &config)
+            .with_context(|| format!("bad network configuration in {}", net_json.display()))?;
+        vs.load(&weights).with_context(|| {
+            format!("cannot load weights {} for the network of {}", weights.display(), net_json.display())
+        })?;
         if let Some(problem) = weights_problem(&vs) {
-            bail!("weights {}: {problem}, so no embedding it computes can be finite (did its training diverge?)", weights.display());
+            bail!(
+                "weights {}: {problem}, so no embedding it computes can be finite (did its training diverge?)",
+                weights.display()
+            );
         }
         // Inference only: no gradients, which also lets tracing embed the weights as constants.
         vs.freeze();
@@ -168,7 +183,15 @@ impl EmbedModel {
 ///
 /// The one embedding routine of `embed`, `eval verify` (on a loaded network, fp32) and of the
 /// trainer's `--eval-bin` verification (on the network being trained, in the run's precision).
-pub fn embed_chips(net: &FaceNet, numerics: &Numerics, pixels: &[u8], size: u32, batch_size: usize, flip: bool, stop: &StopFlag) -> Result<Vec<f32>> {
+pub fn embed_chips(
+    net: &FaceNet,
+    numerics: &Numerics,
+    pixels: &[u8],
+    size: u32,
+    batch_size: usize,
+    flip: bool,
+    stop: &StopFlag,
+) -> Result<Vec<f32>> {
     let s = size as i64;
     let per = (s * s * 3) as usize;
     if pixels.len() % per != 0 {
@@ -232,13 +255,24 @@ pub fn embed_all(
 }
 
 /// Embeds every record of a dataset, in order (records decoded as the training loader does).
-pub fn embed_dataset(model: &EmbedModel, ds: &facekit_shard::Dataset, batch_size: usize, flip: bool) -> Result<Vec<f32>> {
+pub fn embed_dataset(
+    model: &EmbedModel,
+    ds: &facekit_shard::Dataset,
+    batch_size: usize,
+    flip: bool,
+) -> Result<Vec<f32>> {
     let size = model.image_size();
     embed_all(model, ds.len(), batch_size, flip, |i, buf| {
         let rec = ds.record(i)?;
-        facekit_data::RecordDecoder::new()
-            .decode_into(&rec, size, &facekit_data::View::IDENTITY, buf)
-            .with_context(|| format!("dataset {}: record {i} ({}) cannot be decoded", ds.paths().name(), String::from_utf8_lossy(rec.path)))
+        facekit_data::RecordDecoder::new().decode_into(&rec, size, &facekit_data::View::IDENTITY, buf).with_context(
+            || {
+                format!(
+                    "dataset {}: record {i} ({}) cannot be decoded",
+                    ds.paths().name(),
+                    String::from_utf8_lossy(rec.path)
+                )
+            },
+        )
     })
     .with_context(|| format!("embedding dataset {}", ds.paths().name()))
 }

@@ -103,7 +103,12 @@ pub struct ExportOptions {
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        ExportOptions { formats: DEFAULT_FORMATS.to_vec(), python: None, python_timeout: DEFAULT_PYTHON_TIMEOUT, stop: StopFlag::new() }
+        ExportOptions {
+            formats: DEFAULT_FORMATS.to_vec(),
+            python: None,
+            python_timeout: DEFAULT_PYTHON_TIMEOUT,
+            stop: StopFlag::new(),
+        }
     }
 }
 
@@ -189,8 +194,13 @@ pub fn export_with(model: &EmbedModel, out: &Path, opts: &ExportOptions) -> Resu
     }
     let wants = |f: Format| opts.formats.contains(&f);
     let held = facekit_io::output::hold(out, &format!("export folder {}", out.display()), &[])?;
-    let formats = [(Format::Safetensors, WEIGHTS_FILE), (Format::Torchscript, TORCHSCRIPT_FILE), (Format::Onnx, ONNX_FILE)];
-    let removed: Vec<PathBuf> = formats.iter().filter(|(f, name)| !wants(*f) && out.join(name).exists()).map(|(_, name)| out.join(name)).collect();
+    let formats =
+        [(Format::Safetensors, WEIGHTS_FILE), (Format::Torchscript, TORCHSCRIPT_FILE), (Format::Onnx, ONNX_FILE)];
+    let removed: Vec<PathBuf> = formats
+        .iter()
+        .filter(|(f, name)| !wants(*f) && out.join(name).exists())
+        .map(|(_, name)| out.join(name))
+        .collect();
     let mut made = None;
     held.replace_dir(|dir| -> Result<()> {
         made = Some(write_formats(model, dir, out, opts)?);
@@ -211,7 +221,12 @@ pub fn export_with(model: &EmbedModel, out: &Path, opts: &ExportOptions) -> Resu
 
 /// Writes the requested formats and `net.json` into the folder `dir` being built for `out`;
 /// returns the number of tensors and the ONNX report.
-fn write_formats(model: &EmbedModel, dir: &Path, out: &Path, opts: &ExportOptions) -> Result<(usize, Option<OnnxReport>)> {
+fn write_formats(
+    model: &EmbedModel,
+    dir: &Path,
+    out: &Path,
+    opts: &ExportOptions,
+) -> Result<(usize, Option<OnnxReport>)> {
     let wants = |f: Format| opts.formats.contains(&f);
     let mut vars: Vec<(String, Tensor)> = model
         .vs
@@ -223,7 +238,8 @@ fn write_formats(model: &EmbedModel, dir: &Path, out: &Path, opts: &ExportOption
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     if wants(Format::Safetensors) {
         let path = dir.join(WEIGHTS_FILE);
-        Tensor::write_safetensors(&vars, &path).with_context(|| format!("cannot write {}", out.join(WEIGHTS_FILE).display()))?;
+        Tensor::write_safetensors(&vars, &path)
+            .with_context(|| format!("cannot write {}", out.join(WEIGHTS_FILE).display()))?;
     }
     let s = model.config.image_size;
     let ts_name = if wants(Format::Torchscript) { TORCHSCRIPT_FILE } else { ONNX_SOURCE_FILE };
@@ -232,7 +248,9 @@ fn write_formats(model: &EmbedModel, dir: &Path, out: &Path, opts: &ExportOption
         let example = Tensor::zeros([2, 3, s, s], (Kind::Float, model.device));
         let net = &model.net;
         let traced = tch::no_grad(|| {
-            CModule::create_by_tracing("FaceNet", "forward", &[example], &mut |xs: &[Tensor]| vec![net.embed(&xs[0], false)])
+            CModule::create_by_tracing("FaceNet", "forward", &[example], &mut |xs: &[Tensor]| {
+                vec![net.embed(&xs[0], false)]
+            })
         })
         .context("cannot trace the network")?;
         traced.save(&ts).with_context(|| format!("cannot write {}", out.join(ts_name).display()))?;
@@ -294,16 +312,16 @@ impl Converter<'_> {
         let start = Instant::now();
         let python = self.python;
         let mut cmd = Command::new(python);
-        cmd.arg("-c")
-            .arg(ONNX_SCRIPT)
-            .arg(ts)
-            .arg(tmp)
-            .args([size.to_string(), ONNX_OPSET.to_string()])
-            .args([ONNX_INPUT, ONNX_OUTPUT, ONNX_BATCH_AXIS]);
+        cmd.arg("-c").arg(ONNX_SCRIPT).arg(ts).arg(tmp).args([size.to_string(), ONNX_OPSET.to_string()]).args([
+            ONNX_INPUT,
+            ONNX_OUTPUT,
+            ONNX_BATCH_AXIS,
+        ]);
         let run = self.run(cmd, target)?;
         if run.status.code() == Some(MISSING_MODULES) {
             let missing: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap_or_default();
-            let names: Vec<&str> = missing["missing"].as_array().into_iter().flatten().filter_map(|m| m.as_str()).collect();
+            let names: Vec<&str> =
+                missing["missing"].as_array().into_iter().flatten().filter_map(|m| m.as_str()).collect();
             bail!(
                 "cannot write {}: Python `{}` cannot import {}; ONNX export runs PyTorch's exporter and needs torch and onnx: {}",
                 target.display(),
@@ -322,11 +340,19 @@ impl Converter<'_> {
             );
         }
         let got: ScriptReport = serde_json::from_str(run.stdout.lines().last().unwrap_or("")).with_context(|| {
-            format!("the ONNX exporter (Python `{}`) wrote {} but printed no report: {}", python.display(), target.display(), tail(&run.stdout, 10))
+            format!(
+                "the ONNX exporter (Python `{}`) wrote {} but printed no report: {}",
+                python.display(),
+                target.display(),
+                tail(&run.stdout, 10)
+            )
         })?;
         let expect = |name: &str, rest: serde_json::Value| OnnxTensor {
             name: name.into(),
-            dims: [serde_json::json!(ONNX_BATCH_AXIS)].into_iter().chain(rest.as_array().unwrap().iter().cloned()).collect(),
+            dims: [serde_json::json!(ONNX_BATCH_AXIS)]
+                .into_iter()
+                .chain(rest.as_array().unwrap().iter().cloned())
+                .collect(),
             elem_type: "FLOAT".into(),
         };
         let input = expect(ONNX_INPUT, serde_json::json!([3, size, size]));
@@ -357,7 +383,11 @@ impl Converter<'_> {
     fn run(&self, mut cmd: Command, target: &Path) -> Result<Finished> {
         let python = self.python;
         if self.stop.is_set() {
-            bail!("stopped by {} before the ONNX exporter started; {} was not written", self.stop.describe(), target.display());
+            bail!(
+                "stopped by {} before the ONNX exporter started; {} was not written",
+                self.stop.describe(),
+                target.display()
+            );
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         die_with_this_process(&mut cmd);
@@ -381,7 +411,12 @@ impl Converter<'_> {
                 drop(group);
                 let _ = child.wait();
                 if self.stop.is_set() {
-                    bail!("stopped by {}: the ONNX exporter (Python `{}`) was killed; {} was not written", self.stop.describe(), python.display(), target.display());
+                    bail!(
+                        "stopped by {}: the ONNX exporter (Python `{}`) was killed; {} was not written",
+                        self.stop.describe(),
+                        python.display(),
+                        target.display()
+                    );
                 }
                 bail!(
                     "the ONNX exporter (Python `{}`) did not finish writing {} within {} s and was killed; give it longer with --onnx-timeout",
@@ -420,7 +455,8 @@ fn has_exited(child: &mut std::process::Child) -> std::io::Result<bool> {
         // SAFETY: `info` is a plain C struct that waitid fills; an all-zero one is valid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: waitid on our own child with a valid pointer; WNOWAIT leaves it unreaped.
-        let r = unsafe { libc::waitid(libc::P_PID, child.id(), &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+        let r =
+            unsafe { libc::waitid(libc::P_PID, child.id(), &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
         if r != 0 {
             return Err(std::io::Error::last_os_error());
         }

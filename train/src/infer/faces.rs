@@ -63,7 +63,8 @@ pub fn centre_crop(img: &RgbImage, size: u32) -> RgbImage {
     let (dx, dy) = ((w as f64 * 0.0625) as i64, (h as f64 * 0.0625) as i64);
     let (x0, y0) = ((dx - 22).max(0), (dy - 22).max(0));
     let (x1, y1) = ((w - dx + 22).min(w), (h - dy + 22).min(h));
-    let crop = image::imageops::crop_imm(img, x0 as u32, y0 as u32, (x1 - x0).max(1) as u32, (y1 - y0).max(1) as u32).to_image();
+    let crop = image::imageops::crop_imm(img, x0 as u32, y0 as u32, (x1 - x0).max(1) as u32, (y1 - y0).max(1) as u32)
+        .to_image();
     resize(&crop, size)
 }
 
@@ -79,7 +80,11 @@ pub fn resize(img: &RgbImage, size: u32) -> RgbImage {
 
 /// Reads, decodes and prepares every file as a `size` x `size` chip, in parallel, with a progress
 /// bar. An unreadable or undecodable file is an error naming it.
-pub fn prepare_files(paths: &[PathBuf], size: u32, how: &Preparation) -> Result<(Vec<RgbImage>, Vec<Prepared>, PrepStats)> {
+pub fn prepare_files(
+    paths: &[PathBuf],
+    size: u32,
+    how: &Preparation,
+) -> Result<(Vec<RgbImage>, Vec<Prepared>, PrepStats)> {
     let bar = facekit_io::progress::items(paths.len() as u64, "faces");
     let decode = |p: &PathBuf| -> Result<RgbImage> {
         let bytes = facekit_io::bounded::read(p, facekit_io::bounded::PHOTO)?;
@@ -90,18 +95,32 @@ pub fn prepare_files(paths: &[PathBuf], size: u32, how: &Preparation) -> Result<
             let spec = facekit_pack::align::ChipSpec { size, padding: *padding };
             spec.validate()?;
             // Fail early on missing models instead of once per thread.
-            drop(facekit_pack::align::FaceAligner::new(models.as_deref(), facekit_pack::align::DetectorKind::Hog, spec)?);
+            drop(facekit_pack::align::FaceAligner::new(
+                models.as_deref(),
+                facekit_pack::align::DetectorKind::Hog,
+                spec,
+            )?);
             paths
                 .par_iter()
                 .map_init(
-                    || facekit_pack::align::FaceAligner::new(models.as_deref(), facekit_pack::align::DetectorKind::Hog, spec),
+                    || {
+                        facekit_pack::align::FaceAligner::new(
+                            models.as_deref(),
+                            facekit_pack::align::DetectorKind::Hog,
+                            spec,
+                        )
+                    },
                     |aligner, p| {
                         let aligner = aligner.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
                         let img = decode(p)?;
                         bar.inc(1);
                         Ok(match aligner.align(&img) {
                             Ok(a) => (a.chip, Prepared::Aligned, None),
-                            Err(e) => (centre_crop(&img, size), Prepared::CentreCropFallback, Some(format!("{}: {e}", p.display()))),
+                            Err(e) => (
+                                centre_crop(&img, size),
+                                Prepared::CentreCropFallback,
+                                Some(format!("{}: {e}", p.display())),
+                            ),
                         })
                     },
                 )

@@ -2,13 +2,13 @@
 //! packed dataset) and insightface `.bin` files, each scored by [`metrics::kfold_verification`].
 
 use super::embed::{self, EmbedModel};
-use super::faces::{self, Preparation, PrepStats};
-use facekit_eval::metrics::{self, KFoldReport};
-use facekit_eval::pairs::{self, unique_faces, MissingPolicy, PairList, RecordFaces};
-use facekit_eval::pickle::VerificationBin;
+use super::faces::{self, PrepStats, Preparation};
 use crate::model::FaceNet;
 use crate::trainer::numerics::Numerics;
 use anyhow::{bail, Context, Result};
+use facekit_eval::metrics::{self, KFoldReport};
+use facekit_eval::pairs::{self, unique_faces, MissingPolicy, PairList, RecordFaces};
+use facekit_eval::pickle::VerificationBin;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,10 @@ pub struct PairsReport {
 
 /// Squared L2 distances of the pairs `(a, b)` of rows of `emb` (`dim` columns).
 pub fn pair_distances(emb: &[f32], dim: usize, pairs: &[(usize, usize)]) -> Vec<f64> {
-    pairs.iter().map(|&(a, b)| metrics::squared_l2(&emb[a * dim..(a + 1) * dim], &emb[b * dim..(b + 1) * dim])).collect()
+    pairs
+        .iter()
+        .map(|&(a, b)| metrics::squared_l2(&emb[a * dim..(a + 1) * dim], &emb[b * dim..(b + 1) * dim]))
+        .collect()
 }
 
 /// Options shared by the pairs protocols.
@@ -57,7 +60,13 @@ pub struct PairsOptions {
 }
 
 /// LFW protocol from a pairs file and an image root in LFW layout.
-pub fn pairs_from_folder(model: &EmbedModel, list_path: &Path, root: &Path, prep: &Preparation, opts: PairsOptions) -> Result<PairsReport> {
+pub fn pairs_from_folder(
+    model: &EmbedModel,
+    list_path: &Path,
+    root: &Path,
+    prep: &Preparation,
+    opts: PairsOptions,
+) -> Result<PairsReport> {
     if !root.is_dir() {
         bail!("image root {} is not a folder", root.display());
     }
@@ -67,23 +76,32 @@ pub fn pairs_from_folder(model: &EmbedModel, list_path: &Path, root: &Path, prep
     let (faces, index) = unique_faces(&resolved.pairs);
     let paths: Vec<_> = faces.iter().map(|f| f.path(root)).collect();
     let (chips, _, stats) = faces::prepare_files(&paths, model.image_size(), prep)?;
-    let emb = embed::embed_images(model, &chips, opts.batch_size, opts.flip).with_context(|| format!("images under {}", root.display()))?;
+    let emb = embed::embed_images(model, &chips, opts.batch_size, opts.flip)
+        .with_context(|| format!("images under {}", root.display()))?;
     finish(model, list_path.display().to_string(), &list, resolved, faces.len(), stats, &emb, &index, opts)
 }
 
 /// LFW protocol from a pairs file and a packed dataset whose records keep their original paths
 /// (`Name/Name_0001.jpg`, possibly below a source folder).
-pub fn pairs_from_dataset(model: &EmbedModel, list_path: &Path, ds: &facekit_shard::Dataset, opts: PairsOptions) -> Result<PairsReport> {
+pub fn pairs_from_dataset(
+    model: &EmbedModel,
+    list_path: &Path,
+    ds: &facekit_shard::Dataset,
+    opts: PairsOptions,
+) -> Result<PairsReport> {
     let list = PairList::read(list_path)?;
     let found = record_faces(ds)?;
     let resolved = pairs::resolve(&list, opts.missing, |f| found.presence(f))
         .with_context(|| format!("pairs file {} against dataset {}", list_path.display(), ds.paths().name()))?;
     let (faces, index) = unique_faces(&resolved.pairs);
-    let records: Vec<usize> = faces.iter().map(|f| found.record(f).expect("resolved faces are in the dataset")).collect();
+    let records: Vec<usize> =
+        faces.iter().map(|f| found.record(f).expect("resolved faces are in the dataset")).collect();
     let size = model.image_size();
     let emb = embed::embed_all(model, records.len(), opts.batch_size, opts.flip, |k, buf| {
         let rec = ds.record(records[k])?;
-        facekit_data::RecordDecoder::new().decode_into(&rec, size, &facekit_data::View::IDENTITY, buf).with_context(|| format!("record {}", records[k]))
+        facekit_data::RecordDecoder::new()
+            .decode_into(&rec, size, &facekit_data::View::IDENTITY, buf)
+            .with_context(|| format!("record {}", records[k]))
     })
     .with_context(|| format!("dataset {}", ds.paths().name()))?;
     let stats = PrepStats::default();
@@ -144,7 +162,8 @@ impl BinSet {
         check_decoded_memory(path, bin.images.len(), size, facekit_io::memory::available())?;
         let mut pixels = vec![0u8; bin.images.len() * per];
         pixels.par_chunks_mut(per).zip(&bin.images).enumerate().try_for_each(|(i, (buf, bytes))| -> Result<()> {
-            let img = facekit_pack::photo::decode_image(bytes).with_context(|| format!("{}: image {i} cannot be decoded", path.display()))?;
+            let img = facekit_pack::photo::decode_image(bytes)
+                .with_context(|| format!("{}: image {i} cannot be decoded", path.display()))?;
             buf.copy_from_slice(faces::resize(&img, size).as_raw());
             Ok(())
         })?;
@@ -166,7 +185,15 @@ impl BinSet {
     /// [`embed::EmbedError::Stopped`] once `stop` is set), squared L2 distances, thresholds
     /// `0..4` by 0.01, `folds` consecutive folds. Embeddings that are not finite are an error
     /// naming this file ([`embed::EmbedError::NonFinite`] inside).
-    pub fn score(&self, net: &FaceNet, numerics: &Numerics, batch_size: usize, flip: bool, folds: usize, stop: &facekit_io::StopFlag) -> Result<KFoldReport> {
+    pub fn score(
+        &self,
+        net: &FaceNet,
+        numerics: &Numerics,
+        batch_size: usize,
+        flip: bool,
+        folds: usize,
+        stop: &facekit_io::StopFlag,
+    ) -> Result<KFoldReport> {
         let emb = embed::embed_chips(net, numerics, &self.pixels, self.size, batch_size, flip, stop)
             .with_context(|| format!("verification on {}", self.path.display()))?;
         let pairs: Vec<(usize, usize)> = (0..self.pairs()).map(|k| (2 * k, 2 * k + 1)).collect();

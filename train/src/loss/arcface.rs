@@ -38,10 +38,7 @@ impl ArcFace {
     /// As [`ArcFace::new`] with any [`Margin`].
     pub fn with_margin(p: &nn::Path, classes: i64, embedding_size: i64, s: f64, margin: Margin) -> Self {
         // insightface draws centres from N(0, 0.01); only their direction matters.
-        let weight = (p / "arcface").var("weight", &[classes, embedding_size], Init::Randn {
-            mean: 0.0,
-            stdev: 0.01,
-        });
+        let weight = (p / "arcface").var("weight", &[classes, embedding_size], Init::Randn { mean: 0.0, stdev: 0.01 });
         ArcFace { weight, s, margin }
     }
 
@@ -62,11 +59,8 @@ impl ArcFace {
         let cos = self.cosine(embedding);
         let phi = self.margin.target_cos(&cos);
         let known = labels.ge(0);
-        let one_hot = cos.zeros_like().scatter(
-            1,
-            &labels.clamp_min(0).unsqueeze(1),
-            &known.to_kind(Kind::Float).unsqueeze(1),
-        );
+        let one_hot =
+            cos.zeros_like().scatter(1, &labels.clamp_min(0).unsqueeze(1), &known.to_kind(Kind::Float).unsqueeze(1));
         // Only the target entry of labelled rows changes; elsewhere this adds exactly zero.
         (&cos + one_hot * (phi - &cos)) * self.s
     }
@@ -100,8 +94,7 @@ pub fn normalize(xs: &Tensor) -> Tensor {
 /// and the sum is divided by max(count, 1) so an all-unlabelled batch gives 0, not 0/0.
 pub fn masked_cross_entropy(logits: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
     let logits = logits.to_kind(Kind::Float);
-    let per_row =
-        logits.cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::None, -1, 0.0);
+    let per_row = logits.cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::None, -1, 0.0);
     let count = labels.ge(0).sum(Kind::Int64);
     let loss = per_row.sum(Kind::Float) / count.clamp_min(1).to_kind(Kind::Float);
     (loss, count)

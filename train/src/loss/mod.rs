@@ -77,16 +77,38 @@ impl FaceLoss {
         let arcface = config.task.has_fr().then(|| {
             ArcFace::with_margin(p, config.num_classes, config.embedding_size, config.arcface_s, Margin::of(config))
         });
-        Ok(FaceLoss { arcface, partial: None, task: config.task, weights: task_weights(config), age_bins: config.age_bins })
+        Ok(FaceLoss {
+            arcface,
+            partial: None,
+            task: config.task,
+            weights: task_weights(config),
+            age_bins: config.age_bins,
+        })
     }
 
     /// As [`FaceLoss::new`] with the identity head sharded over the ranks of `group` (Partial
     /// FC at `sample_rate`; `seed` drives its sampling of negative centres).
-    pub fn with_partial_fc(p: &nn::Path, config: &NetConfig, group: std::rc::Rc<crate::dist::ProcessGroup>, sample_rate: f64, seed: u64) -> Result<Self> {
+    pub fn with_partial_fc(
+        p: &nn::Path,
+        config: &NetConfig,
+        group: std::rc::Rc<crate::dist::ProcessGroup>,
+        sample_rate: f64,
+        seed: u64,
+    ) -> Result<Self> {
         config.validate()?;
-        anyhow::ensure!(config.task.has_fr(), "Partial FC shards the identity head, which task {} does not have", config.task.name());
+        anyhow::ensure!(
+            config.task.has_fr(),
+            "Partial FC shards the identity head, which task {} does not have",
+            config.task.name()
+        );
         let partial = PartialFc::new(p, group, PartialFcConfig::of(config, sample_rate, seed))?;
-        Ok(FaceLoss { arcface: None, partial: Some(partial), task: config.task, weights: task_weights(config), age_bins: config.age_bins })
+        Ok(FaceLoss {
+            arcface: None,
+            partial: Some(partial),
+            task: config.task,
+            weights: task_weights(config),
+            age_bins: config.age_bins,
+        })
     }
 
     /// Each task's masked mean loss and their weighted total, for a loss without Partial FC

@@ -117,7 +117,12 @@ impl PartialFc {
         config.validate(group.size())?;
         let full = tch::no_grad(|| {
             // Same init, shape, device and kind as ArcFace's `var`, hence the same draw.
-            nn::f_init(Init::Randn { mean: 0.0, stdev: 0.01 }, &[config.num_classes, config.embedding_size], p.device(), p.kind())
+            nn::f_init(
+                Init::Randn { mean: 0.0, stdev: 0.01 },
+                &[config.num_classes, config.embedding_size],
+                p.device(),
+                p.kind(),
+            )
         })
         .context("drawing the Partial FC class centres")?;
         Self::from_centres(p, group, config, &full)
@@ -184,7 +189,8 @@ impl PartialFc {
         // single process with the whole batch would compute it (partial_fc_v2's AllGather does
         // the same).
         let world = self.group.size() as f64;
-        let embeddings = self.group.all_gather_autograd(embedding_local, world).context("Partial FC: gathering the embeddings")?;
+        let embeddings =
+            self.group.all_gather_autograd(embedding_local, world).context("Partial FC: gathering the embeddings")?;
         let labels = self.group.all_gather(labels_local).context("Partial FC: gathering the labels")?;
         // Every rank gathered the same labels, so every rank keeps the same rows and takes the
         // same branch below: the collectives stay matched.
@@ -220,7 +226,8 @@ impl PartialFc {
         }
         // A global batch is a few thousand labels: choosing on the host keeps the draw out of the
         // device generator (so it is reproducible on resume) for the price of one small copy.
-        let local_rows = Vec::<i64>::try_from(&local.to_device(Device::Cpu)).context("Partial FC: reading the labels")?;
+        let local_rows =
+            Vec::<i64>::try_from(&local.to_device(Device::Cpu)).context("Partial FC: reading the labels")?;
         let mut positives: Vec<i64> = local_rows.iter().copied().filter(|&c| c >= 0).collect();
         positives.sort_unstable();
         positives.dedup();
@@ -232,7 +239,10 @@ impl PartialFc {
             .map(|&c| if c < 0 { -1 } else { index.binary_search(&c).map_or(-1, |i| i as i64) })
             .collect();
         let device = labels_global.device();
-        Ok(Selection { index: Some(Tensor::from_slice(&index).to_device(device)), labels: Tensor::from_slice(&remapped).to_device(device) })
+        Ok(Selection {
+            index: Some(Tensor::from_slice(&index).to_device(device)),
+            labels: Tensor::from_slice(&remapped).to_device(device),
+        })
     }
 
     /// For each of this rank's rows, the class whose centre is nearest (largest s·cos θ) over
@@ -242,15 +252,18 @@ impl PartialFc {
         let batch = self.check_local_batch(embedding_local, None)?;
         self.check_same_batch(batch, embedding_local.device())?;
         tch::no_grad(|| {
-            let embeddings = self.group.all_gather(&embedding_local.detach()).context("Partial FC: gathering the embeddings")?;
+            let embeddings =
+                self.group.all_gather(&embedding_local.detach()).context("Partial FC: gathering the embeddings")?;
             let logits = cosine(&embeddings, &self.weight) * self.config.s;
             let best = logits.argmax(1, true);
             let value = logits.gather(1, &best, false).squeeze_dim(1);
             let class = best.squeeze_dim(1) + self.start;
             let world = self.group.size() as i64;
             let rows = embeddings.size()[0];
-            let values = self.group.all_gather(&value).context("Partial FC: gathering the shards' maxima")?.view([world, rows]);
-            let classes = self.group.all_gather(&class).context("Partial FC: gathering the shards' argmax")?.view([world, rows]);
+            let values =
+                self.group.all_gather(&value).context("Partial FC: gathering the shards' maxima")?.view([world, rows]);
+            let classes =
+                self.group.all_gather(&class).context("Partial FC: gathering the shards' argmax")?.view([world, rows]);
             // Shards are in class order, so the first rank among equal maxima (argmax's choice)
             // holds the lowest class id, as the full head's argmax would pick.
             let winner = values.argmax(0, true);
@@ -285,14 +298,19 @@ impl PartialFc {
         // On the embeddings' device: NCCL gathers CUDA tensors only.
         let mine = Tensor::from_slice(&[batch]).to_device(device);
         let sizes = self.group.all_gather(&mine).context("Partial FC: gathering the batch sizes")?;
-        let sizes = Vec::<i64>::try_from(&sizes.to_device(Device::Cpu)).context("Partial FC: reading the batch sizes")?;
+        let sizes =
+            Vec::<i64>::try_from(&sizes.to_device(Device::Cpu)).context("Partial FC: reading the batch sizes")?;
         ensure!(sizes.iter().all(|&b| b == batch), "Partial FC needs the same batch size on every rank, got {sizes:?}");
         Ok(())
     }
 
     fn check_labels(&self, labels: &Tensor) -> Result<()> {
         let top = labels.max().int64_value(&[]);
-        ensure!(top < self.config.num_classes, "Partial FC label {top} is not below the {} classes", self.config.num_classes);
+        ensure!(
+            top < self.config.num_classes,
+            "Partial FC label {top} is not below the {} classes",
+            self.config.num_classes
+        );
         Ok(())
     }
 }
@@ -326,7 +344,11 @@ pub fn gather_rows(group: &ProcessGroup, local: &Tensor, num_classes: i64) -> Re
     ensure!(num_classes >= 0, "cannot gather {num_classes} classes");
     let size = local.size();
     let (_, len) = shard_range(num_classes, group.rank(), world);
-    ensure!(size.len() == 2 && size[0] == len, "rank {}'s shard is {size:?}, expected {len} rows of {num_classes} classes over {world} ranks", group.rank());
+    ensure!(
+        size.len() == 2 && size[0] == len,
+        "rank {}'s shard is {size:?}, expected {len} rows of {num_classes} classes over {world} ranks",
+        group.rank()
+    );
     let widest = shard_range(num_classes, 0, world).1;
     tch::no_grad(|| {
         let local = local.detach();
@@ -336,7 +358,8 @@ pub fn gather_rows(group: &ProcessGroup, local: &Tensor, num_classes: i64) -> Re
             local
         };
         let all = group.all_gather(&padded).context("gathering the class centres")?;
-        let parts: Vec<Tensor> = (0..world).map(|r| all.narrow(0, r as i64 * widest, shard_range(num_classes, r, world).1)).collect();
+        let parts: Vec<Tensor> =
+            (0..world).map(|r| all.narrow(0, r as i64 * widest, shard_range(num_classes, r, world).1)).collect();
         Ok(Tensor::cat(&parts, 0))
     })
 }
@@ -353,7 +376,14 @@ pub fn take_rows(full: &Tensor, start: i64, len: i64) -> Result<Tensor> {
 /// Bytes one rank's head holds for `num_classes` centres of `embedding_size` values of `kind`
 /// over `world` ranks: centres, gradient and `optimiser_copies` buffers (1 for SGD with
 /// momentum, 2 for AdamW). Rank 0 has the largest shard.
-pub fn head_memory_bytes(num_classes: i64, embedding_size: i64, rank: usize, world: usize, optimiser_copies: u64, kind: Kind) -> u64 {
+pub fn head_memory_bytes(
+    num_classes: i64,
+    embedding_size: i64,
+    rank: usize,
+    world: usize,
+    optimiser_copies: u64,
+    kind: Kind,
+) -> u64 {
     let (_, len) = shard_range(num_classes, rank, world);
     len as u64 * embedding_size as u64 * (2 + optimiser_copies) * kind.elt_size_in_bytes() as u64
 }
@@ -378,7 +408,8 @@ pub fn sample_rows(positives: &[i64], num_local: i64, quota: i64, rng: &mut ChaC
         return positives.to_vec();
     }
     let free = (num_local - positives.len() as i64) as usize;
-    let mut ranks: Vec<i64> = rand::seq::index::sample(rng, free, wanted as usize).into_iter().map(|i| i as i64).collect();
+    let mut ranks: Vec<i64> =
+        rand::seq::index::sample(rng, free, wanted as usize).into_iter().map(|i| i as i64).collect();
     ranks.sort_unstable();
     let mut rows = Vec::with_capacity(positives.len() + ranks.len());
     rows.extend(skip_positives(&ranks, positives));

@@ -75,7 +75,8 @@ impl std::fmt::Debug for Pretrained {
 /// The safetensors file `source` stands for: itself, or the weights of a run or export folder.
 pub fn weights_file(source: &Path) -> Result<PathBuf> {
     if source.is_dir() {
-        let (weights, _net_json) = crate::infer::embed::locate(source, None).with_context(|| format!("--init {}", source.display()))?;
+        let (weights, _net_json) =
+            crate::infer::embed::locate(source, None).with_context(|| format!("--init {}", source.display()))?;
         return Ok(weights);
     }
     // Opened as the project opens every untrusted path: a FIFO or device is named as such and
@@ -98,7 +99,8 @@ impl Pretrained {
     /// As [`Pretrained::read`], against a network described by its variables' names and shapes.
     pub fn read_for(source: &Path, shapes: &BTreeMap<String, Vec<i64>>) -> Result<Self> {
         let file = weights_file(source)?;
-        let weights = SafetensorsFile::open(&file).with_context(|| format!("--init {}: cannot read it as a safetensors file", file.display()))?;
+        let weights = SafetensorsFile::open(&file)
+            .with_context(|| format!("--init {}: cannot read it as a safetensors file", file.display()))?;
         let mut loaded: BTreeMap<String, Stored> = BTreeMap::new();
         let mut ignored = Vec::new();
         let mut renamed = BTreeMap::new();
@@ -108,7 +110,9 @@ impl Pretrained {
             } else if shapes.contains_key(&name) {
                 Some(name.clone())
             } else {
-                name.strip_prefix(DDP_PREFIX).filter(|n| shapes.contains_key(*n) && !n.starts_with(ARCFACE_PREFIX)).map(str::to_string)
+                name.strip_prefix(DDP_PREFIX)
+                    .filter(|n| shapes.contains_key(*n) && !n.starts_with(ARCFACE_PREFIX))
+                    .map(str::to_string)
             };
             let Some(target) = target else {
                 ignored.push(name);
@@ -147,9 +151,21 @@ impl Pretrained {
         ignored.sort();
         let tensors = loaded
             .iter()
-            .map(|(target, stored)| Ok((target.clone(), weights.read(stored).with_context(|| format!("--init {}: tensor {target}", file.display()))?)))
+            .map(|(target, stored)| {
+                Ok((
+                    target.clone(),
+                    weights.read(stored).with_context(|| format!("--init {}: tensor {target}", file.display()))?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
-        let report = InitReport { source: source.to_path_buf(), file, loaded: loaded.into_keys().collect(), new, ignored, renamed };
+        let report = InitReport {
+            source: source.to_path_buf(),
+            file,
+            loaded: loaded.into_keys().collect(),
+            new,
+            ignored,
+            renamed,
+        };
         Ok(Pretrained { report, tensors })
     }
 
@@ -159,13 +175,21 @@ impl Pretrained {
         let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
         let wanted: BTreeSet<&str> = self.tensors.iter().map(|(n, _)| n.as_str()).collect();
         if let Some(missing) = wanted.iter().find(|n| !vars.contains_key(**n)) {
-            bail!("--init {}: the network has no variable {missing} (it was matched against another one)", self.report.file.display());
+            bail!(
+                "--init {}: the network has no variable {missing} (it was matched against another one)",
+                self.report.file.display()
+            );
         }
         tch::no_grad(|| -> Result<()> {
             for (name, t) in &self.tensors {
                 let mut var = vars[name].shallow_clone();
                 if var.size() != t.size() {
-                    bail!("--init {}: {name} has shape {:?} in the file but {:?} in the network", self.report.file.display(), t.size(), var.size());
+                    bail!(
+                        "--init {}: {name} has shape {:?} in the file but {:?} in the network",
+                        self.report.file.display(),
+                        t.size(),
+                        var.size()
+                    );
                 }
                 var.f_copy_(t).with_context(|| format!("--init {}: cannot copy {name}", self.report.file.display()))?;
             }
@@ -210,12 +234,15 @@ impl SafetensorsFile {
         }
         let mut header = vec![0u8; n as usize];
         file.read_exact_at(&mut header, 8).context("cannot read its header")?;
-        let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header).context("its header is not a JSON object")?;
+        let header: BTreeMap<String, serde_json::Value> =
+            serde_json::from_slice(&header).context("its header is not a JSON object")?;
         let data = 8 + n;
         let tensors = header
             .into_iter()
             .filter(|(name, _)| name != "__metadata__")
-            .map(|(name, v)| Ok((name.clone(), Stored::parse(&v, data, len).with_context(|| format!("tensor {name}"))?)))
+            .map(|(name, v)| {
+                Ok((name.clone(), Stored::parse(&v, data, len).with_context(|| format!("tensor {name}"))?))
+            })
             .collect::<Result<_>>()?;
         Ok(SafetensorsFile { file, tensors })
     }
@@ -253,7 +280,9 @@ impl Stored {
             .map(|d| d.as_i64().filter(|&d| d >= 0).context("a dimension is not a non-negative integer"))
             .collect::<Result<_>>()?;
         let offsets = v["data_offsets"].as_array().context("no data_offsets")?;
-        let [Some(begin), Some(end)] = [offsets.first().and_then(|o| o.as_u64()), offsets.get(1).and_then(|o| o.as_u64())] else {
+        let [Some(begin), Some(end)] =
+            [offsets.first().and_then(|o| o.as_u64()), offsets.get(1).and_then(|o| o.as_u64())]
+        else {
             bail!("data_offsets is not [begin, end]");
         };
         let bytes = shape.iter().try_fold(size, |n: u64, &d| n.checked_mul(d as u64)).context("its shape overflows")?;

@@ -71,7 +71,11 @@ impl IBasicBlock {
         // torchvision's rule: zero the branch's last BN, so the block starts as its shortcut.
         // insightface's flag zeroes bn2 instead, which also starts the branch at zero but feeds
         // conv2 zeros, so conv2 gets no gradient until bn2's scale has moved.
-        let bn3 = if zero_init_residual { layers::batch_norm2d_zero(p / "bn3", width) } else { layers::batch_norm2d(p / "bn3", width) };
+        let bn3 = if zero_init_residual {
+            layers::batch_norm2d_zero(p / "bn3", width)
+        } else {
+            layers::batch_norm2d(p / "bn3", width)
+        };
         IBasicBlock {
             bn1: layers::batch_norm2d(p / "bn1", c_in),
             conv1: conv(p / "conv1", c_in, width, 3, 1),
@@ -117,7 +121,14 @@ pub struct IResNet {
 
 impl IResNet {
     /// Builds `arch` (an IR-ResNet) for `image_size` inputs producing `embedding_size` features.
-    pub fn new(p: &nn::Path, arch: Arch, image_size: i64, embedding_size: i64, dropout: f64, zero_init_residual: bool) -> Self {
+    pub fn new(
+        p: &nn::Path,
+        arch: Arch,
+        image_size: i64,
+        embedding_size: i64,
+        dropout: f64,
+        zero_init_residual: bool,
+    ) -> Self {
         debug_assert_eq!(arch.family(), super::arch::Family::IResNet, "{arch:?} is not an IR-ResNet");
         let base = arch.base_width();
         let mut c_in = base;
@@ -127,7 +138,13 @@ impl IResNet {
             let lp = p / format!("layer{}", stage + 1);
             let blocks = (0..n)
                 .map(|b| {
-                    let block = IBasicBlock::new(&(&lp / b.to_string()), c_in, width, if b == 0 { 2 } else { 1 }, zero_init_residual);
+                    let block = IBasicBlock::new(
+                        &(&lp / b.to_string()),
+                        c_in,
+                        width,
+                        if b == 0 { 2 } else { 1 },
+                        zero_init_residual,
+                    );
                     c_in = width;
                     block
                 })

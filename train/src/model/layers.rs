@@ -24,7 +24,13 @@ pub fn batch_norm2d_zero(p: nn::Path, c: i64) -> nn::BatchNorm {
 }
 
 fn reference_bn() -> nn::BatchNormConfig {
-    nn::BatchNormConfig { eps: 1e-5, momentum: 0.1, ws_init: Init::Const(1.0), bs_init: Init::Const(0.0), ..Default::default() }
+    nn::BatchNormConfig {
+        eps: 1e-5,
+        momentum: 0.1,
+        ws_init: Init::Const(1.0),
+        bs_init: Init::Const(0.0),
+        ..Default::default()
+    }
 }
 
 /// The bound of `nn.Linear`'s default initialisation: Kaiming-uniform with a = sqrt(5) gives
@@ -66,6 +72,16 @@ impl FixedScaleBatchNorm1d {
 
 impl nn::ModuleT for FixedScaleBatchNorm1d {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        Tensor::batch_norm(xs, Some(&self.weight), Some(&self.bias), Some(&self.running_mean), Some(&self.running_var), train, 0.1, 1e-5, true)
+        Tensor::batch_norm(
+            xs,
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            train,
+            0.1,
+            1e-5,
+            true,
+        )
     }
 }

@@ -232,9 +232,17 @@ impl FaceNet {
         let backbone = match arch.family() {
             Family::ResNet => Backbone::ResNet {
                 trunk: ResNet::new(p, arch, config.zero_init_residual),
-                head: EmbeddingHead::new(&(p / "embedding"), arch.out_channels(), arch.feature_map_side(size), e, config.dropout),
+                head: EmbeddingHead::new(
+                    &(p / "embedding"),
+                    arch.out_channels(),
+                    arch.feature_map_side(size),
+                    e,
+                    config.dropout,
+                ),
             },
-            Family::IResNet => Backbone::IResNet(IResNet::new(p, arch, size, e, config.dropout, config.zero_init_residual)),
+            Family::IResNet => {
+                Backbone::IResNet(IResNet::new(p, arch, size, e, config.dropout, config.zero_init_residual))
+            }
         };
         let gender = config.task.has_gender().then(|| layers::linear(p / "gender_head", e, 2));
         let age = config.task.has_age().then(|| layers::linear(p / "age_head", e, config.age_bins));

@@ -135,12 +135,7 @@ impl ResNet {
             }
             layers.push(blocks);
         }
-        ResNet {
-            conv1: conv(p / "conv1", 3, base, 7, 2, 3),
-            bn1: bn(p / "bn1", base),
-            layers,
-            arch,
-        }
+        ResNet { conv1: conv(p / "conv1", 3, base, 7, 2, 3), bn1: bn(p / "bn1", base), layers, arch }
     }
 
     /// The architecture this trunk was built with.
@@ -151,11 +146,8 @@ impl ResNet {
 
 impl ModuleT for ResNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut ys = xs
-            .apply(&self.conv1)
-            .apply_t(&self.bn1, train)
-            .relu()
-            .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut ys =
+            xs.apply(&self.conv1).apply_t(&self.bn1, train).relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for stage in &self.layers {
             for block in stage {
                 ys = block.forward_t(&ys, train);

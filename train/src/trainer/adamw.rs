@@ -38,7 +38,11 @@ impl Moments {
     fn zeros(param: &Tensor) -> Self {
         // zeros_like keeps the parameter's memory format, as torch.preserve_format does.
         let p = param.detach();
-        Moments { exp_avg: p.zeros_like(), exp_avg_sq: p.zeros_like(), steps: Tensor::zeros([], (Kind::Float, p.device())) }
+        Moments {
+            exp_avg: p.zeros_like(),
+            exp_avg_sq: p.zeros_like(),
+            steps: Tensor::zeros([], (Kind::Float, p.device())),
+        }
     }
 }
 
@@ -61,13 +65,22 @@ impl AdamW {
     /// (parameter name, steps taken) of every parameter, in name order (reads them from the
     /// device: for tests and tools, not the step).
     pub fn step_counts(&self) -> Vec<(&str, u64)> {
-        self.slots.iter().map(|s| (s.name.as_str(), s.state.as_ref().map_or(0, |m| m.steps.double_value(&[]) as u64))).collect()
+        self.slots
+            .iter()
+            .map(|s| (s.name.as_str(), s.state.as_ref().map_or(0, |m| m.steps.double_value(&[]) as u64)))
+            .collect()
     }
 }
 
 impl Optimizer for AdamW {
     fn step_unless(&mut self, lr: f64, found_inf: &Tensor) -> Result<()> {
-        let mut l = AdamLists { params: Vec::new(), grads: Vec::new(), exp_avgs: Vec::new(), exp_avg_sqs: Vec::new(), steps: Vec::new() };
+        let mut l = AdamLists {
+            params: Vec::new(),
+            grads: Vec::new(),
+            exp_avgs: Vec::new(),
+            exp_avg_sqs: Vec::new(),
+            steps: Vec::new(),
+        };
         for s in &mut self.slots {
             let g = s.param.grad();
             if !g.defined() {
@@ -113,7 +126,8 @@ impl Optimizer for AdamW {
     }
 
     fn restore(&mut self, saved: Vec<(String, Tensor)>, path: &Path) -> Result<()> {
-        let mut found: Vec<(Option<Tensor>, Option<Tensor>, Option<u64>)> = self.slots.iter().map(|_| (None, None, None)).collect();
+        let mut found: Vec<(Option<Tensor>, Option<Tensor>, Option<u64>)> =
+            self.slots.iter().map(|_| (None, None, None)).collect();
         for (key, t) in saved {
             let (prefix, name) = [EXP_AVG_SQ, EXP_AVG, STEP]
                 .iter()
@@ -127,7 +141,12 @@ impl Optimizer for AdamW {
             let slot = &self.slots[i];
             if prefix == STEP {
                 if t.size() != [1] || t.kind() != Kind::Int64 || t.int64_value(&[0]) < 1 {
-                    bail!("{}: '{key}' must be one positive i64 step count, got {:?} {:?}", path.display(), t.kind(), t.size());
+                    bail!(
+                        "{}: '{key}' must be one positive i64 step count, got {:?} {:?}",
+                        path.display(),
+                        t.kind(),
+                        t.size()
+                    );
                 }
                 found[i].2 = Some(t.int64_value(&[0]) as u64);
                 continue;
@@ -146,7 +165,11 @@ impl Optimizer for AdamW {
                     slot.state = Some(Moments { exp_avg, exp_avg_sq, steps });
                 }
                 (None, None, None) => {}
-                _ => bail!("{}: AdamW state of '{}' is incomplete (needs exp_avg, exp_avg_sq and step)", path.display(), slot.name),
+                _ => bail!(
+                    "{}: AdamW state of '{}' is incomplete (needs exp_avg, exp_avg_sq and step)",
+                    path.display(),
+                    slot.name
+                ),
             }
         }
         Ok(())

@@ -22,7 +22,12 @@ extern "C" {
     fn facekit_autocast_increment_nesting(level: *mut c_int) -> c_int;
     fn facekit_autocast_decrement_nesting(level: *mut c_int) -> c_int;
     fn facekit_autocast_clear_cache() -> c_int;
-    fn facekit_amp_unscale_(grads: *const *mut C_tensor, n: usize, found_inf: *mut C_tensor, inv_scale: *const C_tensor) -> c_int;
+    fn facekit_amp_unscale_(
+        grads: *const *mut C_tensor,
+        n: usize,
+        found_inf: *mut C_tensor,
+        inv_scale: *const C_tensor,
+    ) -> c_int;
 }
 
 /// The lower precision autocast computes in.

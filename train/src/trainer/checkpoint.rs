@@ -35,7 +35,15 @@ pub trait Shards {
 
 /// Writes checkpoint `name` (`last` or `best`) of the run `run` when `writer` (rank 0); every
 /// rank calls it when there are `shards` (their rows are gathered first).
-pub fn write(run: &RunPaths, name: &str, vs: &VarStore, opt: &dyn Optimizer, state: &TrainState, shards: Option<&dyn Shards>, writer: bool) -> Result<PathBuf> {
+pub fn write(
+    run: &RunPaths,
+    name: &str,
+    vs: &VarStore,
+    opt: &dyn Optimizer,
+    state: &TrainState,
+    shards: Option<&dyn Shards>,
+    writer: bool,
+) -> Result<PathBuf> {
     let target = run.checkpoint(name);
     let mut weights: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     weights.sort_by(|a, b| a.0.cmp(&b.0));
@@ -51,7 +59,9 @@ pub fn write(run: &RunPaths, name: &str, vs: &VarStore, opt: &dyn Optimizer, sta
             let param = opt.param_of(key);
             // Per-row state (momentum, moments) is gathered; a step count is the same everywhere.
             if sh.holds(param) && params.get(param).is_some_and(|p| p.size() == t.size()) {
-                *t = sh.gather(t).with_context(|| format!("gathering the rows of optimiser state {key} for the checkpoint"))?;
+                *t = sh
+                    .gather(t)
+                    .with_context(|| format!("gathering the rows of optimiser state {key} for the checkpoint"))?;
             }
         }
     }
@@ -78,8 +88,10 @@ pub fn load(dir: &Path, vs: &mut VarStore, opt: &mut dyn Optimizer, shards: Opti
         opt.load(&opt_path)?;
         return Ok(state);
     };
-    let saved: std::collections::HashMap<String, Tensor> =
-        Tensor::read_safetensors(&model).with_context(|| format!("cannot load weights {}", model.display()))?.into_iter().collect();
+    let saved: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&model)
+        .with_context(|| format!("cannot load weights {}", model.display()))?
+        .into_iter()
+        .collect();
     let params: std::collections::HashMap<String, Tensor> = vs.variables().into_iter().collect();
     for (name, var) in &params {
         let t = saved.get(name).with_context(|| format!("{}: no tensor '{name}'", model.display()))?;
@@ -90,7 +102,8 @@ pub fn load(dir: &Path, vs: &mut VarStore, opt: &mut dyn Optimizer, shards: Opti
         let mut var = var.shallow_clone();
         tch::no_grad(|| var.copy_(&t));
     }
-    let mut opt_state = Tensor::read_safetensors(&opt_path).with_context(|| format!("cannot read {}", opt_path.display()))?;
+    let mut opt_state =
+        Tensor::read_safetensors(&opt_path).with_context(|| format!("cannot read {}", opt_path.display()))?;
     for (key, t) in opt_state.iter_mut() {
         let param = opt.param_of(key).to_string();
         if sh.holds(&param) && t.dim() == 2 {

@@ -1,11 +1,11 @@
 //! The full configuration of a training run: every `facekit train` flag, saved as `config.json`
 //! so that a run can be reproduced and resumed exactly.
 
+use super::run_dir::RunPaths;
 use crate::loss::{Margin, MarginKind};
 use crate::model::{Arch, Task};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use super::run_dir::RunPaths;
 use std::path::PathBuf;
 
 /// How the learning rate evolves.
@@ -345,11 +345,24 @@ impl TrainConfig {
         finite("--weight-decay", self.weight_decay, self.weight_decay >= 0.0, "zero or positive")?;
         finite("--dropout", self.dropout, (0.0..1.0).contains(&self.dropout), "in [0, 1)")?;
         finite("--lr-shrink", self.lr_shrink, self.lr_shrink > 0.0 && self.lr_shrink <= 1.0, "in (0, 1]")?;
-        finite("--min-lr", self.min_lr, self.min_lr >= 0.0 && self.min_lr < self.lr, "zero or positive and below --lr")?;
+        finite(
+            "--min-lr",
+            self.min_lr,
+            self.min_lr >= 0.0 && self.min_lr < self.lr,
+            "zero or positive and below --lr",
+        )?;
         finite("--arcface-scale", self.arcface_scale, self.arcface_scale > 0.0, "a positive number")?;
-        finite("--arcface-margin", self.arcface_margin, (0.0..std::f64::consts::PI).contains(&self.arcface_margin), "in [0, pi) radians")?;
+        finite(
+            "--arcface-margin",
+            self.arcface_margin,
+            (0.0..std::f64::consts::PI).contains(&self.arcface_margin),
+            "in [0, pi) radians",
+        )?;
         if self.multi_weights.len() != 3 || self.multi_weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
-            bail!("--multi-weights needs three finite non-negative numbers fr,gender,age, got {:?}", self.multi_weights);
+            bail!(
+                "--multi-weights needs three finite non-negative numbers fr,gender,age, got {:?}",
+                self.multi_weights
+            );
         }
         if self.task == Task::Multi && self.multi_weights.iter().all(|w| *w == 0.0) {
             bail!("--multi-weights are all zero: nothing would be learned");
@@ -368,7 +381,9 @@ impl TrainConfig {
         }
         if let Some(name) = &self.run_name {
             if !facekit_io::bounded::is_plain_name(name) || name.starts_with('.') {
-                bail!("--run-name '{name}' must be a plain folder name inside --model-dir (no '/', not '..', not hidden)");
+                bail!(
+                    "--run-name '{name}' must be a plain folder name inside --model-dir (no '/', not '..', not hidden)"
+                );
             }
         }
         self.augment().validate().map_err(|e| anyhow::anyhow!("--random-crop/--color-jitter/--grey-prob: {e}"))?;
@@ -387,7 +402,9 @@ impl TrainConfig {
         let d = TrainConfig::default();
         match self.optimizer {
             OptimizerKind::Adamw => {
-                if self.adam_betas.len() != 2 || !self.adam_betas.iter().all(|b| b.is_finite() && (0.0..1.0).contains(b)) {
+                if self.adam_betas.len() != 2
+                    || !self.adam_betas.iter().all(|b| b.is_finite() && (0.0..1.0).contains(b))
+                {
                     bail!("--adam-betas needs two numbers B1,B2 each in [0, 1), got {:?}", self.adam_betas);
                 }
                 if !(self.adam_eps.is_finite() && self.adam_eps > 0.0) {
@@ -543,7 +560,11 @@ impl TrainConfig {
         }
         if let Some(best) = &self.best_on {
             if !names.contains(best) {
-                let given = if names.is_empty() { "no --eval-bin files were given".to_string() } else { format!("the --eval-bin sets are {}", names.join(", ")) };
+                let given = if names.is_empty() {
+                    "no --eval-bin files were given".to_string()
+                } else {
+                    format!("the --eval-bin sets are {}", names.join(", "))
+                };
                 bail!("--best-on '{best}' names no --eval-bin set ({given})");
             }
         }
@@ -558,21 +579,28 @@ impl TrainConfig {
     /// Images per forward pass of `--eval-bin` scoring: `--eval-batch`, or twice `--batch-size`
     /// (no gradients or activations are kept, so inference fits about twice the training batch).
     pub fn eval_batch_size(&self) -> usize {
-        if self.eval_batch == 0 { 2 * self.batch_size } else { self.eval_batch }
+        if self.eval_batch == 0 {
+            2 * self.batch_size
+        } else {
+            self.eval_batch
+        }
     }
 
     /// The training loader's augmentations.
     pub fn augment(&self) -> facekit_data::Augment {
-        facekit_data::Augment { flip: !self.no_flip, crop: self.random_crop, color_jitter: self.color_jitter, grey: self.grey_prob }
+        facekit_data::Augment {
+            flip: !self.no_flip,
+            crop: self.random_crop,
+            color_jitter: self.color_jitter,
+            grey: self.grey_prob,
+        }
     }
 
     /// The run's folder name: `--run-name`, or the task and the start time.
     pub fn run_name(&self) -> String {
         self.run_name.clone().unwrap_or_else(|| {
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let secs =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             format!("{}-{secs}", self.task.name())
         })
     }
@@ -583,8 +611,20 @@ impl TrainConfig {
 /// the saved ones), and how often it logs, validates, evaluates and saves. Nothing the run
 /// learns from depends on them.
 pub const RESUME_APPLIES: [&str; 14] = [
-    "max_steps", "epochs", "device", "workers", "threads", "data_dir", "model_dir", "log_every", "valid_every", "eval_every",
-    "eval_batch", "checkpoint_every", "skip_corrupt", "allow_cpu_fp16",
+    "max_steps",
+    "epochs",
+    "device",
+    "workers",
+    "threads",
+    "data_dir",
+    "model_dir",
+    "log_every",
+    "valid_every",
+    "eval_every",
+    "eval_batch",
+    "checkpoint_every",
+    "skip_corrupt",
+    "allow_cpu_fp16",
 ];
 
 /// The run's length, which a resume takes whole from the command line that gives any part of it.
@@ -597,7 +637,11 @@ const RESUME_IGNORES: [&str; 5] = ["resume", "init", "overwrite", "world_size", 
 
 /// A setting's flag: `log_every` is `--log-every`, `task` the positional TASK.
 fn flag_name(key: &str) -> String {
-    if key == "task" { "TASK".into() } else { format!("--{}", key.replace('_', "-")) }
+    if key == "task" {
+        "TASK".into()
+    } else {
+        format!("--{}", key.replace('_', "-"))
+    }
 }
 
 /// A setting's value as the command line writes it.
@@ -697,7 +741,12 @@ impl DatasetIdentity {
             .iter()
             .zip(now)
             .filter(|(a, b)| a.manifest_sha256 != b.manifest_sha256)
-            .map(|(a, b)| format!("{} set {} was repacked or changed ({} records then, {} now)", a.role, b.dataset, a.records, b.records))
+            .map(|(a, b)| {
+                format!(
+                    "{} set {} was repacked or changed ({} records then, {} now)",
+                    a.role, b.dataset, a.records, b.records
+                )
+            })
             .collect()
     }
 }
@@ -707,7 +756,8 @@ impl SavedConfig {
     pub fn read(run: &RunPaths) -> Result<Self> {
         let path = run.config();
         let text = facekit_io::bounded::read(&path, facekit_io::bounded::STATE)?;
-        serde_json::from_slice(&text).with_context(|| format!("{} is not a valid facekit run configuration", path.display()))
+        serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a valid facekit run configuration", path.display()))
     }
 
     /// Writes `config.json` atomically.

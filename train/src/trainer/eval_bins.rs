@@ -64,7 +64,10 @@ impl EvalBins {
                 facekit_eval::pickle::VerificationBin::read(path)?.issame.len()
             };
             if pairs < FOLDS {
-                bail!("--eval-bin {}: {pairs} pairs, but {FOLDS}-fold verification needs at least {FOLDS}", path.display());
+                bail!(
+                    "--eval-bin {}: {pairs} pairs, but {FOLDS}-fold verification needs at least {FOLDS}",
+                    path.display()
+                );
             }
         }
         Ok(decode.then_some(EvalBins { sets, batch_size: cfg.eval_batch_size() }))
@@ -110,7 +113,12 @@ impl BinScore {
 
     /// This result as the run's best metric, reached at `step`.
     pub fn as_best(&self, step: u64) -> BestMetric {
-        BestMetric { name: best_metric_name(&self.name), value: self.report.accuracy_mean, higher_is_better: true, step }
+        BestMetric {
+            name: best_metric_name(&self.name),
+            value: self.report.accuracy_mean,
+            higher_is_better: true,
+            step,
+        }
     }
 }
 

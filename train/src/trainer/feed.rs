@@ -226,7 +226,10 @@ impl CudaQueue {
         let device = index as c_int;
         let mut copy = [0i64; 3];
         // SAFETY: `copy` has room for the three numbers of a packed stream.
-        check(unsafe { facekit_cuda_stream_from_pool(device, copy.as_mut_ptr()) }, "cannot get a CUDA stream for the feed's copies")?;
+        check(
+            unsafe { facekit_cuda_stream_from_pool(device, copy.as_mut_ptr()) },
+            "cannot get a CUDA stream for the feed's copies",
+        )?;
         Ok(CudaQueue { device, copy })
     }
 
@@ -236,7 +239,10 @@ impl CudaQueue {
             Lane::Compute => {
                 let mut s = [0i64; 3];
                 // SAFETY: as in `new`.
-                check(unsafe { facekit_cuda_stream_current(self.device, s.as_mut_ptr()) }, "cannot read the current CUDA stream")?;
+                check(
+                    unsafe { facekit_cuda_stream_current(self.device, s.as_mut_ptr()) },
+                    "cannot read the current CUDA stream",
+                )?;
                 Ok(s)
             }
         }
@@ -271,7 +277,10 @@ impl Queue for CudaQueue {
         // SAFETY: both tensors are live for the call; the copy engine keeps their storages in use
         // only as long as the feed holds them (the destination always, the source until the
         // copy's event completed).
-        check(unsafe { facekit_cuda_copy_on(self.copy.as_ptr(), dst.as_mut_ptr(), src.as_ptr()) }, "cannot queue the batch's copy to the GPU")
+        check(
+            unsafe { facekit_cuda_copy_on(self.copy.as_ptr(), dst.as_mut_ptr(), src.as_ptr()) },
+            "cannot queue the batch's copy to the GPU",
+        )
     }
 }
 
@@ -392,14 +401,30 @@ impl<Q: Queue> Feed<Q> {
                 _ => Some(Tensor::f_empty([n, s, s, 3], (Kind::Uint8, device))?),
             };
             let images = match numerics.memory_format {
-                MemoryFormat::ChannelsLast => Tensor::f_empty([n, s, s, 3], (Kind::Float, device))?.permute([0, 3, 1, 2]),
+                MemoryFormat::ChannelsLast => {
+                    Tensor::f_empty([n, s, s, 3], (Kind::Float, device))?.permute([0, 3, 1, 2])
+                }
                 MemoryFormat::Contiguous => Tensor::f_empty([n, 3, s, s], (Kind::Float, device))?,
             };
             Ok(Buffers { pixels, images, labels: Tensor::f_empty([3, n], (Kind::Int64, device))? })
         };
         let buffers = [half().context("cannot allocate the feed's device buffers")?, half()?];
         let released = [queue.event()?, queue.event()?];
-        Ok(Feed { queue, device, format: numerics.memory_format, batch, size, buffers, released, next: 0, in_flight: VecDeque::new(), spare: Vec::new(), label_buffers: 0, watch: None, synthetic: None })
+        Ok(Feed {
+            queue,
+            device,
+            format: numerics.memory_format,
+            batch,
+            size,
+            buffers,
+            released,
+            next: 0,
+            in_flight: VecDeque::new(),
+            spare: Vec::new(),
+            label_buffers: 0,
+            watch: None,
+            synthetic: None,
+        })
     }
 
     /// The queue, for the tests' inspection.
@@ -440,7 +465,13 @@ impl<Q: Queue> Feed<Q> {
 
     fn feed(&mut self, batch: &Batch) -> Result<(Tensor, BatchLabels)> {
         if batch.n > self.batch || batch.size != self.size {
-            bail!("a batch of {} images of {} pixels does not fit the feed's buffers ({} of {})", batch.n, batch.size, self.batch, self.size);
+            bail!(
+                "a batch of {} images of {} pixels does not fit the feed's buffers ({} of {})",
+                batch.n,
+                batch.size,
+                self.batch,
+                self.size
+            );
         }
         self.poll()?;
         let (b, n) = (self.next, batch.n as i64);
@@ -471,7 +502,11 @@ impl<Q: Queue> Feed<Q> {
             Some(pixels) => normalise_into(&buf.images.narrow(0, 0, n), &pixels)?,
             None => buf.images.narrow(0, 0, n),
         };
-        let labels = BatchLabels { class: buf.labels.get(0).narrow(0, 0, n), gender: buf.labels.get(1).narrow(0, 0, n), age: buf.labels.get(2).narrow(0, 0, n) };
+        let labels = BatchLabels {
+            class: buf.labels.get(0).narrow(0, 0, n),
+            gender: buf.labels.get(1).narrow(0, 0, n),
+            age: buf.labels.get(2).narrow(0, 0, n),
+        };
         self.next = 1 - b;
         debug_assert!(self.format == MemoryFormat::Contiguous || super::layout::is_channels_last(&images));
         Ok((images, labels))
@@ -534,7 +569,16 @@ where
         let class = (0..n as i64).map(|i| i % i64::from(classes.max(1))).collect();
         let images = facekit_data::Slot::from(Vec::new());
         let (gender, age) = ((0..n as i64).map(|i| i % 2).collect(), (0..n as i64).map(|i| i % 90).collect());
-        self.synthetic = Some(Batch { n, size: self.size, images, class, gender, age, indices: vec![0; n], flipped: vec![false; n] });
+        self.synthetic = Some(Batch {
+            n,
+            size: self.size,
+            images,
+            class,
+            gender,
+            age,
+            indices: vec![0; n],
+            flipped: vec![false; n],
+        });
         Ok(())
     }
 
@@ -566,7 +610,8 @@ where
 
     fn stats(&self) -> FeedStats {
         let bytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
-        let buffer_bytes = self.buffers.iter().map(|b| b.pixels.as_ref().map_or(0, bytes) + bytes(&b.images) + bytes(&b.labels)).sum();
+        let buffer_bytes =
+            self.buffers.iter().map(|b| b.pixels.as_ref().map_or(0, bytes) + bytes(&b.images) + bytes(&b.labels)).sum();
         let held = self.in_flight.iter().filter(|t| t.batch.is_some()).count();
         FeedStats { buffer_bytes, label_buffers: self.label_buffers, in_flight: self.in_flight.len(), held }
     }
@@ -582,9 +627,9 @@ pub fn for_device(numerics: &Numerics, batch: usize, size: u32) -> Result<Box<dy
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::{MemoryFormatKind, PrecisionKind};
     use super::super::numerics::Numerics;
     use super::super::step::labels_to_device;
-    use super::super::config::{MemoryFormatKind, PrecisionKind};
     use super::*;
     use facekit_data::{Loader, LoaderConfig};
     use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
@@ -619,7 +664,11 @@ mod tests {
             })
             .unwrap();
         }
-        let labels = LabelMap { entries: (0..3).map(|c| LabelEntry { class_id: c, source: "lfw".into(), identity: format!("p{c}") }).collect() };
+        let labels = LabelMap {
+            entries: (0..3)
+                .map(|c| LabelEntry { class_id: c, source: "lfw".into(), identity: format!("p{c}") })
+                .collect(),
+        };
         let enc = EncodingInfo { format: Encoding::Raw, quality: None, chroma: None, width: size, height: size };
         let source = SourceInfo { id: 0, name: "lfw".into(), class_offset: 0, classes: 3, records: n as u64 };
         w.finish(Manifest::new(3, vec![source], None, enc), &labels).unwrap();
@@ -627,7 +676,16 @@ mod tests {
     }
 
     fn loader(ds: Arc<Dataset>, batch: usize, size: u32) -> Loader {
-        let cfg = LoaderConfig { batch_size: batch, image_size: size, workers: 1, prefetch: 2, shuffle: true, seed: 3, drop_last: false, ..LoaderConfig::default() };
+        let cfg = LoaderConfig {
+            batch_size: batch,
+            image_size: size,
+            workers: 1,
+            prefetch: 2,
+            shuffle: true,
+            seed: 3,
+            drop_last: false,
+            ..LoaderConfig::default()
+        };
         Loader::with_alloc(vec![ds], cfg, Arc::new(TrainerAlloc::for_device(Device::Cpu))).unwrap()
     }
 
@@ -710,7 +768,11 @@ mod tests {
                 assert!(xs.equal(&want), "pixels, {format:?}");
                 assert_eq!(xs.stride(), want.stride(), "memory format {format:?}");
                 let fresh = labels_to_device(&batch, Device::Cpu);
-                assert!(labels.class.equal(&fresh.class) && labels.gender.equal(&fresh.gender) && labels.age.equal(&fresh.age));
+                assert!(
+                    labels.class.equal(&fresh.class)
+                        && labels.gender.equal(&fresh.gender)
+                        && labels.age.equal(&fresh.age)
+                );
                 Input::retire(&mut feed, vec![batch]).unwrap();
             }
         }
@@ -737,7 +799,11 @@ mod tests {
         // work queued); the step waits on the copy, never the host.
         let log = &feed.queue().log;
         let third = log.iter().rposition(|l| l == "record 1 on Compute").unwrap();
-        assert_eq!(log[third..], ["record 1 on Compute", "Copy waits 0", "copy [3, 4]", "record 2 on Copy", "Compute waits 2"], "{log:?}");
+        assert_eq!(
+            log[third..],
+            ["record 1 on Compute", "Copy waits 0", "copy [3, 4]", "record 2 on Copy", "Compute waits 2"],
+            "{log:?}"
+        );
         assert!(log.iter().position(|l| l == "record 0 on Compute").unwrap() < third);
     }
 

@@ -61,7 +61,16 @@ mod tests {
     use super::*;
 
     fn batch(gender: i64) -> Batch {
-        Batch { n: 2, size: 1, images: vec![0; 6].into(), class: vec![3, 4], gender: vec![gender; 2], age: vec![-1; 2], indices: vec![0, 1], flipped: vec![false; 2] }
+        Batch {
+            n: 2,
+            size: 1,
+            images: vec![0; 6].into(),
+            class: vec![3, 4],
+            gender: vec![gender; 2],
+            age: vec![-1; 2],
+            indices: vec![0, 1],
+            flipped: vec![false; 2],
+        }
     }
 
     #[test]

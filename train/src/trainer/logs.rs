@@ -2,10 +2,10 @@
 //! object per logged step and per validation) and the chart `curves.png` (training loss, and
 //! below it the validation metrics).
 
+use super::run_dir::RunPaths;
 use anyhow::{Context, Result};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use super::run_dir::RunPaths;
 use std::path::{Path, PathBuf};
 
 /// Losses of one step, per task (`None` where the task is not trained).
@@ -28,7 +28,12 @@ impl StepLosses {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0.0) + w * b.unwrap_or(0.0)),
         };
-        StepLosses { total: self.total + w * other.total, fr: add(self.fr, other.fr), gender: add(self.gender, other.gender), age: add(self.age, other.age) }
+        StepLosses {
+            total: self.total + w * other.total,
+            fr: add(self.fr, other.fr),
+            gender: add(self.gender, other.gender),
+            age: add(self.age, other.age),
+        }
     }
 }
 
@@ -54,7 +59,8 @@ impl RunLogs {
     pub fn open(run: &RunPaths, keep_through: u64) -> Result<Self> {
         let losses_path = run.losses();
         let jsonl_path = run.log();
-        std::fs::create_dir_all(run.loss_debug()).with_context(|| format!("cannot create {}", run.loss_debug().display()))?;
+        std::fs::create_dir_all(run.loss_debug())
+            .with_context(|| format!("cannot create {}", run.loss_debug().display()))?;
         let loss_lines = truncate_after(&losses_path, keep_through, tsv_step)?;
         let json_lines = truncate_after(&jsonl_path, keep_through, json_step)?;
         let mut logs = RunLogs {
@@ -66,11 +72,13 @@ impl RunLogs {
             bin_points: Vec::new(),
         };
         if loss_lines.is_empty() {
-            writeln!(logs.losses, "{LOSSES_HEADER}").with_context(|| format!("cannot write {}", losses_path.display()))?;
+            writeln!(logs.losses, "{LOSSES_HEADER}")
+                .with_context(|| format!("cannot write {}", losses_path.display()))?;
         }
         for line in loss_lines.iter().filter(|l| !l.starts_with("step")) {
             let f: Vec<&str> = line.split('\t').collect();
-            if let (Some(s), Some(t)) = (f.first().and_then(|s| s.parse().ok()), f.get(3).and_then(|s| s.parse().ok())) {
+            if let (Some(s), Some(t)) = (f.first().and_then(|s| s.parse().ok()), f.get(3).and_then(|s| s.parse().ok()))
+            {
                 logs.loss_points.push((s, t));
             }
         }
@@ -85,8 +93,15 @@ impl RunLogs {
     /// Records the losses of one step in `losses.tsv`.
     pub fn step(&mut self, step: u64, epoch: u64, lr: f64, l: &StepLosses) -> Result<()> {
         let opt = |v: Option<f64>| v.map(|x| format!("{x:.9}")).unwrap_or_else(|| "-".into());
-        writeln!(self.losses, "{step}\t{epoch}\t{lr:e}\t{:.9}\t{}\t{}\t{}", l.total, opt(l.fr), opt(l.gender), opt(l.age))
-            .context("cannot write loss_debug/losses.tsv")?;
+        writeln!(
+            self.losses,
+            "{step}\t{epoch}\t{lr:e}\t{:.9}\t{}\t{}\t{}",
+            l.total,
+            opt(l.fr),
+            opt(l.gender),
+            opt(l.age)
+        )
+        .context("cannot write loss_debug/losses.tsv")?;
         self.loss_points.push((step as f64, l.total));
         Ok(())
     }
@@ -151,19 +166,32 @@ impl RunLogs {
             .chain(&self.bin_points)
             .map(|(n, p)| Series { name: n, points: p })
             .collect();
-        let years: Vec<Series> =
-            self.valid_points.iter().filter(|(n, _)| n == "age_mae").map(|(n, p)| Series { name: n, points: p }).collect();
+        let years: Vec<Series> = self
+            .valid_points
+            .iter()
+            .filter(|(n, _)| n == "age_mae")
+            .map(|(n, p)| Series { name: n, points: p })
+            .collect();
         // Every panel spans the steps of the loss, so that validation points sit under their step.
         let x_range = self.loss_points.first().zip(self.loss_points.last()).map(|(a, b)| (a.0, b.0));
         let spec = ChartSpec { title: "Training loss", x_label: "step", y_label: "loss", log_x: false };
         let mut panels = vec![Panel { spec, series: &loss, markers: false, x_range }];
         if !fractions.is_empty() {
-            let title = if self.bin_points.is_empty() { "Validation accuracy" } else { "Validation and .bin verification accuracy" };
+            let title = if self.bin_points.is_empty() {
+                "Validation accuracy"
+            } else {
+                "Validation and .bin verification accuracy"
+            };
             let spec = ChartSpec { title, x_label: "step", y_label: "fraction correct", log_x: false };
             panels.push(Panel { spec, series: &fractions, markers: true, x_range });
         }
         if !years.is_empty() {
-            let spec = ChartSpec { title: "Validation age error", x_label: "step", y_label: "mean absolute error (years)", log_x: false };
+            let spec = ChartSpec {
+                title: "Validation age error",
+                x_label: "step",
+                y_label: "mean absolute error (years)",
+                log_x: false,
+            };
             panels.push(Panel { spec, series: &years, markers: true, x_range });
         }
         facekit_eval::plot::figure(&self.curves, &panels)

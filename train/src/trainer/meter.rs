@@ -75,9 +75,14 @@ impl Meter {
         let secs = (self.window_start.elapsed().as_secs_f64() - self.window_paused_s).max(1e-9);
         let w = Window {
             images_per_second: self.window_images as f64 / secs,
-            data_wait_ms: if self.window_steps == 0 { 0.0 } else { 1e3 * self.window_wait_s / self.window_steps as f64 },
+            data_wait_ms: if self.window_steps == 0 {
+                0.0
+            } else {
+                1e3 * self.window_wait_s / self.window_steps as f64
+            },
         };
-        (self.window_images, self.window_wait_s, self.window_steps, self.window_paused_s, self.window_start) = (0, 0.0, 0, 0.0, Instant::now());
+        (self.window_images, self.window_wait_s, self.window_steps, self.window_paused_s, self.window_start) =
+            (0, 0.0, 0, 0.0, Instant::now());
         w
     }
 
@@ -143,7 +148,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         m.pause(t.elapsed());
         let with_eval = 1000.0 / m.elapsed_s();
-        assert!(m.images_per_second() > 20.0 * with_eval, "{} images/s vs {with_eval} counting the evaluation", m.images_per_second());
+        assert!(
+            m.images_per_second() > 20.0 * with_eval,
+            "{} images/s vs {with_eval} counting the evaluation",
+            m.images_per_second()
+        );
         assert!(m.take_window().images_per_second > 20.0 * with_eval);
         // The estimate of time left counts it: evaluations recur.
         let eta = m.eta_s(10).unwrap();

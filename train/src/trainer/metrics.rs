@@ -89,7 +89,11 @@ pub fn verification_pairs(classes: &[i64], n: usize, seed: u64) -> Vec<Pair> {
 /// meaningfully, and a figure computed around it would look valid.
 pub fn best_threshold_accuracy(scores: &[f64], same: &[bool]) -> anyhow::Result<Option<(f64, f64)>> {
     if let Some(k) = scores.iter().position(|s| !s.is_finite()) {
-        anyhow::bail!("verification pair {k} of {} has the score {} (its embeddings are not finite)", scores.len(), scores[k]);
+        anyhow::bail!(
+            "verification pair {k} of {} has the score {} (its embeddings are not finite)",
+            scores.len(),
+            scores[k]
+        );
     }
     if scores.is_empty() {
         return Ok(None);

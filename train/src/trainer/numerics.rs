@@ -5,9 +5,9 @@ use super::amp::{AmpDtype, Autocast};
 use super::config::{MemoryFormatKind, PrecisionKind};
 use super::layout::MemoryFormat;
 use super::validate::batch_to_device;
-use facekit_data::Batch;
 use crate::model::{FaceNet, Outputs};
 use anyhow::Result;
+use facekit_data::Batch;
 use tch::{Device, Kind, Tensor};
 
 /// Device, precision and memory format of a run, `auto` already resolved.

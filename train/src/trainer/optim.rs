@@ -44,7 +44,12 @@ extern "C" {
         eps: f64,
         found_inf: *const C_tensor,
     ) -> c_int;
-    fn facekit_clip_grad_norm_(grads: *const *mut C_tensor, n: usize, max_norm: f64, total: *mut *mut C_tensor) -> c_int;
+    fn facekit_clip_grad_norm_(
+        grads: *const *mut C_tensor,
+        n: usize,
+        max_norm: f64,
+        total: *mut *mut C_tensor,
+    ) -> c_int;
 }
 
 /// Raw pointers of `ts` for one shim call (the shim only reads them; the tensors outlive it).
@@ -79,7 +84,19 @@ pub(super) struct SgdLists<'a> {
 pub(super) fn fused_sgd(l: &SgdLists, weight_decay: f64, momentum: f64, lr: f64, found_inf: &Tensor) -> Result<()> {
     let (p, g, b) = (ptrs(l.params), ptrs(l.grads), ptrs(l.bufs));
     // SAFETY: every pointer is a live at::Tensor borrowed for the call; the shim catches exceptions.
-    let rc = unsafe { facekit_fused_sgd_(p.as_ptr(), g.as_ptr(), b.as_ptr(), p.len(), weight_decay, momentum, lr, 0, found_inf.as_ptr()) };
+    let rc = unsafe {
+        facekit_fused_sgd_(
+            p.as_ptr(),
+            g.as_ptr(),
+            b.as_ptr(),
+            p.len(),
+            weight_decay,
+            momentum,
+            lr,
+            0,
+            found_inf.as_ptr(),
+        )
+    };
     shim_result(rc, "_fused_sgd_")
 }
 
@@ -108,7 +125,20 @@ pub(super) fn fused_adamw(l: &AdamLists, h: AdamHyper, found_inf: &Tensor) -> Re
     let (p, g, m, v, s) = (ptrs(&l.params), ptrs(&l.grads), ptrs(&l.exp_avgs), ptrs(&l.exp_avg_sqs), ptrs(&l.steps));
     // SAFETY: as in fused_sgd.
     let rc = unsafe {
-        facekit_fused_adamw_(p.as_ptr(), g.as_ptr(), m.as_ptr(), v.as_ptr(), s.as_ptr(), p.len(), h.lr, h.beta1, h.beta2, h.weight_decay, h.eps, found_inf.as_ptr())
+        facekit_fused_adamw_(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            s.as_ptr(),
+            p.len(),
+            h.lr,
+            h.beta1,
+            h.beta2,
+            h.weight_decay,
+            h.eps,
+            found_inf.as_ptr(),
+        )
     };
     shim_result(rc, "_fused_adamw_")
 }
@@ -175,7 +205,12 @@ pub trait Optimizer: Send {
 
     /// The gradients of the parameters whose name does not start with `prefix` (handles).
     fn grads_outside(&self, prefix: &str) -> Vec<Tensor> {
-        self.params().into_iter().filter(|(n, _)| !n.starts_with(prefix)).map(|(_, p)| p.grad()).filter(Tensor::defined).collect()
+        self.params()
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with(prefix))
+            .map(|(_, p)| p.grad())
+            .filter(Tensor::defined)
+            .collect()
     }
 }
 
@@ -216,7 +251,8 @@ pub struct Sgd {
 impl Sgd {
     /// An optimizer over every trainable variable of `vs`, in name order.
     pub fn new(vs: &VarStore, momentum: f64, weight_decay: f64) -> Self {
-        let slots = trainable_by_name(vs).into_iter().map(|(name, param)| Slot { name, param, momentum: None }).collect();
+        let slots =
+            trainable_by_name(vs).into_iter().map(|(name, param)| Slot { name, param, momentum: None }).collect();
         Sgd { slots, momentum, weight_decay }
     }
 
@@ -257,7 +293,15 @@ impl Optimizer for Sgd {
         if params.is_empty() {
             return Ok(());
         }
-        tch::no_grad(|| fused_sgd(&SgdLists { params: &params, grads: &grads, bufs: &bufs }, self.weight_decay, self.momentum, lr, found_inf))
+        tch::no_grad(|| {
+            fused_sgd(
+                &SgdLists { params: &params, grads: &grads, bufs: &bufs },
+                self.weight_decay,
+                self.momentum,
+                lr,
+                found_inf,
+            )
+        })
     }
     fn params(&self) -> Vec<(&str, &Tensor)> {
         self.slots.iter().map(|s| (s.name.as_str(), &s.param)).collect()

@@ -81,7 +81,13 @@ impl Pending {
     /// Reads every pending step, and `extra` (any device tensor, read in the same transfer), as
     /// one read at `at_step` through `reads`, the losses averaged over the ranks first (every rank
     /// reads at the same point, so the collective matches).
-    pub fn read(&mut self, replicas: &mut dyn Replicas, reads: &HostReads, at_step: u64, extra: Option<&Tensor>) -> Result<(Vec<ReadStep>, Vec<f64>)> {
+    pub fn read(
+        &mut self,
+        replicas: &mut dyn Replicas,
+        reads: &HostReads,
+        at_step: u64,
+        extra: Option<&Tensor>,
+    ) -> Result<(Vec<ReadStep>, Vec<f64>)> {
         let steps = std::mem::take(&mut self.steps);
         let mut parts = Vec::new();
         if !steps.is_empty() {
@@ -90,7 +96,9 @@ impl Pending {
             parts.push(rows.flatten(0, -1));
         }
         if let Some(e) = extra {
-            parts.push(e.to_kind(Kind::Double).flatten(0, -1).to_device(parts.first().map_or(e.device(), Tensor::device)));
+            parts.push(
+                e.to_kind(Kind::Double).flatten(0, -1).to_device(parts.first().map_or(e.device(), Tensor::device)),
+            );
         }
         if parts.is_empty() {
             return Ok((Vec::new(), Vec::new()));

@@ -13,10 +13,10 @@
 //! [`SingleProcess`], for which all of them are the identity; [`crate::dist::Ddp`] is PyTorch's
 //! DDP, and nothing else in the loop changes.
 
+use crate::dist::ProcessGroup;
 use anyhow::Result;
 use tch::nn::VarStore;
 use tch::Tensor;
-use crate::dist::ProcessGroup;
 
 /// The ranks training one model together.
 pub trait Replicas {

@@ -4,13 +4,13 @@
 use super::checkpoint;
 use super::config::TrainConfig;
 use super::eval_bins::EvalBins;
-use super::labels::LabelGuard;
 use super::host_reads::HostReads;
+use super::labels::LabelGuard;
 use super::logs::{RunLogs, StepLosses};
-use super::pending::{Pending, ReadStep};
 use super::meter::{duration_text, Meter};
 use super::numerics::Numerics;
 use super::optim::Optimizer;
+use super::pending::{Pending, ReadStep};
 use super::replicas::Replicas;
 use super::run_dir::{RunDir, BEST, LAST};
 use super::scaler::GradScaler;
@@ -181,7 +181,9 @@ impl Trainer {
                 // A corrupt record in one rank's share ends the run on every rank, agreed first so
                 // that none waits alone in the next collective.
                 if self.replicas.agree_any(next.is_err())? {
-                    let message = next.err().unwrap_or_else(|| "another rank stopped on a corrupt record (its own message names it)".into());
+                    let message = next.err().unwrap_or_else(|| {
+                        "another rank stopped on a corrupt record (its own message names it)".into()
+                    });
                     return self.end(End::Corrupt(message));
                 }
                 let Some((micro, wait_s)) = next.expect("agreed above") else {
@@ -259,7 +261,8 @@ impl Trainer {
             return Ok(None);
         }
         let extra = self.scaler.as_ref().map(GradScaler::state_tensor);
-        let (steps, rest) = self.pending.read(self.replicas.as_mut(), &self.host_reads, self.state.step, extra.as_ref())?;
+        let (steps, rest) =
+            self.pending.read(self.replicas.as_mut(), &self.host_reads, self.state.step, extra.as_ref())?;
         if self.scaler.is_some() {
             self.state.scaler = Some(ScalerState::from_values(&rest));
         }
@@ -302,7 +305,10 @@ impl Trainer {
     /// The `--accumulate` micro-batches of the next step and how long they took to arrive; `None`
     /// when the epoch has no whole step left; `Err` with the message when a corrupt record stops
     /// the run.
-    pub(super) fn next_micro_batches(&mut self, epoch: &mut EpochIter) -> std::result::Result<Option<(Vec<Batch>, f64)>, String> {
+    pub(super) fn next_micro_batches(
+        &mut self,
+        epoch: &mut EpochIter,
+    ) -> std::result::Result<Option<(Vec<Batch>, f64)>, String> {
         if self.state.batch_in_epoch >= self.batches_per_epoch {
             return Ok(None);
         }
@@ -367,7 +373,10 @@ impl Trainer {
         // times the number of ranks.
         let ips = ips * self.replicas.world_size() as f64;
         let of = self.max_steps.map(|m| format!("/{m}")).unwrap_or_default();
-        let mut line = format!("step {step}{of} epoch {epoch} loss {:.4} lr {lr:.3e} {ips:.1} images/s data wait {wait_ms:.1} ms/step", l.total);
+        let mut line = format!(
+            "step {step}{of} epoch {epoch} loss {:.4} lr {lr:.3e} {ips:.1} images/s data wait {wait_ms:.1} ms/step",
+            l.total
+        );
         if let Some(s) = &self.state.scaler {
             event["loss_scale"] = s.scale.into();
             event["skipped_steps"] = s.skipped_steps.into();
@@ -420,7 +429,8 @@ impl Trainer {
                 Gate::Go
             })
         };
-        let validated = validate::validate(&self.net, &self.loss, loader, &self.numerics, self.net_cfg.num_classes, &mut gate);
+        let validated =
+            validate::validate(&self.net, &self.loss, loader, &self.numerics, self.net_cfg.num_classes, &mut gate);
         self.meter.pause(started.elapsed());
         let v = match validated? {
             Validated::Done(v) => v,
@@ -442,7 +452,12 @@ impl Trainer {
         }
         let main = validate::main_metric(self.net_cfg.task);
         let Some(&value) = v.metrics.get(main.name) else { return Ok(None) };
-        self.keep_if_best(Some(BestMetric { name: main.name.into(), value, higher_is_better: main.higher_is_better, step }))?;
+        self.keep_if_best(Some(BestMetric {
+            name: main.name.into(),
+            value,
+            higher_is_better: main.higher_is_better,
+            step,
+        }))?;
         Ok(None)
     }
 
@@ -473,11 +488,16 @@ impl Trainer {
                         logs.event(&s.event(step))?;
                     }
                     logs.draw()?;
-                    best = scores.iter().find(|s| self.cfg.best_on.as_deref() == Some(s.name.as_str())).map(|s| s.as_best(step));
+                    best = scores
+                        .iter()
+                        .find(|s| self.cfg.best_on.as_deref() == Some(s.name.as_str()))
+                        .map(|s| s.as_best(step));
                 }
                 // The step is whole: its checkpoint sees the stop flag, saves `last` and ends the run.
                 Err(e) if matches!(e.downcast_ref::<EmbedError>(), Some(EmbedError::Stopped)) => {}
-                Err(e) if matches!(e.downcast_ref::<EmbedError>(), Some(EmbedError::NonFinite { .. })) => broken = Some(format!("{e:#}")),
+                Err(e) if matches!(e.downcast_ref::<EmbedError>(), Some(EmbedError::NonFinite { .. })) => {
+                    broken = Some(format!("{e:#}"))
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -507,7 +527,8 @@ impl Trainer {
     /// The ranks decide together (writing may need all of them: a sharded head is gathered);
     /// a rank that did not score (`None`: only rank 0 scores `--eval-bin` sets) follows.
     fn keep_if_best(&mut self, candidate: Option<BestMetric>) -> Result<()> {
-        let improved = candidate.as_ref().is_some_and(|c| self.state.best.as_ref().is_none_or(|b| b.is_beaten_by(c.value)));
+        let improved =
+            candidate.as_ref().is_some_and(|c| self.state.best.as_ref().is_none_or(|b| b.is_beaten_by(c.value)));
         if self.replicas.agree_any(improved)? {
             if let Some(c) = candidate {
                 self.state.best = Some(c);

@@ -98,8 +98,9 @@ impl RunPaths {
     /// writes into one it did not create.
     pub fn owner_of(path: &Path) -> Option<facekit_io::output::Owner> {
         let run = RunPaths::new(path);
-        (run.config().is_file() && (run.lock().is_file() || run.checkpoints().is_dir()))
-            .then(|| facekit_io::output::Owner { what: format!("run folder {}", path.display()), root: path.to_path_buf() })
+        (run.config().is_file() && (run.lock().is_file() || run.checkpoints().is_dir())).then(|| {
+            facekit_io::output::Owner { what: format!("run folder {}", path.display()), root: path.to_path_buf() }
+        })
     }
 }
 

@@ -66,7 +66,14 @@ impl GradScaler {
     /// Scale, growth tracker and skipped steps as one [3] f64 device tensor, for one read
     /// ([`ScalerState::from_values`] turns the values back into the state).
     pub fn state_tensor(&self) -> Tensor {
-        Tensor::cat(&[self.scale.to_kind(Kind::Double), self.growth_tracker.to_kind(Kind::Double), self.skipped_steps.shallow_clone()], 0)
+        Tensor::cat(
+            &[
+                self.scale.to_kind(Kind::Double),
+                self.growth_tracker.to_kind(Kind::Double),
+                self.skipped_steps.shallow_clone(),
+            ],
+            0,
+        )
     }
 
     /// The state to checkpoint, read from the device here: for tests and tools (the trainer reads
@@ -118,6 +125,12 @@ impl GradScaler {
     pub fn update_with(&mut self, found_inf: &Tensor) {
         let c = self.config;
         let _ = self.skipped_steps.g_add_(&found_inf.to_kind(Kind::Double));
-        let _ = self.scale.internal_amp_update_scale_(&self.growth_tracker, found_inf, c.growth_factor, c.backoff_factor, c.growth_interval);
+        let _ = self.scale.internal_amp_update_scale_(
+            &self.growth_tracker,
+            found_inf,
+            c.growth_factor,
+            c.backoff_factor,
+            c.growth_interval,
+        );
     }
 }

@@ -344,9 +344,7 @@ impl Schedule {
             Schedule::Step(s) => s.lr(),
             Schedule::Cosine(c) => c.lr(),
             Schedule::Poly(p) => p.lr(),
-            Schedule::Warmup(w) if w.step < w.steps => {
-                w.inner.lr() * (w.step + 1) as f64 / w.steps as f64
-            }
+            Schedule::Warmup(w) if w.step < w.steps => w.inner.lr() * (w.step + 1) as f64 / w.steps as f64,
             Schedule::Warmup(w) => w.inner.lr(),
         }
     }
@@ -395,9 +393,11 @@ impl Schedule {
             (Schedule::Step(p), Schedule::Step(s)) => Schedule::Step(StepSchedule { step: s.step, ..p }),
             (Schedule::Cosine(p), Schedule::Cosine(s)) => Schedule::Cosine(Cosine { step: s.step, ..p }),
             (Schedule::Poly(p), Schedule::Poly(s)) => Schedule::Poly(Poly { step: s.step, ..p }),
-            (Schedule::Warmup(p), Schedule::Warmup(s)) => {
-                Schedule::Warmup(Warmup { steps: p.steps, step: s.step, inner: Box::new(p.inner.resumed_from(*s.inner)) })
-            }
+            (Schedule::Warmup(p), Schedule::Warmup(s)) => Schedule::Warmup(Warmup {
+                steps: p.steps,
+                step: s.step,
+                inner: Box::new(p.inner.resumed_from(*s.inner)),
+            }),
             (_, saved) => saved,
         }
     }

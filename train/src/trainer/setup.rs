@@ -5,23 +5,25 @@
 //! Nothing in a run folder is deleted, and no folder is left behind, until the whole
 //! configuration holds and the data is open.
 
+use super::adamw::AdamW;
 use super::checkpoint;
+use super::checkpoint::Shards;
 use super::config::{DatasetIdentity, OptimizerKind, PrecisionKind, SavedConfig, ScheduleKind, TrainConfig};
 use super::eval_bins::EvalBins;
 use super::feed::{self, Input, TrainerAlloc};
+use super::host_reads::HostReads;
 use super::labels::LabelGuard;
 use super::logs::RunLogs;
 use super::meter::Meter;
 use super::numerics::Numerics;
-use super::adamw::AdamW;
 use super::optim::{Optimizer, Sgd};
+use super::pending::Pending;
 use super::replicas::Replicas;
 use super::run::Trainer;
 use super::run_dir::{RunDir, LAST};
-use super::host_reads::HostReads;
-use super::pending::Pending;
 use super::scaler::{GradScaler, ScalerConfig};
 use super::schedule::{Cosine, DlibPlateau, Poly, Schedule, StepSchedule};
+use super::shards::{HeadShards, HEAD_WEIGHT};
 use super::state::{ScalerState, TrainState};
 use crate::loss::FaceLoss;
 use crate::model::init::Pretrained;
@@ -33,8 +35,6 @@ use facekit_shard::Dataset;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use super::checkpoint::Shards;
-use super::shards::{HeadShards, HEAD_WEIGHT};
 use tch::nn::VarStore;
 use tch::Device;
 
@@ -49,7 +49,12 @@ impl Trainer {
     /// Prepares the run `cfg` describes (a new one, or `--resume`); `command_line` is recorded in
     /// `config.json`; `stop` ends the run after the step in which it is set; `replicas` are the
     /// processes training together ([`super::replicas::SingleProcess`] for one).
-    pub fn new(cfg: TrainConfig, command_line: Vec<String>, stop: StopFlag, mut replicas: Box<dyn Replicas>) -> Result<Trainer> {
+    pub fn new(
+        cfg: TrainConfig,
+        command_line: Vec<String>,
+        stop: StopFlag,
+        mut replicas: Box<dyn Replicas>,
+    ) -> Result<Trainer> {
         let world = replicas.world_size();
         // A new run records its world size; a resumed one takes its saved one, rescaled below.
         let cfg = TrainConfig { world_size: world, ..cfg };
@@ -69,16 +74,19 @@ impl Trainer {
             Some(_) => None,
         };
         let (cfg, run, resume_from) = prepare_run(cfg, replicas.rank(), world)?;
-        let opened = cfg.validate().and_then(|()| open_run(&cfg, resume_from.is_some(), &run, replicas.as_ref())).and_then(|o| {
-            // Ranks that would train different models stop here, all naming what differs.
-            crate::dist::agree::same_run(replicas.as_ref(), &cfg, &o.datasets, o.device)?;
-            let length = Length::plan(&cfg, &o.loader)?;
-            let bins = match early_bins {
-                Some(b) => b,
-                None => EvalBins::open(&cfg, rank0)?,
-            };
-            Ok((o, length, bins))
-        });
+        let opened = cfg
+            .validate()
+            .and_then(|()| open_run(&cfg, resume_from.is_some(), &run, replicas.as_ref()))
+            .and_then(|o| {
+                // Ranks that would train different models stop here, all naming what differs.
+                crate::dist::agree::same_run(replicas.as_ref(), &cfg, &o.datasets, o.device)?;
+                let length = Length::plan(&cfg, &o.loader)?;
+                let bins = match early_bins {
+                    Some(b) => b,
+                    None => EvalBins::open(&cfg, rank0)?,
+                };
+                Ok((o, length, bins))
+            });
         let (Opened { device, loader, valid, datasets }, length, bins) = match opened {
             Ok(o) => o,
             Err(e) => {
@@ -99,10 +107,13 @@ impl Trainer {
         // Partial FC's centres are sharded over the ranks' group; checkpoints store them whole.
         let head_group = cfg.partial_fc.map(|_| replicas.group().map(Rc::new)).transpose()?;
         let loss = match (&head_group, cfg.partial_fc) {
-            (Some(group), Some(rate)) => FaceLoss::with_partial_fc(&vs.root(), &net_cfg, group.clone(), rate, cfg.seed)?,
+            (Some(group), Some(rate)) => {
+                FaceLoss::with_partial_fc(&vs.root(), &net_cfg, group.clone(), rate, cfg.seed)?
+            }
             _ => FaceLoss::new(&vs.root(), &net_cfg)?,
         };
-        let shards: Option<Box<dyn Shards>> = head_group.map(|g| Box::new(HeadShards::new(g, net_cfg.num_classes)) as Box<dyn Shards>);
+        let shards: Option<Box<dyn Shards>> =
+            head_group.map(|g| Box::new(HeadShards::new(g, net_cfg.num_classes)) as Box<dyn Shards>);
         let local: Vec<String> = if shards.is_some() { vec![HEAD_WEIGHT.to_string()] } else { Vec::new() };
         // Into the fp32 variables themselves, before their layout changes and the optimiser sees them.
         if let Some(p) = &pretrained {
@@ -138,9 +149,12 @@ impl Trainer {
         });
         // What the loop knows of the scaler until its first read point reads it back.
         let mut state = state;
-        state.scaler = scaler.as_ref().map(|_| state.scaler.clone().unwrap_or_else(|| ScalerState::from_values(&[ScalerConfig::default().init_scale])));
+        state.scaler = scaler.as_ref().map(|_| {
+            state.scaler.clone().unwrap_or_else(|| ScalerState::from_values(&[ScalerConfig::default().init_scale]))
+        });
         let schedule = plan_schedule(&cfg, &length, resume_from.as_deref(), &state)?;
-        let nothing_left = resume_from.as_ref().and_then(|_| nothing_left(&cfg, &length, state.step, &schedule, run.root()));
+        let nothing_left =
+            resume_from.as_ref().and_then(|_| nothing_left(&cfg, &length, state.step, &schedule, run.root()));
         if rank0 && nothing_left.is_none() {
             say(&format!("facekit train: device {}, {}", device_name(device), numerics.describe()));
             say(&describe_batch(&cfg));
@@ -157,7 +171,16 @@ impl Trainer {
         }
         // A resume with nothing left to train changes nothing in the run folder.
         let logs = if rank0 && nothing_left.is_none() {
-            Some(write_run_files(&cfg, &run, &net_cfg, resume_from.is_some(), command_line, datasets, pretrained.as_ref(), &state)?)
+            Some(write_run_files(
+                &cfg,
+                &run,
+                &net_cfg,
+                resume_from.is_some(),
+                command_line,
+                datasets,
+                pretrained.as_ref(),
+                &state,
+            )?)
         } else {
             None
         };
@@ -262,8 +285,16 @@ impl Length {
 /// saved. A resumed schedule with a horizon (step milestones, cosine, poly) is rebuilt for the
 /// run's present length, so `--resume RUN --max-steps N` continues as a run planned for N steps
 /// would, instead of at the rate a finished run ended with (0 for poly).
-fn plan_schedule(cfg: &TrainConfig, length: &Length, resume_from: Option<&Path>, state: &TrainState) -> Result<Schedule> {
-    let planned = build_schedule(&TrainConfig { warmup_steps: length.warmup_steps, warmup_epochs: None, ..cfg.clone() }, length.max_steps);
+fn plan_schedule(
+    cfg: &TrainConfig,
+    length: &Length,
+    resume_from: Option<&Path>,
+    state: &TrainState,
+) -> Result<Schedule> {
+    let planned = build_schedule(
+        &TrainConfig { warmup_steps: length.warmup_steps, warmup_epochs: None, ..cfg.clone() },
+        length.max_steps,
+    );
     let Some(dir) = resume_from else { return Ok(planned) };
     let saved = serde_json::from_value::<Schedule>(state.schedule.clone())
         .with_context(|| format!("{}: the schedule state in state.json is not valid", dir.display()))?;
@@ -328,7 +359,13 @@ fn write_run_files(
         saved.datasets = datasets;
         saved
     } else {
-        SavedConfig { command_line, resumed_with: Vec::new(), tool_version: env!("CARGO_PKG_VERSION").into(), config: cfg.clone(), datasets }
+        SavedConfig {
+            command_line,
+            resumed_with: Vec::new(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            config: cfg.clone(),
+            datasets,
+        }
     };
     saved.write(run)?;
     facekit_io::durable::write_json(run.net(), net_cfg)?;
@@ -346,7 +383,8 @@ fn write_run_files(
 /// certain once the lock is held). Only rank `0` locks, creates or cleans the folder; the other
 /// ranks read what they need from it.
 fn prepare_run(cfg: TrainConfig, rank: usize, world: usize) -> Result<(TrainConfig, RunDir, Option<PathBuf>)> {
-    let open = |root: &Path, create: bool| if rank == 0 { RunDir::lock(root, create) } else { Ok(RunDir::follow(root)) };
+    let open =
+        |root: &Path, create: bool| if rank == 0 { RunDir::lock(root, create) } else { Ok(RunDir::follow(root)) };
     let Some(resume) = cfg.resume.clone() else {
         let run = open(&cfg.model_dir.join(cfg.run_name()), true)?;
         if rank == 0 {
@@ -360,7 +398,12 @@ fn prepare_run(cfg: TrainConfig, rank: usize, world: usize) -> Result<(TrainConf
     let root = [PathBuf::from(&resume), cfg.model_dir.join(&resume)]
         .into_iter()
         .find(|d| super::run_dir::RunPaths::new(d).config().is_file())
-        .with_context(|| format!("no run '{resume}': neither {resume}/config.json nor {}/config.json exists", cfg.model_dir.join(&resume).display()))?;
+        .with_context(|| {
+            format!(
+                "no run '{resume}': neither {resume}/config.json nor {}/config.json exists",
+                cfg.model_dir.join(&resume).display()
+            )
+        })?;
     let run = open(&root, false)?;
     if rank == 0 {
         remove_stale(&run)?;
@@ -369,7 +412,8 @@ fn prepare_run(cfg: TrainConfig, rank: usize, world: usize) -> Result<(TrainConf
     let ckpt = run
         .existing_checkpoint(LAST)
         .with_context(|| format!("run {} has no checkpoint to resume from (checkpoints/last)", root.display()))?;
-    let saved = saved.config.on_world(world).with_context(|| format!("cannot resume {} on {world} rank(s)", root.display()))?;
+    let saved =
+        saved.config.on_world(world).with_context(|| format!("cannot resume {} on {world} rank(s)", root.display()))?;
     let (merged, changed) = cfg.resumed(&saved).with_context(|| format!("--resume {resume}"))?;
     if rank == 0 && !changed.is_empty() {
         say(&format!("facekit train: resuming with {}", changed.join(", ")));
@@ -380,7 +424,10 @@ fn prepare_run(cfg: TrainConfig, rank: usize, world: usize) -> Result<(TrainConf
 fn remove_stale(run: &RunDir) -> Result<()> {
     let n = run.remove_stale()?;
     if n > 0 {
-        say(&format!("facekit train: removed {n} temporary file(s) an interrupted run left in {}", run.root().display()));
+        say(&format!(
+            "facekit train: removed {n} temporary file(s) an interrupted run left in {}",
+            run.root().display()
+        ));
     }
     Ok(())
 }
@@ -399,7 +446,11 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Repl
     check_precision(cfg, device)?;
     // Ranks on one machine share its cores (LOCAL_WORLD_SIZE: set by torchrun and by
     // --nproc-per-node for each rank).
-    let local_ranks = std::env::var("LOCAL_WORLD_SIZE").ok().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0 && replicas.world_size() > 1).unwrap_or(1);
+    let local_ranks = std::env::var("LOCAL_WORLD_SIZE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0 && replicas.world_size() > 1)
+        .unwrap_or(1);
     let cores = (std::thread::available_parallelism().map_or(1, |n| n.get()) / local_ranks).max(1);
     let on_cuda = matches!(device, Device::Cuda(_));
     let workers = match cfg.workers {
@@ -428,10 +479,12 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Repl
         ..LoaderConfig::default()
     };
     let train_sets = open_sets(&cfg.train_sets, &cfg.data_dir)?;
-    let mut datasets: Vec<DatasetIdentity> = train_sets.iter().map(|d| DatasetIdentity::of("train", d)).collect::<Result<_>>()?;
+    let mut datasets: Vec<DatasetIdentity> =
+        train_sets.iter().map(|d| DatasetIdentity::of("train", d)).collect::<Result<_>>()?;
     // Pinned slots on CUDA: the feed's copies read them without the host waiting.
     let alloc = Arc::new(TrainerAlloc::for_device(device));
-    let loader = Loader::with_alloc(train_sets, loader_cfg(true), alloc.clone()).context("cannot load the training sets")?;
+    let loader =
+        Loader::with_alloc(train_sets, loader_cfg(true), alloc.clone()).context("cannot load the training sets")?;
     let valid = if cfg.valid_sets.is_empty() {
         None
     } else {
@@ -473,9 +526,13 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Repl
 fn make_feed(numerics: &Numerics, cfg: &TrainConfig, classes: u32) -> Result<Box<dyn Input>> {
     let mut feed = feed::for_device(numerics, cfg.batch_size, cfg.image_size)?;
     if let Ok(v) = std::env::var(SYNC_DEBUG_ENV) {
-        let warm_up: u64 = v.parse().map_err(|_| anyhow::anyhow!("{SYNC_DEBUG_ENV}={v:?} is not a number of warm-up steps"))?;
+        let warm_up: u64 =
+            v.parse().map_err(|_| anyhow::anyhow!("{SYNC_DEBUG_ENV}={v:?} is not a number of warm-up steps"))?;
         if !numerics.device.is_cuda() {
-            bail!("{SYNC_DEBUG_ENV} is set but the run's device is {:?}: CUDA's sync debug mode needs --device cuda", numerics.device);
+            bail!(
+                "{SYNC_DEBUG_ENV} is set but the run's device is {:?}: CUDA's sync debug mode needs --device cuda",
+                numerics.device
+            );
         }
         feed.watch_syncs(warm_up)?;
     }
@@ -584,7 +641,9 @@ pub fn build_schedule(cfg: &TrainConfig, total_steps: Option<u64>) -> Schedule {
 pub fn build_optimizer(cfg: &TrainConfig, vs: &VarStore) -> Box<dyn Optimizer> {
     match cfg.optimizer {
         OptimizerKind::Sgd => Box::new(Sgd::new(vs, cfg.momentum, cfg.weight_decay)),
-        OptimizerKind::Adamw => Box::new(AdamW::new(vs, (cfg.adam_betas[0], cfg.adam_betas[1]), cfg.adam_eps, cfg.weight_decay)),
+        OptimizerKind::Adamw => {
+            Box::new(AdamW::new(vs, (cfg.adam_betas[0], cfg.adam_betas[1]), cfg.adam_eps, cfg.weight_decay))
+        }
     }
 }
 
@@ -665,6 +724,8 @@ fn device_name(device: Device) -> String {
 fn open_sets(names: &[String], data_dir: &Path) -> Result<Vec<Arc<Dataset>>> {
     names
         .iter()
-        .map(|n| Dataset::open_name(n, Some(data_dir)).map(Arc::new).with_context(|| format!("cannot open dataset '{n}'")))
+        .map(|n| {
+            Dataset::open_name(n, Some(data_dir)).map(Arc::new).with_context(|| format!("cannot open dataset '{n}'"))
+        })
         .collect()
 }

@@ -26,7 +26,11 @@ impl DeviceLosses {
             (None, Some(b)) => Some(b * w),
             (Some(a), Some(b)) => Some(a + b * w),
         };
-        let tasks = [add(&self.tasks[0], &other.tasks[0]), add(&self.tasks[1], &other.tasks[1]), add(&self.tasks[2], &other.tasks[2])];
+        let tasks = [
+            add(&self.tasks[0], &other.tasks[0]),
+            add(&self.tasks[1], &other.tasks[1]),
+            add(&self.tasks[2], &other.tasks[2]),
+        ];
         DeviceLosses { total: &self.total + &other.total * w, tasks }
     }
 }
@@ -129,7 +133,10 @@ impl Trainer {
             total = total * f64::NAN;
         }
         let value = |t: &Option<Tensor>| t.as_ref().map(|t| t.detach().to_kind(Kind::Double));
-        let local = DeviceLosses { total: total.detach().to_kind(Kind::Double), tasks: [value(&losses.fr), value(&losses.gender), value(&losses.age)] };
+        let local = DeviceLosses {
+            total: total.detach().to_kind(Kind::Double),
+            tasks: [value(&losses.fr), value(&losses.gender), value(&losses.age)],
+        };
         // The mean of the micro-batches' mean losses is the mean loss of all their images.
         let objective = if count > 1 { &total / count as f64 } else { total };
         self.replicas.before_backward(&[&objective], sync)?;
@@ -153,7 +160,7 @@ pub fn labels_to_device(batch: &Batch, device: Device) -> BatchLabels {
 #[cfg(test)]
 mod tests {
     use super::super::replicas::Replicas;
-    use super::super::{Trainer, TrainConfig};
+    use super::super::{TrainConfig, Trainer};
     use crate::model::{Arch, Task};
     use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
     use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};
@@ -164,7 +171,9 @@ mod tests {
     fn dataset(dir: &std::path::Path) {
         let mut w = DatasetWriter::create(DatasetPaths::new(dir.join("ds")), 1 << 20).unwrap();
         for i in 0..8u32 {
-            let img = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 7 + i * 31) as u8, (y * 5) as u8, (x * y + i) as u8]));
+            let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                image::Rgb([(x * 7 + i * 31) as u8, (y * 5) as u8, (x * y + i) as u8])
+            });
             w.push(&Record {
                 labels: Labels { class_id: Some(i % 2), source: 0, gender: None, age: None },
                 encoding: Encoding::Raw,
@@ -177,7 +186,9 @@ mod tests {
             .unwrap();
         }
         let labels = LabelMap {
-            entries: (0..2).map(|c| LabelEntry { class_id: c, source: "x".into(), identity: format!("p{c}") }).collect(),
+            entries: (0..2)
+                .map(|c| LabelEntry { class_id: c, source: "x".into(), identity: format!("p{c}") })
+                .collect(),
         };
         let enc = EncodingInfo { format: Encoding::Raw, quality: None, chroma: None, width: 32, height: 32 };
         let source = SourceInfo { id: 0, name: "x".into(), class_offset: 0, classes: 2, records: 8 };
@@ -309,7 +320,11 @@ mod tests {
         assert_eq!(calls_now[..2], ["forward true", "backward true"], "{calls_now:?}");
         let reduced: usize = calls_now[2].strip_prefix("reduce ").unwrap().parse().unwrap();
         assert!(reduced > 0, "gradients exist when they are reduced: {calls_now:?}");
-        assert_eq!(calls_now[3..], ["any on the device"], "the skip flag is agreed after the reduction, the losses not yet: {calls_now:?}");
+        assert_eq!(
+            calls_now[3..],
+            ["any on the device"],
+            "the skip flag is agreed after the reduction, the losses not yet: {calls_now:?}"
+        );
         assert_eq!(tr.host_reads.total(), 0, "the step read nothing back");
         assert!(tr.read_back().unwrap().is_none());
         assert_eq!(calls.lock().unwrap().last().unwrap(), "mean on the device");
@@ -332,7 +347,10 @@ mod tests {
         tr.step(&[first]).unwrap();
         tr.step(&[second]).unwrap();
         assert_eq!(weights(&tr), before, "another rank's NaN skipped both updates here");
-        assert!(optimiser_state(&tr).iter().chain(&state_before).all(|s| *s == 0.0), "the optimiser's state did not move");
+        assert!(
+            optimiser_state(&tr).iter().chain(&state_before).all(|s| *s == 0.0),
+            "the optimiser's state did not move"
+        );
         match tr.read_back().unwrap() {
             Some(super::super::run::End::Diverged { step, cause }) => {
                 assert_eq!(step, 1, "the first step that diverged, not the read's");
@@ -373,7 +391,11 @@ mod tests {
             assert!(tr.read_back().unwrap().is_none(), "a finite loss");
             tr.state.batch_in_epoch = 0;
         }
-        tr.vs.trainable_variables().iter().flat_map(|t| Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap()).collect()
+        tr.vs
+            .trainable_variables()
+            .iter()
+            .flat_map(|t| Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap())
+            .collect()
     }
 
     #[test]
@@ -384,8 +406,18 @@ mod tests {
         let start = {
             let t = tempfile::tempdir().unwrap();
             dataset(t.path());
-            let tr = Trainer::new(TrainConfig { batch_size: 8, ..config(t.path()) }, vec![], Default::default(), Box::new(super::super::SingleProcess)).unwrap();
-            tr.vs.trainable_variables().iter().flat_map(|t| Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap()).collect::<Vec<_>>()
+            let tr = Trainer::new(
+                TrainConfig { batch_size: 8, ..config(t.path()) },
+                vec![],
+                Default::default(),
+                Box::new(super::super::SingleProcess),
+            )
+            .unwrap();
+            tr.vs
+                .trainable_variables()
+                .iter()
+                .flat_map(|t| Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap())
+                .collect::<Vec<_>>()
         };
         let diff = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
         assert!(diff(&one, &start) > 1e-3, "the steps moved the weights");

@@ -4,10 +4,10 @@
 
 use super::metrics::{self, Pair};
 use super::numerics::Numerics;
-use facekit_data::Loader;
 use crate::loss::{expected_age, normalize, FaceLoss};
 use crate::model::FaceNet;
 use anyhow::Result;
+use facekit_data::Loader;
 use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
@@ -76,7 +76,14 @@ pub fn main_metric(task: crate::model::Task) -> MainMetric {
 /// the other ranks there (every rank must leave at the same batch, since a sharded head's
 /// prediction is a collective) and reads its stop flag, so a stop request never waits for a whole
 /// validation set and a broken network is an error instead of a figure.
-pub fn validate(net: &FaceNet, loss: &FaceLoss, loader: &Loader, numerics: &Numerics, train_classes: i64, gate: &mut dyn FnMut(bool) -> Result<Gate>) -> Result<Validated> {
+pub fn validate(
+    net: &FaceNet,
+    loss: &FaceLoss,
+    loader: &Loader,
+    numerics: &Numerics,
+    train_classes: i64,
+    gate: &mut dyn FnMut(bool) -> Result<Gate>,
+) -> Result<Validated> {
     let (mut embeddings, mut classes, mut id_pred) = (Vec::<Tensor>::new(), Vec::<i64>::new(), Vec::<i64>::new());
     // Every image's own class id, seen or not in training: verification pairs need only sameness.
     let mut pair_classes = Vec::<i64>::new();
@@ -96,10 +103,17 @@ pub fn validate(net: &FaceNet, loss: &FaceLoss, loader: &Loader, numerics: &Nume
                 Gate::Go => {}
                 Gate::Stop => return Ok(Some(Validated::Stopped)),
                 Gate::NonFinite if bad > 0 => {
-                    let what = format!("the embeddings of {bad} of the {} images of validation batch {b} are NaN or infinite", batch.n);
+                    let what = format!(
+                        "the embeddings of {bad} of the {} images of validation batch {b} are NaN or infinite",
+                        batch.n
+                    );
                     return Ok(Some(Validated::NonFinite(what)));
                 }
-                Gate::NonFinite => return Ok(Some(Validated::NonFinite("another rank's validation embeddings are NaN or infinite".into()))),
+                Gate::NonFinite => {
+                    return Ok(Some(Validated::NonFinite(
+                        "another rank's validation embeddings are NaN or infinite".into(),
+                    )))
+                }
             }
             let predicted = match (loss.arcface.as_ref(), loss.partial.as_ref()) {
                 (Some(arc), _) => Some(arc.logits_no_margin(&out.embedding).argmax(1, false)),

@@ -2,18 +2,17 @@
 //! fp16 loss scaler, channels-last weights and inputs, and checkpoints of channels-last runs.
 //! (End-to-end runs in each precision are in tests/train_loop.rs.)
 
-
 use facekit_train::loss::{BatchLabels, FaceLoss};
 use facekit_train::model::{Arch, FaceNet, NetConfig, Task};
 use facekit_train::trainer::amp::{self, AmpDtype, Autocast};
 use facekit_train::trainer::checkpoint;
-use facekit_train::trainer::RunPaths;
 use facekit_train::trainer::config::{MemoryFormatKind, PrecisionKind};
 use facekit_train::trainer::layout::{is_channels_last, to_channels_last, MemoryFormat};
 use facekit_train::trainer::numerics::Numerics;
 use facekit_train::trainer::optim::{Optimizer, Sgd};
 use facekit_train::trainer::scaler::{GradScaler, ScalerConfig, ScalerState};
 use facekit_train::trainer::state::TrainState;
+use facekit_train::trainer::RunPaths;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -22,7 +21,6 @@ const CPU: Device = Device::Cpu;
 fn conv_out(x: &Tensor, w: &Tensor) -> Kind {
     x.conv2d(w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1).kind()
 }
-
 
 #[test]
 fn autocast_guard_switches_the_compute_dtype_and_nesting_restores_it() {
@@ -79,7 +77,14 @@ fn autocast_keeps_fp32_weights_and_gives_them_fp32_gradients() {
 fn mixed_forward_runs_the_backbone_low_and_returns_fp32_heads() {
     let _turn = facekit_testkit::rng_turn();
     tch::manual_seed(11);
-    let cfg = NetConfig { arch: Arch::Tiny, image_size: 48, task: Task::Multi, num_classes: 4, dropout: 0.0, ..NetConfig::default() };
+    let cfg = NetConfig {
+        arch: Arch::Tiny,
+        image_size: 48,
+        task: Task::Multi,
+        num_classes: 4,
+        dropout: 0.0,
+        ..NetConfig::default()
+    };
     let vs = nn::VarStore::new(CPU);
     let net = FaceNet::new(&vs.root(), &cfg).unwrap();
     let xs = Tensor::rand([4, 3, 48, 48], (Kind::Float, CPU)) * 2.0 - 1.0;
@@ -149,7 +154,10 @@ fn scaler_skips_the_step_and_halves_the_scale_when_a_gradient_is_inf() {
     for ((name, a), (_, b)) in before.iter().zip(weights(&vs)) {
         assert!(a.equal(&b), "{name} changed in a skipped step");
     }
-    assert!(opt.momentum_buffers().iter().all(|(_, m)| m.abs().sum(Kind::Double).double_value(&[]) == 0.0), "a skipped step leaves no momentum");
+    assert!(
+        opt.momentum_buffers().iter().all(|(_, m)| m.abs().sum(Kind::Double).double_value(&[]) == 0.0),
+        "a skipped step leaves no momentum"
+    );
     assert_eq!(scaler.state(), ScalerState { scale: 32768.0, growth_tracker: 0, skipped_steps: 1 });
 
     // NaN counts as well.
@@ -229,7 +237,14 @@ fn scaler_state_round_trips_through_a_checkpoint() {
 }
 
 fn tiny_multi() -> NetConfig {
-    NetConfig { arch: Arch::Tiny, image_size: 48, task: Task::Multi, num_classes: 4, dropout: 0.0, ..NetConfig::default() }
+    NetConfig {
+        arch: Arch::Tiny,
+        image_size: 48,
+        task: Task::Multi,
+        num_classes: 4,
+        dropout: 0.0,
+        ..NetConfig::default()
+    }
 }
 
 fn labels() -> BatchLabels {
@@ -266,7 +281,11 @@ fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
 /// zero up to rounding (the gradient of a bias followed by batch norm).
 fn assert_close(name: &str, what: &str, a: &Tensor, b: &Tensor) {
     let diff = (a - b).abs().max().double_value(&[]);
-    let bound = if a.kind() == Kind::Double { 1e-9 * a.abs().max().double_value(&[]) + 1e-12 } else { 1e-3 * a.abs().max().double_value(&[]) + 1e-6 };
+    let bound = if a.kind() == Kind::Double {
+        1e-9 * a.abs().max().double_value(&[]) + 1e-12
+    } else {
+        1e-3 * a.abs().max().double_value(&[]) + 1e-6
+    };
     assert!(diff <= bound, "{name}: {what} differs by {diff:e} (bound {bound:e})");
 }
 

@@ -24,7 +24,9 @@ fn all_reduce_broadcast_gather_scatter_and_barrier_combine_the_ranks_tensors() {
         let w = Tensor::from_slice(&[r + 5.0, r + 6.0]).reshape([1, 2]);
         g.broadcast(&[&w], 0).unwrap();
         let gathered = g.all_gather(&Tensor::from_slice(&[r, r + 0.5]).reshape([1, 2])).unwrap();
-        let scattered = g.reduce_scatter(&Tensor::from_slice(&[1.0 + r, 2.0 + r, 3.0 + r, 4.0 + r]).reshape([2, 2]), ReduceOp::Sum).unwrap();
+        let scattered = g
+            .reduce_scatter(&Tensor::from_slice(&[1.0 + r, 2.0 + r, 3.0 + r, 4.0 + r]).reshape([2, 2]), ReduceOp::Sum)
+            .unwrap();
         g.barrier().unwrap();
         [v(&sum), v(&avg), v(&max), v(&a), v(&b), v(&w), v(&gathered), v(&scattered)]
     });

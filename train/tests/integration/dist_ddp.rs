@@ -20,7 +20,12 @@ fn net(seed: i64) -> (VarStore, impl Module) {
     tch::manual_seed(seed);
     let mut vs = VarStore::new(Device::Cpu);
     let root = vs.root();
-    let m = nn::seq().add(nn::linear(&root / "fc1", 6, 5, Default::default())).add_fn(|x| x.tanh()).add(nn::linear(&root / "fc2", 5, 3, Default::default()));
+    let m = nn::seq().add(nn::linear(&root / "fc1", 6, 5, Default::default())).add_fn(|x| x.tanh()).add(nn::linear(
+        &root / "fc2",
+        5,
+        3,
+        Default::default(),
+    ));
     vs.double();
     (vs, m)
 }
@@ -159,6 +164,9 @@ fn ranks_whose_parameters_differ_in_size_stop_naming_the_variable_instead_of_abo
     });
     assert_eq!(errors[0], errors[1], "every rank stops with the same message");
     let e = &errors[0];
-    assert!(e.contains("rank 1 of 2 differs from rank 0 in variable fc1.bias ([5] Float on rank 0, [6] Float on rank 1)"), "{e}");
+    assert!(
+        e.contains("rank 1 of 2 differs from rank 0 in variable fc1.bias ([5] Float on rank 0, [6] Float on rank 1)"),
+        "{e}"
+    );
     assert!(e.contains("variable fc2.weight ([3, 5] Float on rank 0, [3, 6] Float on rank 1)"), "{e}");
 }

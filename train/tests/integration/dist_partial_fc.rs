@@ -4,7 +4,9 @@
 
 use super::dist_ranks;
 use facekit_train::loss::partial_fc::sampled_count;
-use facekit_train::loss::{gather_rows, head_memory_bytes, shard_range, take_rows, ArcFace, Margin, MarginKind, PartialFc, PartialFcConfig};
+use facekit_train::loss::{
+    gather_rows, head_memory_bytes, shard_range, take_rows, ArcFace, Margin, MarginKind, PartialFc, PartialFcConfig,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::rc::Rc;
@@ -68,7 +70,14 @@ struct RankStep {
 }
 
 /// One Partial FC step at `step` on `world` ranks, each given its rows of `emb` and `labels`.
-fn pfc_step(world: usize, config: PartialFcConfig, full: &[f32], emb: &[f32], labels: &[i64], step: u64) -> Vec<RankStep> {
+fn pfc_step(
+    world: usize,
+    config: PartialFcConfig,
+    full: &[f32],
+    emb: &[f32],
+    labels: &[i64],
+    step: u64,
+) -> Vec<RankStep> {
     let (full, emb, labels) = (full.to_vec(), emb.to_vec(), labels.to_vec());
     dist_ranks::run(world, move |group| {
         let rank = group.rank();
@@ -86,18 +95,31 @@ fn pfc_step(world: usize, config: PartialFcConfig, full: &[f32], emb: &[f32], la
             Some(index) => Vec::<i64>::try_from(&index).unwrap().iter().map(|r| r + pfc.start()).collect(),
             None => (pfc.start()..pfc.start() + pfc.num_local()).collect(),
         };
-        RankStep { loss: loss.double_value(&[]), emb_grad: flat(&e.grad()), weight_grad: flat(&pfc.weight.grad()), start: pfc.start(), scored }
+        RankStep {
+            loss: loss.double_value(&[]),
+            emb_grad: flat(&e.grad()),
+            weight_grad: flat(&pfc.weight.grad()),
+            start: pfc.start(),
+            scored,
+        }
     })
 }
 
 /// The single-process ArcFace head on the whole batch, with the centres `rows` of `full` (labels
 /// become positions among them): its masked loss, the embeddings' and the centres' gradients.
-fn reference(config: PartialFcConfig, full: &[f32], emb: &[f32], labels: &[i64], rows: &[i64]) -> (f64, Vec<f32>, Vec<f32>) {
+fn reference(
+    config: PartialFcConfig,
+    full: &[f32],
+    emb: &[f32],
+    labels: &[i64],
+    rows: &[i64],
+) -> (f64, Vec<f32>, Vec<f32>) {
     let vs = nn::VarStore::new(Device::Cpu);
     let mut head = ArcFace::with_margin(&vs.root(), rows.len() as i64, D, config.s, config.margin);
     let centres = matrix(full).index_select(0, &Tensor::from_slice(rows));
     tch::no_grad(|| head.weight.copy_(&centres));
-    let position: Vec<i64> = labels.iter().map(|&c| if c < 0 { -1 } else { rows.iter().position(|&r| r == c).unwrap() as i64 }).collect();
+    let position: Vec<i64> =
+        labels.iter().map(|&c| if c < 0 { -1 } else { rows.iter().position(|&r| r == c).unwrap() as i64 }).collect();
     let e = matrix(emb).set_requires_grad(true);
     let (loss, _) = head.loss(&e, &Tensor::from_slice(&position));
     loss.backward();
@@ -107,7 +129,13 @@ fn reference(config: PartialFcConfig, full: &[f32], emb: &[f32], labels: &[i64],
 /// Partial FC's step on `world` ranks equals the 1-rank head's restricted to the scored centres:
 /// the same loss everywhere, each rank's embedding gradient world × the reference's (DDP then
 /// averages it back), its centres' gradient the reference's on the scored rows and 0 elsewhere.
-fn check_against_reference(world: usize, config: PartialFcConfig, labels: &[i64], step: u64, what: &str) -> Vec<RankStep> {
+fn check_against_reference(
+    world: usize,
+    config: PartialFcConfig,
+    labels: &[i64],
+    step: u64,
+    what: &str,
+) -> Vec<RankStep> {
     let full = values(1, config.num_classes * D);
     let emb = values(2, labels.len() as i64 * D);
     check_with(world, config, &full, &emb, labels, step, what)
@@ -122,18 +150,35 @@ fn near_centres(full: &[f32], labels: &[i64]) -> Vec<f32> {
         .iter()
         .enumerate()
         .flat_map(|(row, &c)| (0..d).map(move |k| (row, c, k)))
-        .map(|(row, c, k)| if c < 0 { noise[row * d + k] } else { 2.0 * full[c as usize * d + k] + 0.4 * noise[row * d + k] })
+        .map(
+            |(row, c, k)| {
+                if c < 0 {
+                    noise[row * d + k]
+                } else {
+                    2.0 * full[c as usize * d + k] + 0.4 * noise[row * d + k]
+                }
+            },
+        )
         .collect()
 }
 
-fn check_with(world: usize, config: PartialFcConfig, full: &[f32], emb: &[f32], labels: &[i64], step: u64, what: &str) -> Vec<RankStep> {
+fn check_with(
+    world: usize,
+    config: PartialFcConfig,
+    full: &[f32],
+    emb: &[f32],
+    labels: &[i64],
+    step: u64,
+    what: &str,
+) -> Vec<RankStep> {
     let ranks = pfc_step(world, config, full, emb, labels, step);
     let union: Vec<i64> = ranks.iter().flat_map(|r| r.scored.clone()).collect();
     let (loss, emb_grad, weight_grad) = reference(config, full, emb, labels, &union);
     let rows_per_rank = emb_grad.len() / world;
     for (rank, r) in ranks.iter().enumerate() {
         assert_loss(r.loss, loss, &format!("{what}: rank {rank}'s loss"));
-        let mine: Vec<f32> = emb_grad[rank * rows_per_rank..(rank + 1) * rows_per_rank].iter().map(|g| g * world as f32).collect();
+        let mine: Vec<f32> =
+            emb_grad[rank * rows_per_rank..(rank + 1) * rows_per_rank].iter().map(|g| g * world as f32).collect();
         assert_close(&r.emb_grad, &mine, &format!("{what}: rank {rank}'s embedding gradient"));
         let mut want = vec![0.0f32; r.weight_grad.len()];
         for (k, class) in union.iter().enumerate() {
@@ -220,7 +265,9 @@ fn dist_partial_fc_sampling_keeps_every_positive_and_maps_labels_to_their_centre
             let again = pfc.select(&l, 7).unwrap();
             let index = Vec::<i64>::try_from(first.index.as_ref().unwrap()).unwrap();
             let same = index == Vec::<i64>::try_from(again.index.as_ref().unwrap()).unwrap();
-            let steps: Vec<Vec<i64>> = (0..8).map(|s| Vec::<i64>::try_from(pfc.select(&l, s).unwrap().index.as_ref().unwrap()).unwrap()).collect();
+            let steps: Vec<Vec<i64>> = (0..8)
+                .map(|s| Vec::<i64>::try_from(pfc.select(&l, s).unwrap().index.as_ref().unwrap()).unwrap())
+                .collect();
             (pfc.start(), index, Vec::<i64>::try_from(&first.labels).unwrap(), same, steps)
         });
         for (rank, (start, index, mapped, same, steps)) in out.iter().enumerate() {
@@ -228,17 +275,26 @@ fn dist_partial_fc_sampling_keeps_every_positive_and_maps_labels_to_their_centre
             assert_eq!(index.len(), count.max(3), "rate {rate}, rank {rank}: {index:?}");
             assert_eq!(index.len() as i64, sampled_count(10, rate).max(3));
             assert!(index.windows(2).all(|w| w[0] < w[1]) && index.iter().all(|&r| (0..10).contains(&r)), "{index:?}");
-            assert!(positives.iter().all(|p| index.contains(p)), "rate {rate}, rank {rank}: positives kept in {index:?}");
+            assert!(
+                positives.iter().all(|p| index.contains(p)),
+                "rate {rate}, rank {rank}: positives kept in {index:?}"
+            );
             for (row, (&class, &m)) in labels.iter().zip(mapped).enumerate() {
                 if class >= *start && class < start + 10 {
-                    assert!(m >= 0 && start + index[m as usize] == class, "rate {rate}, rank {rank}, row {row}: label {m} is not class {class}");
+                    assert!(
+                        m >= 0 && start + index[m as usize] == class,
+                        "rate {rate}, rank {rank}, row {row}: label {m} is not class {class}"
+                    );
                 } else {
                     assert_eq!(m, -1, "rate {rate}, rank {rank}, row {row}: class {class} is not here");
                 }
             }
             assert!(same, "rate {rate}, rank {rank}: the same step draws the same negatives whatever libtorch drew");
             if count > 3 {
-                assert!(steps.iter().any(|s| s != &steps[0]), "rate {rate}, rank {rank}: the negatives change with the step");
+                assert!(
+                    steps.iter().any(|s| s != &steps[0]),
+                    "rate {rate}, rank {rank}: the negatives change with the step"
+                );
             }
         }
         if count > 3 {
@@ -252,7 +308,13 @@ fn dist_partial_fc_sampled_loss_is_the_full_head_restricted_to_the_scored_centre
     let labels = [0, 3, 12, 12, 15, 19, 1, 30, 31, 8];
     for margin in margins() {
         for step in [0, 3] {
-            let ranks = check_against_reference(2, config(40, margin, 0.25), &labels, step, &format!("{} step {step}", margin.kind.name()));
+            let ranks = check_against_reference(
+                2,
+                config(40, margin, 0.25),
+                &labels,
+                step,
+                &format!("{} step {step}", margin.kind.name()),
+            );
             // Rank 0 has 7 positives for a quota of 5: all kept. Rank 1 has 2, plus 3 negatives.
             assert_eq!(ranks[0].scored, vec![0, 1, 3, 8, 12, 15, 19]);
             assert_eq!(ranks[1].scored.len(), 5, "{:?}", ranks[1].scored);
@@ -271,11 +333,20 @@ fn dist_partial_fc_masked_labels_give_the_one_rank_masked_arcface_loss() {
     ];
     for labels in cases {
         for rate in [1.0, 0.4] {
-            let ranks = check_against_reference(2, config(10, Margin::arcface(0.5), rate), labels, 1, &format!("{labels:?} at rate {rate}"));
+            let ranks = check_against_reference(
+                2,
+                config(10, Margin::arcface(0.5), rate),
+                labels,
+                1,
+                &format!("{labels:?} at rate {rate}"),
+            );
             for (rank, r) in ranks.iter().enumerate() {
                 for (row, &class) in labels[rank * 4..rank * 4 + 4].iter().enumerate() {
                     if class < 0 {
-                        assert!(r.emb_grad[row * D as usize..(row + 1) * D as usize].iter().all(|&g| g == 0.0), "{labels:?}: rank {rank}, unlabelled row {row}");
+                        assert!(
+                            r.emb_grad[row * D as usize..(row + 1) * D as usize].iter().all(|&g| g == 0.0),
+                            "{labels:?}: rank {rank}, unlabelled row {row}"
+                        );
                     }
                 }
             }
@@ -352,7 +423,11 @@ fn dist_partial_fc_new_draws_the_centres_a_one_rank_arcface_draws_under_its_name
     for (rank, (weight, names, start, len)) in out.into_iter().enumerate() {
         assert_eq!(names, vec![(arcface_names[0].clone(), vec![len, D])], "rank {rank}");
         assert_eq!(arcface_names, vec!["arcface.weight".to_string()]);
-        assert_eq!(weight, full[start as usize * d..(start + len) as usize * d].to_vec(), "rank {rank}'s rows of the 1-rank draw");
+        assert_eq!(
+            weight,
+            full[start as usize * d..(start + len) as usize * d].to_vec(),
+            "rank {rank}'s rows of the 1-rank draw"
+        );
     }
 }
 
@@ -392,8 +467,14 @@ fn dist_partial_fc_refuses_uneven_batches_and_labels_past_the_classes_on_every_r
         let vs = nn::VarStore::new(Device::Cpu);
         let pfc = PartialFc::from_centres(&vs.root(), Rc::new(group), cfg, &matrix(&values(1, 10 * D))).unwrap();
         let b = 3 + rank;
-        let uneven = pfc.loss(&matrix(&values(2, b * D)), &Tensor::from_slice(&vec![1i64; b as usize])).map(|_| ()).map_err(|e| format!("{e:#}"));
-        let past = pfc.loss(&matrix(&values(2, 2 * D)), &Tensor::from_slice(&[1, 10 * rank])).map(|_| ()).map_err(|e| format!("{e:#}"));
+        let uneven = pfc
+            .loss(&matrix(&values(2, b * D)), &Tensor::from_slice(&vec![1i64; b as usize]))
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"));
+        let past = pfc
+            .loss(&matrix(&values(2, 2 * D)), &Tensor::from_slice(&[1, 10 * rank]))
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"));
         (uneven, past)
     });
     for (rank, (uneven, past)) in out.into_iter().enumerate() {
@@ -415,4 +496,3 @@ fn dist_partial_fc_head_memory_counts_the_largest_shard() {
     });
     assert_eq!(out, vec![4 * D as u64 * 4 * 4, 3 * D as u64 * 4 * 4]);
 }
-

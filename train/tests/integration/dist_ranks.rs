@@ -39,7 +39,8 @@ pub fn run<T: Send + 'static>(world: usize, f: impl Fn(ProcessGroup) -> T + Send
 /// when any rank failed to form it ([`TRIES`]); the last failure otherwise.
 fn form(store: &Store, rank: usize, world: usize) -> ProcessGroup {
     for attempt in 0..TRIES {
-        let made = ProcessGroup::new(store, &format!("g{attempt}"), rank, world, Backend::Gloo, TIMEOUT, Some("127.0.0.1"));
+        let made =
+            ProcessGroup::new(store, &format!("g{attempt}"), rank, world, Backend::Gloo, TIMEOUT, Some("127.0.0.1"));
         store.set(&format!("formed/{attempt}/{rank}"), if made.is_ok() { b"1" } else { b"0" }).unwrap();
         let everyone = (0..world).all(|r| store.get(&format!("formed/{attempt}/{r}")).unwrap() == b"1");
         match made {

@@ -57,7 +57,12 @@ fn assert_bounded(took: Duration) {
 
 /// Each of `n` ranks joins and makes a Gloo group in a thread of its own (a group's construction
 /// waits for every rank), then runs `f`.
-fn ranks<T: Send + 'static>(n: usize, port: u16, agent: bool, f: impl Fn(World) -> T + Send + Sync + Clone + 'static) -> Vec<T> {
+fn ranks<T: Send + 'static>(
+    n: usize,
+    port: u16,
+    agent: bool,
+    f: impl Fn(World) -> T + Send + Sync + Clone + 'static,
+) -> Vec<T> {
     let handles: Vec<_> = (0..n)
         .map(|rank| {
             let f = f.clone();
@@ -80,7 +85,9 @@ fn sum_of_ranks_plus_one(world: &World) -> f32 {
 #[test]
 fn two_ranks_join_the_launchers_store_and_a_group_all_reduces() {
     let (_launcher, port) = launcher(2);
-    let out = ranks(2, port, true, |w| (w.rank(), w.world_size(), w.local_rank(), w.local_world_size(), sum_of_ranks_plus_one(&w)));
+    let out = ranks(2, port, true, |w| {
+        (w.rank(), w.world_size(), w.local_rank(), w.local_world_size(), sum_of_ranks_plus_one(&w))
+    });
     assert_eq!(out, vec![(0, 2, 0, 2, 3.0), (1, 2, 1, 2, 3.0)]);
 }
 
@@ -101,7 +108,8 @@ fn replicas_with_a_host_group_agree_their_per_step_decisions_over_it() {
     use facekit_train::trainer::Replicas;
     let (_launcher, port) = launcher(2);
     let out = ranks(2, port, true, |w| {
-        let mut ddp = Ddp::new(w.group("ddp", Backend::Gloo).unwrap(), tch::Device::Cpu).with_host_group(w.group("host", Backend::Gloo).unwrap());
+        let mut ddp = Ddp::new(w.group("ddp", Backend::Gloo).unwrap(), tch::Device::Cpu)
+            .with_host_group(w.group("host", Backend::Gloo).unwrap());
         (ddp.agree_any(w.rank() == 1).unwrap(), ddp.agree_any(false).unwrap())
     });
     assert_eq!(out, vec![(true, false); 2], "one rank's stop is every rank's, and no stop is no one's");
@@ -121,7 +129,11 @@ fn without_the_agent_store_rank_0_hosts_it_and_its_death_is_named() {
     let e = format!("{:#}", rank1.diagnose(anyhow::anyhow!("all-reduce: connection reset")));
     let took = start.elapsed();
     assert!(e.contains("rank 0 of 2, which hosts it, is gone"), "{e}");
-    assert!(e.contains(&format!("127.0.0.1:{port} (MASTER_ADDR:MASTER_PORT)")) && e.contains("all-reduce: connection reset"), "{e}");
+    assert!(
+        e.contains(&format!("127.0.0.1:{port} (MASTER_ADDR:MASTER_PORT)"))
+            && e.contains("all-reduce: connection reset"),
+        "{e}"
+    );
     assert!(took < STALL_WINDOW + SLACK, "took {took:?}");
 }
 
@@ -147,7 +159,10 @@ fn diagnose_names_a_rank_that_stopped_heartbeating() {
     let (rank0, rank1) = (join(0, 2, port), join(1, 2, port));
     drop(rank1);
     let (e, took) = diagnosed(&rank0, "all-reduce timed out");
-    assert!(e.starts_with("rank 1 of 2 stopped (no heartbeat for 3 s): killed, crashed or hung: all-reduce timed out"), "{e}");
+    assert!(
+        e.starts_with("rank 1 of 2 stopped (no heartbeat for 3 s): killed, crashed or hung: all-reduce timed out"),
+        "{e}"
+    );
     assert_bounded(took);
 }
 
@@ -238,7 +253,9 @@ fn an_nccl_group_in_a_build_without_nccl_is_refused_saying_so() {
 #[test]
 fn a_world_that_cannot_reach_its_store_fails_naming_it() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let e = World::join(&env(1, 2, port, true), Duration::from_secs(1), &StopFlag::new()).err().expect("joined a store nobody hosts");
+    let e = World::join(&env(1, 2, port, true), Duration::from_secs(1), &StopFlag::new())
+        .err()
+        .expect("joined a store nobody hosts");
     assert!(format!("{e:#}").contains(&format!("cannot reach the rendezvous store at 127.0.0.1:{port}")), "{e:#}");
     assert!(format!("{e:#}").contains("nothing accepts connections"), "{e:#}");
 }
@@ -274,7 +291,11 @@ fn a_port_held_by_a_program_that_never_replies_fails_within_the_timeout_naming_i
     let timeout = Duration::from_secs(2);
     let (joined, took) = join_within(env(1, 2, port, true), timeout, StopFlag::new(), Duration::from_secs(60));
     let e = format!("{:#}", joined.err().expect("joined a program that is no store"));
-    assert!(e.contains(&format!("127.0.0.1:{port} (MASTER_ADDR:MASTER_PORT)")) && e.contains("something else answers there"), "{e}");
+    assert!(
+        e.contains(&format!("127.0.0.1:{port} (MASTER_ADDR:MASTER_PORT)"))
+            && e.contains("something else answers there"),
+        "{e}"
+    );
     assert!(took >= timeout && took < timeout + SLACK, "gave up after {took:?}");
 }
 
@@ -307,7 +328,9 @@ fn a_master_addr_that_does_not_resolve_is_one_line_saying_so() {
 fn a_deadline_of_zero_or_beyond_c10ds_range_is_refused() {
     let (_launcher, port) = launcher(1);
     for timeout in [Duration::ZERO, MAX_TIMEOUT + Duration::from_secs(1), Duration::from_secs(u64::MAX)] {
-        let e = World::join(&env(0, 1, port, true), timeout, &StopFlag::new()).err().expect("joined with an impossible deadline");
+        let e = World::join(&env(0, 1, port, true), timeout, &StopFlag::new())
+            .err()
+            .expect("joined with an impossible deadline");
         assert!(format!("{e:#}").contains("a deadline of"), "{timeout:?}: {e:#}");
     }
     World::join(&env(0, 1, port, true), MAX_TIMEOUT, &StopFlag::new()).expect("the longest deadline c10d holds");
@@ -389,7 +412,11 @@ fn spawn_local_returns_a_failed_ranks_code_and_the_survivor_names_it() {
     assert_eq!(code, 3, "rank 1's exit code");
     let e = outcome(dir.path(), 0);
     assert!(e.starts_with("rank 1 of 2 failed: simulated out of memory on rank 1"), "{e}");
-    assert!(start.elapsed() < Duration::from_secs(20), "rank 0 ended on its own, within the grace period: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "rank 0 ended on its own, within the grace period: {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -421,7 +448,10 @@ fn torchruns_summary_names_the_rank_that_failed_first_with_its_message() {
         .expect("torchrun (in .venv/bin, on PATH through .facekit.env)");
     assert!(!out.status.success(), "torchrun succeeded with a failed rank");
     let log = String::from_utf8_lossy(&out.stderr);
-    let root = log.split("Root Cause (first observed failure):").nth(1).unwrap_or_else(|| panic!("no torchrun summary in: {log}"));
+    let root = log
+        .split("Root Cause (first observed failure):")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no torchrun summary in: {log}"));
     assert!(root.contains("rank      : 1 (local_rank: 1)") && root.contains("exitcode  : 3"), "{root}");
     // torchrun stops the other ranks as soon as one fails (no grace period): the failing rank's
     // own report is all its summary can show.

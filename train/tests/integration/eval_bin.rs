@@ -94,7 +94,8 @@ fn a_bin_set_is_decoded_once_and_resized_as_eval_verify_resizes() {
 /// `MemTotal` of /proc/meminfo, in bytes.
 fn mem_total() -> u64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let kib: u64 = text.lines().find(|l| l.starts_with("MemTotal:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let kib: u64 =
+        text.lines().find(|l| l.starts_with("MemTotal:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     kib * 1024
 }
 
@@ -103,7 +104,8 @@ fn a_bin_whose_decoded_images_would_not_fit_in_memory_is_refused_naming_the_file
     // The file is small, the images are few bytes each: what they decode to is the file's to
     // choose. Enough copies of one real photo that, at 4096 px, they would take twice the
     // machine's memory.
-    let photo = std::fs::read(facekit_testkit::shared_data().join("lfw100/Ariel_Sharon/Ariel_Sharon_0001.jpg")).unwrap();
+    let photo =
+        std::fs::read(facekit_testkit::shared_data().join("lfw100/Ariel_Sharon/Ariel_Sharon_0001.jpg")).unwrap();
     let per = 4096u64 * 4096 * 3;
     let pairs = (2 * mem_total() / per / 2 + 1) as usize;
     let images = vec![photo; 2 * pairs];
@@ -111,12 +113,21 @@ fn a_bin_whose_decoded_images_would_not_fit_in_memory_is_refused_naming_the_file
     let path = tmp.path().join("many.bin");
     facekit_eval::bin_write::write_verification_bin(&path, &images, &vec![true; pairs]).unwrap();
     let err = format!("{:#}", BinSet::load(&path, 4096).err().expect("refused before any allocation"));
-    assert!(err.contains("many.bin") && err.contains(&format!("{} images", 2 * pairs)) && err.contains("4096x4096") && err.contains("memory available"), "{err}");
+    assert!(
+        err.contains("many.bin")
+            && err.contains(&format!("{} images", 2 * pairs))
+            && err.contains("4096x4096")
+            && err.contains("memory available"),
+        "{err}"
+    );
 
     // The rule itself, with the memory given: 700,000 one-pixel PNGs at 112 px are 26 GiB.
     let err = verify::check_decoded_memory(&path, 700_000, 112, Some(8 << 30)).unwrap_err().to_string();
     assert!(err.contains("700000 images") && err.contains("24.5 GiB") && err.contains("8.0 GiB"), "{err}");
-    assert!(verify::check_decoded_memory(&path, 12_000, 112, Some(8 << 30)).is_ok(), "LFW's 12,000 images at 112 px are 450 MB");
+    assert!(
+        verify::check_decoded_memory(&path, 12_000, 112, Some(8 << 30)).is_ok(),
+        "LFW's 12,000 images at 112 px are 450 MB"
+    );
     assert!(verify::check_decoded_memory(&path, 700_000, 112, None).is_ok());
 }
 
@@ -169,15 +180,42 @@ fn valid_set(dir: &std::path::Path) -> facekit_data::Loader {
     let mut w = DatasetWriter::create(DatasetPaths::new(dir.join("v")), 1 << 20).unwrap();
     for (i, chip) in chips.chunks(per).enumerate() {
         let labels = Labels { class_id: Some(i as u32 % 3), source: 0, gender: None, age: None };
-        let r = Record { labels, encoding: Encoding::Raw, width: SIZE as u16, height: SIZE as u16, origin_sha256: [0; 16], path: format!("f{i}"), data: chip.to_vec() };
+        let r = Record {
+            labels,
+            encoding: Encoding::Raw,
+            width: SIZE as u16,
+            height: SIZE as u16,
+            origin_sha256: [0; 16],
+            path: format!("f{i}"),
+            data: chip.to_vec(),
+        };
         w.push(&r).unwrap();
     }
     let n = (chips.len() / per) as u64;
     let enc = EncodingInfo { format: Encoding::Raw, quality: None, chroma: None, width: SIZE, height: SIZE };
-    let map = LabelMap { entries: (0..3).map(|c| LabelEntry { class_id: c, source: "s".into(), identity: format!("p{c}") }).collect() };
-    w.finish(Manifest::new(3, vec![SourceInfo { id: 0, name: "s".into(), class_offset: 0, classes: 3, records: n }], None, enc), &map).unwrap();
+    let map = LabelMap {
+        entries: (0..3).map(|c| LabelEntry { class_id: c, source: "s".into(), identity: format!("p{c}") }).collect(),
+    };
+    w.finish(
+        Manifest::new(
+            3,
+            vec![SourceInfo { id: 0, name: "s".into(), class_offset: 0, classes: 3, records: n }],
+            None,
+            enc,
+        ),
+        &map,
+    )
+    .unwrap();
     let ds = std::sync::Arc::new(facekit_shard::Dataset::open_name("v", Some(dir)).unwrap());
-    let cfg = facekit_data::LoaderConfig { batch_size: 4, image_size: SIZE, workers: 1, shuffle: false, augment: facekit_data::Augment::NONE, drop_last: false, ..Default::default() };
+    let cfg = facekit_data::LoaderConfig {
+        batch_size: 4,
+        image_size: SIZE,
+        workers: 1,
+        shuffle: false,
+        augment: facekit_data::Augment::NONE,
+        drop_last: false,
+        ..Default::default()
+    };
     facekit_data::Loader::new(vec![ds], cfg).unwrap()
 }
 
@@ -199,7 +237,10 @@ fn validation_of_a_network_with_nan_statistics_ends_with_an_error_and_sees_a_sto
         Ok(Gate::Go)
     })
     .unwrap();
-    assert!(matches!(&v, Validated::Done(v) if v.images == 9 && v.metrics.contains_key("verification_accuracy")), "{v:?}");
+    assert!(
+        matches!(&v, Validated::Done(v) if v.images == 9 && v.metrics.contains_key("verification_accuracy")),
+        "{v:?}"
+    );
     assert_eq!(asked, [false, false, false]);
     // A stop request is seen after the first batch, not after the whole set.
     let mut asked = 0;
@@ -212,7 +253,8 @@ fn validation_of_a_network_with_nan_statistics_ends_with_an_error_and_sees_a_sto
     // NaN running statistics: the first batch says so, and validation ends with what it saw
     // instead of sweeping thresholds over NaN scores (which never ended).
     poison(&vs, "running_var", f64::NAN);
-    let v = validate(&net, &loss, &loader, &fp32, 3, &mut |bad| Ok(if bad { Gate::NonFinite } else { Gate::Go })).unwrap();
+    let v =
+        validate(&net, &loss, &loader, &fp32, 3, &mut |bad| Ok(if bad { Gate::NonFinite } else { Gate::Go })).unwrap();
     match v {
         Validated::NonFinite(what) => assert!(what.contains("4 of the 4 images of validation batch 0"), "{what}"),
         other => panic!("expected NonFinite, got {other:?}"),

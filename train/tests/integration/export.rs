@@ -2,9 +2,8 @@
 //! embeddings on real aligned faces; the safetensors file holds the documented names; the ONNX
 //! file of every backbone, run by onnxruntime without torch, reproduces them too.
 
-
-use facekit_train::infer::embed::{to_input, EmbedModel};
 use facekit_eval::npy;
+use facekit_train::infer::embed::{to_input, EmbedModel};
 use facekit_train::infer::{export, faces};
 use facekit_train::model::{Arch, FaceNet, NetConfig};
 use std::path::Path;
@@ -31,7 +30,11 @@ fn random_model(dir: &Path, arch: Arch, size: i64) {
     let pixels = aligned_faces_of(size);
     let n = pixels.len() / (size * size * 3) as usize;
     tch::no_grad(|| {
-        let stats: Vec<_> = vs.variables().into_iter().filter(|(name, _)| name.ends_with("running_mean") || name.ends_with("running_var")).collect();
+        let stats: Vec<_> = vs
+            .variables()
+            .into_iter()
+            .filter(|(name, _)| name.ends_with("running_mean") || name.ends_with("running_var"))
+            .collect();
         for (_, t) in &stats {
             let _ = t.shallow_clone().zero_();
         }
@@ -112,7 +115,13 @@ print(json.dumps({'max_diff': float(np.abs(theirs - ours).max()), 'shape': list(
     assert!(r["norm"].as_f64().unwrap() > 1e-3, "embeddings are all zero: the comparison would be vacuous");
     assert!(r["max_diff"].as_f64().unwrap() < 1e-4, "TorchScript differs from facekit by {}", r["max_diff"]);
     let keys: Vec<String> = serde_json::from_value(r["keys"].clone()).unwrap();
-    for k in ["conv1.weight", "bn1.running_mean", "layer1.0.downsample.0.weight", "layer4.0.conv2.weight", "embedding.fc.weight"] {
+    for k in [
+        "conv1.weight",
+        "bn1.running_mean",
+        "layer1.0.downsample.0.weight",
+        "layer4.0.conv2.weight",
+        "embedding.fc.weight",
+    ] {
         assert!(keys.contains(&k.to_string()), "{k} missing from the safetensors export");
     }
     assert!(keys.iter().all(|k| !k.starts_with("arcface.")), "training-only ArcFace centres were exported");
@@ -166,7 +175,11 @@ fn onnx_export_of_every_backbone_matches_facekit_embeddings_in_onnxruntime() {
         std::fs::create_dir_all(&src).unwrap();
         random_model(&src, arch, size);
         let model = EmbedModel::load(&src, Some("best"), tch::Device::Cpu).unwrap();
-        let opts = export::ExportOptions { formats: vec![export::Format::Onnx], python: Some(facekit_testkit::venv_python()), ..Default::default() };
+        let opts = export::ExportOptions {
+            formats: vec![export::Format::Onnx],
+            python: Some(facekit_testkit::venv_python()),
+            ..Default::default()
+        };
         let report = export::export_with(&model, &out, &opts).unwrap_or_else(|e| panic!("{arch:?}: {e:#}"));
         let onnx = report.onnx.as_ref().expect("ONNX was requested");
         assert_eq!(onnx.path, out.join(export::ONNX_FILE));
@@ -174,7 +187,8 @@ fn onnx_export_of_every_backbone_matches_facekit_embeddings_in_onnxruntime() {
         assert!(report.weights.is_none() && report.torchscript.is_none());
         // Only what was asked for, plus net.json: the TorchScript module ONNX is made from and
         // every temporary file are gone.
-        let mut files: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut files: Vec<String> =
+            std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         files.sort();
         assert_eq!(files, [export::ONNX_FILE, export::NET_FILE], "{arch:?}");
         timings.push((arch, size, onnx.seconds));
@@ -206,15 +220,25 @@ fn onnx_export_of_every_backbone_matches_facekit_embeddings_in_onnxruntime() {
         assert_eq!(r["finite"], true, "{arch:?}: onnxruntime gave non-finite embeddings");
         let raw_absmax = r["raw_absmax"].as_f64().unwrap();
         assert!(raw_absmax > 1e-2, "{arch:?}: embeddings are all ~0, the comparison would be vacuous");
-        assert!(r["spread"].as_f64().unwrap() > 1e-3, "{arch:?}: every face gives the same embedding, the comparison would be vacuous");
-        assert!(r["max_diff"].as_f64().unwrap() < 1e-4, "{arch:?}: onnxruntime's normalised embeddings differ from facekit's by {}", r["max_diff"]);
+        assert!(
+            r["spread"].as_f64().unwrap() > 1e-3,
+            "{arch:?}: every face gives the same embedding, the comparison would be vacuous"
+        );
+        assert!(
+            r["max_diff"].as_f64().unwrap() < 1e-4,
+            "{arch:?}: onnxruntime's normalised embeddings differ from facekit's by {}",
+            r["max_diff"]
+        );
         // Raw values too, relative to their scale, with a looser bound: in ResNet-50's head the
         // BN2d over 2048 post-ReLU channels sees channels that barely vary over eight faces of a
         // random network, so 1/sqrt(var + eps) (up to ~300) magnifies the two runtimes' different
         // summation orders (measured: 5e-4 raw at scale 2.4, 2e-5 normalised; IR-ResNets 2e-5
         // raw, 1e-6 normalised). The normalised embeddings, which verification compares, meet 1e-4.
         let raw_diff = r["raw_diff"].as_f64().unwrap();
-        assert!(raw_diff < 1e-3 * raw_absmax.max(1.0), "{arch:?}: raw embeddings differ by {raw_diff} at scale {raw_absmax}");
+        assert!(
+            raw_diff < 1e-3 * raw_absmax.max(1.0),
+            "{arch:?}: raw embeddings differ by {raw_diff} at scale {raw_absmax}"
+        );
     }
     for (arch, size, s) in timings {
         println!("ONNX export of {arch:?} at {size}: {s:.1} s");
@@ -232,8 +256,11 @@ fn onnx_export_with_a_python_lacking_torch_and_onnx_says_so_and_changes_nothing(
     let model = EmbedModel::load(&src, Some("best"), tch::Device::Cpu).unwrap();
     export::export(&model, &out).unwrap();
     let listing = || {
-        let mut v: Vec<(String, Vec<u8>)> =
-            std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap())).collect();
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+            .collect();
         v.sort();
         v
     };
@@ -244,11 +271,18 @@ fn onnx_export_with_a_python_lacking_torch_and_onnx_says_so_and_changes_nothing(
     let opts = export::ExportOptions { formats: all.clone(), python: Some(ort.clone()), ..Default::default() };
     let err = format!("{:#}", export::export_with(&model, &out, &opts).unwrap_err());
     assert!(err.contains(&out.join("model.onnx").display().to_string()), "{err}");
-    assert!(err.contains(&ort.display().to_string()) && err.contains("cannot import torch") && err.contains("onnx ("), "{err}");
-    assert!(err.contains("pip install torch onnx") && err.contains("--python") && err.contains("FACEKIT_PYTHON"), "{err}");
+    assert!(
+        err.contains(&ort.display().to_string()) && err.contains("cannot import torch") && err.contains("onnx ("),
+        "{err}"
+    );
+    assert!(
+        err.contains("pip install torch onnx") && err.contains("--python") && err.contains("FACEKIT_PYTHON"),
+        "{err}"
+    );
     assert!(before == listing(), "a failed ONNX export changed the folder (or left model.onnx or a temporary file)");
 
-    let opts = export::ExportOptions { formats: all, python: Some(tmp.path().join("no-such-python")), ..Default::default() };
+    let opts =
+        export::ExportOptions { formats: all, python: Some(tmp.path().join("no-such-python")), ..Default::default() };
     let err = format!("{:#}", export::export_with(&model, &out, &opts).unwrap_err());
     assert!(err.contains("cannot run Python") && err.contains("no-such-python"), "{err}");
     assert!(before == listing());

@@ -1,7 +1,6 @@
 //! ArcFace logits and loss against the angle math done by hand in f64, including rows where
 //! θ + m > π, where insightface's fallback cos θ − m·sin m applies.
 
-
 use facekit_train::loss::ArcFace;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
@@ -28,11 +27,11 @@ fn fixture() -> (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<i64>) {
         vec![-1.0, 1.0, 1.0, -1.0],
     ];
     let embeddings = vec![
-        vec![3.0, 0.2, 0.1, 0.0],    // close to centre 0
-        vec![0.1, 0.0, 1.0, -1.0],   // about 90° from centre 1
-        vec![0.0, 0.1, -2.0, -1.9],  // nearly opposite centre 2: θ + m > π
+        vec![3.0, 0.2, 0.1, 0.0],      // close to centre 0
+        vec![0.1, 0.0, 1.0, -1.0],     // about 90° from centre 1
+        vec![0.0, 0.1, -2.0, -1.9],    // nearly opposite centre 2: θ + m > π
         vec![-0.3, 0.25, -0.1, -0.85], // nearly opposite centre 3
-        vec![0.5, 0.5, 0.5, 0.5],    // unlabelled
+        vec![0.5, 0.5, 0.5, 0.5],      // unlabelled
     ];
     (centres, embeddings, vec![0, 1, 2, 3, -1])
 }

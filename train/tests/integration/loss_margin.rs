@@ -96,7 +96,11 @@ fn combined_margin_matches_the_formula_on_both_sides_of_theta_star() {
     let _turn = facekit_testkit::rng_turn();
     let (m1, m2, m3) = (1.2, 0.3, 0.2);
     let (centres, emb, labels) = fixture();
-    let beyond = emb.iter().zip(&labels).filter(|(e, &y)| y >= 0 && m1 * cosine(e, &centres[y as usize]).acos() + m2 > PI).count();
+    let beyond = emb
+        .iter()
+        .zip(&labels)
+        .filter(|(e, &y)| y >= 0 && m1 * cosine(e, &centres[y as usize]).acos() + m2 > PI)
+        .count();
     let within = labels.iter().filter(|&&y| y >= 0).count() - beyond;
     assert!(beyond >= 1 && within >= 2, "the fixture must cover both branches ({within} within, {beyond} beyond)");
     check(Margin { kind: MarginKind::Combined, m1, m2, m3 }, (m1, m2, m3));
@@ -133,7 +137,11 @@ fn gradients_stay_finite_where_the_embedding_is_on_or_opposite_its_centre() {
         let (loss, _) = a.loss(&emb, &Tensor::from_slice(&[0i64, 1]));
         loss.backward();
         let finite = |t: &Tensor| t.isfinite().all().int64_value(&[]) == 1;
-        assert!(finite(&loss) && finite(&emb.grad()) && finite(&a.weight.grad()), "{:?}: non-finite loss or gradient", margin.kind);
+        assert!(
+            finite(&loss) && finite(&emb.grad()) && finite(&a.weight.grad()),
+            "{:?}: non-finite loss or gradient",
+            margin.kind
+        );
     }
 }
 
@@ -161,11 +169,23 @@ fn net_json_records_the_margin_and_old_files_mean_arcface() {
                   "age_bins":101,"arcface_s":64.0,"arcface_m":0.35,"weights":{"fr":1.0,"gender":1.0,"age":1.0}}"#;
     let cfg: NetConfig = serde_json::from_str(old).unwrap();
     assert_eq!(Margin::of(&cfg), Margin::arcface(0.35));
-    let cosface = NetConfig { margin: MarginKind::Cosface, arcface_m: 0.0, margin_m3: 0.4, num_classes: 3, ..NetConfig::default() };
+    let cosface = NetConfig {
+        margin: MarginKind::Cosface,
+        arcface_m: 0.0,
+        margin_m3: 0.4,
+        num_classes: 3,
+        ..NetConfig::default()
+    };
     let back: NetConfig = serde_json::from_str(&serde_json::to_string(&cosface).unwrap()).unwrap();
     assert_eq!(Margin::of(&back), Margin { kind: MarginKind::Cosface, m1: 1.0, m2: 0.0, m3: 0.4 });
     // A hand-edited net.json whose values do not fit its kind is refused, naming the rule.
-    let bad = NetConfig { margin: MarginKind::Cosface, arcface_m: 0.5, margin_m3: 0.4, num_classes: 3, ..NetConfig::default() };
+    let bad = NetConfig {
+        margin: MarginKind::Cosface,
+        arcface_m: 0.5,
+        margin_m3: 0.4,
+        num_classes: 3,
+        ..NetConfig::default()
+    };
     let err = bad.validate().unwrap_err().to_string();
     assert!(err.contains("cosface margin has m1 = 1 and m2 = 0"), "{err}");
 }

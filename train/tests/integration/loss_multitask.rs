@@ -1,7 +1,6 @@
 //! Multi-task losses mask unlabelled records: a task with no label in the batch contributes 0
 //! and no gradient, and a mixed batch's loss equals the loss over its labelled rows alone.
 
-
 use facekit_train::loss::{expected_age, BatchLabels, FaceLoss};
 use facekit_train::model::{Arch, FaceNet, NetConfig, Task, TaskWeights};
 use tch::nn;
@@ -28,11 +27,7 @@ fn images(n: i64) -> Tensor {
 }
 
 fn labels(class: &[i64], gender: &[i64], age: &[i64]) -> BatchLabels {
-    BatchLabels {
-        class: Tensor::from_slice(class),
-        gender: Tensor::from_slice(gender),
-        age: Tensor::from_slice(age),
-    }
+    BatchLabels { class: Tensor::from_slice(class), gender: Tensor::from_slice(gender), age: Tensor::from_slice(age) }
 }
 
 #[test]
@@ -71,10 +66,7 @@ fn mixed_batch_loss_equals_the_loss_over_labelled_rows_only() {
     // Eval mode: BN running statistics and no dropout, so each row's output is independent of
     // which other rows share its batch.
     let full = net.forward(&xs, false);
-    let l = loss.losses(
-        &full,
-        &labels(&[0, -1, 2, 5, -1, 1], &[1, 0, -1, -1, 1, -1], &[-1, 33, 7, -1, 80, 101]),
-    );
+    let l = loss.losses(&full, &labels(&[0, -1, 2, 5, -1, 1], &[1, 0, -1, -1, 1, -1], &[-1, 33, 7, -1, 80, 101]));
     let sub = |rows: &[i64]| net.forward(&xs.index_select(0, &Tensor::from_slice(rows)), false);
     let fr_only = loss.losses(&sub(&[0, 2, 3, 5]), &labels(&[0, 2, 5, 1], &[-1; 4], &[-1; 4]));
     let gender_only = loss.losses(&sub(&[0, 1, 4]), &labels(&[-1; 3], &[1, 0, 1], &[-1; 3]));

@@ -19,7 +19,7 @@ mod model_resnet;
 mod optim_fused;
 mod optim_reference;
 mod optimisation_config;
-mod step_host_reads;
 mod schedule_dlib_reference;
 mod schedule_poly_reference;
 mod schedule_shapes;
+mod step_host_reads;

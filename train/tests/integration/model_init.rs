@@ -20,7 +20,10 @@ fn save(vs: &nn::VarStore, path: &Path) {
 }
 
 fn python(code: &str) {
-    let out = std::process::Command::new(facekit_testkit::venv_python()).args(["-c", code]).output().expect("running the venv python");
+    let out = std::process::Command::new(facekit_testkit::venv_python())
+        .args(["-c", code])
+        .output()
+        .expect("running the venv python");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -53,7 +56,9 @@ fn linear_layers_start_as_pytorch_nn_linear() {
     FaceNet::new(&vs.root(), &NetConfig { task: Task::Multi, ..config(Arch::Resnet50, 112) }).unwrap();
     let vars = vs.variables();
     // embedding.fc: 2048·4·4 inputs, 16.8 M draws, so the extremes come within 0.1% of the bound.
-    for (name, fan_in, tight) in [("embedding.fc", 2048 * 4 * 4, true), ("gender_head", 512, false), ("age_head", 512, false)] {
+    for (name, fan_in, tight) in
+        [("embedding.fc", 2048 * 4 * 4, true), ("gender_head", 512, false), ("age_head", 512, false)]
+    {
         let bound = 1.0 / (fan_in as f64).sqrt();
         for part in ["weight", "bias"] {
             let t = &vars[&format!("{name}.{part}")];
@@ -62,7 +67,10 @@ fn linear_layers_start_as_pytorch_nn_linear() {
             let edge = bound * (1.0 + 1e-6);
             assert!(lo >= -edge && hi <= edge, "{name}.{part} in [{lo}, {hi}], beyond ±{bound}");
             if tight && part == "weight" {
-                assert!(hi > 0.999 * bound && lo < -0.999 * bound, "{name}.{part} in [{lo}, {hi}]: narrower than ±{bound}");
+                assert!(
+                    hi > 0.999 * bound && lo < -0.999 * bound,
+                    "{name}.{part} in [{lo}, {hi}]: narrower than ±{bound}"
+                );
             }
         }
     }
@@ -91,16 +99,28 @@ fn torchvision_resnet50_file_loads_the_whole_backbone() {
     let report = load_into(&vs, &file).unwrap();
     let vars = vs.variables();
     let backbone: BTreeSet<String> = vars.keys().filter(|n| is_backbone_param(n)).cloned().collect();
-    assert_eq!(report.loaded.iter().cloned().collect::<BTreeSet<_>>(), backbone, "the whole backbone and only it loads");
+    assert_eq!(
+        report.loaded.iter().cloned().collect::<BTreeSet<_>>(),
+        backbone,
+        "the whole backbone and only it loads"
+    );
     let new: BTreeSet<&str> = report.new.iter().map(String::as_str).collect();
     let heads: BTreeSet<&str> = vars.keys().filter(|n| !is_backbone_param(n)).map(String::as_str).collect();
     assert_eq!(new, heads, "embedding.* and arcface.* are new");
     assert!(new.iter().any(|n| n.starts_with("embedding.")));
     let ignored: BTreeSet<&str> = report.ignored.iter().map(String::as_str).collect();
-    let expected: BTreeSet<&str> = file_names.iter().map(String::as_str).filter(|n| n.starts_with("fc.") || n.ends_with("num_batches_tracked")).collect();
+    let expected: BTreeSet<&str> = file_names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| n.starts_with("fc.") || n.ends_with("num_batches_tracked"))
+        .collect();
     assert_eq!(ignored, expected);
     assert!(ignored.contains("fc.weight") && ignored.contains("fc.bias"));
-    assert_eq!(report.loaded.len() + report.ignored.len(), file_names.len(), "every tensor of the file is accounted for");
+    assert_eq!(
+        report.loaded.len() + report.ignored.len(),
+        file_names.len(),
+        "every tensor of the file is accounted for"
+    );
     // Values, not only names: the stem and a BN's running statistics are the file's.
     let theirs = Tensor::read_safetensors(&file).unwrap();
     for name in ["conv1.weight", "layer3.2.bn2.running_var", "layer4.0.downsample.0.weight"] {
@@ -122,7 +142,8 @@ fn facekit_checkpoint_loads_everything_but_arcface_and_ddp_names_are_stripped() 
     save(&src, &plain);
     // What a DDP-wrapped model's state_dict looks like, in half precision.
     let ddp = dir.path().join("ddp.safetensors");
-    let named: Vec<(String, Tensor)> = src.variables().into_iter().map(|(n, t)| (format!("module.{n}"), t.to_kind(Kind::Half))).collect();
+    let named: Vec<(String, Tensor)> =
+        src.variables().into_iter().map(|(n, t)| (format!("module.{n}"), t.to_kind(Kind::Half))).collect();
     Tensor::write_safetensors(&named, &ddp).unwrap();
 
     // A network with 20 classes: the 10 centres of the file do not fit, and are not wanted.
@@ -174,9 +195,15 @@ fn init_refuses_shape_mismatch_foreign_and_unreadable_files() {
 
     // Nothing of the file is a variable of this network.
     let foreign = dir.path().join("foreign.safetensors");
-    Tensor::write_safetensors(&[("encoder.block.0.weight", Tensor::zeros([3], (Kind::Float, Device::Cpu)))], &foreign).unwrap();
+    Tensor::write_safetensors(&[("encoder.block.0.weight", Tensor::zeros([3], (Kind::Float, Device::Cpu)))], &foreign)
+        .unwrap();
     let err = format!("{:#}", Pretrained::read(&foreign, &target()).unwrap_err());
-    assert!(err.contains("none of its 1 tensors") && err.contains("encoder.block.0.weight") && err.contains("foreign.safetensors"), "{err}");
+    assert!(
+        err.contains("none of its 1 tensors")
+            && err.contains("encoder.block.0.weight")
+            && err.contains("foreign.safetensors"),
+        "{err}"
+    );
 
     // Not a safetensors file at all; and a path that does not exist.
     let junk = dir.path().join("backbone.pth");
@@ -211,7 +238,10 @@ fn handmade_safetensors(path: &Path, tensors: &[(String, Tensor)], extra: &[(&st
         let values = Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap();
         let begin = data.len() as u64;
         data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": t.size(), "data_offsets": [begin, data.len()]}));
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": t.size(), "data_offsets": [begin, data.len()]}),
+        );
     }
     for (name, dtype, shape, offsets) in extra {
         header.insert(name.to_string(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": offsets}));
@@ -257,7 +287,8 @@ fn init_reads_only_the_tensors_that_load_so_a_huge_ignored_one_costs_nothing() {
         (("arcface.weight", "Q4", vec![4], [0, 4]), "unknown dtype"),
     ] {
         let bad = dir.path().join("bad.safetensors");
-        let rest: Vec<(String, Tensor)> = tensors.iter().filter(|(n, _)| n != extra.0).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+        let rest: Vec<(String, Tensor)> =
+            tensors.iter().filter(|(n, _)| n != extra.0).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
         handmade_safetensors(&bad, &rest, &[extra]);
         let err = format!("{:#}", Pretrained::read(&bad, &target).unwrap_err());
         assert!(err.contains(says) && err.contains("bad.safetensors"), "{err}");

@@ -38,8 +38,13 @@ fn check_against_reference(arch: Arch, short: &str, size: i64) {
     let net = FaceNet::new(&vs.root(), &config(arch, size)).unwrap();
 
     let ours: BTreeMap<String, Vec<i64>> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
-    assert!(ours.keys().all(|k| is_backbone_param(k)), "an IR-ResNet FR net is all backbone: {:?}", ours.keys().filter(|k| !is_backbone_param(k)).collect::<Vec<_>>());
-    let theirs: BTreeMap<String, Vec<i64>> = serde_json::from_slice(&std::fs::read(dir.path().join("shapes.json")).unwrap()).unwrap();
+    assert!(
+        ours.keys().all(|k| is_backbone_param(k)),
+        "an IR-ResNet FR net is all backbone: {:?}",
+        ours.keys().filter(|k| !is_backbone_param(k)).collect::<Vec<_>>()
+    );
+    let theirs: BTreeMap<String, Vec<i64>> =
+        serde_json::from_slice(&std::fs::read(dir.path().join("shapes.json")).unwrap()).unwrap();
     let missing: Vec<_> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
     let extra: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
     assert!(missing.is_empty() && extra.is_empty(), "{arch:?}@{size}: missing {missing:?}, extra {extra:?}");
@@ -52,7 +57,11 @@ fn check_against_reference(arch: Arch, short: &str, size: i64) {
     let report = load_into(&vs, &dir.path().join("weights.safetensors")).unwrap();
     assert_eq!(report.loaded.len(), ours.len(), "every variable loads");
     assert!(report.new.is_empty(), "nothing new: {:?}", report.new);
-    assert!(!report.ignored.is_empty() && report.ignored.iter().all(|n| n.ends_with("num_batches_tracked")), "only num_batches_tracked is ignored: {:?}", report.ignored);
+    assert!(
+        !report.ignored.is_empty() && report.ignored.iter().all(|n| n.ends_with("num_batches_tracked")),
+        "only num_batches_tracked is ignored: {:?}",
+        report.ignored
+    );
 
     let io = Tensor::read_safetensors(dir.path().join("io.safetensors")).unwrap();
     let get = |name: &str| io.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone()).unwrap();
@@ -119,7 +128,10 @@ fn features_scale_is_fixed_and_the_optimiser_skips_it() {
     assert_eq!(w.max().double_value(&[]), 1.0);
     assert!(vars["features.bias"].requires_grad());
     let trainable = vs.trainable_variables();
-    assert!(!trainable.iter().any(|t| t.data_ptr() == w.data_ptr()), "features.weight is among the trainable variables");
+    assert!(
+        !trainable.iter().any(|t| t.data_ptr() == w.data_ptr()),
+        "features.weight is among the trainable variables"
+    );
     // A step of the trainer's SGD leaves it at 1 while the rest moves.
     use facekit_train::trainer::optim::Optimizer as _;
     let mut opt = facekit_train::trainer::optim::Sgd::new(&vs, 0.9, 5e-4);
@@ -156,7 +168,10 @@ fn iresnet_init_follows_insightface() {
     let (lo, hi) = (fc.min().double_value(&[]), fc.max().double_value(&[]));
     // (f32 draws may round to a hair beyond the f64 bound.)
     let edge = bound * (1.0 + 1e-6);
-    assert!(hi <= edge && lo >= -edge && hi > 0.999 * bound && lo < -0.999 * bound, "fc in [{lo}, {hi}], bound {bound}");
+    assert!(
+        hi <= edge && lo >= -edge && hi > 0.999 * bound && lo < -0.999 * bound,
+        "fc in [{lo}, {hi}], bound {bound}"
+    );
 }
 
 #[test]

@@ -1,8 +1,6 @@
 //! The ResNet-50 backbone matches torchvision's parameter names and shapes, handles 112 and 224
 //! inputs and channels-last memory, and the tiny variant learns.
 
-
-
 use std::collections::BTreeMap;
 
 use facekit_train::loss::{BatchLabels, FaceLoss};
@@ -26,9 +24,12 @@ fn resnet50_backbone_names_and_shapes_match_torchvision() {
         .map(|(name, t)| (name, t.size()))
         .collect();
     let out = std::process::Command::new(facekit_testkit::venv_python())
-        .args(["-c", "import json, torchvision; sd = torchvision.models.resnet50().state_dict(); \
+        .args([
+            "-c",
+            "import json, torchvision; sd = torchvision.models.resnet50().state_dict(); \
                 print(json.dumps({k: list(v.shape) for k, v in sd.items() \
-                if not k.endswith('num_batches_tracked') and not k.startswith('fc.')}))"])
+                if not k.endswith('num_batches_tracked') and not k.startswith('fc.')}))",
+        ])
         .output()
         .expect("running the venv python");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -19,7 +19,14 @@ fn fixture() -> (VarStore, Vec<Tensor>, Vec<Vec<Option<Tensor>>>) {
     let vs = VarStore::new(CPU);
     let params: Vec<Tensor> = SHAPES.iter().map(|(n, s)| vs.root().randn(n, s, 0.0, 1.0)).collect();
     let grads = (0..LRS.len())
-        .map(|k| SHAPES.iter().map(|(n, s)| (!(k == 0 && *n == "c")).then(|| Tensor::randn(*s, (Kind::Float, CPU)) * (1.0 + k as f64))).collect())
+        .map(|k| {
+            SHAPES
+                .iter()
+                .map(|(n, s)| {
+                    (!(k == 0 && *n == "c")).then(|| Tensor::randn(*s, (Kind::Float, CPU)) * (1.0 + k as f64))
+                })
+                .collect()
+        })
         .collect();
     (vs, params, grads)
 }
@@ -95,7 +102,10 @@ impl SingleAdamW {
 
 /// Largest |a - b| / max(|b|, 1e-3) over the parameters.
 fn worst(a: &[Tensor], b: &[Tensor]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs().max().double_value(&[]) / y.abs().max().double_value(&[]).max(1e-3)).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs().max().double_value(&[]) / y.abs().max().double_value(&[]).max(1e-3))
+        .fold(0.0, f64::max)
 }
 
 fn copies(ts: &[Tensor]) -> Vec<Tensor> {
@@ -143,7 +153,11 @@ fn fused_adamw_gives_the_previous_single_tensor_update_to_float_rounding() {
         // The fused kernel evaluates the same formula in another order (a few float32 ulps).
         assert!(d <= 1e-6, "step {k}: relative difference {d:e} from the single-tensor update");
     }
-    assert_eq!(fused.step_counts(), vec![("a", 6), ("b", 6), ("c", 5)], "a parameter without gradient does not count the step");
+    assert_eq!(
+        fused.step_counts(),
+        vec![("a", 6), ("b", 6), ("c", 5)],
+        "a parameter without gradient does not count the step"
+    );
     eprintln!("fused AdamW vs single-tensor: largest relative difference {largest:e}");
 }
 
@@ -181,7 +195,11 @@ fn flagged_step_applies_nothing(make: &dyn Fn(&VarStore) -> Box<dyn Optimizer>, 
     opt.step(LRS[3]).unwrap();
     set_grads(&params_b, &grads[3]);
     clean.step(LRS[3]).unwrap();
-    assert_eq!(worst(&copies(&params), &copies(&params_b)), 0.0, "{what}: the next step is the run's that never saw the flagged one");
+    assert_eq!(
+        worst(&copies(&params), &copies(&params_b)),
+        0.0,
+        "{what}: the next step is the run's that never saw the flagged one"
+    );
 }
 
 #[test]
@@ -199,7 +217,8 @@ fn an_optimiser_state_saved_by_the_single_tensor_optimisers_resumes() {
     // Three steps of the previous implementation, its state written under its names.
     let (_, params, grads) = fixture();
     let reference = copies(&params);
-    let (mut sgd, mut adam) = (SingleSgd { bufs: vec![None, None, None] }, SingleAdamW { state: vec![None, None, None] });
+    let (mut sgd, mut adam) =
+        (SingleSgd { bufs: vec![None, None, None] }, SingleAdamW { state: vec![None, None, None] });
     let sgd_ref = copies(&params);
     for (k, gs) in grads.iter().enumerate().take(3) {
         sgd.step(&sgd_ref, gs, LRS[k], 0.9, 5e-4);
@@ -223,12 +242,20 @@ fn an_optimiser_state_saved_by_the_single_tensor_optimisers_resumes() {
     for (file, is_adam) in [(&sgd_file, false), (&adam_file, true)] {
         let vs = VarStore::new(CPU);
         let start = if is_adam { &reference } else { &sgd_ref };
-        let resumed: Vec<Tensor> = names.iter().zip(start).map(|(n, t)| {
-            let mut p = vs.root().zeros(n, &t.size());
-            tch::no_grad(|| p.copy_(t));
-            p
-        }).collect();
-        let mut opt: Box<dyn Optimizer> = if is_adam { Box::new(AdamW::new(&vs, (hyper.0, hyper.1), hyper.2, hyper.3)) } else { Box::new(Sgd::new(&vs, 0.9, 5e-4)) };
+        let resumed: Vec<Tensor> = names
+            .iter()
+            .zip(start)
+            .map(|(n, t)| {
+                let mut p = vs.root().zeros(n, &t.size());
+                tch::no_grad(|| p.copy_(t));
+                p
+            })
+            .collect();
+        let mut opt: Box<dyn Optimizer> = if is_adam {
+            Box::new(AdamW::new(&vs, (hyper.0, hyper.1), hyper.2, hyper.3))
+        } else {
+            Box::new(Sgd::new(&vs, 0.9, 5e-4))
+        };
         opt.load(file).unwrap();
         for (k, gs) in grads.iter().enumerate().skip(3) {
             set_grads(&resumed, gs);

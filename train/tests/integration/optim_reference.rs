@@ -57,7 +57,8 @@ fn store(init: &[Tensor]) -> (VarStore, Vec<Tensor>, Tensor) {
 /// Sets each parameter's gradient to exactly `g` (the gradient of sum(p·g)) for those given.
 fn set_grads(opt: &mut dyn Optimizer, params: &[Tensor], grads: &[Option<Tensor>]) {
     opt.zero_grad();
-    let terms: Vec<Tensor> = params.iter().zip(grads).filter_map(|(p, g)| g.as_ref().map(|g| (p * g).sum(Kind::Float))).collect();
+    let terms: Vec<Tensor> =
+        params.iter().zip(grads).filter_map(|(p, g)| g.as_ref().map(|g| (p * g).sum(Kind::Float))).collect();
     Tensor::stack(&terms, 0).sum(Kind::Float).backward();
 }
 
@@ -78,7 +79,8 @@ fn python(dir: &Path, inputs: &[(String, Tensor)], script: &str) -> HashMap<Stri
 
 /// Inputs for the Python side: initial values `init.N`, gradients `grad.K.N` (absent: None).
 fn reference_inputs(init: &[Tensor], grads: &[Vec<Option<Tensor>>]) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = PARAMS.iter().zip(init).map(|((n, _), t)| (format!("init.{n}"), t.shallow_clone())).collect();
+    let mut v: Vec<(String, Tensor)> =
+        PARAMS.iter().zip(init).map(|((n, _), t)| (format!("init.{n}"), t.shallow_clone())).collect();
     for (k, gs) in grads.iter().enumerate() {
         for ((n, _), g) in PARAMS.iter().zip(gs) {
             if let Some(g) = g {
@@ -104,7 +106,14 @@ fn optimiser_script(make_opt: &str) -> String {
 }
 
 /// Runs facekit's optimiser over the same steps and compares every parameter after every step.
-fn compare_with_torch(opt: &mut dyn Optimizer, params: &[Tensor], frozen: &Tensor, reference: &HashMap<String, Tensor>, grads: &[Vec<Option<Tensor>>], what: &str) {
+fn compare_with_torch(
+    opt: &mut dyn Optimizer,
+    params: &[Tensor],
+    frozen: &Tensor,
+    reference: &HashMap<String, Tensor>,
+    grads: &[Vec<Option<Tensor>>],
+    what: &str,
+) {
     let mut worst = 0f64;
     for (k, gs) in grads.iter().enumerate() {
         set_grads(opt, params, gs);
@@ -129,7 +138,9 @@ fn adamw_matches_torch_optim_adamw_foreach_with_weight_decay_and_a_late_paramete
     let reference = python(
         dir.path(),
         &reference_inputs(&init, &grads),
-        &optimiser_script("torch.optim.AdamW(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, foreach=True)"),
+        &optimiser_script(
+            "torch.optim.AdamW(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, foreach=True)",
+        ),
     );
     let (vs, params, frozen) = store(&init);
     let mut opt = AdamW::new(&vs, (0.8, 0.99), 1e-6, 0.1);
@@ -195,7 +206,12 @@ fn adamw_resumes_exactly_from_its_saved_state() {
 fn clip_setup(scale: f64) -> (VarStore, Sgd, Vec<(String, Tensor)>) {
     tch::manual_seed(5);
     let vs = VarStore::new(CPU);
-    let shapes: [(&str, &[i64]); 4] = [("embedding.weight", &[4, 6]), ("layer1.conv.weight", &[3, 2, 3, 3]), ("layer1.bn.bias", &[3]), ("arcface.weight", &[7, 4])];
+    let shapes: [(&str, &[i64]); 4] = [
+        ("embedding.weight", &[4, 6]),
+        ("layer1.conv.weight", &[3, 2, 3, 3]),
+        ("layer1.bn.bias", &[3]),
+        ("arcface.weight", &[7, 4]),
+    ];
     let mut grads = Vec::new();
     let mut terms = Vec::new();
     for (n, s) in shapes {
@@ -242,9 +258,15 @@ fn clipping_matches_torch_clip_grad_norm_above_and_below_the_maximum_and_spares_
             let got = grad_of(&vs, n);
             let want = &reference[&format!("{tag}.{n}")];
             let diff = (&got - want).abs().max().double_value(&[]);
-            assert!(diff <= 1e-6 * want.abs().max().double_value(&[]), "{tag}: gradient of {n} differs from torch's by {diff}");
+            assert!(
+                diff <= 1e-6 * want.abs().max().double_value(&[]),
+                "{tag}: gradient of {n} differs from torch's by {diff}"
+            );
         }
-        assert!(grad_of(&vs, "arcface.weight").equal(&centres), "{tag}: the ArcFace centres' gradient must not be clipped");
+        assert!(
+            grad_of(&vs, "arcface.weight").equal(&centres),
+            "{tag}: the ArcFace centres' gradient must not be clipped"
+        );
     }
 }
 

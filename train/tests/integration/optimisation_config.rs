@@ -32,7 +32,10 @@ fn wrong_optimisation_settings_are_refused_by_name() {
     TrainConfig { epochs: Some(3), ..poly.clone() }.validate().unwrap();
     refused(TrainConfig { max_steps: Some(9), poly_power: 0.0, ..poly }, &["--poly-power"]);
     refused(TrainConfig { poly_power: 2.0, ..TrainConfig::default() }, &["--poly-power applies to --schedule poly"]);
-    refused(TrainConfig { warmup_epochs: Some(1), warmup_steps: 100, ..TrainConfig::default() }, &["--warmup-epochs", "--warmup-steps"]);
+    refused(
+        TrainConfig { warmup_epochs: Some(1), warmup_steps: 100, ..TrainConfig::default() },
+        &["--warmup-epochs", "--warmup-steps"],
+    );
     refused(TrainConfig { clip_grad_norm: Some(0.0), ..TrainConfig::default() }, &["--clip-grad-norm"]);
     refused(TrainConfig { clip_grad_norm: Some(f64::NAN), ..TrainConfig::default() }, &["--clip-grad-norm"]);
     TrainConfig { clip_grad_norm: Some(5.0), ..TrainConfig::default() }.validate().unwrap();
@@ -60,7 +63,16 @@ fn margins_take_their_defaults_and_refuse_values_that_do_not_fit() {
 fn a_config_json_from_before_these_settings_loads_as_sgd_arcface() {
     let mut v = serde_json::to_value(TrainConfig::default()).unwrap();
     let obj = v.as_object_mut().unwrap();
-    for k in ["margin", "margin_values", "optimizer", "adam_betas", "adam_eps", "poly_power", "warmup_epochs", "clip_grad_norm"] {
+    for k in [
+        "margin",
+        "margin_values",
+        "optimizer",
+        "adam_betas",
+        "adam_eps",
+        "poly_power",
+        "warmup_epochs",
+        "clip_grad_norm",
+    ] {
         assert!(obj.remove(k).is_some(), "{k} is saved");
     }
     let old: TrainConfig = serde_json::from_value(v).unwrap();
@@ -69,20 +81,38 @@ fn a_config_json_from_before_these_settings_loads_as_sgd_arcface() {
 
 #[test]
 fn a_resume_applies_given_settings_that_may_change_refuses_the_others_and_keeps_the_rest() {
-    let saved = TrainConfig { lr: 0.05, log_every: 5, max_steps: Some(10), epochs: Some(3), device: "cpu".into(), ..TrainConfig::default() };
-    let resume = |given: &[&str], cfg: TrainConfig| TrainConfig { resume: Some("r".into()), given: given.iter().map(|g| g.to_string()).collect(), ..cfg };
+    let saved = TrainConfig {
+        lr: 0.05,
+        log_every: 5,
+        max_steps: Some(10),
+        epochs: Some(3),
+        device: "cpu".into(),
+        ..TrainConfig::default()
+    };
+    let resume = |given: &[&str], cfg: TrainConfig| TrainConfig {
+        resume: Some("r".into()),
+        given: given.iter().map(|g| g.to_string()).collect(),
+        ..cfg
+    };
     // Nothing given: the saved settings, not the defaults (log every 5, on the CPU).
     let (merged, changed) = resume(&[], TrainConfig::default()).resumed(&saved).unwrap();
     assert_eq!((merged.log_every, merged.device.as_str(), merged.lr, merged.max_steps), (5, "cpu", 0.05, Some(10)));
     assert!(changed.is_empty(), "{changed:?}");
     // Given, even at its default value: applied; the run's length is taken whole.
-    let (merged, changed) = resume(&["log_every", "max_steps"], TrainConfig { max_steps: Some(20), ..TrainConfig::default() }).resumed(&saved).unwrap();
+    let (merged, changed) =
+        resume(&["log_every", "max_steps"], TrainConfig { max_steps: Some(20), ..TrainConfig::default() })
+            .resumed(&saved)
+            .unwrap();
     assert_eq!((merged.log_every, merged.max_steps, merged.epochs), (50, Some(20), None));
     assert_eq!(changed, ["--epochs none (was 3)", "--log-every 50 (was 5)", "--max-steps 20 (was 10)"]);
     // What the run learns from: refused by name when it differs, accepted when it is the same.
-    let err = resume(&["lr"], TrainConfig { lr: 0.1, ..TrainConfig::default() }).resumed(&saved).unwrap_err().to_string();
+    let err =
+        resume(&["lr"], TrainConfig { lr: 0.1, ..TrainConfig::default() }).resumed(&saved).unwrap_err().to_string();
     assert!(err.contains("--lr 0.1 (the run's: 0.05) cannot change when a run is resumed"), "{err}");
-    let err = resume(&[], TrainConfig { schedule: ScheduleKind::Cosine, ..TrainConfig::default() }).resumed(&saved).unwrap_err().to_string();
+    let err = resume(&[], TrainConfig { schedule: ScheduleKind::Cosine, ..TrainConfig::default() })
+        .resumed(&saved)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--schedule cosine (the run's: plateau)"), "a setting off its default counts as given: {err}");
     resume(&["lr"], TrainConfig { lr: 0.05, ..TrainConfig::default() }).resumed(&saved).unwrap();
     // --allow-changed-data is this resume's decision alone.

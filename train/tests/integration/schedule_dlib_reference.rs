@@ -2,10 +2,9 @@
 //! own functions on many random sequences, and `DlibPlateau`'s shrink/drop/stop trace against the
 //! Python port of `dnn_trainer`'s rule in `scripts/dlib_lr_reference.py`.
 
-
 use facekit_train::trainer::schedule::{
-    count_steps_without_decrease, count_steps_without_decrease_robust, DlibPlateau,
-    PROBABILITY_OF_DECREASE, QUANTILE_DISCARD,
+    count_steps_without_decrease, count_steps_without_decrease_robust, DlibPlateau, PROBABILITY_OF_DECREASE,
+    QUANTILE_DISCARD,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -35,7 +34,13 @@ fn random_sequences(rng: &mut ChaCha8Rng, count: usize) -> Vec<Vec<f64>> {
                         0 => 5.0 * (-rate * t).exp(),
                         1 => 2.0,
                         2 => 1.0 + rate * t,
-                        3 => if t < len as f64 / 2.0 { 4.0 - 0.01 * t } else { 4.0 - 0.01 * len as f64 / 2.0 },
+                        3 => {
+                            if t < len as f64 / 2.0 {
+                                4.0 - 0.01 * t
+                            } else {
+                                4.0 - 0.01 * len as f64 / 2.0
+                            }
+                        }
                         4 => 3.0 - rate * t,
                         _ => 1.0 / (1.0 + rate * t),
                     };

@@ -43,13 +43,23 @@ for _ in range({total}):
 print(json.dumps([used, closed]))
 "#
     );
-    let out = std::process::Command::new(facekit_testkit::venv_python()).args(["-c", &script]).output().expect("running the venv python");
+    let out = std::process::Command::new(facekit_testkit::venv_python())
+        .args(["-c", &script])
+        .output()
+        .expect("running the venv python");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn facekit(base: f64, warmup: u64, total: u64, power: f64) -> Vec<f64> {
-    let cfg = TrainConfig { lr: base, schedule: ScheduleKind::Poly, poly_power: power, warmup_steps: warmup, max_steps: Some(total), ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        lr: base,
+        schedule: ScheduleKind::Poly,
+        poly_power: power,
+        warmup_steps: warmup,
+        max_steps: Some(total),
+        ..TrainConfig::default()
+    };
     cfg.validate().unwrap();
     let mut s = build_schedule(&cfg, Some(total));
     (0..total)
@@ -78,11 +88,22 @@ fn poly_follows_arcface_torchs_polynomial_lr_warmup() {
             if k < w as usize {
                 // Warm-up: facekit base·(k+1)/w is arcface_torch's base·k'/w at k' = k + 1.
                 assert!(close(ours[k], base * (k + 1) as f64 / w as f64, 1e-15), "{case}: step {k} ramp {}", ours[k]);
-                assert!(close(ours[k], used[k + 1], 1e-12), "{case}: step {k}: facekit {} vs arcface_torch's step {} {}", ours[k], k + 1, used[k + 1]);
+                assert!(
+                    close(ours[k], used[k + 1], 1e-12),
+                    "{case}: step {k}: facekit {} vs arcface_torch's step {} {}",
+                    ours[k],
+                    k + 1,
+                    used[k + 1]
+                );
             } else {
                 assert_eq!(ours[k], closed[k], "{case}: step {k}: facekit vs the closed form");
                 if k > 0 {
-                    assert!(close(ours[k], used[k], 1e-9), "{case}: step {k}: facekit {} vs chained {}", ours[k], used[k]);
+                    assert!(
+                        close(ours[k], used[k], 1e-9),
+                        "{case}: step {k}: facekit {} vs chained {}",
+                        ours[k],
+                        used[k]
+                    );
                 }
             }
         }
@@ -91,7 +112,14 @@ fn poly_follows_arcface_torchs_polynomial_lr_warmup() {
 
 #[test]
 fn poly_state_resumes_exactly_through_json_and_warmup_epochs_count_batches() {
-    let cfg = TrainConfig { lr: 0.1, schedule: ScheduleKind::Poly, poly_power: 2.0, warmup_steps: 4, max_steps: Some(25), ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        lr: 0.1,
+        schedule: ScheduleKind::Poly,
+        poly_power: 2.0,
+        warmup_steps: 4,
+        max_steps: Some(25),
+        ..TrainConfig::default()
+    };
     let mut a = build_schedule(&cfg, Some(25));
     for _ in 0..7 {
         a.observe(0.5);

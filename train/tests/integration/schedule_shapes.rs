@@ -60,8 +60,7 @@ fn warmup_does_not_feed_losses_to_the_plateau_rule() {
 
 #[test]
 fn schedule_state_round_trips_through_json() {
-    let mut s = Schedule::Step(StepSchedule { base_lr: 0.1, gamma: 0.1, milestones: vec![2], step: 0 })
-        .with_warmup(2);
+    let mut s = Schedule::Step(StepSchedule { base_lr: 0.1, gamma: 0.1, milestones: vec![2], step: 0 }).with_warmup(2);
     for _ in 0..3 {
         s.observe(0.5);
     }
@@ -75,7 +74,8 @@ fn schedule_state_round_trips_through_json() {
 fn a_resumed_schedule_with_a_horizon_follows_the_new_length_and_a_plateau_keeps_its_history() {
     use facekit_train::trainer::schedule::Poly;
     // As setup builds it: the decay spans the run's length less the warm-up.
-    let planned = |total: u64| Schedule::Poly(Poly { base_lr: 0.1, power: 1.0, steps: total - 2, step: 0 }).with_warmup(2);
+    let planned =
+        |total: u64| Schedule::Poly(Poly { base_lr: 0.1, power: 1.0, steps: total - 2, step: 0 }).with_warmup(2);
     // A run of 10 steps (2 of warm-up), finished: its rate is 0.
     let mut finished = planned(10);
     for _ in 0..10 {

@@ -19,8 +19,11 @@ const PHOTOS: usize = 8;
 /// `dir/lfw`: 8 photos each of the 4 LFW people with the most, face region centre-cropped, raw.
 fn lfw_set(dir: &Path) {
     let lfw = facekit_testkit::shared_data().join("lfw100");
-    let mut people: Vec<(usize, PathBuf)> =
-        std::fs::read_dir(&lfw).unwrap().map(|e| e.unwrap().path()).map(|p| (std::fs::read_dir(&p).unwrap().count(), p)).collect();
+    let mut people: Vec<(usize, PathBuf)> = std::fs::read_dir(&lfw)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (std::fs::read_dir(&p).unwrap().count(), p))
+        .collect();
     people.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let mut w = DatasetWriter::create(DatasetPaths::new(dir.join("lfw")), 1 << 20).unwrap();
     let mut labels = LabelMap::default();
@@ -89,7 +92,11 @@ fn a_steady_state_step_reads_nothing_back_and_each_log_point_reads_once() {
     // What one log point needs, as the first one read it; the second reads the same.
     let per_point = by_step.get(&10).copied().unwrap_or(0);
     assert!(per_point > 0, "the log point at step 10 read the losses: {by_step:?}");
-    assert_eq!(by_step, BTreeMap::from([(10, per_point), (20, per_point)]), "no step between the log points read anything");
+    assert_eq!(
+        by_step,
+        BTreeMap::from([(10, per_point), (20, per_point)]),
+        "no step between the log points read anything"
+    );
     assert_eq!(reads.total(), 2 * per_point);
 }
 

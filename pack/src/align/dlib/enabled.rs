@@ -1,7 +1,10 @@
 //! The dlib half of the facade (feature `dlib`): detector and landmark predictor in one
 //! [`FaceAligner`].
 
-use super::{models_dir, AlignError, Aligned, Detection, DetectorKind, FaceBox, CNN_MODEL, LANDMARKS_MODEL, MAX_UPSAMPLE_PIXELS, MIN_EYE_DISTANCE};
+use super::{
+    models_dir, AlignError, Aligned, Detection, DetectorKind, FaceBox, CNN_MODEL, LANDMARKS_MODEL, MAX_UPSAMPLE_PIXELS,
+    MIN_EYE_DISTANCE,
+};
 use crate::align::{align_dlib5, ChipSpec, LandmarkOrder, Landmarks5};
 use anyhow::Context;
 use dlib_face_recognition::{
@@ -155,7 +158,6 @@ fn check_cpu() -> anyhow::Result<()> {
     );
     Ok(())
 }
-
 
 fn from_dlib(r: &Rectangle) -> FaceBox {
     FaceBox { left: r.left as i64, top: r.top as i64, right: r.right as i64, bottom: r.bottom as i64 }

@@ -152,5 +152,3 @@ pub fn models_dir(dir: Option<&Path>) -> PathBuf {
         None => std::env::var_os("FACEKIT_MODELS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("models")),
     }
 }
-
-
