@@ -3,7 +3,10 @@
 //! process at once (everything facekit writes is atomic, so that is safe too, only less tidy).
 //!
 //! Library code never installs handlers: it takes a [`StopFlag`] from its caller and checks it,
-//! so tests and embedders decide what stops a run.
+//! so tests and embedders decide what stops a run. The one function here that installs handlers,
+//! [`StopFlag::from_signals`], is the command line's to call (its handlers are process-wide and
+//! never removed); no library calls it. The launcher of several ranks installs its own instead
+//! (forwarding, not stopping), in the binary too.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,7 +26,8 @@ impl StopFlag {
     }
 
     /// A flag set by SIGINT, SIGTERM and SIGHUP; a second such signal exits the process with
-    /// 128 + its number, as a shell reports a process killed by it.
+    /// 128 + its number, as a shell reports a process killed by it. Installs process-wide handlers
+    /// for good: for a program's `main` (the command line), never for a library.
     pub fn from_signals() -> std::io::Result<Self> {
         let flag = StopFlag::new();
         #[cfg(unix)]

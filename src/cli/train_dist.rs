@@ -5,8 +5,9 @@ use super::train::{report, DistBackend, TrainArgs};
 use anyhow::{bail, Context, Result};
 use facekit_io::StopFlag;
 use facekit_train::dist::agree::Disagreement;
+use facekit_train::dist::launch::{self, Launch};
 use facekit_train::dist::world::check_timeout;
-use facekit_train::dist::{launch, Backend, Ddp, DistEnv, World};
+use facekit_train::dist::{Backend, Ddp, DistEnv, World};
 use facekit_train::trainer::{parse_device, Trainer};
 use facekit_train::TrainConfig;
 use std::ffi::OsString;
@@ -31,10 +32,32 @@ pub fn launch(n: usize, args: &TrainArgs) -> Result<ExitCode> {
     }
     let exe = std::env::current_exe().context("cannot find this program's path to start the ranks")?;
     let argv = without_nproc(std::env::args_os().skip(1));
+    let signals = forwarded_signals()?;
     // A rank that exits closes its connections, so the others notice at once; the grace is for
     // them to diagnose (a few seconds) and say why before they are killed.
-    let code = launch::spawn_local(n, &exe, &argv, Duration::from_secs(30))?;
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+    let plan = Launch { nproc: n, program: &exe, args: &argv, grace: Duration::from_secs(30), signals: Some(&signals) };
+    let report = launch::spawn_local(&plan, |event| errln!("facekit launch: {event}"))?;
+    for line in report.summary() {
+        errln!("facekit launch: {line}");
+    }
+    Ok(ExitCode::from(u8::try_from(report.code()).unwrap_or(1)))
+}
+
+/// The launcher's SIGINT, SIGTERM and SIGHUP, one message per arrival, for the launch to forward
+/// to every rank instead of stopping this process (the ranks stop, save and say so; the launcher
+/// then ends with their code). Installed here, just before the ranks start, and for the rest of
+/// the process: until then a signal has its default effect, and after the launch the process only
+/// prints the summary and exits. A thread reads the signals as they come, so that two a person
+/// sends (Ctrl-C twice: stop at once) stay two.
+fn forwarded_signals() -> Result<std::sync::mpsc::Receiver<i32>> {
+    let mut signals = signal_hook::iterator::Signals::new(launch::STOP_SIGNALS)
+        .context("cannot handle SIGINT, SIGTERM and SIGHUP to forward them to the ranks")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("forward-signals".into())
+        .spawn(move || signals.forever().try_for_each(|sig| tx.send(sig)))
+        .context("cannot start the thread that forwards signals to the ranks")?;
+    Ok(rx)
 }
 
 /// libtorch's C++ stacks ("Exception raised from ... frame #0 ...") tell a user nothing; as in

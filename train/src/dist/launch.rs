@@ -9,6 +9,11 @@
 //! When one rank fails the others get `grace` to notice through their collectives and fail with a
 //! message of their own; a rank still running after that is stuck where no signal but SIGKILL
 //! helps, and is killed.
+//!
+//! The launcher prints nothing and installs no signal handler: it tells its caller what happens
+//! through [`Event`]s, returns a [`Report`], and forwards the signals the caller hands it
+//! ([`Launch::signals`]); the command line turns SIGINT, SIGTERM and SIGHUP into those and prints
+//! the events and the report.
 
 use super::env::DistEnv;
 use super::store::Store;
@@ -18,28 +23,69 @@ use std::ffi::OsString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-/// How often the launcher looks at its children and at forwarded signals.
+/// How often the launcher looks at its children and at the signals to forward.
 const POLL: Duration = Duration::from_millis(20);
 
 /// Timeout of the launcher's own connection to the store it hosts. Its reads (failure messages)
 /// never wait, so this bounds only the connect, which a loaded machine can make slow.
 const STORE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs `program args` as `nproc` ranks on this machine, hosting their store on a free port of
-/// 127.0.0.1; returns the exit code of the first rank that failed (0 when every rank succeeded),
-/// after printing one line per child and a summary to stderr. SIGINT, SIGTERM and SIGHUP are
-/// forwarded to every rank while it runs; a signal that arrives when no launch runs has its default
-/// effect. The ranks' stdin is empty; on Linux they are killed if the calling thread ends first.
-pub fn spawn_local(nproc: usize, program: &Path, args: &[OsString], grace: Duration) -> Result<i32> {
-    let report = launch(nproc, program, args, grace)?;
-    for line in report.summary() {
-        eprintln!("facekit launch: {line}");
+/// What to launch, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch<'a> {
+    /// Ranks to start on this machine (at least 1).
+    pub nproc: usize,
+    /// The program each rank runs, with `args`.
+    pub program: &'a Path,
+    pub args: &'a [OsString],
+    /// How long the other ranks get to end on their own once one failed, before they are killed.
+    pub grace: Duration,
+    /// Signals (SIGINT, SIGTERM, SIGHUP) to forward to every running rank, one message per
+    /// arrival. The caller decides where they come from (the command line: the launcher process's
+    /// own signals; a test: its own sends); `None`, or a channel closed or silent, forwards none.
+    pub signals: Option<&'a Receiver<i32>>,
+}
+
+/// What a launch tells its caller as it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Rank `rank` of `nproc` started as process `pid`.
+    Started { rank: usize, nproc: usize, pid: u32 },
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Started { rank, nproc, pid } => write!(f, "rank {rank} of {nproc}: pid {pid}"),
+        }
     }
-    Ok(report.code())
+}
+
+/// Runs `launch.program` as `launch.nproc` ranks on this machine, hosting their store on a free
+/// port of 127.0.0.1, and waits for all of them; `on_event` hears of each rank as it starts.
+/// Signals that arrive on [`Launch::signals`] are forwarded to every rank still running. The
+/// [`Report`] gives the exit code and the lines that explain it. The ranks' stdin is empty; on
+/// Linux they are killed if the calling thread ends first.
+pub fn spawn_local(launch: &Launch, mut on_event: impl FnMut(Event)) -> Result<Report> {
+    let Launch { nproc, program, args, grace, signals } = *launch;
+    if nproc == 0 {
+        bail!("--nproc-per-node must be at least 1");
+    }
+    let prefix = key_prefix(0);
+    let store = Store::host("127.0.0.1", 0, nproc, STORE_TIMEOUT, &prefix)?;
+    let port = store.port()?;
+    let mut ranks = Ranks(Vec::with_capacity(nproc));
+    for rank in 0..nproc {
+        let child = spawn(rank, nproc, port, program, args)?;
+        on_event(Event::Started { rank, nproc, pid: child.id() });
+        ranks.0.push(Rank { rank, child, status: None, killed: false });
+    }
+    let (first_failure, forwarded) = supervise(&mut ranks.0, signals, grace)?;
+    let ends = ranks.0.iter().map(|r| end(r, &store)).collect();
+    Ok(Report { ends, first_failure, forwarded, grace })
 }
 
 /// How one rank ended.
@@ -56,7 +102,7 @@ struct End {
 
 /// What a launch came to.
 #[derive(Debug)]
-struct Report {
+pub struct Report {
     ends: Vec<End>,
     /// Index into `ends` of the first rank seen to fail.
     first_failure: Option<usize>,
@@ -68,7 +114,7 @@ struct Report {
 impl Report {
     /// The first failure's exit code (128 + the signal for a rank a signal ended); else, for a run
     /// that was stopped, 128 + the signal that stopped it; else 0.
-    fn code(&self) -> i32 {
+    pub fn code(&self) -> i32 {
         match (self.first_failure, self.forwarded.first()) {
             (Some(i), _) => exit_code(self.ends[i].status),
             (None, Some(&sig)) => 128 + sig,
@@ -83,7 +129,9 @@ impl Report {
         codes.iter().copied().find(|&c| c != STOP_NOT_SEEN).or(codes.first().copied())
     }
 
-    fn summary(&self) -> Vec<String> {
+    /// The signals forwarded, then how the launch ended: the first failure and every other rank's
+    /// end, or that all finished or stopped as asked. One line each, for the user.
+    pub fn summary(&self) -> Vec<String> {
         let n = self.ends.len();
         let mut lines: Vec<String> =
             self.forwarded.iter().map(|&s| format!("{} forwarded to every rank", signal_name(s))).collect();
@@ -140,32 +188,17 @@ impl Drop for Ranks {
     }
 }
 
-fn launch(nproc: usize, program: &Path, args: &[OsString], grace: Duration) -> Result<Report> {
-    if nproc == 0 {
-        bail!("--nproc-per-node must be at least 1");
-    }
-    let prefix = key_prefix(0);
-    let store = Store::host("127.0.0.1", 0, nproc, STORE_TIMEOUT, &prefix)?;
-    let port = store.port()?;
-    let mut signals = Signals::watch()?;
-    let mut ranks = Ranks(Vec::with_capacity(nproc));
-    for rank in 0..nproc {
-        let child = spawn(rank, nproc, port, program, args)?;
-        eprintln!("facekit launch: rank {rank} of {nproc}: pid {}", child.id());
-        ranks.0.push(Rank { rank, child, status: None, killed: false });
-    }
-    let (first_failure, forwarded) = supervise(&mut ranks.0, &mut signals, grace)?;
-    let ends = ranks.0.iter().map(|r| end(r, &store)).collect();
-    Ok(Report { ends, first_failure, forwarded, grace })
-}
-
 /// Waits for every rank, forwarding signals; once one fails, gives the rest `grace` and then
 /// kills them. Returns the first failure's index and the forwarded signals.
-fn supervise(ranks: &mut [Rank], signals: &mut Signals, grace: Duration) -> Result<(Option<usize>, Vec<i32>)> {
+fn supervise(
+    ranks: &mut [Rank],
+    signals: Option<&Receiver<i32>>,
+    grace: Duration,
+) -> Result<(Option<usize>, Vec<i32>)> {
     let mut first_failure: Option<(usize, Instant)> = None;
     let mut forwarded = Vec::new();
     loop {
-        for sig in signals.pending() {
+        for sig in signals.into_iter().flat_map(Receiver::try_iter) {
             forwarded.push(sig);
             ranks.iter().filter(|r| r.status.is_none()).for_each(|r| signal_group(&r.child, sig));
         }
@@ -197,7 +230,7 @@ const STOP_NOT_SEEN: i32 = 130;
 /// handler is ended by it, which reads the same), whether the signal came through the launcher,
 /// straight from a scheduler, or through another rank.
 fn is_stop_code(code: i32) -> bool {
-    FORWARDED.iter().any(|&s| code == 128 + s)
+    STOP_SIGNALS.iter().any(|&s| code == 128 + s)
 }
 
 /// Refuses more local ranks than the CPU can run side by side (on CUDA, [`DistEnv::device`]
@@ -322,91 +355,36 @@ fn signal_name(sig: i32) -> String {
     name.to_string()
 }
 
-/// The signals a launch forwards.
-const FORWARDED: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-
-/// How many of each forwarded signal arrived, process-wide; each launch forwards the ones that
-/// arrived since it last looked, so concurrent launches (tests) each see every signal.
-static ARRIVALS: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
-
-/// Launches running now: with none, a signal has its default effect.
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
-
-/// The handler is installed once and never removed: signal-hook cannot restore a default handler,
-/// so outside a launch the handler emulates it instead.
-fn install_handlers() -> Result<()> {
-    static INSTALLED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    INSTALLED
-        .get_or_init(|| {
-            for (i, sig) in FORWARDED.into_iter().enumerate() {
-                // SAFETY: the action only touches atomics and calls emulate_default_handler, all
-                // async-signal-safe.
-                unsafe { signal_hook::low_level::register(sig, move || on_signal(i, sig)) }
-                    .map_err(|e| format!("cannot handle {}: {e}", signal_name(sig)))?;
-            }
-            Ok(())
-        })
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
-fn on_signal(i: usize, sig: i32) {
-    if ACTIVE.load(Ordering::SeqCst) > 0 {
-        ARRIVALS[i].fetch_add(1, Ordering::SeqCst);
-    } else {
-        let _ = signal_hook::low_level::emulate_default_handler(sig);
-    }
-}
-
-/// One launch's view of the forwarded signals, active while it lives.
-struct Signals {
-    seen: [usize; 3],
-}
-
-impl Signals {
-    fn watch() -> Result<Signals> {
-        install_handlers()?;
-        ACTIVE.fetch_add(1, Ordering::SeqCst);
-        Ok(Signals { seen: std::array::from_fn(|i| ARRIVALS[i].load(Ordering::SeqCst)) })
-    }
-
-    /// The signals that arrived since the last call, one entry per arrival.
-    fn pending(&mut self) -> Vec<i32> {
-        let mut out = Vec::new();
-        for (i, sig) in FORWARDED.into_iter().enumerate() {
-            let now = ARRIVALS[i].load(Ordering::SeqCst);
-            out.extend(std::iter::repeat_n(sig, now - self.seen[i]));
-            self.seen[i] = now;
-        }
-        out
-    }
-}
-
-impl Drop for Signals {
-    fn drop(&mut self) {
-        ACTIVE.fetch_sub(1, Ordering::SeqCst);
-    }
-}
+/// The signals that ask facekit to stop at its next safe point, which the command line forwards
+/// to the ranks it launched (through [`Launch::signals`]).
+pub const STOP_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::PathBuf;
-    use std::sync::Mutex;
-
-    /// Launch tests take turns: the signal test signals the whole process, which every running
-    /// launch would forward.
-    static TURN: Mutex<()> = Mutex::new(());
-
-    fn turn() -> std::sync::MutexGuard<'static, ()> {
-        TURN.lock().unwrap_or_else(|e| e.into_inner())
-    }
+    use std::sync::mpsc;
 
     /// `/bin/sh -c script sh args...`: in the script `$1`... are `args`.
     fn sh(nproc: usize, script: &str, args: &[&Path], grace: Duration) -> Result<Report> {
+        sh_signalled(nproc, script, args, grace, None)
+    }
+
+    /// [`sh`], forwarding what arrives on `signals`.
+    fn sh_signalled(
+        nproc: usize,
+        script: &str,
+        args: &[&Path],
+        grace: Duration,
+        signals: Option<&mpsc::Receiver<i32>>,
+    ) -> Result<Report> {
         let mut a: Vec<OsString> = vec!["-c".into(), script.into(), "sh".into()];
         a.extend(args.iter().map(|p| p.as_os_str().to_owned()));
-        launch(nproc, Path::new("/bin/sh"), &a, grace)
+        launch(&Launch { nproc, program: Path::new("/bin/sh"), args: &a, grace, signals })
+    }
+
+    fn launch(launch: &Launch) -> Result<Report> {
+        spawn_local(launch, |_| {})
     }
 
     fn summary(r: &Report) -> String {
@@ -423,10 +401,17 @@ mod tests {
 
     #[test]
     fn every_child_gets_torchruns_variables_for_its_rank() {
-        let _t = turn();
         let dir = tempfile::tempdir().unwrap();
-        let report = sh(3, r#"env > "$1/$RANK""#, &[dir.path()], Duration::from_secs(5)).unwrap();
+        let a: Vec<OsString> = vec!["-c".into(), r#"env > "$1/$RANK""#.into(), "sh".into(), dir.path().into()];
+        let mut events = Vec::new();
+        let plan =
+            Launch { nproc: 3, program: Path::new("/bin/sh"), args: &a, grace: Duration::from_secs(5), signals: None };
+        let report = spawn_local(&plan, |e| events.push(e)).unwrap();
         assert_eq!(report.code(), 0, "{}", summary(&report));
+        let started: Vec<Event> =
+            report.ends.iter().map(|e| Event::Started { rank: e.rank, nproc: 3, pid: e.pid }).collect();
+        assert_eq!(events, started, "one event per rank as it starts, in rank order");
+        assert_eq!(events[1].to_string(), format!("rank 1 of 3: pid {}", report.ends[1].pid));
         let mut ports = Vec::new();
         for rank in 0..3 {
             let text = std::fs::read_to_string(dir.path().join(rank.to_string())).unwrap();
@@ -446,7 +431,6 @@ mod tests {
 
     #[test]
     fn the_first_failure_gives_the_exit_code_and_is_named() {
-        let _t = turn();
         let report = sh(3, r#"[ "$RANK" = 2 ] && sleep 1; exit "$RANK""#, &[], Duration::from_secs(10)).unwrap();
         assert_eq!(report.code(), 1, "{}", summary(&report));
         let s = summary(&report);
@@ -458,7 +442,6 @@ mod tests {
 
     #[test]
     fn a_rank_still_running_after_the_grace_period_is_killed_with_what_it_started() {
-        let _t = turn();
         let dir = tempfile::tempdir().unwrap();
         // Rank 1's shell waits on a sleep it started: the kill must reach both.
         let script = r#"if [ "$RANK" = 0 ]; then sleep 0.2; exit 3; fi; sleep 1000 & echo $! > "$1/sleep"; wait"#;
@@ -488,20 +471,31 @@ mod tests {
         }
     }
 
+    /// A launch forwarding what the test sends on the returned channel.
+    fn signalled(
+        nproc: usize,
+        script: &'static str,
+        dir: &Path,
+    ) -> (mpsc::Sender<i32>, std::thread::JoinHandle<Result<Report>>) {
+        let (tx, rx) = mpsc::channel();
+        let d = dir.to_path_buf();
+        let launch = std::thread::spawn(move || sh_signalled(nproc, script, &[&d], Duration::from_secs(10), Some(&rx)));
+        (tx, launch)
+    }
+
+    /// The command line passes the launcher process's SIGTERM on (the end-to-end test is
+    /// `tests/cli/train_distributed.rs`'s `sigterm_to_the_launcher_stops_every_rank_...`).
     #[test]
-    fn sigterm_to_the_launcher_is_forwarded_once_to_every_rank() {
-        let _t = turn();
+    fn a_sigterm_passed_on_by_the_caller_is_forwarded_once_to_every_rank() {
         let dir = tempfile::tempdir().unwrap();
         // Each rank counts the SIGTERMs it gets and leaves on the first with its own code; one
         // that gets none gives up after about 20 s with another, so the test fails, not hangs.
         let script = r#"trap 'echo term >> "$1/$RANK.signals"; exit 7' TERM; touch "$1/$RANK.ready"; i=0; while [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; exit 9"#;
-        let d = dir.path().to_path_buf();
-        let launch = std::thread::spawn(move || sh(2, script, &[&d], Duration::from_secs(10)));
+        let (signals, launch) = signalled(2, script, dir.path());
         for rank in 0..2 {
             wait_for(&dir.path().join(format!("{rank}.ready")), "a rank");
         }
-        // SAFETY: plain syscall; the launch's handler is installed and active while its ranks run.
-        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+        signals.send(libc::SIGTERM).unwrap();
         let report = launch.join().unwrap().unwrap();
         assert_eq!(report.code(), 7, "{}", summary(&report));
         assert_eq!(report.forwarded, vec![libc::SIGTERM]);
@@ -514,17 +508,14 @@ mod tests {
 
     #[test]
     fn ranks_that_stop_as_a_forwarded_signal_asks_are_no_failure() {
-        let _t = turn();
         let dir = tempfile::tempdir().unwrap();
         // Rank 0 stops as facekit does (exit 128 + 15); rank 1 has no handler and the signal ends it.
         let script = r#"if [ "$RANK" = 0 ]; then trap 'exit 143' TERM; fi; touch "$1/$RANK.ready"; i=0; while [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; exit 9"#;
-        let d = dir.path().to_path_buf();
-        let launch = std::thread::spawn(move || sh(2, script, &[&d], Duration::from_secs(10)));
+        let (signals, launch) = signalled(2, script, dir.path());
         for rank in 0..2 {
             wait_for(&dir.path().join(format!("{rank}.ready")), "a rank");
         }
-        // SAFETY: plain syscall; the launch's handler is installed and active while its ranks run.
-        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+        signals.send(libc::SIGTERM).unwrap();
         let report = launch.join().unwrap().unwrap();
         assert_eq!(report.code(), 143, "{}", summary(&report));
         assert!(report.first_failure.is_none(), "{report:?}");
@@ -536,7 +527,6 @@ mod tests {
 
     #[test]
     fn ranks_stopped_by_a_signal_sent_to_one_of_them_are_no_failure_and_give_its_code() {
-        let _t = turn();
         // Rank 1 is sent SIGTERM itself and stops with 143; rank 0 then stops because rank 1
         // asked, without a signal of its own (130).
         let script = r#"if [ "$RANK" = 1 ]; then exit 143; fi; sleep 0.3; exit 130"#;
@@ -559,7 +549,6 @@ mod tests {
 
     #[test]
     fn a_failed_ranks_message_in_the_store_is_in_the_summary() {
-        let _t = turn();
         let dir = tempfile::tempdir().unwrap();
         // Rank 1 publishes its port, then fails once the test has written its message, as a
         // World's report_failure would have.
@@ -579,7 +568,6 @@ mod tests {
 
     #[test]
     fn a_rank_ended_by_a_signal_is_named_so() {
-        let _t = turn();
         let report = sh(1, "ulimit -c 0; kill -SEGV $$", &[], Duration::from_secs(1)).unwrap();
         assert_eq!(report.code(), 128 + libc::SIGSEGV);
         assert!(summary(&report).contains("failed first: crashed (SIGSEGV)"), "{}", summary(&report));
@@ -587,11 +575,11 @@ mod tests {
 
     #[test]
     fn a_program_that_cannot_start_is_an_error_naming_it() {
-        let _t = turn();
         let missing = PathBuf::from("/nonexistent/facekit");
-        let e = launch(2, &missing, &[], Duration::from_secs(1)).expect_err("started");
+        let plan = |nproc, program| Launch { nproc, program, args: &[], grace: Duration::from_secs(1), signals: None };
+        let e = launch(&plan(2, missing.as_path())).expect_err("started");
         assert!(format!("{e:#}").contains("cannot start rank 0 of 2: /nonexistent/facekit"), "{e:#}");
-        assert!(launch(0, Path::new("/bin/true"), &[], Duration::from_secs(1)).is_err(), "no ranks");
+        assert!(launch(&plan(0, Path::new("/bin/true"))).is_err(), "no ranks");
     }
 
     #[test]

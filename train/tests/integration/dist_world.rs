@@ -3,6 +3,7 @@
 //! launcher's store is hosted by the test on a free port (no port races between parallel tests).
 
 use facekit_io::StopFlag;
+use facekit_train::dist::launch::Launch;
 use facekit_train::dist::world::{alive_key, key_prefix, MAX_TIMEOUT, STALL_WINDOW};
 use facekit_train::dist::{spawn_local, Backend, DistEnv, ReduceOp, Store, World};
 use std::ffi::OsString;
@@ -390,6 +391,12 @@ fn launch_dir(scenario: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Launches the rank program as 2 ranks; its exit code.
+fn launch_two(program: &Path, args: &[OsString]) -> i32 {
+    let plan = Launch { nproc: 2, program, args, grace: Duration::from_secs(20), signals: None };
+    spawn_local(&plan, |_| {}).unwrap().code()
+}
+
 fn outcome(dir: &Path, rank: usize) -> String {
     std::fs::read_to_string(dir.join(rank.to_string())).unwrap_or_else(|e| format!("rank {rank} left no outcome: {e}"))
 }
@@ -398,7 +405,7 @@ fn outcome(dir: &Path, rank: usize) -> String {
 fn spawn_local_runs_processes_that_join_one_world_and_all_reduce() {
     let dir = launch_dir("all succeed");
     let (program, args) = rank_program(dir.path());
-    let code = spawn_local(2, &program, &args, Duration::from_secs(20)).unwrap();
+    let code = launch_two(&program, &args);
     assert_eq!(code, 0);
     assert_eq!((outcome(dir.path(), 0), outcome(dir.path(), 1)), ("sum 3".into(), "sum 3".into()));
 }
@@ -408,7 +415,7 @@ fn spawn_local_returns_a_failed_ranks_code_and_the_survivor_names_it() {
     let dir = launch_dir("rank 1 fails");
     let (program, args) = rank_program(dir.path());
     let start = Instant::now();
-    let code = spawn_local(2, &program, &args, Duration::from_secs(20)).unwrap();
+    let code = launch_two(&program, &args);
     assert_eq!(code, 3, "rank 1's exit code");
     let e = outcome(dir.path(), 0);
     assert!(e.starts_with("rank 1 of 2 failed: simulated out of memory on rank 1"), "{e}");
