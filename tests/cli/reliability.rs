@@ -936,19 +936,29 @@ mod training {
         refused(&o, &["gender label"]);
     }
 
+    /// A real divergence, without fault injection (the trainer's own tests inject NaN losses
+    /// through the library): weights whose BN statistics overflow every activation in eval mode
+    /// make validation's embeddings infinite at step 1, before the first checkpoint.
     #[test]
     fn a_divergence_before_any_checkpoint_names_none() {
-        let t = tempfile::tempdir().unwrap();
-        tiny_dataset(t.path(), "ds");
-        let o = train(
-            t.path(),
-            &t.path().join("Model"),
-            &["FR", "--train-sets", "ds", "--max-steps", "5", "--run-name", "nan"],
-            &[("FACEKIT_TEST_INJECT_NAN_AT_STEP", "2")],
+        use crate::train_loop::{doctored_weights, ok, output_within, train_command};
+        let models = tempfile::tempdir().unwrap();
+        ok(&crate::train_loop::train(
+            models.path(),
+            &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "src"],
+        ));
+        let weights = models.path().join("overflowing.safetensors");
+        doctored_weights(&models.path().join("src"), &weights, "t['bn1.running_mean'][:] = -3e38");
+        let mut cmd = train_command(
+            models.path(),
+            &["FR", "--train-sets", "lfw", "--valid-sets", "lfw.valid", "--max-steps", "4", "--valid-every", "1"],
         );
+        cmd.args(["--checkpoint-every", "3", "--run-name", "nan", "--init"]).arg(&weights);
+        let o = output_within(cmd, 300);
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("at step 1"), "{}", stderr(&o));
         assert!(stderr(&o).contains("No checkpoint had been written yet"), "{}", stderr(&o));
-        assert!(!t.path().join("Model/nan/checkpoints/last").exists());
+        assert!(!models.path().join("nan/checkpoints/last").exists());
     }
 
     #[test]

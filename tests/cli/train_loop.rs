@@ -118,15 +118,7 @@ pub(crate) fn data() -> &'static Path {
 
 /// Runs `facekit train` with the small-test settings plus `args`; runs go to `model_dir`.
 pub(crate) fn train(model_dir: &Path, args: &[&str]) -> Output {
-    train_env(model_dir, args, &[])
-}
-
-fn train_env(model_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = train_command(model_dir, args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    train_command(model_dir, args).output().unwrap()
 }
 
 /// The `facekit train` command of [`train`], not started.
@@ -391,22 +383,6 @@ fn resumed_run_reproduces_the_uninterrupted_losses() {
         assert!((x.1 - y.1).abs() <= 1e-6, "step {}: uninterrupted loss {} but resumed {}", x.0, x.1, y.1);
     }
     assert_eq!(state(&models.path().join("split"), "last")["epoch"], 2);
-}
-
-#[test]
-fn nan_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint() {
-    let models = tempfile::tempdir().unwrap();
-    let out = train_env(
-        models.path(),
-        &["FR", "--train-sets", "lfw", "--max-steps", "30", "--checkpoint-every", "5", "--run-name", "nan"],
-        &[("FACEKIT_TEST_INJECT_NAN_AT_STEP", "8")],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("NaN") && stderr.contains("step 8"), "{stderr}");
-    let run = models.path().join("nan");
-    assert_eq!(state(&run, "last")["step"], 5);
-    assert_eq!(losses(&run).len(), 7, "steps 1..7 logged, the NaN step not");
 }
 
 /// Copies the `lfw` dataset to `corrupt` in a new folder with one byte flipped inside a record
@@ -705,82 +681,6 @@ fn fp16_and_bf16_resumed_runs_reproduce_the_uninterrupted_losses() {
         assert_eq!(sa["scaler"], sb["scaler"], "{precision}: scaler state after the resumed run");
         assert_eq!(sa["scaler"].is_null(), precision == "bf16");
     }
-}
-
-#[test]
-fn adamw_poly_clipped_resumed_run_reproduces_the_uninterrupted_run_bit_for_bit() {
-    let models = tempfile::tempdir().unwrap();
-    // The poly schedule's length is fixed when a run starts, so the split run is planned for 40
-    // steps too and broken off after 20 by the NaN injected into step 21 (not applied; `last`
-    // holds step 20). 15 batches per epoch: the warm-up is steps 1-15, the break in epoch 2.
-    let common_args = [
-        "FR",
-        "--train-sets",
-        "lfw",
-        "--optimizer",
-        "adamw",
-        "--lr",
-        "0.002",
-        "--weight-decay",
-        "0.1",
-        "--schedule",
-        "poly",
-        "--warmup-epochs",
-        "1",
-        "--clip-grad-norm",
-        "5",
-        "--margin",
-        "cosface",
-        "--dropout",
-        "0.2",
-        "--checkpoint-every",
-        "20",
-        "--log-every",
-        "5",
-        "--max-steps",
-        "40",
-    ];
-    ok(&train(models.path(), &[&common_args[..], &["--run-name", "full"]].concat()));
-    let broken = train_env(
-        models.path(),
-        &[&common_args[..], &["--run-name", "split"]].concat(),
-        &[("FACEKIT_TEST_INJECT_NAN_AT_STEP", "21")],
-    );
-    assert_eq!(broken.status.code(), Some(1), "{}", String::from_utf8_lossy(&broken.stderr));
-    assert_eq!(state(&models.path().join("split"), "last")["step"], 20);
-    ok(&train(
-        models.path(),
-        &["FR", "--train-sets", "lfw", "--resume", "split", "--max-steps", "40", "--log-every", "5"],
-    ));
-    let (full, split) = (models.path().join("full"), models.path().join("split"));
-    let (a, b) = (losses(&full), losses(&split));
-    assert_eq!((a.len(), b.len()), (40, 40));
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!((x.0, x.1), (y.0, y.1), "step {}: uninterrupted loss {} but resumed {}", x.0, x.1, y.1);
-    }
-    for file in ["model.safetensors", "optimizer.safetensors"] {
-        let read = |run: &Path| std::fs::read(run.join("checkpoints/last").join(file)).unwrap();
-        assert!(read(&full) == read(&split), "checkpoints/last/{file} differs after the resumed run");
-    }
-    assert_eq!(state(&full, "last")["schedule"], state(&split, "last")["schedule"]);
-    assert_eq!(state(&full, "last")["schedule"]["kind"], "warmup");
-    assert_eq!(state(&full, "last")["schedule"]["inner"]["kind"], "poly");
-    // The pre-clip norm is logged with the progress lines, the same in both runs.
-    let norms = |run: &Path| -> Vec<f64> {
-        std::fs::read_to_string(run.join("train_log.jsonl"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["grad_norm"].as_f64())
-            .collect()
-    };
-    assert_eq!(norms(&full).len(), 8, "every 5 steps");
-    assert!(norms(&full).iter().all(|n| n.is_finite() && *n > 0.0));
-    assert_eq!(norms(&full), norms(&split));
-    let net: serde_json::Value = serde_json::from_slice(&std::fs::read(full.join("net.json")).unwrap()).unwrap();
-    assert_eq!(
-        (net["margin"].as_str(), net["margin_m3"].as_f64(), net["arcface_m"].as_f64()),
-        (Some("cosface"), Some(0.4), Some(0.0))
-    );
 }
 
 #[test]

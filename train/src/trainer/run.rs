@@ -126,6 +126,7 @@ pub struct Trainer {
     pub(super) max_steps: Option<u64>,
     /// Micro-batches per epoch that make whole steps (a multiple of `--accumulate`).
     pub(super) batches_per_epoch: u64,
+    /// Fault injection for tests ([`Trainer::with_nan_loss_at_step`]).
     pub(super) inject_nan: Option<u64>,
     pub(super) last_checkpoint: Option<u64>,
     pub(super) seconds_before: f64,
@@ -229,6 +230,15 @@ impl Trainer {
     /// goes on), for tests that check when the loop waits for the device.
     pub fn host_reads(&self) -> HostReads {
         self.host_reads.clone()
+    }
+
+    /// Fault injection for tests, which the command line does not offer: the loss of step `step`
+    /// (counted across resumes, from 1) and so every gradient of it become NaN, as in a real
+    /// divergence, so that the divergence handling (the step not applied, the run ended with
+    /// [`Outcome::Diverged`], `last` the last good checkpoint) is exercised end to end.
+    pub fn with_nan_loss_at_step(mut self, step: u64) -> Self {
+        self.inject_nan = Some(step);
+        self
     }
 
     /// Rank 0's `--log-every` (at least 1) on every rank: the mean of it and the other ranks'

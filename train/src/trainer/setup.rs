@@ -38,8 +38,6 @@ use std::sync::Arc;
 use tch::nn::VarStore;
 use tch::Device;
 
-/// Test-only: makes the loss of this step NaN, to exercise the divergence handling end to end.
-const INJECT_NAN_ENV: &str = "FACEKIT_TEST_INJECT_NAN_AT_STEP";
 /// Benchmarks (scripts/bench-gpu.sh): after this many warm-up steps of the process, CUDA's sync
 /// debug mode is `error` during each step, so a step that makes the host wait for the GPU fails,
 /// naming the call.
@@ -193,7 +191,7 @@ impl Trainer {
             guard: LabelGuard::new(net_cfg.task),
             last_checkpoint: resume_from.as_ref().map(|_| state.step),
             seconds_before: state.train_seconds,
-            inject_nan: std::env::var(INJECT_NAN_ENV).ok().and_then(|v| v.parse().ok()),
+            inject_nan: None,
             cfg,
             run,
             net_cfg,

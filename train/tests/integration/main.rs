@@ -1,5 +1,5 @@
 //! The training crate's tests, one binary: networks, losses, mixed precision, schedules, export,
-//! the trainer's step. libtorch's random generator is global: tests that draw from it take turns
+//! the trainer's step and its divergence. libtorch's random generator is global: tests that draw from it take turns
 //! (`facekit_testkit::rng_turn`).
 
 mod amp;
@@ -23,3 +23,4 @@ mod schedule_dlib_reference;
 mod schedule_poly_reference;
 mod schedule_shapes;
 mod step_host_reads;
+mod trainer_divergence;
