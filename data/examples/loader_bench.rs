@@ -123,10 +123,10 @@ fn pack(lfw: &Path, out: &Path, copies: usize) -> Result<()> {
         w.finish(Manifest::new(classes, vec![source], None, enc), &labels)?;
         facekit_io::durable::write(&out.join(format!("payloads{side}.bin")), &blob)?;
         facekit_io::durable::write(&out.join(format!("payloads{side}.idx")), &idx)?;
-        eprintln!(
+        facekit_io::console::line(&format!(
             "packed {n} records of {side}x{side}, {:.1} KiB per JPEG",
             blob.len() as f64 / records.len() as f64 / 1024.0
-        );
+        ));
     }
     Ok(())
 }

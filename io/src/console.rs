@@ -1,6 +1,6 @@
 //! Lines for the person watching a long job, written so that a closed stdout or stderr
 //! (`facekit train ... 2>&1 | head`, a terminal that went away, a full log disk) never ends it:
-//! `println!`/`eprintln!` panic when the write fails, which would take a days-long run down without
+//! Rust's printing macros panic when the write fails, which would take a days-long run down without
 //! its checkpoint. A job's record is in its own files; what it prints is a courtesy, and a line
 //! that cannot be written is dropped.
 

@@ -86,6 +86,6 @@ fn main() -> anyhow::Result<()> {
         sum += u64::from(sha2::Sha256::digest(b)[0]);
     }
     println!("sha256 {:.3} {}", t.elapsed().as_secs_f64(), bytes.len());
-    eprintln!("(checksum {sum}, {ok} faces)");
+    facekit_io::console::line(&format!("(checksum {sum}, {ok} faces)"));
     Ok(())
 }

@@ -8,12 +8,16 @@
 
 use facekit_data::{Augment, Loader, LoaderConfig};
 use facekit_shard::Dataset;
+use std::process::ExitCode;
 use std::sync::Arc;
 
-fn main() {
-    if let Err(e) = run() {
-        eprintln!("train_batches: {e}");
-        std::process::exit(2);
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            facekit_io::console::line(&format!("train_batches: {e}"));
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Where facekit's tests find what they need: the shared real photos (`../shared/data`), dlib's
 //! model files, the project's Python with the reference tools, and the workspace root.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 /// The workspace root (the folder holding the top-level `Cargo.toml`).
@@ -41,6 +42,10 @@ pub fn references_required() -> bool {
 
 /// `Some(python)` when `python` imports `module`. Otherwise the test skips, saying why on stderr
 /// (`None`), or, under [`REQUIRE_REFERENCES`], fails with the same reason.
+///
+/// The skip is written to the process's stderr itself, not through a printing macro: the test harness
+/// captures what the printing macros write and shows it only for a failed test, and a skipped test
+/// passes, so a plain `cargo test` would hide that a check did not run.
 pub fn reference_python(python: PathBuf, module: &str) -> Option<PathBuf> {
     let ok = std::process::Command::new(&python)
         .args(["-c", &format!("import {module}")])
@@ -53,7 +58,7 @@ pub fn reference_python(python: PathBuf, module: &str) -> Option<PathBuf> {
     if references_required() {
         panic!("{why}, and {REQUIRE_REFERENCES} is set: a test whose reference tool is missing fails");
     }
-    eprintln!("SKIPPED: {why}");
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {why}");
     None
 }
 
