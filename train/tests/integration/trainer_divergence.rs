@@ -123,7 +123,7 @@ fn a_nan_loss_ends_the_run_as_diverged_without_the_step_and_keeps_the_last_good_
 }
 
 #[test]
-fn a_divergence_before_any_checkpoint_names_none() {
+fn a_divergence_before_any_checkpoint_has_no_last_checkpoint() {
     let _turn = facekit_testkit::rng_turn();
     let t = tempfile::tempdir().unwrap();
     lfw_set(t.path());
