@@ -7,7 +7,7 @@ use facekit_io::StopFlag;
 use facekit_train::dist::agree::Disagreement;
 use facekit_train::dist::launch::{self, Launch};
 use facekit_train::dist::world::check_timeout;
-use facekit_train::dist::{Backend, Ddp, DistEnv, World};
+use facekit_train::dist::{Backend, DistEnv, World};
 use facekit_train::trainer::{parse_device, Trainer};
 use facekit_train::TrainConfig;
 use std::ffi::OsString;
@@ -132,8 +132,7 @@ pub fn rank(env: DistEnv, args: TrainArgs, command_line: Vec<String>, stop: Stop
     }
     let who = format!("rank {} of {}", env.rank, env.world_size);
     let trained = world
-        .group("ddp", backend)
-        .and_then(|group| replicas(&world, Ddp::new(group, device), backend))
+        .ddp(backend, device)
         .and_then(|ddp| Trainer::new(cfg, command_line, stop.clone(), Box::new(ddp)))
         .and_then(Trainer::run);
     match trained {
@@ -152,16 +151,6 @@ pub fn rank(env: DistEnv, args: TrainArgs, command_line: Vec<String>, stop: Stop
             Err(e.context(who))
         }
     }
-}
-
-/// The rank's replicas `ddp`; under NCCL their per-step host decisions go over a Gloo group of
-/// their own (see [`Ddp::with_host_group`]). (The binary does not depend on tch: libtorch's types
-/// are named only in facekit-train.)
-fn replicas(world: &World, ddp: Ddp, backend: Backend) -> Result<Ddp> {
-    Ok(match backend {
-        Backend::Nccl => ddp.with_host_group(world.group("host", Backend::Gloo)?),
-        Backend::Gloo => ddp,
-    })
 }
 
 fn backend_choice(choice: DistBackend) -> Option<Backend> {

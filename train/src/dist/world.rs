@@ -9,6 +9,7 @@
 //! culprit. Liveness is judged by whether a counter moves, never by timestamps, so clocks that
 //! disagree across machines do not matter.
 
+use super::ddp::Ddp;
 use super::env::DistEnv;
 use super::group::{set_cuda_device, Backend, ProcessGroup};
 use super::store::Store;
@@ -109,6 +110,17 @@ impl World {
         }
         let gloo_host = self.env.master_is_loopback().then_some("127.0.0.1");
         ProcessGroup::new(&self.store, name, self.env.rank, self.env.world_size, backend, self.timeout, gloo_host)
+    }
+
+    /// This rank's data-parallel replicas on `device`: the group `ddp` of `backend`; under NCCL
+    /// also a Gloo group `host` for the per-step host decisions (see [`Ddp::with_host_group`]).
+    /// Every rank makes the same groups in the same order.
+    pub fn ddp(&self, backend: Backend, device: tch::Device) -> Result<Ddp> {
+        let ddp = Ddp::new(self.group("ddp", backend)?, device);
+        Ok(match backend {
+            Backend::Nccl => ddp.with_host_group(self.group("host", Backend::Gloo)?),
+            Backend::Gloo => ddp,
+        })
     }
 
     /// This process's global rank.
