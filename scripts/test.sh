@@ -16,6 +16,10 @@ export FACEKIT_REQUIRE_REFERENCES=1
 echo "== formatting (rustfmt.toml)"
 cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
+# Lints (Cargo.toml's [workspace.lints], which lists the few allowed and why): clippy's warnings and
+# a missing doc comment fail here, in the full build and in the build without dlib.
+echo "== clippy"
+cargo clippy --workspace --all-targets -- -D warnings
 echo "== full build (dlib + torch): every crate's tests"
 cargo test --workspace --lib --tests
 cargo build --workspace --bins --examples
