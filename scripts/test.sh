@@ -20,6 +20,7 @@ cargo fmt --manifest-path fuzz/Cargo.toml --check
 # a missing doc comment fail here, in the full build and in the build without dlib.
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --no-default-features --features facekit/torch -p facekit -p facekit-pack --all-targets -- -D warnings
 echo "== full build (dlib + torch): every crate's tests"
 cargo test --workspace --lib --tests
 cargo build --workspace --bins --examples
