@@ -10,12 +10,17 @@ source .facekit.env
 export CARGO_TERM_COLOR=never
 # A test whose reference tool (MXNet, onnxruntime, Python) is missing fails here instead of skipping.
 export FACEKIT_REQUIRE_REFERENCES=1
-# Library unit tests and the integration binaries (one per crate); the binary and the examples are
-# built too, but have no tests of their own to link.
-# Conventions first: they fail in seconds, before the long build.
+# Conventions first: they fail in seconds (formatting) or minutes (clippy), before the long build.
 echo "== formatting (rustfmt.toml)"
 cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
+# Lints (Cargo.toml's [workspace.lints], which lists the few allowed and why): clippy's warnings and
+# a missing doc comment fail here, in the full build and in the build without dlib.
+echo "== clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --no-default-features --features facekit/torch -p facekit -p facekit-pack --all-targets -- -D warnings
+# Library unit tests and the integration binaries (one per crate); the binary and the examples are
+# built too, but have no tests of their own to link.
 echo "== full build (dlib + torch): every crate's tests"
 cargo test --workspace --lib --tests
 cargo build --workspace --bins --examples

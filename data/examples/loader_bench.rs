@@ -50,9 +50,12 @@ fn main() -> Result<()> {
     }
 }
 
+/// One photo to pack: its class and path.
+type Job = (u32, PathBuf);
+
 /// The lfw100 photos as (class, path), people in name order, and the label map of `copies`
 /// copies of them.
-fn photos(lfw: &Path, copies: usize) -> Result<(Vec<(u32, PathBuf)>, LabelMap, u32)> {
+fn photos(lfw: &Path, copies: usize) -> Result<(Vec<Job>, LabelMap, u32)> {
     let mut people: Vec<PathBuf> = std::fs::read_dir(lfw)
         .with_context(|| format!("cannot list {}", lfw.display()))?
         .map(|e| e.map(|e| e.path()))
@@ -121,8 +124,8 @@ fn pack(lfw: &Path, out: &Path, copies: usize) -> Result<()> {
         let enc =
             EncodingInfo { format: Encoding::Jpeg, quality: Some(QUALITY), chroma: None, width: side, height: side };
         w.finish(Manifest::new(classes, vec![source], None, enc), &labels)?;
-        facekit_io::durable::write(&out.join(format!("payloads{side}.bin")), &blob)?;
-        facekit_io::durable::write(&out.join(format!("payloads{side}.idx")), &idx)?;
+        facekit_io::durable::write(out.join(format!("payloads{side}.bin")), &blob)?;
+        facekit_io::durable::write(out.join(format!("payloads{side}.idx")), &idx)?;
         facekit_io::console::line(&format!(
             "packed {n} records of {side}x{side}, {:.1} KiB per JPEG",
             blob.len() as f64 / records.len() as f64 / 1024.0

@@ -221,7 +221,7 @@ unsafe fn mirror_row_ssse3(src: &[u8], dst: &mut [u8]) {
 /// (the slot is written once and read by another thread or the device, never by this core).
 fn stream_row(src: &[u8], dst: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
-    if dst.as_ptr() as usize % 16 == 0 {
+    if (dst.as_ptr() as usize).is_multiple_of(16) {
         use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
         let whole = dst.len() / 16 * 16;
         for k in (0..whole).step_by(16) {
@@ -420,7 +420,7 @@ mod tests {
     fn rows_reach_the_slot_whatever_its_alignment() {
         let src: Vec<u8> = (0..100).collect();
         for offset in 0..16 {
-            let mut slot = vec![0u8; 132];
+            let mut slot = [0u8; 132];
             stream_row(&src, &mut slot[offset..offset + 100]);
             stream_fence();
             assert_eq!(&slot[offset..offset + 100], &src[..], "offset {offset}");

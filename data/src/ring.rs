@@ -140,7 +140,7 @@ impl Ring {
         let bytes = self.slot_bytes;
         let memory = self.alloc.alloc(bytes).map_err(|reason| Error::Alloc { bytes, reason })?;
         let start = memory.bytes().as_ptr() as usize;
-        if memory.bytes().len() != bytes || start % SLOT_ALIGN != 0 {
+        if memory.bytes().len() != bytes || !start.is_multiple_of(SLOT_ALIGN) {
             let reason = format!(
                 "the allocator gave {} bytes at address {start:#x}, not {bytes} aligned to {SLOT_ALIGN}",
                 memory.bytes().len()
@@ -294,7 +294,7 @@ mod tests {
         let mut slot = ring.take().unwrap();
         slot.writable(4).copy_from_slice(&[1, 2, 3, 4]);
         let copy = slot.clone();
-        assert!(!copy.is_from_ring() && copy == slot && &copy[..] == [1, 2, 3, 4]);
+        assert!(!copy.is_from_ring() && copy == slot && copy[..] == [1, 2, 3, 4]);
         assert_eq!(format!("{slot:?}"), "Slot(4 bytes, from the ring)");
     }
 

@@ -158,7 +158,7 @@ pub fn kfold_verification(dist: &[f64], issame: &[bool], thresholds: &[f64], fol
         bail!("no thresholds to try");
     }
     let all: Vec<usize> = (0..n).collect();
-    let ranges = if folds == 1 { vec![0..n] } else { kfold_ranges(n, folds) };
+    let ranges = kfold_ranges(n, folds);
     let mut tprs = vec![0.0; thresholds.len()];
     let mut fprs = vec![0.0; thresholds.len()];
     let mut fold_accuracy = Vec::with_capacity(folds);

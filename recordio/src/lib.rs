@@ -18,8 +18,6 @@
 //! decodes the image. Every length read from a file is checked against the file's size and the
 //! caller's limit before anything is allocated. No image codec here.
 
-#![warn(missing_docs)]
-
 pub mod error;
 pub mod frame;
 pub mod header;

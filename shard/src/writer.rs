@@ -8,7 +8,7 @@ use super::format::{self, Footer, Header, IndexEntry, FORMAT_VERSION, HEADER_LEN
 use super::manifest::{DatasetPaths, LabelMap, Manifest, ShardInfo};
 use super::record::Record;
 use facekit_io::AtomicFile;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Writes one shard file.
 pub struct ShardWriter {
@@ -199,6 +199,6 @@ impl DatasetWriter {
     }
 }
 
-fn file_name(path: &PathBuf) -> String {
+fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }

@@ -639,6 +639,7 @@ fn a_label_beyond_the_records_is_rejected_and_a_property_promising_more_classes_
 
 /// Runs `cmd` to its end and returns its exit code, its stderr and its peak resident memory in
 /// bytes (`wait4`'s `ru_maxrss`, this child's alone).
+#[expect(clippy::zombie_processes, reason = "the child is reaped by libc::wait4, which clippy does not see")]
 fn peak_rss(mut cmd: Command) -> (Option<i32>, String, u64) {
     let t = tempfile::tempdir().unwrap();
     let err = t.path().join("stderr");

@@ -376,7 +376,7 @@ fn multi_task_with_masked_heads_and_partial_fc_trains_on_two_ranks() {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v.get("validation").cloned())
-        .last()
+        .next_back()
         .unwrap();
     for k in ["identity_accuracy", "gender_accuracy", "age_mae"] {
         assert!(last[k].as_f64().is_some_and(f64::is_finite), "validation lacks {k}: {last}");

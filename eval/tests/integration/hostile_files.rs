@@ -61,9 +61,7 @@ fn a_small_bin_reusing_its_memo_cannot_expand_to_gigabytes() {
     }
     body.extend_from_slice(b"e]");
     body.extend_from_slice(b"(");
-    for _ in 0..5000 {
-        body.push(0x88);
-    }
+    body.extend_from_slice(&[0x88; 5000]);
     body.extend_from_slice(b"e\x86");
     let t0 = Instant::now();
     let err = format!("{:#}", parse_verification_bin(&pickle(&body)).unwrap_err());

@@ -14,14 +14,14 @@ fn record(rng: &mut impl Rng, i: usize) -> Record {
     let len = rng.random_range(0..3000);
     Record {
         labels: Labels {
-            class_id: if i % 7 == 0 { None } else { Some((i % 5) as u32) },
+            class_id: if i.is_multiple_of(7) { None } else { Some((i % 5) as u32) },
             source: 0,
             gender: match i % 3 {
                 0 => Some(Gender::Male),
                 1 => Some(Gender::Female),
                 _ => None,
             },
-            age: if i % 4 == 0 { None } else { Some((i % 90) as u16) },
+            age: if i.is_multiple_of(4) { None } else { Some((i % 90) as u16) },
         },
         encoding: Encoding::Jpeg,
         width: 224,
@@ -168,7 +168,7 @@ fn hostile_index_claiming_huge_counts_and_lengths_fails_fast() {
     let index = &bad[footer.index_offset as usize..n - FOOTER_LEN];
     let f2 = Footer { index_crc32: crc32fast::hash(index), ..footer }.encode();
     bad[n - FOOTER_LEN..].copy_from_slice(&f2);
-    let err = ShardReader::validate_bytes(&bad).err().expect("hostile index must fail");
+    let err = ShardReader::validate_bytes(&bad).expect_err("hostile index must fail");
     assert!(err.to_string().contains("index entry"), "{err}");
     assert!(!verify_bytes("s", &bad, VerifyOptions::default(), NO_PROGRESS).is_ok());
     // A record header claiming a 4 GB payload, CRC-consistent everywhere else it can be.
@@ -187,7 +187,8 @@ fn manifest_that_disagrees_with_its_shards_is_detected() {
     assert!(verify_dataset(&paths, opts, NO_PROGRESS).unwrap().is_ok());
     let good = Manifest::read(&paths.manifest()).unwrap();
 
-    let mutations: Vec<(&str, Box<dyn Fn(&mut Manifest)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut Manifest)>;
+    let mutations: Vec<(&str, Mutation)> = vec![
         ("record count", Box::new(|m| m.shards[0].records += 1)),
         ("size", Box::new(|m| m.shards[1].bytes -= 1)),
         ("checksum", Box::new(|m| m.shards[0].crc32 ^= 1)),

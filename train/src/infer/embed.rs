@@ -194,7 +194,7 @@ pub fn embed_chips(
 ) -> Result<Vec<f32>> {
     let s = size as i64;
     let per = (s * s * 3) as usize;
-    if pixels.len() % per != 0 {
+    if !pixels.len().is_multiple_of(per) {
         bail!("{} bytes are not whole RGB images of {s}x{s}", pixels.len());
     }
     let dim = net.config().embedding_size as usize;

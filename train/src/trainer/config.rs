@@ -473,7 +473,7 @@ impl TrainConfig {
             return Ok(self);
         }
         let images = self.batch_size * self.world_size;
-        if images % world != 0 || images / world < 2 {
+        if !images.is_multiple_of(world) || images / world < 2 {
             bail!(
                 "the run trains on {} ranks x batch {} = {images} images per micro-batch, which {world} ranks cannot split evenly \
                  into batches of at least 2: resume it on a number of ranks that divides {images}",

@@ -255,8 +255,8 @@ impl Trainer {
     /// collective.
     fn read_due(&self) -> bool {
         let step = self.state.step;
-        let at = |every: u64| every > 0 && step % every == 0;
-        step % self.read_every == 0
+        let at = |every: u64| every > 0 && step.is_multiple_of(every);
+        step.is_multiple_of(self.read_every)
             || self.at_step_limit()
             || (self.valid.is_some() && at(self.cfg.valid_every))
             || (!self.cfg.eval_bin.is_empty() && at(self.cfg.eval_every))
@@ -419,7 +419,7 @@ impl Trainer {
     fn validate(&mut self, at_end: bool) -> Result<Option<End>> {
         let Some(loader) = &self.valid else { return Ok(None) };
         let every = self.cfg.valid_every;
-        if self.stopping || !(at_end || (every > 0 && self.state.step % every == 0)) {
+        if self.stopping || !(at_end || (every > 0 && self.state.step.is_multiple_of(every))) {
             return Ok(None);
         }
         // Every rank scores the same network on the whole set (rank 0's batch-norm statistics), so
@@ -482,7 +482,7 @@ impl Trainer {
             return Ok(None);
         }
         let every = self.cfg.eval_every;
-        if self.stopping || !(at_end || (every > 0 && self.state.step % every == 0)) {
+        if self.stopping || !(at_end || (every > 0 && self.state.step.is_multiple_of(every))) {
             return Ok(None);
         }
         let step = self.state.step;
@@ -557,7 +557,7 @@ impl Trainer {
         }
         let stop = self.replicas.agree_any(self.stopping || self.stop.is_set())?;
         let every = self.cfg.checkpoint_every;
-        if at_end || stop || (every > 0 && self.state.step % every == 0) {
+        if at_end || stop || (every > 0 && self.state.step.is_multiple_of(every)) {
             // A checkpoint is a read point: what it saves (the schedule's loss history, the
             // scaler) is up to date, and a step that diverged since the last read is not saved.
             if let Some(end) = self.read_back()? {

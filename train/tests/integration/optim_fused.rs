@@ -36,7 +36,7 @@ fn set_grads(params: &[Tensor], grads: &[Option<Tensor>]) {
         let mut pg = p.grad();
         match g {
             Some(g) if pg.defined() => {
-                let _ = pg.copy_(g);
+                pg.copy_(g);
             }
             Some(g) => {
                 // The gradient of sum(p·g) is g.

@@ -160,7 +160,7 @@ fn check_cpu() -> anyhow::Result<()> {
 }
 
 fn from_dlib(r: &Rectangle) -> FaceBox {
-    FaceBox { left: r.left as i64, top: r.top as i64, right: r.right as i64, bottom: r.bottom as i64 }
+    FaceBox { left: r.left, top: r.top, right: r.right, bottom: r.bottom }
 }
 
 fn to_dlib(f: FaceBox) -> Rectangle {
