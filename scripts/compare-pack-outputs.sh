@@ -4,7 +4,7 @@
 # and `import rec` of it with each binary, into the same paths, then compares every file
 # byte for byte. Reports (`*.report.json`) and manifests hold times (`elapsed_s`, `images_per_s`,
 # `records_per_s`, `created_unix`): those are compared with these fields removed, and every
-# difference in them is printed.
+# difference in them is printed. Lock files (`*.lock`) hold the last writer's PID: not compared.
 #
 #   scripts/compare-pack-outputs.sh OLD_FACEKIT NEW_FACEKIT [PHOTOS (default raw_images)] [MODELS]
 #
@@ -41,7 +41,9 @@ if [ "$a" != "$b" ]; then
 fi
 for f in $a; do
     [ -f "$work/new/$f" ] || continue
-    if cmp -s "$work/old/$f" "$work/new/$f"; then
+    if [[ $f == *.lock ]]; then
+        echo "lock (a PID)   $f"
+    elif cmp -s "$work/old/$f" "$work/new/$f"; then
         echo "identical      $f"
     elif [[ $f == *.json ]] && diff <(normalise "$work/old/$f") <(normalise "$work/new/$f") >/dev/null; then
         echo "same but times $f: $(diff <(python3 -m json.tool "$work/old/$f") <(python3 -m json.tool "$work/new/$f") | grep '^[<>]' | tr -s ' ' | paste -sd' ')"
