@@ -35,8 +35,11 @@ fn write_rec(dir: &Path, n: u64, seed: u8) {
     std::fs::write(dir.join("train.idx"), idx).unwrap();
 }
 
+/// Where an observer stops a run.
+type StopAt = fn(&Event) -> bool;
+
 /// An observer that records every event and stops the run at `stop_at`.
-fn observer(stop_at: Option<fn(&Event) -> bool>) -> (Observer, Arc<Mutex<Vec<String>>>) {
+fn observer(stop_at: Option<StopAt>) -> (Observer, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let obs = Observer::new(move |e| {
@@ -103,7 +106,7 @@ fn a_run_stopped_after_any_finishing_step_is_completed_by_resume_into_the_same_b
     assert!(reference.iter().filter(|(n, _)| n.ends_with(".shard")).count() >= 3, "{:?}", reference.len());
     assert!(reference.iter().any(|(n, b)| n == "ds.rejects.tsv" && b.split(|&c| c == b'\n').count() == 3));
 
-    let steps: [(Step, fn(&Event) -> bool); 3] = [
+    let steps: [(Step, StopAt); 3] = [
         (Step::Checkpoint, |e| *e == Event::Finished(Step::Checkpoint)),
         (Step::Manifests, |e| *e == Event::Finished(Step::Manifests)),
         (Step::Rejects, |e| *e == Event::Finished(Step::Rejects)),

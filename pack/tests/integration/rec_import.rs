@@ -23,7 +23,7 @@ fn run_entries(
     budget: u64,
     stop: &StopFlag,
     work: impl Fn(Entry) -> Outcome + Sync,
-    mut sink: impl FnMut(Entry, Outcome) -> anyhow::Result<bool>,
+    sink: impl FnMut(Entry, Outcome) -> anyhow::Result<bool>,
 ) -> anyhow::Result<bool> {
     let cost = |e: &Entry| reader.measure(e.offset, MAX_RECORD_BYTES).unwrap_or(0) + inflight::ENTRY_OVERHEAD;
     let w = workers::Work {
@@ -36,7 +36,7 @@ fn run_entries(
         work: &|_: &mut (), e: &Entry| work(*e),
         name: &|e: &Entry| format!("the record at byte {}", e.offset),
     };
-    workers::run(entries.iter().copied(), &w, |e, o| sink(e, o))
+    workers::run(entries.iter().copied(), &w, sink)
 }
 
 /// A `.rec` of `payloads` in memory, and the offset of each.
