@@ -4,7 +4,8 @@
 //! - [`allpairs`]: all-pairs 1:1 verification (TAR at FAR, ROC) over labelled embeddings;
 //! - [`pairs`]: LFW `pairs.txt` parsing and resolution against an image folder;
 //! - [`pickle`]: a safe reader for insightface's verification `.bin` files, and [`bin_write`]
-//!   their writer (`facekit eval make-bin`);
+//!   their writer, and [`make_bin`] what goes into one made from a pairs list (`facekit eval
+//!   make-bin`);
 //! - [`npy`]: `.npy` float32 matrices for embeddings that Python reads directly, and
 //!   [`embeddings`]: the folder `facekit embed` writes (`embeddings.npy` + `labels.tsv`);
 //! - [`plot`]: the PNG line charts (ROC, loss curves).
@@ -17,6 +18,7 @@ pub mod allpairs;
 pub mod bin_write;
 pub mod draw;
 pub mod embeddings;
+pub mod make_bin;
 pub mod metrics;
 pub mod npy;
 pub mod pairs;

@@ -1,18 +1,14 @@
-//! The progress file `<name>.progress.json` that makes `--resume` possible.
-//!
-//! It is rewritten atomically each time a training shard is completed, and holds how many input
-//! files (in stream order) those shards account for, the counters and rejects up to that point, the
-//! completed shards of both datasets, and the settings. Resuming re-checks every listed shard
-//! (size and CRC32) and refuses when any setting differs, so a resumed pack is byte-identical to
-//! an uninterrupted one. The file is removed once the manifest is written.
+//! What a pack's progress file (the pipeline's [`Progress`]) holds besides the counts: the
+//! [`Settings`] that decide the output's bytes, among them the [`InputFingerprint`] of the input
+//! files. Resuming re-checks every listed shard (size and CRC32) and refuses when any setting
+//! differs, so a resumed pack is byte-identical to an uninterrupted one.
 
 use super::inputs::InputFile;
+use super::pipeline::Progress;
 use super::report::{Counters, PackReport};
-use anyhow::{bail, Context, Result};
-use facekit_shard::manifest::{DatasetPaths, ShardInfo};
+use anyhow::{bail, Result};
 use facekit_shard::Encoding;
 use serde::{Deserialize, Serialize};
-use std::io::Read;
 use std::path::Path;
 
 /// Value of the progress file's `format` field.
@@ -80,98 +76,44 @@ impl Settings {
     }
 }
 
-/// The saved state of an interrupted pack.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Checkpoint {
-    /// Always [`PROGRESS_FORMAT`].
-    pub format: String,
-    /// The settings the pack was started with.
-    pub settings: Settings,
-    /// Input files (in stream order) fully accounted for by the completed shards below.
-    pub consumed: u64,
-    /// Completed shards of the training dataset.
-    pub train_shards: Vec<ShardInfo>,
-    /// Completed shards of the validation dataset.
-    pub valid_shards: Vec<ShardInfo>,
-    /// Counters over the first `consumed` files.
-    pub counters: Counters,
-    /// Length in bytes of `<name>.rejects.tsv.partial` at this checkpoint: the header and the
-    /// rejects among the first `consumed` files (see [`super::rejects`]).
-    pub rejects_bytes: u64,
-    /// Set in the final checkpoint, written once every shard is complete: the report of the
-    /// finished pack, so that a run stopped in its last steps can complete them on `--resume`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub report: Option<PackReport>,
-}
+/// The saved state of an interrupted pack: the pipeline's progress file with the pack's settings,
+/// counters, and, in the final checkpoint, its report.
+pub type Checkpoint = Progress<Settings, Counters, Option<PackReport>>;
 
-impl Checkpoint {
-    /// Writes the progress file atomically.
-    pub fn write(&self, path: &Path) -> Result<()> {
-        Ok(facekit_io::durable::write(path, &serde_json::to_vec(self)?)?)
+/// Checks that a pack checkpoint's numbers agree with each other, so that a damaged or edited
+/// progress file is refused instead of obeyed (a `consumed` beyond the input would skip files
+/// unseen).
+pub fn check_consistent(cp: &Checkpoint) -> Result<()> {
+    let c = &cp.counters;
+    if cp.consumed > cp.input.files {
+        bail!("it says {} files were consumed of the {} the pack started with", cp.consumed, cp.input.files);
     }
-
-    /// Reads a progress file.
-    pub fn read(path: &Path) -> Result<Self> {
-        let text =
-            facekit_io::bounded::read(path, facekit_io::bounded::STATE).context("cannot read the progress file")?;
-        let damaged = || format!("progress file {} is damaged; pack again without --resume", path.display());
-        // One parse: the format is checked first because an older facekit kept the rejects inside
-        // this file, and its checkpoints cannot be continued.
-        let value: serde_json::Value = serde_json::from_slice(&text).with_context(damaged)?;
-        if let serde_json::Value::Object(o) = &value {
-            match o.get("format").and_then(|f| f.as_str()) {
-                Some(PROGRESS_FORMAT) => {}
-                Some(f) if f.starts_with("facekit-pack-progress") => {
-                    bail!(
-                        "progress file {} was written by another facekit version ({f}); pack again without --resume",
-                        path.display()
-                    )
-                }
-                _ => bail!("{} is not a facekit pack progress file", path.display()),
-            }
-        }
-        let c: Checkpoint = serde_json::from_value(value).with_context(damaged)?;
-        Ok(c)
+    if c.seen != cp.consumed || c.packed + c.rejected != c.seen || c.packed_valid > c.packed {
+        bail!(
+            "its counts disagree: {} files consumed, {} seen = {} packed + {} rejected",
+            cp.consumed,
+            c.seen,
+            c.packed,
+            c.rejected
+        );
     }
-}
-
-impl Checkpoint {
-    /// Checks that the numbers agree with each other, so that a damaged or edited progress file is
-    /// refused instead of obeyed (a `consumed` beyond the input would skip files unseen).
-    pub fn check_consistent(&self) -> Result<()> {
-        let c = &self.counters;
-        if self.consumed > self.settings.files {
-            bail!("it says {} files were consumed of the {} the pack started with", self.consumed, self.settings.files);
-        }
-        if c.seen != self.consumed || c.packed + c.rejected != c.seen || c.packed_valid > c.packed {
-            bail!(
-                "its counts disagree: {} files consumed, {} seen = {} packed + {} rejected",
-                self.consumed,
-                c.seen,
-                c.packed,
-                c.rejected
-            );
-        }
-        let train: u64 = self.train_shards.iter().map(|s| s.records).sum();
-        let valid: u64 = self.valid_shards.iter().map(|s| s.records).sum();
-        // A checkpoint is taken right after shards close, so they hold exactly what was counted.
-        if train != c.packed - c.packed_valid || valid != c.packed_valid {
-            bail!(
-                "its shards hold {train} training and {valid} validation records, but it counted {} and {}",
-                c.packed - c.packed_valid,
-                c.packed_valid
-            );
-        }
-        if self.rejects_bytes < super::rejects::HEADER.len() as u64 {
-            bail!("it records a rejects list of {} bytes, shorter than its header", self.rejects_bytes);
-        }
-        if let Some(r) = &self.report {
-            if self.consumed != self.settings.files || r.counters != *c || train + valid != c.packed {
-                bail!("its final report disagrees with its counts");
-            }
-        }
-        Ok(())
+    let train: u64 = cp.shards.iter().map(|s| s.records).sum();
+    let valid: u64 = cp.valid_shards.iter().map(|s| s.records).sum();
+    // A checkpoint is taken right after shards close, so they hold exactly what was counted.
+    if train != c.packed - c.packed_valid || valid != c.packed_valid {
+        bail!(
+            "its shards hold {train} training and {valid} validation records, but it counted {} and {}",
+            c.packed - c.packed_valid,
+            c.packed_valid
+        );
     }
+    cp.check_rejects()?;
+    if let Some(r) = &cp.finished {
+        if cp.consumed != cp.input.files || r.counters != *c || train + valid != c.packed {
+            bail!("its final report disagrees with its counts");
+        }
+    }
+    Ok(())
 }
 
 /// A running SHA-256 over the input stream's identity: what the pack packs, in what order, under
@@ -220,33 +162,6 @@ impl InputFingerprint {
     }
 }
 
-/// Checks that every shard listed as complete is on disk with the recorded size and CRC32.
-pub fn check_shards(paths: &DatasetPaths, shards: &[ShardInfo]) -> Result<()> {
-    for (n, info) in shards.iter().enumerate() {
-        let p = paths.shard(n);
-        if p.file_name().map(|f| f.to_string_lossy() != info.file).unwrap_or(true) {
-            bail!("progress file lists shard {} as number {n}, expected {}", info.file, p.display());
-        }
-        let mut f = facekit_io::bounded::open_regular(&p)
-            .with_context(|| format!("completed shard {} is missing", p.display()))?;
-        let mut crc = crc32fast::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut len = 0u64;
-        loop {
-            let k = f.read(&mut buf).with_context(|| format!("cannot read {}", p.display()))?;
-            if k == 0 {
-                break;
-            }
-            crc.update(&buf[..k]);
-            len += k as u64;
-        }
-        if len != info.bytes || crc.finalize() != info.crc32 {
-            bail!("completed shard {} has changed since it was written (size or CRC32 differ)", p.display());
-        }
-    }
-    Ok(())
-}
-
 /// Lowercase hex SHA-256 of a file, to notice a changed `--landmarks` or `--attributes` file.
 pub fn file_sha256(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
@@ -263,13 +178,13 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("celeb.progress.json");
         std::fs::write(&p, br#"{"format": "facekit-pack-progress", "rejects": []}"#).unwrap();
-        let err = format!("{:#}", Checkpoint::read(&p).unwrap_err());
+        let err = format!("{:#}", Checkpoint::read(&p, PROGRESS_FORMAT, "pack").unwrap_err());
         assert!(err.contains("another facekit version") && err.contains("without --resume"), "{err}");
         std::fs::write(&p, br#"{"format": "something-else"}"#).unwrap();
-        let err = format!("{:#}", Checkpoint::read(&p).unwrap_err());
+        let err = format!("{:#}", Checkpoint::read(&p, PROGRESS_FORMAT, "pack").unwrap_err());
         assert!(err.contains("is not a facekit pack progress file"), "{err}");
         std::fs::write(&p, b"{\"format\": \"facekit-pack-progress-2\"").unwrap();
-        let err = format!("{:#}", Checkpoint::read(&p).unwrap_err());
+        let err = format!("{:#}", Checkpoint::read(&p, PROGRESS_FORMAT, "pack").unwrap_err());
         assert!(err.contains("is damaged"), "{err}");
     }
 }

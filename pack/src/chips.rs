@@ -13,6 +13,7 @@
 
 use crate::align::{ChipSpec, DetectorKind, FaceAligner, Template};
 use crate::encode::Chroma;
+use crate::rejects::RejectsLog;
 use crate::worker;
 use crate::RejectReason;
 use anyhow::{bail, Context, Result};
@@ -208,6 +209,44 @@ pub fn make_chips(
     });
     bar.finish_and_clear();
     Ok(out)
+}
+
+/// A photo listed in the rejects list of a `.bin` ([`list_rejects`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The photo.
+    pub path: String,
+    /// The reason code (`facekit pack`'s, or `missing_photo`, `missing_person`).
+    pub reason: String,
+    /// What happened.
+    pub detail: String,
+}
+
+/// Lists every photo of `photos` that gave no chip (`made`, in the same order), then every photo
+/// in `missing` (path, reason code, detail), in the rejects list `target`, which has the format
+/// of `facekit pack`'s ([`crate::rejects`]) and appears whole. Returns what it listed.
+pub fn list_rejects(
+    target: &Path,
+    photos: &[PathBuf],
+    made: &[Result<Vec<u8>, Rejection>],
+    missing: impl IntoIterator<Item = (PathBuf, &'static str, String)>,
+) -> Result<Vec<Listed>> {
+    let no_chip = photos.iter().zip(made).filter_map(|(file, chip)| {
+        let r = chip.as_ref().err()?;
+        Some(Listed { path: file.display().to_string(), reason: r.reason.code().into(), detail: r.detail.clone() })
+    });
+    let absent = missing.into_iter().map(|(path, reason, detail)| Listed {
+        path: path.display().to_string(),
+        reason: reason.into(),
+        detail,
+    });
+    let listed: Vec<Listed> = no_chip.chain(absent).collect();
+    let mut log = RejectsLog::create(target)?;
+    for l in &listed {
+        log.push_row(&l.path, &l.reason, &l.detail)?;
+    }
+    log.finish()?;
+    Ok(listed)
 }
 
 /// A maker lent to one piece of rayon work, given back when it is dropped.

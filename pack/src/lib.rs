@@ -8,14 +8,19 @@
 //! - [`layout`] decides sources, identities and class ids; [`inputs`] streams every file in one
 //!   sorted order; [`worker`] turns one file into a record or a [`RejectReason`] ([`landmarks`],
 //!   [`attributes`] supply known points and labels; [`encode`] writes the payload);
-//! - [`run`] (the entry point, [`pack`]): chunks of the stream aligned in parallel on a rayon
-//!   pool, a writer thread putting results in input order into the training or validation dataset
-//!   ([`split`]), checkpointing after every training shard ([`checkpoint`]), listing rejects as they
-//!   happen ([`rejects`]) and counting ([`report`]); a finished dataset is replaced only by
-//!   `--overwrite` and only once its successor is complete ([`replace`]).
+//! - [`pipeline`]: the one resumable, parallel, ordered pipeline every way of making a dataset
+//!   runs on: items processed on worker threads, written in input order into the training or
+//!   validation dataset, a checkpoint after every training shard ([`pipeline::Progress`]),
+//!   rejects listed as they happen ([`rejects`]), events for the caller instead of prints
+//!   ([`pipeline::Event`]); a finished dataset is replaced only by `--overwrite` and only once
+//!   its successor is complete ([`replace`]);
+//! - [`run`] (the entry point, [`pack`]): the photos as the pipeline's source, with the
+//!   training/validation split ([`split`]), the settings and input fingerprint ([`checkpoint`])
+//!   and the counts ([`report`]).
 //!
-//! [`rec`] imports MXNet RecordIO files (insightface's training sets) through the same stages
-//! minus detection, and exports datasets back to that format.
+//! [`rec`] imports MXNet RecordIO files (insightface's training sets) as another source of the
+//! same pipeline, without detection, and exports datasets back to that format. [`chips`] cuts
+//! faces from new photos as a dataset's were (the photos of a verification `.bin`).
 //!
 //! Because the order never depends on thread timing, the shards are byte-identical for any
 //! `--threads`, and a resumed pack equals an uninterrupted one.
@@ -29,6 +34,7 @@ mod inputs;
 pub mod landmarks;
 mod layout;
 pub mod photo;
+pub mod pipeline;
 mod reason;
 pub mod rec;
 mod rejects;
@@ -40,5 +46,5 @@ mod split;
 mod worker;
 
 pub use reason::RejectReason;
-pub use report::{Counters, PackReport, SourceCounts};
+pub use report::{Counters, PackReport, Reject, SourceCounts};
 pub use run::{pack, PackEnd, PackOptions, VALID_SUFFIX};

@@ -61,7 +61,15 @@ impl RejectsLog {
     /// Appends one rejected file as `path<TAB>reason<TAB>detail` (tabs and newlines in the
     /// fields become spaces, so that every line has three fields).
     pub fn push(&mut self, r: &Reject) -> Result<()> {
-        let line = format!("{}\t{}\t{}\n", tsv::field(&r.path), r.reason.code(), tsv::field(&r.detail));
+        self.push_row(&r.path, r.reason.code(), &r.detail)
+    }
+
+    /// Appends a line of any reason code (`missing_photo`, which is no [`RejectReason`] of a
+    /// pack's input); `code` must hold no tab or newline.
+    ///
+    /// [`RejectReason`]: crate::RejectReason
+    pub fn push_row(&mut self, path: &str, code: &str, detail: &str) -> Result<()> {
+        let line = format!("{}\t{code}\t{}\n", tsv::field(path), tsv::field(detail));
         self.write(line.as_bytes())
     }
 

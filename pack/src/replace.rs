@@ -10,6 +10,7 @@
 //! staging folder removed. Each step is safe to redo: a run stopped in the middle is finished by
 //! `--resume`, and every other run of that name is refused until then.
 
+use crate::pipeline::{Observer, Step};
 use anyhow::{bail, Context, Result};
 use facekit_shard::{DatasetPaths, Manifest};
 use serde::{Deserialize, Serialize};
@@ -27,7 +28,7 @@ struct CommitRecord {
 
 /// Where a run writes the datasets it makes: the main dataset and its siblings (`celeb.valid`).
 #[derive(Debug, Clone)]
-pub(crate) struct Destination {
+pub struct Destination {
     /// The datasets as they are found once finished, the main one first.
     finals: Vec<DatasetPaths>,
     /// Where this run writes them: the same paths, or the same names in the staging folder.
@@ -113,23 +114,28 @@ impl Destination {
     /// The last step of a finished run, safe to redo. In place, the progress file goes. Staged,
     /// the new datasets replace the old ones when the main one was made (see the module
     /// documentation); otherwise the old ones stay, and so do the staged rejects list and report.
-    pub fn finish(&self) -> Result<()> {
+    /// False when the observer stopped it at [`Step::Replacing`] (the old datasets hidden, the
+    /// main one not yet in place), as a crash there would.
+    pub fn finish(&self, events: &Observer) -> Result<bool> {
         if !self.staged() {
-            return remove_file(&self.works[0].progress());
+            remove_file(&self.works[0].progress())?;
+            return Ok(true);
         }
         let record_path = self.works[0].dir().join(COMMIT_RECORD);
         if !record_path.is_file() && !self.works[0].manifest().is_file() {
-            return remove_file(&self.works[0].progress());
+            remove_file(&self.works[0].progress())?;
+            return Ok(true);
         }
         let record = self.commit_record(&record_path)?;
         self.hide_old(&record)?;
         for i in (0..self.works.len()).rev().filter(|&i| record.made[i]) {
-            if i == 0 {
-                crate::run::crash_point("replacing");
+            if i == 0 && events.finished(Step::Replacing) {
+                return Ok(false);
             }
             move_dataset(&self.works[i], &self.finals[i])?;
         }
-        remove_dir(self.works[0].dir())
+        remove_dir(self.works[0].dir())?;
+        Ok(true)
     }
 
     fn commit_record(&self, path: &Path) -> Result<CommitRecord> {

@@ -1,6 +1,7 @@
-//! The pack itself: [`pack`] runs the pipeline described in the crate's documentation, from
-//! validated options to finished datasets (or a resumable checkpoint), and [`complete`] is its
-//! crash-safe last part.
+//! The pack itself: [`pack`] validates the options and runs the photos of the input roots
+//! through the [`crate::pipeline`] as a [`PhotoSource`]: the stream of input files in one sorted
+//! order, each aligned into a record or rejected, the training/validation split, the pack's
+//! counters, settings and input fingerprint, its manifests and report.
 
 use crate::align::{ChipSpec, Template};
 use crate::align::{DetectorKind, FaceAligner};
@@ -8,36 +9,21 @@ use crate::checkpoint::{self, Checkpoint, Settings, PROGRESS_FORMAT};
 use crate::encode::Chroma;
 use crate::inputs::{self, InputFile};
 use crate::layout::Plan;
-use crate::rejects::RejectsLog;
-use crate::replace::{base_name, remove_file, Destination};
+use crate::pipeline::{self, Destination, End, Observer, RunOptions, RunStats, Source, Verdict};
+use crate::replace::base_name;
 use crate::report::{Counters, PackReport, Reject};
 use crate::split::{path_hash, SplitRule};
 use crate::worker::{self, Detector, Outcome, WorkerConfig};
-use crate::{attributes, landmarks};
+use crate::{attributes, landmarks, RejectReason};
 use anyhow::{bail, Context, Result};
 use facekit_io::StopFlag;
 use facekit_shard::manifest::{AlignmentInfo, EncodingInfo, LabelMap, ShardInfo};
 use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Manifest};
-use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Instant;
 
 /// Suffix of the validation dataset's name (`celeb` -> `celeb.valid`).
 pub const VALID_SUFFIX: &str = ".valid";
-/// Test-only: stops a pack after this many checkpoints, as a crash would (tests of `--resume`).
-const STOP_AFTER_ENV: &str = "FACEKIT_PACK_STOP_AFTER_SHARDS";
-/// Test-only: ends the process (exit 137, as `kill -9`) right after this step of a finishing pack:
-/// `checkpoint`, `manifests` or `rejects`; or, of a pack or import replacing a finished dataset,
-/// `replacing` (the old dataset hidden, the new one not all in place).
-const CRASH_IN_FINISH_ENV: &str = "FACEKIT_TEST_PACK_CRASH_AFTER";
-
-pub(crate) fn crash_point(step: &str) {
-    if std::env::var(CRASH_IN_FINISH_ENV).is_ok_and(|v| v == step) {
-        std::process::exit(137);
-    }
-}
-
 /// Everything `facekit pack` needs.
 #[derive(Debug, Clone)]
 pub struct PackOptions {
@@ -77,192 +63,256 @@ pub struct PackOptions {
     pub overwrite: bool,
     /// Show a progress bar.
     pub progress: bool,
-    /// Set (by Ctrl-C or SIGTERM) to stop at the next chunk; the last checkpoint stays resumable.
+    /// Set (by Ctrl-C or SIGTERM) to stop before the next photo; the last checkpoint stays resumable.
     pub stop: StopFlag,
+    /// Where notices go ([`crate::pipeline::Event`]); it may also stop the pack at a checkpoint or
+    /// a finishing step.
+    pub events: Observer,
 }
 
-/// How a pack ended.
-#[derive(Debug)]
-pub enum PackEnd {
-    /// All input processed; the report was written.
-    Done(Box<PackReport>),
-    /// Stopped early; `checkpoints` shards are resumable with `--resume`.
-    Interrupted {
-        /// Training shards completed and recorded in the progress file.
-        shards: usize,
-    },
-}
+/// How a pack ended: `Done` with the report, or `Interrupted` after some complete shards.
+pub type PackEnd = End<PackReport>;
 
 /// Packs the roots into the output dataset(s). A finished dataset of the same name is replaced
 /// only with `overwrite`, and only once the new one is complete (see [`crate::replace`]).
 pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
-    let started = Instant::now();
     validate(opts)?;
-    let main = DatasetPaths::new(&opts.output);
-    let valid = main.with_suffix(VALID_SUFFIX);
-    // Before anything is read or removed: one writer per dataset name (the validation dataset's
-    // too, which a pack of this name rewrites).
-    let _locks = [
-        facekit_io::lock::exclusive(&main.lock(), &format!("dataset {}", base_name(&main)))?,
-        facekit_io::lock::exclusive(&valid.lock(), &format!("dataset {}", base_name(&valid)))?,
-    ];
-    let dest = Destination::choose(&main, &[VALID_SUFFIX], opts.resume, opts.overwrite, "pack")?;
-    if dest.committing() {
-        dest.finish()?;
-        return Ok(PackEnd::Done(Box::new(read_report(&main.report())?)));
-    }
-    let (paths, vpaths) = (dest.work(0).clone(), dest.work(1).clone());
-    let plan = Plan::scan(&opts.roots)?;
-    // Before anything is written or removed: a missing model must not cost the old dataset.
-    let detectors = DetectorPool::new(opts)?;
-    let landmarks = opts.landmarks.as_deref().map(landmarks::LandmarkTable::read).transpose()?;
-    let attributes = opts.attributes.as_deref().map(attributes::AttributeTable::read).transpose()?;
+    let run = RunOptions {
+        output: &opts.output,
+        siblings: &[VALID_SUFFIX],
+        tool: "pack",
+        unit: "images",
+        shard_size: opts.shard_size,
+        threads: opts.threads,
+        resume: opts.resume,
+        overwrite: opts.overwrite,
+        progress: opts.progress,
+        stop: &opts.stop,
+        events: &opts.events,
+    };
+    pipeline::run(&run, || PhotoSource::new(opts))
+}
 
-    // First pass over names only: the total for the progress bar and the per-class split cut-offs.
-    let mut rule = SplitRule::new(opts.valid_fraction, opts.valid_per_class, plan.classes);
-    // It also fingerprints the input (names, folders, sizes, modification times), so that a
-    // resume refuses an input that changed under it.
-    let mut files = 0u64;
-    let mut fingerprint = checkpoint::InputFingerprint::new();
-    for f in inputs::walk(&plan) {
-        files += 1;
-        fingerprint.add(&f);
-        if opts.valid_per_class > 0 {
-            rule.observe(f.class, path_hash(&f.record_path));
+/// The photos of a pack, as a [`Source`] of the pipeline.
+pub struct PhotoSource<'a> {
+    opts: &'a PackOptions,
+    plan: Plan,
+    rule: SplitRule,
+    settings: Settings,
+    cfg: WorkerConfig,
+    detectors: DetectorPool,
+}
+
+impl<'a> PhotoSource<'a> {
+    /// Scans the roots, reads the tables and loads the detector: everything is checked before
+    /// anything is written.
+    fn new(opts: &'a PackOptions) -> Result<Self> {
+        let plan = Plan::scan(&opts.roots)?;
+        // Before anything is written or removed: a missing model must not cost the old dataset.
+        let detectors = DetectorPool::new(opts)?;
+        let landmarks = opts.landmarks.as_deref().map(landmarks::LandmarkTable::read).transpose()?;
+        let attributes = opts.attributes.as_deref().map(attributes::AttributeTable::read).transpose()?;
+        // First pass over names only: the total for the progress bar and the per-class split
+        // cut-offs. It also fingerprints the input (names, folders, sizes, modification times),
+        // so that a resume refuses an input that changed under it.
+        let mut rule = SplitRule::new(opts.valid_fraction, opts.valid_per_class, plan.classes);
+        let mut files = 0u64;
+        let mut fingerprint = checkpoint::InputFingerprint::new();
+        for f in inputs::walk(&plan) {
+            files += 1;
+            fingerprint.add(&f);
+            if opts.valid_per_class > 0 {
+                rule.observe(f.class, path_hash(&f.record_path));
+            }
+        }
+        rule.seal();
+        let settings = settings(opts, &plan, files, fingerprint.finish())?;
+        let cfg = WorkerConfig {
+            spec: opts.spec,
+            encoding: opts.encoding,
+            quality: opts.quality,
+            chroma: opts.chroma,
+            landmarks,
+            attributes,
+            utkface_labels: opts.utkface_labels,
+        };
+        Ok(PhotoSource { opts, plan, rule, settings, cfg, detectors })
+    }
+}
+
+/// What the pack's counters learn from one photo.
+pub enum PhotoTally {
+    /// Rejected, from source `source`.
+    Rejected(u16, RejectReason),
+    /// Packed, from source `source`.
+    Packed {
+        /// Source number.
+        source: u16,
+        /// Held out into the validation dataset.
+        held_out: bool,
+        /// More than one face was found.
+        multiple_faces: bool,
+        /// Found only after upsampling.
+        upsampled: bool,
+        /// Aligned from `--landmarks`.
+        from_landmarks: bool,
+        /// Got a gender or age label.
+        with_attributes: bool,
+    },
+}
+
+impl Source for PhotoSource<'_> {
+    type Item = InputFile;
+    type Worker = Option<Detector>;
+    type Outcome = Outcome;
+    type Tally = PhotoTally;
+    type Input = Settings;
+    type Counters = Counters;
+    type Final = Option<PackReport>;
+    type Report = PackReport;
+
+    const FORMAT: &'static str = PROGRESS_FORMAT;
+
+    fn input(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn total(&self) -> u64 {
+        self.settings.files
+    }
+
+    fn wants_valid(&self) -> bool {
+        !self.rule.is_none()
+    }
+
+    fn counters(&self) -> Counters {
+        Counters::new(self.plan.sources.iter().map(|s| s.name.clone()))
+    }
+
+    fn items(&self, from: u64) -> Box<dyn Iterator<Item = InputFile> + Send + '_> {
+        Box::new(inputs::walk(&self.plan).skip(from as usize))
+    }
+
+    /// Photos are counted, not weighed: a photo's memory is bounded by the decoder's budgets.
+    fn cost(&self, _: &InputFile) -> u64 {
+        1
+    }
+
+    /// Enough photos in flight to keep every thread busy, few enough to bound memory.
+    fn budget(&self) -> u64 {
+        self.opts.threads.max(1) as u64 * PHOTOS_IN_FLIGHT_PER_THREAD
+    }
+
+    fn worker(&self) -> Option<Detector> {
+        self.detectors.take()
+    }
+
+    fn process(&self, detector: &mut Option<Detector>, f: &InputFile) -> Outcome {
+        worker::process(&self.cfg, f, detector.as_ref())
+    }
+
+    fn name(&self, f: &InputFile) -> String {
+        format!("the record of {}", f.file.display())
+    }
+
+    fn judge(&self, f: &InputFile, outcome: Outcome) -> Verdict<PhotoTally> {
+        match outcome {
+            Outcome::Rejected(reason, detail) => Verdict::Reject(
+                Reject { path: f.file.display().to_string(), reason, detail },
+                PhotoTally::Rejected(f.source, reason),
+            ),
+            Outcome::Packed(p) => {
+                let held_out = self.wants_valid() && self.rule.is_valid(f.class, path_hash(&f.record_path));
+                let tally = PhotoTally::Packed {
+                    source: f.source,
+                    held_out,
+                    multiple_faces: p.faces > 1,
+                    upsampled: p.upsampled,
+                    from_landmarks: p.from_landmarks,
+                    with_attributes: p.record.labels.gender.is_some() || p.record.labels.age.is_some(),
+                };
+                Verdict::Keep { record: Box::new(p.record), valid: held_out, tally }
+            }
         }
     }
-    rule.seal();
-    let settings = settings(opts, &plan, files, fingerprint.finish())?;
 
-    let want_valid = !rule.is_none();
-    let source_names = plan.sources.iter().map(|s| s.name.clone());
-    for p in [&paths, &vpaths] {
-        // The lock proves that no other facekit writes here: every temporary file is stale.
-        let n = p.remove_stale_temps()?;
-        if n > 0 {
-            eprintln!(
-                "facekit pack: removed {n} temporary file(s) left in {} by an interrupted run",
-                p.dir().display()
+    fn count(&self, c: &mut Counters, tally: PhotoTally) {
+        match tally {
+            PhotoTally::Rejected(source, reason) => c.reject(source, reason),
+            PhotoTally::Packed { source, held_out, multiple_faces, upsampled, from_landmarks, with_attributes } => {
+                c.pack(source, held_out);
+                c.multiple_faces += u64::from(multiple_faces);
+                c.upsampled += u64::from(upsampled);
+                c.from_landmarks += u64::from(from_landmarks);
+                c.with_attributes += u64::from(with_attributes);
+            }
+        }
+    }
+
+    fn check(&self, cp: &Checkpoint, file: &Path, dataset: &DatasetPaths) -> Result<()> {
+        checkpoint::check_consistent(cp).with_context(|| {
+            format!("progress file {} cannot be trusted; pack again without --resume", file.display())
+        })?;
+        let diffs = cp.input.differences(&self.settings);
+        if !diffs.is_empty() {
+            bail!(
+                "cannot resume {}: the settings or inputs changed since it was started: {}. Pack again without --resume",
+                base_name(dataset),
+                diffs.join("; ")
             );
         }
+        Ok(())
     }
-    let resume = resume_point(opts, &paths, &vpaths, &settings)?;
-    if let Some(cp) = resume.as_ref().filter(|cp| cp.report.is_some()) {
-        // The earlier run had written every shard and stopped in its bookkeeping: complete that,
-        // and leave the finished dataset as it is.
-        return complete(opts, &plan, &dest, want_valid, cp).map(|r| PackEnd::Done(Box::new(r)));
-    }
-    let mut sink = match resume {
-        Some(cp) => Sink {
-            train: DatasetWriter::resume(paths.clone(), opts.shard_size, cp.train_shards)?,
-            valid: if want_valid {
-                Some(DatasetWriter::resume(vpaths.clone(), opts.shard_size, cp.valid_shards)?)
-            } else {
-                None
-            },
-            counters: cp.counters,
-            rejects: RejectsLog::resume(&paths.rejects(), cp.rejects_bytes)?,
-            resumed_at: cp.consumed,
-            checkpoints: 0,
-        },
-        None => {
-            for p in [paths.progress(), paths.report(), paths.rejects()] {
-                remove_file(&p)?;
-            }
-            // A validation dataset left by an earlier pack of this name would no longer match.
-            vpaths.remove_existing()?;
-            Sink {
-                train: DatasetWriter::create(paths.clone(), opts.shard_size)?,
-                valid: if want_valid { Some(DatasetWriter::create(vpaths.clone(), opts.shard_size)?) } else { None },
-                counters: Counters::new(source_names),
-                rejects: RejectsLog::create(&paths.rejects())?,
-                resumed_at: 0,
-                checkpoints: 0,
-            }
-        }
-    };
-    let resumed_at = sink.resumed_at;
 
-    let cfg = WorkerConfig {
-        spec: opts.spec,
-        encoding: opts.encoding,
-        quality: opts.quality,
-        chroma: opts.chroma,
-        landmarks,
-        attributes,
-        utkface_labels: opts.utkface_labels,
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads)
-        .thread_name(|i| format!("facekit-pack-{i}"))
-        .build()
-        .context("cannot start worker threads")?;
-    let bar = facekit_io::progress::items(files, "images");
-    if !opts.progress {
-        facekit_io::progress::hide(&bar);
+    fn finished(&self, dest: &Destination, cp: &Checkpoint, run: &RunStats) -> Option<PackReport> {
+        let elapsed_s = run.started.elapsed().as_secs_f64();
+        let made = cp.counters.packed > 0;
+        Some(PackReport {
+            dataset: dest.shown_name(made),
+            valid_dataset: self.wants_valid().then(|| base_name(if made { dest.final_paths(1) } else { dest.work(1) })),
+            counters: cp.counters.clone(),
+            processed_this_run: run.processed,
+            elapsed_s,
+            images_per_s: if elapsed_s > 0.0 { run.processed as f64 / elapsed_s } else { 0.0 },
+            threads: run.threads,
+            resumed: run.resumed,
+        })
     }
-    bar.set_position(resumed_at);
-    bar.reset_eta();
-    let stop_after: Option<usize> = std::env::var(STOP_AFTER_ENV).ok().and_then(|v| v.parse().ok());
-    let writer_ctx = WriterCtx { rule: &rule, settings: &settings, progress: paths.progress(), stop_after };
-    // Enough work per chunk to keep every thread busy, small enough to bound memory.
-    let chunk_size = opts.threads.max(1) * 32;
 
-    let finished = std::thread::scope(|s| -> Result<Option<Sink>> {
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<(InputFile, Outcome)>>(2);
-        let writer = s.spawn(move || -> Result<Option<Sink>> {
-            for chunk in rx {
-                for (f, outcome) in chunk {
-                    if !sink.accept(&writer_ctx, &f, outcome)? {
-                        return Ok(None);
-                    }
-                }
-            }
-            Ok(Some(sink))
-        });
-        let mut stream = inputs::walk(&plan).skip(resumed_at as usize);
-        loop {
-            if opts.stop.is_set() {
-                break;
-            }
-            let chunk: Vec<InputFile> = stream.by_ref().take(chunk_size).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            let outcomes: Vec<Outcome> = pool.install(|| {
-                chunk
-                    .par_iter()
-                    .map_init(|| detectors.take(), |d, f| worker::process(&cfg, f, d.detector.as_ref()))
-                    .collect()
-            });
-            bar.inc(chunk.len() as u64);
-            if tx.send(chunk.into_iter().zip(outcomes).collect()).is_err() {
-                break; // the writer stopped (error or test stop); its result says why
-            }
+    /// The manifests, validation first, training last.
+    fn manifests(&self, dest: &Destination, cp: &Checkpoint) -> Result<()> {
+        let opts = self.opts;
+        let c = &cp.counters;
+        if c.packed == 0 {
+            return Ok(());
         }
-        drop(tx);
-        let result = writer.join().map_err(|_| anyhow::anyhow!("the pack writer thread panicked"))?;
-        // A stopped pack must not be finished: its last chunks were never read.
-        if opts.stop.is_set() {
-            return result.map(|_| None);
+        let plan = &self.plan;
+        let labels = plan.label_map();
+        let encoding = EncodingInfo {
+            format: opts.encoding,
+            quality: (opts.encoding == Encoding::Jpeg).then_some(opts.quality),
+            chroma: (opts.encoding == Encoding::Jpeg).then(|| opts.chroma.name().to_string()),
+            width: opts.spec.size,
+            height: opts.spec.size,
+        };
+        let manifest = |per_source: Vec<u64>| {
+            Manifest::new(plan.classes, plan.source_infos(&per_source), Some(alignment_info(opts)), encoding.clone())
+        };
+        if self.wants_valid() {
+            let m = manifest(c.per_source.iter().map(|s| s.packed_valid).collect());
+            write_manifest_unless_done(dest.work(1), &cp.valid_shards, m, &labels, opts.shard_size)?;
         }
-        result
-    });
-    bar.finish_and_clear();
-    let Some(sink) = finished? else {
-        let shards = Checkpoint::read(&paths.progress()).map(|c| c.train_shards.len()).unwrap_or(0);
-        return Ok(PackEnd::Interrupted { shards });
-    };
-    let ctx = WriterCtx { rule: &rule, settings: &settings, progress: paths.progress(), stop_after: None };
-    let report = sink.finish(&ctx, opts, &plan, &dest, want_valid, started, files - resumed_at)?;
-    Ok(PackEnd::Done(Box::new(report)))
+        let m = manifest(c.per_source.iter().map(|s| s.packed_train).collect());
+        write_manifest_unless_done(dest.work(0), &cp.shards, m, &labels, opts.shard_size)
+    }
+
+    fn report(&self, _: &Destination, cp: &Checkpoint, _: &RunStats) -> Result<PackReport> {
+        cp.finished.clone().context("the progress file records no finished pack")
+    }
 }
 
-/// The report a finished pack wrote.
-fn read_report(path: &Path) -> Result<PackReport> {
-    let text = facekit_io::bounded::read(path, facekit_io::bounded::STATE)?;
-    serde_json::from_slice(&text).with_context(|| format!("pack report {} is damaged", path.display()))
-}
+/// Photos in flight per worker thread (the pack's [`Source::budget`]).
+const PHOTOS_IN_FLIGHT_PER_THREAD: u64 = 96;
 
 fn validate(opts: &PackOptions) -> Result<()> {
     if opts.roots.is_empty() {
@@ -330,238 +380,6 @@ fn detector_name(opts: &PackOptions) -> &'static str {
     opts.detector.name()
 }
 
-/// The checkpoint to continue from, when `--resume` is asked and one exists and still matches.
-fn resume_point(
-    opts: &PackOptions,
-    paths: &DatasetPaths,
-    vpaths: &DatasetPaths,
-    now: &Settings,
-) -> Result<Option<Checkpoint>> {
-    let progress = paths.progress();
-    if !opts.resume {
-        return Ok(None);
-    }
-    if !progress.is_file() {
-        eprintln!("facekit pack: nothing to resume ({} does not exist); packing from the start", progress.display());
-        return Ok(None);
-    }
-    let cp = Checkpoint::read(&progress)?;
-    cp.check_consistent().with_context(|| {
-        format!("progress file {} cannot be trusted; pack again without --resume", progress.display())
-    })?;
-    let diffs = cp.settings.differences(now);
-    if !diffs.is_empty() {
-        bail!(
-            "cannot resume {}: the settings or inputs changed since it was started: {}. Pack again without --resume",
-            paths.manifest().with_extension("").with_extension("").display(),
-            diffs.join("; ")
-        );
-    }
-    checkpoint::check_shards(paths, &cp.train_shards).context("cannot resume; pack again without --resume")?;
-    checkpoint::check_shards(vpaths, &cp.valid_shards).context("cannot resume; pack again without --resume")?;
-    if cp.report.is_some() {
-        // Written only once both datasets were complete: their manifests must list exactly the
-        // checkpoint's shards, which were just checked.
-        for (p, shards) in [(paths, &cp.train_shards), (vpaths, &cp.valid_shards)] {
-            if !p.manifest().exists() {
-                continue; // stopped before writing it: written now
-            }
-            let m = Manifest::read(&p.manifest()).with_context(|| {
-                format!("cannot resume: the finished pack's manifest {} is unreadable", p.manifest().display())
-            })?;
-            if &m.shards != shards {
-                bail!(
-                    "cannot resume: manifest {} lists other shards than the progress file {}",
-                    p.manifest().display(),
-                    progress.display()
-                );
-            }
-        }
-        eprintln!("facekit pack: {} is complete; finishing the report the earlier run did not write", base_name(paths));
-        return Ok(Some(cp));
-    }
-    if paths.manifest().exists() {
-        bail!(
-            "cannot resume: {} has a manifest, so a finished dataset is there, but the progress file {} belongs to an unfinished pack; \
-             nothing was changed. Remove the progress file to keep the dataset, or pack again without --resume",
-            base_name(paths),
-            progress.display()
-        );
-    }
-    eprintln!(
-        "facekit pack: resuming after {} of {} files ({} shard(s) done)",
-        cp.consumed,
-        now.files,
-        cp.train_shards.len()
-    );
-    Ok(Some(cp))
-}
-
-/// Read-only context of the writer thread.
-struct WriterCtx<'a> {
-    rule: &'a SplitRule,
-    settings: &'a Settings,
-    progress: PathBuf,
-    stop_after: Option<usize>,
-}
-
-/// The writer thread's state: both datasets, counts and rejects, in input order.
-struct Sink {
-    train: DatasetWriter,
-    valid: Option<DatasetWriter>,
-    counters: Counters,
-    rejects: RejectsLog,
-    resumed_at: u64,
-    checkpoints: usize,
-}
-
-impl Sink {
-    /// Takes the outcome of input file `f`; false when the pack must stop here (test hook).
-    fn accept(&mut self, ctx: &WriterCtx, f: &InputFile, outcome: Outcome) -> Result<bool> {
-        match outcome {
-            Outcome::Rejected(reason, detail) => {
-                self.counters.reject(f.source, reason);
-                self.rejects.push(&Reject { path: f.file.display().to_string(), reason, detail })?;
-            }
-            Outcome::Packed(p) => {
-                let held_out = self.valid.is_some() && ctx.rule.is_valid(f.class, path_hash(&f.record_path));
-                if held_out {
-                    let v = self.valid.as_mut().expect("checked above");
-                    v.push(&p.record).with_context(|| format!("writing the record of {}", f.file.display()))?;
-                } else if self
-                    .train
-                    .push(&p.record)
-                    .with_context(|| format!("writing the record of {}", f.file.display()))?
-                    .is_some()
-                {
-                    // A training shard is complete and holds everything before `f`: close the
-                    // validation shard too, so both datasets are complete up to the same file,
-                    // and record that point before counting `f`.
-                    if let Some(v) = self.valid.as_mut() {
-                        v.flush_shard()?;
-                    }
-                    self.checkpoint(ctx, f.index)?;
-                    if ctx.stop_after.is_some_and(|n| self.checkpoints >= n) {
-                        return Ok(false);
-                    }
-                }
-                self.counters.pack(f.source, held_out);
-                self.counters.multiple_faces += u64::from(p.faces > 1);
-                self.counters.upsampled += u64::from(p.upsampled);
-                self.counters.from_landmarks += u64::from(p.from_landmarks);
-                self.counters.with_attributes +=
-                    u64::from(p.record.labels.gender.is_some() || p.record.labels.age.is_some());
-            }
-        }
-        Ok(true)
-    }
-
-    fn checkpoint(&mut self, ctx: &WriterCtx, consumed: u64) -> Result<()> {
-        // The list must be durable before a checkpoint that counts on its length.
-        let rejects_bytes = self.rejects.sync()?;
-        let cp = Checkpoint {
-            format: PROGRESS_FORMAT.into(),
-            settings: ctx.settings.clone(),
-            consumed,
-            train_shards: self.train.shards().to_vec(),
-            valid_shards: self.valid.as_ref().map(|v| v.shards().to_vec()).unwrap_or_default(),
-            counters: self.counters.clone(),
-            rejects_bytes,
-            report: None,
-        };
-        cp.write(&ctx.progress)?;
-        self.checkpoints += 1;
-        Ok(())
-    }
-
-    /// Completes the last shards, records the finished state in the progress file, then writes
-    /// the manifests, the rejects list and the report ([`complete`]).
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        mut self,
-        ctx: &WriterCtx,
-        opts: &PackOptions,
-        plan: &Plan,
-        dest: &Destination,
-        want_valid: bool,
-        started: Instant,
-        processed: u64,
-    ) -> Result<PackReport> {
-        self.train.flush_shard()?;
-        if let Some(v) = self.valid.as_mut() {
-            v.flush_shard()?;
-        }
-        let elapsed_s = started.elapsed().as_secs_f64();
-        let made = self.counters.packed > 0;
-        let report = PackReport {
-            dataset: dest.shown_name(made),
-            valid_dataset: want_valid.then(|| base_name(if made { dest.final_paths(1) } else { dest.work(1) })),
-            counters: self.counters.clone(),
-            processed_this_run: processed,
-            elapsed_s,
-            images_per_s: if elapsed_s > 0.0 { processed as f64 / elapsed_s } else { 0.0 },
-            threads: opts.threads,
-            resumed: self.resumed_at > 0,
-        };
-        // From this checkpoint on, every shard is complete and a resume only redoes what follows.
-        let cp = Checkpoint {
-            format: PROGRESS_FORMAT.into(),
-            settings: ctx.settings.clone(),
-            consumed: ctx.settings.files,
-            train_shards: self.train.shards().to_vec(),
-            valid_shards: self.valid.as_ref().map(|v| v.shards().to_vec()).unwrap_or_default(),
-            counters: self.counters,
-            rejects_bytes: self.rejects.sync()?,
-            report: Some(report),
-        };
-        cp.write(&ctx.progress)?;
-        crash_point("checkpoint");
-        drop(self.rejects);
-        complete(opts, plan, dest, want_valid, &cp)
-    }
-}
-
-/// The steps after the final checkpoint, each one safe to redo after a crash: the manifests
-/// (validation first, training last; one already in place and listing these shards is kept), the
-/// rejects list under its final name, the report, and last [`Destination::finish`] (the progress
-/// file's removal, or the replacement of a finished dataset).
-fn complete(
-    opts: &PackOptions,
-    plan: &Plan,
-    dest: &Destination,
-    want_valid: bool,
-    cp: &Checkpoint,
-) -> Result<PackReport> {
-    let (paths, vpaths) = (dest.work(0), want_valid.then(|| dest.work(1)));
-    let report = cp.report.clone().context("the progress file records no finished pack")?;
-    let c = &report.counters;
-    if c.packed > 0 {
-        let labels = plan.label_map();
-        let encoding = EncodingInfo {
-            format: opts.encoding,
-            quality: (opts.encoding == Encoding::Jpeg).then_some(opts.quality),
-            chroma: (opts.encoding == Encoding::Jpeg).then(|| opts.chroma.name().to_string()),
-            width: opts.spec.size,
-            height: opts.spec.size,
-        };
-        let manifest = |per_source: Vec<u64>| {
-            Manifest::new(plan.classes, plan.source_infos(&per_source), Some(alignment_info(opts)), encoding.clone())
-        };
-        if let Some(v) = vpaths {
-            let m = manifest(c.per_source.iter().map(|s| s.packed_valid).collect());
-            write_manifest_unless_done(v, &cp.valid_shards, m, &labels, opts.shard_size)?;
-        }
-        let m = manifest(c.per_source.iter().map(|s| s.packed_train).collect());
-        write_manifest_unless_done(paths, &cp.train_shards, m, &labels, opts.shard_size)?;
-    }
-    crash_point("manifests");
-    RejectsLog::complete(&paths.rejects(), cp.rejects_bytes)?;
-    crash_point("rejects");
-    report.write(&paths.report())?;
-    dest.finish()?;
-    Ok(report)
-}
-
 fn write_manifest_unless_done(
     p: &DatasetPaths,
     shards: &[ShardInfo],
@@ -594,37 +412,22 @@ pub fn alignment_info(opts: &PackOptions) -> AlignmentInfo {
     }
 }
 
-/// Face detectors for the worker threads: made on first need, then reused, one per concurrent task
-/// (each is `Send` but not `Sync`).
+/// Face detectors for the worker threads: one per thread that needs one (each is `Send` but not
+/// `Sync`), the first made before the pack starts, so that a missing model fails the pack at once
+/// instead of every image.
 struct DetectorPool {
-    free: Mutex<Vec<Detector>>,
+    first: Mutex<Option<Detector>>,
     /// Models folder, detector and chip of the detectors to make; `None` with `--landmarks`.
     recipe: Option<(Option<PathBuf>, DetectorKind, ChipSpec)>,
 }
 
-/// A detector borrowed from the pool, returned when dropped.
-struct Borrowed<'a> {
-    pool: &'a DetectorPool,
-    detector: Option<Detector>,
-}
-
-impl Drop for Borrowed<'_> {
-    fn drop(&mut self) {
-        if let Some(d) = self.detector.take() {
-            self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(d);
-        }
-    }
-}
-
 impl DetectorPool {
-    /// A pool for `opts`; empty (no detection) when faces come from `--landmarks`. One detector is
-    /// made now, so that a missing model fails the pack at once instead of every image.
+    /// A pool for `opts`; empty (no detection) when faces come from `--landmarks`.
     fn new(opts: &PackOptions) -> Result<Self> {
         let recipe = opts.landmarks.is_none().then(|| (opts.models.clone(), opts.detector, opts.spec));
-        let pool = DetectorPool { free: Mutex::new(Vec::new()), recipe };
+        let mut pool = DetectorPool { first: Mutex::new(None), recipe };
         if pool.recipe.is_some() {
-            let first = pool.make()?;
-            pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(first);
+            pool.first = Mutex::new(Some(pool.make()?));
         }
         Ok(pool)
     }
@@ -634,13 +437,13 @@ impl DetectorPool {
         FaceAligner::new(models.as_deref(), *kind, *spec)
     }
 
-    /// Borrows a detector (`None` inside when the pack uses landmarks only).
-    fn take(&self) -> Borrowed<'_> {
-        let mut detector = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        if detector.is_none() && self.recipe.is_some() {
-            // The models loaded once already, so a failure here is not the user's data.
-            detector = Some(self.make().expect("face models loaded before cannot load now"));
+    /// A worker thread's detector (`None` when the pack uses landmarks only).
+    fn take(&self) -> Option<Detector> {
+        let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if first.is_some() || self.recipe.is_none() {
+            return first;
         }
-        Borrowed { pool: self, detector }
+        // The models loaded once already, so a failure here is not the user's data.
+        Some(self.make().expect("face models loaded before cannot load now"))
     }
 }

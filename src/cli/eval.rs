@@ -7,6 +7,9 @@ use super::embed::{ModelArgs, PrepArgs};
 use anyhow::{bail, Context, Result};
 use facekit_eval::allpairs::{self, AllPairsOptions, AllPairsReport};
 use facekit_eval::embeddings::read_labels;
+#[cfg(feature = "dlib")]
+use facekit_eval::make_bin::PhotoPlan;
+use facekit_eval::make_bin::{self, BinPairs};
 use facekit_eval::metrics::KFoldReport;
 use facekit_eval::npy::{self, Matrix};
 use facekit_eval::pairs::{self, MissingPolicy, PairList};
@@ -151,6 +154,21 @@ struct BinContent {
     rejects_file: Option<PathBuf>,
 }
 
+impl BinContent {
+    fn new(made: BinPairs, chips: String, resolved: pairs::Resolved) -> Self {
+        BinContent {
+            images: made.images,
+            issame: made.issame,
+            chips,
+            resolved,
+            rejected_photos: 0,
+            rejected_pairs: made.unusable,
+            folds: made.folds,
+            rejects_file: None,
+        }
+    }
+}
+
 /// The files `eval verify` writes into its output folder.
 const VERIFY_FILES: [&str; 3] = ["report.json", "roc.csv", "roc.png"];
 /// What `eval make-bin` writes beside its `.bin`: the photos that gave no chip.
@@ -265,35 +283,9 @@ fn print_made_bin(a: &MakeBinArgs, list: &PairList, content: &BinContent) {
     }
 }
 
-/// The `.bin`'s images and flags: the pairs that `usable` allows, kept with the pairs file's
-/// folds ([`pairs::keep_folds`]); `chip(k)` is the image of face `k` of `index`.
-fn assemble<'c>(
-    list: &PairList,
-    resolved: &pairs::Resolved,
-    index: &[(usize, usize, bool)],
-    usable: &[bool],
-    chip: impl Fn(usize) -> &'c Vec<u8>,
-) -> Result<(Vec<Vec<u8>>, Vec<bool>, pairs::KeptFolds)> {
-    let mut flags = vec![false; list.pairs.len()];
-    let mut at = vec![None; list.pairs.len()];
-    for (k, &i) in resolved.indices.iter().enumerate() {
-        flags[i] = usable[k];
-        at[i] = Some(k);
-    }
-    let folds = pairs::keep_folds(list, &flags);
-    let (mut images, mut issame) = (Vec::with_capacity(2 * folds.kept.len()), Vec::with_capacity(folds.kept.len()));
-    for &i in &folds.kept {
-        let (l, r, same) = index[at[i].expect("kept pairs were resolved")];
-        images.extend([chip(l).clone(), chip(r).clone()]);
-        issame.push(same);
-    }
-    if issame.is_empty() {
-        bail!("no pair is left to store");
-    }
-    Ok((images, issame, folds))
-}
-
-/// The chips of the pairs' photos, cut as `like`'s records were.
+/// The chips of the pairs' photos, cut as `like`'s records were (`facekit_pack::chips`), the
+/// photos without one listed in `OUTPUT.rejects.tsv` (the first 20 also here), the pairs kept
+/// with the file's folds (`facekit_eval::make_bin`).
 #[cfg(feature = "dlib")]
 fn bin_from_photos(a: &MakeBinArgs, list: &PairList, root: &std::path::Path, like: &str) -> Result<BinContent> {
     use facekit_pack::chips::{self, ChipRecipe};
@@ -308,87 +300,35 @@ fn bin_from_photos(a: &MakeBinArgs, list: &PairList, root: &std::path::Path, lik
             "--like {like}: its chips cannot be reproduced from photos; use --dataset with a dataset packed from them"
         )
     })?;
-    let resolved = pairs::resolve(list, a.missing, |f| pairs::presence_in_folder(root, f))
+    let plan = PhotoPlan::new(list, root, a.missing)
         .with_context(|| format!("pairs file {} against {}", pairs_path(a).display(), root.display()))?;
-    let (faces, index) = pairs::unique_faces(&resolved.pairs);
-    let files: Vec<PathBuf> = faces.iter().map(|f| f.path(root)).collect();
     let threads = a.photos.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let made = chips::make_chips(&recipe, a.photos.models.as_deref(), &files, threads, !a.quiet)?;
-
+    let made = chips::make_chips(&recipe, a.photos.models.as_deref(), &plan.files, threads, !a.quiet)?;
     // Every photo that gave no chip or is missing is listed, whatever the policy, before anything is decided.
-    let (tsv, rejected_photos) = rejected_photos_tsv(root, &resolved, &files, &made);
     let rejects_file = rejects_path(&a.output);
-    facekit_io::durable::write(&rejects_file, tsv.as_bytes())?;
-
-    let usable: Vec<bool> = index.iter().map(|&(l, r, _)| made[l].is_ok() && made[r].is_ok()).collect();
-    let rejected_pairs = usable.iter().filter(|&&ok| !ok).count();
-    if rejected_pairs > 0 && a.missing == MissingPolicy::Error {
-        bail!(
-            "{rejected_photos} photo(s) gave no chip (listed in {}), so {rejected_pairs} pair(s) cannot be stored; \
-             without --missing error they are left out",
-            rejects_file.display()
-        );
+    let missing = plan.missing(root).into_iter().map(|m| (m.path, m.reason, m.detail));
+    let listed = chips::list_rejects(&rejects_file, &plan.files, &made, missing)?;
+    for l in listed.iter().take(20) {
+        errln!("facekit eval make-bin: {}: {} ({})", l.path, l.reason, l.detail);
     }
-    let (images, issame, folds) =
-        assemble(list, &resolved, &index, &usable, |k| made[k].as_ref().expect("usable pairs have chips"))?;
+    if listed.len() > 20 {
+        errln!("facekit eval make-bin: ... and {} more photos without a chip or missing", listed.len() - 20);
+    }
+    let chips_made: Vec<Option<&Vec<u8>>> = made.iter().map(|c| c.as_ref().ok()).collect();
+    let pairs = plan.bin(list, &chips_made, a.missing, &rejects_file)?;
+    let rejected_photos = made.iter().filter(|c| c.is_err()).count();
     let encoding = match recipe.encoding {
         facekit_shard::Encoding::Jpeg => format!("jpeg q{} {}", recipe.quality, recipe.chroma.name()),
         other => format!("{other:?}").to_lowercase(),
     };
     let chips = format!(
         "{} photos aligned like {like} (dlib {}, {} px, padding {}, {encoding}), {rejected_photos} gave none",
-        files.len() - rejected_photos,
+        plan.files.len() - rejected_photos,
         recipe.detector.name(),
         recipe.spec.size,
         recipe.spec.padding
     );
-    Ok(BinContent {
-        images,
-        issame,
-        chips,
-        resolved,
-        rejected_photos,
-        rejected_pairs,
-        folds,
-        rejects_file: Some(rejects_file),
-    })
-}
-
-/// `OUTPUT.rejects.tsv` (`path, reason, detail`): every photo that gave no chip (the reasons of
-/// `facekit pack`) and every photo the pairs file names that is not there (`missing_photo`,
-/// `missing_person`, with the line); the first 20 also on stderr. Returns the text and the
-/// number of photos without a chip.
-#[cfg(feature = "dlib")]
-fn rejected_photos_tsv(
-    root: &std::path::Path,
-    resolved: &pairs::Resolved,
-    files: &[PathBuf],
-    made: &[Result<Vec<u8>, facekit_pack::chips::Rejection>],
-) -> (String, usize) {
-    let mut tsv = String::from("path\treason\tdetail\n");
-    let mut rows = 0;
-    let mut row = |path: String, reason: &str, detail: String| {
-        tsv.push_str(&format!("{}\t{reason}\t{}\n", facekit_io::tsv::field(&path), facekit_io::tsv::field(&detail)));
-        rows += 1;
-        if rows <= 20 {
-            errln!("facekit eval make-bin: {path}: {reason} ({detail})");
-        }
-    };
-    let mut no_chip = 0;
-    for (file, chip) in files.iter().zip(made) {
-        if let Err(r) = chip {
-            no_chip += 1;
-            row(file.display().to_string(), &r.reason.to_string(), r.detail.clone());
-        }
-    }
-    for m in &resolved.missing {
-        let reason = if m.person_missing { "missing_person" } else { "missing_photo" };
-        row(m.face.path(root).display().to_string(), reason, format!("named by line {} of the pairs file", m.line));
-    }
-    if rows > 20 {
-        errln!("facekit eval make-bin: ... and {} more photos without a chip or missing", rows - 20);
-    }
-    (tsv, no_chip)
+    Ok(BinContent { rejected_photos, rejects_file: Some(rejects_file), ..BinContent::new(pairs, chips, plan.resolved) })
 }
 
 /// The records of `name` that the pairs name, looked up by their recorded paths as
@@ -406,10 +346,10 @@ fn bin_from_dataset(a: &MakeBinArgs, list: &PairList, name: &str) -> Result<BinC
         .iter()
         .map(|f| record_image(&ds, found.record(f).expect("resolved faces are in the dataset"), name))
         .collect::<Result<Vec<_>>>()?;
-    let (images, issame, folds) = assemble(list, &resolved, &index, &vec![true; index.len()], |k| &records[k])?;
+    let made = make_bin::assemble(list, &resolved, &index, &vec![true; index.len()], |k| &records[k])?;
     let stored = if matches!(format, Encoding::Jpeg | Encoding::Png) { "as stored" } else { "as PNG" };
     let chips = format!("{} records of {name}, {stored}", faces.len());
-    Ok(BinContent { images, issame, chips, resolved, rejected_photos: 0, rejected_pairs: 0, folds, rejects_file: None })
+    Ok(BinContent::new(made, chips, resolved))
 }
 
 fn pairs_path(a: &MakeBinArgs) -> PathBuf {

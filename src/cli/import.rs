@@ -68,6 +68,7 @@ pub fn run(args: ImportArgs) -> Result<ExitCode> {
         overwrite: args.overwrite,
         progress: !args.quiet,
         stop: stop.clone(),
+        events: super::pipeline_events::observer(super::pipeline_events::Tool::Import),
     };
     match import_rec(&opts)? {
         ImportEnd::Done(report) => {

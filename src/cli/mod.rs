@@ -13,6 +13,7 @@ mod eval;
 mod export;
 mod import;
 mod pack;
+mod pipeline_events;
 #[cfg(feature = "torch")]
 mod train;
 #[cfg(feature = "torch")]

@@ -128,6 +128,7 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
         overwrite: args.overwrite,
         progress: !args.quiet,
         stop: stop.clone(),
+        events: super::pipeline_events::observer(super::pipeline_events::Tool::Pack),
     };
     match facekit_pack::pack(&opts)? {
         PackEnd::Done(report) => {

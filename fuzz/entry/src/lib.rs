@@ -40,7 +40,7 @@ pub fn manifest(data: &[u8]) {
         let _ = facekit_shard::LabelMap::parse(text);
     }
     if let Ok(cp) = serde_json::from_slice::<facekit_pack::checkpoint::Checkpoint>(data) {
-        let _ = cp.check_consistent();
+        let _ = facekit_pack::checkpoint::check_consistent(&cp);
     }
 }
 

@@ -1,20 +1,20 @@
 //! `facekit import rec`: an MXNet RecordIO file (insightface's or im2rec's) into a facekit dataset,
 //! the images kept byte for byte after a full decode check, bad records listed and never fatal.
 //!
-//! The shape is the pack's: a plan made before anything is written ([`super::input`]), chunks
-//! of records checked in parallel ([`super::record`]), a writer thread putting them into shards
-//! in file order, a checkpoint after every shard ([`super::progress`]), rejects appended as they
-//! happen; so the output is the same for any `--threads`, and a resumed import equals an
-//! uninterrupted one.
+//! It is a [`crate::pipeline::Source`]: a plan made before anything is written
+//! ([`super::input`]), each record checked on a worker thread ([`super::record`]) holding a
+//! bounded number of bytes ([`super::inflight`]), and the pipeline's writer, checkpoints
+//! ([`super::progress`]) and rejects log; so the output is the same for any `--threads`, and a
+//! resumed import equals an uninterrupted one.
 
-use super::input::{layout_name, Entry, Plan, RecFiles, Skipped, MAX_RECORD_BYTES};
-use super::progress::{Progress, Source, IMPORT_PROGRESS_FORMAT};
+use super::input::{layout_name, Entry, Plan, RecFiles, MAX_RECORD_BYTES};
+use super::progress::{self, Progress, IMPORT_PROGRESS_FORMAT};
 use super::record::{import_one, Expect, LabelLimit, Outcome};
 use crate::align::{ChipSpec, Template};
-use crate::checkpoint::{check_shards, file_sha256};
-use crate::rejects::RejectsLog;
-use crate::replace::{remove_file, Destination};
+use crate::checkpoint::file_sha256;
+use crate::pipeline::{self, Destination, End, Observer, RunOptions, RunStats, Source, Verdict};
 use crate::report::Reject;
+use crate::RejectReason;
 use anyhow::{bail, Context, Result};
 use facekit_io::StopFlag;
 use facekit_recordio::RecReader;
@@ -23,10 +23,6 @@ use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Manifest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
-
-/// Test-only: stops an import after this many checkpoints, as a crash would (tests of `--resume`).
-const STOP_AFTER_ENV: &str = "FACEKIT_IMPORT_STOP_AFTER_SHARDS";
 
 /// Everything `facekit import rec` needs.
 #[derive(Debug, Clone)]
@@ -45,8 +41,11 @@ pub struct ImportOptions {
     pub overwrite: bool,
     /// Show a progress bar.
     pub progress: bool,
-    /// Set (Ctrl-C, SIGTERM) to stop at the next chunk; the last checkpoint stays resumable.
+    /// Set (Ctrl-C, SIGTERM) to stop before the next record; the last checkpoint stays resumable.
     pub stop: StopFlag,
+    /// Where notices go ([`crate::pipeline::Event`]); it may also stop the import at a
+    /// checkpoint or a finishing step.
+    pub events: Observer,
 }
 
 /// Running totals of an import (kept in the progress file, so a resumed import reports the
@@ -128,137 +127,249 @@ impl ImportReport {
     }
 }
 
-/// How an import ended.
-#[derive(Debug)]
-pub enum ImportEnd {
-    /// Every record was read; the dataset and its report are written.
-    Done(Box<ImportReport>),
-    /// Stopped early; `shards` complete shards are resumable with `--resume`.
-    Interrupted {
-        /// Complete shards recorded in the progress file.
-        shards: usize,
-    },
-}
+/// How an import ended: `Done` with the report, or `Interrupted` after some complete shards.
+pub type ImportEnd = End<ImportReport>;
 
 /// Imports a `.rec` into a dataset. A finished dataset of the same name is replaced only with
 /// `overwrite`, and only once the new one is complete (see [`crate::replace`]).
 pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
-    let started = Instant::now();
     super::inflight::check_threads(opts.threads)?;
     if opts.output.file_name().is_none() {
         bail!("output {} has no dataset name", opts.output.display());
     }
-    let main = DatasetPaths::new(&opts.output);
-    let _lock = facekit_io::lock::exclusive(&main.lock(), &format!("dataset {}", opts.output.display()))?;
-    let dest = Destination::choose(&main, &[], opts.resume, opts.overwrite, "import")?;
-    if dest.committing() {
-        dest.finish()?;
-        let text = facekit_io::bounded::read(&main.report(), facekit_io::bounded::STATE)?;
-        let report = serde_json::from_slice(&text)
-            .with_context(|| format!("import report {} is damaged", main.report().display()))?;
-        return Ok(ImportEnd::Done(Box::new(report)));
-    }
-    let paths = dest.work(0).clone();
-    // Everything is read and checked before anything is removed or written.
-    let files = RecFiles::locate(&opts.input)?;
-    let reader = RecReader::open(&files.rec)?;
-    let property = files.read_property()?;
-    let plan = Plan::make(&files, &reader)?;
-    let rec_name = files.rec.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let expect = expectations(&reader, &plan, property.as_ref(), &files)?;
-    let source = source_of(&files, &plan, opts.shard_size)?;
+    let run = RunOptions {
+        output: &opts.output,
+        siblings: &[],
+        tool: "import",
+        unit: "records",
+        shard_size: opts.shard_size,
+        threads: opts.threads,
+        resume: opts.resume,
+        overwrite: opts.overwrite,
+        progress: opts.progress,
+        stop: &opts.stop,
+        events: &opts.events,
+    };
+    pipeline::run(&run, || RecSource::new(opts))
+}
 
-    let n = paths.remove_stale_temps()?;
-    if n > 0 {
-        eprintln!("facekit import: removed {n} temporary file(s) left by an interrupted run");
-    }
-    let resumed = resume_point(opts, &paths, &source)?;
-    let (mut sink, consumed) = match resumed {
-        Some(p) if p.finished => {
-            return complete(&dest, &files, &plan, &expect, &p, started, 0, opts.threads)
-                .map(|r| ImportEnd::Done(Box::new(r)))
-        }
-        Some(p) => {
-            eprintln!(
-                "facekit import: resuming after {} of {} records ({} shard(s) done)",
-                p.consumed,
-                source.entries,
-                p.shards.len()
-            );
-            let sink = Sink {
-                writer: DatasetWriter::resume(paths.clone(), opts.shard_size, p.shards)?,
-                rejects: RejectsLog::resume(&paths.rejects(), p.rejects_bytes)?,
-                counters: p.counters,
-                consumed: p.consumed,
-                checkpoints: 0,
-            };
-            (sink, p.consumed)
-        }
-        None => {
-            for p in [paths.progress(), paths.report(), paths.rejects()] {
-                remove_file(&p)?;
-            }
-            paths.remove_existing()?;
-            let mut sink = Sink {
-                writer: DatasetWriter::create(paths.clone(), opts.shard_size)?,
-                rejects: RejectsLog::create(&paths.rejects())?,
-                counters: ImportCounters { layout_records: plan.layout_records, ..Default::default() },
-                consumed: 0,
-                checkpoints: 0,
-            };
-            for skip in &plan.skipped {
-                sink.list_skipped(&files.rec, skip)?;
-            }
-            (sink, 0)
-        }
-    };
+/// The records of a `.rec`, as a [`Source`] of the pipeline.
+pub struct RecSource {
+    files: RecFiles,
+    reader: RecReader,
+    plan: Plan,
+    rec_name: String,
+    expect: Expect,
+    input: progress::Source,
+    threads: usize,
+}
 
-    let bar = facekit_io::progress::items(source.entries, "records");
-    if !opts.progress {
-        facekit_io::progress::hide(&bar);
+impl RecSource {
+    /// Locates and plans the files; everything is read and checked before anything is removed
+    /// or written.
+    fn new(opts: &ImportOptions) -> Result<Self> {
+        let files = RecFiles::locate(&opts.input)?;
+        let reader = RecReader::open(&files.rec)?;
+        let property = files.read_property()?;
+        let plan = Plan::make(&files, &reader)?;
+        let rec_name = files.rec.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let expect = expectations(&reader, &plan, property.as_ref(), &files)?;
+        let input = source_of(&files, &plan, opts.shard_size)?;
+        Ok(RecSource { files, reader, plan, rec_name, expect, input, threads: opts.threads })
     }
-    bar.set_position(consumed);
-    bar.reset_eta();
-    let ctx = Ctx {
-        source: &source,
-        progress: paths.progress(),
-        rec: files.rec.display().to_string(),
-        stop_after: std::env::var(STOP_AFTER_ENV).ok().and_then(|v| v.parse().ok()),
-    };
-    // Bounded by the bytes the records hold, not by their number (see `inflight`).
-    let budget = super::inflight::budget(opts.threads);
-    let all_written = super::inflight::run(
-        &reader,
-        &plan.entries[consumed as usize..],
-        opts.threads,
-        budget,
-        &opts.stop,
-        |entry| import_one(&reader, entry, &expect, &rec_name),
-        |entry, outcome| {
-            bar.inc(1);
-            sink.accept(&ctx, entry, outcome)
-        },
-    )?;
-    bar.finish_and_clear();
-    if !all_written || opts.stop.is_set() {
-        let shards = Progress::read_for(&paths.progress(), &source).map(|p| p.shards.len()).unwrap_or(0);
-        return Ok(ImportEnd::Interrupted { shards });
+
+    /// `file.rec@offset`, as the rejects list names a place in the `.rec`.
+    fn at(&self, offset: u64) -> String {
+        format!("{}@{offset}", self.files.rec.display())
     }
-    sink.writer.flush_shard()?;
-    let last = Progress {
-        format: IMPORT_PROGRESS_FORMAT.into(),
-        source: source.clone(),
-        consumed: sink.consumed,
-        shards: sink.writer.shards().to_vec(),
-        counters: sink.counters.clone(),
-        rejects_bytes: sink.rejects.sync()?,
-        finished: true,
-    };
-    last.write(&paths.progress())?;
-    drop(sink);
-    let processed = source.entries - consumed;
-    let report = complete(&dest, &files, &plan, &expect, &last, started, processed, opts.threads)?;
-    Ok(ImportEnd::Done(Box::new(report)))
+}
+
+/// What the import's counters learn from one entry.
+pub enum RecTally {
+    /// An image record rejected.
+    Rejected(RejectReason),
+    /// An `.idx` line or a region the plan left out (`damage`: a region that was no record).
+    Skipped {
+        /// A damaged region of a scanned file.
+        damage: bool,
+        /// Its reject code.
+        reason: RejectReason,
+    },
+    /// An image record imported.
+    Imported {
+        /// Its class.
+        class: u32,
+        /// Its encoding.
+        encoding: Encoding,
+    },
+}
+
+impl Source for RecSource {
+    type Item = Entry;
+    type Worker = ();
+    type Outcome = Outcome;
+    type Tally = RecTally;
+    type Input = progress::Source;
+    type Counters = ImportCounters;
+    type Final = bool;
+    type Report = ImportReport;
+
+    const FORMAT: &'static str = IMPORT_PROGRESS_FORMAT;
+
+    fn input(&self) -> &progress::Source {
+        &self.input
+    }
+
+    fn total(&self) -> u64 {
+        self.input.entries
+    }
+
+    fn counters(&self) -> ImportCounters {
+        ImportCounters { layout_records: self.plan.layout_records, ..Default::default() }
+    }
+
+    /// The entries and regions the plan left out, all listed before the first image.
+    fn preamble(&self) -> Vec<(Reject, RecTally)> {
+        self.plan
+            .skipped
+            .iter()
+            .map(|skip| {
+                let reject = Reject { path: self.at(skip.offset), reason: skip.reason, detail: skip.detail.clone() };
+                (reject, RecTally::Skipped { damage: skip.is_damage(), reason: skip.reason })
+            })
+            .collect()
+    }
+
+    fn items(&self, from: u64) -> Box<dyn Iterator<Item = Entry> + Send + '_> {
+        Box::new(self.plan.entries[from as usize..].iter().copied())
+    }
+
+    /// The bytes the record will hold; one that cannot be framed costs its reject's few bytes
+    /// (reading it fails the same way).
+    fn cost(&self, entry: &Entry) -> u64 {
+        self.reader.measure(entry.offset, MAX_RECORD_BYTES).unwrap_or(0) + super::inflight::ENTRY_OVERHEAD
+    }
+
+    fn budget(&self) -> u64 {
+        super::inflight::budget(self.threads)
+    }
+
+    fn worker(&self) {}
+
+    fn process(&self, _: &mut (), entry: &Entry) -> Outcome {
+        import_one(&self.reader, *entry, &self.expect, &self.rec_name)
+    }
+
+    fn name(&self, entry: &Entry) -> String {
+        format!("the record at byte {}", entry.offset)
+    }
+
+    fn judge(&self, entry: &Entry, outcome: Outcome) -> Verdict<RecTally> {
+        match outcome {
+            Outcome::Rejected(reason, detail) => {
+                Verdict::Reject(Reject { path: self.at(entry.offset), reason, detail }, RecTally::Rejected(reason))
+            }
+            Outcome::Imported(record) => {
+                let class = record.labels.class_id.expect("imported records have a class");
+                let tally = RecTally::Imported { class, encoding: record.encoding };
+                Verdict::Keep { record, valid: false, tally }
+            }
+        }
+    }
+
+    fn count(&self, c: &mut ImportCounters, tally: RecTally) {
+        match tally {
+            RecTally::Rejected(reason) => {
+                c.rejected += 1;
+                *c.rejected_by_reason.entry(reason.code().into()).or_default() += 1;
+            }
+            RecTally::Skipped { damage, reason } => {
+                if damage {
+                    c.unreadable += 1;
+                } else {
+                    c.skipped += 1;
+                }
+                *c.rejected_by_reason.entry(reason.code().into()).or_default() += 1;
+            }
+            RecTally::Imported { class, encoding } => {
+                c.max_class = Some(c.max_class.map_or(class, |m| m.max(class)));
+                *c.by_encoding.entry(encoding_name(encoding).into()).or_default() += 1;
+                c.imported += 1;
+            }
+        }
+    }
+
+    fn check(&self, p: &Progress, file: &Path, _: &DatasetPaths) -> Result<()> {
+        progress::check(p, file, &self.input)
+    }
+
+    fn finished(&self, _: &Destination, _: &Progress, _: &RunStats) -> bool {
+        true
+    }
+
+    /// The manifest and label map.
+    fn manifests(&self, dest: &Destination, p: &Progress) -> Result<()> {
+        let (paths, c, expect) = (dest.work(0), &p.counters, &self.expect);
+        if c.imported == 0 {
+            return Ok(());
+        }
+        let classes = self.classes(p);
+        let rec = p.input.rec.clone();
+        let encoding = EncodingInfo {
+            format: expect.encoding,
+            quality: None,
+            chroma: None,
+            width: expect.width,
+            height: expect.height,
+        };
+        let sources = vec![SourceInfo { id: 0, name: rec.clone(), class_offset: 0, classes, records: c.imported }];
+        let mut manifest = Manifest::new(classes, sources, Some(prealigned(expect)), encoding);
+        let files = &self.files;
+        manifest.origin = Some(OriginInfo {
+            format: "mxnet-recordio".into(),
+            path: rec,
+            layout: layout_name(&self.plan.layout).into(),
+            idx: files.idx.as_ref().map(|p| p.display().to_string()),
+            property: files.property.as_ref().map(|p| p.display().to_string()),
+        });
+        // Class ids are the file's own labels, so every label keeps its number (unused numbers
+        // of a sparse range are listed too, with no records).
+        let name = files.rec.display().to_string();
+        let labels = LabelMap {
+            entries: (0..classes)
+                .map(|k| LabelEntry { class_id: k, source: name.clone(), identity: k.to_string() })
+                .collect(),
+        };
+        let done = Manifest::read(&paths.manifest()).is_ok_and(|m| m.shards == p.shards) && paths.labels().is_file();
+        if !done {
+            DatasetWriter::completed(paths.clone(), p.input.shard_size, p.shards.clone()).finish(manifest, &labels)?;
+        }
+        Ok(())
+    }
+
+    fn report(&self, dest: &Destination, p: &Progress, run: &RunStats) -> Result<ImportReport> {
+        let c = &p.counters;
+        let elapsed_s = run.started.elapsed().as_secs_f64();
+        Ok(ImportReport {
+            dataset: dest.shown_name(c.imported > 0),
+            rec: p.input.rec.clone(),
+            layout: layout_name(&self.plan.layout).into(),
+            counters: c.clone(),
+            classes: self.classes(p),
+            dataset_bytes: p.shards.iter().map(|s| s.bytes).sum(),
+            processed_this_run: run.processed,
+            elapsed_s,
+            records_per_s: if elapsed_s > 0.0 { run.processed as f64 / elapsed_s } else { 0.0 },
+            threads: run.threads,
+        })
+    }
+}
+
+impl RecSource {
+    /// Classes of the manifest: `property`'s count, else one more than the largest label.
+    fn classes(&self, p: &Progress) -> u32 {
+        self.expect.classes.property().unwrap_or_else(|| p.counters.max_class.map_or(0, |m| m + 1))
+    }
 }
 
 /// The image size, encoding and class limit every record is checked against: the first readable
@@ -320,11 +431,11 @@ fn expectations(
     Ok(Expect { width: p.width, height: p.height, classes: LabelLimit::Property(p.classes as u32), encoding })
 }
 
-fn source_of(files: &RecFiles, plan: &Plan, shard_size: u64) -> Result<Source> {
+fn source_of(files: &RecFiles, plan: &Plan, shard_size: u64) -> Result<progress::Source> {
     let meta = std::fs::metadata(&files.rec).with_context(|| format!("cannot read {}", files.rec.display()))?;
     let mtime =
         meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-    Ok(Source {
+    Ok(progress::Source {
         rec: files.rec.canonicalize().unwrap_or_else(|_| files.rec.clone()).display().to_string(),
         rec_bytes: meta.len(),
         rec_mtime_ns: mtime,
@@ -352,103 +463,6 @@ fn sha256_of(path: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn resume_point(opts: &ImportOptions, paths: &DatasetPaths, now: &Source) -> Result<Option<Progress>> {
-    if !opts.resume {
-        return Ok(None);
-    }
-    let progress = paths.progress();
-    if !progress.is_file() {
-        eprintln!(
-            "facekit import: nothing to resume ({} does not exist); importing from the start",
-            progress.display()
-        );
-        return Ok(None);
-    }
-    let p = Progress::read_for(&progress, now)?;
-    check_shards(paths, &p.shards).context("cannot resume; import again without --resume")?;
-    if paths.manifest().exists() && !p.finished {
-        bail!(
-            "cannot resume: {} has a manifest, so a finished dataset is there, but the progress file {} belongs to an unfinished import; nothing was changed",
-            paths.manifest().display(),
-            progress.display()
-        );
-    }
-    Ok(Some(p))
-}
-
-struct Ctx<'a> {
-    source: &'a Source,
-    progress: PathBuf,
-    rec: String,
-    stop_after: Option<usize>,
-}
-
-/// The writer thread's state.
-struct Sink {
-    writer: DatasetWriter,
-    rejects: RejectsLog,
-    counters: ImportCounters,
-    consumed: u64,
-    checkpoints: usize,
-}
-
-impl Sink {
-    /// Takes one entry's outcome; false when a test hook stops the import here.
-    fn accept(&mut self, ctx: &Ctx, entry: Entry, outcome: Outcome) -> Result<bool> {
-        match outcome {
-            Outcome::Rejected(reason, detail) => {
-                self.counters.rejected += 1;
-                *self.counters.rejected_by_reason.entry(reason.code().into()).or_default() += 1;
-                self.rejects.push(&Reject { path: format!("{}@{}", ctx.rec, entry.offset), reason, detail })?;
-            }
-            Outcome::Imported(record) => {
-                let class = record.labels.class_id.expect("imported records have a class");
-                self.counters.max_class = Some(self.counters.max_class.map_or(class, |m| m.max(class)));
-                *self.counters.by_encoding.entry(encoding_name(record.encoding).into()).or_default() += 1;
-                let closed = self.writer.push(&record).with_context(|| format!("writing record {}", record.path))?;
-                if closed.is_some() {
-                    // The shard holds every entry before this one: checkpoint there.
-                    self.checkpoint(ctx)?;
-                    if ctx.stop_after.is_some_and(|n| self.checkpoints >= n) {
-                        return Ok(false);
-                    }
-                }
-                self.counters.imported += 1;
-            }
-        }
-        self.consumed += 1;
-        Ok(true)
-    }
-
-    /// Counts and lists one entry or region the plan left out (all of them are listed before
-    /// the first image).
-    fn list_skipped(&mut self, rec: &Path, skip: &Skipped) -> Result<()> {
-        if skip.is_damage() {
-            self.counters.unreadable += 1;
-        } else {
-            self.counters.skipped += 1;
-        }
-        *self.counters.rejected_by_reason.entry(skip.reason.code().into()).or_default() += 1;
-        let path = format!("{}@{}", rec.display(), skip.offset);
-        self.rejects.push(&Reject { path, reason: skip.reason, detail: skip.detail.clone() })
-    }
-
-    fn checkpoint(&mut self, ctx: &Ctx) -> Result<()> {
-        let p = Progress {
-            format: IMPORT_PROGRESS_FORMAT.into(),
-            source: ctx.source.clone(),
-            consumed: self.consumed,
-            shards: self.writer.shards().to_vec(),
-            counters: self.counters.clone(),
-            rejects_bytes: self.rejects.sync()?,
-            finished: false,
-        };
-        p.write(&ctx.progress)?;
-        self.checkpoints += 1;
-        Ok(())
-    }
-}
-
 fn encoding_name(e: Encoding) -> &'static str {
     match e {
         Encoding::Jpeg => "jpeg",
@@ -456,73 +470,6 @@ fn encoding_name(e: Encoding) -> &'static str {
         Encoding::Raw => "raw",
         Encoding::RawZstd => "raw-zstd",
     }
-}
-
-/// The steps after the final checkpoint, each safe to redo: manifest and label map, the rejects
-/// list under its final name, the report, then [`Destination::finish`] (the progress file's
-/// removal, or the replacement of a finished dataset).
-#[allow(clippy::too_many_arguments)]
-fn complete(
-    dest: &Destination,
-    files: &RecFiles,
-    plan: &Plan,
-    expect: &Expect,
-    p: &Progress,
-    started: Instant,
-    processed: u64,
-    threads: usize,
-) -> Result<ImportReport> {
-    let paths = dest.work(0);
-    let c = &p.counters;
-    let classes = expect.classes.property().unwrap_or_else(|| c.max_class.map_or(0, |m| m + 1));
-    let rec = p.source.rec.clone();
-    if c.imported > 0 {
-        let encoding = EncodingInfo {
-            format: expect.encoding,
-            quality: None,
-            chroma: None,
-            width: expect.width,
-            height: expect.height,
-        };
-        let sources = vec![SourceInfo { id: 0, name: rec.clone(), class_offset: 0, classes, records: c.imported }];
-        let mut manifest = Manifest::new(classes, sources, Some(prealigned(expect)), encoding);
-        manifest.origin = Some(OriginInfo {
-            format: "mxnet-recordio".into(),
-            path: rec.clone(),
-            layout: layout_name(&plan.layout).into(),
-            idx: files.idx.as_ref().map(|p| p.display().to_string()),
-            property: files.property.as_ref().map(|p| p.display().to_string()),
-        });
-        // Class ids are the file's own labels, so every label keeps its number (unused numbers
-        // of a sparse range are listed too, with no records).
-        let name = files.rec.display().to_string();
-        let labels = LabelMap {
-            entries: (0..classes)
-                .map(|k| LabelEntry { class_id: k, source: name.clone(), identity: k.to_string() })
-                .collect(),
-        };
-        let done = Manifest::read(&paths.manifest()).is_ok_and(|m| m.shards == p.shards) && paths.labels().is_file();
-        if !done {
-            DatasetWriter::completed(paths.clone(), p.source.shard_size, p.shards.clone()).finish(manifest, &labels)?;
-        }
-    }
-    RejectsLog::complete(&paths.rejects(), p.rejects_bytes)?;
-    let elapsed_s = started.elapsed().as_secs_f64();
-    let report = ImportReport {
-        dataset: dest.shown_name(c.imported > 0),
-        rec,
-        layout: layout_name(&plan.layout).into(),
-        counters: c.clone(),
-        classes,
-        dataset_bytes: p.shards.iter().map(|s| s.bytes).sum(),
-        processed_this_run: processed,
-        elapsed_s,
-        records_per_s: if elapsed_s > 0.0 { processed as f64 / elapsed_s } else { 0.0 },
-        threads,
-    };
-    facekit_io::durable::write_json(paths.report(), &report)?;
-    dest.finish()?;
-    Ok(report)
 }
 
 /// The manifest's alignment of insightface data: done before facekit saw it, to the ArcFace

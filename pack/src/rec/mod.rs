@@ -4,8 +4,9 @@
 //! `facekit-recordio` crate; here are the pipelines:
 //! - [`input`]: the files of an insightface folder and the plan of records to read;
 //! - [`record`]: one record checked and turned into a facekit record, or a reject;
-//! - [`import`] and [`progress`]: the parallel, resumable import, whose workers ([`inflight`])
-//!   hold a bounded number of bytes, not of records;
+//! - [`import`] and [`progress`]: the import as a source of the pipeline
+//!   ([`crate::pipeline`]), whose workers hold a bounded number of bytes, not of records
+//!   ([`inflight`]);
 //! - [`export`]: the dataset written as `train.rec`, `train.idx` and `property`.
 
 pub mod export;

@@ -1,9 +1,9 @@
-//! `NAME.progress.json` of an import: enough to continue after a crash or a stop, and to refuse
-//! continuing when the `.rec` changed or the file was damaged.
+//! What an import's `NAME.progress.json` (the pipeline's [`crate::pipeline::Progress`]) holds
+//! besides the counts: the `.rec`'s fingerprint and the settings, to refuse continuing when the
+//! `.rec` changed or the file was damaged.
 
 use super::import::ImportCounters;
-use anyhow::{bail, Context, Result};
-use facekit_shard::manifest::ShardInfo;
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -29,64 +29,34 @@ pub struct Source {
     pub shard_size: u64,
 }
 
-/// A checkpoint, taken after every complete shard.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Progress {
-    /// [`IMPORT_PROGRESS_FORMAT`].
-    pub format: String,
-    /// The input and settings it belongs to.
-    pub source: Source,
-    /// Entries consumed (imported or rejected) in the shards below.
-    pub consumed: u64,
-    /// Complete shards.
-    pub shards: Vec<ShardInfo>,
-    /// Counts so far.
-    pub counters: ImportCounters,
-    /// Length of `NAME.rejects.tsv.partial` at this checkpoint.
-    pub rejects_bytes: u64,
-    /// Set once every shard is complete: only the manifest, rejects list and report remain.
-    #[serde(default)]
-    pub finished: bool,
-}
+/// An import's checkpoint: the pipeline's progress file with the `.rec`'s fingerprint and the
+/// import's counters, `finished` once every shard is complete.
+pub type Progress = crate::pipeline::Progress<Source, ImportCounters, bool>;
 
-impl Progress {
-    /// Writes the progress file atomically.
-    pub fn write(&self, path: &Path) -> Result<()> {
-        Ok(facekit_io::durable::write(path, &serde_json::to_vec(self)?)?)
+/// Refuses a checkpoint of another `.rec` or other settings, or whose numbers disagree.
+pub fn check(p: &Progress, path: &Path, now: &Source) -> Result<()> {
+    if &p.input != now {
+        bail!(
+            "cannot resume: {} or the import settings changed since the import started; import again without --resume",
+            now.rec
+        );
     }
-
-    /// Reads a progress file and checks that its numbers agree with each other and with `now`.
-    pub fn read_for(path: &Path, now: &Source) -> Result<Self> {
-        let text =
-            facekit_io::bounded::read(path, facekit_io::bounded::STATE).context("cannot read the progress file")?;
-        let p: Progress = serde_json::from_slice(&text)
-            .with_context(|| format!("progress file {} is damaged; import again without --resume", path.display()))?;
-        if p.format != IMPORT_PROGRESS_FORMAT {
-            bail!("{} is not a progress file of `facekit import rec` ({})", path.display(), p.format);
-        }
-        if &p.source != now {
-            bail!(
-                "cannot resume: {} or the import settings changed since the import started; import again without --resume",
-                now.rec
-            );
-        }
-        let c = &p.counters;
-        let in_shards: u64 = p.shards.iter().map(|s| s.records).sum();
-        if p.consumed > p.source.entries
-            || c.imported + c.rejected != p.consumed
-            || in_shards != c.imported
-            || (p.finished && p.consumed != p.source.entries)
-        {
-            bail!(
-                "progress file {} cannot be trusted (its counts disagree: {} consumed of {}, {} imported, {} rejected, {} in shards); import again without --resume",
-                path.display(),
-                p.consumed,
-                p.source.entries,
-                c.imported,
-                c.rejected,
-                in_shards
-            );
-        }
-        Ok(p)
+    let c = &p.counters;
+    let in_shards: u64 = p.shards.iter().map(|s| s.records).sum();
+    if p.consumed > p.input.entries
+        || c.imported + c.rejected != p.consumed
+        || in_shards != c.imported
+        || (p.finished && p.consumed != p.input.entries)
+    {
+        bail!(
+            "progress file {} cannot be trusted (its counts disagree: {} consumed of {}, {} imported, {} rejected, {} in shards); import again without --resume",
+            path.display(),
+            p.consumed,
+            p.input.entries,
+            c.imported,
+            c.rejected,
+            in_shards
+        );
     }
+    p.check_rejects()
 }

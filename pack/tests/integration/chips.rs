@@ -99,6 +99,7 @@ mod with_dlib {
             overwrite: false,
             progress: false,
             stop: facekit_io::StopFlag::new(),
+            events: Default::default(),
         };
         assert!(matches!(facekit_pack::pack(&opts).unwrap(), PackEnd::Done(_)));
         Dataset::open_name(output.to_str().unwrap(), None).unwrap()

@@ -1,5 +1,6 @@
 //! The pack crate's tests, one binary: photo decoding, faults, alignment, chips like a dataset's
-//! (dlib parts with feature `dlib`), the RecordIO import's plan and workers.
+//! (dlib parts with feature `dlib`), the RecordIO import's plan and workers, the pipeline's crash
+//! recovery.
 
 #[cfg(feature = "dlib")]
 mod align_detect;
@@ -9,4 +10,5 @@ mod align_template;
 mod chips;
 mod photo_decode;
 mod photo_faults;
+mod pipeline_faults;
 mod rec_import;

@@ -3,8 +3,9 @@
 //! workers' memory bounded by the bytes of the records in flight, whatever their number.
 
 use facekit_io::StopFlag;
+use facekit_pack::pipeline::workers;
 use facekit_pack::rec::inflight;
-use facekit_pack::rec::input::{Entry, Plan};
+use facekit_pack::rec::input::{Entry, Plan, MAX_RECORD_BYTES};
 use facekit_pack::rec::record::Outcome;
 use facekit_pack::RejectReason;
 use facekit_recordio::insightface::{header_record, identity_record, image_record};
@@ -12,6 +13,31 @@ use facekit_recordio::writer::encode_record;
 use facekit_recordio::{IdxEntry, Index, RecReader};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+/// The pipeline's workers over `entries`, each costing the bytes of its record as the import's
+/// entries do.
+fn run_entries(
+    reader: &RecReader,
+    entries: &[Entry],
+    threads: usize,
+    budget: u64,
+    stop: &StopFlag,
+    work: impl Fn(Entry) -> Outcome + Sync,
+    sink: impl FnMut(Entry, Outcome) -> anyhow::Result<bool>,
+) -> anyhow::Result<bool> {
+    let cost = |e: &Entry| reader.measure(e.offset, MAX_RECORD_BYTES).unwrap_or(0) + inflight::ENTRY_OVERHEAD;
+    let w = workers::Work {
+        threads,
+        thread_name: "facekit-import",
+        budget,
+        stop,
+        cost: &cost,
+        init: &|| (),
+        work: &|_: &mut (), e: &Entry| work(*e),
+        name: &|e: &Entry| format!("the record at byte {}", e.offset),
+    };
+    workers::run(entries.iter().copied(), &w, sink)
+}
 
 /// A `.rec` of `payloads` in memory, and the offset of each.
 fn rec(payloads: &[Vec<u8>]) -> (RecReader, Vec<u64>) {
@@ -98,7 +124,7 @@ fn the_bytes_in_flight_stay_within_the_budget_however_many_records_there_are() {
     let held = AtomicU64::new(0);
     let most = AtomicU64::new(0);
     let order = Mutex::new(Vec::new());
-    let done = inflight::run(
+    let done = run_entries(
         &reader,
         &entries,
         4,
@@ -135,7 +161,7 @@ fn a_writer_that_stops_or_fails_and_a_panicking_worker_never_leave_a_thread_wait
     let (reader, entries) = big_records(30, 1 << 20);
     let budget = 3 << 20;
     let mut seen = 0;
-    let done = inflight::run(
+    let done = run_entries(
         &reader,
         &entries,
         3,
@@ -150,7 +176,7 @@ fn a_writer_that_stops_or_fails_and_a_panicking_worker_never_leave_a_thread_wait
     .unwrap();
     assert!(!done);
     assert_eq!(seen, 5);
-    let err = inflight::run(
+    let err = run_entries(
         &reader,
         &entries,
         3,
@@ -161,7 +187,7 @@ fn a_writer_that_stops_or_fails_and_a_panicking_worker_never_leave_a_thread_wait
     )
     .unwrap_err();
     assert!(err.to_string().contains("disk full"));
-    let err = inflight::run(
+    let err = run_entries(
         &reader,
         &entries,
         3,
