@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use facekit_io::StopFlag;
 use facekit_train::dist::agree::Disagreement;
 use facekit_train::dist::world::check_timeout;
-use facekit_train::dist::{launch, Backend, Ddp, DistEnv, ProcessGroup, World};
+use facekit_train::dist::{launch, Backend, Ddp, DistEnv, World};
 use facekit_train::trainer::{parse_device, Trainer};
 use facekit_train::TrainConfig;
 use std::ffi::OsString;
@@ -110,7 +110,7 @@ pub fn rank(env: DistEnv, args: TrainArgs, command_line: Vec<String>, stop: Stop
     let who = format!("rank {} of {}", env.rank, env.world_size);
     let trained = world
         .group("ddp", backend)
-        .and_then(|group| replicas(&world, group, backend, device))
+        .and_then(|group| replicas(&world, Ddp::new(group, device), backend))
         .and_then(|ddp| Trainer::new(cfg, command_line, stop.clone(), Box::new(ddp)))
         .and_then(Trainer::run);
     match trained {
@@ -131,10 +131,9 @@ pub fn rank(env: DistEnv, args: TrainArgs, command_line: Vec<String>, stop: Stop
     }
 }
 
-/// The rank's replicas over `group`; under NCCL its per-step host decisions go over a Gloo group
-/// of their own (see [`Ddp::with_host_group`]).
-fn replicas(world: &World, group: ProcessGroup, backend: Backend, device: tch::Device) -> Result<Ddp> {
-    let ddp = Ddp::new(group, device);
+/// The rank's replicas `ddp`; under NCCL its per-step host decisions go over a Gloo group of
+/// their own (see [`Ddp::with_host_group`]).
+fn replicas(world: &World, ddp: Ddp, backend: Backend) -> Result<Ddp> {
     Ok(match backend {
         Backend::Nccl => ddp.with_host_group(world.group("host", Backend::Gloo)?),
         Backend::Gloo => ddp,
