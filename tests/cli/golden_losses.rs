@@ -76,7 +76,7 @@ fn golden_run(name: &str, args: &[&str]) {
         )
     });
     let expected = Curve::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    if let Err(why) = expected.matches(&got) {
+    let worst = expected.matches(&got).unwrap_or_else(|why| {
         let made_by = text.lines().find_map(|l| l.strip_prefix("# command: ")).unwrap_or("?");
         let command_note = if made_by == command {
             String::new()
@@ -89,8 +89,9 @@ fn golden_run(name: &str, args: &[&str]) {
              {BLESS}=1 cargo test -p facekit --test cli -- golden\nand say so in the commit \
              (docs/ARCHITECTURE.md); otherwise the change moved the numbers by mistake.",
             file.display()
-        );
-    }
+        )
+    });
+    eprintln!("{name}: {} steps as in {}, largest relative difference {worst:.1e}", got.rows.len(), file.display());
 }
 
 // The runs. Together they cover what a change to the configuration or the trainer touches: both
@@ -336,17 +337,18 @@ impl Curve {
                     return Err(format!("{} fields where the header has {}: {l}", f.len(), header.len()));
                 }
                 let step = f[0].parse().map_err(|e| format!("step `{}`: {e}", f[0]))?;
-                let values = f[1..].iter().map(|v| v.parse().map_err(|e| format!("`{v}`: {e}"))).collect();
+                let values: Result<Vec<f64>, String> =
+                    f[1..].iter().map(|v| v.parse().map_err(|e| format!("`{v}`: {e}"))).collect();
                 Ok((step, values?))
             })
             .collect::<Result<_, String>>()?;
         Ok(Curve { columns, rows })
     }
 
-    /// `Ok` when `got` has the same steps and columns and every value is within its column's
-    /// tolerance of this curve's; otherwise what differs: the first value out of tolerance with
-    /// its step, the count of such values and the largest difference.
-    fn matches(&self, got: &Curve) -> Result<(), String> {
+    /// The largest relative difference when `got` has the same steps and columns and every value
+    /// is within its column's tolerance of this curve's; otherwise what differs: the first value
+    /// out of tolerance with its step, the count of such values and the largest difference.
+    fn matches(&self, got: &Curve) -> Result<f64, String> {
         if self.columns != got.columns {
             return Err(format!("columns: expected {:?}, got {:?}", self.columns, got.columns));
         }
@@ -371,7 +373,7 @@ impl Curve {
             }
         }
         match first {
-            None => Ok(()),
+            None => Ok(worst.0),
             Some(first) => Err(format!(
                 "  {first}\n  {count} of {} values out of tolerance; the largest relative difference is {:.2e}, \
                  {} at step {}",
