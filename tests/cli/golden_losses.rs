@@ -286,6 +286,48 @@ fn fr_sgd_plateau_in_fp16_with_loss_scaling_follows_its_golden_curve() {
     );
 }
 
+#[test]
+fn fr_on_photos_packed_by_facekit_pack_follows_its_golden_curve() {
+    // The whole way from photos: `facekit pack` detects, aligns and encodes the faces (see
+    // [`packed_lfw`]), so a change to the pack pipeline's output moves this curve too. FR on the
+    // defaults otherwise (the plateau schedule), 16 steps: about three epochs of its 89 faces.
+    golden_run("fr_packed_lfw_fp32", &["FR", "--train-sets", packed_lfw(), "--max-steps", "16", "--lr", "0.05"]);
+}
+
+/// `golden_lfw` beside the sets of `train_loop::data`: 12 photos (or all, when fewer) of each of 8
+/// LFW identities, packed by `facekit pack` with dlib's detector into 48-pixel chips, once per test
+/// binary. Its name, which the golden file's command holds.
+fn packed_lfw() -> &'static str {
+    static PACKED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    PACKED.get_or_init(|| {
+        let training = crate::train_loop::data().join("training");
+        let photos = tempfile::tempdir().unwrap();
+        let lfw = facekit_testkit::shared_data().join("lfw100");
+        let mut people: Vec<PathBuf> = std::fs::read_dir(&lfw).unwrap().map(|e| e.unwrap().path()).collect();
+        people.sort();
+        for person in people.iter().skip(32).take(8) {
+            let dir = photos.path().join(person.file_name().unwrap());
+            std::fs::create_dir(&dir).unwrap();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(person).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            for f in files.iter().take(12) {
+                std::os::unix::fs::symlink(f, dir.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+        let out = crate::facekit()
+            .arg("pack")
+            .arg(photos.path())
+            .arg("-o")
+            .arg(training.join("golden_lfw"))
+            .args(["--size", "48", "--quiet"])
+            .env("FACEKIT_MODELS", facekit_testkit::models_dir())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "facekit pack failed: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    "golden_lfw"
+}
+
 /// The folder of the golden curves, one sub-folder per kind of CPU.
 fn losses_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/assets/losses")
