@@ -107,11 +107,12 @@ fn golden_run(name: &str, args: &[&str]) {
 
 // The runs. Together they cover what a change to the configuration or the trainer touches: both
 // optimisers, every schedule and both warm-ups, the three margins, the three tasks' losses and
-// their weights, clipping, accumulation, Partial FC, dropout, augmentation, both precisions the
-// CPU offers and both memory formats; both a run on the defaults (so that a changed default
-// fails) and runs on values other than the defaults (so that a flag that stops reaching the
-// configuration fails). On the 240 LFW images (15 batches of 16 an epoch) and the 640 UTKFace
-// images of `train_loop::data`, each run crosses an epoch.
+// their weights, clipping, accumulation, Partial FC, dropout, augmentation, fp32, bf16 and (with
+// the tests' opt-in) fp16, both memory formats; both runs on the defaults (so that a changed
+// default fails) and runs on values other than the defaults (so that a flag that stops reaching
+// the configuration fails). They train on the 240 LFW and 640 UTKFace images of
+// `train_loop::data` (15 batches of 16 an epoch for LFW alone: the FR runs cross an epoch) and on
+// [`packed_lfw`].
 
 #[test]
 fn fr_sgd_arcface_on_the_defaults_follows_its_golden_curve() {
