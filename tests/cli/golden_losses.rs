@@ -5,23 +5,27 @@
 //! the data order or augmentation, a flag that no longer reaches the configuration, a changed
 //! default) fails here, naming the run, the step, the value, what was expected and what came.
 //!
-//! **Exact, per kind of CPU.** Two runs on one machine are bitwise identical (one compute thread,
-//! fixed seeds, a loader that is a pure function of seed, epoch and batch), so the values are
-//! compared exactly. Another CPU runs other kernels: ATen, oneDNN and MKL pick AVX2, AVX-512,
-//! AVX-512 BF16 or AMX code at run time, and vendors get other MKL paths. Forcing the AVX2 or SSE4
-//! kernels on the AVX-512 machine that wrote the files moved the losses by 1e-4 to 2e-3 within the
-//! first 4 steps and by 10 to 70 % by step 20 (tiny network, batch norm over 16 images, ArcFace's
-//! s = 64 amplify every rounding), so no tolerance separates another CPU's rounding from a real
-//! change. As torchtitan keeps one set of curves per device (`a10g/`, `mi350x/`), the files live
-//! in `tests/assets/losses/<cpu>/` where `<cpu>` names the architecture, vendor and widest vector
-//! instructions ([`cpu_kind`]); a machine with no set of its own skips the comparison, saying so,
-//! or fails under `FACEKIT_REQUIRE_REFERENCES` (as CI runs): CI on a new kind of machine must not
-//! go green without its guard.
+//! **Exact, on every x86_64 CPU.** Two runs on one machine are bitwise identical (one compute
+//! thread, fixed seeds, a loader that is a pure function of seed, epoch and batch), so the values
+//! are compared exactly. Left to themselves, ATen, oneDNN and MKL pick AVX2, AVX-512, AVX-512 BF16
+//! or AMX code at run time (and MKL other paths on AMD than on Intel): forcing the AVX2 or SSE4
+//! kernels on the AVX-512 machine that wrote the files moved the losses by 1e-4 to 2e-3 within 4
+//! steps and by 10 to 70 % by step 20, so no tolerance would tell another CPU's rounding from a
+//! real change. The runs therefore [`PIN`] the kernels, through the child's environment alone, to
+//! paths every x86_64 CPU has and takes alike: ATen's non-vectorised kernels, MKL's conditional
+//! numerical reproducibility (`MKL_CBWR=COMPATIBLE`) and oneDNN's SSE4.1 code. With the pins,
+//! what else could pick another path on the machine that wrote the files moves no value of any
+//! run (`MKL_ENABLE_INSTRUCTIONS=AVX2` or `SSE4_2`, `DNNL_MAX_CPU_ISA=AVX2`, glibc's libm held to
+//! its non-FMA variants by `GLIBC_TUNABLES`), so one set of curves,
+//! `tests/assets/losses/x86_64/`, serves every x86_64 CPU. Another architecture runs other kernels
+//! (the MKL and oneDNN pins are x86 ones); it has no set, skips the comparison, saying so, or fails
+//! under `FACEKIT_REQUIRE_REFERENCES` (as CI runs), so that CI there does not go green without its
+//! guard.
 //!
 //! Regenerating is for a change that is meant to change the numbers (or a new libtorch, or a new
-//! kind of machine), said so in its commit (docs/ARCHITECTURE.md, "Rules the tree keeps"):
-//! `FACEKIT_BLESS_LOSSES=1 cargo test -p facekit --test cli -- golden` rewrites this kind of CPU's
-//! file of every run the filter selects, and passes.
+//! architecture), said so in its commit (docs/ARCHITECTURE.md, "Rules the tree keeps"):
+//! `FACEKIT_BLESS_LOSSES=1 cargo test -p facekit --test cli -- golden` rewrites this
+//! architecture's file of every run the filter selects, and passes.
 
 use crate::train_loop::{ok, train_command};
 use std::path::{Path, PathBuf};
@@ -40,12 +44,30 @@ const COLUMNS: [&str; 8] =
 /// rounds differently), a log line every step, no checkpoint before the end.
 const COMMON: [&str; 6] = ["--threads", "1", "--log-every", "1", "--checkpoint-every", "0"];
 
-/// `facekit train` with the flags of run `name`; checks that the run finishes and that its curve
-/// is this kind of CPU's golden one (`tests/assets/losses/<cpu>/NAME.txt`), or writes that file
-/// under [`BLESS`].
+/// The environment of every golden run's `facekit train`, which makes its numbers the same on
+/// every x86_64 CPU (checked on an AMD AVX-512 machine: without any one of them most values move;
+/// with them, nothing else that picks a code path there moves one, see docs/ARCHITECTURE.md; that
+/// MKL gives Intel CPUs the same numbers rests on `MKL_CBWR`'s documented promise, as MKL takes one
+/// path on AMD). Set in the child alone: `facekit` itself keeps the fast kernels.
+const PIN: [(&str, &str); 4] = [
+    // ATen's kernels compiled for the x86_64 baseline instead of its AVX2 or AVX-512 ones.
+    ("ATEN_CPU_CAPABILITY", "default"),
+    // MKL's conditional numerical reproducibility: the same results on every Intel or AMD CPU
+    // (at a fixed thread count, which `--threads 1` is).
+    ("MKL_CBWR", "COMPATIBLE"),
+    // oneDNN's SSE4.1 code, the lowest it has and one every x86_64 CPU it runs on has; under both
+    // names (`DNNL_` is the older one). It also sends bf16 convolutions and matrix products,
+    // which oneDNN runs only from AVX-512 (or AVX2 with VNNI-2) on, to ATen's kernels.
+    ("ONEDNN_MAX_CPU_ISA", "SSE41"),
+    ("DNNL_MAX_CPU_ISA", "SSE41"),
+];
+
+/// `facekit train` with the flags of run `name` and the kernels [`PIN`]ned; checks that the run
+/// finishes and that its curve is the golden one of this architecture
+/// (`tests/assets/losses/<arch>/NAME.txt`), or writes that file under [`BLESS`].
 fn golden_run(name: &str, args: &[&str]) {
-    let cpu = cpu_kind();
-    let file = golden_file(&cpu, name);
+    let set = std::env::consts::ARCH;
+    let file = golden_file(set, name);
     let bless = std::env::var_os(BLESS).is_some_and(|v| !v.is_empty() && v != "0");
     if !bless && !file.exists() {
         let others = match golden_cpus() {
@@ -53,9 +75,11 @@ fn golden_run(name: &str, args: &[&str]) {
             kinds => format!("only for {}", kinds.join(", ")),
         };
         let why = format!(
-            "golden run `{name}`: {} has no golden curves for this kind of CPU, {cpu} ({others}); another CPU runs \
-             other kernels, whose numbers differ. Write this CPU's, on a commit known to be good, with {BLESS}=1 \
-             cargo test -p facekit --test cli -- golden",
+            "golden run `{name}`: {} has no golden curves for this architecture, {set} ({others}); another \
+             architecture runs other kernels, whose numbers differ. Check that the runs are bitwise the same \
+             whatever vector code this machine could pick (see PIN in tests/cli/golden_losses.rs: the pins \
+             there are x86 ones), then write this architecture's set, on a commit known to be good, with \
+             {BLESS}=1 cargo test -p facekit --test cli -- golden",
             losses_dir().display()
         );
         if facekit_testkit::references_required() {
@@ -66,7 +90,8 @@ fn golden_run(name: &str, args: &[&str]) {
     }
     let models = tempfile::tempdir().unwrap();
     let args: Vec<&str> = args.iter().chain(&COMMON).copied().chain(["--run-name", name]).collect();
-    let cmd = train_command(models.path(), &args);
+    let mut cmd = train_command(models.path(), &args);
+    cmd.envs(PIN);
     let command = command_line(&cmd);
     let t0 = std::time::Instant::now();
     let out = crate::train_loop::output_within(cmd, 300);
@@ -76,7 +101,7 @@ fn golden_run(name: &str, args: &[&str]) {
     let libtorch = libtorch_version();
     if bless {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(&file, got.to_text(name, &command, &cpu, &libtorch)).unwrap();
+        std::fs::write(&file, got.to_text(name, &command, set, &cpu_kind(), &libtorch)).unwrap();
         eprintln!("{BLESS}: wrote {} ({} steps, {seconds:.1} s)", file.display(), got.rows.len());
         return;
     }
@@ -87,6 +112,15 @@ fn golden_run(name: &str, args: &[&str]) {
         let mut notes = String::new();
         if header("# command: ") != command {
             notes += &format!("\nThe file was written by another command:\n  {}", header("# command: "));
+        }
+        let pins: Vec<String> = PIN.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let written = text.lines().find(|l| l.starts_with("# environment")).and_then(|l| l.split_once("): "));
+        if written.map(|(_, e)| e) != Some(pins.join(" ").as_str()) {
+            notes += &format!(
+                "\nThe file was written with other pinned kernels ({}), this run has {}.",
+                written.map_or("none", |(_, e)| e),
+                pins.join(" ")
+            );
         }
         if header("# libtorch: ") != libtorch {
             notes += &format!(
@@ -329,17 +363,17 @@ fn packed_lfw() -> &'static str {
     "golden_lfw"
 }
 
-/// The folder of the golden curves, one sub-folder per kind of CPU.
+/// The folder of the golden curves, one sub-folder per architecture.
 fn losses_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/assets/losses")
 }
 
-/// `tests/assets/losses/CPU/NAME.txt` in the workspace.
-fn golden_file(cpu: &str, name: &str) -> PathBuf {
-    losses_dir().join(cpu).join(format!("{name}.txt"))
+/// `tests/assets/losses/ARCH/NAME.txt` in the workspace.
+fn golden_file(arch: &str, name: &str) -> PathBuf {
+    losses_dir().join(arch).join(format!("{name}.txt"))
 }
 
-/// The kinds of CPU that have golden curves.
+/// The architectures that have golden curves.
 fn golden_cpus() -> Vec<String> {
     let mut kinds: Vec<String> = std::fs::read_dir(losses_dir())
         .into_iter()
@@ -352,9 +386,10 @@ fn golden_cpus() -> Vec<String> {
     kinds
 }
 
-/// What decides which kernels libtorch runs on this CPU, as a folder name: the architecture, the
-/// vendor (MKL takes other paths on AMD than on Intel) and the widest vector instructions that
-/// ATen's and oneDNN's dispatch use (`x86_64-amd-avx512bf16`).
+/// This CPU as the golden files' header names the machine that wrote them: the architecture, the
+/// vendor (MKL takes other paths on AMD than on Intel unpinned) and the widest vector instructions
+/// that ATen's and oneDNN's dispatch would use unpinned (`x86_64-amd-avx512bf16`). Information
+/// only: the pinned runs do not depend on it.
 fn cpu_kind() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |name: &str| {
@@ -448,19 +483,22 @@ impl Curve {
         Curve { columns, rows }
     }
 
-    /// The golden file's text: a comment naming the run, its command, the kind of CPU and the
-    /// libtorch that wrote it, then the column names and one line per step. Values are printed as
-    /// Rust prints an f64, the shortest decimal that reads back as the same number, so the file
-    /// holds exactly what the run logged.
-    fn to_text(&self, name: &str, command: &str, cpu: &str, libtorch: &str) -> String {
+    /// The golden file's text: a comment naming the run, its command and pinned environment, the
+    /// architecture, the CPU that wrote it and the libtorch, then the column names and one line per
+    /// step. Values are printed as Rust prints an f64, the shortest decimal that reads back as the
+    /// same number, so the file holds exactly what the run logged.
+    fn to_text(&self, name: &str, command: &str, arch: &str, cpu: &str, libtorch: &str) -> String {
+        let pins: Vec<String> = PIN.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut text = format!(
             "# Golden curve of the run `{name}` (tests/cli/golden_losses.rs): the values of every step in its\n\
-             # train_log.jsonl, which a run of this command must reproduce exactly on this kind of CPU.\n\
+             # train_log.jsonl, which a run of this command must reproduce exactly on every {arch} CPU.\n\
              # command: {command}\n\
-             # cpu: {cpu}\n\
+             # environment (kernels pinned to paths every {arch} CPU takes alike): {}\n\
+             # architecture: {arch} (written on {cpu})\n\
              # libtorch: {libtorch}\n\
              # Regenerate only with a change that is meant to change the numbers, saying so in its commit:\n\
-             #   {BLESS}=1 cargo test -p facekit --test cli -- golden\n"
+             #   {BLESS}=1 cargo test -p facekit --test cli -- golden\n",
+            pins.join(" ")
         );
         text += &format!("step\t{}\n", self.columns.join("\t"));
         for (step, values) in &self.rows {
@@ -542,7 +580,8 @@ fn golden_curve_reads_back_exactly_and_a_mismatch_names_run_step_and_values() {
         columns: vec!["lr", "loss"],
         rows: vec![(1, vec![0.1, 23.456789012345678]), (2, vec![lr, loss])],
     };
-    let text = curve(0.3, 0.1).to_text("x", "facekit train FR", "x86_64-amd-avx512bf16", "2.11.0");
+    let text = curve(0.3, 0.1).to_text("x", "facekit train FR", "x86_64", "x86_64-amd-avx512bf16", "2.11.0");
+    assert!(text.contains("every x86_64 CPU takes alike): ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE"), "{text}");
     let back = Curve::parse(&text).unwrap();
     assert_eq!((&back.columns, &back.rows), (&curve(0.3, 0.1).columns, &curve(0.3, 0.1).rows));
     assert!(back.matches(&curve(0.3, 0.1)).is_ok());
