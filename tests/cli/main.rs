@@ -1,10 +1,13 @@
-//! facekit end to end through its command line, one binary: packing real photos, training,
-//! evaluation, making `.bin` verification sets, verify-shard, every fault of the reliability
-//! issue, and the fuzzers' inputs.
+//! facekit end to end through its command line, one binary: packing real photos, training and
+//! its golden loss curves (the numerics guard), evaluation, making `.bin` verification sets,
+//! verify-shard, every fault of the reliability issue, and the fuzzers' inputs.
 
 #[cfg(all(feature = "torch", feature = "dlib"))]
 mod eval_end_to_end;
 mod fuzz_corpus;
+// Once per CI run: the build without dlib trains with the same code.
+#[cfg(all(feature = "torch", feature = "dlib"))]
+mod golden_losses;
 #[cfg(all(feature = "torch", feature = "dlib"))]
 mod make_bin;
 #[cfg(feature = "torch")]
