@@ -38,8 +38,10 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Launch<'a> {
     /// Ranks to start on this machine (at least 1).
     pub nproc: usize,
-    /// The program each rank runs, with `args`.
+    /// The program each rank runs.
     pub program: &'a Path,
+    /// The arguments every rank gets (the same for all: each rank learns its rank from torchrun's
+    /// variables, which the launcher sets).
     pub args: &'a [OsString],
     /// How long the other ranks get to end on their own once one failed, before they are killed.
     pub grace: Duration,
@@ -52,8 +54,15 @@ pub struct Launch<'a> {
 /// What a launch tells its caller as it happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// Rank `rank` of `nproc` started as process `pid`.
-    Started { rank: usize, nproc: usize, pid: u32 },
+    /// A rank's process started.
+    Started {
+        /// Its global rank.
+        rank: usize,
+        /// Ranks launched in all.
+        nproc: usize,
+        /// Its process id.
+        pid: u32,
+    },
 }
 
 impl std::fmt::Display for Event {
