@@ -22,7 +22,9 @@ fn main() -> anyhow::Result<()> {
     println!("decode {:.3} {}", t.elapsed().as_secs_f64(), images.len());
 
     let spec = ChipSpec::default();
-    let aligner = FaceAligner::new(None, DetectorKind::Hog, spec)?;
+    // The models where scripts/setup.sh's environment says (`FACEKIT_MODELS`), else ./models.
+    let models = std::env::var_os("FACEKIT_MODELS").map(std::path::PathBuf::from);
+    let aligner = FaceAligner::new(models.as_deref(), DetectorKind::Hog, spec)?;
     let t = Instant::now();
     let mut found = Vec::new();
     for img in &images {

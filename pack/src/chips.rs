@@ -148,7 +148,7 @@ pub struct ChipMaker {
 }
 
 impl ChipMaker {
-    /// Loads the detector and landmark models from `models` (default `$FACEKIT_MODELS`, else `./models`).
+    /// Loads the detector and landmark models from `models` (default `./models`).
     pub fn new(recipe: &ChipRecipe, models: Option<&Path>) -> Result<Self> {
         Ok(ChipMaker { recipe: recipe.clone(), aligner: FaceAligner::new(models, recipe.detector, recipe.spec)? })
     }

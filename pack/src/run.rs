@@ -33,7 +33,7 @@ pub struct PackOptions {
     pub output: PathBuf,
     /// The detector, for photos not aligned from `landmarks` (needs feature `dlib`).
     pub detector: DetectorKind,
-    /// dlib models folder (`None`: `$FACEKIT_MODELS`, else `./models`).
+    /// dlib models folder (`None`: `./models`).
     pub models: Option<PathBuf>,
     /// `--landmarks` file: every face aligned from it to the ArcFace template, no detection.
     pub landmarks: Option<PathBuf>,

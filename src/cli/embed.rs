@@ -54,8 +54,8 @@ pub struct PrepArgs {
     /// Chip padding for `--prep align` (dlib's meaning; use the value the training set was packed with).
     #[arg(long, default_value_t = 0.25)]
     pub padding: f64,
-    /// Folder of the dlib models for `--prep align` (default: $FACEKIT_MODELS, else ./models).
-    #[arg(long)]
+    /// Folder of the dlib models for `--prep align` (default: ./models).
+    #[arg(long, env = "FACEKIT_MODELS")]
     pub models: Option<PathBuf>,
 }
 

@@ -126,8 +126,8 @@ pub struct PhotoArgs {
     /// Packed dataset (`training/NAME`, or NAME under --data-dir) whose alignment and encoding the chips copy.
     #[arg(long, requires = "images")]
     pub like: Option<String>,
-    /// Folder of the dlib models (default: $FACEKIT_MODELS, else ./models).
-    #[arg(long)]
+    /// Folder of the dlib models (default: ./models).
+    #[arg(long, env = "FACEKIT_MODELS")]
     pub models: Option<PathBuf>,
     /// Alignment threads (default: all cores).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]

@@ -19,8 +19,8 @@ pub struct DetectArgs {
     /// Face detector.
     #[arg(long, value_enum, default_value = "hog")]
     pub detector: DetectorKind,
-    /// Folder of the dlib models (default: $FACEKIT_MODELS, else ./models).
-    #[arg(long)]
+    /// Folder of the dlib models (default: ./models).
+    #[arg(long, env = "FACEKIT_MODELS")]
     pub models: Option<PathBuf>,
 }
 

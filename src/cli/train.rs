@@ -304,6 +304,8 @@ impl TrainArgs {
             log_every: self.log_every,
             allow_cpu_fp16: self.allow_cpu_fp16,
             synthetic: self.synthetic,
+            // From the environment, in `run` and `train_dist::rank` (it can fail).
+            sync_watch_after: None,
             given: self.given,
         }
     }
@@ -324,8 +326,23 @@ pub fn run(mut args: TrainArgs) -> Result<ExitCode> {
     if let Some(env) = facekit_train::dist::DistEnv::from_env()? {
         return super::train_dist::rank(env, args, command_line, stop);
     }
-    let outcome = facekit_train::train(args.into_config(), command_line, stop.clone())?;
+    let mut cfg = args.into_config();
+    cfg.sync_watch_after = sync_watch_after()?;
+    let outcome = facekit_train::train(cfg, command_line, stop.clone())?;
     Ok(report(outcome, &stop, true))
+}
+
+/// Benchmarks' `FACEKIT_CUDA_SYNC_DEBUG_AFTER=N` (scripts/bench-gpu.sh, docs/TRAINING.md "Feeding
+/// a GPU"), read here so that the library reads no environment
+/// ([`facekit_train::TrainConfig::sync_watch_after`]).
+pub(crate) fn sync_watch_after() -> Result<Option<u64>> {
+    match std::env::var("FACEKIT_CUDA_SYNC_DEBUG_AFTER") {
+        Ok(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("FACEKIT_CUDA_SYNC_DEBUG_AFTER={v:?} is not a number of warm-up steps")),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Refuses, before any work, a new run folder inside another run folder or among a dataset's

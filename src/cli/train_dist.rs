@@ -116,6 +116,7 @@ pub fn rank(env: DistEnv, args: TrainArgs, command_line: Vec<String>, stop: Stop
     let Checked { timeout, device: device_name, backend } = check_flags(&args, &env)?;
     let device = parse_device(&device_name)?;
     let mut cfg = args.into_config();
+    cfg.sync_watch_after = super::train::sync_watch_after()?;
     cfg.device = device_name;
     let world = match World::join(&env, timeout, &stop) {
         Ok(world) => world,

@@ -752,6 +752,23 @@ fn fp16_on_the_cpu_is_refused_unless_explicitly_allowed() {
 }
 
 #[test]
+fn a_benchmarks_sync_watch_is_refused_on_a_cpu_and_when_it_is_not_a_number() {
+    // The variable is read by the command line (the library reads no environment) and refused by
+    // the trainer's setup: CUDA's sync debug mode means nothing on a CPU.
+    let models = tempfile::tempdir().unwrap();
+    for (value, words) in [("3", "needs --device cuda"), ("soon", "is not a number of warm-up steps")] {
+        let out = train_command(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", value])
+            .env("FACEKIT_CUDA_SYNC_DEBUG_AFTER", value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+        for words in ["FACEKIT_CUDA_SYNC_DEBUG_AFTER", words] {
+            assert!(stderr_of(&out).contains(words), "stderr lacks {words:?}: {}", stderr_of(&out));
+        }
+    }
+}
+
+#[test]
 fn a_warm_up_as_long_as_the_run_is_refused_before_any_work() {
     let models = tempfile::tempdir().unwrap();
     // 240 records in batches of 16: 15 steps per epoch.

@@ -21,7 +21,8 @@ pub enum Preparation {
     /// Detect and align with dlib as `facekit pack` does, centre crop where that fails (needs a
     /// build with dlib: without it, preparing fails at once with that message).
     Align {
-        /// dlib models folder (default `$FACEKIT_MODELS`).
+        /// dlib models folder (default `./models`; the command line's `--models` defaults to
+        /// `$FACEKIT_MODELS`).
         models: Option<PathBuf>,
         /// Chip padding, dlib's meaning (as `facekit pack --padding`).
         padding: f64,

@@ -245,6 +245,12 @@ pub struct TrainConfig {
     /// so that a run times the step without the data path (scripts/bench-gpu.sh).
     #[serde(default)]
     pub synthetic: bool,
+    /// Benchmarks: after this many warm-up steps of the process, CUDA's sync debug mode is `error`
+    /// during each step, so a step that makes the host wait for the GPU fails, naming the call
+    /// (CUDA only; the command line takes it from `FACEKIT_CUDA_SYNC_DEBUG_AFTER`,
+    /// scripts/bench-gpu.sh). Not saved.
+    #[serde(skip)]
+    pub sync_watch_after: Option<u64>,
     /// The settings the command line gave explicitly (field names, as `log_every`): a resumed run
     /// applies or refuses each of them and keeps its saved value for every other one. A setting
     /// that differs from [`TrainConfig::default`] counts as given too. Not saved.
@@ -317,6 +323,7 @@ impl Default for TrainConfig {
             log_every: 50,
             allow_cpu_fp16: false,
             synthetic: false,
+            sync_watch_after: None,
             given: Vec::new(),
         }
     }
@@ -538,6 +545,7 @@ impl TrainConfig {
         merged.resume = self.resume.clone();
         // Accepting changed data is a decision about this resume only, never inherited by the next.
         merged.allow_changed_data = self.allow_changed_data;
+        merged.sync_watch_after = self.sync_watch_after;
         Ok((merged, changed))
     }
 

@@ -38,11 +38,6 @@ use std::sync::Arc;
 use tch::nn::VarStore;
 use tch::Device;
 
-/// Benchmarks (scripts/bench-gpu.sh): after this many warm-up steps of the process, CUDA's sync
-/// debug mode is `error` during each step, so a step that makes the host wait for the GPU fails,
-/// naming the call.
-pub const SYNC_DEBUG_ENV: &str = "FACEKIT_CUDA_SYNC_DEBUG_AFTER";
-
 impl Trainer {
     /// Prepares the run `cfg` describes (a new one, or `--resume`); `command_line` is recorded in
     /// `config.json`; `stop` ends the run after the step in which it is set; `replicas` are the
@@ -519,16 +514,14 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Repl
     Ok(Opened { device, loader, valid, datasets })
 }
 
-/// The run's device feed, watching for synchronising steps when [`SYNC_DEBUG_ENV`] asks (CUDA
-/// only: the mode is CUDA's).
+/// The run's device feed, watching for synchronising steps when
+/// [`TrainConfig::sync_watch_after`] asks (CUDA only: the mode is CUDA's).
 fn make_feed(numerics: &Numerics, cfg: &TrainConfig, classes: u32) -> Result<Box<dyn Input>> {
     let mut feed = feed::for_device(numerics, cfg.batch_size, cfg.image_size)?;
-    if let Ok(v) = std::env::var(SYNC_DEBUG_ENV) {
-        let warm_up: u64 =
-            v.parse().map_err(|_| anyhow::anyhow!("{SYNC_DEBUG_ENV}={v:?} is not a number of warm-up steps"))?;
+    if let Some(warm_up) = cfg.sync_watch_after {
         if !numerics.device.is_cuda() {
             bail!(
-                "{SYNC_DEBUG_ENV} is set but the run's device is {:?}: CUDA's sync debug mode needs --device cuda",
+                "watching steps for CUDA synchronisations (FACEKIT_CUDA_SYNC_DEBUG_AFTER) needs --device cuda; the run's device is {:?}",
                 numerics.device
             );
         }

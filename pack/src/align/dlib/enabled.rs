@@ -178,7 +178,7 @@ fn model_file(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let p = dir.join(name);
     anyhow::ensure!(
         p.is_file(),
-        "dlib model {} not found (models folder {}; run scripts/setup.sh or set FACEKIT_MODELS)",
+        "dlib model {} not found (models folder {}; run scripts/setup.sh, or give --models or FACEKIT_MODELS)",
         p.display(),
         dir.display()
     );

@@ -145,10 +145,8 @@ pub struct Aligned {
     pub face: FaceBox,
 }
 
-/// The models folder: `dir` if given, else `$FACEKIT_MODELS`, else `./models`.
+/// The models folder: `dir` if given, else `./models`. (The command line's `--models` defaults
+/// to `$FACEKIT_MODELS`; the library reads no environment.)
 pub fn models_dir(dir: Option<&Path>) -> PathBuf {
-    match dir {
-        Some(d) => d.to_path_buf(),
-        None => std::env::var_os("FACEKIT_MODELS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("models")),
-    }
+    dir.map_or_else(|| PathBuf::from("models"), Path::to_path_buf)
 }
