@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use facekit_eval::embeddings::{self, Row};
 use facekit_train::infer::embed::{self, EmbedModel};
 use facekit_train::infer::faces;
+use facekit_train::run::paths::{BEST, LAST};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,7 +27,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Which checkpoint of a run folder [default: best, or last for a run without validation].
-    #[arg(long, value_parser = ["best", "last"])]
+    #[arg(long, value_parser = [BEST, LAST])]
     pub checkpoint: Option<String>,
     /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "auto")]

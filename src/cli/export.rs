@@ -56,7 +56,7 @@ pub struct ModelExportArgs {
     #[arg(long, required = true)]
     pub model: Option<PathBuf>,
     /// Which checkpoint of a run folder [default: best, or last for a run without validation].
-    #[arg(long, value_parser = ["best", "last"])]
+    #[arg(long, value_parser = [facekit_train::run::paths::BEST, facekit_train::run::paths::LAST])]
     pub checkpoint: Option<String>,
     /// Output folder: the requested formats' files (model.safetensors, model.torchscript.pt, model.onnx) and net.json, replaced whole (it may hold only an earlier export's files).
     #[arg(short, long, alias = "out", required = true)]

@@ -85,7 +85,7 @@ pub(crate) fn output_check() -> facekit_io::OutputCheck {
     facekit_io::OutputCheck::new(&[
         facekit_shard::DatasetPaths::owner_of,
         #[cfg(feature = "torch")]
-        facekit_train::trainer::RunPaths::owner_of,
+        facekit_train::run::paths::RunPaths::owner_of,
     ])
 }
 

@@ -4,9 +4,8 @@ use anyhow::Result;
 use facekit_io::StopFlag;
 use facekit_train::loss::MarginKind;
 use facekit_train::model::{Arch, Task};
-use facekit_train::trainer::checkpoint::MODEL_FILE;
+use facekit_train::run::paths::{RunPaths, BEST, LAST, MODEL_FILE};
 use facekit_train::trainer::config::{MemoryFormatKind, OptimizerKind, PrecisionKind, ScheduleKind};
-use facekit_train::trainer::run_dir::{RunPaths, BEST, LAST};
 use facekit_train::{Outcome, Summary, TrainConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -463,7 +462,7 @@ fn print_summary(how: &str, s: &Summary) {
     out(&format!("  run folder:       {}", s.run_dir.display()));
     let run = RunPaths::new(&s.run_dir);
     let weights = match (s.last_checkpoint.is_some(), s.has_best) {
-        (true, true) => run.checkpoint("{last,best}").join(MODEL_FILE).display().to_string(),
+        (true, true) => run.checkpoint(&format!("{{{LAST},{BEST}}}")).join(MODEL_FILE).display().to_string(),
         (true, false) => run.checkpoint(LAST).join(MODEL_FILE).display().to_string(),
         (false, true) => run.checkpoint(BEST).join(MODEL_FILE).display().to_string(),
         (false, false) => "- (no checkpoint written)".into(),

@@ -26,6 +26,7 @@
 //! folder beside the output, which then replaces it whole ([`facekit_io::output::Held`]).
 
 use super::embed::EmbedModel;
+use crate::run::paths::{MODEL_FILE, NET_FILE};
 use anyhow::{bail, Context, Result};
 use facekit_io::StopFlag;
 use serde::{Deserialize, Serialize};
@@ -35,16 +36,14 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tch::{CModule, Kind, Tensor};
 
-/// File names inside an export folder.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
+// The weights and `net.json` are named as in a run folder ([`MODEL_FILE`], [`NET_FILE`]), so that
+// `run::paths::locate` reads an export folder as it reads a checkpoint.
 /// TorchScript file inside an export folder.
 pub const TORCHSCRIPT_FILE: &str = "model.torchscript.pt";
 /// ONNX file inside an export folder.
 pub const ONNX_FILE: &str = "model.onnx";
-/// Network configuration inside an export folder.
-pub const NET_FILE: &str = "net.json";
 /// Every file an export folder holds: what a later export may replace.
-pub const FILES: [&str; 4] = [WEIGHTS_FILE, TORCHSCRIPT_FILE, ONNX_FILE, NET_FILE];
+pub const FILES: [&str; 4] = [MODEL_FILE, TORCHSCRIPT_FILE, ONNX_FILE, NET_FILE];
 /// The TorchScript module traced only for the ONNX exporter, inside the folder being built and
 /// removed before it is committed.
 const ONNX_SOURCE_FILE: &str = ".onnx-source.torchscript.pt";
@@ -195,7 +194,7 @@ pub fn export_with(model: &EmbedModel, out: &Path, opts: &ExportOptions) -> Resu
     let wants = |f: Format| opts.formats.contains(&f);
     let held = facekit_io::output::hold(out, &format!("export folder {}", out.display()), &[])?;
     let formats =
-        [(Format::Safetensors, WEIGHTS_FILE), (Format::Torchscript, TORCHSCRIPT_FILE), (Format::Onnx, ONNX_FILE)];
+        [(Format::Safetensors, MODEL_FILE), (Format::Torchscript, TORCHSCRIPT_FILE), (Format::Onnx, ONNX_FILE)];
     let removed: Vec<PathBuf> = formats
         .iter()
         .filter(|(f, name)| !wants(*f) && out.join(name).exists())
@@ -208,7 +207,7 @@ pub fn export_with(model: &EmbedModel, out: &Path, opts: &ExportOptions) -> Resu
     })?;
     let (tensors, onnx) = made.expect("made by a successful build");
     Ok(ExportReport {
-        weights: wants(Format::Safetensors).then(|| out.join(WEIGHTS_FILE)),
+        weights: wants(Format::Safetensors).then(|| out.join(MODEL_FILE)),
         torchscript: wants(Format::Torchscript).then(|| out.join(TORCHSCRIPT_FILE)),
         onnx,
         net_json: out.join(NET_FILE),
@@ -237,9 +236,9 @@ fn write_formats(
         .collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     if wants(Format::Safetensors) {
-        let path = dir.join(WEIGHTS_FILE);
+        let path = dir.join(MODEL_FILE);
         Tensor::write_safetensors(&vars, &path)
-            .with_context(|| format!("cannot write {}", out.join(WEIGHTS_FILE).display()))?;
+            .with_context(|| format!("cannot write {}", out.join(MODEL_FILE).display()))?;
     }
     let s = model.config.image_size;
     let ts_name = if wants(Format::Torchscript) { TORCHSCRIPT_FILE } else { ONNX_SOURCE_FILE };

@@ -8,8 +8,8 @@
 //! are pre-aligned, so for them nothing falls back; for raw photos the fallback keeps every pair
 //! in the protocol (never silently dropped) and the count is reported.
 
+use crate::embedding::resize;
 use anyhow::{Context, Result};
-use image::imageops::FilterType;
 use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -67,16 +67,6 @@ pub fn centre_crop(img: &RgbImage, size: u32) -> RgbImage {
     let crop = image::imageops::crop_imm(img, x0 as u32, y0 as u32, (x1 - x0).max(1) as u32, (y1 - y0).max(1) as u32)
         .to_image();
     resize(&crop, size)
-}
-
-/// Resizes to `size` x `size` with an antialiased triangle filter (PIL's BILINEAR resize), or
-/// returns a copy when already that size.
-pub fn resize(img: &RgbImage, size: u32) -> RgbImage {
-    if img.width() == size && img.height() == size {
-        img.clone()
-    } else {
-        image::imageops::resize(img, size, size, FilterType::Triangle)
-    }
 }
 
 /// Reads, decodes and prepares every file as a `size` x `size` chip, in parallel, with a progress

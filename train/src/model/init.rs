@@ -76,7 +76,7 @@ impl std::fmt::Debug for Pretrained {
 pub fn weights_file(source: &Path) -> Result<PathBuf> {
     if source.is_dir() {
         let (weights, _net_json) =
-            crate::infer::embed::locate(source, None).with_context(|| format!("--init {}", source.display()))?;
+            crate::run::paths::locate(source, None).with_context(|| format!("--init {}", source.display()))?;
         return Ok(weights);
     }
     // Opened as the project opens every untrusted path: a FIFO or device is named as such and

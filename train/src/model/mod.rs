@@ -12,6 +12,7 @@
 
 pub mod arch;
 pub mod head;
+pub mod health;
 pub mod init;
 pub mod iresnet;
 pub mod layers;

@@ -3,23 +3,16 @@
 //! state). Tensors are stored NCHW-contiguous whatever their memory format during training.
 //!
 //! A checkpoint is a folder replaced as one step ([`facekit_io::durable::replace_dir`]), so a
-//! reader never sees a half-written one; [`super::run_dir::RunPaths::existing_checkpoint`] finds
+//! reader never sees a half-written one; [`RunPaths::existing_checkpoint`] finds
 //! it, or its predecessor when a crash hit the moment between the two renames.
 
 use super::optim::Optimizer;
-use super::run_dir::RunPaths;
 use super::state::TrainState;
+use crate::run::paths::{RunPaths, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::Tensor;
-
-/// Weights file inside a checkpoint folder.
-pub const MODEL_FILE: &str = "model.safetensors";
-/// Optimiser state file inside a checkpoint folder.
-pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-/// The trainer's state inside a checkpoint folder.
-pub const STATE_FILE: &str = "state.json";
 
 /// Variables each rank holds only some rows of (Partial FC's class centres): checkpoints store
 /// them whole, so that a checkpoint is one set of files whatever the number of ranks, and `eval`,

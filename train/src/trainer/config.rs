@@ -1,9 +1,9 @@
 //! The full configuration of a training run: every `facekit train` flag, saved as `config.json`
 //! so that a run can be reproduced and resumed exactly.
 
-use super::run_dir::RunPaths;
 use crate::loss::{Margin, MarginKind};
 use crate::model::{Arch, Task};
+use crate::run::paths::RunPaths;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -581,7 +581,7 @@ impl TrainConfig {
 
     /// The name of each `--eval-bin` set: its file stem (`lfw` for `data/lfw.bin`).
     pub fn eval_bin_names(&self) -> Vec<String> {
-        self.eval_bin.iter().map(|p| crate::infer::verify::bin_name(p)).collect()
+        self.eval_bin.iter().map(|p| crate::embedding::bins::bin_name(p)).collect()
     }
 
     /// Images per forward pass of `--eval-bin` scoring: `--eval-batch`, or twice `--batch-size`

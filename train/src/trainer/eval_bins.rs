@@ -5,10 +5,10 @@
 //! checkpoint (10 consecutive folds, flip test, [`BinSet::score`]), in the run's precision.
 
 use super::config::TrainConfig;
-use super::numerics::Numerics;
 use super::state::BestMetric;
-use crate::infer::verify::BinSet;
+use crate::embedding::bins::BinSet;
 use crate::model::FaceNet;
+use crate::run::numerics::Numerics;
 use anyhow::{bail, Result};
 use facekit_eval::metrics::KFoldReport;
 use std::time::Instant;
@@ -74,8 +74,8 @@ impl EvalBins {
     }
 
     /// Scores `net` on every set, in order; once `stop` is set the scoring ends at the next batch
-    /// with [`crate::infer::embed::EmbedError::Stopped`], and NaN or infinite embeddings end it
-    /// with [`crate::infer::embed::EmbedError::NonFinite`] (inside an error naming the file).
+    /// with [`crate::embedding::EmbedError::Stopped`], and NaN or infinite embeddings end it
+    /// with [`crate::embedding::EmbedError::NonFinite`] (inside an error naming the file).
     pub fn score(&self, net: &FaceNet, numerics: &Numerics, stop: &facekit_io::StopFlag) -> Result<Vec<BinScore>> {
         self.sets
             .iter()

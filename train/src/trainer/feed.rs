@@ -9,7 +9,7 @@
 //!   buffer by batch `j - 2`, and the training stream waits on an event of the copy. Neither
 //!   wait involves the host.
 //! - The pixels are normalised on the training stream into a fixed float buffer of the run's
-//!   memory format, exactly as [`super::validate::batch_to_device`] does.
+//!   memory format, exactly as [`crate::run::numerics::batch_to_device`] does.
 //! - A batch handed back with [`Feed::retire`] keeps its slot until its copy's event has
 //!   completed; the feed asks (never waits) each time a batch comes or goes, and then drops it,
 //!   which gives the slot back to the ring.
@@ -19,8 +19,8 @@
 //! issued, and the tests drive it with a queue whose events complete when they say so.
 
 use super::layout::MemoryFormat;
-use super::numerics::Numerics;
 use crate::loss::BatchLabels;
+use crate::run::numerics::Numerics;
 use anyhow::{bail, Context, Result};
 use facekit_data::{Batch, HostAlloc, SlotAlloc, SlotMemory, SLOT_ALIGN};
 use std::any::Any;
@@ -628,9 +628,9 @@ pub fn for_device(numerics: &Numerics, batch: usize, size: u32) -> Result<Box<dy
 #[cfg(test)]
 mod tests {
     use super::super::config::{MemoryFormatKind, PrecisionKind};
-    use super::super::numerics::Numerics;
     use super::super::step::labels_to_device;
     use super::*;
+    use crate::run::numerics::Numerics;
     use facekit_data::{Loader, LoaderConfig};
     use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
     use facekit_shard::{Dataset, DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};

@@ -2,7 +2,7 @@
 //! object per logged step and per validation) and the chart `curves.png` (training loss, and
 //! below it the validation metrics).
 
-use super::run_dir::RunPaths;
+use crate::run::paths::{RunPaths, LOG_FILE, LOSSES_FILE, LOSS_DEBUG_DIR};
 use anyhow::{Context, Result};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -101,7 +101,7 @@ impl RunLogs {
             opt(l.gender),
             opt(l.age)
         )
-        .context("cannot write loss_debug/losses.tsv")?;
+        .with_context(|| format!("cannot write {LOSS_DEBUG_DIR}/{LOSSES_FILE}"))?;
         self.loss_points.push((step as f64, l.total));
         Ok(())
     }
@@ -110,9 +110,9 @@ impl RunLogs {
     /// `eval_bin` object in it also feeds the validation chart.
     pub fn event(&mut self, value: &serde_json::Value) -> Result<()> {
         // Flush the per-step file too, so both logs agree at every logged step.
-        self.losses.flush().context("cannot write loss_debug/losses.tsv")?;
-        writeln!(self.jsonl, "{value}").context("cannot write train_log.jsonl")?;
-        self.jsonl.flush().context("cannot write train_log.jsonl")?;
+        self.losses.flush().with_context(|| format!("cannot write {LOSS_DEBUG_DIR}/{LOSSES_FILE}"))?;
+        writeln!(self.jsonl, "{value}").with_context(|| format!("cannot write {LOG_FILE}"))?;
+        self.jsonl.flush().with_context(|| format!("cannot write {LOG_FILE}"))?;
         self.add_points(value);
         Ok(())
     }
@@ -149,7 +149,7 @@ impl RunLogs {
     /// on its own axis so that neither flattens the other.
     pub fn draw(&mut self) -> Result<()> {
         use facekit_eval::plot::{ChartSpec, Panel, Series};
-        self.losses.flush().context("cannot write loss_debug/losses.tsv")?;
+        self.losses.flush().with_context(|| format!("cannot write {LOSS_DEBUG_DIR}/{LOSSES_FILE}"))?;
         let window = (self.loss_points.len() / 50).max(1);
         let mean: Vec<(f64, f64)> = self
             .loss_points
@@ -199,8 +199,8 @@ impl RunLogs {
 
     /// Flushes both logs.
     pub fn flush(&mut self) -> Result<()> {
-        self.losses.flush().context("cannot write loss_debug/losses.tsv")?;
-        self.jsonl.flush().context("cannot write train_log.jsonl")
+        self.losses.flush().with_context(|| format!("cannot write {LOSS_DEBUG_DIR}/{LOSSES_FILE}"))?;
+        self.jsonl.flush().with_context(|| format!("cannot write {LOG_FILE}"))
     }
 }
 
@@ -260,10 +260,10 @@ mod tests {
         drop(logs);
         let logs = RunLogs::open(&run, 3).unwrap();
         assert_eq!(logs.loss_points.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1.0, 2.0, 3.0]);
-        let tsv = std::fs::read_to_string(dir.path().join("loss_debug/losses.tsv")).unwrap();
+        let tsv = std::fs::read_to_string(run.losses()).unwrap();
         assert_eq!(tsv.lines().count(), 4, "{tsv}");
         assert!(tsv.starts_with(LOSSES_HEADER));
-        let jsonl = std::fs::read_to_string(dir.path().join("train_log.jsonl")).unwrap();
+        let jsonl = std::fs::read_to_string(run.log()).unwrap();
         assert_eq!(jsonl.lines().count(), 3);
     }
 }

@@ -9,12 +9,13 @@
 //!   point, where [`host_reads`] (the one counted door to the host) reads them all at once;
 //! - [`replicas`]: the seam for data-parallel training (one process: [`SingleProcess`]);
 //! - what a run keeps: [`config`] (`config.json`), [`state`] and [`checkpoint`] (with
-//!   [`shards`]: a sharded head stored whole), [`logs`], the
-//!   folder's paths and lock in [`run_dir`];
+//!   [`shards`]: a sharded head stored whole), [`logs`], the folder's lock in [`run_dir`] (its
+//!   paths and file names are in [`crate::run::paths`]);
 //! - how it computes: [`optim`] (the optimiser trait, SGD) and [`adamw`], [`clip`] (gradient
-//!   clipping), [`schedule`] (dlib's plateau rule, step, cosine, polynomial, warm-up), [`numerics`] with [`feed`] (the batch onto the device), [`amp`], [`scaler`] and [`layout`] (precision and memory
-//!   format), [`validate`] with [`metrics`], [`eval_bins`] (insightface `.bin` verification
-//!   during training).
+//!   clipping), [`schedule`] (dlib's plateau rule, step, cosine, polynomial, warm-up),
+//!   [`crate::run::numerics`] with [`feed`] (the batch onto the device), [`amp`], [`scaler`] and
+//!   [`layout`] (precision and memory format), [`validate`] with [`metrics`], [`eval_bins`]
+//!   (insightface `.bin` verification during training, through [`crate::embedding`]).
 
 pub mod adamw;
 pub mod amp;
@@ -29,7 +30,6 @@ pub mod layout;
 pub mod logs;
 pub mod meter;
 pub mod metrics;
-pub mod numerics;
 pub mod optim;
 pub mod pending;
 pub mod replicas;
@@ -46,7 +46,7 @@ pub mod validate;
 pub use config::TrainConfig;
 pub use replicas::{Replicas, SingleProcess};
 pub use run::{Outcome, Summary, Trainer};
-pub use run_dir::{RunDir, RunPaths};
+pub use run_dir::RunDir;
 pub use setup::parse_device;
 
 /// Trains (or resumes) the run `cfg` describes in this one process; `command_line` is recorded

@@ -1,108 +1,11 @@
-//! A run folder (`Model/<run>/`): [`RunPaths`] spells every path in it, in one place, for the
-//! trainer and for whatever reads a run (embed, eval, export); [`RunDir`] is the folder held by one
-//! training process, locked, with the clean-up of what an interrupted run left there.
-//!
-//! ```text
-//! Model/<run>/
-//!   .lock                      held by the process training into the folder
-//!   config.json                the run's configuration, command lines and datasets
-//!   net.json                   the network's configuration (what inference rebuilds)
-//!   train_log.jsonl            one JSON object per logged step and per validation
-//!   loss_debug/losses.tsv      the loss of every step
-//!   curves.png                 loss and validation curves
-//!   checkpoints/last/, best/   model.safetensors, optimizer.safetensors, state.json
-//! ```
+//! The run folder held by one training process: [`RunDir`], locked, with the clean-up of what an
+//! interrupted run left there. Its paths (every name in a run folder) are [`RunPaths`].
 
+use crate::run::paths::{RunPaths, LOCK_FILE, STATE_FILE};
 use anyhow::{bail, Context, Result};
 use facekit_io::lock::{self, Lock};
 use std::fs;
-use std::path::{Path, PathBuf};
-
-/// Name of the lock file inside a run folder.
-pub const LOCK_FILE: &str = ".lock";
-/// The checkpoint written every `--checkpoint-every` steps and at the end.
-pub const LAST: &str = "last";
-/// The checkpoint of the best validation metric.
-pub const BEST: &str = "best";
-
-/// Every path of a run folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunPaths {
-    root: PathBuf,
-}
-
-impl RunPaths {
-    /// The run in folder `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        RunPaths { root: root.into() }
-    }
-
-    /// The folder.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// `config.json`.
-    pub fn config(&self) -> PathBuf {
-        self.root.join("config.json")
-    }
-
-    /// `net.json`.
-    pub fn net(&self) -> PathBuf {
-        self.root.join("net.json")
-    }
-
-    /// `train_log.jsonl`.
-    pub fn log(&self) -> PathBuf {
-        self.root.join("train_log.jsonl")
-    }
-
-    /// `loss_debug/`.
-    pub fn loss_debug(&self) -> PathBuf {
-        self.root.join("loss_debug")
-    }
-
-    /// `loss_debug/losses.tsv`.
-    pub fn losses(&self) -> PathBuf {
-        self.loss_debug().join("losses.tsv")
-    }
-
-    /// `curves.png`.
-    pub fn curves(&self) -> PathBuf {
-        self.root.join("curves.png")
-    }
-
-    /// `checkpoints/`.
-    pub fn checkpoints(&self) -> PathBuf {
-        self.root.join("checkpoints")
-    }
-
-    /// `checkpoints/NAME/` ([`LAST`] or [`BEST`]), whether or not it exists.
-    pub fn checkpoint(&self, name: &str) -> PathBuf {
-        self.checkpoints().join(name)
-    }
-
-    /// The folder of checkpoint `name` if one is complete on disk: `checkpoints/NAME/`, or the
-    /// predecessor a crash in the middle of replacing it left as `checkpoints/.old-NAME/`.
-    pub fn existing_checkpoint(&self, name: &str) -> Option<PathBuf> {
-        facekit_io::durable::settled_dir(&self.checkpoint(name), |d| d.join(super::checkpoint::STATE_FILE).is_file())
-    }
-
-    /// `.lock`.
-    pub fn lock(&self) -> PathBuf {
-        self.root.join(LOCK_FILE)
-    }
-
-    /// The run folder `path` is, if it is one (its `config.json` beside its lock or its
-    /// checkpoints): the [`facekit_io::output::Recogniser`] of run folders, so that no command
-    /// writes into one it did not create.
-    pub fn owner_of(path: &Path) -> Option<facekit_io::output::Owner> {
-        let run = RunPaths::new(path);
-        (run.config().is_file() && (run.lock().is_file() || run.checkpoints().is_dir())).then(|| {
-            facekit_io::output::Owner { what: format!("run folder {}", path.display()), root: path.to_path_buf() }
-        })
-    }
-}
+use std::path::Path;
 
 /// A locked run folder.
 #[derive(Debug)]
@@ -197,7 +100,7 @@ impl RunDir {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(target) = name.strip_prefix(".old-") else { continue };
             let target = ckpts.join(target);
-            if target.join(super::checkpoint::STATE_FILE).is_file() {
+            if target.join(STATE_FILE).is_file() {
                 remove_any(&entry.path())?;
                 removed += 1;
             } else {

@@ -15,12 +15,11 @@ use super::host_reads::HostReads;
 use super::labels::LabelGuard;
 use super::logs::RunLogs;
 use super::meter::Meter;
-use super::numerics::Numerics;
 use super::optim::{Optimizer, Sgd};
 use super::pending::Pending;
 use super::replicas::Replicas;
 use super::run::Trainer;
-use super::run_dir::{RunDir, LAST};
+use super::run_dir::RunDir;
 use super::scaler::{GradScaler, ScalerConfig};
 use super::schedule::{Cosine, DlibPlateau, Poly, Schedule, StepSchedule};
 use super::shards::{HeadShards, HEAD_WEIGHT};
@@ -28,6 +27,8 @@ use super::state::{ScalerState, TrainState};
 use crate::loss::FaceLoss;
 use crate::model::init::Pretrained;
 use crate::model::{FaceNet, NetConfig, Task, TaskWeights};
+use crate::run::numerics::Numerics;
+use crate::run::paths::LAST;
 use anyhow::{bail, Context, Result};
 use facekit_data::{Augment, Loader, LoaderConfig};
 use facekit_io::StopFlag;
@@ -363,7 +364,7 @@ fn write_run_files(
     saved.write(run)?;
     facekit_io::durable::write_json(run.net(), net_cfg)?;
     if let Some(p) = pretrained {
-        facekit_io::durable::write_json(run.root().join(INIT_REPORT), &p.report)?;
+        facekit_io::durable::write_json(run.init_report(), &p.report)?;
         say(&format!("facekit train: {}", p.report.summary()));
     }
     RunLogs::open(run.paths(), state.step)
@@ -390,7 +391,7 @@ fn prepare_run(cfg: TrainConfig, rank: usize, world: usize) -> Result<(TrainConf
     };
     let root = [PathBuf::from(&resume), cfg.model_dir.join(&resume)]
         .into_iter()
-        .find(|d| super::run_dir::RunPaths::new(d).config().is_file())
+        .find(|d| crate::run::paths::RunPaths::new(d).config().is_file())
         .with_context(|| {
             format!(
                 "no run '{resume}': neither {resume}/config.json nor {}/config.json exists",
@@ -638,9 +639,6 @@ pub fn build_optimizer(cfg: &TrainConfig, vs: &VarStore) -> Box<dyn Optimizer> {
     }
 }
 
-/// `--init`'s report in the run folder: what loaded, what is new, what was ignored.
-pub const INIT_REPORT: &str = "init.json";
-
 /// The weights of `--init PATH`, matched against the network `cfg` describes, built on the CPU
 /// only to learn its variables' names and shapes (the class count does not matter: ArcFace's
 /// centres never load). Weights that cannot give finite embeddings are refused.
@@ -653,7 +651,7 @@ fn read_init(cfg: &TrainConfig, path: &Path) -> Result<Pretrained> {
     // Training mode normalises with each batch's own statistics, so NaN or negative running
     // statistics would train without a sign and only break validation and every embedding later.
     p.copy_into(&vs)?;
-    if let Some(problem) = crate::infer::embed::weights_problem(&vs) {
+    if let Some(problem) = crate::model::health::weights_problem(&vs) {
         bail!("--init {}: {problem}, so no embedding of these weights can be finite", p.report.file.display());
     }
     Ok(p)

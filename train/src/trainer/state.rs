@@ -99,7 +99,7 @@ impl TrainState {
 
     /// Reads `state.json` from a checkpoint folder.
     pub fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join(super::checkpoint::STATE_FILE);
+        let path = dir.join(crate::run::paths::STATE_FILE);
         let text = facekit_io::bounded::read(&path, facekit_io::bounded::STATE)?;
         serde_json::from_slice(&text).with_context(|| format!("{} is not a valid training state", path.display()))
     }

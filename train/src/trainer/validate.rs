@@ -3,9 +3,9 @@
 //! baseline for gender, mean absolute error in years for age.
 
 use super::metrics::{self, Pair};
-use super::numerics::Numerics;
 use crate::loss::{expected_age, normalize, FaceLoss};
 use crate::model::FaceNet;
+use crate::run::numerics::Numerics;
 use anyhow::Result;
 use facekit_data::Loader;
 use std::collections::BTreeMap;
@@ -183,19 +183,4 @@ fn verification(emb: &Tensor, pairs: &[Pair]) -> Result<Option<(f64, f64)>> {
 
 fn to_i64(t: &Tensor) -> Vec<i64> {
     Vec::<i64>::try_from(t.to_kind(Kind::Int64).to_device(Device::Cpu)).unwrap_or_default()
-}
-
-/// A batch's u8 NHWC pixels as a normalised float NCHW tensor on `device`: `(x/255 - 0.5)/0.5`,
-/// in fresh tensors. The trainer feeds batches through [`super::feed`], into fixed buffers; this
-/// is the definition its tests hold the feed to. The NCHW view of NHWC data already has
-/// channels-last strides, which cuDNN prefers.
-pub fn batch_to_device(batch: &facekit_data::Batch, device: Device) -> Tensor {
-    let s = batch.size as i64;
-    let host = Tensor::from_slice(&batch.images).view([batch.n as i64, s, s, 3]);
-    let on_device = match device {
-        // Pinned memory lets the copy run asynchronously with the previous step's kernels.
-        Device::Cuda(_) => host.pin_memory(device).to_device_(device, Kind::Uint8, true, false),
-        _ => host,
-    };
-    (on_device.to_kind(Kind::Float) / 127.5 - 1.0).permute([0, 3, 1, 2])
 }

@@ -4,15 +4,15 @@
 
 use facekit_train::loss::{BatchLabels, FaceLoss};
 use facekit_train::model::{Arch, FaceNet, NetConfig, Task};
+use facekit_train::run::numerics::Numerics;
+use facekit_train::run::paths::{RunPaths, LAST, MODEL_FILE};
 use facekit_train::trainer::amp::{self, AmpDtype, Autocast};
 use facekit_train::trainer::checkpoint;
 use facekit_train::trainer::config::{MemoryFormatKind, PrecisionKind};
 use facekit_train::trainer::layout::{is_channels_last, to_channels_last, MemoryFormat};
-use facekit_train::trainer::numerics::Numerics;
 use facekit_train::trainer::optim::{Optimizer, Sgd};
 use facekit_train::trainer::scaler::{GradScaler, ScalerConfig, ScalerState};
 use facekit_train::trainer::state::TrainState;
-use facekit_train::trainer::RunPaths;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -229,7 +229,7 @@ fn scaler_state_round_trips_through_a_checkpoint() {
         train_seconds: 0.0,
         scaler: Some(saved.clone()),
     };
-    let dir = checkpoint::write(&RunPaths::new(run.path()), "last", &vs, &opt, &state, None, true).unwrap();
+    let dir = checkpoint::write(&RunPaths::new(run.path()), LAST, &vs, &opt, &state, None, true).unwrap();
     let back = TrainState::read(&dir).unwrap();
     assert_eq!(back, state);
     let resumed = GradScaler::from_state(ScalerConfig::default(), back.scaler.as_ref().unwrap(), CPU);
@@ -359,9 +359,9 @@ fn channels_last_checkpoint_equals_the_contiguous_one_and_loads_anywhere() {
         train_seconds: 0.0,
         scaler: None,
     };
-    let da = checkpoint::write(&RunPaths::new(run_a.path()), "last", &vs_a, &opt_a, &state, None, true).unwrap();
-    let db = checkpoint::write(&RunPaths::new(run_b.path()), "last", &vs_b, &opt_b, &state, None, true).unwrap();
-    let bytes = |d: &std::path::Path| std::fs::read(d.join(checkpoint::MODEL_FILE)).unwrap();
+    let da = checkpoint::write(&RunPaths::new(run_a.path()), LAST, &vs_a, &opt_a, &state, None, true).unwrap();
+    let db = checkpoint::write(&RunPaths::new(run_b.path()), LAST, &vs_b, &opt_b, &state, None, true).unwrap();
+    let bytes = |d: &std::path::Path| std::fs::read(d.join(MODEL_FILE)).unwrap();
     assert!(bytes(&da) == bytes(&db), "same weights, different bytes: the layout leaked into the file");
 
     // After a step, the file of the channels-last run holds its weights and momentum in NCHW
@@ -370,7 +370,7 @@ fn channels_last_checkpoint_equals_the_contiguous_one_and_loads_anywhere() {
     opt_b.zero_grad();
     loss_b.losses(&net_b.forward(&xs, true), &labels()).total.backward();
     opt_b.step(0.01).unwrap();
-    let db = checkpoint::write(&RunPaths::new(run_b.path()), "last", &vs_b, &opt_b, &state, None, true).unwrap();
+    let db = checkpoint::write(&RunPaths::new(run_b.path()), LAST, &vs_b, &opt_b, &state, None, true).unwrap();
     let (mut vs_c, net_c, _) = {
         let vs = nn::VarStore::new(CPU);
         let net = FaceNet::new(&vs.root(), &tiny_multi()).unwrap();

@@ -3,11 +3,11 @@
 //! trainer's validation do with a stop request and with a network whose embeddings are NaN.
 
 use facekit_io::StopFlag;
-use facekit_train::infer::embed::{embed_chips, to_input, weights_problem, EmbedError};
-use facekit_train::infer::faces;
-use facekit_train::infer::verify::{self, BinSet};
+use facekit_train::embedding::bins::{self, BinSet};
+use facekit_train::embedding::{embed_chips, resize, to_input, EmbedError};
+use facekit_train::model::health::weights_problem;
 use facekit_train::model::{Arch, FaceNet, NetConfig};
-use facekit_train::trainer::numerics::Numerics;
+use facekit_train::run::numerics::Numerics;
 use tch::{Device, Kind, Tensor};
 
 const SIZE: u32 = 48;
@@ -32,7 +32,7 @@ fn faces() -> Vec<u8> {
     let dir = facekit_testkit::shared_data().join("utkface2k");
     let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     names.sort();
-    names.iter().take(9).flat_map(|p| faces::resize(&image::open(p).unwrap().to_rgb8(), SIZE).into_raw()).collect()
+    names.iter().take(9).flat_map(|p| resize(&image::open(p).unwrap().to_rgb8(), SIZE).into_raw()).collect()
 }
 
 #[test]
@@ -84,11 +84,9 @@ fn a_bin_set_is_decoded_once_and_resized_as_eval_verify_resizes() {
     std::fs::write(&path, p).unwrap();
     let set = BinSet::load(&path, SIZE).unwrap();
     assert_eq!((set.name.as_str(), set.pairs(), set.images(), set.issame.clone()), ("pairs", 2, 4, vec![true, false]));
-    let expected: Vec<u8> = jpegs
-        .iter()
-        .flat_map(|j| faces::resize(&facekit_pack::photo::decode_image(j).unwrap(), SIZE).into_raw())
-        .collect();
-    assert!(set.pixels == expected, "chips differ from decode + faces::resize");
+    let expected: Vec<u8> =
+        jpegs.iter().flat_map(|j| resize(&facekit_pack::photo::decode_image(j).unwrap(), SIZE).into_raw()).collect();
+    assert!(set.pixels == expected, "chips differ from decode + resize");
 }
 
 /// `MemTotal` of /proc/meminfo, in bytes.
@@ -122,13 +120,13 @@ fn a_bin_whose_decoded_images_would_not_fit_in_memory_is_refused_naming_the_file
     );
 
     // The rule itself, with the memory given: 700,000 one-pixel PNGs at 112 px are 26 GiB.
-    let err = verify::check_decoded_memory(&path, 700_000, 112, Some(8 << 30)).unwrap_err().to_string();
+    let err = bins::check_decoded_memory(&path, 700_000, 112, Some(8 << 30)).unwrap_err().to_string();
     assert!(err.contains("700000 images") && err.contains("24.5 GiB") && err.contains("8.0 GiB"), "{err}");
     assert!(
-        verify::check_decoded_memory(&path, 12_000, 112, Some(8 << 30)).is_ok(),
+        bins::check_decoded_memory(&path, 12_000, 112, Some(8 << 30)).is_ok(),
         "LFW's 12,000 images at 112 px are 450 MB"
     );
-    assert!(verify::check_decoded_memory(&path, 700_000, 112, None).is_ok());
+    assert!(bins::check_decoded_memory(&path, 700_000, 112, None).is_ok());
 }
 
 /// Sets every element of the variables of `vs` whose name ends with `suffix` to `value`.

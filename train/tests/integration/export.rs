@@ -3,9 +3,11 @@
 //! file of every backbone, run by onnxruntime without torch, reproduces them too.
 
 use facekit_eval::npy;
-use facekit_train::infer::embed::{to_input, EmbedModel};
-use facekit_train::infer::{export, faces};
+use facekit_train::embedding::{resize, to_input};
+use facekit_train::infer::embed::EmbedModel;
+use facekit_train::infer::export;
 use facekit_train::model::{Arch, FaceNet, NetConfig};
+use facekit_train::run::paths::{BEST, MODEL_FILE, NET_FILE};
 use std::path::Path;
 
 const SIZE: i64 = 112;
@@ -43,8 +45,8 @@ fn random_model(dir: &Path, arch: Arch, size: i64) {
             let _ = t.shallow_clone().g_mul_scalar_(10.0);
         }
     });
-    vs.save(dir.join("model.safetensors")).unwrap();
-    std::fs::write(dir.join("net.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    vs.save(dir.join(MODEL_FILE)).unwrap();
+    std::fs::write(dir.join(NET_FILE), serde_json::to_vec(&config).unwrap()).unwrap();
 }
 
 /// Eight aligned 200x200 UTKFace chips, resized to the network input.
@@ -60,7 +62,7 @@ fn aligned_faces_of(size: i64) -> Vec<u8> {
     let mut pixels = Vec::new();
     for p in names.iter().take(8) {
         let img = image::open(p).unwrap().to_rgb8();
-        pixels.extend(faces::resize(&img, size as u32).into_raw());
+        pixels.extend(resize(&img, size as u32).into_raw());
     }
     pixels
 }
@@ -72,7 +74,7 @@ fn torchscript_export_matches_facekit_embeddings_in_pytorch() {
     let (src, out) = (tmp.path().join("run"), tmp.path().join("export"));
     std::fs::create_dir_all(&src).unwrap();
     tiny_model(&src);
-    let model = EmbedModel::load(&src, Some("best"), tch::Device::Cpu).unwrap();
+    let model = EmbedModel::load(&src, Some(BEST), tch::Device::Cpu).unwrap();
     let report = export::export(&model, &out).unwrap();
 
     let pixels = aligned_faces();
@@ -174,7 +176,7 @@ fn onnx_export_of_every_backbone_matches_facekit_embeddings_in_onnxruntime() {
         let (src, out) = (tmp.path().join("run"), tmp.path().join("export"));
         std::fs::create_dir_all(&src).unwrap();
         random_model(&src, arch, size);
-        let model = EmbedModel::load(&src, Some("best"), tch::Device::Cpu).unwrap();
+        let model = EmbedModel::load(&src, Some(BEST), tch::Device::Cpu).unwrap();
         let opts = export::ExportOptions {
             formats: vec![export::Format::Onnx],
             python: Some(facekit_testkit::venv_python()),
@@ -190,7 +192,7 @@ fn onnx_export_of_every_backbone_matches_facekit_embeddings_in_onnxruntime() {
         let mut files: Vec<String> =
             std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         files.sort();
-        assert_eq!(files, [export::ONNX_FILE, export::NET_FILE], "{arch:?}");
+        assert_eq!(files, [export::ONNX_FILE, NET_FILE], "{arch:?}");
         timings.push((arch, size, onnx.seconds));
 
         let pixels = aligned_faces_of(size);
@@ -253,7 +255,7 @@ fn onnx_export_with_a_python_lacking_torch_and_onnx_says_so_and_changes_nothing(
     let (src, out) = (tmp.path().join("run"), tmp.path().join("export"));
     std::fs::create_dir_all(&src).unwrap();
     random_model(&src, Arch::Tiny, 32);
-    let model = EmbedModel::load(&src, Some("best"), tch::Device::Cpu).unwrap();
+    let model = EmbedModel::load(&src, Some(BEST), tch::Device::Cpu).unwrap();
     export::export(&model, &out).unwrap();
     let listing = || {
         let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&out)

@@ -6,6 +6,7 @@
 use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
 use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};
 use facekit_train::model::{Arch, Task};
+use facekit_train::run::paths::RunPaths;
 use facekit_train::trainer::config::ScheduleKind;
 use facekit_train::trainer::schedule::DlibPlateau;
 use facekit_train::trainer::{Outcome, SingleProcess, TrainConfig, Trainer};
@@ -102,7 +103,7 @@ fn a_steady_state_step_reads_nothing_back_and_each_log_point_reads_once() {
 
 /// (step, lr it used, total loss) of every line of the run's `losses.tsv`.
 fn losses(run: &Path) -> Vec<(u64, f64, f64)> {
-    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
+    let text = std::fs::read_to_string(RunPaths::new(run).losses()).unwrap();
     text.lines()
         .skip(1)
         .map(|l| {

@@ -10,6 +10,7 @@ use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
 use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};
 use facekit_train::loss::MarginKind;
 use facekit_train::model::{Arch, Task};
+use facekit_train::run::paths::{RunPaths, LAST, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
 use facekit_train::trainer::config::{OptimizerKind, ScheduleKind};
 use facekit_train::trainer::{Outcome, SingleProcess, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
@@ -92,7 +93,7 @@ fn finished(outcome: Outcome) {
 
 /// (step, total loss) of every row of the run's `loss_debug/losses.tsv`.
 fn losses(run: &Path) -> Vec<(u64, f64)> {
-    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
+    let text = std::fs::read_to_string(RunPaths::new(run).losses()).unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("step\tepoch\tlr\ttotal\tfr\tgender\tage"));
     lines
@@ -104,7 +105,7 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
 }
 
 fn state(run: &Path, which: &str) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(run.join("checkpoints").join(which).join("state.json")).unwrap()).unwrap()
+    serde_json::from_slice(&std::fs::read(RunPaths::new(run).checkpoint(which).join(STATE_FILE)).unwrap()).unwrap()
 }
 
 #[test]
@@ -118,7 +119,7 @@ fn a_nan_loss_ends_the_run_as_diverged_without_the_step_and_keeps_the_last_good_
     assert!(cause.contains("NaN"), "{cause}");
     assert_eq!(summary.last_checkpoint, Some(5), "the last good checkpoint is named");
     let run = t.path().join("Model/nan");
-    assert_eq!(state(&run, "last")["step"], 5);
+    assert_eq!(state(&run, LAST)["step"], 5);
     assert_eq!(losses(&run).len(), 7, "steps 1..7 logged, the NaN step not");
 }
 
@@ -130,7 +131,7 @@ fn a_divergence_before_any_checkpoint_has_no_last_checkpoint() {
     let cfg = TrainConfig { max_steps: Some(5), ..config(t.path(), "nan") };
     let Outcome::Diverged { step, summary, .. } = run(cfg, Some(2)) else { panic!("the NaN at step 2 was missed") };
     assert_eq!((step, summary.last_checkpoint), (2, None));
-    assert!(!t.path().join("Model/nan/checkpoints/last").exists());
+    assert!(!RunPaths::new(t.path().join("Model/nan")).checkpoint(LAST).exists());
 }
 
 #[test]
@@ -159,7 +160,7 @@ fn adamw_poly_clipped_resumed_run_reproduces_the_uninterrupted_run_bit_for_bit()
     let broken = run(planned("split"), Some(21));
     assert!(matches!(broken, Outcome::Diverged { step: 21, .. }), "{broken:?}");
     let (full, split) = (t.path().join("Model/full"), t.path().join("Model/split"));
-    assert_eq!(state(&split, "last")["step"], 20);
+    assert_eq!(state(&split, LAST)["step"], 20);
     // As `facekit train FR --train-sets lfw --resume split --max-steps 40 --log-every 5` with the
     // common flags: every other setting is the run's own.
     let resume = TrainConfig {
@@ -175,16 +176,16 @@ fn adamw_poly_clipped_resumed_run_reproduces_the_uninterrupted_run_bit_for_bit()
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x, y, "step {}: uninterrupted loss {} but resumed {}", x.0, x.1, y.1);
     }
-    for file in ["model.safetensors", "optimizer.safetensors"] {
-        let read = |run: &Path| std::fs::read(run.join("checkpoints/last").join(file)).unwrap();
+    for file in [MODEL_FILE, OPTIMIZER_FILE] {
+        let read = |run: &Path| std::fs::read(RunPaths::new(run).checkpoint(LAST).join(file)).unwrap();
         assert!(read(&full) == read(&split), "checkpoints/last/{file} differs after the resumed run");
     }
-    assert_eq!(state(&full, "last")["schedule"], state(&split, "last")["schedule"]);
-    assert_eq!(state(&full, "last")["schedule"]["kind"], "warmup");
-    assert_eq!(state(&full, "last")["schedule"]["inner"]["kind"], "poly");
+    assert_eq!(state(&full, LAST)["schedule"], state(&split, LAST)["schedule"]);
+    assert_eq!(state(&full, LAST)["schedule"]["kind"], "warmup");
+    assert_eq!(state(&full, LAST)["schedule"]["inner"]["kind"], "poly");
     // The pre-clip norm is logged with the progress lines, the same in both runs.
     let norms = |run: &Path| -> Vec<f64> {
-        std::fs::read_to_string(run.join("train_log.jsonl"))
+        std::fs::read_to_string(RunPaths::new(run).log())
             .unwrap()
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["grad_norm"].as_f64())
@@ -193,7 +194,7 @@ fn adamw_poly_clipped_resumed_run_reproduces_the_uninterrupted_run_bit_for_bit()
     assert_eq!(norms(&full).len(), 8, "every 5 steps");
     assert!(norms(&full).iter().all(|n| n.is_finite() && *n > 0.0));
     assert_eq!(norms(&full), norms(&split));
-    let net: serde_json::Value = serde_json::from_slice(&std::fs::read(full.join("net.json")).unwrap()).unwrap();
+    let net: serde_json::Value = serde_json::from_slice(&std::fs::read(RunPaths::new(&full).net()).unwrap()).unwrap();
     assert_eq!(
         (net["margin"].as_str(), net["margin_m3"].as_f64(), net["arcface_m"].as_f64()),
         (Some("cosface"), Some(0.4), Some(0.0))

@@ -1,11 +1,10 @@
 //! How a run computes: its device, the autocast dtype (`--precision`) and the memory format of
 //! images and convolution weights (`--memory-format`), and the forward pass under them.
 
-use super::amp::{AmpDtype, Autocast};
-use super::config::{MemoryFormatKind, PrecisionKind};
-use super::layout::MemoryFormat;
-use super::validate::batch_to_device;
 use crate::model::{FaceNet, Outputs};
+use crate::trainer::amp::{AmpDtype, Autocast};
+use crate::trainer::config::{MemoryFormatKind, PrecisionKind};
+use crate::trainer::layout::MemoryFormat;
 use anyhow::Result;
 use facekit_data::Batch;
 use tch::{Device, Kind, Tensor};
@@ -57,7 +56,7 @@ impl Numerics {
     }
 
     /// A batch on the device, normalised, in this memory format, in fresh tensors: what the
-    /// trainer's [`super::feed`] gives in its fixed buffers (its tests compare the two).
+    /// trainer's [`crate::trainer::feed`] gives in its fixed buffers (its tests compare the two).
     pub fn input(&self, batch: &Batch) -> Tensor {
         self.memory_format.apply(&batch_to_device(batch, self.device))
     }
@@ -85,4 +84,19 @@ impl Numerics {
     pub fn fp32(device: Device) -> Self {
         Numerics { device, amp: None, memory_format: MemoryFormat::Contiguous }
     }
+}
+
+/// A batch's u8 NHWC pixels as a normalised float NCHW tensor on `device`: `(x/255 - 0.5)/0.5`,
+/// in fresh tensors. The trainer feeds batches through [`crate::trainer::feed`], into fixed buffers; this
+/// is the definition its tests hold the feed to. The NCHW view of NHWC data already has
+/// channels-last strides, which cuDNN prefers.
+pub fn batch_to_device(batch: &facekit_data::Batch, device: Device) -> Tensor {
+    let s = batch.size as i64;
+    let host = Tensor::from_slice(&batch.images).view([batch.n as i64, s, s, 3]);
+    let on_device = match device {
+        // Pinned memory lets the copy run asynchronously with the previous step's kernels.
+        Device::Cuda(_) => host.pin_memory(device).to_device_(device, Kind::Uint8, true, false),
+        _ => host,
+    };
+    (on_device.to_kind(Kind::Float) / 127.5 - 1.0).permute([0, 3, 1, 2])
 }
