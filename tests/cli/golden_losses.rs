@@ -28,6 +28,7 @@
 //! architecture's file of every run the filter selects, and passes.
 
 use crate::train_loop::{ok, train_command};
+use facekit_train::run::paths::RunPaths;
 use std::path::{Path, PathBuf};
 
 /// The environment variable that makes the tests write the golden files instead of comparing.
@@ -462,7 +463,7 @@ struct Curve {
 impl Curve {
     /// The per-step records of `run/train_log.jsonl` (every step, with `--log-every 1`).
     fn of_run(run: &Path) -> Curve {
-        let records: Vec<serde_json::Value> = std::fs::read_to_string(run.join("train_log.jsonl"))
+        let records: Vec<serde_json::Value> = std::fs::read_to_string(RunPaths::new(run).log())
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())

@@ -5,6 +5,8 @@
 //! its time limit, on a stop request and with facekit.
 
 use crate::train_loop::{ok, train};
+use facekit_train::infer::export::ONNX_FILE;
+use facekit_train::run::paths::MODEL_FILE;
 use std::path::{Path, PathBuf};
 
 const SIDE: u32 = 48;
@@ -173,7 +175,7 @@ fn onnx_export_runs_in_onnxruntime_and_matches_facekit_embed() {
         .unwrap();
     assert!(out.status.success(), "export failed: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let gone = [exp.join("model.safetensors"), exp.join("model.onnx")].map(|p| p.display().to_string());
+    let gone = [exp.join(MODEL_FILE), exp.join(ONNX_FILE)].map(|p| p.display().to_string());
     assert_eq!(report["removed"], serde_json::json!(gone));
     assert_eq!(report["onnx"], serde_json::Value::Null);
     let names: Vec<String> = listing(&exp).into_iter().map(|f| f.0).collect();

@@ -710,6 +710,7 @@ fn format_md_names_the_alignment_values_pack_writes() {
 #[cfg(feature = "torch")]
 mod training {
     use super::*;
+    use facekit_train::run::paths::{RunPaths, LAST, MODEL_FILE, STATE_FILE};
 
     /// `facekit train` on the tiny network at 48 px, data in `data_dir`, runs in `models`.
     pub fn train(data_dir: &Path, models: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -743,10 +744,11 @@ mod training {
     fn commands_refuse_to_write_into_a_run_folder_they_did_not_create() {
         let t = tempfile::tempdir().unwrap();
         let run = t.path().join("Model/r");
-        fs::create_dir_all(run.join("checkpoints/last")).unwrap();
-        fs::write(run.join("config.json"), b"{}").unwrap();
-        fs::write(run.join("net.json"), b"{}").unwrap();
-        fs::write(run.join(".lock"), b"").unwrap();
+        let paths = RunPaths::new(&run);
+        fs::create_dir_all(paths.checkpoint(LAST)).unwrap();
+        fs::write(paths.config(), b"{}").unwrap();
+        fs::write(paths.net(), b"{}").unwrap();
+        fs::write(paths.lock(), b"").unwrap();
         let photos = t.path().join("photos");
         copy_photos(&photos, &FEW[..1], 1);
         fs::create_dir_all(t.path().join("training")).unwrap();
@@ -844,9 +846,9 @@ mod training {
         }
         assert_eq!(fs::read(sb.join("keep.txt")).unwrap(), b"precious");
         // A real run is not deleted by --overwrite when the new run's data cannot be opened.
-        let run = sb.join("Model/old/checkpoints/last");
+        let run = RunPaths::new(sb.join("Model/old")).checkpoint(LAST);
         fs::create_dir_all(&run).unwrap();
-        fs::write(run.join("state.json"), b"{}").unwrap();
+        fs::write(run.join(STATE_FILE), b"{}").unwrap();
         let o = train(
             t.path(),
             &sb.join("Model"),
@@ -854,7 +856,7 @@ mod training {
             &[],
         );
         refused(&o, &["nope"]);
-        assert!(run.join("state.json").is_file(), "the old run was deleted before the new one was checked");
+        assert!(run.join(STATE_FILE).is_file(), "the old run was deleted before the new one was checked");
         // And a failed start leaves no folder behind.
         let o = train(t.path(), &sb.join("Model"), &["FR", "--train-sets", "nope", "--run-name", "new"], &[]);
         refused(&o, &["nope"]);
@@ -958,7 +960,7 @@ mod training {
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         assert!(stderr(&o).contains("at step 1"), "{}", stderr(&o));
         assert!(stderr(&o).contains("No checkpoint had been written yet"), "{}", stderr(&o));
-        assert!(!models.path().join("nan/checkpoints/last").exists());
+        assert!(!RunPaths::new(models.path().join("nan")).checkpoint(LAST).exists());
     }
 
     #[test]
@@ -978,10 +980,10 @@ mod training {
             "{summary}"
         );
         // What a full disk left: temporaries of this and of another (reused, dead) PID.
-        let ck = models.join("r/checkpoints");
+        let ck = RunPaths::new(models.join("r")).checkpoints();
         for tmp in [".tmp-1-last", ".tmp-4000000-best"] {
             fs::create_dir_all(ck.join(tmp)).unwrap();
-            fs::write(ck.join(tmp).join("model.safetensors"), vec![0u8; 1000]).unwrap();
+            fs::write(ck.join(tmp).join(MODEL_FILE), vec![0u8; 1000]).unwrap();
         }
         fs::write(models.join("r/.tmp-1-config.json"), b"{").unwrap();
         // The README's example: no --train-sets on resume.
@@ -1059,7 +1061,7 @@ mod training {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         let child = cmd.spawn().unwrap();
-        let tsv = models.join("term/loss_debug/losses.tsv");
+        let tsv = RunPaths::new(models.join("term")).losses();
         let t0 = Instant::now();
         while fs::read_to_string(&tsv).map(|t| t.lines().count()).unwrap_or(0) < 4 {
             assert!(t0.elapsed() < Duration::from_secs(120), "no step logged in 2 minutes");
@@ -1073,8 +1075,10 @@ mod training {
         assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
         assert!(String::from_utf8_lossy(&out.stdout).contains("stopped by SIGTERM"));
         let logged = fs::read_to_string(&tsv).unwrap().lines().count() as u64 - 1;
-        let state: serde_json::Value =
-            serde_json::from_slice(&fs::read(models.join("term/checkpoints/last/state.json")).unwrap()).unwrap();
+        let state: serde_json::Value = serde_json::from_slice(
+            &fs::read(RunPaths::new(models.join("term")).checkpoint(LAST).join(STATE_FILE)).unwrap(),
+        )
+        .unwrap();
         assert_eq!(state["step"], logged, "`last` holds every logged step");
     }
 }

@@ -3,6 +3,7 @@
 //! a killed and a hung rank, Partial FC, and gradient accumulation.
 
 use super::train_loop::{data, ok, state};
+use facekit_train::run::paths::{RunPaths, LAST, MODEL_FILE, OPTIMIZER_FILE};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -46,7 +47,7 @@ fn torchrun_cmd(models: &Path, run: &str, batch: &str, args: &[&str]) -> Command
 }
 
 fn total_losses(run: &Path) -> Vec<f64> {
-    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
+    let text = std::fs::read_to_string(RunPaths::new(run).losses()).unwrap();
     text.lines().skip(1).map(|l| l.split('\t').nth(3).unwrap().parse().unwrap()).collect()
 }
 
@@ -104,8 +105,9 @@ fn two_ranks_from_either_launcher_follow_one_rank_with_twice_the_batch_and_only_
     assert_eq!(String::from_utf8_lossy(&out.stdout).matches("Training finished.").count(), 1, "one summary, rank 0's");
     let run = models.path().join("two");
     assert_follows(&total_losses(&run), &one, "--nproc-per-node 2");
-    assert_eq!(state(&run, "last")["step"], 40);
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(state(&run, LAST)["step"], 40);
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(RunPaths::new(&run).config()).unwrap()).unwrap();
     assert_eq!((saved["config"]["world_size"].as_u64(), saved["config"]["batch_size"].as_u64()), (Some(2), Some(8)));
     // Nothing but rank 0's files: one lock, no second copy of anything.
     let names: Vec<String> =
@@ -138,14 +140,15 @@ fn a_run_resumes_on_another_number_of_ranks_with_the_same_global_batch() {
         "one rank takes the whole global batch: {}",
         stderr(&out)
     );
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(RunPaths::new(&run).config()).unwrap()).unwrap();
     assert_eq!((saved["config"]["world_size"].as_u64(), saved["config"]["batch_size"].as_u64()), (Some(1), Some(16)));
     let out = resume(&["--nproc-per-node", "2"], "40");
     ok(&out);
     assert!(stderr(&out).contains("batch 8 per rank x 2 ranks = global batch 16"), "{}", stderr(&out));
     let l = total_losses(&run);
     assert_eq!(l.len(), 40, "every step logged once across the three runs");
-    let last = state(&run, "last");
+    let last = state(&run, LAST);
     assert_eq!((last["step"].as_u64(), last["images_seen"].as_u64()), (Some(40), Some(40 * 16)));
     // The data order is the global batch's: the position in the epoch carries over unchanged.
     assert_eq!(
@@ -185,7 +188,7 @@ fn start_long_run(models: &Path, timeout: &str) -> (std::process::Child, u32, st
             .unwrap();
     let run = models.join("long");
     let t0 = Instant::now();
-    while std::fs::read_to_string(run.join("loss_debug/losses.tsv")).map(|t| t.lines().count()).unwrap_or(0) < 4 {
+    while std::fs::read_to_string(RunPaths::new(&run).losses()).map(|t| t.lines().count()).unwrap_or(0) < 4 {
         assert!(t0.elapsed() < Duration::from_secs(180), "no step logged in 3 minutes");
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the run ended early: {status:?}");
@@ -288,8 +291,8 @@ fn partial_fc_on_two_ranks_trains_and_its_checkpoint_holds_the_whole_head() {
     let l = total_losses(&run);
     assert!(mean(&l[25..]) < mean(&l[..5]), "Partial FC's loss fell: {l:?}");
     assert!(err.contains("identity_accuracy"), "validation scores identities over both shards: {err}");
-    for file in ["model.safetensors", "optimizer.safetensors"] {
-        let shapes = safetensors_shapes(&run.join("checkpoints/last").join(file));
+    for file in [MODEL_FILE, OPTIMIZER_FILE] {
+        let shapes = safetensors_shapes(&RunPaths::new(&run).checkpoint(LAST).join(file));
         assert_eq!(
             shapes.get("arcface.weight").or(shapes.get("exp_avg.arcface.weight")),
             Some(&vec![10, 512]),
@@ -304,7 +307,7 @@ fn partial_fc_on_two_ranks_trains_and_its_checkpoint_holds_the_whole_head() {
         .output()
         .unwrap();
     ok(&out);
-    assert_eq!(state(&run, "last")["step"], 35);
+    assert_eq!(state(&run, LAST)["step"], 35);
 }
 
 #[test]
@@ -363,7 +366,7 @@ fn multi_task_with_masked_heads_and_partial_fc_trains_on_two_ranks() {
     let out = cmd.output().unwrap();
     ok(&out);
     let run = models.path().join("m");
-    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
+    let text = std::fs::read_to_string(RunPaths::new(&run).losses()).unwrap();
     let rows: Vec<Vec<f64>> =
         text.lines().skip(1).map(|l| l.split('\t').skip(3).map(|x| x.parse().unwrap()).collect()).collect();
     assert_eq!(rows.len(), 30);
@@ -371,7 +374,7 @@ fn multi_task_with_masked_heads_and_partial_fc_trains_on_two_ranks() {
         rows.iter().all(|r| r.len() == 4 && r.iter().all(|x| x.is_finite())),
         "every task's loss is finite at every step: {rows:?}"
     );
-    let log = std::fs::read_to_string(run.join("train_log.jsonl")).unwrap();
+    let log = std::fs::read_to_string(RunPaths::new(run).log()).unwrap();
     let last = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -528,7 +531,7 @@ fn ranks_may_differ_in_their_own_threads_workers_logging_and_data_path() {
     for out in &outs {
         ok(out);
     }
-    assert_eq!(state(&models.path().join("hand"), "last")["step"], 3);
+    assert_eq!(state(&models.path().join("hand"), LAST)["step"], 3);
 }
 
 /// A plain TCP server on a free port that accepts connections and never answers, as a program
@@ -628,7 +631,7 @@ fn sigterm_to_the_launcher_stops_every_rank_after_saving_with_code_143() {
     assert_eq!(status.code(), Some(143), "{status:?}: {err}");
     assert!(err.contains("all 2 ranks stopped as asked by SIGTERM (exit code 143)"), "{err}");
     assert!(!err.contains("failed"), "a deliberate stop is no failure: {err}");
-    assert!(state(&run, "last")["step"].as_u64().unwrap() >= 3, "`last` was saved");
+    assert!(state(&run, LAST)["step"].as_u64().unwrap() >= 3, "`last` was saved");
 }
 
 #[test]
@@ -640,7 +643,7 @@ fn a_rank_whose_store_host_died_says_so_without_cpp_stacks() {
     let mut rank0 =
         hand_rank(models.path(), &training, 0, port, own).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let rank1 = hand_rank(models.path(), &training, 1, port, own).spawn().unwrap();
-    let losses = models.path().join("hand/loss_debug/losses.tsv");
+    let losses = RunPaths::new(models.path().join("hand")).losses();
     let t0 = Instant::now();
     while std::fs::read_to_string(&losses).map(|t| t.lines().count()).unwrap_or(0) < 4 {
         assert!(t0.elapsed() < Duration::from_secs(180), "no step logged in 3 minutes");

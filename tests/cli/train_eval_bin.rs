@@ -2,6 +2,7 @@
 //! tests write themselves from the chips of the packed LFW validation set (tiny ResNet, CPU).
 
 use crate::train_loop::{data, doctored_weights, ok, output_within, state, train, train_command};
+use facekit_train::run::paths::{RunPaths, BEST, LAST, MODEL_FILE};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -58,7 +59,7 @@ fn write_bin_repeated(dir: &Path, name: &str, repeat: usize) -> PathBuf {
 
 /// The `eval_bin` objects of `train_log.jsonl`, in order.
 fn bin_records(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("train_log.jsonl"))
+    std::fs::read_to_string(RunPaths::new(run).log())
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -144,7 +145,7 @@ fn eval_bin_is_logged_at_its_steps_and_equals_eval_verify_on_the_checkpoint() {
     assert!(stderr(&out).contains("step 5 pairs_a: accuracy "), "printed: {}", stderr(&out));
 
     // The last record is what `eval verify --bin --flip` reports on the last checkpoint (step 12).
-    assert_eq!(state(&run, "last")["step"], 12);
+    assert_eq!(state(&run, LAST)["step"], 12);
     let report = eval_verify(&run, "last", &a, "7", &["--flip"]);
     let last = &recs[4]["eval_bin"];
     assert_eq!(report["pairs_used"], 60);
@@ -157,10 +158,10 @@ fn eval_bin_is_logged_at_its_steps_and_equals_eval_verify_on_the_checkpoint() {
     assert_eq!(last["threshold"].as_f64(), report["kfold"]["best_threshold"].as_f64());
 
     // Without --best-on, validation still picks the best checkpoint.
-    assert_eq!(state(&run, "best")["best"]["name"], "verification_accuracy");
+    assert_eq!(state(&run, BEST)["best"]["name"], "verification_accuracy");
     // Loss above; validation and .bin accuracies share the panel below.
-    assert_eq!(image::image_dimensions(run.join("curves.png")).unwrap(), (1000, 800));
-    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(image::image_dimensions(RunPaths::new(&run).curves()).unwrap(), (1000, 800));
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(RunPaths::new(run).config()).unwrap()).unwrap();
     assert_eq!(cfg["config"]["eval_every"], 5);
     assert_eq!(cfg["config"]["eval_bin"].as_array().unwrap().len(), 2);
 }
@@ -203,7 +204,7 @@ fn best_on_picks_the_best_checkpoint_by_the_bin_accuracy() {
     let acc: Vec<f64> = recs.iter().map(|r| r["eval_bin"]["accuracy"].as_f64().unwrap()).collect();
     let max = acc.iter().copied().fold(f64::MIN, f64::max);
     let first_max = recs[acc.iter().position(|&a| a == max).unwrap()]["step"].as_u64().unwrap();
-    let best = state(&run, "best");
+    let best = state(&run, BEST);
     assert_eq!(best["best"]["name"], "lfwmini_accuracy");
     assert_eq!(best["best"]["value"].as_f64(), Some(max));
     assert_eq!(best["best"]["step"].as_u64(), Some(first_max), "accuracies {acc:?}");
@@ -254,7 +255,7 @@ fn a_resumed_run_logs_the_same_bin_results_as_an_uninterrupted_one() {
     let (full, split) = (strip("full"), strip("split"));
     assert_eq!(full.iter().map(|r| r["step"].as_u64().unwrap()).collect::<Vec<_>>(), [4, 8, 12]);
     assert_eq!(full, split);
-    assert_eq!(state(&models.path().join("full"), "best")["best"], state(&models.path().join("split"), "best")["best"]);
+    assert_eq!(state(&models.path().join("full"), BEST)["best"], state(&models.path().join("split"), BEST)["best"]);
 }
 
 #[test]
@@ -431,14 +432,14 @@ fn a_stop_request_during_bin_scoring_ends_it_at_the_next_batch_and_saves_the_ste
     let run = models.path().join("s");
     let t0 = std::time::Instant::now();
     // Step 1 logged: its scoring of the set has begun.
-    while std::fs::read_to_string(run.join("loss_debug/losses.tsv")).map(|t| t.lines().count()).unwrap_or(0) < 2 {
+    while std::fs::read_to_string(RunPaths::new(&run).losses()).map(|t| t.lines().count()).unwrap_or(0) < 2 {
         assert!(t0.elapsed().as_secs() < 300, "no step logged in 5 minutes");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
-    assert_eq!(state(&run, "last")["step"], 1, "the whole step is saved");
+    assert_eq!(state(&run, LAST)["step"], 1, "the whole step is saved");
     assert!(bin_records(&run).is_empty(), "the scoring was cut short, so nothing of it was logged");
 }
 
@@ -451,8 +452,8 @@ fn doctored_model(models: &Path, edit: &str) -> PathBuf {
     }
     let dir = models.join(format!("doctored-{}", std::fs::read_dir(models).unwrap().count()));
     std::fs::create_dir(&dir).unwrap();
-    std::fs::copy(src.join("net.json"), dir.join("net.json")).unwrap();
-    doctored_weights(&src, &dir.join("model.safetensors"), edit);
+    std::fs::copy(RunPaths::new(&src).net(), RunPaths::new(&dir).net()).unwrap();
+    doctored_weights(&src, &dir.join(MODEL_FILE), edit);
     dir
 }
 
@@ -531,7 +532,7 @@ fn bin_scores_of_a_network_whose_embeddings_overflow_end_the_run_instead_of_pick
     let bins = tempfile::tempdir().unwrap();
     let bin = write_bin(bins.path(), "lfwmini");
     let models = tempfile::tempdir().unwrap();
-    let weights = doctored_model(models.path(), "t['bn1.running_mean'][:] = -3e38").join("model.safetensors");
+    let weights = doctored_model(models.path(), "t['bn1.running_mean'][:] = -3e38").join(MODEL_FILE);
     let cmd = train_command(
         models.path(),
         &[
@@ -561,6 +562,6 @@ fn bin_scores_of_a_network_whose_embeddings_overflow_end_the_run_instead_of_pick
     }
     let run = models.path().join("b");
     assert!(bin_records(&run).is_empty(), "no accuracy of 0.5 was logged");
-    assert!(!run.join("checkpoints/best").exists(), "and no best picked by one");
-    assert_eq!(state(&run, "last")["step"], 2);
+    assert!(!RunPaths::new(&run).checkpoint(BEST).exists(), "and no best picked by one");
+    assert_eq!(state(&run, LAST)["step"], 2);
 }

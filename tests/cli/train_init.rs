@@ -2,6 +2,7 @@
 //! plus `--init`'s refusals, which leave no run folder behind.
 
 use crate::train_loop::{data, ok, state};
+use facekit_train::run::paths::{RunPaths, LAST};
 use std::path::Path;
 use std::process::Output;
 
@@ -51,10 +52,10 @@ fn iresnet_trains_resumes_and_seeds_a_new_run_with_init() {
     // `r18` is arcface_torch's name for it.
     ok(&train(models.path(), &["--arch", "r18", "--image-size", "32", "--max-steps", "2", "--run-name", "ir"]));
     let run = models.path().join("ir");
-    assert_eq!(json(&run.join("net.json"))["arch"], "iresnet18");
-    assert_eq!(state(&run, "last")["step"], 2);
+    assert_eq!(json(&RunPaths::new(&run).net())["arch"], "iresnet18");
+    assert_eq!(state(&run, LAST)["step"], 2);
     ok(&train(models.path(), &["--resume", "ir", "--max-steps", "3"]));
-    assert_eq!(state(&run, "last")["step"], 3);
+    assert_eq!(state(&run, LAST)["step"], 3);
 
     // A new run from that run's folder: everything but the ArcFace centres loads.
     let source = run.to_str().unwrap();
@@ -74,18 +75,18 @@ fn iresnet_trains_resumes_and_seeds_a_new_run_with_init() {
         "no summary line: {}",
         stderr(&out)
     );
-    assert_eq!(state(&models.path().join("ft"), "last")["step"], 2);
+    assert_eq!(state(&models.path().join("ft"), LAST)["step"], 2);
 
     // --init with --resume is refused, and the run is left as it was.
     let out = train(models.path(), &["--resume", "ft", "--max-steps", "4", "--init", source]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--init only starts new runs"), "{}", stderr(&out));
-    assert_eq!(state(&models.path().join("ft"), "last")["step"], 2);
+    assert_eq!(state(&models.path().join("ft"), LAST)["step"], 2);
     // A run started with --init resumes as any other (its config.json keeps the --init path).
     let cfg = json(&models.path().join("ft/config.json"));
     assert_eq!(cfg["config"]["init"], source);
     ok(&train(models.path(), &["--resume", "ft", "--max-steps", "3"]));
-    assert_eq!(state(&models.path().join("ft"), "last")["step"], 3);
+    assert_eq!(state(&models.path().join("ft"), LAST)["step"], 3);
 
     // Weights of another network, and a file that is no safetensors: refused before any folder exists.
     let out = train(

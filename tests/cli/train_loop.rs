@@ -3,6 +3,7 @@
 
 use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
 use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Gender, Labels, Manifest, Record, ShardReader};
+use facekit_train::run::paths::{RunPaths, BEST, LAST, MODEL_FILE, STATE_FILE};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
@@ -173,7 +174,7 @@ pub(crate) fn doctored_weights(run: &Path, to: &Path, edit: &str) {
     );
     let out = std::process::Command::new(facekit_testkit::venv_python())
         .args(["-c", &script])
-        .arg(run.join("checkpoints/last/model.safetensors"))
+        .arg(RunPaths::new(run).checkpoint(LAST).join(MODEL_FILE))
         .arg(to)
         .output()
         .unwrap();
@@ -192,7 +193,7 @@ pub(crate) fn ok(out: &Output) {
 
 /// (step, total loss, [fr, gender, age]) of every row of `loss_debug/losses.tsv`.
 fn losses(run: &Path) -> Vec<(u64, f64, [Option<f64>; 3])> {
-    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
+    let text = std::fs::read_to_string(RunPaths::new(run).losses()).unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("step\tepoch\tlr\ttotal\tfr\tgender\tage"));
     lines
@@ -206,7 +207,7 @@ fn losses(run: &Path) -> Vec<(u64, f64, [Option<f64>; 3])> {
 
 /// The validation objects of `train_log.jsonl`, in order.
 fn validations(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("train_log.jsonl"))
+    std::fs::read_to_string(RunPaths::new(run).log())
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -216,7 +217,7 @@ fn validations(run: &Path) -> Vec<serde_json::Value> {
 }
 
 pub(crate) fn state(run: &Path, which: &str) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(run.join("checkpoints").join(which).join("state.json")).unwrap()).unwrap()
+    serde_json::from_slice(&std::fs::read(RunPaths::new(run).checkpoint(which).join(STATE_FILE)).unwrap()).unwrap()
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -258,16 +259,16 @@ fn fr_loss_falls_and_the_run_folder_holds_every_output() {
         assert!(run.join(f).is_file(), "missing {f}");
     }
     // Loss above, validation accuracy below: two 400-pixel panels.
-    assert_eq!(image::image_dimensions(run.join("curves.png")).unwrap(), (1000, 800));
+    assert_eq!(image::image_dimensions(RunPaths::new(&run).curves()).unwrap(), (1000, 800));
     for c in ["last", "best"] {
         for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
             assert!(run.join("checkpoints").join(c).join(f).is_file(), "missing checkpoints/{c}/{f}");
         }
     }
-    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(RunPaths::new(&run).config()).unwrap()).unwrap();
     assert_eq!(cfg["config"]["max_steps"], 200);
     assert!(cfg["command_line"].as_array().unwrap().iter().any(|a| a == "lfw.valid"));
-    let net: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("net.json")).unwrap()).unwrap();
+    let net: serde_json::Value = serde_json::from_slice(&std::fs::read(RunPaths::new(&run).net()).unwrap()).unwrap();
     assert_eq!(net["num_classes"], IDENTITIES as u64);
     assert_eq!(net["arch"], "tiny");
 
@@ -279,12 +280,12 @@ fn fr_loss_falls_and_the_run_folder_holds_every_output() {
     // Chance is 1/10 for identities and 1/2 for balanced pairs.
     assert!(ident > 0.2, "identity accuracy {ident}");
     assert!(verif > 0.55, "verification accuracy {verif}");
-    let best = state(&run, "best")["best"].clone();
+    let best = state(&run, BEST)["best"].clone();
     assert_eq!(best["name"], "verification_accuracy");
     let best_value = best["value"].as_f64().unwrap();
     let max_seen = v.iter().map(|x| x["verification_accuracy"].as_f64().unwrap()).fold(f64::MIN, f64::max);
     assert_eq!(best_value, max_seen);
-    assert_eq!(state(&run, "last")["step"], 200);
+    assert_eq!(state(&run, LAST)["step"], 200);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("steps:            200") && stdout.contains("images/s"), "{stdout}");
 }
@@ -360,7 +361,7 @@ fn multi_task_trains_on_sets_with_partial_labels() {
         assert!(last[k].as_f64().is_some_and(f64::is_finite), "validation lacks {k}: {last}");
     }
     // Loss, accuracies, and the age error in years on its own axis.
-    assert_eq!(image::image_dimensions(run.join("curves.png")).unwrap(), (1000, 1200));
+    assert_eq!(image::image_dimensions(RunPaths::new(run).curves()).unwrap(), (1000, 1200));
 }
 
 #[test]
@@ -372,7 +373,7 @@ fn resumed_run_reproduces_the_uninterrupted_losses() {
     ok(&train(models.path(), &full));
     let half = [&common_args[..], &["--max-steps", "20", "--run-name", "split"]].concat();
     ok(&train(models.path(), &half));
-    assert_eq!(state(&models.path().join("split"), "last")["step"], 20);
+    assert_eq!(state(&models.path().join("split"), LAST)["step"], 20);
     ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--resume", "split", "--max-steps", "40"]));
     let a = losses(&models.path().join("full"));
     let b = losses(&models.path().join("split"));
@@ -382,7 +383,7 @@ fn resumed_run_reproduces_the_uninterrupted_losses() {
         assert_eq!(x.0, y.0);
         assert!((x.1 - y.1).abs() <= 1e-6, "step {}: uninterrupted loss {} but resumed {}", x.0, x.1, y.1);
     }
-    assert_eq!(state(&models.path().join("split"), "last")["epoch"], 2);
+    assert_eq!(state(&models.path().join("split"), LAST)["epoch"], 2);
 }
 
 /// Copies the `lfw` dataset to `corrupt` in a new folder with one byte flipped inside a record
@@ -524,7 +525,7 @@ fn ctrl_c_finishes_the_step_saves_last_and_exits_130() {
         .spawn()
         .unwrap();
     let run = models.path().join("int");
-    let tsv = run.join("loss_debug/losses.tsv");
+    let tsv = RunPaths::new(&run).losses();
     let t0 = std::time::Instant::now();
     while std::fs::read_to_string(&tsv).map(|t| t.lines().count()).unwrap_or(0) < 4 {
         assert!(t0.elapsed().as_secs() < 120, "no step logged in 2 minutes");
@@ -537,7 +538,7 @@ fn ctrl_c_finishes_the_step_saves_last_and_exits_130() {
     assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("stopped by Ctrl-C"));
     let steps = losses(&run).len() as u64;
-    assert_eq!(state(&run, "last")["step"], steps, "the checkpoint holds every logged step");
+    assert_eq!(state(&run, LAST)["step"], steps, "the checkpoint holds every logged step");
     assert!(steps < 100000);
 }
 
@@ -599,14 +600,15 @@ fn fp16_and_bf16_with_channels_last_follow_the_fp32_loss_curve() {
             (last - reference).abs() < 3.0 * std::f64::consts::SQRT_2 * FR_100_STEP_SEED_SPREAD,
             "{precision}: last-20 mean {last:.3} vs fp32's {reference:.3}, more than 3 deviations of a seed-to-seed difference apart"
         );
-        let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(RunPaths::new(&run).config()).unwrap()).unwrap();
         assert_eq!(
             (cfg["config"]["precision"].as_str(), cfg["config"]["memory_format"].as_str()),
             (Some(precision), Some(format))
         );
 
-        let scaler = &state(&run, "last")["scaler"];
-        let scale_logs: Vec<serde_json::Value> = std::fs::read_to_string(run.join("train_log.jsonl"))
+        let scaler = &state(&run, LAST)["scaler"];
+        let scale_logs: Vec<serde_json::Value> = std::fs::read_to_string(RunPaths::new(run).log())
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -677,7 +679,7 @@ fn fp16_and_bf16_resumed_runs_reproduce_the_uninterrupted_losses() {
                 y.1
             );
         }
-        let (sa, sb) = (state(&models.path().join(&full), "last"), state(&models.path().join(&split), "last"));
+        let (sa, sb) = (state(&models.path().join(&full), LAST), state(&models.path().join(&split), LAST));
         assert_eq!(sa["scaler"], sb["scaler"], "{precision}: scaler state after the resumed run");
         assert_eq!(sa["scaler"].is_null(), precision == "bf16");
     }
@@ -705,7 +707,7 @@ fn optimisation_flags_that_conflict_or_lack_a_length_are_usage_errors() {
 
 /// The `train_log.jsonl` objects of a run, in order.
 fn log_records(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("train_log.jsonl"))
+    std::fs::read_to_string(RunPaths::new(run).log())
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -714,7 +716,7 @@ fn log_records(run: &Path) -> Vec<serde_json::Value> {
 
 /// The learning rate of every step of a run (`losses.tsv`'s third column).
 fn rates(run: &Path) -> Vec<f64> {
-    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
+    let text = std::fs::read_to_string(RunPaths::new(run).losses()).unwrap();
     text.lines().skip(1).map(|l| l.split('\t').nth(2).unwrap().parse().unwrap()).collect()
 }
 
@@ -831,7 +833,7 @@ fn resuming_a_finished_run_says_it_reached_its_end_and_how_to_extend_it() {
     let models = tempfile::tempdir().unwrap();
     ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "3", "--run-name", "done"]));
     let run = models.path().join("done");
-    let config_before = std::fs::read(run.join("config.json")).unwrap();
+    let config_before = std::fs::read(RunPaths::new(&run).config()).unwrap();
     let out = train(models.path(), &["FR", "--resume", "done"]);
     ok(&out);
     let err = stderr_of(&out);
@@ -845,7 +847,7 @@ fn resuming_a_finished_run_says_it_reached_its_end_and_how_to_extend_it() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert_eq!(
-        std::fs::read(run.join("config.json")).unwrap(),
+        std::fs::read(RunPaths::new(&run).config()).unwrap(),
         config_before,
         "a resume with nothing to do changes nothing"
     );
@@ -891,7 +893,7 @@ fn flags_given_on_resume_apply_or_are_refused_never_silently_ignored() {
     ] {
         assert!(stderr_of(&out).contains(words), "stderr lacks {words:?}: {}", stderr_of(&out));
     }
-    assert_eq!(state(&run, "last")["step"], 24, "nothing ran");
+    assert_eq!(state(&run, LAST)["step"], 24, "nothing ran");
     // Given with the run's own value: nothing to refuse.
     ok(&train(models.path(), &["FR", "--resume", "r", "--max-steps", "26", "--lr", "0.05"]));
 }
@@ -937,7 +939,7 @@ fn a_closed_output_pipe_does_not_end_training() {
     let status = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(status, "0", "facekit's exit status under a closed pipe: {}", String::from_utf8_lossy(&out.stderr));
     let run = models.path().join("pipe");
-    assert_eq!(state(&run, "last")["step"], 20, "the run went on to its end and saved it");
+    assert_eq!(state(&run, LAST)["step"], 20, "the run went on to its end and saved it");
     assert_eq!(losses(&run).len(), 20);
     assert_eq!(
         log_records(&run).iter().filter(|r| r.get("images_per_second").is_some()).count(),
@@ -1026,8 +1028,8 @@ fn validation_embeddings_that_overflow_end_the_run_with_exit_1_naming_the_cause_
         assert!(err.contains(words), "stderr lacks {words:?}: {err}");
     }
     let run = models.path().join("nanval");
-    assert_eq!(state(&run, "last")["step"], 2, "the broken step is not saved");
-    assert!(!run.join("checkpoints/best").exists(), "no best from a NaN score");
+    assert_eq!(state(&run, LAST)["step"], 2, "the broken step is not saved");
+    assert!(!RunPaths::new(&run).checkpoint(BEST).exists(), "no best from a NaN score");
     assert!(log_records(&run).iter().all(|r| r.get("validation").is_none()), "no validation figure was logged");
 }
 
@@ -1063,5 +1065,5 @@ fn an_fp16_run_whose_activations_overflow_ends_at_its_validation_with_exit_1_ins
     for words in ["validation: the embeddings of", "NaN or infinite", "at step 10", "(step 5)"] {
         assert!(stderr_of(&out).contains(words), "stderr lacks {words:?}: {}", stderr_of(&out));
     }
-    assert_eq!(state(&models.path().join("o"), "last")["step"], 5);
+    assert_eq!(state(&models.path().join("o"), LAST)["step"], 5);
 }
