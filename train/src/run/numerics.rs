@@ -87,9 +87,9 @@ impl Numerics {
 }
 
 /// A batch's u8 NHWC pixels as a normalised float NCHW tensor on `device`: `(x/255 - 0.5)/0.5`,
-/// in fresh tensors. The trainer feeds batches through [`crate::trainer::feed`], into fixed buffers; this
-/// is the definition its tests hold the feed to. The NCHW view of NHWC data already has
-/// channels-last strides, which cuDNN prefers.
+/// in fresh tensors. The trainer feeds batches through [`crate::trainer::feed`], into fixed
+/// buffers; this is the definition its tests hold the feed to. The NCHW view of NHWC data already
+/// has channels-last strides, which cuDNN prefers.
 pub fn batch_to_device(batch: &facekit_data::Batch, device: Device) -> Tensor {
     let s = batch.size as i64;
     let host = Tensor::from_slice(&batch.images).view([batch.n as i64, s, s, 3]);
