@@ -17,6 +17,8 @@ mod pipeline_events;
 #[cfg(feature = "torch")]
 mod train;
 #[cfg(feature = "torch")]
+mod train_config;
+#[cfg(feature = "torch")]
 mod train_dist;
 mod verify;
 

@@ -64,25 +64,25 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = d().lr)]
     pub lr: f64,
     /// SGD momentum.
-    #[arg(long, default_value_t = d().momentum)]
+    #[arg(long, default_value_t = flag_default().momentum)]
     pub momentum: f64,
     /// Weight decay of every weight: SGD's L2 term, AdamW's decoupled p *= 1 − lr·wd.
-    #[arg(long, default_value_t = d().weight_decay)]
+    #[arg(long, default_value_t = flag_default().weight_decay)]
     pub weight_decay: f64,
     /// Learning-rate schedule.
-    #[arg(long, value_enum, default_value_t = d().schedule)]
+    #[arg(long, value_enum, default_value_t = d().schedule.kind())]
     pub schedule: ScheduleKind,
     /// Plateau: steps without loss decrease before shrinking; step: steps between shrinks.
-    #[arg(long, default_value_t = d().plateau_steps)]
+    #[arg(long, default_value_t = flag_default().plateau_steps)]
     pub plateau_steps: u64,
     /// Factor applied to the learning rate when it shrinks.
-    #[arg(long, default_value_t = d().lr_shrink)]
+    #[arg(long, default_value_t = flag_default().lr_shrink)]
     pub lr_shrink: f64,
     /// Learning rate below which training stops (plateau) or where it ends (cosine).
-    #[arg(long, default_value_t = d().min_lr)]
+    #[arg(long, default_value_t = flag_default().min_lr)]
     pub min_lr: f64,
     /// Steps of linear warm-up from 0 to --lr.
-    #[arg(long, default_value_t = d().warmup_steps, conflicts_with = "warmup_epochs")]
+    #[arg(long, default_value_t = flag_default().warmup_steps, conflicts_with = "warmup_epochs")]
     pub warmup_steps: u64,
     /// Stop after this many steps in total [default: none].
     #[arg(long)]
@@ -91,28 +91,28 @@ pub struct TrainArgs {
     #[arg(long)]
     pub epochs: Option<u64>,
     /// ArcFace scale s.
-    #[arg(long, default_value_t = d().arcface_scale)]
+    #[arg(long, default_value_t = flag_default().arcface_scale)]
     pub arcface_scale: f64,
     /// ArcFace additive angular margin m (radians).
-    #[arg(long, default_value_t = d().arcface_margin, conflicts_with = "margin_values")]
+    #[arg(long, default_value_t = flag_default().arcface_margin, conflicts_with = "margin_values")]
     pub arcface_margin: f64,
     /// Margin on the true class: arcface cos(θ+m2), cosface cos θ − m3, combined cos(m1·θ+m2) − m3.
-    #[arg(long, value_enum, default_value_t = d().margin)]
+    #[arg(long, value_enum, default_value_t = d().head.margin.kind())]
     pub margin: MarginKind,
     /// The margin's m1,m2,m3 (arcface_torch's margin_list) [default: arcface 1,--arcface-margin,0; cosface 1,0,0.4; combined: required].
     #[arg(long, value_name = "M1,M2,M3", value_delimiter = ',')]
     pub margin_values: Option<Vec<f64>>,
     /// Optimiser: sgd (--momentum, L2 --weight-decay) or adamw (--adam-betas, --adam-eps, decoupled --weight-decay).
-    #[arg(long, value_enum, default_value_t = d().optimizer)]
+    #[arg(long, value_enum, default_value_t = d().optimizer.kind())]
     pub optimizer: OptimizerKind,
     /// AdamW's β1,β2.
-    #[arg(long, value_name = "B1,B2", value_delimiter = ',', default_value = ADAM_BETAS.as_str())]
+    #[arg(long, value_name = "B1,B2", value_delimiter = ',', default_value = super::train_config::ADAM_BETAS.as_str())]
     pub adam_betas: Vec<f64>,
     /// AdamW's ε.
-    #[arg(long, value_name = "EPS", default_value_t = d().adam_eps)]
+    #[arg(long, value_name = "EPS", default_value_t = flag_default().adam_eps)]
     pub adam_eps: f64,
     /// Exponent of --schedule poly's decay (1: linear, arcface_torch's default).
-    #[arg(long, value_name = "P", default_value_t = d().poly_power)]
+    #[arg(long, value_name = "P", default_value_t = flag_default().poly_power)]
     pub poly_power: f64,
     /// Linear warm-up of E epochs, E x batches per epoch steps (arcface_torch's warmup_epoch).
     #[arg(long, value_name = "E", conflicts_with = "warmup_steps")]
@@ -121,7 +121,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "MAX")]
     pub clip_grad_norm: Option<f64>,
     /// Multi task: weights of the fr, gender and age losses.
-    #[arg(long, value_delimiter = ',', num_args = 1..=3, default_values_t = d().multi_weights)]
+    #[arg(long, value_delimiter = ',', num_args = 1..=3, default_values_t = flag_default().multi_weights.clone())]
     pub multi_weights: Vec<f64>,
     /// Backbone arithmetic (auto: fp16 on CUDA, fp32 on CPU); weights, heads, losses stay fp32.
     #[arg(long, value_enum, default_value_t = d().precision)]
@@ -219,10 +219,10 @@ fn d() -> TrainConfig {
     TrainConfig::default()
 }
 
-/// `--adam-betas`'s default as the flag takes it (`0.9,0.999`): clap would show a list default
-/// space-separated, which the comma-separated flag does not parse.
-static ADAM_BETAS: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| d().adam_betas.iter().map(f64::to_string).collect::<Vec<_>>().join(","));
+/// The defaults of the values inside the library's sections, which the flags show and take.
+fn flag_default() -> &'static super::train_config::FlagDefaults {
+    &super::train_config::FLAG_DEFAULTS
+}
 
 /// `--arch`'s help, with the IR-ResNets' short names (insightface's `r50`, ...), which clap
 /// accepts as aliases but would not show.
@@ -239,94 +239,22 @@ fn arch_help() -> String {
     format!("Network architecture, case-insensitive (also {})", aliases.join("; "))
 }
 
-impl TrainArgs {
-    /// The library configuration these flags describe.
-    pub fn into_config(self) -> TrainConfig {
-        TrainConfig {
-            task: self.task,
-            train_sets: self.train_sets,
-            valid_sets: self.valid_sets,
-            data_dir: self.data_dir,
-            arch: self.arch,
-            image_size: self.image_size,
-            embedding_size: self.embedding_size,
-            dropout: self.dropout,
-            zero_init_residual: self.zero_init_residual,
-            init: self.init,
-            batch_size: self.batch_size,
-            accumulate: self.accumulate,
-            world_size: 1,
-            partial_fc: self.partial_fc,
-            lr: self.lr,
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
-            schedule: self.schedule,
-            plateau_steps: self.plateau_steps,
-            lr_shrink: self.lr_shrink,
-            min_lr: self.min_lr,
-            warmup_steps: self.warmup_steps,
-            max_steps: self.max_steps,
-            epochs: self.epochs,
-            arcface_scale: self.arcface_scale,
-            arcface_margin: self.arcface_margin,
-            margin: self.margin,
-            margin_values: self.margin_values,
-            optimizer: self.optimizer,
-            adam_betas: self.adam_betas,
-            adam_eps: self.adam_eps,
-            poly_power: self.poly_power,
-            warmup_epochs: self.warmup_epochs,
-            clip_grad_norm: self.clip_grad_norm,
-            multi_weights: self.multi_weights,
-            precision: self.precision,
-            memory_format: self.memory_format,
-            device: self.device,
-            no_flip: self.no_flip,
-            random_crop: self.random_crop,
-            color_jitter: self.color_jitter,
-            grey_prob: self.grey_prob,
-            workers: self.workers,
-            threads: self.threads,
-            seed: self.seed,
-            valid_every: self.valid_every,
-            eval_bin: self.eval_bin,
-            eval_every: self.eval_every,
-            eval_batch: self.eval_batch,
-            best_on: self.best_on,
-            checkpoint_every: self.checkpoint_every,
-            model_dir: self.model_dir,
-            run_name: self.run_name,
-            overwrite: self.overwrite,
-            resume: self.resume,
-            skip_corrupt: self.skip_corrupt,
-            allow_changed_data: self.allow_changed_data,
-            log_every: self.log_every,
-            allow_cpu_fp16: self.allow_cpu_fp16,
-            synthetic: self.synthetic,
-            // From the environment, in `run` and `train_dist::rank` (it can fail).
-            sync_watch_after: None,
-            given: self.given,
-        }
-    }
-}
-
 /// Trains. Exit codes: 0 finished; 1 the loss diverged or the data is corrupt; 2 a usage or I/O
 /// error; 128 + N when signal N stopped it after saving `last` (130 Ctrl-C, 143 SIGTERM, 129
 /// SIGHUP): continue with `--resume`.
 pub fn run(mut args: TrainArgs) -> Result<ExitCode> {
     check_run_folder(&args)?;
+    args.given = given_flags();
     if let Some(n) = args.nproc_per_node {
         return super::train_dist::launch(n, &args);
     }
-    args.given = given_flags();
     let command_line: Vec<String> = std::env::args().collect();
     // Finish the step in hand and save it, instead of dying mid-write.
     let stop = StopFlag::from_signals()?;
     if let Some(env) = facekit_train::dist::DistEnv::from_env()? {
         return super::train_dist::rank(env, args, command_line, stop);
     }
-    let mut cfg = args.into_config();
-    cfg.sync_watch_after = sync_watch_after()?;
+    let cfg = args.into_config()?;
     let outcome = facekit_train::train(cfg, command_line, stop.clone())?;
     Ok(report(outcome, &stop, true))
 }

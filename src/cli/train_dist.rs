@@ -84,7 +84,7 @@ struct Checked {
 fn check_flags(args: &TrainArgs, env: &DistEnv) -> Result<Checked> {
     let timeout = Duration::from_secs(args.dist_timeout);
     check_timeout(timeout).with_context(|| format!("--dist-timeout {}", args.dist_timeout))?;
-    let cfg = TrainConfig { world_size: env.world_size, ..args.clone().into_config() };
+    let cfg = TrainConfig { world_size: env.world_size, ..args.clone().into_config()? };
     cfg.validate()?;
     let device = env.device(&cfg.device)?;
     let backend = Backend::for_device(backend_choice(args.dist_backend), parse_device(&device)?)?;
@@ -115,8 +115,7 @@ pub fn rank(env: DistEnv, args: TrainArgs, command_line: Vec<String>, stop: Stop
     quiet_cpp_stacks();
     let Checked { timeout, device: device_name, backend } = check_flags(&args, &env)?;
     let device = parse_device(&device_name)?;
-    let mut cfg = args.into_config();
-    cfg.sync_watch_after = super::train::sync_watch_after()?;
+    let mut cfg = args.into_config()?;
     cfg.device = device_name;
     let world = match World::join(&env, timeout, &stop) {
         Ok(world) => world,

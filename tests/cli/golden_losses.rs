@@ -463,7 +463,12 @@ struct Curve {
 impl Curve {
     /// The per-step records of `run/train_log.jsonl` (every step, with `--log-every 1`).
     fn of_run(run: &Path) -> Curve {
-        let records: Vec<serde_json::Value> = std::fs::read_to_string(RunPaths::new(run).log())
+        Curve::of_log(&RunPaths::new(run).log())
+    }
+
+    /// The per-step records of a `train_log.jsonl`.
+    fn of_log(log: &Path) -> Curve {
+        let records: Vec<serde_json::Value> = std::fs::read_to_string(log)
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -593,4 +598,74 @@ fn golden_curve_reads_back_exactly_and_a_mismatch_names_run_step_and_values() {
     assert!(why.contains("step 2, lr: expected 0.1, got 0.10000000000000002"), "the last bit counts: {why}");
     assert!(Curve::parse("# no header\n").is_err());
     assert!(cpu_kind().starts_with(std::env::consts::ARCH));
+}
+
+// Run folders written before a change must still resume, and resume exactly. Each folder of
+// `tests/assets/runs/x86_64/` is a run stopped after 8 steps by facekit at d621157 (the last commit
+// with the flat configuration: `config.json`, `net.json` and `state.json` as that version wrote
+// them, which is what users' run folders hold), with the `train_log.jsonl` that version wrote when
+// it resumed the run to step 16 under the pins. A resume today must log the same values: the
+// configuration, the network, the optimiser state, the schedule's state and the data order all
+// come back from the old files. These folders are never regenerated: they stand for runs users
+// already have.
+
+/// Resumes the old run folder `name` to step 16 and compares its log with the one the version
+/// that wrote the folder logged.
+fn old_run_resumes_exactly(name: &str, task: &str) {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/assets/runs").join(std::env::consts::ARCH).join(name);
+    if !fixture.exists() {
+        let why = format!("no old run folders for this architecture ({})", fixture.display());
+        if facekit_testkit::references_required() {
+            panic!("{why}, and {} is set: the resume guard may not be skipped", facekit_testkit::REQUIRE_REFERENCES);
+        }
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let models = tempfile::tempdir().unwrap();
+    let run = models.path().join(name);
+    copy_dir(&fixture.join("run"), &run);
+    // The test data is written again by every test process, and a manifest records when it was
+    // written: the same records, but another manifest than the one the run saw.
+    let resume = [task, "--resume", name, "--max-steps", "16", "--allow-changed-data"];
+    let args: Vec<&str> = resume.into_iter().chain(COMMON).collect();
+    let mut cmd = train_command(models.path(), &args);
+    cmd.envs(PIN);
+    let out = crate::train_loop::output_within(cmd, 300);
+    ok(&out);
+    let expected = Curve::of_log(&fixture.join("resumed_train_log.jsonl"));
+    if let Err(why) = expected.matches(&Curve::of_run(&run)) {
+        panic!("the old run folder {} did not resume as it did when it was written:\n{why}", fixture.display());
+    }
+}
+
+/// Copies a folder tree (the old run folder, which the resume writes into).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_old_sgd_plateau_run_folder_resumes_exactly() {
+    // The plateau rule's state (its loss history and shrink count) comes back from state.json.
+    old_run_resumes_exactly("fr_sgd_plateau_fp32", "FR");
+}
+
+#[test]
+fn an_old_adamw_cosine_combined_margin_run_folder_resumes_exactly() {
+    // AdamW's moments, the cosine's length, the combined margin, accumulation and clipping.
+    old_run_resumes_exactly("fr_adamw_cosine_combined_fp32", "FR");
+}
+
+#[test]
+fn an_old_multi_task_poly_cosface_partial_fc_run_folder_resumes_exactly() {
+    // The three tasks' weights, CosFace with Partial FC, the poly schedule, bf16.
+    old_run_resumes_exactly("multi_sgd_poly_cosface_pfc_bf16", "Multi");
 }

@@ -484,7 +484,8 @@ fn legacy_flag_spellings_and_case_insensitive_tasks_parse() {
         ok(&train(models.path(), &args));
         let cfg: serde_json::Value =
             serde_json::from_slice(&std::fs::read(models.path().join(name).join("config.json")).unwrap()).unwrap();
-        assert_eq!(cfg["config"]["multi_weights"], serde_json::json!([1.0, 0.5, 0.25]), "{name}");
+        let weights = serde_json::json!({"fr": 1.0, "gender": 0.5, "age": 0.25});
+        assert_eq!(cfg["config"]["head"]["task_weights"], weights, "{name}");
     }
     let two = train(
         models.path(),
@@ -696,6 +697,16 @@ fn optimisation_flags_that_conflict_or_lack_a_length_are_usage_errors() {
         (&["--max-steps", "2", "--optimizer", "adamw", "--adam-betas", "0.9,1.5"][..], "--adam-betas"),
         (&["--max-steps", "2", "--margin", "combined"][..], "--margin combined needs --margin-values"),
         (&["--max-steps", "2", "--clip-grad-norm", "0"][..], "--clip-grad-norm"),
+        // A flag of a kind the run does not use is refused by name, never dropped.
+        (&["--max-steps", "2", "--adam-betas", "0.8,0.99"][..], "--adam-betas applies to --optimizer adamw only"),
+        (&["--max-steps", "2", "--optimizer", "adamw", "--momentum", "0.5"][..], "--momentum 0.5 is SGD's"),
+        (&["--max-steps", "2", "--optimizer", "adamw", "--adam-betas", "0.9"][..], "--adam-betas needs two numbers"),
+        (&["--max-steps", "2", "--poly-power", "2"][..], "--poly-power applies to --schedule poly only"),
+        (&["--max-steps", "2", "--schedule", "cosine", "--lr-shrink", "0.5"][..], "--lr-shrink applies to"),
+        (&["--max-steps", "2", "--schedule", "poly", "--min-lr", "0.001"][..], "--min-lr applies to"),
+        (&["--max-steps", "2", "--margin", "cosface", "--arcface-margin", "0.3"][..], "--arcface-margin applies to"),
+        (&["--max-steps", "2", "--margin", "cosface", "--margin-values", "1,0.3,0.2"][..], "m2 = 0"),
+        (&["--max-steps", "2", "--margin", "combined", "--margin-values", "1,0.3"][..], "three numbers"),
     ] {
         let out = train(models.path(), &[&base[..], extra].concat());
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -13,7 +13,7 @@
 use super::group::ProcessGroup;
 use crate::trainer::config::{DatasetIdentity, TrainConfig};
 use crate::trainer::Replicas;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
 
@@ -32,16 +32,13 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The resolved configuration (every setting but those in [`PER_RANK`], plus the kind of
+    /// The resolved configuration (every setting, named by its flag, but those in [`PER_RANK`], plus the kind of
     /// device) and the content of every dataset (its manifest's SHA-256 and record count).
     pub fn of_run(cfg: &TrainConfig, datasets: &[DatasetIdentity]) -> Result<Identity> {
-        let serde_json::Value::Object(settings) = serde_json::to_value(cfg)? else {
-            bail!("the configuration is not a JSON object")
-        };
-        let mut entries: Vec<(String, String)> = settings
+        let mut entries: Vec<(String, String)> = crate::trainer::config::settings::settings(cfg)?
             .into_iter()
-            .filter(|(k, _)| !PER_RANK.contains(&k.as_str()))
-            .map(|(k, v)| (setting_name(&k), show(&v)))
+            .filter(|s| !PER_RANK.contains(&s.flag.as_str()))
+            .map(|s| (setting_name(&s.flag), s.value))
             .collect();
         let kind = cfg.device.split(':').next().unwrap_or_default();
         entries.push(("the device type".into(), kind.into()));
@@ -193,15 +190,6 @@ fn setting_name(key: &str) -> String {
     }
 }
 
-/// A setting's value as a user would write it.
-fn show(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "none".into(),
-        v => v.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,11 +202,19 @@ mod tests {
     #[test]
     fn settings_that_differ_are_named_with_both_values() {
         let a = Identity::of_run(&cfg(), &[]).unwrap();
-        let b = Identity::of_run(&TrainConfig { lr: 0.05, margin_values: Some(vec![1.0, 0.3, 0.2]), ..cfg() }, &[])
-            .unwrap();
+        let mut other = TrainConfig { lr: 0.05, ..cfg() };
+        other.head.margin = crate::loss::Margin::Combined { m1: 1.0, m2: 0.3, m3: 0.2 };
+        other.optimizer = crate::trainer::config::OptimizerConfig::Sgd { momentum: 0.8, weight_decay: 5e-4 };
+        let b = Identity::of_run(&other, &[]).unwrap();
         assert_eq!(
             a.differences(&b, 1),
-            vec!["--lr (0.1 on rank 0, 0.05 on rank 1)", "--margin-values (none on rank 0, [1.0,0.3,0.2] on rank 1)"]
+            vec![
+                "--margin (arcface on rank 0, combined on rank 1)",
+                "--arcface-margin (0.5 on rank 0, absent on rank 1)",
+                "--lr (0.1 on rank 0, 0.05 on rank 1)",
+                "--momentum (0.9 on rank 0, 0.8 on rank 1)",
+                "--margin-values (absent on rank 0, 1.0,0.3,0.2 on rank 1)"
+            ]
         );
     }
 

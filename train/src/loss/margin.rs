@@ -45,33 +45,85 @@ impl MarginKind {
     }
 }
 
-/// A margin: its kind and (m1, m2, m3).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Margin {
-    /// The formula.
-    pub kind: MarginKind,
-    /// Multiplicative angular margin (SphereFace).
-    pub m1: f64,
-    /// Additive angular margin, radians (ArcFace).
-    pub m2: f64,
-    /// Additive cosine margin (CosFace).
-    pub m3: f64,
+/// A margin and its values: each kind carries only the values it has, so that an ArcFace margin
+/// with a cosine term, say, cannot be written. Stored in `config.json` as
+/// `{"kind": "arcface", "m": 0.5}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Margin {
+    /// cos(θ + m): additive angular margin m, radians (m2 of the combined margin).
+    Arcface {
+        /// The angle m, radians.
+        m: f64,
+    },
+    /// cos θ − m: additive cosine margin m (m3 of the combined margin).
+    Cosface {
+        /// The cosine margin m.
+        m: f64,
+    },
+    /// cos(m1·θ + m2) − m3.
+    Combined {
+        /// Multiplicative angular margin (SphereFace).
+        m1: f64,
+        /// Additive angular margin, radians (ArcFace).
+        m2: f64,
+        /// Additive cosine margin (CosFace).
+        m3: f64,
+    },
+}
+
+impl Default for Margin {
+    /// insightface's ArcFace margin, m = 0.5.
+    fn default() -> Self {
+        Margin::arcface(0.5)
+    }
 }
 
 impl Margin {
     /// ArcFace with angular margin `m`.
     pub fn arcface(m: f64) -> Self {
-        Margin { kind: MarginKind::Arcface, m1: 1.0, m2: m, m3: 0.0 }
+        Margin::Arcface { m }
     }
 
-    /// The margin a network configuration records (`net.json`; ArcFace's m is m2).
-    pub fn of(config: &crate::model::NetConfig) -> Self {
-        Margin { kind: config.margin, m1: config.margin_m1, m2: config.arcface_m, m3: config.margin_m3 }
+    /// The margin of `kind` with the values (m1, m2, m3) (arcface_torch's `margin_list`), refused
+    /// when the kind has no such values (an ArcFace margin has m1 = 1 and m3 = 0).
+    pub fn from_values(kind: MarginKind, m1: f64, m2: f64, m3: f64) -> Result<Self> {
+        let margin = match kind {
+            MarginKind::Arcface if m1 != 1.0 || m3 != 0.0 => {
+                bail!("the arcface margin has m1 = 1 and m3 = 0, got ({m1}, {m2}, {m3}); use --margin combined for other values")
+            }
+            MarginKind::Cosface if m1 != 1.0 || m2 != 0.0 => {
+                bail!("the cosface margin has m1 = 1 and m2 = 0, got ({m1}, {m2}, {m3}); use --margin combined for other values")
+            }
+            MarginKind::Arcface => Margin::Arcface { m: m2 },
+            MarginKind::Cosface => Margin::Cosface { m: m3 },
+            MarginKind::Combined => Margin::Combined { m1, m2, m3 },
+        };
+        margin.validate()?;
+        Ok(margin)
     }
 
-    /// Checks that the values are in range and fit the kind.
+    /// The formula.
+    pub fn kind(&self) -> MarginKind {
+        match self {
+            Margin::Arcface { .. } => MarginKind::Arcface,
+            Margin::Cosface { .. } => MarginKind::Cosface,
+            Margin::Combined { .. } => MarginKind::Combined,
+        }
+    }
+
+    /// The values as the combined margin's (m1, m2, m3).
+    pub fn values(&self) -> (f64, f64, f64) {
+        match *self {
+            Margin::Arcface { m } => (1.0, m, 0.0),
+            Margin::Cosface { m } => (1.0, 0.0, m),
+            Margin::Combined { m1, m2, m3 } => (m1, m2, m3),
+        }
+    }
+
+    /// Checks that the values are finite and in range.
     pub fn validate(&self) -> Result<()> {
-        let Margin { kind, m1, m2, m3 } = *self;
+        let (m1, m2, m3) = self.values();
         if ![m1, m2, m3].iter().all(|v| v.is_finite()) {
             bail!("margin values must be finite, got ({m1}, {m2}, {m3})");
         }
@@ -84,32 +136,25 @@ impl Margin {
         if !(0.0..1.0).contains(&m3) {
             bail!("margin m3 (additive cosine) must be in [0, 1), got {m3}");
         }
-        match kind {
-            MarginKind::Arcface if m1 != 1.0 || m3 != 0.0 => {
-                bail!("the arcface margin has m1 = 1 and m3 = 0, got ({m1}, {m2}, {m3}); use --margin combined for other values")
-            }
-            MarginKind::Cosface if m1 != 1.0 || m2 != 0.0 => {
-                bail!("the cosface margin has m1 = 1 and m2 = 0, got ({m1}, {m2}, {m3}); use --margin combined for other values")
-            }
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// The margin-applied cosine of the true class, element-wise for every entry of `cos`
     /// (fp32 in, fp32 out).
     pub fn target_cos(&self, cos: &Tensor) -> Tensor {
-        match self.kind {
-            MarginKind::Arcface => super::arcface::margin_cos(cos, self.m2),
-            MarginKind::Cosface => cos - self.m3,
-            MarginKind::Combined => self.combined(cos),
+        match *self {
+            Margin::Arcface { m } => super::arcface::margin_cos(cos, m),
+            Margin::Cosface { m } => cos - m,
+            Margin::Combined { m1, m2, m3 } => combined(cos, m1, m2, m3),
         }
     }
+}
 
-    fn combined(&self, cos: &Tensor) -> Tensor {
-        let theta = cos.clamp(-1.0 + ACOS_CLAMP, 1.0 - ACOS_CLAMP).acos();
-        let angle = &theta * self.m1 + self.m2;
-        let theta_star = (PI - self.m2) / self.m1;
-        let fallback = cos - (1.0 + theta_star.cos() + self.m3);
-        (angle.cos() - self.m3).where_self(&angle.le(PI), &fallback)
-    }
+/// cos(m1·θ + m2) − m3, continued past θ* as the module's documentation says.
+fn combined(cos: &Tensor, m1: f64, m2: f64, m3: f64) -> Tensor {
+    let theta = cos.clamp(-1.0 + ACOS_CLAMP, 1.0 - ACOS_CLAMP).acos();
+    let angle = &theta * m1 + m2;
+    let theta_star = (PI - m2) / m1;
+    let fallback = cos - (1.0 + theta_star.cos() + m3);
+    (angle.cos() - m3).where_self(&angle.le(PI), &fallback)
 }

@@ -10,15 +10,86 @@ pub mod arcface;
 pub mod margin;
 pub mod partial_fc;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Kind, Tensor};
 
-use crate::model::{NetConfig, Outputs, Task, TaskWeights};
+use crate::model::{NetConfig, Outputs, Task};
 pub use age::{age_abs_error_sum, age_bins_target, expected_age};
 pub use arcface::{margin_cos, masked_cross_entropy, normalize, ArcFace};
 pub use margin::{Margin, MarginKind};
 pub use partial_fc::{gather_rows, head_memory_bytes, shard_range, take_rows, PartialFc, PartialFcConfig};
+
+/// The heads on the embedding and their losses: the identity head's scale, margin and Partial
+/// FC, and the tasks' weights (`config.json`'s `head`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadConfig {
+    /// ArcFace's scale s of every logit.
+    pub scale: f64,
+    /// The margin on the true class.
+    pub margin: Margin,
+    /// Partial FC: shard the identity centres over the ranks and score this fraction of each
+    /// shard per step (every positive class kept); `None`: the full head on every rank.
+    pub partial_fc: Option<f64>,
+    /// The tasks' weights in the multi-task total (a single task trains at weight 1).
+    pub task_weights: TaskWeights,
+}
+
+impl Default for HeadConfig {
+    /// insightface's ArcFace head: s = 64, m = 0.5, the full head, equal task weights.
+    fn default() -> Self {
+        HeadConfig { scale: 64.0, margin: Margin::default(), partial_fc: None, task_weights: TaskWeights::default() }
+    }
+}
+
+impl HeadConfig {
+    /// Checks the values (the flags' names in the messages).
+    pub fn validate(&self, task: Task) -> Result<()> {
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            bail!("--arcface-scale must be a positive number, got {}", self.scale);
+        }
+        self.margin.validate().with_context(|| match self.margin {
+            Margin::Arcface { .. } => "--margin arcface, --arcface-margin".to_string(),
+            other => format!("--margin {} --margin-values", other.kind().name()),
+        })?;
+        let w = self.task_weights;
+        if [w.fr, w.gender, w.age].iter().any(|x| !x.is_finite() || *x < 0.0) {
+            bail!("--multi-weights needs three finite non-negative numbers fr,gender,age, got {w:?}");
+        }
+        if task == Task::Multi && [w.fr, w.gender, w.age].iter().all(|x| *x == 0.0) {
+            bail!("--multi-weights are all zero: nothing would be learned");
+        }
+        if let Some(rate) = self.partial_fc {
+            if !(rate.is_finite() && rate > 0.0 && rate <= 1.0) {
+                bail!("--partial-fc must be a sample rate in (0, 1], got {rate}");
+            }
+            if !task.has_fr() {
+                bail!("--partial-fc shards the ArcFace head, which --task {} does not have", task.name());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Weights of each task's loss in the multi-task total.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskWeights {
+    /// Weight of the ArcFace identity loss.
+    pub fr: f64,
+    /// Weight of the gender cross entropy.
+    pub gender: f64,
+    /// Weight of the age-bin cross entropy.
+    pub age: f64,
+}
+
+impl Default for TaskWeights {
+    fn default() -> Self {
+        TaskWeights { fr: 1.0, gender: 1.0, age: 1.0 }
+    }
+}
 
 /// The labels of one batch, each [N] i64 on the model's device, −1 where unknown.
 #[derive(Debug)]
@@ -71,42 +142,47 @@ pub struct FaceLoss {
 }
 
 impl FaceLoss {
-    /// Creates the loss for `config`, ArcFace centres under `p / "arcface"`.
-    pub fn new(p: &nn::Path, config: &NetConfig) -> Result<Self> {
+    /// Creates the loss of `head` on the network `config`, ArcFace centres under `p / "arcface"`
+    /// (the full head on this rank: `head.partial_fc` is for [`FaceLoss::with_partial_fc`]).
+    pub fn new(p: &nn::Path, config: &NetConfig, head: &HeadConfig) -> Result<Self> {
         config.validate()?;
-        let arcface = config.task.has_fr().then(|| {
-            ArcFace::with_margin(p, config.num_classes, config.embedding_size, config.arcface_s, Margin::of(config))
-        });
+        head.validate(config.task)?;
+        let arcface = config
+            .task
+            .has_fr()
+            .then(|| ArcFace::with_margin(p, config.num_classes, config.embedding_size, head.scale, head.margin));
         Ok(FaceLoss {
             arcface,
             partial: None,
             task: config.task,
-            weights: task_weights(config),
+            weights: task_weights(config.task, head),
             age_bins: config.age_bins,
         })
     }
 
     /// As [`FaceLoss::new`] with the identity head sharded over the ranks of `group` (Partial
-    /// FC at `sample_rate`; `seed` drives its sampling of negative centres).
+    /// FC at `head.partial_fc`'s sample rate; `seed` drives its sampling of negative centres).
     pub fn with_partial_fc(
         p: &nn::Path,
         config: &NetConfig,
+        head: &HeadConfig,
         group: std::rc::Rc<crate::dist::ProcessGroup>,
-        sample_rate: f64,
         seed: u64,
     ) -> Result<Self> {
         config.validate()?;
+        head.validate(config.task)?;
         anyhow::ensure!(
             config.task.has_fr(),
             "Partial FC shards the identity head, which task {} does not have",
             config.task.name()
         );
-        let partial = PartialFc::new(p, group, PartialFcConfig::of(config, sample_rate, seed))?;
+        let rate = head.partial_fc.context("the head configuration has no Partial FC sample rate")?;
+        let partial = PartialFc::new(p, group, PartialFcConfig::of(config, head, rate, seed))?;
         Ok(FaceLoss {
             arcface: None,
             partial: Some(partial),
             task: config.task,
-            weights: task_weights(config),
+            weights: task_weights(config.task, head),
             age_bins: config.age_bins,
         })
     }
@@ -159,9 +235,9 @@ impl FaceLoss {
 }
 
 /// The tasks' weights: a single-task network trains that task alone at full weight.
-fn task_weights(config: &NetConfig) -> TaskWeights {
-    match config.task {
-        Task::Multi => config.weights,
+fn task_weights(task: Task, head: &HeadConfig) -> TaskWeights {
+    match task {
+        Task::Multi => head.task_weights,
         _ => TaskWeights { fr: 1.0, gender: 1.0, age: 1.0 },
     }
 }

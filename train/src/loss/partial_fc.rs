@@ -56,13 +56,14 @@ pub struct PartialFcConfig {
 }
 
 impl PartialFcConfig {
-    /// The head a network configuration describes (classes, embedding size, s, margin).
-    pub fn of(net: &NetConfig, sample_rate: f64, seed: u64) -> Self {
+    /// The identity head of network `net` (classes, embedding size) with `head`'s scale and
+    /// margin, scoring `sample_rate` of each shard.
+    pub fn of(net: &NetConfig, head: &super::HeadConfig, sample_rate: f64, seed: u64) -> Self {
         PartialFcConfig {
             num_classes: net.num_classes,
             embedding_size: net.embedding_size,
-            s: net.arcface_s,
-            margin: Margin::of(net),
+            s: head.scale,
+            margin: head.margin,
             sample_rate,
             seed,
         }

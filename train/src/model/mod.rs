@@ -75,24 +75,9 @@ impl Task {
     }
 }
 
-/// Weights of each task's loss in the multi-task total.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TaskWeights {
-    /// Weight of the ArcFace identity loss.
-    pub fr: f64,
-    /// Weight of the gender cross entropy.
-    pub gender: f64,
-    /// Weight of the age-bin cross entropy.
-    pub age: f64,
-}
-
-impl Default for TaskWeights {
-    fn default() -> Self {
-        TaskWeights { fr: 1.0, gender: 1.0, age: 1.0 }
-    }
-}
-
-/// Everything needed to rebuild a network and its losses; the trainer writes it as `net.json`.
+/// Everything needed to rebuild the network (not its losses: [`crate::loss::HeadConfig`]); the
+/// trainer writes it as `net.json`. Older `net.json` files also hold the margin and the task
+/// weights, which are read from `config.json` now and ignored here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NetConfig {
@@ -111,18 +96,6 @@ pub struct NetConfig {
     pub num_classes: i64,
     /// Number of one-year age bins (ages 0..age_bins-1; older ages fall in the last bin).
     pub age_bins: i64,
-    /// ArcFace scale s.
-    pub arcface_s: f64,
-    /// ArcFace additive angular margin m, radians (m2 of the combined margin).
-    pub arcface_m: f64,
-    /// Margin formula on the true class (absent in older net.json: ArcFace).
-    pub margin: crate::loss::MarginKind,
-    /// Multiplicative angular margin m1 of the combined margin (1 for ArcFace and CosFace).
-    pub margin_m1: f64,
-    /// Additive cosine margin m3 (CosFace's m; 0 for ArcFace).
-    pub margin_m3: f64,
-    /// Per-task loss weights (multi-task only).
-    pub weights: TaskWeights,
     /// The last BN of every residual block started at scale 0 (`--zero-init-residual`).
     pub zero_init_residual: bool,
 }
@@ -139,12 +112,6 @@ impl Default for NetConfig {
             task: Task::Fr,
             num_classes: 0,
             age_bins: 101,
-            arcface_s: 64.0,
-            arcface_m: 0.5,
-            margin: crate::loss::MarginKind::Arcface,
-            margin_m1: 1.0,
-            margin_m3: 0.0,
-            weights: TaskWeights::default(),
             zero_init_residual: false,
         }
     }
@@ -167,19 +134,6 @@ impl NetConfig {
         }
         if self.task.has_age() && self.age_bins < 2 {
             bail!("age_bins must be at least 2, got {}", self.age_bins);
-        }
-        if self.task.has_fr() && !(self.arcface_s > 0.0) {
-            bail!("arcface_s must be positive, got {}", self.arcface_s);
-        }
-        if self.task.has_fr() && !(0.0..std::f64::consts::FRAC_PI_2).contains(&self.arcface_m) {
-            bail!("arcface_m must be in [0, pi/2) radians, got {}", self.arcface_m);
-        }
-        if self.task.has_fr() {
-            crate::loss::Margin::of(self).validate()?;
-        }
-        let w = self.weights;
-        if [w.fr, w.gender, w.age].iter().any(|x| !x.is_finite() || *x < 0.0) {
-            bail!("task weights must be finite and non-negative, got {w:?}");
         }
         Ok(())
     }

@@ -8,7 +8,9 @@
 use super::adamw::AdamW;
 use super::checkpoint;
 use super::checkpoint::Shards;
-use super::config::{DatasetIdentity, OptimizerKind, PrecisionKind, SavedConfig, ScheduleKind, TrainConfig};
+use super::config::{
+    DatasetIdentity, OptimizerConfig, PrecisionKind, SavedConfig, ScheduleConfig, TrainConfig, Warmup,
+};
 use super::eval_bins::EvalBins;
 use super::feed::{self, Input, TrainerAlloc};
 use super::host_reads::HostReads;
@@ -26,7 +28,7 @@ use super::shards::{HeadShards, HEAD_WEIGHT};
 use super::state::{ScalerState, TrainState};
 use crate::loss::FaceLoss;
 use crate::model::init::Pretrained;
-use crate::model::{FaceNet, NetConfig, Task, TaskWeights};
+use crate::model::{FaceNet, NetConfig, Task};
 use crate::run::numerics::Numerics;
 use crate::run::paths::LAST;
 use anyhow::{bail, Context, Result};
@@ -99,12 +101,10 @@ impl Trainer {
         let mut vs = VarStore::new(device);
         let net = FaceNet::new(&vs.root(), &net_cfg)?;
         // Partial FC's centres are sharded over the ranks' group; checkpoints store them whole.
-        let head_group = cfg.partial_fc.map(|_| replicas.group().map(Rc::new)).transpose()?;
-        let loss = match (&head_group, cfg.partial_fc) {
-            (Some(group), Some(rate)) => {
-                FaceLoss::with_partial_fc(&vs.root(), &net_cfg, group.clone(), rate, cfg.seed)?
-            }
-            _ => FaceLoss::new(&vs.root(), &net_cfg)?,
+        let head_group = cfg.head.partial_fc.map(|_| replicas.group().map(Rc::new)).transpose()?;
+        let loss = match &head_group {
+            Some(group) => FaceLoss::with_partial_fc(&vs.root(), &net_cfg, &cfg.head, group.clone(), cfg.seed)?,
+            None => FaceLoss::new(&vs.root(), &net_cfg, &cfg.head)?,
         };
         let shards: Option<Box<dyn Shards>> =
             head_group.map(|g| Box::new(HeadShards::new(g, net_cfg.num_classes)) as Box<dyn Shards>);
@@ -153,7 +153,7 @@ impl Trainer {
             say(&format!("facekit train: device {}, {}", device_name(device), numerics.describe()));
             say(&describe_batch(&cfg));
             if let Some(p) = &loss.partial {
-                let copies = optimiser_copies(cfg.optimizer) - 2;
+                let copies = cfg.optimizer.parameter_copies() - 2;
                 say(&format!(
                     "facekit train: Partial FC at sample rate {}: {} classes over {world} rank(s), {} on rank 0, its head {:.1} MiB (centres, gradient, optimiser state)",
                     p.config().sample_rate,
@@ -259,11 +259,13 @@ impl Length {
             (Some(s), Some(e)) => Some(s.min(e * steps_per_epoch)),
             (s, e) => s.or(e.map(|e| e * steps_per_epoch)),
         };
-        let warmup_steps = cfg.warmup_steps_for(steps_per_epoch);
+        let warmup_steps = cfg.warmup.steps(steps_per_epoch);
         if let Some(total) = max_steps.filter(|&t| warmup_steps > 0 && warmup_steps >= t) {
-            let warmup = match cfg.warmup_epochs {
-                Some(e) => format!("--warmup-epochs {e} ({warmup_steps} steps of {steps_per_epoch} per epoch)"),
-                None => format!("--warmup-steps {warmup_steps}"),
+            let warmup = match cfg.warmup {
+                Warmup::Epochs(e) => {
+                    format!("--warmup-epochs {e} ({warmup_steps} steps of {steps_per_epoch} per epoch)")
+                }
+                Warmup::Steps(_) => format!("--warmup-steps {warmup_steps}"),
             };
             bail!(
                 "{warmup} is as long as the run ({total} steps) or longer: the learning rate would still be ramping up from 0 \
@@ -285,10 +287,8 @@ fn plan_schedule(
     resume_from: Option<&Path>,
     state: &TrainState,
 ) -> Result<Schedule> {
-    let planned = build_schedule(
-        &TrainConfig { warmup_steps: length.warmup_steps, warmup_epochs: None, ..cfg.clone() },
-        length.max_steps,
-    );
+    let planned =
+        build_schedule(&TrainConfig { warmup: Warmup::Steps(length.warmup_steps), ..cfg.clone() }, length.max_steps);
     let Some(dir) = resume_from else { return Ok(planned) };
     let saved = serde_json::from_value::<Schedule>(state.schedule.clone())
         .with_context(|| format!("{}: the schedule state in state.json is not valid", dir.display()))?;
@@ -315,7 +315,7 @@ fn nothing_left(cfg: &TrainConfig, length: &Length, step: u64, schedule: &Schedu
             "run {} already ended at step {step}: its learning rate fell below --min-lr {}, which ends a plateau schedule, so there \
              is nothing left to train. To train it further, start a new run from its weights (--init {})",
             run.display(),
-            cfg.min_lr,
+            cfg.schedule.min_lr().unwrap_or(0.0),
             run.display()
         )
     })
@@ -492,7 +492,7 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Repl
         bail!("the training sets have no identity labels (packed from a flat folder?): FR needs one folder per person");
     }
     // A sharded head keeps its largest shard on a rank.
-    let head_classes = match cfg.partial_fc {
+    let head_classes = match cfg.head.partial_fc {
         Some(_) => crate::loss::shard_range(i64::from(loader.num_classes()), 0, replicas.world_size()).1 as u32,
         None => loader.num_classes(),
     };
@@ -555,7 +555,7 @@ fn check_head_memory(cfg: &TrainConfig, classes: u32, device: Device) -> Result<
     if !cfg.task.has_fr() {
         return Ok(());
     }
-    let copies = optimiser_copies(cfg.optimizer);
+    let copies = cfg.optimizer.parameter_copies();
     let bytes = u64::from(classes).saturating_mul(cfg.embedding_size as u64).saturating_mul(4 * copies);
     let available = match device {
         Device::Cpu => available_memory(),
@@ -573,15 +573,6 @@ fn check_head_memory(cfg: &TrainConfig, classes: u32, device: Device) -> Result<
     Ok(())
 }
 
-/// Copies of each parameter in memory: the weights, their gradient and the momentum buffer
-/// (AdamW: two moments).
-fn optimiser_copies(kind: OptimizerKind) -> u64 {
-    match kind {
-        OptimizerKind::Sgd => 3,
-        OptimizerKind::Adamw => 4,
-    }
-}
-
 /// `MemAvailable` of /proc/meminfo, in bytes.
 fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -591,50 +582,50 @@ fn available_memory() -> Option<u64> {
 }
 
 /// The learning-rate schedule `cfg` asks for; `total_steps` is the run's length when known.
+/// `cfg.warmup` must be in steps (the run's length in epochs is known by then).
 pub fn build_schedule(cfg: &TrainConfig, total_steps: Option<u64>) -> Schedule {
+    let warmup_steps = cfg.warmup.steps(0);
+    let lr = cfg.lr;
     let inner = match cfg.schedule {
-        ScheduleKind::Plateau => Schedule::Plateau(DlibPlateau {
-            threshold: cfg.plateau_steps as usize,
-            shrink: cfg.lr_shrink,
-            min_lr: cfg.min_lr,
-            ..DlibPlateau::new(cfg.lr)
-        }),
-        ScheduleKind::Step => {
-            // One shrink every --plateau-steps until the rate would fall below --min-lr.
-            let mut milestones = Vec::new();
-            let mut lr = cfg.lr * cfg.lr_shrink;
-            let mut at = cfg.plateau_steps.max(1);
-            while lr >= cfg.min_lr && cfg.lr_shrink < 1.0 && total_steps.is_none_or(|t| at < t) {
-                milestones.push(at);
-                lr *= cfg.lr_shrink;
-                at += cfg.plateau_steps.max(1);
-            }
-            Schedule::Step(StepSchedule { base_lr: cfg.lr, gamma: cfg.lr_shrink, milestones, step: 0 })
+        ScheduleConfig::Plateau { patience, shrink, min_lr } => {
+            Schedule::Plateau(DlibPlateau { threshold: patience as usize, shrink, min_lr, ..DlibPlateau::new(lr) })
         }
-        ScheduleKind::Cosine => Schedule::Cosine(Cosine {
-            base_lr: cfg.lr,
-            floor: cfg.min_lr,
-            steps: total_steps.unwrap_or(0).saturating_sub(cfg.warmup_steps),
+        ScheduleConfig::Step { every, shrink, min_lr } => {
+            // One shrink every `every` steps until the rate would fall below `min_lr`.
+            let mut milestones = Vec::new();
+            let mut rate = lr * shrink;
+            let mut at = every.max(1);
+            while rate >= min_lr && shrink < 1.0 && total_steps.is_none_or(|t| at < t) {
+                milestones.push(at);
+                rate *= shrink;
+                at += every.max(1);
+            }
+            Schedule::Step(StepSchedule { base_lr: lr, gamma: shrink, milestones, step: 0 })
+        }
+        ScheduleConfig::Cosine { min_lr } => Schedule::Cosine(Cosine {
+            base_lr: lr,
+            floor: min_lr,
+            steps: total_steps.unwrap_or(0).saturating_sub(warmup_steps),
             step: 0,
         }),
         // The warm-up wrapper freezes it for the ramp, so at step k >= w it is at k − w of
         // t − w: arcface_torch's closed form (docs/TRAINING.md, "Learning rate").
-        ScheduleKind::Poly => Schedule::Poly(Poly {
-            base_lr: cfg.lr,
-            power: cfg.poly_power,
-            steps: total_steps.unwrap_or(0).saturating_sub(cfg.warmup_steps),
+        ScheduleConfig::Poly { power } => Schedule::Poly(Poly {
+            base_lr: lr,
+            power,
+            steps: total_steps.unwrap_or(0).saturating_sub(warmup_steps),
             step: 0,
         }),
     };
-    inner.with_warmup(cfg.warmup_steps)
+    inner.with_warmup(warmup_steps)
 }
 
 /// The optimiser `cfg` asks for, over the trainable variables of `vs`.
 pub fn build_optimizer(cfg: &TrainConfig, vs: &VarStore) -> Box<dyn Optimizer> {
     match cfg.optimizer {
-        OptimizerKind::Sgd => Box::new(Sgd::new(vs, cfg.momentum, cfg.weight_decay)),
-        OptimizerKind::Adamw => {
-            Box::new(AdamW::new(vs, (cfg.adam_betas[0], cfg.adam_betas[1]), cfg.adam_eps, cfg.weight_decay))
+        OptimizerConfig::Sgd { momentum, weight_decay } => Box::new(Sgd::new(vs, momentum, weight_decay)),
+        OptimizerConfig::Adamw { betas, eps, weight_decay } => {
+            Box::new(AdamW::new(vs, (betas[0], betas[1]), eps, weight_decay))
         }
     }
 }
@@ -646,7 +637,7 @@ fn read_init(cfg: &TrainConfig, path: &Path) -> Result<Pretrained> {
     let net_cfg = net_config(cfg, 2)?;
     let vs = VarStore::new(Device::Cpu);
     FaceNet::new(&vs.root(), &net_cfg)?;
-    FaceLoss::new(&vs.root(), &net_cfg)?;
+    FaceLoss::new(&vs.root(), &net_cfg, &cfg.head)?;
     let p = Pretrained::read(path, &vs)?;
     // Training mode normalises with each batch's own statistics, so NaN or negative running
     // statistics would train without a sign and only break validation and every embedding later.
@@ -657,10 +648,8 @@ fn read_init(cfg: &TrainConfig, path: &Path) -> Result<Pretrained> {
     Ok(p)
 }
 
-/// The network configuration for this run (written as `net.json`); fails when the margin
-/// flags do not describe a margin.
+/// The network configuration for this run (written as `net.json`).
 pub fn net_config(cfg: &TrainConfig, num_classes: u32) -> Result<NetConfig> {
-    let margin = cfg.margin_spec()?;
     Ok(NetConfig {
         arch: cfg.arch,
         image_size: cfg.image_size as i64,
@@ -668,12 +657,6 @@ pub fn net_config(cfg: &TrainConfig, num_classes: u32) -> Result<NetConfig> {
         dropout: cfg.dropout,
         task: cfg.task,
         num_classes: num_classes as i64,
-        arcface_s: cfg.arcface_scale,
-        arcface_m: margin.m2,
-        margin: margin.kind,
-        margin_m1: margin.m1,
-        margin_m3: margin.m3,
-        weights: TaskWeights { fr: cfg.multi_weights[0], gender: cfg.multi_weights[1], age: cfg.multi_weights[2] },
         zero_init_residual: cfg.zero_init_residual,
         ..NetConfig::default()
     })

@@ -262,7 +262,7 @@ fn twin_nets() -> [(nn::VarStore, FaceNet, FaceLoss); 2] {
     let make = || {
         let vs = nn::VarStore::new(CPU);
         let net = FaceNet::new(&vs.root(), &cfg).unwrap();
-        let loss = FaceLoss::new(&vs.root(), &cfg).unwrap();
+        let loss = FaceLoss::new(&vs.root(), &cfg, &facekit_train::loss::HeadConfig::default()).unwrap();
         (vs, net, loss)
     };
     let a = make();
@@ -374,7 +374,7 @@ fn channels_last_checkpoint_equals_the_contiguous_one_and_loads_anywhere() {
     let (mut vs_c, net_c, _) = {
         let vs = nn::VarStore::new(CPU);
         let net = FaceNet::new(&vs.root(), &tiny_multi()).unwrap();
-        let loss = FaceLoss::new(&vs.root(), &tiny_multi()).unwrap();
+        let loss = FaceLoss::new(&vs.root(), &tiny_multi(), &facekit_train::loss::HeadConfig::default()).unwrap();
         (vs, net, loss)
     };
     let mut opt_c = Sgd::new(&vs_c, 0.9, 5e-4);
@@ -392,7 +392,7 @@ fn channels_last_checkpoint_equals_the_contiguous_one_and_loads_anywhere() {
     // Resuming into a channels-last network gives channels-last momentum buffers again.
     let vs_d = nn::VarStore::new(CPU);
     FaceNet::new(&vs_d.root(), &tiny_multi()).unwrap();
-    FaceLoss::new(&vs_d.root(), &tiny_multi()).unwrap();
+    FaceLoss::new(&vs_d.root(), &tiny_multi(), &facekit_train::loss::HeadConfig::default()).unwrap();
     MemoryFormat::ChannelsLast.apply_to_vars(&vs_d);
     let mut vs_d = vs_d;
     let mut opt_d = Sgd::new(&vs_d, 0.9, 5e-4);

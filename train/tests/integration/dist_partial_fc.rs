@@ -5,7 +5,7 @@
 use super::dist_ranks;
 use facekit_train::loss::partial_fc::sampled_count;
 use facekit_train::loss::{
-    gather_rows, head_memory_bytes, shard_range, take_rows, ArcFace, Margin, MarginKind, PartialFc, PartialFcConfig,
+    gather_rows, head_memory_bytes, shard_range, take_rows, ArcFace, Margin, PartialFc, PartialFcConfig,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,11 +21,7 @@ const D: i64 = 6;
 const S: f64 = 16.0;
 
 fn margins() -> [Margin; 3] {
-    [
-        Margin::arcface(0.5),
-        Margin { kind: MarginKind::Cosface, m1: 1.0, m2: 0.0, m3: 0.35 },
-        Margin { kind: MarginKind::Combined, m1: 1.0, m2: 0.3, m3: 0.2 },
-    ]
+    [Margin::arcface(0.5), Margin::Cosface { m: 0.35 }, Margin::Combined { m1: 1.0, m2: 0.3, m3: 0.2 }]
 }
 
 fn config(num_classes: i64, margin: Margin, sample_rate: f64) -> PartialFcConfig {
@@ -197,7 +193,7 @@ fn check_with(
 fn dist_partial_fc_at_sample_rate_one_is_the_full_arcface_head_on_the_concatenated_batch() {
     let labels = [0, 7, 3, 9, 9, 1, 5, 4];
     for margin in margins() {
-        let ranks = check_against_reference(2, config(10, margin, 1.0), &labels, 0, margin.kind.name());
+        let ranks = check_against_reference(2, config(10, margin, 1.0), &labels, 0, margin.kind().name());
         assert_eq!(ranks[0].scored, (0..5).collect::<Vec<_>>());
         assert_eq!(ranks[1].scored, (5..10).collect::<Vec<_>>());
     }
@@ -211,7 +207,7 @@ fn dist_partial_fc_at_scale_64_is_the_full_arcface_head_for_embeddings_near_thei
             let cfg = PartialFcConfig { s: 64.0, ..config(10, margin, rate) };
             let full = values(1, 10 * D);
             let emb = near_centres(&full, &labels);
-            check_with(2, cfg, &full, &emb, &labels, 2, &format!("s = 64, {} at rate {rate}", margin.kind.name()));
+            check_with(2, cfg, &full, &emb, &labels, 2, &format!("s = 64, {} at rate {rate}", margin.kind().name()));
         }
     }
 }
@@ -313,7 +309,7 @@ fn dist_partial_fc_sampled_loss_is_the_full_head_restricted_to_the_scored_centre
                 config(40, margin, 0.25),
                 &labels,
                 step,
-                &format!("{} step {step}", margin.kind.name()),
+                &format!("{} step {step}", margin.kind().name()),
             );
             // Rank 0 has 7 positives for a quota of 5: all kept. Rank 1 has 2, plus 3 negatives.
             assert_eq!(ranks[0].scored, vec![0, 1, 3, 8, 12, 15, 19]);

@@ -226,7 +226,9 @@ fn validation_of_a_network_with_nan_statistics_ends_with_an_error_and_sees_a_sto
     let loader = valid_set(tmp.path());
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let net = tiny_net(&vs);
-    let loss = facekit_train::loss::FaceLoss::new(&vs.root(), net.config()).unwrap();
+    let loss =
+        facekit_train::loss::FaceLoss::new(&vs.root(), net.config(), &facekit_train::loss::HeadConfig::default())
+            .unwrap();
     let fp32 = Numerics::fp32(Device::Cpu);
     // A sound network is scored on every batch (three of four images), the gate asked after each.
     let mut asked = Vec::new();

@@ -24,7 +24,8 @@ fn random_model(dir: &Path, arch: Arch, size: i64) {
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = FaceNet::new(&vs.root(), &config).unwrap();
     // The trainer keeps ArcFace's class centres in the same store: export must leave them out.
-    let _loss = facekit_train::loss::FaceLoss::new(&vs.root(), &config).unwrap();
+    let _loss =
+        facekit_train::loss::FaceLoss::new(&vs.root(), &config, &facekit_train::loss::HeadConfig::default()).unwrap();
     // BN statistics of real faces, so that eval-mode normalisation is exercised and a deep random
     // network (IR-ResNet's normal(0, 0.1) convolutions) does not blow every face up onto the same
     // direction: from zero, one training-mode pass leaves momentum (0.1) x the batch statistics;

@@ -3,8 +3,8 @@
 //! margin's θ* where the documented fallback applies; finite gradients where cos θ = ±1; and
 //! the margin in `net.json` (absent in old files: ArcFace).
 
-use facekit_train::loss::{ArcFace, FaceLoss, Margin, MarginKind};
-use facekit_train::model::NetConfig;
+use facekit_train::loss::{ArcFace, FaceLoss, HeadConfig, Margin, MarginKind};
+use facekit_train::model::{Arch, NetConfig};
 use std::f64::consts::PI;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
@@ -80,7 +80,7 @@ fn check(margin: Margin, values: (f64, f64, f64)) {
     for (i, row) in want.iter().enumerate() {
         for (j, w) in row.iter().enumerate() {
             let g = got.double_value(&[i as i64, j as i64]);
-            assert!((g - w).abs() < 1e-3, "{:?} logit [{i}][{j}]: got {g}, want {w}", margin.kind);
+            assert!((g - w).abs() < 1e-3, "{:?} logit [{i}][{j}]: got {g}, want {w}", margin.kind());
         }
     }
 }
@@ -88,7 +88,7 @@ fn check(margin: Margin, values: (f64, f64, f64)) {
 #[test]
 fn cosface_subtracts_m3_from_the_target_cosine() {
     let _turn = facekit_testkit::rng_turn();
-    check(Margin { kind: MarginKind::Cosface, m1: 1.0, m2: 0.0, m3: 0.4 }, (1.0, 0.0, 0.4));
+    check(Margin::Cosface { m: 0.4 }, (1.0, 0.0, 0.4));
 }
 
 #[test]
@@ -103,16 +103,17 @@ fn combined_margin_matches_the_formula_on_both_sides_of_theta_star() {
         .count();
     let within = labels.iter().filter(|&&y| y >= 0).count() - beyond;
     assert!(beyond >= 1 && within >= 2, "the fixture must cover both branches ({within} within, {beyond} beyond)");
-    check(Margin { kind: MarginKind::Combined, m1, m2, m3 }, (m1, m2, m3));
+    check(Margin::Combined { m1, m2, m3 }, (m1, m2, m3));
     // insightface's MXNet example values (m1 = 1: the fallback starts at θ = π − m2).
-    check(Margin { kind: MarginKind::Combined, m1: 1.0, m2: 0.3, m3: 0.2 }, (1.0, 0.3, 0.2));
+    check(Margin::Combined { m1: 1.0, m2: 0.3, m3: 0.2 }, (1.0, 0.3, 0.2));
 }
 
 #[test]
 fn combined_target_is_continuous_and_falling_at_theta_star() {
     let _turn = facekit_testkit::rng_turn();
-    let m = Margin { kind: MarginKind::Combined, m1: 1.5, m2: 0.4, m3: 0.1 };
-    let theta_star = (PI - m.m2) / m.m1;
+    let m = Margin::Combined { m1: 1.5, m2: 0.4, m3: 0.1 };
+    let (m1, m2, _) = m.values();
+    let theta_star = (PI - m2) / m1;
     let thetas: Vec<f64> = (-3..=3).map(|i| theta_star + i as f64 * 1e-2).collect();
     let cos = Tensor::from_slice(&thetas.iter().map(|t| t.cos() as f32).collect::<Vec<_>>());
     let target = Vec::<f64>::try_from(m.target_cos(&cos).to_kind(Kind::Double)).unwrap();
@@ -127,11 +128,7 @@ fn combined_target_is_continuous_and_falling_at_theta_star() {
 fn gradients_stay_finite_where_the_embedding_is_on_or_opposite_its_centre() {
     let _turn = facekit_testkit::rng_turn();
     let centres = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
-    for margin in [
-        Margin { kind: MarginKind::Combined, m1: 1.2, m2: 0.3, m3: 0.2 },
-        Margin { kind: MarginKind::Cosface, m1: 1.0, m2: 0.0, m3: 0.4 },
-        Margin::arcface(0.5),
-    ] {
+    for margin in [Margin::Combined { m1: 1.2, m2: 0.3, m3: 0.2 }, Margin::Cosface { m: 0.4 }, Margin::arcface(0.5)] {
         let (_vs, a) = head(&centres, margin);
         let emb = tensor(&[vec![2.0, 0.0], vec![0.0, -3.0]]).set_requires_grad(true);
         let (loss, _) = a.loss(&emb, &Tensor::from_slice(&[0i64, 1]));
@@ -140,7 +137,7 @@ fn gradients_stay_finite_where_the_embedding_is_on_or_opposite_its_centre() {
         assert!(
             finite(&loss) && finite(&emb.grad()) && finite(&a.weight.grad()),
             "{:?}: non-finite loss or gradient",
-            margin.kind
+            margin.kind()
         );
     }
 }
@@ -159,33 +156,38 @@ fn arcface_kind_is_the_arcface_head_bit_for_bit() {
     // And that is what a default network configuration builds.
     let cfg = NetConfig { num_classes: 4, embedding_size: 3, ..NetConfig::default() };
     let vs = nn::VarStore::new(Device::Cpu);
-    let loss = FaceLoss::new(&vs.root(), &cfg).unwrap();
+    let loss = FaceLoss::new(&vs.root(), &cfg, &HeadConfig::default()).unwrap();
     assert_eq!(loss.arcface.unwrap().margin, Margin::arcface(0.5));
 }
 
 #[test]
-fn net_json_records_the_margin_and_old_files_mean_arcface() {
+fn net_json_holds_the_network_alone_and_old_files_with_a_margin_still_load() {
+    // net.json of earlier versions also held the margin, the scale and the task weights: the
+    // network's fields still load from it, the others live in config.json's head now.
     let old = r#"{"arch":"tiny","image_size":48,"embedding_size":8,"dropout":0.0,"task":"fr","num_classes":3,
-                  "age_bins":101,"arcface_s":64.0,"arcface_m":0.35,"weights":{"fr":1.0,"gender":1.0,"age":1.0}}"#;
+                  "age_bins":101,"arcface_s":64.0,"arcface_m":0.35,"margin":"cosface","margin_m1":1.0,
+                  "margin_m3":0.4,"weights":{"fr":1.0,"gender":1.0,"age":1.0},"zero_init_residual":false}"#;
     let cfg: NetConfig = serde_json::from_str(old).unwrap();
-    assert_eq!(Margin::of(&cfg), Margin::arcface(0.35));
-    let cosface = NetConfig {
-        margin: MarginKind::Cosface,
-        arcface_m: 0.0,
-        margin_m3: 0.4,
-        num_classes: 3,
-        ..NetConfig::default()
-    };
-    let back: NetConfig = serde_json::from_str(&serde_json::to_string(&cosface).unwrap()).unwrap();
-    assert_eq!(Margin::of(&back), Margin { kind: MarginKind::Cosface, m1: 1.0, m2: 0.0, m3: 0.4 });
-    // A hand-edited net.json whose values do not fit its kind is refused, naming the rule.
-    let bad = NetConfig {
-        margin: MarginKind::Cosface,
-        arcface_m: 0.5,
-        margin_m3: 0.4,
-        num_classes: 3,
-        ..NetConfig::default()
-    };
-    let err = bad.validate().unwrap_err().to_string();
+    assert_eq!(
+        cfg,
+        NetConfig { arch: Arch::Tiny, image_size: 48, embedding_size: 8, num_classes: 3, ..NetConfig::default() }
+    );
+    let written = serde_json::to_value(&cfg).unwrap();
+    for loss_field in ["arcface_s", "arcface_m", "margin", "margin_m1", "margin_m3", "weights"] {
+        assert!(written.get(loss_field).is_none(), "net.json no longer writes {loss_field}: {written}");
+    }
+}
+
+#[test]
+fn a_margin_holds_only_its_own_values() {
+    // In config.json each kind has its own values: a cosine margin with an angle is refused by
+    // name, not read as something else.
+    let back: Margin = serde_json::from_str(r#"{"kind":"cosface","m":0.4}"#).unwrap();
+    assert_eq!(back, Margin::Cosface { m: 0.4 });
+    assert_eq!(back.values(), (1.0, 0.0, 0.4));
+    let err = serde_json::from_str::<Margin>(r#"{"kind":"cosface","m":0.4,"m2":0.5}"#).unwrap_err().to_string();
+    assert!(err.contains("m2"), "{err}");
+    let err = Margin::from_values(MarginKind::Cosface, 1.0, 0.5, 0.4).unwrap_err().to_string();
     assert!(err.contains("cosface margin has m1 = 1 and m2 = 0"), "{err}");
+    assert_eq!(Margin::from_values(MarginKind::Arcface, 1.0, 0.3, 0.0).unwrap(), Margin::arcface(0.3));
 }

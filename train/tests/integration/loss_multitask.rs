@@ -1,24 +1,18 @@
 //! Multi-task losses mask unlabelled records: a task with no label in the batch contributes 0
 //! and no gradient, and a mixed batch's loss equals the loss over its labelled rows alone.
 
-use facekit_train::loss::{expected_age, BatchLabels, FaceLoss};
-use facekit_train::model::{Arch, FaceNet, NetConfig, Task, TaskWeights};
+use facekit_train::loss::{expected_age, BatchLabels, FaceLoss, HeadConfig, TaskWeights};
+use facekit_train::model::{Arch, FaceNet, NetConfig, Task};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 fn setup() -> (nn::VarStore, FaceNet, FaceLoss) {
     tch::manual_seed(5);
-    let cfg = NetConfig {
-        arch: Arch::Tiny,
-        image_size: 64,
-        task: Task::Multi,
-        num_classes: 6,
-        weights: TaskWeights { fr: 1.0, gender: 0.5, age: 0.25 },
-        ..NetConfig::default()
-    };
+    let cfg = NetConfig { arch: Arch::Tiny, image_size: 64, task: Task::Multi, num_classes: 6, ..NetConfig::default() };
+    let head = HeadConfig { task_weights: TaskWeights { fr: 1.0, gender: 0.5, age: 0.25 }, ..HeadConfig::default() };
     let vs = nn::VarStore::new(Device::Cpu);
     let net = FaceNet::new(&vs.root(), &cfg).unwrap();
-    let loss = FaceLoss::new(&vs.root(), &cfg).unwrap();
+    let loss = FaceLoss::new(&vs.root(), &cfg, &head).unwrap();
     (vs, net, loss)
 }
 

@@ -95,7 +95,7 @@ fn torchvision_resnet50_file_loads_the_whole_backbone() {
     let vs = nn::VarStore::new(Device::Cpu);
     let cfg = config(Arch::Resnet50, 112);
     FaceNet::new(&vs.root(), &cfg).unwrap();
-    FaceLoss::new(&vs.root(), &cfg).unwrap();
+    FaceLoss::new(&vs.root(), &cfg, &facekit_train::loss::HeadConfig::default()).unwrap();
     let report = load_into(&vs, &file).unwrap();
     let vars = vs.variables();
     let backbone: BTreeSet<String> = vars.keys().filter(|n| is_backbone_param(n)).cloned().collect();
@@ -137,7 +137,7 @@ fn facekit_checkpoint_loads_everything_but_arcface_and_ddp_names_are_stripped() 
     let cfg = NetConfig { task: Task::Multi, ..config(Arch::Iresnet18, 32) };
     let src = nn::VarStore::new(Device::Cpu);
     FaceNet::new(&src.root(), &cfg).unwrap();
-    FaceLoss::new(&src.root(), &cfg).unwrap();
+    FaceLoss::new(&src.root(), &cfg, &facekit_train::loss::HeadConfig::default()).unwrap();
     let plain = dir.path().join("model.safetensors");
     save(&src, &plain);
     // What a DDP-wrapped model's state_dict looks like, in half precision.
@@ -152,7 +152,7 @@ fn facekit_checkpoint_loads_everything_but_arcface_and_ddp_names_are_stripped() 
         tch::manual_seed(99);
         let vs = nn::VarStore::new(Device::Cpu);
         FaceNet::new(&vs.root(), &cfg20).unwrap();
-        FaceLoss::new(&vs.root(), &cfg20).unwrap();
+        FaceLoss::new(&vs.root(), &cfg20, &facekit_train::loss::HeadConfig::default()).unwrap();
         let report = load_into(&vs, file).unwrap();
         let arcface = if prefixed { "module.arcface.weight" } else { "arcface.weight" };
         assert_eq!(report.ignored, vec![arcface.to_string()], "{}", file.display());

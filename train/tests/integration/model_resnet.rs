@@ -80,7 +80,7 @@ fn tiny_network_reduces_arcface_loss_with_sgd() {
     let cfg = NetConfig { dropout: 0.0, num_classes: 4, ..config(Arch::Tiny, 64) };
     let vs = nn::VarStore::new(Device::Cpu);
     let net = FaceNet::new(&vs.root(), &cfg).unwrap();
-    let loss = FaceLoss::new(&vs.root(), &cfg).unwrap();
+    let loss = FaceLoss::new(&vs.root(), &cfg, &facekit_train::loss::HeadConfig::default()).unwrap();
     let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs, 0.05).unwrap();
     let xs = Tensor::rand([8, 3, 64, 64], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
     let labels = BatchLabels {

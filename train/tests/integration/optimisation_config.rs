@@ -1,68 +1,87 @@
-//! The optimisation settings' checks: each wrong combination is refused before a run starts,
-//! with a message naming the flag; old `config.json` files (without the new fields) load with
-//! today's behaviour.
+//! The optimisation settings' checks: each value out of range is refused before a run starts,
+//! with a message naming its flag. A combination that means nothing (AdamW's betas on SGD, a
+//! cosine margin with an angle) cannot be written in the configuration tree at all; the command
+//! line refuses such flags (tests/cli/train_loop.rs). Old `config.json` files, flat and without
+//! the newer fields, load into the tree with the behaviour they had.
 
-use facekit_train::loss::{Margin, MarginKind};
-use facekit_train::trainer::config::{OptimizerKind, ScheduleKind};
+use facekit_train::loss::{HeadConfig, Margin};
+use facekit_train::model::Task;
+use facekit_train::trainer::config::{OptimizerConfig, SavedConfig, ScheduleConfig, Warmup};
 use facekit_train::TrainConfig;
 
 fn refused(cfg: TrainConfig, words: &[&str]) {
-    let err = cfg.validate().expect_err("must be refused").to_string();
+    let err = format!("{:#}", cfg.validate().expect_err("must be refused"));
     for w in words {
         assert!(err.contains(w), "message lacks '{w}': {err}");
     }
 }
 
-fn adamw() -> TrainConfig {
-    TrainConfig { optimizer: OptimizerKind::Adamw, ..TrainConfig::default() }
+fn adamw(betas: [f64; 2], eps: f64) -> TrainConfig {
+    TrainConfig { optimizer: OptimizerConfig::Adamw { betas, eps, weight_decay: 0.05 }, ..TrainConfig::default() }
+}
+
+fn schedule(schedule: ScheduleConfig) -> TrainConfig {
+    TrainConfig { schedule, ..TrainConfig::default() }
+}
+
+fn head(head: HeadConfig) -> TrainConfig {
+    TrainConfig { head, ..TrainConfig::default() }
 }
 
 #[test]
-fn wrong_optimisation_settings_are_refused_by_name() {
+fn optimisation_values_out_of_range_are_refused_by_flag() {
     TrainConfig::default().validate().unwrap();
-    adamw().validate().unwrap();
-    refused(TrainConfig { adam_betas: vec![0.9, 1.0], ..adamw() }, &["--adam-betas", "[0, 1)"]);
-    refused(TrainConfig { adam_betas: vec![0.9], ..adamw() }, &["--adam-betas", "two numbers"]);
-    refused(TrainConfig { adam_betas: vec![-0.1, 0.99], ..adamw() }, &["--adam-betas"]);
-    refused(TrainConfig { adam_eps: 0.0, ..adamw() }, &["--adam-eps"]);
-    refused(TrainConfig { momentum: 0.5, ..adamw() }, &["--momentum", "--adam-betas"]);
-    refused(TrainConfig { adam_betas: vec![0.8, 0.99], ..TrainConfig::default() }, &["--optimizer adamw only"]);
-    let poly = TrainConfig { schedule: ScheduleKind::Poly, ..TrainConfig::default() };
+    adamw([0.9, 0.999], 1e-8).validate().unwrap();
+    refused(adamw([0.9, 1.0], 1e-8), &["--adam-betas", "[0, 1)"]);
+    refused(adamw([-0.1, 0.99], 1e-8), &["--adam-betas"]);
+    refused(adamw([0.9, 0.999], 0.0), &["--adam-eps"]);
+    let sgd = |momentum, weight_decay| TrainConfig {
+        optimizer: OptimizerConfig::Sgd { momentum, weight_decay },
+        ..TrainConfig::default()
+    };
+    refused(sgd(1.0, 5e-4), &["--momentum", "[0, 1)"]);
+    refused(sgd(f64::NAN, 5e-4), &["--momentum"]);
+    refused(sgd(0.9, -1.0), &["--weight-decay"]);
+    let poly = schedule(ScheduleConfig::poly());
     refused(poly.clone(), &["--schedule poly needs --max-steps or --epochs"]);
     TrainConfig { epochs: Some(3), ..poly.clone() }.validate().unwrap();
-    refused(TrainConfig { max_steps: Some(9), poly_power: 0.0, ..poly }, &["--poly-power"]);
-    refused(TrainConfig { poly_power: 2.0, ..TrainConfig::default() }, &["--poly-power applies to --schedule poly"]);
-    refused(
-        TrainConfig { warmup_epochs: Some(1), warmup_steps: 100, ..TrainConfig::default() },
-        &["--warmup-epochs", "--warmup-steps"],
-    );
+    refused(TrainConfig { max_steps: Some(9), ..schedule(ScheduleConfig::Poly { power: 0.0 }) }, &["--poly-power"]);
+    refused(schedule(ScheduleConfig::Cosine { min_lr: 0.0 }), &["--schedule cosine needs --max-steps or --epochs"]);
+    refused(schedule(ScheduleConfig::Plateau { patience: 0, shrink: 0.1, min_lr: 0.0 }), &["--plateau-steps"]);
+    refused(schedule(ScheduleConfig::Step { every: 5, shrink: 0.0, min_lr: 0.0 }), &["--lr-shrink"]);
+    refused(schedule(ScheduleConfig::Plateau { patience: 5, shrink: 0.1, min_lr: 0.5 }), &["--min-lr", "below --lr"]);
     refused(TrainConfig { clip_grad_norm: Some(0.0), ..TrainConfig::default() }, &["--clip-grad-norm"]);
     refused(TrainConfig { clip_grad_norm: Some(f64::NAN), ..TrainConfig::default() }, &["--clip-grad-norm"]);
     TrainConfig { clip_grad_norm: Some(5.0), ..TrainConfig::default() }.validate().unwrap();
+    // A warm-up is in steps or in epochs, never both: the tree has one of the two.
+    TrainConfig { warmup: Warmup::Epochs(1), ..TrainConfig::default() }.validate().unwrap();
 }
 
 #[test]
-fn margins_take_their_defaults_and_refuse_values_that_do_not_fit() {
-    let d = TrainConfig::default();
-    assert_eq!(d.margin_spec().unwrap(), Margin::arcface(0.5));
-    assert_eq!(TrainConfig { arcface_margin: 0.4, ..d.clone() }.margin_spec().unwrap(), Margin::arcface(0.4));
-    let cosface = TrainConfig { margin: MarginKind::Cosface, ..d.clone() };
-    assert_eq!(cosface.margin_spec().unwrap(), Margin { kind: MarginKind::Cosface, m1: 1.0, m2: 0.0, m3: 0.4 });
-    let combined = TrainConfig { margin: MarginKind::Combined, ..d.clone() };
-    refused(combined.clone(), &["--margin combined needs --margin-values"]);
-    let values = TrainConfig { margin_values: Some(vec![1.0, 0.3, 0.2]), ..combined };
-    assert_eq!(values.margin_spec().unwrap(), Margin { kind: MarginKind::Combined, m1: 1.0, m2: 0.3, m3: 0.2 });
-    refused(TrainConfig { margin_values: Some(vec![1.0, 0.3]), ..values.clone() }, &["three numbers"]);
-    refused(TrainConfig { margin_values: Some(vec![0.5, 0.3, 0.2]), ..values.clone() }, &["m1"]);
-    refused(TrainConfig { margin_values: Some(vec![1.0, 0.3, 0.2]), ..cosface }, &["--margin cosface", "m2 = 0"]);
-    refused(TrainConfig { margin_values: Some(vec![1.0, 0.5, 0.2]), ..d.clone() }, &["--margin arcface", "m3 = 0"]);
-    refused(TrainConfig { margin_values: Some(vec![1.0, 2.0, 0.0]), ..d }, &["m2", "pi/2"]);
+fn head_values_out_of_range_are_refused_by_flag() {
+    let d = HeadConfig::default();
+    assert_eq!(d.margin, Margin::arcface(0.5));
+    refused(head(HeadConfig { margin: Margin::Combined { m1: 0.5, m2: 0.3, m3: 0.2 }, ..d }), &["m1"]);
+    refused(head(HeadConfig { margin: Margin::arcface(2.0), ..d }), &["--arcface-margin", "m2", "pi/2"]);
+    refused(head(HeadConfig { margin: Margin::arcface(f64::NAN), ..d }), &["--arcface-margin"]);
+    refused(head(HeadConfig { margin: Margin::Cosface { m: 1.0 }, ..d }), &["--margin cosface", "m3"]);
+    refused(head(HeadConfig { scale: 0.0, ..d }), &["--arcface-scale"]);
+    refused(head(HeadConfig { partial_fc: Some(1.5), ..d }), &["--partial-fc", "(0, 1]"]);
+    let gender = TrainConfig { task: Task::Gender, ..head(HeadConfig { partial_fc: Some(0.5), ..d }) };
+    refused(gender, &["--partial-fc", "gender"]);
+    let mut nothing = TrainConfig { task: Task::Multi, ..TrainConfig::default() };
+    nothing.head.task_weights = facekit_train::loss::TaskWeights { fr: 0.0, gender: 0.0, age: 0.0 };
+    refused(nothing, &["--multi-weights are all zero"]);
 }
 
 #[test]
-fn a_config_json_from_before_these_settings_loads_as_sgd_arcface() {
-    let mut v = serde_json::to_value(TrainConfig::default()).unwrap();
-    let obj = v.as_object_mut().unwrap();
+fn a_flat_config_json_from_before_these_settings_loads_as_sgd_arcface() {
+    // The oldest runs' config.json: flat, and without the optimiser, margin, AdamW, poly,
+    // warm-up-in-epochs and clipping fields that later versions added.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/assets/runs/x86_64/fr_sgd_plateau_fp32/run/config.json");
+    let mut saved: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    let config = saved["config"].as_object_mut().unwrap();
     for k in [
         "margin",
         "margin_values",
@@ -73,49 +92,15 @@ fn a_config_json_from_before_these_settings_loads_as_sgd_arcface() {
         "warmup_epochs",
         "clip_grad_norm",
     ] {
-        assert!(obj.remove(k).is_some(), "{k} is saved");
+        assert!(config.remove(k).is_some(), "{k} is saved");
     }
-    let old: TrainConfig = serde_json::from_value(v).unwrap();
-    assert_eq!(old, TrainConfig::default());
-}
-
-#[test]
-fn a_resume_applies_given_settings_that_may_change_refuses_the_others_and_keeps_the_rest() {
-    let saved = TrainConfig {
-        lr: 0.05,
-        log_every: 5,
-        max_steps: Some(10),
-        epochs: Some(3),
-        device: "cpu".into(),
-        ..TrainConfig::default()
-    };
-    let resume = |given: &[&str], cfg: TrainConfig| TrainConfig {
-        resume: Some("r".into()),
-        given: given.iter().map(|g| g.to_string()).collect(),
-        ..cfg
-    };
-    // Nothing given: the saved settings, not the defaults (log every 5, on the CPU).
-    let (merged, changed) = resume(&[], TrainConfig::default()).resumed(&saved).unwrap();
-    assert_eq!((merged.log_every, merged.device.as_str(), merged.lr, merged.max_steps), (5, "cpu", 0.05, Some(10)));
-    assert!(changed.is_empty(), "{changed:?}");
-    // Given, even at its default value: applied; the run's length is taken whole.
-    let (merged, changed) =
-        resume(&["log_every", "max_steps"], TrainConfig { max_steps: Some(20), ..TrainConfig::default() })
-            .resumed(&saved)
-            .unwrap();
-    assert_eq!((merged.log_every, merged.max_steps, merged.epochs), (50, Some(20), None));
-    assert_eq!(changed, ["--epochs none (was 3)", "--log-every 50 (was 5)", "--max-steps 20 (was 10)"]);
-    // What the run learns from: refused by name when it differs, accepted when it is the same.
-    let err =
-        resume(&["lr"], TrainConfig { lr: 0.1, ..TrainConfig::default() }).resumed(&saved).unwrap_err().to_string();
-    assert!(err.contains("--lr 0.1 (the run's: 0.05) cannot change when a run is resumed"), "{err}");
-    let err = resume(&[], TrainConfig { schedule: ScheduleKind::Cosine, ..TrainConfig::default() })
-        .resumed(&saved)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("--schedule cosine (the run's: plateau)"), "a setting off its default counts as given: {err}");
-    resume(&["lr"], TrainConfig { lr: 0.05, ..TrainConfig::default() }).resumed(&saved).unwrap();
-    // --allow-changed-data is this resume's decision alone.
-    let sticky = TrainConfig { allow_changed_data: true, ..saved.clone() };
-    assert!(!resume(&[], TrainConfig::default()).resumed(&sticky).unwrap().0.allow_changed_data);
+    let run = tempfile::tempdir().unwrap();
+    let paths = facekit_train::run::paths::RunPaths::new(run.path());
+    std::fs::write(paths.config(), serde_json::to_vec(&saved).unwrap()).unwrap();
+    let old = SavedConfig::read(&paths).unwrap().config;
+    assert_eq!(old.optimizer, OptimizerConfig::default());
+    assert_eq!(old.head, HeadConfig::default());
+    assert_eq!(old.schedule, ScheduleConfig::Plateau { patience: 3, shrink: 0.5, min_lr: 1e-5 });
+    assert_eq!(old.clip_grad_norm, None);
+    old.validate().unwrap();
 }

@@ -4,7 +4,7 @@
 //! venv's Python. After the warm-up facekit's rate is the closed form at the same iteration;
 //! during it, facekit's ramp is arcface_torch's one iteration earlier (docs/TRAINING.md).
 
-use facekit_train::trainer::config::ScheduleKind;
+use facekit_train::trainer::config::{ScheduleConfig, Warmup};
 use facekit_train::trainer::schedule::Schedule;
 use facekit_train::trainer::setup::build_schedule;
 use facekit_train::TrainConfig;
@@ -54,9 +54,8 @@ print(json.dumps([used, closed]))
 fn facekit(base: f64, warmup: u64, total: u64, power: f64) -> Vec<f64> {
     let cfg = TrainConfig {
         lr: base,
-        schedule: ScheduleKind::Poly,
-        poly_power: power,
-        warmup_steps: warmup,
+        schedule: ScheduleConfig::Poly { power },
+        warmup: Warmup::Steps(warmup),
         max_steps: Some(total),
         ..TrainConfig::default()
     };
@@ -114,9 +113,8 @@ fn poly_follows_arcface_torchs_polynomial_lr_warmup() {
 fn poly_state_resumes_exactly_through_json_and_warmup_epochs_count_batches() {
     let cfg = TrainConfig {
         lr: 0.1,
-        schedule: ScheduleKind::Poly,
-        poly_power: 2.0,
-        warmup_steps: 4,
+        schedule: ScheduleConfig::Poly { power: 2.0 },
+        warmup: Warmup::Steps(4),
         max_steps: Some(25),
         ..TrainConfig::default()
     };
@@ -130,7 +128,6 @@ fn poly_state_resumes_exactly_through_json_and_warmup_epochs_count_batches() {
         a.observe(0.5);
         b.observe(0.5);
     }
-    let epochs = TrainConfig { warmup_epochs: Some(2), ..TrainConfig::default() };
-    assert_eq!(epochs.warmup_steps_for(15), 30, "arcface_torch: num_image // batch * warmup_epoch");
-    assert_eq!(TrainConfig { warmup_steps: 7, ..TrainConfig::default() }.warmup_steps_for(15), 7);
+    assert_eq!(Warmup::Epochs(2).steps(15), 30, "arcface_torch: num_image // batch * warmup_epoch");
+    assert_eq!(Warmup::Steps(7).steps(15), 7);
 }

@@ -7,7 +7,7 @@ use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
 use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};
 use facekit_train::model::{Arch, Task};
 use facekit_train::run::paths::RunPaths;
-use facekit_train::trainer::config::ScheduleKind;
+use facekit_train::trainer::config::ScheduleConfig;
 use facekit_train::trainer::schedule::DlibPlateau;
 use facekit_train::trainer::{Outcome, SingleProcess, TrainConfig, Trainer};
 use std::collections::BTreeMap;
@@ -117,11 +117,8 @@ fn losses(run: &Path) -> Vec<(u64, f64, f64)> {
 /// barely learns: the loss wanders with the batches), `log_every` steps between reads.
 fn plateau_run(dir: &Path, name: &str, log_every: u64) -> Vec<(u64, f64, f64)> {
     let cfg = TrainConfig {
-        schedule: ScheduleKind::Plateau,
+        schedule: ScheduleConfig::Plateau { patience: 6, shrink: 0.5, min_lr: 1e-30 },
         lr: 1e-7,
-        plateau_steps: 6,
-        lr_shrink: 0.5,
-        min_lr: 1e-30,
         ..config(dir, name, 40, log_every)
     };
     finished(Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess)).unwrap().run().unwrap());

@@ -8,10 +8,10 @@
 
 use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
 use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};
-use facekit_train::loss::MarginKind;
+use facekit_train::loss::{HeadConfig, Margin};
 use facekit_train::model::{Arch, Task};
 use facekit_train::run::paths::{RunPaths, LAST, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
-use facekit_train::trainer::config::{OptimizerKind, ScheduleKind};
+use facekit_train::trainer::config::{OptimizerConfig, ScheduleConfig, Warmup};
 use facekit_train::trainer::{Outcome, SingleProcess, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 
@@ -143,13 +143,12 @@ fn adamw_poly_clipped_resumed_run_reproduces_the_uninterrupted_run_bit_for_bit()
     // steps too and broken off after 20 by the NaN injected into step 21 (not applied; `last`
     // holds step 20). 15 batches per epoch: the warm-up is steps 1-15, the break in epoch 2.
     let planned = |name: &str| TrainConfig {
-        optimizer: OptimizerKind::Adamw,
+        optimizer: OptimizerConfig::adamw(0.1),
         lr: 0.002,
-        weight_decay: 0.1,
-        schedule: ScheduleKind::Poly,
-        warmup_epochs: Some(1),
+        schedule: ScheduleConfig::poly(),
+        warmup: Warmup::Epochs(1),
         clip_grad_norm: Some(5.0),
-        margin: MarginKind::Cosface,
+        head: HeadConfig { margin: Margin::Cosface { m: 0.4 }, ..HeadConfig::default() },
         dropout: 0.2,
         checkpoint_every: 20,
         log_every: 5,
@@ -194,9 +193,8 @@ fn adamw_poly_clipped_resumed_run_reproduces_the_uninterrupted_run_bit_for_bit()
     assert_eq!(norms(&full).len(), 8, "every 5 steps");
     assert!(norms(&full).iter().all(|n| n.is_finite() && *n > 0.0));
     assert_eq!(norms(&full), norms(&split));
-    let net: serde_json::Value = serde_json::from_slice(&std::fs::read(RunPaths::new(&full).net()).unwrap()).unwrap();
-    assert_eq!(
-        (net["margin"].as_str(), net["margin_m3"].as_f64(), net["arcface_m"].as_f64()),
-        (Some("cosface"), Some(0.4), Some(0.0))
-    );
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(RunPaths::new(&full).config()).unwrap()).unwrap();
+    assert_eq!(saved["config"]["head"]["margin"], serde_json::json!({"kind": "cosface", "m": 0.4}));
+    assert_eq!(saved["config"]["optimizer"]["kind"], "adamw");
 }
