@@ -18,6 +18,8 @@ mod pipeline_events;
 mod train;
 #[cfg(feature = "torch")]
 mod train_dist;
+#[cfg(feature = "torch")]
+mod train_events;
 mod verify;
 
 /// Pack raw face photos into checksummed shards, verify them, and train face-recognition networks.

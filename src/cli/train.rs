@@ -328,7 +328,7 @@ pub fn run(mut args: TrainArgs) -> Result<ExitCode> {
     }
     let mut cfg = args.into_config();
     cfg.sync_watch_after = sync_watch_after()?;
-    let outcome = facekit_train::train(cfg, command_line, stop.clone())?;
+    let outcome = facekit_train::train(cfg, command_line, stop.clone(), super::train_events::observer())?;
     Ok(report(outcome, &stop, true))
 }
 

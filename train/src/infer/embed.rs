@@ -2,6 +2,7 @@
 //! optionally with insightface's flip test (embedding of image plus embedding of its mirror,
 //! then normalised).
 
+use crate::events::{Event, FaceWork, Observer};
 use crate::model::{FaceNet, NetConfig};
 use crate::trainer::numerics::Numerics;
 use crate::trainer::run_dir::RunPaths;
@@ -68,8 +69,9 @@ pub struct EmbedModel {
 /// Where the weights and `net.json` of `model` are: a run folder (`Model/<run>`, checkpoint
 /// `best` or `last`; `None`: `best`, or `last` with a note for a run trained without validation),
 /// an export folder (`model.safetensors` + `net.json`), or a `.safetensors` file with `net.json`
-/// beside it or in the run folder above it.
-pub fn locate(model: &Path, checkpoint: Option<&str>) -> Result<(PathBuf, PathBuf)> {
+/// beside it or in the run folder above it. `events` hears of a fallback to `last`
+/// ([`Event::UsingLast`]).
+pub fn locate(model: &Path, checkpoint: Option<&str>, events: &Observer) -> Result<(PathBuf, PathBuf)> {
     use crate::trainer::checkpoint::MODEL_FILE;
     use crate::trainer::run_dir::{BEST, LAST};
     let run = RunPaths::new(model);
@@ -92,10 +94,7 @@ pub fn locate(model: &Path, checkpoint: Option<&str>) -> Result<(PathBuf, PathBu
                     let last = run.existing_checkpoint(LAST).with_context(|| {
                         format!("run {} has no checkpoint yet (neither best nor last)", model.display())
                     })?;
-                    facekit_io::console::line(&format!(
-                        "facekit: run {} has no `best` checkpoint (trained without --valid-sets): using `last`",
-                        model.display()
-                    ));
+                    events.emit(Event::UsingLast { run: model });
                     last
                 }
             },
@@ -115,9 +114,10 @@ pub fn locate(model: &Path, checkpoint: Option<&str>) -> Result<(PathBuf, PathBu
 }
 
 impl EmbedModel {
-    /// Loads the network described by `model` (see [`locate`]) onto `device`.
-    pub fn load(model: &Path, checkpoint: Option<&str>, device: Device) -> Result<Self> {
-        let (weights, net_json) = locate(model, checkpoint)?;
+    /// Loads the network described by `model` (see [`locate`], which tells `events` of a
+    /// fallback) onto `device`.
+    pub fn load(model: &Path, checkpoint: Option<&str>, device: Device, events: &Observer) -> Result<Self> {
+        let (weights, net_json) = locate(model, checkpoint, events)?;
         let text = facekit_io::bounded::read_string(&net_json, facekit_io::bounded::STATE)?;
         let config: NetConfig = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a network configuration", net_json.display()))?;
@@ -230,39 +230,44 @@ pub fn to_input(pixels: &[u8], n: usize, size: i64, device: Device) -> Tensor {
 }
 
 /// Embeds `n` images in batches of `batch_size`: `fill(i, buf)` writes image `i` as RGB8 HWC of
-/// the network's size (called in parallel). Shows a progress bar; returns `n * dim` values.
+/// the network's size (called in parallel). Tells `events` how far it is ([`FaceWork::Embedding`]);
+/// returns `n * dim` values.
 pub fn embed_all(
     model: &EmbedModel,
     n: usize,
     batch_size: usize,
     flip: bool,
+    events: &Observer,
     fill: impl Fn(usize, &mut [u8]) -> Result<()> + Sync,
 ) -> Result<Vec<f32>> {
     let s = model.image_size() as usize;
     let per = s * s * 3;
     let batch_size = batch_size.max(1);
-    let bar = facekit_io::progress::items(n as u64, "faces");
+    let work = FaceWork::Embedding;
+    events.emit(Event::FacesBegin { work, total: n as u64 });
     let mut out = Vec::with_capacity(n * model.dim());
     let mut buf = vec![0u8; batch_size * per];
     for start in (0..n).step_by(batch_size) {
         let m = batch_size.min(n - start);
         buf[..m * per].par_chunks_mut(per).enumerate().try_for_each(|(k, chunk)| fill(start + k, chunk))?;
         out.extend(model.embed_pixels(&buf[..m * per], m, flip)?);
-        bar.inc(m as u64);
+        events.emit(Event::FacesDone { work, count: m as u64 });
     }
-    bar.finish_and_clear();
+    events.emit(Event::FacesEnd { work });
     Ok(out)
 }
 
-/// Embeds every record of a dataset, in order (records decoded as the training loader does).
+/// Embeds every record of a dataset, in order (records decoded as the training loader does);
+/// `events` hears how far it is.
 pub fn embed_dataset(
     model: &EmbedModel,
     ds: &facekit_shard::Dataset,
     batch_size: usize,
     flip: bool,
+    events: &Observer,
 ) -> Result<Vec<f32>> {
     let size = model.image_size();
-    embed_all(model, ds.len(), batch_size, flip, |i, buf| {
+    embed_all(model, ds.len(), batch_size, flip, events, |i, buf| {
         let rec = ds.record(i)?;
         facekit_data::RecordDecoder::new().decode_into(&rec, size, &facekit_data::View::IDENTITY, buf).with_context(
             || {
@@ -277,10 +282,17 @@ pub fn embed_dataset(
     .with_context(|| format!("embedding dataset {}", ds.paths().name()))
 }
 
-/// Embeds in-memory images (resized to the network's size where needed).
-pub fn embed_images(model: &EmbedModel, images: &[image::RgbImage], batch_size: usize, flip: bool) -> Result<Vec<f32>> {
+/// Embeds in-memory images (resized to the network's size where needed); `events` hears how far
+/// it is.
+pub fn embed_images(
+    model: &EmbedModel,
+    images: &[image::RgbImage],
+    batch_size: usize,
+    flip: bool,
+    events: &Observer,
+) -> Result<Vec<f32>> {
     let size = model.image_size();
-    embed_all(model, images.len(), batch_size, flip, |i, buf| {
+    embed_all(model, images.len(), batch_size, flip, events, |i, buf| {
         let img = super::faces::resize(&images[i], size);
         buf.copy_from_slice(img.as_raw());
         Ok(())

@@ -85,7 +85,7 @@ fn a_steady_state_step_reads_nothing_back_and_each_log_point_reads_once() {
     lfw_set(t.path());
     // Clipping too: its norm stays on the device until the log point reads it.
     let cfg = TrainConfig { clip_grad_norm: Some(5.0), ..config(t.path(), "reads", 20, 10) };
-    let trainer = Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess)).unwrap();
+    let trainer = Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess), Default::default()).unwrap();
     let reads = trainer.host_reads();
     finished(trainer.run().unwrap());
     let by_step = reads.by_step();
@@ -123,7 +123,12 @@ fn plateau_run(dir: &Path, name: &str, log_every: u64) -> Vec<(u64, f64, f64)> {
         min_lr: 1e-30,
         ..config(dir, name, 40, log_every)
     };
-    finished(Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess)).unwrap().run().unwrap());
+    finished(
+        Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess), Default::default())
+            .unwrap()
+            .run()
+            .unwrap(),
+    );
     losses(&dir.join("Model").join(name))
 }
 
