@@ -17,7 +17,7 @@ const PEOPLE: usize = 4;
 const PHOTOS: usize = 8;
 
 /// `dir/lfw`: 8 photos each of the 4 LFW people with the most, face region centre-cropped, raw.
-fn lfw_set(dir: &Path) {
+pub(crate) fn lfw_set(dir: &Path) {
     let lfw = facekit_testkit::shared_data().join("lfw100");
     let mut people: Vec<(usize, PathBuf)> = std::fs::read_dir(&lfw)
         .unwrap()
@@ -54,7 +54,7 @@ fn lfw_set(dir: &Path) {
     w.finish(Manifest::new(PEOPLE as u32, vec![source], None, enc), &labels).unwrap();
 }
 
-fn config(dir: &Path, name: &str, steps: u64, log_every: u64) -> TrainConfig {
+pub(crate) fn config(dir: &Path, name: &str, steps: u64, log_every: u64) -> TrainConfig {
     TrainConfig {
         task: Task::Fr,
         train_sets: vec!["lfw".into()],
