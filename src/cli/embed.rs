@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use facekit_eval::embeddings::{self, Row};
+use facekit_train::events::Observer;
 use facekit_train::infer::embed::{self, EmbedModel};
 use facekit_train::infer::faces;
 use facekit_train::run::paths::{BEST, LAST};
@@ -38,11 +39,11 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Loads the model named by `--model`.
-    pub fn load(&self) -> Result<EmbedModel> {
+    /// Loads the model named by `--model`, telling `events` when a run's `last` stands in for `best`.
+    pub fn load(&self, events: &Observer) -> Result<EmbedModel> {
         let Some(model) = &self.model else { bail!("--model is required") };
         let device = facekit_train::trainer::parse_device(&self.device)?;
-        EmbedModel::load(model, self.checkpoint.as_deref(), device)
+        EmbedModel::load(model, self.checkpoint.as_deref(), device, events)
     }
 }
 
@@ -108,11 +109,12 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
     }
     check.folder(&args.output, &FILES)?;
     let held = facekit_io::output::hold(&args.output, &format!("embedding folder {}", args.output.display()), &[])?;
-    let model = args.model.load()?;
+    let events = super::train_events::observer();
+    let model = args.model.load(&events)?;
     let (emb, rows) = match (&args.dataset, &args.images) {
         (Some(name), None) => {
             let ds = facekit_shard::Dataset::open_name(name, Some(&args.data_dir))?;
-            let emb = embed::embed_dataset(&model, &ds, args.model.batch_size, args.flip)?;
+            let emb = embed::embed_dataset(&model, &ds, args.model.batch_size, args.flip, &events)?;
             let mut rows = Vec::with_capacity(ds.len());
             for i in 0..ds.len() {
                 let rec = ds.record(i)?;
@@ -142,7 +144,7 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
                 bail!("no image files found under {}", root.display());
             }
             let prep = args.prep.preparation()?;
-            let (chips, how, stats) = faces::prepare_files(&files, model.image_size(), &prep)?;
+            let (chips, how, stats) = faces::prepare_files(&files, model.image_size(), &prep, &events)?;
             if stats.fallback > 0 {
                 errln!(
                     "facekit embed: {} image(s) had no usable face and were centre-cropped, e.g. {}",
@@ -150,7 +152,7 @@ pub fn run(args: EmbedArgs) -> Result<ExitCode> {
                     stats.fallback_examples.join("; ")
                 );
             }
-            let emb = embed::embed_images(&model, &chips, args.model.batch_size, args.flip)
+            let emb = embed::embed_images(&model, &chips, args.model.batch_size, args.flip, &events)
                 .with_context(|| format!("images under {}", root.display()))?;
             let rows = files
                 .iter()

@@ -420,20 +420,21 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
         return all_pairs(&a, &held, &m, &labels, &dir.display().to_string())
             .with_context(|| format!("--embeddings {}", npy.display()));
     }
-    let model = a.model.load()?;
+    let events = super::train_events::observer();
+    let model = a.model.load(&events)?;
     let report = match (&a.pairs, &a.images, &a.dataset, &a.bin) {
         (Some(p), Some(root), None, None) => {
             let prep = a.prep.preparation()?;
-            verify::pairs_from_folder(&model, p, root, &prep, opts)?
+            verify::pairs_from_folder(&model, p, root, &prep, opts, &events)?
         }
         (Some(p), None, Some(name), None) => {
             let ds = facekit_shard::Dataset::open_name(name, Some(&a.data_dir))?;
-            verify::pairs_from_dataset(&model, p, &ds, opts)?
+            verify::pairs_from_dataset(&model, p, &ds, opts, &events)?
         }
         (None, None, None, Some(bin)) => verify::pairs_from_bin(&model, bin, opts)?,
         (None, None, Some(name), None) => {
             let ds = facekit_shard::Dataset::open_name(name, Some(&a.data_dir))?;
-            let emb = facekit_train::infer::embed::embed_dataset(&model, &ds, a.model.batch_size, flip)?;
+            let emb = facekit_train::infer::embed::embed_dataset(&model, &ds, a.model.batch_size, flip, &events)?;
             let m = Matrix { rows: ds.len(), cols: model.dim(), data: emb };
             return all_pairs(&a, &held, &m, &ds.class_ids(), name);
         }

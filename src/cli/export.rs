@@ -131,8 +131,8 @@ fn run_model(args: ModelExportArgs) -> Result<ExitCode> {
     use facekit_train::infer::export::{self, ExportOptions};
     let (Some(model_path), Some(out)) = (args.model, args.output) else { anyhow::bail!("give --model and --output") };
     super::output_check().input(&model_path).folder(&out, &export::FILES)?;
-    let model =
-        EmbedModel::load(&model_path, args.checkpoint.as_deref(), facekit_train::trainer::parse_device("cpu")?)?;
+    let device = facekit_train::trainer::parse_device("cpu")?;
+    let model = EmbedModel::load(&model_path, args.checkpoint.as_deref(), device, &super::train_events::observer())?;
     let formats = if args.formats.is_empty() { export::DEFAULT_FORMATS.to_vec() } else { args.formats };
     // A stop request kills the ONNX exporter's Python and leaves the output as it was.
     let stop = facekit_io::StopFlag::from_signals()?;

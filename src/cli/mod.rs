@@ -20,6 +20,8 @@ mod train;
 mod train_config;
 #[cfg(feature = "torch")]
 mod train_dist;
+#[cfg(feature = "torch")]
+mod train_events;
 mod verify;
 
 /// Pack raw face photos into checksummed shards, verify them, and train face-recognition networks.

@@ -255,7 +255,7 @@ pub fn run(mut args: TrainArgs) -> Result<ExitCode> {
         return super::train_dist::rank(env, args, command_line, stop);
     }
     let cfg = args.into_config()?;
-    let outcome = facekit_train::train(cfg, command_line, stop.clone())?;
+    let outcome = facekit_train::train(cfg, command_line, stop.clone(), super::train_events::observer())?;
     Ok(report(outcome, &stop, true))
 }
 

@@ -133,7 +133,7 @@ pub fn rank(env: DistEnv, args: TrainArgs, command_line: Vec<String>, stop: Stop
     let who = format!("rank {} of {}", env.rank, env.world_size);
     let trained = world
         .ddp(backend, device)
-        .and_then(|ddp| Trainer::new(cfg, command_line, stop.clone(), Box::new(ddp)))
+        .and_then(|ddp| Trainer::new(cfg, command_line, stop.clone(), Box::new(ddp), super::train_events::observer()))
         .and_then(Trainer::run);
     match trained {
         Ok(outcome) => {

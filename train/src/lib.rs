@@ -12,7 +12,9 @@
 //! - [`trainer`]: the training loop as named steps, with everything it keeps (config,
 //!   checkpoints, logs, schedules, mixed precision) and the seam for data-parallel training;
 //! - [`dist`]: data-parallel training on PyTorch's c10d (process groups, DDP's Reducer);
-//! - [`infer`]: embedding datasets and photos, verification with a network, export.
+//! - [`infer`]: embedding datasets and photos, verification with a network, export;
+//! - [`events`]: what training and inference tell their caller while they run (this crate prints
+//!   nothing).
 //!
 //! `trainer` and `infer` never import each other: what both need is in `run`, `embedding` and
 //! `model`.
@@ -22,6 +24,7 @@
 
 pub mod dist;
 pub mod embedding;
+pub mod events;
 pub mod infer;
 pub mod loss;
 pub mod model;

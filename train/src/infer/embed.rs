@@ -3,6 +3,7 @@
 //! then normalised), through [`crate::embedding`]'s routine.
 
 use crate::embedding::embed_chips;
+use crate::events::{Event, FaceWork, Observer};
 use crate::model::{FaceNet, NetConfig};
 use crate::run::numerics::Numerics;
 use crate::run::{net, paths};
@@ -28,9 +29,10 @@ pub struct EmbedModel {
 }
 
 impl EmbedModel {
-    /// Loads the network described by `model` (see [`paths::locate`]) onto `device`.
-    pub fn load(model: &Path, checkpoint: Option<&str>, device: Device) -> Result<Self> {
-        let (weights, net_json) = paths::locate(model, checkpoint)?;
+    /// Loads the network described by `model` (see [`paths::locate`], which tells `events` of a
+    /// fallback) onto `device`.
+    pub fn load(model: &Path, checkpoint: Option<&str>, device: Device, events: &Observer) -> Result<Self> {
+        let (weights, net_json) = paths::locate(model, checkpoint, events)?;
         let net::Network { mut vs, net, config } = net::load(&weights, &net_json, device)?;
         // Inference only: no gradients, which also lets tracing embed the weights as constants.
         vs.freeze();
@@ -70,39 +72,44 @@ impl EmbedModel {
 }
 
 /// Embeds `n` images in batches of `batch_size`: `fill(i, buf)` writes image `i` as RGB8 HWC of
-/// the network's size (called in parallel). Shows a progress bar; returns `n * dim` values.
+/// the network's size (called in parallel). Tells `events` how far it is ([`FaceWork::Embedding`]);
+/// returns `n * dim` values.
 pub fn embed_all(
     model: &EmbedModel,
     n: usize,
     batch_size: usize,
     flip: bool,
+    events: &Observer,
     fill: impl Fn(usize, &mut [u8]) -> Result<()> + Sync,
 ) -> Result<Vec<f32>> {
     let s = model.image_size() as usize;
     let per = s * s * 3;
     let batch_size = batch_size.max(1);
-    let bar = facekit_io::progress::items(n as u64, "faces");
+    let work = FaceWork::Embedding;
+    events.emit(Event::FacesBegin { work, total: n as u64 });
     let mut out = Vec::with_capacity(n * model.dim());
     let mut buf = vec![0u8; batch_size * per];
     for start in (0..n).step_by(batch_size) {
         let m = batch_size.min(n - start);
         buf[..m * per].par_chunks_mut(per).enumerate().try_for_each(|(k, chunk)| fill(start + k, chunk))?;
         out.extend(model.embed_pixels(&buf[..m * per], m, flip)?);
-        bar.inc(m as u64);
+        events.emit(Event::FacesDone { work, count: m as u64 });
     }
-    bar.finish_and_clear();
+    events.emit(Event::FacesEnd { work });
     Ok(out)
 }
 
-/// Embeds every record of a dataset, in order (records decoded as the training loader does).
+/// Embeds every record of a dataset, in order (records decoded as the training loader does);
+/// `events` hears how far it is.
 pub fn embed_dataset(
     model: &EmbedModel,
     ds: &facekit_shard::Dataset,
     batch_size: usize,
     flip: bool,
+    events: &Observer,
 ) -> Result<Vec<f32>> {
     let size = model.image_size();
-    embed_all(model, ds.len(), batch_size, flip, |i, buf| {
+    embed_all(model, ds.len(), batch_size, flip, events, |i, buf| {
         let rec = ds.record(i)?;
         facekit_data::RecordDecoder::new().decode_into(&rec, size, &facekit_data::View::IDENTITY, buf).with_context(
             || {
@@ -117,10 +124,17 @@ pub fn embed_dataset(
     .with_context(|| format!("embedding dataset {}", ds.paths().name()))
 }
 
-/// Embeds in-memory images (resized to the network's size where needed).
-pub fn embed_images(model: &EmbedModel, images: &[image::RgbImage], batch_size: usize, flip: bool) -> Result<Vec<f32>> {
+/// Embeds in-memory images (resized to the network's size where needed); `events` hears how far
+/// it is.
+pub fn embed_images(
+    model: &EmbedModel,
+    images: &[image::RgbImage],
+    batch_size: usize,
+    flip: bool,
+    events: &Observer,
+) -> Result<Vec<f32>> {
     let size = model.image_size();
-    embed_all(model, images.len(), batch_size, flip, |i, buf| {
+    embed_all(model, images.len(), batch_size, flip, events, |i, buf| {
         let img = crate::embedding::resize(&images[i], size);
         buf.copy_from_slice(img.as_raw());
         Ok(())

@@ -9,6 +9,7 @@
 //! in the protocol (never silently dropped) and the count is reported.
 
 use crate::embedding::resize;
+use crate::events::{Event, FaceWork, Observer};
 use anyhow::{Context, Result};
 use image::RgbImage;
 use rayon::prelude::*;
@@ -69,14 +70,16 @@ pub fn centre_crop(img: &RgbImage, size: u32) -> RgbImage {
     resize(&crop, size)
 }
 
-/// Reads, decodes and prepares every file as a `size` x `size` chip, in parallel, with a progress
-/// bar. An unreadable or undecodable file is an error naming it.
+/// Reads, decodes and prepares every file as a `size` x `size` chip, in parallel, telling `events`
+/// how far it is ([`FaceWork::Preparing`]). An unreadable or undecodable file is an error naming it.
 pub fn prepare_files(
     paths: &[PathBuf],
     size: u32,
     how: &Preparation,
+    events: &Observer,
 ) -> Result<(Vec<RgbImage>, Vec<Prepared>, PrepStats)> {
-    let bar = facekit_io::progress::items(paths.len() as u64, "faces");
+    let work = FaceWork::Preparing;
+    events.emit(Event::FacesBegin { work, total: paths.len() as u64 });
     let decode = |p: &PathBuf| -> Result<RgbImage> {
         let bytes = facekit_io::bounded::read(p, facekit_io::bounded::PHOTO)?;
         facekit_pack::photo::decode_image(&bytes).with_context(|| format!("cannot decode {}", p.display()))
@@ -102,7 +105,7 @@ pub fn prepare_files(
                     |aligner, p| {
                         let aligner = aligner.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
                         let img = decode(p)?;
-                        bar.inc(1);
+                        events.emit(Event::FacesDone { work, count: 1 });
                         Ok(match aligner.align(&img) {
                             Ok(a) => (a.chip, Prepared::Aligned, None),
                             Err(e) => (
@@ -119,7 +122,7 @@ pub fn prepare_files(
             .par_iter()
             .map(|p| {
                 let img = decode(p)?;
-                bar.inc(1);
+                events.emit(Event::FacesDone { work, count: 1 });
                 Ok(if matches!(how, Preparation::Resize) {
                     (resize(&img, size), Prepared::Resized, None)
                 } else {
@@ -128,7 +131,7 @@ pub fn prepare_files(
             })
             .collect(),
     };
-    bar.finish_and_clear();
+    events.emit(Event::FacesEnd { work });
     let mut stats = PrepStats::default();
     let (mut chips, mut how_each) = (Vec::with_capacity(paths.len()), Vec::with_capacity(paths.len()));
     for r in out {

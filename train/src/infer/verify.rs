@@ -5,6 +5,7 @@ use super::embed::{self, EmbedModel};
 use super::faces::{self, PrepStats, Preparation};
 use crate::embedding::bins::BinSet;
 use crate::embedding::pair_distances;
+use crate::events::Observer;
 use anyhow::{bail, Context, Result};
 use facekit_eval::metrics::{self, KFoldReport};
 use facekit_eval::pairs::{self, unique_faces, MissingPolicy, PairList, RecordFaces};
@@ -49,13 +50,15 @@ pub struct PairsOptions {
     pub missing: MissingPolicy,
 }
 
-/// LFW protocol from a pairs file and an image root in LFW layout.
+/// LFW protocol from a pairs file and an image root in LFW layout; `events` hears how far the
+/// preparing and embedding are.
 pub fn pairs_from_folder(
     model: &EmbedModel,
     list_path: &Path,
     root: &Path,
     prep: &Preparation,
     opts: PairsOptions,
+    events: &Observer,
 ) -> Result<PairsReport> {
     if !root.is_dir() {
         bail!("image root {} is not a folder", root.display());
@@ -65,19 +68,20 @@ pub fn pairs_from_folder(
         .with_context(|| format!("pairs file {} against {}", list_path.display(), root.display()))?;
     let (faces, index) = unique_faces(&resolved.pairs);
     let paths: Vec<_> = faces.iter().map(|f| f.path(root)).collect();
-    let (chips, _, stats) = faces::prepare_files(&paths, model.image_size(), prep)?;
-    let emb = embed::embed_images(model, &chips, opts.batch_size, opts.flip)
+    let (chips, _, stats) = faces::prepare_files(&paths, model.image_size(), prep, events)?;
+    let emb = embed::embed_images(model, &chips, opts.batch_size, opts.flip, events)
         .with_context(|| format!("images under {}", root.display()))?;
     finish(model, list_path.display().to_string(), &list, resolved, faces.len(), stats, &emb, &index, opts)
 }
 
 /// LFW protocol from a pairs file and a packed dataset whose records keep their original paths
-/// (`Name/Name_0001.jpg`, possibly below a source folder).
+/// (`Name/Name_0001.jpg`, possibly below a source folder); `events` hears how far the embedding is.
 pub fn pairs_from_dataset(
     model: &EmbedModel,
     list_path: &Path,
     ds: &facekit_shard::Dataset,
     opts: PairsOptions,
+    events: &Observer,
 ) -> Result<PairsReport> {
     let list = PairList::read(list_path)?;
     let found = record_faces(ds)?;
@@ -87,7 +91,7 @@ pub fn pairs_from_dataset(
     let records: Vec<usize> =
         faces.iter().map(|f| found.record(f).expect("resolved faces are in the dataset")).collect();
     let size = model.image_size();
-    let emb = embed::embed_all(model, records.len(), opts.batch_size, opts.flip, |k, buf| {
+    let emb = embed::embed_all(model, records.len(), opts.batch_size, opts.flip, events, |k, buf| {
         let rec = ds.record(records[k])?;
         facekit_data::RecordDecoder::new()
             .decode_into(&rec, size, &facekit_data::View::IDENTITY, buf)

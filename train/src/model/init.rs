@@ -16,6 +16,7 @@
 //! are. A checkpoint with millions of ArcFace centres, or a file claiming more data than it has,
 //! costs its header.
 
+use crate::events::Observer;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,11 +73,12 @@ impl std::fmt::Debug for Pretrained {
     }
 }
 
-/// The safetensors file `source` stands for: itself, or the weights of a run or export folder.
-pub fn weights_file(source: &Path) -> Result<PathBuf> {
+/// The safetensors file `source` stands for: itself, or the weights of a run or export folder
+/// (`events` hears when a run's `last` stands in for its `best`).
+pub fn weights_file(source: &Path, events: &Observer) -> Result<PathBuf> {
     if source.is_dir() {
         let (weights, _net_json) =
-            crate::run::paths::locate(source, None).with_context(|| format!("--init {}", source.display()))?;
+            crate::run::paths::locate(source, None, events).with_context(|| format!("--init {}", source.display()))?;
         return Ok(weights);
     }
     // Opened as the project opens every untrusted path: a FIFO or device is named as such and
@@ -92,13 +94,19 @@ impl Pretrained {
     /// Reads `source` (see [`weights_file`]) and matches its tensors against the variables of
     /// `vs` (names and shapes only; `vs` is not changed).
     pub fn read(source: &Path, vs: &VarStore) -> Result<Self> {
-        let shapes: BTreeMap<String, Vec<i64>> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
-        Self::read_for(source, &shapes)
+        Self::read_observed(source, vs, &Observer::default())
     }
 
-    /// As [`Pretrained::read`], against a network described by its variables' names and shapes.
-    pub fn read_for(source: &Path, shapes: &BTreeMap<String, Vec<i64>>) -> Result<Self> {
-        let file = weights_file(source)?;
+    /// As [`Pretrained::read`], telling `events` what a caller may show (see [`weights_file`]).
+    pub fn read_observed(source: &Path, vs: &VarStore, events: &Observer) -> Result<Self> {
+        let shapes: BTreeMap<String, Vec<i64>> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
+        Self::read_for(source, &shapes, events)
+    }
+
+    /// As [`Pretrained::read_observed`], against a network described by its variables' names and
+    /// shapes.
+    pub fn read_for(source: &Path, shapes: &BTreeMap<String, Vec<i64>>, events: &Observer) -> Result<Self> {
+        let file = weights_file(source, events)?;
         let weights = SafetensorsFile::open(&file)
             .with_context(|| format!("--init {}: cannot read it as a safetensors file", file.display()))?;
         let mut loaded: BTreeMap<String, Stored> = BTreeMap::new();

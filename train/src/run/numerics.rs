@@ -73,8 +73,10 @@ impl Numerics {
         Ok(match self.amp {
             None => net.embed(xs, train),
             Some(dtype) => {
-                let _autocast = Autocast::new(self.device, Some(dtype))?;
-                net.embed(xs, train)
+                let autocast = Autocast::new(self.device, Some(dtype))?;
+                let e = net.embed(xs, train);
+                autocast.end()?;
+                e
             }
             .to_kind(Kind::Float),
         })

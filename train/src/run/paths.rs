@@ -16,6 +16,7 @@
 //!   checkpoints/last/, best/   model.safetensors, optimizer.safetensors, state.json
 //! ```
 
+use crate::events::{Event, Observer};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -135,8 +136,9 @@ impl RunPaths {
 /// Where the weights and `net.json` of `model` are: a run folder (`Model/<run>`, checkpoint
 /// `best` or `last`; `None`: `best`, or `last` with a note for a run trained without validation),
 /// an export folder (`model.safetensors` + `net.json`), or a `.safetensors` file with `net.json`
-/// beside it or in the run folder above it.
-pub fn locate(model: &Path, checkpoint: Option<&str>) -> Result<(PathBuf, PathBuf)> {
+/// beside it or in the run folder above it. `events` hears of a fallback to `last`
+/// ([`Event::UsingLast`]).
+pub fn locate(model: &Path, checkpoint: Option<&str>, events: &Observer) -> Result<(PathBuf, PathBuf)> {
     let run = RunPaths::new(model);
     let weights = if model.is_file() {
         model.to_path_buf()
@@ -157,10 +159,7 @@ pub fn locate(model: &Path, checkpoint: Option<&str>) -> Result<(PathBuf, PathBu
                     let last = run.existing_checkpoint(LAST).with_context(|| {
                         format!("run {} has no checkpoint yet (neither best nor last)", model.display())
                     })?;
-                    facekit_io::console::line(&format!(
-                        "facekit: run {} has no `best` checkpoint (trained without --valid-sets): using `last`",
-                        model.display()
-                    ));
+                    events.emit(Event::UsingLast { run: model });
                     last
                 }
             },

@@ -112,7 +112,8 @@ fn set(device: c_int, enabled: bool, dtype: Kind) -> Result<()> {
 }
 
 /// Autocast on (with a dtype) or off for one device type while this guard lives, like
-/// `torch.autocast.__enter__`/`__exit__`: the previous state comes back on drop and autocast's
+/// `torch.autocast.__enter__`/`__exit__`: the previous state comes back on [`Autocast::end`] (or
+/// drop) and autocast's
 /// cache of cast weights is freed when the outermost guard ends. Autocast state is per thread in
 /// libtorch, so the guard cannot move to another thread.
 #[must_use = "autocast is only on while the guard lives"]
@@ -121,6 +122,8 @@ pub struct Autocast {
     device: c_int,
     prev_enabled: bool,
     prev_dtype: Kind,
+    /// Restored by [`Autocast::end`]: nothing left for the drop to do.
+    ended: bool,
     _per_thread: PhantomData<*const ()>,
 }
 
@@ -133,26 +136,45 @@ impl Autocast {
         let mut level = 0;
         // SAFETY: out-parameter only; the shim catches every C++ exception.
         check(unsafe { facekit_autocast_increment_nesting(&mut level) }, "increment_nesting")?;
-        let guard = Autocast { device: d, prev_enabled, prev_dtype, _per_thread: PhantomData };
+        let guard = Autocast { device: d, prev_enabled, prev_dtype, ended: false, _per_thread: PhantomData };
         // The dtype stays as it was when disabling, as torch.autocast(enabled=False) leaves it.
         set(d, dtype.is_some(), dtype.map_or(prev_dtype, AmpDtype::kind))?;
         Ok(guard)
     }
 }
 
-impl Drop for Autocast {
-    fn drop(&mut self) {
+impl Autocast {
+    /// Ends the guard, restoring the previous state, and says whether libtorch could: the way to
+    /// end it on every path that is not an unwind, since a drop cannot return the error.
+    pub fn end(mut self) -> Result<()> {
+        self.ended = true;
+        self.restore()
+    }
+
+    fn restore(&self) -> Result<()> {
         let mut level = 0;
         // SAFETY: out-parameter only; the shim catches every C++ exception.
-        let mut result = check(unsafe { facekit_autocast_decrement_nesting(&mut level) }, "decrement_nesting");
-        if result.is_ok() && level == 0 {
-            result = check(unsafe { facekit_autocast_clear_cache() }, "clear_cache");
+        check(unsafe { facekit_autocast_decrement_nesting(&mut level) }, "decrement_nesting")?;
+        if level == 0 {
+            check(unsafe { facekit_autocast_clear_cache() }, "clear_cache")?;
         }
-        let result = result.and_then(|_| set(self.device, self.prev_enabled, self.prev_dtype));
-        if let Err(e) = result {
-            // Drop cannot return the error and these calls only fail on a broken libtorch; saying
-            // so beats panicking during a possible unwind.
-            facekit_io::console::line(&format!("facekit: warning: could not restore the autocast state: {e:#}"));
+        set(self.device, self.prev_enabled, self.prev_dtype)
+    }
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        // These calls only fail on a broken libtorch. During an unwind the panic already says
+        // what went wrong; otherwise a thread left computing in the wrong precision must not go
+        // on unnoticed, and a library has no one to tell but its caller ([`Autocast::end`]
+        // returns the error instead).
+        if let Err(e) = self.restore() {
+            if !std::thread::panicking() {
+                panic!("could not restore the autocast state: {e:#}");
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 use super::config::TrainConfig;
 use super::state::BestMetric;
 use crate::embedding::bins::BinSet;
+use crate::events::{Event, Observer};
 use crate::model::FaceNet;
 use crate::run::numerics::Numerics;
 use anyhow::{bail, Result};
@@ -39,7 +40,8 @@ impl EvalBins {
     /// and parsed, so that every rank refuses the same bad file. A missing, unreadable or
     /// malformed file, an image that does not decode, or a set of fewer than [`FOLDS`] pairs is
     /// an error naming the file.
-    pub fn open(cfg: &TrainConfig, decode: bool) -> Result<Option<EvalBins>> {
+    /// `events` hears of each set decoded.
+    pub fn open(cfg: &TrainConfig, decode: bool, events: &Observer) -> Result<Option<EvalBins>> {
         if cfg.eval_bin.is_empty() {
             return Ok(None);
         }
@@ -48,15 +50,14 @@ impl EvalBins {
             let pairs = if decode {
                 let t = Instant::now();
                 let set = BinSet::load(path, cfg.image_size)?;
-                facekit_io::console::line(&format!(
-                    "facekit train: --eval-bin {}: {} pairs, {} images decoded at {} px in {:.1} s ({:.0} MB kept)",
-                    set.name,
-                    set.pairs(),
-                    set.images(),
-                    set.size,
-                    t.elapsed().as_secs_f64(),
-                    set.pixels.len() as f64 / 1e6
-                ));
+                events.emit(Event::EvalBinDecoded {
+                    name: &set.name,
+                    pairs: set.pairs(),
+                    images: set.images(),
+                    size: set.size,
+                    seconds: t.elapsed().as_secs_f64(),
+                    bytes: set.pixels.len(),
+                });
                 let n = set.pairs();
                 sets.push(set);
                 n
@@ -100,15 +101,6 @@ impl BinScore {
                 "pairs": k.pairs, "folds": k.folds, "flip": true, "seconds": self.seconds,
             },
         })
-    }
-
-    /// Its line on stderr.
-    pub fn describe(&self, step: u64) -> String {
-        let k = &self.report;
-        format!(
-            "step {step} {}: accuracy {:.4} +- {:.4}, threshold {:.3} ({} pairs, {} folds, flip test, {:.1} s)",
-            self.name, k.accuracy_mean, k.accuracy_std, k.best_threshold, k.pairs, k.folds, self.seconds
-        )
     }
 
     /// This result as the run's best metric, reached at `step`.

@@ -933,7 +933,8 @@ mod tests {
                 synthetic,
                 ..TrainConfig::default()
             };
-            let tr = Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess)).unwrap();
+            let tr =
+                Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess), Default::default()).unwrap();
             damage_records(t.path());
             match (synthetic, tr.run().unwrap()) {
                 (true, Outcome::Finished(s)) => assert!(s.steps == 3 && s.final_loss.is_some_and(f64::is_finite)),
@@ -965,7 +966,8 @@ mod tests {
             run_name: Some("r".into()),
             ..TrainConfig::default()
         };
-        let mut tr = Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess)).unwrap();
+        let mut tr =
+            Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess), Default::default()).unwrap();
         tr.train_mode = false;
         for batch in tr.loader.epoch(0, 0).map(|b| b.unwrap()).collect::<Vec<_>>() {
             // Today's weights, the former path: fresh tensors from batch_to_device and labels_to_device.

@@ -51,7 +51,12 @@ pub use setup::parse_device;
 
 /// Trains (or resumes) the run `cfg` describes in this one process; `command_line` is recorded
 /// in `config.json`; `stop` ends the run after the step in which it is set (the caller decides
-/// what sets it: signals, in the command line).
-pub fn train(cfg: TrainConfig, command_line: Vec<String>, stop: facekit_io::StopFlag) -> anyhow::Result<Outcome> {
-    Trainer::new(cfg, command_line, stop, Box::new(SingleProcess))?.run()
+/// what sets it: signals, in the command line); `events` hears what the run has to say.
+pub fn train(
+    cfg: TrainConfig,
+    command_line: Vec<String>,
+    stop: facekit_io::StopFlag,
+    events: crate::events::Observer,
+) -> anyhow::Result<Outcome> {
+    Trainer::new(cfg, command_line, stop, Box::new(SingleProcess), events)?.run()
 }

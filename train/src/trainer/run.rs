@@ -7,7 +7,7 @@ use super::eval_bins::EvalBins;
 use super::host_reads::HostReads;
 use super::labels::LabelGuard;
 use super::logs::{RunLogs, StepLosses};
-use super::meter::{duration_text, Meter};
+use super::meter::Meter;
 use super::optim::Optimizer;
 use super::pending::{Pending, ReadStep};
 use super::replicas::Replicas;
@@ -15,8 +15,9 @@ use super::run_dir::RunDir;
 use super::scaler::GradScaler;
 use super::schedule::Schedule;
 use super::state::{BestMetric, ScalerState, TrainState};
-use super::validate::{self, Gate, Validated, Validation};
+use super::validate::{self, Gate, Validated};
 use crate::embedding::EmbedError;
+use crate::events::{Event, Observer};
 use crate::loss::FaceLoss;
 use crate::model::health::weights_problem;
 use crate::model::{FaceNet, NetConfig};
@@ -24,7 +25,6 @@ use crate::run::numerics::Numerics;
 use crate::run::paths::{BEST, LAST};
 use anyhow::Result;
 use facekit_data::{Batch, EpochIter, Loader};
-use facekit_io::progress::ProgressBar;
 use facekit_io::StopFlag;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -124,7 +124,8 @@ pub struct Trainer {
     pub(super) replicas: Box<dyn Replicas>,
     /// The variables each rank holds only some rows of (Partial FC), gathered for checkpoints.
     pub(super) shards: Option<Box<dyn checkpoint::Shards>>,
-    pub(super) bar: ProgressBar,
+    /// The caller's receiver of what the run has to say.
+    pub(super) events: Observer,
     pub(super) max_steps: Option<u64>,
     /// Micro-batches per epoch that make whole steps (a multiple of `--accumulate`).
     pub(super) batches_per_epoch: u64,
@@ -308,8 +309,7 @@ impl Trainer {
         self.last_losses = Some(s.losses);
         self.grad_norm = s.grad_norm;
         if s.observe_loss && self.schedule.observe(s.losses.total).shrunk && self.logs.is_some() {
-            let lr = self.schedule.lr();
-            self.say(&format!("step {}: learning rate now {lr:.3e}", s.step));
+            self.events.emit(Event::LrShrunk { step: s.step, lr: self.schedule.lr() });
         }
         Ok(())
     }
@@ -349,7 +349,7 @@ impl Trainer {
         };
         let newly = epoch.stats().corrupt_skipped - skipped_before;
         for c in epoch.stats().corrupt.iter().rev().take(newly as usize) {
-            self.say(&format!("facekit train: skipped corrupt record: {}", c.error));
+            self.events.emit(Event::SkippedCorrupt { error: &c.error });
         }
         self.state.skipped_corrupt += newly;
         Ok(Some((batch, t.elapsed().as_secs_f64())))
@@ -363,55 +363,52 @@ impl Trainer {
         }
     }
 
-    /// Every `--log-every` steps (a read point: the step's values are on the host) a line on
-    /// stderr and in `train_log.jsonl` with the window's throughput and data wait, and where the
-    /// run stands (`step 40/200`, the estimated time left): the only progress a log file shows,
-    /// since the progress bar draws on terminals alone. `losses.tsv` is written as steps are read.
+    /// Every `--log-every` steps (a read point: the step's values are on the host) a record in
+    /// `train_log.jsonl` and an [`Event::Progress`] with the window's throughput and data wait,
+    /// and where the run stands (step of the limit, the estimated time left); every step an
+    /// [`Event::Stepped`]. `losses.tsv` is written as steps are read.
     fn log(&mut self) -> Result<()> {
         let (step, epoch) = (self.state.step, self.state.epoch);
         let Some(logs) = self.logs.as_mut() else { return Ok(()) };
-        self.bar.inc(1);
+        self.events.emit(Event::Stepped { step });
         let every = self.cfg.log_every;
         let Some(l) = self.last_losses.filter(|_| every > 0 && step % every == 0) else { return Ok(()) };
         let lr = self.state.lr;
         let w = self.meter.take_window();
         let (ips, wait_ms) = (w.images_per_second, w.data_wait_ms);
-        let mut event = serde_json::json!({
+        let mut record = serde_json::json!({
             "step": step, "epoch": epoch, "lr": lr, "loss": l.total,
             "fr_loss": l.fr, "gender_loss": l.gender, "age_loss": l.age,
             "images_per_second": ips, "data_wait_ms": wait_ms,
         });
-        // Every rank moves at the pace of the slowest: the run's throughput is this rank's
-        // times the number of ranks.
-        let ips = ips * self.replicas.world_size() as f64;
-        let of = self.max_steps.map(|m| format!("/{m}")).unwrap_or_default();
-        let mut line = format!(
-            "step {step}{of} epoch {epoch} loss {:.4} lr {lr:.3e} {ips:.1} images/s data wait {wait_ms:.1} ms/step",
-            l.total
-        );
-        if let Some(s) = &self.state.scaler {
-            event["loss_scale"] = s.scale.into();
-            event["skipped_steps"] = s.skipped_steps.into();
-            line += &format!(" loss scale {} ({} steps skipped)", s.scale, s.skipped_steps);
+        let scaler = self.state.scaler.as_ref();
+        if let Some(s) = scaler {
+            record["loss_scale"] = s.scale.into();
+            record["skipped_steps"] = s.skipped_steps.into();
         }
         if let Some(norm) = self.grad_norm {
-            event["grad_norm"] = norm.into();
-            line += &format!(" grad norm {norm:.3}");
+            record["grad_norm"] = norm.into();
         }
-        if let Some(eta) = self.max_steps.and_then(|m| self.meter.eta_s(m.saturating_sub(step))) {
-            event["eta_seconds"] = eta.into();
-            line += &format!(" ETA {}", duration_text(eta));
+        let eta = self.max_steps.and_then(|m| self.meter.eta_s(m.saturating_sub(step)));
+        if let Some(eta) = eta {
+            record["eta_seconds"] = eta.into();
         }
-        logs.event(&event)?;
-        self.bar.set_message(format!("loss {:.4}", l.total));
-        self.say(&line);
+        logs.event(&record)?;
+        self.events.emit(Event::Progress {
+            step,
+            max_steps: self.max_steps,
+            epoch,
+            loss: l.total,
+            lr,
+            // Every rank moves at the pace of the slowest: the run's throughput is this rank's
+            // times the number of ranks.
+            images_per_second: ips * self.replicas.world_size() as f64,
+            data_wait_ms: wait_ms,
+            scaler,
+            grad_norm: self.grad_norm,
+            eta_seconds: eta,
+        });
         Ok(())
-    }
-
-    /// A line for the user on stderr, above the progress bar; a closed stderr is ignored
-    /// ([`facekit_io::console`]): the run's record is in its files.
-    fn say(&self, line: &str) {
-        self.bar.suspend(|| facekit_io::console::line(line));
     }
 
     /// Every `--valid-every` steps and at the end: scores the validation sets, logs and draws the
@@ -455,7 +452,7 @@ impl Trainer {
         let step = self.state.step;
         self.valid_skipped = v.skipped_corrupt;
         if let Some(logs) = self.logs.as_mut() {
-            self.bar.suspend(|| facekit_io::console::line(&format!("step {step} validation: {}", describe(&v))));
+            self.events.emit(Event::Validation { step, metrics: &v.metrics, images: v.images });
             logs.event(&serde_json::json!({ "step": step, "validation": v.metrics, "valid_images": v.images }))?;
             logs.draw()?;
         }
@@ -496,7 +493,7 @@ impl Trainer {
             match scored {
                 Ok(scores) => {
                     for s in &scores {
-                        self.bar.suspend(|| facekit_io::console::line(&s.describe(step)));
+                        self.events.emit(Event::EvalBin { step, score: s });
                         logs.event(&s.event(step))?;
                     }
                     logs.draw()?;
@@ -621,7 +618,7 @@ impl Trainer {
                 logs.draw()?;
             }
         }
-        self.bar.finish_and_clear();
+        self.events.emit(Event::Ended);
         // No rank leaves while rank 0 still writes the end of the run.
         self.replicas.barrier()?;
         let summary = Summary {
@@ -644,8 +641,4 @@ impl Trainer {
             End::NothingLeft(reason) => Outcome::NothingLeft { reason, summary },
         })
     }
-}
-
-fn describe(v: &Validation) -> String {
-    v.metrics.iter().map(|(k, x)| format!("{k} {x:.4}")).collect::<Vec<_>>().join(", ")
 }

@@ -26,6 +26,7 @@ use super::scaler::{GradScaler, ScalerConfig};
 use super::schedule::{Cosine, DlibPlateau, Poly, Schedule, StepSchedule};
 use super::shards::{HeadShards, HEAD_WEIGHT};
 use super::state::{ScalerState, TrainState};
+use crate::events::{Event, Observer};
 use crate::loss::FaceLoss;
 use crate::model::init::Pretrained;
 use crate::model::{FaceNet, NetConfig, Task};
@@ -44,145 +45,50 @@ use tch::Device;
 impl Trainer {
     /// Prepares the run `cfg` describes (a new one, or `--resume`); `command_line` is recorded in
     /// `config.json`; `stop` ends the run after the step in which it is set; `replicas` are the
-    /// processes training together ([`super::replicas::SingleProcess`] for one).
+    /// processes training together ([`super::replicas::SingleProcess`] for one); `events` hears
+    /// what setup and the loop have to say (this crate prints nothing).
+    ///
+    /// Its steps run in this order because nothing in a run folder may change until every flag
+    /// holds and the data is open, and because the initial weights are drawn from the seed in one
+    /// fixed sequence.
     pub fn new(
         cfg: TrainConfig,
         command_line: Vec<String>,
         stop: StopFlag,
         mut replicas: Box<dyn Replicas>,
+        events: Observer,
     ) -> Result<Trainer> {
-        let world = replicas.world_size();
-        // A new run records its world size; a resumed one takes its saved one, rescaled below.
-        let cfg = TrainConfig { world_size: world, ..cfg };
-        // Every flag is checked before any folder is touched.
-        cfg.validate()?;
-        if let (Some(init), Some(run)) = (&cfg.init, &cfg.resume) {
-            bail!("--init {} with --resume {run}: a resumed run continues from its own checkpoint; --init only starts new runs", init.display());
-        }
+        let (rank0, world) = (replicas.rank() == 0, replicas.world_size());
+        let cfg = check_flags(cfg, world)?;
         // --init is read and matched against this network before any folder exists.
-        let pretrained = cfg.init.as_deref().map(|path| read_init(&cfg, path)).transpose()?;
-        // A new run's verification files are read and decoded before its folder is created (a
-        // resumed run's come from its config.json, read under the lock, below). Only rank 0
-        // evaluates: the other ranks only check that the files parse.
-        let rank0 = replicas.rank() == 0;
-        let early_bins = match cfg.resume {
-            None => Some(EvalBins::open(&cfg, rank0)?),
-            Some(_) => None,
-        };
-        let (cfg, run, resume_from) = prepare_run(cfg, replicas.rank(), world)?;
-        let opened = cfg
-            .validate()
-            .and_then(|()| open_run(&cfg, resume_from.is_some(), &run, replicas.as_ref()))
-            .and_then(|o| {
-                // Ranks that would train different models stop here, all naming what differs.
-                crate::dist::agree::same_run(replicas.as_ref(), &cfg, &o.datasets, o.device)?;
-                let length = Length::plan(&cfg, &o.loader)?;
-                let bins = match early_bins {
-                    Some(b) => b,
-                    None => EvalBins::open(&cfg, rank0)?,
-                };
-                Ok((o, length, bins))
-            });
-        let (Opened { device, loader, valid, datasets }, length, bins) = match opened {
-            Ok(o) => o,
-            Err(e) => {
-                run.abandon();
-                return Err(e);
-            }
-        };
-        if cfg.overwrite && !run.created() && rank0 {
-            run.clear()?;
-        }
-        let numerics = Numerics::new(device, cfg.precision, cfg.memory_format);
-        let feed = make_feed(&numerics, &cfg, loader.num_classes())?;
-        // The initial weights are a function of the seed: drawn in this order, every time.
-        tch::manual_seed(cfg.seed as i64);
-        let net_cfg = net_config(&cfg, loader.num_classes())?;
-        let mut vs = VarStore::new(device);
-        let net = FaceNet::new(&vs.root(), &net_cfg)?;
-        // Partial FC's centres are sharded over the ranks' group; checkpoints store them whole.
-        let head_group = cfg.head.partial_fc.map(|_| replicas.group().map(Rc::new)).transpose()?;
-        let loss = match &head_group {
-            Some(group) => FaceLoss::with_partial_fc(&vs.root(), &net_cfg, &cfg.head, group.clone(), cfg.seed)?,
-            None => FaceLoss::new(&vs.root(), &net_cfg, &cfg.head)?,
-        };
-        let shards: Option<Box<dyn Shards>> =
-            head_group.map(|g| Box::new(HeadShards::new(g, net_cfg.num_classes)) as Box<dyn Shards>);
-        let local: Vec<String> = if shards.is_some() { vec![HEAD_WEIGHT.to_string()] } else { Vec::new() };
-        // Into the fp32 variables themselves, before their layout changes and the optimiser sees them.
-        if let Some(p) = &pretrained {
-            p.copy_into(&vs)?;
-        }
-        // Before the optimiser exists, so that its momentum buffers are born in the same layout.
-        numerics.memory_format.apply_to_vars(&vs);
-        let mut opt = build_optimizer(&cfg, &vs);
-        let state = match &resume_from {
-            Some(dir) => {
-                let state = checkpoint::load(dir, &mut vs, opt.as_mut(), shards.as_deref())?;
-                // Loading copies into the existing variables, which keeps their layout; this only
-                // guarantees it.
-                numerics.memory_format.apply_to_vars(&vs);
-                say(&format!(
-                    "facekit train: resuming {} at step {} (epoch {}, batch {})",
-                    run.root().display(),
-                    state.step,
-                    state.epoch,
-                    state.batch_in_epoch
-                ));
-                state
-            }
-            None => TrainState::start(&cfg),
-        };
+        let pretrained = cfg.init.as_deref().map(|path| read_init(&cfg, path, &events)).transpose()?;
+        let early_bins = open_new_bins(&cfg, rank0, &events)?;
+        let (cfg, run, resume_from) = prepare_run(cfg, replicas.rank(), world, &events)?;
+        let (run, data) = open_data(&cfg, run, resume_from.is_some(), replicas.as_ref(), early_bins, &events)?;
+        clear_for_overwrite(&cfg, &run, rank0)?;
+        let mut model =
+            Model::build(&cfg, data.device, data.loader.num_classes(), replicas.as_ref(), pretrained.as_ref())?;
+        let state = restore_or_start(&cfg, &run, resume_from.as_deref(), &mut model, &events)?;
         // Every rank starts from rank 0's weights (drawn from the same seed anyway, but a resumed
         // or --init run must not depend on every rank having read the same files).
-        replicas.attach(&vs, &local, net_cfg.task == Task::Multi)?;
-        // A run resumed in fp16 continues with its saved scale; one that switched to fp16 starts afresh.
-        let scaler = numerics.needs_loss_scaling().then(|| match &state.scaler {
-            Some(saved) => GradScaler::from_state(ScalerConfig::default(), saved, device),
-            None => GradScaler::new(ScalerConfig::default(), device),
-        });
-        // What the loop knows of the scaler until its first read point reads it back.
-        let mut state = state;
-        state.scaler = scaler.as_ref().map(|_| {
-            state.scaler.clone().unwrap_or_else(|| ScalerState::from_values(&[ScalerConfig::default().init_scale]))
-        });
-        let schedule = plan_schedule(&cfg, &length, resume_from.as_deref(), &state)?;
+        replicas.attach(&model.vs, &model.local, model.net_cfg.task == Task::Multi)?;
+        let (scaler, state) = loss_scaler(&model.numerics, state);
+        let schedule = plan_schedule(&cfg, &data.length, resume_from.as_deref(), &state)?;
         let nothing_left =
-            resume_from.as_ref().and_then(|_| nothing_left(&cfg, &length, state.step, &schedule, run.root()));
-        if rank0 && nothing_left.is_none() {
-            say(&format!("facekit train: device {}, {}", device_name(device), numerics.describe()));
-            say(&describe_batch(&cfg));
-            if let Some(p) = &loss.partial {
-                let copies = cfg.optimizer.parameter_copies() - 2;
-                say(&format!(
-                    "facekit train: Partial FC at sample rate {}: {} classes over {world} rank(s), {} on rank 0, its head {:.1} MiB (centres, gradient, optimiser state)",
-                    p.config().sample_rate,
-                    net_cfg.num_classes,
-                    p.num_local(),
-                    p.memory_bytes(copies) as f64 / f64::from(1u32 << 20)
-                ));
-            }
+            resume_from.as_ref().and_then(|_| nothing_left(&cfg, &data.length, state.step, &schedule, run.root()));
+        // A resume with nothing left to train says nothing and changes nothing in the run folder.
+        let starting = rank0 && nothing_left.is_none();
+        if starting {
+            announce(&cfg, &model, data.device, world, &events);
         }
-        // A resume with nothing left to train changes nothing in the run folder.
-        let logs = if rank0 && nothing_left.is_none() {
-            Some(write_run_files(
-                &cfg,
-                &run,
-                &net_cfg,
-                resume_from.is_some(),
-                command_line,
-                datasets,
-                pretrained.as_ref(),
-                &state,
-            )?)
-        } else {
-            None
-        };
-        let bar = facekit_io::progress::items(length.max_steps.unwrap_or(0), "steps");
-        bar.set_position(state.step);
-        if length.max_steps.is_none() || !rank0 {
-            facekit_io::progress::hide(&bar);
+        let Data { loader, valid, datasets, length, bins, .. } = data;
+        let files = RunFiles { cfg: &cfg, run: &run, net_cfg: &model.net_cfg, resuming: resume_from.is_some() };
+        let logs =
+            starting.then(|| files.write(command_line, datasets, pretrained.as_ref(), &state, &events)).transpose()?;
+        if rank0 {
+            events.emit(Event::Begin { step: state.step, max_steps: length.max_steps });
         }
+        let Model { numerics, feed, net_cfg, vs, net, loss, shards, opt, .. } = model;
         Ok(Trainer {
             guard: LabelGuard::new(net_cfg.task),
             last_checkpoint: resume_from.as_ref().map(|_| state.step),
@@ -210,7 +116,7 @@ impl Trainer {
             nothing_left,
             replicas,
             shards,
-            bar,
+            events,
             max_steps: length.max_steps,
             batches_per_epoch: length.batches_per_epoch,
             final_loss: None,
@@ -225,9 +131,179 @@ impl Trainer {
     }
 }
 
-/// A line for the user on stderr (see [`facekit_io::console`]: a closed stderr never ends a run).
-fn say(line: &str) {
-    facekit_io::console::line(line);
+/// Every flag is checked before any folder is touched, so that a typo costs nothing.
+fn check_flags(cfg: TrainConfig, world: usize) -> Result<TrainConfig> {
+    // A new run records its world size; a resumed one takes its saved one, rescaled later.
+    let cfg = TrainConfig { world_size: world, ..cfg };
+    cfg.validate()?;
+    if let (Some(init), Some(run)) = (&cfg.init, &cfg.resume) {
+        bail!("--init {} with --resume {run}: a resumed run continues from its own checkpoint; --init only starts new runs", init.display());
+    }
+    Ok(cfg)
+}
+
+/// A new run's verification files are read and decoded before its folder is created, so that a
+/// bad file leaves nothing behind (a resumed run's come from its config.json, read under the lock
+/// in [`open_data`]). Only rank 0 evaluates: the other ranks only check that the files parse.
+fn open_new_bins(cfg: &TrainConfig, rank0: bool, events: &Observer) -> Result<Option<Option<EvalBins>>> {
+    match cfg.resume {
+        None => Ok(Some(EvalBins::open(cfg, rank0, events)?)),
+        Some(_) => Ok(None),
+    }
+}
+
+/// What a run needs before its folder may be changed: the device, both loaders (every dataset
+/// opened and checked), the datasets' identities (compared with the saved ones on resume), the
+/// run's length and its `--eval-bin` sets.
+struct Data {
+    device: Device,
+    loader: Loader,
+    valid: Option<Loader>,
+    datasets: Vec<DatasetIdentity>,
+    length: Length,
+    bins: Option<EvalBins>,
+}
+
+/// Opens everything the run reads, and abandons the run folder (removing it when this run created
+/// it) when anything fails: a run that cannot start leaves no folder behind.
+fn open_data(
+    cfg: &TrainConfig,
+    run: RunDir,
+    resuming: bool,
+    replicas: &dyn Replicas,
+    early_bins: Option<Option<EvalBins>>,
+    events: &Observer,
+) -> Result<(RunDir, Data)> {
+    let opened = cfg.validate().and_then(|()| open_run(cfg, resuming, &run, replicas, events)).and_then(|o| {
+        // Ranks that would train different models stop here, all naming what differs.
+        crate::dist::agree::same_run(replicas, cfg, &o.datasets, o.device)?;
+        let length = Length::plan(cfg, &o.loader)?;
+        let bins = match early_bins {
+            Some(b) => b,
+            None => EvalBins::open(cfg, replicas.rank() == 0, events)?,
+        };
+        let Opened { device, loader, valid, datasets } = o;
+        Ok(Data { device, loader, valid, datasets, length, bins })
+    });
+    match opened {
+        Ok(data) => Ok((run, data)),
+        Err(e) => {
+            run.abandon();
+            Err(e)
+        }
+    }
+}
+
+/// `--overwrite` empties an existing folder only now that the run is known to start.
+fn clear_for_overwrite(cfg: &TrainConfig, run: &RunDir, rank0: bool) -> Result<()> {
+    if cfg.overwrite && !run.created() && rank0 {
+        run.clear()?;
+    }
+    Ok(())
+}
+
+/// The network and what trains it.
+struct Model {
+    numerics: Numerics,
+    feed: Box<dyn Input>,
+    net_cfg: NetConfig,
+    vs: VarStore,
+    net: FaceNet,
+    loss: FaceLoss,
+    /// The variables each rank holds only some rows of (Partial FC), gathered for checkpoints.
+    shards: Option<Box<dyn Shards>>,
+    /// The names of those variables, which stay out of the gradient averaging.
+    local: Vec<String>,
+    opt: Box<dyn Optimizer>,
+}
+
+impl Model {
+    /// Builds the model in one fixed order, because the initial weights are a function of the
+    /// seed only if they are drawn in the same sequence every time.
+    fn build(
+        cfg: &TrainConfig,
+        device: Device,
+        classes: u32,
+        replicas: &dyn Replicas,
+        pretrained: Option<&Pretrained>,
+    ) -> Result<Model> {
+        let numerics = Numerics::new(device, cfg.precision, cfg.memory_format);
+        let feed = make_feed(&numerics, cfg, classes)?;
+        tch::manual_seed(cfg.seed as i64);
+        let net_cfg = net_config(cfg, classes)?;
+        let vs = VarStore::new(device);
+        let net = FaceNet::new(&vs.root(), &net_cfg)?;
+        // Partial FC's centres are sharded over the ranks' group; checkpoints store them whole.
+        let head_group = cfg.head.partial_fc.map(|_| replicas.group().map(Rc::new)).transpose()?;
+        let loss = match &head_group {
+            Some(group) => FaceLoss::with_partial_fc(&vs.root(), &net_cfg, &cfg.head, group.clone(), cfg.seed)?,
+            None => FaceLoss::new(&vs.root(), &net_cfg, &cfg.head)?,
+        };
+        let shards: Option<Box<dyn Shards>> =
+            head_group.map(|g| Box::new(HeadShards::new(g, net_cfg.num_classes)) as Box<dyn Shards>);
+        let local: Vec<String> = if shards.is_some() { vec![HEAD_WEIGHT.to_string()] } else { Vec::new() };
+        // Into the fp32 variables themselves, before their layout changes and the optimiser sees them.
+        if let Some(p) = pretrained {
+            p.copy_into(&vs)?;
+        }
+        // Before the optimiser exists, so that its momentum buffers are born in the same layout.
+        numerics.memory_format.apply_to_vars(&vs);
+        let opt = build_optimizer(cfg, &vs);
+        Ok(Model { numerics, feed, net_cfg, vs, net, loss, shards, local, opt })
+    }
+}
+
+/// A resumed run continues exactly where its `last` checkpoint stopped (weights, optimiser,
+/// position); a new one starts at step 0.
+fn restore_or_start(
+    cfg: &TrainConfig,
+    run: &RunDir,
+    resume_from: Option<&Path>,
+    model: &mut Model,
+    events: &Observer,
+) -> Result<TrainState> {
+    let Some(dir) = resume_from else { return Ok(TrainState::start(cfg)) };
+    let state = checkpoint::load(dir, &mut model.vs, model.opt.as_mut(), model.shards.as_deref())?;
+    // Loading copies into the existing variables, which keeps their layout; this only guarantees it.
+    model.numerics.memory_format.apply_to_vars(&model.vs);
+    events.emit(Event::Resuming { run: run.root(), step: state.step, epoch: state.epoch, batch: state.batch_in_epoch });
+    Ok(state)
+}
+
+/// fp16 needs a loss scaler: a run resumed in fp16 continues with its saved scale, one that
+/// switched to fp16 starts afresh; the state says what the loop knows of it until its first read
+/// point reads it back.
+fn loss_scaler(numerics: &Numerics, state: TrainState) -> (Option<GradScaler>, TrainState) {
+    let device = numerics.device;
+    let scaler = numerics.needs_loss_scaling().then(|| match &state.scaler {
+        Some(saved) => GradScaler::from_state(ScalerConfig::default(), saved, device),
+        None => GradScaler::new(ScalerConfig::default(), device),
+    });
+    let mut state = state;
+    state.scaler = scaler.as_ref().map(|_| {
+        state.scaler.clone().unwrap_or_else(|| ScalerState::from_values(&[ScalerConfig::default().init_scale]))
+    });
+    (scaler, state)
+}
+
+/// Rank 0 tells where and how the run computes, so that a log shows what each run was.
+fn announce(cfg: &TrainConfig, model: &Model, device: Device, world: usize, events: &Observer) {
+    events.emit(Event::Device { device: &device_name(device), numerics: &model.numerics.describe() });
+    events.emit(Event::Batch {
+        per_rank: cfg.batch_size,
+        ranks: cfg.world_size,
+        accumulate: cfg.accumulate,
+        global: cfg.global_batch(),
+    });
+    if let Some(p) = &model.loss.partial {
+        events.emit(Event::PartialFc {
+            sample_rate: p.config().sample_rate,
+            classes: model.net_cfg.num_classes,
+            ranks: world,
+            on_rank0: p.num_local(),
+            head_bytes: p.memory_bytes(cfg.optimizer.parameter_copies() - 2),
+        });
+    }
 }
 
 /// How long a run is, in steps of `--accumulate` micro-batches.
@@ -321,53 +397,49 @@ fn nothing_left(cfg: &TrainConfig, length: &Length, step: u64, schedule: &Schedu
     })
 }
 
-/// The line that states the batch: per rank, over the ranks and micro-batches, per step.
-fn describe_batch(cfg: &TrainConfig) -> String {
-    let mut line = format!("facekit train: batch {} per rank", cfg.batch_size);
-    if cfg.world_size > 1 {
-        line += &format!(" x {} ranks", cfg.world_size);
-    }
-    if cfg.accumulate > 1 {
-        line += &format!(" x {} accumulated micro-batches", cfg.accumulate);
-    }
-    line + &format!(" = global batch {} images per step", cfg.global_batch())
+/// Where rank 0's files of a starting or resumed run go, and what they describe.
+struct RunFiles<'a> {
+    cfg: &'a TrainConfig,
+    run: &'a RunDir,
+    net_cfg: &'a NetConfig,
+    resuming: bool,
 }
 
-/// Rank 0's files of a starting or resumed run: `config.json` (with this command line), `net.json`,
-/// `init.json`, and the logs, opened.
-#[allow(clippy::too_many_arguments)]
-fn write_run_files(
-    cfg: &TrainConfig,
-    run: &RunDir,
-    net_cfg: &NetConfig,
-    resuming: bool,
-    command_line: Vec<String>,
-    datasets: Vec<super::config::DatasetIdentity>,
-    pretrained: Option<&Pretrained>,
-    state: &TrainState,
-) -> Result<RunLogs> {
-    let saved = if resuming {
-        let mut saved = SavedConfig::read(run)?;
-        saved.resumed_with.push(command_line);
-        saved.config = cfg.clone();
-        saved.datasets = datasets;
-        saved
-    } else {
-        SavedConfig {
-            command_line,
-            resumed_with: Vec::new(),
-            tool_version: env!("CARGO_PKG_VERSION").into(),
-            config: cfg.clone(),
-            datasets,
+impl RunFiles<'_> {
+    /// Writes `config.json` (with this command line), `net.json` and `init.json`, and opens the
+    /// logs, so that a run folder always says what trained in it and how to rebuild the network.
+    fn write(
+        &self,
+        command_line: Vec<String>,
+        datasets: Vec<DatasetIdentity>,
+        pretrained: Option<&Pretrained>,
+        state: &TrainState,
+        events: &Observer,
+    ) -> Result<RunLogs> {
+        let RunFiles { cfg, run, net_cfg, resuming } = *self;
+        let saved = if resuming {
+            let mut saved = SavedConfig::read(run)?;
+            saved.resumed_with.push(command_line);
+            saved.config = cfg.clone();
+            saved.datasets = datasets;
+            saved
+        } else {
+            SavedConfig {
+                command_line,
+                resumed_with: Vec::new(),
+                tool_version: env!("CARGO_PKG_VERSION").into(),
+                config: cfg.clone(),
+                datasets,
+            }
+        };
+        saved.write(run)?;
+        facekit_io::durable::write_json(run.net(), net_cfg)?;
+        if let Some(p) = pretrained {
+            facekit_io::durable::write_json(run.init_report(), &p.report)?;
+            events.emit(Event::Init { summary: &p.report.summary() });
         }
-    };
-    saved.write(run)?;
-    facekit_io::durable::write_json(run.net(), net_cfg)?;
-    if let Some(p) = pretrained {
-        facekit_io::durable::write_json(run.init_report(), &p.report)?;
-        say(&format!("facekit train: {}", p.report.summary()));
+        RunLogs::open(run.paths(), state.step)
     }
-    RunLogs::open(run.paths(), state.step)
 }
 
 /// The run folder, locked, and the configuration to use; for `--resume`, the saved configuration
@@ -376,13 +448,18 @@ fn write_run_files(
 /// continue from. Nothing is deleted here but temporary files an interrupted run left (stale for
 /// certain once the lock is held). Only rank `0` locks, creates or cleans the folder; the other
 /// ranks read what they need from it.
-fn prepare_run(cfg: TrainConfig, rank: usize, world: usize) -> Result<(TrainConfig, RunDir, Option<PathBuf>)> {
+fn prepare_run(
+    cfg: TrainConfig,
+    rank: usize,
+    world: usize,
+    events: &Observer,
+) -> Result<(TrainConfig, RunDir, Option<PathBuf>)> {
     let open =
         |root: &Path, create: bool| if rank == 0 { RunDir::lock(root, create) } else { Ok(RunDir::follow(root)) };
     let Some(resume) = cfg.resume.clone() else {
         let run = open(&cfg.model_dir.join(cfg.run_name()), true)?;
         if rank == 0 {
-            remove_stale(&run)?;
+            remove_stale(&run, events)?;
             if !cfg.overwrite && run.existing_checkpoint(LAST).is_some() {
                 bail!("run folder {} already holds a run: continue it with --resume, or choose another --run-name, or --overwrite", run.root().display());
             }
@@ -400,7 +477,7 @@ fn prepare_run(cfg: TrainConfig, rank: usize, world: usize) -> Result<(TrainConf
         })?;
     let run = open(&root, false)?;
     if rank == 0 {
-        remove_stale(&run)?;
+        remove_stale(&run, events)?;
     }
     let saved = SavedConfig::read(&run)?;
     let ckpt = run
@@ -410,24 +487,22 @@ fn prepare_run(cfg: TrainConfig, rank: usize, world: usize) -> Result<(TrainConf
         saved.config.on_world(world).with_context(|| format!("cannot resume {} on {world} rank(s)", root.display()))?;
     let (merged, changed) = cfg.resumed(&saved).with_context(|| format!("--resume {resume}"))?;
     if rank == 0 && !changed.is_empty() {
-        say(&format!("facekit train: resuming with {}", changed.join(", ")));
+        events.emit(Event::ResumingWith { changed: &changed });
     }
     Ok((merged, run, Some(ckpt)))
 }
 
-fn remove_stale(run: &RunDir) -> Result<()> {
-    let n = run.remove_stale()?;
-    if n > 0 {
-        say(&format!(
-            "facekit train: removed {n} temporary file(s) an interrupted run left in {}",
-            run.root().display()
-        ));
+/// Temporary files an interrupted run left are stale for certain once the lock is held.
+fn remove_stale(run: &RunDir, events: &Observer) -> Result<()> {
+    let count = run.remove_stale()?;
+    if count > 0 {
+        events.emit(Event::RemovedTemps { count, run: run.root() });
     }
     Ok(())
 }
 
-/// What a run needs before its folder may be changed: the device, both loaders (every dataset
-/// opened and checked) and the datasets' identities, compared with the saved ones on resume.
+/// The device, both loaders (every dataset opened and checked) and the datasets' identities,
+/// compared with the saved ones on resume.
 struct Opened {
     device: Device,
     loader: Loader,
@@ -435,7 +510,13 @@ struct Opened {
     datasets: Vec<DatasetIdentity>,
 }
 
-fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Replicas) -> Result<Opened> {
+fn open_run(
+    cfg: &TrainConfig,
+    resuming: bool,
+    run: &RunDir,
+    replicas: &dyn Replicas,
+    events: &Observer,
+) -> Result<Opened> {
     let device = parse_device(&cfg.device)?;
     check_precision(cfg, device)?;
     // Ranks on one machine share its cores (LOCAL_WORLD_SIZE: set by torchrun and by
@@ -510,7 +591,7 @@ fn open_run(cfg: &TrainConfig, resuming: bool, run: &RunDir, replicas: &dyn Repl
         }
     }
     if replicas.rank() == 0 {
-        say(&format!("facekit train: {workers} decode worker(s), {threads} compute thread(s) per rank"));
+        events.emit(Event::Threads { workers, threads });
     }
     Ok(Opened { device, loader, valid, datasets })
 }
@@ -633,12 +714,12 @@ pub fn build_optimizer(cfg: &TrainConfig, vs: &VarStore) -> Box<dyn Optimizer> {
 /// The weights of `--init PATH`, matched against the network `cfg` describes, built on the CPU
 /// only to learn its variables' names and shapes (the class count does not matter: ArcFace's
 /// centres never load). Weights that cannot give finite embeddings are refused.
-fn read_init(cfg: &TrainConfig, path: &Path) -> Result<Pretrained> {
+fn read_init(cfg: &TrainConfig, path: &Path, events: &Observer) -> Result<Pretrained> {
     let net_cfg = net_config(cfg, 2)?;
     let vs = VarStore::new(Device::Cpu);
     FaceNet::new(&vs.root(), &net_cfg)?;
     FaceLoss::new(&vs.root(), &net_cfg, &cfg.head)?;
-    let p = Pretrained::read(path, &vs)?;
+    let p = Pretrained::read_observed(path, &vs, events)?;
     // Training mode normalises with each batch's own statistics, so NaN or negative running
     // statistics would train without a sign and only break validation and every embedding later.
     p.copy_into(&vs)?;

@@ -308,7 +308,8 @@ mod tests {
         dataset(t.path());
         let calls = Arc::new(Mutex::new(Vec::new()));
         let spy = Spy { calls: calls.clone(), ..Spy::default() };
-        let mut tr = Trainer::new(config(t.path()), vec![], Default::default(), Box::new(spy)).unwrap();
+        let mut tr =
+            Trainer::new(config(t.path()), vec![], Default::default(), Box::new(spy), Default::default()).unwrap();
         let batch = tr.loader.epoch(0, 0).next().unwrap().unwrap();
         let before = weights(&tr);
         calls.lock().unwrap().clear();
@@ -339,7 +340,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         dataset(t.path());
         let spy = Spy { others_nan: true, ..Spy::default() };
-        let mut tr = Trainer::new(config(t.path()), vec![], Default::default(), Box::new(spy)).unwrap();
+        let mut tr =
+            Trainer::new(config(t.path()), vec![], Default::default(), Box::new(spy), Default::default()).unwrap();
         // This rank's share of an epoch is one batch.
         let first = tr.loader.epoch(0, 0).next().unwrap().unwrap();
         let second = tr.loader.epoch(1, 0).next().unwrap().unwrap();
@@ -368,7 +370,7 @@ mod tests {
         // This rank's loss is finite and it was not asked to stop; another rank was, during the
         // first step (its second agreement, after "a corrupt record?").
         let spy = Spy { stop_at: Some(2), ..Spy::default() };
-        let tr = Trainer::new(config(t.path()), vec![], Default::default(), Box::new(spy)).unwrap();
+        let tr = Trainer::new(config(t.path()), vec![], Default::default(), Box::new(spy), Default::default()).unwrap();
         match tr.run().unwrap() {
             super::super::Outcome::Interrupted(s) => {
                 assert_eq!((s.steps, s.last_checkpoint), (1, Some(1)));
@@ -381,7 +383,9 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         dataset(t.path());
         let cfg = TrainConfig { batch_size, accumulate, max_steps: None, ..config(t.path()) };
-        let mut tr = Trainer::new(cfg, vec![], Default::default(), Box::new(super::super::SingleProcess)).unwrap();
+        let mut tr =
+            Trainer::new(cfg, vec![], Default::default(), Box::new(super::super::SingleProcess), Default::default())
+                .unwrap();
         tr.train_mode = false;
         for s in 0..steps {
             let mut epoch = tr.loader.epoch(s as u64, 0);
@@ -411,6 +415,7 @@ mod tests {
                 vec![],
                 Default::default(),
                 Box::new(super::super::SingleProcess),
+                Default::default(),
             )
             .unwrap();
             tr.vs

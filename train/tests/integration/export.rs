@@ -75,7 +75,7 @@ fn torchscript_export_matches_facekit_embeddings_in_pytorch() {
     let (src, out) = (tmp.path().join("run"), tmp.path().join("export"));
     std::fs::create_dir_all(&src).unwrap();
     tiny_model(&src);
-    let model = EmbedModel::load(&src, Some(BEST), tch::Device::Cpu).unwrap();
+    let model = EmbedModel::load(&src, Some(BEST), tch::Device::Cpu, &Default::default()).unwrap();
     let report = export::export(&model, &out).unwrap();
 
     let pixels = aligned_faces();
@@ -177,7 +177,7 @@ fn onnx_export_of_every_backbone_matches_facekit_embeddings_in_onnxruntime() {
         let (src, out) = (tmp.path().join("run"), tmp.path().join("export"));
         std::fs::create_dir_all(&src).unwrap();
         random_model(&src, arch, size);
-        let model = EmbedModel::load(&src, Some(BEST), tch::Device::Cpu).unwrap();
+        let model = EmbedModel::load(&src, Some(BEST), tch::Device::Cpu, &Default::default()).unwrap();
         let opts = export::ExportOptions {
             formats: vec![export::Format::Onnx],
             python: Some(facekit_testkit::venv_python()),
@@ -256,7 +256,7 @@ fn onnx_export_with_a_python_lacking_torch_and_onnx_says_so_and_changes_nothing(
     let (src, out) = (tmp.path().join("run"), tmp.path().join("export"));
     std::fs::create_dir_all(&src).unwrap();
     random_model(&src, Arch::Tiny, 32);
-    let model = EmbedModel::load(&src, Some(BEST), tch::Device::Cpu).unwrap();
+    let model = EmbedModel::load(&src, Some(BEST), tch::Device::Cpu, &Default::default()).unwrap();
     export::export(&model, &out).unwrap();
     let listing = || {
         let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&out)

@@ -24,3 +24,4 @@ mod schedule_poly_reference;
 mod schedule_shapes;
 mod step_host_reads;
 mod trainer_divergence;
+mod trainer_events;

@@ -18,7 +18,7 @@ const PEOPLE: usize = 4;
 const PHOTOS: usize = 8;
 
 /// `dir/lfw`: 8 photos each of the 4 LFW people with the most, face region centre-cropped, raw.
-fn lfw_set(dir: &Path) {
+pub(crate) fn lfw_set(dir: &Path) {
     let lfw = facekit_testkit::shared_data().join("lfw100");
     let mut people: Vec<(usize, PathBuf)> = std::fs::read_dir(&lfw)
         .unwrap()
@@ -55,7 +55,7 @@ fn lfw_set(dir: &Path) {
     w.finish(Manifest::new(PEOPLE as u32, vec![source], None, enc), &labels).unwrap();
 }
 
-fn config(dir: &Path, name: &str, steps: u64, log_every: u64) -> TrainConfig {
+pub(crate) fn config(dir: &Path, name: &str, steps: u64, log_every: u64) -> TrainConfig {
     TrainConfig {
         task: Task::Fr,
         train_sets: vec!["lfw".into()],
@@ -86,7 +86,7 @@ fn a_steady_state_step_reads_nothing_back_and_each_log_point_reads_once() {
     lfw_set(t.path());
     // Clipping too: its norm stays on the device until the log point reads it.
     let cfg = TrainConfig { clip_grad_norm: Some(5.0), ..config(t.path(), "reads", 20, 10) };
-    let trainer = Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess)).unwrap();
+    let trainer = Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess), Default::default()).unwrap();
     let reads = trainer.host_reads();
     finished(trainer.run().unwrap());
     let by_step = reads.by_step();
@@ -121,7 +121,12 @@ fn plateau_run(dir: &Path, name: &str, log_every: u64) -> Vec<(u64, f64, f64)> {
         lr: 1e-7,
         ..config(dir, name, 40, log_every)
     };
-    finished(Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess)).unwrap().run().unwrap());
+    finished(
+        Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess), Default::default())
+            .unwrap()
+            .run()
+            .unwrap(),
+    );
     losses(&dir.join("Model").join(name))
 }
 

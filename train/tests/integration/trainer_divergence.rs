@@ -79,7 +79,7 @@ fn config(dir: &Path, name: &str) -> TrainConfig {
 }
 
 fn run(cfg: TrainConfig, nan_at: Option<u64>) -> Outcome {
-    let trainer = Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess)).unwrap();
+    let trainer = Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess), Default::default()).unwrap();
     let trainer = match nan_at {
         Some(step) => trainer.with_nan_loss_at_step(step),
         None => trainer,
