@@ -23,7 +23,14 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse_from(cli::normalize_legacy_args(std::env::args_os()));
+    let args = match cli::args() {
+        Ok(args) => args,
+        Err(err) => {
+            errln!("facekit: error: {}", cli::error_text(&err));
+            return ExitCode::from(2);
+        }
+    };
+    let cli = cli::Cli::parse_from(args);
     if cli.command.uses_torch() {
         passive_openmp();
     }

@@ -7,6 +7,8 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 #[cfg(feature = "torch")]
+mod config_file;
+#[cfg(feature = "torch")]
 mod embed;
 #[cfg(feature = "torch")]
 mod eval;
@@ -97,6 +99,16 @@ pub(crate) fn output_check() -> facekit_io::OutputCheck {
 /// outermost first, without libtorch's C++ backtraces.
 pub(crate) fn error_text(err: &anyhow::Error) -> String {
     facekit_io::errors::describe(err.as_ref())
+}
+
+/// The process's arguments as the command line reads them: the original tool's spellings
+/// rewritten ([`normalize_legacy_args`]) and the settings of `train --config FILE` in place
+/// (`config_file`).
+pub fn args() -> anyhow::Result<Vec<OsString>> {
+    let args = normalize_legacy_args(std::env::args_os());
+    #[cfg(feature = "torch")]
+    let args = config_file::expand(args)?;
+    Ok(args)
 }
 
 /// Rewrites the original tool's single-dash long options (`-train_sets`) into clap's `--train_sets`,

@@ -198,6 +198,12 @@ pub struct TrainArgs {
     /// Benchmarks: train on one random batch made once on the device, not the sets' records (times the step alone).
     #[arg(long)]
     pub synthetic: bool,
+    /// Read settings from this TOML file (facekit's flag names, or arcface_torch's config keys; configs/ has presets); flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the resolved configuration as a config file (facekit's keys) and exit without training.
+    #[arg(long)]
+    pub print_config: bool,
     /// The flags given on this command line (filled by `run`, not a flag): a resume applies or refuses each.
     #[arg(skip)]
     pub given: Vec<String>,
@@ -243,8 +249,14 @@ fn arch_help() -> String {
 /// error; 128 + N when signal N stopped it after saving `last` (130 Ctrl-C, 143 SIGTERM, 129
 /// SIGHUP): continue with `--resume`.
 pub fn run(mut args: TrainArgs) -> Result<ExitCode> {
-    check_run_folder(&args)?;
     args.given = given_flags();
+    if args.print_config {
+        let cfg = args.into_config()?;
+        cfg.validate()?;
+        outln!("{}", super::config_file::print(&cfg)?.trim_end());
+        return Ok(ExitCode::SUCCESS);
+    }
+    check_run_folder(&args)?;
     if let Some(n) = args.nproc_per_node {
         return super::train_dist::launch(n, &args);
     }
@@ -282,7 +294,7 @@ fn check_run_folder(args: &TrainArgs) -> Result<()> {
     Ok(super::output_check().owned(&args.model_dir.join(name))?)
 }
 
-/// The `facekit train` settings this process's command line gives explicitly (their field names,
+/// The `facekit train` settings this process's command line gives explicitly, a `--config` file's included (their field names,
 /// which are `TrainConfig`'s): a resumed run applies or refuses each of them and keeps its saved
 /// value for every other one, so that a default is never mistaken for a choice. clap knows where
 /// each value came from; the arguments are parsed again to ask it (`main` parsed them once already,
@@ -290,10 +302,8 @@ fn check_run_folder(args: &TrainArgs) -> Result<()> {
 fn given_flags() -> Vec<String> {
     use clap::parser::ValueSource;
     use clap::CommandFactory;
-    let Ok(matches) = super::Cli::command().try_get_matches_from(super::normalize_legacy_args(std::env::args_os()))
-    else {
-        return Vec::new();
-    };
+    let Ok(args) = super::args() else { return Vec::new() };
+    let Ok(matches) = super::Cli::command().try_get_matches_from(args) else { return Vec::new() };
     let Some(("train", m)) = matches.subcommand() else { return Vec::new() };
     m.ids()
         .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))

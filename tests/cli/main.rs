@@ -17,6 +17,8 @@ mod pack_photos;
 mod rec_interop;
 mod reliability;
 #[cfg(feature = "torch")]
+mod train_config_file;
+#[cfg(feature = "torch")]
 mod train_distributed;
 #[cfg(feature = "torch")]
 mod train_eval_bin;

@@ -72,8 +72,9 @@ fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
 }
 
 /// The id of the flag that sets the value at `path` (`margin_kind`: the margin's kind, since
-/// ArcFace's m has a flag of its own and the other kinds' values are `--margin-values`).
-fn flag_id(path: &str, margin_kind: &str) -> String {
+/// ArcFace's m has a flag of its own and the other kinds' values are `--margin-values`); a path
+/// no flag sets is returned as it is.
+pub fn flag_id(path: &str, margin_kind: &str) -> String {
     let id = match path {
         "optimizer.kind" => "optimizer",
         "optimizer.momentum" => "momentum",
