@@ -52,6 +52,9 @@ pub struct Settings {
     pub attributes_sha256: Option<String>,
     /// `--utkface-labels`.
     pub utkface_labels: bool,
+    /// `--part K/N`, if the pack is one part of a split input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
     /// The facekit version.
     pub tool_version: String,
 }

@@ -9,6 +9,7 @@ use crate::checkpoint::{self, Checkpoint, Settings, PROGRESS_FORMAT};
 use crate::encode::Chroma;
 use crate::inputs::{self, InputFile};
 use crate::layout::Plan;
+use crate::part::{Boundaries, Part};
 use crate::pipeline::{self, Destination, End, Observer, RunOptions, RunStats, Source, Verdict};
 use crate::replace::base_name;
 use crate::report::{Counters, PackReport, Reject};
@@ -17,7 +18,7 @@ use crate::worker::{self, Detector, Outcome, WorkerConfig};
 use crate::{attributes, landmarks, RejectReason};
 use anyhow::{bail, Context, Result};
 use facekit_io::StopFlag;
-use facekit_shard::manifest::{AlignmentInfo, EncodingInfo, LabelMap, ShardInfo};
+use facekit_shard::manifest::{AlignmentInfo, EncodingInfo, LabelMap, PartInfo, ShardInfo};
 use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Manifest};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -65,6 +66,8 @@ pub struct PackOptions {
     pub progress: bool,
     /// Set (by Ctrl-C or SIGTERM) to stop before the next photo; the last checkpoint stays resumable.
     pub stop: StopFlag,
+    /// `--part K/N`: pack only this part of the input (whole identities), for a later `facekit merge`.
+    pub part: Option<Part>,
     /// Where notices go ([`crate::pipeline::Event`]); it may also stop the pack at a checkpoint or
     /// a finishing step.
     pub events: Observer,
@@ -101,6 +104,8 @@ pub struct PhotoSource<'a> {
     settings: Settings,
     cfg: WorkerConfig,
     detectors: DetectorPool,
+    /// The stream positions this pack processes: all of them, or its `--part`'s.
+    range: (u64, u64),
 }
 
 impl<'a> PhotoSource<'a> {
@@ -118,14 +123,19 @@ impl<'a> PhotoSource<'a> {
         let mut rule = SplitRule::new(opts.valid_fraction, opts.valid_per_class, plan.classes);
         let mut files = 0u64;
         let mut fingerprint = checkpoint::InputFingerprint::new();
+        let mut bounds = Boundaries::default();
         for f in inputs::walk(&plan) {
             files += 1;
             fingerprint.add(&f);
+            if opts.part.is_some() {
+                bounds.observe(f.class);
+            }
             if opts.valid_per_class > 0 {
                 rule.observe(f.class, path_hash(&f.record_path));
             }
         }
         rule.seal();
+        let range = opts.part.map_or((0, files), |p| bounds.range(p));
         let settings = settings(opts, &plan, files, fingerprint.finish())?;
         let cfg = WorkerConfig {
             spec: opts.spec,
@@ -136,7 +146,7 @@ impl<'a> PhotoSource<'a> {
             attributes,
             utkface_labels: opts.utkface_labels,
         };
-        Ok(PhotoSource { opts, plan, rule, settings, cfg, detectors })
+        Ok(PhotoSource { opts, plan, rule, settings, cfg, detectors, range })
     }
 }
 
@@ -178,7 +188,7 @@ impl Source for PhotoSource<'_> {
     }
 
     fn total(&self) -> u64 {
-        self.settings.files
+        self.range.1 - self.range.0
     }
 
     fn wants_valid(&self) -> bool {
@@ -190,7 +200,9 @@ impl Source for PhotoSource<'_> {
     }
 
     fn items(&self, from: u64) -> Box<dyn Iterator<Item = InputFile> + Send + '_> {
-        Box::new(inputs::walk(&self.plan).skip(from as usize))
+        let (start, end) = self.range;
+        let skip = start.saturating_add(from);
+        Box::new(inputs::walk(&self.plan).skip(skip as usize).take(end.saturating_sub(skip) as usize))
     }
 
     /// Photos are counted, not weighed: a photo's memory is bounded by the decoder's budgets.
@@ -295,8 +307,23 @@ impl Source for PhotoSource<'_> {
             width: opts.spec.size,
             height: opts.spec.size,
         };
+        let part = opts.part.map(|p| PartInfo {
+            index: p.index,
+            count: p.count,
+            input_sha256: self.settings.input_sha256.clone(),
+            input_files: self.settings.files,
+            first_file: self.range.0,
+            end_file: self.range.1,
+        });
         let manifest = |per_source: Vec<u64>| {
-            Manifest::new(plan.classes, plan.source_infos(&per_source), Some(alignment_info(opts)), encoding.clone())
+            let mut m = Manifest::new(
+                plan.classes,
+                plan.source_infos(&per_source),
+                Some(alignment_info(opts)),
+                encoding.clone(),
+            );
+            m.part = part.clone();
+            m
         };
         if self.wants_valid() {
             let m = manifest(c.per_source.iter().map(|s| s.packed_valid).collect());
@@ -339,6 +366,9 @@ fn validate(opts: &PackOptions) -> Result<()> {
     if opts.landmarks.is_none() && !crate::align::dlib::AVAILABLE {
         bail!("this facekit was built without face detection (feature `dlib`): give --landmarks");
     }
+    if let Some(p) = opts.part {
+        crate::part::validate(p)?;
+    }
     if opts.output.file_name().is_none() {
         bail!("output {} has no dataset name", opts.output.display());
     }
@@ -369,6 +399,7 @@ fn settings(opts: &PackOptions, plan: &Plan, files: u64, input_sha256: String) -
         landmarks_sha256: opts.landmarks.as_deref().map(checkpoint::file_sha256).transpose()?,
         attributes_sha256: opts.attributes.as_deref().map(checkpoint::file_sha256).transpose()?,
         utkface_labels: opts.utkface_labels,
+        part: opts.part.map(|p| p.to_string()),
         tool_version: env!("CARGO_PKG_VERSION").into(),
     })
 }

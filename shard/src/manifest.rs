@@ -339,6 +339,74 @@ pub struct Manifest {
     /// Where the records came from when they were imported rather than packed from photos.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<OriginInfo>,
+    /// Which part of a pack split across machines this dataset is (`facekit pack --part K/N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<PartInfo>,
+    /// The datasets `facekit merge` joined into this one, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<Vec<MergedInput>>,
+    /// What `facekit filter` removed to make this dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filtered: Option<FilterInfo>,
+}
+
+/// One part of a pack split across machines: a run of whole identities of the input stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartInfo {
+    /// The part's number, from 1.
+    pub index: u32,
+    /// How many parts the input was split into.
+    pub count: u32,
+    /// The fingerprint of the whole input (every part of one pack has the same).
+    pub input_sha256: String,
+    /// Files of the whole input.
+    pub input_files: u64,
+    /// The part's first file in the input stream (from 0).
+    pub first_file: u64,
+    /// One past the part's last file in the input stream.
+    pub end_file: u64,
+}
+
+/// One dataset joined by `facekit merge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergedInput {
+    /// The dataset, as given (`training/celeb.part1`).
+    pub dataset: String,
+    /// Its records copied.
+    pub records: u64,
+    /// Its first class id in the merged dataset (its ids are offset by this much), or `None`
+    /// where identities were matched by name (`--same-identities`) or ids kept (parts).
+    pub class_offset: Option<u32>,
+}
+
+/// What `facekit filter` dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterInfo {
+    /// The dataset filtered.
+    pub from: String,
+    /// The `--drop` list (records by key), if given.
+    pub drop: Option<DropListInfo>,
+    /// The `--drop-identities` list, if given.
+    pub drop_identities: Option<DropListInfo>,
+    /// Records removed (listed, or of a dropped identity).
+    pub records_dropped: u64,
+    /// Classes removed from the label map (0 with `--keep-ids`).
+    pub classes_dropped: u32,
+    /// Class ids kept as they were (`--keep-ids`) rather than renumbered.
+    pub kept_ids: bool,
+}
+
+/// One drop list given to `facekit filter`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropListInfo {
+    /// The file, as given.
+    pub path: String,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+    /// Entries it lists.
+    pub entries: u64,
+    /// Entries that matched nothing in the dataset.
+    pub unmatched: u64,
 }
 
 impl Manifest {
@@ -366,6 +434,9 @@ impl Manifest {
             label_map: String::new(),
             shards: Vec::new(),
             origin: None,
+            part: None,
+            merged_from: None,
+            filtered: None,
         }
     }
 

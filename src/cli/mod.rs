@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 #[cfg(feature = "torch")]
 mod config_file;
+mod curate;
 #[cfg(feature = "torch")]
 mod embed;
 #[cfg(feature = "torch")]
@@ -50,6 +51,10 @@ pub enum Command {
     /// Evaluate a trained network (verification: LFW pairs, insightface .bin, all pairs).
     #[cfg(feature = "torch")]
     Eval(eval::EvalArgs),
+    /// Join datasets: the parts of a `pack --part K/N`, or datasets packed separately (docs/CURATE.md).
+    Merge(curate::MergeArgs),
+    /// Copy a dataset without listed records or identities (docs/CURATE.md).
+    Filter(curate::FilterArgs),
     /// Bring in datasets in other formats (MXNet RecordIO `.rec`, as insightface distributes them).
     Import(import::ImportArgs),
     /// Export a trained network (safetensors, TorchScript, ONNX), or a dataset as MXNet RecordIO (`export rec`).
@@ -60,7 +65,11 @@ impl Command {
     /// True for the subcommands that run libtorch (and so its OpenMP thread pool).
     pub fn uses_torch(&self) -> bool {
         match self {
-            Command::VerifyShard(_) | Command::Pack(_) | Command::Import(_) => false,
+            Command::VerifyShard(_)
+            | Command::Pack(_)
+            | Command::Import(_)
+            | Command::Merge(_)
+            | Command::Filter(_) => false,
             Command::Export(a) => a.what.is_none(),
             #[cfg(feature = "torch")]
             Command::Train(_) | Command::Embed(_) | Command::Eval(_) => true,
@@ -79,6 +88,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Embed(args) => embed::run(args),
         #[cfg(feature = "torch")]
         Command::Eval(args) => eval::run(args),
+        Command::Merge(args) => curate::run_merge(args),
+        Command::Filter(args) => curate::run_filter(args),
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
     }

@@ -85,6 +85,9 @@ pub struct PackArgs {
     /// Files per identity held out into `<output>.valid` (identities with more than N files only).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub valid_per_class: usize,
+    /// Pack only part K of N of the input (whole identities, about 1/N of the files each), for `facekit merge` to join (docs/CURATE.md).
+    #[arg(long, value_name = "K/N")]
+    pub part: Option<facekit_pack::part::Part>,
     /// Continue an interrupted pack from its last complete shard (same settings required); never replaces a finished dataset.
     #[arg(long)]
     pub resume: bool,
@@ -124,6 +127,7 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         valid_fraction: args.valid_fraction,
         valid_per_class: args.valid_per_class,
+        part: args.part,
         resume: args.resume,
         overwrite: args.overwrite,
         progress: !args.quiet,

@@ -78,6 +78,21 @@ fn show(tool: Tool, event: &Event) {
         Event::Completing { dataset } => {
             errln!("facekit {name}: {dataset} is complete; finishing the report the earlier run did not write")
         }
-        Event::Checkpoint { .. } | Event::Finished(_) => {}
+        Event::Checkpoint { .. } | Event::Finished(_) | Event::Reading { .. } => {}
     }
+}
+
+/// The observer of `facekit merge` and `facekit filter` (`command`): their notices on stderr.
+pub fn notices(command: &'static str) -> Observer {
+    Observer::new(move |event| {
+        match *event {
+            Event::RemovedTemps { count, dir } => errln!(
+                "facekit {command}: removed {count} temporary file(s) left in {} by an interrupted run",
+                dir.display()
+            ),
+            Event::Reading { dataset, records } => errln!("facekit {command}: copying {dataset} ({records} records)"),
+            _ => {}
+        }
+        Flow::Continue
+    })
 }

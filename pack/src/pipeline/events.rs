@@ -36,6 +36,13 @@ pub enum Event<'a> {
         /// The dataset, as messages name it (`dir/name`).
         dataset: &'a str,
     },
+    /// A merge or filter starts copying the records of `dataset`.
+    Reading {
+        /// The dataset read, as messages name it (`dir/name`).
+        dataset: &'a str,
+        /// Its records.
+        records: u64,
+    },
     /// A checkpoint was written after a complete shard.
     Checkpoint {
         /// Complete training shards so far.

@@ -95,6 +95,7 @@ mod with_dlib {
             threads: 2,
             valid_fraction: 0.0,
             valid_per_class: 0,
+            part: None,
             resume: false,
             overwrite: false,
             progress: false,
