@@ -2,6 +2,7 @@
 //! its golden loss curves (the numerics guard), evaluation, making `.bin` verification sets,
 //! verify-shard, every fault of the reliability issue, and the fuzzers' inputs.
 
+mod curate;
 #[cfg(all(feature = "torch", feature = "dlib"))]
 mod eval_end_to_end;
 mod fuzz_corpus;
