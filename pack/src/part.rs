@@ -7,7 +7,6 @@
 //! a one-machine pack of the same input, in the same order. Every part keeps the whole input's
 //! label map and class ids; it only packs its own files.
 
-use anyhow::{bail, Result};
 use std::fmt;
 use std::str::FromStr;
 
@@ -41,7 +40,8 @@ impl fmt::Display for Part {
 }
 
 /// Where the input stream may be cut: before the first file of every identity, and before
-/// every file that has no identity (a flat root's photo, a misplaced file), each its own unit.
+/// every file that has no identity (a flat root's photo, a misplaced file), each its own unit:
+/// one number per identity (per file of a flat root) is kept from the first pass over names.
 #[derive(Debug, Default)]
 pub struct Boundaries {
     starts: Vec<u64>,
@@ -76,14 +76,6 @@ impl Boundaries {
         };
         (cut(part.index - 1), cut(part.index))
     }
-}
-
-/// Refuses a part of more parts than the pipeline can describe.
-pub fn validate(part: Part) -> Result<()> {
-    if part.count > 65_536 {
-        bail!("--part {part}: at most 65536 parts");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

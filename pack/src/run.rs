@@ -366,9 +366,6 @@ fn validate(opts: &PackOptions) -> Result<()> {
     if opts.landmarks.is_none() && !crate::align::dlib::AVAILABLE {
         bail!("this facekit was built without face detection (feature `dlib`): give --landmarks");
     }
-    if let Some(p) = opts.part {
-        crate::part::validate(p)?;
-    }
     if opts.output.file_name().is_none() {
         bail!("output {} has no dataset name", opts.output.display());
     }

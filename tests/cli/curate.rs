@@ -260,8 +260,12 @@ fn a_pack_in_three_parts_merged_equals_one_pack_and_its_filtered_copy_verifies_a
     }
     assert_eq!(bytes(&one, ".rejects.tsv"), bytes(&merged, ".rejects.tsv"));
 
-    // A part missing, or a part of another split, is refused.
-    refused(&run(&["merge", s(&parts[0]), s(&parts[2]), "-o", s(&training.join("x")), "--quiet"]), "in no part given");
+    // A part missing or given twice is refused, and so is a part beside a whole dataset.
+    let x = training.join("x");
+    refused(&run(&["merge", s(&parts[0]), s(&parts[2]), "-o", s(&x), "--quiet"]), "in no part given");
+    refused(&run(&["merge", s(&parts[0]), s(&parts[0]), s(&parts[1]), "-o", s(&x), "--quiet"]), "are both part 1/3");
+    refused(&run(&["merge", s(&parts[0]), s(&one), "-o", s(&x), "--quiet"]), "merge the parts first");
+    assert!(!DatasetPaths::new(&x).manifest().exists());
 
     // Filter: one identity and two records out; the copy verifies, lacks them, and trains.
     let all = records(&merged);
