@@ -484,7 +484,7 @@ fn ranks_started_with_different_settings_stop_naming_the_setting_and_both_values
         ("--lr", "0.1", "--lr (0.05 on rank 0, 0.1 on rank 1)"),
         ("--batch-size", "4", "--batch-size (8 on rank 0, 4 on rank 1)"),
         ("--seed", "2", "--seed (1 on rank 0, 2 on rank 1)"),
-        ("--train-sets", "lfw.valid", "--train-sets ([\"lfw\"] on rank 0, [\"lfw.valid\"] on rank 1)"),
+        ("--train-sets", "lfw.valid", "--train-sets (lfw on rank 0, lfw.valid on rank 1)"),
         ("--margin", "cosface", "--margin (arcface on rank 0, cosface on rank 1)"),
     ];
     for (flag, other, expect) in cases {
