@@ -84,17 +84,22 @@ fn assert_follows(two: &[f64], one: &[f64], what: &str) {
     assert!(a < 0.9 * mean(&two[..5]), "{what}: the loss fell ({:.3} -> {a:.3})", mean(&two[..5]));
 }
 
-/// One rank with batch 16: the reference the 2-rank runs are compared with.
-fn one_rank_reference(models: &Path) -> Vec<f64> {
-    let out = train_cmd(models, "one", "16", &["--max-steps", STEPS]).output().unwrap();
-    ok(&out);
-    total_losses(&models.join("one"))
+/// The losses of one rank with batch 16: the reference the 2-rank runs are compared with, trained
+/// once per test binary.
+fn one_rank_reference() -> &'static [f64] {
+    static LOSSES: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    LOSSES.get_or_init(|| {
+        let models = tempfile::tempdir().unwrap();
+        let out = train_cmd(models.path(), "one", "16", &["--max-steps", STEPS]).output().unwrap();
+        ok(&out);
+        total_losses(&models.path().join("one"))
+    })
 }
 
 #[test]
 fn two_ranks_from_either_launcher_follow_one_rank_with_twice_the_batch_and_only_rank_0_writes() {
     let models = tempfile::tempdir().unwrap();
-    let one = one_rank_reference(models.path());
+    let one = one_rank_reference();
 
     let out = train_cmd(models.path(), "two", "8", &["--max-steps", STEPS, "--nproc-per-node", "2"]).output().unwrap();
     ok(&out);
@@ -103,7 +108,7 @@ fn two_ranks_from_either_launcher_follow_one_rank_with_twice_the_batch_and_only_
     assert!(err.contains("rank 1 of 2: pid"), "the launcher names its ranks: {err}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).matches("Training finished.").count(), 1, "one summary, rank 0's");
     let run = models.path().join("two");
-    assert_follows(&total_losses(&run), &one, "--nproc-per-node 2");
+    assert_follows(&total_losses(&run), one, "--nproc-per-node 2");
     assert_eq!(state(&run, "last")["step"], 40);
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
     assert_eq!((saved["config"]["world_size"].as_u64(), saved["config"]["batch_size"].as_u64()), (Some(2), Some(8)));
@@ -114,7 +119,7 @@ fn two_ranks_from_either_launcher_follow_one_rank_with_twice_the_batch_and_only_
 
     let out = torchrun_cmd(models.path(), "torchrun", "8", &["--max-steps", STEPS]).output().unwrap();
     ok(&out);
-    assert_follows(&total_losses(&models.path().join("torchrun")), &one, "torchrun --nproc-per-node 2");
+    assert_follows(&total_losses(&models.path().join("torchrun")), one, "torchrun --nproc-per-node 2");
 }
 
 #[test]
@@ -310,7 +315,7 @@ fn partial_fc_on_two_ranks_trains_and_its_checkpoint_holds_the_whole_head() {
 #[test]
 fn accumulating_two_micro_batches_follows_twice_the_batch() {
     let models = tempfile::tempdir().unwrap();
-    let one = one_rank_reference(models.path());
+    let one = one_rank_reference();
     let out = train_cmd(models.path(), "acc", "8", &["--max-steps", STEPS, "--accumulate", "2"]).output().unwrap();
     ok(&out);
     assert!(
@@ -318,7 +323,7 @@ fn accumulating_two_micro_batches_follows_twice_the_batch() {
         "{}",
         stderr(&out)
     );
-    assert_follows(&total_losses(&models.path().join("acc")), &one, "--accumulate 2");
+    assert_follows(&total_losses(&models.path().join("acc")), one, "--accumulate 2");
 }
 
 #[test]

@@ -1,116 +1,22 @@
 //! End-to-end tests of `facekit train` on small datasets built from real photos (LFW identities,
 //! UTKFace gender and age), with the tiny ResNet on CPU.
 
-use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
-use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Gender, Labels, Manifest, Record, ShardReader};
+use facekit_shard::ShardReader;
+use facekit_testkit::sets::{CLI_LFW, CLI_UTK};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 
-const SIDE: u32 = 48;
-const IDENTITIES: usize = 10;
-const TRAIN_PER_ID: usize = 24;
-const VALID_PER_ID: usize = 6;
-
-/// One record from a photo: optionally centre-cropped to `crop` pixels, resized to SIDE.
-fn record(photo: &Path, crop: Option<u32>, labels: Labels, path: String) -> Record {
-    let mut img = image::open(photo).unwrap().into_rgb8();
-    if let Some(c) = crop {
-        let (w, h) = img.dimensions();
-        img = image::imageops::crop_imm(&img, (w - c) / 2, (h - c) / 2, c, c).to_image();
-    }
-    let img = image::imageops::resize(&img, SIDE, SIDE, image::imageops::FilterType::Triangle);
-    Record {
-        labels,
-        encoding: Encoding::Jpeg,
-        width: SIDE as u16,
-        height: SIDE as u16,
-        origin_sha256: [0; 16],
-        path,
-        data: facekit_pack::encode::encode(&img, Encoding::Jpeg, 90).unwrap(),
-    }
-}
-
-fn write_set(base: PathBuf, records: &[Record], classes: u32, labels: &LabelMap) {
-    // Small shards so that corruption tests can name a shard other than the only one.
-    let mut w = DatasetWriter::create(DatasetPaths::new(base), 64 << 10).unwrap();
-    for r in records {
-        w.push(r).unwrap();
-    }
-    let source = SourceInfo { id: 0, name: "src".into(), class_offset: 0, classes, records: records.len() as u64 };
-    let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(90), chroma: None, width: SIDE, height: SIDE };
-    w.finish(Manifest::new(classes, vec![source], None, enc), labels).unwrap();
-}
-
-/// `training/lfw` and `training/lfw.valid`: the 10 LFW identities with the most photos, 24 and 6
-/// photos each, face region centre-cropped (LFW photos are 250 px with the face in the middle).
-fn build_lfw(training: &Path) {
-    let lfw = facekit_testkit::shared_data().join("lfw100");
-    let mut people: Vec<(usize, PathBuf)> = std::fs::read_dir(&lfw)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| (std::fs::read_dir(&p).unwrap().count(), p))
-        .collect();
-    people.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let (mut train, mut valid, mut labels) = (Vec::new(), Vec::new(), LabelMap::default());
-    for (class, (_, person)) in people.iter().take(IDENTITIES).enumerate() {
-        let identity = person.file_name().unwrap().to_string_lossy().into_owned();
-        labels.entries.push(LabelEntry { class_id: class as u32, source: "src".into(), identity: identity.clone() });
-        let mut photos: Vec<PathBuf> = std::fs::read_dir(person).unwrap().map(|e| e.unwrap().path()).collect();
-        photos.sort();
-        for (k, photo) in photos.iter().take(TRAIN_PER_ID + VALID_PER_ID).enumerate() {
-            let l = Labels { class_id: Some(class as u32), source: 0, gender: None, age: None };
-            let r = record(photo, Some(130), l, format!("{identity}/{k}.jpg"));
-            if k < TRAIN_PER_ID {
-                train.push(r)
-            } else {
-                valid.push(r)
-            }
-        }
-    }
-    write_set(training.join("lfw"), &train, IDENTITIES as u32, &labels);
-    write_set(training.join("lfw.valid"), &valid, IDENTITIES as u32, &labels);
-}
-
-/// `training/utk` and `training/utk.valid`: 640 and 200 UTKFace faces with gender and age from
-/// the file name (AGE_GENDER_RACE_...), identity unknown.
-fn build_utk(training: &Path) {
-    let utk = facekit_testkit::shared_data().join("utkface2k");
-    let mut photos: Vec<PathBuf> = std::fs::read_dir(&utk).unwrap().map(|e| e.unwrap().path()).collect();
-    photos.sort();
-    let mut recs = Vec::new();
-    for photo in &photos {
-        let name = photo.file_name().unwrap().to_string_lossy().into_owned();
-        let f: Vec<&str> = name.split('_').collect();
-        let (Ok(age), Ok(g)) = (f[0].parse::<u16>(), f.get(1).unwrap_or(&"").parse::<u8>()) else { continue };
-        let gender = match g {
-            0 => Gender::Male,
-            1 => Gender::Female,
-            _ => continue,
-        };
-        recs.push(record(
-            photo,
-            None,
-            Labels { class_id: None, source: 0, gender: Some(gender), age: Some(age) },
-            name,
-        ));
-        if recs.len() == 840 {
-            break;
-        }
-    }
-    write_set(training.join("utk"), &recs[..640], 0, &LabelMap::default());
-    write_set(training.join("utk.valid"), &recs[640..], 0, &LabelMap::default());
-}
-
-/// The datasets, built once per test binary in a folder that lives as long as it.
+/// The datasets, built once per test binary in a folder that lives as long as it: `training/` holds
+/// `lfw` and `lfw.valid` ([`CLI_LFW`]), `utk` and `utk.valid` ([`CLI_UTK`]).
 pub(crate) fn data() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let training = dir.path().join("training");
         std::fs::create_dir_all(&training).unwrap();
-        build_lfw(&training);
-        build_utk(&training);
+        CLI_LFW.write(&training);
+        CLI_UTK.write(&training);
         dir
     })
     .path()
@@ -178,6 +84,29 @@ pub(crate) fn doctored_weights(run: &Path, to: &Path, edit: &str) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A finished 2-step FR run on `lfw` (`Model/src`), trained once per test binary for the tests
+/// that doctor its weights: they only read it.
+pub(crate) fn two_step_run() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let models = data().join("Model");
+        ok(&train(&models, &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "src"]));
+        models.join("src")
+    })
+}
+
+/// [`two_step_run`]'s weights with finite BN statistics that no activation survives in eval mode
+/// (training normalises each batch with its own): every embedding of a validation overflows.
+/// Written once per test binary.
+pub(crate) fn overflowing_weights() -> &'static Path {
+    static WEIGHTS: OnceLock<PathBuf> = OnceLock::new();
+    WEIGHTS.get_or_init(|| {
+        let weights = data().join("overflowing.safetensors");
+        doctored_weights(two_step_run(), &weights, "t['bn1.running_mean'][:] = -3e38");
+        weights
+    })
 }
 
 pub(crate) fn ok(out: &Output) {
@@ -268,7 +197,7 @@ fn fr_loss_falls_and_the_run_folder_holds_every_output() {
     assert_eq!(cfg["config"]["max_steps"], 200);
     assert!(cfg["command_line"].as_array().unwrap().iter().any(|a| a == "lfw.valid"));
     let net: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("net.json")).unwrap()).unwrap();
-    assert_eq!(net["num_classes"], IDENTITIES as u64);
+    assert_eq!(net["num_classes"], CLI_LFW.identities as u64);
     assert_eq!(net["arch"], "tiny");
 
     let v = validations(&run);
@@ -949,14 +878,13 @@ fn a_closed_output_pipe_does_not_end_training() {
 #[test]
 fn init_weights_whose_batch_norm_statistics_are_nan_or_negative_are_refused_before_any_work() {
     let models = tempfile::tempdir().unwrap();
-    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "src"]));
-    let src = models.path().join("src");
+    let src = two_step_run();
     for (edit, words) in [
         ("t['bn1.running_var'][3] = float('nan')", "`bn1.running_var` holds 1 NaN or infinite value(s)"),
         ("t['layer1.0.bn2.running_var'][:] = -0.5", "`layer1.0.bn2.running_var` holds 16 negative variance(s)"),
     ] {
         let weights = models.path().join("doctored.safetensors");
-        doctored_weights(&src, &weights, edit);
+        doctored_weights(src, &weights, edit);
         let out = output_within(
             train_command(
                 models.path(),
@@ -987,12 +915,8 @@ fn init_weights_whose_batch_norm_statistics_are_nan_or_negative_are_refused_befo
 #[test]
 fn validation_embeddings_that_overflow_end_the_run_with_exit_1_naming_the_cause_instead_of_hanging() {
     let models = tempfile::tempdir().unwrap();
-    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "src"]));
-    // Finite statistics that no activation survives in eval mode (training normalises each batch
-    // with its own): validation's embeddings overflow, its scores were NaN, and the sweep over
-    // them never ended.
-    let weights = models.path().join("overflowing.safetensors");
-    doctored_weights(&models.path().join("src"), &weights, "t['bn1.running_mean'][:] = -3e38");
+    // Validation's embeddings overflow: its scores were NaN, and the sweep over them never ended.
+    let weights = overflowing_weights();
     let cmd = train_command(
         models.path(),
         &[
