@@ -46,8 +46,7 @@ fn torchrun_cmd(models: &Path, run: &str, batch: &str, args: &[&str]) -> Command
 }
 
 fn total_losses(run: &Path) -> Vec<f64> {
-    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
-    text.lines().skip(1).map(|l| l.split('\t').nth(3).unwrap().parse().unwrap()).collect()
+    facekit_testkit::runs::step_losses(run).iter().map(|l| l.total).collect()
 }
 
 /// Tensor name -> shape, from a safetensors file's header (8-byte length, then JSON).
@@ -368,12 +367,10 @@ fn multi_task_with_masked_heads_and_partial_fc_trains_on_two_ranks() {
     let out = cmd.output().unwrap();
     ok(&out);
     let run = models.path().join("m");
-    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
-    let rows: Vec<Vec<f64>> =
-        text.lines().skip(1).map(|l| l.split('\t').skip(3).map(|x| x.parse().unwrap()).collect()).collect();
+    let rows = facekit_testkit::runs::step_losses(&run);
     assert_eq!(rows.len(), 30);
     assert!(
-        rows.iter().all(|r| r.len() == 4 && r.iter().all(|x| x.is_finite())),
+        rows.iter().all(|r| r.total.is_finite() && r.tasks.iter().all(|x| x.is_some_and(f64::is_finite))),
         "every task's loss is finite at every step: {rows:?}"
     );
     let log = std::fs::read_to_string(run.join("train_log.jsonl")).unwrap();

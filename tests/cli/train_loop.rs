@@ -2,6 +2,7 @@
 //! UTKFace gender and age), with the tiny ResNet on CPU.
 
 use facekit_shard::ShardReader;
+use facekit_testkit::runs::step_losses as losses;
 use facekit_testkit::sets::{CLI_LFW, CLI_UTK};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -119,20 +120,6 @@ pub(crate) fn ok(out: &Output) {
     );
 }
 
-/// (step, total loss, [fr, gender, age]) of every row of `loss_debug/losses.tsv`.
-fn losses(run: &Path) -> Vec<(u64, f64, [Option<f64>; 3])> {
-    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
-    let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("step\tepoch\tlr\ttotal\tfr\tgender\tage"));
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            let o = |s: &str| s.parse::<f64>().ok();
-            (f[0].parse().unwrap(), f[3].parse().unwrap(), [o(f[4]), o(f[5]), o(f[6])])
-        })
-        .collect()
-}
-
 /// The validation objects of `train_log.jsonl`, in order.
 fn validations(run: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("train_log.jsonl"))
@@ -177,8 +164,8 @@ fn fr_loss_falls_and_the_run_folder_holds_every_output() {
     let run = models.path().join("fr");
     let l = losses(&run);
     assert_eq!(l.len(), 200);
-    assert_eq!(l.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
-    let totals: Vec<f64> = l.iter().map(|r| r.1).collect();
+    assert_eq!(l.iter().map(|r| r.step).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
+    let totals: Vec<f64> = l.iter().map(|r| r.total).collect();
     let (first, last) = (mean(&totals[..20]), mean(&totals[180..]));
     assert!(last < 0.7 * first, "ArcFace loss did not fall clearly: first 20 steps {first:.3}, last 20 {last:.3}");
     eprintln!("FR loss: mean of the first 20 steps {first:.3}, of the last 20 {last:.3}");
@@ -276,13 +263,13 @@ fn multi_task_trains_on_sets_with_partial_labels() {
     let run = models.path().join("m");
     let l = losses(&run);
     assert_eq!(l.len(), 40);
-    for (step, total, parts) in &l {
-        assert!(total.is_finite(), "step {step}");
-        assert!(parts.iter().all(|p| p.is_some_and(f64::is_finite)), "step {step}: every task has a finite loss");
+    for r in &l {
+        assert!(r.total.is_finite(), "step {}", r.step);
+        assert!(r.tasks.iter().all(|p| p.is_some_and(f64::is_finite)), "step {}: every task has a finite loss", r.step);
     }
     // Identity loss only comes from LFW rows, gender and age only from UTK rows; with both in a
     // shuffled batch every task's loss is positive.
-    assert!(l.iter().all(|r| r.2.iter().all(|p| p.unwrap() > 0.0)));
+    assert!(l.iter().all(|r| r.tasks.iter().all(|p| p.unwrap() > 0.0)));
     let v = validations(&run);
     let last = v.last().unwrap();
     for k in ["identity_accuracy", "verification_accuracy", "gender_accuracy", "age_mae"] {
@@ -308,8 +295,14 @@ fn resumed_run_reproduces_the_uninterrupted_losses() {
     assert_eq!(a.len(), 40);
     assert_eq!(b.len(), 40);
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.0, y.0);
-        assert!((x.1 - y.1).abs() <= 1e-6, "step {}: uninterrupted loss {} but resumed {}", x.0, x.1, y.1);
+        assert_eq!(x.step, y.step);
+        assert!(
+            (x.total - y.total).abs() <= 1e-6,
+            "step {}: uninterrupted loss {} but resumed {}",
+            x.step,
+            x.total,
+            y.total
+        );
     }
     assert_eq!(state(&models.path().join("split"), "last")["epoch"], 2);
 }
@@ -472,7 +465,7 @@ fn ctrl_c_finishes_the_step_saves_last_and_exits_130() {
 
 /// Mean of the first and of the last `n` total losses of a run.
 fn first_last(run: &Path, n: usize) -> (f64, f64) {
-    let t: Vec<f64> = losses(run).iter().map(|r| r.1).collect();
+    let t: Vec<f64> = losses(run).iter().map(|r| r.total).collect();
     (mean(&t[..n]), mean(&t[t.len() - n..]))
 }
 
@@ -599,11 +592,11 @@ fn fp16_and_bf16_resumed_runs_reproduce_the_uninterrupted_losses() {
         assert_eq!((a.len(), b.len()), (16, 16));
         for (x, y) in a.iter().zip(&b) {
             assert!(
-                (x.1 - y.1).abs() <= 1e-6,
+                (x.total - y.total).abs() <= 1e-6,
                 "{precision} step {}: uninterrupted loss {} but resumed {}",
-                x.0,
-                x.1,
-                y.1
+                x.step,
+                x.total,
+                y.total
             );
         }
         let (sa, sb) = (state(&models.path().join(&full), "last"), state(&models.path().join(&split), "last"));
@@ -641,10 +634,9 @@ fn log_records(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The learning rate of every step of a run (`losses.tsv`'s third column).
+/// The learning rate of every step of a run.
 fn rates(run: &Path) -> Vec<f64> {
-    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
-    text.lines().skip(1).map(|l| l.split('\t').nth(2).unwrap().parse().unwrap()).collect()
+    losses(run).iter().map(|r| r.lr).collect()
 }
 
 fn stderr_of(out: &Output) -> String {

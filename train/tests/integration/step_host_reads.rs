@@ -4,6 +4,7 @@
 //! Trained on a small set of real LFW photos (`SMALL_RAW_LFW`: 4 identities, 8 photos each, raw
 //! 32-pixel chips) with the tiny network on the CPU.
 
+use facekit_testkit::runs::{step_losses, StepLoss};
 use facekit_testkit::sets::SMALL_RAW_LFW;
 use facekit_train::model::{Arch, Task};
 use facekit_train::trainer::config::ScheduleKind;
@@ -58,21 +59,9 @@ fn a_steady_state_step_reads_nothing_back_and_each_log_point_reads_once() {
     assert_eq!(reads.total(), 2 * per_point);
 }
 
-/// (step, lr it used, total loss) of every line of the run's `losses.tsv`.
-fn losses(run: &Path) -> Vec<(u64, f64, f64)> {
-    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
-    text.lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f[0].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().unwrap())
-        })
-        .collect()
-}
-
 /// A plateau run whose rate shrinks after 6 steps without progress (a rate so small the network
 /// barely learns: the loss wanders with the batches), `log_every` steps between reads.
-fn plateau_run(dir: &Path, name: &str, log_every: u64) -> Vec<(u64, f64, f64)> {
+fn plateau_run(dir: &Path, name: &str, log_every: u64) -> Vec<StepLoss> {
     let cfg = TrainConfig {
         schedule: ScheduleKind::Plateau,
         lr: 1e-7,
@@ -82,18 +71,18 @@ fn plateau_run(dir: &Path, name: &str, log_every: u64) -> Vec<(u64, f64, f64)> {
         ..config(dir, name, 40, log_every)
     };
     finished(Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess)).unwrap().run().unwrap());
-    losses(&dir.join("Model").join(name))
+    step_losses(&dir.join("Model").join(name))
 }
 
 /// The rate each step uses under dlib's rule fed `losses` one by one, the decision after step s
 /// taken into account from step `s + 1` if s is a read point (`read_every`), else at the next read.
-fn reference_rates(losses: &[(u64, f64, f64)], read_every: u64) -> Vec<f64> {
+fn reference_rates(losses: &[StepLoss], read_every: u64) -> Vec<f64> {
     let mut rule = DlibPlateau { threshold: 6, shrink: 0.5, min_lr: 1e-30, ..DlibPlateau::new(1e-7) };
     let (mut rates, mut applied) = (Vec::new(), rule.lr);
-    for &(step, _, loss) in losses {
+    for l in losses {
         rates.push(applied);
-        rule.observe(loss);
-        if step % read_every == 0 {
+        rule.observe(l.total);
+        if l.step % read_every == 0 {
             applied = rule.lr;
         }
     }
@@ -107,11 +96,11 @@ fn the_plateau_rule_with_log_every_1_decides_at_every_step_as_dlib_and_later_one
     SMALL_RAW_LFW.write(t.path());
     let every_step = plateau_run(t.path(), "every", 1);
     assert_eq!(every_step.len(), 40);
-    let used: Vec<f64> = every_step.iter().map(|l| l.1).collect();
+    let used: Vec<f64> = every_step.iter().map(|l| l.lr).collect();
     assert_eq!(used, reference_rates(&every_step, 1), "--log-every 1: the per-step rule's rates");
     assert!(used.iter().any(|&lr| lr < 1e-7), "the rate shrank in this run (else the test proves nothing): {used:?}");
     // Reading every 5 steps, each decision applies from the next read point on.
     let every_5 = plateau_run(t.path(), "every5", 5);
-    let used_5: Vec<f64> = every_5.iter().map(|l| l.1).collect();
+    let used_5: Vec<f64> = every_5.iter().map(|l| l.lr).collect();
     assert_eq!(used_5, reference_rates(&every_5, 5), "--log-every 5: each decision from the next read point on");
 }

@@ -6,6 +6,7 @@
 //! a divergence (its message, exit code 1) is tested in `tests/cli` on divergences of validation,
 //! which need no injection.
 
+use facekit_testkit::runs::step_losses;
 use facekit_testkit::sets::CLI_LFW;
 use facekit_train::loss::MarginKind;
 use facekit_train::model::{Arch, Task};
@@ -46,15 +47,7 @@ fn finished(outcome: Outcome) {
 
 /// (step, total loss) of every row of the run's `loss_debug/losses.tsv`.
 fn losses(run: &Path) -> Vec<(u64, f64)> {
-    let text = std::fs::read_to_string(run.join("loss_debug/losses.tsv")).unwrap();
-    let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("step\tepoch\tlr\ttotal\tfr\tgender\tage"));
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f[0].parse().unwrap(), f[3].parse().unwrap())
-        })
-        .collect()
+    step_losses(run).iter().map(|l| (l.step, l.total)).collect()
 }
 
 fn state(run: &Path, which: &str) -> serde_json::Value {
