@@ -2,7 +2,7 @@
 //! UTKFace gender and age), with the tiny ResNet on CPU.
 
 use facekit_shard::ShardReader;
-use facekit_testkit::runs::step_losses as losses;
+use facekit_testkit::runs::{step_losses as losses, StepLoss};
 use facekit_testkit::sets::{CLI_LFW, CLI_UTK};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -279,6 +279,21 @@ fn multi_task_trains_on_sets_with_partial_labels() {
     assert_eq!(image::image_dimensions(run.join("curves.png")).unwrap(), (1000, 1200));
 }
 
+/// Every step of the resumed run `resumed` has the loss of the uninterrupted run's step (`what`
+/// names the case in a failure).
+fn resumed_follows(uninterrupted: &[StepLoss], resumed: &[StepLoss], what: &str) {
+    for (x, y) in uninterrupted.iter().zip(resumed) {
+        assert_eq!(x.step, y.step, "{what}");
+        assert!(
+            (x.total - y.total).abs() <= 1e-6,
+            "{what} step {}: uninterrupted loss {} but resumed {}",
+            x.step,
+            x.total,
+            y.total
+        );
+    }
+}
+
 #[test]
 fn resumed_run_reproduces_the_uninterrupted_losses() {
     let models = tempfile::tempdir().unwrap();
@@ -294,16 +309,7 @@ fn resumed_run_reproduces_the_uninterrupted_losses() {
     let b = losses(&models.path().join("split"));
     assert_eq!(a.len(), 40);
     assert_eq!(b.len(), 40);
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.step, y.step);
-        assert!(
-            (x.total - y.total).abs() <= 1e-6,
-            "step {}: uninterrupted loss {} but resumed {}",
-            x.step,
-            x.total,
-            y.total
-        );
-    }
+    resumed_follows(&a, &b, "");
     assert_eq!(state(&models.path().join("split"), "last")["epoch"], 2);
 }
 
@@ -590,15 +596,7 @@ fn fp16_and_bf16_resumed_runs_reproduce_the_uninterrupted_losses() {
         let a = losses(&models.path().join(&full));
         let b = losses(&models.path().join(&split));
         assert_eq!((a.len(), b.len()), (16, 16));
-        for (x, y) in a.iter().zip(&b) {
-            assert!(
-                (x.total - y.total).abs() <= 1e-6,
-                "{precision} step {}: uninterrupted loss {} but resumed {}",
-                x.step,
-                x.total,
-                y.total
-            );
-        }
+        resumed_follows(&a, &b, precision);
         let (sa, sb) = (state(&models.path().join(&full), "last"), state(&models.path().join(&split), "last"));
         assert_eq!(sa["scaler"], sb["scaler"], "{precision}: scaler state after the resumed run");
         assert_eq!(sa["scaler"].is_null(), precision == "bf16");
