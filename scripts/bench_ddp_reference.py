@@ -6,7 +6,7 @@ torch.nn.parallel.DistributedDataParallel and without it (the same step on `ddp.
 all-reduce overhead is the difference. The same measurement as facekit's side:
 
 - network: facekit's ResNet trunk with its embedding head (BN2d -> flatten -> FC 512 -> BN1d), as
-  in scripts/bench_train_reference.py: `resnet50` (blocks [3, 4, 6, 3], width 64) or `tiny`
+  in scripts/bench_train_reference.py (scripts/bench_nets.py): `resnet50` (blocks [3, 4, 6, 3], width 64) or `tiny`
   (facekit's Arch::Tiny: blocks [1, 1, 1, 1], width 16); the parameter count is printed so the
   driver can check it equals facekit's;
 - step: forward (train mode), MSE against a fixed random target, backward, gradients zeroed in
@@ -26,7 +26,6 @@ Rank 0 prints one JSON line.
 import argparse
 import datetime
 import json
-import math
 import os
 import statistics
 import sys
@@ -38,42 +37,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_train_reference import Bottleneck  # noqa: E402
+from bench_nets import NETS, FaceResNet  # noqa: E402
 
 TIMEOUT = datetime.timedelta(seconds=300)
-
-
-class FaceResNet(nn.Module):
-    """facekit's ResNet V1 trunk (torchvision layout) of `blocks` bottlenecks per stage and stem
-    width `base`, with its embedding head."""
-
-    def __init__(self, base, blocks, image_size, emb=512):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, base, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(base)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        layers, inplanes = [], base
-        for stage, n in enumerate(blocks):
-            planes, stride = base << stage, 1 if stage == 0 else 2
-            down = None
-            if stride != 1 or inplanes != planes * 4:
-                down = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4))
-            blk = [Bottleneck(inplanes, planes, stride, down)]
-            inplanes = planes * 4
-            blk += [Bottleneck(inplanes, planes) for _ in range(n - 1)]
-            layers.append(nn.Sequential(*blk))
-        self.layers = nn.Sequential(*layers)
-        side = math.ceil(image_size / 32)
-        self.head_bn = nn.BatchNorm2d(inplanes)
-        self.fc = nn.Linear(inplanes * side * side, emb)
-        self.features = nn.BatchNorm1d(emb)
-
-    def forward(self, x):
-        x = self.layers(self.maxpool(F.relu(self.bn1(self.conv1(x)))))
-        return self.features(self.fc(self.head_bn(x).flatten(1)))
-
-
-NETS = {"tiny": (16, [1, 1, 1, 1]), "resnet50": (64, [3, 4, 6, 3])}
 
 
 def rendezvous(rank, world, port_file):
@@ -148,8 +114,8 @@ def main():
     store = rendezvous(a.rank, a.world, a.port_file)
     dist.init_process_group("gloo", store=dist.PrefixStore("bench", store), rank=a.rank, world_size=a.world, timeout=TIMEOUT)
 
-    base, blocks = NETS[a.net]
-    model = FaceResNet(base, blocks, a.image_size).train()
+    blocks, base = NETS[a.net]
+    model = FaceResNet(a.image_size, blocks, base).train()
     caps = facekit_rebuild_caps(model) if a.buckets == "facekit" else None
     ddp = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False, bucket_cap_mb_list=caps)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -18,7 +18,6 @@ Prints one JSON line with the decode, embed and fold times.
 import argparse
 import io
 import json
-import math
 import os
 import pickle
 import sys
@@ -26,57 +25,12 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from PIL import Image
 from sklearn.preprocessing import normalize
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_nets import NETS, FaceResNet  # noqa: E402
 from eval_reference import kfold  # noqa: E402
-
-
-class Bottleneck(nn.Module):
-    def __init__(self, inplanes, planes, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.downsample = None
-        if stride != 1 or inplanes != planes * 4:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4))
-
-    def forward(self, x):
-        idt = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        return F.relu(self.bn3(self.conv3(out)) + idt)
-
-
-class TinyFaceNet(nn.Module):
-    """facekit's `--arch tiny`: blocks [1, 1, 1, 1], width 16, 512-d embedding."""
-
-    def __init__(self, image_size, base=16, emb=512):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, base, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(base)
-        blocks, inplanes = [], base
-        for stage in range(4):
-            planes = base << stage
-            blocks.append(Bottleneck(inplanes, planes, 1 if stage == 0 else 2))
-            inplanes = planes * 4
-        self.layers = nn.Sequential(*blocks)
-        side = math.ceil(image_size / 32)
-        self.bn_in = nn.BatchNorm2d(inplanes)
-        self.fc = nn.Linear(inplanes * side * side, emb)
-        self.bn_out = nn.BatchNorm1d(emb)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
-        x = self.bn_in(self.layers(x)).flatten(1)
-        return self.bn_out(self.fc(x))
 
 
 def load_bin(path, image_size):
@@ -125,7 +79,8 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    backbone = TinyFaceNet(a.image_size).eval()
+    # Its shortcuts made after their blocks' convolutions: the seed-0 weights this script always had.
+    backbone = FaceResNet(a.image_size, *NETS["tiny"], shortcut_last=True).eval()
     t0 = time.perf_counter()
     data_list, issame = load_bin(a.bin, a.image_size)
     load_s = time.perf_counter() - t0

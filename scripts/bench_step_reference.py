@@ -7,44 +7,14 @@ once, so this is the training step alone. Prints one JSON line with milliseconds
 """
 import argparse
 import json
-import math
 import os
 import sys
 import time
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_train_reference import ArcFace, Bottleneck  # noqa: E402
-
-
-class TinyFaceResNet(nn.Module):
-    def __init__(self, image_size, base=16, blocks=(1, 1, 1, 1), emb=512):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, base, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(base)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        layers, inplanes = [], base
-        for stage, n in enumerate(blocks):
-            planes, stride = base << stage, 1 if stage == 0 else 2
-            down = None
-            if stride != 1 or inplanes != planes * 4:
-                down = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4))
-            blk = [Bottleneck(inplanes, planes, stride, down)]
-            inplanes = planes * 4
-            blk += [Bottleneck(inplanes, planes) for _ in range(n - 1)]
-            layers.append(nn.Sequential(*blk))
-        self.layers = nn.Sequential(*layers)
-        side = math.ceil(image_size / 32)
-        self.head_bn = nn.BatchNorm2d(inplanes)
-        self.fc = nn.Linear(inplanes * side * side, emb)
-        self.features = nn.BatchNorm1d(emb)
-
-    def forward(self, x):
-        x = self.layers(self.maxpool(F.relu(self.bn1(self.conv1(x)))))
-        return self.features(self.fc(self.head_bn(x).flatten(1)))
+from bench_nets import NETS, ArcFace, FaceResNet  # noqa: E402
 
 
 def main():
@@ -57,7 +27,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model, head = TinyFaceResNet(a.image_size), ArcFace(512, a.classes)
+    model, head = FaceResNet(a.image_size, *NETS["tiny"]), ArcFace(512, a.classes)
     opt = torch.optim.SGD(list(model.parameters()) + list(head.parameters()), lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=True)
     x = torch.randn(a.batch_size, 3, a.image_size, a.image_size)
     y = torch.randint(0, a.classes, (a.batch_size,))

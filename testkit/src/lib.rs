@@ -1,5 +1,11 @@
 //! Where facekit's tests find what they need: the shared real photos (`../shared/data`), dlib's
-//! model files, the project's Python with the reference tools, and the workspace root.
+//! model files, the project's Python with the reference tools, and the workspace root; what tests
+//! read back from a training run ([`runs`]); with feature `sets`, the small training sets the
+//! training tests write from those photos ([`sets`]).
+
+pub mod runs;
+#[cfg(feature = "sets")]
+pub mod sets;
 
 use std::io::Write;
 use std::path::PathBuf;

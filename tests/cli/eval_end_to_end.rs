@@ -29,18 +29,6 @@ fn facekit(args: &[&str], cwd: &Path) -> Output {
     out
 }
 
-/// Copies the subset into `root/Name/Name_000k.jpg` (LFW layout).
-fn subset(root: &Path) {
-    let src = facekit_testkit::shared_data().join("lfw100");
-    for name in PEOPLE {
-        std::fs::create_dir_all(root.join(name)).unwrap();
-        for k in 1..=PER_PERSON {
-            let f = format!("{name}_{k:04}.jpg");
-            std::fs::copy(src.join(name).join(&f), root.join(name).join(&f)).unwrap();
-        }
-    }
-}
-
 /// 10 folds of 3 same-person and 3 different-person pairs over the subset, deterministic.
 fn pairs_file(path: &Path) {
     let mut f = std::fs::File::create(path).unwrap();
@@ -71,7 +59,7 @@ fn json(out: &Output) -> serde_json::Value {
 fn pack_train_embed_eval_pipeline_runs_and_beats_chance() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
-    subset(&cwd.join("photos"));
+    crate::lfw_subset(&cwd.join("photos"), &PEOPLE, PER_PERSON);
     pairs_file(&cwd.join("pairs.txt"));
 
     facekit(&["pack", "photos", "-o", "training/lfw8", "--size", "112"], cwd);
@@ -106,31 +94,14 @@ fn pack_train_embed_eval_pipeline_runs_and_beats_chance() {
         ],
         cwd,
     );
-    let model = "Model/e2e";
+    let model = ["--model", "Model/e2e", "--checkpoint", "last", "--device", "cpu"];
+    // `eval verify` of the LFW protocol (pairs.txt) with the model, the images from `source`.
+    let verify = |source: &[&str]| {
+        json(&facekit(&[&["eval", "verify"][..], &model, &["--pairs", "pairs.txt"], source].concat(), cwd))
+    };
 
     // LFW protocol with images from the packed dataset (records keep their paths).
-    let r = json(&facekit(
-        &[
-            "eval",
-            "verify",
-            "--model",
-            model,
-            "--checkpoint",
-            "last",
-            "--device",
-            "cpu",
-            "--pairs",
-            "pairs.txt",
-            "--dataset",
-            "lfw8",
-            "--missing",
-            "skip",
-            "--json",
-            "--out",
-            "eval_ds",
-        ],
-        cwd,
-    ));
+    let r = verify(&["--dataset", "lfw8", "--missing", "skip", "--json", "--out", "eval_ds"]);
     let used = r["pairs_used"].as_u64().unwrap();
     let skipped = r["missing_people"].as_u64().unwrap() + r["missing_images"].as_u64().unwrap();
     assert_eq!(used + skipped, 60, "every listed pair is scored or counted as skipped");
@@ -139,39 +110,14 @@ fn pack_train_embed_eval_pipeline_runs_and_beats_chance() {
     assert!(acc > 0.6, "accuracy {acc} is not above chance (0.5)");
 
     // The same protocol straight from the photo folder, aligned on the fly, with the flip test.
-    let r = json(&facekit(
-        &[
-            "eval",
-            "verify",
-            "--model",
-            model,
-            "--checkpoint",
-            "last",
-            "--device",
-            "cpu",
-            "--pairs",
-            "pairs.txt",
-            "--images",
-            "photos",
-            "--padding",
-            "0.25",
-            "--flip",
-            "--json",
-            "--out",
-            "eval_dir",
-        ],
-        cwd,
-    ));
+    let r = verify(&["--images", "photos", "--padding", "0.25", "--flip", "--json", "--out", "eval_dir"]);
     assert_eq!(r["pairs_used"], 60);
     let prep = &r["preparation"];
     assert_eq!(prep["aligned"].as_u64().unwrap() + prep["fallback"].as_u64().unwrap(), r["images"].as_u64().unwrap());
     assert!(r["kfold"]["accuracy_mean"].as_f64().unwrap() > 0.6, "folder accuracy {}", r["kfold"]["accuracy_mean"]);
 
     // Embeddings readable by numpy, then all-pairs verification on them without the model.
-    facekit(
-        &["embed", "--model", model, "--checkpoint", "last", "--device", "cpu", "--dataset", "lfw8", "-o", "emb"],
-        cwd,
-    );
+    facekit(&[&["embed"][..], &model, &["--dataset", "lfw8", "-o", "emb"]].concat(), cwd);
     let check = std::process::Command::new(facekit_testkit::venv_python())
         .args([
             "-c",

@@ -34,6 +34,20 @@ pub fn facekit() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_facekit"))
 }
 
+/// Copies the first `per` photos of each of `people` from lfw100 into `root/Name/Name_000k.jpg`
+/// (LFW layout).
+#[cfg(all(feature = "torch", feature = "dlib"))]
+pub fn lfw_subset(root: &std::path::Path, people: &[&str], per: u32) {
+    let src = facekit_testkit::shared_data().join("lfw100");
+    for name in people {
+        std::fs::create_dir_all(root.join(name)).unwrap();
+        for k in 1..=per {
+            let f = format!("{name}_{k:04}.jpg");
+            std::fs::copy(src.join(name).join(&f), root.join(name).join(&f)).unwrap();
+        }
+    }
+}
+
 /// A raw-pixel dataset of `classes` classes (two 16x16 records each) and one record with no class.
 pub fn raw_dataset(base: &std::path::Path, classes: u32) -> Vec<(Vec<u8>, Option<u32>)> {
     use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};

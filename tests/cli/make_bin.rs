@@ -28,16 +28,32 @@ fn fails(args: &[&str], cwd: &Path) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Copies the first `per` photos of each person into `root/Name/` (LFW layout).
-fn subset(root: &Path, people: &[&str], per: u32) {
-    let src = facekit_testkit::shared_data().join("lfw100");
-    for name in people {
-        std::fs::create_dir_all(root.join(name)).unwrap();
-        for k in 1..=per {
-            let f = format!("{name}_{k:04}.jpg");
-            std::fs::copy(src.join(name).join(&f), root.join(name).join(&f)).unwrap();
-        }
-    }
+/// The people of the small sets: 4 photos each are packed.
+const SMALL: [&str; 3] = ["Bill_Gates", "Hans_Blix", "Tony_Blair"];
+
+/// `cwd/photos` with 4 photos of each of [`SMALL`], packed into `training/small` at 96 px (`flags`
+/// added), and then a photo without a face where a pairs list expects Bill_Gates_0009.
+fn small_set_and_a_photo_without_a_face(cwd: &Path, flags: &[&str]) {
+    crate::lfw_subset(&cwd.join("photos"), &SMALL, 4);
+    ok(&[&["pack", "photos", "-o", "training/small", "--size", "96", "--quiet"][..], flags].concat(), cwd);
+    std::fs::copy(
+        facekit_testkit::shared_data().join("dlib_faces/dogs.jpg"),
+        cwd.join("photos/Bill_Gates/Bill_Gates_0009.jpg"),
+    )
+    .unwrap();
+}
+
+/// `eval make-bin --dataset BASE --draw-pairs PAIRS [extra] -o OUT`.
+fn draw_pairs<'a>(base: &'a Path, pairs: &'a str, extra: &[&'a str], out: &'a Path) -> Vec<&'a str> {
+    let head = ["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", pairs];
+    [&head[..], extra, &["-o", out.to_str().unwrap()]].concat()
+}
+
+/// `eval make-bin --pairs pairs.txt --images photos --like LIKE -o OUT --quiet` in `cwd`, which
+/// must succeed: its summary.
+fn made_like(cwd: &Path, like: &str, out: &str) -> String {
+    let args = ["eval", "make-bin", "--pairs", "pairs.txt", "--images", "photos", "--like", like, "-o", out, "--quiet"];
+    String::from_utf8_lossy(&ok(&args, cwd).stdout).into_owned()
 }
 
 /// `Name/Name_0001.jpg` (the last two components of the recorded path) -> payload of every record
@@ -171,28 +187,12 @@ const PEOPLE: [&str; 6] =
 fn bin_made_like_the_training_set_holds_its_records_and_scores_as_insightface_computes() {
     let t = tempfile::tempdir().unwrap();
     let cwd = t.path();
-    subset(&cwd.join("photos"), &PEOPLE, 10);
+    crate::lfw_subset(&cwd.join("photos"), &PEOPLE, 10);
     ok(&["pack", "photos", "-o", "training/lfw6", "--size", "112", "--quiet"], cwd);
     let recs = records(&cwd.join("training/lfw6"));
     let pairs = write_pairs(&cwd.join("pairs.txt"), &packed_faces(&recs, &PEOPLE));
 
-    let out = ok(
-        &[
-            "eval",
-            "make-bin",
-            "--pairs",
-            "pairs.txt",
-            "--images",
-            "photos",
-            "--like",
-            "training/lfw6",
-            "-o",
-            "lfw.bin",
-            "--quiet",
-        ],
-        cwd,
-    );
-    let summary = String::from_utf8_lossy(&out.stdout);
+    let summary = made_like(cwd, "training/lfw6", "lfw.bin");
     assert!(summary.contains("60 (30 same, 30 different), 120 images"), "{summary}");
     assert!(summary.contains("0 gave none"), "{summary}");
     let rejects = std::fs::read_to_string(cwd.join("lfw.bin.rejects.tsv")).unwrap();
@@ -296,15 +296,7 @@ fn bin_made_like_the_training_set_holds_its_records_and_scores_as_insightface_co
 fn photos_without_a_face_missing_people_and_unreproducible_datasets_are_reported() {
     let t = tempfile::tempdir().unwrap();
     let cwd = t.path();
-    let people = ["Bill_Gates", "Hans_Blix", "Tony_Blair"];
-    subset(&cwd.join("photos"), &people, 4);
-    ok(&["pack", "photos", "-o", "training/small", "--size", "96", "--encoding", "raw-zstd", "--quiet"], cwd);
-    // A photo with no face where a pairs list expects Bill_Gates_0009.
-    std::fs::copy(
-        facekit_testkit::shared_data().join("dlib_faces/dogs.jpg"),
-        cwd.join("photos/Bill_Gates/Bill_Gates_0009.jpg"),
-    )
-    .unwrap();
+    small_set_and_a_photo_without_a_face(cwd, &["--encoding", "raw-zstd"]);
     let write = |name: &str, text: &str| std::fs::write(cwd.join(name), text).unwrap();
     write(
         "pairs.txt",
@@ -383,7 +375,7 @@ fn photos_without_a_face_missing_people_and_unreproducible_datasets_are_reported
     assert!(err.contains("--like nowhere"), "{err}");
     let err = fails(&["eval", "make-bin", "--pairs", "pairs.txt", "--like", "training/small", "-o", "x.bin"], cwd);
     assert!(err.contains("--images"), "--like needs --images: {err}");
-    let lm: String = people
+    let lm: String = SMALL
         .iter()
         .flat_map(|p| (1..=4).map(move |k| format!("{p}/{p}_{k:04}.jpg 100 115 150 115 125 140 105 165 145 165\n")))
         .collect();
@@ -413,19 +405,7 @@ fn pairs_drawn_from_a_datasets_identities_make_a_bin_of_its_records() {
     let base = t.path().join("training/raw");
     let made = super::raw_dataset(&base, 6);
     let bin = t.path().join("drawn.bin");
-    let args = [
-        "eval",
-        "make-bin",
-        "--dataset",
-        base.to_str().unwrap(),
-        "--draw-pairs",
-        "5",
-        "--seed",
-        "3",
-        "-o",
-        bin.to_str().unwrap(),
-    ];
-    ok(&args, t.path());
+    ok(&draw_pairs(&base, "5", &["--seed", "3"], &bin), t.path());
     let vb = facekit_eval::pickle::VerificationBin::read(&bin).unwrap();
     assert_eq!(vb.issame, [true, false, true, false, true, false, true, false, true, false]);
     // Every image is one of the records (raw pixels as PNG), and same means same identity.
@@ -439,23 +419,9 @@ fn pairs_drawn_from_a_datasets_identities_make_a_bin_of_its_records() {
         assert_eq!(l == r, *same);
     }
     let again = t.path().join("again.bin");
-    let args2 = [
-        "eval",
-        "make-bin",
-        "--dataset",
-        base.to_str().unwrap(),
-        "--draw-pairs",
-        "5",
-        "--seed",
-        "3",
-        "-o",
-        again.to_str().unwrap(),
-    ];
-    ok(&args2, t.path());
+    ok(&draw_pairs(&base, "5", &["--seed", "3"], &again), t.path());
     assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(&again).unwrap(), "the same seed draws the same pairs");
-    let too_many =
-        ["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", "50", "-o", again.to_str().unwrap()];
-    let err = fails(&too_many, t.path());
+    let err = fails(&draw_pairs(&base, "50", &[], &again), t.path());
     assert!(err.contains("distinct same-identity"), "{err}");
 }
 
@@ -489,17 +455,7 @@ fn make_bin_refuses_an_output_that_is_part_of_a_dataset_a_device_a_fifo_or_a_lin
         (link, "a symbolic link"),
     ];
     for (output, says) in &cases {
-        let args = [
-            "eval",
-            "make-bin",
-            "--dataset",
-            base.to_str().unwrap(),
-            "--draw-pairs",
-            "2",
-            "-o",
-            output.to_str().unwrap(),
-        ];
-        let out = run(&args, t.path());
+        let out = run(&draw_pairs(&base, "2", &[], output), t.path());
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{output:?}: {err}");
         assert!(err.contains(says) && err.contains(output.to_str().unwrap()), "{output:?}: {err}");
@@ -520,10 +476,7 @@ fn make_bin_removes_the_temporaries_an_interrupted_run_left() {
     }
     let mine = t.path().join("out/.tmp-4242-other.bin");
     std::fs::write(&mine, b"another output's").unwrap();
-    ok(
-        &["eval", "make-bin", "--dataset", base.to_str().unwrap(), "--draw-pairs", "2", "-o", bin.to_str().unwrap()],
-        t.path(),
-    );
+    ok(&draw_pairs(&base, "2", &[], &bin), t.path());
     assert!(leftovers.iter().all(|l| !l.exists()), "an interrupted make-bin's temporaries were left");
     assert!(mine.exists(), "another output's temporary was removed");
     assert_eq!(VerificationBin::read(&bin).unwrap().issame.len(), 4);
@@ -533,35 +486,12 @@ fn make_bin_removes_the_temporaries_an_interrupted_run_left() {
 fn a_photo_without_a_face_drops_its_pair_and_the_folds_stay_those_of_the_pairs_file() {
     let t = tempfile::tempdir().unwrap();
     let cwd = t.path();
-    let people = ["Bill_Gates", "Hans_Blix", "Tony_Blair"];
-    subset(&cwd.join("photos"), &people, 4);
-    ok(&["pack", "photos", "-o", "training/small", "--size", "96", "--quiet"], cwd);
-    std::fs::copy(
-        facekit_testkit::shared_data().join("dlib_faces/dogs.jpg"),
-        cwd.join("photos/Bill_Gates/Bill_Gates_0009.jpg"),
-    )
-    .unwrap();
+    small_set_and_a_photo_without_a_face(cwd, &[]);
     // Two folds of one same-person and two different-person pairs; fold 1's same pair names the
     // photo without a face.
     let pairs = "2\t1\nBill_Gates\t1\t9\nHans_Blix\t1\tTony_Blair\t1\nHans_Blix\t2\t3\nBill_Gates\t2\tTony_Blair\t4\n";
     std::fs::write(cwd.join("pairs.txt"), pairs).unwrap();
-    let out = ok(
-        &[
-            "eval",
-            "make-bin",
-            "--pairs",
-            "pairs.txt",
-            "--images",
-            "photos",
-            "--like",
-            "training/small",
-            "-o",
-            "f.bin",
-            "--quiet",
-        ],
-        cwd,
-    );
-    let summary = String::from_utf8_lossy(&out.stdout);
+    let summary = made_like(cwd, "training/small", "f.bin");
     // Dropping only fold 1's pair would put fold 2's first pair into fold 1 for every reader that
     // cuts a .bin into equal folds; fold 2 gives up its same-person pair too.
     assert!(summary.contains("2 (0 same, 2 different), 4 images"), "{summary}");

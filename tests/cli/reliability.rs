@@ -4,6 +4,7 @@
 
 use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
 use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};
+use facekit_testkit::sets::{Chips, Storage};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -122,18 +123,69 @@ fn pack_landmarks(root: &Path, landmarks: &Path, out: &Path, extra: &[&str], env
     facekit_env(&args, env)
 }
 
-fn shard_bytes(dir: &Path, name: &str) -> Vec<(String, Vec<u8>)> {
+/// The files of `dir` whose names `keep` accepts, with their bytes, in name order.
+fn files_in(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let f = p.file_name().unwrap().to_str().unwrap();
-            f.starts_with(&format!("{name}-")) && f.ends_with(".shard")
-        })
-        .map(|p| (p.file_name().unwrap().to_str().unwrap().to_string(), fs::read(&p).unwrap()))
+        .filter(|p| p.is_file())
+        .map(|p| (p.file_name().unwrap().to_str().unwrap().to_string(), p))
+        .filter(|(n, _)| keep(n))
+        .map(|(n, p)| (n, fs::read(&p).unwrap()))
         .collect();
     v.sort();
     v
+}
+
+/// The shards of dataset `name` in `dir`, with their bytes.
+fn shard_bytes(dir: &Path, name: &str) -> Vec<(String, Vec<u8>)> {
+    files_in(dir, |f| f.starts_with(&format!("{name}-")) && f.ends_with(".shard"))
+}
+
+/// Every visible file of `dir` with its bytes (locks aside): what a user sees of the datasets there.
+fn visible_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    files_in(dir, |n| !n.starts_with('.') && !n.ends_with(".lock"))
+}
+
+/// `t/name/` with copies of the first `per` photos of each of `identities` (and, if `broken`, a
+/// file that is no photo among Hans Blix's), and its landmarks file `t/name.lm.txt`.
+fn photos_with_landmarks(t: &Path, name: &str, identities: &[&str], per: usize, broken: bool) -> (PathBuf, PathBuf) {
+    let root = t.join(name);
+    copy_photos(&root, identities, per);
+    if broken {
+        fs::write(root.join("Hans_Blix/0_broken.jpg"), b"junk").unwrap();
+    }
+    let lm = root.with_extension("lm.txt");
+    landmarks_for(&root, &lm);
+    (root, lm)
+}
+
+/// The split of the packs whose datasets are compared shard by shard: a `.valid` set as well.
+const SPLIT: [&str; 2] = ["--valid-fraction", "0.2"];
+
+/// What the tests of resuming and replacing a pack only read, made once per test binary.
+struct PackInputs {
+    /// 2 identities, 3 photos each, and their landmarks file.
+    small: (PathBuf, PathBuf),
+    /// 3 identities, 6 photos each and one broken file, and their landmarks file.
+    big: (PathBuf, PathBuf),
+    /// The folder of `few` and `few.valid`: `big` packed from scratch with [`SPLIT`], what a
+    /// resumed or replacing pack of `big` must equal.
+    reference: PathBuf,
+}
+
+fn pack_inputs() -> &'static PackInputs {
+    static INPUTS: std::sync::OnceLock<(tempfile::TempDir, PackInputs)> = std::sync::OnceLock::new();
+    &INPUTS
+        .get_or_init(|| {
+            let t = tempfile::tempdir().unwrap();
+            let small = photos_with_landmarks(t.path(), "small", &FEW[..2], 3, false);
+            let big = photos_with_landmarks(t.path(), "big", FEW, 6, true);
+            let reference = t.path().join("ref");
+            ok(&pack_landmarks(&big.0, &big.1, &reference.join("few"), &SPLIT, &[]));
+            (t, PackInputs { small, big, reference })
+        })
+        .1
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -164,30 +216,24 @@ fn pack_and_resume_survive_a_header_truncated_jpeg_before_a_good_one() {
 #[test]
 fn a_crash_in_the_last_steps_of_a_pack_is_completed_by_resume_never_deleted() {
     let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("few");
-    copy_photos(&root, FEW, 6);
-    fs::write(root.join("Hans_Blix/0_broken.jpg"), b"junk").unwrap();
-    let lm = t.path().join("lm.txt");
-    landmarks_for(&root, &lm);
-    let whole = t.path().join("whole/few");
-    ok(&pack_landmarks(&root, &lm, &whole, &["--valid-fraction", "0.2"], &[]));
-    let reference = shard_bytes(&t.path().join("whole"), "few");
+    let inputs = pack_inputs();
+    let (root, lm) = &inputs.big;
+    let reference = shard_bytes(&inputs.reference, "few");
     assert!(reference.len() >= 2);
     for step in ["checkpoint", "manifests", "rejects"] {
         let dir = t.path().join(step);
         let out = dir.join("few");
-        let crashed =
-            pack_landmarks(&root, &lm, &out, &["--valid-fraction", "0.2"], &[("FACEKIT_TEST_PACK_CRASH_AFTER", step)]);
+        let crashed = pack_landmarks(root, lm, &out, &SPLIT, &[("FACEKIT_TEST_PACK_CRASH_AFTER", step)]);
         assert_eq!(crashed.status.code(), Some(137), "{step}: {}", stderr(&crashed));
         assert!(!dir.join("few.report.json").exists());
-        let resumed = pack_landmarks(&root, &lm, &out, &["--valid-fraction", "0.2", "--resume"], &[]);
+        let resumed = pack_landmarks(root, lm, &out, &[SPLIT[0], SPLIT[1], "--resume"], &[]);
         ok(&resumed);
         assert!(stderr(&resumed).contains("is complete"), "{step}: {}", stderr(&resumed));
         assert_eq!(shard_bytes(&dir, "few"), reference, "{step}: the finished shards changed");
         assert!(!dir.join("few.progress.json").exists() && dir.join("few.report.json").exists());
         assert_eq!(
             fs::read(dir.join("few.rejects.tsv")).unwrap(),
-            fs::read(t.path().join("whole/few.rejects.tsv")).unwrap()
+            fs::read(inputs.reference.join("few.rejects.tsv")).unwrap()
         );
         ok(&facekit(&["verify-shard", s(&out), &format!("{}.valid", s(&out)), "--decode"]));
     }
@@ -196,10 +242,7 @@ fn a_crash_in_the_last_steps_of_a_pack_is_completed_by_resume_never_deleted() {
 #[test]
 fn a_resume_never_deletes_a_finished_dataset_beside_an_unfinished_progress_file() {
     let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("few");
-    copy_photos(&root, FEW, 6);
-    let lm = t.path().join("lm.txt");
-    landmarks_for(&root, &lm);
+    let (root, lm) = photos_with_landmarks(t.path(), "few", FEW, 6, false);
     let out = t.path().join("o/few");
     let stopped = pack_landmarks(&root, &lm, &out, &[], &[("FACEKIT_PACK_STOP_AFTER_SHARDS", "1")]);
     assert_eq!(stopped.status.code(), Some(130), "{}", stderr(&stopped));
@@ -218,10 +261,7 @@ fn a_resume_never_deletes_a_finished_dataset_beside_an_unfinished_progress_file(
 #[test]
 fn a_second_writer_of_the_same_dataset_fails_at_once() {
     let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("few");
-    copy_photos(&root, FEW, 2);
-    let lm = t.path().join("lm.txt");
-    landmarks_for(&root, &lm);
+    let (root, lm) = photos_with_landmarks(t.path(), "few", FEW, 2, false);
     let out = t.path().join("o/few");
     // Another process writing `o/few` holds its lock (taken here, as that process would).
     let held = facekit_io::lock::exclusive(&t.path().join("o/few.lock"), "dataset o/few").unwrap();
@@ -237,10 +277,7 @@ fn a_second_writer_of_the_same_dataset_fails_at_once() {
 #[test]
 fn resume_refuses_an_input_whose_file_moved_to_another_identity() {
     let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("few");
-    copy_photos(&root, FEW, 6);
-    let lm = t.path().join("lm.txt");
-    landmarks_for(&root, &lm);
+    let (root, lm) = photos_with_landmarks(t.path(), "few", FEW, 6, false);
     let out = t.path().join("o/few");
     let stopped = pack_landmarks(&root, &lm, &out, &[], &[("FACEKIT_PACK_STOP_AFTER_SHARDS", "1")]);
     assert_eq!(stopped.status.code(), Some(130), "{}", stderr(&stopped));
@@ -255,10 +292,7 @@ fn resume_refuses_an_input_whose_file_moved_to_another_identity() {
 #[test]
 fn resume_refuses_a_damaged_progress_file() {
     let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("few");
-    copy_photos(&root, FEW, 6);
-    let lm = t.path().join("lm.txt");
-    landmarks_for(&root, &lm);
+    let (root, lm) = photos_with_landmarks(t.path(), "few", FEW, 6, false);
     let out = t.path().join("o/few");
     let stopped = pack_landmarks(&root, &lm, &out, &[], &[("FACEKIT_PACK_STOP_AFTER_SHARDS", "1")]);
     assert_eq!(stopped.status.code(), Some(130));
@@ -317,51 +351,22 @@ fn pack_refuses_an_output_inside_its_input() {
     assert_eq!(fs::read_dir(root.join("Hans_Blix")).unwrap().count(), 2, "nothing written into the input");
 }
 
-/// Every visible file of `dir` with its bytes (locks aside): what a user sees of the datasets there.
-fn visible_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| (p.file_name().unwrap().to_str().unwrap().to_string(), p))
-        .filter(|(n, _)| !n.starts_with('.') && !n.ends_with(".lock"))
-        .map(|(n, p)| (n, fs::read(&p).unwrap()))
-        .collect();
-    v.sort();
-    v
-}
-
-/// Two inputs for replacing one dataset by another: `small` (2 identities, 3 photos) and `big` (3
-/// identities, 6 photos, one broken), each with its landmarks file.
-fn two_inputs(t: &Path) -> [(PathBuf, PathBuf); 2] {
-    let small = t.join("small");
-    copy_photos(&small, &FEW[..2], 3);
-    let big = t.join("big");
-    copy_photos(&big, FEW, 6);
-    fs::write(big.join("Hans_Blix/0_broken.jpg"), b"junk").unwrap();
-    [small, big].map(|root| {
-        let lm = root.with_extension("lm.txt");
-        landmarks_for(&root, &lm);
-        (root, lm)
-    })
-}
-
 #[test]
 fn pack_over_a_finished_dataset_needs_overwrite_and_keeps_it_until_the_new_one_is_complete() {
     let t = tempfile::tempdir().unwrap();
-    let [(small, small_lm), (big, big_lm)] = two_inputs(t.path());
-    let split = ["--valid-fraction", "0.2"];
+    let PackInputs { small: (small, small_lm), big: (big, big_lm), reference } = pack_inputs();
+    let split = SPLIT;
     let out = t.path().join("o/few");
-    ok(&pack_landmarks(&small, &small_lm, &out, &split, &[]));
+    ok(&pack_landmarks(small, small_lm, &out, &split, &[]));
     let old = visible_files(&t.path().join("o"));
 
-    refused(&pack_landmarks(&big, &big_lm, &out, &split, &[]), &["already exists", "--overwrite"]);
+    refused(&pack_landmarks(big, big_lm, &out, &split, &[]), &["already exists", "--overwrite"]);
     assert_eq!(visible_files(&t.path().join("o")), old, "a pack without --overwrite changed the dataset");
 
     // Stopped after its first shard, the replacement has not touched the old dataset.
     let stopped = pack_landmarks(
-        &big,
-        &big_lm,
+        big,
+        big_lm,
         &out,
         &["--overwrite", split[0], split[1]],
         &[("FACEKIT_PACK_STOP_AFTER_SHARDS", "1")],
@@ -371,15 +376,13 @@ fn pack_over_a_finished_dataset_needs_overwrite_and_keeps_it_until_the_new_one_i
     ok(&facekit(&["verify-shard", s(&out), &format!("{}.valid", s(&out)), "--decode"]));
 
     // --resume continues the replacement, which then equals a pack of the new input from scratch.
-    ok(&pack_landmarks(&big, &big_lm, &out, &["--resume", split[0], split[1]], &[]));
-    let reference = t.path().join("ref/few");
-    ok(&pack_landmarks(&big, &big_lm, &reference, &split, &[]));
+    ok(&pack_landmarks(big, big_lm, &out, &["--resume", split[0], split[1]], &[]));
     for name in ["few", "few.valid"] {
-        assert_eq!(shard_bytes(&t.path().join("o"), name), shard_bytes(&t.path().join("ref"), name), "{name}");
+        assert_eq!(shard_bytes(&t.path().join("o"), name), shard_bytes(reference, name), "{name}");
     }
     assert_eq!(
         fs::read(t.path().join("o/few.rejects.tsv")).unwrap(),
-        fs::read(t.path().join("ref/few.rejects.tsv")).unwrap()
+        fs::read(reference.join("few.rejects.tsv")).unwrap()
     );
     assert!(!t.path().join("o/.few.staging").exists() && !t.path().join("o/few.progress.json").exists());
     ok(&facekit(&["verify-shard", s(&out), &format!("{}.valid", s(&out)), "--decode"]));
@@ -388,9 +391,9 @@ fn pack_over_a_finished_dataset_needs_overwrite_and_keeps_it_until_the_new_one_i
 #[test]
 fn a_replacement_that_packs_nothing_leaves_the_old_dataset() {
     let t = tempfile::tempdir().unwrap();
-    let [(small, small_lm), _] = two_inputs(t.path());
+    let (small, small_lm) = &pack_inputs().small;
     let out = t.path().join("o/few");
-    ok(&pack_landmarks(&small, &small_lm, &out, &[], &[]));
+    ok(&pack_landmarks(small, small_lm, &out, &[], &[]));
     let old = visible_files(&t.path().join("o"));
     let junk = t.path().join("junk/Nobody");
     fs::create_dir_all(&junk).unwrap();
@@ -407,13 +410,13 @@ fn a_replacement_that_packs_nothing_leaves_the_old_dataset() {
 #[test]
 fn a_crash_while_a_replacement_is_put_in_place_is_finished_by_resume() {
     let t = tempfile::tempdir().unwrap();
-    let [(small, small_lm), (big, big_lm)] = two_inputs(t.path());
-    let split = ["--valid-fraction", "0.2"];
+    let PackInputs { small: (small, small_lm), big: (big, big_lm), reference } = pack_inputs();
+    let split = SPLIT;
     let out = t.path().join("o/few");
-    ok(&pack_landmarks(&small, &small_lm, &out, &split, &[]));
+    ok(&pack_landmarks(small, small_lm, &out, &split, &[]));
     let crashed = pack_landmarks(
-        &big,
-        &big_lm,
+        big,
+        big_lm,
         &out,
         &["--overwrite", split[0], split[1]],
         &[("FACEKIT_TEST_PACK_CRASH_AFTER", "replacing")],
@@ -422,13 +425,11 @@ fn a_crash_while_a_replacement_is_put_in_place_is_finished_by_resume() {
     // Half put in place: no other run may touch it, with or without --overwrite.
     for extra in [&[][..], &["--overwrite"][..]] {
         let args: Vec<&str> = split.iter().chain(extra).copied().collect();
-        refused(&pack_landmarks(&big, &big_lm, &out, &args, &[]), &["stopped while putting it in place", "--resume"]);
+        refused(&pack_landmarks(big, big_lm, &out, &args, &[]), &["stopped while putting it in place", "--resume"]);
     }
-    ok(&pack_landmarks(&big, &big_lm, &out, &["--resume", split[0], split[1]], &[]));
-    let reference = t.path().join("ref/few");
-    ok(&pack_landmarks(&big, &big_lm, &reference, &split, &[]));
+    ok(&pack_landmarks(big, big_lm, &out, &["--resume", split[0], split[1]], &[]));
     for name in ["few", "few.valid"] {
-        assert_eq!(shard_bytes(&t.path().join("o"), name), shard_bytes(&t.path().join("ref"), name), "{name}");
+        assert_eq!(shard_bytes(&t.path().join("o"), name), shard_bytes(reference, name), "{name}");
     }
     assert!(!t.path().join("o/.few.staging").exists());
     ok(&facekit(&["verify-shard", s(&out), &format!("{}.valid", s(&out)), "--decode"]));
@@ -437,12 +438,12 @@ fn a_crash_while_a_replacement_is_put_in_place_is_finished_by_resume() {
 #[test]
 fn resume_never_replaces_a_finished_dataset() {
     let t = tempfile::tempdir().unwrap();
-    let [(small, small_lm), (big, big_lm)] = two_inputs(t.path());
+    let PackInputs { small: (small, small_lm), big: (big, big_lm), .. } = pack_inputs();
     let out = t.path().join("o/few");
-    ok(&pack_landmarks(&small, &small_lm, &out, &[], &[]));
+    ok(&pack_landmarks(small, small_lm, &out, &[], &[]));
     let old = visible_files(&t.path().join("o"));
     for extra in [&["--resume"][..], &["--resume", "--overwrite"][..]] {
-        refused(&pack_landmarks(&big, &big_lm, &out, extra, &[]), &["nothing to resume", "never replaces"]);
+        refused(&pack_landmarks(big, big_lm, &out, extra, &[]), &["nothing to resume", "never replaces"]);
     }
     assert_eq!(visible_files(&t.path().join("o")), old);
 }
@@ -450,21 +451,21 @@ fn resume_never_replaces_a_finished_dataset() {
 #[test]
 fn an_output_inside_the_packs_input_or_made_of_its_landmarks_is_refused() {
     let t = tempfile::tempdir().unwrap();
-    let [(small, small_lm), _] = two_inputs(t.path());
+    let (small, small_lm) = &pack_inputs().small;
     let out = t.path().join("o/few");
-    ok(&pack_landmarks(&small, &small_lm, &out, &[], &[]));
+    ok(&pack_landmarks(small, small_lm, &out, &[], &[]));
     // The landmarks file is the rejects list of the dataset the pack would replace.
     let lm = t.path().join("o/few.rejects.tsv");
     let before = visible_files(&t.path().join("o"));
-    refused(&pack_landmarks(&small, &lm, &out, &["--overwrite"], &[]), &["the command's input", "few.rejects.tsv"]);
+    refused(&pack_landmarks(small, &lm, &out, &["--overwrite"], &[]), &["the command's input", "few.rejects.tsv"]);
     assert_eq!(visible_files(&t.path().join("o")), before);
 }
 
 #[test]
 fn an_error_names_its_cause_once() {
     let t = tempfile::tempdir().unwrap();
-    let [(small, _), _] = two_inputs(t.path());
-    let o = pack_landmarks(&small, &t.path().join("no/such/lm.txt"), &t.path().join("o/x"), &[], &[]);
+    let (small, _) = &pack_inputs().small;
+    let o = pack_landmarks(small, &t.path().join("no/such/lm.txt"), &t.path().join("o/x"), &[], &[]);
     refused(&o, &["no/such/lm.txt"]);
     assert_eq!(stderr(&o).matches("No such file or directory").count(), 1, "{}", stderr(&o));
 }
@@ -518,35 +519,18 @@ fn a_fifo_among_the_photos_is_listed_not_waited_on() {
 
 /// A small valid dataset `dir/name` (3 classes, 6 records of 48x48 JPEG) written by the library.
 fn tiny_dataset(dir: &Path, name: &str) -> PathBuf {
-    let photos: Vec<PathBuf> =
-        FEW.iter().flat_map(|id| (1..=2).map(move |k| lfw().join(id).join(format!("{id}_{k:04}.jpg")))).collect();
-    let mut labels = LabelMap::default();
+    let storage = Storage { side: 48, chips: Chips::Jpeg(90), shard_bytes: 8 << 10, source: "src" };
+    let (mut records, mut labels) = (Vec::new(), LabelMap::default());
     for (c, id) in FEW.iter().enumerate() {
         labels.entries.push(LabelEntry { class_id: c as u32, source: "src".into(), identity: id.to_string() });
+        for k in 1..=2 {
+            let file = format!("{id}_{k:04}.jpg");
+            let l = Labels { class_id: Some(c as u32), source: 0, gender: None, age: None };
+            records.push(storage.record(&lfw().join(id).join(&file), None, l, format!("src/{file}")));
+        }
     }
     let base = dir.join(name);
-    let mut w = DatasetWriter::create(DatasetPaths::new(&base), 8 << 10).unwrap();
-    for (i, p) in photos.iter().enumerate() {
-        let img = image::imageops::resize(
-            &image::open(p).unwrap().into_rgb8(),
-            48,
-            48,
-            image::imageops::FilterType::Triangle,
-        );
-        w.push(&Record {
-            labels: Labels { class_id: Some((i / 2) as u32), source: 0, gender: None, age: None },
-            encoding: Encoding::Jpeg,
-            width: 48,
-            height: 48,
-            origin_sha256: [0; 16],
-            path: format!("src/{}", p.file_name().unwrap().to_str().unwrap()),
-            data: facekit_pack::encode::encode(&img, Encoding::Jpeg, 90).unwrap(),
-        })
-        .unwrap();
-    }
-    let source = SourceInfo { id: 0, name: "src".into(), class_offset: 0, classes: 3, records: photos.len() as u64 };
-    let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(90), chroma: None, width: 48, height: 48 };
-    w.finish(Manifest::new(3, vec![source], None, enc), &labels).unwrap();
+    storage.write_set(&base, &records, FEW.len() as u32, &labels);
     base
 }
 
@@ -943,19 +927,13 @@ mod training {
     /// make validation's embeddings infinite at step 1, before the first checkpoint.
     #[test]
     fn a_divergence_before_any_checkpoint_names_none() {
-        use crate::train_loop::{doctored_weights, ok, output_within, train_command};
+        use crate::train_loop::{output_within, overflowing_weights, train_command};
         let models = tempfile::tempdir().unwrap();
-        ok(&crate::train_loop::train(
-            models.path(),
-            &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "src"],
-        ));
-        let weights = models.path().join("overflowing.safetensors");
-        doctored_weights(&models.path().join("src"), &weights, "t['bn1.running_mean'][:] = -3e38");
         let mut cmd = train_command(
             models.path(),
             &["FR", "--train-sets", "lfw", "--valid-sets", "lfw.valid", "--max-steps", "4", "--valid-every", "1"],
         );
-        cmd.args(["--checkpoint-every", "3", "--run-name", "nan", "--init"]).arg(&weights);
+        cmd.args(["--checkpoint-every", "3", "--run-name", "nan", "--init"]).arg(overflowing_weights());
         let o = output_within(cmd, 300);
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         assert!(stderr(&o).contains("at step 1"), "{}", stderr(&o));
@@ -1100,24 +1078,12 @@ fn sigterm_leaves_a_pack_resumable_with_code_143() {
     let lm = t.path().join("lm.txt");
     landmarks_for(&root, &lm);
     let out = t.path().join("o/many");
+    let pack = |extra: &[&'static str]| {
+        let args = ["pack", s(&root), "-o", s(&out), "--landmarks", s(&lm), "--size", "224", "--shard-size", "64K"];
+        [&args[..], &["--quiet"], extra].concat()
+    };
     let mut cmd = crate::facekit();
-    cmd.args([
-        "pack",
-        s(&root),
-        "-o",
-        s(&out),
-        "--landmarks",
-        s(&lm),
-        "--size",
-        "224",
-        "--shard-size",
-        "64K",
-        "--quiet",
-        "--threads",
-        "1",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.args(pack(&["--threads", "1"])).stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     let progress = t.path().join("o/many.progress.json");
     let t0 = Instant::now();
@@ -1130,20 +1096,7 @@ fn sigterm_leaves_a_pack_resumable_with_code_143() {
     assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
     assert!(stderr(&o).contains("stopped by SIGTERM"), "{}", stderr(&o));
     assert!(!t.path().join("o/many.manifest.json").exists());
-    let resumed = facekit(&[
-        "pack",
-        s(&root),
-        "-o",
-        s(&out),
-        "--landmarks",
-        s(&lm),
-        "--size",
-        "224",
-        "--shard-size",
-        "64K",
-        "--quiet",
-        "--resume",
-    ]);
+    let resumed = facekit(&pack(&["--resume"]));
     ok(&resumed);
     assert!(stderr(&resumed).contains("resuming after"), "{}", stderr(&resumed));
     ok(&facekit(&["verify-shard", s(&out)]));

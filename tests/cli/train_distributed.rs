@@ -47,8 +47,7 @@ fn torchrun_cmd(models: &Path, run: &str, batch: &str, args: &[&str]) -> Command
 }
 
 fn total_losses(run: &Path) -> Vec<f64> {
-    let text = std::fs::read_to_string(RunPaths::new(run).losses()).unwrap();
-    text.lines().skip(1).map(|l| l.split('\t').nth(3).unwrap().parse().unwrap()).collect()
+    facekit_testkit::runs::step_losses(run).iter().map(|l| l.total).collect()
 }
 
 /// Tensor name -> shape, from a safetensors file's header (8-byte length, then JSON).
@@ -85,17 +84,22 @@ fn assert_follows(two: &[f64], one: &[f64], what: &str) {
     assert!(a < 0.9 * mean(&two[..5]), "{what}: the loss fell ({:.3} -> {a:.3})", mean(&two[..5]));
 }
 
-/// One rank with batch 16: the reference the 2-rank runs are compared with.
-fn one_rank_reference(models: &Path) -> Vec<f64> {
-    let out = train_cmd(models, "one", "16", &["--max-steps", STEPS]).output().unwrap();
-    ok(&out);
-    total_losses(&models.join("one"))
+/// The losses of one rank with batch 16: the reference the 2-rank runs are compared with, trained
+/// once per test binary.
+fn one_rank_reference() -> &'static [f64] {
+    static LOSSES: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    LOSSES.get_or_init(|| {
+        let models = tempfile::tempdir().unwrap();
+        let out = train_cmd(models.path(), "one", "16", &["--max-steps", STEPS]).output().unwrap();
+        ok(&out);
+        total_losses(&models.path().join("one"))
+    })
 }
 
 #[test]
 fn two_ranks_from_either_launcher_follow_one_rank_with_twice_the_batch_and_only_rank_0_writes() {
     let models = tempfile::tempdir().unwrap();
-    let one = one_rank_reference(models.path());
+    let one = one_rank_reference();
 
     let out = train_cmd(models.path(), "two", "8", &["--max-steps", STEPS, "--nproc-per-node", "2"]).output().unwrap();
     ok(&out);
@@ -104,7 +108,7 @@ fn two_ranks_from_either_launcher_follow_one_rank_with_twice_the_batch_and_only_
     assert!(err.contains("rank 1 of 2: pid"), "the launcher names its ranks: {err}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).matches("Training finished.").count(), 1, "one summary, rank 0's");
     let run = models.path().join("two");
-    assert_follows(&total_losses(&run), &one, "--nproc-per-node 2");
+    assert_follows(&total_losses(&run), one, "--nproc-per-node 2");
     assert_eq!(state(&run, LAST)["step"], 40);
     let saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(RunPaths::new(&run).config()).unwrap()).unwrap();
@@ -116,7 +120,7 @@ fn two_ranks_from_either_launcher_follow_one_rank_with_twice_the_batch_and_only_
 
     let out = torchrun_cmd(models.path(), "torchrun", "8", &["--max-steps", STEPS]).output().unwrap();
     ok(&out);
-    assert_follows(&total_losses(&models.path().join("torchrun")), &one, "torchrun --nproc-per-node 2");
+    assert_follows(&total_losses(&models.path().join("torchrun")), one, "torchrun --nproc-per-node 2");
 }
 
 #[test]
@@ -313,7 +317,7 @@ fn partial_fc_on_two_ranks_trains_and_its_checkpoint_holds_the_whole_head() {
 #[test]
 fn accumulating_two_micro_batches_follows_twice_the_batch() {
     let models = tempfile::tempdir().unwrap();
-    let one = one_rank_reference(models.path());
+    let one = one_rank_reference();
     let out = train_cmd(models.path(), "acc", "8", &["--max-steps", STEPS, "--accumulate", "2"]).output().unwrap();
     ok(&out);
     assert!(
@@ -321,7 +325,7 @@ fn accumulating_two_micro_batches_follows_twice_the_batch() {
         "{}",
         stderr(&out)
     );
-    assert_follows(&total_losses(&models.path().join("acc")), &one, "--accumulate 2");
+    assert_follows(&total_losses(&models.path().join("acc")), one, "--accumulate 2");
 }
 
 #[test]
@@ -366,12 +370,10 @@ fn multi_task_with_masked_heads_and_partial_fc_trains_on_two_ranks() {
     let out = cmd.output().unwrap();
     ok(&out);
     let run = models.path().join("m");
-    let text = std::fs::read_to_string(RunPaths::new(&run).losses()).unwrap();
-    let rows: Vec<Vec<f64>> =
-        text.lines().skip(1).map(|l| l.split('\t').skip(3).map(|x| x.parse().unwrap()).collect()).collect();
+    let rows = facekit_testkit::runs::step_losses(&run);
     assert_eq!(rows.len(), 30);
     assert!(
-        rows.iter().all(|r| r.len() == 4 && r.iter().all(|x| x.is_finite())),
+        rows.iter().all(|r| r.total.is_finite() && r.tasks.iter().all(|x| x.is_some_and(f64::is_finite))),
         "every task's loss is finite at every step: {rows:?}"
     );
     let log = std::fs::read_to_string(RunPaths::new(run).log()).unwrap();

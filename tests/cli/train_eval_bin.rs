@@ -1,7 +1,7 @@
 //! `facekit train --eval-bin`: insightface `.bin` verification during training, on a `.bin` the
 //! tests write themselves from the chips of the packed LFW validation set (tiny ResNet, CPU).
 
-use crate::train_loop::{data, doctored_weights, ok, output_within, state, train, train_command};
+use crate::train_loop::{data, doctored_weights, ok, output_within, state, train, train_command, two_step_run};
 use facekit_train::run::paths::{RunPaths, BEST, LAST, MODEL_FILE};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -443,17 +443,14 @@ fn a_stop_request_during_bin_scoring_ends_it_at_the_next_batch_and_saves_the_ste
     assert!(bin_records(&run).is_empty(), "the scoring was cut short, so nothing of it was logged");
 }
 
-/// An export folder (`model.safetensors` + `net.json`) of a 2-step run's weights with `edit`
-/// applied (see [`doctored_weights`]).
+/// An export folder in `models` (`model.safetensors` + `net.json`) of a 2-step run's weights
+/// ([`two_step_run`]) with `edit` applied (see [`doctored_weights`]).
 fn doctored_model(models: &Path, edit: &str) -> PathBuf {
-    let src = models.join("src");
-    if !src.exists() {
-        ok(&train(models, &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "src"]));
-    }
+    let src = two_step_run();
     let dir = models.join(format!("doctored-{}", std::fs::read_dir(models).unwrap().count()));
     std::fs::create_dir(&dir).unwrap();
-    std::fs::copy(RunPaths::new(&src).net(), RunPaths::new(&dir).net()).unwrap();
-    doctored_weights(&src, &dir.join(MODEL_FILE), edit);
+    std::fs::copy(RunPaths::new(src).net(), RunPaths::new(&dir).net()).unwrap();
+    doctored_weights(src, &dir.join(MODEL_FILE), edit);
     dir
 }
 
@@ -504,9 +501,8 @@ fn nan_weights_or_embeddings_are_errors_naming_the_input_and_the_network_not_sco
     );
     assert!(!out_dir.join("embeddings.npy").exists(), "no all-NaN embeddings.npy");
     // Saved embeddings with a NaN row: all-pairs verification names the file and the row.
-    let good = models.path().join("src");
     let emb = dir.path().join("emb");
-    let out = facekit_out(&["embed", "--checkpoint", "last", "--dataset", "lfw.valid"], &good, &emb);
+    let out = facekit_out(&["embed", "--checkpoint", "last", "--dataset", "lfw.valid"], two_step_run(), &emb);
     assert!(out.status.success(), "{}", stderr(&out));
     let npy = emb.join("embeddings.npy");
     let script = "import sys, numpy as np; e = np.load(sys.argv[1]); e[3] = np.nan; np.save(sys.argv[1], e)";

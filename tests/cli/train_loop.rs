@@ -1,117 +1,24 @@
 //! End-to-end tests of `facekit train` on small datasets built from real photos (LFW identities,
 //! UTKFace gender and age), with the tiny ResNet on CPU.
 
-use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
-use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Gender, Labels, Manifest, Record, ShardReader};
+use facekit_shard::ShardReader;
+use facekit_testkit::runs::{step_losses as losses, StepLoss};
+use facekit_testkit::sets::{CLI_LFW, CLI_UTK};
 use facekit_train::run::paths::{RunPaths, BEST, LAST, MODEL_FILE, STATE_FILE};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 
-const SIDE: u32 = 48;
-const IDENTITIES: usize = 10;
-const TRAIN_PER_ID: usize = 24;
-const VALID_PER_ID: usize = 6;
-
-/// One record from a photo: optionally centre-cropped to `crop` pixels, resized to SIDE.
-fn record(photo: &Path, crop: Option<u32>, labels: Labels, path: String) -> Record {
-    let mut img = image::open(photo).unwrap().into_rgb8();
-    if let Some(c) = crop {
-        let (w, h) = img.dimensions();
-        img = image::imageops::crop_imm(&img, (w - c) / 2, (h - c) / 2, c, c).to_image();
-    }
-    let img = image::imageops::resize(&img, SIDE, SIDE, image::imageops::FilterType::Triangle);
-    Record {
-        labels,
-        encoding: Encoding::Jpeg,
-        width: SIDE as u16,
-        height: SIDE as u16,
-        origin_sha256: [0; 16],
-        path,
-        data: facekit_pack::encode::encode(&img, Encoding::Jpeg, 90).unwrap(),
-    }
-}
-
-fn write_set(base: PathBuf, records: &[Record], classes: u32, labels: &LabelMap) {
-    // Small shards so that corruption tests can name a shard other than the only one.
-    let mut w = DatasetWriter::create(DatasetPaths::new(base), 64 << 10).unwrap();
-    for r in records {
-        w.push(r).unwrap();
-    }
-    let source = SourceInfo { id: 0, name: "src".into(), class_offset: 0, classes, records: records.len() as u64 };
-    let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(90), chroma: None, width: SIDE, height: SIDE };
-    w.finish(Manifest::new(classes, vec![source], None, enc), labels).unwrap();
-}
-
-/// `training/lfw` and `training/lfw.valid`: the 10 LFW identities with the most photos, 24 and 6
-/// photos each, face region centre-cropped (LFW photos are 250 px with the face in the middle).
-fn build_lfw(training: &Path) {
-    let lfw = facekit_testkit::shared_data().join("lfw100");
-    let mut people: Vec<(usize, PathBuf)> = std::fs::read_dir(&lfw)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| (std::fs::read_dir(&p).unwrap().count(), p))
-        .collect();
-    people.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let (mut train, mut valid, mut labels) = (Vec::new(), Vec::new(), LabelMap::default());
-    for (class, (_, person)) in people.iter().take(IDENTITIES).enumerate() {
-        let identity = person.file_name().unwrap().to_string_lossy().into_owned();
-        labels.entries.push(LabelEntry { class_id: class as u32, source: "src".into(), identity: identity.clone() });
-        let mut photos: Vec<PathBuf> = std::fs::read_dir(person).unwrap().map(|e| e.unwrap().path()).collect();
-        photos.sort();
-        for (k, photo) in photos.iter().take(TRAIN_PER_ID + VALID_PER_ID).enumerate() {
-            let l = Labels { class_id: Some(class as u32), source: 0, gender: None, age: None };
-            let r = record(photo, Some(130), l, format!("{identity}/{k}.jpg"));
-            if k < TRAIN_PER_ID {
-                train.push(r)
-            } else {
-                valid.push(r)
-            }
-        }
-    }
-    write_set(training.join("lfw"), &train, IDENTITIES as u32, &labels);
-    write_set(training.join("lfw.valid"), &valid, IDENTITIES as u32, &labels);
-}
-
-/// `training/utk` and `training/utk.valid`: 640 and 200 UTKFace faces with gender and age from
-/// the file name (AGE_GENDER_RACE_...), identity unknown.
-fn build_utk(training: &Path) {
-    let utk = facekit_testkit::shared_data().join("utkface2k");
-    let mut photos: Vec<PathBuf> = std::fs::read_dir(&utk).unwrap().map(|e| e.unwrap().path()).collect();
-    photos.sort();
-    let mut recs = Vec::new();
-    for photo in &photos {
-        let name = photo.file_name().unwrap().to_string_lossy().into_owned();
-        let f: Vec<&str> = name.split('_').collect();
-        let (Ok(age), Ok(g)) = (f[0].parse::<u16>(), f.get(1).unwrap_or(&"").parse::<u8>()) else { continue };
-        let gender = match g {
-            0 => Gender::Male,
-            1 => Gender::Female,
-            _ => continue,
-        };
-        recs.push(record(
-            photo,
-            None,
-            Labels { class_id: None, source: 0, gender: Some(gender), age: Some(age) },
-            name,
-        ));
-        if recs.len() == 840 {
-            break;
-        }
-    }
-    write_set(training.join("utk"), &recs[..640], 0, &LabelMap::default());
-    write_set(training.join("utk.valid"), &recs[640..], 0, &LabelMap::default());
-}
-
-/// The datasets, built once per test binary in a folder that lives as long as it.
+/// The datasets, built once per test binary in a folder that lives as long as it: `training/` holds
+/// `lfw` and `lfw.valid` ([`CLI_LFW`]), `utk` and `utk.valid` ([`CLI_UTK`]).
 pub(crate) fn data() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let training = dir.path().join("training");
         std::fs::create_dir_all(&training).unwrap();
-        build_lfw(&training);
-        build_utk(&training);
+        CLI_LFW.write(&training);
+        CLI_UTK.write(&training);
         dir
     })
     .path()
@@ -181,6 +88,29 @@ pub(crate) fn doctored_weights(run: &Path, to: &Path, edit: &str) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A finished 2-step FR run on `lfw` (`Model/src`), trained once per test binary for the tests
+/// that doctor its weights: they only read it.
+pub(crate) fn two_step_run() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let models = data().join("Model");
+        ok(&train(&models, &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "src"]));
+        models.join("src")
+    })
+}
+
+/// [`two_step_run`]'s weights with finite BN statistics that no activation survives in eval mode
+/// (training normalises each batch with its own): every embedding of a validation overflows.
+/// Written once per test binary.
+pub(crate) fn overflowing_weights() -> &'static Path {
+    static WEIGHTS: OnceLock<PathBuf> = OnceLock::new();
+    WEIGHTS.get_or_init(|| {
+        let weights = data().join("overflowing.safetensors");
+        doctored_weights(two_step_run(), &weights, "t['bn1.running_mean'][:] = -3e38");
+        weights
+    })
+}
+
 pub(crate) fn ok(out: &Output) {
     assert!(
         out.status.success(),
@@ -189,20 +119,6 @@ pub(crate) fn ok(out: &Output) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// (step, total loss, [fr, gender, age]) of every row of `loss_debug/losses.tsv`.
-fn losses(run: &Path) -> Vec<(u64, f64, [Option<f64>; 3])> {
-    let text = std::fs::read_to_string(RunPaths::new(run).losses()).unwrap();
-    let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("step\tepoch\tlr\ttotal\tfr\tgender\tage"));
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            let o = |s: &str| s.parse::<f64>().ok();
-            (f[0].parse().unwrap(), f[3].parse().unwrap(), [o(f[4]), o(f[5]), o(f[6])])
-        })
-        .collect()
 }
 
 /// The validation objects of `train_log.jsonl`, in order.
@@ -249,8 +165,8 @@ fn fr_loss_falls_and_the_run_folder_holds_every_output() {
     let run = models.path().join("fr");
     let l = losses(&run);
     assert_eq!(l.len(), 200);
-    assert_eq!(l.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
-    let totals: Vec<f64> = l.iter().map(|r| r.1).collect();
+    assert_eq!(l.iter().map(|r| r.step).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
+    let totals: Vec<f64> = l.iter().map(|r| r.total).collect();
     let (first, last) = (mean(&totals[..20]), mean(&totals[180..]));
     assert!(last < 0.7 * first, "ArcFace loss did not fall clearly: first 20 steps {first:.3}, last 20 {last:.3}");
     eprintln!("FR loss: mean of the first 20 steps {first:.3}, of the last 20 {last:.3}");
@@ -269,7 +185,7 @@ fn fr_loss_falls_and_the_run_folder_holds_every_output() {
     assert_eq!(cfg["config"]["max_steps"], 200);
     assert!(cfg["command_line"].as_array().unwrap().iter().any(|a| a == "lfw.valid"));
     let net: serde_json::Value = serde_json::from_slice(&std::fs::read(RunPaths::new(&run).net()).unwrap()).unwrap();
-    assert_eq!(net["num_classes"], IDENTITIES as u64);
+    assert_eq!(net["num_classes"], CLI_LFW.identities as u64);
     assert_eq!(net["arch"], "tiny");
 
     let v = validations(&run);
@@ -348,13 +264,13 @@ fn multi_task_trains_on_sets_with_partial_labels() {
     let run = models.path().join("m");
     let l = losses(&run);
     assert_eq!(l.len(), 40);
-    for (step, total, parts) in &l {
-        assert!(total.is_finite(), "step {step}");
-        assert!(parts.iter().all(|p| p.is_some_and(f64::is_finite)), "step {step}: every task has a finite loss");
+    for r in &l {
+        assert!(r.total.is_finite(), "step {}", r.step);
+        assert!(r.tasks.iter().all(|p| p.is_some_and(f64::is_finite)), "step {}: every task has a finite loss", r.step);
     }
     // Identity loss only comes from LFW rows, gender and age only from UTK rows; with both in a
     // shuffled batch every task's loss is positive.
-    assert!(l.iter().all(|r| r.2.iter().all(|p| p.unwrap() > 0.0)));
+    assert!(l.iter().all(|r| r.tasks.iter().all(|p| p.unwrap() > 0.0)));
     let v = validations(&run);
     let last = v.last().unwrap();
     for k in ["identity_accuracy", "verification_accuracy", "gender_accuracy", "age_mae"] {
@@ -362,6 +278,21 @@ fn multi_task_trains_on_sets_with_partial_labels() {
     }
     // Loss, accuracies, and the age error in years on its own axis.
     assert_eq!(image::image_dimensions(RunPaths::new(run).curves()).unwrap(), (1000, 1200));
+}
+
+/// Every step of the resumed run `resumed` has the loss of the uninterrupted run's step (`what`
+/// names the case in a failure).
+fn resumed_follows(uninterrupted: &[StepLoss], resumed: &[StepLoss], what: &str) {
+    for (x, y) in uninterrupted.iter().zip(resumed) {
+        assert_eq!(x.step, y.step, "{what}");
+        assert!(
+            (x.total - y.total).abs() <= 1e-6,
+            "{what} step {}: uninterrupted loss {} but resumed {}",
+            x.step,
+            x.total,
+            y.total
+        );
+    }
 }
 
 #[test]
@@ -379,10 +310,7 @@ fn resumed_run_reproduces_the_uninterrupted_losses() {
     let b = losses(&models.path().join("split"));
     assert_eq!(a.len(), 40);
     assert_eq!(b.len(), 40);
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.0, y.0);
-        assert!((x.1 - y.1).abs() <= 1e-6, "step {}: uninterrupted loss {} but resumed {}", x.0, x.1, y.1);
-    }
+    resumed_follows(&a, &b, "");
     assert_eq!(state(&models.path().join("split"), LAST)["epoch"], 2);
 }
 
@@ -545,7 +473,7 @@ fn ctrl_c_finishes_the_step_saves_last_and_exits_130() {
 
 /// Mean of the first and of the last `n` total losses of a run.
 fn first_last(run: &Path, n: usize) -> (f64, f64) {
-    let t: Vec<f64> = losses(run).iter().map(|r| r.1).collect();
+    let t: Vec<f64> = losses(run).iter().map(|r| r.total).collect();
     (mean(&t[..n]), mean(&t[t.len() - n..]))
 }
 
@@ -671,15 +599,7 @@ fn fp16_and_bf16_resumed_runs_reproduce_the_uninterrupted_losses() {
         let a = losses(&models.path().join(&full));
         let b = losses(&models.path().join(&split));
         assert_eq!((a.len(), b.len()), (16, 16));
-        for (x, y) in a.iter().zip(&b) {
-            assert!(
-                (x.1 - y.1).abs() <= 1e-6,
-                "{precision} step {}: uninterrupted loss {} but resumed {}",
-                x.0,
-                x.1,
-                y.1
-            );
-        }
+        resumed_follows(&a, &b, precision);
         let (sa, sb) = (state(&models.path().join(&full), LAST), state(&models.path().join(&split), LAST));
         assert_eq!(sa["scaler"], sb["scaler"], "{precision}: scaler state after the resumed run");
         assert_eq!(sa["scaler"].is_null(), precision == "bf16");
@@ -725,10 +645,9 @@ fn log_records(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The learning rate of every step of a run (`losses.tsv`'s third column).
+/// The learning rate of every step of a run.
 fn rates(run: &Path) -> Vec<f64> {
-    let text = std::fs::read_to_string(RunPaths::new(run).losses()).unwrap();
-    text.lines().skip(1).map(|l| l.split('\t').nth(2).unwrap().parse().unwrap()).collect()
+    losses(run).iter().map(|r| r.lr).collect()
 }
 
 fn stderr_of(out: &Output) -> String {
@@ -962,14 +881,13 @@ fn a_closed_output_pipe_does_not_end_training() {
 #[test]
 fn init_weights_whose_batch_norm_statistics_are_nan_or_negative_are_refused_before_any_work() {
     let models = tempfile::tempdir().unwrap();
-    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "src"]));
-    let src = models.path().join("src");
+    let src = two_step_run();
     for (edit, words) in [
         ("t['bn1.running_var'][3] = float('nan')", "`bn1.running_var` holds 1 NaN or infinite value(s)"),
         ("t['layer1.0.bn2.running_var'][:] = -0.5", "`layer1.0.bn2.running_var` holds 16 negative variance(s)"),
     ] {
         let weights = models.path().join("doctored.safetensors");
-        doctored_weights(&src, &weights, edit);
+        doctored_weights(src, &weights, edit);
         let out = output_within(
             train_command(
                 models.path(),
@@ -1000,12 +918,8 @@ fn init_weights_whose_batch_norm_statistics_are_nan_or_negative_are_refused_befo
 #[test]
 fn validation_embeddings_that_overflow_end_the_run_with_exit_1_naming_the_cause_instead_of_hanging() {
     let models = tempfile::tempdir().unwrap();
-    ok(&train(models.path(), &["FR", "--train-sets", "lfw", "--max-steps", "2", "--run-name", "src"]));
-    // Finite statistics that no activation survives in eval mode (training normalises each batch
-    // with its own): validation's embeddings overflow, its scores were NaN, and the sweep over
-    // them never ended.
-    let weights = models.path().join("overflowing.safetensors");
-    doctored_weights(&models.path().join("src"), &weights, "t['bn1.running_mean'][:] = -3e38");
+    // Validation's embeddings overflow: its scores were NaN, and the sweep over them never ended.
+    let weights = overflowing_weights();
     let cmd = train_command(
         models.path(),
         &[

@@ -1,59 +1,17 @@
 //! The training step never reads the device between read points: every device-to-host read of the
 //! loop goes through one counted door (`HostReads`), and dlib's plateau rule gets the losses in
 //! order at each read, so that `--log-every 1` decides exactly as the per-step rule.
-//! Trained on a small set of real LFW photos with the tiny network on the CPU.
+//! Trained on a small set of real LFW photos (`SMALL_RAW_LFW`: 4 identities, 8 photos each, raw
+//! 32-pixel chips) with the tiny network on the CPU.
 
-use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
-use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};
+use facekit_testkit::runs::{step_losses, StepLoss};
+use facekit_testkit::sets::SMALL_RAW_LFW;
 use facekit_train::model::{Arch, Task};
-use facekit_train::run::paths::RunPaths;
 use facekit_train::trainer::config::ScheduleConfig;
 use facekit_train::trainer::schedule::DlibPlateau;
 use facekit_train::trainer::{Outcome, SingleProcess, TrainConfig, Trainer};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-const SIDE: u32 = 32;
-const PEOPLE: usize = 4;
-const PHOTOS: usize = 8;
-
-/// `dir/lfw`: 8 photos each of the 4 LFW people with the most, face region centre-cropped, raw.
-pub(crate) fn lfw_set(dir: &Path) {
-    let lfw = facekit_testkit::shared_data().join("lfw100");
-    let mut people: Vec<(usize, PathBuf)> = std::fs::read_dir(&lfw)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| (std::fs::read_dir(&p).unwrap().count(), p))
-        .collect();
-    people.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut w = DatasetWriter::create(DatasetPaths::new(dir.join("lfw")), 1 << 20).unwrap();
-    let mut labels = LabelMap::default();
-    for (class, (_, person)) in people.iter().take(PEOPLE).enumerate() {
-        let identity = person.file_name().unwrap().to_string_lossy().into_owned();
-        labels.entries.push(LabelEntry { class_id: class as u32, source: "lfw".into(), identity: identity.clone() });
-        let mut photos: Vec<PathBuf> = std::fs::read_dir(person).unwrap().map(|e| e.unwrap().path()).collect();
-        photos.sort();
-        for (k, photo) in photos.iter().take(PHOTOS).enumerate() {
-            let img = image::open(photo).unwrap().into_rgb8();
-            let face = image::imageops::crop_imm(&img, 60, 60, 130, 130).to_image();
-            let small = image::imageops::resize(&face, SIDE, SIDE, image::imageops::FilterType::Triangle);
-            w.push(&Record {
-                labels: Labels { class_id: Some(class as u32), source: 0, gender: None, age: None },
-                encoding: Encoding::Raw,
-                width: SIDE as u16,
-                height: SIDE as u16,
-                origin_sha256: [0; 16],
-                path: format!("{identity}/{k}"),
-                data: small.into_raw(),
-            })
-            .unwrap();
-        }
-    }
-    let n = (PEOPLE * PHOTOS) as u64;
-    let source = SourceInfo { id: 0, name: "lfw".into(), class_offset: 0, classes: PEOPLE as u32, records: n };
-    let enc = EncodingInfo { format: Encoding::Raw, quality: None, chroma: None, width: SIDE, height: SIDE };
-    w.finish(Manifest::new(PEOPLE as u32, vec![source], None, enc), &labels).unwrap();
-}
+use std::path::Path;
 
 pub(crate) fn config(dir: &Path, name: &str, steps: u64, log_every: u64) -> TrainConfig {
     TrainConfig {
@@ -61,7 +19,7 @@ pub(crate) fn config(dir: &Path, name: &str, steps: u64, log_every: u64) -> Trai
         train_sets: vec!["lfw".into()],
         data_dir: dir.to_path_buf(),
         arch: Arch::Tiny,
-        image_size: SIDE,
+        image_size: SMALL_RAW_LFW.storage.side,
         batch_size: 8,
         workers: 1,
         threads: 1,
@@ -83,7 +41,7 @@ fn finished(outcome: Outcome) {
 fn a_steady_state_step_reads_nothing_back_and_each_log_point_reads_once() {
     let _turn = facekit_testkit::rng_turn();
     let t = tempfile::tempdir().unwrap();
-    lfw_set(t.path());
+    SMALL_RAW_LFW.write(t.path());
     // Clipping too: its norm stays on the device until the log point reads it.
     let cfg = TrainConfig { clip_grad_norm: Some(5.0), ..config(t.path(), "reads", 20, 10) };
     let trainer = Trainer::new(cfg, vec![], Default::default(), Box::new(SingleProcess), Default::default()).unwrap();
@@ -101,21 +59,9 @@ fn a_steady_state_step_reads_nothing_back_and_each_log_point_reads_once() {
     assert_eq!(reads.total(), 2 * per_point);
 }
 
-/// (step, lr it used, total loss) of every line of the run's `losses.tsv`.
-fn losses(run: &Path) -> Vec<(u64, f64, f64)> {
-    let text = std::fs::read_to_string(RunPaths::new(run).losses()).unwrap();
-    text.lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f[0].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().unwrap())
-        })
-        .collect()
-}
-
 /// A plateau run whose rate shrinks after 6 steps without progress (a rate so small the network
 /// barely learns: the loss wanders with the batches), `log_every` steps between reads.
-fn plateau_run(dir: &Path, name: &str, log_every: u64) -> Vec<(u64, f64, f64)> {
+fn plateau_run(dir: &Path, name: &str, log_every: u64) -> Vec<StepLoss> {
     let cfg = TrainConfig {
         schedule: ScheduleConfig::Plateau { patience: 6, shrink: 0.5, min_lr: 1e-30 },
         lr: 1e-7,
@@ -127,18 +73,18 @@ fn plateau_run(dir: &Path, name: &str, log_every: u64) -> Vec<(u64, f64, f64)> {
             .run()
             .unwrap(),
     );
-    losses(&dir.join("Model").join(name))
+    step_losses(&dir.join("Model").join(name))
 }
 
 /// The rate each step uses under dlib's rule fed `losses` one by one, the decision after step s
 /// taken into account from step `s + 1` if s is a read point (`read_every`), else at the next read.
-fn reference_rates(losses: &[(u64, f64, f64)], read_every: u64) -> Vec<f64> {
+fn reference_rates(losses: &[StepLoss], read_every: u64) -> Vec<f64> {
     let mut rule = DlibPlateau { threshold: 6, shrink: 0.5, min_lr: 1e-30, ..DlibPlateau::new(1e-7) };
     let (mut rates, mut applied) = (Vec::new(), rule.lr);
-    for &(step, _, loss) in losses {
+    for l in losses {
         rates.push(applied);
-        rule.observe(loss);
-        if step % read_every == 0 {
+        rule.observe(l.total);
+        if l.step % read_every == 0 {
             applied = rule.lr;
         }
     }
@@ -149,14 +95,14 @@ fn reference_rates(losses: &[(u64, f64, f64)], read_every: u64) -> Vec<f64> {
 fn the_plateau_rule_with_log_every_1_decides_at_every_step_as_dlib_and_later_ones_at_the_next_read() {
     let _turn = facekit_testkit::rng_turn();
     let t = tempfile::tempdir().unwrap();
-    lfw_set(t.path());
+    SMALL_RAW_LFW.write(t.path());
     let every_step = plateau_run(t.path(), "every", 1);
     assert_eq!(every_step.len(), 40);
-    let used: Vec<f64> = every_step.iter().map(|l| l.1).collect();
+    let used: Vec<f64> = every_step.iter().map(|l| l.lr).collect();
     assert_eq!(used, reference_rates(&every_step, 1), "--log-every 1: the per-step rule's rates");
     assert!(used.iter().any(|&lr| lr < 1e-7), "the rate shrank in this run (else the test proves nothing): {used:?}");
     // Reading every 5 steps, each decision applies from the next read point on.
     let every_5 = plateau_run(t.path(), "every5", 5);
-    let used_5: Vec<f64> = every_5.iter().map(|l| l.1).collect();
+    let used_5: Vec<f64> = every_5.iter().map(|l| l.lr).collect();
     assert_eq!(used_5, reference_rates(&every_5, 5), "--log-every 5: each decision from the next read point on");
 }

@@ -1,64 +1,19 @@
 //! A loss that becomes NaN ends the run as a divergence: the step is not applied, `last` keeps the
 //! last good checkpoint, and a resume from it continues as if nothing had happened. The NaN comes
 //! from the trainer's fault injection for tests ([`Trainer::with_nan_loss_at_step`]); trained with
-//! the tiny network on the CPU on the command line's test set (10 LFW identities, 24 photos each,
-//! 48 px JPEG), so that 240 records / 16 = 15 batches make an epoch. How the command line reports
+//! the tiny network on the CPU on the command line's test set (`CLI_LFW`: 10 LFW identities, 24
+//! photos each, 48 px JPEG), so that 240 records / 16 = 15 batches make an epoch. How the command line reports
 //! a divergence (its message, exit code 1) is tested in `tests/cli` on divergences of validation,
 //! which need no injection.
 
-use facekit_shard::manifest::{EncodingInfo, LabelEntry, LabelMap, SourceInfo};
-use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Labels, Manifest, Record};
+use facekit_testkit::runs::step_losses;
+use facekit_testkit::sets::CLI_LFW;
 use facekit_train::loss::{HeadConfig, Margin};
 use facekit_train::model::{Arch, Task};
 use facekit_train::run::paths::{RunPaths, LAST, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
 use facekit_train::trainer::config::{OptimizerConfig, ScheduleConfig, Warmup};
 use facekit_train::trainer::{Outcome, SingleProcess, TrainConfig, Trainer};
-use std::path::{Path, PathBuf};
-
-const SIDE: u32 = 48;
-const IDENTITIES: usize = 10;
-const PER_ID: usize = 24;
-
-/// `dir/lfw`: the 10 LFW identities with the most photos, 24 photos each, face region
-/// centre-cropped (LFW photos are 250 px with the face in the middle), JPEG at quality 90.
-fn lfw_set(dir: &Path) {
-    let lfw = facekit_testkit::shared_data().join("lfw100");
-    let mut people: Vec<(usize, PathBuf)> = std::fs::read_dir(&lfw)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| (std::fs::read_dir(&p).unwrap().count(), p))
-        .collect();
-    people.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut writer = DatasetWriter::create(DatasetPaths::new(dir.join("lfw")), 64 << 10).unwrap();
-    let mut labels = LabelMap::default();
-    for (class, (_, person)) in people.iter().take(IDENTITIES).enumerate() {
-        let identity = person.file_name().unwrap().to_string_lossy().into_owned();
-        labels.entries.push(LabelEntry { class_id: class as u32, source: "src".into(), identity: identity.clone() });
-        let mut photos: Vec<PathBuf> = std::fs::read_dir(person).unwrap().map(|e| e.unwrap().path()).collect();
-        photos.sort();
-        for (k, photo) in photos.iter().take(PER_ID).enumerate() {
-            let img = image::open(photo).unwrap().into_rgb8();
-            let (w, h) = img.dimensions();
-            let face = image::imageops::crop_imm(&img, (w - 130) / 2, (h - 130) / 2, 130, 130).to_image();
-            let small = image::imageops::resize(&face, SIDE, SIDE, image::imageops::FilterType::Triangle);
-            writer
-                .push(&Record {
-                    labels: Labels { class_id: Some(class as u32), source: 0, gender: None, age: None },
-                    encoding: Encoding::Jpeg,
-                    width: SIDE as u16,
-                    height: SIDE as u16,
-                    origin_sha256: [0; 16],
-                    path: format!("{identity}/{k}.jpg"),
-                    data: facekit_pack::encode::encode(&small, Encoding::Jpeg, 90).unwrap(),
-                })
-                .unwrap();
-        }
-    }
-    let n = (IDENTITIES * PER_ID) as u64;
-    let source = SourceInfo { id: 0, name: "src".into(), class_offset: 0, classes: IDENTITIES as u32, records: n };
-    let enc = EncodingInfo { format: Encoding::Jpeg, quality: Some(90), chroma: None, width: SIDE, height: SIDE };
-    writer.finish(Manifest::new(IDENTITIES as u32, vec![source], None, enc), &labels).unwrap();
-}
+use std::path::Path;
 
 /// What the command line's tests give every run (`--arch tiny --image-size 48 --batch-size 16
 /// --workers 2 --device cpu`), on the set in `dir`, the run named `name`.
@@ -68,7 +23,7 @@ fn config(dir: &Path, name: &str) -> TrainConfig {
         train_sets: vec!["lfw".into()],
         data_dir: dir.to_path_buf(),
         arch: Arch::Tiny,
-        image_size: SIDE,
+        image_size: CLI_LFW.storage.side,
         batch_size: 16,
         workers: 2,
         device: "cpu".into(),
@@ -93,15 +48,7 @@ fn finished(outcome: Outcome) {
 
 /// (step, total loss) of every row of the run's `loss_debug/losses.tsv`.
 fn losses(run: &Path) -> Vec<(u64, f64)> {
-    let text = std::fs::read_to_string(RunPaths::new(run).losses()).unwrap();
-    let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("step\tepoch\tlr\ttotal\tfr\tgender\tage"));
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f[0].parse().unwrap(), f[3].parse().unwrap())
-        })
-        .collect()
+    step_losses(run).iter().map(|l| (l.step, l.total)).collect()
 }
 
 fn state(run: &Path, which: &str) -> serde_json::Value {
@@ -112,7 +59,7 @@ fn state(run: &Path, which: &str) -> serde_json::Value {
 fn a_nan_loss_ends_the_run_as_diverged_without_the_step_and_keeps_the_last_good_checkpoint() {
     let _turn = facekit_testkit::rng_turn();
     let t = tempfile::tempdir().unwrap();
-    lfw_set(t.path());
+    CLI_LFW.write(t.path());
     let cfg = TrainConfig { max_steps: Some(30), checkpoint_every: 5, ..config(t.path(), "nan") };
     let Outcome::Diverged { step, cause, summary } = run(cfg, Some(8)) else { panic!("the NaN at step 8 was missed") };
     assert_eq!(step, 8);
@@ -127,7 +74,7 @@ fn a_nan_loss_ends_the_run_as_diverged_without_the_step_and_keeps_the_last_good_
 fn a_divergence_before_any_checkpoint_has_no_last_checkpoint() {
     let _turn = facekit_testkit::rng_turn();
     let t = tempfile::tempdir().unwrap();
-    lfw_set(t.path());
+    CLI_LFW.write(t.path());
     let cfg = TrainConfig { max_steps: Some(5), ..config(t.path(), "nan") };
     let Outcome::Diverged { step, summary, .. } = run(cfg, Some(2)) else { panic!("the NaN at step 2 was missed") };
     assert_eq!((step, summary.last_checkpoint), (2, None));
@@ -138,7 +85,7 @@ fn a_divergence_before_any_checkpoint_has_no_last_checkpoint() {
 fn adamw_poly_clipped_resumed_run_reproduces_the_uninterrupted_run_bit_for_bit() {
     let _turn = facekit_testkit::rng_turn();
     let t = tempfile::tempdir().unwrap();
-    lfw_set(t.path());
+    CLI_LFW.write(t.path());
     // The poly schedule's length is fixed when a run starts, so the split run is planned for 40
     // steps too and broken off after 20 by the NaN injected into step 21 (not applied; `last`
     // holds step 20). 15 batches per epoch: the warm-up is steps 1-15, the break in epoch 2.

@@ -2,7 +2,8 @@
 //! the order it happens (setup notes, the loop's start, every step, the progress at each
 //! `--log-every` point, the end), and a resumed run says where it continues.
 
-use super::step_host_reads::{config, lfw_set};
+use super::step_host_reads::config;
+use facekit_testkit::sets::SMALL_RAW_LFW;
 use facekit_train::events::{Event, Observer};
 use facekit_train::trainer::{Outcome, SingleProcess, TrainConfig, Trainer};
 use std::sync::{Arc, Mutex};
@@ -38,7 +39,7 @@ fn recorder() -> (Observer, Arc<Mutex<Vec<String>>>) {
 fn a_run_tells_its_observer_each_step_its_progress_and_its_end_and_a_resume_where_it_continues() {
     let _turn = facekit_testkit::rng_turn();
     let t = tempfile::tempdir().unwrap();
-    lfw_set(t.path());
+    SMALL_RAW_LFW.write(t.path());
     let (observer, seen) = recorder();
     let cfg = config(t.path(), "events", 4, 2);
     let outcome = Trainer::new(cfg.clone(), vec![], Default::default(), Box::new(SingleProcess), observer)
