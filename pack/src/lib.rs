@@ -42,7 +42,7 @@ mod replace;
 mod report;
 mod run;
 pub mod size;
-mod split;
+pub mod split;
 mod worker;
 
 pub use reason::RejectReason;
