@@ -104,7 +104,7 @@ pub struct ImportReport {
     pub counters: ImportCounters,
     /// Classes in the manifest.
     pub classes: u32,
-    /// Bytes of the dataset's shards.
+    /// Bytes of the shards written (of both datasets, with a split, as `counters.imported` counts both).
     pub dataset_bytes: u64,
     /// Records checked in this run (not counting those before a resume).
     pub processed_this_run: u64,
