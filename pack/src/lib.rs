@@ -44,7 +44,7 @@ mod replace;
 mod report;
 mod run;
 pub mod size;
-mod split;
+pub mod split;
 mod worker;
 
 pub use reason::RejectReason;

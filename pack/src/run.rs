@@ -408,7 +408,9 @@ fn detector_name(opts: &PackOptions) -> &'static str {
     opts.detector.name()
 }
 
-fn write_manifest_unless_done(
+/// Writes the manifest and label map of a dataset whose shards are complete, unless a run
+/// stopped after writing them already (a manifest listing the same shards, and a label map).
+pub(crate) fn write_manifest_unless_done(
     p: &DatasetPaths,
     shards: &[ShardInfo],
     m: Manifest,

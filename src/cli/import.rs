@@ -36,6 +36,12 @@ pub struct RecArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Fraction of records held out into `<output>.valid`, chosen by a hash of their path (`train.rec#KEY`), as `pack` does.
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    pub valid_fraction: f64,
+    /// Identity names for the label map: one name per line (line k names class k-1), or a facekit `NAME.labels.tsv`.
+    #[arg(long, value_name = "FILE")]
+    pub names: Option<PathBuf>,
     /// Continue an interrupted import from its last complete shard; never replaces a finished dataset.
     #[arg(long)]
     pub resume: bool,
@@ -55,7 +61,10 @@ pub fn run(args: ImportArgs) -> Result<ExitCode> {
     let read = facekit_pack::rec::input::RecFiles::locate(&args.input)
         .map(|f| [Some(f.rec), f.idx, f.property])
         .unwrap_or_default();
-    super::output_check().inputs(read.iter().flatten()).owned(&args.output)?;
+    let valid = facekit_shard::DatasetPaths::new(&args.output).with_suffix(facekit_pack::VALID_SUFFIX);
+    let check = super::output_check().inputs(read.iter().flatten()).inputs(&args.names);
+    check.owned(&args.output)?;
+    check.owned(&valid.dir().join(valid.name()))?;
     let asked = facekit_shard::DatasetPaths::new(&args.output);
     let asked = asked.dir().join(asked.name()).display().to_string();
     let stop = StopFlag::from_signals()?;
@@ -64,6 +73,8 @@ pub fn run(args: ImportArgs) -> Result<ExitCode> {
         output: args.output,
         shard_size: args.shard_size.0,
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        valid_fraction: args.valid_fraction,
+        names: args.names,
         resume: args.resume,
         overwrite: args.overwrite,
         progress: !args.quiet,

@@ -178,6 +178,91 @@ fn an_insightface_rec_written_by_mxnet_imports_record_for_record_and_exports_bac
     assert_eq!(std::fs::read_to_string(exp.join("property")).unwrap().trim(), "6,112,112");
 }
 
+/// The identity column of a label map.
+fn identities(labels: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(labels).unwrap();
+    text.lines().skip(1).map(|l| l.rsplit('\t').next().unwrap().to_string()).collect()
+}
+
+#[test]
+fn an_insightface_rec_imports_with_packs_validation_split_and_names_and_exports_back_equal() {
+    let Some(fx) = fixture() else { return };
+    let src = fx.root.join("faces_mx");
+    fx.mxnet_write("insightface", &src);
+    let names = fx.root.join("names.txt");
+    std::fs::write(&names, "ann\nben\ncid\nnobody\ndee\neve\n").unwrap();
+
+    // Names alone: the label map carries them, the records and the export are unchanged.
+    let named = fx.root.join("training/named");
+    let o = import(&src, &named, &["--names", names.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(identities(&named.with_extension("labels.tsv")), ["ann", "ben", "cid", "nobody", "dee", "eve"]);
+    let whole: Vec<(Vec<u8>, u32, String)> = records(&named);
+    assert_eq!(whole.len(), fx.items.len());
+    let exp = fx.root.join("named-exported");
+    let e = facekit().args(["export", "rec"]).arg(&named).arg("-o").arg(&exp).arg("--quiet").output().unwrap();
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    assert_eq!(fx.mxnet_read(&exp), fx.mxnet_read(&src), "names must not change what MXNet reads back");
+
+    // A split: NAME and NAME.valid, disjoint, together every record, the held-out ones exactly
+    // those pack's rule picks for their paths; both with the names, both intact.
+    let out = fx.root.join("training/split");
+    let o = import(&src, &out, &["--valid-fraction", "0.4", "--names", names.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let said = String::from_utf8_lossy(&o.stdout);
+    let valid_base = fx.root.join("training/split.valid");
+    let (train, valid) = (records(&out), records(&valid_base));
+    assert!(said.contains(&format!("{} train, {} held out into", train.len(), valid.len())), "{said}");
+    let rule = facekit_pack::split::SplitRule::new(0.4, 0, 0);
+    for (_, _, path) in &train {
+        assert!(!rule.is_valid(None, facekit_pack::split::path_hash(path)), "{path} should be held out");
+    }
+    for (_, _, path) in &valid {
+        assert!(rule.is_valid(None, facekit_pack::split::path_hash(path)), "{path} should be in training");
+    }
+    assert!(!train.is_empty() && !valid.is_empty(), "{} train, {} valid", train.len(), valid.len());
+    let mut both: Vec<_> = train.iter().chain(&valid).cloned().collect();
+    both.sort_by(|a, b| a.2.cmp(&b.2));
+    let mut all = whole.clone();
+    all.sort_by(|a, b| a.2.cmp(&b.2));
+    assert!(both == all, "the two datasets together must hold every record once, bytes and labels unchanged");
+    assert_eq!(
+        std::fs::read(valid_base.with_extension("labels.tsv")).unwrap(),
+        std::fs::read(named.with_extension("labels.tsv")).unwrap()
+    );
+    for base in [&out, &valid_base] {
+        let v = facekit().args(["verify-shard", "--decode"]).arg(base).output().unwrap();
+        assert!(v.status.success(), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+    }
+
+    // The training set exported and imported again with its label map as the names: the same
+    // records and the same label map.
+    let exp = fx.root.join("split-exported");
+    let e = facekit().args(["export", "rec"]).arg(&out).arg("-o").arg(&exp).arg("--quiet").output().unwrap();
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let back = fx.root.join("training/back");
+    let o = import(&exp, &back, &["--names", out.with_extension("labels.tsv").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(identities(&back.with_extension("labels.tsv")), identities(&out.with_extension("labels.tsv")));
+    let data = |v: Vec<(Vec<u8>, u32, String)>| v.into_iter().map(|(d, c, _)| (d, c)).collect::<Vec<_>>();
+    assert_eq!(data(records(&back)), data(train));
+
+    // A names file that does not fit `property`, or names a class twice: refused naming the
+    // file and the line, nothing written.
+    for (text, says) in [
+        ("ann\nben\ncid\ndee\neve\n", "names 5 classes (lines 1 to 5), but property file"),
+        ("ann\nben\ncid\nben\ndee\neve\n", "line 4: the name \"ben\" of class 3 is already on line 2"),
+    ] {
+        std::fs::write(&names, text).unwrap();
+        let refused = fx.root.join("training/refused");
+        let o = import(&src, &refused, &["--names", names.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(&names.display().to_string()) && err.contains(says), "{err}");
+        assert!(!refused.with_extension("manifest.json").exists());
+    }
+}
+
 #[test]
 fn an_im2rec_file_imports_with_its_own_labels_with_or_without_its_index() {
     let Some(fx) = fixture() else { return };

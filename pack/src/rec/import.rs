@@ -6,20 +6,29 @@
 //! bounded number of bytes ([`super::inflight`]), and the pipeline's writer, checkpoints
 //! ([`super::progress`]) and rejects log; so the output is the same for any `--threads`, and a
 //! resumed import equals an uninterrupted one.
+//!
+//! `--valid-fraction F` holds records out into `NAME.valid` by `facekit pack`'s own rule
+//! ([`crate::split`]): a record goes there when the SHA-256 of its record path
+//! (`train.rec#KEY`), read as a fraction of 2^64, is below F. `--names FILE` gives the label map
+//! identity names ([`super::names`]) instead of the class numbers.
 
 use super::input::{layout_name, Entry, Plan, RecFiles, MAX_RECORD_BYTES};
+use super::names::IdentityNames;
 use super::progress::{self, Progress, IMPORT_PROGRESS_FORMAT};
 use super::record::{import_one, Expect, LabelLimit, Outcome};
 use crate::align::{ChipSpec, Template};
 use crate::checkpoint::file_sha256;
 use crate::pipeline::{self, Destination, End, Observer, RunOptions, RunStats, Source, Verdict};
+use crate::replace::base_name;
 use crate::report::Reject;
+use crate::run::{write_manifest_unless_done, VALID_SUFFIX};
+use crate::split::{path_hash, SplitRule};
 use crate::RejectReason;
 use anyhow::{bail, Context, Result};
 use facekit_io::StopFlag;
 use facekit_recordio::RecReader;
 use facekit_shard::manifest::{AlignmentInfo, EncodingInfo, LabelEntry, LabelMap, OriginInfo, SourceInfo};
-use facekit_shard::{DatasetPaths, DatasetWriter, Encoding, Manifest};
+use facekit_shard::{DatasetPaths, Encoding, Manifest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +44,10 @@ pub struct ImportOptions {
     pub shard_size: u64,
     /// Worker threads.
     pub threads: usize,
+    /// `--valid-fraction`: the fraction of records held out into `NAME.valid`, by pack's rule.
+    pub valid_fraction: f64,
+    /// `--names`: a file naming the classes (one name per line, or a facekit label map).
+    pub names: Option<PathBuf>,
     /// Continue an interrupted import from its last complete shard.
     pub resume: bool,
     /// Replace a finished dataset of the same name, once the new one is complete.
@@ -52,8 +65,11 @@ pub struct ImportOptions {
 /// whole job).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportCounters {
-    /// Image records imported.
+    /// Image records imported (into both datasets).
     pub imported: u64,
+    /// Of those, the records held out into `NAME.valid` (absent without a split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_valid: Option<u64>,
     /// Image records rejected.
     pub rejected: u64,
     /// Regions of a scanned `.rec` (no `.idx`) that were no record at all, also listed.
@@ -77,6 +93,9 @@ pub struct ImportCounters {
 pub struct ImportReport {
     /// The dataset written.
     pub dataset: String,
+    /// The validation dataset written beside it, with `--valid-fraction`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_dataset: Option<String>,
     /// The `.rec` read.
     pub rec: String,
     /// `insightface` or `im2rec`.
@@ -85,7 +104,7 @@ pub struct ImportReport {
     pub counters: ImportCounters,
     /// Classes in the manifest.
     pub classes: u32,
-    /// Bytes of the dataset's shards.
+    /// Bytes of the shards written (of both datasets, with a split, as `counters.imported` counts both).
     pub dataset_bytes: u64,
     /// Records checked in this run (not counting those before a resume).
     pub processed_this_run: u64,
@@ -112,6 +131,9 @@ impl ImportReport {
             self.elapsed_s,
             self.records_per_s
         );
+        if let (Some(valid), Some(name)) = (c.imported_valid, &self.valid_dataset) {
+            s.push_str(&format!("\n  {} train, {valid} held out into {name}", c.imported - valid));
+        }
         if c.rejected + c.unreadable + c.skipped > 0 {
             let reasons: Vec<String> = c.rejected_by_reason.iter().map(|(k, v)| format!("{k} {v}")).collect();
             s.push_str(&format!(
@@ -137,9 +159,14 @@ pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
     if opts.output.file_name().is_none() {
         bail!("output {} has no dataset name", opts.output.display());
     }
+    if !(0.0..1.0).contains(&opts.valid_fraction) {
+        bail!("--valid-fraction {} is outside [0, 1)", opts.valid_fraction);
+    }
+    // The validation dataset is locked and replaced with the main one even without a split, as
+    // pack's is: an import over a dataset that had one removes the stale `NAME.valid`.
     let run = RunOptions {
         output: &opts.output,
-        siblings: &[],
+        siblings: &[VALID_SUFFIX],
         tool: "import",
         unit: "records",
         shard_size: opts.shard_size,
@@ -162,6 +189,8 @@ pub struct RecSource {
     expect: Expect,
     input: progress::Source,
     threads: usize,
+    rule: SplitRule,
+    names: Option<IdentityNames>,
 }
 
 impl RecSource {
@@ -171,11 +200,16 @@ impl RecSource {
         let files = RecFiles::locate(&opts.input)?;
         let reader = RecReader::open(&files.rec)?;
         let property = files.read_property()?;
+        let names = opts.names.as_deref().map(IdentityNames::read).transpose()?;
         let plan = Plan::make(&files, &reader)?;
         let rec_name = files.rec.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let expect = expectations(&reader, &plan, property.as_ref(), &files)?;
-        let input = source_of(&files, &plan, opts.shard_size)?;
-        Ok(RecSource { files, reader, plan, rec_name, expect, input, threads: opts.threads })
+        let expect = expectations(&reader, &plan, property.as_ref(), names.as_ref(), &files)?;
+        let input = source_of(&files, &plan, opts)?;
+        // Pack's fraction rule alone: its per-class rule needs every label before the first
+        // record is written, which a `.rec` gives only by reading it twice.
+        let mut rule = SplitRule::new(opts.valid_fraction, 0, 0);
+        rule.seal();
+        Ok(RecSource { files, reader, plan, rec_name, expect, input, threads: opts.threads, rule, names })
     }
 
     /// `file.rec@offset`, as the rejects list names a place in the `.rec`.
@@ -201,6 +235,8 @@ pub enum RecTally {
         class: u32,
         /// Its encoding.
         encoding: Encoding,
+        /// Held out into the validation dataset.
+        valid: bool,
     },
 }
 
@@ -224,8 +260,16 @@ impl Source for RecSource {
         self.input.entries
     }
 
+    fn wants_valid(&self) -> bool {
+        !self.rule.is_none()
+    }
+
     fn counters(&self) -> ImportCounters {
-        ImportCounters { layout_records: self.plan.layout_records, ..Default::default() }
+        ImportCounters {
+            layout_records: self.plan.layout_records,
+            imported_valid: self.wants_valid().then_some(0),
+            ..Default::default()
+        }
     }
 
     /// The entries and regions the plan left out, all listed before the first image.
@@ -271,8 +315,9 @@ impl Source for RecSource {
             }
             Outcome::Imported(record) => {
                 let class = record.labels.class_id.expect("imported records have a class");
-                let tally = RecTally::Imported { class, encoding: record.encoding };
-                Verdict::Keep { record, valid: false, tally }
+                let valid = self.wants_valid() && self.rule.is_valid(None, path_hash(&record.path));
+                let tally = RecTally::Imported { class, encoding: record.encoding, valid };
+                Verdict::Keep { record, valid, tally }
             }
         }
     }
@@ -291,10 +336,13 @@ impl Source for RecSource {
                 }
                 *c.rejected_by_reason.entry(reason.code().into()).or_default() += 1;
             }
-            RecTally::Imported { class, encoding } => {
+            RecTally::Imported { class, encoding, valid } => {
                 c.max_class = Some(c.max_class.map_or(class, |m| m.max(class)));
                 *c.by_encoding.entry(encoding_name(encoding).into()).or_default() += 1;
                 c.imported += 1;
+                if valid {
+                    *c.imported_valid.get_or_insert(0) += 1;
+                }
             }
         }
     }
@@ -307,9 +355,9 @@ impl Source for RecSource {
         true
     }
 
-    /// The manifest and label map.
+    /// The manifests and label maps, validation first, training last (as pack writes them).
     fn manifests(&self, dest: &Destination, p: &Progress) -> Result<()> {
-        let (paths, c, expect) = (dest.work(0), &p.counters, &self.expect);
+        let (c, expect) = (&p.counters, &self.expect);
         if c.imported == 0 {
             return Ok(());
         }
@@ -322,41 +370,52 @@ impl Source for RecSource {
             width: expect.width,
             height: expect.height,
         };
-        let sources = vec![SourceInfo { id: 0, name: rec.clone(), class_offset: 0, classes, records: c.imported }];
-        let mut manifest = Manifest::new(classes, sources, Some(prealigned(expect)), encoding);
         let files = &self.files;
-        manifest.origin = Some(OriginInfo {
-            format: "mxnet-recordio".into(),
-            path: rec,
-            layout: layout_name(&self.plan.layout).into(),
-            idx: files.idx.as_ref().map(|p| p.display().to_string()),
-            property: files.property.as_ref().map(|p| p.display().to_string()),
-        });
+        let manifest = |records: u64| {
+            let sources = vec![SourceInfo { id: 0, name: rec.clone(), class_offset: 0, classes, records }];
+            let mut manifest = Manifest::new(classes, sources, Some(prealigned(expect)), encoding.clone());
+            manifest.origin = Some(OriginInfo {
+                format: "mxnet-recordio".into(),
+                path: rec.clone(),
+                layout: layout_name(&self.plan.layout).into(),
+                idx: files.idx.as_ref().map(|p| p.display().to_string()),
+                property: files.property.as_ref().map(|p| p.display().to_string()),
+            });
+            manifest
+        };
         // Class ids are the file's own labels, so every label keeps its number (unused numbers
-        // of a sparse range are listed too, with no records).
+        // of a sparse range are listed too, with no records); its name is the names file's, or
+        // the number.
         let name = files.rec.display().to_string();
+        let identity = |k: u32| match &self.names {
+            Some(n) => n.names[k as usize].clone(),
+            None => k.to_string(),
+        };
         let labels = LabelMap {
             entries: (0..classes)
-                .map(|k| LabelEntry { class_id: k, source: name.clone(), identity: k.to_string() })
+                .map(|k| LabelEntry { class_id: k, source: name.clone(), identity: identity(k) })
                 .collect(),
         };
-        let done = Manifest::read(&paths.manifest()).is_ok_and(|m| m.shards == p.shards) && paths.labels().is_file();
-        if !done {
-            DatasetWriter::completed(paths.clone(), p.input.shard_size, p.shards.clone()).finish(manifest, &labels)?;
+        let held_out = c.imported_valid.unwrap_or(0);
+        let shard_size = p.input.shard_size;
+        if self.wants_valid() {
+            write_manifest_unless_done(dest.work(1), &p.valid_shards, manifest(held_out), &labels, shard_size)?;
         }
-        Ok(())
+        write_manifest_unless_done(dest.work(0), &p.shards, manifest(c.imported - held_out), &labels, shard_size)
     }
 
     fn report(&self, dest: &Destination, p: &Progress, run: &RunStats) -> Result<ImportReport> {
         let c = &p.counters;
         let elapsed_s = run.started.elapsed().as_secs_f64();
+        let made = c.imported > 0;
         Ok(ImportReport {
-            dataset: dest.shown_name(c.imported > 0),
+            dataset: dest.shown_name(made),
+            valid_dataset: self.wants_valid().then(|| base_name(if made { dest.final_paths(1) } else { dest.work(1) })),
             rec: p.input.rec.clone(),
             layout: layout_name(&self.plan.layout).into(),
             counters: c.clone(),
             classes: self.classes(p),
-            dataset_bytes: p.shards.iter().map(|s| s.bytes).sum(),
+            dataset_bytes: p.shards.iter().chain(&p.valid_shards).map(|s| s.bytes).sum(),
             processed_this_run: run.processed,
             elapsed_s,
             records_per_s: if elapsed_s > 0.0 { run.processed as f64 / elapsed_s } else { 0.0 },
@@ -366,15 +425,17 @@ impl Source for RecSource {
 }
 
 impl RecSource {
-    /// Classes of the manifest: `property`'s count, else one more than the largest label.
+    /// Classes of the manifest: `property`'s count, else the names file's, else one more than
+    /// the largest label.
     fn classes(&self, p: &Progress) -> u32 {
-        self.expect.classes.property().unwrap_or_else(|| p.counters.max_class.map_or(0, |m| m + 1))
+        self.expect.classes.fixed().unwrap_or_else(|| p.counters.max_class.map_or(0, |m| m + 1))
     }
 }
 
 /// The image size, encoding and class limit every record is checked against: the first readable
 /// image's size and encoding, `property`'s size and class count where there is one (which the
-/// first image must then agree with), else at most one class per image record.
+/// first image must then agree with), else the names file's count, else at most one class per
+/// image record. A names file must name exactly `property`'s classes.
 ///
 /// The first readable image is looked for among all the records, however many damaged ones come
 /// first: damage at the start of a file must not cost the good records after it.
@@ -382,6 +443,7 @@ fn expectations(
     reader: &RecReader,
     plan: &Plan,
     property: Option<&facekit_recordio::Property>,
+    names: Option<&IdentityNames>,
     files: &RecFiles,
 ) -> Result<Expect> {
     let first = plan.entries.iter().find_map(|e| {
@@ -404,7 +466,21 @@ fn expectations(
     };
     let records = u32::try_from(plan.entries.len()).unwrap_or(u32::MAX).min(super::record::MAX_LABEL);
     let Some(p) = property else {
-        return Ok(Expect { width, height, classes: LabelLimit::Records(records), encoding });
+        let Some(names) = names else {
+            return Ok(Expect { width, height, classes: LabelLimit::Records(records), encoding });
+        };
+        if u64::from(names.len()) > plan.entries.len() as u64 || names.len() > super::record::MAX_LABEL {
+            // The same bound as a property file's: each class needs a record to fill it.
+            bail!(
+                "names file {} names {} classes, but {} has only {} image records: at most {} classes can have a record",
+                names.file.display(),
+                names.len(),
+                files.rec.display(),
+                plan.entries.len(),
+                records
+            );
+        }
+        return Ok(Expect { width, height, classes: LabelLimit::Names(names.len()), encoding });
     };
     let name = files.property.as_ref().map_or(String::new(), |p| p.display().to_string());
     if p.classes == 0
@@ -428,10 +504,13 @@ fn expectations(
             plan.entries.len()
         );
     }
+    if let Some(names) = names {
+        names.check_count(p.classes as u32, &format!("property file {name}"))?;
+    }
     Ok(Expect { width: p.width, height: p.height, classes: LabelLimit::Property(p.classes as u32), encoding })
 }
 
-fn source_of(files: &RecFiles, plan: &Plan, shard_size: u64) -> Result<progress::Source> {
+fn source_of(files: &RecFiles, plan: &Plan, opts: &ImportOptions) -> Result<progress::Source> {
     let meta = std::fs::metadata(&files.rec).with_context(|| format!("cannot read {}", files.rec.display()))?;
     let mtime =
         meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
@@ -442,7 +521,9 @@ fn source_of(files: &RecFiles, plan: &Plan, shard_size: u64) -> Result<progress:
         idx_sha256: files.idx.as_deref().map(sha256_of).transpose()?,
         property_sha256: files.property.as_deref().map(file_sha256).transpose()?,
         entries: plan.entries.len() as u64,
-        shard_size,
+        shard_size: opts.shard_size,
+        valid_fraction: opts.valid_fraction,
+        names_sha256: opts.names.as_deref().map(file_sha256).transpose()?,
     })
 }
 

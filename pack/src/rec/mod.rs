@@ -4,6 +4,7 @@
 //! `facekit-recordio` crate; here are the pipelines:
 //! - [`input`]: the files of an insightface folder and the plan of records to read;
 //! - [`record`]: one record checked and turned into a facekit record, or a reject;
+//! - [`names`]: the `--names` file, identity names for the label map;
 //! - [`import`] and [`progress`]: the import as a source of the pipeline
 //!   ([`crate::pipeline`]), whose workers hold a bounded number of bytes, not of records
 //!   ([`inflight`]);
@@ -13,6 +14,7 @@ pub mod export;
 pub mod import;
 pub mod inflight;
 pub mod input;
+pub mod names;
 pub mod progress;
 pub mod record;
 

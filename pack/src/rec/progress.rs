@@ -11,7 +11,7 @@ use std::path::Path;
 pub const IMPORT_PROGRESS_FORMAT: &str = "facekit-import-rec-progress-1";
 
 /// What the import read, to notice a changed input on `--resume`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Source {
     /// The `.rec`, canonical.
     pub rec: String,
@@ -27,6 +27,17 @@ pub struct Source {
     pub entries: u64,
     /// Target shard size.
     pub shard_size: u64,
+    /// `--valid-fraction` (absent from progress files of imports without a split, as before it
+    /// existed).
+    #[serde(default, skip_serializing_if = "no_split")]
+    pub valid_fraction: f64,
+    /// SHA-256 of the `--names` file, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names_sha256: Option<String>,
+}
+
+fn no_split(fraction: &f64) -> bool {
+    *fraction == 0.0
 }
 
 /// An import's checkpoint: the pipeline's progress file with the `.rec`'s fingerprint and the
@@ -43,19 +54,23 @@ pub fn check(p: &Progress, path: &Path, now: &Source) -> Result<()> {
     }
     let c = &p.counters;
     let in_shards: u64 = p.shards.iter().map(|s| s.records).sum();
+    let in_valid: u64 = p.valid_shards.iter().map(|s| s.records).sum();
     if p.consumed > p.input.entries
         || c.imported + c.rejected != p.consumed
-        || in_shards != c.imported
+        || in_shards + in_valid != c.imported
+        || in_valid != c.imported_valid.unwrap_or(0)
         || (p.finished && p.consumed != p.input.entries)
     {
         bail!(
-            "progress file {} cannot be trusted (its counts disagree: {} consumed of {}, {} imported, {} rejected, {} in shards); import again without --resume",
+            "progress file {} cannot be trusted (its counts disagree: {} consumed of {}, {} imported, {} held out, {} rejected, {} in shards, {} in validation shards); import again without --resume",
             path.display(),
             p.consumed,
             p.input.entries,
             c.imported,
+            c.imported_valid.unwrap_or(0),
             c.rejected,
-            in_shards
+            in_shards,
+            in_valid
         );
     }
     p.check_rejects()

@@ -27,23 +27,25 @@ pub struct Expect {
     pub encoding: Encoding,
 }
 
-/// How many classes a dataset imported from a file can have: what `property` says, else no
-/// more than the file has image records. A class id is a label, so without this one record
+/// How many classes a dataset imported from a file can have: what `property` says, else what
+/// the `--names` file names, else no more than the file has image records. A class id is a label, so without this one record
 /// labelled 16,777,215 would make a label map of 16.7 million lines (gigabytes, and an ArcFace
 /// head no machine holds) for a file of a thousand images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabelLimit {
     /// `property`'s class count (checked to be at most the image records).
     Property(u32),
+    /// The `--names` file's count, without `property` (checked to be at most the image records).
+    Names(u32),
     /// The number of image records (at most [`MAX_LABEL`]).
     Records(u32),
 }
 
 impl LabelLimit {
-    /// `property`'s class count, when it set the limit.
-    pub fn property(self) -> Option<u32> {
+    /// The class count fixed before the import (by `property` or the names file), when one was.
+    pub fn fixed(self) -> Option<u32> {
         match self {
-            LabelLimit::Property(n) => Some(n),
+            LabelLimit::Property(n) | LabelLimit::Names(n) => Some(n),
             LabelLimit::Records(_) => None,
         }
     }
@@ -51,7 +53,7 @@ impl LabelLimit {
     /// The number every class id must be below.
     pub fn limit(self) -> u32 {
         match self {
-            LabelLimit::Property(n) | LabelLimit::Records(n) => n,
+            LabelLimit::Property(n) | LabelLimit::Names(n) | LabelLimit::Records(n) => n,
         }
     }
 }
@@ -150,6 +152,9 @@ pub fn check_label(label: f32, classes: LabelLimit) -> Result<u32, String> {
         LabelLimit::Property(n) if class >= n => {
             Err(format!("label {class} is not below the {n} classes of the property file"))
         }
+        LabelLimit::Names(n) if class >= n => {
+            Err(format!("label {class} is not below the {n} classes of the names file"))
+        }
         LabelLimit::Records(n) if class >= n => Err(format!(
             "label {class} is not below the {n} image records of the file: a dataset has at most one class per record, \
              so a label this large is damage (it would make {} classes, nearly all without a record)",
@@ -173,6 +178,8 @@ mod tests {
         }
         let e = check_label(10.0, LabelLimit::Property(10)).unwrap_err();
         assert!(e.contains("not below the 10 classes"), "{e}");
+        let e = check_label(3.0, LabelLimit::Names(3)).unwrap_err();
+        assert!(e.contains("not below the 3 classes of the names file"), "{e}");
     }
 
     #[test]

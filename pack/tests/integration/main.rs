@@ -12,3 +12,4 @@ mod photo_decode;
 mod photo_faults;
 mod pipeline_faults;
 mod rec_import;
+mod rec_split;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 /// `dir/train.rec` and `train.idx` of `n` small PNG images of 5 identities, and one record that
 /// is no image (a reject).
-fn write_rec(dir: &Path, n: u64, seed: u8) {
+pub(crate) fn write_rec(dir: &Path, n: u64, seed: u8) {
     std::fs::create_dir_all(dir).unwrap();
     let (mut rec, mut idx) = (Vec::new(), String::new());
     for k in 0..=n {
@@ -36,10 +36,10 @@ fn write_rec(dir: &Path, n: u64, seed: u8) {
 }
 
 /// Where an observer stops a run.
-type StopAt = fn(&Event) -> bool;
+pub(crate) type StopAt = fn(&Event) -> bool;
 
 /// An observer that records every event and stops the run at `stop_at`.
-fn observer(stop_at: Option<StopAt>) -> (Observer, Arc<Mutex<Vec<String>>>) {
+pub(crate) fn observer(stop_at: Option<StopAt>) -> (Observer, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let obs = Observer::new(move |e| {
@@ -53,24 +53,30 @@ fn observer(stop_at: Option<StopAt>) -> (Observer, Arc<Mutex<Vec<String>>>) {
     (obs, seen)
 }
 
-fn import(input: &Path, output: &Path, resume: bool, overwrite: bool, events: Observer) -> ImportEnd {
-    let opts = ImportOptions {
+/// The options of an import of `input` into `output` in 4 KiB shards on 2 threads, no split, no names.
+pub(crate) fn options(input: &Path, output: &Path, resume: bool, overwrite: bool, events: Observer) -> ImportOptions {
+    ImportOptions {
         input: input.to_path_buf(),
         output: output.to_path_buf(),
         shard_size: 4 << 10,
         threads: 2,
+        valid_fraction: 0.0,
+        names: None,
         resume,
         overwrite,
         progress: false,
         stop: StopFlag::new(),
         events,
-    };
-    import_rec(&opts).unwrap()
+    }
+}
+
+fn import(input: &Path, output: &Path, resume: bool, overwrite: bool, events: Observer) -> ImportEnd {
+    import_rec(&options(input, output, resume, overwrite, events)).unwrap()
 }
 
 /// Every file of dataset `name` in `dir` but its report, by name; manifests without their
 /// creation time (the only bytes two runs may differ in).
-fn files(dir: &Path, name: &str) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn files(dir: &Path, name: &str) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -91,7 +97,7 @@ fn files(dir: &Path, name: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn done(end: ImportEnd) {
+pub(crate) fn done(end: ImportEnd) {
     assert!(matches!(end, ImportEnd::Done(_)), "{end:?}");
 }
 
@@ -150,17 +156,7 @@ fn a_replacement_stopped_while_put_in_place_blocks_other_runs_until_resume_finis
     assert!(matches!(end, ImportEnd::Interrupted { .. }), "{end:?}");
     assert!(t.path().join("o/.ds.staging").exists());
     for (resume, overwrite) in [(false, false), (false, true)] {
-        let opts = ImportOptions {
-            input: big.clone(),
-            output: out.clone(),
-            shard_size: 4 << 10,
-            threads: 2,
-            resume,
-            overwrite,
-            progress: false,
-            stop: StopFlag::new(),
-            events: Observer::default(),
-        };
+        let opts = options(&big, &out, resume, overwrite, Observer::default());
         let err = format!("{:#}", import_rec(&opts).unwrap_err());
         assert!(err.contains("stopped while putting it in place") && err.contains("--resume"), "{err}");
     }
