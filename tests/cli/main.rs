@@ -1,6 +1,6 @@
 //! facekit end to end through its command line, one binary: packing real photos, training and
 //! its golden loss curves (the numerics guard), evaluation, making `.bin` verification sets,
-//! verify-shard, every fault of the reliability issue, and the fuzzers' inputs.
+//! verify-shard, TensorBoard's reading of a run's event files, every fault of the reliability issue, and the fuzzers' inputs.
 
 #[cfg(all(feature = "torch", feature = "dlib"))]
 mod eval_end_to_end;
@@ -16,6 +16,9 @@ mod onnx_export;
 mod pack_photos;
 mod rec_interop;
 mod reliability;
+// TensorBoard's reader of the trainer's event files (`.venv-tb`).
+#[cfg(feature = "torch")]
+mod tensorboard;
 #[cfg(feature = "torch")]
 mod train_distributed;
 #[cfg(feature = "torch")]
