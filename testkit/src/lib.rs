@@ -80,6 +80,15 @@ pub fn onnxruntime_python() -> Option<PathBuf> {
     reference_python(workspace_root().join(".venv-onnx/bin/python"), "onnxruntime")
 }
 
+/// TensorBoard's Python (`.venv-tb`, made by scripts/setup.sh), when it imports its event reader:
+/// the reference reader of the event files `facekit train` writes (see [`reference_python`]).
+pub fn tensorboard_python() -> Option<PathBuf> {
+    reference_python(
+        workspace_root().join(".venv-tb/bin/python"),
+        "tensorboard.backend.event_processing.event_accumulator",
+    )
+}
+
 /// libtorch's random generator is global to the process: tests that draw weights or inputs while
 /// another test reseeds it would see another draw than their seed promises. Such tests take turns
 /// through this guard (one test binary per crate runs all of them in one process).

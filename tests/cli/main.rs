@@ -1,6 +1,6 @@
 //! facekit end to end through its command line, one binary: packing real photos, training and
 //! its golden loss curves (the numerics guard), evaluation, making `.bin` verification sets,
-//! verify-shard, every fault of the reliability issue, and the fuzzers' inputs.
+//! verify-shard, TensorBoard's reading of a run's event files, every fault of the reliability issue, and the fuzzers' inputs.
 
 mod curate;
 #[cfg(all(feature = "torch", feature = "dlib"))]
@@ -17,6 +17,9 @@ mod onnx_export;
 mod pack_photos;
 mod rec_interop;
 mod reliability;
+// TensorBoard's reader of the trainer's event files (`.venv-tb`).
+#[cfg(feature = "torch")]
+mod tensorboard;
 #[cfg(feature = "torch")]
 mod train_config_file;
 #[cfg(feature = "torch")]

@@ -26,7 +26,7 @@ fn pickle_bin(images: &[Vec<u8>], issame: &[bool]) -> Vec<u8> {
 
 /// `dir/NAME.bin`: 60 pairs of `lfw.valid` chips (10 identities x 6 photos), same and different
 /// alternating, each image a PNG of BIN_SIDE pixels.
-fn write_bin(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn write_bin(dir: &Path, name: &str) -> PathBuf {
     write_bin_repeated(dir, name, 1)
 }
 
@@ -159,8 +159,8 @@ fn eval_bin_is_logged_at_its_steps_and_equals_eval_verify_on_the_checkpoint() {
 
     // Without --best-on, validation still picks the best checkpoint.
     assert_eq!(state(&run, BEST)["best"]["name"], "verification_accuracy");
-    // Loss above; validation and .bin accuracies share the panel below.
-    assert_eq!(image::image_dimensions(RunPaths::new(&run).curves()).unwrap(), (1000, 800));
+    // Loss and learning rate above; validation and .bin accuracies share the panel below.
+    assert_eq!(image::image_dimensions(RunPaths::new(&run).curves()).unwrap(), (1000, 1200));
     let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(RunPaths::new(run).config()).unwrap()).unwrap();
     assert_eq!(cfg["config"]["eval_every"], 5);
     assert_eq!(cfg["config"]["eval_bin"].as_array().unwrap().len(), 2);

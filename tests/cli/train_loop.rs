@@ -174,8 +174,8 @@ fn fr_loss_falls_and_the_run_folder_holds_every_output() {
     for f in ["config.json", "net.json", "curves.png", "train_log.jsonl"] {
         assert!(run.join(f).is_file(), "missing {f}");
     }
-    // Loss above, validation accuracy below: two 400-pixel panels.
-    assert_eq!(image::image_dimensions(RunPaths::new(&run).curves()).unwrap(), (1000, 800));
+    // Loss, learning rate, and validation accuracy below: three 400-pixel panels.
+    assert_eq!(image::image_dimensions(RunPaths::new(&run).curves()).unwrap(), (1000, 1200));
     for c in ["last", "best"] {
         for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
             assert!(run.join("checkpoints").join(c).join(f).is_file(), "missing checkpoints/{c}/{f}");
@@ -276,8 +276,8 @@ fn multi_task_trains_on_sets_with_partial_labels() {
     for k in ["identity_accuracy", "verification_accuracy", "gender_accuracy", "age_mae"] {
         assert!(last[k].as_f64().is_some_and(f64::is_finite), "validation lacks {k}: {last}");
     }
-    // Loss, accuracies, and the age error in years on its own axis.
-    assert_eq!(image::image_dimensions(RunPaths::new(run).curves()).unwrap(), (1000, 1200));
+    // Loss, learning rate, accuracies, and the age error in years on its own axis.
+    assert_eq!(image::image_dimensions(RunPaths::new(run).curves()).unwrap(), (1000, 1600));
 }
 
 /// Every step of the resumed run `resumed` has the loss of the uninterrupted run's step (`what`

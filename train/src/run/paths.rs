@@ -12,7 +12,9 @@
 //!   init.json                  what `--init` loaded, when it was given
 //!   train_log.jsonl            one JSON object per logged step and per validation
 //!   loss_debug/losses.tsv      the loss of every step
-//!   curves.png                 loss and validation curves
+//!   curves.png                 loss, learning-rate and validation curves
+//!   tensorboard/events.out.tfevents.SECS.HOST.PID.N
+//!                              TensorBoard's event files, one per start of the run
 //!   checkpoints/last/, best/   model.safetensors, optimizer.safetensors, state.json
 //! ```
 
@@ -34,8 +36,12 @@ pub const LOG_FILE: &str = "train_log.jsonl";
 pub const LOSS_DEBUG_DIR: &str = "loss_debug";
 /// The loss of every step, inside [`LOSS_DEBUG_DIR`].
 pub const LOSSES_FILE: &str = "losses.tsv";
-/// Loss and validation curves.
+/// Loss, learning-rate and validation curves.
 pub const CURVES_FILE: &str = "curves.png";
+/// The folder of TensorBoard's event files.
+pub const TENSORBOARD_DIR: &str = "tensorboard";
+/// How TensorBoard's event files begin (its readers look for `tfevents` in the name).
+pub const EVENTS_FILE_PREFIX: &str = "events.out.tfevents.";
 /// The folder of the checkpoints ([`LAST`], [`BEST`]).
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
 /// The checkpoint written every `--checkpoint-every` steps and at the end.
@@ -101,6 +107,36 @@ impl RunPaths {
         self.root.join(CURVES_FILE)
     }
 
+    /// `tensorboard/`.
+    pub fn tensorboard(&self) -> PathBuf {
+        self.root.join(TENSORBOARD_DIR)
+    }
+
+    /// `tensorboard/events.out.tfevents.SECS.HOST.PID.N`, named as TensorFlow names them: TensorBoard
+    /// reads a folder's event files in name order, so `secs` orders the starts of a run.
+    pub fn event_file(&self, secs: u64, host: &str, pid: u32, n: usize) -> PathBuf {
+        self.tensorboard().join(format!("{EVENTS_FILE_PREFIX}{secs:010}.{host}.{pid}.{n}"))
+    }
+
+    /// The event files in `tensorboard/`, in name order (none when the folder does not exist).
+    pub fn event_files(&self) -> Result<Vec<PathBuf>> {
+        let dir = self.tensorboard();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+            if entry.file_name().to_string_lossy().starts_with(EVENTS_FILE_PREFIX) {
+                files.push(entry.path());
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
     /// `checkpoints/`.
     pub fn checkpoints(&self) -> PathBuf {
         self.root.join(CHECKPOINTS_DIR)
@@ -131,6 +167,11 @@ impl RunPaths {
             facekit_io::output::Owner { what: format!("run folder {}", path.display()), root: path.to_path_buf() }
         })
     }
+}
+
+/// The seconds in the name of an event file ([`RunPaths::event_file`]).
+pub fn event_file_seconds(path: &Path) -> Option<u64> {
+    path.file_name()?.to_str()?.strip_prefix(EVENTS_FILE_PREFIX)?.split('.').next()?.parse().ok()
 }
 
 /// Where the weights and `net.json` of `model` are: a run folder (`Model/<run>`, checkpoint

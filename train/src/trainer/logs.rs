@@ -1,7 +1,9 @@
 //! The run's logs: `loss_debug/losses.tsv` (the loss of every step), `train_log.jsonl` (one JSON
-//! object per logged step and per validation) and the chart `curves.png` (training loss, and
-//! below it the validation metrics).
+//! object per logged step and per validation), the same numbers as TensorBoard scalars
+//! ([`super::tensorboard`]), and the chart `curves.png` (training loss, learning rate, and below
+//! them the validation metrics).
 
+use super::tensorboard::{self, EventWriter};
 use crate::run::paths::{RunPaths, LOG_FILE, LOSSES_FILE, LOSS_DEBUG_DIR};
 use anyhow::{Context, Result};
 use std::fs::{File, OpenOptions};
@@ -45,8 +47,12 @@ pub struct RunLogs {
     curves: PathBuf,
     losses: File,
     jsonl: File,
+    /// Every `train_log.jsonl` record's numbers, as TensorBoard scalars.
+    tensorboard: EventWriter,
     /// (step, total loss) of every step, for the loss chart.
     loss_points: Vec<(f64, f64)>,
+    /// (step, learning rate) of every step.
+    lr_points: Vec<(f64, f64)>,
     /// Validation metric name -> (step, value).
     valid_points: Vec<(String, Vec<(f64, f64)>)>,
     /// `--eval-bin` legend name (`lfw.bin accuracy`) -> (step, accuracy).
@@ -54,8 +60,9 @@ pub struct RunLogs {
 }
 
 impl RunLogs {
-    /// Opens the logs of the run `run`. Lines for steps after `keep_through` are dropped
-    /// first: they come from steps past the checkpoint a resume starts from, which will be redone.
+    /// Opens the logs of the run `run`. Lines (and TensorBoard events) for steps after
+    /// `keep_through` are dropped first: they come from steps past the checkpoint a resume starts
+    /// from, which will be redone.
     pub fn open(run: &RunPaths, keep_through: u64) -> Result<Self> {
         let losses_path = run.losses();
         let jsonl_path = run.log();
@@ -67,7 +74,9 @@ impl RunLogs {
             curves: run.curves(),
             losses: append(&losses_path)?,
             jsonl: append(&jsonl_path)?,
+            tensorboard: EventWriter::open(run, keep_through)?,
             loss_points: Vec::new(),
+            lr_points: Vec::new(),
             valid_points: Vec::new(),
             bin_points: Vec::new(),
         };
@@ -77,9 +86,12 @@ impl RunLogs {
         }
         for line in loss_lines.iter().filter(|l| !l.starts_with("step")) {
             let f: Vec<&str> = line.split('\t').collect();
-            if let (Some(s), Some(t)) = (f.first().and_then(|s| s.parse().ok()), f.get(3).and_then(|s| s.parse().ok()))
-            {
+            let field = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok());
+            if let (Some(s), Some(t)) = (field(0), field(3)) {
                 logs.loss_points.push((s, t));
+            }
+            if let (Some(s), Some(lr)) = (field(0), field(2)) {
+                logs.lr_points.push((s, lr));
             }
         }
         for line in &json_lines {
@@ -103,16 +115,21 @@ impl RunLogs {
         )
         .with_context(|| format!("cannot write {LOSS_DEBUG_DIR}/{LOSSES_FILE}"))?;
         self.loss_points.push((step as f64, l.total));
+        self.lr_points.push((step as f64, lr));
         Ok(())
     }
 
-    /// Appends one JSON object (must hold `step`) to `train_log.jsonl`; a `validation` or an
-    /// `eval_bin` object in it also feeds the validation chart.
+    /// Appends one JSON object (must hold `step`) to `train_log.jsonl` and its numbers to the
+    /// TensorBoard event file, both flushed; a `validation` or an `eval_bin` object in it also
+    /// feeds the validation chart.
     pub fn event(&mut self, value: &serde_json::Value) -> Result<()> {
         // Flush the per-step file too, so both logs agree at every logged step.
         self.losses.flush().with_context(|| format!("cannot write {LOSS_DEBUG_DIR}/{LOSSES_FILE}"))?;
         writeln!(self.jsonl, "{value}").with_context(|| format!("cannot write {LOG_FILE}"))?;
         self.jsonl.flush().with_context(|| format!("cannot write {LOG_FILE}"))?;
+        if let Some(step) = value["step"].as_u64() {
+            self.tensorboard.scalars(step, &tensorboard::scalars(value))?;
+        }
         self.add_points(value);
         Ok(())
     }
@@ -143,39 +160,48 @@ impl RunLogs {
         }
     }
 
-    /// Redraws `curves.png`: the loss of every step and its running mean; below it, when the run
+    /// Redraws `curves.png`: the loss of every step (thin and pale) and its running mean (bold),
+    /// the learning rate of every step; below them, when the run
     /// validates or scores `--eval-bin` sets, the validation accuracies and each set's 10-fold
     /// accuracy (fractions, one series each) and, for Age and Multi, the age error in years, each
     /// on its own axis so that neither flattens the other.
     pub fn draw(&mut self) -> Result<()> {
         use facekit_eval::plot::{ChartSpec, Panel, Series};
         self.losses.flush().with_context(|| format!("cannot write {LOSS_DEBUG_DIR}/{LOSSES_FILE}"))?;
-        let window = (self.loss_points.len() / 50).max(1);
+        // A fiftieth of the run, but at least 10 steps: a mean of fewer would be as noisy as the loss.
+        let n = self.loss_points.len();
+        let window = (n / 50).max(10.min(n)).max(1);
         let mean: Vec<(f64, f64)> = self
             .loss_points
             .windows(window)
             .map(|w| (w[w.len() - 1].0, w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64))
             .collect();
         let mean_name = format!("mean of {window} steps");
-        let loss = [Series { name: "loss", points: &self.loss_points }, Series { name: &mean_name, points: &mean }];
+        let loss = [
+            Series { name: "loss of each step", points: &self.loss_points, faint: true },
+            Series { name: &mean_name, points: &mean, faint: false },
+        ];
+        let lr = [Series { name: "learning rate", points: &self.lr_points, faint: false }];
         // The verification threshold is a by-product, not a quality measure: left out.
         let fractions: Vec<Series> = self
             .valid_points
             .iter()
             .filter(|(n, _)| n.ends_with("_accuracy") || n.ends_with("_baseline"))
             .chain(&self.bin_points)
-            .map(|(n, p)| Series { name: n, points: p })
+            .map(|(n, p)| Series { name: n, points: p, faint: false })
             .collect();
         let years: Vec<Series> = self
             .valid_points
             .iter()
             .filter(|(n, _)| n == "age_mae")
-            .map(|(n, p)| Series { name: n, points: p })
+            .map(|(n, p)| Series { name: n, points: p, faint: false })
             .collect();
         // Every panel spans the steps of the loss, so that validation points sit under their step.
         let x_range = self.loss_points.first().zip(self.loss_points.last()).map(|(a, b)| (a.0, b.0));
         let spec = ChartSpec { title: "Training loss", x_label: "step", y_label: "loss", log_x: false };
         let mut panels = vec![Panel { spec, series: &loss, markers: false, x_range }];
+        let spec = ChartSpec { title: "Learning rate", x_label: "step", y_label: "learning rate", log_x: false };
+        panels.push(Panel { spec, series: &lr, markers: false, x_range });
         if !fractions.is_empty() {
             let title = if self.bin_points.is_empty() {
                 "Validation accuracy"

@@ -9,7 +9,7 @@
 //!   point, where [`host_reads`] (the one counted door to the host) reads them all at once;
 //! - [`replicas`]: the seam for data-parallel training (one process: [`SingleProcess`]);
 //! - what a run keeps: [`config`] (`config.json`), [`state`] and [`checkpoint`] (with
-//!   [`shards`]: a sharded head stored whole), [`logs`], the folder's lock in [`run_dir`] (its
+//!   [`shards`]: a sharded head stored whole), [`logs`] (with [`tensorboard`]'s event files), the folder's lock in [`run_dir`] (its
 //!   paths and file names are in [`crate::run::paths`]);
 //! - how it computes: [`optim`] (the optimiser trait, SGD) and [`adamw`], [`clip`] (gradient
 //!   clipping), [`schedule`] (dlib's plateau rule, step, cosine, polynomial, warm-up),
@@ -41,6 +41,7 @@ pub mod setup;
 pub mod shards;
 pub mod state;
 pub mod step;
+pub mod tensorboard;
 pub mod validate;
 
 pub use config::TrainConfig;

@@ -76,15 +76,16 @@ impl RunDir {
         Ok(())
     }
 
-    /// Removes the temporary files and folders a killed or failed run left (`.tmp-*` in the folder
-    /// and in `checkpoints/`), and settles a checkpoint replacement that a crash interrupted
+    /// Removes the temporary files and folders a killed or failed run left (`.tmp-*` in the folder,
+    /// in `checkpoints/` and in the logs' `loss_debug/` and `tensorboard/`), and settles a checkpoint replacement that a crash interrupted
     /// (`checkpoints/.old-NAME`: dropped when `NAME` is complete, renamed back when it is not
     /// there). Under the folder's lock all of them are stale, whatever PID their name carries.
     /// Returns how many entries were removed.
     pub fn remove_stale(&self) -> Result<usize> {
         let mut removed = 0;
-        let ckpts = self.paths.checkpoints();
-        for dir in [self.paths.root(), &ckpts] {
+        let (ckpts, logs, events) = (self.paths.checkpoints(), self.paths.loss_debug(), self.paths.tensorboard());
+        // The logs' folders too: a resume rewrites `losses.tsv` and event files atomically.
+        for dir in [self.paths.root(), &ckpts, &logs, &events] {
             let Ok(entries) = fs::read_dir(dir) else { continue };
             for entry in entries {
                 let entry = entry?;
