@@ -230,7 +230,7 @@ fn flag_default() -> &'static super::train_config::FlagDefaults {
     &super::train_config::FLAG_DEFAULTS
 }
 
-/// `--arch`'s help, with the IR-ResNets' short names (insightface's `r50`, ...), which clap
+/// `--arch`'s help, with insightface's short names (`r50`, ..., `r200`, `mbf`), which clap
 /// accepts as aliases but would not show.
 fn arch_help() -> String {
     use clap::ValueEnum;

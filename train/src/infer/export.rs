@@ -6,7 +6,8 @@
 //! `layer1.0.downsample.0.weight`, ...; torchvision's `num_batches_tracked` and classifier `fc.*`
 //! are absent) and its embedding head is `embedding.{bn_in,fc,bn_out}.*`; an IR-ResNet's are
 //! insightface's `iresnet` names, embedding layers included (`conv1`, `prelu`, `layer1.0.bn1`, ...,
-//! `bn2`, `fc`, `features`; no `num_batches_tracked`). The optional task heads are
+//! `bn2`, `fc`, `features`; no `num_batches_tracked`), and MobileFaceNet's arcface_torch's
+//! (`layers.0.layers.0`, ..., `conv_sep`, `features.layers.3`). The optional task heads are
 //! `gender_head.*`, `age_head.*`. ArcFace's class centres (`arcface.*`) are training-only and
 //! left out.
 //!

@@ -1,8 +1,9 @@
 //! `--init`: starting a new run from pretrained weights, matched to the network by name.
 //!
 //! The source is a `.safetensors` file (torchvision `resnet50` names for `resnet50`/`tiny`,
-//! insightface `iresnet` names for the IR-ResNets, or a facekit `model.safetensors`) or a facekit
-//! run or export folder (its `best` checkpoint, else `last`, found as `facekit export` finds it).
+//! insightface `iresnet` names for the IR-ResNets, arcface_torch's `MobileFaceNet` names for
+//! `mobilefacenet`, or a facekit `model.safetensors`) or a facekit run or export folder (its
+//! `best` checkpoint, else `last`, found as `facekit export` finds it).
 //!
 //! Every tensor of the file either loads into the variable of the same name, or is ignored when
 //! the network has no such variable (torchvision's `fc.*`, BN's `num_batches_tracked`) or when it

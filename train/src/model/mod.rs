@@ -1,6 +1,6 @@
 //! The networks: ResNet-50 V1 (and a tiny variant) with a 512-d embedding head, insightface's
-//! IR-ResNet-18/34/50/100 (embedding head built in), plus the small gender and age heads of the
-//! multi-task setups. One file per backbone; [`Arch`] names them.
+//! IR-ResNet-18/34/50/100/200 and arcface_torch's MobileFaceNet (embedding layers built in), plus
+//! the small gender and age heads of the multi-task setups. One file per backbone; [`Arch`] names them.
 //!
 //! [`FaceNet`] owns parameters only: the losses (and ArcFace's class centres) live in
 //! [`crate::loss`] and the optimiser in the trainer, so that multi-GPU training can all-reduce
@@ -16,6 +16,7 @@ pub mod health;
 pub mod init;
 pub mod iresnet;
 pub mod layers;
+pub mod mobilefacenet;
 pub mod resnet;
 
 use anyhow::{bail, Result};
@@ -26,6 +27,7 @@ use tch::Tensor;
 pub use arch::{Arch, Family};
 pub use head::EmbeddingHead;
 pub use iresnet::IResNet;
+pub use mobilefacenet::MobileFaceNet;
 pub use resnet::{feature_map_side, ResNet};
 
 /// What the network is trained to predict. Stored as `fr`, `gender`, `age`, `multi` (runs of
@@ -84,7 +86,7 @@ pub struct NetConfig {
     /// Backbone architecture.
     pub arch: Arch,
     /// Input side in pixels (square); 224 and 112 are the supported sizes for ResNet-50, 112 is
-    /// the IR-ResNets' size.
+    /// the IR-ResNets' and MobileFaceNet's size.
     pub image_size: i64,
     /// Embedding dimension.
     pub embedding_size: i64,
@@ -140,12 +142,14 @@ impl NetConfig {
 }
 
 /// Names of parameters outside the reference backbone start with one of these. For the ResNets
-/// the backbone is torchvision's trunk and `embedding.*` is facekit's head; an IR-ResNet has no
-/// `embedding.*`, its `bn2`/`fc`/`features` being part of insightface's backbone.
+/// the backbone is torchvision's trunk and `embedding.*` is facekit's head; an IR-ResNet or a
+/// MobileFaceNet has no `embedding.*`, its embedding layers (`bn2`/`fc`/`features`,
+/// `conv_sep`/`features`) being part of insightface's backbone.
 pub const HEAD_PREFIXES: [&str; 4] = ["embedding.", "gender_head.", "age_head.", "arcface."];
 
 /// Whether a variable name belongs to the reference backbone: torchvision's `resnet50` trunk
-/// for the ResNets, insightface's whole `iresnet` (embedding layers included) for the IR-ResNets.
+/// for the ResNets, insightface's whole `iresnet` (embedding layers included) for the IR-ResNets,
+/// arcface_torch's whole `MobileFaceNet` for MobileFaceNet.
 /// Names alone decide, since the two families share no head names.
 pub fn is_backbone_param(name: &str) -> bool {
     !HEAD_PREFIXES.iter().any(|p| name.starts_with(p))
@@ -162,11 +166,13 @@ pub struct Outputs {
     pub age_logits: Option<Tensor>,
 }
 
-/// Image to embedding: a ResNet trunk with facekit's head, or an IR-ResNet, which has its own.
+/// Image to embedding: a ResNet trunk with facekit's head, or an IR-ResNet or MobileFaceNet,
+/// which have their own.
 #[derive(Debug)]
 enum Backbone {
     ResNet { trunk: ResNet, head: EmbeddingHead },
     IResNet(IResNet),
+    Mbf(MobileFaceNet),
 }
 
 /// Backbone, embedding head and the optional gender/age heads.
@@ -198,6 +204,9 @@ impl FaceNet {
             Family::IResNet => {
                 Backbone::IResNet(IResNet::new(p, arch, size, e, config.dropout, config.zero_init_residual))
             }
+            Family::MobileFaceNet => {
+                Backbone::Mbf(MobileFaceNet::new(p, arch.blocks(), size, e, config.dropout, config.zero_init_residual))
+            }
         };
         let gender = config.task.has_gender().then(|| layers::linear(p / "gender_head", e, 2));
         let age = config.task.has_age().then(|| layers::linear(p / "age_head", e, config.age_bins));
@@ -214,6 +223,7 @@ impl FaceNet {
         match &self.backbone {
             Backbone::ResNet { trunk, head } => trunk.forward_t(xs, train).apply_t(head, train),
             Backbone::IResNet(net) => net.forward_t(xs, train),
+            Backbone::Mbf(net) => net.forward_t(xs, train),
         }
     }
 

@@ -167,11 +167,13 @@ print(json.dumps({
 fn onnx_export_of_every_backbone_matches_facekit_embeddings_in_onnxruntime() {
     let Some(ort) = facekit_testkit::onnxruntime_python() else { return };
     let _turn = facekit_testkit::rng_turn();
-    // Every variant, so that a backbone added later is exported and checked without editing this.
+    // Every variant, so that a backbone added later is exported and checked without editing this,
+    // but IR-ResNet-200: r100's code and ops at twice the depth, whose export alone took 264 s of
+    // this test's 17 minutes on a loaded 2-core box (r100: 98 s).
     let archs = <Arch as clap::ValueEnum>::value_variants();
-    assert!(archs.contains(&Arch::Resnet50) && archs.contains(&Arch::Tiny));
+    assert!(archs.contains(&Arch::Resnet50) && archs.contains(&Arch::Tiny) && archs.contains(&Arch::Iresnet100));
     let mut timings = Vec::new();
-    for &arch in archs {
+    for &arch in archs.iter().filter(|&&a| a != Arch::Iresnet200) {
         let size = onnx_test_size(arch);
         let tmp = tempfile::tempdir().unwrap();
         let (src, out) = (tmp.path().join("run"), tmp.path().join("export"));

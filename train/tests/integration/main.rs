@@ -15,6 +15,7 @@ mod loss_margin;
 mod loss_multitask;
 mod model_init;
 mod model_iresnet;
+mod model_mobilefacenet;
 mod model_resnet;
 mod optim_fused;
 mod optim_reference;

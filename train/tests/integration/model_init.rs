@@ -30,7 +30,7 @@ fn python(code: &str) {
 #[test]
 fn batch_norms_start_at_scale_1_and_shift_0() {
     let _turn = facekit_testkit::rng_turn();
-    for arch in [Arch::Tiny, Arch::Resnet50, Arch::Iresnet18] {
+    for arch in [Arch::Tiny, Arch::Resnet50, Arch::Iresnet18, Arch::MobileFaceNet] {
         let vs = nn::VarStore::new(Device::Cpu);
         FaceNet::new(&vs.root(), &NetConfig { task: Task::Multi, ..config(arch, 112) }).unwrap();
         let vars = vs.variables();

@@ -14,11 +14,11 @@ fn reference_script() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/iresnet_ref.py")
 }
 
-/// Runs the reference for `arch` (r18 ...) at `size` into `dir`.
-fn run_reference(arch: &str, size: i64, dir: &Path) {
+/// Runs the reference for `arch` (r18 ...) at `size` on `batch` images into `dir`.
+fn run_reference(arch: &str, size: i64, batch: i64, dir: &Path) {
     let out = std::process::Command::new(facekit_testkit::venv_python())
         .arg(reference_script())
-        .args(["--arch", arch, "--size", &size.to_string(), "--out"])
+        .args(["--arch", arch, "--size", &size.to_string(), "--batch", &batch.to_string(), "--out"])
         .arg(dir)
         .output()
         .expect("running the venv python");
@@ -32,8 +32,13 @@ fn config(arch: Arch, image_size: i64) -> NetConfig {
 /// Builds `arch` at `size`, compares names and shapes with the reference's, loads its weights
 /// and compares the eval-mode embeddings of the same input.
 fn check_against_reference(arch: Arch, short: &str, size: i64) {
+    check_against_reference_on(arch, short, size, 2);
+}
+
+/// [`check_against_reference`] on a batch of `batch` images.
+fn check_against_reference_on(arch: Arch, short: &str, size: i64, batch: i64) {
     let dir = tempfile::tempdir().unwrap();
-    run_reference(short, size, dir.path());
+    run_reference(short, size, batch, dir.path());
     let vs = nn::VarStore::new(Device::Cpu);
     let net = FaceNet::new(&vs.root(), &config(arch, size)).unwrap();
 
@@ -99,6 +104,13 @@ fn iresnet50_matches_the_reference() {
 fn iresnet100_matches_the_reference() {
     let _turn = facekit_testkit::rng_turn();
     check_against_reference(Arch::Iresnet100, "r100", 112);
+}
+
+#[test]
+fn iresnet200_matches_the_reference() {
+    let _turn = facekit_testkit::rng_turn();
+    // 119 M parameters and 119 blocks: one image keeps the CPU forwards to seconds.
+    check_against_reference_on(Arch::Iresnet200, "r200", 112, 1);
 }
 
 #[test]
