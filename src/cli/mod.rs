@@ -7,6 +7,8 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 #[cfg(feature = "torch")]
+mod audit;
+#[cfg(feature = "torch")]
 mod config_file;
 #[cfg(feature = "torch")]
 mod embed;
@@ -50,6 +52,9 @@ pub enum Command {
     /// Evaluate a trained network (verification: LFW pairs, insightface .bin, all pairs).
     #[cfg(feature = "torch")]
     Eval(eval::EvalArgs),
+    /// Find duplicates, probable mislabels, identities that are one person, and overlap with evaluation sets.
+    #[cfg(feature = "torch")]
+    Audit(audit::AuditArgs),
     /// Bring in datasets in other formats (MXNet RecordIO `.rec`, as insightface distributes them).
     Import(import::ImportArgs),
     /// Export a trained network (safetensors, TorchScript, ONNX), or a dataset as MXNet RecordIO (`export rec`).
@@ -63,7 +68,7 @@ impl Command {
             Command::VerifyShard(_) | Command::Pack(_) | Command::Import(_) => false,
             Command::Export(a) => a.what.is_none(),
             #[cfg(feature = "torch")]
-            Command::Train(_) | Command::Embed(_) | Command::Eval(_) => true,
+            Command::Train(_) | Command::Embed(_) | Command::Eval(_) | Command::Audit(_) => true,
         }
     }
 }
@@ -79,6 +84,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Embed(args) => embed::run(args),
         #[cfg(feature = "torch")]
         Command::Eval(args) => eval::run(args),
+        #[cfg(feature = "torch")]
+        Command::Audit(args) => audit::run(args),
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
     }

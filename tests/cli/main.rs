@@ -3,6 +3,8 @@
 //! verify-shard, every fault of the reliability issue, and the fuzzers' inputs.
 
 #[cfg(all(feature = "torch", feature = "dlib"))]
+mod audit;
+#[cfg(all(feature = "torch", feature = "dlib"))]
 mod eval_end_to_end;
 mod fuzz_corpus;
 // Once per CI run: the build without dlib trains with the same code.
