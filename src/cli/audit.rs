@@ -37,7 +37,7 @@ pub struct AuditArgs {
     /// Similarity of two identities' centres from which they are probably one person [default: 0.92 with dlib, 0.60 with --model].
     #[arg(long)]
     pub same_person: Option<f32>,
-    /// Similarity of an evaluation face to an identity's centre from which that person is in the training set [default: 0.65 with dlib, 0.45 with --model].
+    /// Similarity of an evaluation face to an identity's centre from which that person is in the training set [default: 0.75 with dlib, 0.45 with --model].
     #[arg(long)]
     pub member: Option<f32>,
     /// Worst cases drawn on each contact sheet.

@@ -57,7 +57,7 @@ impl Network {
     /// The default thresholds for this network (docs/CURATE.md, "Audit", says how each was chosen).
     pub fn default_thresholds(&self) -> Thresholds {
         match self {
-            Network::Dlib { .. } => Thresholds { near: 0.95, mislabel: 0.40, same_person: 0.75, member: 0.65 },
+            Network::Dlib { .. } => Thresholds { near: 0.95, mislabel: 0.40, same_person: 0.75, member: 0.75 },
             Network::Model(_) => Thresholds { near: 0.90, mislabel: 0.30, same_person: 0.60, member: 0.45 },
         }
     }

@@ -11,7 +11,7 @@ pub const COL_BLOCK: i64 = 4096;
 
 /// `n x dim` rows (L2-normalised by the caller) as a tensor on `device`.
 pub fn matrix(values: &[f32], dim: usize, device: Device) -> Tensor {
-    let n = if dim == 0 { 0 } else { values.len() / dim };
+    let n = values.len().checked_div(dim).unwrap_or(0);
     Tensor::from_slice(values).view([n as i64, dim as i64]).to_device(device)
 }
 
