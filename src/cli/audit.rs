@@ -145,7 +145,13 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
         "records": faces.len(),
         "identities": audit::identities(&faces).len(),
         "embedding_dim": dim,
-        "thresholds": t,
+        // f32 thresholds as the user wrote them, not as their nearest f64 (0.44999998...).
+        "thresholds": {
+            "near": round4(t.near),
+            "mislabel": round4(t.mislabel),
+            "same_person": round4(t.same_person),
+            "member": round4(t.member),
+        },
         "centred": network.centred(),
         "counts": lists.iter().map(|(n, r)| (n.clone(), serde_json::Value::from(r.len()))).collect::<serde_json::Map<_, _>>(),
     });
@@ -199,4 +205,9 @@ fn cached(out: &Path, key: &audit::CacheKey) -> Option<Vec<f32>> {
     }
     let m = facekit_eval::npy::read_f32(&out.join("embeddings.npy")).ok()?;
     (m.rows == key.records && m.cols == key.dim).then_some(m.data)
+}
+
+/// `v` to 4 decimals, as f64.
+fn round4(v: f32) -> f64 {
+    (f64::from(v) * 1e4).round() / 1e4
 }
