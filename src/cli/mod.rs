@@ -7,6 +7,8 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 #[cfg(feature = "torch")]
+mod audit;
+#[cfg(feature = "torch")]
 mod config_file;
 mod curate;
 #[cfg(feature = "torch")]
@@ -55,6 +57,9 @@ pub enum Command {
     Merge(curate::MergeArgs),
     /// Copy a dataset without listed records or identities (docs/CURATE.md).
     Filter(curate::FilterArgs),
+    /// Find duplicates, probable mislabels, identities that are one person, and overlap with evaluation sets.
+    #[cfg(feature = "torch")]
+    Audit(audit::AuditArgs),
     /// Bring in datasets in other formats (MXNet RecordIO `.rec`, as insightface distributes them).
     Import(import::ImportArgs),
     /// Export a trained network (safetensors, TorchScript, ONNX), or a dataset as MXNet RecordIO (`export rec`).
@@ -72,7 +77,7 @@ impl Command {
             | Command::Filter(_) => false,
             Command::Export(a) => a.what.is_none(),
             #[cfg(feature = "torch")]
-            Command::Train(_) | Command::Embed(_) | Command::Eval(_) => true,
+            Command::Train(_) | Command::Embed(_) | Command::Eval(_) | Command::Audit(_) => true,
         }
     }
 }
@@ -90,6 +95,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::run(args),
         Command::Merge(args) => curate::run_merge(args),
         Command::Filter(args) => curate::run_filter(args),
+        #[cfg(feature = "torch")]
+        Command::Audit(args) => audit::run(args),
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
     }

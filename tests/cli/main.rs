@@ -4,6 +4,8 @@
 
 mod curate;
 #[cfg(all(feature = "torch", feature = "dlib"))]
+mod audit;
+#[cfg(all(feature = "torch", feature = "dlib"))]
 mod eval_end_to_end;
 mod fuzz_corpus;
 // Once per CI run: the build without dlib trains with the same code.

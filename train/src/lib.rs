@@ -22,6 +22,7 @@
 //! This is the crate that owns the libtorch dependency; the data comes from `facekit-data`,
 //! the metrics and evaluation files from `facekit-eval`.
 
+pub mod audit;
 pub mod dist;
 pub mod embedding;
 pub mod events;

@@ -47,3 +47,20 @@ impl FaceAligner {
         match self.never {}
     }
 }
+
+/// dlib's face encoder: not in this build (feature `dlib`).
+pub struct FaceEncoder {
+    never: std::convert::Infallible,
+}
+
+impl FaceEncoder {
+    /// Always an error: this build has no dlib.
+    pub fn new(_models: Option<&Path>) -> anyhow::Result<FaceEncoder> {
+        anyhow::bail!("this facekit was built without dlib (feature `dlib`): give --model")
+    }
+
+    /// Unreachable: no encoder exists.
+    pub fn encode(&self, _chip: &RgbImage) -> anyhow::Result<(Vec<f32>, bool)> {
+        match self.never {}
+    }
+}

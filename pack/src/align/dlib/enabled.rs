@@ -2,13 +2,14 @@
 //! [`FaceAligner`].
 
 use super::{
-    models_dir, AlignError, Aligned, Detection, DetectorKind, FaceBox, CNN_MODEL, LANDMARKS_MODEL, MAX_UPSAMPLE_PIXELS,
-    MIN_EYE_DISTANCE,
+    models_dir, AlignError, Aligned, Detection, DetectorKind, FaceBox, CNN_MODEL, ENCODER_MODEL, ENCODING_DIM,
+    LANDMARKS_MODEL, MAX_UPSAMPLE_PIXELS, MIN_EYE_DISTANCE,
 };
 use crate::align::{align_dlib5, ChipSpec, LandmarkOrder, Landmarks5};
 use anyhow::Context;
 use dlib_face_recognition::{
-    FaceDetector, FaceDetectorCnn, FaceDetectorTrait, ImageMatrix, LandmarkPredictor, LandmarkPredictorTrait, Rectangle,
+    FaceDetector, FaceDetectorCnn, FaceDetectorTrait, FaceEncoderNetwork, FaceEncoderTrait, ImageMatrix,
+    LandmarkPredictor, LandmarkPredictorTrait, Rectangle,
 };
 use image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -118,6 +119,50 @@ impl FaceAligner {
     }
 }
 
+/// dlib's face encoder (`dlib_face_recognition_resnet_model_v1.dat`) over aligned chips: finds
+/// the face on the chip (HOG, upsampled 2x when needed; the chip's central box where none is
+/// found, since a chip is a face by construction), its 5 landmarks, and the 128-d descriptor of
+/// dlib's own 150 px chip cut from them. `Send`, not `Sync`: one per thread.
+pub struct FaceEncoder {
+    aligner: FaceAligner,
+    net: FaceEncoderNetwork,
+}
+
+impl FaceEncoder {
+    /// Loads the encoder, detector and landmark models from `models` (see [`models_dir`]).
+    pub fn new(models: Option<&Path>) -> anyhow::Result<FaceEncoder> {
+        let aligner = FaceAligner::new(models, DetectorKind::Hog, crate::align::ChipSpec::default())?;
+        let p = model_file(&models_dir(models), ENCODER_MODEL)?;
+        let net = FaceEncoderNetwork::open(&p)
+            .map_err(|e| anyhow::anyhow!(e))
+            .with_context(|| format!("loading dlib face encoder {}", p.display()))?;
+        Ok(FaceEncoder { aligner, net })
+    }
+
+    /// The descriptor of the face on `chip` ([`ENCODING_DIM`] values, not normalised), and
+    /// whether a detector found it (otherwise the central box stood in).
+    pub fn encode(&self, chip: &RgbImage) -> anyhow::Result<(Vec<f32>, bool)> {
+        let m = to_matrix(chip);
+        let (w, h) = (chip.width() as i64, chip.height() as i64);
+        let det = self.aligner.detect_matrix(&m, chip.width(), chip.height());
+        let (face, found) = match det.largest() {
+            Some(f) => (f, true),
+            // dlib's HOG boxes of aligned chips lie about 1/8 inside each edge.
+            None => (FaceBox { left: w / 8, top: h / 8, right: w - w / 8, bottom: h - h / 8 }, false),
+        };
+        let landmarks = self.aligner.predictor.face_landmarks(&m, &to_dlib(face));
+        let encodings = self.net.get_face_encodings(&m, &[landmarks], 0);
+        let values: Vec<f32> =
+            encodings.iter().next().map(|e| e.as_ref().iter().map(|&v| v as f32).collect()).unwrap_or_default();
+        anyhow::ensure!(
+            values.len() == ENCODING_DIM,
+            "dlib's face encoder gave {} values, not {ENCODING_DIM}",
+            values.len()
+        );
+        Ok((values, found))
+    }
+}
+
 fn landmarks_on(p: &LandmarkPredictor, m: &ImageMatrix, face: FaceBox) -> [[f64; 2]; 5] {
     let parts = p.face_landmarks(m, &to_dlib(face));
     let mut out = [[0.0; 2]; 5];
@@ -139,6 +184,7 @@ fn to_matrix(img: &RgbImage) -> ImageMatrix {
 const _: fn() = || {
     fn assert_send<T: Send>() {}
     assert_send::<FaceAligner>();
+    assert_send::<FaceEncoder>();
 };
 
 /// Refuses to run dlib code built with AVX2 (see `.cargo/config.toml`) on a CPU without it: an

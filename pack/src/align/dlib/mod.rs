@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 #[cfg(feature = "dlib")]
 mod enabled;
 #[cfg(feature = "dlib")]
-pub use enabled::FaceAligner;
+pub use enabled::{FaceAligner, FaceEncoder};
 #[cfg(not(feature = "dlib"))]
 mod disabled;
 #[cfg(not(feature = "dlib"))]
-pub use disabled::FaceAligner;
+pub use disabled::{FaceAligner, FaceEncoder};
 
 /// Whether this build can detect faces (feature `dlib`).
 pub const AVAILABLE: bool = cfg!(feature = "dlib");
@@ -39,6 +39,10 @@ pub const MAX_UPSAMPLE_PIXELS: u64 = 8_000_000;
 pub const LANDMARKS_MODEL: &str = "shape_predictor_5_face_landmarks.dat";
 /// File name of dlib's CNN face detector inside the models folder.
 pub const CNN_MODEL: &str = "mmod_human_face_detector.dat";
+/// File name of dlib's face encoder (ResNet, 128-d descriptors; CC0) inside the models folder.
+pub const ENCODER_MODEL: &str = "dlib_face_recognition_resnet_model_v1.dat";
+/// Size of one [`FaceEncoder`] descriptor.
+pub const ENCODING_DIM: usize = 128;
 /// Smallest accepted distance between the eye centres, in source pixels.
 pub const MIN_EYE_DISTANCE: f64 = 12.0;
 

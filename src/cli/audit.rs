@@ -1,0 +1,213 @@
+//! `facekit audit training/NAME`: every record embedded with a face network (dlib's face encoder
+//! by default, or a facekit run or export with `--model`), then lists of exact and near
+//! duplicates, probable mislabels, identities that are probably one person, and faces shared
+//! with evaluation sets (`--against`), with contact sheets and `audit.json` (docs/CURATE.md).
+
+use super::embed::ModelArgs;
+use anyhow::{Context, Result};
+use facekit_train::audit::{self, Faces, Findings, Network, Row, Thresholds};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Arguments of `facekit audit`.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// The dataset to audit (`training/celeb`, or a name under --data-dir).
+    pub dataset: String,
+    /// Folder where bare dataset names are looked up.
+    #[arg(long, default_value = "training")]
+    pub data_dir: PathBuf,
+    /// Output folder, replaced whole (it may hold only an earlier audit's files) [default: audit/NAME].
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Folder of dlib's models, for the default network (dlib's face encoder).
+    #[arg(long, env = "FACEKIT_MODELS")]
+    pub models: Option<PathBuf>,
+    /// insightface verification `.bin` files whose faces are looked for in the dataset (repeatable).
+    #[arg(long, num_args = 1..)]
+    pub against: Vec<PathBuf>,
+    /// Cosine similarity from which two faces are near duplicates [default: 0.97 with dlib, 0.90 with --model].
+    #[arg(long)]
+    pub near: Option<f32>,
+    /// Similarity to its identity's centre below which a record is a probable mislabel [default: 0.85 with dlib, 0.30 with --model].
+    #[arg(long)]
+    pub mislabel: Option<f32>,
+    /// Similarity of two identities' centres from which they are probably one person [default: 0.92 with dlib, 0.60 with --model].
+    #[arg(long)]
+    pub same_person: Option<f32>,
+    /// Similarity of an evaluation face to an identity's centre from which that person is in the training set [default: 0.75 with dlib, 0.45 with --model].
+    #[arg(long)]
+    pub member: Option<f32>,
+    /// Worst cases drawn on each contact sheet.
+    #[arg(long, default_value_t = 16)]
+    pub sheet_rows: usize,
+}
+
+const FIXED: [&str; 11] = [
+    "audit.json",
+    "embeddings.npy",
+    "embeddings.json",
+    "exact_duplicates.tsv",
+    "near_duplicates.tsv",
+    "mislabels.tsv",
+    "same_person.tsv",
+    "exact_duplicates.png",
+    "near_duplicates.png",
+    "mislabels.png",
+    "same_person.png",
+];
+
+/// The files an audit folder may hold: the fixed ones and every `overlap_*` list and sheet.
+fn own_files(out: &Path, sets: &[String]) -> Vec<String> {
+    let mut own: Vec<String> = FIXED.iter().map(|s| s.to_string()).collect();
+    for s in sets {
+        own.push(format!("overlap_{s}.tsv"));
+        own.push(format!("overlap_{s}.png"));
+    }
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("overlap_") && (name.ends_with(".tsv") || name.ends_with(".png")) {
+                own.push(name);
+            }
+        }
+    }
+    own
+}
+
+/// Runs the audit and writes its folder.
+pub fn run(args: AuditArgs) -> Result<ExitCode> {
+    let paths = facekit_shard::DatasetPaths::resolve(&args.dataset, Some(&args.data_dir))?;
+    let output = args.output.clone().unwrap_or_else(|| PathBuf::from("audit").join(paths.name()));
+    let set_names: Vec<String> = args.against.iter().map(|p| facekit_train::embedding::bins::bin_name(p)).collect();
+    let own = own_files(&output, &set_names);
+    let own_refs: Vec<&str> = own.iter().map(String::as_str).collect();
+    super::output_check()
+        .input(paths.manifest())
+        .inputs(&args.model.model)
+        .inputs(&args.against)
+        .folder(&output, &own_refs)?;
+    let held = facekit_io::output::hold(&output, &format!("audit folder {}", output.display()), &[])?;
+    let events = super::train_events::observer();
+    let network = match &args.model.model {
+        Some(_) => Network::Model(Box::new(args.model.load(&events)?)),
+        None => Network::Dlib { models: args.models.clone() },
+    };
+    let defaults = network.default_thresholds();
+    let t = Thresholds {
+        near: args.near.unwrap_or(defaults.near),
+        mislabel: args.mislabel.unwrap_or(defaults.mislabel),
+        same_person: args.same_person.unwrap_or(defaults.same_person),
+        member: args.member.unwrap_or(defaults.member),
+    };
+    let ds = facekit_shard::Dataset::open(paths.clone())?;
+    let faces = Faces::read(&ds)?;
+    let dim = network.dim();
+    let key = audit::CacheKey {
+        manifest_sha256: audit::file_sha256(&paths.manifest())?,
+        network_sha256: audit::file_sha256(&network.weights())?,
+        records: faces.len(),
+        dim,
+    };
+    let emb = match cached(&output, &key) {
+        Some(e) => {
+            outln!("facekit audit: reusing the embeddings in {}", output.display());
+            e
+        }
+        None => network.embed(faces.len(), args.model.batch_size, &events, |i| audit::record_image(&ds, i))?,
+    };
+    let mut sets = Vec::new();
+    for p in &args.against {
+        sets.push(audit::EvalSet::load(p, &network, args.model.batch_size, &events)?);
+    }
+    // The cache keeps the embeddings as the network gave them; centring is the analysis's.
+    let mut centred = emb.clone();
+    if network.centred() {
+        let mean = audit::mean(&emb, dim);
+        audit::centre(&mut centred, &mean);
+        for s in &mut sets {
+            audit::centre(&mut s.embeddings, &mean);
+        }
+    }
+    let device = match &network {
+        Network::Model(m) => m.device,
+        Network::Dlib { .. } => facekit_train::trainer::parse_device(&args.model.device)?,
+    };
+    let found = audit::analyse(&faces, &centred, dim, &sets, &t, device)?;
+    let lists = lists(&found, &sets);
+    let summary = serde_json::json!({
+        "dataset": paths.name(),
+        "manifest_sha256": key.manifest_sha256,
+        "network": network.describe(),
+        "network_sha256": key.network_sha256,
+        "records": faces.len(),
+        "identities": audit::identities(&faces).len(),
+        "embedding_dim": dim,
+        // f32 thresholds as the user wrote them, not as their nearest f64 (0.44999998...).
+        "thresholds": {
+            "near": round4(t.near),
+            "mislabel": round4(t.mislabel),
+            "same_person": round4(t.same_person),
+            "member": round4(t.member),
+        },
+        "centred": network.centred(),
+        "counts": lists.iter().map(|(n, r)| (n.clone(), serde_json::Value::from(r.len()))).collect::<serde_json::Map<_, _>>(),
+    });
+    let rows = args.sheet_rows;
+    held.replace_dir(|dir| -> Result<()> {
+        facekit_eval::npy::write_f32(&dir.join("embeddings.npy"), faces.len(), dim, &emb)?;
+        std::fs::write(dir.join("embeddings.json"), serde_json::to_vec_pretty(&key)?)?;
+        std::fs::write(dir.join("audit.json"), serde_json::to_vec_pretty(&summary)?)?;
+        for (name, list) in &lists {
+            std::fs::write(dir.join(format!("{name}.tsv")), audit::tsv(list, &faces, &sets))?;
+            if !list.is_empty() {
+                audit::sheet::write(
+                    &dir.join(format!("{name}.png")),
+                    &list[..list.len().min(rows)],
+                    &ds,
+                    &faces,
+                    &sets,
+                )
+                .with_context(|| format!("writing the contact sheet of {name}"))?;
+            }
+        }
+        Ok(())
+    })?;
+    for (name, list) in &lists {
+        outln!("{name}: {}", list.len());
+    }
+    outln!("Audited {} record(s) with {} into {}", faces.len(), network.describe(), output.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every finding's list under its file name (without `.tsv`).
+fn lists(f: &Findings, sets: &[audit::EvalSet]) -> Vec<(String, Vec<Row>)> {
+    let mut out = vec![
+        ("exact_duplicates".to_string(), f.exact.clone()),
+        ("near_duplicates".to_string(), f.near.clone()),
+        ("mislabels".to_string(), f.mislabels.clone()),
+        ("same_person".to_string(), f.same_person.clone()),
+    ];
+    for (s, rows) in sets.iter().zip(&f.overlap) {
+        out.push((format!("overlap_{}", s.name), rows.clone()));
+    }
+    out
+}
+
+/// The embeddings of an earlier audit of the same dataset with the same network, if any.
+fn cached(out: &Path, key: &audit::CacheKey) -> Option<Vec<f32>> {
+    let bytes = std::fs::read(out.join("embeddings.json")).ok()?;
+    let old: audit::CacheKey = serde_json::from_slice(&bytes).ok()?;
+    if &old != key {
+        return None;
+    }
+    let m = facekit_eval::npy::read_f32(&out.join("embeddings.npy")).ok()?;
+    (m.rows == key.records && m.cols == key.dim).then_some(m.data)
+}
+
+/// `v` to 4 decimals, as f64.
+fn round4(v: f32) -> f64 {
+    (f64::from(v) * 1e4).round() / 1e4
+}
