@@ -15,14 +15,14 @@ use sha2::{Digest, Sha256};
 use std::collections::BinaryHeap;
 
 /// A file's split hash: the first 8 bytes of the SHA-256 of its record path.
-pub fn path_hash(record_path: &str) -> u64 {
+pub(crate) fn path_hash(record_path: &str) -> u64 {
     let d = Sha256::digest(record_path.as_bytes());
     u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
 /// The two split rules and, for the per-class rule, each class's cut-off hash.
 #[derive(Debug, Clone)]
-pub struct SplitRule {
+pub(crate) struct SplitRule {
     fraction: f64,
     per_class: usize,
     // Per class: the N smallest hashes seen so far, as a max-heap, and how many files the class has.
@@ -56,7 +56,7 @@ impl SplitRule {
     }
 
     /// Fixes each class's cut-off once every file has been observed.
-    pub fn seal(&mut self) {
+    pub(crate) fn seal(&mut self) {
         self.cutoff = self
             .smallest
             .drain(..)
@@ -65,7 +65,7 @@ impl SplitRule {
     }
 
     /// Whether the file with this class and hash goes to the validation dataset.
-    pub fn is_valid(&self, class: Option<u32>, hash: u64) -> bool {
+    pub(crate) fn is_valid(&self, class: Option<u32>, hash: u64) -> bool {
         // 2^64 as f64 is exact; the comparison is on the hash's fraction of the whole range.
         if self.fraction > 0.0 && (hash as f64) < self.fraction * 18_446_744_073_709_551_616.0 {
             return true;
