@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// The name of a verification set: its file stem (`lfw` for `data/lfw.bin`).
-pub fn bin_name(path: &Path) -> String {
+pub(crate) fn bin_name(path: &Path) -> String {
     path.file_stem().map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned())
 }
 

@@ -61,7 +61,7 @@ impl Arch {
     }
 
     /// Channels of the stem and of the first stage's 3x3 convolutions; each stage doubles it.
-    pub fn base_width(self) -> i64 {
+    pub(crate) fn base_width(self) -> i64 {
         match self {
             Arch::Tiny => 16,
             _ => 64,
@@ -70,7 +70,7 @@ impl Arch {
 
     /// Channels of the final feature map: bottleneck expansion 4 on the last stage's width for
     /// the ResNets, the last stage's width (512) for the IR-ResNets.
-    pub fn out_channels(self) -> i64 {
+    pub(crate) fn out_channels(self) -> i64 {
         match self.family() {
             Family::ResNet => self.base_width() * 8 * super::resnet::EXPANSION,
             Family::IResNet => self.base_width() * 8,
