@@ -34,12 +34,16 @@ pub use disabled::FaceAligner;
 pub(crate) const AVAILABLE: bool = cfg!(feature = "dlib");
 
 /// Largest photo (in pixels) that is upsampled 2x when no face is found at its own size: 8 Mpx.
+#[cfg(feature = "dlib")]
 pub(crate) const MAX_UPSAMPLE_PIXELS: u64 = 8_000_000;
 /// File name of dlib's 5-point landmark model inside the models folder.
+#[cfg(feature = "dlib")]
 pub(crate) const LANDMARKS_MODEL: &str = "shape_predictor_5_face_landmarks.dat";
 /// File name of dlib's CNN face detector inside the models folder.
+#[cfg(feature = "dlib")]
 pub(crate) const CNN_MODEL: &str = "mmod_human_face_detector.dat";
 /// Smallest accepted distance between the eye centres, in source pixels.
+#[cfg(feature = "dlib")]
 pub(crate) const MIN_EYE_DISTANCE: f64 = 12.0;
 
 /// Which dlib face detector to run.
