@@ -86,7 +86,7 @@ impl View {
     pub const IDENTITY: View = View { flip: false, crop: None, brightness: 1.0, contrast: 1.0, grey: false };
 
     /// Whether the pixel values change (anything but flip and crop).
-    pub fn changes_colour(&self) -> bool {
+    pub(crate) fn changes_colour(&self) -> bool {
         self.brightness != 1.0 || self.contrast != 1.0 || self.grey
     }
 }
@@ -120,7 +120,7 @@ impl Crop {
 /// so the slot is written once and never read (libjpeg-turbo writes aligned rows the same way,
 /// which is why the loader does not decode a flipped image into the slot and mirror it there:
 /// reading it back from memory cost a third of a 224x224 decode).
-pub fn write_view(src: &[u8], src_pitch: usize, dst: &mut [u8], side: usize, view: &View) {
+pub(crate) fn write_view(src: &[u8], src_pitch: usize, dst: &mut [u8], side: usize, view: &View) {
     let row = side * 3;
     assert!(row <= MAX_ROW_BYTES && src_pitch >= row && dst.len() == row * side, "write_view: image sizes disagree");
     assert!(src.len() >= src_pitch * (side - 1) + row, "write_view: the source is smaller than its rows");
@@ -292,7 +292,7 @@ fn clamp_u8(v: f32) -> u8 {
 
 /// The seeded coin toss behind the flip (kept apart from [`unit`] so that flips stay what they
 /// were before the other augmentations existed).
-pub fn flip_decision(seed: u64, epoch: u64, index: u64) -> bool {
+pub(crate) fn flip_decision(seed: u64, epoch: u64, index: u64) -> bool {
     let h = splitmix64(seed ^ splitmix64(epoch ^ splitmix64(index ^ 0x666c_6970)));
     h >> 63 == 1
 }

@@ -52,12 +52,12 @@ impl Batch {
     }
 
     /// Bytes per image of `size` x `size`.
-    pub fn image_len_for(size: u32) -> usize {
+    pub(crate) fn image_len_for(size: u32) -> usize {
         size as usize * size as usize * 3
     }
 
     /// Bytes per image.
-    pub fn image_len(&self) -> usize {
+    pub(crate) fn image_len(&self) -> usize {
         Self::image_len_for(self.size)
     }
 

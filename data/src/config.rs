@@ -10,11 +10,11 @@ pub const MAX_WORKERS: usize = 256;
 pub const MAX_PREFETCH_BYTES: u64 = 16 << 30;
 /// Slots of the ring beyond the batches decoded ahead: the one the consumer holds and one it
 /// has not yet given back (FFCV's `batches_ahead + 2`).
-pub const RING_SPARE: usize = 2;
+pub(crate) const RING_SPARE: usize = 2;
 /// Default page size of the quasi-random order and the read-ahead (FFCV's).
 pub const DEFAULT_PAGE_BYTES: u64 = 8 << 20;
 /// Smallest page: one OS page, the unit the kernel reads and drops.
-pub const MIN_PAGE_BYTES: u64 = 4096;
+pub(crate) const MIN_PAGE_BYTES: u64 = 4096;
 
 /// How a [`super::Loader`] turns records into batches.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,7 +150,7 @@ impl LoaderConfig {
     }
 
     /// Batches decoded ahead, after raising it to the number of workers.
-    pub fn effective_prefetch(&self) -> usize {
+    pub(crate) fn effective_prefetch(&self) -> usize {
         self.prefetch.max(self.workers).max(1)
     }
 }

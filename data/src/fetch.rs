@@ -71,7 +71,8 @@ impl PageSchedule {
 
     /// Most pages held at once when the pages of `ahead` batches beyond the one being yielded
     /// have been requested.
-    pub fn most_held(&self, ahead: usize) -> usize {
+    #[cfg(test)]
+    pub(crate) fn most_held(&self, ahead: usize) -> usize {
         let count = |v: &[Vec<usize>]| v.iter().map(Vec::len).sum::<usize>();
         let n = self.opens.len();
         (0..n).map(|b| count(&self.opens[..(b + ahead + 1).min(n)]) - count(&self.closes[..b])).max().unwrap_or(0)

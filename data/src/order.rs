@@ -33,7 +33,7 @@ pub enum Order {
 
 impl Order {
     /// Whether the order needs the records' pages.
-    pub fn uses_pages(&self) -> bool {
+    pub(crate) fn uses_pages(&self) -> bool {
         matches!(self, Order::QuasiRandom { .. })
     }
 

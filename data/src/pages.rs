@@ -67,7 +67,7 @@ impl Pages {
     }
 
     /// The pages of the loader's datasets.
-    pub fn of_datasets(datasets: &[std::sync::Arc<facekit_shard::Dataset>], page_bytes: u64) -> Pages {
+    pub(crate) fn of_datasets(datasets: &[std::sync::Arc<facekit_shard::Dataset>], page_bytes: u64) -> Pages {
         let shards = datasets.iter().enumerate().flat_map(|(d, ds)| {
             ds.shards()
                 .iter()

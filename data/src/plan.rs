@@ -45,7 +45,7 @@ impl EpochPlan {
     }
 
     /// Batches each rank yields per epoch over `len` records (the same for every epoch and order).
-    pub fn batches_for(len: u64, cfg: &LoaderConfig) -> usize {
+    pub(crate) fn batches_for(len: u64, cfg: &LoaderConfig) -> usize {
         let per_rank = (usable(len, cfg) / cfg.world_size as u64) as usize;
         if cfg.drop_last {
             per_rank / cfg.batch_size
@@ -55,7 +55,7 @@ impl EpochPlan {
     }
 
     /// The positions in [`EpochPlan::order`] that make up batch `b`.
-    pub fn batch_positions(&self, b: usize) -> std::ops::Range<usize> {
+    pub(crate) fn batch_positions(&self, b: usize) -> std::ops::Range<usize> {
         let start = b * self.batch_size;
         start..(start + self.batch_size).min(self.order.len())
     }

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashSet};
 
 /// A drawn pair: two record numbers and whether they share an identity.
-pub type DrawnPair = (usize, usize, bool);
+pub(crate) type DrawnPair = (usize, usize, bool);
 
 /// Draws `per_kind` same-identity and `per_kind` different-identity pairs of distinct records
 /// (no pair twice) from records' class ids (`None`: identity unknown, never drawn). Same pairs

@@ -49,7 +49,7 @@ pub fn l2_normalize(v: &mut [f32]) {
 
 /// Confusion counts of `dist < threshold` against the truth.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Confusion {
+pub(crate) struct Confusion {
     /// Same-person pairs predicted same.
     pub tp: u64,
     /// Different-person pairs predicted same.
@@ -100,7 +100,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 /// The test-fold index ranges of scikit-learn's `KFold(n_splits=k, shuffle=False)` over `n` items.
-pub fn kfold_ranges(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
+pub(crate) fn kfold_ranges(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::with_capacity(k);
     let mut start = 0;
     for f in 0..k {

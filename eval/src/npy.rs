@@ -30,7 +30,7 @@ impl Matrix {
 }
 
 /// The bytes of an `.npy` v1.0 file holding `data` as float32 `[rows, cols]`.
-pub fn encode_f32(rows: usize, cols: usize, data: &[f32]) -> Result<Vec<u8>> {
+pub(crate) fn encode_f32(rows: usize, cols: usize, data: &[f32]) -> Result<Vec<u8>> {
     if data.len() != rows * cols {
         bail!("{} values do not make a {rows}x{cols} matrix", data.len());
     }

@@ -97,9 +97,9 @@ impl Value {
 }
 
 /// Deepest tuple nesting accepted (a verification file needs 2).
-pub const MAX_DEPTH: usize = 8;
+pub(crate) const MAX_DEPTH: usize = 8;
 /// Most list and tuple elements one file may make (lfw.bin makes 18,000; IJB-C about 700,000).
-pub const MAX_ITEMS: u64 = 16 << 20;
+pub(crate) const MAX_ITEMS: u64 = 16 << 20;
 
 /// What the pickle machine may still build.
 struct Limits {

@@ -41,7 +41,7 @@ pub struct Panel<'a> {
 }
 
 /// Draws `series` as lines into a 1000x600 PNG at `path` (written atomically).
-pub fn line_chart(path: &Path, spec: &ChartSpec, series: &[Series]) -> Result<()> {
+pub(crate) fn line_chart(path: &Path, spec: &ChartSpec, series: &[Series]) -> Result<()> {
     let panel = Panel { spec: *spec, series, markers: false, x_range: None };
     figure(path, &[panel])
 }

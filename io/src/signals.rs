@@ -18,7 +18,7 @@ pub struct StopFlag(Arc<AtomicUsize>);
 
 impl StopFlag {
     /// A stop asked for by code rather than by a signal.
-    pub const REQUESTED: usize = usize::MAX;
+    pub(crate) const REQUESTED: usize = usize::MAX;
 
     /// A flag no signal sets (tests, embedding).
     pub fn new() -> Self {

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Largest age accepted (years).
-pub const MAX_AGE: u16 = 150;
+pub(crate) const MAX_AGE: u16 = 150;
 
 /// Gender and age of a face, each possibly unknown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub struct Attributes {
 
 impl Attributes {
     /// `self` with the known fields of `other` laid over it.
-    pub fn overlay(self, other: Attributes) -> Attributes {
+    pub(crate) fn overlay(self, other: Attributes) -> Attributes {
         Attributes { gender: other.gender.or(self.gender), age: other.age.or(self.age) }
     }
 }
@@ -117,7 +117,7 @@ fn parse_age(s: &str) -> Result<Option<u16>> {
 
 /// Gender and age from a UTKFace file name (`26_1_2_20170116174525125.jpg.chip.jpg`), if it
 /// follows the pattern.
-pub fn utkface_attributes(file_name: &str) -> Option<Attributes> {
+pub(crate) fn utkface_attributes(file_name: &str) -> Option<Attributes> {
     let mut parts = file_name.split('_');
     let age: u16 = parts.next()?.parse().ok().filter(|&a| a <= MAX_AGE)?;
     let gender = match parts.next()? {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Value of the progress file's `format` field.
-pub const PROGRESS_FORMAT: &str = "facekit-pack-progress-3";
+pub(crate) const PROGRESS_FORMAT: &str = "facekit-pack-progress-3";
 
 /// Everything that decides the bytes of the output. Threads are not here: they change nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,7 +121,7 @@ pub fn check_consistent(cp: &Checkpoint) -> Result<()> {
 
 /// A running SHA-256 over the input stream's identity: what the pack packs, in what order, under
 /// which labels.
-pub struct InputFingerprint(sha2::Sha256);
+pub(crate) struct InputFingerprint(sha2::Sha256);
 
 impl Default for InputFingerprint {
     fn default() -> Self {
@@ -166,7 +166,7 @@ impl InputFingerprint {
 }
 
 /// Lowercase hex SHA-256 of a file, to notice a changed `--landmarks` or `--attributes` file.
-pub fn file_sha256(path: &Path) -> Result<String> {
+pub(crate) fn file_sha256(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     let bytes = facekit_io::bounded::read(path, facekit_io::bounded::TABLE)?;
     Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())

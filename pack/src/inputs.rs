@@ -11,7 +11,7 @@ use walkdir::WalkDir;
 
 /// One input file, where it belongs, and how it is named in records and reports.
 #[derive(Debug, Clone)]
-pub struct InputFile {
+pub(crate) struct InputFile {
     /// Position in the stream, from 0.
     pub index: u64,
     /// The file on disk.

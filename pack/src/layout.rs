@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 /// How one root folder is organised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum RootLayout {
+pub(crate) enum RootLayout {
     /// `root/<identity>/<files>`.
     Identities,
     /// `root/<source>/<identity>/<files>`.
@@ -128,7 +128,7 @@ impl Plan {
     }
 
     /// The manifest's source list, given the number of records packed per source.
-    pub fn source_infos(&self, records: &[u64]) -> Vec<SourceInfo> {
+    pub(crate) fn source_infos(&self, records: &[u64]) -> Vec<SourceInfo> {
         self.sources
             .iter()
             .map(|s| SourceInfo {
@@ -142,12 +142,12 @@ impl Plan {
     }
 
     /// The source called `name` within root `root`.
-    pub fn source_in(&self, root: usize, name: &std::ffi::OsStr) -> Option<&Source> {
+    pub(crate) fn source_in(&self, root: usize, name: &std::ffi::OsStr) -> Option<&Source> {
         self.sources.iter().find(|s| s.root == root && std::ffi::OsStr::new(&s.name) == name)
     }
 
     /// The single source of a flat or identities root.
-    pub fn only_source(&self, root: usize) -> Option<&Source> {
+    pub(crate) fn only_source(&self, root: usize) -> Option<&Source> {
         self.sources.iter().find(|s| s.root == root)
     }
 }
@@ -197,7 +197,7 @@ impl Listing {
 }
 
 /// Names starting with `.` (`.DS_Store`, `.git`, facekit's own `.tmp-*` files) are not layout.
-pub fn is_hidden(name: &std::ffi::OsStr) -> bool {
+pub(crate) fn is_hidden(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().first() == Some(&b'.')
 }
 

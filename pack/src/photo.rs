@@ -19,7 +19,7 @@ use std::io::Cursor;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 /// Largest accepted width or height, in pixels.
-pub const MAX_SIDE: u32 = 20_000;
+pub(crate) const MAX_SIDE: u32 = 20_000;
 /// Largest accepted pixel count (100 megapixels: about 300 MB as RGB8).
 pub const MAX_PIXELS: u64 = 100_000_000;
 /// Most scans a JPEG may have (a progressive camera JPEG has about 10). Decoding time grows with
@@ -59,7 +59,7 @@ pub enum ImageError {
 
 impl ImageError {
     /// Why a pack rejects a photo that gives this error.
-    pub fn reject_reason(&self) -> RejectReason {
+    pub(crate) fn reject_reason(&self) -> RejectReason {
         match self {
             ImageError::Empty => RejectReason::Empty,
             ImageError::NotAnImage => RejectReason::NotAnImage,
@@ -77,7 +77,7 @@ impl ImageError {
 }
 
 /// The format of `bytes`, recognised from its signature (`None` if unknown).
-pub fn sniff_format(bytes: &[u8]) -> Option<ImageFormat> {
+pub(crate) fn sniff_format(bytes: &[u8]) -> Option<ImageFormat> {
     image::guess_format(bytes).ok()
 }
 

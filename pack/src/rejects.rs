@@ -14,10 +14,10 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// First line of every rejects list.
-pub const HEADER: &str = "path\treason\tdetail\n";
+pub(crate) const HEADER: &str = "path\treason\tdetail\n";
 
 /// The rejects list of a pack in progress.
-pub struct RejectsLog {
+pub(crate) struct RejectsLog {
     out: BufWriter<File>,
     partial: PathBuf,
     target: PathBuf,
@@ -68,7 +68,7 @@ impl RejectsLog {
     /// pack's input); `code` must hold no tab or newline.
     ///
     /// [`RejectReason`]: crate::RejectReason
-    pub fn push_row(&mut self, path: &str, code: &str, detail: &str) -> Result<()> {
+    pub(crate) fn push_row(&mut self, path: &str, code: &str, detail: &str) -> Result<()> {
         let line = format!("{}\t{code}\t{}\n", tsv::field(path), tsv::field(detail));
         self.write(line.as_bytes())
     }
@@ -109,7 +109,7 @@ impl RejectsLog {
 }
 
 /// `<target>.partial`: where the list grows until the pack finishes.
-pub fn partial_path(target: &Path) -> PathBuf {
+pub(crate) fn partial_path(target: &Path) -> PathBuf {
     let mut name = target.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".partial");
     target.with_file_name(name)

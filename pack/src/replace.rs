@@ -90,12 +90,12 @@ impl Destination {
     }
 
     /// Where dataset `i` is found once finished.
-    pub fn final_paths(&self, i: usize) -> &DatasetPaths {
+    pub(crate) fn final_paths(&self, i: usize) -> &DatasetPaths {
         &self.finals[i]
     }
 
     /// True when this run writes in the staging folder, replacing a finished dataset.
-    pub fn staged(&self) -> bool {
+    pub(crate) fn staged(&self) -> bool {
         self.works[0] != self.finals[0]
     }
 
@@ -107,7 +107,7 @@ impl Destination {
 
     /// The name reports give the main dataset: where it is found once finished, or, for a
     /// replacement that made nothing (and so replaces nothing), where its rejects list stays.
-    pub fn shown_name(&self, made: bool) -> String {
+    pub(crate) fn shown_name(&self, made: bool) -> String {
         base_name(if made || !self.staged() { &self.finals[0] } else { &self.works[0] })
     }
 

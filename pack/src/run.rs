@@ -97,7 +97,7 @@ pub fn pack(opts: &PackOptions) -> Result<PackEnd> {
 }
 
 /// The photos of a pack, as a [`Source`] of the pipeline.
-pub struct PhotoSource<'a> {
+pub(crate) struct PhotoSource<'a> {
     opts: &'a PackOptions,
     plan: Plan,
     rule: SplitRule,
@@ -151,7 +151,7 @@ impl<'a> PhotoSource<'a> {
 }
 
 /// What the pack's counters learn from one photo.
-pub enum PhotoTally {
+pub(crate) enum PhotoTally {
     /// Rejected, from source `source`.
     Rejected(u16, RejectReason),
     /// Packed, from source `source`.
@@ -425,7 +425,7 @@ pub(crate) fn write_manifest_unless_done(
 }
 
 /// The manifest's description of how faces were aligned.
-pub fn alignment_info(opts: &PackOptions) -> AlignmentInfo {
+pub(crate) fn alignment_info(opts: &PackOptions) -> AlignmentInfo {
     let (method, template) = if opts.landmarks.is_some() {
         ("arcface5-similarity-warp", Template::ArcFace5)
     } else {

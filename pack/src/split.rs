@@ -56,7 +56,7 @@ impl SplitRule {
     }
 
     /// Fixes each class's cut-off once every file has been observed.
-    pub fn seal(&mut self) {
+    pub(crate) fn seal(&mut self) {
         self.cutoff = self
             .smallest
             .drain(..)

@@ -16,12 +16,12 @@ use image::RgbImage;
 use sha2::{Digest, Sha256};
 
 /// Smallest eye distance, in source pixels, accepted from a landmarks file.
-pub const MIN_LANDMARK_EYE_DISTANCE: f64 = 2.0;
+pub(crate) const MIN_LANDMARK_EYE_DISTANCE: f64 = 2.0;
 /// How far outside the photo a landmark may lie, as a fraction of the landmarks' own extent.
-pub const LANDMARK_MARGIN: f64 = 0.5;
+pub(crate) const LANDMARK_MARGIN: f64 = 0.5;
 
 /// Per-pack settings every worker shares (read-only).
-pub struct WorkerConfig {
+pub(crate) struct WorkerConfig {
     /// Chip geometry.
     pub spec: ChipSpec,
     /// Record encoding.
@@ -61,10 +61,10 @@ pub enum Outcome {
 }
 
 /// The face detector a worker thread uses, created on first need (see [`crate::align::dlib`]).
-pub type Detector = crate::align::FaceAligner;
+pub(crate) type Detector = crate::align::FaceAligner;
 
 /// Why a file gave no record: the reason and the detail for the rejects list.
-pub(crate) type Rejection = (RejectReason, String);
+pub type Rejection = (RejectReason, String);
 
 /// Processes one file. `detector` is `None` when the pack uses `--landmarks` only.
 pub fn process(cfg: &WorkerConfig, f: &InputFile, detector: Option<&Detector>) -> Outcome {

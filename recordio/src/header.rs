@@ -19,7 +19,7 @@ pub struct IrHeader {
 
 impl IrHeader {
     /// Bytes of the encoded header.
-    pub const LEN: usize = 24;
+    pub(crate) const LEN: usize = 24;
 
     /// Decodes the header from its 24 bytes.
     pub fn decode(bytes: &[u8; Self::LEN]) -> Self {

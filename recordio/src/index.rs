@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// The most bytes an `.idx` may have: 4 GiB, some 150 million records (WebFace42M's is about
 /// 1 GB).
-pub const IDX_BUDGET: Budget = Budget { what: "RecordIO index", bytes: 4 << 30 };
+pub(crate) const IDX_BUDGET: Budget = Budget { what: "RecordIO index", bytes: 4 << 30 };
 
 /// One line of an `.idx`: a record's key and the byte offset of its first header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -99,6 +99,6 @@ fn parse_line(line: &str, path: &Path, n: usize) -> Result<IdxEntry, Error> {
 }
 
 /// The `.idx` line for an entry, newline included.
-pub fn idx_line(entry: IdxEntry) -> String {
+pub(crate) fn idx_line(entry: IdxEntry) -> String {
     format!("{}\t{}\n", entry.key, entry.offset)
 }

@@ -15,9 +15,6 @@
 use crate::header::{pack, IrHeader, Unpacked};
 use std::ops::Range;
 
-/// Keys up to which a float32 range value is exact.
-pub const EXACT_KEY_LIMIT: u64 = 1 << 24;
-
 /// How the records of a `.rec` are organised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {

@@ -14,7 +14,7 @@ use facekit_io::Budget;
 use std::path::Path;
 
 /// The most bytes a `property` file may have (it is one short line).
-pub const PROPERTY_BUDGET: Budget = Budget { what: "property file", bytes: 64 << 10 };
+pub(crate) const PROPERTY_BUDGET: Budget = Budget { what: "property file", bytes: 64 << 10 };
 
 /// What a `property` file says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +60,7 @@ impl Property {
     }
 
     /// The file's line, newline included: `classes,height,width`.
-    pub fn to_line(&self) -> String {
+    pub(crate) fn to_line(self) -> String {
         format!("{},{},{}\n", self.classes, self.height, self.width)
     }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// The largest payload dmlc's `RecordIOWriter::WriteRecord` accepts (it checks `size < 2^30`);
 /// each of its parts must also fit in [`MAX_LENGTH`].
-pub const MAX_PAYLOAD: usize = (1 << 30) - 1;
+pub(crate) const MAX_PAYLOAD: usize = (1 << 30) - 1;
 
 /// A payload the framing cannot hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,7 +76,7 @@ impl RecWriter {
     }
 
     /// Starts writing a `.rec` and an index at a path of its own.
-    pub fn create_with_idx(rec_path: impl AsRef<Path>, idx_path: impl AsRef<Path>) -> Result<Self, Error> {
+    pub(crate) fn create_with_idx(rec_path: impl AsRef<Path>, idx_path: impl AsRef<Path>) -> Result<Self, Error> {
         let rec_path = rec_path.as_ref().to_path_buf();
         let rec = AtomicFile::create(&rec_path)?;
         let idx = AtomicFile::create(idx_path)?;

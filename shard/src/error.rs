@@ -91,7 +91,7 @@ impl ShardError {
     }
 
     /// The same error, attributed to record `record`.
-    pub fn in_record(mut self, record: u64) -> Self {
+    pub(crate) fn in_record(mut self, record: u64) -> Self {
         self.record = Some(record);
         self
     }

@@ -5,13 +5,13 @@
 use super::error::ShardError;
 
 /// First 8 bytes of every shard.
-pub const SHARD_MAGIC: [u8; 8] = *b"FKSHARD\0";
+pub(crate) const SHARD_MAGIC: [u8; 8] = *b"FKSHARD\0";
 /// Last 8 bytes of every shard.
-pub const FOOTER_MAGIC: [u8; 8] = *b"FKSHEND\0";
+pub(crate) const FOOTER_MAGIC: [u8; 8] = *b"FKSHEND\0";
 /// First 4 bytes of every record.
-pub const RECORD_MAGIC: [u8; 4] = *b"FKRC";
+pub(crate) const RECORD_MAGIC: [u8; 4] = *b"FKRC";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub(crate) const FORMAT_VERSION: u16 = 1;
 /// Size of the shard header in bytes.
 pub const HEADER_LEN: usize = 32;
 /// Size of the footer in bytes.
@@ -21,7 +21,7 @@ pub const RECORD_HEADER_LEN: usize = 48;
 /// Size of one index entry in bytes.
 pub const INDEX_ENTRY_LEN: usize = 16;
 /// Largest payload a record may hold; larger claims are rejected before any allocation.
-pub const MAX_PAYLOAD_LEN: u32 = 64 << 20;
+pub(crate) const MAX_PAYLOAD_LEN: u32 = 64 << 20;
 /// Largest origin path length in bytes.
 pub const MAX_PATH_LEN: u16 = 4096;
 /// Largest image a record may hold, in pixels: its RGB8 pixels fit the payload limit (64 MiB), so
@@ -32,7 +32,7 @@ pub const UNKNOWN_CLASS: u32 = u32::MAX;
 /// The value that stands for "unknown" in a record's age field.
 pub const UNKNOWN_AGE: u16 = u16::MAX;
 /// The value that stands for "unknown" in a record's gender field.
-pub const UNKNOWN_GENDER: u8 = 0xFF;
+pub(crate) const UNKNOWN_GENDER: u8 = 0xFF;
 
 /// How a record's image bytes are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -318,13 +318,13 @@ impl RecordHeader {
     }
 
     /// Total record length: header, path and payload.
-    pub fn record_len(&self) -> u64 {
+    pub(crate) fn record_len(&self) -> u64 {
         RECORD_HEADER_LEN as u64 + self.path_len as u64 + self.payload_len as u64
     }
 }
 
 /// CRC32 of a record as stored: header bytes 0..40, then path, then payload.
-pub fn record_crc(header_bytes: &[u8], path: &[u8], payload: &[u8]) -> u32 {
+pub(crate) fn record_crc(header_bytes: &[u8], path: &[u8], payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&header_bytes[0..40]);
     h.update(path);

@@ -8,9 +8,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Value of the manifest's `format` field.
-pub const MANIFEST_FORMAT: &str = "facekit-dataset";
+pub(crate) const MANIFEST_FORMAT: &str = "facekit-dataset";
 /// The manifest version this build writes and reads.
-pub const MANIFEST_VERSION: u32 = 1;
+pub(crate) const MANIFEST_VERSION: u32 = 1;
 
 /// Where a dataset's files live: `dir/name.manifest.json`, `dir/name-00000.shard`, ...
 #[derive(Debug, Clone, PartialEq, Eq)]

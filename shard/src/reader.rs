@@ -24,7 +24,7 @@ pub struct RecordView<'a> {
 
 impl RecordView<'_> {
     /// Copies the view into an owned [`Record`].
-    pub fn to_record(&self) -> Record {
+    pub(crate) fn to_record(self) -> Record {
         Record::from_parts(&self.header, self.path, self.payload)
     }
 

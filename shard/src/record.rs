@@ -18,7 +18,7 @@ pub struct Labels {
 
 impl Labels {
     /// The labels a record header stores (the one place their codes are decoded).
-    pub fn from_header(h: &RecordHeader) -> Self {
+    pub(crate) fn from_header(h: &RecordHeader) -> Self {
         Labels {
             class_id: (h.class_id != UNKNOWN_CLASS).then_some(h.class_id),
             source: h.source,

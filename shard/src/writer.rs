@@ -67,7 +67,7 @@ impl ShardWriter {
     }
 
     /// Bytes written so far (header and records).
-    pub fn bytes_written(&self) -> u64 {
+    pub(crate) fn bytes_written(&self) -> u64 {
         self.offset
     }
 

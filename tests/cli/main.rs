@@ -2,9 +2,9 @@
 //! its golden loss curves (the numerics guard), evaluation, making `.bin` verification sets,
 //! verify-shard, TensorBoard's reading of a run's event files, every fault of the reliability issue, and the fuzzers' inputs.
 
-mod curate;
 #[cfg(all(feature = "torch", feature = "dlib"))]
 mod audit;
+mod curate;
 #[cfg(all(feature = "torch", feature = "dlib"))]
 mod eval_end_to_end;
 mod fuzz_corpus;

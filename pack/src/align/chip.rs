@@ -117,7 +117,7 @@ pub struct ChipDetails {
 
 impl ChipDetails {
     /// dlib's `chip_details(chip_points, img_points, chip_dims(rows, cols))`.
-    pub fn from_points(chip_points: &[Point2], img_points: &[Point2], rows: u32, cols: u32) -> ChipDetails {
+    pub(crate) fn from_points(chip_points: &[Point2], img_points: &[Point2], rows: u32, cols: u32) -> ChipDetails {
         let tform = Similarity::fit(chip_points, img_points);
         let aff = tform.to_affine();
         // dlib reads angle and scale off the image of the unit x vector.
@@ -372,7 +372,7 @@ const FIXED_LIMIT: f64 = (1u64 << 30) as f64;
 /// and the blend uses weights quantised to 1/1024 pixel. The quantisation moves a value by at
 /// most 255/1024 before rounding, so every pixel is within one grey level of the exact f64
 /// bilinear value ([`warp_affine_exact`], which the tests hold it to).
-pub fn warp_affine(img: &RgbImage, chip_to_img: &Affine, w: u32, h: u32) -> RgbImage {
+pub(crate) fn warp_affine(img: &RgbImage, chip_to_img: &Affine, w: u32, h: u32) -> RgbImage {
     let corners = [[0.0, 0.0], [f64::from(w), 0.0], [0.0, f64::from(h)], [f64::from(w), f64::from(h)]];
     let reach = corners.iter().flat_map(|&p| chip_to_img.apply(p)).fold(0.0f64, |a, v| {
         if v.is_nan() {

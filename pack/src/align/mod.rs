@@ -30,7 +30,7 @@ pub use transform::{Affine, Point2, Similarity};
 ///   centre on the image's left, 1 = eye centre on the image's right, 2 = nose tip, 3 = mouth
 ///   corner on the image's left, 4 = mouth corner on the image's right.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Landmarks5 {
+pub(crate) struct Landmarks5 {
     /// The points, in `order`.
     pub points: [Point2; 5],
     /// Which landmark each index is.

@@ -33,7 +33,7 @@ impl Affine {
 
     /// The affine map sending `from[i]` to `to[i]` for three non-collinear points
     /// (what dlib's `find_affine_transform` returns for exactly three points).
-    pub fn from_three_points(from: [Point2; 3], to: [Point2; 3]) -> Option<Affine> {
+    pub(crate) fn from_three_points(from: [Point2; 3], to: [Point2; 3]) -> Option<Affine> {
         // Solve [x y 1] * X = to for the 3x3 system by Cramer's rule.
         let det3 = |m: [[f64; 3]; 3]| {
             m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
@@ -125,7 +125,7 @@ impl Similarity {
 
 /// Rotates `p` about `center` by `angle` radians (dlib's `rotate_point`).
 #[inline]
-pub fn rotate_point(center: Point2, p: Point2, angle: f64) -> Point2 {
+pub(crate) fn rotate_point(center: Point2, p: Point2, angle: f64) -> Point2 {
     let (s, c) = (angle.sin(), angle.cos());
     let (x, y) = (p[0] - center[0], p[1] - center[1]);
     [c * x - s * y + center[0], s * x + c * y + center[1]]

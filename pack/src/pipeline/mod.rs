@@ -54,7 +54,7 @@ pub enum Verdict<T> {
 }
 
 /// The checkpoint type of source `S`.
-pub type ProgressOf<S> = Progress<<S as Source>::Input, <S as Source>::Counters, <S as Source>::Final>;
+pub(crate) type ProgressOf<S> = Progress<<S as Source>::Input, <S as Source>::Counters, <S as Source>::Final>;
 
 /// A way of making a dataset: its items in order, one item processed, its input's fingerprint
 /// and its counters, its manifests and report.

@@ -88,7 +88,7 @@ impl<I: Serialize + DeserializeOwned, C: Serialize + DeserializeOwned, F: Final>
 
     /// Checks what every progress file must satisfy: the counts are the source's to check
     /// (`check` of [`super::Source`]), the rejects list at least its header.
-    pub fn check_rejects(&self) -> Result<()> {
+    pub(crate) fn check_rejects(&self) -> Result<()> {
         if self.rejects_bytes < rejects::HEADER.len() as u64 {
             bail!("it records a rejects list of {} bytes, shorter than its header", self.rejects_bytes);
         }

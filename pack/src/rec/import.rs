@@ -181,7 +181,7 @@ pub fn import_rec(opts: &ImportOptions) -> Result<ImportEnd> {
 }
 
 /// The records of a `.rec`, as a [`Source`] of the pipeline.
-pub struct RecSource {
+pub(crate) struct RecSource {
     files: RecFiles,
     reader: RecReader,
     plan: Plan,
@@ -219,7 +219,7 @@ impl RecSource {
 }
 
 /// What the import's counters learn from one entry.
-pub enum RecTally {
+pub(crate) enum RecTally {
     /// An image record rejected.
     Rejected(RejectReason),
     /// An `.idx` line or a region the plan left out (`damage`: a region that was no record).

@@ -16,7 +16,7 @@ pub const ENTRY_OVERHEAD: u64 = 4 << 10;
 
 /// Most worker threads per core: the work is decoding, so more threads add memory (each holds
 /// a record and a decode buffer) and no speed; a few per core hide disk and network latency.
-pub const THREADS_PER_CORE: usize = 4;
+pub(crate) const THREADS_PER_CORE: usize = 4;
 
 /// The bytes records may hold between being read and being written, for `threads` workers:
 /// two of the largest records per worker, at most a quarter of the memory available, and never

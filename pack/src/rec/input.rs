@@ -59,7 +59,7 @@ impl RecFiles {
     }
 
     /// The `property` file's contents, if there is one.
-    pub fn read_property(&self) -> Result<Option<Property>> {
+    pub(crate) fn read_property(&self) -> Result<Option<Property>> {
         self.property.as_deref().map(|p| Property::read(p).map_err(anyhow::Error::from)).transpose()
     }
 }
@@ -101,7 +101,7 @@ pub struct Skipped {
 impl Skipped {
     /// True for a damaged region of a scanned file (counted as `unreadable`), false for an
     /// index entry left out.
-    pub fn is_damage(&self) -> bool {
+    pub(crate) fn is_damage(&self) -> bool {
         self.reason == RejectReason::BadRecord
     }
 }
@@ -226,7 +226,7 @@ fn idx_name(idx: &Path) -> String {
 }
 
 /// `insightface` or `im2rec`, as written in the manifest and the report.
-pub fn layout_name(layout: &Layout) -> &'static str {
+pub(crate) fn layout_name(layout: &Layout) -> &'static str {
     match layout {
         Layout::Insightface { .. } => "insightface",
         Layout::Plain => "im2rec",

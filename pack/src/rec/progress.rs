@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Value of the progress file's `format` field.
-pub const IMPORT_PROGRESS_FORMAT: &str = "facekit-import-rec-progress-1";
+pub(crate) const IMPORT_PROGRESS_FORMAT: &str = "facekit-import-rec-progress-1";
 
 /// What the import read, to notice a changed input on `--resume`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::input::{Entry, MAX_RECORD_BYTES};
 
 /// Largest class id a float32 label holds exactly (2^24); beyond it MXNet's labels are rounded.
-pub const MAX_LABEL: u32 = 1 << 24;
+pub(crate) const MAX_LABEL: u32 = 1 << 24;
 
 /// What the import expects of every image record.
 #[derive(Debug, Clone, Copy)]
@@ -143,7 +143,7 @@ pub fn import_one(reader: &RecReader, entry: Entry, expect: &Expect, rec_name: &
 
 /// A label MXNet stored as float32 must be a whole number below `classes` (and below 2^24, where
 /// float32 stops counting exactly).
-pub fn check_label(label: f32, classes: LabelLimit) -> Result<u32, String> {
+pub(crate) fn check_label(label: f32, classes: LabelLimit) -> Result<u32, String> {
     if !label.is_finite() || label < 0.0 || label.fract() != 0.0 || label >= MAX_LABEL as f32 {
         return Err(format!("label {label} is not a class id (a whole number from 0 to {})", MAX_LABEL - 1));
     }

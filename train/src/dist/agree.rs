@@ -20,7 +20,7 @@ use tch::{Device, Tensor};
 /// Settings that may differ from rank to rank: the device (`cuda:LOCAL_RANK`), the machine's own
 /// threads, where each node keeps the data (its content is compared instead), and how often
 /// rank 0 alone prints.
-pub const PER_RANK: [&str; 5] = ["device", "workers", "threads", "data_dir", "log_every"];
+pub(crate) const PER_RANK: [&str; 5] = ["device", "workers", "threads", "data_dir", "log_every"];
 
 /// At most this many differences are named per rank.
 const SHOWN: usize = 6;
@@ -56,7 +56,7 @@ impl Identity {
 
     /// The variables' names, shapes and element types (parameters and buffers: everything the
     /// initial broadcast sends).
-    pub fn of_variables<'a>(variables: impl IntoIterator<Item = (&'a str, &'a Tensor)>) -> Identity {
+    pub(crate) fn of_variables<'a>(variables: impl IntoIterator<Item = (&'a str, &'a Tensor)>) -> Identity {
         let entries = variables
             .into_iter()
             .map(|(name, t)| (format!("variable {name}"), format!("{:?} {:?}", t.size(), t.kind())))
@@ -108,7 +108,7 @@ impl std::error::Error for Disagreement {}
 
 /// Stops unless every rank of `replicas` runs the same resolved configuration `cfg` on the same
 /// `datasets` (see [`Identity::of_run`]); `device` is the training device.
-pub fn same_run(
+pub(crate) fn same_run(
     replicas: &dyn Replicas,
     cfg: &TrainConfig,
     datasets: &[DatasetIdentity],

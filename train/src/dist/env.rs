@@ -47,7 +47,7 @@ impl DistEnv {
 
     /// The run described by `lookup` (a variable's value, None when unset); None when
     /// `WORLD_SIZE` is unset, or is 1 with no `RANK`: a plain single-process run.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Option<DistEnv>> {
+    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Option<DistEnv>> {
         let var = |name: &str| text(name, lookup(name));
         let Some(world) = var("WORLD_SIZE")? else { return Ok(None) };
         let world_size = number::<usize>("WORLD_SIZE", &world)?;
@@ -144,7 +144,7 @@ impl DistEnv {
     }
 
     /// Whether the store's host is this machine, so that Gloo can stay on the loopback interface.
-    pub fn master_is_loopback(&self) -> bool {
+    pub(crate) fn master_is_loopback(&self) -> bool {
         let host = self.master_addr.trim_start_matches('[').trim_end_matches(']');
         host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }

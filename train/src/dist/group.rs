@@ -66,7 +66,7 @@ impl Backend {
 /// Makes CUDA device `index` this thread's current device, as `torch.cuda.set_device` does: NCCL
 /// makes its communicators on the current device, so each rank sets its own before its first
 /// NCCL group. Needs a build with the `nccl` feature.
-pub fn set_cuda_device(index: usize) -> Result<()> {
+pub(crate) fn set_cuda_device(index: usize) -> Result<()> {
     let index = i32::try_from(index)?;
     // SAFETY: plain integer argument.
     ffi::check(
@@ -171,7 +171,7 @@ impl ProcessGroup {
 
     /// Where this group's small tensors (agreements, exchanges) must live for a run training on
     /// `training`: the CPU under Gloo, the training GPU under NCCL (which reduces CUDA tensors only).
-    pub fn tensor_device(&self, training: tch::Device) -> tch::Device {
+    pub(crate) fn tensor_device(&self, training: tch::Device) -> tch::Device {
         match self.backend {
             Backend::Nccl => training,
             Backend::Gloo => tch::Device::Cpu,

@@ -12,7 +12,7 @@ use anyhow::Result;
 use tch::Tensor;
 
 /// DDP's bucket size, `bucket_cap_mb=25`.
-pub const BUCKET_BYTES: i64 = 25 << 20;
+pub(crate) const BUCKET_BYTES: i64 = 25 << 20;
 
 /// A Reducer over a fixed list of parameters.
 pub struct Reducer {

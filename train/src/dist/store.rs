@@ -38,7 +38,13 @@ impl Store {
     }
 
     /// [`Store::connect`], given up as soon as `stop` is set.
-    pub fn connect_or_stop(host: &str, port: u16, timeout: Duration, prefix: &str, stop: &StopFlag) -> Result<Store> {
+    pub(crate) fn connect_or_stop(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        prefix: &str,
+        stop: &StopFlag,
+    ) -> Result<Store> {
         Self::open(host, port, false, 0, timeout, prefix, stop)
             .with_context(|| format!("cannot reach the rendezvous store at {host}:{port} (MASTER_ADDR:MASTER_PORT)"))
     }
@@ -153,11 +159,6 @@ impl Store {
             &format!("store {}: add {key}", self.addr),
         )?;
         Ok(v)
-    }
-
-    /// `host:port`, for messages.
-    pub fn addr(&self) -> &str {
-        &self.addr
     }
 
     pub(super) fn raw(&self) -> *mut FkStore {

@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How often a rank bumps its heartbeat counter.
-pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
+pub(crate) const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
 
 /// How long [`World::diagnose`] watches the counters: three missed beats mean the rank is gone,
 /// not merely slow to be scheduled.
@@ -64,12 +64,12 @@ pub fn alive_key(rank: usize) -> String {
 }
 
 /// The key rank `rank`'s failure message is written to.
-pub fn failed_key(rank: usize) -> String {
+pub(crate) fn failed_key(rank: usize) -> String {
     format!("failed/{rank}")
 }
 
 /// The key rank `rank` sets when it has finished cleanly.
-pub fn finished_key(rank: usize) -> String {
+pub(crate) fn finished_key(rank: usize) -> String {
     format!("finished/{rank}")
 }
 

@@ -102,7 +102,7 @@ pub fn resize(img: &RgbImage, size: u32) -> RgbImage {
 }
 
 /// Squared L2 distances of the pairs `(a, b)` of rows of `emb` (`dim` columns).
-pub fn pair_distances(emb: &[f32], dim: usize, pairs: &[(usize, usize)]) -> Vec<f64> {
+pub(crate) fn pair_distances(emb: &[f32], dim: usize, pairs: &[(usize, usize)]) -> Vec<f64> {
     pairs
         .iter()
         .map(|&(a, b)| metrics::squared_l2(&emb[a * dim..(a + 1) * dim], &emb[b * dim..(b + 1) * dim]))

@@ -74,7 +74,7 @@ impl EmbedModel {
 /// Embeds `n` images in batches of `batch_size`: `fill(i, buf)` writes image `i` as RGB8 HWC of
 /// the network's size (called in parallel). Tells `events` how far it is ([`FaceWork::Embedding`]);
 /// returns `n * dim` values.
-pub fn embed_all(
+pub(crate) fn embed_all(
     model: &EmbedModel,
     n: usize,
     batch_size: usize,

@@ -40,7 +40,7 @@ use tch::{CModule, Kind, Tensor};
 // The weights and `net.json` are named as in a run folder ([`MODEL_FILE`], [`NET_FILE`]), so that
 // `run::paths::locate` reads an export folder as it reads a checkpoint.
 /// TorchScript file inside an export folder.
-pub const TORCHSCRIPT_FILE: &str = "model.torchscript.pt";
+pub(crate) const TORCHSCRIPT_FILE: &str = "model.torchscript.pt";
 /// ONNX file inside an export folder.
 pub const ONNX_FILE: &str = "model.onnx";
 /// Every file an export folder holds: what a later export may replace.
@@ -58,14 +58,14 @@ pub const DEFAULT_PYTHON_TIMEOUT: Duration = Duration::from_secs(900);
 /// target, and onnxruntime has run it since 1.12 (2022).
 pub const ONNX_OPSET: i64 = 17;
 /// Name of the ONNX graph's input.
-pub const ONNX_INPUT: &str = "input";
+pub(crate) const ONNX_INPUT: &str = "input";
 /// Name of the ONNX graph's output.
-pub const ONNX_OUTPUT: &str = "embedding";
+pub(crate) const ONNX_OUTPUT: &str = "embedding";
 /// Name of the dynamic batch dimension of the ONNX input and output.
-pub const ONNX_BATCH_AXIS: &str = "batch";
+pub(crate) const ONNX_BATCH_AXIS: &str = "batch";
 
 /// Environment variable naming the Python that converts to ONNX when `--python` is not given.
-pub const PYTHON_ENV: &str = "FACEKIT_PYTHON";
+pub(crate) const PYTHON_ENV: &str = "FACEKIT_PYTHON";
 
 /// The converter run by that Python; embedded so that the binary needs no file beside it.
 const ONNX_SCRIPT: &str = include_str!("export_onnx.py");
@@ -272,7 +272,7 @@ fn write_formats(
 /// The Python that converts to ONNX: `explicit` (`--python`), else `$FACEKIT_PYTHON`, else
 /// `python3` on `PATH` (scripts/setup.sh's `.facekit.env` puts the project venv, which has torch
 /// and onnx, first). Whether it has them is checked when it runs.
-pub fn find_python(explicit: Option<&Path>) -> PathBuf {
+pub(crate) fn find_python(explicit: Option<&Path>) -> PathBuf {
     if let Some(p) = explicit {
         return p.to_path_buf();
     }

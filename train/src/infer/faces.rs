@@ -60,7 +60,7 @@ pub struct PrepStats {
 }
 
 /// insightface's landmark-free crop (see the module doc), resized to `size` x `size`.
-pub fn centre_crop(img: &RgbImage, size: u32) -> RgbImage {
+pub(crate) fn centre_crop(img: &RgbImage, size: u32) -> RgbImage {
     let (w, h) = (img.width() as i64, img.height() as i64);
     let (dx, dy) = ((w as f64 * 0.0625) as i64, (h as f64 * 0.0625) as i64);
     let (x0, y0) = ((dx - 22).max(0), (dy - 22).max(0));

@@ -18,7 +18,7 @@ use std::f64::consts::PI;
 use tch::Tensor;
 
 /// cos θ is kept within ±(1 − this) before `acos` in the combined margin.
-pub const ACOS_CLAMP: f64 = 1e-6;
+pub(crate) const ACOS_CLAMP: f64 = 1e-6;
 
 /// Which margin formula the true class's logit gets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

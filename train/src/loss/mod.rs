@@ -162,7 +162,7 @@ impl FaceLoss {
 
     /// As [`FaceLoss::new`] with the identity head sharded over the ranks of `group` (Partial
     /// FC at `head.partial_fc`'s sample rate; `seed` drives its sampling of negative centres).
-    pub fn with_partial_fc(
+    pub(crate) fn with_partial_fc(
         p: &nn::Path,
         config: &NetConfig,
         head: &HeadConfig,
@@ -195,7 +195,7 @@ impl FaceLoss {
     }
 
     /// Each task's masked mean loss and their weighted total.
-    pub fn try_losses(&self, out: &Outputs, labels: &BatchLabels) -> Result<TaskLosses> {
+    pub(crate) fn try_losses(&self, out: &Outputs, labels: &BatchLabels) -> Result<TaskLosses> {
         let device = out.embedding.device();
         let mut total = Tensor::zeros([], (Kind::Float, device));
         let zero = || Tensor::zeros([], (Kind::Int64, device));
@@ -240,11 +240,4 @@ fn task_weights(task: Task, head: &HeadConfig) -> TaskWeights {
         Task::Multi => head.task_weights,
         _ => TaskWeights { fr: 1.0, gender: 1.0, age: 1.0 },
     }
-}
-
-/// Number of correct argmax predictions over rows with a known label, and how many rows that was.
-pub fn correct_count(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
-    let known = labels.ge(0);
-    let hit = logits.argmax(1, false).eq_tensor(labels).logical_and(&known);
-    (hit.sum(Kind::Int64).int64_value(&[]), known.sum(Kind::Int64).int64_value(&[]))
 }

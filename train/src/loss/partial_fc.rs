@@ -403,7 +403,7 @@ pub fn sampled_count(num_local: i64, sample_rate: f64) -> i64 {
 /// The sorted local rows a step scores: all `positives` (sorted, distinct, below `num_local`),
 /// and, when they are fewer than `quota`, `quota − positives` other rows drawn uniformly
 /// without replacement. Positives beyond the quota are all kept.
-pub fn sample_rows(positives: &[i64], num_local: i64, quota: i64, rng: &mut ChaCha8Rng) -> Vec<i64> {
+pub(crate) fn sample_rows(positives: &[i64], num_local: i64, quota: i64, rng: &mut ChaCha8Rng) -> Vec<i64> {
     let wanted = quota.min(num_local) - positives.len() as i64;
     if wanted <= 0 {
         return positives.to_vec();
@@ -435,7 +435,7 @@ fn skip_positives(ranks: &[i64], positives: &[i64]) -> Vec<i64> {
 
 /// The negative-sampling generator of one (seed, step, rank): independent of libtorch's global
 /// generator and of anything drawn before, so a resumed run draws what the first one drew.
-pub fn sampling_rng(seed: u64, step: u64, rank: usize) -> ChaCha8Rng {
+pub(crate) fn sampling_rng(seed: u64, step: u64, rank: usize) -> ChaCha8Rng {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     key[8..16].copy_from_slice(&step.to_le_bytes());

@@ -81,7 +81,7 @@ impl Arch {
 
     /// Channels of the stem and of the first stage's 3x3 convolutions; each stage of the ResNets
     /// doubles it (MobileFaceNet's stem: 64 at width scale 2).
-    pub fn base_width(self) -> i64 {
+    pub(crate) fn base_width(self) -> i64 {
         match self {
             Arch::Tiny => 16,
             Arch::MobileFaceNet => 128,

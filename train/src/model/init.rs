@@ -76,7 +76,7 @@ impl std::fmt::Debug for Pretrained {
 
 /// The safetensors file `source` stands for: itself, or the weights of a run or export folder
 /// (`events` hears when a run's `last` stands in for its `best`).
-pub fn weights_file(source: &Path, events: &Observer) -> Result<PathBuf> {
+pub(crate) fn weights_file(source: &Path, events: &Observer) -> Result<PathBuf> {
     if source.is_dir() {
         let (weights, _net_json) =
             crate::run::paths::locate(source, None, events).with_context(|| format!("--init {}", source.display()))?;
@@ -99,14 +99,14 @@ impl Pretrained {
     }
 
     /// As [`Pretrained::read`], telling `events` what a caller may show (see [`weights_file`]).
-    pub fn read_observed(source: &Path, vs: &VarStore, events: &Observer) -> Result<Self> {
+    pub(crate) fn read_observed(source: &Path, vs: &VarStore, events: &Observer) -> Result<Self> {
         let shapes: BTreeMap<String, Vec<i64>> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
         Self::read_for(source, &shapes, events)
     }
 
     /// As [`Pretrained::read_observed`], against a network described by its variables' names and
     /// shapes.
-    pub fn read_for(source: &Path, shapes: &BTreeMap<String, Vec<i64>>, events: &Observer) -> Result<Self> {
+    pub(crate) fn read_for(source: &Path, shapes: &BTreeMap<String, Vec<i64>>, events: &Observer) -> Result<Self> {
         let file = weights_file(source, events)?;
         let weights = SafetensorsFile::open(&file)
             .with_context(|| format!("--init {}: cannot read it as a safetensors file", file.display()))?;
@@ -180,7 +180,7 @@ impl Pretrained {
 
     /// Copies the matched tensors into the variables of `vs`, converted to each variable's dtype
     /// and device, in place: the variables keep their identity (and requires_grad).
-    pub fn copy_into(&self, vs: &VarStore) -> Result<()> {
+    pub(crate) fn copy_into(&self, vs: &VarStore) -> Result<()> {
         let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
         let wanted: BTreeSet<&str> = self.tensors.iter().map(|(n, _)| n.as_str()).collect();
         if let Some(missing) = wanted.iter().find(|n| !vars.contains_key(**n)) {
@@ -208,7 +208,7 @@ impl Pretrained {
 }
 
 /// The most bytes a safetensors header may have (the safetensors library's own limit).
-pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+pub(crate) const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// A tensor as a safetensors header describes it, checked against the file.
 #[derive(Debug, Clone)]

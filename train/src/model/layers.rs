@@ -8,18 +8,18 @@ use tch::nn::{self, Init};
 use tch::Tensor;
 
 /// BatchNorm2d with PyTorch's initial state: scale 1, shift 0, eps 1e-5, momentum 0.1.
-pub fn batch_norm2d(p: nn::Path, c: i64) -> nn::BatchNorm {
+pub(crate) fn batch_norm2d(p: nn::Path, c: i64) -> nn::BatchNorm {
     nn::batch_norm2d(p, c, reference_bn())
 }
 
 /// BatchNorm1d with PyTorch's initial state.
-pub fn batch_norm1d(p: nn::Path, c: i64) -> nn::BatchNorm {
+pub(crate) fn batch_norm1d(p: nn::Path, c: i64) -> nn::BatchNorm {
     nn::batch_norm1d(p, c, reference_bn())
 }
 
 /// BatchNorm2d whose scale starts at 0: the last BN of a residual branch under
 /// `--zero-init-residual`, so that each block starts as the identity (Goyal et al. 2017).
-pub fn batch_norm2d_zero(p: nn::Path, c: i64) -> nn::BatchNorm {
+pub(crate) fn batch_norm2d_zero(p: nn::Path, c: i64) -> nn::BatchNorm {
     nn::batch_norm2d(p, c, nn::BatchNormConfig { ws_init: Init::Const(0.0), ..reference_bn() })
 }
 
@@ -35,7 +35,7 @@ fn reference_bn() -> nn::BatchNormConfig {
 
 /// The bound of `nn.Linear`'s default initialisation: Kaiming-uniform with a = sqrt(5) gives
 /// sqrt(6 / ((1 + 5) fan_in)) = 1 / sqrt(fan_in) for the weight, and the bias uses the same.
-pub fn linear_bound(fan_in: i64) -> f64 {
+pub(crate) fn linear_bound(fan_in: i64) -> f64 {
     1.0 / (fan_in as f64).sqrt()
 }
 
@@ -51,7 +51,7 @@ pub fn linear(p: nn::Path, in_dim: i64, out_dim: i64) -> nn::Linear {
 /// `requires_grad = False` on it): the scale is a non-trainable variable, so no optimiser sees it,
 /// but it is saved and loaded under `weight` like any BN scale.
 #[derive(Debug)]
-pub struct FixedScaleBatchNorm1d {
+pub(crate) struct FixedScaleBatchNorm1d {
     weight: Tensor,
     bias: Tensor,
     running_mean: Tensor,

@@ -14,10 +14,10 @@ pub mod arch;
 pub mod head;
 pub mod health;
 pub mod init;
-pub mod iresnet;
-pub mod layers;
-pub mod mobilefacenet;
-pub mod resnet;
+pub(crate) mod iresnet;
+pub(crate) mod layers;
+pub(crate) mod mobilefacenet;
+pub(crate) mod resnet;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -64,15 +64,15 @@ impl Task {
     }
 
     /// Whether this task trains identities with ArcFace.
-    pub fn has_fr(self) -> bool {
+    pub(crate) fn has_fr(self) -> bool {
         matches!(self, Task::Fr | Task::Multi)
     }
     /// Whether this task has a gender head.
-    pub fn has_gender(self) -> bool {
+    pub(crate) fn has_gender(self) -> bool {
         matches!(self, Task::Gender | Task::Multi)
     }
     /// Whether this task has an age head.
-    pub fn has_age(self) -> bool {
+    pub(crate) fn has_age(self) -> bool {
         matches!(self, Task::Age | Task::Multi)
     }
 }
@@ -145,7 +145,7 @@ impl NetConfig {
 /// the backbone is torchvision's trunk and `embedding.*` is facekit's head; an IR-ResNet or a
 /// MobileFaceNet has no `embedding.*`, its embedding layers (`bn2`/`fc`/`features`,
 /// `conv_sep`/`features`) being part of insightface's backbone.
-pub const HEAD_PREFIXES: [&str; 4] = ["embedding.", "gender_head.", "age_head.", "arcface."];
+pub(crate) const HEAD_PREFIXES: [&str; 4] = ["embedding.", "gender_head.", "age_head.", "arcface."];
 
 /// Whether a variable name belongs to the reference backbone: torchvision's `resnet50` trunk
 /// for the ResNets, insightface's whole `iresnet` (embedding layers included) for the IR-ResNets,

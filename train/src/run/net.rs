@@ -19,7 +19,7 @@ pub struct Network {
 }
 
 /// The network configuration in `net_json`.
-pub fn read_config(net_json: &Path) -> Result<NetConfig> {
+pub(crate) fn read_config(net_json: &Path) -> Result<NetConfig> {
     let text = facekit_io::bounded::read_string(net_json, facekit_io::bounded::STATE)?;
     serde_json::from_str(&text).with_context(|| format!("{} is not a network configuration", net_json.display()))
 }

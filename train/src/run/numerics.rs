@@ -92,7 +92,7 @@ impl Numerics {
 /// in fresh tensors. The trainer feeds batches through [`crate::trainer::feed`], into fixed
 /// buffers; this is the definition its tests hold the feed to. The NCHW view of NHWC data already
 /// has channels-last strides, which cuDNN prefers.
-pub fn batch_to_device(batch: &facekit_data::Batch, device: Device) -> Tensor {
+pub(crate) fn batch_to_device(batch: &facekit_data::Batch, device: Device) -> Tensor {
     let s = batch.size as i64;
     let host = Tensor::from_slice(&batch.images).view([batch.n as i64, s, s, 3]);
     let on_device = match device {

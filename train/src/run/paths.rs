@@ -23,27 +23,27 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// Name of the lock file inside a run folder.
-pub const LOCK_FILE: &str = ".lock";
+pub(crate) const LOCK_FILE: &str = ".lock";
 /// The run's configuration, command lines and datasets.
-pub const CONFIG_FILE: &str = "config.json";
+pub(crate) const CONFIG_FILE: &str = "config.json";
 /// The network's configuration (`model::NetConfig`), in a run folder and in an export folder.
 pub const NET_FILE: &str = "net.json";
 /// `--init`'s report: what loaded, what is new, what was ignored.
-pub const INIT_FILE: &str = "init.json";
+pub(crate) const INIT_FILE: &str = "init.json";
 /// One JSON object per logged step and per validation.
-pub const LOG_FILE: &str = "train_log.jsonl";
+pub(crate) const LOG_FILE: &str = "train_log.jsonl";
 /// The folder of [`LOSSES_FILE`].
-pub const LOSS_DEBUG_DIR: &str = "loss_debug";
+pub(crate) const LOSS_DEBUG_DIR: &str = "loss_debug";
 /// The loss of every step, inside [`LOSS_DEBUG_DIR`].
-pub const LOSSES_FILE: &str = "losses.tsv";
+pub(crate) const LOSSES_FILE: &str = "losses.tsv";
 /// Loss, learning-rate and validation curves.
-pub const CURVES_FILE: &str = "curves.png";
+pub(crate) const CURVES_FILE: &str = "curves.png";
 /// The folder of TensorBoard's event files.
 pub const TENSORBOARD_DIR: &str = "tensorboard";
 /// How TensorBoard's event files begin (its readers look for `tfevents` in the name).
 pub const EVENTS_FILE_PREFIX: &str = "events.out.tfevents.";
 /// The folder of the checkpoints ([`LAST`], [`BEST`]).
-pub const CHECKPOINTS_DIR: &str = "checkpoints";
+pub(crate) const CHECKPOINTS_DIR: &str = "checkpoints";
 /// The checkpoint written every `--checkpoint-every` steps and at the end.
 pub const LAST: &str = "last";
 /// The checkpoint of the best validation metric.
@@ -83,7 +83,7 @@ impl RunPaths {
     }
 
     /// `init.json`.
-    pub fn init_report(&self) -> PathBuf {
+    pub(crate) fn init_report(&self) -> PathBuf {
         self.root.join(INIT_FILE)
     }
 
@@ -149,7 +149,7 @@ impl RunPaths {
 
     /// The folder of checkpoint `name` if one is complete on disk: `checkpoints/NAME/`, or the
     /// predecessor a crash in the middle of replacing it left as `checkpoints/.old-NAME/`.
-    pub fn existing_checkpoint(&self, name: &str) -> Option<PathBuf> {
+    pub(crate) fn existing_checkpoint(&self, name: &str) -> Option<PathBuf> {
         facekit_io::durable::settled_dir(&self.checkpoint(name), |d| d.join(STATE_FILE).is_file())
     }
 

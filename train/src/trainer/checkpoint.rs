@@ -106,11 +106,3 @@ pub fn load(dir: &Path, vs: &mut VarStore, opt: &mut dyn Optimizer, shards: Opti
     opt.restore(opt_state, &opt_path)?;
     Ok(state)
 }
-
-/// Writes every variable of `vs` to `path` as standard contiguous tensors, so that a
-/// channels-last run's checkpoint holds the same bytes as a contiguous run's and loads anywhere.
-pub fn save_weights(vs: &VarStore, path: &Path) -> Result<()> {
-    let mut named: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    super::layout::write_safetensors_contiguous(&named, path)
-}

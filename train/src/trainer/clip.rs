@@ -10,7 +10,7 @@ use anyhow::Result;
 use tch::Tensor;
 
 /// Variables under this prefix (the ArcFace class centres) are neither counted nor clipped.
-pub const UNCLIPPED_PREFIX: &str = "arcface.";
+pub(crate) const UNCLIPPED_PREFIX: &str = "arcface.";
 
 /// Multiplies `grads` by min(1, max_norm / (total + 1e-6)) where total is the 2-norm of their
 /// 2-norms (one `_foreach_norm`, one `_foreach_mul_`), and returns total (a scalar tensor on their

@@ -15,10 +15,10 @@ use facekit_eval::metrics::KFoldReport;
 use std::time::Instant;
 
 /// Folds of the protocol (insightface's `nfolds`; LFW's 10 official folds of 600 pairs).
-pub const FOLDS: usize = 10;
+pub(crate) const FOLDS: usize = 10;
 
 /// The decoded `--eval-bin` sets and how many images go through the network at once.
-pub struct EvalBins {
+pub(crate) struct EvalBins {
     sets: Vec<BinSet>,
     batch_size: usize,
 }
@@ -104,7 +104,7 @@ impl BinScore {
     }
 
     /// This result as the run's best metric, reached at `step`.
-    pub fn as_best(&self, step: u64) -> BestMetric {
+    pub(crate) fn as_best(&self, step: u64) -> BestMetric {
         BestMetric {
             name: best_metric_name(&self.name),
             value: self.report.accuracy_mean,
@@ -115,6 +115,6 @@ impl BinScore {
 }
 
 /// The best metric's name for `--best-on SET`: `SET_accuracy` (`lfw_accuracy`).
-pub fn best_metric_name(set: &str) -> String {
+pub(crate) fn best_metric_name(set: &str) -> String {
     format!("{set}_accuracy")
 }

@@ -59,7 +59,7 @@ fn check(rc: c_int, what: &str) -> Result<()> {
 /// The trainer's slot allocator: page-locked memory when the run's device is CUDA (the GPU copies
 /// from it without the host waiting), plain host memory otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrainerAlloc {
+pub(crate) enum TrainerAlloc {
     /// `cudaHostAlloc` memory through libtorch's pinned allocator, for this CUDA device.
     Pinned(Device),
     /// [`HostAlloc`].
@@ -87,7 +87,7 @@ impl SlotAlloc for TrainerAlloc {
 
 /// A page-locked region: a pinned uint8 tensor, of which the [`SLOT_ALIGN`]-aligned `len` bytes
 /// from `offset` are the slot.
-pub struct PinnedMemory {
+pub(crate) struct PinnedMemory {
     tensor: Tensor,
     ptr: *mut u8,
     offset: usize,
@@ -154,7 +154,7 @@ fn host_pixels(batch: &Batch) -> Tensor {
 
 /// Where queued work runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
+pub(crate) enum Lane {
     /// The side stream of the feed's copies.
     Copy,
     /// The stream the training step's kernels go to.
@@ -162,7 +162,7 @@ pub enum Lane {
 }
 
 /// Streams and events as the feed uses them; implemented for CUDA, the CPU and the tests.
-pub trait Queue {
+pub(crate) trait Queue {
     /// A marker in a lane's queued work.
     type Event;
     /// A new event (complete until first recorded).
@@ -179,7 +179,7 @@ pub trait Queue {
 
 /// The CPU's queue: one lane, every copy done when issued, every event complete.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct CpuQueue;
+pub(crate) struct CpuQueue;
 
 impl Queue for CpuQueue {
     type Event = ();
@@ -202,13 +202,13 @@ impl Queue for CpuQueue {
 
 /// CUDA's queue: a stream from c10's pool for the copies, the thread's current stream for the
 /// step, c10 events between them (`cuda_shim.cpp`).
-pub struct CudaQueue {
+pub(crate) struct CudaQueue {
     device: c_int,
     copy: [i64; 3],
 }
 
 /// An owned `c10::Event` of CUDA.
-pub struct CudaEvent(*mut c_void);
+pub(crate) struct CudaEvent(*mut c_void);
 
 // SAFETY: a c10::Event has no thread affinity; the pointer is owned and freed once.
 unsafe impl Send for CudaEvent {}
@@ -286,10 +286,14 @@ impl Queue for CudaQueue {
 
 /// What CUDA's synchronisation debug mode does when the host waits for the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncDebug {
+pub(crate) enum SyncDebug {
     /// Nothing (the default).
     Off = 0,
     /// A warning from libtorch.
+    #[cfg_attr(
+        not(all(test, feature = "nccl")),
+        expect(dead_code, reason = "only the CUDA build's test asks for warnings")
+    )]
     Warn = 1,
     /// An error from the synchronising call.
     Error = 2,
@@ -297,7 +301,7 @@ pub enum SyncDebug {
 
 /// Sets CUDA's synchronisation debug mode for the process (`torch.cuda.set_sync_debug_mode`);
 /// an error in a build without the `nccl` feature, which lacks CUDA's headers.
-pub fn set_sync_debug_mode(mode: SyncDebug) -> Result<()> {
+pub(crate) fn set_sync_debug_mode(mode: SyncDebug) -> Result<()> {
     // SAFETY: plain integer argument.
     check(unsafe { facekit_cuda_set_sync_debug_mode(mode as c_int) }, "cannot set CUDA's sync debug mode")
 }
@@ -361,7 +365,7 @@ struct Ticket<E> {
 }
 
 /// Double-buffered device input over a [`Queue`]. See the module documentation.
-pub struct Feed<Q: Queue> {
+pub(crate) struct Feed<Q: Queue> {
     queue: Q,
     device: Device,
     format: MemoryFormat,

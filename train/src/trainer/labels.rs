@@ -8,7 +8,7 @@ use facekit_data::Batch;
 /// gender labels would train at loss 0 and "finish". Decided after [`LabelGuard::STEPS`] steps
 /// (or at the end of a shorter run): with shuffled batches, a label held by even one image in a
 /// few hundred has then been seen.
-pub struct LabelGuard {
+pub(crate) struct LabelGuard {
     task: Task,
     seen: [u64; 3],
     steps: u64,

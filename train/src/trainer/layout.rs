@@ -66,7 +66,7 @@ pub fn is_channels_last(t: &Tensor) -> bool {
 
 /// Writes `named` tensors as safetensors, each as a standard contiguous copy where it is not:
 /// safetensors stores row-major NCHW bytes, and a channels-last tensor's memory is not that.
-pub fn write_safetensors_contiguous(named: &[(String, Tensor)], path: &Path) -> Result<()> {
+pub(crate) fn write_safetensors_contiguous(named: &[(String, Tensor)], path: &Path) -> Result<()> {
     let dense: Vec<(&str, Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t.contiguous())).collect();
     Tensor::write_safetensors(&dense, path).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Losses of one step, per task (`None` where the task is not trained).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepLosses {
+pub(crate) struct StepLosses {
     /// The weighted sum that was minimised.
     pub total: f64,
     /// Identity (ArcFace) loss.
@@ -23,27 +23,11 @@ pub struct StepLosses {
     pub age: Option<f64>,
 }
 
-impl StepLosses {
-    /// `self + w * other`, task by task (a task present in either is present in the sum).
-    pub fn plus(&self, other: &StepLosses, w: f64) -> StepLosses {
-        let add = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (None, None) => None,
-            (a, b) => Some(a.unwrap_or(0.0) + w * b.unwrap_or(0.0)),
-        };
-        StepLosses {
-            total: self.total + w * other.total,
-            fr: add(self.fr, other.fr),
-            gender: add(self.gender, other.gender),
-            age: add(self.age, other.age),
-        }
-    }
-}
-
 /// Column header of `losses.tsv`.
-pub const LOSSES_HEADER: &str = "step\tepoch\tlr\ttotal\tfr\tgender\tage";
+pub(crate) const LOSSES_HEADER: &str = "step\tepoch\tlr\ttotal\tfr\tgender\tage";
 
 /// Appends to the run's logs and redraws its charts.
-pub struct RunLogs {
+pub(crate) struct RunLogs {
     curves: PathBuf,
     losses: File,
     jsonl: File,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 /// Throughput and data-wait bookkeeping of one process.
 #[derive(Debug, Clone)]
-pub struct Meter {
+pub(crate) struct Meter {
     started: Instant,
     images: u64,
     wait_s: f64,
@@ -22,7 +22,7 @@ pub struct Meter {
 
 /// The figures of one logging window.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Window {
+pub(crate) struct Window {
     /// Images per second over the window, time spent validating or evaluating left out.
     pub images_per_second: f64,
     /// Mean time a step waited for its batch, in milliseconds.
@@ -65,13 +65,13 @@ impl Meter {
 
     /// Leaves `spent` (validation, `--eval-bin` scoring) out of the throughput: a window with an
     /// evaluation in it would otherwise report a fraction of the training speed.
-    pub fn pause(&mut self, spent: Duration) {
+    pub(crate) fn pause(&mut self, spent: Duration) {
         self.paused_s += spent.as_secs_f64();
         self.window_paused_s += spent.as_secs_f64();
     }
 
     /// The figures since the last call (or the start), and a new window from now.
-    pub fn take_window(&mut self) -> Window {
+    pub(crate) fn take_window(&mut self) -> Window {
         let secs = (self.window_start.elapsed().as_secs_f64() - self.window_paused_s).max(1e-9);
         let w = Window {
             images_per_second: self.window_images as f64 / secs,
@@ -98,7 +98,7 @@ impl Meter {
 
     /// Seconds the `remaining` steps should take at this process's pace so far, validation and
     /// evaluation included (they will recur); `None` before the first step.
-    pub fn eta_s(&self, remaining: u64) -> Option<f64> {
+    pub(crate) fn eta_s(&self, remaining: u64) -> Option<f64> {
         (self.steps > 0).then(|| self.elapsed_s() / self.steps as f64 * remaining as f64)
     }
 

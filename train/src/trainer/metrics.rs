@@ -31,7 +31,7 @@ pub fn accuracy(pred: &[i64], truth: &[i64]) -> Option<f64> {
 }
 
 /// Accuracy of always answering the most frequent label: what a classifier must beat.
-pub fn majority_baseline(truth: &[i64]) -> Option<f64> {
+pub(crate) fn majority_baseline(truth: &[i64]) -> Option<f64> {
     let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
     for &t in truth.iter().filter(|&&t| t >= 0) {
         *counts.entry(t).or_default() += 1;
@@ -41,14 +41,14 @@ pub fn majority_baseline(truth: &[i64]) -> Option<f64> {
 }
 
 /// Mean absolute error over labelled items (label >= 0); `None` when none is labelled.
-pub fn mean_absolute_error(pred: &[f64], truth: &[i64]) -> Option<f64> {
+pub(crate) fn mean_absolute_error(pred: &[f64], truth: &[i64]) -> Option<f64> {
     let errs: Vec<f64> = pred.iter().zip(truth).filter(|(_, &t)| t >= 0).map(|(&p, &t)| (p - t as f64).abs()).collect();
     (!errs.is_empty()).then(|| errs.iter().sum::<f64>() / errs.len() as f64)
 }
 
 /// Draws up to `n` same-class and `n` different-class pairs from `classes` (-1: unknown, never
 /// used), reproducibly from `seed`, so that every validation of a run scores the same pairs.
-pub fn verification_pairs(classes: &[i64], n: usize, seed: u64) -> Vec<Pair> {
+pub(crate) fn verification_pairs(classes: &[i64], n: usize, seed: u64) -> Vec<Pair> {
     let mut by_class: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     for (i, &c) in classes.iter().enumerate().filter(|(_, &c)| c >= 0) {
         by_class.entry(c).or_default().push(i);
@@ -87,7 +87,7 @@ pub fn verification_pairs(classes: &[i64], n: usize, seed: u64) -> Vec<Pair> {
 /// optimistic figure meant for tracking training, not for reporting (use `facekit eval` with folds
 /// for that). A NaN or infinite score is an error naming the pair: no threshold places it
 /// meaningfully, and a figure computed around it would look valid.
-pub fn best_threshold_accuracy(scores: &[f64], same: &[bool]) -> anyhow::Result<Option<(f64, f64)>> {
+pub(crate) fn best_threshold_accuracy(scores: &[f64], same: &[bool]) -> anyhow::Result<Option<(f64, f64)>> {
     if let Some(k) = scores.iter().position(|s| !s.is_finite()) {
         anyhow::bail!(
             "verification pair {k} of {} has the score {} (its embeddings are not finite)",

@@ -68,7 +68,7 @@ pub(super) fn shim_result(rc: c_int, what: &str) -> Result<()> {
 }
 
 /// A [1] f32 zero on `like`'s device: the `found_inf` of a step that may apply everything.
-pub fn no_inf(like: &Tensor) -> Tensor {
+pub(crate) fn no_inf(like: &Tensor) -> Tensor {
     Tensor::zeros([1], (tch::Kind::Float, like.device()))
 }
 
@@ -217,7 +217,7 @@ pub trait Optimizer: Send {
 /// A saved state tensor copied into a new buffer shaped and laid out like `param` (channels-last
 /// weights get channels-last state, as the first step would have made it); `what` names the entry
 /// of `path` in the error when the shapes differ.
-pub fn restore_like(param: &Tensor, saved: &Tensor, path: &Path, what: &str) -> Result<Tensor> {
+pub(crate) fn restore_like(param: &Tensor, saved: &Tensor, path: &Path, what: &str) -> Result<Tensor> {
     if saved.size() != param.size() {
         bail!("{}: {what} has shape {:?}, the parameter {:?}", path.display(), saved.size(), param.size());
     }

@@ -12,7 +12,7 @@ use tch::{Kind, Tensor};
 const COLUMNS: i64 = 6;
 
 /// One step whose values are still on the device.
-pub struct PendingStep {
+pub(crate) struct PendingStep {
     /// The step's number (1 for the first step of a run).
     pub step: u64,
     /// Its epoch.
@@ -44,7 +44,7 @@ impl PendingStep {
 
 /// A step as read: its values on the host.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReadStep {
+pub(crate) struct ReadStep {
     /// The step's number.
     pub step: u64,
     /// Its epoch.
@@ -63,7 +63,7 @@ pub struct ReadStep {
 
 /// The steps not read yet, oldest first.
 #[derive(Default)]
-pub struct Pending {
+pub(crate) struct Pending {
     steps: Vec<PendingStep>,
 }
 

@@ -81,7 +81,7 @@ impl RunDir {
     /// (`checkpoints/.old-NAME`: dropped when `NAME` is complete, renamed back when it is not
     /// there). Under the folder's lock all of them are stale, whatever PID their name carries.
     /// Returns how many entries were removed.
-    pub fn remove_stale(&self) -> Result<usize> {
+    pub(crate) fn remove_stale(&self) -> Result<usize> {
         let mut removed = 0;
         let (ckpts, logs, events) = (self.paths.checkpoints(), self.paths.loss_debug(), self.paths.tensorboard());
         // The logs' folders too: a resume rewrites `losses.tsv` and event files atomically.
@@ -116,7 +116,7 @@ impl RunDir {
 
     /// Called when the run fails before it started: a folder this process created holds nothing
     /// but the lock, and goes.
-    pub fn abandon(self) {
+    pub(crate) fn abandon(self) {
         if self.created {
             let _ = fs::remove_dir_all(self.paths.root());
         }

@@ -65,7 +65,7 @@ impl GradScaler {
 
     /// Scale, growth tracker and skipped steps as one [3] f64 device tensor, for one read
     /// ([`ScalerState::from_values`] turns the values back into the state).
-    pub fn state_tensor(&self) -> Tensor {
+    pub(crate) fn state_tensor(&self) -> Tensor {
         Tensor::cat(
             &[
                 self.scale.to_kind(Kind::Double),
@@ -122,7 +122,7 @@ impl GradScaler {
     /// After a step whose skip flag was `found_inf` (agreed by every rank): counts it as skipped
     /// when set, halves the scale then, doubles it after `growth_interval` clean steps in a row
     /// (libtorch's `_amp_update_scale_`), all on the device.
-    pub fn update_with(&mut self, found_inf: &Tensor) {
+    pub(crate) fn update_with(&mut self, found_inf: &Tensor) {
         let c = self.config;
         let _ = self.skipped_steps.g_add_(&found_inf.to_kind(Kind::Double));
         let _ = self.scale.internal_amp_update_scale_(

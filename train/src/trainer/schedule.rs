@@ -34,7 +34,7 @@ pub const QUANTILE_DISCARD: f64 = 0.10;
 ///
 /// The operations follow dlib's order so results agree to the last bit in practice.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunningGradient {
+pub(crate) struct RunningGradient {
     n: f64,
     r: [[f64; 2]; 2],
     w: [f64; 2],
@@ -49,7 +49,7 @@ impl Default for RunningGradient {
 
 impl RunningGradient {
     /// Number of values added.
-    pub fn current_n(&self) -> f64 {
+    pub(crate) fn current_n(&self) -> f64 {
         self.n
     }
 
@@ -88,14 +88,14 @@ impl RunningGradient {
     }
 
     /// Standard error of the slope (needs at least 3 values).
-    pub fn standard_error(&self) -> f64 {
+    pub(crate) fn standard_error(&self) -> f64 {
         let s = self.residual_squared / (self.n - 2.0);
         let adjust = 12.0 / (self.n.powi(3) - self.n);
         (s * adjust).sqrt()
     }
 
     /// P(true slope > thresh) under the normal approximation (needs at least 3 values).
-    pub fn probability_gradient_greater_than(&self, thresh: f64) -> f64 {
+    pub(crate) fn probability_gradient_greater_than(&self, thresh: f64) -> f64 {
         1.0 - normal_cdf(thresh, self.gradient(), self.standard_error())
     }
 }
@@ -136,7 +136,7 @@ pub fn count_steps_without_decrease_robust(
 }
 
 /// The value at sorted position round((n−1)(1−q)) (dlib's `find_upper_quantile`, via nth_element).
-pub fn find_upper_quantile(values: &[f64], quantile: f64) -> f64 {
+pub(crate) fn find_upper_quantile(values: &[f64], quantile: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     // f64::round rounds halves away from zero, as std::round does.
@@ -365,7 +365,7 @@ impl Schedule {
     /// Whether [`Self::observe`]'s next call needs the loss (dlib's plateau rule, also after a
     /// warm-up): the loop then passes it when it reads the losses back, in step order; the
     /// others move on at each step without it.
-    pub fn needs_loss(&self) -> bool {
+    pub(crate) fn needs_loss(&self) -> bool {
         match self {
             Schedule::Plateau(_) => true,
             Schedule::Warmup(w) => w.step >= w.steps && w.inner.needs_loss(),

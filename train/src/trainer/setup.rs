@@ -702,7 +702,7 @@ pub fn build_schedule(cfg: &TrainConfig, total_steps: Option<u64>) -> Schedule {
 }
 
 /// The optimiser `cfg` asks for, over the trainable variables of `vs`.
-pub fn build_optimizer(cfg: &TrainConfig, vs: &VarStore) -> Box<dyn Optimizer> {
+pub(crate) fn build_optimizer(cfg: &TrainConfig, vs: &VarStore) -> Box<dyn Optimizer> {
     match cfg.optimizer {
         OptimizerConfig::Sgd { momentum, weight_decay } => Box::new(Sgd::new(vs, momentum, weight_decay)),
         OptimizerConfig::Adamw { betas, eps, weight_decay } => {
@@ -730,7 +730,7 @@ fn read_init(cfg: &TrainConfig, path: &Path, events: &Observer) -> Result<Pretra
 }
 
 /// The network configuration for this run (written as `net.json`).
-pub fn net_config(cfg: &TrainConfig, num_classes: u32) -> Result<NetConfig> {
+pub(crate) fn net_config(cfg: &TrainConfig, num_classes: u32) -> Result<NetConfig> {
     Ok(NetConfig {
         arch: cfg.arch,
         image_size: cfg.image_size as i64,

@@ -9,10 +9,10 @@ use std::rc::Rc;
 use tch::Tensor;
 
 /// The name of the identity head's centres, full or sharded.
-pub const HEAD_WEIGHT: &str = "arcface.weight";
+pub(crate) const HEAD_WEIGHT: &str = "arcface.weight";
 
 /// This rank's rows of the `classes` centres (and of their optimiser state) over `group`.
-pub struct HeadShards {
+pub(crate) struct HeadShards {
     group: Rc<ProcessGroup>,
     classes: i64,
     start: i64,

@@ -70,7 +70,7 @@ pub struct BestMetric {
 
 impl BestMetric {
     /// True when `value` beats this best.
-    pub fn is_beaten_by(&self, value: f64) -> bool {
+    pub(crate) fn is_beaten_by(&self, value: f64) -> bool {
         if self.higher_is_better {
             value > self.value
         } else {
@@ -105,7 +105,7 @@ impl TrainState {
     }
 
     /// The JSON text of this state.
-    pub fn to_json(&self) -> Result<Vec<u8>> {
+    pub(crate) fn to_json(&self) -> Result<Vec<u8>> {
         let mut text = serde_json::to_vec_pretty(self)?;
         text.push(b'\n');
         Ok(text)

@@ -6,10 +6,9 @@ use super::amp;
 use super::clip::clip_network_grads;
 use super::pending::PendingStep;
 use super::run::Trainer;
-use crate::loss::BatchLabels;
 use anyhow::{Context, Result};
 use facekit_data::Batch;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// A step's mean losses on the device, in f64 (tasks: fr, gender, age; `None` where untrained).
 struct DeviceLosses {
@@ -152,9 +151,10 @@ impl Trainer {
 
 /// The batch's labels (class, gender, age; -1 unknown) as fresh tensors on `device`: what the
 /// feed's fixed label buffers must hold (its tests compare them).
-pub fn labels_to_device(batch: &Batch, device: Device) -> BatchLabels {
+#[cfg(test)]
+pub(crate) fn labels_to_device(batch: &Batch, device: tch::Device) -> crate::loss::BatchLabels {
     let t = |v: &[i64]| Tensor::from_slice(v).to_device(device);
-    BatchLabels { class: t(&batch.class), gender: t(&batch.gender), age: t(&batch.age) }
+    crate::loss::BatchLabels { class: t(&batch.class), gender: t(&batch.gender), age: t(&batch.age) }
 }
 
 #[cfg(test)]

@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
 /// Same-class and different-class pairs drawn for verification accuracy (each).
-pub const VERIFICATION_PAIRS: usize = 3000;
+pub(crate) const VERIFICATION_PAIRS: usize = 3000;
 /// Seed of the verification pairs; fixed so every validation of every run scores the same pairs.
 const PAIR_SEED: u64 = 0x5eed_fa11;
 
 /// A run's main validation metric: which one, and whether larger is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MainMetric {
+pub(crate) struct MainMetric {
     /// Key in [`Validation::metrics`].
     pub name: &'static str,
     /// True for accuracies, false for errors.
@@ -61,7 +61,7 @@ pub enum Gate {
 
 /// The metric that picks the best checkpoint for each task: verification accuracy for FR (it
 /// does not need the validation identities to be training identities), gender accuracy, age MAE.
-pub fn main_metric(task: crate::model::Task) -> MainMetric {
+pub(crate) fn main_metric(task: crate::model::Task) -> MainMetric {
     use crate::model::Task;
     match task {
         Task::Fr | Task::Multi => MainMetric { name: "verification_accuracy", higher_is_better: true },

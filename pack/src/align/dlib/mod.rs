@@ -31,20 +31,24 @@ mod disabled;
 pub use disabled::{FaceAligner, FaceEncoder};
 
 /// Whether this build can detect faces (feature `dlib`).
-pub const AVAILABLE: bool = cfg!(feature = "dlib");
+pub(crate) const AVAILABLE: bool = cfg!(feature = "dlib");
 
 /// Largest photo (in pixels) that is upsampled 2x when no face is found at its own size: 8 Mpx.
-pub const MAX_UPSAMPLE_PIXELS: u64 = 8_000_000;
+#[cfg(feature = "dlib")]
+pub(crate) const MAX_UPSAMPLE_PIXELS: u64 = 8_000_000;
 /// File name of dlib's 5-point landmark model inside the models folder.
-pub const LANDMARKS_MODEL: &str = "shape_predictor_5_face_landmarks.dat";
+#[cfg(feature = "dlib")]
+pub(crate) const LANDMARKS_MODEL: &str = "shape_predictor_5_face_landmarks.dat";
 /// File name of dlib's CNN face detector inside the models folder.
-pub const CNN_MODEL: &str = "mmod_human_face_detector.dat";
+#[cfg(feature = "dlib")]
+pub(crate) const CNN_MODEL: &str = "mmod_human_face_detector.dat";
 /// File name of dlib's face encoder (ResNet, 128-d descriptors; CC0) inside the models folder.
 pub const ENCODER_MODEL: &str = "dlib_face_recognition_resnet_model_v1.dat";
 /// Size of one [`FaceEncoder`] descriptor.
 pub const ENCODING_DIM: usize = 128;
 /// Smallest accepted distance between the eye centres, in source pixels.
-pub const MIN_EYE_DISTANCE: f64 = 12.0;
+#[cfg(feature = "dlib")]
+pub(crate) const MIN_EYE_DISTANCE: f64 = 12.0;
 
 /// Which dlib face detector to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +93,7 @@ impl AlignError {
     }
 
     /// Why a pack rejects a photo that gives this error.
-    pub fn reject_reason(&self) -> crate::reason::RejectReason {
+    pub(crate) fn reject_reason(&self) -> crate::reason::RejectReason {
         match self {
             AlignError::NoFace => crate::reason::RejectReason::NoFace,
             AlignError::TooSmall { .. } => crate::reason::RejectReason::TooSmall,

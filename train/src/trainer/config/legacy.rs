@@ -68,12 +68,12 @@ const FLAT_FIELDS: [&str; 20] = [
 
 /// Whether `config` (the `config` object of a `config.json`) is the flat configuration: its
 /// schedule is a name where the tree has a section.
-pub fn is_flat(config: &Value) -> bool {
+pub(crate) fn is_flat(config: &Value) -> bool {
     config.get("schedule").is_some_and(Value::is_string)
 }
 
 /// The tree configuration that the flat `config` stands for.
-pub fn upgrade(config: &Value) -> Result<Value> {
+pub(crate) fn upgrade(config: &Value) -> Result<Value> {
     let flat: Flat = serde_json::from_value(config.clone()).context("the flat configuration of an earlier version")?;
     let Value::Object(mut map) = config.clone() else { bail!("the configuration is not a JSON object") };
     if map.contains_key("head") || map.contains_key("warmup") {

@@ -12,8 +12,8 @@
 //! - [`saved`]: `config.json` and the datasets' identities;
 //! - [`legacy`]: the flat `config.json` of earlier versions, read into the tree.
 
-pub mod legacy;
-pub mod optimization;
+pub(crate) mod legacy;
+pub(crate) mod optimization;
 pub mod resume;
 pub mod saved;
 pub mod settings;
@@ -345,13 +345,13 @@ impl TrainConfig {
     }
 
     /// Images per optimiser step over all ranks.
-    pub fn global_batch(&self) -> usize {
+    pub(crate) fn global_batch(&self) -> usize {
         self.batch_size * self.world_size * self.accumulate as usize
     }
 
     /// This configuration on `world` ranks with the same global batch: the per-rank batch scales
     /// by `world_size / world` (an error when it does not divide).
-    pub fn on_world(mut self, world: usize) -> Result<Self> {
+    pub(crate) fn on_world(mut self, world: usize) -> Result<Self> {
         if world == self.world_size {
             return Ok(self);
         }
@@ -395,13 +395,13 @@ impl TrainConfig {
     }
 
     /// The name of each `--eval-bin` set: its file stem (`lfw` for `data/lfw.bin`).
-    pub fn eval_bin_names(&self) -> Vec<String> {
+    pub(crate) fn eval_bin_names(&self) -> Vec<String> {
         self.eval_bin.iter().map(|p| crate::embedding::bins::bin_name(p)).collect()
     }
 
     /// Images per forward pass of `--eval-bin` scoring: `--eval-batch`, or twice `--batch-size`
     /// (no gradients or activations are kept, so inference fits about twice the training batch).
-    pub fn eval_batch_size(&self) -> usize {
+    pub(crate) fn eval_batch_size(&self) -> usize {
         if self.eval_batch == 0 {
             2 * self.batch_size
         } else {
@@ -450,7 +450,7 @@ mod task_name {
     use crate::model::Task;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(t: &Task, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &Task, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(match t {
             Task::Fr => "Fr",
             Task::Gender => "Gender",
@@ -459,7 +459,7 @@ mod task_name {
         })
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Task, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Task, D::Error> {
         Task::deserialize(d)
     }
 }

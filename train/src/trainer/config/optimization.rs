@@ -70,7 +70,7 @@ impl OptimizerConfig {
 
     /// Copies of each parameter in memory while training: the weights, their gradient and the
     /// momentum buffer (AdamW: two moments).
-    pub fn parameter_copies(&self) -> u64 {
+    pub(crate) fn parameter_copies(&self) -> u64 {
         match self {
             OptimizerConfig::Sgd { .. } => 3,
             OptimizerConfig::Adamw { .. } => 4,
@@ -194,7 +194,7 @@ impl ScheduleConfig {
     }
 
     /// Whether the schedule decays over the run's length, which must then be known.
-    pub fn needs_length(&self) -> bool {
+    pub(crate) fn needs_length(&self) -> bool {
         matches!(self, ScheduleConfig::Cosine { .. } | ScheduleConfig::Poly { .. })
     }
 

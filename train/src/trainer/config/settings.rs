@@ -23,7 +23,7 @@ pub struct Setting {
 
 /// The flags that choose a section's kind, and the flags of that kind's values: a resume that
 /// refuses another kind names the kind alone, not each value that comes with it.
-pub const SECTIONS: [(&str, &[&str]); 3] = [
+pub(crate) const SECTIONS: [(&str, &[&str]); 3] = [
     ("optimizer", &["momentum", "weight_decay", "adam_betas", "adam_eps"]),
     ("schedule", &["plateau_steps", "lr_shrink", "min_lr", "poly_power"]),
     ("margin", &["arcface_margin", "margin_values"]),
@@ -35,7 +35,7 @@ pub fn settings(cfg: &TrainConfig) -> Result<Vec<Setting>> {
 }
 
 /// The settings of a configuration's JSON.
-pub fn of_value(v: &Value) -> Vec<Setting> {
+pub(crate) fn of_value(v: &Value) -> Vec<Setting> {
     let mut leaves = Vec::new();
     walk("", v, &mut leaves);
     let margin_kind = v.pointer("/head/margin/kind").and_then(Value::as_str).unwrap_or("arcface");
@@ -100,7 +100,7 @@ pub fn flag_id(path: &str, margin_kind: &str) -> String {
 }
 
 /// A flag as the user types it: `log_every` is `--log-every`, `task` the positional TASK.
-pub fn flag_name(id: &str) -> String {
+pub(crate) fn flag_name(id: &str) -> String {
     if id == "task" {
         "TASK".into()
     } else {
@@ -109,7 +109,7 @@ pub fn flag_name(id: &str) -> String {
 }
 
 /// The kind flag whose section holds `flag` (`optimizer` for `momentum`), if any.
-pub fn section_of(flag: &str) -> Option<&'static str> {
+pub(crate) fn section_of(flag: &str) -> Option<&'static str> {
     SECTIONS.iter().find(|(_, members)| members.contains(&flag)).map(|(kind, _)| *kind)
 }
 
