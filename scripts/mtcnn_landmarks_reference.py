@@ -1,17 +1,16 @@
 #!/usr/bin/env python3
 """Five face landmarks from a second detector, MTCNN (facenet-pytorch, weights shipped in its wheel).
 
-For each image: MTCNN on the CPU, the face with the largest box, its five landmarks in insightface's
+For each image: MTCNN on the CPU, every face it finds with its five landmarks in insightface's
 order (left eye centre, right eye centre, nose tip, left mouth corner, right mouth corner, as seen in
-the image), in pixels of the image. Writes one JSON list to stdout: per image
-{"box": [x1, y1, x2, y2], "points": [[x, y] x 5]} or null when MTCNN finds no face.
+the image), in pixels of the image. Writes one JSON list to stdout: per image a list of
+{"box": [x1, y1, x2, y2], "points": [[x, y] x 5]} (empty when MTCNN finds no face).
 
 Usage: mtcnn_landmarks_reference.py IMAGE...
 """
 import json
 import sys
 
-import numpy as np
 import torch
 from facenet_pytorch import MTCNN
 from PIL import Image
@@ -25,11 +24,9 @@ def main():
         img = Image.open(path).convert("RGB")
         boxes, _, points = mtcnn.detect(img, landmarks=True)
         if boxes is None:
-            out.append(None)
+            out.append([])
             continue
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        k = int(np.argmax(area))
-        out.append({"box": boxes[k].tolist(), "points": points[k].tolist()})
+        out.append([{"box": b.tolist(), "points": p.tolist()} for b, p in zip(boxes, points)])
     json.dump(out, sys.stdout)
 
 
