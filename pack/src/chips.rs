@@ -1,8 +1,11 @@
 //! Face chips for new photos, cut exactly as a packed dataset's were (`facekit eval make-bin
 //! --like`): the dataset's manifest says how its faces were detected and aligned and how its
 //! records were encoded ([`ChipRecipe::like`]), and [`ChipMaker`] runs the pack's own steps on a
-//! photo (bounded read, [`crate::photo::decode_image`], dlib detection and `get_face_chip`
-//! alignment, encoding), so a verification chip of a photo is the record `facekit pack` made of it.
+//! photo (bounded read, [`crate::photo::decode_image`], dlib detection, dlib's `get_face_chip` or
+//! the ArcFace alignment, encoding), so a verification chip of a photo is the record `facekit pack`
+//! made of it. A dataset imported from insightface's `.rec` files holds ArcFace-aligned chips: its
+//! photos are cut by the ArcFace alignment with dlib's HOG detector and 68-point landmarks, the
+//! nearest this facekit has to the detector insightface's data was aligned with.
 //! A verification set aligned differently from the training data scores far below what the
 //! network can do (insightface #1107); this module is what prevents that.
 //!
@@ -11,7 +14,7 @@
 //! PNG, and a `raw` or `rawzstd` dataset's PNG, which is lossless and so pixel-identical to its
 //! records (a JPEG would add loss the training chips never had).
 
-use crate::align::{ChipSpec, DetectorKind, FaceAligner, Template};
+use crate::align::{Alignment, ChipSpec, DetectorKind, FaceAligner, METHOD_ARCFACE, METHOD_DLIB};
 use crate::encode::Chroma;
 use crate::rejects::RejectsLog;
 use crate::worker;
@@ -26,8 +29,10 @@ use std::sync::Mutex;
 /// How a dataset's chips are made, as its manifest records it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChipRecipe {
-    /// The face detector the dataset was packed with.
+    /// The face detector the dataset was packed with (HOG for an imported dataset).
     pub detector: DetectorKind,
+    /// The alignment the dataset's chips were cut with.
+    pub alignment: Alignment,
     /// Chip size and padding.
     pub spec: ChipSpec,
     /// The encoding of the chips made: JPEG or PNG (see the module doc).
@@ -36,21 +41,23 @@ pub struct ChipRecipe {
     pub quality: u8,
     /// JPEG chroma subsampling (JPEG only).
     pub chroma: Chroma,
-    /// Whether the chips are byte-identical to the dataset's records (JPEG and PNG datasets);
-    /// otherwise they are pixel-identical (PNG for a raw dataset).
+    /// Whether the chips are byte-identical to the dataset's records (packed JPEG and PNG
+    /// datasets); otherwise they are pixel-identical (PNG for a raw dataset) or, for an imported
+    /// dataset, cut the same way by a detector other than its makers'.
     pub same_bytes_as_records: bool,
 }
 
 impl ChipRecipe {
     /// The recipe of a dataset with this manifest `alignment` and `encoding`, or why its chips
-    /// cannot be reproduced from photos: no alignment recorded (records stored as given, e.g.
-    /// imported pre-aligned chips), alignment from a `--landmarks` file (new photos have no
-    /// landmark lines), a method, template or interpolation this facekit does not know, or a
-    /// build without face detection (feature `dlib`).
+    /// cannot be reproduced from photos: no alignment recorded (records stored as given),
+    /// alignment from a `--landmarks` file (new photos have no landmark lines), a method, template
+    /// or interpolation this facekit does not know, or a build without face detection (feature
+    /// `dlib`). A dataset imported from MXNet RecordIO (method `pre-aligned ...`, template
+    /// `arcface5`) is cut by the ArcFace alignment at its image size.
     pub fn like(alignment: Option<&AlignmentInfo>, encoding: &EncodingInfo) -> Result<Self> {
         let Some(a) = alignment else {
             bail!(
-                "the dataset records no alignment (its images were stored as given, e.g. imported pre-aligned chips), \
+                "the dataset records no alignment (its images were stored as given), \
                  so facekit cannot cut chips from photos the way they were cut; align the photos as that data's makers did"
             );
         };
@@ -61,14 +68,19 @@ impl ChipRecipe {
                 a.template
             );
         }
-        if a.method != "dlib-get-face-chip" || a.template != Template::Dlib5.name() {
-            bail!(
+        let imported = a.method.starts_with("pre-aligned") && a.template == Alignment::Arcface.template().name();
+        let alignment = match (a.method.as_str(), a.template.as_str()) {
+            _ if imported => Alignment::Arcface,
+            (METHOD_DLIB, t) if t == Alignment::Dlib.template().name() => Alignment::Dlib,
+            (METHOD_ARCFACE, t) if t == Alignment::Arcface.template().name() => Alignment::Arcface,
+            _ => bail!(
                 "the dataset was aligned by {:?} with template {:?}, which this facekit cannot reproduce",
                 a.method,
                 a.template
-            );
-        }
-        if a.interpolation != "bilinear" {
+            ),
+        };
+        // An importer does not know how the chips were sampled (insightface's are cv2's bilinear).
+        if !imported && a.interpolation != "bilinear" {
             bail!(
                 "the dataset's chips were sampled with {:?} interpolation; this facekit samples bilinearly",
                 a.interpolation
@@ -77,19 +89,23 @@ impl ChipRecipe {
         let detector = match a.detector.as_str() {
             "hog" => DetectorKind::Hog,
             "cnn" => DetectorKind::Cnn,
+            "none" if imported => DetectorKind::Hog,
             other => bail!("the dataset was packed with detector {other:?}, which this facekit does not have"),
         };
         let spec = ChipSpec { size: a.size, padding: a.padding };
         spec.validate().context("the dataset's alignment")?;
-        let expected = Template::Dlib5.points(&spec);
+        // An imported dataset's template points are the importer's description, not a record of
+        // how the chips were cut: only a packed dataset's must be this facekit's.
+        let expected = alignment.template().points(&spec);
         let same_template = a.template_points.len() == expected.len()
             && a.template_points
                 .iter()
                 .zip(&expected)
                 .all(|(p, q)| (p[0] - q[0]).abs() < 1e-6 && (p[1] - q[1]).abs() < 1e-6);
-        if !same_template {
+        if !imported && !same_template {
             bail!(
-                "the dataset's template points differ from this facekit's dlib5 template at size {} padding {}",
+                "the dataset's template points differ from this facekit's {} template at size {} padding {}",
+                alignment.template().name(),
                 a.size,
                 a.padding
             );
@@ -104,10 +120,11 @@ impl ChipRecipe {
         }
         let (chip_encoding, quality, chroma) = match encoding.format {
             Encoding::Jpeg => {
-                let quality = encoding
-                    .quality
-                    .filter(|q| (1..=100).contains(q))
-                    .context("the JPEG dataset records no quality (1-100)")?;
+                // Imported JPEGs record no quality: insightface's are cv2.imencode's default, 95.
+                let quality = match encoding.quality {
+                    None if imported => 95,
+                    q => q.filter(|q| (1..=100).contains(q)).context("the JPEG dataset records no quality (1-100)")?,
+                };
                 let chroma = match encoding.chroma.as_deref() {
                     // Packs before `--chroma` existed wrote 4:2:0.
                     None | Some("420") => Chroma::S420,
@@ -123,11 +140,12 @@ impl ChipRecipe {
         }
         Ok(ChipRecipe {
             detector,
+            alignment,
             spec,
             encoding: chip_encoding,
             quality,
             chroma,
-            same_bytes_as_records: matches!(encoding.format, Encoding::Jpeg | Encoding::Png),
+            same_bytes_as_records: !imported && matches!(encoding.format, Encoding::Jpeg | Encoding::Png),
         })
     }
 }
@@ -150,7 +168,8 @@ pub struct ChipMaker {
 impl ChipMaker {
     /// Loads the detector and landmark models from `models` (default `./models`).
     pub fn new(recipe: &ChipRecipe, models: Option<&Path>) -> Result<Self> {
-        Ok(ChipMaker { recipe: recipe.clone(), aligner: FaceAligner::new(models, recipe.detector, recipe.spec)? })
+        let aligner = FaceAligner::open(models, recipe.detector, recipe.spec, recipe.alignment)?;
+        Ok(ChipMaker { recipe: recipe.clone(), aligner })
     }
 
     /// The encoded chip of the photo at `path`, by the steps and the code `facekit pack` runs on it.

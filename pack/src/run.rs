@@ -3,7 +3,7 @@
 //! order, each aligned into a record or rejected, the training/validation split, the pack's
 //! counters, settings and input fingerprint, its manifests and report.
 
-use crate::align::{ChipSpec, Template};
+use crate::align::{Alignment, ChipSpec, Template, METHOD_ARCFACE};
 use crate::align::{DetectorKind, FaceAligner};
 use crate::checkpoint::{self, Checkpoint, Settings, PROGRESS_FORMAT};
 use crate::encode::Chroma;
@@ -34,6 +34,8 @@ pub struct PackOptions {
     pub output: PathBuf,
     /// The detector, for photos not aligned from `landmarks` (needs feature `dlib`).
     pub detector: DetectorKind,
+    /// How detected faces are aligned (faces from `landmarks` are always ArcFace-aligned).
+    pub alignment: Alignment,
     /// dlib models folder (`None`: `./models`).
     pub models: Option<PathBuf>,
     /// `--landmarks` file: every face aligned from it to the ArcFace template, no detection.
@@ -385,6 +387,7 @@ fn settings(opts: &PackOptions, plan: &Plan, files: u64, input_sha256: String) -
         input_sha256,
         classes: plan.classes,
         detector: detector_name(opts).into(),
+        alignment: opts.alignment.name().into(),
         size: opts.spec.size,
         padding: opts.spec.padding,
         encoding: opts.encoding,
@@ -427,9 +430,9 @@ pub(crate) fn write_manifest_unless_done(
 /// The manifest's description of how faces were aligned.
 pub(crate) fn alignment_info(opts: &PackOptions) -> AlignmentInfo {
     let (method, template) = if opts.landmarks.is_some() {
-        ("arcface5-similarity-warp", Template::ArcFace5)
+        (METHOD_ARCFACE, Template::ArcFace5)
     } else {
-        ("dlib-get-face-chip", Template::Dlib5)
+        (opts.alignment.method(), opts.alignment.template())
     };
     AlignmentInfo {
         method: method.into(),
@@ -447,14 +450,14 @@ pub(crate) fn alignment_info(opts: &PackOptions) -> AlignmentInfo {
 /// instead of every image.
 struct DetectorPool {
     first: Mutex<Option<Detector>>,
-    /// Models folder, detector and chip of the detectors to make; `None` with `--landmarks`.
-    recipe: Option<(Option<PathBuf>, DetectorKind, ChipSpec)>,
+    /// Models folder, detector, chip and alignment of the detectors to make; `None` with `--landmarks`.
+    recipe: Option<(Option<PathBuf>, DetectorKind, ChipSpec, Alignment)>,
 }
 
 impl DetectorPool {
     /// A pool for `opts`; empty (no detection) when faces come from `--landmarks`.
     fn new(opts: &PackOptions) -> Result<Self> {
-        let recipe = opts.landmarks.is_none().then(|| (opts.models.clone(), opts.detector, opts.spec));
+        let recipe = opts.landmarks.is_none().then(|| (opts.models.clone(), opts.detector, opts.spec, opts.alignment));
         let mut pool = DetectorPool { first: Mutex::new(None), recipe };
         if pool.recipe.is_some() {
             pool.first = Mutex::new(Some(pool.make()?));
@@ -463,8 +466,8 @@ impl DetectorPool {
     }
 
     fn make(&self) -> Result<Detector> {
-        let (models, kind, spec) = self.recipe.as_ref().expect("only detection pools make detectors");
-        FaceAligner::new(models.as_deref(), *kind, *spec)
+        let (models, kind, spec, alignment) = self.recipe.as_ref().expect("only detection pools make detectors");
+        FaceAligner::open(models.as_deref(), *kind, *spec, *alignment)
     }
 
     /// A worker thread's detector (`None` when the pack uses landmarks only).

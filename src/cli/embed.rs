@@ -53,9 +53,12 @@ pub struct PrepArgs {
     /// How folder photos are prepared (align: the pack pipeline, centre crop where no face is found).
     #[arg(long, value_enum, default_value = "align")]
     pub prep: PrepArg,
-    /// Chip padding for `--prep align` (dlib's meaning; use the value the training set was packed with).
-    #[arg(long, default_value_t = 0.25)]
-    pub padding: f64,
+    /// Alignment for `--prep align`: dlib's get_face_chip or insightface's ArcFace template (as the training set was packed).
+    #[arg(long, value_enum, default_value = "dlib")]
+    pub align: facekit_pack::align::Alignment,
+    /// Chip padding for `--prep align` (dlib's meaning; the training set's) [default: 0.25 with --align dlib, 0 with arcface].
+    #[arg(long)]
+    pub padding: Option<f64>,
     /// Folder of the dlib models for `--prep align` (default: ./models).
     #[arg(long, env = "FACEKIT_MODELS")]
     pub models: Option<PathBuf>,
@@ -65,7 +68,11 @@ impl PrepArgs {
     /// Converts the command-line choice into the library's preparation.
     pub fn preparation(&self) -> Result<faces::Preparation> {
         Ok(match self.prep {
-            PrepArg::Align => faces::Preparation::Align { models: self.models.clone(), padding: self.padding },
+            PrepArg::Align => faces::Preparation::Align {
+                models: self.models.clone(),
+                padding: self.padding.unwrap_or(self.align.default_spec().padding),
+                alignment: self.align,
+            },
             PrepArg::Resize => faces::Preparation::Resize,
             PrepArg::CentreCrop => faces::Preparation::CentreCrop,
         })

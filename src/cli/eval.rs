@@ -322,8 +322,9 @@ fn bin_from_photos(a: &MakeBinArgs, list: &PairList, root: &std::path::Path, lik
         other => format!("{other:?}").to_lowercase(),
     };
     let chips = format!(
-        "{} photos aligned like {like} (dlib {}, {} px, padding {}, {encoding}), {rejected_photos} gave none",
+        "{} photos aligned like {like} ({} alignment, dlib {}, {} px, padding {}, {encoding}), {rejected_photos} gave none",
         plan.files.len() - rejected_photos,
+        recipe.alignment.name(),
         recipe.detector.name(),
         recipe.spec.size,
         recipe.spec.padding

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use facekit_io::StopFlag;
-use facekit_pack::align::{ChipSpec, DetectorKind};
+use facekit_pack::align::{Alignment, ChipSpec, DetectorKind};
 use facekit_pack::encode::Chroma;
 use facekit_pack::size::ByteSize;
 use facekit_pack::{PackEnd, PackOptions};
@@ -19,6 +19,9 @@ pub struct DetectArgs {
     /// Face detector.
     #[arg(long, value_enum, default_value = "hog")]
     pub detector: DetectorKind,
+    /// How detected faces are aligned: dlib's get_face_chip (5 points) or insightface's ArcFace template (5 points from the 68-point model).
+    #[arg(long, value_enum, default_value = "dlib")]
+    pub align: Alignment,
     /// Folder of the dlib models (default: ./models).
     #[arg(long, env = "FACEKIT_MODELS")]
     pub models: Option<PathBuf>,
@@ -30,11 +33,11 @@ pub struct DetectArgs {
 pub struct DetectArgs {}
 
 impl DetectArgs {
-    fn into_parts(self) -> (DetectorKind, Option<PathBuf>) {
+    fn into_parts(self) -> (DetectorKind, Alignment, Option<PathBuf>) {
         #[cfg(feature = "dlib")]
-        return (self.detector, self.models);
+        return (self.detector, self.align, self.models);
         #[cfg(not(feature = "dlib"))]
-        return (DetectorKind::Hog, None);
+        return (DetectorKind::Hog, Alignment::Dlib, None);
     }
 }
 
@@ -58,12 +61,12 @@ pub struct PackArgs {
     /// Read gender and age from UTKFace file names (`AGE_GENDER_RACE_DATETIME.jpg.chip.jpg`).
     #[arg(long)]
     pub utkface_labels: bool,
-    /// Side of the square face chip in pixels.
-    #[arg(long, default_value_t = 224)]
-    pub size: u32,
-    /// Margin around the face template, as a fraction of the face (dlib's meaning).
-    #[arg(long, default_value_t = 0.25)]
-    pub padding: f64,
+    /// Side of the square face chip in pixels [default: 224, or 112 with --align arcface].
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Margin around the face template, as a fraction of the face (dlib's meaning) [default: 0.25, or 0 with --align arcface].
+    #[arg(long)]
+    pub padding: Option<f64>,
     /// How face chips are stored in records.
     #[arg(long, value_enum, default_value = "jpeg")]
     pub encoding: Encoding,
@@ -102,7 +105,8 @@ pub struct PackArgs {
 /// Runs the pack: exit 0 when done (even with rejects), 1 when nothing was packed, 2 on a usage or
 /// I/O error, 128 + N when signal N stopped it (130 Ctrl-C, 143 SIGTERM; resumable with `--resume`).
 pub fn run(args: PackArgs) -> Result<ExitCode> {
-    let (detector, models) = args.detect.into_parts();
+    let (detector, alignment, models) = args.detect.into_parts();
+    let defaults = alignment.default_spec();
     let valid = facekit_shard::DatasetPaths::new(&args.output).with_suffix(facekit_pack::VALID_SUFFIX);
     let check = super::output_check().inputs(&args.roots).inputs(&args.landmarks).inputs(&args.attributes);
     check.owned(&args.output)?;
@@ -115,11 +119,12 @@ pub fn run(args: PackArgs) -> Result<ExitCode> {
         roots: args.roots,
         output: args.output,
         detector,
+        alignment,
         models,
         landmarks: args.landmarks,
         attributes: args.attributes,
         utkface_labels: args.utkface_labels,
-        spec: ChipSpec { size: args.size, padding: args.padding },
+        spec: ChipSpec { size: args.size.unwrap_or(defaults.size), padding: args.padding.unwrap_or(defaults.padding) },
         encoding: args.encoding,
         quality: args.quality,
         chroma: args.chroma,

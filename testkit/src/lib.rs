@@ -89,6 +89,18 @@ pub fn tensorboard_python() -> Option<PathBuf> {
     )
 }
 
+/// OpenCV's and scikit-image's Python (`.venv-cv`, made by scripts/setup.sh), when it imports both:
+/// the reference of `--align arcface` (insightface's `norm_crop` recipe; see [`reference_python`]).
+pub fn opencv_python() -> Option<PathBuf> {
+    reference_python(workspace_root().join(".venv-cv/bin/python"), "cv2, skimage")
+}
+
+/// facenet-pytorch's Python (`.venv-mtcnn`, made by scripts/setup.sh), when it imports its MTCNN:
+/// a second face detector whose five landmarks check the ones facekit takes from dlib's 68 points.
+pub fn mtcnn_python() -> Option<PathBuf> {
+    reference_python(workspace_root().join(".venv-mtcnn/bin/python"), "facenet_pytorch")
+}
+
 /// libtorch's random generator is global to the process: tests that draw weights or inputs while
 /// another test reseeds it would see another draw than their seed promises. Such tests take turns
 /// through this guard (one test binary per crate runs all of them in one process).

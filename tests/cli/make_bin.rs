@@ -507,3 +507,87 @@ fn a_photo_without_a_face_drops_its_pair_and_the_folds_stay_those_of_the_pairs_f
             && bin.images[2] == recs["Bill_Gates/Bill_Gates_0002.jpg"]
     );
 }
+
+/// Mean absolute difference of two encoded images' pixels.
+fn pixel_distance(a: &[u8], b: &[u8]) -> f64 {
+    let (a, b) = (image::load_from_memory(a).unwrap().to_rgb8(), image::load_from_memory(b).unwrap().to_rgb8());
+    assert_eq!(a.dimensions(), b.dimensions());
+    let sum: u64 = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    sum as f64 / a.as_raw().len() as f64
+}
+
+#[test]
+fn an_arcface_pack_records_its_alignment_and_make_bin_like_it_or_its_rec_import_cuts_arcface_chips() {
+    let t = tempfile::tempdir().unwrap();
+    let cwd = t.path();
+    let people = ["Ariel_Sharon", "Colin_Powell", "Hans_Blix"];
+    crate::lfw_subset(&cwd.join("photos"), &people, 4);
+    let out = ok(&["pack", "photos", "-o", "training/af", "--align", "arcface", "--quiet"], cwd);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("12"), "{}", String::from_utf8_lossy(&out.stdout));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cwd.join("training/af.manifest.json")).unwrap()).unwrap();
+    let a = &m["alignment"];
+    assert_eq!(
+        (
+            a["method"].as_str(),
+            a["template"].as_str(),
+            a["detector"].as_str(),
+            a["size"].as_u64(),
+            a["padding"].as_f64()
+        ),
+        (Some("arcface5-similarity-warp"), Some("arcface5"), Some("hog"), Some(112), Some(0.0)),
+        "{a}"
+    );
+    assert_eq!(a["template_points"][0], serde_json::json!([38.2946, 51.6963]), "{a}");
+    let recs = records(&cwd.join("training/af"));
+    assert_eq!(recs.len(), 12);
+    write_pairs(&cwd.join("pairs.txt"), &packed_faces(&recs, &people));
+    let like = |dataset: &str, bin: &str| {
+        ok(
+            &[
+                "eval",
+                "make-bin",
+                "--pairs",
+                "pairs.txt",
+                "--images",
+                "photos",
+                "--like",
+                dataset,
+                "-o",
+                bin,
+                "--quiet",
+            ],
+            cwd,
+        )
+    };
+    let out = like("training/af", "af.bin");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("arcface alignment"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let bin = VerificationBin::read(&cwd.join("af.bin")).unwrap();
+    for chip in &bin.images {
+        assert!(recs.values().any(|r| r == chip), "a chip made like an ArcFace dataset is none of its records");
+    }
+    // The same faces as a dlib pack are other chips: --like really followed the manifest.
+    ok(&["pack", "photos", "-o", "training/dl", "--size", "112", "--padding", "0", "--quiet"], cwd);
+    let dlib = records(&cwd.join("training/dl"));
+    let k = recs.keys().next().unwrap();
+    assert!(recs[k] != dlib[k], "{k}: the dlib and ArcFace chips are the same");
+
+    // A dataset imported from insightface's .rec files is ArcFace-aligned: --like cuts its photos so.
+    ok(&["export", "rec", "training/af", "-o", "rec", "--quiet"], cwd);
+    ok(&["import", "rec", "rec", "-o", "training/imported", "--quiet"], cwd);
+    let out = like("training/imported", "imported.bin");
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("arcface alignment") && summary.contains("112 px"), "{summary}");
+    let imported = VerificationBin::read(&cwd.join("imported.bin")).unwrap();
+    assert_eq!(imported.images.len(), bin.images.len());
+    for (i, (a, b)) in imported.images.iter().zip(&bin.images).enumerate() {
+        // Same alignment, detector and size; an import's chips are JPEG at quality 95 and 4:2:0,
+        // which are also pack's defaults, so here they are the same bytes.
+        let d = pixel_distance(a, b);
+        assert!(a == b, "chip {i}: {d:.2} grey levels on average from the ArcFace dataset's chip");
+    }
+}

@@ -365,7 +365,9 @@ const STEP_BITS: u32 = 32;
 const FIXED_LIMIT: f64 = (1u64 << 30) as f64;
 
 /// Bilinear warp of `img` into a `w` x `h` image, `chip_to_img` mapping output pixel centres to
-/// input coordinates; pixels whose 2x2 neighbourhood leaves the image are 0 (no pyramid).
+/// input coordinates (no pyramid). Outside the image the source is black, as in OpenCV's
+/// `warpAffine(borderValue=0)` that insightface's `norm_crop` calls: a position within one pixel
+/// of the image's edge blends the edge pixels with black, one farther out is black.
 ///
 /// This is the whole per-face cost of `pack --landmarks` besides JPEG, so it runs in integers
 /// as OpenCV's `warpAffine` does: source coordinates advance along each row in 32.32 fixed point
@@ -387,9 +389,6 @@ pub(crate) fn warp_affine(img: &RgbImage, chip_to_img: &Affine, w: u32, h: u32) 
     let (iw, ih) = (img.width() as usize, img.height() as usize);
     let src = img.as_raw();
     let mut out = RgbImage::new(w, h);
-    if iw < 2 || ih < 2 {
-        return out;
-    }
     let scale = (1u64 << STEP_BITS) as f64;
     // Half a weight step, so that the truncating shifts below round to the nearest 1/1024.
     let half_bin = 1i64 << (STEP_BITS - WARP_BITS - 1);
@@ -420,15 +419,31 @@ fn blend1(src: &[u8], iw: usize, ih: usize, qx: i64, qy: i64, px: &mut [u8]) {
     const ONE: u32 = 1 << WARP_BITS;
     const HALF: u32 = 1 << (2 * WARP_BITS - 1);
     let (l, t) = (qx >> WARP_BITS, qy >> WARP_BITS);
-    // One unsigned compare per axis also rejects negative positions.
-    if (l as u64) >= iw as u64 - 1 || (t as u64) >= ih as u64 - 1 {
-        return;
-    }
     let (fx, fy) = (qx as u32 & (ONE - 1), qy as u32 & (ONE - 1));
     let (gx, gy) = (ONE - fx, ONE - fy);
     // The four weights sum to 2^20; expanding the two-step blend this way is the same integer
     // arithmetic with fewer multiplications.
     let (w_tl, w_tr, w_bl, w_br) = (gx * gy, fx * gy, gx * fy, fx * fy);
+    // One unsigned compare per axis also rejects negative positions; the 2x2 neighbourhoods that
+    // leave the image (rare: only along its edges) take the per-pixel path with black outside.
+    if (l as u64) >= (iw as u64).saturating_sub(1) || (t as u64) >= (ih as u64).saturating_sub(1) {
+        if l < -1 || t < -1 || l >= iw as i64 || t >= ih as i64 {
+            return;
+        }
+        let at = |x: i64, y: i64, ch: usize| -> u32 {
+            if x < 0 || y < 0 || x >= iw as i64 || y >= ih as i64 {
+                0
+            } else {
+                u32::from(src[(y as usize * iw + x as usize) * 3 + ch])
+            }
+        };
+        for (ch, p) in px.iter_mut().enumerate() {
+            let v =
+                at(l, t, ch) * w_tl + at(l + 1, t, ch) * w_tr + at(l, t + 1, ch) * w_bl + at(l + 1, t + 1, ch) * w_br;
+            *p = ((v + HALF) >> (2 * WARP_BITS)) as u8;
+        }
+        return;
+    }
     let stride = iw * 3;
     let i = t as usize * stride + l as usize * 3;
     // One bounds check for all 12 bytes instead of one per byte.
@@ -451,11 +466,14 @@ pub fn warp_affine_exact(img: &RgbImage, t: &Affine, w: u32, h: u32) -> RgbImage
         let p = t.apply([f64::from(c), f64::from(r)]);
         let (left, top) = (p[0].floor(), p[1].floor());
         let (l, tp) = (left as i64, top as i64);
-        if !(l >= 0 && tp >= 0 && l + 1 < v.nc && tp + 1 < v.nr) {
+        if !(l >= -1 && tp >= -1 && l < v.nc && tp < v.nr) {
             return image::Rgb([0, 0, 0]);
         }
         let (lr, tb) = (p[0] - left, p[1] - top);
-        let (a, b, cc, d) = (v.px(tp, l), v.px(tp, l + 1), v.px(tp + 1, l), v.px(tp + 1, l + 1));
+        // Black outside the image, as OpenCV's BORDER_CONSTANT with value 0.
+        let black = [0u8; 3];
+        let px = |r: i64, c: i64| if r >= 0 && c >= 0 && r < v.nr && c < v.nc { v.px(r, c) } else { &black[..] };
+        let (a, b, cc, d) = (px(tp, l), px(tp, l + 1), px(tp + 1, l), px(tp + 1, l + 1));
         image::Rgb(std::array::from_fn(|ch| {
             let f = |x: &[u8]| f64::from(x[ch]);
             let val = (1.0 - tb) * ((1.0 - lr) * f(a) + lr * f(b)) + tb * ((1.0 - lr) * f(cc) + lr * f(d));

@@ -1,10 +1,11 @@
 //! Face detection, landmarks and alignment to a face chip.
 //!
-//! Pipeline: [`dlib`] finds the largest face and its 5 dlib landmarks (feature `dlib`),
-//! then [`align_dlib5`] cuts a chip with dlib's exact `get_face_chip` geometry
-//! ([`chip`]); [`align_arcface5`] aligns insightface-order landmarks (from a `--landmarks`
-//! file) to the ArcFace template. Geometry and sampling are pure Rust, so training- and
-//! evaluation-only builds (no dlib) can align faces from given landmarks.
+//! Pipeline: [`dlib`] finds the largest face and its landmarks (feature `dlib`), then, by the
+//! [`Alignment`] chosen: [`align_dlib5`] cuts a chip from dlib's 5 landmarks with dlib's exact
+//! `get_face_chip` geometry ([`chip`]), or [`align_arcface5`] aligns insightface-order points
+//! (from the 68-point predictor, [`arcface_points_from_68`], or from a `--landmarks` file) to
+//! the ArcFace template as insightface's `norm_crop` does. Geometry and sampling are pure Rust,
+//! so training- and evaluation-only builds (no dlib) can align faces from given landmarks.
 //!
 //! Coordinates are image pixels with (0, 0) at the centre of the top-left pixel (dlib's and
 //! OpenCV's convention).
@@ -30,7 +31,7 @@ pub use transform::{Affine, Point2, Similarity};
 ///   centre on the image's left, 1 = eye centre on the image's right, 2 = nose tip, 3 = mouth
 ///   corner on the image's left, 4 = mouth corner on the image's right.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Landmarks5 {
+pub struct Landmarks5 {
     /// The points, in `order`.
     pub points: [Point2; 5],
     /// Which landmark each index is.
@@ -57,6 +58,73 @@ impl Landmarks5 {
         };
         (l[0] - r[0]).hypot(l[1] - r[1])
     }
+}
+
+/// How detected faces are aligned (`--align`): which landmarks, which template, which warp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Alignment {
+    /// dlib's `get_face_chip` from the 5-point predictor onto dlib's template (facekit's default).
+    #[default]
+    Dlib,
+    /// insightface's `norm_crop`: five points (eye centres, nose tip, mouth corners) from dlib's
+    /// 68-point predictor, least-squares similarity onto the ArcFace template.
+    Arcface,
+}
+
+impl Alignment {
+    /// Name on the command line and in pack checkpoints (`dlib`, `arcface`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Alignment::Dlib => "dlib",
+            Alignment::Arcface => "arcface",
+        }
+    }
+
+    /// The template the chip's landmarks are moved onto.
+    pub fn template(&self) -> Template {
+        match self {
+            Alignment::Dlib => Template::Dlib5,
+            Alignment::Arcface => Template::ArcFace5,
+        }
+    }
+
+    /// `alignment.method` in manifests.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Alignment::Dlib => METHOD_DLIB,
+            Alignment::Arcface => METHOD_ARCFACE,
+        }
+    }
+
+    /// The chip when no size or padding is given: 224 px with padding 0.25 for dlib, insightface's
+    /// 112 px without padding for ArcFace.
+    pub fn default_spec(&self) -> ChipSpec {
+        match self {
+            Alignment::Dlib => ChipSpec::default(),
+            Alignment::Arcface => ChipSpec::arcface(),
+        }
+    }
+}
+
+/// `alignment.method` of chips cut by dlib's `get_face_chip`.
+pub const METHOD_DLIB: &str = "dlib-get-face-chip";
+/// `alignment.method` of chips warped onto the ArcFace template (insightface's `norm_crop`).
+pub const METHOD_ARCFACE: &str = "arcface5-similarity-warp";
+
+/// The five ArcFace points (insightface order: eye centres left then right in the image, nose
+/// tip, mouth corners left then right) from the 68 points of dlib's iBUG predictor: each eye
+/// centre is the mean of that eye's six points (36-41 on the image's left, 42-47 on its right),
+/// the nose tip is point 30, the mouth corners 48 and 54 (0-based). `None` unless 68 points.
+pub fn arcface_points_from_68(parts: &[Point2]) -> Option<[Point2; 5]> {
+    if parts.len() != 68 {
+        return None;
+    }
+    let mean = |r: std::ops::Range<usize>| {
+        let s = parts[r].iter().fold([0.0, 0.0], |a, p| [a[0] + p[0], a[1] + p[1]]);
+        [s[0] / 6.0, s[1] / 6.0]
+    };
+    Some([mean(36..42), mean(42..48), parts[30], parts[48], parts[54]])
 }
 
 /// Output size and margin of a face chip.
@@ -134,8 +202,20 @@ impl Template {
     }
 
     /// Template points in output pixels for `spec`: unit points `p` become
-    /// `(padding + p) / (1 + 2 padding) * size`, exactly dlib's formula.
+    /// `(padding + p) / (1 + 2 padding) * size`, exactly dlib's formula; except the ArcFace
+    /// template without padding at a size insightface's `estimate_norm` accepts, which is
+    /// insightface's own scaling: `arcface_dst * size / 112` for a multiple of 112, otherwise
+    /// (a multiple of 128) `arcface_dst * size / 128` moved right by `8 * size / 128`.
     pub fn points(&self, spec: &ChipSpec) -> [Point2; 5] {
+        if *self == Template::ArcFace5
+            && spec.padding == 0.0
+            && (spec.size.is_multiple_of(112) || spec.size.is_multiple_of(128))
+        {
+            let size = f64::from(spec.size);
+            let (ratio, diff_x) =
+                if spec.size.is_multiple_of(112) { (size / 112.0, 0.0) } else { (size / 128.0, 8.0 * size / 128.0) };
+            return ARCFACE5_112.map(|p| [p[0] * ratio + diff_x, p[1] * ratio]);
+        }
         let unit: [Point2; 5] = match self {
             Template::Dlib5 => DLIB5_UNIT,
             Template::ArcFace5 => ARCFACE5_112.map(|p| [p[0] / 112.0, p[1] / 112.0]),
@@ -187,6 +267,30 @@ mod tests {
         for (a, b) in p.iter().zip(ARCFACE5_112.iter()) {
             assert!((a[0] - b[0]).abs() < 1e-9 && (a[1] - b[1]).abs() < 1e-9);
         }
+    }
+
+    #[test]
+    fn arcface_template_follows_insightfaces_estimate_norm_at_other_sizes() {
+        // estimate_norm: image_size % 112 == 0 -> ratio size/112, no shift; else (% 128 == 0)
+        // ratio size/128 and 8 * ratio to the right. 448 is a multiple of both: 112 wins.
+        for (size, ratio, dx) in [(224, 2.0, 0.0), (128, 1.0, 8.0), (256, 2.0, 16.0), (448, 4.0, 0.0)] {
+            let p = Template::ArcFace5.points(&ChipSpec { size, padding: 0.0 });
+            for (a, b) in p.iter().zip(ARCFACE5_112.iter()) {
+                assert!((a[0] - (b[0] * ratio + dx)).abs() < 1e-9 && (a[1] - b[1] * ratio).abs() < 1e-9, "{size}");
+            }
+        }
+    }
+
+    #[test]
+    fn arcface_points_from_68_are_eye_means_nose_tip_and_mouth_corners() {
+        let parts: Vec<Point2> = (0..68).map(|i| [f64::from(i), f64::from(i * i)]).collect();
+        let p = arcface_points_from_68(&parts).unwrap();
+        let mean = |r: std::ops::Range<i32>| {
+            let n = f64::from(r.len() as i32);
+            [r.clone().map(f64::from).sum::<f64>() / n, r.map(|i| f64::from(i * i)).sum::<f64>() / n]
+        };
+        assert_eq!(p, [mean(36..42), mean(42..48), [30.0, 900.0], [48.0, 2304.0], [54.0, 2916.0]]);
+        assert!(arcface_points_from_68(&parts[..5]).is_none());
     }
 
     #[test]

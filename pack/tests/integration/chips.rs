@@ -1,6 +1,8 @@
 //! Chips for new photos cut as a dataset's were (`facekit_pack::chips`): what a manifest allows to
 //! reproduce, and (with dlib) that a chip of a photo is the record `pack` made of the same photo.
 
+#[cfg(feature = "dlib")]
+use facekit_pack::align::Alignment;
 use facekit_pack::align::{ChipSpec, Template};
 use facekit_pack::chips::ChipRecipe;
 use facekit_shard::manifest::{AlignmentInfo, EncodingInfo};
@@ -47,11 +49,48 @@ fn datasets_whose_alignment_cannot_be_reproduced_are_refused_with_the_reason() {
     assert!(refusal(Some(&dlib_alignment(spec)), &jpeg(224)).contains("224x224"));
 }
 
+/// What `facekit import rec` records for insightface's 112x112 chips.
+fn imported(size: u32) -> AlignmentInfo {
+    AlignmentInfo {
+        method: "pre-aligned (imported from MXNet RecordIO)".into(),
+        detector: "none".into(),
+        size,
+        padding: 0.0,
+        template: "arcface5".into(),
+        template_points: Template::ArcFace5.points(&ChipSpec { size, padding: 0.0 }).to_vec(),
+        interpolation: "unknown".into(),
+    }
+}
+
+#[cfg(feature = "dlib")]
+#[test]
+fn an_imported_rec_dataset_is_cut_by_the_arcface_alignment_at_its_size() {
+    let enc = EncodingInfo { format: Encoding::Jpeg, quality: None, chroma: None, width: 112, height: 112 };
+    let r = ChipRecipe::like(Some(&imported(112)), &enc).unwrap();
+    assert_eq!(
+        (r.alignment, r.detector, r.spec, r.encoding, r.quality, r.same_bytes_as_records),
+        (Alignment::Arcface, facekit_pack::align::DetectorKind::Hog, ChipSpec::arcface(), Encoding::Jpeg, 95, false)
+    );
+    // A packed ArcFace dataset is reproduced with its own detector and quality.
+    let mut packed = imported(112);
+    (packed.method, packed.detector, packed.interpolation) =
+        ("arcface5-similarity-warp".into(), "cnn".into(), "bilinear".into());
+    let r = ChipRecipe::like(Some(&packed), &jpeg(112)).unwrap();
+    assert_eq!(
+        (r.alignment, r.detector, r.quality, r.same_bytes_as_records),
+        (Alignment::Arcface, facekit_pack::align::DetectorKind::Cnn, 90, true)
+    );
+    // Its template points must be this facekit's ArcFace template (estimate_norm's at 128 px).
+    packed.template_points[0][0] += 0.5;
+    assert!(refusal(Some(&packed), &jpeg(112)).contains("template points differ"));
+}
+
 #[cfg(not(feature = "dlib"))]
 #[test]
 fn a_build_without_detection_refuses_to_align_photos() {
     let spec = ChipSpec { size: 112, padding: 0.25 };
     assert!(refusal(Some(&dlib_alignment(spec)), &jpeg(112)).contains("without face detection"));
+    assert!(refusal(Some(&imported(112)), &jpeg(112)).contains("without face detection"));
 }
 
 #[cfg(feature = "dlib")]
@@ -79,15 +118,20 @@ mod with_dlib {
     }
 
     fn pack(roots: &Path, output: &Path, encoding: Encoding) -> Dataset {
+        pack_aligned(roots, output, encoding, Alignment::Dlib, ChipSpec { size: 96, padding: 0.3 })
+    }
+
+    fn pack_aligned(roots: &Path, output: &Path, encoding: Encoding, alignment: Alignment, spec: ChipSpec) -> Dataset {
         let opts = PackOptions {
             roots: vec![roots.to_path_buf()],
             output: output.to_path_buf(),
             detector: facekit_pack::align::DetectorKind::Hog,
+            alignment,
             models: Some(facekit_testkit::models_dir()),
             landmarks: None,
             attributes: None,
             utkface_labels: false,
-            spec: ChipSpec { size: 96, padding: 0.3 },
+            spec,
             encoding,
             quality: 87,
             chroma: Chroma::S444,
@@ -131,6 +175,39 @@ mod with_dlib {
             assert!(maker.chip(&files[k]).unwrap() == rec.payload, "{rel}: chip differs from the record");
             assert!(chips[k].as_ref().unwrap() == rec.payload, "{rel}: parallel chip differs from the record");
         }
+    }
+
+    #[test]
+    fn an_arcface_pack_records_its_alignment_and_its_chips_are_its_records() {
+        let t = tempfile::tempdir().unwrap();
+        let files = photos(&t.path().join("photos"));
+        let spec = ChipSpec { size: 128, padding: 0.0 };
+        let ds =
+            pack_aligned(&t.path().join("photos"), &t.path().join("out/af"), Encoding::Jpeg, Alignment::Arcface, spec);
+        let a = ds.manifest().alignment.clone().unwrap();
+        assert_eq!(
+            (a.method.as_str(), a.template.as_str(), a.detector.as_str()),
+            ("arcface5-similarity-warp", "arcface5", "hog")
+        );
+        // estimate_norm's 128 px template: arcface_dst moved 8 px to the right.
+        assert!(
+            (a.template_points[0][0] - (38.2946 + 8.0)).abs() < 1e-9
+                && (a.template_points[0][1] - 51.6963).abs() < 1e-9
+        );
+        let r = recipe(&ds);
+        assert_eq!((r.alignment, r.spec, r.same_bytes_as_records), (Alignment::Arcface, spec, true));
+        let chips = make_chips(&r, Some(&facekit_testkit::models_dir()), &files, 2, false).unwrap();
+        assert_eq!(ds.len(), files.len(), "every test photo has a face");
+        for i in 0..ds.len() {
+            let rec = ds.record(i).unwrap();
+            let rel = std::str::from_utf8(rec.path).unwrap();
+            let k = files.iter().position(|f| f.ends_with(rel)).unwrap();
+            assert!(chips[k].as_ref().unwrap() == rec.payload, "{rel}: chip differs from the record");
+        }
+        // The dlib pack of the same photos cuts other chips.
+        let dlib =
+            pack_aligned(&t.path().join("photos"), &t.path().join("out/dl"), Encoding::Jpeg, Alignment::Dlib, spec);
+        assert!(dlib.record(0).unwrap().payload != ds.record(0).unwrap().payload);
     }
 
     #[test]

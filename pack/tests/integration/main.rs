@@ -3,9 +3,13 @@
 //! recovery.
 
 #[cfg(feature = "dlib")]
+mod align_arcface_reference;
+#[cfg(feature = "dlib")]
 mod align_detect;
 #[cfg(feature = "dlib")]
 mod align_dlib_reference;
+#[cfg(feature = "dlib")]
+mod align_mtcnn_reference;
 mod align_template;
 mod chips;
 mod photo_decode;

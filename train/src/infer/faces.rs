@@ -27,6 +27,8 @@ pub enum Preparation {
         models: Option<PathBuf>,
         /// Chip padding, dlib's meaning (as `facekit pack --padding`).
         padding: f64,
+        /// dlib's `get_face_chip` or the ArcFace alignment (as `facekit pack --align`).
+        alignment: facekit_pack::align::Alignment,
     },
     /// Images are already aligned face chips: only resize.
     Resize,
@@ -85,23 +87,17 @@ pub fn prepare_files(
         facekit_pack::photo::decode_image(&bytes).with_context(|| format!("cannot decode {}", p.display()))
     };
     let out: Vec<Result<(RgbImage, Prepared, Option<String>)>> = match how {
-        Preparation::Align { models, padding } => {
+        Preparation::Align { models, padding, alignment } => {
             let spec = facekit_pack::align::ChipSpec { size, padding: *padding };
             spec.validate()?;
             // Fail early on missing models instead of once per thread (the aligner is dropped at once:
             // `drop()` would be flagged in the build without dlib, whose aligner is never made).
-            let _ =
-                facekit_pack::align::FaceAligner::new(models.as_deref(), facekit_pack::align::DetectorKind::Hog, spec)?;
+            let hog = facekit_pack::align::DetectorKind::Hog;
+            let _ = facekit_pack::align::FaceAligner::open(models.as_deref(), hog, spec, *alignment)?;
             paths
                 .par_iter()
                 .map_init(
-                    || {
-                        facekit_pack::align::FaceAligner::new(
-                            models.as_deref(),
-                            facekit_pack::align::DetectorKind::Hog,
-                            spec,
-                        )
-                    },
+                    || facekit_pack::align::FaceAligner::open(models.as_deref(), hog, spec, *alignment),
                     |aligner, p| {
                         let aligner = aligner.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
                         let img = decode(p)?;

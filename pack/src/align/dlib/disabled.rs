@@ -2,7 +2,7 @@
 //! so every caller compiles unchanged and a detection request fails with one clear message.
 
 use super::{AlignError, Aligned, Detection, DetectorKind, FaceBox};
-use crate::align::ChipSpec;
+use crate::align::{Alignment, ChipSpec};
 use image::RgbImage;
 use std::path::Path;
 
@@ -15,6 +15,26 @@ impl FaceAligner {
     /// Always an error: this build has no face detector.
     pub fn new(_models: Option<&Path>, _kind: DetectorKind, _spec: ChipSpec) -> anyhow::Result<FaceAligner> {
         anyhow::bail!("this facekit was built without face detection (feature `dlib`): give --landmarks")
+    }
+
+    /// Always an error: this build has no face detector.
+    pub fn open(
+        _models: Option<&Path>,
+        _kind: DetectorKind,
+        _spec: ChipSpec,
+        _alignment: Alignment,
+    ) -> anyhow::Result<FaceAligner> {
+        anyhow::bail!("this facekit was built without face detection (feature `dlib`): give --landmarks")
+    }
+
+    /// Unreachable: no aligner exists.
+    pub fn alignment(&self) -> Alignment {
+        match self.never {}
+    }
+
+    /// Unreachable: no aligner exists.
+    pub fn all_landmarks(&self, _img: &RgbImage, _face: FaceBox) -> Vec<[f64; 2]> {
+        match self.never {}
     }
 
     /// Unreachable: no aligner exists.

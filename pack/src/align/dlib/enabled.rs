@@ -3,9 +3,9 @@
 
 use super::{
     models_dir, AlignError, Aligned, Detection, DetectorKind, FaceBox, CNN_MODEL, ENCODER_MODEL, ENCODING_DIM,
-    LANDMARKS_MODEL, MAX_UPSAMPLE_PIXELS, MIN_EYE_DISTANCE,
+    LANDMARKS68_MODEL, LANDMARKS_MODEL, MAX_UPSAMPLE_PIXELS, MIN_EYE_DISTANCE,
 };
-use crate::align::{align_dlib5, ChipSpec, LandmarkOrder, Landmarks5};
+use crate::align::{align_arcface5, align_dlib5, arcface_points_from_68, Alignment, ChipSpec, Landmarks5};
 use anyhow::Context;
 use dlib_face_recognition::{
     FaceDetector, FaceDetectorCnn, FaceDetectorTrait, FaceEncoderNetwork, FaceEncoderTrait, ImageMatrix,
@@ -25,16 +25,35 @@ pub struct FaceAligner {
     predictor: LandmarkPredictor,
     kind: DetectorKind,
     spec: ChipSpec,
+    alignment: Alignment,
     min_eye_distance: f64,
 }
 
 impl FaceAligner {
-    /// Loads the models from `models` (see [`models_dir`]) for the given detector and chip.
+    /// Loads the models from `models` (see [`models_dir`]) for the given detector and chip, with
+    /// dlib's alignment ([`Alignment::Dlib`]).
     pub fn new(models: Option<&Path>, kind: DetectorKind, spec: ChipSpec) -> anyhow::Result<FaceAligner> {
+        Self::open(models, kind, spec, Alignment::Dlib)
+    }
+
+    /// Loads the models for the given detector, chip and alignment (the 68-point landmark model
+    /// for [`Alignment::Arcface`], the 5-point one for [`Alignment::Dlib`]).
+    pub fn open(
+        models: Option<&Path>,
+        kind: DetectorKind,
+        spec: ChipSpec,
+        alignment: Alignment,
+    ) -> anyhow::Result<FaceAligner> {
         spec.validate()?;
         check_cpu()?;
         let dir = models_dir(models);
-        let lm = model_file(&dir, LANDMARKS_MODEL)?;
+        let lm = model_file(
+            &dir,
+            match alignment {
+                Alignment::Dlib => LANDMARKS_MODEL,
+                Alignment::Arcface => LANDMARKS68_MODEL,
+            },
+        )?;
         let predictor = LandmarkPredictor::open(&lm)
             .map_err(|e| anyhow::anyhow!(e))
             .with_context(|| format!("loading landmark model {}", lm.display()))?;
@@ -49,7 +68,16 @@ impl FaceAligner {
                 )
             }
         };
-        Ok(FaceAligner { detector, predictor, kind, spec, min_eye_distance: MIN_EYE_DISTANCE })
+        let aligner = FaceAligner { detector, predictor, kind, spec, alignment, min_eye_distance: MIN_EYE_DISTANCE };
+        // A model file with another number of points would give wrong faces silently: try it once.
+        let probe = RgbImage::new(8, 8);
+        let parts = aligner.parts(&to_matrix(&probe), FaceBox { left: 0, top: 0, right: 7, bottom: 7 }).len();
+        let want = match alignment {
+            Alignment::Dlib => 5,
+            Alignment::Arcface => 68,
+        };
+        anyhow::ensure!(parts == want, "landmark model {} gives {parts} points, not {want}", lm.display());
+        Ok(aligner)
     }
 
     /// Changes the too-small threshold (eye-centre distance in source pixels).
@@ -66,6 +94,11 @@ impl FaceAligner {
     /// The chip geometry in use.
     pub fn spec(&self) -> ChipSpec {
         self.spec
+    }
+
+    /// The alignment in use.
+    pub fn alignment(&self) -> Alignment {
+        self.alignment
     }
 
     fn run_detector(&self, m: &ImageMatrix) -> Vec<FaceBox> {
@@ -99,9 +132,35 @@ impl FaceAligner {
         Detection { faces, upsampled: true }
     }
 
-    /// The 5 dlib landmarks of `face` (dlib order, source pixels).
+    /// The five landmarks of `face` in source pixels, in the order of the alignment's template
+    /// (dlib's 5 points, or the ArcFace points taken from the 68).
     pub fn landmarks(&self, img: &RgbImage, face: FaceBox) -> [[f64; 2]; 5] {
-        landmarks_on(&self.predictor, &to_matrix(img), face)
+        self.five(&to_matrix(img), face)
+    }
+
+    /// All the predictor's points of `face` (5 or 68), in source pixels.
+    pub fn all_landmarks(&self, img: &RgbImage, face: FaceBox) -> Vec<[f64; 2]> {
+        self.parts(&to_matrix(img), face)
+    }
+
+    fn parts(&self, m: &ImageMatrix, face: FaceBox) -> Vec<[f64; 2]> {
+        let parts = self.predictor.face_landmarks(m, &to_dlib(face));
+        parts.iter().map(|q| [q.x() as f64, q.y() as f64]).collect()
+    }
+
+    fn five(&self, m: &ImageMatrix, face: FaceBox) -> [[f64; 2]; 5] {
+        let parts = self.parts(m, face);
+        match self.alignment {
+            Alignment::Dlib => {
+                let mut out = [[0.0; 2]; 5];
+                // The model was checked to give 5 points when it loaded.
+                for (o, q) in out.iter_mut().zip(&parts) {
+                    *o = *q;
+                }
+                out
+            }
+            Alignment::Arcface => arcface_points_from_68(&parts).expect("the model was checked to give 68 points"),
+        }
     }
 
     /// Detects the largest face, predicts its landmarks and cuts the chip.
@@ -109,12 +168,16 @@ impl FaceAligner {
         let m = to_matrix(img);
         let det = self.detect_matrix(&m, img.width(), img.height());
         let face = det.largest().ok_or(AlignError::NoFace)?;
-        let landmarks = landmarks_on(&self.predictor, &m, face);
-        let eye_distance = Landmarks5 { points: landmarks, order: LandmarkOrder::Dlib5 }.eye_distance();
+        let landmarks = self.five(&m, face);
+        let order = self.alignment.template().order();
+        let eye_distance = Landmarks5 { points: landmarks, order }.eye_distance();
         if eye_distance < self.min_eye_distance {
             return Err(AlignError::TooSmall { eye_distance, min: self.min_eye_distance });
         }
-        let chip = align_dlib5(img, &landmarks, &self.spec);
+        let chip = match self.alignment {
+            Alignment::Dlib => align_dlib5(img, &landmarks, &self.spec),
+            Alignment::Arcface => align_arcface5(img, &landmarks, &self.spec),
+        };
         Ok(Aligned { chip, faces: det.faces.len(), upsampled: det.upsampled, landmarks, face })
     }
 }
@@ -161,16 +224,6 @@ impl FaceEncoder {
         );
         Ok((values, found))
     }
-}
-
-fn landmarks_on(p: &LandmarkPredictor, m: &ImageMatrix, face: FaceBox) -> [[f64; 2]; 5] {
-    let parts = p.face_landmarks(m, &to_dlib(face));
-    let mut out = [[0.0; 2]; 5];
-    // The 5-point model always yields 5 parts; a different model file would be caught here.
-    for (o, q) in out.iter_mut().zip(parts.iter()) {
-        *o = [q.x() as f64, q.y() as f64];
-    }
-    out
 }
 
 /// Copies an RGB image into a dlib matrix.

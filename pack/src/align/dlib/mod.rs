@@ -2,7 +2,9 @@
 //! the aligner is `enabled.rs`; without it `disabled.rs` provides the same type, whose
 //! constructor says the build has no detector, so that callers need no `cfg` of their own.
 //!
-//! [`FaceAligner`] owns one detector and one landmark predictor. It is `Send` but not `Sync`
+//! [`FaceAligner`] owns one detector and one landmark predictor: dlib's 5-point model for
+//! [`Alignment::Dlib`](crate::align::Alignment), its 68-point model for `Arcface` (the five
+//! ArcFace points are taken from the 68). It is `Send` but not `Sync`
 //! (dlib's HOG scanner keeps scratch buffers inside the detector object): keep one aligner
 //! per worker thread, e.g. in a rayon `map_init`.
 //!
@@ -37,8 +39,9 @@ pub(crate) const AVAILABLE: bool = cfg!(feature = "dlib");
 #[cfg(feature = "dlib")]
 pub(crate) const MAX_UPSAMPLE_PIXELS: u64 = 8_000_000;
 /// File name of dlib's 5-point landmark model inside the models folder.
-#[cfg(feature = "dlib")]
-pub(crate) const LANDMARKS_MODEL: &str = "shape_predictor_5_face_landmarks.dat";
+pub const LANDMARKS_MODEL: &str = "shape_predictor_5_face_landmarks.dat";
+/// File name of dlib's 68-point (iBUG 300-W) landmark model inside the models folder.
+pub const LANDMARKS68_MODEL: &str = "shape_predictor_68_face_landmarks.dat";
 /// File name of dlib's CNN face detector inside the models folder.
 #[cfg(feature = "dlib")]
 pub(crate) const CNN_MODEL: &str = "mmod_human_face_detector.dat";
@@ -147,7 +150,9 @@ pub struct Aligned {
     pub faces: usize,
     /// Whether the face was only found after 2x upsampling.
     pub upsampled: bool,
-    /// The dlib 5-point landmarks of the chosen face, in source pixels ([`LandmarkOrder::Dlib5`]).
+    /// The five landmarks of the chosen face in source pixels, in the order of the alignment's
+    /// template: dlib's 5 points ([`crate::align::LandmarkOrder::Dlib5`]) or the ArcFace points
+    /// ([`crate::align::LandmarkOrder::InsightFace`]).
     pub landmarks: [[f64; 2]; 5],
     /// The chosen face box.
     pub face: FaceBox,
