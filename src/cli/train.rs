@@ -408,4 +408,5 @@ fn print_summary(how: &str, s: &Summary) {
     out(&format!("    weights:        {weights}"));
     out(&format!("    logs:           {}, {}", run.log().display(), run.losses().display()));
     out(&format!("    curves:         {}", run.curves().display()));
+    out(&format!("    tensorboard:    {} (tensorboard --logdir)", run.tensorboard().display()));
 }
