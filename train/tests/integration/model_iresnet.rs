@@ -42,41 +42,8 @@ fn check_against_reference_on(arch: Arch, short: &str, size: i64, batch: i64) {
     let vs = nn::VarStore::new(Device::Cpu);
     let net = FaceNet::new(&vs.root(), &config(arch, size)).unwrap();
 
-    let ours: BTreeMap<String, Vec<i64>> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
-    assert!(
-        ours.keys().all(|k| is_backbone_param(k)),
-        "an IR-ResNet FR net is all backbone: {:?}",
-        ours.keys().filter(|k| !is_backbone_param(k)).collect::<Vec<_>>()
-    );
-    let theirs: BTreeMap<String, Vec<i64>> =
-        serde_json::from_slice(&std::fs::read(dir.path().join("shapes.json")).unwrap()).unwrap();
-    let missing: Vec<_> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
-    let extra: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "{arch:?}@{size}: missing {missing:?}, extra {extra:?}");
-    for (k, shape) in &theirs {
-        assert_eq!(&ours[k], shape, "{arch:?}@{size}: shape of {k}");
-    }
-    let trainable: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-    eprintln!("{arch:?} at {size}: {} tensors, {trainable} trainable parameters", ours.len());
-
-    let report = load_into(&vs, &dir.path().join("weights.safetensors")).unwrap();
-    assert_eq!(report.loaded.len(), ours.len(), "every variable loads");
-    assert!(report.new.is_empty(), "nothing new: {:?}", report.new);
-    assert!(
-        !report.ignored.is_empty() && report.ignored.iter().all(|n| n.ends_with("num_batches_tracked")),
-        "only num_batches_tracked is ignored: {:?}",
-        report.ignored
-    );
-
-    let io = Tensor::read_safetensors(dir.path().join("io.safetensors")).unwrap();
-    let get = |name: &str| io.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone()).unwrap();
-    let (x, want) = (get("input"), get("output"));
-    let got = tch::no_grad(|| net.embed(&x, false));
-    assert_eq!(got.size(), want.size());
-    let diff = (&got - &want).abs().max().double_value(&[]);
-    let scale = want.abs().max().double_value(&[]).max(1.0);
-    eprintln!("{arch:?} at {size}: max |facekit - reference| = {diff:.3e} (outputs up to {scale:.3})");
-    assert!(diff <= 1e-4 * scale, "{arch:?}@{size}: embeddings differ by {diff} (outputs up to {scale})");
+    let what = format!("{arch:?}@{size}");
+    let (_, _, got) = matches_reference(&vs, &net, dir.path(), &what);
     assert_eq!(got.kind(), Kind::Float);
 }
 
@@ -207,4 +174,48 @@ fn zero_init_residual_zeroes_each_blocks_last_bn() {
         }
         assert_eq!(zeroed, arch.blocks().iter().sum::<usize>(), "{arch:?}: one zeroed BN per block");
     }
+}
+
+/// Checks the network in `vs` against the reference implementation's files in `dir`
+/// (`shapes.json`, `weights.safetensors`, `io.safetensors`): every variable a backbone one, the
+/// same names and shapes, the reference's weights loading whole, and eval-mode embeddings within
+/// 1e-4 of the reference's; `what` names the network in messages. Returns the input, the
+/// reference's output and facekit's.
+pub(crate) fn matches_reference(vs: &nn::VarStore, net: &FaceNet, dir: &Path, what: &str) -> (Tensor, Tensor, Tensor) {
+    let ours: BTreeMap<String, Vec<i64>> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
+    assert!(
+        ours.keys().all(|k| is_backbone_param(k)),
+        "{what}: an FR net of this family is all backbone: {:?}",
+        ours.keys().filter(|k| !is_backbone_param(k)).collect::<Vec<_>>()
+    );
+    let theirs: BTreeMap<String, Vec<i64>> =
+        serde_json::from_slice(&std::fs::read(dir.join("shapes.json")).unwrap()).unwrap();
+    let missing: Vec<_> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
+    let extra: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "{what}: missing {missing:?}, extra {extra:?}");
+    for (k, shape) in &theirs {
+        assert_eq!(&ours[k], shape, "{what}: shape of {k}");
+    }
+    let trainable: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+    eprintln!("{what}: {} tensors, {trainable} trainable parameters", ours.len());
+
+    let report = load_into(vs, &dir.join("weights.safetensors")).unwrap();
+    assert_eq!(report.loaded.len(), ours.len(), "every variable loads");
+    assert!(report.new.is_empty(), "nothing new: {:?}", report.new);
+    assert!(
+        !report.ignored.is_empty() && report.ignored.iter().all(|n| n.ends_with("num_batches_tracked")),
+        "only num_batches_tracked is ignored: {:?}",
+        report.ignored
+    );
+
+    let io = Tensor::read_safetensors(dir.join("io.safetensors")).unwrap();
+    let get = |name: &str| io.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone()).unwrap();
+    let (x, want) = (get("input"), get("output"));
+    let got = tch::no_grad(|| net.embed(&x, false));
+    assert_eq!(got.size(), want.size());
+    let diff = (&got - &want).abs().max().double_value(&[]);
+    let scale = want.abs().max().double_value(&[]).max(1.0);
+    eprintln!("{what}: max |facekit - reference| = {diff:.3e} (outputs up to {scale:.3})");
+    assert!(diff <= 1e-4 * scale, "{what}: embeddings differ by {diff} (outputs up to {scale})");
+    (x, want, got)
 }

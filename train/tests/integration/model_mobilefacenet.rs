@@ -3,11 +3,9 @@
 //! `state_dict` names), and, with the same random weights and BN statistics loaded through
 //! `--init`'s loader, the same embeddings; its initialisation is arcface_torch's.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use facekit_train::model::init::load_into;
-use facekit_train::model::{is_backbone_param, Arch, FaceNet, NetConfig};
+use facekit_train::model::{Arch, FaceNet, NetConfig};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
@@ -33,37 +31,8 @@ fn check_against_reference(size: i64) {
     let vs = nn::VarStore::new(Device::Cpu);
     let net = FaceNet::new(&vs.root(), &config(size)).unwrap();
 
-    let ours: BTreeMap<String, Vec<i64>> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
-    assert!(ours.keys().all(|k| is_backbone_param(k)), "a MobileFaceNet FR net is all backbone");
-    let theirs: BTreeMap<String, Vec<i64>> =
-        serde_json::from_slice(&std::fs::read(dir.path().join("shapes.json")).unwrap()).unwrap();
-    let missing: Vec<_> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
-    let extra: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "@{size}: missing {missing:?}, extra {extra:?}");
-    for (k, shape) in &theirs {
-        assert_eq!(&ours[k], shape, "@{size}: shape of {k}");
-    }
-    let trainable: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-    eprintln!("MobileFaceNet at {size}: {} tensors, {trainable} trainable parameters", ours.len());
-
-    let report = load_into(&vs, &dir.path().join("weights.safetensors")).unwrap();
-    assert_eq!(report.loaded.len(), ours.len(), "every variable loads");
-    assert!(report.new.is_empty(), "nothing new: {:?}", report.new);
-    assert!(
-        !report.ignored.is_empty() && report.ignored.iter().all(|n| n.ends_with("num_batches_tracked")),
-        "only num_batches_tracked is ignored: {:?}",
-        report.ignored
-    );
-
-    let io = Tensor::read_safetensors(dir.path().join("io.safetensors")).unwrap();
-    let get = |name: &str| io.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone()).unwrap();
-    let (x, want) = (get("input"), get("output"));
-    let got = tch::no_grad(|| net.embed(&x, false));
-    assert_eq!(got.size(), want.size());
-    let diff = (&got - &want).abs().max().double_value(&[]);
+    let (x, want, got) = super::model_iresnet::matches_reference(&vs, &net, dir.path(), &format!("mbf@{size}"));
     let scale = want.abs().max().double_value(&[]).max(1.0);
-    eprintln!("MobileFaceNet at {size}: max |facekit - reference| = {diff:.3e} (outputs up to {scale:.3})");
-    assert!(diff <= 1e-4 * scale, "@{size}: embeddings differ by {diff} (outputs up to {scale})");
     assert!(want.abs().max().double_value(&[]) > 1e-2, "reference outputs are ~0: the comparison is vacuous");
 
     // Channels-last input (what the trainer feeds a GPU) gives the same embeddings.
