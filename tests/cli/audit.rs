@@ -6,21 +6,10 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-fn run(args: &[&str], cwd: &Path) -> Output {
-    crate::facekit().args(args).current_dir(cwd).env("FACEKIT_MODELS", facekit_testkit::models_dir()).output().unwrap()
-}
-
+/// `facekit ARGS` in `cwd` that must succeed ([`crate::make_bin::ok`]), its stdout.
 fn ok(args: &[&str], cwd: &Path) -> String {
-    let out = run(args, cwd);
-    assert!(
-        out.status.success(),
-        "facekit {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&crate::make_bin::ok(args, cwd).stdout).into_owned()
 }
 
 fn photos(person: &str) -> Vec<PathBuf> {
@@ -263,6 +252,6 @@ fn audit_finds_every_planted_fault() {
     let again = ok(&["audit", "training/lfwa", "-o", "model_report", "--model", "run", "--device", "cpu"], cwd);
     assert!(again.contains("reusing the embeddings"), "{again}");
     // The dataset folder is not an output.
-    let refused = run(&["audit", "training/lfwa", "-o", "training"], cwd);
+    let refused = crate::make_bin::run(&["audit", "training/lfwa", "-o", "training"], cwd);
     assert!(!refused.status.success());
 }

@@ -7,11 +7,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-fn run(args: &[&str], cwd: &Path) -> Output {
+/// `facekit ARGS` run in `cwd` with the models folder set.
+pub(crate) fn run(args: &[&str], cwd: &Path) -> Output {
     crate::facekit().args(args).current_dir(cwd).env("FACEKIT_MODELS", facekit_testkit::models_dir()).output().unwrap()
 }
 
-fn ok(args: &[&str], cwd: &Path) -> Output {
+/// [`run`] that must succeed, or the test fails showing its output.
+pub(crate) fn ok(args: &[&str], cwd: &Path) -> Output {
     let out = run(args, cwd);
     assert!(
         out.status.success(),

@@ -48,13 +48,7 @@ fn arcface_chips_equal_insightfaces_norm_crop_on_real_photos() {
     let Some(python) = facekit_testkit::opencv_python() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let photos = photos(tmp.path());
-    let aligner = FaceAligner::open(
-        Some(&facekit_testkit::models_dir()),
-        DetectorKind::Hog,
-        ChipSpec::arcface(),
-        Alignment::Arcface,
-    )
-    .unwrap();
+    let aligner = arcface_aligner();
     let sizes = [112u32, 128, 224];
     let (mut items, mut ours) = (Vec::new(), Vec::new());
     for (i, (name, img)) in photos.iter().enumerate() {
@@ -113,4 +107,10 @@ fn arcface_chips_equal_insightfaces_norm_crop_on_real_photos() {
     }
     // The face cut by the border must give chips with black where the photo ends, in both.
     assert!(black > 1000, "no chip reached outside its photo ({black} black pixels)");
+}
+
+/// The HOG detector with ArcFace alignment at 112 pixels, models from the test's models folder.
+pub(crate) fn arcface_aligner() -> FaceAligner {
+    FaceAligner::open(Some(&facekit_testkit::models_dir()), DetectorKind::Hog, ChipSpec::arcface(), Alignment::Arcface)
+        .unwrap()
 }

@@ -4,7 +4,7 @@
 //! do. On LFW photos the two must agree within a few pixels; a wrong point index, a swapped
 //! left/right or an eye "centre" taken from the wrong points is off by 10 px or more.
 
-use facekit_pack::align::{Alignment, ChipSpec, DetectorKind, FaceAligner, LandmarkOrder, Landmarks5};
+use facekit_pack::align::{LandmarkOrder, Landmarks5};
 use facekit_pack::photo::read_image;
 
 #[test]
@@ -14,13 +14,7 @@ fn arcface_points_from_68_landmarks_agree_with_mtcnn_on_lfw() {
     let lfw = facekit_testkit::shared_data().join("lfw100");
     let mut people: Vec<_> = std::fs::read_dir(&lfw).unwrap().map(|e| e.unwrap().path()).collect();
     people.sort();
-    let aligner = FaceAligner::open(
-        Some(&facekit_testkit::models_dir()),
-        DetectorKind::Hog,
-        ChipSpec::arcface(),
-        Alignment::Arcface,
-    )
-    .unwrap();
+    let aligner = super::align_arcface_reference::arcface_aligner();
     let (mut pngs, mut ours) = (Vec::new(), Vec::new());
     for (i, person) in people.iter().step_by(3).enumerate() {
         let mut files: Vec<_> = std::fs::read_dir(person).unwrap().map(|e| e.unwrap().path()).collect();
