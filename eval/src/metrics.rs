@@ -138,11 +138,45 @@ pub struct KFoldReport {
     pub thresholds: Vec<f64>,
 }
 
-/// insightface's `calculate_roc`: picks the best threshold on k-1 folds and scores the k-th. A
-/// NaN or infinite distance is an error naming the pair: `dist < threshold` is false for NaN, so
-/// every such pair would silently count as "different" and a network whose embeddings are all NaN
+/// insightface's `calculate_roc`: picks the best threshold on k-1 folds and scores the k-th, the
+/// folds cut as scikit-learn's `KFold(k)` cuts them (consecutive, equal within one). A NaN or
+/// infinite distance is an error naming the pair: `dist < threshold` is false for NaN, so every
+/// such pair would silently count as "different" and a network whose embeddings are all NaN
 /// would score 0.5.
 pub fn kfold_verification(dist: &[f64], issame: &[bool], thresholds: &[f64], folds: usize) -> Result<KFoldReport> {
+    let n = dist.len();
+    if folds < 1 || (folds > 1 && n < folds) {
+        bail!("{n} pairs cannot be split into {folds} folds");
+    }
+    let tests = kfold_ranges(n, folds).into_iter().map(Iterator::collect).collect();
+    cross_validate(dist, issame, thresholds, tests)
+}
+
+/// [`kfold_verification`] over folds given pair by pair (`fold_of[i]` is pair `i`'s fold), such
+/// as a pairs file's own when some of its pairs were left out: cutting what is left into equal
+/// consecutive folds again would move pairs across the file's folds and test a threshold on
+/// pairs it was chosen on. A fold left with no pair is not scored (`folds` counts the rest).
+pub fn kfold_verification_by_fold(
+    dist: &[f64],
+    issame: &[bool],
+    thresholds: &[f64],
+    fold_of: &[usize],
+) -> Result<KFoldReport> {
+    if fold_of.len() != dist.len() {
+        bail!("{} distances but {} fold numbers", dist.len(), fold_of.len());
+    }
+    let mut tests: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, &f) in fold_of.iter().enumerate() {
+        tests.entry(f).or_default().push(i);
+    }
+    if tests.is_empty() {
+        bail!("no pairs to score");
+    }
+    cross_validate(dist, issame, thresholds, tests.into_values().collect())
+}
+
+/// The k-fold protocol over the given test folds, which partition the pairs.
+fn cross_validate(dist: &[f64], issame: &[bool], thresholds: &[f64], tests: Vec<Vec<usize>>) -> Result<KFoldReport> {
     let n = dist.len();
     if n != issame.len() {
         bail!("{} distances but {} same/different labels", n, issame.len());
@@ -151,23 +185,22 @@ pub fn kfold_verification(dist: &[f64], issame: &[bool], thresholds: &[f64], fol
         let bad = dist.iter().filter(|d| !d.is_finite()).count();
         bail!("the distance of pair {k} is {} ({bad} of the {n} pairs have no finite distance): the embeddings are NaN or infinite", dist[k]);
     }
-    if folds < 1 || (folds > 1 && n < folds) {
-        bail!("{n} pairs cannot be split into {folds} folds");
-    }
     if thresholds.is_empty() {
         bail!("no thresholds to try");
     }
+    let folds = tests.len();
     let all: Vec<usize> = (0..n).collect();
-    let ranges = kfold_ranges(n, folds);
     let mut tprs = vec![0.0; thresholds.len()];
     let mut fprs = vec![0.0; thresholds.len()];
     let mut fold_accuracy = Vec::with_capacity(folds);
     let mut fold_threshold = Vec::with_capacity(folds);
-    for test in ranges {
-        let test_idx: Vec<usize> = test.clone().collect();
+    let mut in_test = vec![false; n];
+    for test_idx in &tests {
+        test_idx.iter().for_each(|&i| in_test[i] = true);
         // insightface's LFold with one split trains and tests on everything.
         let train_idx: Vec<usize> =
-            if folds == 1 { all.clone() } else { all.iter().copied().filter(|i| !test.contains(i)).collect() };
+            if folds == 1 { all.clone() } else { all.iter().copied().filter(|&i| !in_test[i]).collect() };
+        test_idx.iter().for_each(|&i| in_test[i] = false);
         let mut best = (0usize, f64::NEG_INFINITY);
         for (t, &th) in thresholds.iter().enumerate() {
             let acc = Confusion::at(th, dist, issame, &train_idx).accuracy();
@@ -175,13 +208,13 @@ pub fn kfold_verification(dist: &[f64], issame: &[bool], thresholds: &[f64], fol
             if acc > best.1 {
                 best = (t, acc);
             }
-            let c = Confusion::at(th, dist, issame, &test_idx);
+            let c = Confusion::at(th, dist, issame, test_idx);
             tprs[t] += c.tpr();
             fprs[t] += c.fpr();
         }
         let th = thresholds[best.0];
         fold_threshold.push(th);
-        fold_accuracy.push(Confusion::at(th, dist, issame, &test_idx).accuracy());
+        fold_accuracy.push(Confusion::at(th, dist, issame, test_idx).accuracy());
     }
     let k = fold_accuracy.len() as f64;
     let accuracy_mean = fold_accuracy.iter().sum::<f64>() / k;
@@ -353,6 +386,32 @@ mod tests {
         assert_eq!(r.accuracy_std, 0.0);
         // First maximum: 0.51 is the smallest grid threshold above every genuine distance.
         assert!((r.best_threshold - 0.51).abs() < 1e-12);
+    }
+
+    #[test]
+    fn given_folds_that_are_kfolds_cuts_score_as_kfold() {
+        let dist: Vec<f64> = (0..47).map(|i| ((i * 37) % 41) as f64 / 10.0).collect();
+        let same: Vec<bool> = (0..47).map(|i| (i * 7) % 3 == 0).collect();
+        let mut fold_of = vec![0; 47];
+        for (f, r) in kfold_ranges(47, 10).into_iter().enumerate() {
+            r.for_each(|i| fold_of[i] = f);
+        }
+        let cut = kfold_verification(&dist, &same, &insightface_thresholds(), 10).unwrap();
+        let given = kfold_verification_by_fold(&dist, &same, &insightface_thresholds(), &fold_of).unwrap();
+        assert_eq!(serde_json::to_value(&cut).unwrap(), serde_json::to_value(&given).unwrap());
+    }
+
+    #[test]
+    fn a_pairs_files_folds_are_kept_when_pairs_are_left_out() {
+        // Fold 0 lost two of its four pairs; cut again, its test fold would take one of fold 1's.
+        let dist = [0.3, 1.0, 0.3, 1.2, 1.5, 1.6];
+        let same = [true, false, true, true, false, false];
+        let r = kfold_verification_by_fold(&dist, &same, &insightface_thresholds(), &[0, 0, 1, 1, 1, 1]).unwrap();
+        // Fold 0 is judged at fold 1's best threshold (just above 1.2): its impostor at 1.0 passes.
+        // Fold 1 at fold 0's (just above 0.3): its genuine pair at 1.2 fails.
+        assert_eq!(r.fold_accuracy, [0.5, 0.75]);
+        let recut = kfold_verification(&dist, &same, &insightface_thresholds(), 2).unwrap();
+        assert_ne!(recut.fold_accuracy, r.fold_accuracy);
     }
 
     #[test]

@@ -150,7 +150,7 @@ fn is_person_name(name: &str) -> bool {
 pub enum MissingPolicy {
     /// Stop with an error listing what is missing.
     Error,
-    /// Leave such pairs out, counted and listed (`make-bin` keeps the pairs file's folds; `verify` re-cuts them evenly).
+    /// Leave such pairs out, counted and listed (`make-bin` keeps the pairs file's folds, equal; `verify` keeps them as they are left).
     Skip,
 }
 

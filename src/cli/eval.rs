@@ -62,7 +62,7 @@ pub struct VerifyArgs {
     /// Score plain embeddings, without the flip test.
     #[arg(long, overrides_with = "flip")]
     pub no_flip: bool,
-    /// Number of cross-validation folds for pairs protocols.
+    /// Number of cross-validation folds for pairs protocols (a pairs file with as many keeps its own, with --missing skip too).
     #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=1000))]
     pub folds: usize,
     /// Pairs naming missing people or photos: `error` stops, `skip` leaves them out (counted).

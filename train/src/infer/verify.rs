@@ -143,7 +143,15 @@ fn finish(
     let pairs: Vec<(usize, usize)> = index.iter().map(|&(a, b, _)| (a, b)).collect();
     let same: Vec<bool> = index.iter().map(|&(_, _, s)| s).collect();
     let dist = pair_distances(emb, model.dim(), &pairs);
-    let kfold = metrics::kfold_verification(&dist, &same, &metrics::insightface_thresholds(), opts.folds)?;
+    let thresholds = metrics::insightface_thresholds();
+    // The file's own folds when they are the ones asked for, so that pairs left out of one fold
+    // move no other pair into another; any other count cuts what is left as KFold would.
+    let kfold = if opts.folds == list.folds {
+        let fold_of: Vec<usize> = resolved.pairs.iter().map(|p| p.fold).collect();
+        metrics::kfold_verification_by_fold(&dist, &same, &thresholds, &fold_of)?
+    } else {
+        metrics::kfold_verification(&dist, &same, &thresholds, opts.folds)?
+    };
     Ok(PairsReport {
         source,
         pairs_listed: list.pairs.len(),
