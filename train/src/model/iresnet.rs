@@ -171,8 +171,9 @@ impl IResNet {
     }
 }
 
-impl ModuleT for IResNet {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+impl IResNet {
+    /// Stem, stages, `bn2`, flatten and dropout: what arcface_torch runs under autocast.
+    pub(crate) fn trunk(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut ys = xs.apply(&self.conv1).apply_t(&self.bn1, train).prelu(&self.prelu);
         for stage in &self.layers {
             for block in stage {
@@ -181,10 +182,18 @@ impl ModuleT for IResNet {
         }
         // flatten() follows the logical NCHW order whatever the strides, so channels-last input
         // gives the same features as contiguous input (and as insightface's NCHW flatten).
-        ys.apply_t(&self.bn2, train)
-            .flatten(1, -1)
-            .dropout(self.dropout, train)
-            .apply(&self.fc)
-            .apply_t(&self.features, train)
+        ys.apply_t(&self.bn2, train).flatten(1, -1).dropout(self.dropout, train)
+    }
+
+    /// `fc` and the `features` BN1d: what arcface_torch runs in fp32 (`self.fc(x.float())`)
+    /// whatever the precision.
+    pub(crate) fn tail(&self, ys: &Tensor, train: bool) -> Tensor {
+        ys.apply(&self.fc).apply_t(&self.features, train)
+    }
+}
+
+impl ModuleT for IResNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.tail(&self.trunk(xs, train), train)
     }
 }

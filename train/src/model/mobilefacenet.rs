@@ -247,12 +247,19 @@ impl MobileFaceNet {
     }
 }
 
-impl ModuleT for MobileFaceNet {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+impl MobileFaceNet {
+    /// The residual stages: what arcface_torch runs under autocast.
+    pub(crate) fn trunk(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut ys = xs.shallow_clone();
         for unit in &self.layers {
             ys = unit.forward_t(&ys, train);
         }
+        ys
+    }
+
+    /// `conv_sep` and the GDC `features`: what arcface_torch runs in fp32
+    /// (`self.conv_sep(x.float())`) whatever the precision.
+    pub(crate) fn tail(&self, ys: &Tensor, train: bool) -> Tensor {
         // The GDC leaves a 1x1 map, so flattening is the same in any memory format.
         ys.apply_t(&self.conv_sep, train)
             .apply_t(&self.gdc, train)
@@ -260,5 +267,11 @@ impl ModuleT for MobileFaceNet {
             .dropout(self.dropout, train)
             .apply(&self.linear)
             .apply_t(&self.bn, train)
+    }
+}
+
+impl ModuleT for MobileFaceNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.tail(&self.trunk(xs, train), train)
     }
 }

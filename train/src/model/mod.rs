@@ -220,10 +220,28 @@ impl FaceNet {
 
     /// The embedding [N, embedding_size] (not normalised) of a normalised NCHW batch.
     pub fn embed(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.embed_tail(&self.embed_trunk(xs, train), train)
+    }
+
+    /// The part of [`FaceNet::embed`] mixed precision runs under autocast: all but the embedding
+    /// layers for the IR-ResNets and MobileFaceNet (as arcface_torch, whose `fc`/`features` and
+    /// `conv_sep`/GDC take `x.float()`), everything for the ResNets, whose head facekit has always
+    /// run under autocast (their runs resume bit for bit).
+    pub fn embed_trunk(&self, xs: &Tensor, train: bool) -> Tensor {
         match &self.backbone {
             Backbone::ResNet { trunk, head } => trunk.forward_t(xs, train).apply_t(head, train),
-            Backbone::IResNet(net) => net.forward_t(xs, train),
-            Backbone::Mbf(net) => net.forward_t(xs, train),
+            Backbone::IResNet(net) => net.trunk(xs, train),
+            Backbone::Mbf(net) => net.trunk(xs, train),
+        }
+    }
+
+    /// The rest of [`FaceNet::embed`] after [`FaceNet::embed_trunk`], run in fp32 on its output
+    /// cast to fp32 (nothing for the ResNets).
+    pub fn embed_tail(&self, ys: &Tensor, train: bool) -> Tensor {
+        match &self.backbone {
+            Backbone::ResNet { .. } => ys.shallow_clone(),
+            Backbone::IResNet(net) => net.tail(ys, train),
+            Backbone::Mbf(net) => net.tail(ys, train),
         }
     }
 

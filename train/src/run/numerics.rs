@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 pub struct Numerics {
     /// Where tensors live.
     pub device: Device,
-    /// Autocast dtype of the backbone and embedding head; `None` is plain fp32.
+    /// Autocast dtype of the network's trunk ([`FaceNet::embed_trunk`]); `None` is plain fp32.
     pub amp: Option<AmpDtype>,
     /// Layout of input batches and 4-d weights.
     pub memory_format: MemoryFormat,
@@ -61,24 +61,23 @@ impl Numerics {
         self.memory_format.apply(&batch_to_device(batch, self.device))
     }
 
-    /// The network's outputs: backbone and embedding head under autocast (when mixed), then the
-    /// embedding in fp32 and the gender/age heads outside autocast, so logits and losses are fp32.
+    /// The network's outputs: the trunk under autocast (when mixed), then the embedding layers
+    /// in fp32 and the gender/age heads outside autocast, so logits and losses are fp32.
     pub fn forward(&self, net: &FaceNet, xs: &Tensor, train: bool) -> Result<Outputs> {
         Ok(net.heads(self.embed(net, xs, train)?))
     }
 
-    /// The fp32 embedding (not normalised) of `xs`: backbone and embedding head under autocast
-    /// when mixed.
+    /// The fp32 embedding (not normalised) of `xs`: when mixed, the network's trunk under autocast
+    /// and its embedding layers in fp32 ([`FaceNet::embed_trunk`], [`FaceNet::embed_tail`]).
     pub fn embed(&self, net: &FaceNet, xs: &Tensor, train: bool) -> Result<Tensor> {
         Ok(match self.amp {
             None => net.embed(xs, train),
             Some(dtype) => {
                 let autocast = Autocast::new(self.device, Some(dtype))?;
-                let e = net.embed(xs, train);
+                let ys = net.embed_trunk(xs, train);
                 autocast.end()?;
-                e
+                net.embed_tail(&ys.to_kind(Kind::Float), train)
             }
-            .to_kind(Kind::Float),
         })
     }
 

@@ -7,6 +7,9 @@ use std::path::Path;
 
 use facekit_train::model::init::load_into;
 use facekit_train::model::{is_backbone_param, Arch, FaceNet, NetConfig};
+use facekit_train::run::numerics::Numerics;
+use facekit_train::trainer::amp::AmpDtype;
+use facekit_train::trainer::layout::MemoryFormat;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
@@ -217,5 +220,18 @@ pub(crate) fn matches_reference(vs: &nn::VarStore, net: &FaceNet, dir: &Path, wh
     let scale = want.abs().max().double_value(&[]).max(1.0);
     eprintln!("{what}: max |facekit - reference| = {diff:.3e} (outputs up to {scale:.3})");
     assert!(diff <= 1e-4 * scale, "{what}: embeddings differ by {diff} (outputs up to {scale})");
+
+    // Mixed precision as arcface_torch runs it: the trunk under bfloat16 autocast, the embedding
+    // layers in fp32 on its output. Running those under autocast too lands much further away.
+    let mixed = Numerics { device: Device::Cpu, amp: Some(AmpDtype::Bf16), memory_format: MemoryFormat::Contiguous };
+    let got_mixed = tch::no_grad(|| mixed.embed(net, &x, false)).unwrap();
+    assert_eq!(got_mixed.kind(), Kind::Float);
+    let off = |t: &Tensor| (&got_mixed - t).abs().max().double_value(&[]);
+    let (near, far) = (off(&get("output_bf16")), off(&get("output_bf16_all")));
+    eprintln!("{what} bf16: max |facekit - reference| = {near:.3e}, against all under autocast {far:.3e}");
+    assert!(
+        near <= 1e-3 * scale && near * 4.0 < far,
+        "{what} bf16: {near} from arcface_torch's mixed precision, {far} from all-autocast"
+    );
     (x, want, got)
 }

@@ -6,7 +6,8 @@ arcface_torch `iresnet` state_dict, FC sized from the input instead of a fixed 7
 
 writes DIR/weights.safetensors (the state_dict with random weights and random BN running
 statistics, num_batches_tracked included), DIR/io.safetensors (`input` [N,3,S,S] and the eval-mode
-`output` [N,512]) and DIR/shapes.json (name -> shape, num_batches_tracked left out). Usable as a
+`output` [N,512], `output_bf16` with the trunk under bfloat16 autocast and the
+embedding layers in fp32 as arcface_torch, `output_bf16_all` with everything under autocast) and DIR/shapes.json (name -> shape, num_batches_tracked left out). Usable as a
 module too: `IResNet(arch, size)`.
 """
 
@@ -74,12 +75,17 @@ class IResNet(nn.Module):
         self.features = nn.BatchNorm1d(embedding)
         self.features.weight.requires_grad = False
 
-    def forward(self, x):
+    def trunk(self, x):
         x = self.prelu(self.bn1(self.conv1(x)))
         for i in range(4):
             x = getattr(self, f"layer{i + 1}")(x)
-        x = self.dropout(torch.flatten(self.bn2(x), 1))
+        return self.dropout(torch.flatten(self.bn2(x), 1))
+
+    def tail(self, x):
         return self.features(self.fc(x))
+
+    def forward(self, x):
+        return self.tail(self.trunk(x))
 
 
 def randomise(net, gen):
@@ -120,10 +126,16 @@ def main():
     x = torch.rand((a.batch, 3, a.size, a.size), generator=gen) * 2 - 1
     with torch.no_grad():
         y = net(x)
+        # Mixed precision as arcface_torch runs it: the trunk under autocast, the embedding layers
+        # on its output cast to fp32; and, to tell the two apart, everything under autocast.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            t = net.trunk(x)
+            y_all = net.tail(t).float()
+        y_bf16 = net.tail(t.float())
     os.makedirs(a.out, exist_ok=True)
     sd = {k: v.contiguous() for k, v in net.state_dict().items()}
     save_file(sd, os.path.join(a.out, "weights.safetensors"))
-    save_file({"input": x, "output": y}, os.path.join(a.out, "io.safetensors"))
+    save_file({"input": x, "output": y, "output_bf16": y_bf16, "output_bf16_all": y_all}, os.path.join(a.out, "io.safetensors"))
     shapes = {k: list(v.shape) for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     with open(os.path.join(a.out, "shapes.json"), "w") as f:
         json.dump(shapes, f)

@@ -9,7 +9,8 @@ in plain PyTorch, to check facekit's Rust network against: the module tree is la
 
 writes DIR/weights.safetensors (the state_dict with random weights and random BN running
 statistics, num_batches_tracked included), DIR/io.safetensors (`input` [N,3,S,S] and the eval-mode
-`output` [N,512]) and DIR/shapes.json (name -> shape, num_batches_tracked left out).
+`output` [N,512], `output_bf16` with the trunk under bfloat16 autocast and the
+embedding layers in fp32 as arcface_torch, `output_bf16_all` with everything under autocast) and DIR/shapes.json (name -> shape, num_batches_tracked left out).
 """
 
 import argparse
@@ -103,10 +104,16 @@ class MobileFaceNet(nn.Module):
         self.conv_sep = Unit(b, 512)
         self.features = Gdc(map_side(size), embedding)
 
-    def forward(self, x):
+    def trunk(self, x):
         for m in self.layers:
             x = m(x)
+        return x
+
+    def tail(self, x):
         return self.features(self.conv_sep(x))
+
+    def forward(self, x):
+        return self.tail(self.trunk(x))
 
 
 def randomise(net, gen):
@@ -144,10 +151,16 @@ def main():
     x = torch.rand((a.batch, 3, a.size, a.size), generator=gen) * 2 - 1
     with torch.no_grad():
         y = net(x)
+        # Mixed precision as arcface_torch runs it: the trunk under autocast, the embedding layers
+        # on its output cast to fp32; and, to tell the two apart, everything under autocast.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            t = net.trunk(x)
+            y_all = net.tail(t).float()
+        y_bf16 = net.tail(t.float())
     os.makedirs(a.out, exist_ok=True)
     sd = {k: v.contiguous() for k, v in net.state_dict().items()}
     save_file(sd, os.path.join(a.out, "weights.safetensors"))
-    save_file({"input": x, "output": y}, os.path.join(a.out, "io.safetensors"))
+    save_file({"input": x, "output": y, "output_bf16": y_bf16, "output_bf16_all": y_all}, os.path.join(a.out, "io.safetensors"))
     shapes = {k: list(v.shape) for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     with open(os.path.join(a.out, "shapes.json"), "w") as f:
         json.dump(shapes, f)
