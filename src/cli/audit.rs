@@ -28,6 +28,12 @@ pub struct AuditArgs {
     /// insightface verification `.bin` files, or other datasets (`training/OTHER`, or a name under --data-dir), whose faces are looked for in the dataset (repeatable).
     #[arg(long, num_args = 1..)]
     pub against: Vec<PathBuf>,
+    /// LFW `pairs.txt`-format file whose photos (in --against-images) are looked for in the dataset, cut as its records were.
+    #[arg(long, requires = "against_images")]
+    pub against_pairs: Option<PathBuf>,
+    /// Image root in LFW layout (`DIR/Name/Name_0001.jpg`) of --against-pairs.
+    #[arg(long, requires = "against_pairs")]
+    pub against_images: Option<PathBuf>,
     /// Cosine similarity from which two faces are near duplicates [default: 0.97 with dlib, 0.90 with --model].
     #[arg(long)]
     pub near: Option<f32>,
@@ -142,7 +148,8 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
     let paths = facekit_shard::DatasetPaths::resolve(&args.dataset, Some(&args.data_dir))?;
     let output = args.output.clone().unwrap_or_else(|| PathBuf::from("audit").join(paths.name()));
     let against: Vec<Against> = args.against.iter().map(|p| Against::of(p, &args.data_dir)).collect::<Result<_>>()?;
-    let set_names: Vec<String> = against.iter().map(Against::name).collect();
+    let mut set_names: Vec<String> = against.iter().map(Against::name).collect();
+    set_names.extend(args.against_pairs.iter().map(|p| facekit_train::embedding::bins::bin_name(p)));
     for (k, n) in set_names.iter().enumerate() {
         if set_names[..k].contains(n) {
             bail!("--against names two sets called {n}: their lists would be one file (overlap_{n}.tsv)");
@@ -154,6 +161,8 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
         .input(paths.manifest())
         .inputs(&args.model.model)
         .inputs(against.iter().map(Against::input))
+        .inputs(&args.against_pairs)
+        .inputs(&args.against_images)
         .folder(&output, &own_refs)?;
     let held = facekit_io::output::hold(&output, &format!("audit folder {}", output.display()), &[])?;
     let events = observer();
@@ -228,6 +237,9 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
             }
         }
     }
+    if let (Some(pairs), Some(root)) = (&args.against_pairs, &args.against_images) {
+        sets.push(photo_set(pairs, root, ds.manifest(), &args, &network, &events)?);
+    }
     // The cache keeps the embeddings as the network gave them; centring is the analysis's.
     let mut centred = emb.clone();
     if network.centred() {
@@ -259,7 +271,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
             "member": round4(t.member),
         },
         "centred": network.centred(),
-        "against": against.iter().map(|a| a.input().display().to_string()).collect::<Vec<_>>(),
+        "against": against.iter().map(Against::input).chain(args.against_pairs.clone()).map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "counts": lists.iter().map(|(n, r)| (n.clone(), serde_json::Value::from(r.len()))).collect::<serde_json::Map<_, _>>(),
     });
     let rows = args.sheet_rows;
@@ -291,6 +303,52 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
     }
     outln!("Audited {} record(s) with {} into {}", faces.len(), network.describe(), output.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The photos a pairs file names under `root`, each once, cut as the audited dataset's records
+/// were (`facekit_pack::chips`, as `eval make-bin --like`); a photo missing or without a usable
+/// face is left out, and counted on stderr.
+fn photo_set(
+    pairs: &Path,
+    root: &Path,
+    manifest: &facekit_shard::Manifest,
+    args: &AuditArgs,
+    network: &Network,
+    events: &facekit_train::events::Observer,
+) -> Result<audit::EvalSet> {
+    use facekit_pack::chips::{self, ChipRecipe};
+    let list = facekit_eval::pairs::PairList::read(pairs)?;
+    let mut seen = std::collections::HashSet::new();
+    let faces: Vec<&facekit_eval::pairs::FaceRef> =
+        list.pairs.iter().flat_map(|p| [&p.left, &p.right]).filter(|f| seen.insert(*f)).collect();
+    let (present, missing): (Vec<_>, Vec<_>) = faces.into_iter().partition(|f| f.path(root).is_file());
+    let recipe = ChipRecipe::like(manifest.alignment.as_ref(), &manifest.encoding).context(
+        "--against-pairs: the dataset's chips cannot be cut from photos; pack the photos and give --against DATASET",
+    )?;
+    let files: Vec<PathBuf> = present.iter().map(|f| f.path(root)).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let made = chips::make_chips(&recipe, args.models.as_deref(), &files, threads, false)?;
+    let (mut images, mut names, mut identities, mut faceless) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for (f, chip) in present.iter().zip(made) {
+        let Ok(bytes) = chip else {
+            faceless += 1;
+            continue;
+        };
+        let img = facekit_pack::photo::decode_image(&bytes).with_context(|| format!("the chip of {}", f.relative()))?;
+        images.push(img);
+        names.push(f.relative());
+        identities.push(f.name.clone());
+    }
+    if !missing.is_empty() || faceless > 0 {
+        errln!(
+            "facekit audit: --against-pairs {}: {} photo(s) missing from {} and {} without a usable face are left out",
+            pairs.display(),
+            missing.len(),
+            root.display(),
+            faceless
+        );
+    }
+    audit::EvalSet::photos(pairs, images, names, identities, network, args.model.batch_size, events)
 }
 
 /// Every finding's list under its file name (without `.tsv`).

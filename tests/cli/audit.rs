@@ -149,7 +149,32 @@ fn audit_finds_every_planted_fault() {
     ];
     facekit_eval::bin_write::write_verification_bin(&cwd.join("eval.bin"), &images, &[false, true, false]).unwrap();
 
-    let out = ok(&["audit", "training/lfwa", "-o", "report", "--against", "eval.bin", "training/other"], cwd);
+    // A pairs file over lfw100 itself: a training photo, Chirac's two held-out photos, and a
+    // person absent from training.
+    let number = |f: &Path| name(f).rsplit('_').next().unwrap().trim_end_matches(".jpg").parse::<u32>().unwrap();
+    let (ch, ash, gates0) = (&photos("Jacques_Chirac"), &photos("John_Ashcroft")[0], &photos("Bill_Gates")[0]);
+    fs::write(
+        cwd.join("pairs.txt"),
+        format!(
+            "1\t1\nJacques_Chirac\t{}\t{}\nJohn_Ashcroft\t{}\tBill_Gates\t{}\n",
+            number(&ch[10]),
+            number(&ch[11]),
+            number(ash),
+            number(gates0)
+        ),
+    )
+    .unwrap();
+    let lfw = facekit_testkit::shared_data().join("lfw100");
+    let against = [
+        "--against",
+        "eval.bin",
+        "training/other",
+        "--against-pairs",
+        "pairs.txt",
+        "--against-images",
+        lfw.to_str().unwrap(),
+    ];
+    let out = ok(&[&["audit", "training/lfwa", "-o", "report"][..], &against[..]].concat(), cwd);
     let report = cwd.join("report");
 
     // Exact duplicate across identities.
@@ -233,6 +258,27 @@ fn audit_finds_every_planted_fault() {
         by_other.iter().filter(|r| r["kind"] == "record").all(|r| r["partner_identity"] == r["identity"]),
         "{by_other:?}"
     );
+    // The pairs' photos, cut as the records were: the training photo as a record, Chirac's
+    // two as his identity, Gates's never as a record.
+    let by_pairs = tsv(&report.join("overlap_pairs.tsv"));
+    let ash_key = key_ending(&keys, &ashcroft0);
+    assert!(
+        by_pairs.iter().any(|r| r["record"] == ash_key
+            && r["partner"] == format!("pairs#John_Ashcroft/{ashcroft0}")
+            && r["partner_identity"] == "John_Ashcroft"
+            && r["kind"] == "record"),
+        "{by_pairs:?}"
+    );
+    for f in &ch[10..12] {
+        let partner = format!("pairs#Jacques_Chirac/{}", name(f));
+        assert!(
+            by_pairs
+                .iter()
+                .any(|r| r["identity"] == "Jacques_Chirac" && r["partner"] == partner && r["kind"] == "identity"),
+            "{partner}: {by_pairs:?}"
+        );
+    }
+    assert!(!by_pairs.iter().any(|r| r["partner_identity"] == "Bill_Gates" && r["kind"] == "record"), "{by_pairs:?}");
     // Faces of people absent from training never match a record (they are not duplicates); an
     // identity of a look-alike may be listed, counted below.
     let strangers: Vec<_> = overlap.iter().filter(|r| r["partner"] == "eval#4" || r["partner"] == "eval#5").collect();
@@ -268,11 +314,12 @@ fn audit_finds_every_planted_fault() {
     }
     assert!(!out.contains("reusing"), "{out}");
     // A rerun with the same dataset and network reuses the embeddings and finds the same.
-    let again = ok(&["audit", "training/lfwa", "-o", "report", "--against", "eval.bin", "training/other"], cwd);
+    let again = ok(&[&["audit", "training/lfwa", "-o", "report"][..], &against[..]].concat(), cwd);
     assert!(again.contains("reusing the embeddings in"), "{again}");
     assert!(again.contains("reusing the embeddings of other"), "{again}");
     assert_eq!(tsv(&report.join("mislabels.tsv")), mislabels);
     assert_eq!(tsv(&report.join("overlap_other.tsv")), by_other);
+    assert_eq!(tsv(&report.join("overlap_pairs.tsv")), by_pairs);
     assert!(image::open(report.join("overlap_other.png")).unwrap().width() >= 224);
     // A facekit network instead of dlib (the test suite's tiny run: its similarities mean little,
     // but the path, the hashes and the cache are the same).

@@ -257,6 +257,16 @@ pub struct Row {
 pub enum SetFaces {
     /// An insightface verification `.bin`: its images, decoded.
     Bin(Vec<RgbImage>),
+    /// Photos named by a pairs file, cut as the audited dataset's records were: the chips, each
+    /// photo's path relative to the image root (`Name/Name_0001.jpg`) and its person.
+    Photos {
+        /// The chips, decoded.
+        images: Vec<RgbImage>,
+        /// Each photo's relative path.
+        names: Vec<String>,
+        /// Each photo's person.
+        identities: Vec<String>,
+    },
     /// Another dataset: its records, read when drawn, with each one's key and identity.
     Dataset {
         /// The dataset.
@@ -298,6 +308,27 @@ impl EvalSet {
         Ok(EvalSet { name, path: path.to_path_buf(), faces: SetFaces::Bin(images), embeddings })
     }
 
+    /// Photos as a set (`pairs`: the pairs file that named them): each of `images` with its
+    /// relative path and person, embedded with `net`.
+    pub fn photos(
+        pairs: &Path,
+        images: Vec<RgbImage>,
+        names: Vec<String>,
+        identities: Vec<String>,
+        net: &Network,
+        batch_size: usize,
+        events: &Observer,
+    ) -> Result<EvalSet> {
+        let embeddings = net.embed(images.len(), batch_size, events, |i| Ok(images[i].clone()))?;
+        let name = crate::embedding::bins::bin_name(pairs);
+        Ok(EvalSet {
+            name,
+            path: pairs.to_path_buf(),
+            faces: SetFaces::Photos { images, names, identities },
+            embeddings,
+        })
+    }
+
     /// Another dataset as a set, with its records' `embeddings` (made by the caller, who caches
     /// them: [`cache`]).
     pub fn dataset(ds: facekit_shard::Dataset, embeddings: Vec<f32>) -> Result<EvalSet> {
@@ -313,7 +344,7 @@ impl EvalSet {
     /// Number of faces.
     pub fn len(&self) -> usize {
         match &self.faces {
-            SetFaces::Bin(images) => images.len(),
+            SetFaces::Bin(images) | SetFaces::Photos { images, .. } => images.len(),
             SetFaces::Dataset { keys, .. } => keys.len(),
         }
     }
@@ -326,7 +357,7 @@ impl EvalSet {
     /// Face `i`'s picture.
     pub fn image(&self, i: usize) -> Result<RgbImage> {
         match &self.faces {
-            SetFaces::Bin(images) => Ok(images[i].clone()),
+            SetFaces::Bin(images) | SetFaces::Photos { images, .. } => Ok(images[i].clone()),
             SetFaces::Dataset { ds, .. } => record_image(ds, i),
         }
     }
@@ -336,6 +367,9 @@ impl EvalSet {
     pub fn label(&self, i: usize) -> (String, String) {
         match &self.faces {
             SetFaces::Bin(_) => (format!("{}#{i}", self.name), String::new()),
+            SetFaces::Photos { names, identities, .. } => {
+                (format!("{}#{}", self.name, names[i]), identities[i].clone())
+            }
             SetFaces::Dataset { keys, identities, .. } => (format!("{}#{}", self.name, keys[i]), identities[i].clone()),
         }
     }
