@@ -48,6 +48,9 @@ pub struct RecArgs {
     /// Replace a finished dataset of the same name; the old one stays until the new one is complete.
     #[arg(long)]
     pub overwrite: bool,
+    /// Import only part K of N of the records (whole identities, about 1/N of the records each), for `facekit merge` to join (docs/CURATE.md).
+    #[arg(long, value_name = "K/N")]
+    pub part: Option<facekit_pack::part::Part>,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -77,6 +80,7 @@ pub fn run(args: ImportArgs) -> Result<ExitCode> {
         names: args.names,
         resume: args.resume,
         overwrite: args.overwrite,
+        part: args.part,
         progress: !args.quiet,
         stop: stop.clone(),
         events: super::pipeline_events::observer(super::pipeline_events::Tool::Import),

@@ -35,6 +35,8 @@ impl Bar {
     fn start(&self, len: u64, unit: &str, position: u64, shown: bool) {
         let bar = progress::items(len, unit);
         bar.set_position(position);
+        // The rate, and so the ETA, counts only what this run does, not what it resumed after.
+        bar.reset_eta();
         if !shown {
             progress::hide(&bar);
         }
@@ -144,12 +146,17 @@ fn show(bar: &Bar, event: &Event) {
             "facekit: run {} has no `best` checkpoint (trained without --valid-sets): using `last`",
             run.display()
         )),
-        Event::FacesBegin { total, .. } => bar.start(total, "faces", 0, true),
+        Event::FacesBegin { total, done, .. } => bar.start(total, "faces", done, true),
         Event::FacesDone { count, .. } => {
             if let Some(b) = bar.get() {
                 b.inc(count)
             }
         }
         Event::FacesEnd { .. } => bar.finish(),
+        Event::EmbeddingsResumed { folder, done, total } => bar.say(&format!(
+            "facekit audit: resuming the embeddings after {done} of {total} records (saved in {})",
+            folder.display()
+        )),
+        Event::EmbeddingsSaved { .. } => {}
     }
 }

@@ -101,7 +101,19 @@ fn audit_finds_every_planted_fault() {
     for p in ["Bill_Gates", "Naomi_Watts"] {
         copy(&photos(p)[0], &held.join(p).join(name(&photos(p)[0])));
     }
-    for (src, out) in [("photos", "training/lfwa"), ("held", "training/held")] {
+    // Another dataset to audit against: the held-out photos, and two training photos packed again
+    // (the same chips).
+    let other = cwd.join("other");
+    for p in ["Jacques_Chirac", "Bill_Gates", "Naomi_Watts"] {
+        for f in fs::read_dir(held.join(p)).unwrap() {
+            let f = f.unwrap().path();
+            copy(&f, &other.join(p).join(name(&f)));
+        }
+    }
+    for p in ["John_Ashcroft", "Hans_Blix"] {
+        copy(&photos(p)[0], &other.join(p).join(name(&photos(p)[0])));
+    }
+    for (src, out) in [("photos", "training/lfwa"), ("held", "training/held"), ("other", "training/other")] {
         ok(&["pack", src, "-o", out, "--size", "150", "--quiet"], cwd);
     }
     let ds = facekit_shard::Dataset::open_name(cwd.join("training/lfwa").to_str().unwrap(), None).unwrap();
@@ -137,7 +149,32 @@ fn audit_finds_every_planted_fault() {
     ];
     facekit_eval::bin_write::write_verification_bin(&cwd.join("eval.bin"), &images, &[false, true, false]).unwrap();
 
-    let out = ok(&["audit", "training/lfwa", "-o", "report", "--against", "eval.bin"], cwd);
+    // A pairs file over lfw100 itself: a training photo, Chirac's two held-out photos, and a
+    // person absent from training.
+    let number = |f: &Path| name(f).rsplit('_').next().unwrap().trim_end_matches(".jpg").parse::<u32>().unwrap();
+    let (ch, ash, gates0) = (&photos("Jacques_Chirac"), &photos("John_Ashcroft")[0], &photos("Bill_Gates")[0]);
+    fs::write(
+        cwd.join("pairs.txt"),
+        format!(
+            "1\t1\nJacques_Chirac\t{}\t{}\nJohn_Ashcroft\t{}\tBill_Gates\t{}\n",
+            number(&ch[10]),
+            number(&ch[11]),
+            number(ash),
+            number(gates0)
+        ),
+    )
+    .unwrap();
+    let lfw = facekit_testkit::shared_data().join("lfw100");
+    let against = [
+        "--against",
+        "eval.bin",
+        "training/other",
+        "--against-pairs",
+        "pairs.txt",
+        "--against-images",
+        lfw.to_str().unwrap(),
+    ];
+    let out = ok(&[&["audit", "training/lfwa", "-o", "report"][..], &against[..]].concat(), cwd);
     let report = cwd.join("report");
 
     // Exact duplicate across identities.
@@ -197,6 +234,51 @@ fn audit_finds_every_planted_fault() {
             "{overlap:?}"
         );
     }
+    // The other dataset: the two training photos packed again as records (partner: the other
+    // dataset's record and its identity), Chirac's other photos as his identity.
+    let by_other = tsv(&report.join("overlap_other.tsv"));
+    for (k, who) in [(key_ending(&keys, &ashcroft0), "John_Ashcroft"), (key_ending(&keys, &blix0), "Hans_Blix")] {
+        assert!(
+            by_other.iter().any(|r| r["record"] == k
+                && r["partner"].starts_with("other#")
+                && r["partner"].ends_with(&format!("{who}/{}", k.rsplit('/').next().unwrap()))
+                && r["partner_identity"] == who
+                && r["kind"] == "record"),
+            "{k}: {by_other:?}"
+        );
+    }
+    let chirac_other: Vec<_> = by_other
+        .iter()
+        .filter(|r| {
+            r["identity"] == "Jacques_Chirac" && r["kind"] == "identity" && r["partner_identity"] == "Jacques_Chirac"
+        })
+        .collect();
+    assert_eq!(chirac_other.len(), 2, "{by_other:?}");
+    assert!(
+        by_other.iter().filter(|r| r["kind"] == "record").all(|r| r["partner_identity"] == r["identity"]),
+        "{by_other:?}"
+    );
+    // The pairs' photos, cut as the records were: the training photo as a record, Chirac's
+    // two as his identity, Gates's never as a record.
+    let by_pairs = tsv(&report.join("overlap_pairs.tsv"));
+    let ash_key = key_ending(&keys, &ashcroft0);
+    assert!(
+        by_pairs.iter().any(|r| r["record"] == ash_key
+            && r["partner"] == format!("pairs#John_Ashcroft/{ashcroft0}")
+            && r["partner_identity"] == "John_Ashcroft"
+            && r["kind"] == "record"),
+        "{by_pairs:?}"
+    );
+    for f in &ch[10..12] {
+        let partner = format!("pairs#Jacques_Chirac/{}", name(f));
+        assert!(
+            by_pairs
+                .iter()
+                .any(|r| r["identity"] == "Jacques_Chirac" && r["partner"] == partner && r["kind"] == "identity"),
+            "{partner}: {by_pairs:?}"
+        );
+    }
+    assert!(!by_pairs.iter().any(|r| r["partner_identity"] == "Bill_Gates" && r["kind"] == "record"), "{by_pairs:?}");
     // Faces of people absent from training never match a record (they are not duplicates); an
     // identity of a look-alike may be listed, counted below.
     let strangers: Vec<_> = overlap.iter().filter(|r| r["partner"] == "eval#4" || r["partner"] == "eval#5").collect();
@@ -232,9 +314,13 @@ fn audit_finds_every_planted_fault() {
     }
     assert!(!out.contains("reusing"), "{out}");
     // A rerun with the same dataset and network reuses the embeddings and finds the same.
-    let again = ok(&["audit", "training/lfwa", "-o", "report", "--against", "eval.bin"], cwd);
-    assert!(again.contains("reusing the embeddings"), "{again}");
+    let again = ok(&[&["audit", "training/lfwa", "-o", "report"][..], &against[..]].concat(), cwd);
+    assert!(again.contains("reusing the embeddings in"), "{again}");
+    assert!(again.contains("reusing the embeddings of other"), "{again}");
     assert_eq!(tsv(&report.join("mislabels.tsv")), mislabels);
+    assert_eq!(tsv(&report.join("overlap_other.tsv")), by_other);
+    assert_eq!(tsv(&report.join("overlap_pairs.tsv")), by_pairs);
+    assert!(image::open(report.join("overlap_other.png")).unwrap().width() >= 224);
     // A facekit network instead of dlib (the test suite's tiny run: its similarities mean little,
     // but the path, the hashes and the cache are the same).
     let run_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/assets/runs/x86_64/fr_sgd_plateau_fp32/run");
@@ -254,4 +340,62 @@ fn audit_finds_every_planted_fault() {
     // The dataset folder is not an output.
     let refused = crate::make_bin::run(&["audit", "training/lfwa", "-o", "training"], cwd);
     assert!(!refused.status.success());
+}
+
+/// Every file of an audit folder but the contact sheets, by name (the sheets are drawn from the
+/// same rows, and PNG bytes are not what is compared).
+fn report_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x != "png"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), fs::read(&p).unwrap()))
+        .collect()
+}
+
+#[test]
+fn audit_killed_while_embedding_resumes_and_writes_what_an_uninterrupted_run_does() {
+    let t = tempfile::tempdir().unwrap();
+    let cwd = t.path();
+    crate::lfw_subset(&cwd.join("photos"), &["Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Hans_Blix"], 4);
+    // A photo under a second name, so that the lists are not all empty.
+    copy(&cwd.join("photos/Colin_Powell/Colin_Powell_0001.jpg"), &cwd.join("photos/Hans_Blix/copy.jpg"));
+    ok(&["pack", "photos", "-o", "training/small", "--size", "150", "--quiet"], cwd);
+    let flags = ["--save-every", "5"];
+    let whole = ["audit", "training/small", "-o", "whole"];
+    ok(&[&whole[..], &flags[..]].concat(), cwd);
+
+    let cut = ["audit", "training/small", "-o", "cut"];
+    let killed = crate::facekit()
+        .args(cut.iter().chain(&flags))
+        .current_dir(cwd)
+        .env("FACEKIT_MODELS", facekit_testkit::models_dir())
+        .env("FACEKIT_TEST_AUDIT_KILL_AFTER", "10")
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.code(), Some(137), "{}", String::from_utf8_lossy(&killed.stderr));
+    let partial = cwd.join("cut/embeddings.partial");
+    let mut chunks: Vec<String> =
+        fs::read_dir(&partial).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    chunks.sort();
+    assert_eq!(chunks, ["000000.npy", "000001.npy", "key.json"]);
+    assert!(!cwd.join("cut/audit.json").exists());
+    // A chunk the kill tore while writing is not taken back.
+    fs::write(partial.join(".tmp-1-000002.npy"), b"torn").unwrap();
+
+    let resumed = crate::make_bin::ok(&[&cut[..], &flags[..]].concat(), cwd);
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    let summary: serde_json::Value = serde_json::from_slice(&fs::read(cwd.join("whole/audit.json")).unwrap()).unwrap();
+    let records = summary["records"].as_u64().unwrap();
+    assert!(records > 15, "{summary}");
+    assert!(err.contains(&format!("resuming the embeddings after 10 of {records} records")), "{err}");
+    assert!(!partial.exists(), "the finished audit keeps only its whole embeddings");
+    let (a, b) = (report_files(&cwd.join("whole")), report_files(&cwd.join("cut")));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert!(a.contains_key("exact_duplicates.tsv") && a.contains_key("embeddings.npy"), "{:?}", a.keys());
+    for (name, bytes) in &a {
+        assert!(b[name] == *bytes, "{name} differs after resuming");
+    }
+    let exact = tsv(&cwd.join("cut/exact_duplicates.tsv"));
+    assert!(exact.iter().any(|r| r["record"].ends_with("Hans_Blix/copy.jpg")), "{exact:?}");
 }

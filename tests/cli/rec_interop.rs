@@ -783,3 +783,59 @@ fn an_import_with_more_threads_than_the_machine_can_use_is_refused_before_any_wo
     assert!(err.contains("--threads 100000") && err.contains("core"), "{err}");
     assert!(!out.with_extension("lock").exists(), "refused before anything was created");
 }
+
+#[test]
+fn a_rec_imported_in_three_parts_merged_equals_one_import() {
+    let Some(fx) = fixture() else { return };
+    for layout in ["insightface", "im2rec"] {
+        let src = fx.root.join(format!("parts_{layout}"));
+        fx.mxnet_write(layout, &src);
+        let input = if layout == "insightface" { src.clone() } else { src.join("train.rec") };
+        let training = fx.root.join(format!("training_{layout}"));
+        let common = ["--shard-size", "16K", "--valid-fraction", "0.25"];
+        let one = training.join("one");
+        let o = import(&input, &one, &common);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let manifest = |base: &Path| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(base.with_extension("manifest.json")).unwrap()).unwrap()
+        };
+        let mut parts = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for k in 1..=3u64 {
+            let part = training.join(format!("part{k}"));
+            let o = import(&input, &part, &[&common[..], &["--part", &format!("{k}/3")]].concat());
+            assert!(o.status.success(), "{layout} part {k}: {}", String::from_utf8_lossy(&o.stderr));
+            let p = &manifest(&part)["part"];
+            assert_eq!((p["index"].as_u64(), p["count"].as_u64()), (Some(k), Some(3)), "{p}");
+            assert_eq!(p["input_files"].as_u64(), Some(fx.items.len() as u64), "{p}");
+            // Whole identities: no label in two parts, and every part has some.
+            let labels: std::collections::BTreeSet<u32> = records(&part).iter().map(|r| r.1).collect();
+            assert!(!labels.is_empty(), "{layout} part {k} is empty");
+            assert!(labels.iter().all(|c| seen.insert(*c)), "{layout}: an identity spans parts");
+            parts.push(part);
+        }
+        let merged = training.join("merged");
+        let o = facekit()
+            .arg("merge")
+            .args([&parts[1], &parts[2], &parts[0]])
+            .arg("-o")
+            .arg(&merged)
+            .args(["--shard-size", "16K", "--quiet"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for suffix in ["", ".valid"] {
+            let (a, b) = (training.join(format!("one{suffix}")), training.join(format!("merged{suffix}")));
+            let (ra, rb) = (records(&a), records(&b));
+            assert!(!ra.is_empty(), "{layout}{suffix}: the test wants records");
+            assert_eq!(ra, rb, "{layout}{suffix}: same records (bytes, class, path) in the same order");
+            let text = |p: PathBuf| std::fs::read(p).unwrap();
+            assert_eq!(text(a.with_extension("labels.tsv")), text(b.with_extension("labels.tsv")), "{layout}{suffix}");
+            let (ma, mb) = (manifest(&a), manifest(&b));
+            assert_eq!((&ma["classes"], &ma["records"]), (&mb["classes"], &mb["records"]), "{layout}{suffix}");
+        }
+        let rejects = |base: &Path| std::fs::read(base.with_extension("rejects.tsv")).unwrap();
+        assert_eq!(rejects(&one), rejects(&merged), "{layout}");
+        assert_eq!(manifest(&merged)["classes"], 6, "{layout}: labels keep their numbers");
+    }
+}

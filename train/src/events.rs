@@ -173,6 +173,8 @@ pub enum Event<'a> {
         work: FaceWork,
         /// Faces in all.
         total: u64,
+        /// Faces already done (by an earlier run whose work is taken back).
+        done: u64,
     },
     /// `count` more faces are done (possibly from several threads at once).
     FacesDone {
@@ -185,6 +187,23 @@ pub enum Event<'a> {
     FacesEnd {
         /// What was done to them.
         work: FaceWork,
+    },
+    /// An audit takes back the embeddings of `done` of `total` records that an interrupted run
+    /// saved in `folder`.
+    EmbeddingsResumed {
+        /// The folder of saved chunks.
+        folder: &'a Path,
+        /// Records taken back.
+        done: u64,
+        /// Records in all.
+        total: u64,
+    },
+    /// An audit saved the embeddings of its first `done` of `total` records.
+    EmbeddingsSaved {
+        /// Records saved so far.
+        done: u64,
+        /// Records in all.
+        total: u64,
     },
 }
 

@@ -27,7 +27,7 @@ use crate::RejectReason;
 use anyhow::{bail, Context, Result};
 use facekit_io::StopFlag;
 use facekit_recordio::RecReader;
-use facekit_shard::manifest::{AlignmentInfo, EncodingInfo, LabelEntry, LabelMap, OriginInfo, SourceInfo};
+use facekit_shard::manifest::{AlignmentInfo, EncodingInfo, LabelEntry, LabelMap, OriginInfo, PartInfo, SourceInfo};
 use facekit_shard::{DatasetPaths, Encoding, Manifest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -52,6 +52,8 @@ pub struct ImportOptions {
     pub resume: bool,
     /// Replace a finished dataset of the same name, once the new one is complete.
     pub overwrite: bool,
+    /// `--part K/N`: import only this part of the records (whole identities), for `facekit merge`.
+    pub part: Option<crate::part::Part>,
     /// Show a progress bar.
     pub progress: bool,
     /// Set (Ctrl-C, SIGTERM) to stop before the next record; the last checkpoint stays resumable.
@@ -191,6 +193,11 @@ pub(crate) struct RecSource {
     threads: usize,
     rule: SplitRule,
     names: Option<IdentityNames>,
+    /// The entries this import reads: all of them, or its `--part`'s.
+    range: (u64, u64),
+    /// The part, as the manifest records it, with the whole file's class count when no
+    /// `property` or names file fixes it (every part must have the same label map).
+    part: Option<(PartInfo, u32)>,
 }
 
 impl RecSource {
@@ -204,12 +211,21 @@ impl RecSource {
         let plan = Plan::make(&files, &reader)?;
         let rec_name = files.rec.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let expect = expectations(&reader, &plan, property.as_ref(), names.as_ref(), &files)?;
-        let input = source_of(&files, &plan, opts)?;
+        let mut input = source_of(&files, &plan, opts)?;
+        let (range, part) = match opts.part {
+            None => ((0, plan.entries.len() as u64), None),
+            Some(p) => {
+                let (range, info, classes) = cut(&reader, &plan, &expect, &input, p);
+                input.entries = range.1 - range.0;
+                input.part = Some(format!("{p} (entries {}..{})", range.0, range.1));
+                (range, Some((info, classes)))
+            }
+        };
         // Pack's fraction rule alone: its per-class rule needs every label before the first
         // record is written, which a `.rec` gives only by reading it twice.
         let mut rule = SplitRule::new(opts.valid_fraction, 0, 0);
         rule.seal();
-        Ok(RecSource { files, reader, plan, rec_name, expect, input, threads: opts.threads, rule, names })
+        Ok(RecSource { files, reader, plan, rec_name, expect, input, threads: opts.threads, rule, names, range, part })
     }
 
     /// `file.rec@offset`, as the rejects list names a place in the `.rec`.
@@ -272,8 +288,12 @@ impl Source for RecSource {
         }
     }
 
-    /// The entries and regions the plan left out, all listed before the first image.
+    /// The entries and regions the plan left out, all listed before the first image (by the
+    /// first part only, so that the parts' lists joined are the one import's).
     fn preamble(&self) -> Vec<(Reject, RecTally)> {
+        if self.part.as_ref().is_some_and(|(p, _)| p.index > 1) {
+            return Vec::new();
+        }
         self.plan
             .skipped
             .iter()
@@ -285,7 +305,8 @@ impl Source for RecSource {
     }
 
     fn items(&self, from: u64) -> Box<dyn Iterator<Item = Entry> + Send + '_> {
-        Box::new(self.plan.entries[from as usize..].iter().copied())
+        let (start, end) = (self.range.0 as usize, self.range.1 as usize);
+        Box::new(self.plan.entries[start + from as usize..end].iter().copied())
     }
 
     /// The bytes the record will hold; one that cannot be framed costs its reject's few bytes
@@ -374,6 +395,7 @@ impl Source for RecSource {
         let manifest = |records: u64| {
             let sources = vec![SourceInfo { id: 0, name: rec.clone(), class_offset: 0, classes, records }];
             let mut manifest = Manifest::new(classes, sources, Some(prealigned(expect)), encoding.clone());
+            manifest.part = self.part.as_ref().map(|(p, _)| p.clone());
             manifest.origin = Some(OriginInfo {
                 format: "mxnet-recordio".into(),
                 path: rec.clone(),
@@ -428,8 +450,61 @@ impl RecSource {
     /// Classes of the manifest: `property`'s count, else the names file's, else one more than
     /// the largest label.
     fn classes(&self, p: &Progress) -> u32 {
-        self.expect.classes.fixed().unwrap_or_else(|| p.counters.max_class.map_or(0, |m| m + 1))
+        let whole = self.part.as_ref().map(|(_, classes)| *classes);
+        self.expect.classes.fixed().or(whole).unwrap_or_else(|| p.counters.max_class.map_or(0, |m| m + 1))
     }
+}
+
+/// Part `part` of the image records, cut as `facekit pack --part` cuts its input
+/// ([`crate::part::Boundaries`]: runs of consecutive records of one label, a record whose
+/// label cannot be read its own run), which takes every record's label, so the whole `.rec` is
+/// read once before importing. Returns the part's entry range, its manifest entry (the input
+/// fingerprint hashes the `.rec`'s fingerprint and every record's place and label), and the class
+/// count of the whole file when nothing fixes it (one more than the largest label).
+fn cut(
+    reader: &RecReader,
+    plan: &Plan,
+    expect: &Expect,
+    input: &progress::Source,
+    part: crate::part::Part,
+) -> ((u64, u64), PartInfo, u32) {
+    use sha2::Digest;
+    let labels: Vec<Option<u32>> = plan
+        .entries
+        .iter()
+        .map(|e| {
+            let frame = reader.read_at(e.offset, MAX_RECORD_BYTES).ok()?;
+            let u = facekit_recordio::unpack(&frame.payload).ok()?;
+            let label = u.label_values().first().copied().unwrap_or(f32::NAN);
+            super::record::check_label(label, expect.classes).ok()
+        })
+        .collect();
+    let mut bounds = crate::part::Boundaries::default();
+    let mut h = sha2::Sha256::new();
+    let rec_name = Path::new(&input.rec).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for field in [Some(rec_name), Some(input.rec_bytes.to_string()), input.idx_sha256.clone()]
+        .into_iter()
+        .chain([input.property_sha256.clone(), input.names_sha256.clone()])
+    {
+        h.update(field.unwrap_or_default().as_bytes());
+        h.update([0]);
+    }
+    for (e, label) in plan.entries.iter().zip(&labels) {
+        bounds.observe(*label);
+        h.update(e.offset.to_le_bytes());
+        h.update(label.map_or(u64::MAX, u64::from).to_le_bytes());
+    }
+    let range = bounds.range(part);
+    let info = PartInfo {
+        index: part.index,
+        count: part.count,
+        input_sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        input_files: plan.entries.len() as u64,
+        first_file: range.0,
+        end_file: range.1,
+    };
+    let classes = labels.iter().flatten().max().map_or(0, |m| m + 1);
+    (range, info, classes)
 }
 
 /// The image size, encoding and class limit every record is checked against: the first readable
@@ -524,6 +599,7 @@ fn source_of(files: &RecFiles, plan: &Plan, opts: &ImportOptions) -> Result<prog
         shard_size: opts.shard_size,
         valid_fraction: opts.valid_fraction,
         names_sha256: opts.names.as_deref().map(file_sha256).transpose()?,
+        part: None,
     })
 }
 

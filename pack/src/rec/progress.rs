@@ -34,6 +34,9 @@ pub struct Source {
     /// SHA-256 of the `--names` file, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub names_sha256: Option<String>,
+    /// `--part K/N` and its range of image records (`entries` then counts the part's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
 }
 
 fn no_split(fraction: &f64) -> bool {

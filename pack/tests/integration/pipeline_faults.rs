@@ -64,6 +64,7 @@ pub(crate) fn options(input: &Path, output: &Path, resume: bool, overwrite: bool
         names: None,
         resume,
         overwrite,
+        part: None,
         progress: false,
         stop: StopFlag::new(),
         events,

@@ -2,6 +2,7 @@
 //! duplicates, probable mislabels, identities that are probably one person, and overlap with
 //! evaluation sets, each a list a person (or `facekit filter --drop`) can act on (docs/CURATE.md).
 
+pub mod cache;
 pub mod search;
 pub mod sheet;
 
@@ -93,7 +94,7 @@ impl Network {
                     .map(|_| FaceEncoder::new(models.as_deref()))
                     .collect::<Result<_>>()?;
                 let work = FaceWork::Embedding;
-                events.emit(Event::FacesBegin { work, total: n as u64 });
+                events.emit(Event::FacesBegin { work, total: n as u64, done: 0 });
                 let mut out = vec![0f32; n * ENCODING_DIM];
                 let threads_used = encoders.len();
                 for (c, chunk) in out.chunks_mut(CHUNK * ENCODING_DIM).enumerate() {
@@ -252,14 +253,39 @@ pub struct Row {
     pub note: &'static str,
 }
 
-/// An evaluation set's faces, embedded.
+/// Where the faces of a set that the dataset is checked against come from.
+pub enum SetFaces {
+    /// An insightface verification `.bin`: its images, decoded.
+    Bin(Vec<RgbImage>),
+    /// Photos named by a pairs file, cut as the audited dataset's records were: the chips, each
+    /// photo's path relative to the image root (`Name/Name_0001.jpg`) and its person.
+    Photos {
+        /// The chips, decoded.
+        images: Vec<RgbImage>,
+        /// Each photo's relative path.
+        names: Vec<String>,
+        /// Each photo's person.
+        identities: Vec<String>,
+    },
+    /// Another dataset: its records, read when drawn, with each one's key and identity.
+    Dataset {
+        /// The dataset.
+        ds: Box<facekit_shard::Dataset>,
+        /// Each record's key as the dataset stores it.
+        keys: Vec<String>,
+        /// Each record's identity name (empty when unlabelled).
+        identities: Vec<String>,
+    },
+}
+
+/// A set of faces the dataset is checked against (`--against`), embedded.
 pub struct EvalSet {
-    /// Its name (the file stem).
+    /// Its name (the `.bin`'s file stem, or the dataset's name).
     pub name: String,
-    /// The file.
+    /// The `.bin` file, or the dataset's manifest.
     pub path: PathBuf,
-    /// Its images, decoded.
-    pub images: Vec<RgbImage>,
+    /// Its faces.
+    pub faces: SetFaces,
     /// Their embeddings, L2-normalised.
     pub embeddings: Vec<f32>,
 }
@@ -278,8 +304,89 @@ impl EvalSet {
             })
             .collect::<Result<_>>()?;
         let embeddings = net.embed(images.len(), batch_size, events, |i| Ok(images[i].clone()))?;
-        Ok(EvalSet { name: crate::embedding::bins::bin_name(path), path: path.to_path_buf(), images, embeddings })
+        let name = crate::embedding::bins::bin_name(path);
+        Ok(EvalSet { name, path: path.to_path_buf(), faces: SetFaces::Bin(images), embeddings })
     }
+
+    /// Photos as a set (`pairs`: the pairs file that named them): each of `images` with its
+    /// relative path and person, embedded with `net`.
+    pub fn photos(
+        pairs: &Path,
+        images: Vec<RgbImage>,
+        names: Vec<String>,
+        identities: Vec<String>,
+        net: &Network,
+        batch_size: usize,
+        events: &Observer,
+    ) -> Result<EvalSet> {
+        let embeddings = net.embed(images.len(), batch_size, events, |i| Ok(images[i].clone()))?;
+        let name = crate::embedding::bins::bin_name(pairs);
+        Ok(EvalSet {
+            name,
+            path: pairs.to_path_buf(),
+            faces: SetFaces::Photos { images, names, identities },
+            embeddings,
+        })
+    }
+
+    /// Another dataset as a set, with its records' `embeddings` (made by the caller, who caches
+    /// them: [`cache`]).
+    pub fn dataset(ds: facekit_shard::Dataset, embeddings: Vec<f32>) -> Result<EvalSet> {
+        let (keys, identities) = keys_and_identities(&ds)?;
+        Ok(EvalSet {
+            name: ds.paths().name(),
+            path: ds.paths().manifest(),
+            faces: SetFaces::Dataset { ds: Box::new(ds), keys, identities },
+            embeddings,
+        })
+    }
+
+    /// Number of faces.
+    pub fn len(&self) -> usize {
+        match &self.faces {
+            SetFaces::Bin(images) | SetFaces::Photos { images, .. } => images.len(),
+            SetFaces::Dataset { keys, .. } => keys.len(),
+        }
+    }
+
+    /// Whether there are no faces.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Face `i`'s picture.
+    pub fn image(&self, i: usize) -> Result<RgbImage> {
+        match &self.faces {
+            SetFaces::Bin(images) | SetFaces::Photos { images, .. } => Ok(images[i].clone()),
+            SetFaces::Dataset { ds, .. } => record_image(ds, i),
+        }
+    }
+
+    /// How a list names face `i` and its identity: `SET#IMAGE` for a `.bin` (no identity), `SET#KEY`
+    /// and the identity for a dataset.
+    pub fn label(&self, i: usize) -> (String, String) {
+        match &self.faces {
+            SetFaces::Bin(_) => (format!("{}#{i}", self.name), String::new()),
+            SetFaces::Photos { names, identities, .. } => {
+                (format!("{}#{}", self.name, names[i]), identities[i].clone())
+            }
+            SetFaces::Dataset { keys, identities, .. } => (format!("{}#{}", self.name, keys[i]), identities[i].clone()),
+        }
+    }
+}
+
+/// Each record's key and identity name (empty when unlabelled).
+pub fn keys_and_identities(ds: &facekit_shard::Dataset) -> Result<(Vec<String>, Vec<String>)> {
+    let rows: Vec<(String, String)> = (0..ds.len())
+        .into_par_iter()
+        .map(|i| -> Result<_> {
+            let rec = ds.record(i)?;
+            let identity = rec.labels().class_id.and_then(|c| ds.labels().identity(c)).unwrap_or("").to_string();
+            Ok((String::from_utf8_lossy(rec.path).into_owned(), identity))
+        })
+        .collect::<Result<_>>()
+        .with_context(|| format!("dataset {}", ds.paths().name()))?;
+    Ok(rows.into_iter().unzip())
 }
 
 /// What the audit found: one list per kind, each sorted worst first.
@@ -442,14 +549,15 @@ pub fn identities(faces: &Faces) -> Vec<(String, usize)> {
 pub const TSV_HEADER: &str = "record\tidentity\tscore\tpartner\tpartner_identity\tkind";
 
 /// The TSV lines (with [`TSV_HEADER`]) of `rows`: a record's line names its key and identity; an
-/// identity's line has an empty `record`; an evaluation face is `SET#IMAGE`.
+/// identity's line has an empty `record`; a face of a set checked against is `SET#IMAGE` (a
+/// `.bin`) or `SET#KEY` (a dataset, with its identity).
 pub fn tsv(rows: &[Row], faces: &Faces, sets: &[EvalSet]) -> String {
     let ids = identities(faces);
     let name = |f: Face| -> (String, String) {
         match f {
             Face::Record(i) => (faces.keys[i].clone(), faces.identities[i].clone()),
             Face::Identity(k) => (String::new(), ids[k].0.clone()),
-            Face::Eval { set, image } => (format!("{}#{image}", sets[set].name), String::new()),
+            Face::Eval { set, image } => sets[set].label(image),
         }
     };
     let field = |s: String| facekit_io::tsv::field(&s).into_owned();

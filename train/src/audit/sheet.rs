@@ -74,7 +74,7 @@ fn picture(face: Face, ds: &facekit_shard::Dataset, faces: &Faces, sets: &[super
     match face {
         Face::Record(i) => record_image(ds, i),
         Face::Identity(k) => record_image(ds, super::identities(faces)[k].1),
-        Face::Eval { set, image } => Ok(sets[set].images[image].clone()),
+        Face::Eval { set, image } => sets[set].image(image),
     }
 }
 

@@ -86,7 +86,7 @@ pub(crate) fn embed_all(
     let per = s * s * 3;
     let batch_size = batch_size.max(1);
     let work = FaceWork::Embedding;
-    events.emit(Event::FacesBegin { work, total: n as u64 });
+    events.emit(Event::FacesBegin { work, total: n as u64, done: 0 });
     let mut out = Vec::with_capacity(n * model.dim());
     let mut buf = vec![0u8; batch_size * per];
     for start in (0..n).step_by(batch_size) {

@@ -81,7 +81,7 @@ pub fn prepare_files(
     events: &Observer,
 ) -> Result<(Vec<RgbImage>, Vec<Prepared>, PrepStats)> {
     let work = FaceWork::Preparing;
-    events.emit(Event::FacesBegin { work, total: paths.len() as u64 });
+    events.emit(Event::FacesBegin { work, total: paths.len() as u64, done: 0 });
     let decode = |p: &PathBuf| -> Result<RgbImage> {
         let bytes = facekit_io::bounded::read(p, facekit_io::bounded::PHOTO)?;
         facekit_pack::photo::decode_image(&bytes).with_context(|| format!("cannot decode {}", p.display()))
