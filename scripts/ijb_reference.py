@@ -12,8 +12,9 @@ Subcommands:
       target), and the 1:N figures (insightface's closed set over both galleries; NIST's open set
       per gallery). Needs numpy and scikit-learn.
 
-  chips ROOT TARGET SIZE OUT.npy INDEX...
-      insightface's preprocessing of the faces at those line indices of the landmarks file:
+  chips ROOT TARGET SIZE OUT.npy INDEX... | all
+      insightface's preprocessing of the faces at those line indices of the landmarks file (or of
+      every face):
       cv2.imread, skimage SimilarityTransform of the five points onto the ArcFace template (scaled
       to SIZE), cv2.warpAffine (black border), BGR -> RGB. Writes uint8 [N, SIZE, SIZE, 3]. Needs
       cv2 and scikit-image.
@@ -21,6 +22,9 @@ Subcommands:
   embed MODEL.torchscript.pt CHIPS.npy OUT.npy [BATCH]
       Raw flip-summed features of the chips by a TorchScript network: net(x) + net(mirror(x)),
       x = (chip / 255 - 0.5) / 0.5, NCHW. Needs torch.
+
+$THREADS, when set, is the number of threads OpenCV and torch may use (scripts/bench-ijb.sh).
+Each subcommand prints its own seconds on stderr (imports and start excluded).
 """
 import json
 import math
@@ -211,7 +215,12 @@ def chips(root, target, size, out, indices):
     import cv2
     from skimage import transform as trans
 
+    if os.environ.get("THREADS"):
+        cv2.setNumThreads(int(os.environ["THREADS"]))
     faces = read_faces(root, target)
+    if indices == ["all"]:
+        indices = [i for i, f in enumerate(faces) if f["points"] is not None]
+    indices = [int(i) for i in indices]
     dst = ARCFACE_112 * (size / 112.0)
     res = []
     for i in indices:
@@ -227,6 +236,8 @@ def chips(root, target, size, out, indices):
 def embed(model, chips_npy, out, batch=64):
     import torch
 
+    if os.environ.get("THREADS"):
+        torch.set_num_threads(int(os.environ["THREADS"]))
     net = torch.jit.load(model).eval()
     x = np.load(chips_npy)
     feats = []
@@ -238,15 +249,27 @@ def embed(model, chips_npy, out, batch=64):
 
 
 def main():
+    import time
+
     cmd, args = sys.argv[1], sys.argv[2:]
+    # The libraries are imported before the clock starts (later imports in the functions are free).
+    if cmd == "chips":
+        import cv2  # noqa: F401
+        import skimage.transform  # noqa: F401
+    elif cmd == "embed":
+        import torch  # noqa: F401
+    elif cmd == "protocol":
+        import sklearn.metrics  # noqa: F401
+    started = time.perf_counter()
     if cmd == "protocol":
         protocol(*args)
     elif cmd == "chips":
-        chips(args[0], args[1], int(args[2]), args[3], [int(i) for i in args[4:]])
+        chips(args[0], args[1], int(args[2]), args[3], args[4:])
     elif cmd == "embed":
         embed(args[0], args[1], args[2], *(int(b) for b in args[3:]))
     else:
         sys.exit("unknown subcommand %s" % cmd)
+    sys.stderr.write("%s seconds: %.3f\n" % (cmd, time.perf_counter() - started))
 
 
 if __name__ == "__main__":
