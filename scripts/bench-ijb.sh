@@ -74,6 +74,7 @@ t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>"$DIR/last.err"; e=$(date +
 stage() { grep -o 'seconds: [0-9.]*' "$DIR/last.err" | cut -d' ' -f2; }
 per10k() { echo "scale=1; $1 * 10000 / $FACES" | bc -l; }
 
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 rm -rf "$DIR/out"
 FK=$(t "$FACEKIT_BIN" eval ijb "$ROOT" --model "$DIR/Model/r" --checkpoint last --device cpu --batch-size "$BATCH" -o "$DIR/out")
 FK_CACHED=$(t "$FACEKIT_BIN" eval ijb "$ROOT" --model "$DIR/Model/r" --checkpoint last --device cpu --batch-size "$BATCH" -o "$DIR/out")
@@ -86,7 +87,7 @@ W_PROTO=$(t .venv/bin/python scripts/ijb_reference.py protocol "$ROOT" IJBC "$DI
 S_REF=$(echo "$S_CHIPS + $S_EMBED + $S_PROTO" | bc -l)
 W_REF=$(echo "$W_CHIPS + $W_EMBED + $W_PROTO" | bc -l)
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u '+%F %H:%M') UTC; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u '+%F %H:%M') UTC; load average before the runs: $LOAD, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "set: $FACES faces ($DISTINCT distinct LFW photos), network $ARCH at 112, batch $BATCH, $THREADS threads"
 printf '| run | seconds | seconds per 10,000 faces |\n|---|---|---|\n'
 printf '| facekit eval ijb (whole command, nothing cached) | %.2f | %s |\n' "$FK" "$(per10k "$FK")"
