@@ -4,7 +4,8 @@
 For each image: MTCNN on the CPU, every face it finds with its five landmarks in insightface's
 order (left eye centre, right eye centre, nose tip, left mouth corner, right mouth corner, as seen in
 the image), in pixels of the image. Writes one JSON list to stdout: per image a list of
-{"box": [x1, y1, x2, y2], "points": [[x, y] x 5]} (empty when MTCNN finds no face).
+{"box": [x1, y1, x2, y2], "points": [[x, y] x 5], "prob": p} (empty when MTCNN finds no face; p
+is MTCNN's face probability, the "faceness score" of an IJB landmarks file).
 
 Usage: mtcnn_landmarks_reference.py IMAGE...
 """
@@ -22,11 +23,11 @@ def main():
     out = []
     for path in sys.argv[1:]:
         img = Image.open(path).convert("RGB")
-        boxes, _, points = mtcnn.detect(img, landmarks=True)
+        boxes, probs, points = mtcnn.detect(img, landmarks=True)
         if boxes is None:
             out.append([])
             continue
-        out.append([{"box": b.tolist(), "points": p.tolist()} for b, p in zip(boxes, points)])
+        out.append([{"box": b.tolist(), "points": p.tolist(), "prob": float(q)} for b, p, q in zip(boxes, points, probs)])
     json.dump(out, sys.stdout)
 
 

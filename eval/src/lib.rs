@@ -8,7 +8,8 @@
 //!   make-bin`);
 //! - [`npy`]: `.npy` float32 matrices for embeddings that Python reads directly, and
 //!   [`embeddings`]: the folder `facekit embed` writes (`embeddings.npy` + `labels.tsv`);
-//! - [`plot`]: the PNG line charts (ROC, loss curves).
+//! - [`plot`]: the PNG line charts (ROC, loss curves);
+//! - [`ijb`]: IJB-B and IJB-C template evaluation (meta files, template pooling, 1:1 and 1:N figures).
 //!
 //! Running a network over the faces (embedding, the protocols with a model, export) is
 //! `facekit_train::infer`; this crate has no libtorch, so the file formats can be read, checked
@@ -18,6 +19,7 @@ pub mod allpairs;
 pub mod bin_write;
 pub mod draw;
 pub mod embeddings;
+pub mod ijb;
 pub mod make_bin;
 pub mod metrics;
 pub mod npy;

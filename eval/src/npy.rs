@@ -31,23 +31,35 @@ impl Matrix {
 
 /// The bytes of an `.npy` v1.0 file holding `data` as float32 `[rows, cols]`.
 pub(crate) fn encode_f32(rows: usize, cols: usize, data: &[f32]) -> Result<Vec<u8>> {
-    if data.len() != rows * cols {
-        bail!("{} values do not make a {rows}x{cols} matrix", data.len());
+    encode("<f4", rows, cols, data.len(), data.iter().flat_map(|v| v.to_le_bytes()))
+}
+
+/// The bytes of an `.npy` v1.0 file of `descr` values `[rows, cols]` given as little-endian bytes.
+fn encode(descr: &str, rows: usize, cols: usize, len: usize, bytes: impl Iterator<Item = u8>) -> Result<Vec<u8>> {
+    if len != rows * cols {
+        bail!("{len} values do not make a {rows}x{cols} matrix");
     }
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
     let header_len = u16::try_from(header.len()).context("npy header too long")?;
-    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + data.len() * 4);
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + len * 8);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&header_len.to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.extend(bytes);
     Ok(out)
+}
+
+/// Writes `data` as a float64 `[rows, cols]` `.npy` file, atomically (scores kept at the precision
+/// they were computed in).
+pub fn write_f64(path: &Path, rows: usize, cols: usize, data: &[f64]) -> Result<()> {
+    let bytes = encode("<f8", rows, cols, data.len(), data.iter().flat_map(|v| v.to_le_bytes()))?;
+    let mut f = facekit_io::durable::AtomicFile::create(path)?;
+    f.write_all(&bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(f.commit()?)
 }
 
 /// Writes `data` as a float32 `[rows, cols]` `.npy` file, atomically.

@@ -1,7 +1,8 @@
 //! `facekit eval verify`: LFW-style pairs (folder or packed dataset), insightface `.bin` files, and
 //! all-pairs 1:1 verification of a packed dataset or of saved embeddings. `facekit eval make-bin`:
 //! an insightface `.bin` from a pairs list, its chips cut from photos exactly as a training set's
-//! were (`--like`, feature `dlib`) or taken from a packed dataset's records.
+//! were (`--like`, feature `dlib`) or taken from a packed dataset's records. `facekit eval ijb`:
+//! IJB-B / IJB-C (`eval_ijb`).
 
 use super::embed::{ModelArgs, PrepArgs};
 use anyhow::{bail, Context, Result};
@@ -31,6 +32,8 @@ pub enum EvalCommand {
     Verify(VerifyArgs),
     /// Write an insightface verification .bin from a pairs list: chips aligned like a training set, or a dataset's records.
     MakeBin(MakeBinArgs),
+    /// IJB-B / IJB-C template evaluation as insightface runs it: 1:1 TAR at FAR, 1:N identification.
+    Ijb(super::eval_ijb::IjbArgs),
 }
 
 /// Arguments of `facekit eval verify`.
@@ -394,6 +397,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     match args.command {
         EvalCommand::Verify(v) => run_verify(v),
         EvalCommand::MakeBin(m) => run_make_bin(m),
+        EvalCommand::Ijb(i) => super::eval_ijb::run(i),
     }
 }
 

@@ -15,6 +15,8 @@ mod curate;
 mod embed;
 #[cfg(feature = "torch")]
 mod eval;
+#[cfg(feature = "torch")]
+mod eval_ijb;
 mod export;
 mod import;
 mod pack;
@@ -50,7 +52,7 @@ pub enum Command {
     /// Compute L2-normalised embeddings of a dataset or an image folder (embeddings.npy + labels.tsv).
     #[cfg(feature = "torch")]
     Embed(embed::EmbedArgs),
-    /// Evaluate a trained network (verification: LFW pairs, insightface .bin, all pairs).
+    /// Evaluate a trained network (verification: LFW pairs, insightface .bin, all pairs; IJB-B/IJB-C).
     #[cfg(feature = "torch")]
     Eval(eval::EvalArgs),
     /// Join datasets: the parts of a `pack --part K/N`, or datasets packed separately (docs/CURATE.md).

@@ -1,5 +1,5 @@
 //! facekit end to end through its command line, one binary: packing real photos, training and
-//! its golden loss curves (the numerics guard), evaluation, making `.bin` verification sets,
+//! its golden loss curves (the numerics guard), evaluation (IJB-B/IJB-C included), making `.bin` verification sets,
 //! verify-shard, TensorBoard's reading of a run's event files, every fault of the reliability issue, and the fuzzers' inputs.
 
 #[cfg(all(feature = "torch", feature = "dlib"))]
@@ -11,6 +11,9 @@ mod fuzz_corpus;
 // Once per CI run: the build without dlib trains with the same code.
 #[cfg(all(feature = "torch", feature = "dlib"))]
 mod golden_losses;
+// IJB-C-format set from LFW photos, MTCNN landmarks, checked against a NumPy reference.
+#[cfg(feature = "torch")]
+mod ijb;
 #[cfg(all(feature = "torch", feature = "dlib"))]
 mod make_bin;
 #[cfg(feature = "torch")]

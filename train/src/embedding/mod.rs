@@ -54,6 +54,47 @@ pub fn embed_chips(
     flip: bool,
     stop: &StopFlag,
 ) -> Result<Vec<f32>> {
+    embed_chips_as(net, numerics, pixels, size, batch_size, Features { flip, scale: Scale::Unit }, stop)
+}
+
+/// Whether embeddings are L2-normalised before they are returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Unit length (every verification protocol compares these).
+    Unit,
+    /// As the network gives them (after the flip sum): IJB's template pooling keeps the norm as a
+    /// quality weight (insightface's `use_norm_score`).
+    Raw,
+}
+
+/// What one image's feature is: with `flip`, the sum of the image's and its mirror's embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// insightface's flip test.
+    pub flip: bool,
+    /// Normalised or raw.
+    pub scale: Scale,
+}
+
+impl From<bool> for Features {
+    /// Normalised features, with the flip test when `flip`.
+    fn from(flip: bool) -> Self {
+        Features { flip, scale: Scale::Unit }
+    }
+}
+
+/// [`embed_chips`], returning the features `how` asks for (raw ones are checked for NaN and
+/// infinity the same way).
+pub fn embed_chips_as(
+    net: &FaceNet,
+    numerics: &Numerics,
+    pixels: &[u8],
+    size: u32,
+    batch_size: usize,
+    how: Features,
+    stop: &StopFlag,
+) -> Result<Vec<f32>> {
+    let flip = how.flip;
     let s = size as i64;
     let per = (s * s * 3) as usize;
     if !pixels.len().is_multiple_of(per) {
@@ -78,8 +119,14 @@ pub fn embed_chips(
         if count > 0 {
             return Err(EmbedError::NonFinite { count, batch: n }.into());
         }
-        let norm = e.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
-        let e = (e / norm).to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
+        let e = match how.scale {
+            Scale::Unit => {
+                let norm = e.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+                e / norm
+            }
+            Scale::Raw => e,
+        };
+        let e = e.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
         out.extend(Vec::<f32>::try_from(e.view([-1])).context("cannot copy embeddings from the device")?);
     }
     Ok(out)

@@ -2,7 +2,7 @@
 //! optionally with insightface's flip test (embedding of image plus embedding of its mirror,
 //! then normalised), through [`crate::embedding`]'s routine.
 
-use crate::embedding::embed_chips;
+use crate::embedding::{embed_chips_as, Features, Scale};
 use crate::events::{Event, FaceWork, Observer};
 use crate::model::{FaceNet, NetConfig};
 use crate::run::numerics::Numerics;
@@ -62,29 +62,35 @@ impl EmbedModel {
     /// L2-normalised embeddings (`n * dim` values) of `n` RGB8 NHWC images of the network's size;
     /// with `flip`, the embeddings of each image and its mirror are summed before normalising.
     pub fn embed_pixels(&self, pixels: &[u8], n: usize, flip: bool) -> Result<Vec<f32>> {
+        self.features(pixels, n, Features { flip, scale: Scale::Unit })
+    }
+
+    /// [`EmbedModel::embed_pixels`] with the features `how` asks for (raw ones for IJB pooling).
+    pub fn features(&self, pixels: &[u8], n: usize, how: Features) -> Result<Vec<f32>> {
         let s = self.image_size() as usize;
         if pixels.len() != n * s * s * 3 {
             bail!("{} bytes are not {n} RGB images of {s}x{s}", pixels.len());
         }
-        embed_chips(&self.net, &self.numerics(), pixels, self.image_size(), n.max(1), flip, &StopFlag::new())
+        embed_chips_as(&self.net, &self.numerics(), pixels, self.image_size(), n.max(1), how, &StopFlag::new())
             .with_context(|| format!("network {}", self.weights.display()))
     }
 }
 
 /// Embeds `n` images in batches of `batch_size`: `fill(i, buf)` writes image `i` as RGB8 HWC of
 /// the network's size (called in parallel). Tells `events` how far it is ([`FaceWork::Embedding`]);
-/// returns `n * dim` values.
+/// returns `n * dim` values, the features `how` asks for.
 pub(crate) fn embed_all(
     model: &EmbedModel,
     n: usize,
     batch_size: usize,
-    flip: bool,
+    how: impl Into<Features>,
     events: &Observer,
     fill: impl Fn(usize, &mut [u8]) -> Result<()> + Sync,
 ) -> Result<Vec<f32>> {
     let s = model.image_size() as usize;
     let per = s * s * 3;
     let batch_size = batch_size.max(1);
+    let how = how.into();
     let work = FaceWork::Embedding;
     events.emit(Event::FacesBegin { work, total: n as u64, done: 0 });
     let mut out = Vec::with_capacity(n * model.dim());
@@ -92,7 +98,7 @@ pub(crate) fn embed_all(
     for start in (0..n).step_by(batch_size) {
         let m = batch_size.min(n - start);
         buf[..m * per].par_chunks_mut(per).enumerate().try_for_each(|(k, chunk)| fill(start + k, chunk))?;
-        out.extend(model.embed_pixels(&buf[..m * per], m, flip)?);
+        out.extend(model.features(&buf[..m * per], m, how)?);
         events.emit(Event::FacesDone { work, count: m as u64 });
     }
     events.emit(Event::FacesEnd { work });
