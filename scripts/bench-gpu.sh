@@ -8,6 +8,10 @@
 # after the warm-up (FACEKIT_CUDA_SYNC_DEBUG_AFTER, docs/TRAINING.md "Feeding a GPU"), and PyTorch
 # likewise: a step that makes the host wait for the GPU fails there, and the table says which call.
 #
+# Then `facekit eval ijb` with the first row's trained network on DATA_DIR/IJBC (4,000 faces, image
+# and mirror; scripts/make-gpu-bench-data.sh makes it): faces per second of the whole command
+# (reading, aligning, the network, pooling, the report), nothing cached.
+#
 # Peak memory is the largest `nvidia-smi` reading during the run (CUDA context included, the same
 # way for both); on the CPU, the process's peak resident memory.
 #
@@ -153,3 +157,23 @@ for r in "${RUNS[@]}"; do
   sync_row "$1" "$2" "$3"
   if [ "$DEVICE" = cuda ]; then pytorch_row "$1" "$2" error; fi
 done
+
+# IJB: the whole `facekit eval ijb` command over DATA_DIR/IJBC with the first row's network.
+set -- ${RUNS[0]}
+IJB_RUN="$DIR/$1-$2-shards ($3)"
+if [ -f "$DATA/IJBC/meta/ijbc_name_5pts_score.txt" ] && [ -f "$IJB_RUN/net.json" ]; then
+  FACES=$(wc -l < "$DATA/IJBC/meta/ijbc_name_5pts_score.txt")
+  rm -rf "$DIR/ijb"
+  START=$(date +%s.%N)
+  rc=0
+  peak_of "$BIN" eval ijb "$DATA/IJBC" --model "$IJB_RUN" --checkpoint last --device "$DEVICE" \
+    --batch-size "$BATCH" -o "$DIR/ijb" > "$DIR/ijb.out" 2>&1 || rc=$?
+  SECS=$(echo "$(date +%s.%N) - $START" | bc -l)
+  if [ "$rc" = 0 ]; then
+    echo "| facekit eval ijb, $FACES faces + mirrors, whole command | $1 | $2 | $(echo "scale=1; $FACES / $SECS" | bc -l) faces/s | | $PEAK | $GPU |"
+  else
+    echo "| facekit eval ijb | $1 | $2 | failed (exit $rc): $(tail -1 "$DIR/ijb.out" | cut -c1-160) | | | $GPU |"
+  fi
+else
+  echo "| facekit eval ijb | $1 | $2 | not run: no $DATA/IJBC (scripts/make-gpu-bench-data.sh) or no trained run | | | $GPU |"
+fi

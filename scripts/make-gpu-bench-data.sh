@@ -2,7 +2,8 @@
 # The shards scripts/bench-gpu.sh trains on: lfw100's 2,513 photos (100 identities, from the
 # shared data folder) packed as JPEG q95 chips at 112 (`bench112`) and at 224 (`bench224`), without
 # dlib, by the loader benchmark's packer (data/examples/loader_bench.rs), small
-# enough to carry to a GPU machine (53 MiB: 15 MiB at 112, 38 MiB at 224).
+# enough to carry to a GPU machine (53 MiB: 15 MiB at 112, 38 MiB at 224); and `IJBC`, an IJB-C-format
+# set of 4,000 faces over 100 LFW photos for `facekit eval ijb` (scripts/make-ijb-set.sh, 1.5 MiB).
 #
 # usage: scripts/make-gpu-bench-data.sh OUT_DIR   (env: FACEKIT_SHARED_DATA, LOADER_BENCH_BIN)
 set -euo pipefail
@@ -23,4 +24,5 @@ trap 'rm -rf "$TMP"' EXIT
 mkdir -p "$OUT"
 # The datasets only: the packer's raw payload files are the loader benchmark's, not training's.
 cp "$TMP"/bench112* "$TMP"/bench224* "$OUT"/
+[ -f "$OUT/IJBC/meta/ijbc_template_pair_label.txt" ] || scripts/make-ijb-set.sh "$(realpath "$OUT")/IJBC" 4000 100
 du -sh "$OUT" >&2

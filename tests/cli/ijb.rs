@@ -146,6 +146,99 @@ fn close(a: &Value, b: &Value, tol: f64, what: &str) {
     assert!((x - y).abs() <= tol, "{what}: facekit {x}, reference {y}");
 }
 
+/// `facekit eval ijb`'s figures in `out_dir` against the NumPy protocol of
+/// scripts/ijb_reference.py on the features `out_dir` holds: every pair score within 1e-5, every
+/// 1:1 and 1:N figure equal. Returns facekit's report.
+fn compare_with_reference(np_py: &Path, root: &Path, out_dir: &Path) -> Value {
+    let report: Value = serde_json::from_slice(&std::fs::read(out_dir.join("ijb.json")).unwrap()).unwrap();
+    let v = &report["verification"];
+    let reference: Value = serde_json::from_slice(&run_ok(
+        Command::new(np_py).arg(script("ijb_reference.py")).args(["protocol"]).arg(root).arg("IJBC").arg(out_dir),
+        "ijb_reference.py protocol",
+    ))
+    .unwrap();
+    let ours = read_f64_npy(&out_dir.join("pair_scores.npy"));
+    let theirs = reference["scores"].as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for (k, (a, b)) in ours.iter().zip(theirs).enumerate() {
+        match b.as_f64() {
+            Some(b) => assert!((a - b).abs() < 1e-5, "pair {k}: facekit {a}, reference {b}"),
+            None => assert!(a.is_nan(), "pair {k} names an unknown template: {a}"),
+        }
+    }
+    assert_eq!(reference["faces_without_feature"], 2);
+    for (a, b) in v["tar_at_far"].as_array().unwrap().iter().zip(reference["tar_at_far"].as_array().unwrap()) {
+        close(&a["far_target"], &b["far_target"], 0.0, "FAR target");
+        close(&a["tar"], &b["tar"], 1e-12, &format!("TAR at FAR {}", b["far_target"]));
+        close(&a["far"], &b["far"], 1e-12, &format!("FAR at FAR {}", b["far_target"]));
+    }
+    let (n, rn) = (&report["identification"], &reference["identification"]);
+    for key in ["probes", "probes_without_mate", "gallery_templates", "top1", "top5", "top10"] {
+        close(&n["insightface"][key], &rn["insightface"][key], 1e-12, key);
+    }
+    for (a, b) in n["insightface"]["tpir_at_far"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(rn["insightface"]["tpir_at_far"].as_array().unwrap())
+    {
+        close(&a["tpir"], &b["tpir"], 1e-12, "insightface TPIR");
+        close(&a["threshold"], &b["threshold"], 1e-5, "insightface threshold");
+    }
+    for (g, rg) in n["open_set"].as_array().unwrap().iter().zip(rn["open_set"].as_array().unwrap()) {
+        assert_eq!(g["gallery"], rg["gallery"]);
+        for key in ["mated", "non_mated", "rank1", "rank5"] {
+            close(&g[key], &rg[key], 1e-12, key);
+        }
+        for (a, b) in g["tpir_at_fpir"].as_array().unwrap().iter().zip(rg["tpir_at_fpir"].as_array().unwrap()) {
+            for key in ["tpir", "fpir"] {
+                close(&a[key], &b[key], 1e-12, key);
+            }
+            close(&a["threshold"], &b["threshold"], 1e-5, "open-set threshold");
+        }
+    }
+
+    report
+}
+
+/// Features that tell people apart to a chosen degree, written over facekit's cached ones (the
+/// cache key stays, so `eval ijb` reuses them): face `i` of person `i / PER` is that person's
+/// random unit direction plus Gaussian noise of norm about `noise`, at a scale varying with the
+/// photo (the norm is part of insightface's weighting); the faces without a feature keep zeros.
+fn plant_features(out_dir: &Path, people_faces: usize, noise: f32) {
+    let path = out_dir.join("features.npy");
+    let m = facekit_eval::npy::read_f32(&path).unwrap();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut gauss = || {
+        // splitmix64 then Box-Muller: deterministic, no generator crate needed.
+        let mut next = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (u, v) = (next().max(1e-12), next());
+        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+    };
+    let dim = m.cols;
+    let people: Vec<Vec<f32>> = (0..PEOPLE.len())
+        .map(|_| {
+            let d: Vec<f32> = (0..dim).map(|_| gauss()).collect();
+            let n = d.iter().map(|x| x * x).sum::<f32>().sqrt();
+            d.into_iter().map(|x| x / n).collect()
+        })
+        .collect();
+    let mut values = m.data.clone();
+    for i in 0..people_faces {
+        let scale = 1.0 + (i % PER) as f32 * 0.3;
+        for d in 0..dim {
+            values[i * dim + d] = scale * (people[i / PER][d] + noise * gauss() / (dim as f32).sqrt());
+        }
+    }
+    facekit_eval::npy::write_f32(&path, m.rows, dim, &values).unwrap();
+}
+
 #[test]
 fn eval_ijb_matches_a_numpy_reference_and_insightfaces_preprocessing() {
     let Some(mtcnn) = facekit_testkit::mtcnn_python() else { return };
@@ -216,51 +309,7 @@ fn eval_ijb_matches_a_numpy_reference_and_insightfaces_preprocessing() {
     assert!(out_dir.join("roc.png").is_file());
 
     // The protocol, in NumPy, on facekit's own features.
-    let reference: Value = serde_json::from_slice(&run_ok(
-        Command::new(&np_py).arg(script("ijb_reference.py")).args(["protocol"]).arg(&root).arg("IJBC").arg(&out_dir),
-        "ijb_reference.py protocol",
-    ))
-    .unwrap();
-    let ours = read_f64_npy(&out_dir.join("pair_scores.npy"));
-    let theirs = reference["scores"].as_array().unwrap();
-    assert_eq!(ours.len(), theirs.len());
-    for (k, (a, b)) in ours.iter().zip(theirs).enumerate() {
-        match b.as_f64() {
-            Some(b) => assert!((a - b).abs() < 1e-5, "pair {k}: facekit {a}, reference {b}"),
-            None => assert!(a.is_nan(), "pair {k} names an unknown template: {a}"),
-        }
-    }
-    assert_eq!(reference["faces_without_feature"], 2);
-    for (a, b) in v["tar_at_far"].as_array().unwrap().iter().zip(reference["tar_at_far"].as_array().unwrap()) {
-        close(&a["far_target"], &b["far_target"], 0.0, "FAR target");
-        close(&a["tar"], &b["tar"], 1e-12, &format!("TAR at FAR {}", b["far_target"]));
-        close(&a["far"], &b["far"], 1e-12, &format!("FAR at FAR {}", b["far_target"]));
-    }
-    let (n, rn) = (&report["identification"], &reference["identification"]);
-    for key in ["probes", "probes_without_mate", "gallery_templates", "top1", "top5", "top10"] {
-        close(&n["insightface"][key], &rn["insightface"][key], 1e-12, key);
-    }
-    for (a, b) in n["insightface"]["tpir_at_far"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(rn["insightface"]["tpir_at_far"].as_array().unwrap())
-    {
-        close(&a["tpir"], &b["tpir"], 1e-12, "insightface TPIR");
-        close(&a["threshold"], &b["threshold"], 1e-5, "insightface threshold");
-    }
-    for (g, rg) in n["open_set"].as_array().unwrap().iter().zip(rn["open_set"].as_array().unwrap()) {
-        assert_eq!(g["gallery"], rg["gallery"]);
-        for key in ["mated", "non_mated", "rank1", "rank5"] {
-            close(&g[key], &rg[key], 1e-12, key);
-        }
-        for (a, b) in g["tpir_at_fpir"].as_array().unwrap().iter().zip(rg["tpir_at_fpir"].as_array().unwrap()) {
-            for key in ["tpir", "fpir"] {
-                close(&a[key], &b[key], 1e-12, key);
-            }
-            close(&a["threshold"], &b["threshold"], 1e-5, "open-set threshold");
-        }
-    }
+    compare_with_reference(&np_py, &root, &out_dir);
 
     // A rerun reuses the features and gives the same figures.
     let features = std::fs::read(out_dir.join("features.npy")).unwrap();
@@ -315,4 +364,17 @@ fn eval_ijb_matches_a_numpy_reference_and_insightfaces_preprocessing() {
             "face {i}: facekit's feature differs from cv2 + TorchScript by {worst} of its norm {norm}"
         );
     }
+
+    // The test's small network hardly tells these people apart, so many of its figures are 0 or 1.
+    // The same comparison on planted features that separate them only partly: every figure
+    // between its extremes, still equal to the reference's.
+    plant_features(&out_dir, PEOPLE.len() * PER, 5.0);
+    assert!(eval().0.contains("reusing the face features"));
+    let planted = compare_with_reference(&np_py, &root, &out_dir);
+    let tar = planted["verification"]["tar_at_far"].as_array().unwrap();
+    let at = |far: f64| tar.iter().find(|t| t["far_target"].as_f64() == Some(far)).unwrap()["tar"].as_f64().unwrap();
+    assert!(at(1e-1) > 0.0 && at(1e-1) < 1.0 && at(1e-2) <= at(1e-1), "planted TAR: {tar:?}");
+    let closed = &planted["identification"]["insightface"];
+    let top1 = closed["top1"].as_f64().unwrap();
+    assert!(top1 > 0.0 && top1 < 1.0, "planted top-1 {top1}");
 }
