@@ -6,48 +6,43 @@
 //!
 //! Lines quote names the program did not choose: file names, records' paths, identities read from
 //! a dataset or a `.rec`. A control character in one of them (an escape sequence, a carriage
-//! return, a newline) would move the cursor, recolour or forge lines on the reader's terminal and
-//! in the log, so every line is written through [`printable`].
+//! return, a backspace) would move the cursor, recolour or overwrite text on the reader's terminal
+//! and in the log, so everything is written through [`printable`]. Newlines stay: facekit's own
+//! documents (`--json`, `--print-config`) and quoted tool output (a Python traceback) have several
+//! lines.
 
 use std::borrow::Cow;
 use std::io::Write;
 
-/// Writes `line` and a newline to stderr; a failed write (closed pipe, closed terminal) is ignored.
+/// Writes `line` and a newline to stderr ([`printable`]); a failed write (closed pipe, closed
+/// terminal) is ignored.
 pub fn line(line: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{}", printable(line));
 }
 
-/// Writes `line` and a newline to stdout; a failed write is ignored (see the module doc).
-pub fn out(line: &str) {
+/// Writes `text` and a newline to stdout ([`printable`]); a failed write is ignored (see the module doc).
+pub fn out(text: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", printable(line)).and_then(|()| out.flush());
+    let _ = writeln!(out, "{}", printable(text)).and_then(|()| out.flush());
 }
 
-/// Writes `text` (a pretty-printed JSON document, lines joined by newlines) to stdout line by
-/// line, each through [`printable`]; a failed write is ignored.
-pub fn out_lines(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = text.lines().try_for_each(|l| writeln!(out, "{}", printable(l))).and_then(|()| out.flush());
-}
-
-/// `line` with every control character but the tab (which separates the columns of the tables
-/// facekit prints) written as Rust writes it in a string literal (`\u{1b}`, `\n`, `\r`): one line
-/// on the screen, whatever the names in it hold.
-pub fn printable(line: &str) -> Cow<'_, str> {
-    let hostile = |c: char| c.is_control() && c != '\t';
-    if !line.contains(hostile) {
-        return Cow::Borrowed(line);
+/// `text` with every control character but the newline and the tab (which separates the columns
+/// of the tables facekit prints) written as Rust writes it in a string literal (`\u{1b}`, `\r`).
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let hostile = |c: char| c.is_control() && c != '\t' && c != '\n';
+    if !text.contains(hostile) {
+        return Cow::Borrowed(text);
     }
-    let mut text = String::with_capacity(line.len() + 8);
-    for c in line.chars() {
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
         if hostile(c) {
-            text.extend(c.escape_default());
+            escaped.extend(c.escape_default());
         } else {
-            text.push(c);
+            escaped.push(c);
         }
     }
-    Cow::Owned(text)
+    Cow::Owned(escaped)
 }
 
 #[cfg(test)]
@@ -56,15 +51,16 @@ mod tests {
     use std::borrow::Cow;
 
     #[test]
-    fn names_with_control_characters_are_printed_escaped_on_one_line() {
-        let name = "record 7 (evil\u{1b}[2J\rfake: ok\nfacekit: done\u{7f})";
-        assert_eq!(printable(name), "record 7 (evil\\u{1b}[2J\\rfake: ok\\nfacekit: done\\u{7f})");
+    fn escape_sequences_and_carriage_returns_in_names_are_printed_escaped() {
+        let name = "record 7 (evil\u{1b}[2J\rfake: ok\u{8}\u{7f})";
+        assert_eq!(printable(name), "record 7 (evil\\u{1b}[2J\\rfake: ok\\u{8}\\u{7f})");
     }
 
     #[test]
-    fn ordinary_lines_tabs_and_other_scripts_are_left_alone() {
-        for line in ["pack: 398 of 400 packed", "id\tname\tcount", "Zoë Ünal 王菲 — 12 %"] {
-            assert!(matches!(printable(line), Cow::Borrowed(l) if l == line));
+    fn ordinary_lines_documents_tabs_and_other_scripts_are_left_alone() {
+        for text in ["pack: 398 of 400 packed", "id\tname\tcount", "Zoë Ünal 王菲 — 12 %", "{\n  \"ok\": true\n}"]
+        {
+            assert!(matches!(printable(text), Cow::Borrowed(t) if t == text));
         }
     }
 }

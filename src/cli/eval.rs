@@ -449,7 +449,7 @@ fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
     let json = serde_json::to_string_pretty(&report)?;
     held.replace_dir(|dir| facekit_io::durable::write(dir.join("report.json"), json.as_bytes()))?;
     if a.json {
-        facekit_io::console::out_lines(&json);
+        outln!("{json}");
     } else {
         print_pairs(&report);
         outln!("  report:            {}", a.output.join("report.json").display());
@@ -472,7 +472,7 @@ fn all_pairs(
     })?;
     let (csv, png) = (a.output.join("roc.csv"), a.output.join("roc.png"));
     if a.json {
-        facekit_io::console::out_lines(&json);
+        outln!("{json}");
     } else {
         print_all_pairs(&report, name);
         outln!("  ROC:               {}, {}", csv.display(), png.display());

@@ -98,7 +98,7 @@ fn run_rec(a: RecExportArgs) -> Result<ExitCode> {
     };
     let r = export_rec(&opts)?;
     if a.json {
-        facekit_io::console::out_lines(&serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         outln!(
             "Exported {} images of {} classes in {:.1} s to {} ({} bytes), {} and {}",
@@ -150,7 +150,7 @@ fn run_model(args: ModelExportArgs) -> Result<ExitCode> {
         r => r?,
     };
     if args.json {
-        facekit_io::console::out_lines(&serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         let (s, d) = (r.image_size, r.embedding_size);
         outln!("Exported {} ({} tensors) to {}", model.weights.display(), r.tensors, out.display());

@@ -56,7 +56,7 @@ pub fn run(args: VerifyArgs) -> Result<ExitCode> {
     let ok = shards.iter().all(ShardReport::is_ok) && datasets.iter().all(DatasetReport::is_ok);
     if args.json {
         let out = serde_json::json!({ "ok": ok, "datasets": datasets, "shards": shards });
-        facekit_io::console::out_lines(&serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_text(&datasets, &shards, ok);
     }
