@@ -6,7 +6,6 @@
 //! facekit's per-face features, and those features against insightface's preprocessing (cv2 and
 //! scikit-image, `.venv-cv`) and the same network exported to TorchScript (`.venv`).
 
-use crate::train_loop::{ok, train};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -251,31 +250,14 @@ fn eval_ijb_matches_a_numpy_reference_and_insightfaces_preprocessing() {
     let root = cwd.join("IJBC");
     let faces = build_set(&root, &mtcnn);
 
-    let models = cwd.join("Model");
-    ok(&train(
-        &models,
-        &[
-            "FR",
-            "--train-sets",
-            "lfw",
-            "--max-steps",
-            "20",
-            "--lr",
-            "0.05",
-            "--run-name",
-            "r",
-            "--checkpoint-every",
-            "0",
-        ],
-    ));
-    let run = models.join("r");
+    let run = crate::train_loop::twenty_step_run();
     let out_dir = cwd.join("out");
     let eval = || {
         let out = crate::facekit()
             .args(["eval", "ijb", "--target", "IJBC", "--checkpoint", "last", "--device", "cpu", "--batch-size", "7"])
             .arg(&root)
             .arg("--model")
-            .arg(&run)
+            .arg(run)
             .arg("-o")
             .arg(&out_dir)
             .output()
@@ -325,7 +307,7 @@ fn eval_ijb_matches_a_numpy_reference_and_insightfaces_preprocessing() {
     run_ok(
         crate::facekit()
             .args(["export", "--checkpoint", "last", "--format", "torchscript", "--model"])
-            .arg(&run)
+            .arg(run)
             .arg("-o")
             .arg(&exp),
         "export",

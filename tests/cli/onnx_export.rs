@@ -61,30 +61,13 @@ fn onnx_export_runs_in_onnxruntime_and_matches_facekit_embed() {
     let Some(ort) = facekit_testkit::onnxruntime_python() else { return };
     let t = tempfile::tempdir().unwrap();
     let cwd = t.path();
-    let models = cwd.join("Model");
-    ok(&train(
-        &models,
-        &[
-            "FR",
-            "--train-sets",
-            "lfw",
-            "--max-steps",
-            "20",
-            "--lr",
-            "0.05",
-            "--run-name",
-            "r",
-            "--checkpoint-every",
-            "0",
-        ],
-    ));
-    let run = models.join("r");
+    let run = crate::train_loop::twenty_step_run();
     let exp = cwd.join("exp");
 
     // --python wins over $FACEKIT_PYTHON (here a Python that does not exist).
     let out = crate::facekit()
         .args(["export", "--checkpoint", "last", "--format", "safetensors,onnx", "--json", "--model"])
-        .arg(&run)
+        .arg(run)
         .arg("-o")
         .arg(&exp)
         .arg("--python")
@@ -146,7 +129,7 @@ fn onnx_export_runs_in_onnxruntime_and_matches_facekit_embed() {
     for dir in [&exp, &cwd.join("exp2")] {
         let out = crate::facekit()
             .args(["export", "--checkpoint", "last", "--format", "onnx", "--format", "torchscript", "--model"])
-            .arg(&run)
+            .arg(run)
             .arg("-o")
             .arg(dir)
             .env("FACEKIT_PYTHON", &ort)
@@ -168,7 +151,7 @@ fn onnx_export_runs_in_onnxruntime_and_matches_facekit_embed() {
     // otherwise pass for this network beside its net.json.
     let out = crate::facekit()
         .args(["export", "--checkpoint", "last", "--format", "torchscript", "--json", "--model"])
-        .arg(&run)
+        .arg(run)
         .arg("-o")
         .arg(&exp)
         .output()

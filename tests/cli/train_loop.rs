@@ -99,6 +99,33 @@ pub(crate) fn two_step_run() -> &'static Path {
     })
 }
 
+/// A finished 20-step FR run on `lfw` at learning rate 0.05 (`Model/r20`), trained once per test
+/// binary for the tests that only read a network that has learnt something (ONNX export,
+/// `eval ijb`).
+pub(crate) fn twenty_step_run() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let models = data().join("Model");
+        ok(&train(
+            &models,
+            &[
+                "FR",
+                "--train-sets",
+                "lfw",
+                "--max-steps",
+                "20",
+                "--lr",
+                "0.05",
+                "--run-name",
+                "r20",
+                "--checkpoint-every",
+                "0",
+            ],
+        ));
+        models.join("r20")
+    })
+}
+
 /// [`two_step_run`]'s weights with finite BN statistics that no activation survives in eval mode
 /// (training normalises each batch with its own): every embedding of a validation overflows.
 /// Written once per test binary.

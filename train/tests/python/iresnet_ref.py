@@ -7,13 +7,12 @@ arcface_torch `iresnet` state_dict, FC sized from the input instead of a fixed 7
 writes DIR/weights.safetensors (the state_dict with random weights and random BN running
 statistics, num_batches_tracked included), DIR/io.safetensors (`input` [N,3,S,S] and the eval-mode
 `output` [N,512], `output_bf16` with the trunk under bfloat16 autocast and the
-embedding layers in fp32 as arcface_torch, `output_bf16_all` with everything under autocast) and DIR/shapes.json (name -> shape, num_batches_tracked left out). Usable as a
+embedding layers in fp32 as arcface_torch, `output_bf16_all` with everything under autocast) and
+DIR/shapes.json (name -> shape, num_batches_tracked left out), through ref_io.py. Usable as a
 module too: `IResNet(arch, size)`.
 """
 
 import argparse
-import json
-import os
 
 import torch
 from torch import nn
@@ -110,7 +109,7 @@ def randomise(net, gen):
 
 
 def main():
-    from safetensors.torch import save_file
+    from ref_io import write_reference
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", choices=sorted(BLOCKS), required=True)
@@ -122,23 +121,7 @@ def main():
     gen = torch.Generator().manual_seed(a.seed)
     net = IResNet(a.arch, a.size)
     randomise(net, gen)
-    net.eval()
-    x = torch.rand((a.batch, 3, a.size, a.size), generator=gen) * 2 - 1
-    with torch.no_grad():
-        y = net(x)
-        # Mixed precision as arcface_torch runs it: the trunk under autocast, the embedding layers
-        # on its output cast to fp32; and, to tell the two apart, everything under autocast.
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            t = net.trunk(x)
-            y_all = net.tail(t).float()
-        y_bf16 = net.tail(t.float())
-    os.makedirs(a.out, exist_ok=True)
-    sd = {k: v.contiguous() for k, v in net.state_dict().items()}
-    save_file(sd, os.path.join(a.out, "weights.safetensors"))
-    save_file({"input": x, "output": y, "output_bf16": y_bf16, "output_bf16_all": y_all}, os.path.join(a.out, "io.safetensors"))
-    shapes = {k: list(v.shape) for k, v in sd.items() if not k.endswith("num_batches_tracked")}
-    with open(os.path.join(a.out, "shapes.json"), "w") as f:
-        json.dump(shapes, f)
+    write_reference(net, gen, a.batch, a.size, a.out)
 
 
 if __name__ == "__main__":
