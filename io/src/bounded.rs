@@ -125,6 +125,25 @@ impl fmt::Display for FileError {
 /// the error's `source()`: a printer of the whole chain would say it twice.
 impl std::error::Error for FileError {}
 
+/// Lowercase hex SHA-256 of the regular file at `path` ([`open_regular`]), streamed in 1 MiB
+/// reads: files of any size (a network's weights, an `.idx` of hundreds of megabytes) in bounded
+/// memory, and a FIFO or device refused rather than read until it ends.
+pub fn file_sha256(path: &Path) -> Result<String, FileError> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = open_regular(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = f.read(&mut buf).map_err(io(path))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
     move |source| FileError::Io { path: path.to_path_buf(), source }
 }
@@ -237,6 +256,21 @@ pub fn confined_join(dir: &Path, name: &str) -> Result<PathBuf, FileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_sha256_streams_a_file_past_one_read_and_refuses_fifos_and_devices() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("weights.safetensors");
+        // Larger than one 1 MiB read: the hash must cover every read, not only the first.
+        std::fs::write(&p, vec![b'a'; (1 << 20) + 3]).unwrap();
+        assert_eq!(file_sha256(&p).unwrap(), "f5e25b6b994188fdb721357d459785dc479934edfd40f95658a45ab2ce2d8027");
+        let fifo = t.path().join("features.npy");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(file_sha256(&fifo).unwrap_err().reason(), "not_a_regular_file");
+        assert_eq!(file_sha256(Path::new("/dev/zero")).unwrap_err().reason(), "not_a_regular_file");
+    }
 
     #[test]
     fn fifos_devices_and_folders_are_refused_without_blocking() {

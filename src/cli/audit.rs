@@ -181,8 +181,8 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
     let faces = Faces::read(&ds)?;
     let dim = network.dim();
     let key = audit::CacheKey {
-        manifest_sha256: audit::file_sha256(&paths.manifest())?,
-        network_sha256: audit::file_sha256(&network.weights())?,
+        manifest_sha256: facekit_io::bounded::file_sha256(&paths.manifest())?,
+        network_sha256: facekit_io::bounded::file_sha256(&network.weights())?,
         records: faces.len(),
         dim,
     };
@@ -209,7 +209,7 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
                 let other_ds = facekit_shard::Dataset::open(other.clone())?;
                 let stem = format!("against_{}", other.name());
                 let other_key = audit::CacheKey {
-                    manifest_sha256: audit::file_sha256(&other.manifest())?,
+                    manifest_sha256: facekit_io::bounded::file_sha256(&other.manifest())?,
                     network_sha256: network_sha256.clone(),
                     records: other_ds.len(),
                     dim,

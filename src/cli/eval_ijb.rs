@@ -73,8 +73,8 @@ pub fn run(a: IjbArgs) -> Result<ExitCode> {
     let model = a.model.load(&events)?;
     let flip = !a.no_flip;
     let key = FeatureKey {
-        network_sha256: faces_ijb::file_sha256(&model.weights)?,
-        faces_sha256: faces_ijb::file_sha256(&layout.landmarks())?,
+        network_sha256: facekit_io::bounded::file_sha256(&model.weights)?,
+        faces_sha256: facekit_io::bounded::file_sha256(&layout.landmarks())?,
         images: layout.images().display().to_string(),
         faces: meta.faces.len(),
         dim: model.dim(),

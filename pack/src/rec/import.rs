@@ -593,7 +593,7 @@ fn source_of(files: &RecFiles, plan: &Plan, opts: &ImportOptions) -> Result<prog
         rec: files.rec.canonicalize().unwrap_or_else(|_| files.rec.clone()).display().to_string(),
         rec_bytes: meta.len(),
         rec_mtime_ns: mtime,
-        idx_sha256: files.idx.as_deref().map(sha256_of).transpose()?,
+        idx_sha256: files.idx.as_deref().map(facekit_io::bounded::file_sha256).transpose()?,
         property_sha256: files.property.as_deref().map(file_sha256).transpose()?,
         entries: plan.entries.len() as u64,
         shard_size: opts.shard_size,
@@ -601,23 +601,6 @@ fn source_of(files: &RecFiles, plan: &Plan, opts: &ImportOptions) -> Result<prog
         names_sha256: opts.names.as_deref().map(file_sha256).transpose()?,
         part: None,
     })
-}
-
-/// SHA-256 of a file of any size, streamed (an `.idx` of Glint360K is hundreds of megabytes).
-fn sha256_of(path: &Path) -> Result<String> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = facekit_io::bounded::open_regular(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let k = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn encoding_name(e: Encoding) -> &'static str {

@@ -598,11 +598,3 @@ pub struct CacheKey {
     /// Embedding size.
     pub dim: usize,
 }
-
-/// SHA-256 of a file, as hex.
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}

@@ -12,7 +12,6 @@ use anyhow::{Context, Result};
 use facekit_eval::ijb::Face;
 use facekit_pack::align::{align_arcface5, ChipSpec};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -121,14 +120,6 @@ pub struct FeatureKey {
     pub chip_size: u32,
     /// Flip test.
     pub flip: bool,
-}
-
-/// SHA-256 of a file, as hex.
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// What `features.json` holds beside `features.npy`.
