@@ -132,9 +132,11 @@ pub struct Meta {
     pub name_mismatches: usize,
 }
 
-/// Lines of a text file, numbered from 1, blank ones left out.
+/// Lines of a text file, numbered from 1, blank ones left out. Read as a table
+/// ([`facekit_io::bounded::TABLE`]): a FIFO or device named as a meta file is refused, not read
+/// until it ends (IJB-C's pair list, the largest, is about 300 MB).
 fn numbered_lines(path: &Path) -> Result<(String, Vec<(usize, String)>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = facekit_io::bounded::read_string(path, facekit_io::bounded::TABLE)?;
     let lines = text
         .lines()
         .enumerate()
@@ -753,6 +755,18 @@ mod tests {
 
     fn face(name: &str, score: f32, t: u64, m: u64) -> Face {
         Face { name: name.into(), points: Some([[0.0; 2]; 5]), score, template: Some((t, m)) }
+    }
+
+    #[test]
+    fn a_fifo_or_device_named_as_a_meta_file_is_refused_not_read_forever() {
+        let d = tempfile::tempdir().unwrap();
+        let t = write(d.path(), "t.txt", "a.jpg 1 7\n");
+        let fifo = d.path().join("ijbc_name_5pts_score.txt");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let err = format!("{:#}", Meta::read(&fifo, &t).unwrap_err());
+        assert!(err.contains("a FIFO") && err.contains("ijbc_name_5pts_score.txt"), "{err}");
+        let err = format!("{:#}", read_pairs(Path::new("/dev/zero")).unwrap_err());
+        assert!(err.contains("character device"), "{err}");
     }
 
     #[test]
